@@ -1,0 +1,158 @@
+package events
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/schemas"
+)
+
+// ContentType is the content type of a structured-mode CloudEvent.
+const ContentType = "application/cloudevents+json"
+
+// CauseExtension is the CloudEvents extension attribute naming the cause.
+const CauseExtension = "causeid"
+
+// Codec turns Events into NATS messages and back, checking each against its
+// schema. It is safe for concurrent use.
+type Codec struct {
+	v *schemas.Validator
+}
+
+// NewCodec returns a Codec with the embedded schemas.
+func NewCodec() (*Codec, error) {
+	v, err := schemas.New()
+	if err != nil {
+		return nil, fmt.Errorf("load schemas: %w", err)
+	}
+	return &Codec{v: v}, nil
+}
+
+// Encode validates e and returns the NATS message that stores it: structured
+// JSON mode, Content-Type and Nats-Msg-Id headers set.
+func (c *Codec) Encode(e Event) (*nats.Msg, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	subj, err := SubjectOf(e)
+	if err != nil {
+		return nil, fmt.Errorf("%w: type: %v", ErrInvalid, err)
+	}
+	data, err := json.Marshal(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s data: %w", e.Type(), err)
+	}
+	if err := c.v.Validate(e.Type(), data); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, e.Type(), err)
+	}
+	ce := cloudevents.New()
+	ce.SetID(e.ID)
+	ce.SetSource(e.Source)
+	ce.SetType(e.Type())
+	if e.Subject != "" {
+		ce.SetSubject(e.Subject)
+	}
+	ce.SetTime(e.Time)
+	ce.SetDataSchema(schemas.URL(e.Type()))
+	if e.CauseID != "" {
+		ce.SetExtension(CauseExtension, e.CauseID)
+	}
+	if err := ce.SetData("application/json", json.RawMessage(data)); err != nil {
+		return nil, fmt.Errorf("encode %s: %w", e.Type(), err)
+	}
+	if err := ce.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	body, err := json.Marshal(ce)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", e.Type(), err)
+	}
+	m := nats.NewMsg(subj)
+	m.Header.Set("Content-Type", ContentType)
+	m.Header.Set(nats.MsgIdHdr, e.ID)
+	m.Data = body
+	return m, nil
+}
+
+// Decode reads an event from a NATS message in structured mode (the body is
+// the whole CloudEvent) or binary mode (ce-* headers, the body is the data),
+// checks it against its schema and decodes its data. An error wraps
+// ErrInvalid or ErrUnknownType and says which field is wrong.
+func (c *Codec) Decode(hdr nats.Header, body []byte) (Event, error) {
+	var ce cloudevents.Event
+	if hdr != nil && hdr.Get("ce-specversion") != "" {
+		var err error
+		if ce, err = fromBinary(hdr, body); err != nil {
+			return Event{}, err
+		}
+	} else if err := json.Unmarshal(body, &ce); err != nil {
+		return Event{}, fmt.Errorf("%w: not a structured CloudEvent: %v", ErrInvalid, err)
+	}
+	return c.fromCloudEvent(ce)
+}
+
+func (c *Codec) fromCloudEvent(ce cloudevents.Event) (Event, error) {
+	if err := ce.Validate(); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	typ := ce.Type()
+	if ct := ce.DataContentType(); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return Event{}, fmt.Errorf("%w: datacontenttype: %q, want application/json", ErrInvalid, ct)
+	}
+	data := ce.Data()
+	if err := c.v.Validate(typ, data); err != nil {
+		if errors.Is(err, schemas.ErrNoSchema) {
+			return Event{}, fmt.Errorf("%w: type: %q", ErrUnknownType, typ)
+		}
+		return Event{}, fmt.Errorf("%w: %s: %v", ErrInvalid, typ, err)
+	}
+	p, err := newPayload(typ, data)
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	e := Event{ID: ce.ID(), Source: ce.Source(), Subject: ce.Subject(), Time: ce.Time(), Data: p}
+	if v, ok := ce.Extensions()[CauseExtension]; ok {
+		e.CauseID = fmt.Sprint(v)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+// fromBinary builds a CloudEvent from binary-mode headers.
+func fromBinary(hdr nats.Header, body []byte) (cloudevents.Event, error) {
+	ce := cloudevents.New(hdr.Get("ce-specversion"))
+	ce.SetID(hdr.Get("ce-id"))
+	ce.SetSource(hdr.Get("ce-source"))
+	ce.SetType(hdr.Get("ce-type"))
+	if s := hdr.Get("ce-subject"); s != "" {
+		ce.SetSubject(s)
+	}
+	if s := hdr.Get("ce-time"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			return ce, fmt.Errorf("%w: time: %q is not RFC 3339", ErrInvalid, s)
+		}
+		ce.SetTime(t)
+	}
+	if s := hdr.Get("ce-dataschema"); s != "" {
+		ce.SetDataSchema(s)
+	}
+	if s := hdr.Get("ce-" + CauseExtension); s != "" {
+		ce.SetExtension(CauseExtension, s)
+	}
+	ct := hdr.Get("Content-Type")
+	if ct == "" {
+		ct = "application/json"
+	}
+	ce.SetDataContentType(ct)
+	ce.DataEncoded = body
+	return ce, nil
+}

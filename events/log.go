@@ -1,0 +1,251 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Log is vmguard's event log on the VMGUARD JetStream stream: append,
+// replay and follow typed events. It is safe for concurrent use.
+type Log struct {
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	codec   *Codec
+	logger  *slog.Logger
+	skipped atomic.Uint64
+}
+
+// Option configures Open.
+type Option func(*logOptions) error
+
+type logOptions struct {
+	replicas int
+	logger   *slog.Logger
+	create   bool
+}
+
+// WithReplicas sets the stream's replica count when Open creates it (1 to 5).
+func WithReplicas(n int) Option {
+	return func(o *logOptions) error {
+		if n < 1 || n > 5 {
+			return fmt.Errorf("replicas: %d, want 1 to 5", n)
+		}
+		o.replicas = n
+		return nil
+	}
+}
+
+// WithLogger sets the logger that reports skipped events.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *logOptions) error {
+		if l == nil {
+			return errors.New("logger: nil")
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithoutCreate makes Open fail when the stream does not exist instead of
+// creating it; for clients that must not provision (guest agents).
+func WithoutCreate() Option {
+	return func(o *logOptions) error {
+		o.create = false
+		return nil
+	}
+}
+
+// StreamConfig returns the configuration of the VMGUARD stream: file storage,
+// every event kept, a two-minute duplicate window, direct get on.
+func StreamConfig(replicas int) jetstream.StreamConfig {
+	if replicas < 1 {
+		replicas = 1
+	}
+	return jetstream.StreamConfig{
+		Name:        StreamName,
+		Description: "vmguard event log (CloudEvents)",
+		Subjects:    []string{SubjectAll},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardNew,
+		Duplicates:  2 * time.Minute,
+		AllowDirect: true,
+		Replicas:    replicas,
+		MaxMsgSize:  1 << 20,
+	}
+}
+
+// EnsureStream creates the VMGUARD stream or updates it to StreamConfig;
+// calling it again changes nothing.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	s, err := js.CreateOrUpdateStream(ctx, StreamConfig(replicas))
+	if err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
+	}
+	return s, nil
+}
+
+// Open binds a Log to the VMGUARD stream on nc, creating the stream if it
+// does not exist (unless WithoutCreate).
+func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
+	o := logOptions{replicas: 1, logger: slog.New(slog.DiscardHandler), create: true}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, fmt.Errorf("open log: %w", err)
+		}
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	codec, err := NewCodec()
+	if err != nil {
+		return nil, err
+	}
+	s, err := js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && o.create {
+		s, err = EnsureStream(ctx, js, o.replicas)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
+	}
+	return &Log{nc: nc, js: js, stream: s, codec: codec, logger: o.logger}, nil
+}
+
+// Codec returns the log's codec.
+func (l *Log) Codec() *Codec { return l.codec }
+
+// Conn returns the NATS connection the log uses.
+func (l *Log) Conn() *nats.Conn { return l.nc }
+
+// JetStream returns the JetStream context the log uses.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Skipped counts the events this Log skipped on read because they were
+// malformed, of an unknown type or failed their schema.
+func (l *Log) Skipped() uint64 { return l.skipped.Load() }
+
+// AppendOption configures one Append.
+type AppendOption func(*nats.Msg)
+
+// ExpectLastSeq makes the append fail with ErrConflict unless the last event
+// on subjects matching filter has stream sequence seq (0: none yet).
+func ExpectLastSeq(filter string, seq uint64) AppendOption {
+	return func(m *nats.Msg) {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, filter)
+	}
+}
+
+// ExpectPackageSeq makes the append fail with ErrConflict if anything about
+// package pkg was written after stream sequence seq, the last one the caller
+// saw about it.
+func ExpectPackageSeq(pkg string, seq uint64) AppendOption {
+	return ExpectLastSeq(PackageFilter(pkg), seq)
+}
+
+// Append validates e, stores it and returns its stream sequence once the
+// server acknowledged it. A repeat of an already stored id (within the
+// duplicate window) is stored once and returns the first one's sequence.
+func (l *Log) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64, error) {
+	m, err := l.codec.Encode(e)
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range opts {
+		o(m)
+	}
+	ack, err := l.js.PublishMsg(ctx, m)
+	if err != nil {
+		if isConflict(err) {
+			return 0, fmt.Errorf("append %s: %w", e.Type(), ErrConflict)
+		}
+		return 0, fmt.Errorf("append %s: %w", e.Type(), err)
+	}
+	return ack.Sequence, nil
+}
+
+func isConflict(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return false
+}
+
+// AppendAsync validates e and sends it without waiting for the server; the
+// returned future reports the outcome. Use Flush to wait for all of them.
+func (l *Log) AppendAsync(e Event, opts ...AppendOption) (jetstream.PubAckFuture, error) {
+	m, err := l.codec.Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		o(m)
+	}
+	f, err := l.js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("append %s: %w", e.Type(), err)
+	}
+	return f, nil
+}
+
+// Flush waits until every AppendAsync so far was acknowledged or failed.
+func (l *Log) Flush(ctx context.Context) error {
+	select {
+	case <-l.js.PublishAsyncComplete():
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush: %w", ctx.Err())
+	}
+}
+
+// LastSeq returns the stream's last sequence (0 when empty).
+func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Last returns the last event stored on subject, and false if there is none.
+func (l *Log) Last(ctx context.Context, subject string) (Event, bool, error) {
+	raw, err := l.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Event{}, false, nil
+	}
+	if err != nil {
+		return Event{}, false, fmt.Errorf("get last %s: %w", subject, err)
+	}
+	e, err := l.codec.Decode(raw.Header, raw.Data)
+	if err != nil {
+		return Event{}, false, fmt.Errorf("decode event %d on %s: %w", raw.Sequence, subject, err)
+	}
+	e.Seq = raw.Sequence
+	return e, true, nil
+}
+
+// Get returns the event at stream sequence seq.
+func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
+	raw, err := l.stream.GetMsg(ctx, seq)
+	if err != nil {
+		return Event{}, fmt.Errorf("get event %d: %w", seq, err)
+	}
+	e, err := l.codec.Decode(raw.Header, raw.Data)
+	if err != nil {
+		return Event{}, fmt.Errorf("decode event %d: %w", seq, err)
+	}
+	e.Seq = raw.Sequence
+	return e, nil
+}

@@ -1,0 +1,377 @@
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Event types of the v1 catalog, as `io.vmguard.<entity>.<verb>.v1`.
+const (
+	TypeConfigApplied = "io.vmguard.cluster.config_applied.v1"
+
+	TypeNodeJoined = "io.vmguard.node.joined.v1"
+	TypeNodeLost   = "io.vmguard.node.lost.v1"
+	TypeNodeHalted = "io.vmguard.node.halted.v1"
+	TypeNodeFenced = "io.vmguard.node.fenced.v1"
+
+	TypePackagePlaced           = "io.vmguard.package.placed.v1"
+	TypePackageStarting         = "io.vmguard.package.starting.v1"
+	TypePackageStarted          = "io.vmguard.package.started.v1"
+	TypePackageHalting          = "io.vmguard.package.halting.v1"
+	TypePackageHalted           = "io.vmguard.package.halted.v1"
+	TypePackageFailed           = "io.vmguard.package.failed.v1"
+	TypePackageSwitchingChanged = "io.vmguard.package.switching_changed.v1"
+	TypePackageReset            = "io.vmguard.package.reset.v1"
+
+	TypeGuestStarted = "io.vmguard.guest.started.v1"
+	TypeGuestLost    = "io.vmguard.guest.lost.v1"
+	TypeGuestStopped = "io.vmguard.guest.stopped.v1"
+
+	TypeServiceRestarting = "io.vmguard.service.restarting.v1"
+	TypeServiceFailed     = "io.vmguard.service.failed.v1"
+
+	TypeProcessStarted = "io.vmguard.process.started.v1"
+	TypeProcessExited  = "io.vmguard.process.exited.v1"
+)
+
+// Types lists every event type this build knows, in catalog order.
+func Types() []string {
+	return []string{
+		TypeConfigApplied,
+		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced,
+		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
+		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
+		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
+		TypeServiceRestarting, TypeServiceFailed,
+		TypeProcessStarted, TypeProcessExited,
+	}
+}
+
+// Scope says what an event's CloudEvents subject names, and so which part of
+// the subject space it is stored under.
+type Scope int
+
+// Scopes of events.
+const (
+	ScopeCluster Scope = iota // vmguard.events.cluster.<verb>
+	ScopeNode                 // vmguard.events.node.<node>.<verb>
+	ScopePackage              // vmguard.events.pkg.<package>.<entity>.<verb>
+)
+
+// ParseType splits a type such as io.vmguard.process.exited.v1 into its
+// entity, verb and version.
+func ParseType(typ string) (entity, verb, version string, err error) {
+	parts := strings.Split(typ, ".")
+	if len(parts) != 5 || parts[0] != "io" || parts[1] != "vmguard" {
+		return "", "", "", fmt.Errorf("type %q: want io.vmguard.<entity>.<verb>.<version>", typ)
+	}
+	return parts[2], parts[3], parts[4], nil
+}
+
+// ScopeOf returns the scope of an event type.
+func ScopeOf(typ string) (Scope, error) {
+	entity, _, _, err := ParseType(typ)
+	if err != nil {
+		return 0, err
+	}
+	switch entity {
+	case "cluster":
+		return ScopeCluster, nil
+	case "node":
+		return ScopeNode, nil
+	case "package", "guest", "service", "process":
+		return ScopePackage, nil
+	}
+	return 0, fmt.Errorf("type %q: unknown entity %q", typ, entity)
+}
+
+// Payload is the typed data of one event. Each catalog type has one.
+type Payload interface {
+	// EventType is the CloudEvents type the payload is stored under.
+	EventType() string
+}
+
+// newPayload decodes data of the given type into its Go struct.
+func newPayload(typ string, data []byte) (Payload, error) {
+	switch typ {
+	case TypeConfigApplied:
+		return decodeAs[ConfigApplied](data)
+	case TypeNodeJoined:
+		return decodeAs[NodeJoined](data)
+	case TypeNodeLost:
+		return decodeAs[NodeLost](data)
+	case TypeNodeHalted:
+		return decodeAs[NodeHalted](data)
+	case TypeNodeFenced:
+		return decodeAs[NodeFenced](data)
+	case TypePackagePlaced:
+		return decodeAs[PackagePlaced](data)
+	case TypePackageStarting:
+		return decodeAs[PackageStarting](data)
+	case TypePackageStarted:
+		return decodeAs[PackageStarted](data)
+	case TypePackageHalting:
+		return decodeAs[PackageHalting](data)
+	case TypePackageHalted:
+		return decodeAs[PackageHalted](data)
+	case TypePackageFailed:
+		return decodeAs[PackageFailed](data)
+	case TypePackageSwitchingChanged:
+		return decodeAs[PackageSwitchingChanged](data)
+	case TypePackageReset:
+		return decodeAs[PackageReset](data)
+	case TypeGuestStarted:
+		return decodeAs[GuestStarted](data)
+	case TypeGuestLost:
+		return decodeAs[GuestLost](data)
+	case TypeGuestStopped:
+		return decodeAs[GuestStopped](data)
+	case TypeServiceRestarting:
+		return decodeAs[ServiceRestarting](data)
+	case TypeServiceFailed:
+		return decodeAs[ServiceFailed](data)
+	case TypeProcessStarted:
+		return decodeAs[ProcessStarted](data)
+	case TypeProcessExited:
+		return decodeAs[ProcessExited](data)
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownType, typ)
+}
+
+func decodeAs[T Payload](data []byte) (Payload, error) {
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("decode %s data: %w", v.EventType(), err)
+	}
+	return v, nil
+}
+
+// ConfigApplied records a cluster configuration put in force by `vmguard apply`.
+// Config is the configuration as JSON; every component reads the config in
+// force from the last of these events.
+type ConfigApplied struct {
+	Config json.RawMessage `json:"config"`
+	Hash   string          `json:"hash"`
+	File   string          `json:"file,omitempty"`
+	By     string          `json:"by,omitempty"`
+}
+
+// NodeJoined records that a node's host manager took its lease.
+type NodeJoined struct {
+	Version string `json:"version,omitempty"`
+}
+
+// NodeLost records that a node's lease expired: the node is gone and its
+// packages may be placed elsewhere.
+type NodeLost struct {
+	Reason   string    `json:"reason"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+}
+
+// NodeHalted records that a node left the cluster on purpose (`node halt`).
+type NodeHalted struct {
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
+}
+
+// NodeFenced records that a node's host manager lost its lease and halted its
+// packages by itself.
+type NodeFenced struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since,omitzero"`
+}
+
+// PackagePlaced records that a package is to run on Node under a new Epoch.
+type PackagePlaced struct {
+	Node         string `json:"node"`
+	Epoch        uint64 `json:"epoch"`
+	Reason       string `json:"reason"`
+	PreviousNode string `json:"previous_node,omitempty"`
+	By           string `json:"by,omitempty"`
+}
+
+// PackageStarting records that a node began the package's start sequence.
+type PackageStarting struct {
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// PackageStarted records that the package's guest and every service run.
+type PackageStarted struct {
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// PackageHalting records that the package's halt sequence began (or was asked
+// for by an operator, then By is set).
+type PackageHalting struct {
+	Node   string `json:"node,omitempty"`
+	Epoch  uint64 `json:"epoch"`
+	Reason string `json:"reason"`
+	By     string `json:"by,omitempty"`
+}
+
+// PackageHalted records that the package is down on Node: every process has
+// stopped and its guest is down.
+type PackageHalted struct {
+	Node   string `json:"node"`
+	Epoch  uint64 `json:"epoch"`
+	Reason string `json:"reason"`
+}
+
+// PackageFailed records that the package could not be kept running on Node;
+// like PackageHalted it is written only once the package is down there.
+type PackageFailed struct {
+	Node    string `json:"node"`
+	Epoch   uint64 `json:"epoch"`
+	Reason  string `json:"reason"`
+	Service string `json:"service,omitempty"`
+}
+
+// PackageSwitchingChanged records an operator enabling or disabling package
+// switching (auto_run, Node empty) or node switching (Node set).
+type PackageSwitchingChanged struct {
+	Node    string `json:"node,omitempty"`
+	Enabled bool   `json:"enabled"`
+	Reason  string `json:"reason,omitempty"`
+	By      string `json:"by,omitempty"`
+}
+
+// PackageReset records an operator clearing restart counters (of Service, or
+// of every service), the failed nodes and the failed state.
+type PackageReset struct {
+	Service string `json:"service,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	By      string `json:"by,omitempty"`
+}
+
+// GuestStarted records that the package's guest came up on Node.
+type GuestStarted struct {
+	Guest string `json:"guest"`
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// GuestLost records that the guest's heartbeats stopped for guest_timeout.
+type GuestLost struct {
+	Guest         string    `json:"guest"`
+	Node          string    `json:"node"`
+	Epoch         uint64    `json:"epoch"`
+	LastHeartbeat time.Time `json:"last_heartbeat,omitzero"`
+}
+
+// GuestStopped records that the guest is down on Node.
+type GuestStopped struct {
+	Guest  string `json:"guest"`
+	Node   string `json:"node"`
+	Epoch  uint64 `json:"epoch"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ServiceRestarting records the decision to restart a service after an exit.
+// RestartsLeft is -1 when restarts are unlimited.
+type ServiceRestarting struct {
+	Service      string `json:"service"`
+	Node         string `json:"node"`
+	Epoch        uint64 `json:"epoch"`
+	Attempt      int    `json:"attempt"`
+	RestartsLeft int    `json:"restarts_left"`
+	DelayMS      int64  `json:"delay_ms"`
+}
+
+// ServiceFailed records that a service used up its restarts on Node.
+type ServiceFailed struct {
+	Service  string `json:"service"`
+	Node     string `json:"node"`
+	Epoch    uint64 `json:"epoch"`
+	Restarts int    `json:"restarts"`
+	Reason   string `json:"reason"`
+}
+
+// ProcessStarted records that a guest agent started a process. RequestID is
+// the id of the run request, which is the id of the decision that asked.
+type ProcessStarted struct {
+	Guest     string `json:"guest"`
+	Service   string `json:"service"`
+	PID       int    `json:"pid"`
+	RequestID string `json:"request_id"`
+	Epoch     uint64 `json:"epoch"`
+}
+
+// ProcessExited records that a process a guest agent started has ended.
+// Signal names the terminating signal ("" if it exited); Reason says why
+// when vmguard itself caused the end (stopped, agent_restart, agent_stopped).
+type ProcessExited struct {
+	Guest     string   `json:"guest"`
+	Service   string   `json:"service"`
+	PID       int      `json:"pid"`
+	ExitCode  int      `json:"exit_code"`
+	Signal    string   `json:"signal,omitempty"`
+	RuntimeMS int64    `json:"runtime_ms"`
+	RequestID string   `json:"request_id"`
+	Epoch     uint64   `json:"epoch"`
+	Reason    string   `json:"reason,omitempty"`
+	Output    []string `json:"output,omitempty"`
+}
+
+// EventType implements Payload.
+func (ConfigApplied) EventType() string { return TypeConfigApplied }
+
+// EventType implements Payload.
+func (NodeJoined) EventType() string { return TypeNodeJoined }
+
+// EventType implements Payload.
+func (NodeLost) EventType() string { return TypeNodeLost }
+
+// EventType implements Payload.
+func (NodeHalted) EventType() string { return TypeNodeHalted }
+
+// EventType implements Payload.
+func (NodeFenced) EventType() string { return TypeNodeFenced }
+
+// EventType implements Payload.
+func (PackagePlaced) EventType() string { return TypePackagePlaced }
+
+// EventType implements Payload.
+func (PackageStarting) EventType() string { return TypePackageStarting }
+
+// EventType implements Payload.
+func (PackageStarted) EventType() string { return TypePackageStarted }
+
+// EventType implements Payload.
+func (PackageHalting) EventType() string { return TypePackageHalting }
+
+// EventType implements Payload.
+func (PackageHalted) EventType() string { return TypePackageHalted }
+
+// EventType implements Payload.
+func (PackageFailed) EventType() string { return TypePackageFailed }
+
+// EventType implements Payload.
+func (PackageSwitchingChanged) EventType() string { return TypePackageSwitchingChanged }
+
+// EventType implements Payload.
+func (PackageReset) EventType() string { return TypePackageReset }
+
+// EventType implements Payload.
+func (GuestStarted) EventType() string { return TypeGuestStarted }
+
+// EventType implements Payload.
+func (GuestLost) EventType() string { return TypeGuestLost }
+
+// EventType implements Payload.
+func (GuestStopped) EventType() string { return TypeGuestStopped }
+
+// EventType implements Payload.
+func (ServiceRestarting) EventType() string { return TypeServiceRestarting }
+
+// EventType implements Payload.
+func (ServiceFailed) EventType() string { return TypeServiceFailed }
+
+// EventType implements Payload.
+func (ProcessStarted) EventType() string { return TypeProcessStarted }
+
+// EventType implements Payload.
+func (ProcessExited) EventType() string { return TypeProcessExited }
