@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+type eventsCmd struct {
+	Package string `name:"package" short:"p" help:"Only events about this package."`
+	Node    string `name:"node" short:"n" help:"Only events about this node."`
+	Since   string `name:"since" help:"Start at a time: a duration ago (10m) or an RFC 3339 time."`
+	From    uint64 `name:"from" help:"Start at this stream sequence."`
+	Follow  bool   `name:"follow" short:"f" help:"Keep printing new events as they arrive."`
+	Output  string `name:"output" short:"o" enum:"text,json" default:"text" help:"text: one line per event; json: the raw CloudEvent, one per line."`
+}
+
+// Run prints the timeline.
+func (c *eventsCmd) Run(ctx context.Context, g *globals) error {
+	ro := events.ReadOptions{StartSeq: c.From}
+	if c.Package != "" {
+		if err := events.CheckName("--package", c.Package); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		ro.Subjects = append(ro.Subjects, events.PackageFilter(c.Package))
+	}
+	if c.Node != "" {
+		if err := events.CheckName("--node", c.Node); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		ro.Subjects = append(ro.Subjects, events.NodeFilter(c.Node))
+	}
+	if c.Since != "" {
+		t, err := parseSince(c.Since, time.Now())
+		if err != nil {
+			return fmt.Errorf("%w: --since: %v", errUsage, err)
+		}
+		ro.StartTime = t
+	}
+	l, closeConn, err := openLog(ctx, g, "vmguard events")
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	print := func(e events.Event) error { return printEvent(g.Stdout, l, e, c.Output) }
+	if c.Follow {
+		return l.Follow(ctx, ro, print)
+	}
+	_, err = l.Replay(ctx, ro, print)
+	if n := l.Skipped(); n > 0 {
+		fmt.Fprintf(g.Stderr, "vmguard events: skipped %d malformed events (see the log of the writer)\n", n)
+	}
+	return err
+}
+
+// parseSince reads "10m" (ago) or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("%q is negative", s)
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a duration (10m) nor an RFC 3339 time", s)
+	}
+	return t, nil
+}
+
+func printEvent(w io.Writer, l *events.Log, e events.Event, output string) error {
+	if output == "json" {
+		m, err := l.Codec().Encode(e)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", m.Data)
+		return err
+	}
+	_, err := fmt.Fprintln(w, formatEvent(e))
+	return err
+}
+
+// formatEvent renders one timeline line: time, sequence, about, type, facts.
+func formatEvent(e events.Event) string {
+	about := e.Subject
+	if sc, _ := events.ScopeOf(e.Type()); sc == events.ScopeNode {
+		about = "node/" + about
+	} else if sc == events.ScopeCluster {
+		about = "cluster"
+	}
+	line := fmt.Sprintf("%s %6d  %-14s %-26s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Seq, about, events.ShortType(e.Type()), e.Summary())
+	return strings.TrimRight(line, " ")
+}
+

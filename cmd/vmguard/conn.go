@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// connect dials the NATS server named by --nats with a clear error.
+func connect(g *globals, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(g.NATS, nats.Name(name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is `vmguard server` or `vmguard up` running? set --nats or $NATS_URL)", g.NATS, err)
+	}
+	return nc, nil
+}
+
+// openLog connects and opens the event log.
+func openLog(ctx context.Context, g *globals, name string) (*events.Log, func(), error) {
+	nc, err := connect(g, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return l, nc.Close, nil
+}
+
+func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	return js, nil
+}

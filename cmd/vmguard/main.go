@@ -1,0 +1,105 @@
+// Command vmguard is the one binary of vmguard: the daemons (server, agent,
+// host, failover, up) and the operator tools (status, events, pkg, node,
+// check, apply). Each subcommand lives in a cmd_<name>.go file with an
+// options struct and a Run method; main only parses and maps exit codes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit codes (DESIGN §6).
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// globals are the options every subcommand shares.
+type globals struct {
+	NATS   string      `name:"nats" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	Stdout io.Writer   `kong:"-"`
+	Stderr io.Writer   `kong:"-"`
+	Ver    versionFlag `name:"version" help:"Print the version and exit."`
+}
+
+type versionFlag bool
+
+// BeforeReset prints the version when --version is given.
+func (versionFlag) BeforeReset(app *kong.Kong) error {
+	fmt.Fprintln(app.Stdout, "vmguard", version)
+	app.Exit(exitOK)
+	return nil
+}
+
+// cli is the command tree. Subcommands add one field each.
+type cli struct {
+	globals
+
+	Server serverCmd `cmd:"" help:"Run an embedded NATS server with JetStream holding the event log."`
+	Events eventsCmd `cmd:"" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
+	// New subcommands: add one field each above this line.
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks an error caused by how the command was called (exit 2).
+var errUsage = errors.New("usage")
+
+// run parses args, runs the subcommand and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	var c cli
+	c.Stdout, c.Stderr = stdout, stderr
+	exited := false
+	parser, err := kong.New(&c,
+		kong.Name("vmguard"),
+		kong.Description("vmguard keeps applications inside VM guests running and fails whole guests over to another host.\nEvery decision is an event in the NATS JetStream stream VMGUARD."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(c int) { exited = true; code = c; panic(exitPanic{}) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "vmguard:", err)
+		return exitError
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(exitPanic); ok && exited {
+				return
+			}
+			panic(r)
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		fmt.Fprintln(stderr, "vmguard:", err)
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	if err := kctx.Run(&c.globals); err != nil {
+		fmt.Fprintln(stderr, "vmguard:", err)
+		if errors.Is(err, errUsage) {
+			return exitUsage
+		}
+		return exitError
+	}
+	return exitOK
+}
+
+type exitPanic struct{}

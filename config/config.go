@@ -1,0 +1,246 @@
+// Package config owns the cluster configuration: its Go types, YAML
+// decoding with file:line errors, defaults and validation. It does no I/O
+// beyond reading the file it is given; `vmguard apply` records the result in
+// the log as a cluster.config_applied event, and every component reads the
+// config in force from there.
+//
+// DESIGN §7 has no config/ folder; the types live here because the host
+// manager, the failover controller and the CLI all need them.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Cluster is one cluster configuration (DESIGN §5).
+type Cluster struct {
+	Cluster      string    `yaml:"cluster" json:"cluster"`
+	NodeTimeout  Duration  `yaml:"node_timeout" json:"node_timeout"`
+	GuestTimeout Duration  `yaml:"guest_timeout" json:"guest_timeout"`
+	Nodes        []string  `yaml:"nodes" json:"nodes"`
+	Packages     []Package `yaml:"packages" json:"packages"`
+}
+
+// Failover policies.
+const (
+	ConfiguredNode = "configured_node"
+	MinPackageNode = "min_package_node"
+)
+
+// Failback policies.
+const (
+	FailbackManual    = "manual"
+	FailbackAutomatic = "automatic"
+)
+
+// Guest drivers.
+const (
+	DriverProcess = "process"
+	DriverExec    = "exec"
+)
+
+// Package is a guest plus the services monitored inside it; it runs on one
+// node of Nodes at a time, the first being the primary.
+type Package struct {
+	Name           string    `yaml:"name" json:"name"`
+	Nodes          []string  `yaml:"nodes" json:"nodes"`
+	FailoverPolicy string    `yaml:"failover_policy" json:"failover_policy"`
+	FailbackPolicy string    `yaml:"failback_policy" json:"failback_policy"`
+	AutoRun        *bool     `yaml:"auto_run" json:"auto_run"`
+	MaxRelocate    Limit     `yaml:"max_relocate" json:"max_relocate"`
+	Guest          Guest     `yaml:"guest" json:"guest"`
+	Services       []Service `yaml:"services" json:"services"`
+}
+
+// AutoRunEnabled reports the package's auto_run setting (default true).
+func (p Package) AutoRunEnabled() bool { return p.AutoRun == nil || *p.AutoRun }
+
+// Service returns the named service and whether it exists.
+func (p Package) Service(name string) (Service, bool) {
+	for _, s := range p.Services {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Service{}, false
+}
+
+// Guest is the package's VM and how to start it.
+type Guest struct {
+	Name         string      `yaml:"name" json:"name"`
+	Driver       string      `yaml:"driver" json:"driver"`
+	Restart      Limit       `yaml:"restart" json:"restart"`
+	StartTimeout Duration    `yaml:"start_timeout" json:"start_timeout"`
+	Exec         *ExecDriver `yaml:"exec,omitempty" json:"exec,omitempty"`
+}
+
+// ExecDriver holds command templates for the exec guest driver. Each is an
+// argv whose elements are Go templates with .Guest, .Node and .Package.
+type ExecDriver struct {
+	Start   []string `yaml:"start" json:"start"`
+	Stop    []string `yaml:"stop" json:"stop"`
+	Status  []string `yaml:"status" json:"status"`
+	Timeout Duration `yaml:"timeout" json:"timeout"`
+}
+
+// Service is one monitored application inside the guest.
+type Service struct {
+	Name          string            `yaml:"name" json:"name"`
+	Cmd           []string          `yaml:"cmd" json:"cmd"`
+	Env           map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	Dir           string            `yaml:"dir,omitempty" json:"dir,omitempty"`
+	Restart       Limit             `yaml:"restart" json:"restart"`
+	RestartWindow Duration          `yaml:"restart_window,omitempty" json:"restart_window,omitempty"`
+	Backoff       *Backoff          `yaml:"backoff,omitempty" json:"backoff,omitempty"`
+	HaltTimeout   Duration          `yaml:"halt_timeout" json:"halt_timeout"`
+}
+
+// Backoff delays restarts: Delay, then times Factor each further attempt, at
+// most Max.
+type Backoff struct {
+	Delay  Duration `yaml:"delay" json:"delay"`
+	Factor float64  `yaml:"factor" json:"factor"`
+	Max    Duration `yaml:"max" json:"max"`
+}
+
+// Duration is a time.Duration written as "5s", "10m".
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// ParseDuration parses "5s"-style durations; a negative one is an error.
+func ParseDuration(s string) (Duration, error) {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (use e.g. 500ms, 5s, 10m)", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("%q is negative", s)
+	}
+	return Duration(v), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler (YAML and JSON).
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Limit is a restart or relocation count: none (0), N, or unlimited.
+type Limit struct {
+	N         int
+	Unlimited bool
+}
+
+// Unlimited is the unlimited Limit.
+var Unlimited = Limit{Unlimited: true}
+
+// String formats l as none, N or unlimited.
+func (l Limit) String() string {
+	switch {
+	case l.Unlimited:
+		return "unlimited"
+	case l.N == 0:
+		return "none"
+	}
+	return strconv.Itoa(l.N)
+}
+
+// Allows reports whether `used` attempts so far leave room for one more.
+func (l Limit) Allows(used int) bool { return l.Unlimited || used < l.N }
+
+// Left returns how many attempts remain after used, -1 if unlimited.
+func (l Limit) Left(used int) int {
+	if l.Unlimited {
+		return -1
+	}
+	if used >= l.N {
+		return 0
+	}
+	return l.N - used
+}
+
+// ParseLimit parses none, a whole number 0 or more, or unlimited.
+func ParseLimit(s string) (Limit, error) {
+	switch strings.TrimSpace(s) {
+	case "none", "":
+		return Limit{}, nil
+	case "unlimited":
+		return Unlimited, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 0 {
+		return Limit{}, fmt.Errorf("%q: want none, unlimited or a whole number 0 or more", s)
+	}
+	return Limit{N: n}, nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (l *Limit) UnmarshalText(b []byte) error {
+	v, err := ParseLimit(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (l Limit) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalJSON accepts "none", "unlimited", "3" or 3.
+func (l *Limit) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		return l.UnmarshalText([]byte(strconv.Itoa(n)))
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("limit: want none, unlimited or a number, got %s", b)
+	}
+	return l.UnmarshalText([]byte(s))
+}
+
+// Package returns the named package and whether it exists.
+func (c *Cluster) Package(name string) (Package, bool) {
+	for _, p := range c.Packages {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Package{}, false
+}
+
+// HasNode reports whether node is one of the cluster's nodes.
+func (c *Cluster) HasNode(node string) bool {
+	for _, n := range c.Nodes {
+		if n == node {
+			return true
+		}
+	}
+	return false
+}
+
+// FromJSON decodes a configuration recorded in a cluster.config_applied event.
+func FromJSON(b []byte) (*Cluster, error) {
+	var c Cluster
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("decode config: %w", err)
+	}
+	return &c, nil
+}

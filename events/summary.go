@@ -1,0 +1,69 @@
+package events
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+)
+
+// ShortType returns entity.verb of a type, e.g. process.exited.
+func ShortType(typ string) string {
+	entity, verb, _, err := ParseType(typ)
+	if err != nil {
+		return typ
+	}
+	return entity + "." + verb
+}
+
+// Summary returns the key facts of e's data as "key=value" pairs in field
+// order, leaving out empty fields, raw JSON and long lists.
+func (e Event) Summary() string {
+	if e.Data == nil {
+		return ""
+	}
+	v := reflect.ValueOf(e.Data)
+	t := v.Type()
+	var parts []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fv := v.Field(i)
+		if fv.IsZero() && !alwaysShown(e.Data, name) {
+			continue
+		}
+		switch x := fv.Interface().(type) {
+		case []byte:
+			continue
+		case []string:
+			parts = append(parts, fmt.Sprintf("%s=%d lines", name, len(x)))
+		case time.Time:
+			parts = append(parts, name+"="+x.UTC().Format(time.RFC3339Nano))
+		case string:
+			if strings.ContainsAny(x, " \t\"") {
+				parts = append(parts, fmt.Sprintf("%s=%q", name, x))
+			} else {
+				parts = append(parts, name+"="+x)
+			}
+		default:
+			parts = append(parts, fmt.Sprintf("%s=%v", name, x))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// alwaysShown lists fields whose zero value says something.
+func alwaysShown(p Payload, field string) bool {
+	switch p.(type) {
+	case ProcessExited:
+		return field == "exit_code"
+	case PackageSwitchingChanged:
+		return field == "enabled"
+	case ServiceRestarting:
+		return field == "delay_ms" || field == "restarts_left"
+	}
+	return false
+}
