@@ -96,4 +96,3 @@ func formatEvent(e events.Event) string {
 	line := fmt.Sprintf("%s %6d  %-14s %-26s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Seq, about, events.ShortType(e.Type()), e.Summary())
 	return strings.TrimRight(line, " ")
 }
-

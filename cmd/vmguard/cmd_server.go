@@ -12,16 +12,16 @@ import (
 )
 
 type serverCmd struct {
-	Store        string        `name:"store" default:".vmguard/store" help:"Directory for JetStream's files."`
-	Host         string        `name:"host" default:"127.0.0.1" help:"Address to listen on."`
-	Port         int           `name:"port" default:"4222" help:"Client port."`
-	HTTP         int           `name:"http" default:"0" help:"Monitoring port (0: off)."`
-	Name         string        `name:"name" default:"vmguard" help:"Server name."`
-	Config       string        `name:"config" short:"c" type:"existingfile" help:"A nats-server config file for anything beyond these flags; flags override it."`
-	Interval     bool          `name:"sync-interval" help:"Faster, less safe: flush to disk every --flush instead of fsyncing each event before acknowledging it. An acknowledged event can be lost on a power failure."`
-	Flush        time.Duration `name:"flush" default:"0s" help:"Flush interval with --sync-interval (0: JetStream's default, two minutes)."`
-	Replicas     int           `name:"replicas" default:"1" help:"Replicas of the VMGUARD stream (clustered servers only)."`
-	Quiet        bool          `name:"quiet" short:"q" help:"Do not print the server's own log."`
+	Store    string        `name:"store" default:".vmguard/store" help:"Directory for JetStream's files."`
+	Host     string        `name:"host" default:"127.0.0.1" help:"Address to listen on."`
+	Port     int           `name:"port" default:"4222" help:"Client port."`
+	HTTP     int           `name:"http" default:"0" help:"Monitoring port (0: off)."`
+	Name     string        `name:"name" default:"vmguard" help:"Server name."`
+	Config   string        `name:"config" short:"c" type:"existingfile" help:"A nats-server config file for anything beyond these flags; flags override it."`
+	Interval bool          `name:"sync-interval" help:"Faster, less safe: flush to disk every --flush instead of fsyncing each event before acknowledging it. An acknowledged event can be lost on a power failure."`
+	Flush    time.Duration `name:"flush" default:"0s" help:"Flush interval with --sync-interval (0: JetStream's default, two minutes)."`
+	Replicas int           `name:"replicas" default:"1" help:"Replicas of the VMGUARD stream (clustered servers only)."`
+	Quiet    bool          `name:"quiet" short:"q" help:"Do not print the server's own log."`
 }
 
 // Run starts the server, provisions the stream and waits for a signal.
