@@ -1,0 +1,198 @@
+package failover
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// ErrRefused is wrapped by every error State.Command returns: the command
+// does not fit the state (unknown package, node not in its list, package
+// already running, ...) and nothing may be appended.
+var ErrRefused = errors.New("command refused")
+
+// Op is an operator command.
+type Op string
+
+// Operator commands (DESIGN §6).
+const (
+	// OpRun: `pkg run PKG [-n NODE]` -> package.placed (operator_run) on
+	// NODE, or on the node failover_policy picks. auto_run is unchanged.
+	OpRun Op = "run"
+	// OpHalt: `pkg halt PKG` -> package.halting with By, which also
+	// disables auto_run (as cmhaltpkg does).
+	OpHalt Op = "halt"
+	// OpEnable: `pkg enable PKG [-n NODE]` -> package.switching_changed
+	// enabled: auto_run on (without NODE) or node switching on NODE. A down
+	// package with auto_run on is then placed by the controller.
+	OpEnable Op = "enable"
+	// OpDisable: `pkg disable PKG [-n NODE]` -> package.switching_changed
+	// disabled. A running package stays where it is.
+	OpDisable Op = "disable"
+	// OpMove: `pkg move PKG -n NODE` -> package.placed (operator_move); the
+	// old node halts its instance when it sees the higher epoch.
+	OpMove Op = "move"
+	// OpReset: `pkg reset PKG [-s SERVICE]` -> package.reset: restart
+	// counters (of SERVICE or all), failed nodes, relocations and the failed
+	// state. A failed package with auto_run on is then placed again.
+	OpReset Op = "reset"
+	// OpNodeHalt: `node halt NODE` -> node.halted with By. The node is no
+	// longer eligible; the controller places its packages elsewhere
+	// (node_halted) and its host halts its instances; with no node left they
+	// stay down until one is.
+	OpNodeHalt Op = "node_halt"
+	// OpNodeRun: `node run NODE` -> node.joined from the operator, only for
+	// a node an operator halted (its host kept its lease). The node is
+	// eligible again: waiting packages may start there and automatic
+	// failback may bring packages back. A node that was lost or fenced joins
+	// when its host manager takes its lease again, not by this command.
+	OpNodeRun Op = "node_run"
+)
+
+// Command is one operator command, checked by State.Command.
+type Command struct {
+	Op      Op
+	Package string
+	// Node is -n: the node to run or move on, or whose switching changes;
+	// for OpNodeHalt and OpNodeRun the node itself.
+	Node string
+	// Service is -s for OpReset.
+	Service string
+	// Reason is the operator's --reason text.
+	Reason string
+	// By is who asks (the user); the events' Source is CLISource(By).
+	By string
+}
+
+// CLISource returns the CloudEvents source of an operator's command.
+func CLISource(by string) string { return "/vmguard/cli/" + by }
+
+func refuse(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}
+
+// Command checks cmd against the state and returns the events that carry it
+// out (no ID, no Time; append each with s.Expect), or an error wrapping
+// ErrRefused that says what is wrong, and no events.
+func (s *State) Command(cmd Command) ([]events.Event, error) {
+	if cmd.By == "" {
+		return nil, refuse("%s: who asks (by) is missing", cmd.Op)
+	}
+	if s.Config == nil {
+		return nil, refuse("no configuration in force: record one with `vmguard apply -f cluster.yaml`")
+	}
+	switch cmd.Op {
+	case OpNodeHalt, OpNodeRun:
+		return s.nodeCommand(cmd)
+	case OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset:
+	default:
+		return nil, refuse("unknown command %q", cmd.Op)
+	}
+	cp, ok := s.Config.Package(cmd.Package)
+	if !ok {
+		return nil, refuse("unknown package %q (configured: %s)", cmd.Package, packageNames(s.Config))
+	}
+	p := s.Packages[cmd.Package]
+	if p == nil {
+		p = &PackageState{Name: cmd.Package}
+	}
+	if cmd.Node != "" && !slices.Contains(cp.Nodes, cmd.Node) {
+		return nil, refuse("node %s is not one of package %s's nodes (%s)", cmd.Node, cp.Name, strings.Join(cp.Nodes, ", "))
+	}
+	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
+	switch cmd.Op {
+	case OpRun:
+		if p.Phase.Owned() {
+			return nil, refuse("package %s is already %s on node %s", cp.Name, p.Phase.State(), p.Node)
+		}
+		node := cmd.Node
+		if node != "" {
+			if err := s.eligible(cp, p, node); err != nil {
+				return nil, refuse("run %s: %v", cp.Name, err)
+			}
+		} else if node = choose(cp, s.candidates(cp, p), s.load()); node == "" {
+			return nil, refuse("run %s: no eligible node among %s (each is down, has switching disabled or saw it fail); name one with -n or reset it", cp.Name, strings.Join(cp.Nodes, ", "))
+		}
+		ev.Data = events.PackagePlaced{Node: node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorRun, cmd.Reason), PreviousNode: p.Node, By: cmd.By}
+	case OpHalt:
+		if !p.Phase.active() {
+			return nil, refuse("package %s is not running (STATUS %s, STATE %s)", cp.Name, p.Phase.Status(), p.Phase.State())
+		}
+		ev.Data = events.PackageHalting{Node: p.Node, Epoch: p.Epoch, Reason: orDefault(cmd.Reason, "operator_halt"), By: cmd.By}
+	case OpEnable, OpDisable:
+		ev.Data = events.PackageSwitchingChanged{Node: cmd.Node, Enabled: cmd.Op == OpEnable, Reason: cmd.Reason, By: cmd.By}
+	case OpMove:
+		switch {
+		case cmd.Node == "":
+			return nil, refuse("move %s: name the node to move it to with -n", cp.Name)
+		case !p.Phase.active():
+			return nil, refuse("move %s: package is not running (STATUS %s, STATE %s); use `vmguard pkg run %s -n %s`", cp.Name, p.Phase.Status(), p.Phase.State(), cp.Name, cmd.Node)
+		case p.Node == cmd.Node:
+			return nil, refuse("move %s: package is already on node %s", cp.Name, cmd.Node)
+		}
+		if err := s.eligible(cp, p, cmd.Node); err != nil {
+			return nil, refuse("move %s: %v", cp.Name, err)
+		}
+		ev.Data = events.PackagePlaced{Node: cmd.Node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorMove, cmd.Reason), PreviousNode: p.Node, By: cmd.By}
+	case OpReset:
+		if cmd.Node != "" {
+			return nil, refuse("reset %s: -n does not apply; reset clears the package on every node", cp.Name)
+		}
+		if cmd.Service != "" {
+			if _, ok := cp.Service(cmd.Service); !ok {
+				return nil, refuse("reset %s: unknown service %q", cp.Name, cmd.Service)
+			}
+		}
+		ev.Data = events.PackageReset{Service: cmd.Service, Reason: cmd.Reason, By: cmd.By}
+	}
+	return []events.Event{ev}, nil
+}
+
+func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
+	if !s.Config.HasNode(cmd.Node) {
+		return nil, refuse("unknown node %q (configured: %s)", cmd.Node, strings.Join(s.Config.Nodes, ", "))
+	}
+	n := s.Nodes[cmd.Node]
+	ev := events.Event{Source: CLISource(cmd.By), Subject: cmd.Node}
+	if cmd.Op == OpNodeHalt {
+		if !n.Up() {
+			return nil, refuse("node %s is not up (STATE %s)", cmd.Node, n.State())
+		}
+		ev.Data = events.NodeHalted{Reason: orDefault(cmd.Reason, "operator_halt"), By: cmd.By}
+		return []events.Event{ev}, nil
+	}
+	switch {
+	case n.Up():
+		return nil, refuse("node %s is already running", cmd.Node)
+	case n == nil || n.Membership != MemberHalted || n.HaltedBy == "":
+		return nil, refuse("node %s is down (STATE %s) and was not halted by an operator: start its host manager (`vmguard host --node %s`), which joins it", cmd.Node, n.State(), cmd.Node)
+	}
+	ev.Data = events.NodeJoined{}
+	return []events.Event{ev}, nil
+}
+
+func withText(code, text string) string {
+	if text == "" {
+		return code
+	}
+	return code + ": " + text
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func packageNames(c *config.Cluster) string {
+	out := make([]string, 0, len(c.Packages))
+	for _, p := range c.Packages {
+		out = append(out, p.Name)
+	}
+	return strings.Join(out, ", ")
+}

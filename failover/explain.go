@@ -1,0 +1,81 @@
+package failover
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// Explain returns why package pkg is where it is, as chains of causes, newest
+// first: the event that set its current state (its latest placement, or the
+// failure, halt, reset or node loss that took it down), then the event its
+// CauseID names, and so on back to a root cause (an event without a cause,
+// or whose cause is not in evs). When that chain does not pass through the
+// current placement, the placement's own chain follows. nil if the package
+// was never placed nor taken down. Fold evs up to a sequence first to
+// explain a past moment.
+func Explain(evs []events.Event, pkg string) []events.Event {
+	s := Fold(evs)
+	p := s.Packages[pkg]
+	if p == nil || p.StateID == "" {
+		return nil
+	}
+	byID := make(map[string]events.Event, len(evs))
+	for _, e := range evs {
+		if _, dup := byID[e.ID]; e.ID != "" && !dup {
+			byID[e.ID] = e
+		}
+	}
+	out := Chain(byID, p.StateID)
+	if p.PlacedID != "" && !slices.ContainsFunc(out, func(e events.Event) bool { return e.ID == p.PlacedID }) {
+		out = append(out, Chain(byID, p.PlacedID)...)
+	}
+	return out
+}
+
+// Chain returns the event with id and its causes, following CauseID through
+// byID until an event has no cause, its cause is unknown, or a cause repeats.
+func Chain(byID map[string]events.Event, id string) []events.Event {
+	var out []events.Event
+	seen := map[string]bool{}
+	for id != "" && !seen[id] {
+		e, ok := byID[id]
+		if !ok {
+			break
+		}
+		seen[id] = true
+		out = append(out, e)
+		id = e.CauseID
+	}
+	return out
+}
+
+// WriteChain writes the events Explain returned, one a line: the first
+// event, then each cause after "<-"; a chain that starts afresh (the
+// previous event did not name it) is introduced by "placed by:".
+func WriteChain(w io.Writer, chain []events.Event) error {
+	bw := bufio.NewWriter(w)
+	for i, e := range chain {
+		prefix := ""
+		if i > 0 {
+			if chain[i-1].CauseID == e.ID {
+				prefix = "  <- "
+			} else {
+				fmt.Fprintf(bw, "placed by:\n")
+			}
+		}
+		about := e.Subject
+		if sc, _ := events.ScopeOf(e.Type()); sc == events.ScopeNode {
+			about = "node/" + about
+		} else if sc == events.ScopeCluster {
+			about = "cluster"
+		}
+		fmt.Fprintf(bw, "%s#%d %s %s %s %s [%s]\n", prefix, e.Seq, e.Time.UTC().Format(time.RFC3339Nano),
+			about, events.ShortType(e.Type()), e.Summary(), e.Source)
+	}
+	return bw.Flush()
+}

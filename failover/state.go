@@ -1,0 +1,580 @@
+package failover
+
+import (
+	"slices"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// Phase is where a package is in its life on its current placement. STATUS
+// and STATE, as cmviewcl shows them, are derived from it.
+type Phase string
+
+// Phases of a package.
+const (
+	// PhaseNone: never placed (epoch 0).
+	PhaseNone Phase = ""
+	// PhasePlaced: package.placed seen; the node has not begun starting it
+	// (it may be waiting for the previous placement to be released).
+	PhasePlaced Phase = "placed"
+	// PhaseStarting: package.starting seen.
+	PhaseStarting Phase = "starting"
+	// PhaseRunning: package.started seen.
+	PhaseRunning Phase = "running"
+	// PhaseHalting: package.halting seen.
+	PhaseHalting Phase = "halting"
+	// PhaseFailing: a service failed; the node is halting the package.
+	PhaseFailing Phase = "failing"
+	// PhaseHalted: package.halted seen: down on purpose.
+	PhaseHalted Phase = "halted"
+	// PhaseFailed: package.failed seen: down because it failed.
+	PhaseFailed Phase = "failed"
+	// PhaseLost: its node was lost or fenced while the package was placed
+	// there: down, and not halted by anyone.
+	PhaseLost Phase = "lost"
+)
+
+// Owned reports whether a package in this phase occupies its node.
+func (p Phase) Owned() bool {
+	switch p {
+	case PhasePlaced, PhaseStarting, PhaseRunning, PhaseHalting, PhaseFailing:
+		return true
+	}
+	return false
+}
+
+// active reports whether the package is placed, starting or running: what
+// min_package_node counts and what a move or node halt takes away.
+func (p Phase) active() bool {
+	return p == PhasePlaced || p == PhaseStarting || p == PhaseRunning
+}
+
+// Status returns the package STATUS cmviewcl shows: up, down, starting,
+// halting or failing.
+func (p Phase) Status() string {
+	switch p {
+	case PhasePlaced, PhaseStarting:
+		return "starting"
+	case PhaseRunning:
+		return "up"
+	case PhaseHalting:
+		return "halting"
+	case PhaseFailing:
+		return "failing"
+	}
+	return "down"
+}
+
+// State returns the package STATE cmviewcl shows: running, starting,
+// halting, halted or failed.
+func (p Phase) State() string {
+	switch p {
+	case PhasePlaced, PhaseStarting:
+		return "starting"
+	case PhaseRunning:
+		return "running"
+	case PhaseHalting, PhaseFailing:
+		return "halting"
+	case PhaseFailed, PhaseLost:
+		return "failed"
+	}
+	return "halted"
+}
+
+// Membership is what the log last said about a node being in the cluster.
+type Membership string
+
+// Memberships of a node.
+const (
+	// MemberUnknown: no node event yet; the node counts as down.
+	MemberUnknown Membership = ""
+	// MemberJoined: node.joined; the node is up.
+	MemberJoined Membership = "joined"
+	// MemberLost: node.lost; its lease expired.
+	MemberLost Membership = "lost"
+	// MemberFenced: node.fenced; its host lost its lease and halted its packages.
+	MemberFenced Membership = "fenced"
+	// MemberHalted: node.halted; it left on purpose (operator `node halt`).
+	MemberHalted Membership = "halted"
+)
+
+// NodeState is what the log says about one node.
+type NodeState struct {
+	Name       string     `json:"name"`
+	Membership Membership `json:"membership"`
+	// HaltedBy is who halted the node (node.halted by), "" otherwise.
+	HaltedBy string `json:"halted_by,omitempty"`
+	// JoinedSeq and JoinedID name its last node.joined.
+	JoinedSeq uint64 `json:"joined_seq,omitempty"`
+	JoinedID  string `json:"joined_id,omitempty"`
+	// EventID is the id of its last membership event.
+	EventID string `json:"event_id,omitempty"`
+	// LastSeq is the stream sequence of the last event about the node.
+	LastSeq uint64 `json:"last_seq,omitempty"`
+}
+
+// Up reports whether the node is up: a node.joined after its last
+// node.lost, node.fenced or node.halted.
+func (n *NodeState) Up() bool { return n != nil && n.Membership == MemberJoined }
+
+// Status returns the node STATUS cmviewcl shows: up or down.
+func (n *NodeState) Status() string {
+	if n.Up() {
+		return "up"
+	}
+	return "down"
+}
+
+// State returns the node STATE cmviewcl shows: running, halted, failed, or
+// unknown before any node event.
+func (n *NodeState) State() string {
+	if n == nil {
+		return "unknown"
+	}
+	switch n.Membership {
+	case MemberJoined:
+		return "running"
+	case MemberHalted:
+		return "halted"
+	case MemberLost, MemberFenced:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// ServiceState is what the log says about one service of a package on its
+// current placement.
+type ServiceState struct {
+	// Status is up, down, restarting or failed.
+	Status string `json:"status"`
+	// Restarts is the last service.restarting attempt since the placement or
+	// the last reset.
+	Restarts int `json:"restarts"`
+}
+
+// PackageState is what the log says about one package.
+type PackageState struct {
+	Name string `json:"name"`
+	// Node is the node of the current placement ("" if never placed).
+	Node string `json:"node,omitempty"`
+	// Epoch is the current placement's epoch (0: never placed).
+	Epoch uint64 `json:"epoch"`
+	Phase Phase  `json:"phase"`
+	// PlacedSeq, PlacedID and PlacedReason describe the current placement.
+	PlacedSeq    uint64 `json:"placed_seq,omitempty"`
+	PlacedID     string `json:"placed_id,omitempty"`
+	PlacedReason string `json:"placed_reason,omitempty"`
+	// StateID is the id of the event that last set Phase to a down phase
+	// (halted, failed, lost), or PlacedID: where `explain` starts.
+	StateID string `json:"state_id,omitempty"`
+	// DownReason says why the package is down (the halted or failed reason).
+	DownReason string `json:"down_reason,omitempty"`
+	// AutoRun is the operator's override of the configured auto_run
+	// (switching_changed without node, or a halt by an operator); nil: none.
+	AutoRun *bool `json:"auto_run,omitempty"`
+	// SwitchingOff lists nodes whose switching an operator disabled for the
+	// package, in the order they were disabled.
+	SwitchingOff []string `json:"switching_off,omitempty"`
+	// FailedNodes lists the nodes it failed on since its last reset.
+	FailedNodes []string `json:"failed_nodes,omitempty"`
+	// Relocations counts automatic moves (failover, node_lost) since its last
+	// reset; max_relocate bounds it.
+	Relocations int `json:"relocations"`
+	// Services holds each service's status and restarts on the placement.
+	Services map[string]*ServiceState `json:"services,omitempty"`
+	// Guest is the guest's status on the placement: up, lost or down.
+	Guest string `json:"guest,omitempty"`
+	// CauseSeq and CauseID name the event that last made a placement due
+	// (failed, node lost or halted, halted, reset, switching enabled).
+	CauseSeq uint64 `json:"cause_seq,omitempty"`
+	CauseID  string `json:"cause_id,omitempty"`
+	// LastSeq is the stream sequence of the last event on the package's
+	// subjects, whatever its epoch: what ExpectPackageSeq needs.
+	LastSeq uint64 `json:"last_seq,omitempty"`
+}
+
+// FailedOn reports whether the package failed on node since its last reset.
+func (p *PackageState) FailedOn(node string) bool {
+	return p != nil && slices.Contains(p.FailedNodes, node)
+}
+
+// SwitchingEnabled reports whether node switching is on for node.
+func (p *PackageState) SwitchingEnabled(node string) bool {
+	return p == nil || !slices.Contains(p.SwitchingOff, node)
+}
+
+// State is the failover controller's view of the cluster, folded from every
+// event of the log. The zero value is an empty log. Fold into it with Apply;
+// read it freely, but do not change it other than through Apply.
+type State struct {
+	// Seq is the stream sequence of the last applied event.
+	Seq uint64 `json:"seq"`
+	// Time is the time of the last applied event.
+	Time time.Time `json:"time,omitzero"`
+	// Config is the configuration in force (the last cluster.config_applied
+	// that decoded), nil before any.
+	Config *config.Cluster `json:"config,omitempty"`
+	// ConfigSeq and ConfigID name the event that put Config in force.
+	ConfigSeq uint64 `json:"config_seq,omitempty"`
+	ConfigID  string `json:"config_id,omitempty"`
+	// ConfigErr says why the last cluster.config_applied was not used.
+	ConfigErr string `json:"config_error,omitempty"`
+	// Nodes and Packages hold every node and package events named.
+	Nodes    map[string]*NodeState    `json:"nodes,omitempty"`
+	Packages map[string]*PackageState `json:"packages,omitempty"`
+}
+
+// Fold returns the state after evs.
+func Fold(evs []events.Event) *State {
+	s := &State{}
+	for _, e := range evs {
+		s.Apply(e)
+	}
+	return s
+}
+
+// FoldUntil returns the state as it was at stream sequence seq: the fold of
+// the events of evs with Seq <= seq (`status --at SEQ`).
+func FoldUntil(evs []events.Event, seq uint64) *State {
+	s := &State{}
+	for _, e := range evs {
+		if e.Seq > seq {
+			continue
+		}
+		s.Apply(e)
+	}
+	return s
+}
+
+// SeqAt returns the stream sequence of the last event of evs written at or
+// before t (0 if none): with FoldUntil, the state at a moment (`status --at
+// TIME`). Writers' clocks may disagree a little; the log's order wins, so an
+// event stamped after t but stored before one stamped at or before t counts.
+func SeqAt(evs []events.Event, t time.Time) uint64 {
+	var seq uint64
+	for _, e := range evs {
+		if !e.Time.After(t) && e.Seq > seq {
+			seq = e.Seq
+		}
+	}
+	return seq
+}
+
+// Clone returns a deep copy of s.
+func (s *State) Clone() *State {
+	c := *s
+	c.Nodes = make(map[string]*NodeState, len(s.Nodes))
+	for k, n := range s.Nodes {
+		nn := *n
+		c.Nodes[k] = &nn
+	}
+	c.Packages = make(map[string]*PackageState, len(s.Packages))
+	for k, p := range s.Packages {
+		pp := *p
+		if p.AutoRun != nil {
+			v := *p.AutoRun
+			pp.AutoRun = &v
+		}
+		pp.SwitchingOff = slices.Clone(p.SwitchingOff)
+		pp.FailedNodes = slices.Clone(p.FailedNodes)
+		if p.Services != nil {
+			pp.Services = make(map[string]*ServiceState, len(p.Services))
+			for name, sv := range p.Services {
+				v := *sv
+				pp.Services[name] = &v
+			}
+		}
+		c.Packages[k] = &pp
+	}
+	// Config is never changed in place, only replaced.
+	return &c
+}
+
+// Node returns the state of node, or nil if no event named it.
+func (s *State) Node(name string) *NodeState { return s.Nodes[name] }
+
+// Package returns the state of package name, or nil if no event named it.
+func (s *State) Package(name string) *PackageState { return s.Packages[name] }
+
+// PackageSeq returns the stream sequence of the last event about package
+// pkg: the value to append a decision about it with (events.ExpectPackageSeq).
+func (s *State) PackageSeq(pkg string) uint64 {
+	if p := s.Packages[pkg]; p != nil {
+		return p.LastSeq
+	}
+	return 0
+}
+
+// NodeSeq returns the stream sequence of the last event about node.
+func (s *State) NodeSeq(node string) uint64 {
+	if n := s.Nodes[node]; n != nil {
+		return n.LastSeq
+	}
+	return 0
+}
+
+// Expect returns the append option that guards an event the core returned:
+// the expected last sequence of its package's (or node's) subjects as this
+// state saw them. The append fails with events.ErrConflict if anything about
+// them was written since; then re-read, apply and decide again.
+func (s *State) Expect(e events.Event) events.AppendOption {
+	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
+		return events.ExpectLastSeq(events.NodeFilter(e.Subject), s.NodeSeq(e.Subject))
+	}
+	return events.ExpectPackageSeq(e.Subject, s.PackageSeq(e.Subject))
+}
+
+// AutoRunEnabled reports whether auto_run (package switching) is on for
+// pkg: the operator's last word, else the configuration.
+func (s *State) AutoRunEnabled(pkg string) bool {
+	if p := s.Packages[pkg]; p != nil && p.AutoRun != nil {
+		return *p.AutoRun
+	}
+	if s.Config == nil {
+		return false
+	}
+	cp, ok := s.Config.Package(pkg)
+	return ok && cp.AutoRunEnabled()
+}
+
+// PackagesOn returns the packages that occupy node (placed, starting,
+// running, halting or failing there), sorted by name.
+func (s *State) PackagesOn(node string) []string {
+	var out []string
+	for name, p := range s.Packages {
+		if p.Node == node && p.Phase.Owned() {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Apply folds e into s and reports whether it was new. An event whose Seq is
+// at or below s.Seq (a duplicate, a replay, or one never read from the log:
+// Seq 0) changes nothing. Events about an older epoch than the package's
+// current placement count only for PackageSeq.
+func (s *State) Apply(e events.Event) bool {
+	if e.Seq <= s.Seq {
+		return false
+	}
+	s.Seq = e.Seq
+	if !e.Time.IsZero() {
+		s.Time = e.Time
+	}
+	switch d := e.Data.(type) {
+	case events.ConfigApplied:
+		c, err := config.FromJSON(d.Config)
+		if err != nil {
+			s.ConfigErr = err.Error()
+			break
+		}
+		s.Config, s.ConfigSeq, s.ConfigID, s.ConfigErr = c, e.Seq, e.ID, ""
+	case events.NodeJoined:
+		n := s.node(e)
+		n.Membership, n.HaltedBy, n.EventID = MemberJoined, "", e.ID
+		n.JoinedSeq, n.JoinedID = e.Seq, e.ID
+	case events.NodeLost:
+		s.nodeDown(e, MemberLost, "")
+	case events.NodeFenced:
+		s.nodeDown(e, MemberFenced, "")
+	case events.NodeHalted:
+		s.nodeDown(e, MemberHalted, d.By)
+	default:
+		if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopePackage && e.Subject != "" {
+			s.applyPackage(e)
+		}
+	}
+	return true
+}
+
+func (s *State) node(e events.Event) *NodeState {
+	if s.Nodes == nil {
+		s.Nodes = map[string]*NodeState{}
+	}
+	n := s.Nodes[e.Subject]
+	if n == nil {
+		n = &NodeState{Name: e.Subject}
+		s.Nodes[e.Subject] = n
+	}
+	n.LastSeq = e.Seq
+	return n
+}
+
+// nodeDown records that a node left. Packages placed on a lost or fenced node
+// are down there (its host is gone or halted them itself): lost, or halted if
+// an operator was halting them, or failed if they were failing. Packages on a
+// halted node keep running until its host halts them; the controller moves
+// them (Decide), so only the cause is noted.
+func (s *State) nodeDown(e events.Event, m Membership, by string) {
+	n := s.node(e)
+	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
+	for _, p := range s.Packages {
+		if p.Node != n.Name || !p.Phase.Owned() {
+			continue
+		}
+		p.CauseSeq, p.CauseID = e.Seq, e.ID
+		if m == MemberHalted {
+			continue
+		}
+		switch p.Phase {
+		case PhaseHalting:
+			p.Phase, p.DownReason = PhaseHalted, "node "+string(m)
+		case PhaseFailing:
+			p.Phase, p.DownReason = PhaseFailed, "node "+string(m)
+			p.addFailed(n.Name)
+		default:
+			p.Phase, p.DownReason = PhaseLost, "node "+string(m)
+		}
+		p.StateID = e.ID
+	}
+}
+
+func (s *State) pkg(name string) *PackageState {
+	if s.Packages == nil {
+		s.Packages = map[string]*PackageState{}
+	}
+	p := s.Packages[name]
+	if p == nil {
+		p = &PackageState{Name: name}
+		s.Packages[name] = p
+	}
+	return p
+}
+
+func (p *PackageState) addFailed(node string) {
+	if node != "" && !slices.Contains(p.FailedNodes, node) {
+		p.FailedNodes = append(p.FailedNodes, node)
+	}
+}
+
+func (p *PackageState) service(name string) *ServiceState {
+	if p.Services == nil {
+		p.Services = map[string]*ServiceState{}
+	}
+	sv := p.Services[name]
+	if sv == nil {
+		sv = &ServiceState{Status: "down"}
+		p.Services[name] = sv
+	}
+	return sv
+}
+
+// applyPackage folds a package, guest, service or process event.
+func (s *State) applyPackage(e events.Event) {
+	p := s.pkg(e.Subject)
+	p.LastSeq = e.Seq
+	cur := func(epoch uint64) bool { return p.Epoch != 0 && epoch == p.Epoch }
+	switch d := e.Data.(type) {
+	case events.PackagePlaced:
+		if d.Epoch <= p.Epoch {
+			return
+		}
+		if code := ReasonCode(d.Reason); (code == ReasonFailover || code == ReasonNodeLost) && d.Node != p.Node {
+			p.Relocations++
+		}
+		p.Node, p.Epoch, p.Phase = d.Node, d.Epoch, PhasePlaced
+		p.PlacedSeq, p.PlacedID, p.PlacedReason = e.Seq, e.ID, d.Reason
+		p.StateID, p.DownReason, p.Guest = e.ID, "", ""
+		for _, sv := range p.Services {
+			sv.Status, sv.Restarts = "down", 0
+		}
+	case events.PackageStarting:
+		if cur(d.Epoch) && (p.Phase == PhasePlaced || p.Phase == PhaseStarting) {
+			p.Phase = PhaseStarting
+		}
+	case events.PackageStarted:
+		if cur(d.Epoch) && (p.Phase == PhasePlaced || p.Phase == PhaseStarting) {
+			p.Phase = PhaseRunning
+		}
+	case events.PackageHalting:
+		if d.By != "" {
+			// An operator halt disables auto_run, as cmhaltpkg does.
+			off := false
+			p.AutoRun = &off
+		}
+		if cur(d.Epoch) && p.Phase.active() {
+			p.Phase = PhaseHalting
+		}
+	case events.PackageHalted:
+		if cur(d.Epoch) && p.Phase != PhaseHalted && p.Phase != PhaseFailed {
+			p.Phase, p.DownReason, p.StateID = PhaseHalted, d.Reason, e.ID
+			p.CauseSeq, p.CauseID = e.Seq, e.ID
+		}
+	case events.PackageFailed:
+		if cur(d.Epoch) && p.Phase != PhaseFailed {
+			node := d.Node
+			if node == "" {
+				node = p.Node
+			}
+			p.addFailed(node)
+			reason := d.Reason
+			if d.Service != "" {
+				reason += " (service " + d.Service + ")"
+			}
+			p.Phase, p.DownReason, p.StateID = PhaseFailed, reason, e.ID
+			p.CauseSeq, p.CauseID = e.Seq, e.ID
+		}
+	case events.PackageSwitchingChanged:
+		if d.Node == "" {
+			v := d.Enabled
+			p.AutoRun = &v
+		} else {
+			p.SwitchingOff = slices.DeleteFunc(p.SwitchingOff, func(n string) bool { return n == d.Node })
+			if !d.Enabled {
+				p.SwitchingOff = append(p.SwitchingOff, d.Node)
+			}
+		}
+		if d.Enabled {
+			p.CauseSeq, p.CauseID = e.Seq, e.ID
+		}
+	case events.PackageReset:
+		p.FailedNodes, p.Relocations = nil, 0
+		for name, sv := range p.Services {
+			if d.Service == "" || d.Service == name {
+				sv.Restarts = 0
+			}
+		}
+		if p.Phase == PhaseFailed || p.Phase == PhaseLost {
+			p.Phase, p.StateID, p.DownReason = PhaseHalted, e.ID, "reset"
+
+		}
+		p.CauseSeq, p.CauseID = e.Seq, e.ID
+	case events.GuestStarted:
+		if cur(d.Epoch) {
+			p.Guest = "up"
+		}
+	case events.GuestLost:
+		if cur(d.Epoch) {
+			p.Guest = "lost"
+		}
+	case events.GuestStopped:
+		if cur(d.Epoch) {
+			p.Guest = "down"
+		}
+	case events.ServiceRestarting:
+		if cur(d.Epoch) {
+			sv := p.service(d.Service)
+			sv.Status, sv.Restarts = "restarting", d.Attempt
+		}
+	case events.ServiceFailed:
+		if cur(d.Epoch) {
+			p.service(d.Service).Status = "failed"
+			if p.Phase.active() {
+				p.Phase = PhaseFailing
+			}
+		}
+	case events.ProcessStarted:
+		if cur(d.Epoch) {
+			p.service(d.Service).Status = "up"
+		}
+	case events.ProcessExited:
+		if cur(d.Epoch) {
+			if sv := p.service(d.Service); sv.Status != "failed" {
+				sv.Status = "down"
+			}
+		}
+	}
+}

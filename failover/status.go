@@ -1,0 +1,316 @@
+package failover
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+)
+
+// View is the cluster status `vmguard status` shows, in the spirit of
+// cmviewcl -v; its JSON is what `-o json` prints.
+type View struct {
+	Cluster string `json:"cluster"`
+	// Status is up when any node is up.
+	Status string `json:"status"`
+	// Seq and Time say which moment of the log the view shows.
+	Seq         uint64        `json:"seq"`
+	Time        time.Time     `json:"time,omitzero"`
+	ConfigError string        `json:"config_error,omitempty"`
+	Nodes       []NodeView    `json:"nodes"`
+	Packages    []PackageView `json:"packages"`
+}
+
+// NodeView is one node: STATUS up/down, STATE running/halted/failed/unknown.
+type NodeView struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	State  string `json:"state"`
+	// Packages lists the packages on the node, in configuration order.
+	Packages []string `json:"packages"`
+}
+
+// PackageView is one package: STATUS, STATE, AUTO_RUN and NODE, then what
+// -v adds.
+type PackageView struct {
+	Name    string `json:"name"`
+	Status  string `json:"status"`
+	State   string `json:"state"`
+	AutoRun string `json:"auto_run"`
+	// Node is the node the package occupies, "" when unowned (down).
+	Node string `json:"node,omitempty"`
+	// LastNode is the node of its last placement.
+	LastNode string `json:"last_node,omitempty"`
+	Epoch    uint64 `json:"epoch"`
+	// Reason is why it is where it is: the placement reason, or why it is down.
+	Reason string `json:"reason,omitempty"`
+	// Note says what holds a down package back (see State.Note).
+	Note           string            `json:"note,omitempty"`
+	FailoverPolicy string            `json:"failover_policy,omitempty"`
+	FailbackPolicy string            `json:"failback_policy,omitempty"`
+	MaxRelocate    string            `json:"max_relocate,omitempty"`
+	Relocations    int               `json:"relocations"`
+	Guest          *GuestView        `json:"guest,omitempty"`
+	Services       []ServiceView     `json:"services"`
+	Nodes          []PackageNodeView `json:"nodes"`
+}
+
+// GuestView is the package's guest.
+type GuestView struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+}
+
+// ServiceView is one service: its status, RESTARTS and MAX_RESTARTS.
+type ServiceView struct {
+	Name        string `json:"name"`
+	Status      string `json:"status"`
+	Restarts    int    `json:"restarts"`
+	MaxRestarts string `json:"max_restarts"`
+}
+
+// PackageNodeView is one node of a package's list: its role (Primary for the
+// first, Alternate for the others), STATUS and SWITCHING.
+type PackageNodeView struct {
+	Name      string `json:"name"`
+	Type      string `json:"type"`
+	Status    string `json:"status"`
+	Switching string `json:"switching"`
+	Current   bool   `json:"current,omitempty"`
+	FailedOn  bool   `json:"failed_on,omitempty"`
+}
+
+// BuildView returns the status of s: the configured nodes and packages in
+// configuration order, then any other node or package the log named (a
+// package not in the configuration only while it occupies a node).
+func BuildView(s *State) View {
+	v := View{Seq: s.Seq, Time: s.Time, ConfigError: s.ConfigErr, Status: "down"}
+	var nodes []string
+	var pkgs []config.Package
+	if c := s.Config; c != nil {
+		v.Cluster = c.Cluster
+		nodes = slices.Clone(c.Nodes)
+		pkgs = c.Packages
+	}
+	var extraNodes []string
+	for name := range s.Nodes {
+		if !slices.Contains(nodes, name) {
+			extraNodes = append(extraNodes, name)
+		}
+	}
+	slices.Sort(extraNodes)
+	nodes = append(nodes, extraNodes...)
+
+	var extraPkgs []string
+	for name, p := range s.Packages {
+		if _, ok := s.configured(name); !ok && p.Phase.Owned() {
+			extraPkgs = append(extraPkgs, name)
+		}
+	}
+	slices.Sort(extraPkgs)
+	for _, cp := range pkgs {
+		v.Packages = append(v.Packages, s.packageView(cp, true))
+	}
+	for _, name := range extraPkgs {
+		pv := s.packageView(config.Package{Name: name}, false)
+		pv.Note = "not in the configuration in force"
+		v.Packages = append(v.Packages, pv)
+	}
+
+	for _, name := range nodes {
+		n := s.Nodes[name]
+		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: []string{}}
+		if n.Up() {
+			v.Status = "up"
+		}
+		for _, pv := range v.Packages {
+			if pv.Node == name {
+				nv.Packages = append(nv.Packages, pv.Name)
+			}
+		}
+		v.Nodes = append(v.Nodes, nv)
+	}
+	return v
+}
+
+func enabled(b bool) string {
+	if b {
+		return "enabled"
+	}
+	return "disabled"
+}
+
+func (s *State) packageView(cp config.Package, configured bool) PackageView {
+	p := s.Packages[cp.Name]
+	if p == nil {
+		p = &PackageState{Name: cp.Name}
+	}
+	pv := PackageView{
+		Name:     cp.Name,
+		Status:   p.Phase.Status(),
+		State:    p.Phase.State(),
+		AutoRun:  enabled(s.AutoRunEnabled(cp.Name)),
+		LastNode: p.Node,
+		Epoch:    p.Epoch,
+		Reason:   p.PlacedReason,
+		Note:     s.Note(cp.Name),
+		Services: []ServiceView{},
+		Nodes:    []PackageNodeView{},
+	}
+	if p.Phase.Owned() {
+		pv.Node = p.Node
+	} else if p.DownReason != "" {
+		pv.Reason = p.DownReason
+	}
+	if !configured {
+		return pv
+	}
+	pv.FailoverPolicy = orDefault(cp.FailoverPolicy, config.ConfiguredNode)
+	pv.FailbackPolicy = orDefault(cp.FailbackPolicy, config.FailbackManual)
+	pv.MaxRelocate = cp.MaxRelocate.String()
+	pv.Relocations = p.Relocations
+	if cp.Guest.Name != "" {
+		pv.Guest = &GuestView{Name: cp.Guest.Name, Status: orDefault(p.Guest, "down")}
+		if !p.Phase.Owned() {
+			pv.Guest.Status = "down"
+		}
+	}
+	for _, sc := range cp.Services {
+		sv := ServiceView{Name: sc.Name, Status: "down", MaxRestarts: sc.Restart.String()}
+		if st := p.Services[sc.Name]; st != nil {
+			sv.Restarts = st.Restarts
+			if p.Phase.Owned() || st.Status == "failed" {
+				sv.Status = st.Status
+			}
+		}
+		pv.Services = append(pv.Services, sv)
+	}
+	for i, n := range cp.Nodes {
+		nv := PackageNodeView{
+			Name:      n,
+			Type:      "Alternate",
+			Status:    s.Nodes[n].Status(),
+			Switching: enabled(p.SwitchingEnabled(n)),
+			Current:   p.Phase.Owned() && p.Node == n,
+			FailedOn:  p.FailedOn(n),
+		}
+		if i == 0 {
+			nv.Type = "Primary"
+		}
+		pv.Nodes = append(pv.Nodes, nv)
+	}
+	return pv
+}
+
+// row pads each value to its width, keeping at least one space between.
+func row(indent int, widths []int, vals ...string) string {
+	var b strings.Builder
+	b.WriteString(strings.Repeat(" ", indent))
+	for i, v := range vals {
+		b.WriteString(v)
+		if i == len(vals)-1 {
+			break
+		}
+		pad := 1
+		if i < len(widths) && widths[i]-len(v) > 1 {
+			pad = widths[i] - len(v)
+		}
+		b.WriteString(strings.Repeat(" ", pad))
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+// WriteText writes v as cmviewcl does: the cluster, each node with the
+// packages on it, then the unowned packages; verbose adds each package's
+// policies, guest, services (RESTARTS, MAX_RESTARTS) and node switching.
+func (v View) WriteText(w io.Writer, verbose bool) error {
+	bw := bufio.NewWriter(w)
+	line := func(s string) { bw.WriteString(s + "\n") }
+	clusterCols, nodeCols := []int{17}, []int{15, 13}
+	line(row(0, clusterCols, "CLUSTER", "STATUS"))
+	line(row(0, clusterCols, orDefault(v.Cluster, "(no configuration)"), v.Status))
+	if v.ConfigError != "" {
+		line("  config error: " + v.ConfigError)
+	}
+	byName := map[string]PackageView{}
+	for _, pv := range v.Packages {
+		byName[pv.Name] = pv
+	}
+	for _, n := range v.Nodes {
+		line("")
+		line(row(2, nodeCols, "NODE", "STATUS", "STATE"))
+		line(row(2, nodeCols, n.Name, n.Status, n.State))
+		for _, name := range n.Packages {
+			writePackage(line, byName[name], verbose)
+		}
+	}
+	var unowned []PackageView
+	for _, pv := range v.Packages {
+		if pv.Node == "" {
+			unowned = append(unowned, pv)
+		}
+	}
+	if len(unowned) > 0 {
+		line("")
+		line("UNOWNED_PACKAGES")
+		for _, pv := range unowned {
+			writePackage(line, pv, verbose)
+		}
+	}
+	return bw.Flush()
+}
+
+func writePackage(line func(string), pv PackageView, verbose bool) {
+	pkgCols, policyCols := []int{15, 13, 13, 13}, []int{16}
+	serviceCols, switchCols := []int{16, 13, 13}, []int{13, 13, 13, 13}
+	line("")
+	line(row(4, pkgCols, "PACKAGE", "STATUS", "STATE", "AUTO_RUN", "NODE"))
+	line(row(4, pkgCols, pv.Name, pv.Status, pv.State, pv.AutoRun, orDefault(pv.Node, "unowned")))
+	if pv.Note != "" {
+		line("      Note: " + pv.Note)
+	}
+	if !verbose {
+		return
+	}
+	if pv.Reason != "" || pv.Epoch > 0 {
+		line(fmt.Sprintf("      Placement: epoch %d on %s, %s", pv.Epoch, orDefault(pv.LastNode, "-"), orDefault(pv.Reason, "-")))
+	}
+	line("")
+	line("      Policy_Parameters:")
+	line(row(6, policyCols, "POLICY_NAME", "CONFIGURED_VALUE"))
+	line(row(6, policyCols, "Failover", pv.FailoverPolicy))
+	line(row(6, policyCols, "Failback", pv.FailbackPolicy))
+	line(row(6, policyCols, "Max_Relocate", pv.MaxRelocate+" (used "+strconv.Itoa(pv.Relocations)+")"))
+	if pv.Guest != nil {
+		line("")
+		line(row(6, serviceCols, "GUEST", "STATUS"))
+		line(row(6, serviceCols, pv.Guest.Name, pv.Guest.Status))
+	}
+	if len(pv.Services) > 0 {
+		line("")
+		line(row(6, serviceCols, "SERVICE", "STATUS", "RESTARTS", "MAX_RESTARTS"))
+		for _, sv := range pv.Services {
+			line(row(6, serviceCols, sv.Name, sv.Status, strconv.Itoa(sv.Restarts), sv.MaxRestarts))
+		}
+	}
+	if len(pv.Nodes) > 0 {
+		line("")
+		line("      Node_Switching_Parameters:")
+		line(row(6, switchCols, "NODE_TYPE", "STATUS", "SWITCHING", "NAME"))
+		for _, n := range pv.Nodes {
+			var marks []string
+			if n.Current {
+				marks = append(marks, "(current)")
+			}
+			if n.FailedOn {
+				marks = append(marks, "(failed)")
+			}
+			line(row(6, switchCols, n.Type, n.Status, n.Switching, n.Name, strings.Join(marks, " ")))
+		}
+	}
+}
