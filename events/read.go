@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,28 +77,115 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	return l.decodeOrdered(ctx, it, fn)
+}
+
+// decodeBatch is how many messages one decoding job holds.
+const decodeBatch = 256
+
+// decodeJob is a batch of raw messages decoded by a worker; done is closed
+// when events holds the results, in order.
+type decodeJob struct {
+	msgs   []jetstream.Msg
+	seqs   []uint64
+	events []Event
+	ok     []bool
+	done   chan struct{}
+}
+
+// decodeOrdered reads messages until the consumer has none pending, decodes
+// them on several cores (decoding and schema checks cost more than reading)
+// and hands them to fn in stream order.
+func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler) (uint64, error) {
+	workers := runtime.GOMAXPROCS(0)
+	jobs := make(chan *decodeJob, workers*2)
+	ordered := make(chan *decodeJob, workers*2)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				for i, m := range j.msgs {
+					j.events[i], j.ok[i] = l.decode(m, j.seqs[i])
+				}
+				close(j.done)
+			}
+		}()
+	}
+	readErr := make(chan error, 1)
+	quit := make(chan struct{})
+	go func() {
+		defer close(ordered)
+		defer close(jobs)
+		j := newDecodeJob()
+		send := func() bool {
+			select {
+			case jobs <- j:
+			case <-quit:
+				return false
+			}
+			select {
+			case ordered <- j:
+			case <-quit:
+				return false
+			}
+			j = newDecodeJob()
+			return true
+		}
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				readErr <- fmt.Errorf("replay: %w", err)
+				return
+			}
+			meta, err := m.Metadata()
+			if err != nil {
+				readErr <- fmt.Errorf("replay: %w", err)
+				return
+			}
+			j.msgs = append(j.msgs, m)
+			j.seqs = append(j.seqs, meta.Sequence.Stream)
+			last := meta.NumPending == 0
+			if len(j.msgs) == decodeBatch || last {
+				if !send() || last {
+					return
+				}
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer close(quit)
 	var last uint64
-	for {
-		m, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil {
-				return last, fmt.Errorf("replay: %w", ctx.Err())
-			}
-			return last, fmt.Errorf("replay: %w", err)
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return last, fmt.Errorf("replay: %w", err)
-		}
-		last = meta.Sequence.Stream
-		if e, ok := l.decode(m, last); ok {
-			if err := fn(e); err != nil {
-				return last, err
+	for j := range ordered {
+		<-j.done
+		for i := range j.msgs {
+			last = j.seqs[i]
+			if j.ok[i] {
+				if err := fn(j.events[i]); err != nil {
+					return last, err
+				}
 			}
 		}
-		if meta.NumPending == 0 {
-			return last, nil
-		}
+	}
+	select {
+	case err := <-readErr:
+		return last, err
+	default:
+		return last, nil
+	}
+}
+
+func newDecodeJob() *decodeJob {
+	return &decodeJob{
+		msgs:   make([]jetstream.Msg, 0, decodeBatch),
+		seqs:   make([]uint64, 0, decodeBatch),
+		events: make([]Event, decodeBatch),
+		ok:     make([]bool, decodeBatch),
+		done:   make(chan struct{}),
 	}
 }
 

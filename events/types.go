@@ -2,7 +2,9 @@ package events
 
 import (
 	"encoding/json"
+
 	"fmt"
+	gojson "github.com/goccy/go-json"
 	"strings"
 	"time"
 )
@@ -142,7 +144,7 @@ func newPayload(typ string, data []byte) (Payload, error) {
 
 func decodeAs[T Payload](data []byte) (Payload, error) {
 	var v T
-	if err := json.Unmarshal(data, &v); err != nil {
+	if err := gojson.Unmarshal(data, &v); err != nil {
 		return nil, fmt.Errorf("decode %s data: %w", v.EventType(), err)
 	}
 	return v, nil

@@ -1,8 +1,12 @@
 package schemas
 
 import (
+	"encoding/json"
+	"sort"
 	"strings"
 	"testing"
+
+	"pgregory.net/rapid"
 )
 
 func TestValidateNamesField(t *testing.T) {
@@ -33,4 +37,43 @@ func TestValidateNamesField(t *testing.T) {
 	if err := v.Validate("io.vmguard.nope.v1", []byte(`{}`)); err == nil {
 		t.Error("unknown type: no error")
 	}
+}
+
+// TestFastAgreesWithReference checks, over generated documents, that the fast
+// validator accepts exactly what the general JSON Schema engine accepts.
+func TestFastAgreesWithReference(t *testing.T) {
+	v, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := v.Types()
+	values := []any{nil, true, false, 0, 1, -1, 3, 1.5, 2.0, 1e20, "", "ok", "a.b", "web-1_x", "2026-11-27T10:00:00Z", "not-a-time",
+		strings.Repeat("x", 70), []any{}, []any{"a", "b"}, []any{1}, map[string]any{}}
+	rapid.Check(t, func(rt *rapid.T) {
+		typ := rapid.SampledFrom(types).Draw(rt, "type")
+		props := v.fast[typ].properties
+		names := make([]string, 0, len(props)+1)
+		for n := range props {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		names = append(names, "extra")
+		doc := map[string]any{}
+		for _, n := range names {
+			if rapid.Bool().Draw(rt, "has_"+n) {
+				doc[n] = rapid.SampledFrom(values).Draw(rt, "val_"+n)
+			}
+		}
+		var data []byte
+		if rapid.IntRange(0, 20).Draw(rt, "notobject") == 0 {
+			data = []byte(`[1,2]`)
+		} else {
+			data, _ = json.Marshal(doc)
+		}
+		fast := v.Validate(typ, data)
+		ref := v.validateReference(typ, data)
+		if (fast == nil) != (ref == nil) {
+			rt.Fatalf("%s %s: fast=%v reference=%v", typ, data, fast, ref)
+		}
+	})
 }

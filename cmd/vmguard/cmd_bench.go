@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+type benchCmd struct {
+	Log benchLogCmd `cmd:"" help:"Measure the event log: sync append, async append, replay with decode and schema checks."`
+}
+
+type benchLogCmd struct {
+	Sync     int    `name:"sync" default:"20000" help:"Events for the sync append run."`
+	Async    int    `name:"async" default:"200000" help:"Events for the async append run."`
+	Replay   int    `name:"replay" default:"1000000" help:"Events in the log for the replay run (filled with async appends)."`
+	Durable  bool   `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
+	External bool   `name:"external" help:"Use the server at --nats instead of an embedded one (its stream must be empty)."`
+	Store    string `name:"store" help:"Store dir of the embedded server (default: a temp dir, removed after)."`
+}
+
+// Run starts a server (unless --external), runs each measurement and prints
+// one line per result.
+func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
+	url := g.NATS
+	if !c.External {
+		store := c.Store
+		if store == "" {
+			dir, err := os.MkdirTemp("", "vmguard-bench-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			store = dir
+		}
+		s, err := natsd.Start(natsd.Config{StoreDir: store, Port: -1, Interval: !c.Durable})
+		if err != nil {
+			return err
+		}
+		defer s.Shutdown()
+		url = s.ClientURL()
+	}
+	mode := "interval"
+	if c.Durable {
+		mode = "durable (fsync per write)"
+	}
+	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", url, mode, runtime.GOMAXPROCS(0))
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer nc.Close()
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		return err
+	}
+	sample := func(i int) events.Event {
+		e := events.New("/vmguard/guests/webvm/agent", "web", events.ProcessExited{
+			Guest: "webvm", Service: "httpd", PID: 1000 + i%30000, ExitCode: i % 4, RuntimeMS: int64(i % 5000),
+			RequestID: fmt.Sprintf("req-%d", i), Epoch: 1, Output: []string{"starting", "listening on :8080", "fatal: out of cheese"},
+		})
+		e.CauseID = fmt.Sprintf("req-%d", i)
+		return e
+	}
+	if c.Sync > 0 {
+		lat := make([]time.Duration, 0, c.Sync)
+		start := time.Now()
+		for i := range c.Sync {
+			t0 := time.Now()
+			if _, err := l.Append(ctx, sample(i)); err != nil {
+				return err
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		el := time.Since(start)
+		slices.Sort(lat)
+		fmt.Fprintf(g.Stdout, "sync append:   %8d events in %7.2fs = %8.0f events/s  (latency p50 %v, p99 %v)\n",
+			c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100])
+	}
+	if c.Sync > 0 {
+		// The same messages through JetStream alone, already encoded: what
+		// the server and the round trip cost without vmguard's encoding.
+		msgs, err := encodeAll(l, c.Sync, func(i int) events.Event { return sample(i + 10_000_000) })
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		for _, m := range msgs {
+			if _, err := l.JetStream().PublishMsg(ctx, m); err != nil {
+				return err
+			}
+		}
+		el := time.Since(start)
+		fmt.Fprintf(g.Stdout, "raw sync:      %8d events in %7.2fs = %8.0f events/s  (JetStream only, pre-encoded)\n", c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds())
+	}
+	if c.Async > 0 {
+		msgs, err := encodeAll(l, c.Async, func(i int) events.Event { return sample(i + 20_000_000) })
+		if err != nil {
+			return err
+		}
+		start := time.Now()
+		for _, m := range msgs {
+			if _, err := l.JetStream().PublishMsgAsync(m); err != nil {
+				return err
+			}
+		}
+		if err := l.Flush(ctx); err != nil {
+			return err
+		}
+		el := time.Since(start)
+		fmt.Fprintf(g.Stdout, "raw async:     %8d events in %7.2fs = %8.0f events/s  (JetStream only, pre-encoded)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds())
+	}
+	if c.Async > 0 {
+		el, err := appendAsync(ctx, l, c.Async, sample)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.Stdout, "async append:  %8d events in %7.2fs = %8.0f events/s\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds())
+	}
+	if c.Replay > 0 {
+		have, err := l.LastSeq(ctx)
+		if err != nil {
+			return err
+		}
+		if missing := c.Replay - int(have); missing > 0 {
+			el, err := appendAsync(ctx, l, missing, func(i int) events.Event { return sample(i + int(have)) })
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.Stdout, "fill:          %8d events in %7.2fs = %8.0f events/s\n", missing, el.Seconds(), float64(missing)/el.Seconds())
+		}
+		n, el, err := rawReplay(ctx, l)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(g.Stdout, "raw replay:    %8d events in %7.2fs = %8.0f events/s  (JetStream only, no decode)\n", n, el.Seconds(), float64(n)/el.Seconds())
+		n = 0
+		start := time.Now()
+		if _, err := l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
+			return err
+		}
+		el = time.Since(start)
+		fmt.Fprintf(g.Stdout, "replay:        %8d events in %7.2fs = %8.0f events/s  (decoded and schema-checked; skipped %d)\n", n, el.Seconds(), float64(n)/el.Seconds(), l.Skipped())
+	}
+	return nil
+}
+
+// appendAsync appends n events with AppendAsync from one goroutine per core
+// (encoding and schema checks run in parallel) and waits for every ack.
+func appendAsync(ctx context.Context, l *events.Log, n int, mk func(int) events.Event) (time.Duration, error) {
+	start := time.Now()
+	workers := runtime.GOMAXPROCS(0)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				if _, err := l.AppendAsync(mk(i)); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	if err := l.Flush(ctx); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// encodeAll encodes n events into NATS messages.
+func encodeAll(l *events.Log, n int, mk func(int) events.Event) ([]*nats.Msg, error) {
+	msgs := make([]*nats.Msg, n)
+	for i := range n {
+		m, err := l.Codec().Encode(mk(i))
+		if err != nil {
+			return nil, err
+		}
+		msgs[i] = m
+	}
+	return msgs, nil
+}
+
+// rawReplay reads the whole stream with an ordered consumer, without
+// decoding, to show what JetStream alone delivers.
+func rawReplay(ctx context.Context, l *events.Log) (int, time.Duration, error) {
+	last, err := l.LastSeq(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	cons, err := l.JetStream().OrderedConsumer(ctx, events.StreamName, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return 0, 0, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(4096))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer it.Stop()
+	n := 0
+	for {
+		m, err := it.Next()
+		if err != nil {
+			return n, 0, err
+		}
+		n++
+		meta, err := m.Metadata()
+		if err != nil {
+			return n, 0, err
+		}
+		if meta.Sequence.Stream >= last {
+			return n, time.Since(start), nil
+		}
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// vmguardBin is the vmguard binary built once for tests that need a separate
+// OS process (kill -9, CLIs).
+var vmguardBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmguard-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	vmguardBin = filepath.Join(dir, "vmguard")
+	out, err := exec.Command("go", "build", "-o", vmguardBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build vmguard: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startServer runs `vmguard server` as a separate process and waits until
+// its stream is usable.
+func startServer(t *testing.T, store string, port int, extra ...string) *exec.Cmd {
+	t.Helper()
+	args := append([]string{"server", "--store", store, "--port", fmt.Sprint(port), "-q"}, extra...)
+	cmd := exec.Command(vmguardBin, args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	waitFor(t, 30*time.Second, "vmguard server ready", func() bool {
+		return strings.Contains(out.String(), "ready") && canConnect(url)
+	})
+	return cmd
+}
+
+// syncBuffer is a bytes.Buffer safe for a child process writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func canConnect(url string) bool {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second))
+	if err != nil {
+		return false
+	}
+	nc.Close()
+	return true
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func dialLog(t *testing.T, url string) *events.Log {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l, err := events.Open(context.Background(), nc, events.WithoutCreate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestServerKill9KeepsAcknowledgedEvents appends events to a durable
+// `vmguard server`, kills it with SIGKILL, restarts it on the same store and
+// checks that every acknowledged event is there, in order.
+func TestServerKill9KeepsAcknowledgedEvents(t *testing.T) {
+	ctx := context.Background()
+	store := t.TempDir()
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	srv := startServer(t, store, port)
+
+	l := dialLog(t, url)
+	const n = 300
+	var ids []string
+	for i := 1; i <= n; i++ {
+		e := events.New("/vmguard/test", "web", events.PackageStarted{Node: "node1", Epoch: uint64(i)})
+		if _, err := l.Append(ctx, e); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		ids = append(ids, e.ID)
+	}
+	if err := srv.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = srv.Wait()
+
+	startServer(t, store, port)
+	l2 := dialLog(t, url)
+	var got []string
+	if _, err := l2.Replay(ctx, events.ReadOptions{}, func(e events.Event) error {
+		got = append(got, e.ID)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("after kill -9: %d events, want %d", len(got), n)
+	}
+	for i := range ids {
+		if got[i] != ids[i] {
+			t.Fatalf("event %d: got id %s, want %s", i+1, got[i], ids[i])
+		}
+	}
+}
+
+// TestRunExitCodes checks the exit code mapping of the CLI: 0 ok, 1 error, 2 usage.
+func TestRunExitCodes(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--version"}, &out, &errb); code != exitOK || !strings.Contains(out.String(), "vmguard") {
+		t.Errorf("--version: code %d, out %q", code, out.String())
+	}
+	if code := run([]string{"no-such-command"}, &out, &errb); code != exitUsage {
+		t.Errorf("unknown command: code %d, want %d", code, exitUsage)
+	}
+	if code := run([]string{"events", "--nats", "nats://127.0.0.1:1", "-p", "bad.name"}, &out, &errb); code != exitUsage {
+		t.Errorf("bad package name: code %d, want %d (%s)", code, exitUsage, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"events", "--nats", "nats://127.0.0.1:1"}, &out, &errb); code != exitError || !strings.Contains(errb.String(), "connect to NATS") {
+		t.Errorf("no server: code %d, stderr %q", code, errb.String())
+	}
+}
