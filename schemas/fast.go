@@ -1,7 +1,7 @@
 package schemas
 
 import (
-		"encoding/json"
+	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
