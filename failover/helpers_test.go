@@ -3,6 +3,7 @@ package failover
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,9 @@ func (l *logb) applyAll(evs []events.Event) {
 		l.add(e.Subject, e.Data, e.CauseID)
 	}
 }
+
+// equalStates reports whether two states are deeply equal.
+func equalStates(a, b *State) bool { return reflect.DeepEqual(a, b) }
 
 func boolp(b bool) *bool { return &b }
 
