@@ -50,6 +50,7 @@ type cli struct {
 	Server serverCmd `cmd:"" help:"Run an embedded NATS server with JetStream holding the event log."`
 	Events eventsCmd `cmd:"" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
 	Bench  benchCmd  `cmd:"" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
+	Agent  agentCmd  `cmd:"" help:"Run the guest agent: run, watch and report processes inside a guest."`
 	// New subcommands: add one field each above this line.
 }
 

@@ -1,0 +1,113 @@
+package guestagent
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// Delivery retry bounds.
+const (
+	appendTimeout = 5 * time.Second
+	minBackoff    = 10 * time.Millisecond
+	maxBackoff    = time.Second
+	ackEvery      = 256 // persist the delivered offset at least this often
+)
+
+// deliver sends the spool to the log, oldest first, one acknowledged append
+// at a time so the log holds them in spool order. A failed append is
+// retried, with the same event id, until it succeeds: the log's duplicate
+// window stores a retried event once. It returns when ctx ends.
+func (a *Agent) deliver(ctx context.Context) {
+	status := a.cfg.Conn.StatusChanged(nats.CONNECTED)
+	defer a.cfg.Conn.RemoveStatusListener(status)
+	var (
+		log     *events.Log
+		backoff = minBackoff
+		failing bool
+		unsaved int
+	)
+	pause := func() bool {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		backoff = min(2*backoff, maxBackoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		case <-status:
+			backoff = minBackoff
+		}
+		return true
+	}
+	for {
+		q, ok := a.journal.head()
+		if !ok {
+			if unsaved > 0 {
+				if err := a.journal.saveAck(); err != nil {
+					a.log.Error("save spool ack", "err", err)
+				}
+				unsaved = 0
+			}
+			if err := a.journal.maybeCompact(); err != nil {
+				a.log.Error("compact spool", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-a.journal.kick:
+			}
+			continue
+		}
+		if log == nil {
+			octx, cancel := context.WithTimeout(ctx, appendTimeout)
+			l, err := events.Open(octx, a.cfg.Conn, events.WithoutCreate(), events.WithLogger(a.log))
+			cancel()
+			if err != nil {
+				if !failing {
+					a.log.Warn("event log unreachable; events stay in the spool", "err", err)
+					failing = true
+				}
+				if !pause() {
+					return
+				}
+				continue
+			}
+			log = l
+		}
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		_, err := log.Append(actx, q.rec.event())
+		cancel()
+		if err != nil {
+			if errors.Is(err, events.ErrInvalid) {
+				// It can never be stored; keeping it would stop every later one.
+				a.log.Error("drop spooled event the log refuses", "id", q.rec.ID, "err", err)
+			} else {
+				if !failing {
+					a.log.Warn("append to event log failed; events stay in the spool and are retried", "err", err)
+					failing = true
+				}
+				if !pause() {
+					return
+				}
+				continue
+			}
+		}
+		if failing {
+			a.log.Info("event log reachable again; delivering the spool", "pending", a.journal.pending())
+			failing = false
+		}
+		backoff = minBackoff
+		a.journal.delivered(q)
+		if unsaved++; unsaved >= ackEvery {
+			if err := a.journal.saveAck(); err != nil {
+				a.log.Error("save spool ack", "err", err)
+			}
+			unsaved = 0
+		}
+	}
+}

@@ -1,0 +1,100 @@
+// Package guestagent is vmguard's guest agent (`vmguard agent`), the
+// successor of Serviceguard's cmappserver: it runs inside a VM guest, starts
+// processes when the host manager asks, watches them, and reports every
+// start and exit to the event log as process.started / process.exited.
+//
+// It owns the process supervisor, the request handlers, the on-disk spool
+// that carries events to the log, and heartbeats. It must not decide
+// anything about restarts or placement: the host manager does, from the
+// log. The agent only does what it is asked and says what happened.
+//
+// # Requests (NATS micro service "vmguard-agent")
+//
+// Endpoints, request/reply JSON on vmguard.agent.<guest>.<endpoint>
+// (`nats micro ls`, `nats micro info vmguard-agent`):
+//
+//	run   RunRequest  -> RunReply    start a process (idempotent by request_id)
+//	stop  StopRequest -> StopReply   SIGTERM the process group, SIGKILL after halt_timeout;
+//	                                 the reply comes when they have exited
+//	list  ListRequest -> ListReply   processes, oldest first ({} or empty body: running ones)
+//	ping  {}          -> PingReply   liveness, counts, version
+//
+// run request:
+//
+//	{"package":"web","service":"httpd","argv":["/usr/sbin/httpd","-DFOREGROUND"],
+//	 "env":{"LANG":"C"},"dir":"/srv/www","request_id":"<decision id>/httpd",
+//	 "cause_id":"<decision id>","epoch":3,"halt_timeout":"10s"}
+//
+// package, service, argv and request_id are required; halt_timeout is a Go
+// duration string (absent or "0s": 10s, at most 1h); cause_id defaults to
+// request_id without a trailing "/<service>". The reply is
+// {"process":{ProcessInfo},"duplicate":false}.
+//
+// stop request: {"request_id":"..."} or {"package":"web"[,"service":"httpd"]}
+// with an optional "halt_timeout". Reply: {"processes":[ProcessInfo...]},
+// each with its "exit":{"exit_code","signal","reason","runtime_ms","at",
+// "output","event_id"}.
+//
+// Requests are decoded strictly: at most 64 KiB, no unknown fields, nothing
+// after the object, names valid NATS tokens (events.CheckName). A bad
+// request changes nothing and gets a micro error reply (headers
+// Nats-Service-Error-Code and Nats-Service-Error) whose text says what is
+// wrong: 400 bad request, 404 unknown request id, 409 the service already
+// runs under another request id (or the request id names another service),
+// 413 too large, 422 the process could not be started, 503 at --max-procs
+// or shutting down, 500 the agent failed. Client wraps all of this.
+//
+// One process per service: a run for a service that still runs under
+// another request id is refused (409); stop it first.
+//
+// # Processes
+//
+// Each process runs in its own process group with SIGKILL as its
+// parent-death signal, stdin /dev/null, stdout and stderr into one pipe
+// whose bytes go to <state>/logs/<package>/<service>.log (capped, rotated
+// once to .1) and whose last 20 lines (at most 4 KiB) go into the exit
+// report. The environment is the agent's own (without VMGUARD_*) plus the
+// request's env plus VMGUARD_GUEST, VMGUARD_PACKAGE, VMGUARD_SERVICE,
+// VMGUARD_REQUEST_ID, VMGUARD_EPOCH and VMGUARD_PROCESS_ID (the id of its
+// process.started event, which marks descendants as ours).
+//
+// When the process ends, whatever is left of its group is killed, so a
+// restart never runs next to leftovers. exit_code is the exit status, or -1
+// when a signal ended it (signal names it, e.g. "SIGKILL") or when the
+// outcome is unknown. reason is "" for a real exit, "stopped" after a stop
+// request, "agent_stopped" when the agent was stopped, "agent_restart" for
+// a process the previous agent started and never saw exit (reported by the
+// next agent, which first kills what is left of it: the process if its pid
+// is still the same incarnation by /proc start time and boot id, and group
+// members that carry its VMGUARD_PROCESS_ID).
+//
+// # Events and the spool
+//
+// Events are written first to a spool under <state>/spool (append-only,
+// fdatasync before anything else happens), then appended to the log one at
+// a time, in spool order, with their stored ids as Nats-Msg-Id: a re-send
+// after a crash or an outage is stored once within the log's two-minute
+// duplicate window. The spool survives restarts and outages and is delivered
+// as soon as the log is reachable. process.started and process.exited carry
+// source /vmguard/guests/<guest>/agent, subject = the package, causeid =
+// cause_id, and the run's epoch.
+//
+// # Heartbeats
+//
+// Every second (--heartbeat), a core NATS message on vmguard.hb.guest.<guest>:
+// {"guest","running","version","time"[,"node"]}. None is sent while
+// disconnected.
+//
+// # Security groundwork
+//
+// The agent publishes only on:
+//
+//	vmguard.events.pkg.<package>.process.started|exited   for the packages it runs
+//	vmguard.hb.guest.<guest>                               heartbeats
+//	$JS.API.STREAM.INFO.VMGUARD                            to open the log
+//	reply subjects                                         (micro replies; allow_responses)
+//
+// and subscribes to vmguard.agent.<guest>.>, $SRV.> and _INBOX.>. A later
+// issue can lock each guest's NATS user to exactly these (with the package
+// list from the config).
+package guestagent
