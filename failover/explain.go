@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmguard/vmguard/events"
@@ -39,13 +40,19 @@ func Explain(evs []events.Event, pkg string) []events.Event {
 
 // Chain returns the event with id and its causes, following CauseID through
 // byID until an event has no cause, its cause is unknown, or a cause repeats.
+// A cause that is a run request id of an initial start, "<guest.started
+// id>/<service>", leads to that guest.started.
 func Chain(byID map[string]events.Event, id string) []events.Event {
 	var out []events.Event
 	seen := map[string]bool{}
 	for id != "" && !seen[id] {
 		e, ok := byID[id]
 		if !ok {
-			break
+			req, _, cut := strings.Cut(id, "/")
+			if e, ok = byID[req]; !cut || !ok || seen[req] {
+				break
+			}
+			id = req
 		}
 		seen[id] = true
 		out = append(out, e)
@@ -62,7 +69,7 @@ func WriteChain(w io.Writer, chain []events.Event) error {
 	for i, e := range chain {
 		prefix := ""
 		if i > 0 {
-			if chain[i-1].CauseID == e.ID {
+			if c := chain[i-1].CauseID; c == e.ID || strings.HasPrefix(c, e.ID+"/") {
 				prefix = "  <- "
 			} else {
 				fmt.Fprintf(bw, "placed by:\n")
@@ -74,8 +81,21 @@ func WriteChain(w io.Writer, chain []events.Event) error {
 		} else if sc == events.ScopeCluster {
 			about = "cluster"
 		}
-		fmt.Fprintf(bw, "%s#%d %s %s %s %s [%s]\n", prefix, e.Seq, e.Time.UTC().Format(time.RFC3339Nano),
-			about, events.ShortType(e.Type()), e.Summary(), e.Source)
+		facts := summary(e)
+		if facts != "" {
+			facts += " "
+		}
+		fmt.Fprintf(bw, "%s#%d %s %s %s %s[%s]\n", prefix, e.Seq, e.Time.UTC().Format(time.RFC3339Nano),
+			about, events.ShortType(e.Type()), facts, e.Source)
 	}
 	return bw.Flush()
+}
+
+// summary is e.Summary without a configuration's JSON.
+func summary(e events.Event) string {
+	if d, ok := e.Data.(events.ConfigApplied); ok {
+		d.Config = nil
+		e.Data = d
+	}
+	return e.Summary()
 }

@@ -47,8 +47,10 @@ type PackageView struct {
 	// LastNode is the node of its last placement.
 	LastNode string `json:"last_node,omitempty"`
 	Epoch    uint64 `json:"epoch"`
-	// Reason is why it is where it is: the placement reason, or why it is down.
+	// Reason is the reason of its last placement.
 	Reason string `json:"reason,omitempty"`
+	// DownReason says why it is down (halted or failed reason), if it is.
+	DownReason string `json:"down_reason,omitempty"`
 	// Note says what holds a down package back (see State.Note).
 	Note           string            `json:"note,omitempty"`
 	FailoverPolicy string            `json:"failover_policy,omitempty"`
@@ -164,8 +166,8 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 	}
 	if p.Phase.Owned() {
 		pv.Node = p.Node
-	} else if p.DownReason != "" {
-		pv.Reason = p.DownReason
+	} else {
+		pv.DownReason = p.DownReason
 	}
 	if !configured {
 		return pv
@@ -245,40 +247,51 @@ func (v View) WriteText(w io.Writer, verbose bool) error {
 		line("")
 		line(row(2, nodeCols, "NODE", "STATUS", "STATE"))
 		line(row(2, nodeCols, n.Name, n.Status, n.State))
-		for _, name := range n.Packages {
-			writePackage(line, byName[name], verbose)
-		}
+		writePackages(line, n.Packages, byName, verbose)
 	}
-	var unowned []PackageView
+	var unowned []string
 	for _, pv := range v.Packages {
 		if pv.Node == "" {
-			unowned = append(unowned, pv)
+			unowned = append(unowned, pv.Name)
 		}
 	}
 	if len(unowned) > 0 {
 		line("")
 		line("UNOWNED_PACKAGES")
-		for _, pv := range unowned {
-			writePackage(line, pv, verbose)
-		}
+		writePackages(line, unowned, byName, verbose)
 	}
 	return bw.Flush()
 }
 
-func writePackage(line func(string), pv PackageView, verbose bool) {
-	pkgCols, policyCols := []int{15, 13, 13, 13}, []int{16}
+// writePackages writes a table of packages: one header for all of them, or
+// with verbose one per package, followed by its details.
+func writePackages(line func(string), names []string, byName map[string]PackageView, verbose bool) {
+	pkgCols := []int{15, 13, 13, 13}
+	for i, name := range names {
+		pv := byName[name]
+		if i == 0 || verbose {
+			line("")
+			line(row(4, pkgCols, "PACKAGE", "STATUS", "STATE", "AUTO_RUN", "NODE"))
+		}
+		line(row(4, pkgCols, pv.Name, pv.Status, pv.State, pv.AutoRun, orDefault(pv.Node, "unowned")))
+		if pv.Note != "" {
+			line("      Note: " + pv.Note)
+		}
+		if verbose {
+			writeDetails(line, pv)
+		}
+	}
+}
+
+// writeDetails writes what -v adds about a package.
+func writeDetails(line func(string), pv PackageView) {
+	policyCols := []int{16}
 	serviceCols, switchCols := []int{16, 13, 13}, []int{13, 13, 13, 13}
-	line("")
-	line(row(4, pkgCols, "PACKAGE", "STATUS", "STATE", "AUTO_RUN", "NODE"))
-	line(row(4, pkgCols, pv.Name, pv.Status, pv.State, pv.AutoRun, orDefault(pv.Node, "unowned")))
-	if pv.Note != "" {
-		line("      Note: " + pv.Note)
+	if pv.Epoch > 0 {
+		line(fmt.Sprintf("      Placement: epoch %d on %s, %s", pv.Epoch, pv.LastNode, pv.Reason))
 	}
-	if !verbose {
-		return
-	}
-	if pv.Reason != "" || pv.Epoch > 0 {
-		line(fmt.Sprintf("      Placement: epoch %d on %s, %s", pv.Epoch, orDefault(pv.LastNode, "-"), orDefault(pv.Reason, "-")))
+	if pv.DownReason != "" {
+		line("      Down: " + pv.DownReason)
 	}
 	line("")
 	line("      Policy_Parameters:")
