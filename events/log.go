@@ -193,12 +193,18 @@ func (l *Log) AppendAsync(e Event, opts ...AppendOption) (jetstream.PubAckFuture
 	for _, o := range opts {
 		o(m)
 	}
-	f, err := l.js.PublishMsgAsync(m)
+	// A busy writer waits for room (back-pressure) rather than failing when
+	// the server falls behind, e.g. with an fsync per write.
+	f, err := l.js.PublishMsgAsync(m, jetstream.WithStallWait(asyncStallWait))
 	if err != nil {
 		return nil, fmt.Errorf("append %s: %w", e.Type(), err)
 	}
 	return f, nil
 }
+
+// asyncStallWait bounds how long AppendAsync waits for room among the
+// unacknowledged messages.
+const asyncStallWait = 30 * time.Second
 
 // Flush waits until every AppendAsync so far was acknowledged or failed.
 func (l *Log) Flush(ctx context.Context) error {

@@ -110,7 +110,7 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		}
 		start := time.Now()
 		for _, m := range msgs {
-			if _, err := l.JetStream().PublishMsgAsync(m); err != nil {
+			if _, err := l.JetStream().PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
 				return err
 			}
 		}
