@@ -47,10 +47,14 @@ func (versionFlag) BeforeReset(app *kong.Kong) error {
 type cli struct {
 	globals
 
-	Server serverCmd `cmd:"" help:"Run an embedded NATS server with JetStream holding the event log."`
-	Events eventsCmd `cmd:"" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
-	Bench  benchCmd  `cmd:"" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
-	Agent  agentCmd  `cmd:"" help:"Run the guest agent: run, watch and report processes inside a guest."`
+	Server  serverCmd  `cmd:"" help:"Run an embedded NATS server with JetStream holding the event log."`
+	Events  eventsCmd  `cmd:"" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
+	Bench   benchCmd   `cmd:"" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
+	Agent   agentCmd   `cmd:"" help:"Run the guest agent: run, watch and report processes inside a guest."`
+	Status  statusCmd  `cmd:"" help:"Show the cluster, its nodes and packages (cmviewcl); --at for any past moment."`
+	Explain explainCmd `cmd:"" help:"Show the chain of causes that put a package where it is."`
+	Pkg     pkgCmd     `cmd:"" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
+	Node    nodeCmd    `cmd:"" help:"Operator commands on a node: run, halt."`
 	// New subcommands: add one field each above this line.
 }
 
@@ -94,6 +98,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
+	kctx.Bind(commandPath(kctx.Command()))
 	if err := kctx.Run(&c.globals); err != nil {
 		fmt.Fprintln(stderr, "vmguard:", err)
 		if errors.Is(err, errUsage) {

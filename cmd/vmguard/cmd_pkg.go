@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
+)
+
+// operatorOpts are the options every operator command shares.
+type operatorOpts struct {
+	Reason string `name:"reason" help:"Why; recorded in the event."`
+	By     string `name:"by" help:"Who asks (default: the current user)."`
+}
+
+func (o operatorOpts) who() string {
+	if o.By != "" {
+		return o.By
+	}
+	if u, err := user.Current(); err == nil && events.ValidName(u.Username) {
+		return u.Username
+	}
+	if u := os.Getenv("USER"); u != "" {
+		return u
+	}
+	return "operator"
+}
+
+type pkgCmd struct {
+	Run     pkgRunCmd    `cmd:"" help:"Start a halted package (cmrunpkg), on NODE or where failover_policy says."`
+	Halt    pkgHaltCmd   `cmd:"" help:"Halt a package (cmhaltpkg); also disables its auto_run."`
+	Enable  pkgSwitchCmd `cmd:"" help:"Enable package switching (auto_run), or node switching with -n (cmmodpkg -e)."`
+	Disable pkgSwitchCmd `cmd:"" help:"Disable package switching (auto_run), or node switching with -n (cmmodpkg -d)."`
+	Move    pkgMoveCmd   `cmd:"" help:"Move a running package to NODE."`
+	Reset   pkgResetCmd  `cmd:"" help:"Reset restart counters (of -s SERVICE or all), failed nodes and the failed state (cmmodpkg -R)."`
+}
+
+type pkgRunCmd struct {
+	Package string `arg:"" help:"Package."`
+	Node    string `name:"node" short:"n" help:"Node to run it on."`
+	operatorOpts
+}
+
+type pkgHaltCmd struct {
+	Package string `arg:"" help:"Package."`
+	operatorOpts
+}
+
+type pkgSwitchCmd struct {
+	Package string `arg:"" help:"Package."`
+	Node    string `name:"node" short:"n" help:"Change node switching on this node instead of package switching."`
+	operatorOpts
+}
+
+type pkgMoveCmd struct {
+	Package string `arg:"" help:"Package."`
+	Node    string `name:"node" short:"n" required:"" help:"Node to move it to."`
+	operatorOpts
+}
+
+type pkgResetCmd struct {
+	Package string `arg:"" help:"Package."`
+	Service string `name:"service" short:"s" help:"Reset only this service's restart counter."`
+	operatorOpts
+}
+
+// Run carries out `pkg run`.
+func (c *pkgRunCmd) Run(ctx context.Context, g *globals) error {
+	return operate(ctx, g, failover.Command{Op: failover.OpRun, Package: c.Package, Node: c.Node, Reason: c.Reason, By: c.who()})
+}
+
+// Run carries out `pkg halt`.
+func (c *pkgHaltCmd) Run(ctx context.Context, g *globals) error {
+	return operate(ctx, g, failover.Command{Op: failover.OpHalt, Package: c.Package, Reason: c.Reason, By: c.who()})
+}
+
+// Run carries out `pkg move`.
+func (c *pkgMoveCmd) Run(ctx context.Context, g *globals) error {
+	return operate(ctx, g, failover.Command{Op: failover.OpMove, Package: c.Package, Node: c.Node, Reason: c.Reason, By: c.who()})
+}
+
+// Run carries out `pkg reset`.
+func (c *pkgResetCmd) Run(ctx context.Context, g *globals) error {
+	return operate(ctx, g, failover.Command{Op: failover.OpReset, Package: c.Package, Service: c.Service, Reason: c.Reason, By: c.who()})
+}
+
+// Run carries out `pkg enable` or `pkg disable`, told apart by kong's path.
+func (c *pkgSwitchCmd) Run(ctx context.Context, g *globals, path commandPath) error {
+	op := failover.OpDisable
+	if strings.HasPrefix(string(path), "pkg enable") {
+		op = failover.OpEnable
+	}
+	return operate(ctx, g, failover.Command{Op: op, Package: c.Package, Node: c.Node, Reason: c.Reason, By: c.who()})
+}
+
+type nodeCmd struct {
+	Run  nodeOpCmd `cmd:"" help:"Let a halted node run packages again (cmrunnode)."`
+	Halt nodeOpCmd `cmd:"" help:"Halt a node: its packages move elsewhere (cmhaltnode)."`
+}
+
+type nodeOpCmd struct {
+	Node string `arg:"" help:"Node."`
+	operatorOpts
+}
+
+// Run carries out `node run` or `node halt`.
+func (c *nodeOpCmd) Run(ctx context.Context, g *globals, path commandPath) error {
+	op := failover.OpNodeHalt
+	if strings.HasPrefix(string(path), "node run") {
+		op = failover.OpNodeRun
+	}
+	return operate(ctx, g, failover.Command{Op: op, Node: c.Node, Reason: c.Reason, By: c.who()})
+}
+
+// commandPath is the subcommand path kong parsed, e.g. "pkg enable".
+type commandPath string
+
+// operate checks an operator command against the log's current state and
+// appends its events with the expected-sequence check, re-reading and
+// checking again if something changed in between.
+func operate(ctx context.Context, g *globals, cmd failover.Command) error {
+	for _, name := range []struct{ field, v string }{{"package", cmd.Package}, {"--node", cmd.Node}, {"--service", cmd.Service}, {"--by", cmd.By}} {
+		if name.v != "" {
+			if err := events.CheckName(name.field, name.v); err != nil {
+				return fmt.Errorf("%w: %v", errUsage, err)
+			}
+		}
+	}
+	l, closeConn, err := openLog(ctx, g, "vmguard operator")
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	const attempts = 5
+	for attempt := 1; ; attempt++ {
+		s, _, err := foldLog(ctx, l, 0, time.Time{}, false)
+		if err != nil {
+			return err
+		}
+		evs, err := s.Command(cmd)
+		if err != nil {
+			return err
+		}
+		err = appendAll(ctx, l, s, evs)
+		if err == nil {
+			for _, e := range evs {
+				fmt.Fprintf(g.Stdout, "%s %s: %s\n", events.ShortType(e.Type()), e.Subject, e.Summary())
+			}
+			return nil
+		}
+		if !errors.Is(err, events.ErrConflict) || attempt == attempts {
+			return err
+		}
+	}
+}
+
+// appendAll stamps and appends evs, each guarded by the state's sequence.
+func appendAll(ctx context.Context, l *events.Log, s *failover.State, evs []events.Event) error {
+	now := time.Now()
+	for _, e := range evs {
+		e = events.Stamp(e, now)
+		seq, err := l.Append(ctx, e, s.Expect(e))
+		if err != nil {
+			return err
+		}
+		e.Seq = seq
+		s.Apply(e)
+	}
+	return nil
+}
