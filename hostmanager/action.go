@@ -1,0 +1,166 @@
+package hostmanager
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// ActionKind names what an Action asks the runner to do.
+type ActionKind string
+
+// Action kinds, with what the runner does and which event shows it done.
+const (
+	// StartGuest: start the guest through its driver, within
+	// Guest.StartTimeout; then append a.GuestStarted(). If it does not come
+	// up, make sure it is off and append a.GuestStopped(why).
+	StartGuest ActionKind = "start_guest"
+	// StopGuest: stop the guest through its driver (power it off if Force);
+	// then append a.GuestStopped(a.Reason).
+	StopGuest ActionKind = "stop_guest"
+	// RunService: once NotBefore has passed, ask the guest agent to run
+	// Service with run request id RequestID; the agent appends
+	// process.started (it deduplicates by request id, so asking again after
+	// a crash starts nothing twice).
+	RunService ActionKind = "run_service"
+	// StopService: ask the guest agent to stop the process started for
+	// RequestID (SIGTERM, SIGKILL after Service.HaltTimeout); the agent
+	// appends process.exited with reason "stopped".
+	StopService ActionKind = "stop_service"
+)
+
+// Action is something the log asks this node to do and does not yet show
+// done. Pending lists the same action until its result is in the log, so a
+// runner keeps the keys of the actions it is performing and starts each
+// once. A package's guest actions are performed one at a time, in order.
+type Action struct {
+	Kind    ActionKind `json:"kind"`
+	Package string     `json:"package"`
+	Node    string     `json:"node"`
+	Epoch   uint64     `json:"epoch"`
+	// Guest is the guest's settings (name, driver, timeouts); the agent of
+	// a RunService or StopService is the one of Guest.Name.
+	Guest config.Guest `json:"guest"`
+	// Service is the service to run or stop, with its command.
+	Service config.Service `json:"service,omitzero"`
+	// RequestID is the agent run request id: of the run to make
+	// (RunService) or of the process to stop (StopService).
+	RequestID string `json:"request_id,omitempty"`
+	// PID is the process to stop, as the agent reported it.
+	PID int `json:"pid,omitempty"`
+	// NotBefore is when a RunService may be sent (the restart delay).
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// Force asks StopGuest to power the guest off without waiting for it.
+	Force bool `json:"force,omitempty"`
+	// Reason says why a StopGuest stops the guest.
+	Reason string `json:"reason,omitempty"`
+	// CauseID is the event the action answers; the result event names it.
+	CauseID string `json:"cause_id"`
+}
+
+// Key identifies the action, to perform it once while it is pending.
+func (a Action) Key() string {
+	return fmt.Sprintf("%s/%s/%d/%s/%s/%s", a.Kind, a.Package, a.Epoch, a.Service.Name, a.RequestID, a.CauseID)
+}
+
+// GuestStarted returns the event recording that a StartGuest action brought
+// the guest up. Append it without an expected sequence: it is a fact.
+func (a Action) GuestStarted() events.Event {
+	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID,
+		Data: events.GuestStarted{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch}}
+}
+
+// GuestStopped returns the event recording that the guest is down: after a
+// StopGuest, or after a StartGuest that failed (reason says why).
+func (a Action) GuestStopped(reason string) events.Event {
+	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID,
+		Data: events.GuestStopped{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, Reason: reason}}
+}
+
+// Pending returns the actions the log asks of this node for package pkg and
+// does not yet show done, in the order to start them:
+//   - halting or failing: StopService for every process while the guest is
+//     up, then StopGuest once none is left (at once, forced, if the guest is
+//     lost; also when a start may be under way);
+//   - a lost guest to restart: StopGuest (forced), then StartGuest;
+//   - a guest to start (first start or restart): StartGuest;
+//   - the guest up: RunService for every service with a decided run that
+//     has not started (after its restart delay), StopService for strays.
+func Pending(s *State, pkg string) []Action {
+	p := s.Packages[pkg]
+	if p == nil || p.Inst == nil {
+		return nil
+	}
+	in := p.Inst
+	base := Action{Package: pkg, Node: s.Node, Epoch: in.Epoch, Guest: in.Config.Guest}
+	var out []Action
+	stopProcs := func(cause string) {
+		for _, sv := range in.Services {
+			if sv.Proc != nil {
+				a := base
+				a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, sv.Name), sv.Proc.RequestID, sv.Proc.PID, cause
+				out = append(out, a)
+			}
+		}
+		for _, st := range in.Strays {
+			a := base
+			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, st.Service), st.RequestID, st.PID, cause
+			if a.Service.Name == "" {
+				a.Service.Name = st.Service
+			}
+			out = append(out, a)
+		}
+	}
+	if in.Stopping() {
+		cause, reason := in.stopCause()
+		switch in.Guest.Phase {
+		case GuestUp:
+			stopProcs(cause)
+			if len(out) == 0 {
+				a := base
+				a.Kind, a.Reason, a.CauseID = StopGuest, reason, cause
+				out = append(out, a)
+			}
+		case GuestLost, GuestStarting:
+			a := base
+			a.Kind, a.Reason, a.CauseID, a.Force = StopGuest, reason, cause, in.Guest.Phase == GuestLost
+			out = append(out, a)
+		}
+		return out
+	}
+	switch in.Guest.Phase {
+	case GuestLost:
+		a := base
+		a.Kind, a.Force, a.Reason, a.CauseID = StopGuest, true, "guest lost, restarting it", in.Guest.CauseID
+		out = append(out, a)
+	case GuestStarting:
+		a := base
+		a.Kind, a.CauseID = StartGuest, in.Guest.CauseID
+		out = append(out, a)
+	case GuestUp:
+		for _, sv := range in.Services {
+			if sv.Run == nil || sv.Proc != nil || sv.Exit != nil || sv.Failed {
+				continue
+			}
+			a := base
+			a.Kind, a.Service, a.RequestID, a.NotBefore, a.CauseID = RunService, s.serviceSpec(p, in, sv.Name), sv.Run.ID, sv.Run.NotBefore, sv.Run.CauseID
+			out = append(out, a)
+		}
+		for _, st := range in.Strays {
+			a := base
+			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, config.Service{Name: st.Service}, st.RequestID, st.PID, st.StartedID
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// stopCause returns the event that started the halt and a reason for it.
+func (in *Instance) stopCause() (id, reason string) {
+	if f := in.Failure; f != nil {
+		return f.ID, f.Reason
+	}
+	return in.Halt.ID, in.Halt.Reason
+}

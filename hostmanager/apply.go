@@ -1,0 +1,386 @@
+package hostmanager
+
+import (
+	"slices"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// Halt reasons the host manager writes by itself.
+const (
+	ReasonMoved    = "moved"     // placed on another node under a newer epoch
+	ReasonReplaced = "replaced"  // placed again on this node under a newer epoch
+	ReasonFenced   = "fenced"    // this node's host lost its lease
+	ReasonNodeLost = "node_lost" // the log says this node is lost
+)
+
+// Apply folds e into s and reports whether it was new. An event at or below
+// the last sequence applied for its package (or node, or the cluster) changes
+// nothing, and so does one with Seq 0. Events about an epoch other than the
+// instance's on this node change nothing but the package's Seq.
+func (s *State) Apply(e events.Event) bool {
+	if e.Seq == 0 || e.Data == nil {
+		return false
+	}
+	scope, err := events.ScopeOf(e.Type())
+	if err != nil {
+		return false
+	}
+	switch scope {
+	case events.ScopeCluster:
+		if e.Seq <= s.ClusterSeq {
+			return false
+		}
+		s.ClusterSeq = e.Seq
+		if d, ok := e.Data.(events.ConfigApplied); ok {
+			s.applyConfig(e, d)
+		}
+	case events.ScopeNode:
+		if e.Seq <= s.NodeSeqs[e.Subject] {
+			return false
+		}
+		s.NodeSeqs[e.Subject] = e.Seq
+		switch e.Data.(type) {
+		case events.NodeLost:
+			s.nodeDown(e, ReasonNodeLost)
+		case events.NodeFenced:
+			s.nodeDown(e, ReasonFenced)
+		}
+	case events.ScopePackage:
+		if e.Subject == "" {
+			return false
+		}
+		p := s.pkg(e.Subject)
+		if e.Seq <= p.Seq {
+			return false
+		}
+		p.Seq = e.Seq
+		s.applyPackage(p, e)
+	}
+	s.Seq = max(s.Seq, e.Seq)
+	return true
+}
+
+func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
+	c, err := config.FromJSON(d.Config)
+	if err != nil {
+		s.ConfigErr = err.Error()
+		return
+	}
+	s.Config, s.ConfigID, s.ConfigErr = c, e.ID, ""
+	for _, cp := range c.Packages {
+		s.pkg(cp.Name)
+	}
+}
+
+// nodeDown releases every placement on the node made before e; on this node
+// it also halts the running instances (the runner fences before the log
+// says so; this makes sure).
+func (s *State) nodeDown(e events.Event, reason string) {
+	node := e.Subject
+	s.NodeDown[node] = e.Seq
+	for _, p := range s.Packages {
+		p.release(func(pl Placement) bool { return pl.Node == node && pl.Seq < e.Seq }, e.ID)
+		if in := p.Inst; node == s.Node && in != nil && !in.Stopping() {
+			in.Halt = &Halt{Reason: reason, ID: e.ID}
+			in.LastID = e.ID
+		}
+	}
+}
+
+// release marks the placements that match as released and drops them from
+// Prior; id becomes ReadyID if it released an older placement.
+func (p *Package) release(match func(Placement) bool, id string) {
+	if p.Current.Epoch > 0 && !p.Current.Released && match(p.Current) {
+		p.Current.Released = true
+	}
+	n := len(p.Prior)
+	p.Prior = slices.DeleteFunc(p.Prior, match)
+	if len(p.Prior) < n {
+		p.ReadyID = id
+	}
+}
+
+func (s *State) applyPackage(p *Package, e events.Event) {
+	switch d := e.Data.(type) {
+	case events.PackagePlaced:
+		s.placed(p, e, d)
+	case events.PackageStarting:
+		s.starting(p, e, d)
+	case events.PackageStarted:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			in.Started = true
+			in.LastID = e.ID
+		}
+	case events.PackageHalting:
+		s.halting(p, e, d)
+	case events.PackageHalted:
+		p.ended(d.Epoch, e.ID)
+	case events.PackageFailed:
+		p.ended(d.Epoch, e.ID)
+	case events.PackageReset:
+		if in := p.Inst; in != nil {
+			for _, sv := range in.Services {
+				if d.Service == "" || d.Service == sv.Name {
+					sv.Restarts, sv.RestartTimes = 0, nil
+				}
+			}
+			if d.Service == "" {
+				in.Guest.Restarts = 0
+			}
+		}
+	case events.GuestStarted:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			in.guestStarted(e)
+		}
+	case events.GuestLost:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			s.guestLost(p, in, e)
+		}
+	case events.GuestStopped:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			s.guestStopped(p, in, e, d)
+		}
+	case events.ServiceRestarting:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			s.restarting(p, in, e, d)
+		}
+	case events.ServiceFailed:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			if sv := in.Service(d.Service); sv != nil && !sv.Failed {
+				sv.Failed, sv.Exit, sv.Run = true, nil, nil
+				if in.Failure == nil {
+					in.Failure = &Failure{Reason: "service " + d.Service + " failed: " + d.Reason, Service: d.Service, ID: e.ID}
+				}
+				in.LastID = e.ID
+			}
+		}
+	case events.ProcessStarted:
+		if in := p.inst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
+			in.processStarted(e, d)
+		}
+	case events.ProcessExited:
+		if in := p.inst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
+			in.processExited(e, d)
+		}
+	}
+}
+
+// inst returns the package's instance on this node if it has epoch.
+func (p *Package) inst(epoch uint64) *Instance {
+	if p.Inst != nil && p.Inst.Epoch == epoch {
+		return p.Inst
+	}
+	return nil
+}
+
+func (s *State) placed(p *Package, e events.Event, d events.PackagePlaced) {
+	if d.Epoch <= p.Current.Epoch {
+		return // stale: placements only go forward
+	}
+	if p.Current.Epoch > 0 && !p.Current.Released {
+		p.Prior = append(p.Prior, p.Current)
+	}
+	p.Current = Placement{Epoch: d.Epoch, Node: d.Node, Reason: d.Reason, Seq: e.Seq, ID: e.ID}
+	if down, ok := s.NodeDown[d.Node]; ok && down > e.Seq {
+		p.Current.Released = true // only when events come out of order
+	}
+	p.ReadyID = e.ID
+	if in := p.Inst; in != nil && in.Epoch < d.Epoch && !in.Stopping() {
+		reason := ReasonMoved
+		if d.Node == s.Node {
+			reason = ReasonReplaced
+		}
+		in.Halt = &Halt{Reason: reason, By: d.By, ID: e.ID}
+		in.LastID = e.ID
+	}
+}
+
+func (s *State) starting(p *Package, e events.Event, d events.PackageStarting) {
+	if d.Node != s.Node || d.Epoch != p.Current.Epoch || p.Current.Node != s.Node || p.Inst != nil {
+		return
+	}
+	var cp config.Package
+	if s.Config != nil {
+		cp, _ = s.Config.Package(p.Name)
+	}
+	in := &Instance{
+		Epoch:      d.Epoch,
+		StartingID: e.ID,
+		Config:     cp,
+		Guest:      GuestState{Phase: GuestStarting, CauseID: e.ID},
+		LastID:     e.ID,
+	}
+	for _, sc := range cp.Services {
+		in.Services = append(in.Services, &ServiceState{Name: sc.Name})
+	}
+	if h := p.Current.Halt; h != nil {
+		in.Halt = h
+	}
+	p.Inst = in
+}
+
+func (s *State) halting(p *Package, e events.Event, d events.PackageHalting) {
+	if d.Node != "" && d.Node != s.Node {
+		return
+	}
+	h := &Halt{Reason: d.Reason, By: d.By, ID: e.ID}
+	if in := p.inst(d.Epoch); in != nil {
+		if !in.Stopping() {
+			in.Halt = h
+		}
+		in.LastID = e.ID
+		return
+	}
+	if c := &p.Current; p.Inst == nil && c.Epoch == d.Epoch && c.Node == s.Node && !c.Released && c.Halt == nil {
+		c.Halt = h
+	}
+}
+
+// ended records a package.halted or package.failed: its placement is
+// released and, if it is this node's instance, the instance is over.
+func (p *Package) ended(epoch uint64, id string) {
+	p.release(func(pl Placement) bool { return pl.Epoch == epoch }, id)
+	if p.Inst != nil && p.Inst.Epoch == epoch {
+		p.Inst = nil
+	}
+}
+
+func (in *Instance) guestStarted(e events.Event) {
+	g := &in.Guest
+	if g.Phase == GuestUp || (e.CauseID != "" && e.CauseID == g.StartedCause) {
+		return // a result appended twice
+	}
+	g.Phase, g.StartedID, g.StartedCause, g.CauseID = GuestUp, e.ID, e.CauseID, ""
+	g.Starts++
+	in.LastID = e.ID
+	if in.Stopping() {
+		return
+	}
+	for _, sv := range in.Services {
+		if sv.Failed {
+			continue
+		}
+		sv.Proc, sv.Exit = nil, nil
+		sv.Run = &RunRequest{ID: e.ID + "/" + sv.Name, CauseID: e.ID}
+	}
+}
+
+func (s *State) guestLost(p *Package, in *Instance, e events.Event) {
+	g := &in.Guest
+	if g.Phase != GuestUp {
+		return
+	}
+	g.Phase = GuestLost
+	in.LastID = e.ID
+	if in.Stopping() {
+		return
+	}
+	guest := s.guestSpec(p, in)
+	if guest.Restart.Allows(g.Restarts) {
+		g.Restarts++
+		g.CauseID = e.ID
+		return
+	}
+	in.Failure = &Failure{Reason: "guest " + guest.Name + " lost (no heartbeat for guest_timeout), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID}
+}
+
+func (s *State) guestStopped(p *Package, in *Instance, e events.Event, d events.GuestStopped) {
+	g := &in.Guest
+	if e.CauseID != "" && e.CauseID == g.StoppedCause {
+		return // a result appended twice
+	}
+	prev := g.Phase
+	g.Phase, g.StoppedCause = GuestDown, e.CauseID
+	in.LastID = e.ID
+	// Whatever ran inside the guest is gone with it; late reports of those
+	// processes no longer match anything.
+	for _, sv := range in.Services {
+		sv.Proc, sv.Run, sv.Exit = nil, nil, nil
+	}
+	in.Strays = nil
+	if in.Stopping() {
+		return
+	}
+	why := d.Reason
+	if why == "" {
+		why = "no reason given"
+	}
+	guest := s.guestSpec(p, in)
+	switch {
+	case prev == GuestLost && g.CauseID != "":
+		g.Phase = GuestStarting // forced off to restart it: start it again
+	case g.Starts == 0:
+		in.Failure = &Failure{Reason: "guest " + guest.Name + " did not start: " + why, ID: e.ID}
+	case guest.Restart.Allows(g.Restarts):
+		g.Restarts++
+		g.Phase, g.CauseID = GuestStarting, e.ID
+	default:
+		in.Failure = &Failure{Reason: "guest " + guest.Name + " stopped (" + why + "), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID}
+	}
+}
+
+func (s *State) restarting(p *Package, in *Instance, e events.Event, d events.ServiceRestarting) {
+	sv := in.Service(d.Service)
+	if sv == nil || sv.Exit == nil || sv.Failed {
+		return
+	}
+	sv.Restarts++
+	spec := s.serviceSpec(p, in, sv.Name)
+	pruneWindow(spec, sv, sv.Exit.Time)
+	if spec.RestartWindow > 0 {
+		sv.RestartTimes = append(sv.RestartTimes, sv.Exit.Time)
+	}
+	sv.Exit = nil
+	in.LastID = e.ID
+	if !in.Stopping() {
+		sv.Run = &RunRequest{ID: e.ID, CauseID: e.ID, NotBefore: e.Time.Add(time.Duration(d.DelayMS) * time.Millisecond)}
+	}
+}
+
+func (in *Instance) processStarted(e events.Event, d events.ProcessStarted) {
+	proc := &Process{Service: d.Service, RequestID: d.RequestID, PID: d.PID, StartedID: e.ID}
+	sv := in.Service(d.Service)
+	switch {
+	case sv != nil && sv.Proc != nil && sv.Proc.RequestID == d.RequestID:
+		return // reported twice
+	case sv != nil && sv.Proc == nil && sv.Run != nil && sv.Run.ID == d.RequestID:
+		sv.Proc, sv.Run = proc, nil
+		in.LastStartID = e.ID
+	case in.Guest.Phase == GuestUp:
+		if slices.ContainsFunc(in.Strays, func(p Process) bool { return p.RequestID == d.RequestID }) {
+			return
+		}
+		in.Strays = append(in.Strays, *proc)
+	default:
+		return
+	}
+	in.LastID = e.ID
+}
+
+// processExited records the end of a process. Any exit of a service's
+// process counts as a failure (exit code 0 included, and a stop vmguard did
+// not ask for) unless the instance is halting or failing.
+func (in *Instance) processExited(e events.Event, d events.ProcessExited) {
+	sv := in.Service(d.Service)
+	switch {
+	case sv != nil && sv.Proc != nil && sv.Proc.RequestID == d.RequestID:
+		sv.Proc = nil
+	case sv != nil && sv.Proc == nil && sv.Run != nil && sv.Run.ID == d.RequestID:
+		sv.Run = nil // its process.started was lost or not written
+	default:
+		n := len(in.Strays)
+		in.Strays = slices.DeleteFunc(in.Strays, func(p Process) bool { return p.RequestID == d.RequestID })
+		if len(in.Strays) < n {
+			in.LastID = e.ID
+		}
+		return
+	}
+	in.LastID = e.ID
+	if in.Stopping() || sv.Failed || in.Guest.Phase != GuestUp {
+		return
+	}
+	sv.Exit = &Exit{ID: e.ID, Time: e.Time, ExitCode: d.ExitCode, Signal: d.Signal, Reason: d.Reason, RequestID: d.RequestID}
+}

@@ -1,0 +1,288 @@
+package hostmanager
+
+import (
+	"slices"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// State is one node's host manager view of the log: the configuration in
+// force, every package's placements and the instance of each package on
+// this node. Build it with NewState and change it only through Apply.
+//
+// Idempotence is per subject space: an event about a package whose Seq is
+// at or below the last one applied for that package changes nothing (and
+// likewise per node and for cluster events). That lets a runner apply an
+// event it appended with events.ExpectPackageSeq at once, before the log
+// delivers it back. Events with Seq 0 (never read from the log) are ignored.
+type State struct {
+	// Node is the node this host manager runs on.
+	Node string `json:"node"`
+	// Seq is the highest stream sequence applied.
+	Seq uint64 `json:"seq"`
+	// Config is the configuration in force, nil before the first
+	// cluster.config_applied that decoded.
+	Config *config.Cluster `json:"config,omitempty"`
+	// ConfigID names the event that put Config in force.
+	ConfigID string `json:"config_id,omitempty"`
+	// ConfigErr says why the last cluster.config_applied was not used.
+	ConfigErr string `json:"config_error,omitempty"`
+	// ClusterSeq is the sequence of the last cluster event applied.
+	ClusterSeq uint64 `json:"cluster_seq,omitempty"`
+	// NodeSeqs holds the sequence of the last event applied per node.
+	NodeSeqs map[string]uint64 `json:"node_seqs,omitempty"`
+	// NodeDown holds, per node, the sequence of its last node.lost or
+	// node.fenced: every placement on it older than that is released.
+	NodeDown map[string]uint64 `json:"node_down,omitempty"`
+	// Packages holds every package an event or the config named.
+	Packages map[string]*Package `json:"packages,omitempty"`
+}
+
+// NewState returns the empty state of the host manager of node.
+func NewState(node string) *State {
+	return &State{Node: node, NodeSeqs: map[string]uint64{}, NodeDown: map[string]uint64{}, Packages: map[string]*Package{}}
+}
+
+// Package is what the log says about one package, from this node's side.
+type Package struct {
+	Name string `json:"name"`
+	// Seq is the stream sequence of the last event about the package: the
+	// value to append a decision with (events.ExpectPackageSeq).
+	Seq uint64 `json:"seq"`
+	// Current is the package's latest placement (Epoch 0: never placed).
+	Current Placement `json:"current"`
+	// Prior lists older placements not yet released, oldest first. A
+	// placement starts only when every older one is released.
+	Prior []Placement `json:"prior,omitempty"`
+	// ReadyID is the event that last moved Current closer to being
+	// startable: its package.placed or the release of an older placement.
+	ReadyID string `json:"ready_id,omitempty"`
+	// Inst is the package's instance on this node, from package.starting
+	// until this node records package.halted or package.failed for it.
+	Inst *Instance `json:"instance,omitempty"`
+}
+
+// Placement is one package.placed: the package is to run on Node under Epoch.
+type Placement struct {
+	Epoch  uint64 `json:"epoch"`
+	Node   string `json:"node,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Seq    uint64 `json:"seq,omitempty"`
+	ID     string `json:"id,omitempty"`
+	// Released is set once the placement can no longer run: a
+	// package.halted or package.failed of its epoch, or a node.lost or
+	// node.fenced of its node after it.
+	Released bool `json:"released,omitempty"`
+	// Halt is an operator halt asked for before this node started the
+	// placement (only kept for placements on this node).
+	Halt *Halt `json:"halt,omitempty"`
+}
+
+// Halt says why an instance is being halted.
+type Halt struct {
+	Reason string `json:"reason"`
+	By     string `json:"by,omitempty"`
+	// ID is the event that asked: package.halting, the package.placed that
+	// moved the package, or the node.lost or node.fenced of this node.
+	ID string `json:"id"`
+}
+
+// Failure says why an instance is failing: it halts, then the node records
+// package.failed.
+type Failure struct {
+	Reason  string `json:"reason"`
+	Service string `json:"service,omitempty"`
+	// ID is the event that made it fail (service.failed, guest.lost, guest.stopped).
+	ID string `json:"id"`
+}
+
+// Instance is a package's life on this node under one epoch: its guest, its
+// services and whether it is halting or failing.
+type Instance struct {
+	Epoch uint64 `json:"epoch"`
+	// StartingID is the package.starting that began it.
+	StartingID string `json:"starting_id"`
+	// Config is the package's configuration when it started; the set of
+	// services and the guest come from it, restart policies from the config
+	// in force.
+	Config config.Package `json:"config"`
+	// Started is set by package.started: every service ran at once.
+	Started  bool            `json:"started,omitempty"`
+	Guest    GuestState      `json:"guest"`
+	Services []*ServiceState `json:"services"`
+	// Strays are processes of this epoch nobody asked for (a request id no
+	// decision names); they are stopped.
+	Strays []Process `json:"strays,omitempty"`
+	// Halt is set when the instance is halting; Failure when it is failing.
+	Halt    *Halt    `json:"halt,omitempty"`
+	Failure *Failure `json:"failure,omitempty"`
+	// LastID is the last event that changed the instance, the cause of the
+	// package.halted or package.failed that ends it.
+	LastID string `json:"last_id,omitempty"`
+	// LastStartID is the last process.started, the cause of package.started.
+	LastStartID string `json:"last_start_id,omitempty"`
+}
+
+// GuestPhase is what the log says about an instance's guest.
+type GuestPhase string
+
+// Guest phases.
+const (
+	// GuestStarting: a start is wanted and not yet confirmed; the guest may
+	// or may not be running, so it is not known to be down.
+	GuestStarting GuestPhase = "starting"
+	// GuestUp: guest.started.
+	GuestUp GuestPhase = "up"
+	// GuestLost: guest.lost; its heartbeats stopped, it must be forced off.
+	GuestLost GuestPhase = "lost"
+	// GuestDown: guest.stopped.
+	GuestDown GuestPhase = "down"
+)
+
+// GuestState is an instance's guest.
+type GuestState struct {
+	Phase GuestPhase `json:"phase"`
+	// StartedID is the guest.started in force; services' first run
+	// requests are "<StartedID>/<service>".
+	StartedID string `json:"started_id,omitempty"`
+	// Starts counts guest.started events; Restarts the guest restarts used
+	// (guest.restart), since the start or a package.reset.
+	Starts   int `json:"starts,omitempty"`
+	Restarts int `json:"restarts,omitempty"`
+	// CauseID is the event the wanted start (or the stop before a restart)
+	// answers: package.starting, guest.lost or guest.stopped.
+	CauseID string `json:"cause_id,omitempty"`
+	// LastCauses holds the cause ids of the last guest.started and
+	// guest.stopped, to ignore a result appended twice.
+	StartedCause string `json:"started_cause,omitempty"`
+	StoppedCause string `json:"stopped_cause,omitempty"`
+}
+
+// ServiceState is one service of an instance.
+type ServiceState struct {
+	Name string `json:"name"`
+	// Proc is its running process, nil if none.
+	Proc *Process `json:"process,omitempty"`
+	// Run is a run request decided and not yet seen started.
+	Run *RunRequest `json:"run,omitempty"`
+	// Exit is an exit that counts as a failure and awaits a decision
+	// (service.restarting or service.failed).
+	Exit *Exit `json:"exit,omitempty"`
+	// Restarts counts restarts since the start or a package.reset.
+	Restarts int `json:"restarts,omitempty"`
+	// RestartTimes are the times of the exits that led to restarts, kept
+	// while a restart_window is set and pruned to it.
+	RestartTimes []time.Time `json:"restart_times,omitempty"`
+	// Failed is set by service.failed.
+	Failed bool `json:"failed,omitempty"`
+}
+
+// Process is a process a guest agent started.
+type Process struct {
+	Service   string `json:"service"`
+	RequestID string `json:"request_id"`
+	PID       int    `json:"pid"`
+	// StartedID is its process.started.
+	StartedID string `json:"started_id"`
+}
+
+// RunRequest is a decided run of a service: the agent run request id and
+// the earliest time to send it.
+type RunRequest struct {
+	ID        string    `json:"id"`
+	CauseID   string    `json:"cause_id"`
+	NotBefore time.Time `json:"not_before,omitzero"`
+}
+
+// Exit is a process.exited that counts as a failure.
+type Exit struct {
+	ID        string    `json:"id"`
+	Time      time.Time `json:"time"`
+	ExitCode  int       `json:"exit_code"`
+	Signal    string    `json:"signal,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	RequestID string    `json:"request_id"`
+}
+
+// Stopping reports whether the instance is halting or failing.
+func (in *Instance) Stopping() bool { return in.Halt != nil || in.Failure != nil }
+
+// Down reports whether nothing of the instance runs: its guest is known to
+// be down and no process is left.
+func (in *Instance) Down() bool {
+	if in.Guest.Phase != GuestDown || len(in.Strays) > 0 {
+		return false
+	}
+	for _, sv := range in.Services {
+		if sv.Proc != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// Service returns the instance's service name, nil if it has none.
+func (in *Instance) Service(name string) *ServiceState {
+	for _, sv := range in.Services {
+		if sv.Name == name {
+			return sv
+		}
+	}
+	return nil
+}
+
+// Package returns the state of package name, nil if nothing named it.
+func (s *State) Package(name string) *Package { return s.Packages[name] }
+
+// PackageNames returns the names of every known package, sorted.
+func (s *State) PackageNames() []string {
+	names := make([]string, 0, len(s.Packages))
+	for n := range s.Packages {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// PackageSeq returns the stream sequence of the last event about pkg.
+func (s *State) PackageSeq(pkg string) uint64 {
+	if p := s.Packages[pkg]; p != nil {
+		return p.Seq
+	}
+	return 0
+}
+
+// Expect returns the append option for a decision about pkg: it fails with
+// events.ErrConflict if anything about pkg was written since this state.
+func (s *State) Expect(pkg string) events.AppendOption {
+	return events.ExpectPackageSeq(pkg, s.PackageSeq(pkg))
+}
+
+// Source returns the CloudEvents source of this node's host manager.
+func (s *State) Source() string { return HostSource(s.Node) }
+
+// HostSource returns the CloudEvents source of node's host manager.
+func HostSource(node string) string { return "/vmguard/nodes/" + node + "/host" }
+
+// Affected returns the packages whose decisions or actions may have changed
+// after e: its package for a package event, every package otherwise.
+func Affected(s *State, e events.Event) []string {
+	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopePackage {
+		if _, ok := s.Packages[e.Subject]; ok {
+			return []string{e.Subject}
+		}
+		return nil
+	}
+	return s.PackageNames()
+}
+
+func (s *State) pkg(name string) *Package {
+	p := s.Packages[name]
+	if p == nil {
+		p = &Package{Name: name}
+		s.Packages[name] = p
+	}
+	return p
+}
