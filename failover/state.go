@@ -265,12 +265,17 @@ func SeqAt(evs []events.Event, t time.Time) uint64 {
 // Clone returns a deep copy of s.
 func (s *State) Clone() *State {
 	c := *s
-	c.Nodes = make(map[string]*NodeState, len(s.Nodes))
+	c.Nodes, c.Packages = nil, nil
+	if s.Nodes != nil {
+		c.Nodes = make(map[string]*NodeState, len(s.Nodes))
+	}
 	for k, n := range s.Nodes {
 		nn := *n
 		c.Nodes[k] = &nn
 	}
-	c.Packages = make(map[string]*PackageState, len(s.Packages))
+	if s.Packages != nil {
+		c.Packages = make(map[string]*PackageState, len(s.Packages))
+	}
 	for k, p := range s.Packages {
 		pp := *p
 		if p.AutoRun != nil {
