@@ -398,21 +398,26 @@ func (l *serviceLog) write(p []byte) {
 		}
 		l.f, l.size = f, st.Size()
 	}
-	if l.size > 0 && l.size+int64(len(p)) > l.max {
-		l.f.Close()
-		l.f = nil
-		if err := os.Rename(l.path, l.path+".1"); err != nil {
+	for len(p) > 0 {
+		room := l.max - l.size
+		if room <= 0 {
+			l.f.Close()
+			l.f = nil
+			if err := os.Rename(l.path, l.path+".1"); err != nil {
+				l.err = true
+				return
+			}
+			l.write(p)
+			return
+		}
+		chunk := p[:min(int64(len(p)), room)]
+		n, err := l.f.Write(chunk)
+		l.size += int64(n)
+		if err != nil {
 			l.err = true
 			return
 		}
-		l.size = 0
-		l.write(p)
-		return
-	}
-	n, err := l.f.Write(p)
-	l.size += int64(n)
-	if err != nil {
-		l.err = true
+		p = p[len(chunk):]
 	}
 }
 

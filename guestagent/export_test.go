@@ -1,0 +1,8 @@
+package guestagent
+
+// Processes returns every process the agent knows, exited ones included,
+// without going through NATS (tests use it while NATS is down).
+func (a *Agent) Processes() []ProcessInfo { return a.list(ListRequest{Exited: true}).Processes }
+
+// Undelivered counts spooled events the log has not acknowledged.
+func (a *Agent) Undelivered() int { return a.journal.pending() }
