@@ -55,6 +55,8 @@ type cli struct {
 	Explain explainCmd `cmd:"" help:"Show the chain of causes that put a package where it is."`
 	Pkg     pkgCmd     `cmd:"" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
 	Node    nodeCmd    `cmd:"" help:"Operator commands on a node: run, halt."`
+	Check   checkCmd   `cmd:"" help:"Check a cluster configuration file (cmcheckconf)."`
+	Apply   applyCmd   `cmd:"" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
 	// New subcommands: add one field each above this line.
 }
 

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+// runCLI runs the CLI in-process and returns its exit code and output.
+func runCLI(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCheckCommand(t *testing.T) {
+	for _, f := range []string{"../../examples/demo.yaml", "../../examples/virsh.yaml"} {
+		code, out, errs := runCLI("check", "-f", f)
+		if code != exitOK || !strings.HasPrefix(out, "ok: ") {
+			t.Errorf("check %s: code %d, out %q, err %q", f, code, out, errs)
+		}
+	}
+	if _, out, _ := runCLI("check", "-f", "../../examples/demo.yaml"); out != "ok: 2 nodes, 1 package\n" {
+		t.Errorf("demo summary: %q", out)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	src := "cluster: demo\nnodes: [node1]\npackages:\n  - name: web\n    nodes: [node2]\n    services:\n      - name: s\n        cmd: [x]\n        restart: many\n"
+	if err := os.WriteFile(bad, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("check", "-f", bad)
+	want := bad + `:5: packages[0].nodes[0]: "node2" is not one of the cluster's nodes (node1)` + "\n" +
+		bad + `:9: packages[0].services[0].restart: "many": want none, unlimited or a whole number 0 or more` + "\n" +
+		"vmguard: check " + bad + ": 2 problems\n"
+	if code != exitError || out != "" || errs != want {
+		t.Errorf("bad file: code %d, out %q, stderr\n%s\nwant\n%s", code, out, errs, want)
+	}
+	if code, _, errs := runCLI("check", "-f", filepath.Join(t.TempDir(), "none.yaml")); code != exitError || !strings.Contains(errs, "no such file") {
+		t.Errorf("missing file: code %d, %q", code, errs)
+	}
+	if code, _, _ := runCLI("check"); code != exitUsage {
+		t.Errorf("no -f: code %d, want %d", code, exitUsage)
+	}
+}
+
+// configEvents returns every cluster.config_applied in the log.
+func configEvents(t *testing.T, l *events.Log) []events.Event {
+	t.Helper()
+	var out []events.Event
+	if _, err := l.Replay(context.Background(), events.ReadOptions{Subjects: []string{configSubject}}, func(e events.Event) error {
+		out = append(out, e)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestApplyCommand(t *testing.T) {
+	s := natsd.StartTest(t)
+	l, err := events.Open(context.Background(), natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := s.ClientURL()
+	demo := "../../examples/demo.yaml"
+
+	code, out, errs := runCLI("apply", "--nats", url, "-f", demo, "--by", "alice", "--reason", "first")
+	if code != exitOK || !strings.HasPrefix(out, "applied: cluster demo, 2 nodes, 1 package, hash ") || !strings.Contains(out, "reason: first") {
+		t.Fatalf("apply: code %d out %q err %q", code, out, errs)
+	}
+	evs := configEvents(t, l)
+	if len(evs) != 1 {
+		t.Fatalf("%d config_applied events, want 1", len(evs))
+	}
+	e := evs[0]
+	d := e.Data.(events.ConfigApplied)
+	want, err := config.Load(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHash, _ := want.Hash()
+	got, err := config.FromJSON(d.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotHash, _ := got.Hash()
+	if d.Hash != wantHash || gotHash != wantHash || d.File != demo || d.By != "alice" || e.Source != "/vmguard/cli/alice" || e.Subject != "demo" {
+		t.Errorf("event: source %s subject %s data %+v", e.Source, e.Subject, d)
+	}
+
+	// The same configuration again: nothing is appended.
+	code, out, _ = runCLI("apply", "--nats", url, "-f", demo)
+	if code != exitOK || !strings.HasPrefix(out, fmt.Sprintf("unchanged: the configuration in force (seq %d)", e.Seq)) {
+		t.Errorf("re-apply: code %d out %q", code, out)
+	}
+	if n := len(configEvents(t, l)); n != 1 {
+		t.Errorf("re-apply appended: %d events", n)
+	}
+
+	// A changed file is applied.
+	changed := filepath.Join(t.TempDir(), "demo.yaml")
+	src, _ := os.ReadFile(demo)
+	if err := os.WriteFile(changed, []byte(strings.Replace(string(src), "restart: 3", "restart: 4", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCLI("apply", "--nats", url, "-f", changed); code != exitOK || !strings.HasPrefix(out, "applied:") {
+		t.Errorf("changed: code %d out %q err %q", code, out, errs)
+	}
+	if n := len(configEvents(t, l)); n != 2 {
+		t.Errorf("after a change: %d events, want 2", n)
+	}
+
+	// An invalid file is refused before anything is written.
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("cluster: demo\nnodes: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runCLI("apply", "--nats", url, "-f", bad); code != exitError || !strings.Contains(errs, bad+":2: nodes: missing") {
+		t.Errorf("bad file: code %d err %q", code, errs)
+	}
+	if n := len(configEvents(t, l)); n != 2 {
+		t.Errorf("a bad file was applied: %d events", n)
+	}
+}
+
+func parseDemo(t *testing.T, restart int) *config.Cluster {
+	t.Helper()
+	src, err := os.ReadFile("../../examples/demo.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Parse("demo.yaml", []byte(strings.Replace(string(src), "restart: 3", fmt.Sprintf("restart: %d", restart), 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestApplyStaleLoses: two operators read the same configuration in force;
+// the first apply wins, the second is told the config changed.
+func TestApplyStaleLoses(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	l, err := events.Open(ctx, natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := applyConfig(ctx, l, parseDemo(t, 1), "a.yaml", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	alice, err := readInForce(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := alice
+	won, err := appendConfig(ctx, l, parseDemo(t, 2), "a.yaml", "alice", alice)
+	if err != nil {
+		t.Fatalf("first apply: %v", err)
+	}
+	_, err = appendConfig(ctx, l, parseDemo(t, 3), "b.yaml", "bob", bob)
+	if !errors.Is(err, events.ErrConflict) {
+		t.Fatalf("stale apply: %v, want a conflict", err)
+	}
+	want := fmt.Sprintf("apply b.yaml: the config changed since you read it (seq %d); check and apply again", won.seq)
+	if err.Error() != want {
+		t.Errorf("message %q, want %q", err.Error(), want)
+	}
+	evs := configEvents(t, l)
+	if len(evs) != 2 || evs[1].Seq != won.seq {
+		t.Errorf("log: %d config events", len(evs))
+	}
+	// Even a stale apply of the very configuration in force is no conflict.
+	if res, err := appendConfig(ctx, l, parseDemo(t, 2), "b.yaml", "bob", inForce{seq: won.seq, hash: won.hash}); err != nil || !res.unchanged {
+		t.Errorf("identical: %+v %v", res, err)
+	}
+}
+
+// TestApplyConcurrent runs applies of different configurations at once:
+// each one either wins or is told of the conflict, and the log holds
+// exactly the winners.
+func TestApplyConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	l, err := events.Open(ctx, natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	cfgs := make([]*config.Cluster, n)
+	for i := range cfgs {
+		cfgs[i] = parseDemo(t, i+1)
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	results := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, results[i] = applyConfig(ctx, l, cfgs[i], fmt.Sprintf("%d.yaml", i), "op")
+		}()
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for i, err := range results {
+		switch {
+		case err == nil:
+			wins++
+		case errors.Is(err, events.ErrConflict) && strings.Contains(err.Error(), "the config changed since you read it"):
+		default:
+			t.Errorf("apply %d: %v", i, err)
+		}
+	}
+	if wins == 0 {
+		t.Error("no apply won")
+	}
+	if got := len(configEvents(t, l)); got != wins {
+		t.Errorf("%d config events for %d winners", got, wins)
+	}
+}
