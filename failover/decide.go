@@ -187,7 +187,7 @@ func (s *State) need(cp config.Package, p *PackageState) string {
 }
 
 func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool) {
-	if !s.AutoRunEnabled(cp.Name) {
+	if !s.autoRun(cp) {
 		return placement{}, false
 	}
 	p := s.Packages[cp.Name]
@@ -302,12 +302,17 @@ func (s *State) Note(pkg string) string {
 	if !ok {
 		return ""
 	}
+	return s.note(cp)
+}
+
+func (s *State) note(cp config.Package) string {
+	pkg := cp.Name
 	p := s.Packages[pkg]
 	reason := s.need(cp, p)
 	if reason == "" || reason == ReasonNodeHalted {
 		return ""
 	}
-	if !s.AutoRunEnabled(pkg) {
+	if !s.autoRun(cp) {
 		if p == nil || p.Phase == PhaseNone || p.Phase == PhaseHalted {
 			return ""
 		}

@@ -344,6 +344,14 @@ func (s *State) AutoRunEnabled(pkg string) bool {
 	return ok && cp.AutoRunEnabled()
 }
 
+// autoRun is AutoRunEnabled for a configured package.
+func (s *State) autoRun(cp config.Package) bool {
+	if p := s.Packages[cp.Name]; p != nil && p.AutoRun != nil {
+		return *p.AutoRun
+	}
+	return cp.AutoRunEnabled()
+}
+
 // PackagesOn returns the packages that occupy node (placed, starting,
 // running, halting or failing there), sorted by name.
 func (s *State) PackagesOn(node string) []string {
@@ -387,8 +395,11 @@ func (s *State) Apply(e events.Event) bool {
 		s.nodeDown(e, MemberFenced, "")
 	case events.NodeHalted:
 		s.nodeDown(e, MemberHalted, d.By)
-	default:
-		if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopePackage && e.Subject != "" {
+	case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,
+		events.PackageHalted, events.PackageFailed, events.PackageSwitchingChanged, events.PackageReset,
+		events.GuestStarted, events.GuestLost, events.GuestStopped,
+		events.ServiceRestarting, events.ServiceFailed, events.ProcessStarted, events.ProcessExited:
+		if e.Subject != "" {
 			s.applyPackage(e)
 		}
 	}

@@ -99,41 +99,59 @@ func BuildView(s *State) View {
 		nodes = slices.Clone(c.Nodes)
 		pkgs = c.Packages
 	}
-	var extraNodes []string
-	for name := range s.Nodes {
-		if !slices.Contains(nodes, name) {
-			extraNodes = append(extraNodes, name)
-		}
+	configured := map[string]bool{}
+	for _, cp := range pkgs {
+		configured[cp.Name] = true
+		v.Packages = append(v.Packages, s.packageView(cp, true))
 	}
-	slices.Sort(extraNodes)
-	nodes = append(nodes, extraNodes...)
-
 	var extraPkgs []string
 	for name, p := range s.Packages {
-		if _, ok := s.configured(name); !ok && p.Phase.Owned() {
+		if !configured[name] && p.Phase.Owned() {
 			extraPkgs = append(extraPkgs, name)
 		}
 	}
 	slices.Sort(extraPkgs)
-	for _, cp := range pkgs {
-		v.Packages = append(v.Packages, s.packageView(cp, true))
-	}
 	for _, name := range extraPkgs {
 		pv := s.packageView(config.Package{Name: name}, false)
 		pv.Note = "not in the configuration in force"
 		v.Packages = append(v.Packages, pv)
 	}
 
+	// Nodes the configuration does not name, but events or placements do.
+	known := map[string]bool{}
+	for _, n := range nodes {
+		known[n] = true
+	}
+	var extraNodes []string
+	for name := range s.Nodes {
+		if !known[name] {
+			known[name] = true
+			extraNodes = append(extraNodes, name)
+		}
+	}
+	for _, pv := range v.Packages {
+		if pv.Node != "" && !known[pv.Node] {
+			known[pv.Node] = true
+			extraNodes = append(extraNodes, pv.Node)
+		}
+	}
+	slices.Sort(extraNodes)
+	nodes = append(nodes, extraNodes...)
+
+	onNode := map[string][]string{}
+	for _, pv := range v.Packages {
+		if pv.Node != "" {
+			onNode[pv.Node] = append(onNode[pv.Node], pv.Name)
+		}
+	}
 	for _, name := range nodes {
 		n := s.Nodes[name]
-		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: []string{}}
+		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: onNode[name]}
+		if nv.Packages == nil {
+			nv.Packages = []string{}
+		}
 		if n.Up() {
 			v.Status = "up"
-		}
-		for _, pv := range v.Packages {
-			if pv.Node == name {
-				nv.Packages = append(nv.Packages, pv.Name)
-			}
 		}
 		v.Nodes = append(v.Nodes, nv)
 	}
@@ -156,11 +174,11 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 		Name:     cp.Name,
 		Status:   p.Phase.Status(),
 		State:    p.Phase.State(),
-		AutoRun:  enabled(s.AutoRunEnabled(cp.Name)),
+		AutoRun:  enabled(configured && s.autoRun(cp)),
 		LastNode: p.Node,
 		Epoch:    p.Epoch,
 		Reason:   p.PlacedReason,
-		Note:     s.Note(cp.Name),
+		Note:     s.note(cp),
 		Services: []ServiceView{},
 		Nodes:    []PackageNodeView{},
 	}
