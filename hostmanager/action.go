@@ -13,9 +13,11 @@ type ActionKind string
 
 // Action kinds, with what the runner does and which event shows it done.
 const (
-	// StartGuest: start the guest through its driver, within
-	// Guest.StartTimeout; then append a.GuestStarted(). If it does not come
-	// up, make sure it is off and append a.GuestStopped(why).
+	// StartGuest: start the guest through its driver (a guest already
+	// running counts as started: after a crash the action comes again) and
+	// wait, at most Guest.StartTimeout, until its agent answers; then append
+	// a.GuestStarted(). If it does not come up, make sure it is off and
+	// append a.GuestStopped(why).
 	StartGuest ActionKind = "start_guest"
 	// StopGuest: stop the guest through its driver (power it off if Force);
 	// then append a.GuestStopped(a.Reason).

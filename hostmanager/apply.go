@@ -24,8 +24,8 @@ func (s *State) Apply(e events.Event) bool {
 	if e.Seq == 0 || e.Data == nil {
 		return false
 	}
-	scope, err := events.ScopeOf(e.Type())
-	if err != nil {
+	scope, ok := scopeOf(e)
+	if !ok {
 		return false
 	}
 	switch scope {
@@ -61,6 +61,24 @@ func (s *State) Apply(e events.Event) bool {
 	}
 	s.Seq = max(s.Seq, e.Seq)
 	return true
+}
+
+// scopeOf returns the scope of e's type, without parsing the type string
+// for the types the host manager folds (the fold is on the restart path).
+func scopeOf(e events.Event) (events.Scope, bool) {
+	switch e.Data.(type) {
+	case events.ConfigApplied:
+		return events.ScopeCluster, true
+	case events.NodeJoined, events.NodeLost, events.NodeHalted, events.NodeFenced:
+		return events.ScopeNode, true
+	case events.ProcessExited, events.ProcessStarted, events.ServiceRestarting, events.ServiceFailed,
+		events.GuestStarted, events.GuestLost, events.GuestStopped,
+		events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,
+		events.PackageHalted, events.PackageFailed, events.PackageReset, events.PackageSwitchingChanged:
+		return events.ScopePackage, true
+	}
+	sc, err := events.ScopeOf(e.Type())
+	return sc, err == nil
 }
 
 func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
@@ -329,10 +347,7 @@ func (s *State) restarting(p *Package, in *Instance, e events.Event, d events.Se
 	}
 	sv.Restarts++
 	spec := s.serviceSpec(p, in, sv.Name)
-	pruneWindow(spec, sv, sv.Exit.Time)
-	if spec.RestartWindow > 0 {
-		sv.RestartTimes = append(sv.RestartTimes, sv.Exit.Time)
-	}
+	addRestartTime(spec, sv, sv.Exit.Time)
 	sv.Exit = nil
 	in.LastID = e.ID
 	if !in.Stopping() {

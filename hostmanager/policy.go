@@ -2,6 +2,8 @@ package hostmanager
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/vmguard/vmguard/config"
@@ -56,12 +58,7 @@ type restartOutcome struct {
 func decideRestart(spec config.Service, sv *ServiceState, at time.Time) restartOutcome {
 	used := sv.Restarts
 	if w := spec.RestartWindow.D(); w > 0 {
-		used = 0
-		for _, t := range sv.RestartTimes {
-			if at.Sub(t) < w {
-				used++
-			}
-		}
+		used = len(sv.RestartTimes) - windowStart(sv.RestartTimes, at, w)
 	}
 	if !spec.Restart.Allows(used) {
 		return restartOutcome{used: used}
@@ -76,20 +73,41 @@ func decideRestart(spec config.Service, sv *ServiceState, at time.Time) restartO
 	}
 }
 
-// pruneWindow drops restart times that can no longer count at time at.
-func pruneWindow(spec config.Service, sv *ServiceState, at time.Time) {
+// maxUnlimitedTimes bounds the restart times kept for restart: unlimited
+// with a window; past it the attempt number (and so the backoff) saturates.
+const maxUnlimitedTimes = 1000
+
+// keptRestartTimes is how many restart times can matter: with restart: N
+// only the last N (N inside the window use the restarts up).
+func keptRestartTimes(l config.Limit) int {
+	if l.Unlimited {
+		return maxUnlimitedTimes
+	}
+	return max(l.N, 1)
+}
+
+// windowStart returns the index of the first of the sorted times that is
+// inside the window w before at (strictly less than w earlier).
+func windowStart(times []time.Time, at time.Time, w time.Duration) int {
+	cutoff := at.Add(-w)
+	return sort.Search(len(times), func(i int) bool { return times[i].After(cutoff) })
+}
+
+// addRestartTime records the exit time of a restart, keeping the times
+// sorted, inside the window before at and no more than can matter.
+func addRestartTime(spec config.Service, sv *ServiceState, at time.Time) {
 	w := spec.RestartWindow.D()
 	if w <= 0 {
 		sv.RestartTimes = nil
 		return
 	}
-	kept := sv.RestartTimes[:0]
-	for _, t := range sv.RestartTimes {
-		if at.Sub(t) < w {
-			kept = append(kept, t)
-		}
+	i, _ := slices.BinarySearchFunc(sv.RestartTimes, at, func(a, b time.Time) int { return a.Compare(b) })
+	sv.RestartTimes = slices.Insert(sv.RestartTimes, i, at)
+	drop := windowStart(sv.RestartTimes, at, w)
+	if keep := keptRestartTimes(spec.Restart); len(sv.RestartTimes)-drop > keep {
+		drop = len(sv.RestartTimes) - keep
 	}
-	sv.RestartTimes = kept
+	sv.RestartTimes = slices.Delete(sv.RestartTimes, 0, drop)
 }
 
 // exitText describes an exit for a service.failed reason.

@@ -154,8 +154,8 @@ type GuestState struct {
 	// CauseID is the event the wanted start (or the stop before a restart)
 	// answers: package.starting, guest.lost or guest.stopped.
 	CauseID string `json:"cause_id,omitempty"`
-	// LastCauses holds the cause ids of the last guest.started and
-	// guest.stopped, to ignore a result appended twice.
+	// StartedCause and StoppedCause are the cause ids of the last
+	// guest.started and guest.stopped, to ignore a result appended twice.
 	StartedCause string `json:"started_cause,omitempty"`
 	StoppedCause string `json:"stopped_cause,omitempty"`
 }
@@ -269,7 +269,7 @@ func HostSource(node string) string { return "/vmguard/nodes/" + node + "/host" 
 // Affected returns the packages whose decisions or actions may have changed
 // after e: its package for a package event, every package otherwise.
 func Affected(s *State, e events.Event) []string {
-	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopePackage {
+	if sc, ok := scopeOf(e); ok && sc == events.ScopePackage {
 		if _, ok := s.Packages[e.Subject]; ok {
 			return []string{e.Subject}
 		}
