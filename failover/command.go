@@ -42,8 +42,9 @@ const (
 	OpReset Op = "reset"
 	// OpNodeHalt: `node halt NODE` -> node.halted with By. The node is no
 	// longer eligible; the controller places its packages elsewhere
-	// (node_halted) and its host halts its instances; with no node left they
-	// stay down until one is.
+	// (node_halted) and its host halts its instances when it sees the higher
+	// epochs; a package with no other node (or auto_run off) is halted where
+	// it is (the controller's package.halting) and waits down for a node.
 	OpNodeHalt Op = "node_halt"
 	// OpNodeRun: `node run NODE` -> node.joined from the operator, only for
 	// a node an operator halted (its host kept its lease). The node is

@@ -39,9 +39,9 @@ func ReasonCode(reason string) string {
 	return strings.TrimSpace(code)
 }
 
-// Decide returns the placements due now that trigger concerns, each a
-// package.placed with CauseID = trigger.ID, Source = Source, no ID and no
-// Time. The caller applies trigger to s first. Decide is Reconcile limited
+// Decide returns the decisions due now that trigger concerns: each a
+// package.placed (or the package.halting below) with CauseID = trigger.ID,
+// Source = Source, no ID and no Time. The caller applies trigger to s first. Decide is Reconcile limited
 // to the packages trigger is about: every package for a
 // cluster.config_applied, the packages that list or occupy the node for a
 // node event, the package itself for a package event. Outcomes per package:
@@ -52,7 +52,9 @@ func ReasonCode(reason string) string {
 //   - its node lost or fenced: placed on the next eligible node (node_lost);
 //   - its node halted by an operator: placed on the next eligible node
 //     (node_halted); the halted node's host halts its instance when it sees
-//     the higher epoch;
+//     the higher epoch. With no eligible node, or auto_run off, the
+//     decision is a package.halting{node, epoch, reason node_halted}
+//     without By (auto_run stays as it is): it waits down for a node;
 //   - running, failback_policy automatic, a higher node of its list joined
 //     after the placement and is eligible: placed there (failback);
 //   - otherwise nothing: auto_run off, nothing due, no eligible node up
@@ -107,23 +109,24 @@ func Reconcile(s *State) []events.Event {
 	return out
 }
 
-// placement is one decision before it becomes an event.
+// placement is one decision before it becomes an event: a placement, or
+// with halt a request to halt the package where it is.
 type placement struct {
 	pkg, node, prev, reason string
 	epoch                   uint64
+	halt                    bool
 	causeSeq                uint64
 	causeID                 string
 }
 
 func (pl placement) event(cause string) events.Event {
-	return events.Event{
-		Source:  Source,
-		Subject: pl.pkg,
-		CauseID: cause,
-		Data: events.PackagePlaced{
-			Node: pl.node, Epoch: pl.epoch, Reason: pl.reason, PreviousNode: pl.prev,
-		},
+	e := events.Event{Source: Source, Subject: pl.pkg, CauseID: cause}
+	if pl.halt {
+		e.Data = events.PackageHalting{Node: pl.node, Epoch: pl.epoch, Reason: pl.reason}
+	} else {
+		e.Data = events.PackagePlaced{Node: pl.node, Epoch: pl.epoch, Reason: pl.reason, PreviousNode: pl.prev}
 	}
+	return e
 }
 
 func (pl *placement) causedBy(seq uint64, id string) {
@@ -148,7 +151,9 @@ func (s *State) due(about func(config.Package) bool) []placement {
 		if p := s.Packages[cp.Name]; p != nil && p.Phase.active() {
 			load[p.Node]--
 		}
-		load[pl.node]++
+		if !pl.halt {
+			load[pl.node]++
+		}
 		out = append(out, pl)
 	}
 	return out
@@ -187,18 +192,24 @@ func (s *State) need(cp config.Package, p *PackageState) string {
 }
 
 func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool) {
-	if !s.autoRun(cp) {
-		return placement{}, false
-	}
 	p := s.Packages[cp.Name]
 	pl := placement{pkg: cp.Name}
 	if p != nil {
 		pl.prev, pl.epoch = p.Node, p.Epoch
 		pl.causedBy(p.CauseSeq, p.CauseID)
 	}
+	pl.reason = s.need(cp, p)
+	autoRun := s.autoRun(cp)
+	if pl.reason == ReasonNodeHalted && (!autoRun || len(s.candidates(cp, p)) == 0) {
+		// Nowhere to go: halt it on the halted node, as cmhaltnode does.
+		pl.node, pl.halt = p.Node, true
+		return pl, true
+	}
+	if !autoRun {
+		return placement{}, false
+	}
 	pl.epoch++
 	pl.causedBy(s.ConfigSeq, s.ConfigID)
-	pl.reason = s.need(cp, p)
 	switch {
 	case pl.reason != "":
 		cands := s.candidates(cp, p)

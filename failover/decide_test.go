@@ -288,16 +288,51 @@ func TestDecide(t *testing.T) {
 			want: "web->node2 epoch=2 reason=node_halted prev=node1 cause=e7",
 		},
 		{
-			name: "node halted, no other node: host halts it, package waits",
+			name: "node halted, no other node: halted where it is",
 			build: func(l *logb) {
 				l.config(testCluster(testPkg("web", "node1", "node2")))
 				l.join("node1")
 				l.run("web", "node1", 1)
 				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+			},
+			want: "package.halting web node=node1 epoch=1 reason=node_halted cause=e6",
+		},
+		{
+			name: "node halted, auto_run off: halted where it is",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2")
+				l.run("web", "node1", 1)
+				l.add("web", events.PackageSwitchingChanged{Enabled: false, By: "op"}, "")
+				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+			},
+			want: "package.halting web node=node1 epoch=1 reason=node_halted cause=e8",
+		},
+		{
+			name: "node halted, package halted there: waits for a node",
+			build: func(l *logb) {
+				l.config(testCluster(testPkg("web", "node1", "node2")))
+				l.join("node1")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
 				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
 			},
 			want: "",
 			note: "waiting for an eligible node (node1, node2)",
+		},
+		{
+			name: "node halted, then run again: the package halted there comes back",
+			build: func(l *logb) {
+				l.config(testCluster(testPkg("web", "node1", "node2")))
+				l.join("node1")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
+				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
+				l.join("node1")
+			},
+			want: "web->node1 epoch=2 reason=auto_run prev=node1 cause=e9",
 		},
 		{
 			name: "halted by its host with auto_run on: placed again",

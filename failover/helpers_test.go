@@ -136,7 +136,11 @@ func brief(evs []events.Event) string {
 			}
 			parts = append(parts, s+" cause="+e.CauseID)
 		default:
-			parts = append(parts, fmt.Sprintf("%s %s %s", events.ShortType(e.Type()), e.Subject, e.Summary()))
+			s := fmt.Sprintf("%s %s %s", events.ShortType(e.Type()), e.Subject, e.Summary())
+			if e.CauseID != "" {
+				s += " cause=" + e.CauseID
+			}
+			parts = append(parts, s)
 		}
 	}
 	return strings.Join(parts, "; ")

@@ -197,11 +197,20 @@ func TestPropDecisions(t *testing.T) {
 		for _, out := range [][]events.Event{Reconcile(s), Decide(s, trigger)} {
 			seen := map[string]bool{}
 			for _, e := range out {
+				p := s.Package(e.Subject)
+				if h, ok := e.Data.(events.PackageHalting); ok {
+					// Only a package on a node an operator halted.
+					if p == nil || h.Node != p.Node || h.Epoch != p.Epoch || h.By != "" || h.Reason != ReasonNodeHalted ||
+						!p.Phase.active() || s.Node(p.Node).Membership != MemberHalted || seen[e.Subject] {
+						t.Fatalf("halting %s: %+v, package %+v", e.Subject, h, p)
+					}
+					seen[e.Subject] = true
+					continue
+				}
 				d, ok := e.Data.(events.PackagePlaced)
 				if !ok {
-					t.Fatalf("decision %s is not a placement", e.Type())
+					t.Fatalf("decision %s is neither a placement nor a halt", e.Type())
 				}
-				p := s.Package(e.Subject)
 				var epoch uint64
 				var prev string
 				if p != nil {
