@@ -103,6 +103,9 @@ func (a *Agent) deliver(ctx context.Context) {
 		}
 		backoff = minBackoff
 		a.journal.delivered(q)
+		if a.onDelivered != nil {
+			a.onDelivered(q.rec.Kind, q.rec.Time)
+		}
 		if unsaved++; unsaved >= ackEvery {
 			if err := a.journal.saveAck(); err != nil {
 				a.log.Error("save spool ack", "err", err)

@@ -157,6 +157,9 @@ type journal struct {
 	cur    *batch // appends waiting for the leader
 	leader bool   // a goroutine is writing (or compacting)
 	kick   chan struct{}
+
+	compactAt int64 // compact when delivered and larger (compactBytes)
+	badLines  int   // corrupt lines skipped when opened
 }
 
 // openJournal opens (or creates) the spool in dir and returns every record
@@ -165,7 +168,7 @@ func openJournal(dir string) (*journal, []record, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create spool dir: %w", err)
 	}
-	j := &journal{dir: dir, kick: make(chan struct{}, 1)}
+	j := &journal{dir: dir, kick: make(chan struct{}, 1), compactAt: compactBytes}
 	gen, off, ok, err := j.readAck()
 	if err != nil {
 		return nil, nil, err
@@ -185,7 +188,8 @@ func openJournal(dir string) (*journal, []record, error) {
 		return nil, nil, fmt.Errorf("open spool: %w", err)
 	}
 	j.f, j.gen = f, gen
-	recs, ends, good, err := scanJournal(f)
+	recs, ends, good, bad, err := scanJournal(f)
+	j.badLines = bad
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -299,25 +303,32 @@ func (j *journal) writeAck() error {
 }
 
 // scanJournal reads every valid record from the start of f; good is the
-// offset after the last valid one.
-func scanJournal(f *os.File) (recs []record, ends []int64, good int64, err error) {
+// offset after the last valid one. A partial or corrupt last line is a torn
+// write; a corrupt line followed by valid ones is skipped (counted in bad).
+func scanJournal(f *os.File) (recs []record, ends []int64, good int64, bad int, err error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, nil, 0, fmt.Errorf("seek spool: %w", err)
+		return nil, nil, 0, 0, fmt.Errorf("seek spool: %w", err)
 	}
 	br := bufio.NewReaderSize(f, 64<<10)
+	var off int64
 	for {
 		line, err := br.ReadBytes('\n')
 		if errors.Is(err, io.EOF) {
-			return recs, ends, good, nil // a partial last line is a torn write
+			if len(line) > 0 {
+				bad++
+			}
+			return recs, ends, good, bad, nil
 		}
 		if err != nil {
-			return nil, nil, 0, fmt.Errorf("read spool: %w", err)
+			return nil, nil, 0, 0, fmt.Errorf("read spool: %w", err)
 		}
+		off += int64(len(line))
 		r, derr := decodeRecord(bytes.TrimSuffix(line, []byte{'\n'}))
 		if derr != nil {
-			return recs, ends, good, nil
+			bad++
+			continue
 		}
-		good += int64(len(line))
+		good = off
 		recs = append(recs, r)
 		ends = append(ends, good)
 	}
@@ -435,7 +446,7 @@ func (j *journal) saveAck() error {
 // grew past compactBytes.
 func (j *journal) maybeCompact() error {
 	j.mu.Lock()
-	if j.leader || len(j.queue) > 0 || j.size < compactBytes {
+	if j.leader || len(j.queue) > 0 || j.size < j.compactAt {
 		j.mu.Unlock()
 		return nil
 	}
@@ -474,7 +485,7 @@ func (j *journal) maybeCompact() error {
 // rewrite writes journal.<gen> holding what a restarted agent must know:
 // started records without an exit, and the last rememberExited exits.
 func (j *journal) rewrite(old *os.File, gen uint64) (*os.File, int64, error) {
-	recs, _, _, err := scanJournal(old)
+	recs, _, _, _, err := scanJournal(old)
 	if err != nil {
 		return nil, 0, err
 	}

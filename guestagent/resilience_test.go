@@ -233,9 +233,6 @@ func TestAgentKilledAndRestarted(t *testing.T) {
 }
 
 func TestThousandProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: skips 1,000 processes")
-	}
 	s := startServer(t, t.TempDir(), 0)
 	l := openLog(t, s.ClientURL())
 	ta := startAgent(t, s.ClientURL(), nil)

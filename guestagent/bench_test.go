@@ -1,0 +1,287 @@
+package guestagent_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+// latencies collects durations and reports percentiles as metrics.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) report(b *testing.B, name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return
+	}
+	sort.Slice(l.d, func(i, j int) bool { return l.d[i] < l.d[j] })
+	pct := func(p float64) float64 {
+		i := int(p * float64(len(l.d)-1))
+		return float64(l.d[i].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(0.50), name+"-p50-ms")
+	b.ReportMetric(pct(0.99), name+"-p99-ms")
+}
+
+// benchEnv is a server (interval or durable mode), the log, a follower of
+// the bench package's process events and an in-process agent.
+type benchEnv struct {
+	agent  *guestagent.Agent
+	client *guestagent.Client
+	seen   chan events.Event
+	// inAgent holds exit observed -> log acknowledged, measured by the agent.
+	inAgent latencies
+}
+
+func newBenchEnv(b *testing.B, durable bool) *benchEnv {
+	s, err := natsd.Start(natsd.Config{StoreDir: b.TempDir(), Port: -1, Interval: !durable})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Shutdown)
+	l := openLog(b, s.ClientURL())
+	env := &benchEnv{seen: make(chan events.Event, 1024)}
+	a, err := guestagent.New(guestagent.Config{Guest: "bench", Conn: connect(b, s.ClientURL()), StateDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a.SetOnDelivered(func(kind string, at time.Time) {
+		if kind == "exited" {
+			env.inAgent.add(time.Since(at))
+		}
+	})
+	env.agent = a
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil {
+			b.Error(err)
+		}
+	}()
+	go func() {
+		_ = l.Follow(ctx, events.ReadOptions{Subjects: []string{events.PackageFilter("bench")}}, func(e events.Event) error {
+			env.seen <- e
+			return nil
+		})
+	}()
+	b.Cleanup(func() { cancel(); <-done })
+	env.client = newClient(b, connect(b, s.ClientURL()), "bench")
+	waitFor(b, 10*time.Second, "agent", func() bool {
+		_, err := env.client.Ping(context.Background())
+		return err == nil
+	})
+	return env
+}
+
+// await returns once the log holds an event of typ for request id.
+func (env *benchEnv) await(b *testing.B, typ, id string) {
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case e := <-env.seen:
+			switch d := e.Data.(type) {
+			case events.ProcessStarted:
+				if typ == events.TypeProcessStarted && d.RequestID == id {
+					return
+				}
+			case events.ProcessExited:
+				if typ == events.TypeProcessExited && d.RequestID == id {
+					return
+				}
+			}
+		case <-t.C:
+			b.Fatalf("no %s for %s in 10s", typ, id)
+		}
+	}
+}
+
+func modes(b *testing.B, f func(b *testing.B, durable bool)) {
+	b.Run("interval", func(b *testing.B) { f(b, false) })
+	b.Run("durable", func(b *testing.B) { f(b, true) })
+}
+
+// BenchmarkExitToLog measures a process's exit (the benchmark SIGKILLs it)
+// until a log consumer receives its stored process.exited ("e2e"), and the
+// agent's own part: exit observed until the log acknowledged the append
+// ("agent").
+func BenchmarkExitToLog(b *testing.B) {
+	modes(b, func(b *testing.B, durable bool) {
+		env := newBenchEnv(b, durable)
+		var e2e latencies
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			id := fmt.Sprintf("x%d", i)
+			r, err := env.client.Run(ctx, guestagent.RunRequest{Package: "bench", Service: "s", RequestID: id, Argv: []string{"sleep", "1000"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			env.await(b, events.TypeProcessStarted, id)
+			t0 := time.Now()
+			if err := syscall.Kill(r.Process.PID, syscall.SIGKILL); err != nil {
+				b.Fatal(err)
+			}
+			env.await(b, events.TypeProcessExited, id)
+			e2e.add(time.Since(t0))
+		}
+		b.StopTimer()
+		e2e.report(b, "e2e")
+		env.inAgent.report(b, "agent")
+	})
+}
+
+// BenchmarkRunToStarted measures a run request sent by a client until a
+// log consumer receives the stored process.started.
+func BenchmarkRunToStarted(b *testing.B) {
+	modes(b, func(b *testing.B, durable bool) {
+		env := newBenchEnv(b, durable)
+		var e2e latencies
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			id := fmt.Sprintf("r%d", i)
+			t0 := time.Now()
+			if _, err := env.client.Run(ctx, guestagent.RunRequest{Package: "bench", Service: "s", RequestID: id, Argv: []string{"true"}}); err != nil {
+				b.Fatal(err)
+			}
+			env.await(b, events.TypeProcessStarted, id)
+			e2e.add(time.Since(t0))
+			env.await(b, events.TypeProcessExited, id)
+		}
+		b.StopTimer()
+		e2e.report(b, "e2e")
+	})
+}
+
+// BenchmarkAgentRSS builds the vmguard binary, runs `vmguard agent` and
+// reports its resident memory (VmRSS) idle, with 1,000 processes, and after
+// stopping them. It measures once per run: use -benchtime=1x.
+func BenchmarkAgentRSS(b *testing.B) {
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		b.Skip("go tool not in PATH: cannot build vmguard")
+	}
+	bin := filepath.Join(b.TempDir(), "vmguard")
+	build := exec.Command(gobin, "build", "-o", bin, "github.com/vmguard/vmguard/cmd/vmguard")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build vmguard: %v\n%s", err, out)
+	}
+	s, err := natsd.Start(natsd.Config{StoreDir: b.TempDir(), Port: -1, Interval: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Shutdown)
+	openLog(b, s.ClientURL())
+	nc := connect(b, s.ClientURL())
+	hb, err := nc.SubscribeSync(guestagent.HeartbeatSubject("rss"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "agent", "--guest", "rss", "--nats", s.ClientURL(), "--state", b.TempDir())
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	c := newClient(b, nc, "rss")
+	ctx := context.Background()
+	// Idle: after five heartbeats.
+	for range 5 {
+		if _, err := hb.NextMsg(10 * time.Second); err != nil {
+			b.Fatal(err)
+		}
+	}
+	idle, idleAnon, threadsIdle := procStatus(b, cmd.Process.Pid)
+
+	const n = 1000
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				_, err := c.Run(ctx, guestagent.RunRequest{Package: "rss", Service: fmt.Sprintf("s%d", i), RequestID: fmt.Sprintf("r%d", i), Argv: []string{"sleep", "1000"}})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(b, 30*time.Second, "spool delivered", func() bool {
+		p, err := c.Ping(ctx)
+		return err == nil && p.Running == n && p.Undelivered == 0
+	})
+	busy, busyAnon, threadsBusy := procStatus(b, cmd.Process.Pid)
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := c.Stop(sctx, guestagent.StopRequest{Package: "rss"}); err != nil {
+		b.Fatal(err)
+	}
+	after, _, _ := procStatus(b, cmd.Process.Pid)
+	b.ReportMetric(idle, "idle-RSS-MB")
+	b.ReportMetric(busy, "1000procs-RSS-MB")
+	b.ReportMetric(after, "after-stop-RSS-MB")
+	b.ReportMetric(idleAnon, "idle-RssAnon-MB")
+	b.ReportMetric(busyAnon, "1000procs-RssAnon-MB")
+	b.ReportMetric(threadsIdle, "idle-threads")
+	b.ReportMetric(threadsBusy, "1000procs-threads")
+}
+
+// procStatus returns VmRSS and RssAnon (the agent's own memory, without
+// the binary's mapped pages) in MB and the thread count of pid.
+func procStatus(b *testing.B, pid int) (rssMB, anonMB, threads float64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		fields := strings.Fields(v)
+		if len(fields) == 0 {
+			continue
+		}
+		n, _ := strconv.ParseFloat(fields[0], 64)
+		switch k {
+		case "VmRSS":
+			rssMB = n / 1024
+		case "RssAnon":
+			anonMB = n / 1024
+		case "Threads":
+			threads = n
+		}
+	}
+	return rssMB, anonMB, threads
+}
