@@ -21,22 +21,27 @@
 // order from one consumer of vmguard.events.>):
 //
 //	for each event e read from the log:
-//		if !st.Apply(e) { continue }           // duplicate or replayed
+//		if !st.Apply(e) { continue }              // duplicate, replayed, or applied already
+//	pkgs:
 //		for _, pkg := range hostmanager.Affected(st, e) {
-//			for {                                 // append decisions one at a time
+//			for {                                     // append decisions one at a time
 //				d, ok := hostmanager.Decide(st, pkg)
 //				if !ok { break }
 //				d = events.Stamp(d, now)
 //				seq, err := log.Append(ctx, d, st.Expect(pkg))
-//				if errors.Is(err, events.ErrConflict) { break } // the newer event is on its way
+//				if errors.Is(err, events.ErrConflict) {
+//					continue pkgs                     // a newer event is on its way: decide again then
+//				}
 //				d.Seq = seq
-//				st.Apply(d)                           // safe: nothing about pkg lies between
+//				st.Apply(d)                               // safe: nothing about pkg lies between
 //			}
 //			for _, a := range hostmanager.Pending(st, pkg) {
 //				start a unless an action with a.Key() is in flight
 //			}
 //		}
 //
+// A RunService with a NotBefore in the future is started by a timer, which
+// first checks that Pending still lists it (a halt may have come meanwhile).
 // Results of actions are facts, appended without an expected sequence and
 // applied when they come back from the log: Action.GuestStarted and
 // Action.GuestStopped build them. Runs and stops of services are reported by
