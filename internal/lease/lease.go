@@ -1,0 +1,89 @@
+// Package lease owns the node lease contract shared by the host manager
+// (which holds and renews its node's lease), the guest agent (which fences
+// its processes when its node's lease lapses) and the failover controller
+// (which records node.lost once a lease has expired, never earlier).
+//
+// A lease is one key in the JetStream key-value bucket "vmguard_leases": key =
+// node name, value = JSON Value. The bucket's TTL (MaxAge) is the cluster's
+// node_timeout, so the server itself removes a lease that is not renewed in
+// time; a missing key is an expired lease. Holders renew every TTL/4.
+package lease
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket is the key-value bucket holding node leases.
+const Bucket = "vmguard_leases"
+
+// Value is what a lease key holds.
+type Value struct {
+	// Node is the node the lease is for.
+	Node string `json:"node"`
+	// Holder identifies the host manager instance holding it.
+	Holder string `json:"holder"`
+	// Renewed is when the holder last wrote it, by its clock.
+	Renewed time.Time `json:"renewed"`
+	// TTLMS is the lease's time to live in milliseconds (node_timeout).
+	TTLMS int64 `json:"ttl_ms"`
+}
+
+// TTL returns the lease's time to live.
+func (v Value) TTL() time.Duration { return time.Duration(v.TTLMS) * time.Millisecond }
+
+// Encode returns v as JSON.
+func (v Value) Encode() []byte {
+	b, _ := json.Marshal(v) // a struct of plain fields always marshals
+	return b
+}
+
+// Decode reads a lease value.
+func Decode(b []byte) (Value, error) {
+	var v Value
+	if err := json.Unmarshal(b, &v); err != nil {
+		return Value{}, fmt.Errorf("decode lease: %w", err)
+	}
+	return v, nil
+}
+
+// RenewEvery is how often a holder renews a lease of the given TTL.
+func RenewEvery(ttl time.Duration) time.Duration { return ttl / 4 }
+
+// FenceAfter is how long a guest agent waits without seeing a renewal before
+// it stops its processes: well inside the TTL, so that the guest's processes
+// are gone before anyone can declare the node lost and place its packages
+// elsewhere, even if the agent saw the last renewal late.
+func FenceAfter(ttl time.Duration) time.Duration { return ttl * 6 / 10 }
+
+// Ensure creates the lease bucket with TTL ttl, or updates its TTL to ttl.
+func Ensure(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
+	if ttl <= 0 {
+		return nil, errors.New("lease ttl: must be positive")
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "vmguard node leases; a key expires when its node stops renewing it",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure lease bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// Open binds to the existing lease bucket.
+func Open(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open lease bucket: %w", err)
+	}
+	return kv, nil
+}
