@@ -147,7 +147,7 @@ func TestFixturesDecisions(t *testing.T) {
 			}
 			n := 0
 			for _, e := range evs {
-				if t := e.Type(); e.Source != Source || (t != events.TypePackagePlaced && t != events.TypePackageHalting) {
+				if typ := e.Type(); e.Source != Source || (typ != events.TypePackagePlaced && typ != events.TypePackageHalting) {
 					continue // node.lost is an observation, not a decision
 				}
 				n++
