@@ -238,7 +238,7 @@ func (s *State) failbackTarget(cp config.Package, p *PackageState) string {
 		i = len(cp.Nodes)
 	}
 	for _, n := range cp.Nodes[:i] {
-		if s.eligible(cp, p, n) == nil && s.Nodes[n].JoinedSeq > p.PlacedSeq {
+		if s.check(cp, p, n) == eligibleOK && s.Nodes[n].JoinedSeq > p.PlacedSeq {
 			return n
 		}
 	}
@@ -249,7 +249,7 @@ func (s *State) failbackTarget(cp config.Package, p *PackageState) string {
 func (s *State) candidates(cp config.Package, p *PackageState) []string {
 	var out []string
 	for _, n := range cp.Nodes {
-		if s.eligible(cp, p, n) == nil {
+		if s.check(cp, p, n) == eligibleOK {
 			out = append(out, n)
 		}
 	}
@@ -273,16 +273,40 @@ func choose(cp config.Package, cands []string, load map[string]int) string {
 	return best
 }
 
+// Why a node is not eligible for a package.
+const (
+	eligibleOK = iota
+	notListed
+	nodeDown
+	switchingOff
+	failedThere
+)
+
+// check returns eligibleOK if package p may be placed on node, else why not.
+func (s *State) check(cp config.Package, p *PackageState, node string) int {
+	switch {
+	case !slices.Contains(cp.Nodes, node):
+		return notListed
+	case !s.Nodes[node].Up():
+		return nodeDown
+	case !p.SwitchingEnabled(node):
+		return switchingOff
+	case p.FailedOn(node):
+		return failedThere
+	}
+	return eligibleOK
+}
+
 // eligible returns nil if package p may be placed on node, else why not.
 func (s *State) eligible(cp config.Package, p *PackageState, node string) error {
-	switch n := s.Nodes[node]; {
-	case !slices.Contains(cp.Nodes, node):
+	switch s.check(cp, p, node) {
+	case notListed:
 		return fmt.Errorf("node %s is not one of package %s's nodes (%s)", node, cp.Name, strings.Join(cp.Nodes, ", "))
-	case !n.Up():
-		return fmt.Errorf("node %s is down (%s)", node, n.State())
-	case !p.SwitchingEnabled(node):
+	case nodeDown:
+		return fmt.Errorf("node %s is down (%s)", node, s.Nodes[node].State())
+	case switchingOff:
 		return fmt.Errorf("node switching of package %s on node %s is disabled; enable it with `vmguard pkg enable %s -n %s`", cp.Name, node, cp.Name, node)
-	case p.FailedOn(node):
+	case failedThere:
 		return fmt.Errorf("package %s failed on node %s; clear that with `vmguard pkg reset %s`", cp.Name, node, cp.Name)
 	}
 	return nil
