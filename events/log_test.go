@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -251,7 +252,14 @@ func TestMalformedMessageSkippedCounted(t *testing.T) {
 	good(2)
 	for round := 1; round <= 2; round++ {
 		var got []events.Event
-		if _, err := l.Replay(ctx, events.ReadOptions{}, func(e events.Event) error {
+		var skippedSeqs []uint64
+		ro := events.ReadOptions{OnSkip: func(seq uint64, subject string) {
+			if subject != "vmguard.events.pkg.web.package.started" {
+				t.Errorf("skip subject %q", subject)
+			}
+			skippedSeqs = append(skippedSeqs, seq)
+		}}
+		if _, err := l.Replay(ctx, ro, func(e events.Event) error {
 			got = append(got, e)
 			return nil
 		}); err != nil {
@@ -266,6 +274,9 @@ func TestMalformedMessageSkippedCounted(t *testing.T) {
 		}
 		if got[2].Data != (events.PackageStarted{Node: "node1", Epoch: 2}) {
 			t.Errorf("reader did not go on after the bad ones: %#v", got[2])
+		}
+		if fmt.Sprint(skippedSeqs) != "[2 3 4]" {
+			t.Errorf("round %d: OnSkip saw %v, want [2 3 4]", round, skippedSeqs)
 		}
 		if l.Skipped() != uint64(3*round) {
 			t.Errorf("round %d: skipped %d, want %d", round, l.Skipped(), 3*round)

@@ -20,6 +20,11 @@ type ReadOptions struct {
 	StartTime time.Time
 	// Subjects filters by subject (see PackageFilter, NodeFilter); empty: all.
 	Subjects []string
+	// OnSkip, if set, is called in stream order for each message skipped as
+	// malformed. Deciders use it to advance the last sequence they saw on
+	// that subject, so that an expected-sequence append does not conflict
+	// forever with a message they can never read.
+	OnSkip func(seq uint64, subject string)
 }
 
 // ForPackage returns ReadOptions reading every event about package pkg.
@@ -77,7 +82,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	return l.decodeOrdered(ctx, it, fn)
+	return l.decodeOrdered(ctx, it, fn, ro.OnSkip)
 }
 
 // decodeBatch is how many messages one decoding job holds.
@@ -96,7 +101,7 @@ type decodeJob struct {
 // decodeOrdered reads messages until the consumer has none pending, decodes
 // them on several cores (decoding and schema checks cost more than reading)
 // and hands them to fn in stream order.
-func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler) (uint64, error) {
+func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string)) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	jobs := make(chan *decodeJob, workers*2)
 	ordered := make(chan *decodeJob, workers*2)
@@ -168,6 +173,8 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				if err := fn(j.events[i]); err != nil {
 					return last, err
 				}
+			} else if onSkip != nil {
+				onSkip(j.seqs[i], j.msgs[i].Subject())
 			}
 		}
 	}
@@ -230,6 +237,8 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 			if err := fn(e); err != nil {
 				return err
 			}
+		} else if ro.OnSkip != nil {
+			ro.OnSkip(meta.Sequence.Stream, m.Subject())
 		}
 	}
 }

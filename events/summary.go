@@ -35,9 +35,10 @@ func (e Event) Summary() string {
 		if fv.IsZero() && !alwaysShown(e.Data, name) {
 			continue
 		}
+		if fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Uint8 {
+			continue // raw JSON (the config) is too long for one line
+		}
 		switch x := fv.Interface().(type) {
-		case []byte:
-			continue
 		case []string:
 			parts = append(parts, fmt.Sprintf("%s=%d lines", name, len(x)))
 		case time.Time:

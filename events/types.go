@@ -158,6 +158,7 @@ type ConfigApplied struct {
 	Hash   string          `json:"hash"`
 	File   string          `json:"file,omitempty"`
 	By     string          `json:"by,omitempty"`
+	Reason string          `json:"reason,omitempty"`
 }
 
 // NodeJoined records that a node's host manager took its lease.
