@@ -14,7 +14,7 @@ import (
 
 type applyCmd struct {
 	File   string `name:"file" short:"f" required:"" placeholder:"cluster.yaml" help:"Cluster configuration to put in force."`
-	Reason string `name:"reason" help:"Why the configuration changes; printed with the result (the config_applied event has no field for it yet)."`
+	Reason string `name:"reason" help:"Why the configuration changes; recorded in the event."`
 	By     string `name:"by" help:"Who applies it (default: the current user)."`
 }
 
@@ -35,7 +35,7 @@ func (c *applyCmd) Run(ctx context.Context, g *globals) error {
 	if by == "" {
 		by = currentUser()
 	}
-	res, err := applyConfig(ctx, l, cl, c.File, by)
+	res, err := applyConfig(ctx, l, cl, c.File, by, c.Reason)
 	if err != nil {
 		return err
 	}
@@ -97,18 +97,18 @@ func readInForce(ctx context.Context, l *events.Log) (inForce, error) {
 
 // applyConfig reads the configuration in force and, unless it has the same
 // hash, appends cl as the new one.
-func applyConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, by string) (applyResult, error) {
+func applyConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, by, reason string) (applyResult, error) {
 	cur, err := readInForce(ctx, l)
 	if err != nil {
 		return applyResult{}, fmt.Errorf("read the configuration in force: %w", err)
 	}
-	return appendConfig(ctx, l, cl, file, by, cur)
+	return appendConfig(ctx, l, cl, file, by, reason, cur)
 }
 
 // appendConfig appends cl as the configuration in force, expecting cur to be
 // the one in force; if another was applied since, it fails with a
 // conflictError (errors.Is events.ErrConflict).
-func appendConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, by string, cur inForce) (applyResult, error) {
+func appendConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, by, reason string, cur inForce) (applyResult, error) {
 	hash, err := cl.Hash()
 	if err != nil {
 		return applyResult{}, err
@@ -120,7 +120,7 @@ func appendConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, 
 	if err != nil {
 		return applyResult{}, err
 	}
-	e := events.New("/vmguard/cli/"+url.PathEscape(by), cl.Cluster, events.ConfigApplied{Config: body, Hash: hash, File: file, By: by})
+	e := events.New("/vmguard/cli/"+url.PathEscape(by), cl.Cluster, events.ConfigApplied{Config: body, Hash: hash, File: file, By: by, Reason: reason})
 	seq, err := l.Append(ctx, e, events.ExpectLastSeq(configSubject, cur.seq))
 	if errors.Is(err, events.ErrConflict) {
 		now, rerr := readInForce(ctx, l)

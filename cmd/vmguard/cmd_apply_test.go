@@ -157,7 +157,7 @@ func TestApplyStaleLoses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := applyConfig(ctx, l, parseDemo(t, 1), "a.yaml", "alice"); err != nil {
+	if _, err := applyConfig(ctx, l, parseDemo(t, 1), "a.yaml", "alice", ""); err != nil {
 		t.Fatal(err)
 	}
 	alice, err := readInForce(ctx, l)
@@ -165,11 +165,11 @@ func TestApplyStaleLoses(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := alice
-	won, err := appendConfig(ctx, l, parseDemo(t, 2), "a.yaml", "alice", alice)
+	won, err := appendConfig(ctx, l, parseDemo(t, 2), "a.yaml", "alice", "", alice)
 	if err != nil {
 		t.Fatalf("first apply: %v", err)
 	}
-	_, err = appendConfig(ctx, l, parseDemo(t, 3), "b.yaml", "bob", bob)
+	_, err = appendConfig(ctx, l, parseDemo(t, 3), "b.yaml", "bob", "", bob)
 	if !errors.Is(err, events.ErrConflict) {
 		t.Fatalf("stale apply: %v, want a conflict", err)
 	}
@@ -182,7 +182,7 @@ func TestApplyStaleLoses(t *testing.T) {
 		t.Errorf("log: %d config events", len(evs))
 	}
 	// Even a stale apply of the very configuration in force is no conflict.
-	if res, err := appendConfig(ctx, l, parseDemo(t, 2), "b.yaml", "bob", inForce{seq: won.seq, hash: won.hash}); err != nil || !res.unchanged {
+	if res, err := appendConfig(ctx, l, parseDemo(t, 2), "b.yaml", "bob", "", inForce{seq: won.seq, hash: won.hash}); err != nil || !res.unchanged {
 		t.Errorf("identical: %+v %v", res, err)
 	}
 }
@@ -210,7 +210,7 @@ func TestApplyConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_, results[i] = applyConfig(ctx, l, cfgs[i], fmt.Sprintf("%d.yaml", i), "op")
+			_, results[i] = applyConfig(ctx, l, cfgs[i], fmt.Sprintf("%d.yaml", i), "op", "")
 		}()
 	}
 	close(start)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/user"
 	"strings"
 	"time"
 
@@ -23,13 +21,7 @@ func (o operatorOpts) who() string {
 	if o.By != "" {
 		return o.By
 	}
-	if u, err := user.Current(); err == nil && events.ValidName(u.Username) {
-		return u.Username
-	}
-	if u := os.Getenv("USER"); u != "" {
-		return u
-	}
-	return "operator"
+	return currentUser()
 }
 
 type pkgCmd struct {
