@@ -81,7 +81,7 @@ func WriteChain(w io.Writer, chain []events.Event) error {
 		} else if sc == events.ScopeCluster {
 			about = "cluster"
 		}
-		facts := summary(e)
+		facts := e.Summary()
 		if facts != "" {
 			facts += " "
 		}
@@ -89,13 +89,4 @@ func WriteChain(w io.Writer, chain []events.Event) error {
 			about, events.ShortType(e.Type()), facts, e.Source)
 	}
 	return bw.Flush()
-}
-
-// summary is e.Summary without a configuration's JSON.
-func summary(e events.Event) string {
-	if d, ok := e.Data.(events.ConfigApplied); ok {
-		d.Config = nil
-		e.Data = d
-	}
-	return e.Summary()
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmguard/vmguard/config"
@@ -404,6 +405,28 @@ func (s *State) Apply(e events.Event) bool {
 		}
 	}
 	return true
+}
+
+// Skip records a message at seq on subject that the log skipped as
+// malformed (events.ReadOptions.OnSkip): it changes nothing but the last
+// sequences, so that an expected-sequence append about that package or node
+// does not conflict forever with a message no one can read. Like Apply, it
+// ignores a seq at or below s.Seq.
+func (s *State) Skip(seq uint64, subject string) {
+	if seq <= s.Seq {
+		return
+	}
+	s.Seq = seq
+	if pkg := events.PackageOfSubject(subject); pkg != "" {
+		s.pkg(pkg).LastSeq = seq
+		return
+	}
+	const nodePrefix = "vmguard.events.node."
+	if rest, ok := strings.CutPrefix(subject, nodePrefix); ok {
+		if node, _, ok := strings.Cut(rest, "."); ok && node != "" {
+			s.node(events.Event{Subject: node, Seq: seq})
+		}
+	}
 }
 
 func (s *State) node(e events.Event) *NodeState {

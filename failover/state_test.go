@@ -289,3 +289,20 @@ func TestAutoRunEnabled(t *testing.T) {
 		t.Error("operator's enable lost by a new config")
 	}
 }
+
+func TestSkip(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(testPkg("web", "node1")))
+	l.join("node1")
+	s := l.state()
+	s.Skip(5, events.PackageSubject("web", "process", "exited"))
+	s.Skip(7, events.NodeSubject("node1", "joined"))
+	s.Skip(8, events.ClusterSubject("config_applied"))
+	s.Skip(6, events.PackageSubject("db", "package", "placed")) // at or below Seq: ignored
+	if s.Seq != 8 || s.PackageSeq("web") != 5 || s.NodeSeq("node1") != 7 || s.PackageSeq("db") != 0 {
+		t.Errorf("after skips: seq %d, web %d, node1 %d, db %d", s.Seq, s.PackageSeq("web"), s.NodeSeq("node1"), s.PackageSeq("db"))
+	}
+	if p := s.Package("web"); p.Phase != PhaseNone || p.Epoch != 0 {
+		t.Errorf("a skip changed the package: %+v", p)
+	}
+}
