@@ -468,8 +468,9 @@ func (a *Agent) run(req RunRequest) (RunReply, error) {
 	close(p.ready)
 	info := a.infoLocked(p)
 	a.mu.Unlock()
+	out := p.out
 	a.wg.Add(2)
-	go func() { defer a.wg.Done(); p.out.run() }()
+	go func() { defer a.wg.Done(); out.run() }()
 	go func() { defer a.wg.Done(); a.watch(p) }()
 	return RunReply{Process: info}, nil
 }
@@ -579,6 +580,7 @@ func (a *Agent) watch(p *proc) {
 		a.log.Error("spool process exit; retrying", "request_id", p.req.RequestID, "err", err)
 		time.Sleep(wait)
 	}
+	p.out = nil // its tail is copied; let it go
 	a.mu.Lock()
 	p.state = StateExited
 	p.exit = &ExitInfo{ExitCode: code, Signal: sig, Reason: reason, RuntimeMS: x.RuntimeMS, At: at.UTC(), Output: output, EventID: rec.ID}
@@ -662,8 +664,13 @@ func (a *Agent) flush(timeout time.Duration) {
 func (a *Agent) infoLocked(p *proc) ProcessInfo {
 	info := ProcessInfo{
 		RequestID: p.req.RequestID, Package: p.req.Package, Service: p.req.Service, Argv: p.req.Argv,
-		Epoch: p.req.Epoch, PID: p.pid, State: p.state, StartedAt: p.started.UTC(), StartedEventID: p.startedID,
+		Epoch: p.req.Epoch, State: p.state,
 	}
+	if p.state == StateStarting {
+		// start is still writing the rest, outside mu.
+		return info
+	}
+	info.PID, info.StartedAt, info.StartedEventID = p.pid, p.started.UTC(), p.startedID
 	if p.exit != nil {
 		x := *p.exit
 		info.Exit = &x

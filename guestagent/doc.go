@@ -45,7 +45,9 @@
 // or shutting down, 500 the agent failed. Client wraps all of this.
 //
 // One process per service: a run for a service that still runs under
-// another request id is refused (409); stop it first.
+// another request id is refused (409); stop it first. The agent remembers
+// every running process and the last 1024 exits (also across restarts, in
+// its spool), so a repeated run or stop answers from memory.
 //
 // # Processes
 //

@@ -42,7 +42,7 @@ const (
 	recExited  = "exited"
 
 	compactBytes   = 4 << 20
-	rememberExited = 4096
+	rememberExited = 1024
 )
 
 // record is one journal line.

@@ -257,7 +257,27 @@ func TestThousandProcesses(t *testing.T) {
 			}
 		}()
 	}
+	// List and ping while the starts go on (the race detector watches).
+	listing := make(chan struct{})
+	listed := make(chan int)
+	go func() {
+		calls := 0
+		for {
+			select {
+			case <-listing:
+				listed <- calls
+				return
+			default:
+			}
+			if _, err := ta.client.List(context.Background(), guestagent.ListRequest{Exited: true}); err == nil {
+				calls++
+			}
+			_, _ = ta.client.Ping(context.Background())
+		}
+	}()
 	wg.Wait()
+	close(listing)
+	t.Logf("%d lists during the starts", <-listed)
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
