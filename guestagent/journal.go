@@ -23,8 +23,8 @@ import (
 )
 
 // The journal is the agent's on-disk spool: an append-only file of records,
-// one per process start and exit, each written and fdatasynced before the
-// event is published. A separate ack file holds how far the log has
+// one per process start and exit, each written (an exit also fdatasynced)
+// before the event is published. A separate ack file holds how far the log has
 // acknowledged them. Undelivered records are sent in file order with their
 // stored event ids, so a re-send after a crash is stored once by the log's
 // duplicate window. The journal also tells a restarted agent which
@@ -135,6 +135,7 @@ type queued struct {
 
 // batch is a group of appends written with one fdatasync.
 type batch struct {
+	sync bool // fdatasync before it counts as written
 	buf  []byte
 	recs []record
 	ends []int64
@@ -334,8 +335,13 @@ func scanJournal(f *os.File) (recs []record, ends []int64, good int64, bad int, 
 	}
 }
 
-// append writes recs durably (one fdatasync shared with concurrent appends)
-// and queues them for delivery, in order.
+// append writes recs and queues them for delivery, in order. A batch
+// holding an exit is fdatasynced first (one sync shared by concurrent
+// appends), which makes every earlier record durable too. Start records
+// alone are only written: a start must survive an agent crash, which the
+// page cache ensures, but not a guest crash, which ends its process anyway
+// (and the agent's boot id check knows that). This keeps the sync off the
+// run path.
 func (j *journal) append(recs ...record) error {
 	lines := make([][]byte, len(recs))
 	for i, r := range recs {
@@ -352,6 +358,7 @@ func (j *journal) append(recs ...record) error {
 		j.cur = b
 	}
 	for i, l := range lines {
+		b.sync = b.sync || recs[i].Kind != recStarted
 		b.buf = append(b.buf, l...)
 		b.recs = append(b.recs, recs[i])
 		b.ends = append(b.ends, int64(len(b.buf)))
@@ -378,7 +385,7 @@ func (j *journal) flushLocked() {
 		f := j.f
 		j.mu.Unlock()
 		_, err := f.Write(b.buf)
-		if err == nil {
+		if err == nil && b.sync {
 			err = unix.Fdatasync(int(f.Fd()))
 		}
 		j.mu.Lock()
