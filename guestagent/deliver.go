@@ -47,6 +47,9 @@ func (a *Agent) deliver(ctx context.Context) {
 	for {
 		q, ok := a.journal.head()
 		if !ok {
+			if err := a.journal.syncDirty(); err != nil {
+				a.log.Error("sync spool", "err", err)
+			}
 			if unsaved > 0 {
 				if err := a.journal.saveAck(); err != nil {
 					a.log.Error("save spool ack", "err", err)

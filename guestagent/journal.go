@@ -159,6 +159,7 @@ type journal struct {
 	leader bool   // a goroutine is writing (or compacting)
 	kick   chan struct{}
 
+	dirty     bool  // written without fdatasync since the last one
 	compactAt int64 // compact when delivered and larger (compactBytes)
 	badLines  int   // corrupt lines skipped when opened
 }
@@ -341,7 +342,7 @@ func scanJournal(f *os.File) (recs []record, ends []int64, good int64, bad int, 
 // alone are only written: a start must survive an agent crash, which the
 // page cache ensures, but not a guest crash, which ends its process anyway
 // (and the agent's boot id check knows that). This keeps the sync off the
-// run path.
+// run path; the deliverer syncs them once it has caught up (syncDirty).
 func (j *journal) append(recs ...record) error {
 	lines := make([][]byte, len(recs))
 	for i, r := range recs {
@@ -397,6 +398,7 @@ func (j *journal) flushLocked() {
 			}
 			b.err = fmt.Errorf("write spool: %w", err)
 		} else {
+			j.dirty = !b.sync
 			j.size = base + int64(len(b.buf))
 			for i, r := range b.recs {
 				j.queue = append(j.queue, queued{rec: r, end: base + b.ends[i]})
@@ -447,6 +449,24 @@ func (j *journal) saveAck() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.writeAck()
+}
+
+// syncDirty fdatasyncs start records written without a sync, off the run
+// path: the deliverer calls it when it has caught up. Only the deliverer
+// calls it (it also owns compaction, which swaps the file).
+func (j *journal) syncDirty() error {
+	j.mu.Lock()
+	if !j.dirty {
+		j.mu.Unlock()
+		return nil
+	}
+	j.dirty = false
+	f := j.f
+	j.mu.Unlock()
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("sync spool: %w", err)
+	}
+	return nil
 }
 
 // maybeCompact rewrites the journal when everything is delivered and it
