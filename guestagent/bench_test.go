@@ -2,6 +2,7 @@ package guestagent_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -207,7 +208,13 @@ func BenchmarkAgentRSS(b *testing.B) {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(bin, "agent", "--guest", "rss", "--nats", s.ClientURL(), "--state", b.TempDir())
-	cmd.Stderr = os.Stderr
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	defer func() {
+		if b.Failed() {
+			b.Logf("agent stderr:\n%s", stderr.String())
+		}
+	}()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
