@@ -399,3 +399,23 @@ func (in *Instance) processExited(e events.Event, d events.ProcessExited) {
 	}
 	sv.Exit = &Exit{ID: e.ID, Time: e.Time, ExitCode: d.ExitCode, Signal: d.Signal, Reason: d.Reason, RequestID: d.RequestID}
 }
+
+// NoteSkipped records a message at seq on subject that the log skipped as
+// malformed (events.ReadOptions.OnSkip). It changes nothing but the last
+// sequences, so that a decision about that package appended with Expect does
+// not conflict forever with a message no one can read. A skipped package
+// message becomes the package's Seq (it is in the package's subject space);
+// a seq at or below the package's Seq changes nothing.
+func (s *State) NoteSkipped(seq uint64, subject string) {
+	if seq == 0 {
+		return
+	}
+	if pkg := events.PackageOfSubject(subject); pkg != "" {
+		p := s.pkg(pkg)
+		if seq <= p.Seq {
+			return
+		}
+		p.Seq = seq
+	}
+	s.Seq = max(s.Seq, seq)
+}

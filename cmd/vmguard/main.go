@@ -57,6 +57,7 @@ type cli struct {
 	Node    nodeCmd    `cmd:"" help:"Operator commands on a node: run, halt."`
 	Check   checkCmd   `cmd:"" help:"Check a cluster configuration file (cmcheckconf)."`
 	Apply   applyCmd   `cmd:"" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
+	Host    hostCmd    `cmd:"" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
 	// New subcommands: add one field each above this line.
 }
 

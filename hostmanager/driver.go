@@ -1,0 +1,36 @@
+package hostmanager
+
+import (
+	"context"
+
+	"github.com/vmguard/vmguard/config"
+)
+
+// Driver starts, stops and checks guests of one kind (config guest.driver).
+// Every method is idempotent: a Start of a guest that already runs counts as
+// started (after a crash of the host manager the start comes again), a Stop
+// of a guest that is down succeeds. A Driver only drives the guest; the
+// runner waits for the guest agent's first heartbeat before it counts the
+// guest as started.
+type Driver interface {
+	// Start starts the guest and returns once the driver did its part (the
+	// VM is booting, the agent process forked).
+	Start(ctx context.Context, g GuestRef) error
+	// Stop stops the guest and returns once it is down: gracefully (the
+	// agent stops its processes first), or at once when force is set (the
+	// guest is lost or its node fenced).
+	Stop(ctx context.Context, g GuestRef, force bool) error
+	// Status reports whether the guest runs.
+	Status(ctx context.Context, g GuestRef) (bool, error)
+}
+
+// GuestRef names a guest to a Driver: the package it belongs to, the node
+// it runs on and its configuration (name, driver settings).
+type GuestRef struct {
+	Package string
+	Node    string
+	Guest   config.Guest
+}
+
+// Name returns the guest's name.
+func (g GuestRef) Name() string { return g.Guest.Name }

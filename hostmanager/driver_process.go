@@ -1,0 +1,274 @@
+package hostmanager
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DefaultProcessStopTimeout bounds how long the process driver waits for an
+// agent to stop its processes and exit after SIGTERM before it kills the
+// agent's process group.
+const DefaultProcessStopTimeout = 30 * time.Second
+
+// ProcessDriverConfig configures NewProcessDriver.
+type ProcessDriverConfig struct {
+	// Bin is the vmguard binary that runs `vmguard agent` (default: the
+	// running executable).
+	Bin string
+	// NATS is the URL the agents connect to (required).
+	NATS string
+	// Dir holds, per guest, the agent's state directory <Dir>/<guest>, its
+	// pid file <Dir>/<guest>.pid and its output <Dir>/<guest>.log (required).
+	Dir string
+	// StopTimeout bounds a graceful stop (default DefaultProcessStopTimeout).
+	StopTimeout time.Duration
+	// Args are extra arguments for `vmguard agent`, e.g. --heartbeat 500ms.
+	Args []string
+}
+
+// ProcessDriver is the `process` guest driver: each guest is a local
+// `vmguard agent --guest G --node N` process, the demo's and the tests'
+// stand-in for a VM. Like a VM the agent outlives the host manager that
+// started it: it runs in its own process group and is not killed when the
+// host manager dies; it fences itself through the node lease instead. A
+// later host manager finds it again through its pid file.
+type ProcessDriver struct {
+	cfg ProcessDriverConfig
+
+	mu       sync.Mutex
+	guests   map[string]*sync.Mutex  // one start or stop at a time per guest
+	children map[int]<-chan struct{} // agents this driver forked: closed once reaped
+}
+
+// NewProcessDriver checks cfg and returns the driver.
+func NewProcessDriver(cfg ProcessDriverConfig) (*ProcessDriver, error) {
+	if cfg.NATS == "" {
+		return nil, errors.New("new process driver: NATS URL: missing")
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("new process driver: dir: missing")
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("new process driver: dir: %w", err)
+	}
+	cfg.Dir = dir
+	if cfg.Bin == "" {
+		bin, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("new process driver: find vmguard binary (set the agent binary): %w", err)
+		}
+		cfg.Bin = bin
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = DefaultProcessStopTimeout
+	}
+	return &ProcessDriver{cfg: cfg, guests: map[string]*sync.Mutex{}, children: map[int]<-chan struct{}{}}, nil
+}
+
+// StateDir returns the agent state directory of guest.
+func (d *ProcessDriver) StateDir(guest string) string { return filepath.Join(d.cfg.Dir, guest) }
+
+// PIDFile returns the file holding the pid of guest's agent.
+func (d *ProcessDriver) PIDFile(guest string) string { return filepath.Join(d.cfg.Dir, guest+".pid") }
+
+func (d *ProcessDriver) lock(guest string) func() {
+	d.mu.Lock()
+	m := d.guests[guest]
+	if m == nil {
+		m = &sync.Mutex{}
+		d.guests[guest] = m
+	}
+	d.mu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+// Start forks `vmguard agent` for the guest unless its agent already runs.
+func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
+	defer d.lock(g.Name())()
+	if _, ok := d.running(g.Name()); ok {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("start guest %s: %w", g.Name(), err)
+	}
+	state := d.StateDir(g.Name())
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return fmt.Errorf("start guest %s: %w", g.Name(), err)
+	}
+	out, err := os.OpenFile(filepath.Join(d.cfg.Dir, g.Name()+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("start guest %s: open agent log: %w", g.Name(), err)
+	}
+	defer out.Close()
+	args := []string{"agent", "--guest", g.Name(), "--nats", d.cfg.NATS, "--state", state}
+	if g.Node != "" {
+		args = append(args, "--node", g.Node)
+	}
+	args = append(args, d.cfg.Args...)
+	// Not exec.CommandContext: the guest must outlive this call, and the
+	// host manager.
+	cmd := exec.Command(d.cfg.Bin, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Dir = state
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start guest %s: run %s agent: %w", g.Name(), d.cfg.Bin, err)
+	}
+	pid := cmd.Process.Pid
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // reap it; how it ended shows in the log
+		close(done)
+	}()
+	d.mu.Lock()
+	d.children[pid] = done
+	d.mu.Unlock()
+	if err := writeFileAtomic(d.PIDFile(g.Name()), []byte(strconv.Itoa(pid)+"\n")); err != nil {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		return fmt.Errorf("start guest %s: %w", g.Name(), err)
+	}
+	return nil
+}
+
+// Stop stops the guest's agent: SIGTERM (it stops its processes and
+// delivers their exits), SIGKILL to its process group after StopTimeout;
+// with force, SIGKILL at once (its processes die with it).
+func (d *ProcessDriver) Stop(ctx context.Context, g GuestRef, force bool) error {
+	defer d.lock(g.Name())()
+	pid, ok := d.running(g.Name())
+	if !ok {
+		_ = os.Remove(d.PIDFile(g.Name()))
+		return nil
+	}
+	if !force {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		if d.wait(ctx, pid, d.cfg.StopTimeout) {
+			_ = os.Remove(d.PIDFile(g.Name()))
+			return nil
+		}
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	if !d.wait(context.WithoutCancel(ctx), pid, 10*time.Second) {
+		return fmt.Errorf("stop guest %s: agent pid %d still runs after SIGKILL", g.Name(), pid)
+	}
+	_ = os.Remove(d.PIDFile(g.Name()))
+	return nil
+}
+
+// Status reports whether the guest's agent runs.
+func (d *ProcessDriver) Status(_ context.Context, g GuestRef) (bool, error) {
+	_, ok := d.running(g.Name())
+	return ok, nil
+}
+
+// PID returns the pid of guest's agent if it runs.
+func (d *ProcessDriver) PID(guest string) (int, bool) { return d.running(guest) }
+
+// running returns the pid of the guest's agent if its pid file names a live
+// `vmguard agent` process with the guest's state directory.
+func (d *ProcessDriver) running(guest string) (int, bool) {
+	b, err := os.ReadFile(d.PIDFile(guest))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	if !isAgent(pid, d.StateDir(guest)) {
+		return 0, false
+	}
+	return pid, true
+}
+
+// isAgent reports whether pid is a live (not zombie) `vmguard agent` with
+// state directory state: a pid file can outlive its process and the pid can
+// be reused.
+func isAgent(pid int, state string) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	i := slices.Index(args, "--state")
+	return slices.Contains(args, "agent") && i >= 0 && i+1 < len(args) && args[i+1] == state
+}
+
+// wait waits up to timeout (and ctx) for pid to end; it reports whether it did.
+func (d *ProcessDriver) wait(ctx context.Context, pid int, timeout time.Duration) bool {
+	d.mu.Lock()
+	done := d.children[pid]
+	d.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	if done != nil {
+		select {
+		case <-done:
+			d.mu.Lock()
+			delete(d.children, pid)
+			d.mu.Unlock()
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	// Not our child (a former host manager started it): poll.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if syscall.Kill(pid, 0) != nil || !isAliveProc(pid) {
+			return true
+		}
+		select {
+		case <-tick.C:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// isAliveProc reports whether pid exists and is not a zombie.
+func isAliveProc(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
+}
+
+// writeFileAtomic writes b to path through a temporary file and a rename.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}

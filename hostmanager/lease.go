@@ -1,0 +1,307 @@
+package hostmanager
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
+)
+
+// atomicDuration is a time.Duration shared between goroutines.
+type atomicDuration struct{ v atomic.Int64 }
+
+func (a *atomicDuration) Load() time.Duration   { return time.Duration(a.v.Load()) }
+func (a *atomicDuration) Store(d time.Duration) { a.v.Store(int64(d)) }
+
+// leaseEvent is what the lease keeper tells the loop.
+type leaseEvent struct {
+	// held: the lease was taken (at start, or again after a fence).
+	held bool
+	// reason says why the lease was lost (held false); the keeper has
+	// already stopped this node's guests.
+	reason string
+	at     time.Time
+}
+
+// startLease starts the lease keeper once the config (node_timeout) is
+// known, and passes it the node_timeout in force.
+func (r *Runner) startLease(ctx context.Context) {
+	c := r.st.Config
+	if c == nil {
+		return
+	}
+	ttl := c.NodeTimeout.D()
+	if ttl <= 0 {
+		return
+	}
+	r.ttl.Store(ttl)
+	if r.leaseOnce {
+		return
+	}
+	r.leaseOnce = true
+	kctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	r.leaseStop = func() {
+		cancel()
+		<-done
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(done)
+		r.keepLease(kctx)
+	}()
+}
+
+// keepLease takes the node's lease and renews it every ttl/4 (lease.RenewEvery).
+// If it cannot renew it before ttl has passed since the last renewal, or
+// finds the lease gone or taken, it stops this node's guests at once
+// (self-fencing) and tells the loop; then it takes the lease again as soon
+// as it can write.
+func (r *Runner) keepLease(ctx context.Context) {
+	var (
+		kv      jetstream.KeyValue
+		kvTTL   time.Duration
+		rev     uint64
+		held    bool
+		lastOK  time.Time
+		backoff = 100 * time.Millisecond
+	)
+	value := func(ttl time.Duration) []byte {
+		return lease.Value{Node: r.node, Holder: r.holder, Renewed: r.now().UTC(), TTLMS: ttl.Milliseconds()}.Encode()
+	}
+	send := func(le leaseEvent) {
+		select {
+		case r.leaseEvent <- le:
+		case <-ctx.Done():
+		}
+	}
+	sleep := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for ctx.Err() == nil {
+		ttl := r.ttl.Load()
+		if kv == nil || kvTTL != ttl {
+			ectx, cancel := context.WithTimeout(ctx, max(ttl/4, time.Second))
+			b, err := lease.Ensure(ectx, r.log.JetStream(), ttl)
+			cancel()
+			if err != nil {
+				r.logger.Warn("lease bucket", "err", err)
+				if held && time.Since(lastOK) >= ttl {
+					held = false
+					r.fence(ctx, "could not renew the node lease for node_timeout "+ttl.String()+": "+err.Error())
+					send(leaseEvent{reason: "lease not renewed for " + ttl.String(), at: r.now()})
+				}
+				if !sleep(min(backoff, ttl/4)) {
+					return
+				}
+				continue
+			}
+			kv, kvTTL = b, ttl
+		}
+		if !held {
+			pctx, cancel := context.WithTimeout(ctx, max(ttl/4, time.Second))
+			v, err := kv.Put(pctx, r.node, value(ttl))
+			cancel()
+			if err != nil {
+				r.logger.Warn("take node lease; retrying", "err", err)
+				if !sleep(min(backoff, ttl/4)) {
+					return
+				}
+				continue
+			}
+			rev, held, lastOK = v, true, time.Now()
+			r.logger.Info("node lease taken", "ttl", ttl)
+			send(leaseEvent{held: true, at: r.now()})
+			continue
+		}
+		if !sleep(time.Until(lastOK.Add(lease.RenewEvery(ttl)))) {
+			return
+		}
+		for held && ctx.Err() == nil {
+			deadline := lastOK.Add(ttl)
+			until := time.Now().Add(lease.RenewEvery(ttl))
+			if deadline.Before(until) {
+				until = deadline
+			}
+			uctx, cancel := context.WithDeadline(ctx, until)
+			v, err := kv.Update(uctx, r.node, value(ttl), rev)
+			cancel()
+			if err == nil {
+				rev, lastOK = v, time.Now()
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			lost := ""
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
+				if v, ok := r.ownLease(ctx, kv); ok {
+					rev = v // our own renewal whose reply was lost
+					continue
+				}
+				lost = "the node lease was deleted or taken by another holder"
+			} else if !time.Now().Before(deadline) {
+				lost = "could not renew the node lease for node_timeout " + ttl.String() + ": " + err.Error()
+			}
+			if lost != "" {
+				held = false
+				r.logger.Error("self-fencing: stopping this node's guests", "reason", lost)
+				r.fence(ctx, lost)
+				send(leaseEvent{reason: lost, at: r.now()})
+				break
+			}
+			r.logger.Warn("renew node lease; retrying", "err", err)
+			if !sleep(min(ttl/20+time.Millisecond, time.Until(deadline))) {
+				return
+			}
+		}
+	}
+}
+
+// ownLease returns the revision of the lease key if it holds this
+// instance's lease.
+func (r *Runner) ownLease(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	e, err := kv.Get(gctx, r.node)
+	if err != nil {
+		return 0, false
+	}
+	v, err := lease.Decode(e.Value())
+	if err != nil || v.Holder != r.holder {
+		return 0, false
+	}
+	return e.Revision(), true
+}
+
+// fence stops every guest of this node at once, through its driver, in
+// parallel; it does not need the log.
+func (r *Runner) fence(ctx context.Context, why string) {
+	r.localMu.Lock()
+	refs := make([]GuestRef, 0, len(r.local))
+	for _, g := range r.local {
+		refs = append(refs, g)
+	}
+	r.localMu.Unlock()
+	var wg sync.WaitGroup
+	for _, g := range refs {
+		drv, err := r.driver(g.Guest.Driver)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+			defer cancel()
+			if err := drv.Stop(sctx, g, true); err != nil {
+				r.logger.Error("fence guest", "package", g.Package, "guest", g.Name(), "err", err)
+			} else {
+				r.logger.Warn("guest fenced", "package", g.Package, "guest", g.Name(), "reason", why)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// onLease reacts to the lease keeper.
+func (r *Runner) onLease(ctx context.Context, le leaseEvent) {
+	if !le.held {
+		r.held = false
+		if !r.fenced {
+			r.fenced, r.fenceReason, r.fenceTime, r.fenceSeq = true, le.reason, le.at, 0
+		}
+		for _, f := range r.flights {
+			f.cancel()
+		}
+		return
+	}
+	r.held = true
+	r.nodeWork(ctx)
+	if r.active() {
+		r.processAll(ctx)
+	}
+}
+
+// nodeWork records this node's membership as the lease and the log ask:
+// node.fenced once the lease is back after a self-fence, node.joined when
+// the log does not show the node joined (at start, after lost or fenced).
+func (r *Runner) nodeWork(ctx context.Context) {
+	if !r.held {
+		return
+	}
+	if r.fenced && r.fenceSeq == 0 {
+		e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
+			Data: events.NodeFenced{Reason: r.fenceReason, Since: r.fenceTime.UTC()}}, r.now())
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		seq, err := r.log.Append(actx, e)
+		cancel()
+		if err != nil {
+			r.logger.Warn("append node.fenced; retrying", "err", err)
+			r.retryPackage(ctx, "")
+			return
+		}
+		r.fenceSeq = seq
+		r.logger.Info("node.fenced appended", "seq", seq)
+		return // the rest once it is read back
+	}
+	if r.fenced {
+		return
+	}
+	if r.resume {
+		r.resume = false
+		r.processAll(ctx)
+	}
+	if r.joined || !r.mayJoin || r.joinSeq > 0 || r.shutdown {
+		return
+	}
+	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeJoined{Version: r.cfg.Version}}, r.now())
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))
+	cancel()
+	switch {
+	case errors.Is(err, events.ErrConflict):
+		// Something about the node is on its way; look again then.
+	case err != nil:
+		r.logger.Warn("append node.joined; retrying", "err", err)
+		r.retryPackage(ctx, "")
+	default:
+		r.joinSeq = seq
+		r.logger.Info("node joined", "seq", seq)
+	}
+}
+
+// releaseLease stops renewing the node's lease and deletes it if this
+// runner holds it (clean shutdown).
+func (r *Runner) releaseLease(ctx context.Context) {
+	if r.leaseStop == nil {
+		return
+	}
+	r.leaseStop()
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := lease.Open(dctx, r.log.JetStream())
+	if err == nil {
+		if _, ok := r.ownLease(dctx, kv); !ok {
+			return
+		}
+		err = kv.Delete(dctx, r.node)
+	}
+	if err != nil {
+		r.logger.Warn("release node lease", "err", err)
+	}
+}

@@ -1,0 +1,512 @@
+package hostmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+)
+
+// Defaults of Config.
+const (
+	// DefaultShutdownTimeout bounds the clean halt of HaltOnExit.
+	DefaultShutdownTimeout = time.Minute
+	// ReasonNodeShutdown is the package.halting reason of a clean shutdown
+	// (HaltOnExit). It has no `by`, so auto_run stays on.
+	ReasonNodeShutdown = "node_shutdown"
+)
+
+// appendTimeout bounds one append of the runner's own decisions.
+const appendTimeout = 10 * time.Second
+
+// Config configures a Runner.
+type Config struct {
+	// Node is the node this host manager runs on (required, a valid name).
+	Node string
+	// Log is the event log (required). Its NATS connection also carries
+	// agent requests, heartbeats and the node lease.
+	Log *events.Log
+	// Logger receives the runner's log (default: discard).
+	Logger *slog.Logger
+	// Drivers are the guest drivers by config name (guest.driver). The
+	// "process" and "exec" drivers are added unless given here.
+	Drivers map[string]Driver
+	// StateDir holds this node's local files; the process driver keeps its
+	// agents under <StateDir>/guests (default .vmguard/host/<node>).
+	StateDir string
+	// AgentBin is the vmguard binary the process driver runs as `vmguard
+	// agent` (default: the running executable).
+	AgentBin string
+	// AgentArgs are extra `vmguard agent` arguments for the process driver.
+	AgentArgs []string
+	// NATSURL is the URL process-driver agents connect to (default: the
+	// URL the log's connection uses).
+	NATSURL string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// HaltOnExit makes Run, when its ctx ends, halt this node's packages
+	// (package.halting reason node_shutdown, without `by`, so auto_run
+	// stays on), wait until they are down, delete the node's lease and
+	// return; at most ShutdownTimeout. Without it Run returns at once and
+	// leaves the guests running: a restarted host manager takes them over,
+	// and if none does, the lease lapses and the guests fence themselves.
+	HaltOnExit bool
+	// ShutdownTimeout bounds the halt of HaltOnExit (default 1m).
+	ShutdownTimeout time.Duration
+	// Version is recorded in node.joined.
+	Version string
+}
+
+// Runner is one node's host manager: it folds the log into a State,
+// appends the core's decisions with the expected-sequence check, performs
+// the actions the log asks for (guest drivers, agent run and stop
+// requests), watches guest heartbeats and holds the node lease. Create it
+// with NewRunner; Run it once.
+type Runner struct {
+	cfg     Config
+	node    string
+	log     *events.Log
+	nc      *nats.Conn
+	logger  *slog.Logger
+	now     func() time.Time
+	drivers map[string]Driver
+	holder  string
+
+	// Owned by the loop goroutine.
+	st       *State
+	flights  map[string]*flight        // actions in flight, by key
+	done     map[string]map[string]int // pkg -> keys performed whose result is not yet in the log
+	timers   map[string]*armed         // by key: a delayed run or a retry
+	retries  map[string]retry          // by key
+	watches  map[string]*watch         // pkg -> its guest's heartbeat watch
+	pkgRetry map[string]*time.Timer    // pkg -> a retry of a failed append
+
+	// Node membership and the lease, owned by the loop goroutine.
+	held        bool   // the lease is held
+	leaseOnce   bool   // the lease keeper was started
+	leaseStop   func() // stops the lease keeper and waits for it
+	fenced      bool   // the node fenced itself and the log does not say so yet
+	fenceReason string // why
+	fenceTime   time.Time
+	fenceSeq    uint64 // the node.fenced appended, once it is
+	joined      bool   // the log shows the node joined since its last lost/fenced/halted
+	mayJoin     bool   // join when not joined (at start, after lost/fenced; not after an operator halt)
+	joinSeq     uint64 // the node.joined appended and not yet read back
+	resume      bool   // node.fenced was read back: process every package
+	shutdown    bool   // HaltOnExit is halting the node's packages
+
+	results    chan result
+	wake       chan string
+	leaseEvent chan leaseEvent
+	wg         sync.WaitGroup
+
+	hbMu sync.Mutex
+	hb   map[string]time.Time // guest -> last heartbeat from this node
+
+	localMu sync.Mutex
+	local   map[string]GuestRef // pkg -> its guest on this node, for fencing
+
+	ttl atomicDuration // node_timeout in force, read by the lease keeper
+
+	// afterAppend, if set (tests), is called after each decision is
+	// appended; true makes Run return at once, as if killed.
+	afterAppend func(events.Event) bool
+	crashed     bool
+}
+
+// errCrashed is returned by Run when afterAppend asked it to stop at once.
+var errCrashed = errors.New("stopped by test hook")
+
+// NewRunner checks cfg and returns a runner.
+func NewRunner(cfg Config) (*Runner, error) {
+	if err := events.CheckName("node", cfg.Node); err != nil {
+		return nil, fmt.Errorf("new host manager: %w", err)
+	}
+	if cfg.Log == nil {
+		return nil, errors.New("new host manager: event log: missing")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(".vmguard", "host", cfg.Node)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	nc := cfg.Log.Conn()
+	if cfg.NATSURL == "" {
+		cfg.NATSURL = nc.ConnectedUrl()
+	}
+	drivers := map[string]Driver{}
+	for k, d := range cfg.Drivers {
+		drivers[k] = d
+	}
+	if _, ok := drivers[config.DriverProcess]; !ok {
+		pd, err := NewProcessDriver(ProcessDriverConfig{
+			Bin: cfg.AgentBin, NATS: cfg.NATSURL, Dir: filepath.Join(cfg.StateDir, "guests"), Args: cfg.AgentArgs,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("new host manager: %w", err)
+		}
+		drivers[config.DriverProcess] = pd
+	}
+	if _, ok := drivers[config.DriverExec]; !ok {
+		drivers[config.DriverExec] = ExecDriver{}
+	}
+	r := &Runner{
+		cfg: cfg, node: cfg.Node, log: cfg.Log, nc: nc, now: cfg.Now, drivers: drivers,
+		logger: cfg.Logger.With("node", cfg.Node), holder: events.NewID(),
+		st:      NewState(cfg.Node),
+		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
+		retries: map[string]retry{}, watches: map[string]*watch{},
+		pkgRetry: map[string]*time.Timer{},
+		mayJoin:  true,
+		results:  make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
+		hb: map[string]time.Time{}, local: map[string]GuestRef{},
+	}
+	return r, nil
+}
+
+// Driver returns the guest driver registered under name.
+func (r *Runner) Driver(name string) (Driver, bool) {
+	d, ok := r.drivers[name]
+	return d, ok
+}
+
+// item is one message from the follower: an event or a skipped message.
+type item struct {
+	e       events.Event
+	skipSeq uint64
+	skipSub string
+}
+
+// Run rebuilds the state from the log, then follows it: it decides, acts,
+// watches guests and holds the node lease until ctx ends (with HaltOnExit:
+// until this node's packages are halted and its lease is released). It
+// returns an error if the log cannot be read at start, or if the halt of
+// HaltOnExit did not finish in time.
+func (r *Runner) Run(ctx context.Context) error {
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer func() {
+		stop()
+		r.wg.Wait()
+	}()
+	last, err := r.log.Replay(lctx, events.ReadOptions{OnSkip: r.st.NoteSkipped}, func(e events.Event) error {
+		r.apply(e)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("replay log: %w", err)
+	}
+	last = max(last, r.st.Seq)
+	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages))
+
+	sub, err := r.nc.Subscribe(guestagent.HeartbeatSubject("*"), r.onHeartbeat)
+	if err != nil {
+		return fmt.Errorf("subscribe to heartbeats: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	in := make(chan item, 1024)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.follow(lctx, last+1, in)
+	}()
+
+	tick := time.NewTicker(r.monitorEvery())
+	defer tick.Stop()
+	var deadline <-chan time.Time
+	parent := ctx.Done()
+	r.startLease(lctx)
+	for {
+		if r.crashed {
+			return errCrashed
+		}
+		if r.shutdown && r.allDown() {
+			r.releaseLease(lctx)
+			r.logger.Info("host manager stopped; packages halted, lease released")
+			return nil
+		}
+		select {
+		case <-parent:
+			parent = nil
+			if !r.cfg.HaltOnExit {
+				r.logger.Info("host manager stopping; guests keep running")
+				return nil
+			}
+			r.shutdown = true
+			t := time.NewTimer(r.cfg.ShutdownTimeout)
+			defer t.Stop()
+			deadline = t.C
+			r.logger.Info("halting this node's packages", "timeout", r.cfg.ShutdownTimeout)
+			r.processAll(lctx)
+		case <-deadline:
+			return fmt.Errorf("halt packages of node %s: not down after %s", r.node, r.cfg.ShutdownTimeout)
+		case it := <-in:
+			r.handle(lctx, it)
+		case res := <-r.results:
+			r.finished(lctx, res)
+		case pkg := <-r.wake:
+			delete(r.pkgRetry, pkg)
+			if pkg == "" {
+				r.nodeWork(lctx)
+			} else {
+				r.process(lctx, pkg)
+			}
+		case le := <-r.leaseEvent:
+			r.onLease(lctx, le)
+		case <-tick.C:
+			r.checkGuests(lctx)
+			if t := r.monitorEvery(); t > 0 {
+				tick.Reset(t)
+			}
+		}
+	}
+}
+
+// follow feeds the events from seq on into in, resuming after errors.
+func (r *Runner) follow(ctx context.Context, seq uint64, in chan<- item) {
+	next := seq
+	send := func(it item) error {
+		select {
+		case in <- it:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	wait := 100 * time.Millisecond
+	for {
+		err := r.log.Follow(ctx, events.ReadOptions{
+			StartSeq: next,
+			OnSkip: func(seq uint64, subject string) {
+				if send(item{skipSeq: seq, skipSub: subject}) == nil {
+					next = seq + 1
+				}
+			},
+		}, func(e events.Event) error {
+			if err := send(item{e: e}); err != nil {
+				return err
+			}
+			next = e.Seq + 1
+			wait = 100 * time.Millisecond
+			return nil
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		r.logger.Warn("following the log stopped; resuming", "seq", next, "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// handle applies one followed item and reacts.
+func (r *Runner) handle(ctx context.Context, it item) {
+	if it.skipSeq > 0 {
+		r.st.NoteSkipped(it.skipSeq, it.skipSub)
+		return
+	}
+	e := it.e
+	if !r.apply(e) {
+		return
+	}
+	if _, ok := e.Data.(events.ConfigApplied); ok {
+		r.startLease(ctx)
+	}
+	if isNodeEvent(e) && e.Subject == r.node {
+		r.nodeWork(ctx)
+	}
+	for _, pkg := range Affected(r.st, e) {
+		r.process(ctx, pkg)
+		if r.crashed {
+			return
+		}
+	}
+}
+
+func isNodeEvent(e events.Event) bool {
+	switch e.Data.(type) {
+	case events.NodeJoined, events.NodeLost, events.NodeHalted, events.NodeFenced:
+		return true
+	}
+	return false
+}
+
+// apply folds e into the state and tracks this node's membership.
+func (r *Runner) apply(e events.Event) bool {
+	if !r.st.Apply(e) {
+		return false
+	}
+	if !isNodeEvent(e) || e.Subject != r.node {
+		return true
+	}
+	switch e.Data.(type) {
+	case events.NodeJoined:
+		r.joined = true
+		r.joinSeq = 0
+	case events.NodeLost, events.NodeFenced:
+		r.joined, r.mayJoin = false, true
+	case events.NodeHalted:
+		r.joined, r.mayJoin = false, false
+	}
+	if r.fenceSeq > 0 && e.Seq >= r.fenceSeq {
+		// The log now says what the node did by itself: the core halts
+		// its instances, which may be worked on again (nodeWork).
+		r.fenced, r.fenceSeq, r.resume = false, 0, true
+		r.logger.Info("node.fenced recorded; resuming")
+	}
+	return true
+}
+
+// active reports whether the runner may decide and act: it holds the lease
+// and has not fenced itself.
+func (r *Runner) active() bool { return r.held && !r.fenced }
+
+// processAll processes every known package.
+func (r *Runner) processAll(ctx context.Context) {
+	for _, pkg := range r.st.PackageNames() {
+		r.process(ctx, pkg)
+		if r.crashed {
+			return
+		}
+	}
+}
+
+// process appends the decisions the log asks for about pkg, one at a time,
+// then starts the actions it asks for.
+func (r *Runner) process(ctx context.Context, pkg string) {
+	defer r.noteLocal(pkg)
+	if !r.active() || ctx.Err() != nil {
+		return
+	}
+	if r.shutdown && !r.haltForShutdown(ctx, pkg) {
+		return
+	}
+	for range 64 {
+		d, ok := Decide(r.st, pkg)
+		if !ok {
+			break
+		}
+		if !r.appendDecision(ctx, pkg, d) {
+			return
+		}
+	}
+	r.act(ctx, pkg)
+}
+
+// appendDecision appends d about pkg with the expected-sequence check and
+// applies it. It returns false on a conflict (the newer event, on its way,
+// triggers another round) or an error (retried later).
+func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event) bool {
+	d = events.Stamp(d, r.now())
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	seq, err := r.log.Append(actx, d, r.st.Expect(pkg))
+	cancel()
+	if errors.Is(err, events.ErrConflict) {
+		r.logger.Debug("decision conflicts with a newer event; deciding again", "package", pkg, "type", d.Type())
+		return false
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			r.logger.Warn("append decision; retrying", "package", pkg, "type", d.Type(), "err", err)
+			r.retryPackage(ctx, pkg)
+		}
+		return false
+	}
+	d.Seq = seq
+	r.apply(d)
+	r.logger.Debug("decided", "package", pkg, "type", d.Type(), "seq", seq)
+	if r.afterAppend != nil && r.afterAppend(d) {
+		r.crashed = true
+		return false
+	}
+	return true
+}
+
+// retryPackage processes pkg again in a second.
+func (r *Runner) retryPackage(ctx context.Context, pkg string) {
+	if r.pkgRetry[pkg] != nil {
+		return
+	}
+	r.pkgRetry[pkg] = time.AfterFunc(time.Second, func() {
+		select {
+		case r.wake <- pkg:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// haltForShutdown appends package.halting (node_shutdown) for pkg's
+// instance or unstarted placement on this node; false if it could not.
+func (r *Runner) haltForShutdown(ctx context.Context, pkg string) bool {
+	p := r.st.Packages[pkg]
+	if p == nil {
+		return true
+	}
+	var epoch uint64
+	switch c := p.Current; {
+	case p.Inst != nil && !p.Inst.Stopping():
+		epoch = p.Inst.Epoch
+	case p.Inst == nil && c.Epoch > 0 && c.Node == r.node && !c.Released && c.Halt == nil:
+		epoch = c.Epoch
+	default:
+		return true
+	}
+	d := events.Event{Source: r.st.Source(), Subject: pkg, CauseID: p.Current.ID,
+		Data: events.PackageHalting{Node: r.node, Epoch: epoch, Reason: ReasonNodeShutdown}}
+	return r.appendDecision(ctx, pkg, d)
+}
+
+// allDown reports whether nothing of any package runs or is placed to run
+// on this node.
+func (r *Runner) allDown() bool {
+	for _, p := range r.st.Packages {
+		if p.Inst != nil {
+			return false
+		}
+		if c := p.Current; c.Epoch > 0 && c.Node == r.node && !c.Released {
+			return false
+		}
+	}
+	return len(r.flights) == 0
+}
+
+// noteLocal records pkg's guest on this node for fencing.
+func (r *Runner) noteLocal(pkg string) {
+	p := r.st.Packages[pkg]
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	if p == nil || p.Inst == nil || p.Inst.Guest.Phase == GuestDown {
+		delete(r.local, pkg)
+		return
+	}
+	r.local[pkg] = GuestRef{Package: pkg, Node: r.node, Guest: p.Inst.Config.Guest}
+}
+
+// monitorEvery is how often guest heartbeats are checked.
+func (r *Runner) monitorEvery() time.Duration {
+	t := config.DefaultGuestTimeout
+	if c := r.st.Config; c != nil && c.GuestTimeout > 0 {
+		t = c.GuestTimeout.D()
+	}
+	return min(max(t/10, 20*time.Millisecond), time.Second)
+}
