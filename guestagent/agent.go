@@ -407,31 +407,43 @@ func (a *Agent) heartbeats(ctx context.Context) {
 // run starts the process of req, or returns the one a former request with
 // the same id started.
 func (a *Agent) run(req RunRequest) (RunReply, error) {
-	a.mu.Lock()
-	if a.closing {
-		a.mu.Unlock()
-		return RunReply{}, &RemoteError{CodeUnavailable, "agent is shutting down; retry on the next agent"}
-	}
-	if p := a.procs[req.RequestID]; p != nil {
-		if p.req.Package != req.Package || p.req.Service != req.Service {
-			a.mu.Unlock()
-			return RunReply{}, &RemoteError{CodeConflict, fmt.Sprintf("request id %q was already used for %s/%s", req.RequestID, p.req.Package, p.req.Service)}
-		}
-		a.mu.Unlock()
-		<-p.ready
-		if p.startErr != nil {
-			return RunReply{}, p.startErr
-		}
-		a.mu.Lock()
-		info := a.infoLocked(p)
-		a.mu.Unlock()
-		return RunReply{Process: info, Duplicate: true}, nil
-	}
 	key := svcKey{req.Package, req.Service}
-	if q := a.services[key]; q != nil {
+	for {
+		a.mu.Lock()
+		if a.closing {
+			a.mu.Unlock()
+			return RunReply{}, &RemoteError{CodeUnavailable, "agent is shutting down; retry on the next agent"}
+		}
+		if p := a.procs[req.RequestID]; p != nil {
+			if p.req.Package != req.Package || p.req.Service != req.Service {
+				a.mu.Unlock()
+				return RunReply{}, &RemoteError{CodeConflict, fmt.Sprintf("request id %q was already used for %s/%s", req.RequestID, p.req.Package, p.req.Service)}
+			}
+			a.mu.Unlock()
+			<-p.ready
+			if p.startErr != nil {
+				return RunReply{}, p.startErr
+			}
+			a.mu.Lock()
+			info := a.infoLocked(p)
+			a.mu.Unlock()
+			return RunReply{Process: info, Duplicate: true}, nil
+		}
+		q := a.services[key]
+		if q == nil {
+			break // keep mu
+		}
+		if q.exiting {
+			// Its exit is being spooled (and may already be in the log,
+			// which is why a restart came): wait for it.
+			a.mu.Unlock()
+			<-q.done
+			continue
+		}
+		info := a.infoLocked(q)
 		a.mu.Unlock()
 		return RunReply{}, &RemoteError{CodeConflict, fmt.Sprintf("service %s/%s already runs (request id %q, pid %d); stop it first",
-			req.Package, req.Service, q.req.RequestID, q.pid)}
+			req.Package, req.Service, info.RequestID, info.PID)}
 	}
 	if a.running >= a.cfg.MaxProcs {
 		a.mu.Unlock()
@@ -551,6 +563,7 @@ func (a *Agent) watch(p *proc) {
 	// group id is still ours.
 	p.signal(syscall.SIGKILL)
 	p.reap()
+	p.exiting = true
 	if p.killTimer != nil {
 		p.killTimer.Stop()
 	}

@@ -55,6 +55,7 @@ type proc struct {
 	// Guarded by Agent.mu.
 	state      string
 	reaped     bool
+	exiting    bool // reaped, exit being spooled
 	stopReason string
 	exit       *ExitInfo
 	killTimer  *time.Timer
