@@ -58,6 +58,7 @@ type cli struct {
 	Check   checkCmd   `cmd:"" help:"Check a cluster configuration file (cmcheckconf)."`
 	Apply   applyCmd   `cmd:"" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
 	Host    hostCmd    `cmd:"" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
+	Up      upCmd      `cmd:"" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
 	// New subcommands: add one field each above this line.
 }
 

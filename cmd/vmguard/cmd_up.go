@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/examples"
+	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/hostmanager"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+type upCmd struct {
+	File     string `name:"file" short:"f" placeholder:"cluster.yaml" help:"Cluster configuration (default: the built-in demo, examples/demo.yaml)."`
+	Store    string `name:"store" default:".vmguard" help:"Directory for the event log and the nodes' local files; a second run resumes from it."`
+	Host     string `name:"host" default:"127.0.0.1" help:"Address the embedded NATS server listens on."`
+	Port     int    `name:"port" default:"4222" help:"Client port of the embedded NATS server."`
+	Interval bool   `name:"sync-interval" help:"Faster, less safe log writes (see vmguard server --help)."`
+	Quiet    bool   `name:"quiet" short:"q" help:"No live view; just run."`
+	Verbose  bool   `name:"verbose" help:"Log what the daemons do to stderr."`
+}
+
+// Run starts an embedded server, records the configuration, and runs the
+// failover controller and a host manager per node (process-driver guests)
+// in this process, with a live view, until Ctrl-C; then it halts the
+// packages cleanly.
+func (c *upCmd) Run(ctx context.Context, g *globals) error {
+	cl, name, err := c.config(g)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Store, 0o755); err != nil {
+		return fmt.Errorf("create store: %w", err)
+	}
+	srv, err := natsd.Start(natsd.Config{
+		StoreDir: filepath.Join(c.Store, "nats"), Host: c.Host, Port: c.Port, Interval: c.Interval,
+	})
+	if err != nil {
+		return fmt.Errorf("%w (is another vmguard up or server on port %d? use --port)", err, c.Port)
+	}
+	defer func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}()
+	url := srv.ClientURL()
+	nc, err := nats.Connect(url, nats.Name("vmguard up"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to embedded server: %w", err)
+	}
+	defer nc.Close()
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		return err
+	}
+	res, err := applyConfig(ctx, l, cl, name, "vmguard-up", "vmguard up")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Stdout, "vmguard up: NATS on %s (store %s); cluster %s, %s; config %s (seq %d)\n",
+		url, c.Store, cl.Cluster, configSummary(cl), map[bool]string{true: "unchanged", false: "applied"}[res.unchanged], res.seq)
+	fmt.Fprintf(g.Stdout, "In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...\n", url)
+
+	logger := slog.New(slog.DiscardHandler)
+	if c.Verbose {
+		logger = slog.New(slog.NewTextHandler(g.Stderr, nil))
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the vmguard binary for the guests: %w", err)
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(cl.Nodes)+2)
+	run := func(what string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errs <- fmt.Errorf("%s: %w", what, err)
+			}
+		}()
+	}
+	fo, err := failover.New(failover.Config{Log: l, Logger: logger.With("component", "failover"), ID: "up"})
+	if err != nil {
+		return err
+	}
+	// Host managers first, so that the controller finds their nodes joined.
+	for _, node := range cl.Nodes {
+		hm, err := hostmanager.NewRunner(hostmanager.Config{
+			Node: node, Log: l, Logger: logger.With("node", node),
+			StateDir: filepath.Join(c.Store, "host", node), AgentBin: bin, NATSURL: url,
+			HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version,
+		})
+		if err != nil {
+			return err
+		}
+		run("host "+node, hm.Run)
+	}
+	run("failover", fo.Run)
+
+	viewCtx, stopView := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopView()
+	viewDone := make(chan error, 1)
+	if c.Quiet {
+		viewDone <- nil
+	} else {
+		go func() { viewDone <- newLiveView(g.Stdout).Run(viewCtx, l) }()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	fmt.Fprintln(g.Stdout, "\nvmguard up: halting the packages and stopping (up to 30s) ...")
+	stop()
+	wg.Wait()
+	stopView()
+	<-viewDone
+	fmt.Fprintf(g.Stdout, "vmguard up: stopped; run it again to resume from %s\n", c.Store)
+	return runErr
+}
+
+// config returns the configuration to run: the file given, or the demo.
+func (c *upCmd) config(g *globals) (*config.Cluster, string, error) {
+	if c.File != "" {
+		cl, err := loadConfigFile(g, c.File)
+		return cl, c.File, err
+	}
+	cl, err := config.Parse(examples.DemoName, examples.Demo)
+	if err != nil {
+		return nil, "", fmt.Errorf("the built-in demo config: %w", err)
+	}
+	return cl, examples.DemoName, nil
+}
