@@ -1,0 +1,292 @@
+package hostmanager
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// A service that always exits with restart: 2 restarts exactly twice, then
+// fails; the package fails only once everything of it has stopped.
+func TestRunnerRestartLimitThenPackageFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sh, -c, "exit 1"]
+		restart: 2`))
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.failed", 1, 30*time.Second)
+
+	if n := e.count("web", "service.restarting"); n != 2 {
+		t.Errorf("service.restarting: %d, want 2", n)
+	}
+	if n := e.count("web", "service.failed"); n != 1 {
+		t.Errorf("service.failed: %d, want 1", n)
+	}
+	if n := e.count("web", "process.started"); n != 3 {
+		t.Errorf("process.started: %d, want 3 (first run and two restarts)", n)
+	}
+	evs := e.pkgEvents("web")
+	failed, _ := last(evs, "web", "package.failed")
+	stopped, ok := last(evs, "web", "guest.stopped")
+	if !ok || stopped.Seq > failed.Seq {
+		t.Errorf("package.failed (seq %d) before guest.stopped (ok %v, seq %d)", failed.Seq, ok, stopped.Seq)
+	}
+	if x, _ := last(evs, "web", "process.exited"); x.Seq > failed.Seq {
+		t.Errorf("a process exited after package.failed")
+	}
+	d := failed.Data.(events.PackageFailed)
+	if d.Service != "svc" || d.Node != "node1" || d.Epoch != 1 {
+		t.Errorf("package.failed = %+v", d)
+	}
+	// Each restart names the exit that caused it; each start names its decision.
+	for _, ev := range evs {
+		if r, ok := ev.Data.(events.ServiceRestarting); ok {
+			t.Logf("restart attempt %d, left %d", r.Attempt, r.RestartsLeft)
+		}
+	}
+	e.checkInvariants()
+}
+
+// restart: unlimited keeps restarting until an operator halts the package.
+func TestRunnerRestartUnlimited(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sh, -c, "exit 0"]
+		restart: unlimited`))
+	e.startRunner("node1", nil, nil)
+	epoch := e.place("web", "node1")
+	e.waitCount("web", "service.restarting", 5, 30*time.Second)
+	e.halt("web", "node1", epoch)
+	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	if n := e.count("web", "service.failed") + e.count("web", "package.failed"); n != 0 {
+		t.Errorf("%d failures with restart: unlimited", n)
+	}
+	h, _ := last(e.events(), "web", "package.halted")
+	if r := h.Data.(events.PackageHalted).Reason; r != "operator_halt" {
+		t.Errorf("package.halted reason %q", r)
+	}
+	for _, ev := range e.pkgEvents("web") {
+		if r, ok := ev.Data.(events.ServiceRestarting); ok && r.RestartsLeft != -1 {
+			t.Errorf("restart with restarts_left %d, want -1 (unlimited)", r.RestartsLeft)
+		}
+	}
+	e.checkInvariants()
+}
+
+// With restart_window only the restarts inside the window count: exits
+// spaced wider than window/restart never use the restarts up.
+func TestRunnerRestartWindow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// At most 2 restarts in any 1s: exits 0.6s apart leave room forever;
+	// without the window the third exit would fail the service.
+	e.applyConfig(testYAML("none", `
+		cmd: [sh, -c, "sleep 0.6; exit 3"]
+		restart: 2
+		restart_window: 1s`))
+	e.startRunner("node1", nil, nil)
+	epoch := e.place("web", "node1")
+	e.waitCount("web", "service.restarting", 5, 30*time.Second)
+	e.halt("web", "node1", epoch)
+	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	if n := e.count("web", "service.failed"); n != 0 {
+		t.Errorf("service.failed %d times, want none", n)
+	}
+	e.checkInvariants()
+}
+
+// A guest whose agent is killed is lost (no heartbeat for guest_timeout),
+// forced off and started again (guest.restart: 1); its services run again.
+func TestRunnerGuestLostRestarts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("1", `
+		cmd: [sleep, "1000"]
+		restart: none`))
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	pid := e.agentPID("node1", "webvm")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCount("web", "guest.lost", 1, 30*time.Second)
+	e.waitCount("web", "guest.started", 2, 30*time.Second)
+	e.waitCount("web", "process.started", 2, 30*time.Second)
+	gs, _ := last(e.events(), "web", "guest.started")
+	ps, _ := last(e.events(), "web", "process.started")
+	if rid := ps.Data.(events.ProcessStarted).RequestID; rid != gs.ID+"/svc" {
+		t.Errorf("service restarted with request id %s, want %s/svc", rid, gs.ID)
+	}
+	if n := e.count("web", "guest.lost"); n != 1 {
+		t.Errorf("guest.lost %d times, want 1", n)
+	}
+	if n := e.count("web", "package.failed"); n != 0 {
+		t.Errorf("package failed")
+	}
+	if pid2 := e.agentPID("node1", "webvm"); pid2 == pid {
+		t.Errorf("agent pid unchanged")
+	}
+	e.checkInvariants()
+}
+
+// With guest.restart: none a lost guest fails the package on the node.
+func TestRunnerGuestLostFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]
+		restart: 3`))
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	if err := syscall.Kill(e.agentPID("node1", "webvm"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCount("web", "package.failed", 1, 30*time.Second)
+	evs := e.events()
+	if !has(evs, "web", "guest.lost") {
+		t.Error("no guest.lost")
+	}
+	if n := e.count("web", "guest.started"); n != 1 {
+		t.Errorf("guest.started %d times, want 1 (no restart)", n)
+	}
+	if n := e.count("web", "service.restarting"); n != 0 {
+		t.Errorf("service.restarting %d times, want none", n)
+	}
+	e.checkInvariants()
+}
+
+// The host manager dies right after it appended a restart decision and
+// before it asked the agent: the next one finds the decision in the log and
+// performs it, once.
+func TestRunnerCrashBetweenDecisionAndAction(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sh, -c, "sleep 0.3; exit 1"]
+		restart: unlimited`))
+	var decided string
+	h := e.startRunner("node1", nil, func(r *Runner) {
+		r.afterAppend = func(d events.Event) bool {
+			if _, ok := d.Data.(events.ServiceRestarting); ok {
+				decided = d.ID
+				return true
+			}
+			return false
+		}
+	})
+	epoch := e.place("web", "node1")
+	if err := h.wait(t, 30*time.Second); !errors.Is(err, errCrashed) {
+		t.Fatalf("runner returned %v, want the crash", err)
+	}
+	startedFor := func(id string) int {
+		n := 0
+		for _, ev := range e.pkgEvents("web") {
+			if d, ok := ev.Data.(events.ProcessStarted); ok && d.RequestID == id {
+				n++
+			}
+		}
+		return n
+	}
+	if n := startedFor(decided); n != 0 {
+		t.Fatalf("process.started for the decision before the restart: %d", n)
+	}
+	// The next host manager: it finishes the restart, and goes on.
+	e.startRunner("node1", nil, nil)
+	e.waitFor("the decided restart to start", 30*time.Second, func([]events.Event) bool { return startedFor(decided) >= 1 })
+	e.waitCount("web", "service.restarting", 3, 30*time.Second)
+	e.halt("web", "node1", epoch)
+	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	if n := startedFor(decided); n != 1 {
+		t.Errorf("process.started for decision %s: %d, want exactly 1", decided, n)
+	}
+	// And every decision started exactly once.
+	starts := map[string]int{}
+	for _, ev := range e.pkgEvents("web") {
+		if d, ok := ev.Data.(events.ProcessStarted); ok {
+			starts[d.RequestID]++
+		}
+	}
+	for id, n := range starts {
+		if n != 1 {
+			t.Errorf("request %s started %d times", id, n)
+		}
+	}
+	e.checkInvariants()
+}
+
+// HaltOnExit: on ctx end the runner halts its packages (node_shutdown, no
+// `by`), releases its lease and returns.
+func TestRunnerHaltOnExit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]
+		restart: none`))
+	h := e.startRunner("node1", func(c *Config) { c.HaltOnExit = true; c.ShutdownTimeout = 30 * time.Second }, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	kv := leaseKV(t, e)
+	if _, err := kv.Get(context.Background(), "node1"); err != nil {
+		t.Fatalf("lease while running: %v", err)
+	}
+	if err := h.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	evs := e.events()
+	hl, ok := last(evs, "web", "package.halting")
+	if !ok {
+		t.Fatal("no package.halting")
+	}
+	if d := hl.Data.(events.PackageHalting); d.Reason != ReasonNodeShutdown || d.By != "" {
+		t.Errorf("package.halting = %+v, want reason node_shutdown without by", d)
+	}
+	hd, ok := last(evs, "web", "package.halted")
+	if !ok || hd.Data.(events.PackageHalted).Reason != ReasonNodeShutdown {
+		t.Errorf("package.halted: %v %+v", ok, hd.Data)
+	}
+	x, ok := last(evs, "web", "process.exited")
+	if !ok || x.Data.(events.ProcessExited).Reason != "stopped" {
+		t.Errorf("process.exited: %v %+v", ok, x.Data)
+	}
+	if _, err := kv.Get(context.Background(), "node1"); err == nil {
+		t.Error("lease still there after a clean shutdown")
+	}
+	e.checkInvariants()
+}
+
+func TestRunnerNodeJoinsOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]`))
+	h := e.startRunner("node1", nil, nil)
+	joined := func() int {
+		n := 0
+		for _, ev := range e.events() {
+			if _, ok := ev.Data.(events.NodeJoined); ok && ev.Subject == "node1" {
+				n++
+			}
+		}
+		return n
+	}
+	e.waitFor("node.joined", 20*time.Second, func([]events.Event) bool { return joined() == 1 })
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// A restarted host manager of a node the log shows joined does not join again.
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	if n := joined(); n != 1 {
+		t.Errorf("node.joined %d times, want 1", n)
+	}
+}
