@@ -17,7 +17,8 @@ import (
 )
 
 type benchCmd struct {
-	Log benchLogCmd `cmd:"" help:"Measure the event log: sync append, async append, replay with decode and schema checks."`
+	Log      benchLogCmd      `cmd:"" help:"Measure the event log: sync append, async append, replay with decode and schema checks."`
+	Failover benchFailoverCmd `cmd:"" help:"Measure failover latency and node-loss recovery with in-process controller, host managers and process-driver guests."`
 }
 
 type benchLogCmd struct {

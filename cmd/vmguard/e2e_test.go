@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -76,24 +75,8 @@ func (c *cluster) kill9(name string) {
 	delete(c.procs, name)
 }
 
-// killStragglers kills every process whose command line mentions dir: the
-// guest agents and their processes that this test's host managers started.
-func killStragglers(dir string) {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && strings.Contains(string(b), dir) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
 func (c *cluster) stopAll() {
-	defer killStragglers(c.dir)
+	defer killStrays(c.dir)
 	for name, cmd := range c.procs {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
