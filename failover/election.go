@@ -1,0 +1,215 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The leader election: one key in a key-value bucket whose TTL is the
+// election TTL. Whoever creates the key leads until it fails to renew it.
+const (
+	// ElectionBucket is the key-value bucket of the leader lease.
+	ElectionBucket = "vmguard_failover"
+	// LeaderKey is the key the leader holds.
+	LeaderKey = "leader"
+)
+
+// LeaderValue is what the leader key holds.
+type LeaderValue struct {
+	// ID is the leading instance (Config.ID).
+	ID string `json:"id"`
+	// Since is when it became leader, by its clock.
+	Since time.Time `json:"since"`
+	// TTLMS is the election TTL in milliseconds.
+	TTLMS int64 `json:"ttl_ms"`
+}
+
+// ensureElection creates the election bucket or sets its TTL to ttl.
+func ensureElection(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ElectionBucket,
+		Description: "vmguard failover controller leader; the key expires when the leader stops renewing it",
+		History:     1,
+		TTL:         ttl,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ensure election bucket: %w", err)
+	}
+	return kv, nil
+}
+
+// CurrentLeader returns who holds the leader key, and false if no one does.
+func CurrentLeader(ctx context.Context, js jetstream.JetStream) (LeaderValue, bool, error) {
+	kv, err := js.KeyValue(ctx, ElectionBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return LeaderValue{}, false, nil
+	}
+	if err != nil {
+		return LeaderValue{}, false, fmt.Errorf("open election bucket: %w", err)
+	}
+	e, err := kv.Get(ctx, LeaderKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return LeaderValue{}, false, nil
+	}
+	if err != nil {
+		return LeaderValue{}, false, fmt.Errorf("get leader: %w", err)
+	}
+	var v LeaderValue
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return LeaderValue{}, false, fmt.Errorf("decode leader: %w", err)
+	}
+	return v, true, nil
+}
+
+// elect campaigns for the leader key and holds it while it can, telling
+// the main loop each change on lead, until ctx ends; then it deletes the key
+// if it still holds it, so that a standby takes over at once.
+func (r *Runner) elect(ctx context.Context, kv jetstream.KeyValue, lead chan<- bool) {
+	tell := func(v bool) bool {
+		select {
+		case lead <- v:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		rev, ok := r.campaign(ctx, kv)
+		if !ok {
+			return
+		}
+		if !tell(true) {
+			r.release(ctx, kv, rev)
+			return
+		}
+		rev = r.hold(ctx, kv, rev)
+		r.validUntil.Store(0)
+		if ctx.Err() != nil {
+			r.release(ctx, kv, rev)
+			return
+		}
+		if !tell(false) {
+			return
+		}
+	}
+}
+
+// campaign creates the leader key as soon as it is absent (expired or
+// released) and returns its revision; false when ctx ended first. It polls
+// every TTL/6 (at most 250ms) for a key that expired, and watches the key
+// so that a leader's release is taken over at once.
+func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
+	ttl := r.cfg.ElectionTTL
+	poll := min(ttl/6, 250*time.Millisecond)
+	val, _ := json.Marshal(LeaderValue{ID: r.cfg.ID, Since: r.cfg.Now().UTC(), TTLMS: ttl.Milliseconds()})
+	var released <-chan jetstream.KeyValueEntry
+	if w, err := kv.Watch(ctx, LeaderKey, jetstream.UpdatesOnly()); err == nil {
+		defer func() { _ = w.Stop() }()
+		released = w.Updates()
+	}
+	var lastErr string
+	for {
+		_, err := kv.Get(ctx, LeaderKey)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			start := r.mono()
+			cctx, cancel := context.WithTimeout(ctx, ttl)
+			var rev uint64
+			rev, err = kv.Create(cctx, LeaderKey, val)
+			cancel()
+			if err == nil {
+				r.validUntil.Store(start + int64(ttl))
+				return rev, true
+			}
+			if errors.Is(err, jetstream.ErrKeyExists) {
+				err = nil // another instance was faster
+			}
+		}
+		if err != nil && ctx.Err() == nil && err.Error() != lastErr {
+			lastErr = err.Error()
+			r.logger.Warn("campaign for leadership", "err", err)
+		}
+		t := time.NewTimer(poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return 0, false
+		case <-t.C:
+		case _, ok := <-released: // any change, a release included: look again now
+			t.Stop()
+			if !ok {
+				released = nil // the watcher ended; poll only
+			}
+		}
+	}
+}
+
+// hold renews the leader key every TTL/3 with the revision it last wrote,
+// and returns when a renewal fails or ctx ends, with the last revision it
+// holds. A renewal that fails means another instance may lead: the main
+// loop stops deciding at once (validUntil is cleared by the caller; until
+// then it has already run out if the TTL passed without a renewal).
+func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) uint64 {
+	ttl := r.cfg.ElectionTTL
+	val, _ := json.Marshal(LeaderValue{ID: r.cfg.ID, Since: r.cfg.Now().UTC(), TTLMS: ttl.Milliseconds()})
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rev
+		case <-t.C:
+		}
+		start := r.mono()
+		left := time.Duration(r.validUntil.Load() - start)
+		if left <= 0 {
+			r.logger.Warn("leadership expired before it could be renewed", "id", r.cfg.ID)
+			return 0
+		}
+		cctx, cancel := context.WithTimeout(ctx, left)
+		next, err := kv.Update(cctx, LeaderKey, val, rev)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return rev
+			}
+			r.logger.Warn("renew leadership", "id", r.cfg.ID, "err", err)
+			return 0
+		}
+		rev = next
+		r.validUntil.Store(start + int64(ttl))
+	}
+}
+
+// release deletes the leader key if this instance still holds it. It reads
+// the key rather than trusting the last revision it knows: a renewal cut
+// short by the stop may have been stored without its ack arriving.
+func (r *Runner) release(ctx context.Context, kv jetstream.KeyValue, rev uint64) {
+	r.validUntil.Store(0)
+	if rev == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	e, err := kv.Get(dctx, LeaderKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return
+	}
+	if err == nil {
+		var v LeaderValue
+		if json.Unmarshal(e.Value(), &v) != nil || v.ID != r.cfg.ID {
+			return // someone else leads already
+		}
+		err = kv.Delete(dctx, LeaderKey, jetstream.LastRevision(e.Revision()))
+	}
+	if err != nil {
+		r.logger.Warn("release leadership; the key expires by itself", "err", err)
+		return
+	}
+	r.logger.Info("released leadership", "id", r.cfg.ID)
+}

@@ -1,0 +1,96 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
+)
+
+// ReasonLeaseExpired is the reason of a node.lost the controller appends.
+const ReasonLeaseExpired = "lease expired"
+
+// checkLeases appends node.lost for every node the state shows joined whose
+// lease key is gone from the lease bucket. The server removes a key only
+// once its TTL (node_timeout) has passed since its last renewal, and a
+// holder deletes its own key only when it leaves, so a node is never
+// declared lost before its lease expired. Any other error reading a lease
+// (timeout, no server) declares nothing: it is checked again next time.
+func (r *Runner) checkLeases(ctx context.Context) {
+	if len(r.state.Nodes) == 0 {
+		return
+	}
+	kv := r.leaseBucket(ctx)
+	if kv == nil {
+		return
+	}
+	names := make([]string, 0, len(r.state.Nodes))
+	for name, n := range r.state.Nodes {
+		if n.Up() {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var lost []events.Event
+	for _, name := range names {
+		gctx, cancel := context.WithTimeout(ctx, r.cfg.CheckInterval*4)
+		entry, err := kv.Get(gctx, name)
+		cancel()
+		switch {
+		case err == nil:
+			r.recovered("lease " + name)
+			if v, err := lease.Decode(entry.Value()); err == nil {
+				r.lastSeen[name] = v.Renewed
+			}
+			continue
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			if ctx.Err() == nil {
+				r.warnOnce("lease "+name, "read node lease; not deciding about the node until it can", "node", name, "err", err)
+			}
+			continue
+		}
+		// No causeid: the cause is the passing of time, which the event
+		// itself records (last_seen).
+		lost = append(lost, events.Event{
+			Source:  Source,
+			Subject: name,
+			Data:    events.NodeLost{Reason: ReasonLeaseExpired, LastSeen: r.lastSeen[name]},
+		})
+	}
+	r.emit(ctx, lost)
+}
+
+// leaseBucket opens the lease bucket, creating it with the configured
+// node_timeout if it does not exist yet; nil (and it tries again next
+// time) when it cannot.
+func (r *Runner) leaseBucket(ctx context.Context) jetstream.KeyValue {
+	if r.leases != nil {
+		return r.leases
+	}
+	js := r.log.JetStream()
+	kv, err := js.KeyValue(ctx, lease.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		var ttl time.Duration
+		if r.state.Config != nil {
+			ttl = r.state.Config.NodeTimeout.D()
+		}
+		if ttl <= 0 {
+			return nil // no node_timeout to create it with: no one holds a lease yet
+		}
+		kv, err = lease.Ensure(ctx, js, ttl)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			r.warnOnce("lease bucket", "open lease bucket", "err", err)
+		}
+		return nil
+	}
+	r.recovered("lease bucket")
+	r.leases = kv
+	return kv
+}

@@ -1,0 +1,583 @@
+package failover
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// Defaults of Config.
+const (
+	DefaultElectionTTL       = 3 * time.Second
+	DefaultCheckInterval     = 250 * time.Millisecond
+	DefaultReconcileInterval = time.Second
+	DefaultSnapshotEvery     = 10_000
+	DefaultSnapshotInterval  = 30 * time.Second
+)
+
+// appendTimeout bounds one append of a decision; a decision that times out
+// is decided again by the next reconcile (the expected-sequence check makes
+// a late duplicate harmless).
+const appendTimeout = 5 * time.Second
+
+// Config configures a Runner. Log or Conn is required; the rest has defaults.
+type Config struct {
+	// Log is the event log to follow and append to. If nil, Run opens one
+	// on Conn.
+	Log *events.Log
+	// Conn is the NATS connection to open the log on when Log is nil.
+	Conn *nats.Conn
+	// Logger receives the runner's own messages (leadership, decisions,
+	// errors it recovers from). Default: discard.
+	Logger *slog.Logger
+	// ID names this instance in the leader key (default: host name and pid).
+	ID string
+	// Now stamps decisions (default time.Now). Leadership deadlines use the
+	// monotonic clock, not Now.
+	Now func() time.Time
+	// ElectionTTL is how long leadership lasts without renewal (the
+	// election bucket's TTL); the leader renews every ElectionTTL/3 and
+	// stops deciding at once when a renewal fails or the TTL passes
+	// without one. Default 3s. Every instance should use the same value.
+	ElectionTTL time.Duration
+	// CheckInterval is how often the leader checks node leases. Default 250ms.
+	CheckInterval time.Duration
+	// ReconcileInterval is how often the leader runs Reconcile besides
+	// answering each event. Default 1s.
+	ReconcileInterval time.Duration
+	// SnapshotEvery and SnapshotInterval say when the state is written to
+	// the snapshot bucket: after this many events, or this long after the
+	// last snapshot if anything changed; also on a clean exit. Defaults
+	// 10,000 events and 30s.
+	SnapshotEvery    uint64
+	SnapshotInterval time.Duration
+	// NoSnapshot neither loads nor writes snapshots: a cold start replays
+	// the whole log.
+	NoSnapshot bool
+	// NoElection makes this instance decide without a leader lease, as if
+	// it always led. Only for tests that prove the expected-sequence check
+	// alone keeps two deciding controllers from placing a package twice.
+	NoElection bool
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Log == nil && c.Conn == nil {
+		return c, errors.New("new failover runner: Log or Conn is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "failover"
+		}
+		c.ID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.ElectionTTL == 0 {
+		c.ElectionTTL = DefaultElectionTTL
+	}
+	if c.ElectionTTL < 100*time.Millisecond {
+		return c, fmt.Errorf("new failover runner: election ttl %s: want at least 100ms", c.ElectionTTL)
+	}
+	if c.CheckInterval <= 0 {
+		c.CheckInterval = DefaultCheckInterval
+	}
+	if c.ReconcileInterval <= 0 {
+		c.ReconcileInterval = DefaultReconcileInterval
+	}
+	if c.SnapshotEvery == 0 {
+		c.SnapshotEvery = DefaultSnapshotEvery
+	}
+	if c.SnapshotInterval <= 0 {
+		c.SnapshotInterval = DefaultSnapshotInterval
+	}
+	return c, nil
+}
+
+// Stats counts what a Runner did; read it with Runner.Stats.
+type Stats struct {
+	// Seq is the stream sequence of the last event applied.
+	Seq uint64
+	// Leader reports whether the instance holds the leader lease now.
+	Leader bool
+	// Decisions counts the decisions it appended (placements, halts,
+	// node.lost).
+	Decisions uint64
+	// Conflicts counts its decisions the log refused with
+	// events.ErrConflict because something about the package or node was
+	// written since it read the log (another controller, a host, an operator).
+	Conflicts uint64
+	// NodesLost counts the node.lost events it appended.
+	NodesLost uint64
+	// SnapshotSeq is the stream sequence of the snapshot it started from,
+	// 0 if it replayed the whole log.
+	SnapshotSeq uint64
+	// Snapshots counts the snapshots it wrote.
+	Snapshots uint64
+	// CatchUp is how long the cold start took: loading the snapshot and
+	// reading the log up to its end.
+	CatchUp time.Duration
+}
+
+// Runner is the failover controller around the pure core: it follows the
+// log into a State (so a standby is always warm), takes part in the leader
+// election, and as leader appends what Decide and Reconcile return, records
+// node.lost for nodes whose lease expired and writes snapshots for a fast
+// cold start. Create it with New and run it with Run.
+type Runner struct {
+	cfg    Config
+	logger *slog.Logger
+	base   time.Time // monotonic reference of validUntil
+
+	running  atomic.Bool
+	caughtUp chan struct{}
+	// validUntil is when leadership ends, in nanoseconds since base
+	// (monotonic); 0 when not leading. The elector sets it, the main loop
+	// checks it before every append.
+	validUntil atomic.Int64
+	seq        atomic.Uint64
+	reqs       chan chan *State
+
+	mu    sync.Mutex
+	stats Stats
+
+	// Owned by Run's goroutine.
+	log        *events.Log
+	state      *State
+	configRaw  json.RawMessage // the config in force as recorded in the log
+	lastID     string          // id of the last event applied
+	lastIDSeq  uint64
+	leader     bool   // the elector said so
+	ready      bool   // leader and caught up with the log as of the election
+	catchUpTo  uint64 // the stream's last sequence when it became leader
+	catchKnown bool
+	pending    map[string]uint64 // own decisions in flight: subject key -> seq
+	leases     jetstream.KeyValue
+	lastSeen   map[string]time.Time
+	snaps      jetstream.KeyValue
+	sinceSnap  uint64
+	snapSeq    uint64
+	snapAt     time.Time
+	warned     map[string]bool
+}
+
+// New checks cfg and returns a Runner.
+func New(cfg Config) (*Runner, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{
+		cfg:      cfg,
+		logger:   cfg.Logger,
+		base:     time.Now(),
+		caughtUp: make(chan struct{}),
+		reqs:     make(chan chan *State),
+		state:    &State{},
+		pending:  map[string]uint64{},
+		lastSeen: map[string]time.Time{},
+		warned:   map[string]bool{},
+	}, nil
+}
+
+// CaughtUp is closed once the runner has loaded its snapshot and read the
+// log up to the end it had when Run started: its state is warm.
+func (r *Runner) CaughtUp() <-chan struct{} { return r.caughtUp }
+
+// Leader reports whether this instance holds the leader lease now (always
+// true with NoElection once Run started).
+func (r *Runner) Leader() bool { return r.mono() < r.validUntil.Load() }
+
+// Stats returns what the runner did so far.
+func (r *Runner) Stats() Stats {
+	r.mu.Lock()
+	s := r.stats
+	r.mu.Unlock()
+	s.Seq = r.seq.Load()
+	s.Leader = r.Leader()
+	return s
+}
+
+// State returns a copy of the runner's current state, once it caught up.
+func (r *Runner) State(ctx context.Context) (*State, error) {
+	reply := make(chan *State, 1)
+	select {
+	case r.reqs <- reply:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("get failover state: %w", ctx.Err())
+	}
+	select {
+	case s := <-reply:
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("get failover state: %w", ctx.Err())
+	}
+}
+
+func (r *Runner) mono() int64 { return int64(time.Since(r.base)) }
+
+func (r *Runner) count(f func(*Stats)) {
+	r.mu.Lock()
+	f(&r.stats)
+	r.mu.Unlock()
+}
+
+// item is one message of the log handed from the follower to the main loop.
+type item struct {
+	e       events.Event
+	skipped bool   // malformed: e holds only Seq
+	subject string // of a skipped message
+}
+
+// Run follows the log and, while it leads, decides, until ctx ends. On a
+// clean exit it writes a snapshot and gives up leadership (deletes the
+// leader key) so that a standby takes over at once. It returns an error only
+// when it cannot start (no log, no buckets) or the log cannot be read.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("run failover runner: already running")
+	}
+	start := time.Now()
+	r.log = r.cfg.Log
+	if r.log == nil {
+		l, err := events.Open(ctx, r.cfg.Conn, events.WithLogger(r.logger))
+		if err != nil {
+			return fmt.Errorf("run failover runner: %w", err)
+		}
+		r.log = l
+	}
+	js := r.log.JetStream()
+	if !r.cfg.NoSnapshot {
+		kv, err := ensureSnapshots(ctx, js)
+		if err != nil {
+			return err
+		}
+		r.snaps = kv
+		r.loadSnapshot(ctx)
+	}
+	if err := r.catchUp(ctx); err != nil {
+		return err
+	}
+	r.count(func(s *Stats) { s.CatchUp = time.Since(start) })
+	close(r.caughtUp)
+	r.logger.Info("failover controller caught up", "seq", r.state.Seq, "from_snapshot", r.stats.SnapshotSeq, "took", time.Since(start).Round(time.Millisecond))
+
+	// The elector and the follower outlive ctx until the main loop is done,
+	// so that leadership is released only after the last decision.
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer stopBG()
+
+	items := make(chan item, 1024)
+	followErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		followErr <- r.follow(bg, r.state.Seq+1, items)
+	}()
+
+	lead := make(chan bool)
+	if r.cfg.NoElection {
+		r.validUntil.Store(math.MaxInt64)
+	} else {
+		kv, err := ensureElection(ctx, js, r.cfg.ElectionTTL)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.elect(bg, kv, lead)
+		}()
+	}
+	err := r.loop(ctx, items, lead, followErr)
+	r.validUntil.Store(0)
+	if !r.cfg.NoSnapshot && r.state.Seq > r.snapSeq {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		r.saveSnapshot(sctx)
+		cancel()
+	}
+	return err
+}
+
+// catchUp reads the log from the state's sequence to its current end,
+// applying without deciding. Replay decodes on every core, which makes it
+// faster than Follow for a long log.
+func (r *Runner) catchUp(ctx context.Context) error {
+	ro := events.ReadOptions{StartSeq: r.state.Seq + 1, OnSkip: r.skip}
+	_, err := r.log.Replay(ctx, ro, func(e events.Event) error {
+		r.apply(e)
+		if r.snaps != nil && r.sinceSnap >= r.cfg.SnapshotEvery {
+			r.saveSnapshot(ctx)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("catch up with the log: %w", err)
+	}
+	return nil
+}
+
+// follow hands every message after from to the main loop until ctx ends,
+// resuming after an error from the last message it handed over.
+func (r *Runner) follow(ctx context.Context, from uint64, out chan<- item) error {
+	next := from
+	send := func(it item) error {
+		select {
+		case out <- it:
+			next = it.e.Seq + 1
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		ro := events.ReadOptions{StartSeq: next, OnSkip: func(seq uint64, subject string) {
+			_ = send(item{e: events.Event{Seq: seq}, skipped: true, subject: subject})
+		}}
+		err := r.log.Follow(ctx, ro, func(e events.Event) error { return send(item{e: e}) })
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("follow ended")
+		}
+		r.logger.Warn("follow the log; resuming", "from", next, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// loop is the main loop: it owns the state and every decision.
+func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, followErr <-chan error) error {
+	reconcile := time.NewTicker(r.cfg.ReconcileInterval)
+	defer reconcile.Stop()
+	check := time.NewTicker(r.cfg.CheckInterval)
+	defer check.Stop()
+	snap := time.NewTicker(r.cfg.SnapshotInterval)
+	defer snap.Stop()
+	if r.cfg.NoElection {
+		r.becomeLeader(ctx)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-followErr:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case it := <-items:
+			r.handle(ctx, it)
+		drain: // apply what is already buffered before the periodic work
+			for range cap(items) {
+				select {
+				case it := <-items:
+					r.handle(ctx, it)
+				default:
+					break drain
+				}
+			}
+			if r.snaps != nil && r.sinceSnap >= r.cfg.SnapshotEvery {
+				r.saveSnapshot(ctx)
+			}
+		case l := <-lead:
+			if l {
+				r.becomeLeader(ctx)
+			} else {
+				r.leader, r.ready = false, false
+				r.logger.Warn("lost leadership; standing by", "id", r.cfg.ID)
+			}
+		case <-reconcile.C:
+			if r.leader && !r.catchKnown {
+				r.becomeLeader(ctx)
+			}
+			if r.deciding() {
+				r.emit(ctx, Reconcile(r.state))
+			}
+		case <-check.C:
+			if r.deciding() {
+				r.checkLeases(ctx)
+			}
+		case <-snap.C:
+			if r.snaps != nil && r.state.Seq > r.snapSeq && time.Since(r.snapAt) >= r.cfg.SnapshotInterval {
+				r.saveSnapshot(ctx)
+			}
+		case reply := <-r.reqs:
+			reply <- r.state.Clone()
+		}
+	}
+}
+
+// becomeLeader notes the log's end: the leader decides only once its state
+// has caught up with it.
+func (r *Runner) becomeLeader(ctx context.Context) {
+	if !r.leader {
+		r.logger.Info("leading the failover controllers", "id", r.cfg.ID, "seq", r.state.Seq)
+	}
+	r.leader, r.ready = true, false
+	last, err := r.log.LastSeq(ctx)
+	if err != nil {
+		r.catchKnown = false // try again at the next reconcile tick
+		r.logger.Warn("read the log's last sequence", "err", err)
+		return
+	}
+	r.catchUpTo, r.catchKnown = last, true
+	r.checkReady(ctx)
+}
+
+// checkReady starts deciding once the state reached the log's end as of the
+// election: a Reconcile for everything due, and a lease check.
+func (r *Runner) checkReady(ctx context.Context) {
+	if !r.leader || r.ready || !r.catchKnown || r.state.Seq < r.catchUpTo {
+		return
+	}
+	r.ready = true
+	if r.deciding() {
+		r.emit(ctx, Reconcile(r.state))
+		r.checkLeases(ctx)
+	}
+}
+
+// deciding reports whether this instance may decide now: it leads, its
+// lease has not run out, and it has caught up.
+func (r *Runner) deciding() bool { return r.leader && r.ready && r.Leader() }
+
+// handle applies one message of the log and, while deciding, answers it.
+func (r *Runner) handle(ctx context.Context, it item) {
+	if it.skipped {
+		r.skip(it.e.Seq, it.subject)
+		r.checkReady(ctx)
+		return
+	}
+	if !r.apply(it.e) {
+		return
+	}
+	if r.ready {
+		if r.deciding() {
+			r.emit(ctx, Decide(r.state, it.e))
+		}
+		return
+	}
+	r.checkReady(ctx)
+}
+
+// apply folds e into the state and tracks what snapshots need.
+func (r *Runner) apply(e events.Event) bool {
+	if !r.state.Apply(e) {
+		return false
+	}
+	if d, ok := e.Data.(events.ConfigApplied); ok && r.state.ConfigSeq == e.Seq {
+		r.configRaw = d.Config
+	}
+	r.lastID, r.lastIDSeq = e.ID, e.Seq
+	r.advanced()
+	return true
+}
+
+func (r *Runner) skip(seq uint64, subject string) {
+	if seq <= r.state.Seq {
+		return
+	}
+	r.state.Skip(seq, subject)
+	r.advanced()
+}
+
+func (r *Runner) advanced() {
+	r.sinceSnap++
+	r.seq.Store(r.state.Seq)
+	for k, seq := range r.pending {
+		if seq <= r.state.Seq {
+			delete(r.pending, k)
+		}
+	}
+}
+
+// warnOnce logs a warning about key once until recovered(key): a condition
+// that lasts (a server away) is reported when it starts, not on every tick.
+func (r *Runner) warnOnce(key, msg string, args ...any) {
+	if r.warned[key] {
+		return
+	}
+	r.warned[key] = true
+	r.logger.Warn(msg, args...)
+}
+
+// recovered notes that the condition warned about under key is over.
+func (r *Runner) recovered(key string) {
+	if r.warned[key] {
+		delete(r.warned, key)
+		r.logger.Info("recovered", "what", key)
+	}
+}
+
+// pendingKey names the subjects a decision is guarded on.
+func pendingKey(e events.Event) string {
+	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
+		return "node." + e.Subject
+	}
+	return "pkg." + e.Subject
+}
+
+// emit appends decisions, each stamped and guarded by the expected last
+// sequence of its package (or node) as the state saw it. A conflict means
+// the state is behind: the event that caused it comes through the log, and
+// Decide and Reconcile run again from the newer state. A decision about a
+// package whose previous decision is still on its way back is skipped for
+// the same reason.
+func (r *Runner) emit(ctx context.Context, evs []events.Event) {
+	for _, e := range evs {
+		if !r.deciding() {
+			return
+		}
+		key := pendingKey(e)
+		if r.pending[key] > r.state.Seq {
+			continue
+		}
+		e = events.Stamp(e, r.cfg.Now())
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		seq, err := r.log.Append(actx, e, r.state.Expect(e))
+		cancel()
+		switch {
+		case errors.Is(err, events.ErrConflict):
+			r.count(func(s *Stats) { s.Conflicts++ })
+			r.logger.Debug("decision refused: the log moved on", "type", events.ShortType(e.Type()), "subject", e.Subject)
+		case err != nil:
+			if ctx.Err() == nil {
+				r.warnOnce("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
+			}
+		default:
+			r.recovered("append")
+			r.pending[key] = seq
+			_, lost := e.Data.(events.NodeLost)
+			r.count(func(s *Stats) {
+				s.Decisions++
+				if lost {
+					s.NodesLost++
+				}
+			})
+			r.logger.Info("decided", "type", events.ShortType(e.Type()), "subject", e.Subject, "what", e.Summary(), "seq", seq, "cause", e.CauseID)
+		}
+	}
+}

@@ -1,0 +1,341 @@
+package failover
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/invariant"
+)
+
+// TestTwoControllersRace runs two controllers that both decide (no leader
+// election) on one log while the test plays the host managers: packages
+// fail again and again, get reset, and a node's lease lapses. Each
+// decision is appended with the expected-sequence check, so from the whole
+// log: no package was ever placed twice for one epoch, epochs go up by one,
+// a node is lost once, and both controllers tried (the loser of each race
+// got a conflict).
+func TestTwoControllersRace(t *testing.T) {
+	env := newEnv(t)
+	nodes := []string{"node1", "node2", "node3"}
+	const ttl = 2 * time.Second
+	leases := env.holdLeases(ttl, nodes...)
+	c := testCluster()
+	c.NodeTimeout = config.Duration(ttl)
+	const npkg = 8
+	for i := range npkg {
+		p := testPkg(fmt.Sprintf("p%d", i), "node1", "node2", "node3")
+		if i%2 == 1 {
+			p.FailoverPolicy = config.MinPackageNode
+		}
+		c.Packages = append(c.Packages, p)
+	}
+	env.config(c)
+	for _, n := range nodes {
+		env.add(n, events.NodeJoined{})
+	}
+	fast := Config{NoElection: true, CheckInterval: 20 * time.Millisecond, ReconcileInterval: 100 * time.Millisecond, NoSnapshot: true}
+	a, b := env.start("a", fast), env.start("b", fast)
+
+	// Each package: run where placed, fail, until it failed on every node,
+	// then an operator reset; six failures per package, all packages at once.
+	const failures = 6
+	var wg sync.WaitGroup
+	errs := make(chan error, npkg)
+	for i := range npkg {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pkg := fmt.Sprintf("p%d", i)
+			var epoch uint64
+			since := 0 // failures since the last reset
+			for f := 0; ; f++ {
+				d, _, err := waitPlacedErr(env, pkg, epoch, 10*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				epoch = d.Epoch
+				env.add(pkg, events.PackageStarting{Node: d.Node, Epoch: epoch})
+				env.add(pkg, events.PackageStarted{Node: d.Node, Epoch: epoch})
+				if f == failures {
+					return
+				}
+				env.add(pkg, events.PackageFailed{Node: d.Node, Epoch: epoch, Reason: "service_failed", Service: "app"})
+				if since++; since == len(nodes) {
+					since = 0
+					env.add(pkg, events.PackageReset{By: "op", Reason: "test"})
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// node2 stops renewing: both controllers see its lease gone.
+	leases.stop("node2")
+	waitFor(t, 3*ttl, "node2 lost and its packages placed elsewhere", func() bool {
+		if _, ok := env.last(events.NodeSubject("node2", "lost")); !ok {
+			return false
+		}
+		for i := range npkg {
+			d, _, _ := env.lastPlaced(fmt.Sprintf("p%d", i))
+			if d.Node == "node2" {
+				return false
+			}
+		}
+		return true
+	})
+	// Give both controllers time to try anything else they would.
+	settle(t, a, b)
+
+	evs := env.all()
+	placedBy := map[string][]uint64{}
+	var lost, decided int
+	for _, e := range evs {
+		switch d := e.Data.(type) {
+		case events.PackagePlaced:
+			placedBy[e.Subject] = append(placedBy[e.Subject], d.Epoch)
+			decided++
+		case events.NodeLost:
+			if e.Subject != "node2" {
+				t.Errorf("seq %d: %s lost, though its lease is renewed", e.Seq, e.Subject)
+			}
+			lost++
+			decided++
+		}
+	}
+	for i := range npkg {
+		pkg := fmt.Sprintf("p%d", i)
+		epochs := placedBy[pkg]
+		for j, ep := range epochs {
+			if ep != uint64(j+1) {
+				t.Fatalf("%s placements by epoch, in log order: %v; want 1, 2, 3, ... each once", pkg, epochs)
+			}
+		}
+		if len(epochs) < failures+1 {
+			t.Errorf("%s: %d placements, want at least %d", pkg, len(epochs), failures+1)
+		}
+	}
+	if lost != 1 {
+		t.Errorf("node2 lost %d times, want once", lost)
+	}
+	if problems := invariant.Check(evs); len(problems) > 0 {
+		t.Errorf("invariant: %v", problems)
+	}
+	sa, sb := a.Stats(), b.Stats()
+	t.Logf("controller a: %d decisions, %d conflicts; b: %d decisions, %d conflicts", sa.Decisions, sa.Conflicts, sb.Decisions, sb.Conflicts)
+	if sa.Decisions+sa.Conflicts == 0 || sb.Decisions+sb.Conflicts == 0 {
+		t.Errorf("each controller should have tried to decide")
+	}
+	if sa.Conflicts+sb.Conflicts == 0 {
+		t.Errorf("no conflicts: the controllers never raced")
+	}
+	if got := sa.Decisions + sb.Decisions; got != uint64(decided) {
+		t.Errorf("controllers appended %d decisions, the log holds %d placements and node.lost", got, decided)
+	}
+}
+
+// waitPlacedErr is waitPlaced for a goroutine other than the test's.
+func waitPlacedErr(env *testEnv, pkg string, after uint64, within time.Duration) (events.PackagePlaced, events.Event, error) {
+	deadline := time.Now().Add(within)
+	for {
+		e, ok, err := env.log.Last(env.ctx, events.PackageSubject(pkg, "package", "placed"))
+		if err != nil {
+			return events.PackagePlaced{}, e, err
+		}
+		if ok {
+			if d := e.Data.(events.PackagePlaced); d.Epoch > after {
+				return d, e, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return events.PackagePlaced{}, e, fmt.Errorf("timed out after %s waiting for %s placed with an epoch above %d", within, pkg, after)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// settle waits until the runners have applied the whole log and two of
+// their reconcile rounds passed without a new decision.
+func settle(t *testing.T, rs ...*runningRunner) {
+	t.Helper()
+	count := func() (n uint64) {
+		for _, r := range rs {
+			s := r.Stats()
+			n += s.Decisions + s.Conflicts
+		}
+		return n
+	}
+	prev, stable := count(), 0
+	waitFor(t, 10*time.Second, "controllers to settle", func() bool {
+		time.Sleep(150 * time.Millisecond)
+		cur := count()
+		if cur == prev {
+			stable++
+		} else {
+			prev, stable = cur, 0
+		}
+		return stable >= 2
+	})
+}
+
+// TestLeaderElection runs two controllers with the election: only the
+// leader decides; when it stops cleanly the other takes over at once, and
+// when it dies without releasing (its connection closed) the other takes
+// over once the leader key expired, within the TTL of its last renewal.
+func TestLeaderElection(t *testing.T) {
+	env := newEnv(t)
+	const ttl = time.Second
+	env.holdLeases(5*time.Second, "node1", "node2", "node3")
+	c := testCluster(testPkg("web", "node1", "node2", "node3"))
+	cfg := Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true}
+	a, b := env.start("a", cfg), env.start("b", cfg)
+	leader := func() *runningRunner {
+		t.Helper()
+		var l *runningRunner
+		waitFor(t, 3*ttl, "one leader", func() bool {
+			switch {
+			case a.Leader() && b.Leader():
+				t.Fatal("two leaders at once")
+			case a.Leader():
+				l = a
+			case b.Leader():
+				l = b
+			}
+			return l != nil
+		})
+		return l
+	}
+	first := leader()
+	other := b
+	if first == b {
+		other = a
+	}
+	if v, ok, err := CurrentLeader(env.ctx, env.js); err != nil || !ok || v.ID != first.cfg.ID {
+		t.Fatalf("leader key = %+v, %v, %v; want %s", v, ok, err, first.cfg.ID)
+	}
+
+	env.config(c)
+	for _, n := range c.Nodes {
+		env.add(n, events.NodeJoined{})
+	}
+	d, _ := env.waitPlaced("web", 0, 5*time.Second)
+	env.add("web", events.PackageStarted{Node: d.Node, Epoch: d.Epoch})
+	env.add("web", events.PackageFailed{Node: d.Node, Epoch: d.Epoch, Reason: "service_failed"})
+	d, _ = env.waitPlaced("web", d.Epoch, 5*time.Second)
+	if d.Node != "node2" || d.Reason != ReasonFailover {
+		t.Fatalf("after the failure: %+v", d)
+	}
+	settle(t, a, b)
+	if s := other.Stats(); s.Decisions != 0 || s.Conflicts != 0 || s.Leader {
+		t.Fatalf("standby %s decided: %+v", other.cfg.ID, s)
+	}
+	if s := first.Stats(); s.Decisions != 2 {
+		t.Fatalf("leader %s: %+v, want 2 decisions", first.cfg.ID, s)
+	}
+
+	// A clean stop releases the key: the standby takes over at once.
+	stopped := time.Now()
+	first.stop(t)
+	waitFor(t, ttl, "the standby to lead after a clean stop", other.Leader)
+	t.Logf("takeover after a clean stop: %s", time.Since(stopped).Round(time.Millisecond))
+	env.add("web", events.PackageStarted{Node: d.Node, Epoch: d.Epoch})
+	env.add("web", events.PackageFailed{Node: d.Node, Epoch: d.Epoch, Reason: "service_failed"})
+	d, _ = env.waitPlaced("web", d.Epoch, 5*time.Second)
+	if d.Node != "node3" {
+		t.Fatalf("after the second failure: %+v", d)
+	}
+	waitFor(t, time.Second, "the new leader to count its decision", func() bool { return other.Stats().Decisions == 1 })
+
+	// A leader that dies (its connection cut) keeps the key until it
+	// expires; a third controller takes over then, not before.
+	third := env.start("c", cfg)
+	<-third.CaughtUp()
+	killed := time.Now()
+	other.cfg.Conn.Close()
+	waitFor(t, 2*ttl, "the old leader to stop deciding", func() bool { return !other.Leader() })
+	waitFor(t, 3*ttl, "the third controller to lead after the leader died", third.Leader)
+	took := time.Since(killed)
+	t.Logf("takeover after a crash: %s (ttl %s)", took.Round(time.Millisecond), ttl)
+	if took > ttl+ttl/2 {
+		t.Errorf("takeover took %s, want within the TTL (%s) of the last renewal plus a poll", took, ttl)
+	}
+	env.add("web", events.PackageStarted{Node: d.Node, Epoch: d.Epoch})
+	env.add("web", events.PackageFailed{Node: d.Node, Epoch: d.Epoch, Reason: "service_failed"})
+	// web has now failed on every node: nothing to place until a reset.
+	waitFor(t, 5*time.Second, "the third controller to read the failure", func() bool {
+		return third.Stats().Seq >= env.lastSeq()
+	})
+	env.add("web", events.PackageReset{By: "op"})
+	d, _ = env.waitPlaced("web", d.Epoch, 5*time.Second)
+	if d.Node != "node1" {
+		t.Fatalf("after the reset: %+v", d)
+	}
+	waitFor(t, time.Second, "the third controller to count its decision", func() bool { return third.Stats().Decisions == 1 })
+}
+
+// TestNodeLostOnlyAfterLeaseExpiry: a node whose lease keeps being renewed
+// is never lost; once its host stops renewing, node.lost appears after the
+// TTL has passed since the last renewal, not before, and its package is
+// placed elsewhere because of it.
+func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
+	env := newEnv(t)
+	const ttl = time.Second
+	leases := env.holdLeases(ttl, "node1", "node2")
+	c := testCluster(testPkg("web", "node1", "node2"))
+	c.Nodes = []string{"node1", "node2"}
+	c.NodeTimeout = config.Duration(ttl)
+	env.config(c)
+	env.add("node1", events.NodeJoined{})
+	env.add("node2", events.NodeJoined{})
+	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
+	d, _ := env.waitPlaced("web", 0, 5*time.Second)
+	if d.Node != "node1" {
+		t.Fatalf("placed %+v", d)
+	}
+	env.add("web", events.PackageStarted{Node: "node1", Epoch: 1})
+
+	// For 2.5 TTLs of renewals, no node is lost (the controller checks
+	// every 50ms all along).
+	waitFor(t, 5*time.Second, "the controller to lead", r.Leader)
+	deadline := time.Now().Add(ttl * 5 / 2)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes {
+			if e, ok := env.last(events.NodeSubject(n, "lost")); ok {
+				t.Fatalf("%s lost while its lease is renewed: %+v", n, e)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	last := leases.stop("node1")
+	var lost events.Event
+	waitFor(t, 3*ttl, "node1 lost", func() bool {
+		var ok bool
+		lost, ok = env.last(events.NodeSubject("node1", "lost"))
+		return ok
+	})
+	d1 := lost.Data.(events.NodeLost)
+	t.Logf("last renewal %s, lost at %s (+%s), ttl %s", last.Format(time.StampMilli), lost.Time.Format(time.StampMilli), lost.Time.Sub(last).Round(time.Millisecond), ttl)
+	if lost.Time.Before(last.Add(ttl)) {
+		t.Fatalf("node1 lost at %s, before its lease expired (last renewal %s + %s)", lost.Time, last, ttl)
+	}
+	if !d1.LastSeen.Equal(last) || d1.Reason != ReasonLeaseExpired || lost.Source != Source {
+		t.Errorf("node.lost = %+v from %s; want last_seen %s, reason %q", d1, lost.Source, last, ReasonLeaseExpired)
+	}
+	d, e := env.waitPlaced("web", 1, 5*time.Second)
+	if d.Node != "node2" || d.Reason != ReasonNodeLost || e.CauseID != lost.ID {
+		t.Fatalf("after node1 lost: %+v cause %s, want node2 (node_lost) caused by %s", d, e.CauseID, lost.ID)
+	}
+	if _, ok := env.last(events.NodeSubject("node2", "lost")); ok {
+		t.Fatal("node2 lost, though its lease is renewed")
+	}
+	waitFor(t, time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
+}
