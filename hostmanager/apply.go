@@ -95,16 +95,25 @@ func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
 
 // nodeDown releases every placement on the node made before e; on this node
 // it also halts the running instances (the runner fences before the log
-// says so; this makes sure).
+// says so; this makes sure). Their guests are forced off, not shut down
+// gracefully: the runner already stopped them when it fenced, and a node
+// the cluster counts as lost must not keep anything running.
 func (s *State) nodeDown(e events.Event, reason string) {
 	node := e.Subject
 	s.NodeDown[node] = e.Seq
 	for _, p := range s.Packages {
 		p.release(func(pl Placement) bool { return pl.Node == node && pl.Seq < e.Seq }, e.ID)
-		if in := p.Inst; node == s.Node && in != nil && !in.Stopping() {
-			in.Halt = &Halt{Reason: reason, ID: e.ID}
-			in.LastID = e.ID
+		in := p.Inst
+		if node != s.Node || in == nil {
+			continue
 		}
+		if !in.Stopping() {
+			in.Halt = &Halt{Reason: reason, ID: e.ID}
+		}
+		if in.Guest.Phase == GuestUp {
+			in.Guest.Phase = GuestLost
+		}
+		in.LastID = e.ID
 	}
 }
 

@@ -559,8 +559,15 @@ func TestFencedOrLostNode(t *testing.T) {
 			if !h.inst().Stopping() {
 				t.Fatal("instance not halting")
 			}
+			// The host stopped the guest at once when it fenced (or must,
+			// if the cluster counts its node lost): the guest is forced off,
+			// its processes go with it, no graceful stop of each service.
+			acts := Pending(h.s, "web")
+			if len(acts) != 1 || acts[0].Kind != StopGuest || !acts[0].Force {
+				t.Fatalf("pending: %+v, want one forced StopGuest", acts)
+			}
 			got := h.settle()
-			eq(t, "halt", got, []string{"process.exited", "process.exited", "guest.stopped", "package.halted"})
+			eq(t, "halt", got, []string{"guest.stopped", "package.halted"})
 			if h.processes() != 0 || h.guestUp["webvm"] {
 				t.Error("something still runs")
 			}
