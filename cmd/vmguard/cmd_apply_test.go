@@ -30,7 +30,7 @@ func TestCheckCommand(t *testing.T) {
 			t.Errorf("check %s: code %d, out %q, err %q", f, code, out, errs)
 		}
 	}
-	if _, out, _ := runCLI("check", "-f", "../../examples/demo.yaml"); out != "ok: 2 nodes, 1 package\n" {
+	if _, out, _ := runCLI("check", "-f", "../../examples/demo.yaml"); out != "ok: 3 nodes, 2 packages\n" {
 		t.Errorf("demo summary: %q", out)
 	}
 
@@ -77,7 +77,7 @@ func TestApplyCommand(t *testing.T) {
 	demo := "../../examples/demo.yaml"
 
 	code, out, errs := runCLI("apply", "--nats", url, "-f", demo, "--by", "alice", "--reason", "first")
-	if code != exitOK || !strings.HasPrefix(out, "applied: cluster demo, 2 nodes, 1 package, hash ") || !strings.Contains(out, "reason: first") {
+	if code != exitOK || !strings.HasPrefix(out, "applied: cluster demo, 3 nodes, 2 packages, hash ") || !strings.Contains(out, "reason: first") {
 		t.Fatalf("apply: code %d out %q err %q", code, out, errs)
 	}
 	evs := configEvents(t, l)
