@@ -32,7 +32,10 @@ const (
 type Config struct {
 	// Guest is the guest's name (required, a valid name).
 	Guest string
-	// Node is the node the guest runs on, if known (informational).
+	// Node is the node the guest runs on. With a node the agent fences:
+	// it watches the node's lease, accepts runs only while it sees the
+	// lease renewed, and stops every process when it lapses (see the
+	// package doc). Without one (tests, standalone use) it never fences.
 	Node string
 	// Conn is the NATS connection (required). The agent does not close it.
 	// Use nats.MaxReconnects(-1) so the agent outlives outages; set the
@@ -81,6 +84,7 @@ type Agent struct {
 	exited   []string         // request ids of remembered exits, oldest first
 	running  int
 	closing  bool
+	fence    fence
 
 	// onDelivered, if set before Run, is called after the log acknowledged
 	// each spooled event (benchmarks measure with it).
@@ -131,6 +135,10 @@ func New(cfg Config) (*Agent, error) {
 		bootID:   readBootID(),
 		procs:    make(map[string]*proc),
 		services: make(map[svcKey]*proc),
+		fence:    fence{kick: make(chan struct{}, 1)},
+	}
+	if cfg.Node != "" {
+		a.fence.state = LeaseWaiting
 	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "VMGUARD_") {
@@ -188,8 +196,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("agent running", "subjects", Subject(a.cfg.Guest, "*"), "max_procs", a.cfg.MaxProcs)
+	stopFencing := a.startFencing(ctx)
 
 	a.heartbeats(ctx)
+	stopFencing()
 
 	if err := svc.Stop(); err != nil {
 		a.log.Warn("stop micro service", "err", err)
@@ -444,6 +454,10 @@ func (a *Agent) run(req RunRequest) (RunReply, error) {
 		a.mu.Unlock()
 		return RunReply{}, &RemoteError{CodeConflict, fmt.Sprintf("service %s/%s already runs (request id %q, pid %d); stop it first",
 			req.Package, req.Service, info.RequestID, info.PID)}
+	}
+	if err := a.refusalLocked(); err != nil {
+		a.mu.Unlock()
+		return RunReply{}, err
 	}
 	if a.running >= a.cfg.MaxProcs {
 		a.mu.Unlock()

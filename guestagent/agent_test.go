@@ -397,7 +397,7 @@ func TestListPingHeartbeat(t *testing.T) {
 		t.Errorf("list db: %+v, %v", l, err)
 	}
 	p, err := ta.client.Ping(ctx)
-	if err != nil || p.Guest != "g1" || p.Node != "node1" || p.Running != 2 || p.MaxProcs != 1024 || p.Version != "1.2.3" {
+	if err != nil || p.Guest != "g1" || p.Node != "" || p.Lease != "" || p.Running != 2 || p.MaxProcs != 1024 || p.Version != "1.2.3" {
 		t.Errorf("ping: %+v, %v", p, err)
 	}
 	waitFor(t, 10*time.Second, "a heartbeat with 2 running", func() bool {

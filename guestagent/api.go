@@ -37,6 +37,7 @@ const (
 	ReasonStopped      = "stopped"       // a stop request ended it
 	ReasonAgentStopped = "agent_stopped" // the agent was stopped (SIGTERM) and stopped it
 	ReasonAgentRestart = "agent_restart" // the previous agent died while it ran; outcome unknown
+	ReasonFenced       = "fenced"        // the node's lease lapsed and the agent stopped it
 )
 
 // Process states in ProcessInfo.
@@ -151,6 +152,9 @@ type PingReply struct {
 	Started  time.Time `json:"started"`
 	// Undelivered counts events spooled but not yet acknowledged by the log.
 	Undelivered int `json:"undelivered"`
+	// Lease is the agent's view of its node's lease: LeaseWaiting,
+	// LeaseHeld or LeaseFenced; empty without a node.
+	Lease string `json:"lease,omitempty"`
 }
 
 // ProcessInfo describes one process the agent started.
@@ -218,7 +222,8 @@ var (
 	ErrTooLarge = errors.New("request too large")
 	// ErrStart: the process could not be started (e.g. no such executable).
 	ErrStart = errors.New("start failed")
-	// ErrUnavailable: the agent is at --max-procs or shutting down.
+	// ErrUnavailable: the agent is at --max-procs, shutting down, or its
+	// node's lease is not held (not seen yet, or lapsed: fenced).
 	ErrUnavailable = errors.New("unavailable")
 	// ErrInternal: the agent failed (e.g. its spool could not be written).
 	ErrInternal = errors.New("internal error")

@@ -88,6 +88,30 @@
 // {"guest","running","version","time"[,"node"]}. None is sent while
 // disconnected.
 //
+// # Fencing
+//
+// A real VM outlives a crashed host manager, so an agent started with a node
+// (Config.Node, `--node N`) fences itself: a package must never run beside
+// its replacement on another node. It watches key N in the KV bucket
+// vmguard_leases (internal/lease; it opens the bucket again until it
+// exists), and takes every new revision of the key as a renewal, with the
+// ttl from the value's ttl_ms. It accepts runs only once it has seen a
+// renewal: the host manager takes the lease before it starts guests, and
+// runs refused before that get 503 "node lease of N not seen yet" (the host
+// manager retries). If it then sees no renewal for lease.FenceAfter(ttl)
+// (0.6 ttl, timed by its own monotonic clock from when it saw the last one,
+// so an unreachable NATS counts the same), or sees the key deleted or
+// purged, it fences: it stops every process, SIGTERM then SIGKILL after
+// their halt timeout but at most 0.2 ttl (so all are dead by 0.8 ttl after
+// the last renewal it saw, before the failover controller can find the key
+// expired), reports their exits with reason "fenced" through the spool
+// (they reach the log once it is reachable), and refuses runs with 503
+// "node lease lapsed; fenced (...)" until it sees a fresh renewal. The value
+// a new watch starts with (at start, after a reconnect) counts only if its
+// revision is new, and is aged by the server's timestamp of it. Ping's
+// "lease" says waiting, held or fenced. Without a node (tests, standalone
+// use) the agent never fences.
+//
 // # Security groundwork
 //
 // The agent publishes only on:
@@ -95,9 +119,11 @@
 //	vmguard.events.pkg.<package>.process.started|exited   for the packages it runs
 //	vmguard.hb.guest.<guest>                               heartbeats
 //	$JS.API.STREAM.INFO.VMGUARD                            to open the log
-//	reply subjects                                         (micro replies; allow_responses)
+//	$JS.API.STREAM.INFO.KV_vmguard_leases and              with --node: to watch its node's lease
+//	$JS.API.CONSUMER.*.KV_vmguard_leases.>                 (an ordered consumer, key <node> only)
+//	reply subjects                                         (micro replies, flow control; allow_responses)
 //
-// and subscribes to vmguard.agent.<guest>.>, $SRV.> and _INBOX.>. A later
-// issue can lock each guest's NATS user to exactly these (with the package
-// list from the config).
+// and subscribes to vmguard.agent.<guest>.>, $SRV.> and _INBOX.> (the lease
+// watch delivers on an inbox). A later issue can lock each guest's NATS user
+// to exactly these (with the package list from the config).
 package guestagent

@@ -89,7 +89,7 @@ func (a *Agent) handlePing(r micro.Request) {
 	}
 	a.mu.Lock()
 	reply := PingReply{Guest: a.cfg.Guest, Node: a.cfg.Node, Version: a.cfg.Version, Running: a.running,
-		MaxProcs: a.cfg.MaxProcs, Started: a.started.UTC()}
+		MaxProcs: a.cfg.MaxProcs, Started: a.started.UTC(), Lease: a.fence.state}
 	a.mu.Unlock()
 	reply.Undelivered = a.journal.pending()
 	_ = r.RespondJSON(reply)

@@ -73,7 +73,6 @@ func startAgent(t testing.TB, url string, mod func(*guestagent.Config)) *testAge
 	t.Helper()
 	cfg := guestagent.Config{
 		Guest:     "g1",
-		Node:      "node1",
 		Conn:      connect(t, url),
 		StateDir:  t.TempDir(),
 		Heartbeat: 50 * time.Millisecond,

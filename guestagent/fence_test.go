@@ -1,0 +1,284 @@
+package guestagent_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/lease"
+)
+
+// leaseBucket creates the lease bucket with ttl on its own connection.
+func leaseBucket(t *testing.T, url string, ttl time.Duration) jetstream.KeyValue {
+	t.Helper()
+	js, err := jetstream.New(connect(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := lease.Ensure(context.Background(), js, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// renew writes one renewal of node's lease and returns when it began.
+func renew(t *testing.T, kv jetstream.KeyValue, node string, ttl time.Duration) time.Time {
+	t.Helper()
+	at := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := kv.Put(ctx, node, lease.Value{Node: node, Holder: "test", Renewed: at.UTC(), TTLMS: ttl.Milliseconds()}.Encode()); err != nil {
+		t.Fatalf("renew lease: %v", err)
+	}
+	return at
+}
+
+// renewer renews node's lease every lease.RenewEvery(ttl), as a host
+// manager does, until the returned function is called; that returns the
+// end of the last successful renewal.
+func renewer(t *testing.T, kv jetstream.KeyValue, node string, ttl time.Duration) (stop func() time.Time) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu   sync.Mutex
+		last time.Time
+		wg   sync.WaitGroup
+	)
+	put := func() {
+		pctx, c := context.WithTimeout(ctx, time.Second)
+		defer c()
+		if _, err := kv.Put(pctx, node, lease.Value{Node: node, Holder: "test", Renewed: time.Now().UTC(), TTLMS: ttl.Milliseconds()}.Encode()); err == nil {
+			mu.Lock()
+			last = time.Now()
+			mu.Unlock()
+		}
+	}
+	put()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tk := time.NewTicker(lease.RenewEvery(ttl))
+		defer tk.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+				put()
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() time.Time {
+		once.Do(func() { cancel(); wg.Wait() })
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// tryRun sends one run request.
+func tryRun(c *guestagent.Client, req guestagent.RunRequest) (guestagent.RunReply, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.Run(ctx, req)
+}
+
+// runWhenHeld polls req until the agent accepts it (a refused run changes
+// nothing, so the same request may be repeated).
+func runWhenHeld(t *testing.T, c *guestagent.Client, req guestagent.RunRequest) guestagent.RunReply {
+	t.Helper()
+	var reply guestagent.RunReply
+	waitFor(t, 10*time.Second, "run "+req.RequestID+" accepted", func() bool {
+		r, err := tryRun(c, req)
+		if err != nil && !errors.Is(err, guestagent.ErrUnavailable) {
+			t.Fatalf("run %s: %v", req.RequestID, err)
+		}
+		reply = r
+		return err == nil
+	})
+	return reply
+}
+
+// wantRefused checks that a run is refused with 503 and a message holding want.
+func wantRefused(t *testing.T, c *guestagent.Client, want string) {
+	t.Helper()
+	_, err := tryRun(c, sh("web", "late", "late", "sleep 100"))
+	if !errors.Is(err, guestagent.ErrUnavailable) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("run while the lease is not held: %v, want unavailable: %q", err, want)
+	}
+}
+
+func wantLease(t *testing.T, c *guestagent.Client, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p, err := c.Ping(ctx)
+	if err != nil || p.Lease != want || p.Node != "node1" {
+		t.Fatalf("ping: %+v, %v; want lease %q on node1", p, err, want)
+	}
+}
+
+func withNode(cfg *guestagent.Config) { cfg.Node = "node1" }
+
+// TestFenceLapse: runs wait for the first renewal; renewals keep processes
+// running; when they stop, every process is stopped (reason fenced) before
+// the ttl has passed since the last one, even one that ignores SIGTERM under
+// a long halt timeout, and runs are refused until the next renewal.
+func TestFenceLapse(t *testing.T) {
+	const ttl = 1500 * time.Millisecond
+	s := startServer(t, t.TempDir(), 0)
+	url := s.ClientURL()
+	l := openLog(t, url)
+	ta := startAgent(t, url, withNode) // the lease bucket does not exist yet
+
+	wantRefused(t, ta.client, "node lease of node1 not seen yet")
+	wantLease(t, ta.client, guestagent.LeaseWaiting)
+
+	kv := leaseBucket(t, url, ttl)
+	stopRenewing := renewer(t, kv, "node1", ttl)
+	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
+	stubborn := sh("web", "b", "b", "trap '' TERM; while :; do sleep 0.05; done")
+	stubborn.HaltTimeout = config.Duration(time.Hour) // the fence must not wait for it
+	run(t, ta.client, stubborn)
+	wantLease(t, ta.client, guestagent.LeaseHeld)
+
+	// Renewals keep coming: the processes outlive several ttls.
+	for start := time.Now(); time.Since(start) < 3*ttl; time.Sleep(50 * time.Millisecond) {
+		ps := ta.Processes()
+		if len(ps) != 2 || ps[0].State != guestagent.StateRunning || ps[1].State != guestagent.StateRunning {
+			t.Fatalf("processes while the lease is renewed: %+v", ps)
+		}
+	}
+
+	// Renewals stop.
+	last := stopRenewing()
+	evs := map[string]events.Event{}
+	for _, id := range []string{"a", "b"} {
+		e, x := waitExit(t, l, "web", id)
+		evs[id] = e
+		if x.Reason != guestagent.ReasonFenced || x.Signal == "" {
+			t.Errorf("exit of %s: %+v, want reason fenced by a signal", id, x)
+		}
+		if e.Time.After(last.Add(ttl)) {
+			t.Errorf("%s exited %s after the last renewal, not before the ttl %s", id, e.Time.Sub(last), ttl)
+		}
+		if e.Time.Before(last.Add(lease.FenceAfter(ttl) - lease.RenewEvery(ttl))) {
+			t.Errorf("%s exited %s after the last renewal: fenced too early", id, e.Time.Sub(last))
+		}
+	}
+	if x := evs["b"].Data.(events.ProcessExited); x.Signal != "SIGKILL" {
+		t.Errorf("process ignoring SIGTERM ended by %q, want SIGKILL", x.Signal)
+	}
+	t.Logf("fenced exits after the last renewal: a %s, b %s (ttl %s)", evs["a"].Time.Sub(last), evs["b"].Time.Sub(last), ttl)
+	wantRefused(t, ta.client, "node lease lapsed; fenced")
+	wantLease(t, ta.client, guestagent.LeaseFenced)
+
+	// A repeated request answers from memory, and starts nothing.
+	if r, err := tryRun(ta.client, sh("web", "a", "a", "exec sleep 1000")); err != nil || !r.Duplicate || r.Process.Exit == nil {
+		t.Errorf("repeat of a fenced run: %+v, %v", r, err)
+	}
+
+	// A fresh renewal: runs are accepted again.
+	renew(t, kv, "node1", ttl)
+	runWhenHeld(t, ta.client, sh("web", "a", "a2", "exec sleep 1000"))
+	wantLease(t, ta.client, guestagent.LeaseHeld)
+}
+
+// TestFenceLeaseDeleted: a deleted or purged lease fences at once, long
+// before FenceAfter(ttl).
+func TestFenceLeaseDeleted(t *testing.T) {
+	const ttl = 20 * time.Second
+	s := startServer(t, t.TempDir(), 0)
+	url := s.ClientURL()
+	l := openLog(t, url)
+	kv := leaseBucket(t, url, ttl)
+	renewed := renew(t, kv, "node1", ttl) // before the agent starts: its watch begins with it
+	ta := startAgent(t, url, withNode)
+	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
+
+	if err := kv.Delete(context.Background(), "node1"); err != nil {
+		t.Fatal(err)
+	}
+	e, x := waitExit(t, l, "web", "a")
+	if x.Reason != guestagent.ReasonFenced {
+		t.Errorf("exit after delete: %+v, want reason fenced", x)
+	}
+	if e.Time.After(renewed.Add(lease.FenceAfter(ttl) / 2)) {
+		t.Errorf("fenced %s after the renewal: not at the delete", e.Time.Sub(renewed))
+	}
+	wantRefused(t, ta.client, "was deleted")
+
+	renewed = renew(t, kv, "node1", ttl)
+	runWhenHeld(t, ta.client, sh("web", "a", "a2", "exec sleep 1000"))
+	if err := kv.Purge(context.Background(), "node1"); err != nil {
+		t.Fatal(err)
+	}
+	e, x = waitExit(t, l, "web", "a2")
+	if x.Reason != guestagent.ReasonFenced || e.Time.After(renewed.Add(lease.FenceAfter(ttl)/2)) {
+		t.Errorf("exit after purge: %+v %s after the renewal, want reason fenced at once", x, e.Time.Sub(renewed))
+	}
+	wantLease(t, ta.client, guestagent.LeaseFenced)
+}
+
+// TestFenceNATSDown: an agent that cannot reach NATS fences within
+// FenceAfter(ttl) of the last renewal it saw; the fenced exits reach the log
+// once the server is back, each once.
+func TestFenceNATSDown(t *testing.T) {
+	const ttl = time.Second
+	store := t.TempDir()
+	s := startServer(t, store, 0)
+	port := portOf(s)
+	url := s.ClientURL()
+	l := openLog(t, url)
+	kv := leaseBucket(t, url, ttl)
+	stopRenewing := renewer(t, kv, "node1", ttl)
+	ta := startAgent(t, url, withNode)
+	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
+	waitFor(t, 10*time.Second, "start in the log", func() bool { return len(procEvents(t, l, "web")) == 1 })
+
+	last := stopRenewing()
+	s.Shutdown()
+	s.WaitForShutdown()
+	var exit *guestagent.ExitInfo
+	waitFor(t, 10*time.Second, "the agent to fence without NATS", func() bool {
+		p := ta.Processes()
+		if len(p) == 1 && p[0].Exit != nil {
+			exit = p[0].Exit
+		}
+		return exit != nil
+	})
+	if exit.Reason != guestagent.ReasonFenced {
+		t.Errorf("exit without NATS: %+v, want reason fenced", exit)
+	}
+	if exit.At.After(last.Add(ttl)) {
+		t.Errorf("fenced %s after the last renewal, not before the ttl %s", exit.At.Sub(last), ttl)
+	}
+	t.Logf("fenced %s after the last renewal (ttl %s)", exit.At.Sub(last), ttl)
+
+	startServer(t, store, port)
+	xs := waitExits(t, l, "web", 1)
+	if len(xs) != 1 || xs[0].Reason != guestagent.ReasonFenced || xs[0].RequestID != "a" {
+		t.Fatalf("exits in the log: %+v", xs)
+	}
+	waitFor(t, 10*time.Second, "spool delivered", func() bool { return ta.Undelivered() == 0 })
+	if n := countEvents(procEvents(t, l, "web")); n["a exited"] != 1 || n["a started"] != 1 {
+		t.Errorf("events in the log: %v, want one start and one exit", n)
+	}
+	wantRefused(t, ta.client, "node lease lapsed; fenced")
+
+	renew(t, kv, "node1", ttl)
+	runWhenHeld(t, ta.client, sh("web", "a", "a2", "exec sleep 1000"))
+	ta.stop(t) // while the server that came back still runs
+}
