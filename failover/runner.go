@@ -263,6 +263,14 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.log = l
 	}
 	js := r.log.JetStream()
+	var election jetstream.KeyValue
+	if !r.cfg.NoElection {
+		kv, err := ensureElection(ctx, js, r.cfg.ElectionTTL)
+		if err != nil {
+			return err
+		}
+		election = kv
+	}
 	if !r.cfg.NoSnapshot {
 		kv, err := ensureSnapshots(ctx, js)
 		if err != nil {
@@ -270,13 +278,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.snaps = kv
 		r.loadSnapshot(ctx)
+		// Whatever ends the run, the state so far is worth keeping.
+		defer r.finalSnapshot(ctx)
 	}
 	if err := r.catchUp(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
-	r.count(func(s *Stats) { s.CatchUp = time.Since(start) })
+	took := time.Since(start)
+	r.count(func(s *Stats) { s.CatchUp = took })
 	close(r.caughtUp)
-	r.logger.Info("failover controller caught up", "seq", r.state.Seq, "from_snapshot", r.stats.SnapshotSeq, "took", time.Since(start).Round(time.Millisecond))
+	r.logger.Info("failover controller caught up", "seq", r.state.Seq, "from_snapshot", r.snapSeq, "took", took.Round(time.Millisecond))
 
 	// The elector and the follower outlive ctx until the main loop is done,
 	// so that leadership is released only after the last decision.
@@ -297,24 +311,26 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.NoElection {
 		r.validUntil.Store(math.MaxInt64)
 	} else {
-		kv, err := ensureElection(ctx, js, r.cfg.ElectionTTL)
-		if err != nil {
-			return err
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.elect(bg, kv, lead)
+			r.elect(bg, election, lead)
 		}()
 	}
 	err := r.loop(ctx, items, lead, followErr)
 	r.validUntil.Store(0)
-	if !r.cfg.NoSnapshot && r.state.Seq > r.snapSeq {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		r.saveSnapshot(sctx)
-		cancel()
-	}
 	return err
+}
+
+// finalSnapshot writes a snapshot at the end of a run if the state moved
+// since the last one.
+func (r *Runner) finalSnapshot(ctx context.Context) {
+	if r.state.Seq <= r.snapSeq {
+		return
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	r.saveSnapshot(sctx)
 }
 
 // catchUp reads the log from the state's sequence to its current end,
