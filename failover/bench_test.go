@@ -14,15 +14,23 @@ import (
 // shaped like a long-running cluster: mostly process exits, restarts and
 // starts, a failover now and then.
 func benchLog(n, pkgs int) []events.Event {
+	var evs []events.Event
+	genBenchLog(n, pkgs, func(e events.Event) { evs = append(evs, e) })
+	return evs
+}
+
+// genBenchLog hands the events of benchLog(n, pkgs) to emit one by one, so
+// that a log of millions of events need not be held in memory.
+func genBenchLog(n, pkgs int, emit func(events.Event)) {
 	c := &config.Cluster{Cluster: "bench", Nodes: []string{"node1", "node2", "node3"}}
 	for i := range pkgs {
 		c.Packages = append(c.Packages, testPkg(fmt.Sprintf("p%d", i), "node1", "node2", "node3"))
 	}
 	cfg, _ := json.Marshal(c)
-	var evs []events.Event
+	var seq uint64
 	add := func(subject string, data events.Payload) {
-		seq := uint64(len(evs) + 1)
-		evs = append(evs, events.Event{ID: fmt.Sprintf("e%d", seq), Source: "/bench", Subject: subject,
+		seq++
+		emit(events.Event{ID: fmt.Sprintf("e%d", seq), Source: "/bench", Subject: subject,
 			Time: t0.Add(time.Duration(seq) * time.Millisecond), Data: data, Seq: seq})
 	}
 	add("", events.ConfigApplied{Config: cfg, Hash: "h"})
@@ -37,7 +45,7 @@ func benchLog(n, pkgs int) []events.Event {
 		add(name, events.PackagePlaced{Node: "node1", Epoch: 1, Reason: ReasonAutoRun})
 		add(name, events.PackageStarted{Node: "node1", Epoch: 1})
 	}
-	for i := 0; len(evs) < n; i++ {
+	for i := 0; int(seq) < n; i++ {
 		k := i % pkgs
 		name := fmt.Sprintf("p%d", k)
 		ep := epoch[k]
@@ -53,7 +61,6 @@ func benchLog(n, pkgs int) []events.Event {
 			add(name, events.PackageStarted{Node: node[k], Epoch: epoch[k]})
 		}
 	}
-	return evs
 }
 
 // BenchmarkFold measures the controller's cold start without I/O: folding

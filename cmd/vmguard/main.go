@@ -59,6 +59,8 @@ type cli struct {
 	Apply   applyCmd   `cmd:"" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
 	Host    hostCmd    `cmd:"" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
 	Up      upCmd      `cmd:"" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
+
+	Failover failoverCmd `cmd:"" help:"Run the failover controller: place packages, fail them over, record lost nodes (any number of instances, one leads)."`
 	// New subcommands: add one field each above this line.
 }
 
