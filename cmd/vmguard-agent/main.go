@@ -1,0 +1,95 @@
+// Command vmguard-agent is the guest agent alone, for installing in VM
+// guests: the same flags and behaviour as `vmguard agent`
+// (guestagent/agentcmd), without the server, host manager, failover
+// controller and operator tools, and without nats-server linked in, so its
+// memory stays small. Exit codes: 0 ok, 1 error, 2 usage.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/vmguard/vmguard/guestagent/agentcmd"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit codes, as vmguard's.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+// cli is the agent's command line: vmguard's global --nats plus the agent's
+// options.
+type cli struct {
+	NATS             string      `name:"nats" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	Ver              versionFlag `name:"version" help:"Print the version and exit."`
+	agentcmd.Options `embed:""`
+}
+
+type versionFlag bool
+
+// BeforeReset prints the version when --version is given.
+func (versionFlag) BeforeReset(app *kong.Kong) error {
+	fmt.Fprintln(app.Stdout, "vmguard-agent", version)
+	app.Exit(exitOK)
+	return nil
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// exitPanic unwinds kong's Exit out of Parse.
+type exitPanic struct{}
+
+// run parses args, runs the agent until ctx ends and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+	var c cli
+	exited := false
+	parser, err := kong.New(&c,
+		kong.Name("vmguard-agent"),
+		kong.Description("The vmguard guest agent: runs, watches and reports processes inside a guest (the same as `vmguard agent`)."),
+		kong.UsageOnError(),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(c int) { exited = true; code = c; panic(exitPanic{}) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "vmguard-agent:", err)
+		return exitError
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(exitPanic); ok && exited {
+				return
+			}
+			panic(r)
+		}
+	}()
+	if _, err := parser.Parse(args); err != nil {
+		fmt.Fprintln(stderr, "vmguard-agent:", err)
+		return exitUsage
+	}
+	if err := c.Options.Run(ctx, c.NATS, stderr, version); err != nil {
+		fmt.Fprintln(stderr, "vmguard-agent:", err)
+		if _, ok := errors.AsType[*agentcmd.UsageError](err); ok {
+			return exitUsage
+		}
+		return exitError
+	}
+	return exitOK
+}

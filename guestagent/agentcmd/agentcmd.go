@@ -1,0 +1,102 @@
+// Package agentcmd is the guest agent's command line: its options and the
+// code that runs an agent from them. Both `vmguard agent` (cmd/vmguard) and
+// the slim guest binary `vmguard-agent` (cmd/vmguard-agent) use it, so the
+// two take the same flags and behave the same. It must not import
+// nats-server or anything else the slim binary does not need.
+package agentcmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+)
+
+// Options are the agent's flags (kong tags; --nats is the caller's).
+type Options struct {
+	Guest     string        `name:"guest" required:"" help:"Name of this guest (letters, digits, '-', '_')."`
+	Node      string        `name:"node" help:"Node the guest runs on. With it the agent fences: it runs processes only while it sees the node's lease renewed, and stops them all (reason fenced) when the lease lapses or NATS is unreachable for 0.6 of its ttl."`
+	MaxProcs  int           `name:"max-procs" default:"1024" help:"Most processes running at once."`
+	State     string        `name:"state" help:"Directory for the spool, output logs and lock (default .vmguard/agent/<guest>)."`
+	Heartbeat time.Duration `name:"heartbeat" default:"1s" help:"Heartbeat interval."`
+	LogMax    int64         `name:"log-max-bytes" default:"10485760" help:"Cap of each service's output log (rotated once to .1)."`
+	Verbose   bool          `name:"verbose" short:"v" help:"Log debug messages."`
+}
+
+// UsageError is an error in how the agent was called (exit code 2).
+type UsageError struct{ Err error }
+
+// Error implements error.
+func (e *UsageError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Run connects to NATS at natsURL and serves run/stop/list/ping for the
+// guest until ctx ends (SIGTERM), then stops its processes and delivers
+// their exits. It logs to stderr and reports version. Errors in the options
+// are *UsageError.
+func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, version string) error {
+	if err := o.check(); err != nil {
+		return &UsageError{err}
+	}
+	state := o.State
+	if state == "" {
+		state = filepath.Join(".vmguard", "agent", o.Guest)
+	}
+	level := slog.LevelInfo
+	if o.Verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The agent must start and keep its processes even while NATS is
+	// away: it spools their events and delivers them once it is back.
+	nc, err := nats.Connect(natsURL,
+		nats.Name("vmguard agent "+o.Guest),
+		nats.Timeout(5*time.Second),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectWait(250*time.Millisecond),
+	)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+	}
+	defer nc.Close()
+	a, err := guestagent.New(guestagent.Config{
+		Guest: o.Guest, Node: o.Node, Conn: nc, StateDir: state, MaxProcs: o.MaxProcs,
+		Heartbeat: o.Heartbeat, LogMaxBytes: o.LogMax, Version: version, Logger: logger,
+	})
+	if err != nil {
+		return &UsageError{err}
+	}
+	return a.Run(ctx)
+}
+
+// check validates the options with messages that name the flag.
+func (o *Options) check() error {
+	if err := events.CheckName("--guest", o.Guest); err != nil {
+		return err
+	}
+	if o.Node != "" {
+		if err := events.CheckName("--node", o.Node); err != nil {
+			return err
+		}
+	}
+	if o.MaxProcs < 1 {
+		return fmt.Errorf("--max-procs: %d, want at least 1", o.MaxProcs)
+	}
+	if o.Heartbeat <= 0 {
+		return fmt.Errorf("--heartbeat: %s, want more than 0", o.Heartbeat)
+	}
+	if o.LogMax < 1 {
+		return fmt.Errorf("--log-max-bytes: %d, want at least 1", o.LogMax)
+	}
+	return nil
+}
