@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -23,6 +24,11 @@ const (
 type LeaderValue struct {
 	// ID is the leading instance (Config.ID).
 	ID string `json:"id"`
+	// Run is unique to one Runner: a leader that lost its key only for a
+	// moment (a renewal that failed while the key stayed) takes it back
+	// when the key still names its Run, and never one of another
+	// instance that shares its ID.
+	Run string `json:"run"`
 	// Since is when it became leader, by its clock.
 	Since time.Time `json:"since"`
 	// TTLMS is the election TTL in milliseconds.
@@ -107,7 +113,7 @@ func (r *Runner) elect(ctx context.Context, kv jetstream.KeyValue, lead chan<- b
 func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
 	ttl := r.cfg.ElectionTTL
 	poll := min(ttl/6, 250*time.Millisecond)
-	val, _ := json.Marshal(LeaderValue{ID: r.cfg.ID, Since: r.cfg.Now().UTC(), TTLMS: ttl.Milliseconds()})
+	val := r.leaderValue()
 	var released <-chan jetstream.KeyValueEntry
 	if w, err := kv.Watch(ctx, LeaderKey, jetstream.UpdatesOnly()); err == nil {
 		defer func() { _ = w.Stop() }()
@@ -115,18 +121,31 @@ func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, b
 	}
 	var lastErr string
 	for {
-		_, err := kv.Get(ctx, LeaderKey)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
+		e, err := kv.Get(ctx, LeaderKey)
+		var prev uint64 // the revision to replace; 0: create
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			err = nil
+		case err == nil && r.ours(e.Value()):
+			prev = e.Revision()
+		case err == nil:
+			prev = math.MaxUint64 // someone else leads
+		}
+		if err == nil && prev != math.MaxUint64 {
 			start := r.mono()
 			cctx, cancel := context.WithTimeout(ctx, ttl)
 			var rev uint64
-			rev, err = kv.Create(cctx, LeaderKey, val)
+			if prev == 0 {
+				rev, err = kv.Create(cctx, LeaderKey, val)
+			} else {
+				rev, err = kv.Update(cctx, LeaderKey, val, prev)
+			}
 			cancel()
 			if err == nil {
 				r.validUntil.Store(start + int64(ttl))
 				return rev, true
 			}
-			if errors.Is(err, jetstream.ErrKeyExists) {
+			if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 				err = nil // another instance was faster
 			}
 		}
@@ -149,6 +168,18 @@ func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, b
 	}
 }
 
+// leaderValue is what this runner writes in the leader key.
+func (r *Runner) leaderValue() []byte {
+	b, _ := json.Marshal(LeaderValue{ID: r.cfg.ID, Run: r.run, Since: r.cfg.Now().UTC(), TTLMS: r.cfg.ElectionTTL.Milliseconds()})
+	return b
+}
+
+// ours reports whether a leader key's value names this runner.
+func (r *Runner) ours(b []byte) bool {
+	var v LeaderValue
+	return json.Unmarshal(b, &v) == nil && v.Run == r.run
+}
+
 // hold renews the leader key every TTL/3 with the revision it last wrote,
 // and returns when a renewal fails or ctx ends, with the last revision it
 // holds. A renewal that fails means another instance may lead: the main
@@ -156,7 +187,7 @@ func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, b
 // then it has already run out if the TTL passed without a renewal).
 func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) uint64 {
 	ttl := r.cfg.ElectionTTL
-	val, _ := json.Marshal(LeaderValue{ID: r.cfg.ID, Since: r.cfg.Now().UTC(), TTLMS: ttl.Milliseconds()})
+	val := r.leaderValue()
 	t := time.NewTicker(ttl / 3)
 	defer t.Stop()
 	for {
@@ -201,8 +232,7 @@ func (r *Runner) release(ctx context.Context, kv jetstream.KeyValue, rev uint64)
 		return
 	}
 	if err == nil {
-		var v LeaderValue
-		if json.Unmarshal(e.Value(), &v) != nil || v.ID != r.cfg.ID {
+		if !r.ours(e.Value()) {
 			return // someone else leads already
 		}
 		err = kv.Delete(dctx, LeaderKey, jetstream.LastRevision(e.Revision()))

@@ -144,6 +144,7 @@ type Runner struct {
 	cfg    Config
 	logger *slog.Logger
 	base   time.Time // monotonic reference of validUntil
+	run    string    // unique id of this runner in the leader key
 
 	running  atomic.Bool
 	caughtUp chan struct{}
@@ -187,6 +188,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg:      cfg,
 		logger:   cfg.Logger,
 		base:     time.Now(),
+		run:      events.NewID(),
 		caughtUp: make(chan struct{}),
 		reqs:     make(chan chan *State),
 		state:    &State{},

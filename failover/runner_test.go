@@ -339,3 +339,45 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	}
 	waitFor(t, time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
 }
+
+// TestLeaderTakesBackItsKey: a renewal that fails while the key still
+// names the leader (here the key is rewritten under it, as when a renewal's
+// ack is lost) costs the leader its lead only for a moment: it takes its
+// own key back at once instead of waiting for it to expire, and the
+// standby does not take over.
+func TestLeaderTakesBackItsKey(t *testing.T) {
+	env := newEnv(t)
+	const ttl = 2 * time.Second
+	cfg := Config{ElectionTTL: ttl, NoSnapshot: true}
+	a := env.start("a", cfg)
+	waitFor(t, ttl, "a to lead", a.Leader)
+	b := env.start("b", cfg)
+	<-b.CaughtUp()
+	kv, err := env.js.KeyValue(env.ctx, ElectionBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(env.ctx, LeaderKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(env.ctx, LeaderKey, e.Value()); err != nil {
+		t.Fatal(err)
+	}
+	rewritten := time.Now()
+	// a's next renewal (within ttl/3) fails on the revision; it takes the
+	// key back well before the rewritten key would expire.
+	waitFor(t, ttl, "a to lose and take back its key", func() bool {
+		cur, err := kv.Get(env.ctx, LeaderKey)
+		return err == nil && cur.Revision() > e.Revision()+1 && a.Leader()
+	})
+	if took := time.Since(rewritten); took > ttl*2/3 {
+		t.Errorf("a took %s to take its key back", took)
+	}
+	if b.Leader() || b.Stats().Leader {
+		t.Fatal("the standby leads")
+	}
+	if v, ok, err := CurrentLeader(env.ctx, env.js); err != nil || !ok || v.ID != "a" || v.Run != a.run {
+		t.Fatalf("leader key %+v %v %v", v, ok, err)
+	}
+}
