@@ -183,18 +183,38 @@ func BenchmarkRunToStarted(b *testing.B) {
 	})
 }
 
-// BenchmarkAgentRSS builds the vmguard binary, runs `vmguard agent` and
-// reports its resident memory (VmRSS) idle, with 1,000 processes, and after
-// stopping them. It measures once per run: use -benchtime=1x.
+// BenchmarkAgentRSS builds the agent binaries, runs each as an agent and
+// reports its resident memory (VmRSS, RssAnon, RssFile) idle, with 1,000
+// processes, and after stopping them: `vmguard agent` (the one binary, with
+// nats-server linked in), the slim `vmguard-agent`, and the slim one with
+// --node while a lease is renewed (fencing on). It measures once per run:
+// use -benchtime=1x.
 func BenchmarkAgentRSS(b *testing.B) {
+	for _, c := range []struct {
+		name, pkg string
+		args      []string
+		node      bool
+	}{
+		{"vmguard", "github.com/vmguard/vmguard/cmd/vmguard", []string{"agent"}, false},
+		{"vmguard-agent", "github.com/vmguard/vmguard/cmd/vmguard-agent", nil, false},
+		{"vmguard-agent-node", "github.com/vmguard/vmguard/cmd/vmguard-agent", nil, true},
+	} {
+		b.Run(c.name, func(b *testing.B) { agentRSS(b, c.pkg, c.args, c.node) })
+	}
+}
+
+func agentRSS(b *testing.B, pkg string, args []string, node bool) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		b.Skip("go tool not in PATH: cannot build vmguard")
+		b.Skip("go tool not in PATH: cannot build the agent")
 	}
-	bin := filepath.Join(b.TempDir(), "vmguard")
-	build := exec.Command(gobin, "build", "-o", bin, "github.com/vmguard/vmguard/cmd/vmguard")
+	bin := filepath.Join(b.TempDir(), "agent")
+	build := exec.Command(gobin, "build", "-o", bin, pkg)
 	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("build vmguard: %v\n%s", err, out)
+		b.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	if fi, err := os.Stat(bin); err == nil {
+		b.ReportMetric(float64(fi.Size())/1e6, "binary-MB")
 	}
 	s, err := natsd.Start(natsd.Config{StoreDir: b.TempDir(), Port: -1, Interval: true})
 	if err != nil {
@@ -207,7 +227,13 @@ func BenchmarkAgentRSS(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(bin, "agent", "--guest", "rss", "--nats", s.ClientURL(), "--state", b.TempDir())
+	args = append(args, "--guest", "rss", "--nats", s.ClientURL(), "--state", b.TempDir())
+	if node {
+		const ttl = 5 * time.Second
+		renewer(b, leaseBucket(b, s.ClientURL(), ttl), "node1", ttl)
+		args = append(args, "--node", "node1")
+	}
+	cmd := exec.Command(bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	defer func() {
@@ -230,7 +256,13 @@ func BenchmarkAgentRSS(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	idle, idleAnon, threadsIdle := procStatus(b, cmd.Process.Pid)
+	if node {
+		waitFor(b, 10*time.Second, "lease held", func() bool {
+			p, err := c.Ping(ctx)
+			return err == nil && p.Lease == guestagent.LeaseHeld
+		})
+	}
+	idle := procStatus(b, cmd.Process.Pid)
 
 	const n = 1000
 	var wg sync.WaitGroup
@@ -252,30 +284,35 @@ func BenchmarkAgentRSS(b *testing.B) {
 		p, err := c.Ping(ctx)
 		return err == nil && p.Running == n && p.Undelivered == 0
 	})
-	busy, busyAnon, threadsBusy := procStatus(b, cmd.Process.Pid)
+	busy := procStatus(b, cmd.Process.Pid)
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := c.Stop(sctx, guestagent.StopRequest{Package: "rss"}); err != nil {
 		b.Fatal(err)
 	}
-	after, _, _ := procStatus(b, cmd.Process.Pid)
-	b.ReportMetric(idle, "idle-RSS-MB")
-	b.ReportMetric(busy, "1000procs-RSS-MB")
-	b.ReportMetric(after, "after-stop-RSS-MB")
-	b.ReportMetric(idleAnon, "idle-RssAnon-MB")
-	b.ReportMetric(busyAnon, "1000procs-RssAnon-MB")
-	b.ReportMetric(threadsIdle, "idle-threads")
-	b.ReportMetric(threadsBusy, "1000procs-threads")
+	after := procStatus(b, cmd.Process.Pid)
+	b.ReportMetric(idle.rss, "idle-RSS-MB")
+	b.ReportMetric(idle.anon, "idle-RssAnon-MB")
+	b.ReportMetric(idle.file, "idle-RssFile-MB")
+	b.ReportMetric(idle.threads, "idle-threads")
+	b.ReportMetric(busy.rss, "1000procs-RSS-MB")
+	b.ReportMetric(busy.anon, "1000procs-RssAnon-MB")
+	b.ReportMetric(busy.threads, "1000procs-threads")
+	b.ReportMetric(after.rss, "after-stop-RSS-MB")
 }
 
-// procStatus returns VmRSS and RssAnon (the agent's own memory, without
-// the binary's mapped pages) in MB and the thread count of pid.
-func procStatus(b *testing.B, pid int) (rssMB, anonMB, threads float64) {
+// memStatus is what procStatus reads, sizes in MB.
+type memStatus struct{ rss, anon, file, threads float64 }
+
+// procStatus returns VmRSS, RssAnon (the agent's own memory), RssFile (the
+// binary's mapped pages) and the thread count of pid.
+func procStatus(b *testing.B, pid int) memStatus {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer f.Close()
+	var m memStatus
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), ":")
@@ -286,12 +323,14 @@ func procStatus(b *testing.B, pid int) (rssMB, anonMB, threads float64) {
 		n, _ := strconv.ParseFloat(fields[0], 64)
 		switch k {
 		case "VmRSS":
-			rssMB = n / 1024
+			m.rss = n / 1024
 		case "RssAnon":
-			anonMB = n / 1024
+			m.anon = n / 1024
+		case "RssFile":
+			m.file = n / 1024
 		case "Threads":
-			threads = n
+			m.threads = n
 		}
 	}
-	return rssMB, anonMB, threads
+	return m
 }

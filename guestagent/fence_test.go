@@ -17,7 +17,7 @@ import (
 )
 
 // leaseBucket creates the lease bucket with ttl on its own connection.
-func leaseBucket(t *testing.T, url string, ttl time.Duration) jetstream.KeyValue {
+func leaseBucket(t testing.TB, url string, ttl time.Duration) jetstream.KeyValue {
 	t.Helper()
 	js, err := jetstream.New(connect(t, url))
 	if err != nil {
@@ -45,7 +45,7 @@ func renew(t *testing.T, kv jetstream.KeyValue, node string, ttl time.Duration) 
 // renewer renews node's lease every lease.RenewEvery(ttl), as a host
 // manager does, until the returned function is called; that returns the
 // end of the last successful renewal.
-func renewer(t *testing.T, kv jetstream.KeyValue, node string, ttl time.Duration) (stop func() time.Time) {
+func renewer(t testing.TB, kv jetstream.KeyValue, node string, ttl time.Duration) (stop func() time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
