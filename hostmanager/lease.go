@@ -244,6 +244,10 @@ func (r *Runner) nodeWork(ctx context.Context) {
 	if !r.held {
 		return
 	}
+	if !r.nc.IsConnected() {
+		r.retryPackage(ctx, "")
+		return
+	}
 	if r.fenced && r.fenceSeq == 0 {
 		e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
 			Data: events.NodeFenced{Reason: r.fenceReason, Since: r.fenceTime.UTC()}}, r.now())

@@ -2,13 +2,17 @@ package hostmanager
 
 import (
 	"context"
+	"net"
 	"os/exec"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // startHost runs `vmguard host` for node as an OS process (so that it can be
@@ -199,5 +203,65 @@ func TestHostKill9NoDuplicateNoLostRestart(t *testing.T) {
 		}
 	}
 	t.Logf("%d restarts across 4 kill -9 of the host manager", len(decided))
+	e.checkInvariants()
+}
+
+// A host manager that cannot reach NATS cannot renew its lease: once
+// node_timeout has passed since its last renewal it kills its guests by
+// itself; when NATS is back it records node.fenced, the package halts
+// (fenced) and the node joins again.
+func TestRunnerSelfFencesWhenNATSUnreachable(t *testing.T) {
+	t.Parallel()
+	store := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg := natsd.Config{StoreDir: store, Port: port, Interval: true}
+	srv, err := natsd.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	e := newEnvOn(t, srv, nc)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]
+		restart: 3`))
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	pid := e.agentPID("node1", "webvm")
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	down := time.Now()
+	deadline := down.Add(20 * time.Second)
+	for isAliveProc(pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("the guest still runs long after the lease could not be renewed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("guest killed %s after NATS went away (node_timeout 3s)", time.Since(down).Round(time.Millisecond))
+
+	srv2, err := natsd.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv2.Shutdown)
+	e.waitFor("node.fenced", 30*time.Second, func(evs []events.Event) bool { return len(nodeEvents(evs, "node1", "node.fenced")) == 1 })
+	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	h, _ := last(e.events(), "web", "package.halted")
+	if r := h.Data.(events.PackageHalted).Reason; r != ReasonFenced {
+		t.Errorf("package.halted reason %q, want fenced", r)
+	}
+	e.waitFor("node.joined again", 30*time.Second, func(evs []events.Event) bool { return len(nodeEvents(evs, "node1", "node.joined")) == 2 })
 	e.checkInvariants()
 }

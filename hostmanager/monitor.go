@@ -33,6 +33,13 @@ func (r *Runner) checkGuests(ctx context.Context) {
 		timeout = config.DefaultGuestTimeout
 	}
 	now := time.Now()
+	if !r.nc.IsConnected() {
+		// Cut off from NATS the host sees no heartbeat from anyone: that
+		// says nothing about the guests. Each gets a full guest_timeout
+		// once the connection is back.
+		r.blind = now
+		return
+	}
 	for name, p := range r.st.Packages {
 		in := p.Inst
 		if in == nil || in.Guest.Phase != GuestUp {
@@ -52,8 +59,10 @@ func (r *Runner) checkGuests(ctx context.Context) {
 		beat := r.hb[guest]
 		r.hbMu.Unlock()
 		last := beat
-		if last.Before(w.since) {
-			last = w.since
+		for _, t := range []time.Time{w.since, r.blind} {
+			if last.Before(t) {
+				last = t
+			}
 		}
 		if now.Sub(last) <= timeout {
 			continue

@@ -104,6 +104,8 @@ type Runner struct {
 	resume      bool   // node.fenced was read back: process every package
 	shutdown    bool   // HaltOnExit is halting the node's packages
 
+	blind time.Time // when the monitor last found the connection down
+
 	results    chan result
 	wake       chan string
 	leaseEvent chan leaseEvent
@@ -417,6 +419,12 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 // applies it. It returns false on a conflict (the newer event, on its way,
 // triggers another round) or an error (retried later).
 func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event) bool {
+	if !r.nc.IsConnected() {
+		// Not into the reconnect buffer: a decision waiting there would
+		// hold the loop, and be stale when it arrives.
+		r.retryPackage(ctx, pkg)
+		return false
+	}
 	d = events.Stamp(d, r.now())
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
 	seq, err := r.log.Append(actx, d, r.st.Expect(pkg))

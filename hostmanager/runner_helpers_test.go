@@ -84,7 +84,12 @@ func (s *syncBuffer) String() string {
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	srv := natsd.StartTest(t)
-	nc := natsd.Connect(t, srv)
+	return newEnvOn(t, srv, natsd.Connect(t, srv))
+}
+
+// newEnvOn is newEnv on a server and connection the test manages.
+func newEnvOn(t *testing.T, srv *server.Server, nc *nats.Conn) *testEnv {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	l, err := events.Open(ctx, nc)
 	if err != nil {

@@ -65,6 +65,10 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		// Notice a dead connection within seconds (the default is minutes):
+		// the guest monitor must not count heartbeats it cannot see.
+		nats.PingInterval(time.Second),
+		nats.MaxPingsOutstanding(3),
 	)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w (is `vmguard server` or `vmguard up` running? set --nats or $NATS_URL)", g.NATS, err)
