@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +20,7 @@ const agentTimeout = 10 * time.Second
 
 // Retry waits of a failed action.
 const (
-	firstRetry = 100 * time.Millisecond
+	firstRetry = 25 * time.Millisecond
 	maxRetry   = 5 * time.Second
 )
 
@@ -176,7 +177,11 @@ func (r *Runner) finished(ctx context.Context, res result) {
 		rt.wait = min(max(2*rt.wait, firstRetry), maxRetry)
 		rt.at = r.now().Add(rt.wait)
 		r.retries[res.key] = rt
-		r.logger.Warn("action failed; retrying", "package", pkg, "kind", res.a.Kind, "service", res.a.Service.Name,
+		level := slog.LevelDebug // e.g. an agent that has not seen the node lease yet
+		if rt.wait >= time.Second {
+			level = slog.LevelWarn
+		}
+		r.logger.Log(ctx, level, "action failed; retrying", "package", pkg, "kind", res.a.Kind, "service", res.a.Service.Name,
 			"retry_in", rt.wait, "err", res.err)
 	}
 	r.process(ctx, pkg)

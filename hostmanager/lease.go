@@ -27,6 +27,9 @@ type leaseEvent struct {
 	// already stopped this node's guests.
 	reason string
 	at     time.Time
+	// superseded names the holder of another host manager instance of
+	// this node that took the lease: this one steps down.
+	superseded string
 }
 
 // startLease starts the lease keeper once the config (node_timeout) is
@@ -149,11 +152,19 @@ func (r *Runner) keepLease(ctx context.Context) {
 			}
 			lost := ""
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
-				if v, ok := r.ownLease(ctx, kv); ok {
+				v, holder, gerr := r.leaseHolder(ctx, kv)
+				switch {
+				case gerr == nil && holder == r.holder:
 					rev = v // our own renewal whose reply was lost
 					continue
+				case gerr == nil && holder != "":
+					// A newer host manager of this node took over (it
+					// adopts the guests): step down without touching them.
+					r.logger.Error("node lease taken by another host manager instance; stopping", "holder", holder)
+					send(leaseEvent{superseded: holder})
+					return
 				}
-				lost = "the node lease was deleted or taken by another holder"
+				lost = "the node lease was deleted or expired"
 			} else if !time.Now().Before(deadline) {
 				lost = "could not renew the node lease for node_timeout " + ttl.String() + ": " + err.Error()
 			}
@@ -172,20 +183,19 @@ func (r *Runner) keepLease(ctx context.Context) {
 	}
 }
 
-// ownLease returns the revision of the lease key if it holds this
-// instance's lease.
-func (r *Runner) ownLease(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
+// leaseHolder returns the revision and holder of the node's lease key.
+func (r *Runner) leaseHolder(ctx context.Context, kv jetstream.KeyValue) (uint64, string, error) {
 	gctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	e, err := kv.Get(gctx, r.node)
 	if err != nil {
-		return 0, false
+		return 0, "", err
 	}
 	v, err := lease.Decode(e.Value())
-	if err != nil || v.Holder != r.holder {
-		return 0, false
+	if err != nil {
+		return e.Revision(), "", nil
 	}
-	return e.Revision(), true
+	return e.Revision(), v.Holder, nil
 }
 
 // fence stops every guest of this node at once, through its driver, in
@@ -220,6 +230,14 @@ func (r *Runner) fence(ctx context.Context, why string) {
 
 // onLease reacts to the lease keeper.
 func (r *Runner) onLease(ctx context.Context, le leaseEvent) {
+	if le.superseded != "" {
+		r.superseded = true
+		r.held = false
+		for _, f := range r.flights {
+			f.cancel()
+		}
+		return
+	}
 	if !le.held {
 		r.held = false
 		if !r.fenced {
@@ -300,7 +318,7 @@ func (r *Runner) releaseLease(ctx context.Context) {
 	defer cancel()
 	kv, err := lease.Open(dctx, r.log.JetStream())
 	if err == nil {
-		if _, ok := r.ownLease(dctx, kv); !ok {
+		if _, holder, err := r.leaseHolder(dctx, kv); err != nil || holder != r.holder {
 			return
 		}
 		err = kv.Delete(dctx, r.node)

@@ -2,6 +2,7 @@ package hostmanager
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os/exec"
 	"syscall"
@@ -264,4 +265,31 @@ func TestRunnerSelfFencesWhenNATSUnreachable(t *testing.T) {
 	}
 	e.waitFor("node.joined again", 30*time.Second, func(evs []events.Event) bool { return len(nodeEvents(evs, "node1", "node.joined")) == 2 })
 	e.checkInvariants()
+}
+
+// A second host manager instance of the same node takes the lease over;
+// the first steps down without touching the guests (no fence).
+func TestRunnerSupersededByNewInstance(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]
+		restart: none`))
+	first := e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	pid := e.agentPID("node1", "webvm")
+	e.startRunner("node1", nil, nil)
+	if err := first.wait(t, 20*time.Second); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("first instance returned %v, want ErrSuperseded", err)
+	}
+	if !isAliveProc(pid) {
+		t.Error("the guest was stopped")
+	}
+	if n := len(nodeEvents(e.events(), "node1", "node.fenced")); n != 0 {
+		t.Errorf("node.fenced %d times", n)
+	}
+	if n := e.count("web", "guest.started"); n != 1 {
+		t.Errorf("guest.started %d times", n)
+	}
 }

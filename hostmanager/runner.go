@@ -104,7 +104,8 @@ type Runner struct {
 	resume      bool   // node.fenced was read back: process every package
 	shutdown    bool   // HaltOnExit is halting the node's packages
 
-	blind time.Time // when the monitor last found the connection down
+	blind      time.Time // when the monitor last found the connection down
+	superseded bool      // another instance of this node's host manager took the lease
 
 	results    chan result
 	wake       chan string
@@ -127,6 +128,11 @@ type Runner struct {
 
 // errCrashed is returned by Run when afterAppend asked it to stop at once.
 var errCrashed = errors.New("stopped by test hook")
+
+// ErrSuperseded is returned by Run when another host manager instance of
+// the same node took the node's lease: this one stepped down and left the
+// guests to it.
+var ErrSuperseded = errors.New("node lease taken by another host manager instance of this node")
 
 // NewRunner checks cfg and returns a runner.
 func NewRunner(cfg Config) (*Runner, error) {
@@ -237,6 +243,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	for {
 		if r.crashed {
 			return errCrashed
+		}
+		if r.superseded {
+			return fmt.Errorf("host manager of node %s: %w", r.node, ErrSuperseded)
 		}
 		if r.shutdown && r.allDown() {
 			r.releaseLease(lctx)

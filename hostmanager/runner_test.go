@@ -3,6 +3,7 @@ package hostmanager
 import (
 	"context"
 	"errors"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -288,5 +289,42 @@ func TestRunnerNodeJoinsOnce(t *testing.T) {
 	e.waitCount("web", "package.started", 1, 30*time.Second)
 	if n := joined(); n != 1 {
 		t.Errorf("node.joined %d times, want 1", n)
+	}
+}
+
+// A restart with backoff is sent only after its delay (a timer, not a sleep
+// in the loop): delay, then times factor, at most max.
+func TestRunnerBackoffDelaysRestarts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sh, -c, "exit 1"]
+		restart: 3
+		backoff: {delay: 200ms, factor: 2, max: 500ms}`))
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.failed", 1, 30*time.Second)
+	byID := map[string]events.Event{}
+	for _, ev := range e.pkgEvents("web") {
+		byID[ev.ID] = ev
+	}
+	var delays []int64
+	for _, ev := range e.pkgEvents("web") {
+		d, ok := ev.Data.(events.ProcessStarted)
+		if !ok {
+			continue
+		}
+		dec, ok := byID[d.RequestID]
+		if !ok {
+			continue // the first run: its request id is <guest.started id>/svc
+		}
+		r := dec.Data.(events.ServiceRestarting)
+		delays = append(delays, r.DelayMS)
+		if got := ev.Time.Sub(dec.Time); got < time.Duration(r.DelayMS)*time.Millisecond {
+			t.Errorf("restart %d started %s after its decision, before its delay %dms", r.Attempt, got, r.DelayMS)
+		}
+	}
+	if want := []int64{200, 400, 500}; !slices.Equal(delays, want) {
+		t.Errorf("delays %v, want %v", delays, want)
 	}
 }
