@@ -135,7 +135,7 @@ func New(cfg Config) (*Agent, error) {
 		bootID:   readBootID(),
 		procs:    make(map[string]*proc),
 		services: make(map[svcKey]*proc),
-		fence:    fence{kick: make(chan struct{}, 1)},
+		fence:    fence{kick: make(chan struct{}, 1), held: make(chan struct{}, 1)},
 	}
 	if cfg.Node != "" {
 		a.fence.state = LeaseWaiting
@@ -395,6 +395,10 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			return
 		}
 		a.mu.Lock()
+		if a.fence.state == LeaseWaiting {
+			a.mu.Unlock()
+			return // not ready for runs yet: see fence.held
+		}
 		hb := Heartbeat{Guest: a.cfg.Guest, Running: a.running, Version: a.cfg.Version, Time: time.Now().UTC(), Node: a.cfg.Node}
 		a.mu.Unlock()
 		if err := a.cfg.Conn.Publish(subj, mustJSON(hb)); err != nil {
@@ -409,6 +413,8 @@ func (a *Agent) heartbeats(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			beat()
+		case <-a.fence.held:
 			beat()
 		}
 	}

@@ -46,6 +46,10 @@ type fence struct {
 	// kick asks the watcher to watch afresh (after a lapse: the watch
 	// itself may be what went stale).
 	kick chan struct{}
+	// held wakes the heartbeat loop when the lease is first seen: heartbeats
+	// wait for it, so that a host manager, which counts a guest as started
+	// at its first heartbeat, does not send runs the agent would refuse.
+	held chan struct{}
 }
 
 // refusalLocked is the error a run gets while the lease is not held, or
@@ -236,6 +240,10 @@ func (a *Agent) renewed(ttl, age time.Duration) {
 	if a.fence.state != LeaseHeld {
 		a.log.Info("node lease held; accepting runs", "node", a.cfg.Node, "ttl", ttl, "was", a.fence.state)
 		a.fence.state, a.fence.why = LeaseHeld, ""
+		select {
+		case a.fence.held <- struct{}{}:
+		default:
+		}
 	}
 }
 
