@@ -458,9 +458,12 @@ func (r *Runner) becomeLeader(ctx context.Context) {
 	last, err := r.log.LastSeq(ctx)
 	if err != nil {
 		r.catchKnown = false // try again at the next reconcile tick
-		r.logger.Warn("read the log's last sequence", "err", err)
+		if ctx.Err() == nil {
+			r.warnOnce("last seq", "read the log's last sequence; not deciding until it can", "err", err)
+		}
 		return
 	}
+	r.recovered("last seq")
 	r.catchUpTo, r.catchKnown = last, true
 	r.checkReady(ctx)
 }
