@@ -104,8 +104,9 @@ type Runner struct {
 	resume      bool   // node.fenced was read back: process every package
 	shutdown    bool   // HaltOnExit is halting the node's packages
 
-	blind      time.Time // when the monitor last found the connection down
-	superseded bool      // another instance of this node's host manager took the lease
+	blind      time.Time                     // when the monitor last found the connection down
+	hbSubs     map[string]*nats.Subscription // guest -> its heartbeat subscription
+	superseded bool                          // another instance of this node's host manager took the lease
 
 	results    chan result
 	wake       chan string
@@ -180,9 +181,9 @@ func NewRunner(cfg Config) (*Runner, error) {
 		st:      NewState(cfg.Node),
 		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
 		retries: map[string]retry{}, watches: map[string]*watch{},
-		pkgRetry: map[string]*time.Timer{},
-		mayJoin:  true,
-		results:  make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
+		pkgRetry: map[string]*time.Timer{}, hbSubs: map[string]*nats.Subscription{},
+		mayJoin: true,
+		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
 	}
 	return r, nil
@@ -222,11 +223,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	last = max(last, r.st.Seq)
 	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages))
 
-	sub, err := r.nc.Subscribe(guestagent.HeartbeatSubject("*"), r.onHeartbeat)
-	if err != nil {
-		return fmt.Errorf("subscribe to heartbeats: %w", err)
+	defer func() {
+		for _, sub := range r.hbSubs {
+			_ = sub.Unsubscribe()
+		}
+	}()
+	for _, pkg := range r.st.PackageNames() {
+		r.noteLocal(pkg)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
 
 	in := make(chan item, 1024)
 	r.wg.Add(1)
@@ -507,16 +511,33 @@ func (r *Runner) allDown() bool {
 	return len(r.flights) == 0
 }
 
-// noteLocal records pkg's guest on this node for fencing.
+// noteLocal records pkg's guest on this node for fencing, and keeps a
+// heartbeat subscription for each guest that may run on this node.
 func (r *Runner) noteLocal(pkg string) {
 	p := r.st.Packages[pkg]
 	r.localMu.Lock()
-	defer r.localMu.Unlock()
+	old, had := r.local[pkg]
 	if p == nil || p.Inst == nil || p.Inst.Guest.Phase == GuestDown {
 		delete(r.local, pkg)
-		return
+	} else {
+		r.local[pkg] = GuestRef{Package: pkg, Node: r.node, Guest: p.Inst.Config.Guest}
 	}
-	r.local[pkg] = GuestRef{Package: pkg, Node: r.node, Guest: p.Inst.Config.Guest}
+	cur, has := r.local[pkg]
+	r.localMu.Unlock()
+	if had && (!has || cur.Name() != old.Name()) {
+		if sub := r.hbSubs[old.Name()]; sub != nil {
+			_ = sub.Unsubscribe()
+			delete(r.hbSubs, old.Name())
+		}
+	}
+	if has && r.hbSubs[cur.Name()] == nil {
+		sub, err := r.nc.Subscribe(guestagent.HeartbeatSubject(cur.Name()), r.onHeartbeat)
+		if err != nil {
+			r.logger.Warn("subscribe to guest heartbeats", "guest", cur.Name(), "err", err)
+			return
+		}
+		r.hbSubs[cur.Name()] = sub
+	}
 }
 
 // monitorEvery is how often guest heartbeats are checked.
