@@ -137,6 +137,13 @@ packages:
 		}
 		return false
 	}
+	var arrive []time.Duration
+	r.onHandle = func(e events.Event) {
+		if _, ok := e.Data.(events.ProcessExited); ok {
+			arrive = append(arrive, time.Since(e.Time))
+		}
+	}
+	defer func() { b.Logf("exit -> host reads it p50 %v p99 %v", pct(arrive, 50), pct(arrive, 99)) }()
 	defer func() {
 		b.Logf("host append of service.restarting p50 %v p99 %v", pct(appendDur, 50), pct(appendDur, 99))
 	}()

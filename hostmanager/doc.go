@@ -46,4 +46,41 @@
 // applied when they come back from the log: Action.GuestStarted and
 // Action.GuestStopped build them. Runs and stops of services are reported by
 // the guest agent (process.started, process.exited).
+//
+// # The runner
+//
+// Runner (runner.go) is that loop around the core, for `vmguard host
+// --node N` and for each node of `vmguard up` (several runners can share
+// one *events.Log in one process). It replays the log, then follows it from
+// the next sequence; malformed messages advance their package's sequence
+// (State.NoteSkipped), so an expected-sequence append never conflicts
+// forever. It acts only while it holds the node lease and has not fenced
+// itself. Actions run in goroutines, keyed by Action.Key; results come back
+// to the loop, which alone owns the State.
+//
+// Guest drivers (driver.go): "process" runs `vmguard agent --guest G --node
+// N` as a child in its own process group that outlives the host manager
+// (like a VM) and is found again through its pid file; "exec" runs the
+// configured start/stop/status argv templates. A guest counts as started
+// when the driver's start succeeded and its agent's first heartbeat (from
+// this node) arrived within guest.start_timeout.
+//
+// The guest monitor (monitor.go) appends guest.lost, once per guest start
+// and with the expected-sequence check, when no heartbeat came for
+// guest_timeout; not while the host itself is cut off from NATS.
+//
+// The node lease (lease.go, contract in internal/lease): taken at start
+// (then node.joined unless the log shows the node joined since its last
+// lost, fenced or halted), renewed every ttl/4. If it cannot be renewed for
+// ttl, or is found deleted or expired, the runner stops this node's guests
+// at once through their drivers (self-fencing, no log needed), takes the
+// lease again when it can, appends node.fenced (the core then forces the
+// guests off and records package.halted, reason fenced) and joins again. A
+// newer instance of the same node's host manager that takes the lease
+// supersedes this one: it steps down (Run returns ErrSuperseded) and leaves
+// the guests to it.
+//
+// With Config.HaltOnExit, a cancelled Run halts this node's packages
+// (package.halting reason node_shutdown, without `by`, so auto_run stays
+// on), waits until they are down, deletes the lease and returns.
 package hostmanager

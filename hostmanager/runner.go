@@ -124,6 +124,7 @@ type Runner struct {
 	// afterAppend, if set (tests), is called after each decision is
 	// appended; true makes Run return at once, as if killed.
 	afterAppend func(events.Event) bool
+	onHandle    func(events.Event)
 	crashed     bool
 }
 
@@ -341,6 +342,9 @@ func (r *Runner) handle(ctx context.Context, it item) {
 		return
 	}
 	e := it.e
+	if r.onHandle != nil {
+		r.onHandle(e)
+	}
 	if !r.apply(e) {
 		return
 	}
