@@ -292,7 +292,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	took := time.Since(start)
 	r.count(func(s *Stats) { s.CatchUp = took })
 	close(r.caughtUp)
-	r.logger.Info("failover controller caught up", "seq", r.state.Seq, "from_snapshot", r.snapSeq, "took", took.Round(time.Millisecond))
+	r.logger.Info("failover controller caught up", "seq", r.state.Seq, "from_snapshot", r.Stats().SnapshotSeq, "took", took.Round(time.Millisecond))
 
 	// The elector and the follower outlive ctx until the main loop is done,
 	// so that leadership is released only after the last decision.
