@@ -66,6 +66,14 @@ type Config struct {
 	// NoSnapshot neither loads nor writes snapshots: a cold start replays
 	// the whole log.
 	NoSnapshot bool
+	// StartGrace is how long, after it starts to lead, the controller waits
+	// for a node that has not joined yet (no node event at all: it may be
+	// starting with the cluster) before it places a package that was never
+	// placed on a node after it in the package's list, as Serviceguard
+	// waits for the cluster to form before it starts packages. Once that
+	// node joins the package is placed there at once. Default: the
+	// configuration's node_timeout; negative: do not wait.
+	StartGrace time.Duration
 	// NoElection makes this instance decide without a leader lease, as if
 	// it always led. Only for tests that prove the expected-sequence check
 	// alone keeps two deciding controllers from placing a package twice.
@@ -168,6 +176,8 @@ type Runner struct {
 	ready      bool   // leader and caught up with the log as of the election
 	catchUpTo  uint64 // the stream's last sequence when it became leader
 	catchKnown bool
+	readyAt    time.Time         // when it started deciding
+	held       map[string]bool   // packages whose first placement waits, logged once
 	pending    map[string]uint64 // own decisions in flight: subject key -> seq
 	leases     jetstream.KeyValue
 	lastSeen   map[string]time.Time
@@ -195,6 +205,7 @@ func New(cfg Config) (*Runner, error) {
 		pending:  map[string]uint64{},
 		lastSeen: map[string]time.Time{},
 		warned:   map[string]bool{},
+		held:     map[string]bool{},
 	}, nil
 }
 
@@ -474,7 +485,7 @@ func (r *Runner) checkReady(ctx context.Context) {
 	if !r.leader || r.ready || !r.catchKnown || r.state.Seq < r.catchUpTo {
 		return
 	}
-	r.ready = true
+	r.ready, r.readyAt = true, time.Now()
 	if r.deciding() {
 		r.emit(ctx, Reconcile(r.state))
 		r.checkLeases(ctx)
@@ -573,7 +584,7 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			return
 		}
 		key := pendingKey(e)
-		if r.pending[key] > r.state.Seq {
+		if r.pending[key] > r.state.Seq || r.holdFirstPlacement(e) {
 			continue
 		}
 		e = events.Stamp(e, r.cfg.Now())
@@ -601,4 +612,42 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			r.logger.Info("decided", "type", events.ShortType(e.Type()), "subject", e.Subject, "what", e.Summary(), "seq", seq, "cause", e.CauseID)
 		}
 	}
+}
+
+// holdFirstPlacement reports whether e, the first placement of a package
+// (auto_run, epoch 1), waits for a node before e's node in the package's
+// list that has not joined yet and may still be starting: during StartGrace
+// after this controller started deciding. Its join (Decide) or the first
+// Reconcile after the grace places the package.
+func (r *Runner) holdFirstPlacement(e events.Event) bool {
+	d, ok := e.Data.(events.PackagePlaced)
+	if !ok || d.Epoch != 1 || ReasonCode(d.Reason) != ReasonAutoRun || r.state.Config == nil {
+		return false
+	}
+	grace := r.cfg.StartGrace
+	if grace == 0 {
+		grace = r.state.Config.NodeTimeout.D()
+	}
+	if grace <= 0 || time.Since(r.readyAt) >= grace {
+		return false
+	}
+	cp, ok := r.state.Config.Package(e.Subject)
+	if !ok {
+		return false
+	}
+	p := r.state.Package(e.Subject)
+	for _, n := range cp.Nodes {
+		if n == d.Node {
+			return false
+		}
+		if ns := r.state.Node(n); (ns == nil || ns.Membership == MemberUnknown) && p.SwitchingEnabled(n) {
+			if !r.held[e.Subject] {
+				r.held[e.Subject] = true
+				r.logger.Info("first placement waits for a node of higher priority to join", "package", e.Subject,
+					"waiting_for", n, "else", d.Node, "at_most", (grace - time.Since(r.readyAt)).Round(time.Millisecond))
+			}
+			return true
+		}
+	}
+	return false
 }

@@ -406,3 +406,33 @@ func TestLeaderOnALongLog(t *testing.T) {
 		t.Fatalf("after the failure: %+v", nd)
 	}
 }
+
+// TestFirstPlacementWaitsForPreferredNode: when the cluster starts, a
+// package is not placed on its second node just because that node's host
+// joined a moment before the first one's: during the start grace the
+// controller waits for a node of higher priority that has not joined yet.
+// If it never joins, the package starts on the next node after the grace.
+func TestFirstPlacementWaitsForPreferredNode(t *testing.T) {
+	env := newEnv(t)
+	const grace = 2 * time.Second
+	env.holdLeases(5*time.Second, "node1", "node2", "node3")
+	c := testCluster(testPkg("web", "node1", "node2"), testPkg("db", "node3", "node2"))
+	env.config(c)
+	started := time.Now()
+	r := env.start("a", Config{ElectionTTL: time.Second, StartGrace: grace, ReconcileInterval: 100 * time.Millisecond, NoSnapshot: true})
+	waitFor(t, 5*time.Second, "a to lead", r.Leader)
+	env.add("node2", events.NodeJoined{})
+	settle(t, r)
+	if _, _, ok := env.lastPlaced("web"); ok {
+		t.Fatal("web placed on node2 while node1 may still join")
+	}
+	env.add("node1", events.NodeJoined{})
+	if d, _ := env.waitPlaced("web", 0, 5*time.Second); d.Node != "node1" {
+		t.Fatalf("web placed %+v, want node1", d)
+	}
+	// node3 never joins: db goes to node2 once the grace is over.
+	d, e := env.waitPlaced("db", 0, 5*time.Second)
+	if d.Node != "node2" || e.Time.Before(started.Add(grace)) {
+		t.Fatalf("db placed %+v at %s, want node2 after the grace (%s from %s)", d, e.Time, grace, started)
+	}
+}
