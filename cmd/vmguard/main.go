@@ -61,6 +61,8 @@ type cli struct {
 	Up      upCmd      `cmd:"" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
 
 	Failover failoverCmd `cmd:"" help:"Run the failover controller: place packages, fail them over, record lost nodes (any number of instances, one leads)."`
+
+	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
 	// New subcommands: add one field each above this line.
 }
 

@@ -1,0 +1,135 @@
+package guestauth
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// User is one user of a nats-server configuration.
+type User struct {
+	// Name and Password are the user's credentials.
+	Name     string
+	Password string
+	// Permissions restrict the user; nil gives full rights (hosts, the
+	// failover controller, operators).
+	Permissions *Permissions
+	// InProcessOnly limits the user to in-process connections: the one the
+	// embedded `vmguard server` opens to provision the stream, which
+	// presents no credentials (see the no_auth_user of
+	// examples/nats-guests.conf).
+	InProcessOnly bool
+	// Comment, if set, is written above the user's entry.
+	Comment string
+}
+
+// ServerPermissions returns p as nats-server permissions.
+func (p Permissions) ServerPermissions() *server.Permissions {
+	sp := &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: append([]string(nil), p.Publish...)},
+		Subscribe: &server.SubjectPermission{Allow: append([]string(nil), p.Subscribe...)},
+	}
+	if p.Responses > 0 {
+		sp.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: p.Responses}
+	}
+	return sp
+}
+
+// ServerUsers returns users as nats-server options users (server.Options
+// Users), for an embedded server in tests.
+func ServerUsers(users ...User) []*server.User {
+	out := make([]*server.User, 0, len(users))
+	for _, u := range users {
+		su := &server.User{Username: u.Name, Password: u.Password}
+		if u.Permissions != nil {
+			su.Permissions = u.Permissions.ServerPermissions()
+		}
+		if u.InProcessOnly {
+			su.AllowedConnectionTypes = map[string]struct{}{"IN_PROCESS": {}}
+		}
+		out = append(out, su)
+	}
+	return out
+}
+
+// Render returns u as one entry of a nats-server `authorization { users =
+// [ ... ] }` list, indented by indent.
+func Render(u User, indent string) string {
+	var b strings.Builder
+	w := func(depth int, format string, args ...any) {
+		b.WriteString(indent)
+		b.WriteString(strings.Repeat("  ", depth))
+		fmt.Fprintf(&b, format, args...)
+		b.WriteByte('\n')
+	}
+	for line := range strings.Lines(u.Comment) {
+		w(0, "# %s", strings.TrimRight(line, "\n"))
+	}
+	w(0, "{")
+	w(1, "user: %s", quote(u.Name))
+	w(1, "password: %s", quote(u.Password))
+	if u.InProcessOnly {
+		w(1, "allowed_connection_types: [%s]", quote("IN_PROCESS"))
+	}
+	if p := u.Permissions; p != nil {
+		w(1, "permissions: {")
+		list := func(name string, subjects []string) {
+			w(2, "%s: {", name)
+			w(3, "allow: [")
+			for _, s := range subjects {
+				w(4, "%s", quote(s))
+			}
+			w(3, "]")
+			w(2, "}")
+		}
+		list("publish", p.Publish)
+		list("subscribe", p.Subscribe)
+		if p.Responses > 0 {
+			w(2, "allow_responses: { max: 1, expires: %s }", quote(duration(p.Responses)))
+		}
+		w(1, "}")
+	}
+	w(0, "}")
+	return b.String()
+}
+
+// RenderAuthorization returns a whole nats-server `authorization` block
+// holding users.
+func RenderAuthorization(users []User, noAuthUser string) string {
+	var b strings.Builder
+	b.WriteString("authorization {\n")
+	if noAuthUser != "" {
+		fmt.Fprintf(&b, "  no_auth_user: %s\n", quote(noAuthUser))
+	}
+	b.WriteString("  users = [\n")
+	for _, u := range users {
+		b.WriteString(Render(u, "    "))
+	}
+	b.WriteString("  ]\n}\n")
+	return b.String()
+}
+
+// quote writes s as a double-quoted nats-server config string; quoted, a
+// leading $ is not a variable reference.
+func quote(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// duration formats d the way nats-server parses durations (Go syntax).
+func duration(d time.Duration) string { return d.String() }
