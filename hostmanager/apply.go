@@ -2,6 +2,7 @@ package hostmanager
 
 import (
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmguard/vmguard/config"
@@ -425,6 +426,10 @@ func (s *State) NoteSkipped(seq uint64, subject string) {
 			return
 		}
 		p.Seq = seq
+	} else if rest, ok := strings.CutPrefix(subject, "vmguard.events.node."); ok {
+		if node, _, ok := strings.Cut(rest, "."); ok && node != "" {
+			s.NodeSeqs[node] = max(s.NodeSeqs[node], seq)
+		}
 	}
 	s.Seq = max(s.Seq, seq)
 }

@@ -220,7 +220,7 @@ func TestNoteSkipped(t *testing.T) {
 		t.Fatalf("older skip changed the seq to %d", got)
 	}
 	s.NoteSkipped(9, events.NodeSubject("node2", "joined"))
-	if s.Seq != 9 || s.PackageSeq("web") != 7 {
-		t.Fatalf("seq %d, package seq %d", s.Seq, s.PackageSeq("web"))
+	if s.Seq != 9 || s.PackageSeq("web") != 7 || s.NodeSeqs["node2"] != 9 {
+		t.Fatalf("seq %d, package seq %d, node seq %d", s.Seq, s.PackageSeq("web"), s.NodeSeqs["node2"])
 	}
 }

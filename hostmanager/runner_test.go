@@ -328,3 +328,26 @@ func TestRunnerBackoffDelaysRestarts(t *testing.T) {
 		t.Errorf("delays %v, want %v", delays, want)
 	}
 }
+
+// A malformed message on the package's subjects is skipped by every reader;
+// it still advances the package's sequence, so the next decision's
+// expected-sequence append does not conflict forever. Here the decision is
+// the guest monitor's guest.lost, which no later event about the package
+// precedes.
+func TestRunnerSkippedMessageDoesNotBlockDecisions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("1", `
+		cmd: [sleep, "1000"]`))
+	e.startRunner("node1", nil, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	if _, err := e.log.JetStream().Publish(context.Background(), events.PackageSubject("web", "process", "exited"), []byte("not an event")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(e.agentPID("node1", "webvm"), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCount("web", "guest.lost", 1, 30*time.Second)
+	e.waitCount("web", "guest.started", 2, 30*time.Second)
+}
