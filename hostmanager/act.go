@@ -342,13 +342,10 @@ func (r *Runner) stopService(ctx context.Context, a Action) error {
 	rctx, cancel := context.WithTimeout(ctx, agentTimeout+halt)
 	defer cancel()
 	_, err = c.Stop(rctx, guestagent.StopRequest{RequestID: a.RequestID, HaltTimeout: config.Duration(halt)})
-	if errors.Is(err, guestagent.ErrNotFound) {
-		// The agent does not know it (a stray from another agent, or its
-		// memory was lost): nothing to stop there. A lost guest is forced
-		// off by the guest monitor.
-		r.logger.Warn("agent does not know the process to stop", "package", a.Package, "request_id", a.RequestID)
-		return nil
-	}
+	// An agent that does not know the request id (ErrNotFound) is retried
+	// too: with the process driver a fenced agent of the same guest on a
+	// node whose host manager died may still answer on the guest's
+	// subjects, and the request may reach the right agent next time.
 	return err
 }
 
