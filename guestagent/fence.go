@@ -159,7 +159,14 @@ func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream) (jet
 		cancelWatch()
 		return nil, nil, fmt.Errorf("watch lease %s: %w", a.cfg.Node, err)
 	}
-	return w, func() { _ = w.Stop(); cancelWatch() }, nil
+	// Stopping deletes the watch's consumer, a request that waits out
+	// nats.go's 5 s JetStream timeout when refused, as it is for a guest's
+	// least-privilege user (internal/guestauth; the server removes the
+	// consumer itself once nobody listens). Waiting for it would leave the
+	// lease unwatched that long after every reconnect and fence the guest, so
+	// the watch is stopped by cancelling its context: nats.go then
+	// unsubscribes and deletes in the background.
+	return w, cancelWatch, nil
 }
 
 // followLease applies the watch's entries until ctx ends, the watch ends,
