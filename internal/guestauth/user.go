@@ -96,13 +96,14 @@ func Render(u User, indent string) string {
 }
 
 // RenderAuthorization returns a whole nats-server `authorization` block
-// holding users.
+// holding users, preceded by `no_auth_user: <noAuthUser>` if that is set
+// (the user a client that presents no credentials connects as).
 func RenderAuthorization(users []User, noAuthUser string) string {
 	var b strings.Builder
-	b.WriteString("authorization {\n")
 	if noAuthUser != "" {
-		fmt.Fprintf(&b, "  no_auth_user: %s\n", quote(noAuthUser))
+		fmt.Fprintf(&b, "no_auth_user: %s\n", quote(noAuthUser))
 	}
+	b.WriteString("authorization {\n")
 	b.WriteString("  users = [\n")
 	for _, u := range users {
 		b.WriteString(Render(u, "    "))
