@@ -79,6 +79,9 @@ type Agent struct {
 	wg      sync.WaitGroup // process watchers and request goroutines
 
 	mu       sync.Mutex
+	svcMu    sync.Mutex       // guards svc
+	svc      micro.Service    // the micro service while serving
+	svcDone  bool             // stopped for good (shutdown)
 	procs    map[string]*proc // by request id: live ones and remembered exits
 	services map[svcKey]*proc // the live process of each service
 	exited   []string         // request ids of remembered exits, oldest first
@@ -191,8 +194,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		<-delivered
 	}()
 
-	svc, err := a.serve()
-	if err != nil {
+	if err := a.setServing(true); err != nil {
 		return err
 	}
 	a.log.Info("agent running", "subjects", Subject(a.cfg.Guest, "*"), "max_procs", a.cfg.MaxProcs)
@@ -201,9 +203,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.heartbeats(ctx)
 	stopFencing()
 
-	if err := svc.Stop(); err != nil {
-		a.log.Warn("stop micro service", "err", err)
-	}
+	a.stopServing()
 	a.shutdown()
 	a.flush(a.cfg.ShutdownTimeout)
 	return nil
@@ -350,6 +350,60 @@ func (a *Agent) evictLocked() {
 }
 
 // serve registers the micro service and its endpoints.
+// setServing starts or stops the micro service. A fenced agent stops
+// serving: after its node was lost, the package's guest may run again on
+// another node under the same guest name, and requests on the shared
+// subjects must reach that one only. It serves again once its lease is
+// renewed.
+func (a *Agent) setServing(on bool) error {
+	a.svcMu.Lock()
+	defer a.svcMu.Unlock()
+	return a.setServingLocked(on)
+}
+
+// stopServing stops the micro service for good, at shutdown.
+func (a *Agent) stopServing() {
+	a.svcMu.Lock()
+	defer a.svcMu.Unlock()
+	a.svcDone = true
+	if a.svc != nil {
+		if err := a.svc.Stop(); err != nil {
+			a.log.Debug("stop micro service", "err", err)
+		}
+		a.svc = nil
+	}
+}
+
+// setServingLocked is setServing with svcMu held.
+func (a *Agent) setServingLocked(on bool) error {
+	if a.svcDone || on == (a.svc != nil) {
+		return nil
+	}
+	if !on {
+		if !a.cfg.Conn.IsConnected() {
+			// A drain started while NATS is away never finishes, and would
+			// leave a subscription that answers nothing. Stop once it is back.
+			time.AfterFunc(250*time.Millisecond, a.syncServing)
+			return nil
+		}
+		if err := a.svc.Stop(); err != nil {
+			// Draining needs the connection: while NATS is away, try again
+			// until it is back (the agent still refuses runs meanwhile).
+			a.log.Debug("stop micro service; will retry", "err", err)
+			time.AfterFunc(250*time.Millisecond, a.syncServing)
+			return nil
+		}
+		a.svc = nil
+		return nil
+	}
+	svc, err := a.serve()
+	if err != nil {
+		return err
+	}
+	a.svc = svc
+	return nil
+}
+
 func (a *Agent) serve() (micro.Service, error) {
 	md := map[string]string{"guest": a.cfg.Guest}
 	if a.cfg.Node != "" {

@@ -234,7 +234,19 @@ func (a *Agent) renewed(ttl, age time.Duration) {
 		return // too old to count
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	becameHeld := false
+	defer func() {
+		a.mu.Unlock()
+		if becameHeld {
+			a.syncServing()
+			// Heartbeats wait for this, so that a host manager, which counts a
+			// guest as started at its first heartbeat, finds it serving.
+			select {
+			case a.fence.held <- struct{}{}:
+			default:
+			}
+		}
+	}()
 	a.fence.gen++
 	gen := a.fence.gen
 	if a.fence.timer != nil {
@@ -247,10 +259,21 @@ func (a *Agent) renewed(ttl, age time.Duration) {
 	if a.fence.state != LeaseHeld {
 		a.log.Info("node lease held; accepting runs", "node", a.cfg.Node, "ttl", ttl, "was", a.fence.state)
 		a.fence.state, a.fence.why = LeaseHeld, ""
-		select {
-		case a.fence.held <- struct{}{}:
-		default:
-		}
+		becameHeld = true
+	}
+}
+
+// syncServing serves requests unless the agent is fenced. svcMu is held
+// while the state is read, so that of a lapse and a renewal racing, the one
+// that acts last acts on the final state.
+func (a *Agent) syncServing() {
+	a.svcMu.Lock()
+	defer a.svcMu.Unlock()
+	a.mu.Lock()
+	want := a.fence.state != LeaseFenced
+	a.mu.Unlock()
+	if err := a.setServingLocked(want); err != nil {
+		a.log.Warn("serve requests", "err", err)
 	}
 }
 
@@ -279,8 +302,9 @@ func (a *Agent) lapse(gen uint64, why string) {
 	case a.fence.kick <- struct{}{}:
 	default:
 	}
-	a.log.Warn("node lease lapsed; fencing: stopping every process and refusing runs",
+	a.log.Warn("node lease lapsed; fencing: stopping every process and serving no requests",
 		"node", a.cfg.Node, "reason", why, "processes", len(live), "halt", halt)
+	a.syncServing()
 	for _, p := range live {
 		a.stopProc(p, ReasonFenced, min(p.haltTimeout, halt))
 	}
