@@ -3,7 +3,6 @@ package guestauth
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -87,7 +86,7 @@ func Render(u User, indent string) string {
 		list("publish", p.Publish)
 		list("subscribe", p.Subscribe)
 		if p.Responses > 0 {
-			w(2, "allow_responses: { max: 1, expires: %s }", quote(duration(p.Responses)))
+			w(2, "allow_responses: { max: 1, expires: %s }", quote(p.Responses.String()))
 		}
 		w(1, "}")
 	}
@@ -131,6 +130,3 @@ func quote(s string) string {
 	b.WriteByte('"')
 	return b.String()
 }
-
-// duration formats d the way nats-server parses durations (Go syntax).
-func duration(d time.Duration) string { return d.String() }
