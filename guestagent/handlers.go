@@ -11,6 +11,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/vmguard/vmguard/events"
@@ -32,13 +33,14 @@ func (a *Agent) handleRun(r micro.Request) {
 		replyError(r, badRequest(err))
 		return
 	}
+	ar := a.detach(r)
 	if !a.goRequest(func() {
 		reply, err := a.run(req)
 		if err != nil {
-			replyError(r, err)
+			ar.replyError(err)
 			return
 		}
-		_ = r.RespondJSON(reply)
+		ar.respondJSON(reply)
 	}) {
 		replyError(r, &RemoteError{CodeUnavailable, "agent is shutting down; retry on the next agent"})
 	}
@@ -54,13 +56,14 @@ func (a *Agent) handleStop(r micro.Request) {
 		replyError(r, badRequest(err))
 		return
 	}
+	ar := a.detach(r)
 	if !a.goRequest(func() {
 		reply, err := a.stop(req)
 		if err != nil {
-			replyError(r, err)
+			ar.replyError(err)
 			return
 		}
-		_ = r.RespondJSON(reply)
+		ar.respondJSON(reply)
 	}) {
 		replyError(r, &RemoteError{CodeUnavailable, "agent is shutting down; it stops every process itself"})
 	}
@@ -197,6 +200,38 @@ func decodeRequest(data []byte, v any, allowEmpty bool) error {
 }
 
 func badRequest(err error) error { return &RemoteError{CodeBadRequest, err.Error()} }
+
+// asyncReply answers a request from another goroutine than its handler's.
+// micro reads a request's error state when the handler returns, so replying
+// through the micro.Request later races with it; this publishes the same
+// reply (micro's error headers included) to the request's reply subject.
+type asyncReply struct {
+	nc    *nats.Conn
+	reply string
+}
+
+func (a *Agent) detach(r micro.Request) asyncReply { return asyncReply{nc: a.cfg.Conn, reply: r.Reply()} }
+
+func (ar asyncReply) respondJSON(v any) {
+	if ar.reply == "" {
+		return
+	}
+	_ = ar.nc.Publish(ar.reply, mustJSON(v))
+}
+
+func (ar asyncReply) replyError(err error) {
+	if ar.reply == "" {
+		return
+	}
+	var re *RemoteError
+	if !errors.As(err, &re) {
+		re = &RemoteError{CodeInternal, err.Error()}
+	}
+	m := nats.NewMsg(ar.reply)
+	m.Header.Set(micro.ErrorHeader, re.Message)
+	m.Header.Set(micro.ErrorCodeHeader, re.Code)
+	_ = ar.nc.PublishMsg(m)
+}
 
 // replyError sends err as a micro error reply.
 func replyError(r micro.Request, err error) {
