@@ -210,7 +210,9 @@ type asyncReply struct {
 	reply string
 }
 
-func (a *Agent) detach(r micro.Request) asyncReply { return asyncReply{nc: a.cfg.Conn, reply: r.Reply()} }
+func (a *Agent) detach(r micro.Request) asyncReply {
+	return asyncReply{nc: a.cfg.Conn, reply: r.Reply()}
+}
 
 func (ar asyncReply) respondJSON(v any) {
 	if ar.reply == "" {
