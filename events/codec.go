@@ -100,6 +100,27 @@ func (c *Codec) Decode(hdr nats.Header, body []byte) (Event, error) {
 	return c.fromCloudEvent(ce)
 }
 
+// DecodeStored decodes a message read from the log and checks that it is
+// stored where its type and subject say: the server's permissions bind a
+// writer (a guest, say) to subjects, not to what a body claims, so an event
+// whose body claims to be about another package, a node or the cluster than
+// the subject it was stored on is refused (ErrInvalid) — a guest allowed to
+// publish only its own process events cannot forge a placement this way.
+func (c *Codec) DecodeStored(subject string, hdr nats.Header, body []byte) (Event, error) {
+	e, err := c.Decode(hdr, body)
+	if err != nil {
+		return Event{}, err
+	}
+	want, err := SubjectOf(e)
+	if err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if want != subject {
+		return Event{}, fmt.Errorf("%w: a %s about %q belongs on %s, but was stored on %s", ErrInvalid, e.Type(), e.Subject, want, subject)
+	}
+	return e, nil
+}
+
 // envelope is a structured-mode CloudEvent as JSON. Decoding it with a fast
 // JSON decoder and then building the SDK's event is about five times faster
 // than the SDK's own UnmarshalJSON, which matters when a component rebuilds

@@ -234,7 +234,7 @@ func (l *Log) Last(ctx context.Context, subject string) (Event, bool, error) {
 	if err != nil {
 		return Event{}, false, fmt.Errorf("get last %s: %w", subject, err)
 	}
-	e, err := l.codec.Decode(raw.Header, raw.Data)
+	e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data)
 	if err != nil {
 		return Event{}, false, fmt.Errorf("decode event %d on %s: %w", raw.Sequence, subject, err)
 	}
@@ -248,7 +248,7 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("get event %d: %w", seq, err)
 	}
-	e, err := l.codec.Decode(raw.Header, raw.Data)
+	e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data)
 	if err != nil {
 		return Event{}, fmt.Errorf("decode event %d: %w", seq, err)
 	}

@@ -321,3 +321,35 @@ func TestFollowLiveAndResume(t *testing.T) {
 		t.Errorf("follow returned %v after cancel", err)
 	}
 }
+
+// TestForgedBodySkipped: a writer allowed only on one package's process
+// subjects publishes a valid event that claims to be something else (a
+// placement of another package, a node loss); readers refuse it.
+func TestForgedBodySkipped(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openLog(t)
+	for _, forged := range []events.Event{
+		events.New("/vmguard/guests/webvm/agent", "db", events.PackagePlaced{Node: "node9", Epoch: 7, Reason: "forged"}),
+		events.New("/vmguard/guests/webvm/agent", "node1", events.NodeLost{Reason: "forged"}),
+		events.New("/vmguard/guests/webvm/agent", "db", events.ProcessExited{Guest: "dbvm", Service: "s", PID: 1, RequestID: "r", Epoch: 1}),
+	} {
+		m, err := l.Codec().Encode(forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Subject = "vmguard.events.pkg.web.process.exited" // where the guest may write
+		if _, err := l.JetStream().PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	if _, err := l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 || l.Skipped() != 3 {
+		t.Errorf("forged events: %d read, %d skipped; want 0 read, 3 skipped", n, l.Skipped())
+	}
+	if _, err := l.Get(ctx, 1); !errors.Is(err, events.ErrInvalid) || !strings.Contains(err.Error(), "was stored on vmguard.events.pkg.web.process.exited") {
+		t.Errorf("Get of a forged event: %v", err)
+	}
+}

@@ -245,7 +245,7 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 
 // decode decodes one stored message, or counts and logs it as skipped.
 func (l *Log) decode(m jetstream.Msg, seq uint64) (Event, bool) {
-	e, err := l.codec.Decode(m.Headers(), m.Data())
+	e, err := l.codec.DecodeStored(m.Subject(), m.Headers(), m.Data())
 	if err != nil {
 		l.skipped.Add(1)
 		l.logger.Warn("skip malformed event", "seq", seq, "subject", m.Subject(), "err", err)
