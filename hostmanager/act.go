@@ -384,6 +384,12 @@ func (r *Runner) noteBeat(m *nats.Msg) bool {
 	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Guest == "" {
 		return false
 	}
+	// The subject, not the payload, says whose beat it is: a guest's NATS
+	// user may publish only on its own heartbeat subject, so a guest cannot
+	// keep another, dead guest from being reported lost.
+	if m.Subject != guestagent.HeartbeatSubject(hb.Guest) {
+		return false
+	}
 	if hb.Node != "" && hb.Node != r.node {
 		return false
 	}
