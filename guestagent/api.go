@@ -250,3 +250,8 @@ func (e *RemoteError) Error() string { return fmt.Sprintf("agent: %s (%s)", e.Me
 
 // Unwrap maps the code to its sentinel (ErrBadRequest, ErrNotFound, ...).
 func (e *RemoteError) Unwrap() error { return codeErrors[e.Code] }
+
+// InboxPrefix is the inbox prefix of a guest's agent connection
+// (nats.CustomInboxPrefix): replies to the agent come to inboxes of its own,
+// so that the guest's NATS user may read its own replies only.
+func InboxPrefix(guest string) string { return "_INBOX_" + guest }

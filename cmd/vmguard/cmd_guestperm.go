@@ -20,13 +20,17 @@ type guestPermCmd struct {
 	File        string   `name:"file" short:"f" type:"existingfile" placeholder:"cluster.yaml" help:"Take the guest's packages and their nodes from this cluster configuration (added to --package and --node)."`
 	User        string   `name:"user" help:"NATS user name (default: the guest's name)."`
 	PasswordEnv string   `name:"password-env" placeholder:"VAR" help:"Environment variable holding the user's password (default: a random password is generated and printed)."`
-	InboxPrefix string   `name:"inbox-prefix" placeholder:"PREFIX" help:"Inbox prefix of the agent's connection (default _INBOX, shared by every client: the guest can read every reply; a per-guest prefix such as _INBOX_<guest> needs an agent connected with it)."`
+	InboxPrefix string   `name:"inbox-prefix" placeholder:"PREFIX" help:"Inbox prefix of the agent's connection (default _INBOX_<guest>, which vmguard agent uses, so the guest receives its own replies only; _INBOX is shared by every client and would let the guest read every reply)."`
 }
 
 // Run prints the user entry to paste into the users list of a nats-server
 // authorization block.
 func (c *guestPermCmd) Run(ctx context.Context, g *globals) error {
-	guest := guestauth.Guest{Name: c.Guest, Packages: c.Packages, Nodes: c.Nodes, InboxPrefix: c.InboxPrefix}
+	inbox := c.InboxPrefix
+	if inbox == "" {
+		inbox = guestauth.InboxPrefix(c.Guest)
+	}
+	guest := guestauth.Guest{Name: c.Guest, Packages: c.Packages, Nodes: c.Nodes, InboxPrefix: inbox}
 	if c.File != "" {
 		cl, err := loadConfigFile(g, c.File)
 		if err != nil {

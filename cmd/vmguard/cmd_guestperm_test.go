@@ -70,7 +70,7 @@ func TestGuestPermissionsCommand(t *testing.T) {
 	if u == nil || u.Password != `s3cr"et` {
 		t.Fatalf("user web-agent: %+v\n%s", u, out)
 	}
-	checkPerms(t, u, guestauth.Guest{Name: "webvm", Packages: []string{"api", "web"}, Nodes: []string{"node1", "node2"}})
+	checkPerms(t, u, guestauth.Guest{Name: "webvm", Packages: []string{"api", "web"}, Nodes: []string{"node1", "node2"}, InboxPrefix: guestauth.InboxPrefix("webvm")})
 	if !strings.Contains(out, "vmguard agent --guest webvm --node <node>") {
 		t.Errorf("no agent hint:\n%s", out)
 	}
@@ -109,8 +109,8 @@ func TestServerWithGuestsConfig(t *testing.T) {
 	const example = "../../examples/nats-guests.conf"
 	_, users := parseUsers(t, mustRead(t, example))
 	for _, g := range []guestauth.Guest{
-		{Name: "webvm", Packages: []string{"web"}, Nodes: []string{"node1", "node2", "node3"}},
-		{Name: "dbvm", Packages: []string{"db"}, Nodes: []string{"node1", "node2", "node3"}},
+		{Name: "webvm", Packages: []string{"web"}, Nodes: []string{"node1", "node2", "node3"}, InboxPrefix: guestauth.InboxPrefix("webvm")},
+		{Name: "dbvm", Packages: []string{"db"}, Nodes: []string{"node1", "node2", "node3"}, InboxPrefix: guestauth.InboxPrefix("dbvm")},
 	} {
 		checkPerms(t, users[g.Name], g)
 	}
@@ -141,7 +141,7 @@ func TestServerWithGuestsConfig(t *testing.T) {
 	if _, err := admin.Append(ctx, events.New("/vmguard/cli/test", "node1", events.NodeHalted{Reason: "test"})); err != nil {
 		t.Fatalf("admin append: %v", err)
 	}
-	guest := dialLog(t, "nats://webvm:CHANGE-ME-webvm@"+strings.TrimPrefix(url, "nats://"))
+	guest := dialLog(t, "nats://webvm:CHANGE-ME-webvm@"+strings.TrimPrefix(url, "nats://"), nats.CustomInboxPrefix(guestauth.InboxPrefix("webvm")))
 	src := guestagent.Source("webvm")
 	if _, err := guest.Append(ctx, events.New(src, "web", events.ProcessStarted{
 		Guest: "webvm", Service: "httpd", PID: 1, RequestID: "r", Epoch: 1})); err != nil {

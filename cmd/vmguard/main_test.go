@@ -108,9 +108,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func dialLog(t *testing.T, url string) *events.Log {
+func dialLog(t *testing.T, url string, opts ...nats.Option) *events.Log {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,9 @@ func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, ver
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250*time.Millisecond),
+		// Replies to the agent come to inboxes of its own, so that its NATS
+		// user need not (and must not) read every client's replies.
+		nats.CustomInboxPrefix(guestagent.InboxPrefix(o.Guest)),
 	)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)

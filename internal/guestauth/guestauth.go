@@ -47,7 +47,7 @@ type Guest struct {
 // nats.CustomInboxPrefix(InboxPrefix(guest)) and a user made with
 // Guest.InboxPrefix set to it receives replies on its own inboxes only,
 // instead of being able to read every client's replies under _INBOX.>.
-func InboxPrefix(guest string) string { return "_INBOX_" + guest }
+func InboxPrefix(guest string) string { return guestagent.InboxPrefix(guest) }
 
 // Permissions are a NATS user's rights: the subjects it may publish to and
 // subscribe to (nothing else), and whether it may answer requests it
