@@ -47,23 +47,25 @@ func (versionFlag) BeforeReset(app *kong.Kong) error {
 type cli struct {
 	globals
 
-	Server  serverCmd  `cmd:"" help:"Run an embedded NATS server with JetStream holding the event log."`
-	Events  eventsCmd  `cmd:"" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
-	Bench   benchCmd   `cmd:"" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
-	Agent   agentCmd   `cmd:"" help:"Run the guest agent: run, watch and report processes inside a guest."`
-	Status  statusCmd  `cmd:"" help:"Show the cluster, its nodes and packages (cmviewcl); --at for any past moment."`
-	Explain explainCmd `cmd:"" help:"Show the chain of causes that put a package where it is."`
-	Pkg     pkgCmd     `cmd:"" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
-	Node    nodeCmd    `cmd:"" help:"Operator commands on a node: run, halt."`
-	Check   checkCmd   `cmd:"" help:"Check a cluster configuration file (cmcheckconf)."`
-	Apply   applyCmd   `cmd:"" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
-	Host    hostCmd    `cmd:"" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
-	Up      upCmd      `cmd:"" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
+	// Daemons.
+	Up       upCmd       `cmd:"" group:"Run" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
+	Server   serverCmd   `cmd:"" group:"Run" help:"Run an embedded NATS server with JetStream holding the event log."`
+	Host     hostCmd     `cmd:"" group:"Run" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
+	Failover failoverCmd `cmd:"" group:"Run" help:"Run the failover controller: place packages, fail them over, record lost nodes (any number of instances, one leads)."`
+	Agent    agentCmd    `cmd:"" group:"Run" help:"Run the guest agent: run, watch and report processes inside a guest."`
 
-	Failover failoverCmd `cmd:"" help:"Run the failover controller: place packages, fail them over, record lost nodes (any number of instances, one leads)."`
+	// Operator tools.
+	Status  statusCmd  `cmd:"" group:"Watch" help:"Show the cluster, its nodes and packages (cmviewcl); --at for any past moment."`
+	Events  eventsCmd  `cmd:"" group:"Watch" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
+	Explain explainCmd `cmd:"" group:"Watch" help:"Show the chain of causes that put a package where it is."`
+	Pkg     pkgCmd     `cmd:"" group:"Operate" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
+	Node    nodeCmd    `cmd:"" group:"Operate" help:"Operator commands on a node: run, halt."`
+	Check   checkCmd   `cmd:"" group:"Configure" help:"Check a cluster configuration file (cmcheckconf)."`
+	Apply   applyCmd   `cmd:"" group:"Configure" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
 
-	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
-	// New subcommands: add one field each above this line.
+	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" group:"Configure" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
+
+	Bench benchCmd `cmd:"" group:"Measure" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
 }
 
 func main() {
