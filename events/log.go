@@ -94,6 +94,26 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (je
 	return s, nil
 }
 
+// StreamReplicas returns the replica count of the VMGUARD stream as the
+// server has it now, and 1 if there is no stream yet. The key-value buckets
+// beside the log (node leases, the failover election, snapshots) are
+// created with the same count, so that `vmguard server --replicas 3` makes
+// the whole system R3.
+func StreamReplicas(ctx context.Context, js jetstream.JetStream) (int, error) {
+	s, err := js.Stream(ctx, StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read replicas of stream %s: %w", StreamName, err)
+	}
+	return max(s.CachedInfo().Config.Replicas, 1), nil
+}
+
+// Replicas returns the replica count of the log's stream as the server has
+// it now (see StreamReplicas).
+func (l *Log) Replicas(ctx context.Context) (int, error) { return StreamReplicas(ctx, l.js) }
+
 // Open binds a Log to the VMGUARD stream on nc, creating the stream if it
 // does not exist (unless WithoutCreate).
 func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
 )
 
 // The leader election: one key in a key-value bucket whose TTL is the
@@ -37,12 +39,17 @@ type LeaderValue struct {
 
 // ensureElection creates the election bucket or sets its TTL to ttl.
 func ensureElection(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
+	replicas, err := events.StreamReplicas(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("ensure election bucket: %w", err)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      ElectionBucket,
 		Description: "vmguard failover controller leader; the key expires when the leader stops renewing it",
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas, // as many as the log: a leader must survive what the log survives
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure election bucket: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
 )
 
 // Snapshots let a controller start without replaying the whole log: its
@@ -50,11 +51,16 @@ type snapshot struct {
 
 // ensureSnapshots creates the snapshot bucket if needed.
 func ensureSnapshots(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	replicas, err := events.StreamReplicas(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("ensure snapshot bucket: %w", err)
+	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      SnapshotBucket,
 		Description: "vmguard state snapshots for a fast cold start; safe to delete",
 		History:     1,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas, // as many as the log: a leader must survive what the log survives
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure snapshot bucket: %w", err)

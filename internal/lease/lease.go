@@ -6,7 +6,9 @@
 // A lease is one key in the JetStream key-value bucket "vmguard_leases": key =
 // node name, value = JSON Value. The bucket's TTL (MaxAge) is the cluster's
 // node_timeout, so the server itself removes a lease that is not renewed in
-// time; a missing key is an expired lease. Holders renew every TTL/4.
+// time; a missing key is an expired lease. Holders renew every TTL/4. The
+// bucket has as many replicas as the VMGUARD stream, so a clustered log keeps
+// its leases through the loss of a server.
 package lease
 
 import (
@@ -17,6 +19,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
 )
 
 // Bucket is the key-value bucket holding node leases.
@@ -62,9 +66,16 @@ func RenewEvery(ttl time.Duration) time.Duration { return ttl / 4 }
 func FenceAfter(ttl time.Duration) time.Duration { return ttl * 6 / 10 }
 
 // Ensure creates the lease bucket with TTL ttl, or updates its TTL to ttl.
+// The bucket gets the replica count of the VMGUARD stream (1 without one):
+// on a cluster whose log is R3 the leases are R3 too, or losing the one
+// server that held them would make every node look lost.
 func Ensure(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
 	if ttl <= 0 {
 		return nil, errors.New("lease ttl: must be positive")
+	}
+	replicas, err := events.StreamReplicas(ctx, js)
+	if err != nil {
+		return nil, fmt.Errorf("ensure lease bucket: %w", err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      Bucket,
@@ -72,6 +83,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jet
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure lease bucket: %w", err)

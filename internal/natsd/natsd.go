@@ -6,6 +6,7 @@ package natsd
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -13,15 +14,20 @@ import (
 
 // Config says how to run the embedded server.
 type Config struct {
-	// StoreDir is where JetStream keeps its files (required).
+	// StoreDir is where JetStream keeps its files; required unless the
+	// config file or DefaultStoreDir names one.
 	StoreDir string
+	// DefaultStoreDir is the store when neither StoreDir nor the config
+	// file's jetstream {store_dir} names one.
+	DefaultStoreDir string
 	// Host to listen on; default 127.0.0.1.
 	Host string
 	// Port for clients; -1 picks a free one, 0 means 4222.
 	Port int
 	// HTTPPort for monitoring; 0 disables it.
 	HTTPPort int
-	// Name of the server; default "vmguard".
+	// Name of the server; default the config file's server_name, else
+	// "vmguard". Every member of a cluster needs a name of its own.
 	Name string
 	// ConfigFile is a standard nats-server config file loaded first; the
 	// fields above override it where set.
@@ -35,6 +41,13 @@ type Config struct {
 	SyncInterval time.Duration
 	// Log enables the server's own logging to stderr.
 	Log bool
+	// ClusterName, ClusterPort and Routes make the server a member of a
+	// JetStream cluster listening for routes on ClusterPort (on Host),
+	// routed to the other members' nats-route:// URLs. A config file's
+	// cluster {} block does the same; these override it where set.
+	ClusterName string
+	ClusterPort int
+	Routes      []string
 }
 
 // Options builds nats-server options from c.
@@ -49,6 +62,9 @@ func (c Config) Options() (*server.Options, error) {
 	}
 	if c.StoreDir != "" {
 		opts.StoreDir = c.StoreDir
+	}
+	if opts.StoreDir == "" {
+		opts.StoreDir = c.DefaultStoreDir
 	}
 	if opts.StoreDir == "" {
 		return nil, errors.New("store dir: missing (use --store DIR)")
@@ -71,10 +87,27 @@ func (c Config) Options() (*server.Options, error) {
 			opts.HTTPHost = opts.Host
 		}
 	}
-	if c.Name != "" {
+	if c.ClusterPort != 0 {
+		opts.Cluster.Host, opts.Cluster.Port = opts.Host, c.ClusterPort
+	}
+	if c.ClusterName != "" {
+		opts.Cluster.Name = c.ClusterName
+	}
+	if len(c.Routes) > 0 {
+		opts.Routes = server.RoutesFromStr(strings.Join(c.Routes, ","))
+	}
+	clustered := opts.Cluster.Port != 0
+	switch {
+	case c.Name != "":
 		opts.ServerName = c.Name
-	} else if opts.ServerName == "" {
+	case opts.ServerName == "" && clustered:
+		// Members that share a name refuse each other's routes.
+		return nil, errors.New("server name: a cluster member needs a name of its own (--name, or server_name in the config)")
+	case opts.ServerName == "":
 		opts.ServerName = "vmguard"
+	}
+	if clustered && opts.Cluster.Name == "" {
+		return nil, errors.New("cluster name: a JetStream cluster needs one (name in the config's cluster {} block), the same on every member")
 	}
 	if c.Interval {
 		opts.SyncAlways = false

@@ -1,7 +1,13 @@
 package natsd
 
 import (
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -33,4 +39,193 @@ func Connect(t testing.TB, s *server.Server) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
+}
+
+// TestCluster is a JetStream cluster of embedded servers on loopback, for
+// tests. Its members keep their ports and stores, so a member that was shut
+// down can be started again as itself.
+type TestCluster struct {
+	t       testing.TB
+	mu      sync.Mutex
+	cfgs    []Config
+	servers []*server.Server // nil while a member is down
+}
+
+// StartCluster runs n embedded JetStream servers named n1..nN (cluster
+// "vmguard-test", interval mode, routes to each other on loopback, each with
+// its own store in a test temp dir), waits until they form the cluster (a
+// meta leader that sees every member) and shuts them down when the test
+// ends.
+func StartCluster(t testing.TB, n int) *TestCluster {
+	t.Helper()
+	ports := freePorts(t, 2*n)
+	c := &TestCluster{t: t, servers: make([]*server.Server, n)}
+	var routes []string
+	for i := range n {
+		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", ports[n+i]))
+	}
+	for i := range n {
+		c.cfgs = append(c.cfgs, Config{
+			StoreDir: t.TempDir(), Port: ports[i], Name: fmt.Sprintf("n%d", i+1), Interval: true,
+			ClusterName: "vmguard-test", ClusterPort: ports[n+i],
+			Routes: append(slices.Clone(routes[:i]), routes[i+1:]...),
+		})
+	}
+	t.Cleanup(func() {
+		for i := range n {
+			c.Shutdown(i)
+		}
+	})
+	// Start them together: each waits for the others before its JetStream
+	// is ready.
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- c.start(i) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("start cluster: %v", err)
+		}
+	}
+	c.WaitFormed(60 * time.Second)
+	return c
+}
+
+func (c *TestCluster) start(i int) error {
+	s, err := Start(c.cfgs[i])
+	if err != nil {
+		return fmt.Errorf("start %s: %w", c.cfgs[i].Name, err)
+	}
+	c.mu.Lock()
+	c.servers[i] = s
+	c.mu.Unlock()
+	return nil
+}
+
+// freePorts returns n distinct loopback TCP ports that were free a moment ago.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		defer l.Close() // held until all are picked, so they differ
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// Size is the number of members, up or down.
+func (c *TestCluster) Size() int { return len(c.cfgs) }
+
+// Server returns member i (0-based), nil while it is down.
+func (c *TestCluster) Server(i int) *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.servers[i]
+}
+
+// Name returns the server name of member i.
+func (c *TestCluster) Name(i int) string { return c.cfgs[i].Name }
+
+// URLs returns every member's client URL, comma-separated, for a client that
+// fails over between them.
+func (c *TestCluster) URLs() string {
+	var urls []string
+	for _, cfg := range c.cfgs {
+		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", cfg.Port))
+	}
+	return strings.Join(urls, ",")
+}
+
+// Connect opens a connection to the whole cluster (every member's URL,
+// reconnecting forever) that is closed when the test ends.
+func (c *TestCluster) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	opts = append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts...)
+	nc, err := nats.Connect(c.URLs(), opts...)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", c.URLs(), err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// Shutdown stops member i cleanly (its raft leaderships are handed over
+// first) and waits until it is down; a member that is down stays so.
+func (c *TestCluster) Shutdown(i int) {
+	c.mu.Lock()
+	s := c.servers[i]
+	c.servers[i] = nil
+	c.mu.Unlock()
+	if s != nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+	}
+}
+
+// Restart starts member i again with its ports and store.
+func (c *TestCluster) Restart(i int) {
+	c.t.Helper()
+	if c.Server(i) != nil {
+		c.t.Fatalf("restart %s: it is running", c.Name(i))
+	}
+	if err := c.start(i); err != nil {
+		c.t.Fatalf("restart: %v", err)
+	}
+}
+
+// StreamLeader returns the member that leads stream (account $G), or -1.
+func (c *TestCluster) StreamLeader(stream string) int {
+	for i := range c.cfgs {
+		if s := c.Server(i); s != nil && s.JetStreamIsStreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, stream) {
+			return i
+		}
+	}
+	return -1
+}
+
+// MetaLeader returns the member that leads the JetStream meta group, or -1.
+func (c *TestCluster) MetaLeader() int {
+	for i := range c.cfgs {
+		if s := c.Server(i); s != nil && s.JetStreamIsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitFormed waits up to d until a meta leader sees every running member
+// online and every running member is current with the meta group.
+func (c *TestCluster) WaitFormed(d time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for !c.formed() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("JetStream cluster did not form within %v", d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *TestCluster) formed() bool {
+	up := 0
+	for i := range c.cfgs {
+		s := c.Server(i)
+		if s == nil {
+			continue
+		}
+		up++
+		if !s.JetStreamIsCurrent() {
+			return false
+		}
+	}
+	l := c.MetaLeader()
+	if l < 0 {
+		return false
+	}
+	s := c.Server(l)
+	return s != nil && len(s.JetStreamClusterPeers()) >= up
 }

@@ -1,0 +1,96 @@
+package lease_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+func bucketReplicas(t *testing.T, js jetstream.JetStream, bucket string) int {
+	t.Helper()
+	kv, err := js.KeyValue(context.Background(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas
+}
+
+// TestEnsureSingleServer: one server, with or without the stream: R1.
+func TestEnsureSingleServer(t *testing.T) {
+	ctx := context.Background()
+	nc := natsd.Connect(t, natsd.StartTest(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lease.Ensure(ctx, js, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := bucketReplicas(t, js, lease.Bucket); n != 1 {
+		t.Errorf("lease bucket without a stream: R%d, want R1", n)
+	}
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lease.Ensure(ctx, js, 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := bucketReplicas(t, js, lease.Bucket); n != 1 {
+		t.Errorf("lease bucket beside an R1 stream: R%d, want R1", n)
+	}
+}
+
+// TestEnsureFollowsStreamReplicas: on a three-server cluster the lease
+// bucket gets the stream's replica count, and an R1 bucket made before the
+// stream was scaled up is scaled up by the next Ensure.
+func TestEnsureFollowsStreamReplicas(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := natsd.StartCluster(t, 3)
+	js, err := jetstream.New(c.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lease.Ensure(ctx, js, 4*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := bucketReplicas(t, js, lease.Bucket); n != 1 {
+		t.Errorf("lease bucket without a stream: R%d, want R1", n)
+	}
+	if _, err := events.EnsureStream(ctx, js, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := events.StreamReplicas(ctx, js); err != nil || n != 3 {
+		t.Fatalf("stream replicas: %d, %v; want 3", n, err)
+	}
+	kv, err := lease.Ensure(ctx, js, 4*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bucketReplicas(t, js, lease.Bucket); n != 3 {
+		t.Errorf("lease bucket beside an R3 stream: R%d, want R3", n)
+	}
+	// A write sent while the bucket changes its peers may go unanswered:
+	// holders retry with short timeouts, as here.
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := kv.Put(pctx, "node1", lease.Value{Node: "node1", TTLMS: 4000}.Encode())
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("put a lease into the scaled-up bucket: %v", err)
+		}
+	}
+}
