@@ -2,32 +2,41 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 type serverCmd struct {
-	Store    string        `name:"store" default:".vmguard/store" help:"Directory for JetStream's files."`
-	Host     string        `name:"host" default:"127.0.0.1" help:"Address to listen on."`
-	Port     int           `name:"port" default:"4222" help:"Client port."`
-	HTTP     int           `name:"http" default:"0" help:"Monitoring port (0: off)."`
-	Name     string        `name:"name" default:"vmguard" help:"Server name."`
-	Config   string        `name:"config" short:"c" type:"existingfile" help:"A nats-server config file for anything beyond these flags; flags override it."`
+	Store    string        `name:"store" help:"Directory for JetStream's files (default: the config's jetstream store_dir, else .vmguard/store)."`
+	Host     string        `name:"host" help:"Address to listen on (default: the config's host, else 127.0.0.1)."`
+	Port     int           `name:"port" help:"Client port (default: the config's port, else 4222)."`
+	HTTP     int           `name:"http" default:"0" help:"Monitoring port (0: the config's, else off)."`
+	Name     string        `name:"name" help:"Server name, unique in a cluster (default: the config's server_name, else vmguard)."`
+	Config   string        `name:"config" short:"c" type:"existingfile" help:"A nats-server config file for anything beyond these flags (a cluster {} block with routes, users); flags given override it."`
 	Interval bool          `name:"sync-interval" help:"Faster, less safe: flush to disk every --flush instead of fsyncing each event before acknowledging it. An acknowledged event can be lost on a power failure."`
 	Flush    time.Duration `name:"flush" default:"0s" help:"Flush interval with --sync-interval (0: JetStream's default, two minutes)."`
-	Replicas int           `name:"replicas" default:"1" help:"Replicas of the VMGUARD stream (clustered servers only)."`
+	Replicas int           `name:"replicas" default:"0" help:"Replicas of the VMGUARD stream and of vmguard's key-value buckets: 3 (or 5) on a cluster of that many servers. 0 keeps what the stream has, 1 for a new one."`
+	Wait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait for the JetStream cluster to form (a meta leader, and --replicas servers up) before giving up on the stream."`
 	Quiet    bool          `name:"quiet" short:"q" help:"Do not print the server's own log."`
 }
 
 // Run starts the server, provisions the stream and waits for a signal.
 func (c *serverCmd) Run(ctx context.Context, g *globals) error {
+	if c.Replicas < 0 || c.Replicas > 5 {
+		return fmt.Errorf("%w: --replicas %d: want 1 to 5 (0: keep the stream's)", errUsage, c.Replicas)
+	}
 	s, err := natsd.Start(natsd.Config{
-		StoreDir: c.Store, Host: c.Host, Port: c.Port, HTTPPort: c.HTTP, Name: c.Name,
+		StoreDir: c.Store, DefaultStoreDir: ".vmguard/store", Host: c.Host, Port: c.Port, HTTPPort: c.HTTP, Name: c.Name,
 		ConfigFile: c.Config, Interval: c.Interval, SyncInterval: c.Flush, Log: !c.Quiet,
 	})
 	if err != nil {
@@ -46,16 +55,132 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	if _, err := events.EnsureStream(ctx, js, c.Replicas); err != nil {
+	replicas, err := provision(ctx, js, c.Replicas, c.Wait, g.Stdout)
+	if err != nil {
 		return err
 	}
 	mode := "durable (fsync before every acknowledgement)"
 	if c.Interval {
 		mode = "interval (flush every " + c.Flush.String() + "; 0s = JetStream's 2m default)"
 	}
-	fmt.Fprintf(g.Stdout, "vmguard server %s listening on %s, store %s, stream %s ready, %s\n",
-		version, s.ClientURL(), c.Store, events.StreamName, mode)
+	where := ""
+	if s.JetStreamIsClustered() {
+		where = fmt.Sprintf(" (cluster member %s)", s.Name())
+	}
+	store := s.JetStreamConfig().StoreDir
+	fmt.Fprintf(g.Stdout, "vmguard server %s listening on %s%s, store %s, stream %s ready (R%d), %s\n",
+		version, s.ClientURL(), where, store, events.StreamName, replicas, mode)
 	<-ctx.Done()
 	fmt.Fprintln(g.Stdout, "vmguard server: shutting down")
 	return nil
+}
+
+// provision creates or updates the VMGUARD stream with replicas replicas
+// (0: the stream's count, 1 for a new stream) and brings the replica count
+// of vmguard's existing buckets in line with it; it returns the count. A
+// JetStream cluster refuses both until it has a meta leader (a majority of
+// its servers routed to each other) and, for R3, three servers up: it
+// retries for up to wait, saying what it waits for.
+func provision(ctx context.Context, js jetstream.JetStream, replicas int, wait time.Duration, out io.Writer) (int, error) {
+	deadline := time.Now().Add(wait)
+	var said string
+	for {
+		n, err := provisionOnce(ctx, js, replicas)
+		if err == nil {
+			if said != "" {
+				fmt.Fprintf(out, "vmguard server: JetStream cluster ready, stream %s provisioned\n", events.StreamName)
+			}
+			return n, nil
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("provision stream %s: %w", events.StreamName, ctx.Err())
+		}
+		if !transient(err) {
+			if isAPIError(err, 10074) { // replicas > 1 not supported in non-clustered mode
+				return 0, fmt.Errorf("%w: --replicas %d needs a JetStream cluster (a cluster {} block with routes in -c nats.conf; see examples/nats-cluster)", err, replicas)
+			}
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%w: the JetStream cluster did not become ready in --cluster-wait %v: it needs a majority of its servers up and routed to each other to elect a meta leader, and --replicas %d servers up for the stream; check that every server runs, has its own --name and the same cluster name, and that the routes reach each other", err, wait, max(replicas, 1))
+		}
+		if msg := waitReason(err); msg != said {
+			fmt.Fprintf(out, "vmguard server: waiting for the JetStream cluster (up to %v): %s\n", time.Until(deadline).Round(time.Second), msg)
+			said = msg
+		}
+		t := time.NewTimer(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// provisionOnce is one attempt of provision, each request bounded so that
+// an unanswered one (no meta leader yet) is tried again.
+func provisionOnce(ctx context.Context, js jetstream.JetStream, replicas int) (int, error) {
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if replicas == 0 {
+		n, err := events.StreamReplicas(actx, js)
+		if err != nil {
+			return 0, err
+		}
+		replicas = n
+	}
+	if _, err := events.EnsureStream(actx, js, replicas); err != nil {
+		return 0, err
+	}
+	// vmguard's key-value buckets beside the log follow its replica count.
+	for _, b := range []string{lease.Bucket, failover.ElectionBucket, failover.SnapshotBucket} {
+		s, err := js.Stream(actx, "KV_"+b)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue // created with the right count by whoever needs it first
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read bucket %s: %w", b, err)
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.Replicas == replicas {
+			continue
+		}
+		cfg.Replicas = replicas
+		if _, err := js.UpdateStream(actx, cfg); err != nil {
+			return 0, fmt.Errorf("set replicas of bucket %s to %d: %w", b, replicas, err)
+		}
+	}
+	return replicas, nil
+}
+
+// transient reports whether a provisioning error may pass once the
+// JetStream cluster has formed: no answer, no meta leader, not enough
+// servers for the replicas yet.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return true // timeouts, no responders, a connection still coming up
+	}
+	switch apiErr.ErrorCode {
+	case 10005, // no suitable peers for placement
+		10008, // JetStream system temporarily unavailable
+		10009, // cluster can not handle request
+		10023, // insufficient resources
+		10040: // peer not a member
+		return true
+	}
+	return apiErr.Code == 503
+}
+
+// waitReason says what provision waits for, given its last error.
+func waitReason(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) {
+		return "no answer from JetStream: no meta leader yet (a majority of the cluster's servers must be up and routed to each other)"
+	}
+	return err.Error()
+}
+
+func isAPIError(err error, code jetstream.ErrorCode) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == code
 }
