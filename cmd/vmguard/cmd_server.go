@@ -120,7 +120,7 @@ func provision(ctx context.Context, js jetstream.JetStream, replicas int, wait t
 // provisionOnce is one attempt of provision, each request bounded so that
 // an unanswered one (no meta leader yet) is tried again.
 func provisionOnce(ctx context.Context, js jetstream.JetStream, replicas int) (int, error) {
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if replicas == 0 {
 		n, err := events.StreamReplicas(actx, js)
