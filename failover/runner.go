@@ -278,16 +278,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	js := r.log.JetStream()
 	var election jetstream.KeyValue
 	if !r.cfg.NoElection {
-		kv, err := ensureElection(ctx, js, r.cfg.ElectionTTL)
-		if err != nil {
-			return err
+		kv, ok := r.ensureBucket(ctx, "election bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
+			return ensureElection(ctx, js, r.cfg.ElectionTTL)
+		})
+		if !ok {
+			return nil
 		}
 		election = kv
 	}
 	if !r.cfg.NoSnapshot {
-		kv, err := ensureSnapshots(ctx, js)
-		if err != nil {
-			return err
+		kv, ok := r.ensureBucket(ctx, "snapshot bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
+			return ensureSnapshots(ctx, js)
+		})
+		if !ok {
+			return nil
 		}
 		r.snaps = kv
 		r.loadSnapshot(ctx)
@@ -333,6 +337,31 @@ func (r *Runner) Run(ctx context.Context) error {
 	err := r.loop(ctx, items, lead, followErr)
 	r.validUntil.Store(0)
 	return err
+}
+
+// ensureBucket creates or updates a bucket with ensure, trying again every
+// half second while it fails (on a JetStream cluster an R3 bucket is not
+// made while a leader is being elected, or when a request goes unanswered);
+// false when ctx ended first.
+func (r *Runner) ensureBucket(ctx context.Context, what string, ensure func(context.Context) (jetstream.KeyValue, error)) (jetstream.KeyValue, bool) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := ensure(actx)
+		cancel()
+		if err == nil {
+			r.recovered(what)
+			return kv, true
+		}
+		if ctx.Err() != nil {
+			return nil, false
+		}
+		r.warnOnce(what, "ensure "+what+"; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // finalSnapshot writes a snapshot at the end of a run if the state moved

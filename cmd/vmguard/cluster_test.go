@@ -473,14 +473,24 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = hm.Run(ctx) }()
+		go func() {
+			defer wg.Done()
+			if err := hm.Run(ctx); err != nil {
+				t.Errorf("host manager %s: %v", node, err)
+			}
+		}()
 	}
 	fo, err := failover.New(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "cluster-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	wg.Add(1)
-	go func() { defer wg.Done(); _ = fo.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		if err := fo.Run(ctx); err != nil {
+			t.Errorf("failover controller: %v", err)
+		}
+	}()
 
 	started := cr.wait(30*time.Second, "app started", func(e events.Event) bool {
 		return e.Type() == events.TypePackageStarted && e.Subject == "app"
