@@ -211,7 +211,9 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 	if err != nil {
 		return fmt.Errorf("follow: create consumer: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch))
+	// A 1 s heartbeat (default 5 s): on a cluster, the ordered consumer notices
+	// a stopped server after two missed heartbeats and recreates itself.
+	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("follow: %w", err)
 	}

@@ -173,6 +173,8 @@ func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream) (jet
 // the connection comes back after a loss or the fence kicks it.
 func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, lastRev *uint64, reconnected <-chan nats.Status) {
 	initial := true // entries before the watch's nil marker are the key's current value
+	quiet := time.NewTimer(a.watchQuiet())
+	defer quiet.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -181,6 +183,14 @@ func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, lastRev
 			return
 		case <-a.fence.kick:
 			return
+		case <-quiet.C:
+			// No renewal for 1.5 renewal intervals: the watch's consumer may
+			// sit on a cluster server that went away (nothing tells a push
+			// consumer's client so for ~10 s); watch afresh before the fence.
+			if a.leaseHeld() {
+				return
+			}
+			quiet.Reset(a.watchQuiet())
 		case e, ok := <-w.Updates():
 			if !ok {
 				return
@@ -194,6 +204,7 @@ func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, lastRev
 			}
 			*lastRev = e.Revision()
 			a.leaseEntry(e, initial)
+			quiet.Reset(a.watchQuiet())
 		}
 	}
 }
@@ -319,4 +330,23 @@ func (a *Agent) lapse(gen uint64, why string) {
 			}
 		}
 	})
+}
+
+// watchQuiet is how long a lease watch may stay silent before it is
+// renewed: 1.5 renewal intervals of the lease's ttl.
+func (a *Agent) watchQuiet() time.Duration {
+	a.mu.Lock()
+	ttl := a.fence.ttl
+	a.mu.Unlock()
+	if ttl <= 0 {
+		return time.Second
+	}
+	return lease.RenewEvery(ttl) * 3 / 2
+}
+
+// leaseHeld reports whether the agent holds its node's lease.
+func (a *Agent) leaseHeld() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fence.state == LeaseHeld
 }

@@ -26,9 +26,12 @@ import (
 	"github.com/vmguard/vmguard/internal/lease"
 )
 
-// knownGaps: two defects outside the cluster code that this test measures
-// and reports (KNOWN GAP in its log) instead of failing on, until they are
-// fixed; set it to false then.
+// knownGaps: two weaknesses outside the cluster code that this test
+// measures and reports (KNOWN GAP in its log) instead of failing on. Both
+// were made rarer (a 1 s pull heartbeat in events.Log.Follow; the agent
+// re-watches its lease after 1.5 quiet renewal intervals), but a restart can
+// still wait ~11 s for the log follower, and an agent can still fence, now
+// and then (about one run in five); set it to false once they are gone.
 //   - A guest agent's lease watch is a KV watch, an ordered push consumer.
 //     If that consumer lived on the server that stopped, nats.go notices
 //     only after two missed 5 s heartbeats; the agent sees no renewal for
@@ -40,10 +43,12 @@ const knownGaps = true
 
 // clusterConfig: app runs two services until stopped (worker is the one the
 // test kills); probe never runs (auto_run off) and only carries the test's
-// own writes. Restarts are unlimited only because of knownGaps: a fence
-// stops both services, and each loss kills the worker once more.
+// own writes. node_timeout is 10s: when the lease bucket's leader stops, a
+// guest agent whose lease watch sat on it re-watches after 1.5 renewal
+// intervals and may wait ~2s for the bucket's new leader; it fences at 0.6
+// of node_timeout, which must leave room for that (4s did not, now and then).
 const clusterConfig = `cluster: ha
-node_timeout: 4s
+node_timeout: 10s
 guest_timeout: 3s
 nodes: [node1, node2]
 packages:
