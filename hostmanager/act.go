@@ -36,13 +36,30 @@ type result struct {
 	a   Action
 	key string
 	err error
+	pid int // RunService: the process the agent started
 }
 
 // retry is when a failed action may be tried again.
 type retry struct {
-	pkg  string
-	at   time.Time
-	wait time.Duration
+	pkg   string
+	at    time.Time
+	wait  time.Duration
+	since time.Time // the first failure
+}
+
+// stopTrack is a stop (StopService or StopGuest) on the escalation ladder:
+// when the log first asked for it and how many rungs it went up.
+type stopTrack struct {
+	pkg   string
+	since time.Time
+	rung  int
+}
+
+// accepted is a run the agent accepted whose process.started is awaited.
+type accepted struct {
+	pkg string
+	at  time.Time
+	pid int
 }
 
 // armed is a timer that wakes a package when a delayed action is due.
@@ -73,6 +90,16 @@ func (r *Runner) act(ctx context.Context, pkg string) {
 	for _, a := range acts {
 		k := a.Key()
 		want[k] = true
+		if a.Kind == StopService || a.Kind == StopGuest {
+			var step stepKind
+			a, k, step = r.ladder(ctx, a, k, now, want)
+			if step == stepFence && r.fenceFor(ctx, a) {
+				return
+			}
+		}
+		if a.Kind == RunService && r.done[pkg][k] > 0 && r.unreported(ctx, a, k, now, want) {
+			continue
+		}
 		if r.flights[k] != nil || r.done[pkg][k] > 0 {
 			guestBusy = guestBusy || isGuestAction(a.Kind)
 			continue
@@ -115,6 +142,115 @@ func (r *Runner) act(ctx context.Context, pkg string) {
 			delete(r.retries, k)
 		}
 	}
+	for k, tr := range r.stops {
+		if tr.pkg == pkg && !want[k] {
+			delete(r.stops, k)
+			delete(r.stopErr, k)
+		}
+	}
+	for k, ac := range r.accepted {
+		if ac.pkg == pkg && !want[k] {
+			delete(r.accepted, k)
+		}
+	}
+}
+
+// ladder returns the rung of the escalation ladder a stop has reached and
+// its key: a StopService whose process.exited has not come by its
+// stopDeadline becomes a forced StopGuest, a StopGuest whose driver failed
+// is forced, then fenced (escalate decides; this keeps the times and
+// counts, and a timer for the deadline).
+func (r *Runner) ladder(ctx context.Context, a Action, k string, now time.Time, want map[string]bool) (Action, string, stepKind) {
+	tr := r.stops[k]
+	if tr == nil {
+		tr = &stopTrack{pkg: a.Package, since: now}
+		r.stops[k] = tr
+	}
+	if a.Kind == StopService && tr.rung == 0 {
+		dl := stopDeadline(a, tr.since)
+		if now.Before(dl) {
+			want[k+"#deadline"] = true
+			r.arm(ctx, a.Package, k+"#deadline", dl)
+			return a, k, stepAct
+		}
+		tr.rung = 1
+	}
+	ea, step := escalate(a, tr.rung)
+	if ea.Kind == a.Kind {
+		return ea, k, step
+	}
+	k2 := ea.Key()
+	want[k2] = true
+	tr2 := r.stops[k2]
+	if tr2 == nil {
+		r.logger.Warn("service stop did not end in time; forcing the guest off", "package", a.Package, "service", a.Service.Name,
+			"request_id", a.RequestID, "pid", a.PID, "since", tr.since)
+		tr2 = &stopTrack{pkg: a.Package, since: now}
+		r.stops[k2] = tr2
+	}
+	ea, step = escalate(ea, tr2.rung)
+	return ea, k2, step
+}
+
+// fenceFor fences this node because a guest of a's package cannot be
+// stopped (its forced stop failed): every guest of the node is stopped
+// through its driver and node.fenced recorded, which releases the node's
+// placements so that the packages may run elsewhere. Once per package
+// epoch and runner: it returns false if this one already fenced for it,
+// and the forced stop is then retried with backoff.
+func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
+	id := fmt.Sprintf("%s/%d", a.Package, a.Epoch)
+	if r.fencedFor[id] {
+		return false
+	}
+	r.fencedFor[id] = true
+	why := clipReason(fmt.Sprintf("guest %s of package %s could not be stopped by its driver, forced: %s; node fenced for the package",
+		a.Guest.Name, a.Package, r.stopErr[a.Key()]))
+	r.logger.Error("fencing this node: a guest cannot be stopped", "package", a.Package, "guest", a.Guest.Name, "reason", why)
+	r.fenced, r.fenceReason, r.fenceTime, r.fenceSeq = true, why, r.now(), 0
+	for _, f := range r.flights {
+		f.cancel()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.fence(ctx, why)
+	}()
+	r.nodeWork(ctx)
+	return true
+}
+
+// unreported handles a run the agent accepted: if its process.started has
+// not come within ReportTimeout, the host manager records the process as
+// exited (the run counts as a failed start; the restart policy applies)
+// and reports true. It arms a timer for the bound otherwise.
+func (r *Runner) unreported(ctx context.Context, a Action, k string, now time.Time, want map[string]bool) bool {
+	ac := r.accepted[k]
+	if ac == nil || ac.pid <= 0 {
+		return false
+	}
+	dl := ac.at.Add(ReportTimeout)
+	if now.Before(dl) {
+		want[k+"#report"] = true
+		r.arm(ctx, a.Package, k+"#report", dl)
+		return false
+	}
+	delete(r.accepted, k)
+	r.logger.Error("no process.started for a run the agent accepted; counting it as a failed start", "package", a.Package,
+		"service", a.Service.Name, "request_id", a.RequestID, "pid", ac.pid, "waited", ReportTimeout)
+	x := events.Event{Source: HostSource(r.node), Subject: a.Package, CauseID: a.CauseID, Data: events.ProcessExited{
+		Guest: a.Guest.Name, Service: a.Service.Name, PID: ac.pid, ExitCode: -1, RequestID: a.RequestID, Epoch: a.Epoch,
+		Reason: ReasonUnreported,
+	}}
+	// A fact, appended by a goroutine like any action's result.
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := r.appendFact(ctx, x); err != nil && ctx.Err() == nil {
+			r.logger.Warn("append process.exited of an unreported run", "package", a.Package, "err", err)
+		}
+	}()
+	return true
 }
 
 // arm wakes pkg at at (once per key).
@@ -146,9 +282,9 @@ func (r *Runner) start(ctx context.Context, key string, a Action) {
 	go func() {
 		defer r.wg.Done()
 		defer cancel()
-		err := r.perform(actx, a)
+		pid, err := r.perform(actx, a)
 		select {
-		case r.results <- result{a: a, key: key, err: err}:
+		case r.results <- result{a: a, key: key, err: err, pid: pid}:
 		case <-ctx.Done():
 		}
 	}()
@@ -166,17 +302,26 @@ func (r *Runner) finished(ctx context.Context, res result) {
 		}
 		r.done[pkg][res.key]++
 		delete(r.retries, res.key)
+		if res.a.Kind == RunService {
+			r.accepted[res.key] = &accepted{pkg: pkg, at: r.now(), pid: res.pid}
+		}
 	case errors.Is(res.err, errNoStart):
 		r.logger.Error("service cannot be started", "package", pkg, "service", res.a.Service.Name, "err", res.err)
+		r.backoff(res.key, pkg) // not again at once, should the append fail
 		r.serviceCannotStart(ctx, res.a, res.err)
 	case f != nil && errors.Is(res.err, context.Canceled):
 		// Canceled by us: the log no longer asks for it.
 	default:
-		rt := r.retries[res.key]
-		rt.pkg = pkg
-		rt.wait = min(max(2*rt.wait, firstRetry), maxRetry)
-		rt.at = r.now().Add(rt.wait)
-		r.retries[res.key] = rt
+		rt := r.backoff(res.key, pkg)
+		if tr := r.stops[res.key]; tr != nil && res.a.Kind == StopGuest {
+			tr.rung++ // forced next, then fenced (escalate)
+			r.stopErr[res.key] = res.err.Error()
+		}
+		if res.a.Kind == RunService && r.now().Sub(rt.since) >= RunGiveUp {
+			r.logger.Error("service run not accepted in time; failing the service", "package", pkg, "service", res.a.Service.Name,
+				"for", RunGiveUp, "err", res.err)
+			r.serviceCannotStart(ctx, res.a, fmt.Errorf("run not accepted by the agent within %s: %w", RunGiveUp, res.err))
+		}
 		level := slog.LevelDebug // e.g. an agent that has not seen the node lease yet
 		if rt.wait >= time.Second {
 			level = slog.LevelWarn
@@ -185,6 +330,21 @@ func (r *Runner) finished(ctx context.Context, res result) {
 			"retry_in", rt.wait, "err", res.err)
 	}
 	r.process(ctx, pkg)
+}
+
+// backoff records a failure of the action key and when it may be tried
+// again: 25 ms, doubling, at most 5 s.
+func (r *Runner) backoff(key, pkg string) retry {
+	now := r.now()
+	rt, ok := r.retries[key]
+	if !ok {
+		rt.since = now
+	}
+	rt.pkg = pkg
+	rt.wait = min(max(2*rt.wait, firstRetry), maxRetry)
+	rt.at = now.Add(rt.wait)
+	r.retries[key] = rt
+	return rt
 }
 
 // serviceCannotStart appends service.failed for a run the agent could not
@@ -200,24 +360,25 @@ func (r *Runner) serviceCannotStart(ctx context.Context, a Action, cause error) 
 	}
 	d := events.Event{Source: r.st.Source(), Subject: a.Package, CauseID: a.CauseID, Data: events.ServiceFailed{
 		Service: a.Service.Name, Node: r.node, Epoch: a.Epoch, Restarts: sv.Restarts,
-		Reason: "cannot be started: " + cause.Error(),
+		Reason: clipReason("cannot be started: " + cause.Error()),
 	}}
 	r.appendDecision(ctx, a.Package, d)
 }
 
-// perform does one action and, for guest actions, appends its result.
-func (r *Runner) perform(ctx context.Context, a Action) error {
+// perform does one action and, for guest actions, appends its result. A
+// RunService returns the pid of the process the agent started.
+func (r *Runner) perform(ctx context.Context, a Action) (int, error) {
 	switch a.Kind {
 	case StartGuest:
-		return r.startGuest(ctx, a)
+		return 0, r.startGuest(ctx, a)
 	case StopGuest:
-		return r.stopGuest(ctx, a)
+		return 0, r.stopGuest(ctx, a)
 	case RunService:
 		return r.runService(ctx, a)
 	case StopService:
-		return r.stopService(ctx, a)
+		return 0, r.stopService(ctx, a)
 	}
-	return fmt.Errorf("perform %s: unknown action", a.Kind)
+	return 0, fmt.Errorf("perform %s: unknown action", a.Kind)
 }
 
 func (r *Runner) driver(name string) (Driver, error) {
@@ -290,11 +451,14 @@ func (r *Runner) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error {
 	}
 }
 
-// stopGuest stops the guest through its driver, then appends guest.stopped.
+// stopGuest stops the guest through its driver, within guestStopTimeout,
+// then appends guest.stopped.
 func (r *Runner) stopGuest(ctx context.Context, a Action) error {
 	drv, err := r.driver(a.Guest.Driver)
 	if err == nil {
-		err = drv.Stop(ctx, GuestRef{Package: a.Package, Node: r.node, Guest: a.Guest}, a.Force)
+		sctx, cancel := context.WithTimeout(ctx, guestStopTimeout(a.Guest))
+		err = drv.Stop(sctx, GuestRef{Package: a.Package, Node: r.node, Guest: a.Guest}, a.Force)
+		cancel()
 	}
 	if err != nil {
 		return fmt.Errorf("stop guest %s: %w", a.Guest.Name, err)
@@ -311,21 +475,24 @@ func (r *Runner) client(guest string) (*guestagent.Client, error) {
 
 // runService asks the agent to run the service under the decision's
 // request id; the agent deduplicates it and writes process.started.
-func (r *Runner) runService(ctx context.Context, a Action) error {
+func (r *Runner) runService(ctx context.Context, a Action) (int, error) {
 	c, err := r.client(a.Guest.Name)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
-	_, err = c.Run(rctx, guestagent.RunRequest{
+	rep, err := c.Run(rctx, guestagent.RunRequest{
 		Package: a.Package, Service: a.Service.Name, Argv: a.Service.Cmd, Env: a.Service.Env, Dir: a.Service.Dir,
 		RequestID: a.RequestID, CauseID: a.CauseID, Epoch: a.Epoch, HaltTimeout: a.Service.HaltTimeout,
 	})
 	if errors.Is(err, guestagent.ErrStart) || errors.Is(err, guestagent.ErrBadRequest) {
-		return fmt.Errorf("%w: %w", errNoStart, err)
+		return 0, fmt.Errorf("%w: %w", errNoStart, err)
 	}
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return rep.Process.PID, nil
 }
 
 // stopService asks the agent to stop the process of the request id; the
@@ -350,10 +517,14 @@ func (r *Runner) stopService(ctx context.Context, a Action) error {
 }
 
 // appendFact appends the result of an action, retrying with the same id
-// (stored once) until it is in the log or ctx ends.
+// (stored once) until it is in the log or ctx ends. A result the log
+// refuses as invalid (a bug) is logged and replaced once by its Fallback;
+// it is never retried, and neither is the action (which would run the
+// driver again).
 func (r *Runner) appendFact(ctx context.Context, e events.Event) error {
 	e = events.Stamp(e, r.now())
 	wait := firstRetry
+	fellBack := false
 	for {
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		_, err := r.log.Append(actx, e)
@@ -365,7 +536,14 @@ func (r *Runner) appendFact(ctx context.Context, e events.Event) error {
 			return ctx.Err()
 		}
 		if errors.Is(err, events.ErrInvalid) {
-			return err
+			fb, ok := Fallback(e)
+			if fellBack || !ok {
+				r.logger.Error("action result refused as invalid; not recorded", "package", e.Subject, "type", e.Type(), "err", err)
+				return nil
+			}
+			r.logger.Error("action result refused as invalid; appending a fallback", "package", e.Subject, "type", e.Type(), "err", err)
+			e, fellBack = events.Stamp(fb, r.now()), true
+			continue
 		}
 		r.logger.Warn("append result; retrying", "type", e.Type(), "err", err)
 		select {

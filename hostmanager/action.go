@@ -78,7 +78,7 @@ func (a Action) GuestStarted() events.Event {
 // StopGuest, or after a StartGuest that failed (reason says why).
 func (a Action) GuestStopped(reason string) events.Event {
 	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID,
-		Data: events.GuestStopped{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, Reason: reason}}
+		Data: events.GuestStopped{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, Reason: clipReason(reason)}}
 }
 
 // Pending returns the actions the log asks of this node for package pkg and

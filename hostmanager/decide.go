@@ -44,10 +44,10 @@ func Decide(s *State, pkg string) (events.Event, bool) {
 		return events.Event{}, false
 	}
 	if c.Halt != nil {
-		return d.event(c.Halt.ID, events.PackageHalted{Node: s.Node, Epoch: c.Epoch, Reason: c.Halt.Reason}), true
+		return d.event(c.Halt.ID, events.PackageHalted{Node: s.Node, Epoch: c.Epoch, Reason: clipReason(c.Halt.Reason)}), true
 	}
 	if _, ok := s.Config.Package(pkg); !ok {
-		return d.event(p.ReadyID, events.PackageFailed{Node: s.Node, Epoch: c.Epoch, Reason: "package " + pkg + " is not in the configuration in force"}), true
+		return d.event(p.ReadyID, events.PackageFailed{Node: s.Node, Epoch: c.Epoch, Reason: clipReason("package " + pkg + " is not in the configuration in force")}), true
 	}
 	return d.event(p.ReadyID, events.PackageStarting{Node: s.Node, Epoch: c.Epoch}), true
 }
@@ -68,9 +68,9 @@ func (d decider) instance(in *Instance) (events.Event, bool) {
 			return events.Event{}, false
 		}
 		if f := in.Failure; f != nil {
-			return d.event(in.LastID, events.PackageFailed{Node: node, Epoch: in.Epoch, Reason: f.Reason, Service: f.Service}), true
+			return d.event(in.LastID, events.PackageFailed{Node: node, Epoch: in.Epoch, Reason: clipReason(f.Reason), Service: f.Service}), true
 		}
-		return d.event(in.LastID, events.PackageHalted{Node: node, Epoch: in.Epoch, Reason: in.Halt.Reason}), true
+		return d.event(in.LastID, events.PackageHalted{Node: node, Epoch: in.Epoch, Reason: clipReason(in.Halt.Reason)}), true
 	}
 	if in.Guest.Phase != GuestUp {
 		return events.Event{}, false
@@ -89,7 +89,7 @@ func (d decider) instance(in *Instance) (events.Event, bool) {
 		}
 		return d.event(sv.Exit.ID, events.ServiceFailed{
 			Service: sv.Name, Node: node, Epoch: in.Epoch, Restarts: o.used,
-			Reason: exitText(sv.Exit) + ", restarts used up (restart: " + spec.Restart.String() + ")",
+			Reason: clipReason(exitText(sv.Exit) + ", restarts used up (restart: " + spec.Restart.String() + ")"),
 		}), true
 	}
 	if !in.Started {
@@ -106,3 +106,8 @@ func (d decider) instance(in *Instance) (events.Event, bool) {
 	}
 	return events.Event{}, false
 }
+
+// clipReason cuts a reason built from outside text (an operator's words,
+// an agent's reply, a driver's output, another event's reason) to the
+// schemas' limit, as valid UTF-8 that says it was cut.
+func clipReason(s string) string { return events.Clip(s, events.MaxReason) }

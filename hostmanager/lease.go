@@ -268,7 +268,7 @@ func (r *Runner) nodeWork(ctx context.Context) {
 	}
 	if r.fenced && r.fenceSeq == 0 {
 		e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
-			Data: events.NodeFenced{Reason: r.fenceReason, Since: r.fenceTime.UTC()}}, r.now())
+			Data: events.NodeFenced{Reason: clipReason(r.fenceReason), Since: r.fenceTime.UTC()}}, r.now())
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		seq, err := r.log.Append(actx, e)
 		cancel()

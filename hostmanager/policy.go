@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
 )
 
 // serviceSpec returns the policy of a service: from the config in force if
@@ -127,4 +128,95 @@ func exitText(x *Exit) string {
 // ceilMS rounds a delay up to whole milliseconds for delay_ms.
 func ceilMS(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+// StopGrace is how long a service stop may take beyond its halt_timeout
+// (the agent sends SIGTERM, then SIGKILL at halt_timeout) before the host
+// manager stops waiting for the process.exited that ends it: the reply and
+// the exit report need a moment, a process the agent does not know (a
+// forged or stale process.started) never produces one.
+const StopGrace = 3 * time.Second
+
+// stepKind is what an escalation step asks of the runner.
+type stepKind int
+
+const (
+	stepAct   stepKind = iota // perform the action
+	stepFence                 // fence the node for the package: the guest cannot be stopped
+)
+
+// stopDeadline returns when a StopService first sent at since has run out
+// of time: halt_timeout (default config.DefaultHaltTimeout) plus StopGrace.
+func stopDeadline(a Action, since time.Time) time.Time {
+	halt := a.Service.HaltTimeout.D()
+	if halt <= 0 {
+		halt = config.DefaultHaltTimeout
+	}
+	return since.Add(halt + StopGrace)
+}
+
+// escalate returns the rung of the ladder of DESIGN §8 a stop has reached
+// after rung failures or timeouts (0: none yet). Outcomes:
+//   - rung 0: the action as it is;
+//   - StopService, rung ≥ 1 (no process.exited by stopDeadline): stop the
+//     guest through its driver, forced; the reason names the process;
+//   - StopGuest not forced, rung 1 (the driver's stop failed): the same
+//     stop, forced;
+//   - StopGuest forced and rung ≥ 1, or rung ≥ 2: fence the node for the
+//     package (stepFence);
+//   - any other action: as it is.
+func escalate(a Action, rung int) (Action, stepKind) {
+	if rung <= 0 {
+		return a, stepAct
+	}
+	switch a.Kind {
+	case StopService:
+		g := a
+		g.Kind, g.Force, g.Service, g.RequestID, g.PID = StopGuest, true, config.Service{}, "", 0
+		halt := a.Service.HaltTimeout.D()
+		if halt <= 0 {
+			halt = config.DefaultHaltTimeout
+		}
+		g.Reason = events.Clip(fmt.Sprintf("process %d of service %s (request id %s) did not end within halt_timeout %s + %s; guest forced off",
+			a.PID, a.Service.Name, a.RequestID, halt, StopGrace), events.MaxReason)
+		return g, stepAct
+	case StopGuest:
+		if rung == 1 && !a.Force {
+			a.Force = true
+			return a, stepAct
+		}
+		a.Force = true
+		return a, stepFence
+	}
+	return a, stepAct
+}
+
+// ReasonUnreported is the reason of the process.exited the host manager
+// records for a run the agent accepted but never reported started.
+const ReasonUnreported = "not_reported"
+
+// Bounds of the runner's actions that are not in the configuration.
+const (
+	// ReportTimeout bounds the wait for the process.started of a run the
+	// agent accepted; after it the run counts as a failed start (the host
+	// manager records its process.exited) and the restart policy applies.
+	ReportTimeout = 10 * time.Second
+	// RunGiveUp bounds the retries of a run request the agent does not
+	// accept (no answer, busy, conflict); after it the service fails.
+	RunGiveUp = 30 * time.Second
+)
+
+// guestStopTimeout bounds one stop of a guest by its driver: for exec,
+// twice exec.timeout (the stop command, then the wait for status to say
+// down) plus a second; for the others the process driver's graceful wait
+// plus its wait after SIGKILL.
+func guestStopTimeout(g config.Guest) time.Duration {
+	if g.Exec != nil {
+		t := g.Exec.Timeout.D()
+		if t <= 0 {
+			t = config.DefaultExecTimeout
+		}
+		return 2*t + time.Second
+	}
+	return DefaultProcessStopTimeout + 15*time.Second
 }

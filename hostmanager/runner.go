@@ -89,6 +89,11 @@ type Runner struct {
 	retries  map[string]retry          // by key
 	watches  map[string]*watch         // pkg -> its guest's heartbeat watch
 	pkgRetry map[string]*time.Timer    // pkg -> a retry of a failed append
+	stops    map[string]*stopTrack     // by key: stops on the escalation ladder
+	stopErr  map[string]string         // by key: why a guest stop failed last
+	accepted map[string]*accepted      // by key: runs whose process.started is awaited
+	// fencedFor holds "<package>/<epoch>" the node fenced itself for.
+	fencedFor map[string]bool
 
 	// Node membership and the lease, owned by the loop goroutine.
 	held        bool   // the lease is held
@@ -183,6 +188,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
 		retries: map[string]retry{}, watches: map[string]*watch{},
 		pkgRetry: map[string]*time.Timer{}, hbSubs: map[string]*nats.Subscription{},
+		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
 		mayJoin: true,
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
@@ -446,6 +452,24 @@ func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event)
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
 	seq, err := r.log.Append(actx, d, r.st.Expect(pkg))
 	cancel()
+	if errors.Is(err, events.ErrInvalid) {
+		// A bug: what this node builds must fit the schemas. Record the
+		// decision without its text rather than retry it forever.
+		r.logger.Error("decision refused as invalid; appending a fallback", "package", pkg, "type", d.Type(), "err", err)
+		fb, ok := Fallback(d)
+		if !ok {
+			r.logger.Error("no fallback for an invalid decision; dropped until the log changes", "package", pkg, "type", d.Type())
+			return false
+		}
+		d = events.Stamp(fb, r.now())
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		seq, err = r.log.Append(actx, d, r.st.Expect(pkg))
+		cancel()
+		if errors.Is(err, events.ErrInvalid) {
+			r.logger.Error("fallback decision refused as invalid; dropped until the log changes", "package", pkg, "type", d.Type(), "err", err)
+			return false
+		}
+	}
 	if errors.Is(err, events.ErrConflict) {
 		r.logger.Debug("decision conflicts with a newer event; deciding again", "package", pkg, "type", d.Type())
 		return false

@@ -1,0 +1,266 @@
+package hostmanager
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
+)
+
+// The ladder of DESIGN §8, one rung at a time.
+func TestEscalate(t *testing.T) {
+	svc := Action{Kind: StopService, Package: "web", Epoch: 3, Guest: config.Guest{Name: "webvm"},
+		Service: config.Service{Name: "svc", HaltTimeout: config.Duration(time.Second)}, RequestID: "r1", PID: 42, CauseID: "c"}
+	guest := Action{Kind: StopGuest, Package: "web", Epoch: 3, Guest: config.Guest{Name: "webvm"}, Reason: "operator_halt", CauseID: "c"}
+	forced := guest
+	forced.Force = true
+	cases := []struct {
+		name  string
+		a     Action
+		rung  int
+		kind  ActionKind
+		force bool
+		step  stepKind
+	}{
+		{"service stop, in time", svc, 0, StopService, false, stepAct},
+		{"service stop, out of time: guest forced off", svc, 1, StopGuest, true, stepAct},
+		{"guest stop, first try", guest, 0, StopGuest, false, stepAct},
+		{"guest stop failed: forced", guest, 1, StopGuest, true, stepAct},
+		{"guest stop failed twice: fence", guest, 2, StopGuest, true, stepFence},
+		{"forced guest stop failed: fence", forced, 1, StopGuest, true, stepFence},
+		{"run service is never escalated", Action{Kind: RunService}, 3, RunService, false, stepAct},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, step := escalate(c.a, c.rung)
+			if got.Kind != c.kind || got.Force != c.force || step != c.step {
+				t.Fatalf("escalate(%s, %d) = %s force=%v step %d; want %s force=%v step %d", c.a.Kind, c.rung, got.Kind, got.Force, step, c.kind, c.force, c.step)
+			}
+			if got.Kind == StopGuest && c.a.Kind == StopService {
+				if got.Key() == c.a.Key() || got.CauseID != c.a.CauseID || got.RequestID != "" {
+					t.Fatalf("escalated action %+v", got)
+				}
+				if !strings.Contains(got.Reason, "did not end within halt_timeout 1s + 3s") || !strings.Contains(got.Reason, "r1") {
+					t.Fatalf("reason %q", got.Reason)
+				}
+			}
+		})
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if got, want := stopDeadline(svc, at), at.Add(time.Second+StopGrace); !got.Equal(want) {
+		t.Errorf("stopDeadline = %v, want %v", got, want)
+	}
+	noHalt := svc
+	noHalt.Service.HaltTimeout = 0
+	if got, want := stopDeadline(noHalt, at), at.Add(config.DefaultHaltTimeout+StopGrace); !got.Equal(want) {
+		t.Errorf("stopDeadline without halt_timeout = %v, want %v", got, want)
+	}
+}
+
+// Every fallback the runner may append is valid whatever the text of the
+// event it replaces, and keeps its type, cause and decision.
+func TestFallback(t *testing.T) {
+	codec, err := events.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("\xff\x1b[31m", 1<<12)
+	for _, d := range []events.Payload{
+		events.GuestStopped{Guest: "g", Node: "n1", Epoch: 1, Reason: huge},
+		events.ServiceFailed{Service: "s", Node: "n1", Epoch: 1, Reason: huge},
+		events.PackageFailed{Node: "n1", Epoch: 1, Reason: huge, Service: "s"},
+		events.PackageHalted{Node: "n1", Epoch: 1, Reason: huge},
+		events.PackageHalting{Node: "n1", Epoch: 1, Reason: huge, By: huge},
+		events.NodeFenced{Reason: huge},
+	} {
+		subject := "web"
+		if _, ok := d.(events.NodeFenced); ok {
+			subject = "n1"
+		}
+		e := events.Event{ID: "x", Source: "/vmguard/nodes/n1/host", Subject: subject, CauseID: "c", Data: d, Time: time.Now(), Seq: 9}
+		if _, err := codec.Encode(e); err == nil {
+			t.Fatalf("%s: the test event should be invalid", e.Type())
+		}
+		fb, ok := Fallback(e)
+		if !ok {
+			t.Fatalf("%s: no fallback", e.Type())
+		}
+		if fb.Type() != e.Type() || fb.CauseID != "c" || fb.Subject != subject || fb.ID != "" || fb.Seq != 0 {
+			t.Fatalf("fallback %+v", fb)
+		}
+		fb = events.Stamp(fb, time.Now())
+		if _, err := codec.Encode(fb); err != nil {
+			t.Errorf("%s fallback invalid: %v", e.Type(), err)
+		}
+	}
+	if _, ok := Fallback(events.Event{Data: events.PackageStarted{Node: "n1", Epoch: 1}}); ok {
+		t.Error("a fallback for an event without a reason")
+	}
+}
+
+// verbose is what a guest's start command writes to stderr before it
+// exits 1, as a sh snippet.
+var verbose = map[string]string{
+	"4KB":     `head -c 4096 /dev/zero | tr '\0' x >&2`,
+	"1MB":     `head -c 1048576 /dev/zero | tr '\0' y >&2`,
+	"invalid": `i=0; while [ $i -lt 600 ]; do printf 'ok\377\376\300' >&2; i=$((i+1)); done`,
+	"escapes": `i=0; while [ $i -lt 300 ]; do printf '\033[31mred\033]0;title\007\033[2J\r' >&2; i=$((i+1)); done`,
+}
+
+// A guest whose start command prints a lot (4 KB, 1 MB, invalid UTF-8,
+// terminal escapes) and exits 1 fails its package on the first node, with
+// a reason cut to the schema's limit, and the package runs on the second
+// node: the failover after the failure takes well under a second.
+func TestVerboseGuestStartFailsOver(t *testing.T) {
+	t.Parallel()
+	for name, noise := range verbose {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			gd := t.TempDir()
+			script := filepath.Join(gd, "start.sh")
+			// $1 node, $2 guest.
+			body := `if [ "$1" = node1 ]; then ` + noise + `; exit 1; fi
+` + vmguardBin + ` agent --guest "$2" --node "$1" --heartbeat 200ms --nats ` + e.srv.ClientURL() + ` --state ` + gd + `/"$2" >>` + gd + `/"$2".log 2>&1 &
+echo $! > ` + gd + `/"$2".pid
+`
+			if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			pidf := gd + "/{{.Guest}}.pid"
+			e.applyConfig(`cluster: test
+node_timeout: 3s
+guest_timeout: 2s
+nodes: [node1, node2]
+packages:
+  - name: db
+    nodes: [node1, node2]
+    guest:
+      name: dbvm
+      driver: exec
+      start_timeout: 20s
+      exec:
+        start: [sh, ` + script + `, "{{.Node}}", "{{.Guest}}"]
+        stop: [sh, -c, "test -f ` + pidf + ` && kill $(cat ` + pidf + `) 2>/dev/null; rm -f ` + pidf + `; true"]
+        status: [sh, -c, "test -f ` + pidf + ` && st=$(ps -o stat= -p $(cat ` + pidf + `)) && case $st in Z*) exit 1;; esac"]
+        timeout: 10s
+    services:
+      - name: pg
+        cmd: [sleep, "1000"]
+        halt_timeout: 1s
+`)
+			e.startRunner("node1", nil, nil)
+			e.startRunner("node2", nil, nil)
+			fo, err := failover.New(failover.Config{Log: e.log, ID: "test-" + name,
+				Logger: slog.New(slog.NewTextHandler(e.logs, nil)).With("component", "failover")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); _ = fo.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+
+			var failed, placed, starting, started events.Event
+			e.waitFor("db started on node2", 60*time.Second, func(evs []events.Event) bool {
+				for _, ev := range evs {
+					switch d := ev.Data.(type) {
+					case events.PackageFailed:
+						if d.Node == "node1" && failed.ID == "" {
+							failed = ev
+						}
+					case events.PackagePlaced:
+						if d.Node == "node2" && placed.ID == "" {
+							placed = ev
+						}
+					case events.PackageStarting:
+						if d.Node == "node2" && starting.ID == "" {
+							starting = ev
+						}
+					case events.PackageStarted:
+						if d.Node == "node2" {
+							started = ev
+							return true
+						}
+					}
+				}
+				return false
+			})
+			if failed.ID == "" || placed.ID == "" {
+				t.Fatalf("no package.failed on node1 (%v) or no package.placed on node2 (%v)", failed.ID, placed.ID)
+			}
+			r := failed.Data.(events.PackageFailed).Reason
+			if n := utf8.RuneCountInString(r); n > events.MaxReason || !utf8.ValidString(r) {
+				t.Errorf("package.failed reason: %d characters (max %d), valid UTF-8 %v", n, events.MaxReason, utf8.ValidString(r))
+			}
+			if !strings.Contains(r, "did not start") || !strings.Contains(r, "exit status 1") {
+				t.Errorf("package.failed reason does not say what failed: %.200q", r)
+			}
+			gs, _ := last(e.events(), "db", "guest.stopped")
+			if gr := gs.Data.(events.GuestStopped).Reason; !strings.Contains(gr, "…(cut ") {
+				t.Errorf("guest.stopped reason does not say it was cut: %.200q", gr)
+			}
+			// Failover: from the failure on node1 to the start on node2
+			// (the rest is the agent's boot, measured and logged).
+			if d := starting.Time.Sub(failed.Time); d > time.Second {
+				t.Errorf("package.failed on node1 -> package.starting on node2 took %s, want under 1s", d)
+			}
+			t.Logf("%s: failed on node1 -> placed on node2 %s, -> started on node2 %s; reason %d characters",
+				name, placed.Time.Sub(failed.Time).Round(time.Millisecond), started.Time.Sub(failed.Time).Round(time.Millisecond), utf8.RuneCountInString(r))
+			if n := e.count("db", "guest.stopped"); n != 1 {
+				t.Errorf("%d guest.stopped on node1: the failed start was retried", n)
+			}
+			e.checkInvariants()
+		})
+	}
+}
+
+// A process.started with a request id no agent knows (a guest's user may
+// publish on the package's subjects) does not hold a halt: the stop of
+// that stray is not answered, and after halt_timeout + StopGrace the guest
+// is forced off through its driver and the halt ends.
+func TestForgedProcessStartedDoesNotBlockHalt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", "cmd: [sleep, \"1000\"]"))
+	e.startRunner("node1", nil, nil)
+	epoch := e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	ps, _ := last(e.events(), "web", "package.started")
+	forged := e.append(events.Event{Source: "/vmguard/guests/webvm/agent", Subject: "web", CauseID: ps.ID, Data: events.ProcessStarted{
+		Guest: "webvm", Service: "svc", PID: 999999, RequestID: "forged-" + events.NewID(), Epoch: epoch}})
+	e.waitFor("the host manager to read the forged event", 10*time.Second, func(evs []events.Event) bool {
+		return len(evs) > 0 && evs[len(evs)-1].Seq >= forged.Seq
+	})
+	halting := e.append(events.Event{Source: "/vmguard/cli/test", Subject: "web", Data: events.PackageHalting{Node: "node1", Epoch: epoch, Reason: "operator_halt", By: "test"}})
+	const haltTimeout = time.Second // testYAML
+	bound := haltTimeout + StopGrace
+	// The bound plus the forced stop by the process driver (SIGKILL) and
+	// slack for a loaded machine.
+	e.waitCount("web", "package.halted", 1, bound+20*time.Second)
+	halted, _ := last(e.events(), "web", "package.halted")
+	took := halted.Time.Sub(halting.Time)
+	t.Logf("halt with a forged stray: %s (halt_timeout %s + StopGrace %s)", took.Round(time.Millisecond), haltTimeout, StopGrace)
+	if took < bound {
+		t.Errorf("halted after %s, before the bound %s: the stray was not waited for", took, bound)
+	}
+	if took > bound+10*time.Second {
+		t.Errorf("halted after %s, want within %s + 10s", took, bound)
+	}
+	gs, _ := last(e.events(), "web", "guest.stopped")
+	if r := gs.Data.(events.GuestStopped).Reason; !strings.Contains(r, "did not end within halt_timeout") || !strings.Contains(r, forged.Data.(events.ProcessStarted).RequestID) {
+		t.Errorf("guest.stopped reason %q", r)
+	}
+	if d := halted.Data.(events.PackageHalted); d.Reason != "operator_halt" {
+		t.Errorf("package.halted = %+v", d)
+	}
+	e.checkInvariants()
+}
