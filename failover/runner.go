@@ -120,7 +120,10 @@ func (c Config) withDefaults() (Config, error) {
 
 // Stats counts what a Runner did; read it with Runner.Stats.
 type Stats struct {
-	// Seq is the stream sequence of the last event applied.
+	// Seq is the stream sequence of the last event applied and answered:
+	// any decision the event led to has been appended (or refused) before
+	// Seq reaches it, so a Seq at the log's end means nothing it read is
+	// still on its way.
 	Seq uint64
 	// Leader reports whether the instance holds the leader lease now.
 	Leader bool
@@ -387,6 +390,7 @@ func (r *Runner) catchUp(ctx context.Context) error {
 		}
 		return nil
 	})
+	r.answered() // nothing to answer while catching up
 	if err != nil {
 		return fmt.Errorf("catch up with the log: %w", err)
 	}
@@ -527,6 +531,7 @@ func (r *Runner) deciding() bool { return r.leader && r.ready && r.Leader() }
 
 // handle applies one message of the log and, while deciding, answers it.
 func (r *Runner) handle(ctx context.Context, it item) {
+	defer r.answered()
 	if it.skipped {
 		r.skip(it.e.Seq, it.subject)
 		r.checkReady(ctx)
@@ -565,9 +570,12 @@ func (r *Runner) skip(seq uint64, subject string) {
 	r.advanced()
 }
 
+// answered publishes the state's sequence in Stats.Seq once what it
+// applied has been answered.
+func (r *Runner) answered() { r.seq.Store(r.state.Seq) }
+
 func (r *Runner) advanced() {
 	r.sinceSnap++
-	r.seq.Store(r.state.Seq)
 	for k, seq := range r.pending {
 		if seq <= r.state.Seq {
 			delete(r.pending, k)
