@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeConf(t *testing.T, conf string) string {
@@ -98,5 +99,38 @@ func TestExampleClusterConfigs(t *testing.T) {
 	}
 	if len(names) != 3 || len(clients) != 3 || len(stores) != 3 {
 		t.Errorf("names %v, ports %v, stores %v: want three of each", names, clients, stores)
+	}
+}
+
+// TestSyncModes: a server started with the zero Config fsyncs every write
+// before acknowledging it (the running server's JetStream config says
+// sync_always), Interval switches that off for a flush interval, and the
+// test helper's servers run in interval mode (so the durable default is
+// tested here and by the CLI tests, not by every other test).
+func TestSyncModes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		cfg      Config
+		always   bool
+		interval time.Duration
+	}{
+		{"default", Config{}, true, 0},
+		{"interval", Config{Interval: true, SyncInterval: 3 * time.Second}, false, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.StoreDir, tc.cfg.Port = t.TempDir(), -1
+			s, err := Start(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Shutdown()
+			js := s.JetStreamConfig()
+			if js == nil || js.SyncAlways != tc.always || (!tc.always && js.SyncInterval != tc.interval) {
+				t.Fatalf("running server's JetStream config %+v: want sync_always %v, sync_interval %s", js, tc.always, tc.interval)
+			}
+		})
+	}
+	if js := StartTest(t).JetStreamConfig(); js.SyncAlways {
+		t.Errorf("StartTest: sync_always; test servers run in interval mode")
 	}
 }
