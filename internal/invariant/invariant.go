@@ -1,115 +1,592 @@
 // Package invariant checks a whole event log for the promises vmguard makes,
-// so that every end-to-end test can assert them on what really happened:
+// so that `vmguard verify` and every end-to-end test can assert them on what
+// really happened. The rules (Rule) are:
 //
-//   - a package never runs on two nodes, or under two epochs, at once: when a
+//   - one_epoch: a package never runs under two placements at once: when a
 //     process of a package starts, every other live process of that package
-//     belongs to the same placement (epoch);
-//   - every restart and every failover has its cause in the log: a
-//     service.restarting names a process.exited of that service, a failover
-//     placement names a package.failed or a node.lost, a process.started names
-//     an existing decision.
+//     belongs to the same epoch;
+//   - released_first: nothing of a package starts (package.starting,
+//     guest.started, process.started) under epoch N while a placement of an
+//     older epoch is not yet released (package.halted or package.failed of
+//     that epoch, or node.lost / node.fenced of its node after it was placed);
+//   - cause: every decision names a cause that exists and comes before it,
+//     and of the right kind: a restart names an exit of that service, a
+//     failover placement a package.failed or a lost, halted or fenced node;
+//   - restart_policy: a service.restarting stays within the service's
+//     restart limit (and restart_window) in the config in force, counted per
+//     placement since the last package.reset;
+//   - live_node: no placement, start or restart is decided for a node that is
+//     lost or fenced (until it joins again), nor for a placement a node loss
+//     released;
+//   - bound: every package.starting and package.halting ends (started,
+//     halting, halted, failed, or its node lost or fenced) within its
+//     configured bound plus Options.Grace, by the event times; one still open
+//     when the log ends is reported as open, not as a violation, unless a
+//     later event shows its bound has passed.
 //
-// It is pure: a function of the events, in stream order.
+// Reports from guests (process.started, process.exited) are claims, not
+// decisions: a process.started that answers no run request vmguard made is
+// listed as unasked and does not count as a live process (a guest can write
+// anything on its own subjects; the host does not act on such a claim).
+//
+// It is pure: a function of the events, in stream order, and the options.
 package invariant
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 )
 
-// Check returns one message per violation, in log order; none means the log
-// keeps every promise.
+// Rule names one promise the log must keep.
+type Rule string
+
+// The rules Verify checks (see the package comment).
+const (
+	RuleOneEpoch      Rule = "one_epoch"
+	RuleReleasedFirst Rule = "released_first"
+	RuleCause         Rule = "cause"
+	RuleRestartPolicy Rule = "restart_policy"
+	RuleLiveNode      Rule = "live_node"
+	RuleBound         Rule = "bound"
+)
+
+// DefaultGrace is the slack Verify adds to each configured bound: the host
+// manager's own reply timeouts and the scheduling noise of a loaded machine.
+const DefaultGrace = 10 * time.Second
+
+// Options tune Verify. The zero value checks the whole log with DefaultGrace.
+type Options struct {
+	// Grace is added to every configured bound (0: DefaultGrace).
+	Grace time.Duration
+	// From reports only problems at or after this stream sequence; the
+	// events before it are still folded, because the rules need history.
+	From uint64
+}
+
+// Violation is one broken promise, at the sequence of the event that broke
+// it (for a bound: the starting or halting that did not end in time).
+type Violation struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	Type    string `json:"type"`
+	Rule    Rule   `json:"rule"`
+	Message string `json:"message"`
+}
+
+// String formats v as "seq N subject type: message [rule]".
+func (v Violation) String() string {
+	return fmt.Sprintf("seq %d %s %s: %s [%s]", v.Seq, v.Subject, v.Type, v.Message, v.Rule)
+}
+
+// Open is a package.starting or package.halting that had not ended when the
+// log ended, but whose bound had not passed by the last event's time either.
+type Open struct {
+	Seq      uint64    `json:"seq"`
+	Package  string    `json:"package"`
+	Type     string    `json:"type"`
+	Node     string    `json:"node"`
+	Epoch    uint64    `json:"epoch"`
+	Deadline time.Time `json:"deadline"`
+}
+
+// Note is something worth a look that breaks no promise (an unasked
+// process.started, a config that could not be read).
+type Note struct {
+	Seq     uint64 `json:"seq"`
+	Subject string `json:"subject"`
+	Message string `json:"message"`
+}
+
+// Report is the result of Verify.
+type Report struct {
+	Events     int         `json:"events"`
+	FirstSeq   uint64      `json:"first_seq"`
+	LastSeq    uint64      `json:"last_seq"`
+	Violations []Violation `json:"violations"`
+	Open       []Open      `json:"open"`
+	Notes      []Note      `json:"notes"`
+	// Checked counts, per rule, the events it looked at.
+	Checked map[Rule]int `json:"checked"`
+}
+
+// OK reports whether the log keeps every promise.
+func (r Report) OK() bool { return len(r.Violations) == 0 }
+
+// Check returns one line per violation, in log order; none means the log
+// keeps every promise. It is Verify with the zero Options.
 func Check(evs []events.Event) []string {
+	r := Verify(evs, Options{})
+	out := make([]string, 0, len(r.Violations))
+	for _, v := range r.Violations {
+		out = append(out, v.String())
+	}
+	return out
+}
+
+// Verify folds evs, in stream order, and reports every broken promise.
+func Verify(evs []events.Event, opts Options) Report {
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
 	c := checker{
-		byID:  make(map[string]events.Event, len(evs)),
-		alive: map[string]map[string]proc{},
+		opts:     opts,
+		byID:     make(map[string]events.Event, len(evs)),
+		pkgs:     map[string]*pkgState{},
+		nodeDown: map[string]events.Event{},
+		report:   Report{Events: len(evs), Checked: map[Rule]int{}},
 	}
 	for _, e := range evs {
 		c.byID[e.ID] = e
 	}
 	for _, e := range evs {
+		c.expire(e)
 		c.apply(e)
 	}
-	return c.problems
+	if len(evs) > 0 {
+		c.report.FirstSeq, c.report.LastSeq = evs[0].Seq, evs[len(evs)-1].Seq
+	}
+	for _, name := range sortedKeys(c.pkgs) {
+		p := c.pkgs[name]
+		for _, ep := range sortedKeys(p.open) {
+			a := p.open[ep]
+			c.report.Open = append(c.report.Open, Open{Seq: a.ev.Seq, Package: name, Type: events.ShortType(a.ev.Type()), Node: a.node, Epoch: ep, Deadline: a.deadline})
+		}
+	}
+	slices.SortStableFunc(c.report.Violations, func(a, b Violation) int { return cmpU(a.Seq, b.Seq) })
+	return c.report
 }
 
+// placement is one package.placed and whether it is released.
+type placement struct {
+	epoch    uint64
+	node     string
+	seq      uint64
+	released bool
+	// byLoss is the node.lost or node.fenced that released it, if one did.
+	byLoss *events.Event
+}
+
+// proc is a live process of a package, by the agents' reports.
 type proc struct {
 	key   string
 	epoch uint64
 	seq   uint64
 }
 
+// action is an open package.starting or package.halting.
+type action struct {
+	ev       events.Event
+	node     string
+	deadline time.Time
+}
+
+// svcCount counts the restarts of one service under one placement.
+type svcCount struct {
+	n     int
+	times []time.Time // exit times of the counted restarts
+}
+
+type pkgState struct {
+	placements map[uint64]*placement
+	alive      map[string]proc
+	open       map[uint64]*action // epoch -> open starting/halting
+	restarts   map[string]*svcCount
+	// asked holds the ids of run requests vmguard made for this package.
+	asked map[string]bool
+}
+
 type checker struct {
+	opts     Options
 	byID     map[string]events.Event
-	alive    map[string]map[string]proc // package -> guest/pid -> process
-	problems []string
+	pkgs     map[string]*pkgState
+	nodeDown map[string]events.Event // node -> the node.lost/fenced it is down since
+	cfg      *config.Cluster
+	report   Report
 }
 
-func (c *checker) fail(e events.Event, format string, args ...any) {
-	c.problems = append(c.problems, fmt.Sprintf("seq %d %s %s: %s", e.Seq, e.Subject, events.ShortType(e.Type()), fmt.Sprintf(format, args...)))
+func (c *checker) pkg(name string) *pkgState {
+	p := c.pkgs[name]
+	if p == nil {
+		p = &pkgState{
+			placements: map[uint64]*placement{},
+			alive:      map[string]proc{},
+			open:       map[uint64]*action{},
+			restarts:   map[string]*svcCount{},
+			asked:      map[string]bool{},
+		}
+		c.pkgs[name] = p
+	}
+	return p
 }
 
-// cause returns the event e names as its cause, checking it exists.
+func (c *checker) fail(e events.Event, rule Rule, format string, args ...any) {
+	if e.Seq < c.opts.From {
+		return
+	}
+	c.report.Violations = append(c.report.Violations, Violation{
+		Seq: e.Seq, Subject: e.Subject, Type: events.ShortType(e.Type()), Rule: rule,
+		Message: fmt.Sprintf(format, args...),
+	})
+}
+
+func (c *checker) note(e events.Event, format string, args ...any) {
+	if e.Seq < c.opts.From {
+		return
+	}
+	c.report.Notes = append(c.report.Notes, Note{Seq: e.Seq, Subject: e.Subject, Message: fmt.Sprintf(format, args...)})
+}
+
+// cause returns the event e names as its cause, checking it exists and
+// comes before e.
 func (c *checker) cause(e events.Event) (events.Event, bool) {
+	c.report.Checked[RuleCause]++
 	if e.CauseID == "" {
-		c.fail(e, "has no causeid")
+		c.fail(e, RuleCause, "names no cause")
 		return events.Event{}, false
 	}
 	ce, ok := c.byID[e.CauseID]
 	if !ok {
-		c.fail(e, "causeid %s is not in the log", e.CauseID)
+		c.fail(e, RuleCause, "cause %s is not in the log", e.CauseID)
 		return events.Event{}, false
 	}
 	if ce.Seq >= e.Seq {
-		c.fail(e, "cause %s (seq %d) comes after it", e.CauseID, ce.Seq)
+		c.fail(e, RuleCause, "cause %s (seq %d) comes after it", e.CauseID, ce.Seq)
 	}
 	return ce, true
 }
 
-func (c *checker) apply(e events.Event) {
-	switch d := e.Data.(type) {
-	case events.ProcessStarted:
-		c.cause(e)
-		procs := c.alive[e.Subject]
-		if procs == nil {
-			procs = map[string]proc{}
-			c.alive[e.Subject] = procs
-		}
-		for _, p := range procs {
-			if p.epoch != d.Epoch {
-				c.fail(e, "process of epoch %d starts while %s of epoch %d (started at seq %d) still runs: two placements at once", d.Epoch, p.key, p.epoch, p.seq)
-			}
-		}
-		key := fmt.Sprintf("%s/%d", d.Guest, d.PID)
-		procs[key] = proc{key: key, epoch: d.Epoch, seq: e.Seq}
-	case events.ProcessExited:
-		delete(c.alive[e.Subject], fmt.Sprintf("%s/%d", d.Guest, d.PID))
-	case events.ServiceRestarting:
-		if ce, ok := c.cause(e); ok {
-			x, isExit := ce.Data.(events.ProcessExited)
-			if !isExit || x.Service != d.Service || ce.Subject != e.Subject {
-				c.fail(e, "restart of %s is caused by %s, not by an exit of that service", d.Service, events.ShortType(ce.Type()))
-			}
-		}
-	case events.PackagePlaced:
-		if d.By != "" {
-			return // an operator's command is its own cause
-		}
-		reason := d.Reason
-		if i := strings.IndexAny(reason, ": "); i > 0 {
-			reason = reason[:i]
-		}
-		if reason != "failover" && reason != "node_lost" {
-			return
-		}
-		if ce, ok := c.cause(e); ok {
-			switch ce.Data.(type) {
-			case events.PackageFailed, events.NodeLost, events.NodeHalted, events.NodeFenced:
-			default:
-				c.fail(e, "failover caused by %s, not by a failure or a lost node", events.ShortType(ce.Type()))
+// expire reports every open action whose bound passed before e's time.
+func (c *checker) expire(e events.Event) {
+	if c.nOpen() == 0 || e.Time.IsZero() {
+		return
+	}
+	type late struct {
+		p  *pkgState
+		ep uint64
+		a  *action
+	}
+	var lates []late
+	for _, p := range c.pkgs {
+		for ep, a := range p.open {
+			if e.Time.After(a.deadline) {
+				lates = append(lates, late{p, ep, a})
 			}
 		}
 	}
+	slices.SortFunc(lates, func(x, y late) int { return cmpU(x.a.ev.Seq, y.a.ev.Seq) })
+	for _, l := range lates {
+		a := l.a
+		c.fail(a.ev, RuleBound, "%s on %s (epoch %d) did not end within its bound of %v (still open at seq %d, %v later)",
+			events.ShortType(a.ev.Type()), a.node, l.ep, a.deadline.Sub(a.ev.Time).Round(time.Millisecond), e.Seq, e.Time.Sub(a.ev.Time).Round(time.Millisecond))
+		delete(l.p.open, l.ep)
+	}
+}
+
+// nOpen counts the open actions of every package.
+func (c *checker) nOpen() int {
+	n := 0
+	for _, p := range c.pkgs {
+		n += len(p.open)
+	}
+	return n
+}
+
+func (c *checker) apply(e events.Event) {
+	switch d := e.Data.(type) {
+	case events.ConfigApplied:
+		cfg, err := config.FromJSON(d.Config)
+		if err != nil {
+			c.note(e, "config cannot be read, the previous one stays in force: %v", err)
+			return
+		}
+		c.cfg = cfg
+	case events.NodeJoined:
+		delete(c.nodeDown, e.Subject)
+	case events.NodeLost, events.NodeFenced:
+		c.nodeDown[e.Subject] = e
+		for _, p := range c.pkgs {
+			for ep, pl := range p.placements {
+				if pl.node == e.Subject && pl.seq < e.Seq && !pl.released {
+					pl.released, pl.byLoss = true, &e
+					delete(p.open, ep)
+				}
+			}
+		}
+	case events.PackagePlaced:
+		c.placed(e, d)
+	case events.PackageStarting:
+		c.cause(e)
+		c.liveNode(e, d.Node, d.Epoch)
+		c.releasedFirst(e, d.Epoch)
+		p := c.pkg(e.Subject)
+		delete(p.open, d.Epoch)
+		if pl := p.placements[d.Epoch]; pl == nil || !pl.released {
+			p.open[d.Epoch] = &action{ev: e, node: d.Node, deadline: e.Time.Add(c.startBound(e.Subject))}
+		}
+	case events.PackageStarted:
+		c.cause(e)
+		delete(c.pkg(e.Subject).open, d.Epoch)
+	case events.PackageHalting:
+		if d.By == "" {
+			c.cause(e)
+		}
+		p := c.pkg(e.Subject)
+		node := d.Node
+		pl := p.placements[d.Epoch]
+		if node == "" && pl != nil {
+			node = pl.node
+		}
+		if pl != nil && !pl.released {
+			p.open[d.Epoch] = &action{ev: e, node: node, deadline: e.Time.Add(c.haltBound(e.Subject))}
+		}
+	case events.PackageHalted:
+		c.cause(e)
+		c.ended(e, d.Epoch)
+	case events.PackageFailed:
+		c.cause(e)
+		c.ended(e, d.Epoch)
+	case events.GuestStarted:
+		c.cause(e)
+		c.releasedFirst(e, d.Epoch)
+		p := c.pkg(e.Subject)
+		p.asked[e.ID] = true
+	case events.GuestStopped:
+		c.cause(e)
+		c.clearProcs(e.Subject, d.Epoch)
+	case events.ServiceRestarting:
+		c.restarting(e, d)
+	case events.ServiceFailed:
+		c.cause(e)
+	case events.ProcessStarted:
+		c.processStarted(e, d)
+	case events.ProcessExited:
+		delete(c.pkg(e.Subject).alive, fmt.Sprintf("%s/%d", d.Guest, d.PID))
+	}
+}
+
+func (c *checker) placed(e events.Event, d events.PackagePlaced) {
+	p := c.pkg(e.Subject)
+	c.liveNode(e, d.Node, 0)
+	p.placements[d.Epoch] = &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq}
+	if d.By != "" {
+		return // an operator's command is its own cause
+	}
+	ce, ok := c.cause(e)
+	if !ok {
+		return
+	}
+	reason := d.Reason
+	if i := strings.IndexAny(reason, ": "); i > 0 {
+		reason = reason[:i]
+	}
+	if reason != "failover" && reason != "node_lost" {
+		return
+	}
+	switch ce.Data.(type) {
+	case events.PackageFailed, events.NodeLost, events.NodeHalted, events.NodeFenced:
+	default:
+		c.fail(e, RuleCause, "failover caused by %s, not by a failure or a lost node", events.ShortType(ce.Type()))
+	}
+}
+
+// ended records a package.halted or package.failed of epoch.
+func (c *checker) ended(e events.Event, epoch uint64) {
+	p := c.pkg(e.Subject)
+	if pl := p.placements[epoch]; pl != nil {
+		pl.released = true
+	}
+	delete(p.open, epoch)
+	c.clearProcs(e.Subject, epoch)
+}
+
+// clearProcs forgets the live processes of epoch: a guest.stopped, a
+// package.halted or package.failed says none of them runs any more.
+func (c *checker) clearProcs(pkg string, epoch uint64) {
+	p := c.pkg(pkg)
+	for k, pr := range p.alive {
+		if pr.epoch == epoch {
+			delete(p.alive, k)
+		}
+	}
+}
+
+// liveNode reports a decision for node while it is lost or fenced, or for
+// a placement (epoch > 0) a node loss released.
+func (c *checker) liveNode(e events.Event, node string, epoch uint64) {
+	c.report.Checked[RuleLiveNode]++
+	if down, ok := c.nodeDown[node]; ok {
+		c.fail(e, RuleLiveNode, "acts on node %s, %s at seq %d and not joined since", node, events.ShortType(down.Type()), down.Seq)
+		return
+	}
+	if epoch == 0 {
+		return
+	}
+	if pl := c.pkg(e.Subject).placements[epoch]; pl != nil && pl.byLoss != nil {
+		c.fail(e, RuleLiveNode, "acts on epoch %d on %s, released by %s at seq %d", epoch, pl.node, events.ShortType(pl.byLoss.Type()), pl.byLoss.Seq)
+	}
+}
+
+// releasedFirst reports a start under epoch while an older placement of the
+// package is not released.
+func (c *checker) releasedFirst(e events.Event, epoch uint64) {
+	c.report.Checked[RuleReleasedFirst]++
+	p := c.pkg(e.Subject)
+	for _, ep := range sortedKeys(p.placements) {
+		pl := p.placements[ep]
+		if ep < epoch && !pl.released {
+			c.fail(e, RuleReleasedFirst, "epoch %d starts while epoch %d on %s (placed at seq %d) is not released", epoch, ep, pl.node, pl.seq)
+		}
+	}
+}
+
+func (c *checker) restarting(e events.Event, d events.ServiceRestarting) {
+	ce, ok := c.cause(e)
+	if ok {
+		x, isExit := ce.Data.(events.ProcessExited)
+		if !isExit || x.Service != d.Service || ce.Subject != e.Subject {
+			c.fail(e, RuleCause, "restart of %s is caused by %s, not by an exit of that service", d.Service, events.ShortType(ce.Type()))
+			ok = false
+		}
+	}
+	c.liveNode(e, d.Node, d.Epoch)
+	p := c.pkg(e.Subject)
+	p.asked[e.ID] = true
+	key := fmt.Sprintf("%d/%s", d.Epoch, d.Service)
+	sc := p.restarts[key]
+	if sc == nil {
+		sc = &svcCount{}
+		p.restarts[key] = sc
+	}
+	at := e.Time
+	if ok {
+		at = ce.Time // the window counts exits, as the host manager does
+	}
+	spec, known := c.service(e.Subject, d.Service)
+	if !known {
+		sc.n++
+		return
+	}
+	c.report.Checked[RuleRestartPolicy]++
+	used := sc.n
+	if w := spec.RestartWindow.D(); w > 0 {
+		used = 0
+		for _, t := range sc.times {
+			if t.After(at.Add(-w)) {
+				used++
+			}
+		}
+	}
+	if !spec.Restart.Allows(used) {
+		how := ""
+		if w := spec.RestartWindow.D(); w > 0 {
+			how = fmt.Sprintf(" within restart_window %v", w)
+		}
+		c.fail(e, RuleRestartPolicy, "restart of %s on %s (epoch %d) after %d restarts%s; restart: %s allows no more", d.Service, d.Node, d.Epoch, used, how, spec.Restart)
+	}
+	sc.n++
+	sc.times = append(sc.times, at)
+}
+
+func (c *checker) processStarted(e events.Event, d events.ProcessStarted) {
+	p := c.pkg(e.Subject)
+	req, _, _ := strings.Cut(d.RequestID, "/")
+	if !p.asked[req] {
+		c.note(e, "process %s/%d of %s (epoch %d) answers no run request vmguard made (request %s): a guest's claim, ignored",
+			d.Guest, d.PID, d.Service, d.Epoch, d.RequestID)
+		return
+	}
+	c.cause(e)
+	c.releasedFirst(e, d.Epoch)
+	c.report.Checked[RuleOneEpoch]++
+	for _, k := range sortedKeys(p.alive) {
+		pr := p.alive[k]
+		if pr.epoch != d.Epoch {
+			c.fail(e, RuleOneEpoch, "process of epoch %d starts while %s of epoch %d (started at seq %d) still runs: two placements at once", d.Epoch, pr.key, pr.epoch, pr.seq)
+		}
+	}
+	key := fmt.Sprintf("%s/%d", d.Guest, d.PID)
+	p.alive[key] = proc{key: key, epoch: d.Epoch, seq: e.Seq}
+}
+
+// service returns the policy of a service in the config in force.
+func (c *checker) service(pkg, name string) (config.Service, bool) {
+	if c.cfg == nil {
+		return config.Service{}, false
+	}
+	cp, ok := c.cfg.Package(pkg)
+	if !ok {
+		return config.Service{}, false
+	}
+	return cp.Service(name)
+}
+
+// startBound is how long a package.starting may stay open: the driver's
+// start command, then start_timeout for the agent's first heartbeat, plus
+// the grace.
+func (c *checker) startBound(pkg string) time.Duration {
+	start, driver := config.DefaultStartTimeout, time.Duration(0)
+	if c.cfg != nil {
+		if cp, ok := c.cfg.Package(pkg); ok {
+			if t := cp.Guest.StartTimeout.D(); t > 0 {
+				start = t
+			}
+			if cp.Guest.Exec != nil {
+				driver = cp.Guest.Exec.Timeout.D()
+				if driver <= 0 {
+					driver = config.DefaultExecTimeout
+				}
+			}
+		}
+	}
+	return driver + start + c.opts.Grace
+}
+
+// haltBound is how long a package.halting may stay open: every service's
+// halt_timeout (SIGTERM, then SIGKILL), then the driver's stop command,
+// plus the grace.
+func (c *checker) haltBound(pkg string) time.Duration {
+	halt, driver := config.DefaultHaltTimeout, time.Duration(0)
+	if c.cfg != nil {
+		if cp, ok := c.cfg.Package(pkg); ok {
+			halt = 0
+			for _, s := range cp.Services {
+				t := s.HaltTimeout.D()
+				if t <= 0 {
+					t = config.DefaultHaltTimeout
+				}
+				halt += t
+			}
+			if cp.Guest.Exec != nil {
+				driver = cp.Guest.Exec.Timeout.D()
+				if driver <= 0 {
+					driver = config.DefaultExecTimeout
+				}
+			}
+		}
+	}
+	return halt + driver + c.opts.Grace
+}
+
+func sortedKeys[K interface{ ~string | ~uint64 }, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }

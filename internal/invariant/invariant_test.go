@@ -1,48 +1,292 @@
 package invariant
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmguard/vmguard/events"
 )
 
-type logb struct{ evs []events.Event }
+// t0 is the time of the first event of every hand-made log.
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
-func (l *logb) add(subject string, cause string, d events.Payload) events.Event {
-	e := events.Event{ID: events.NewID(), Source: "/t", Subject: subject, CauseID: cause, Data: d, Seq: uint64(len(l.evs) + 1)}
+// logb builds a log by hand: each add gets the next sequence and a time
+// 100 ms after the previous event, unless at moves the clock.
+type logb struct {
+	evs []events.Event
+	now time.Time
+}
+
+func newLog() *logb { return &logb{now: t0} }
+
+// at sets the clock to t0+d for the next events.
+func (l *logb) at(d time.Duration) *logb { l.now = t0.Add(d); return l }
+
+func (l *logb) add(subject, cause string, d events.Payload) events.Event {
+	l.now = l.now.Add(100 * time.Millisecond)
+	e := events.Event{ID: fmt.Sprintf("id%d", len(l.evs)+1), Source: "/t", Subject: subject, CauseID: cause, Data: d, Seq: uint64(len(l.evs) + 1), Time: l.now}
 	l.evs = append(l.evs, e)
 	return e
 }
 
-func TestCleanFailoverPasses(t *testing.T) {
-	var l logb
-	p1 := l.add("web", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-	s1 := l.add("web", p1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: "r1", Epoch: 1})
-	x1 := l.add("web", "r1", events.ProcessExited{Guest: "g", Service: "s", PID: 10, RequestID: "r1", Epoch: 1})
-	r := l.add("web", x1.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 1, Attempt: 1})
-	l.add("web", r.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 11, RequestID: r.ID, Epoch: 1})
-	l.add("web", "", events.ProcessExited{Guest: "g", Service: "s", PID: 11, RequestID: r.ID, Epoch: 1})
-	f := l.add("web", "", events.PackageFailed{Node: "n1", Epoch: 1, Reason: "x"})
-	p2 := l.add("web", f.ID, events.PackagePlaced{Node: "n2", Epoch: 2, Reason: "failover", PreviousNode: "n1"})
-	l.add("web", p2.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 20, RequestID: "r2", Epoch: 2})
-	_ = s1
-	if probs := Check(l.evs); len(probs) != 0 {
-		t.Fatalf("clean log reported: %v", probs)
+const testConfig = `{"cluster":"t","node_timeout":"3s","guest_timeout":"3s","nodes":["n1","n2"],
+ "packages":[{"name":"web","nodes":["n1","n2"],
+   "guest":{"name":"g","driver":"process","restart":"none","start_timeout":"5s"},
+   "services":[{"name":"s","cmd":["x"],"restart":"2","halt_timeout":"1s"},
+               {"name":"w","cmd":["x"],"restart":"1","restart_window":"10s","halt_timeout":"2s"}]}]}`
+
+// clean returns a log that keeps every promise: a config, a start on n1, two
+// restarts, a failure, a failover to n2, the loss of n2, a placement back on
+// n1, an operator halt. Each violation test breaks one step of it.
+type cleanLog struct {
+	*logb
+	placed1, starting1, guest1, started1, failed1, placed2, starting2, guest2, lost2, placed3 events.Event
+	// fenceExit is the index of the exit of n2's process when n2 fences.
+	fenceExit int
+}
+
+func clean() *cleanLog {
+	l := &cleanLog{logb: newLog()}
+	l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
+	j1 := l.add("n1", "", events.NodeJoined{})
+	l.add("n2", "", events.NodeJoined{})
+	l.placed1 = l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+	l.starting1 = l.add("web", l.placed1.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+	l.guest1 = l.add("web", l.starting1.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 1})
+	ps := l.add("web", l.guest1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: l.guest1.ID + "/s", Epoch: 1})
+	l.started1 = l.add("web", ps.ID, events.PackageStarted{Node: "n1", Epoch: 1})
+	cause := l.guest1.ID + "/s"
+	pid := 10
+	for i := 1; i <= 2; i++ {
+		x := l.add("web", cause, events.ProcessExited{Guest: "g", Service: "s", PID: pid, ExitCode: 1, RequestID: cause, Epoch: 1})
+		r := l.add("web", x.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 1, Attempt: i, RestartsLeft: 2 - i})
+		pid++
+		l.add("web", r.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: pid, RequestID: r.ID, Epoch: 1})
+		cause = r.ID
+	}
+	x := l.add("web", cause, events.ProcessExited{Guest: "g", Service: "s", PID: pid, ExitCode: 1, RequestID: cause, Epoch: 1})
+	sf := l.add("web", x.ID, events.ServiceFailed{Service: "s", Node: "n1", Epoch: 1, Restarts: 2, Reason: "restarts used up"})
+	gs := l.add("web", sf.ID, events.GuestStopped{Guest: "g", Node: "n1", Epoch: 1, Reason: "service s failed"})
+	l.failed1 = l.add("web", gs.ID, events.PackageFailed{Node: "n1", Epoch: 1, Reason: "service s failed", Service: "s"})
+	l.placed2 = l.add("web", l.failed1.ID, events.PackagePlaced{Node: "n2", Epoch: 2, Reason: "failover", PreviousNode: "n1"})
+	l.starting2 = l.add("web", l.placed2.ID, events.PackageStarting{Node: "n2", Epoch: 2})
+	l.guest2 = l.add("web", l.starting2.ID, events.GuestStarted{Guest: "g", Node: "n2", Epoch: 2})
+	ps2 := l.add("web", l.guest2.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 20, RequestID: l.guest2.ID + "/s", Epoch: 2})
+	l.add("web", ps2.ID, events.PackageStarted{Node: "n2", Epoch: 2})
+	l.add("web", l.guest2.ID+"/s", events.ProcessExited{Guest: "g", Service: "s", PID: 20, ExitCode: -1, Signal: "SIGTERM", RequestID: l.guest2.ID + "/s", Epoch: 2, Reason: "fenced"})
+	l.fenceExit = len(l.evs) - 1
+	l.lost2 = l.add("n2", "", events.NodeLost{Reason: "lease expired"})
+	l.placed3 = l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n1", Epoch: 3, Reason: "node_lost", PreviousNode: "n2"})
+	return l
+}
+
+// finish ends the clean log: web starts on n1 under epoch 3 and an operator
+// halts it.
+func (l *cleanLog) finish() {
+	st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+	g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
+	ps := l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 30, RequestID: g.ID + "/s", Epoch: 3})
+	l.add("web", ps.ID, events.PackageStarted{Node: "n1", Epoch: 3})
+	h := l.add("web", "", events.PackageHalting{Node: "n1", Epoch: 3, Reason: "maintenance", By: "op"})
+	l.add("web", g.ID+"/s", events.ProcessExited{Guest: "g", Service: "s", PID: 30, ExitCode: -1, Signal: "SIGTERM", RequestID: g.ID + "/s", Epoch: 3, Reason: "stopped"})
+	gs := l.add("web", h.ID, events.GuestStopped{Guest: "g", Node: "n1", Epoch: 3, Reason: "maintenance"})
+	l.add("web", gs.ID, events.PackageHalted{Node: "n1", Epoch: 3, Reason: "maintenance"})
+}
+
+func TestCleanLogPasses(t *testing.T) {
+	l := clean()
+	l.finish()
+	r := Verify(l.evs, Options{})
+	if !r.OK() {
+		t.Fatalf("clean log reported:\n%s", strings.Join(Check(l.evs), "\n"))
+	}
+	if len(r.Open) != 0 {
+		t.Errorf("open actions in a finished log: %+v", r.Open)
+	}
+	for _, rule := range []Rule{RuleOneEpoch, RuleReleasedFirst, RuleCause, RuleRestartPolicy, RuleLiveNode} {
+		if r.Checked[rule] == 0 {
+			t.Errorf("rule %s looked at no event of the clean log", rule)
+		}
+	}
+	if r.FirstSeq != 1 || r.LastSeq != uint64(len(l.evs)) || r.Events != len(l.evs) {
+		t.Errorf("report covers %d..%d (%d events), want 1..%d", r.FirstSeq, r.LastSeq, r.Events, len(l.evs))
 	}
 }
 
-func TestViolationsFound(t *testing.T) {
-	var l logb
-	p1 := l.add("web", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-	l.add("web", p1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: "r1", Epoch: 1})
-	p2 := l.add("web", p1.ID, events.PackagePlaced{Node: "n2", Epoch: 2, Reason: "failover"}) // caused by a placement
-	l.add("web", p2.ID, events.ProcessStarted{Guest: "g2", Service: "s", PID: 20, RequestID: "r2", Epoch: 2})
-	l.add("web", "nope", events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 1, Attempt: 1})
-	probs := strings.Join(Check(l.evs), "\n")
-	for _, want := range []string{"failover caused by package.placed", "two placements at once", "causeid nope is not in the log"} {
-		if !strings.Contains(probs, want) {
-			t.Errorf("missing %q in:\n%s", want, probs)
-		}
+// TestViolations breaks the clean log one way per case and wants exactly
+// that violation, at that sequence.
+func TestViolations(t *testing.T) {
+	cases := []struct {
+		name string
+		// doctor changes the log and returns the sequence to be reported.
+		doctor func(l *cleanLog) uint64
+		rule   Rule
+		want   string
+	}{
+		{"two live epochs", func(l *cleanLog) uint64 {
+			// n2's process of epoch 2 never reports its exit (a loss of
+			// the node is no proof that it stopped) when epoch 3 starts
+			// one on n1.
+			x := l.evs[l.fenceExit].Data.(events.ProcessExited)
+			x.PID = 21
+			l.evs[l.fenceExit].Data = x
+			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+			g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
+			return l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 30, RequestID: g.ID + "/s", Epoch: 3}).Seq
+		}, RuleOneEpoch, "two placements at once"},
+		{"start before release", func(l *cleanLog) uint64 {
+			// Placed on n1 by an operator while epoch 2 on n2 still runs,
+			// without a loss: epoch 3 must not start.
+			l.evs = l.evs[:len(l.evs)-2]
+			p := l.add("web", "", events.PackagePlaced{Node: "n1", Epoch: 3, Reason: "operator_move", By: "op"})
+			return l.add("web", p.ID, events.PackageStarting{Node: "n1", Epoch: 3}).Seq
+		}, RuleReleasedFirst, "epoch 3 starts while epoch 2 on n2"},
+		{"guest started before release", func(l *cleanLog) uint64 {
+			l.evs = l.evs[:len(l.evs)-2]
+			p := l.add("web", "", events.PackagePlaced{Node: "n1", Epoch: 3, Reason: "operator_move", By: "op"})
+			return l.add("web", p.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3}).Seq
+		}, RuleReleasedFirst, "is not released"},
+		{"cause missing", func(l *cleanLog) uint64 {
+			return l.add("web", "nope", events.PackageStarting{Node: "n1", Epoch: 3}).Seq
+		}, RuleCause, "cause nope is not in the log"},
+		{"no cause", func(l *cleanLog) uint64 {
+			return l.add("web", "", events.PackageFailed{Node: "n1", Epoch: 3, Reason: "x"}).Seq
+		}, RuleCause, "names no cause"},
+		{"cause after", func(l *cleanLog) uint64 {
+			e := l.add("web", "id999", events.PackageStarting{Node: "n1", Epoch: 3})
+			l.evs[len(l.evs)-1].ID = "id999"
+			return e.Seq
+		}, RuleCause, "comes after it"},
+		{"restart caused by a placement", func(l *cleanLog) uint64 {
+			return l.add("web", l.placed3.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 3, Attempt: 1}).Seq
+		}, RuleCause, "not by an exit of that service"},
+		{"failover caused by a placement", func(l *cleanLog) uint64 {
+			l.add("n2", "", events.NodeJoined{})
+			return l.add("web", l.placed3.ID, events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "failover"}).Seq
+		}, RuleCause, "failover caused by package.placed"},
+		{"a third restart of restart: 2", func(l *cleanLog) uint64 {
+			// Epoch 1's service s had its two restarts; one more exit is
+			// restarted again instead of failing.
+			l.evs = l.evs[:14] // up to the second restart's process.started
+			last := l.evs[len(l.evs)-1].Data.(events.ProcessStarted)
+			x := l.add("web", last.RequestID, events.ProcessExited{Guest: "g", Service: "s", PID: last.PID, RequestID: last.RequestID, Epoch: 1})
+			return l.add("web", x.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 1, Attempt: 3}).Seq
+		}, RuleRestartPolicy, "after 2 restarts; restart: 2 allows no more"},
+		{"restart window", func(l *cleanLog) uint64 {
+			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+			g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
+			l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "w", PID: 30, RequestID: g.ID + "/w", Epoch: 3})
+			x := l.add("web", g.ID+"/w", events.ProcessExited{Guest: "g", Service: "w", PID: 30, RequestID: g.ID + "/w", Epoch: 3})
+			r := l.add("web", x.ID, events.ServiceRestarting{Service: "w", Node: "n1", Epoch: 3, Attempt: 1})
+			l.add("web", r.ID, events.ProcessStarted{Guest: "g", Service: "w", PID: 31, RequestID: r.ID, Epoch: 3})
+			x2 := l.add("web", r.ID, events.ProcessExited{Guest: "g", Service: "w", PID: 31, RequestID: r.ID, Epoch: 3})
+			return l.add("web", x2.ID, events.ServiceRestarting{Service: "w", Node: "n1", Epoch: 3, Attempt: 2}).Seq
+		}, RuleRestartPolicy, "within restart_window 10s"},
+		{"placed on a lost node", func(l *cleanLog) uint64 {
+			l.evs = l.evs[:len(l.evs)-1]
+			return l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"}).Seq
+		}, RuleLiveNode, "acts on node n2, node.lost at seq"},
+		{"restart on a lost node's placement", func(l *cleanLog) uint64 {
+			return l.add("web", l.evs[l.fenceExit].ID, events.ServiceRestarting{Service: "s", Node: "n2", Epoch: 2, Attempt: 1}).Seq
+		}, RuleLiveNode, "acts on node n2"},
+		{"restart on a lost node that rejoined", func(l *cleanLog) uint64 {
+			l.add("n2", "", events.NodeJoined{})
+			return l.add("web", l.evs[l.fenceExit].ID, events.ServiceRestarting{Service: "s", Node: "n2", Epoch: 2, Attempt: 1}).Seq
+		}, RuleLiveNode, "released by node.lost"},
+		{"starting never ends", func(l *cleanLog) uint64 {
+			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+			l.at(time.Hour).add("n1", "", events.NodeJoined{})
+			return st.Seq
+		}, RuleBound, "package.starting on n1 (epoch 3) did not end within its bound of 15s"},
+		{"halting ends late", func(l *cleanLog) uint64 {
+			l.finish()
+			// halting is the 5th event of finish; move its end 30 s later.
+			n := len(l.evs)
+			for i := n - 3; i < n; i++ {
+				l.evs[i].Time = l.evs[i].Time.Add(30 * time.Second)
+			}
+			return l.evs[n-4].Seq
+		}, RuleBound, "package.halting on n1 (epoch 3) did not end within its bound of 13s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			l := clean()
+			seq := tc.doctor(l)
+			r := Verify(l.evs, Options{})
+			var found bool
+			for _, v := range r.Violations {
+				if v.Seq == seq && v.Rule == tc.rule && strings.Contains(v.Message, tc.want) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("want a %s violation at seq %d saying %q; got:\n%s", tc.rule, seq, tc.want, strings.Join(Check(l.evs), "\n"))
+			}
+			if len(r.Violations) != 1 {
+				t.Errorf("want exactly one violation, got %d:\n%s", len(r.Violations), strings.Join(Check(l.evs), "\n"))
+			}
+		})
+	}
+}
+
+func TestOpenAtTheEndIsNotAViolation(t *testing.T) {
+	l := clean()
+	st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+	r := Verify(l.evs, Options{})
+	if !r.OK() {
+		t.Fatalf("reported: %v", Check(l.evs))
+	}
+	if len(r.Open) != 1 || r.Open[0].Seq != st.Seq || r.Open[0].Type != "package.starting" {
+		t.Fatalf("open = %+v, want the starting at seq %d", r.Open, st.Seq)
+	}
+}
+
+func TestNodeLossEndsStartingAndReleases(t *testing.T) {
+	l := clean()
+	st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+	lost := l.add("n1", "", events.NodeLost{Reason: "lease expired"})
+	l.at(time.Hour)
+	l.add("n1", "", events.NodeJoined{})
+	p := l.add("web", lost.ID, events.PackagePlaced{Node: "n1", Epoch: 4, Reason: "node_lost"})
+	l.add("web", p.ID, events.PackageStarting{Node: "n1", Epoch: 4})
+	_ = st
+	if probs := Check(l.evs); len(probs) != 0 {
+		t.Fatalf("reported: %v", probs)
+	}
+}
+
+func TestUnaskedProcessIsANote(t *testing.T) {
+	l := clean()
+	// A guest claims a process of epoch 9 that nobody asked for.
+	forged := l.add("web", "", events.ProcessStarted{Guest: "g", Service: "s", PID: 99, RequestID: "made-up", Epoch: 9})
+	r := Verify(l.evs, Options{})
+	if !r.OK() {
+		t.Fatalf("a guest's claim counted as a violation: %v", Check(l.evs))
+	}
+	if len(r.Notes) != 1 || r.Notes[0].Seq != forged.Seq {
+		t.Fatalf("notes = %+v, want one at seq %d", r.Notes, forged.Seq)
+	}
+}
+
+func TestFromHidesEarlierProblems(t *testing.T) {
+	l := clean()
+	bad := l.add("web", "nope", events.PackageStarting{Node: "n1", Epoch: 3})
+	if r := Verify(l.evs, Options{From: bad.Seq + 1}); !r.OK() {
+		t.Errorf("a problem before --from reported: %+v", r.Violations)
+	}
+	if r := Verify(l.evs, Options{From: bad.Seq}); r.OK() {
+		t.Errorf("a problem at --from not reported")
+	}
+}
+
+func TestVerifyTwiceSameReport(t *testing.T) {
+	l := clean()
+	l.add("web", "nope", events.PackageStarting{Node: "n1", Epoch: 3})
+	a, b := Check(l.evs), Check(l.evs)
+	if strings.Join(a, "\n") != strings.Join(b, "\n") {
+		t.Fatalf("two runs differ:\n%v\n%v", a, b)
 	}
 }
