@@ -376,15 +376,20 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	if d.By != "" {
 		return // an operator's command is its own cause
 	}
-	ce, ok := c.cause(e)
-	if !ok {
-		return
-	}
 	reason := d.Reason
 	if i := strings.IndexAny(reason, ": "); i > 0 {
 		reason = reason[:i]
 	}
 	if reason != "failover" && reason != "node_lost" {
+		// A first placement answers a join or a config; the controller
+		// names it, tools that place by hand may not.
+		if e.CauseID != "" {
+			c.cause(e)
+		}
+		return
+	}
+	ce, ok := c.cause(e)
+	if !ok {
 		return
 	}
 	switch ce.Data.(type) {
