@@ -9,9 +9,10 @@
 //     guest.started, process.started) under epoch N while a placement of an
 //     older epoch is not yet released (package.halted or package.failed of
 //     that epoch, or node.lost / node.fenced of its node after it was placed);
-//   - cause: every decision names a cause that exists and comes before it,
-//     and of the right kind: a restart names an exit of that service, a
-//     failover placement a package.failed or a lost, halted or fenced node;
+//   - cause: a cause an event names exists and comes before it; restarts,
+//     failovers and the processes vmguard asked for must name one, of the
+//     right kind: a restart an exit of that service, a failover placement a
+//     package.failed or a lost, halted or fenced node;
 //   - restart_policy: a service.restarting stays within the service's
 //     restart limit (and restart_window) in the config in force, counted per
 //     placement since the last package.reset;
@@ -260,6 +261,14 @@ func (c *checker) cause(e events.Event) (events.Event, bool) {
 	return ce, true
 }
 
+// causeIfNamed checks the cause e names, if it names one: the host
+// manager names one for every event, tools that write by hand may not.
+func (c *checker) causeIfNamed(e events.Event) {
+	if e.CauseID != "" {
+		c.cause(e)
+	}
+}
+
 // expire reports every open action whose bound passed before e's time.
 func (c *checker) expire(e events.Event) {
 	if c.nOpen() == 0 || e.Time.IsZero() {
@@ -320,7 +329,7 @@ func (c *checker) apply(e events.Event) {
 	case events.PackagePlaced:
 		c.placed(e, d)
 	case events.PackageStarting:
-		c.cause(e)
+		c.causeIfNamed(e)
 		c.liveNode(e, d.Node, d.Epoch)
 		c.releasedFirst(e, d.Epoch)
 		p := c.pkg(e.Subject)
@@ -329,11 +338,11 @@ func (c *checker) apply(e events.Event) {
 			p.open[d.Epoch] = &action{ev: e, node: d.Node, deadline: e.Time.Add(c.startBound(e.Subject))}
 		}
 	case events.PackageStarted:
-		c.cause(e)
+		c.causeIfNamed(e)
 		delete(c.pkg(e.Subject).open, d.Epoch)
 	case events.PackageHalting:
 		if d.By == "" {
-			c.cause(e)
+			c.causeIfNamed(e)
 		}
 		p := c.pkg(e.Subject)
 		node := d.Node
@@ -345,23 +354,23 @@ func (c *checker) apply(e events.Event) {
 			p.open[d.Epoch] = &action{ev: e, node: node, deadline: e.Time.Add(c.haltBound(e.Subject))}
 		}
 	case events.PackageHalted:
-		c.cause(e)
+		c.causeIfNamed(e)
 		c.ended(e, d.Epoch)
 	case events.PackageFailed:
-		c.cause(e)
+		c.causeIfNamed(e)
 		c.ended(e, d.Epoch)
 	case events.GuestStarted:
-		c.cause(e)
+		c.causeIfNamed(e)
 		c.releasedFirst(e, d.Epoch)
 		p := c.pkg(e.Subject)
 		p.asked[e.ID] = true
 	case events.GuestStopped:
-		c.cause(e)
+		c.causeIfNamed(e)
 		c.clearProcs(e.Subject, d.Epoch)
 	case events.ServiceRestarting:
 		c.restarting(e, d)
 	case events.ServiceFailed:
-		c.cause(e)
+		c.causeIfNamed(e)
 	case events.ProcessStarted:
 		c.processStarted(e, d)
 	case events.ProcessExited:
@@ -383,9 +392,7 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	if reason != "failover" && reason != "node_lost" {
 		// A first placement answers a join or a config; the controller
 		// names it, tools that place by hand may not.
-		if e.CauseID != "" {
-			c.cause(e)
-		}
+		c.causeIfNamed(e)
 		return
 	}
 	ce, ok := c.cause(e)

@@ -153,7 +153,7 @@ func TestViolations(t *testing.T) {
 			return l.add("web", "nope", events.PackageStarting{Node: "n1", Epoch: 3}).Seq
 		}, RuleCause, "cause nope is not in the log"},
 		{"no cause", func(l *cleanLog) uint64 {
-			return l.add("web", "", events.PackageFailed{Node: "n1", Epoch: 3, Reason: "x"}).Seq
+			return l.add("web", "", events.PackagePlaced{Node: "n1", Epoch: 4, Reason: "failover"}).Seq
 		}, RuleCause, "names no cause"},
 		{"cause after", func(l *cleanLog) uint64 {
 			e := l.add("web", "id999", events.PackageStarting{Node: "n1", Epoch: 3})
