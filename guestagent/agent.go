@@ -60,6 +60,11 @@ type Config struct {
 	Version string
 	// Logger receives the agent's own log (default: discard).
 	Logger *slog.Logger
+	// SickAfter bounds how long the agent goes on when it cannot record
+	// events (its spool cannot be written, or the log refuses them while
+	// it is connected): past it, it withholds heartbeats and refuses runs,
+	// so that its host manager declares the guest lost (default 30s).
+	SickAfter time.Duration
 }
 
 // Agent runs and watches processes inside one guest on request, and reports
@@ -88,6 +93,7 @@ type Agent struct {
 	running  int
 	closing  bool
 	fence    fence
+	health   health
 
 	// onDelivered, if set before Run, is called after the log acknowledged
 	// each spooled event (benchmarks measure with it).
@@ -110,8 +116,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("new agent: state dir: missing")
 	}
-	if cfg.MaxProcs < 0 || cfg.Heartbeat < 0 || cfg.LogMaxBytes < 0 || cfg.ShutdownTimeout < 0 {
-		return nil, errors.New("new agent: max procs, heartbeat, log max bytes and shutdown timeout must not be negative")
+	if cfg.MaxProcs < 0 || cfg.Heartbeat < 0 || cfg.LogMaxBytes < 0 || cfg.ShutdownTimeout < 0 || cfg.SickAfter < 0 {
+		return nil, errors.New("new agent: max procs, heartbeat, log max bytes, shutdown timeout and sick after must not be negative")
+	}
+	if cfg.SickAfter == 0 {
+		cfg.SickAfter = DefaultSickAfter
 	}
 	if cfg.MaxProcs == 0 {
 		cfg.MaxProcs = DefaultMaxProcs
@@ -453,6 +462,19 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			a.mu.Unlock()
 			return // not ready for runs yet: see fence.held
 		}
+		if why, sick := a.sickLocked(time.Now()); sick {
+			logged := a.health.logged
+			a.health.logged = true
+			a.mu.Unlock()
+			if !logged {
+				a.log.Error("agent cannot record events; withholding heartbeats so that the host manager declares the guest lost", "why", why)
+			}
+			return
+		}
+		if a.health.logged {
+			a.health.logged = false
+			a.log.Info("agent records events again; heartbeats resume")
+		}
 		hb := Heartbeat{Guest: a.cfg.Guest, Running: a.running, Version: a.cfg.Version, Time: time.Now().UTC(), Node: a.cfg.Node}
 		a.mu.Unlock()
 		if err := a.cfg.Conn.Publish(subj, mustJSON(hb)); err != nil {
@@ -516,6 +538,10 @@ func (a *Agent) run(req RunRequest) (RunReply, error) {
 			req.Package, req.Service, info.RequestID, info.PID)}
 	}
 	if err := a.refusalLocked(); err != nil {
+		a.mu.Unlock()
+		return RunReply{}, err
+	}
+	if err := a.sickRefusalLocked(); err != nil {
 		a.mu.Unlock()
 		return RunReply{}, err
 	}
@@ -586,7 +612,9 @@ func (a *Agent) start(p *proc) error {
 		Started: &events.ProcessStarted{Guest: a.cfg.Guest, Service: req.Service, PID: pid, RequestID: req.RequestID, Epoch: req.Epoch},
 		Proc:    &procStamp{Argv: req.Argv, StartTicks: p.startTicks, BootID: a.bootID, HaltTimeoutMS: p.haltTimeout.Milliseconds()},
 	}
-	if err := a.journal.append(rec); err != nil {
+	err = a.journal.append(rec)
+	a.noteSpool(err)
+	if err != nil {
 		a.mu.Lock()
 		p.signal(syscall.SIGKILL)
 		p.reap()
@@ -660,11 +688,15 @@ func (a *Agent) watch(p *proc) {
 	rec := record{Kind: recExited, ID: events.NewID(), Source: a.source, Subject: p.req.Package, Time: at.UTC(), Cause: p.cause, Exited: x}
 	for wait := 10 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		err := a.journal.append(rec)
+		a.noteSpool(err)
 		if err == nil {
 			break
 		}
-		// Without the spool the exit would be lost: keep trying.
-		a.log.Error("spool process exit; retrying", "request_id", p.req.RequestID, "err", err)
+		// Without the spool the exit would be lost: keep trying, backing
+		// off. Past Config.SickAfter the agent withholds its heartbeats,
+		// so the host manager declares the guest lost and forces it off,
+		// which ends this too.
+		a.log.Error("spool process exit; retrying", "request_id", p.req.RequestID, "retry_in", wait, "err", err)
 		time.Sleep(wait)
 	}
 	p.out = nil // its tail is copied; let it go

@@ -47,6 +47,7 @@ func (a *Agent) deliver(ctx context.Context) {
 	for {
 		q, ok := a.journal.head()
 		if !ok {
+			a.noteDeliver(nil) // nothing waits
 			if err := a.journal.syncDirty(); err != nil {
 				a.log.Error("sync spool", "err", err)
 			}
@@ -71,6 +72,7 @@ func (a *Agent) deliver(ctx context.Context) {
 			l, err := events.Open(octx, a.cfg.Conn, events.WithoutCreate(), events.WithLogger(a.log))
 			cancel()
 			if err != nil {
+				a.noteDeliver(err)
 				if !failing {
 					a.log.Warn("event log unreachable; events stay in the spool", "err", err)
 					failing = true
@@ -90,6 +92,7 @@ func (a *Agent) deliver(ctx context.Context) {
 				// It can never be stored; keeping it would stop every later one.
 				a.log.Error("drop spooled event the log refuses", "id", q.rec.ID, "err", err)
 			} else {
+				a.noteDeliver(err)
 				if !failing {
 					a.log.Warn("append to event log failed; events stay in the spool and are retried", "err", err)
 					failing = true
@@ -105,6 +108,7 @@ func (a *Agent) deliver(ctx context.Context) {
 			failing = false
 		}
 		backoff = minBackoff
+		a.noteDeliver(nil)
 		a.journal.delivered(q)
 		if a.onDelivered != nil {
 			a.onDelivered(q.rec.Kind, q.rec.Time)

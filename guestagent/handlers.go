@@ -241,7 +241,10 @@ func replyError(r micro.Request, err error) {
 	if !errors.As(err, &re) {
 		re = &RemoteError{CodeInternal, err.Error()}
 	}
-	_ = r.Error(re.Code, re.Message, nil)
+	// The message travels in a header and ends up in event reasons: one
+	// line, valid UTF-8, within the schemas' limit.
+	msg := strings.NewReplacer("\r", " ", "\n", " ").Replace(re.Message)
+	_ = r.Error(re.Code, events.Clip(msg, events.MaxReason), nil)
 }
 
 func validateRun(req *RunRequest) error {
