@@ -2,17 +2,23 @@ package hostmanager
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/guestagent"
 )
 
 // The ladder of DESIGN §8, one rung at a time.
@@ -263,4 +269,117 @@ func TestForgedProcessStartedDoesNotBlockHalt(t *testing.T) {
 		t.Errorf("package.halted = %+v", d)
 	}
 	e.checkInvariants()
+}
+
+// A service that cannot start because its command is not on a very long
+// PATH: the agent's reply names the whole PATH; the service.failed and
+// package.failed reasons are cut to the schema's limit and appended once,
+// and the run is not re-sent in a loop.
+func TestCannotStartLongReply(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	long := strings.Repeat("/opt/nowhere/bin:", 400) // 6.8 KB
+	e.applyConfig(testYAML("none", "cmd: [no-such-command-vmguard]\nenv: {PATH: \""+long+"\"}"))
+	var runs atomic.Int64
+	e.startRunner("node1", nil, nil)
+	sub, err := e.nc.Subscribe(guestagent.Subject("webvm", guestagent.EndpointRun), func(*nats.Msg) { runs.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	e.place("web", "node1")
+	e.waitCount("web", "package.failed", 1, 30*time.Second)
+	sf, _ := last(e.events(), "web", "service.failed")
+	r := sf.Data.(events.ServiceFailed).Reason
+	if n := utf8.RuneCountInString(r); n > events.MaxReason || !strings.Contains(r, "cannot be started") || !strings.Contains(r, "…(cut ") {
+		t.Errorf("service.failed reason (%d characters): %.300q", n, r)
+	}
+	pf, _ := last(e.events(), "web", "package.failed")
+	if n := utf8.RuneCountInString(pf.Data.(events.PackageFailed).Reason); n > events.MaxReason {
+		t.Errorf("package.failed reason: %d characters", n)
+	}
+	if n := e.count("web", "service.failed"); n != 1 {
+		t.Errorf("%d service.failed", n)
+	}
+	if n := runs.Load(); n > 3 {
+		t.Errorf("the run was sent %d times: a cannot-start reply must not be re-sent in a loop", n)
+	}
+	e.checkInvariants()
+}
+
+// A guest whose driver cannot stop it, even forced, does not hold its
+// package's placement forever: after the graceful stop and the forced stop
+// failed, the node fences itself for the package (node.fenced, which
+// releases its placements), once.
+func TestUnstoppableGuestFencesNode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gd := t.TempDir()
+	pidf := gd + "/{{.Guest}}.pid"
+	e.applyConfig(`cluster: test
+node_timeout: 3s
+guest_timeout: 2s
+nodes: [node1]
+packages:
+  - name: db
+    nodes: [node1]
+    guest:
+      name: dbvm
+      driver: exec
+      start_timeout: 20s
+      exec:
+        start: [sh, -c, "` + vmguardBin + ` agent --guest {{.Guest}} --node {{.Node}} --heartbeat 200ms --nats ` + e.srv.ClientURL() + ` --state ` + gd + `/{{.Guest}} >>` + gd + `/{{.Guest}}.log 2>&1 & echo $! > ` + pidf + `"]
+        stop: [sh, -c, "echo the hypervisor refuses >&2; exit 3"]
+        status: [sh, -c, "st=$(ps -o stat= -p $(cat ` + pidf + `)) && case $st in Z*) exit 1;; esac"]
+        timeout: 2s
+    services:
+      - name: pg
+        cmd: [sleep, "1000"]
+        halt_timeout: 1s
+`)
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(filepath.Join(gd, "dbvm.pid")); err == nil {
+			var pid int
+			if _, err := fmt.Sscan(string(b), &pid); err == nil && pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
+	e.startRunner("node1", nil, nil)
+	epoch := e.place("db", "node1")
+	e.waitCount("db", "package.started", 1, 30*time.Second)
+	halting := e.append(events.Event{Source: "/vmguard/cli/test", Subject: "db", Data: events.PackageHalting{Node: "node1", Epoch: epoch, Reason: "operator_halt", By: "test"}})
+	var fenced events.Event
+	e.waitFor("node.fenced", 60*time.Second, func(evs []events.Event) bool {
+		for _, ev := range evs {
+			if _, ok := ev.Data.(events.NodeFenced); ok && ev.Subject == "node1" {
+				fenced = ev
+				return true
+			}
+		}
+		return false
+	})
+	r := fenced.Data.(events.NodeFenced).Reason
+	if !strings.Contains(r, "db") || !strings.Contains(r, "could not be stopped") || !strings.Contains(r, "refuses") {
+		t.Errorf("node.fenced reason %q", r)
+	}
+	t.Logf("halting -> node.fenced: %s", fenced.Time.Sub(halting.Time).Round(time.Millisecond))
+	// The node joins again and does not fence again for the same package.
+	e.waitFor("node.joined after the fence", 30*time.Second, func(evs []events.Event) bool {
+		for _, ev := range evs {
+			if _, ok := ev.Data.(events.NodeJoined); ok && ev.Seq > fenced.Seq {
+				return true
+			}
+		}
+		return false
+	})
+	n := 0
+	for _, ev := range e.events() {
+		if _, ok := ev.Data.(events.NodeFenced); ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d node.fenced, want 1", n)
+	}
 }
