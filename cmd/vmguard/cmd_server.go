@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -59,20 +60,30 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	mode := "durable (fsync before every acknowledgement)"
-	if c.Interval {
-		mode = "interval (flush every " + c.Flush.String() + "; 0s = JetStream's 2m default)"
-	}
 	where := ""
 	if s.JetStreamIsClustered() {
 		where = fmt.Sprintf(" (cluster member %s)", s.Name())
 	}
 	store := s.JetStreamConfig().StoreDir
 	fmt.Fprintf(g.Stdout, "vmguard server %s listening on %s%s, store %s, stream %s ready (R%d), %s\n",
-		version, s.ClientURL(), where, store, events.StreamName, replicas, mode)
+		version, s.ClientURL(), where, store, events.StreamName, replicas, syncMode(s))
 	<-ctx.Done()
 	fmt.Fprintln(g.Stdout, "vmguard server: shutting down")
 	return nil
+}
+
+// syncMode says how the running server writes its store, read from its
+// effective JetStream configuration rather than from the flags that asked
+// for it.
+func syncMode(s *server.Server) string {
+	js := s.JetStreamConfig()
+	if js == nil {
+		return "no JetStream"
+	}
+	if js.SyncAlways {
+		return "durable (fsync before every acknowledgement)"
+	}
+	return "interval (flush every " + js.SyncInterval.String() + "; an acknowledged event can be lost on a power failure)"
 }
 
 // provision creates or updates the VMGUARD stream with replicas replicas

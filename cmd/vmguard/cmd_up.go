@@ -70,8 +70,8 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	if res.unchanged {
 		what = "unchanged"
 	}
-	fmt.Fprintf(g.Stdout, "vmguard up: NATS on %s (store %s); cluster %s, %s; config %s (seq %d)\n",
-		url, c.Store, cl.Cluster, configSummary(cl), what, res.seq)
+	fmt.Fprintf(g.Stdout, "vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s (seq %d)\n",
+		url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what, res.seq)
 	fmt.Fprintf(g.Stdout, "In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...\n", url)
 
 	logger := slog.New(slog.DiscardHandler)
