@@ -61,6 +61,9 @@ func TestOperatorCLI(t *testing.T) {
 	if code, _, _ := cli("pkg", "run", "bad.name"); code != exitUsage {
 		t.Errorf("invalid name: code %d, want %d", code, exitUsage)
 	}
+	if code, _, errs := cli("pkg", "run", "web", "--reason", strings.Repeat("why ", 300)); code != exitUsage || !strings.Contains(errs, "--reason: 1200 characters; at most 960") {
+		t.Errorf("too long --reason: code %d, stderr %q, want a usage error", code, errs)
+	}
 	if got := last(); got != applied {
 		t.Fatalf("refused commands appended events: last seq %d, want %d", got, applied)
 	}

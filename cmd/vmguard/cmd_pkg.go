@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
@@ -117,6 +118,11 @@ type commandPath string
 // appends its events with the expected-sequence check, re-reading and
 // checking again if something changed in between.
 func operate(ctx context.Context, g *globals, cmd failover.Command) error {
+	// Refused here, whole, rather than cut: the operator's words are kept as
+	// written or not at all (room is left for the "operator_move: " prefix).
+	if n := utf8.RuneCountInString(cmd.Reason); n > maxReasonFlag || !utf8.ValidString(cmd.Reason) {
+		return fmt.Errorf("%w: --reason: %d characters; at most %d, in UTF-8", errUsage, n, maxReasonFlag)
+	}
 	for _, name := range []struct{ field, v string }{{"package", cmd.Package}, {"--node", cmd.Node}, {"--service", cmd.Service}, {"--by", cmd.By}} {
 		if name.v != "" {
 			if err := events.CheckName(name.field, name.v); err != nil {
@@ -151,6 +157,10 @@ func operate(ctx context.Context, g *globals, cmd failover.Command) error {
 		}
 	}
 }
+
+// maxReasonFlag is the longest --reason an operator command takes: the
+// schemas' limit less room for the code the controller puts before it.
+const maxReasonFlag = events.MaxReason - 64
 
 // appendAll stamps and appends evs, each guarded by the state's sequence.
 func appendAll(ctx context.Context, l *events.Log, s *failover.State, evs []events.Event) error {

@@ -27,6 +27,7 @@ type Options struct {
 	State     string        `name:"state" help:"Directory for the spool, output logs and lock (default .vmguard/agent/<guest>)."`
 	Heartbeat time.Duration `name:"heartbeat" default:"1s" help:"Heartbeat interval."`
 	LogMax    int64         `name:"log-max-bytes" default:"10485760" help:"Cap of each service's output log (rotated once to .1)."`
+	SickAfter time.Duration `name:"sick-after" default:"30s" help:"How long the agent goes on when it cannot record events (spool not writable, or the log refuses them while connected) before it withholds heartbeats, so that the host manager declares the guest lost, and refuses runs."`
 	Verbose   bool          `name:"verbose" short:"v" help:"Log debug messages."`
 }
 
@@ -74,7 +75,7 @@ func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, ver
 	defer nc.Close()
 	a, err := guestagent.New(guestagent.Config{
 		Guest: o.Guest, Node: o.Node, Conn: nc, StateDir: state, MaxProcs: o.MaxProcs,
-		Heartbeat: o.Heartbeat, LogMaxBytes: o.LogMax, Version: version, Logger: logger,
+		Heartbeat: o.Heartbeat, LogMaxBytes: o.LogMax, Version: version, Logger: logger, SickAfter: o.SickAfter,
 	})
 	if err != nil {
 		return &UsageError{err}
@@ -97,6 +98,9 @@ func (o *Options) check() error {
 	}
 	if o.Heartbeat <= 0 {
 		return fmt.Errorf("--heartbeat: %s, want more than 0", o.Heartbeat)
+	}
+	if o.SickAfter <= 0 {
+		return fmt.Errorf("--sick-after: %s, want more than 0", o.SickAfter)
 	}
 	if o.LogMax < 1 {
 		return fmt.Errorf("--log-max-bytes: %d, want at least 1", o.LogMax)
