@@ -2,6 +2,7 @@ package hostmanager
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -382,4 +383,103 @@ packages:
 	if n != 1 {
 		t.Errorf("%d node.fenced, want 1", n)
 	}
+}
+
+// fakeGuest plays a guest whose agent beats and accepts runs but whose
+// events never reach the log (its spool is full, or its publish permission
+// was withdrawn): it answers run requests with a pid and writes nothing.
+func fakeGuest(t *testing.T, nc *nats.Conn, guest, node string) (runs *atomic.Int64) {
+	t.Helper()
+	runs = &atomic.Int64{}
+	sub, err := nc.Subscribe(guestagent.Subject(guest, guestagent.EndpointRun), func(m *nats.Msg) {
+		var req guestagent.RunRequest
+		if json.Unmarshal(m.Data, &req) != nil {
+			return
+		}
+		runs.Add(1)
+		b, _ := json.Marshal(guestagent.RunReply{Process: guestagent.ProcessInfo{RequestID: req.RequestID, Package: req.Package,
+			Service: req.Service, Epoch: req.Epoch, PID: 4242, State: "running", StartedAt: time.Now()}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			b, _ := json.Marshal(guestagent.Heartbeat{Guest: guest, Node: node, Time: time.Now()})
+			_ = nc.Publish(guestagent.HeartbeatSubject(guest), b)
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-done
+		_ = sub.Unsubscribe()
+	})
+	return runs
+}
+
+// A run the agent accepted whose process.started never comes does not
+// leave the service "starting" forever: after ReportTimeout the host
+// manager records the process as exited (not_reported) and the restart
+// policy decides (here: one restart, then the service fails and so does
+// the package).
+func TestUnreportedRunCountsAsFailedStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(`cluster: test
+node_timeout: 3s
+guest_timeout: 2s
+nodes: [node1]
+packages:
+  - name: db
+    nodes: [node1]
+    guest:
+      name: dbvm
+      driver: exec
+      start_timeout: 20s
+      exec:
+        start: ["true"]
+        stop: ["true"]
+        status: ["false"]
+    services:
+      - name: pg
+        cmd: [sleep, "1000"]
+        restart: 1
+`)
+	runs := fakeGuest(t, e.nc, "dbvm", "node1")
+	e.startRunner("node1", nil, nil)
+	e.place("db", "node1")
+	e.waitCount("db", "guest.started", 1, 30*time.Second)
+	gs, _ := last(e.events(), "db", "guest.started")
+	e.waitCount("db", "package.failed", 1, 2*ReportTimeout+30*time.Second)
+	var exits []events.Event
+	for _, ev := range e.pkgEvents("db") {
+		if x, ok := ev.Data.(events.ProcessExited); ok {
+			if x.Reason != ReasonUnreported || x.PID != 4242 || ev.Source != HostSource("node1") {
+				t.Errorf("process.exited %+v from %s", x, ev.Source)
+			}
+			exits = append(exits, ev)
+		}
+	}
+	if len(exits) != 2 || e.count("db", "service.restarting") != 1 || e.count("db", "service.failed") != 1 {
+		t.Fatalf("%d process.exited, %d service.restarting, %d service.failed; want 2, 1, 1",
+			len(exits), e.count("db", "service.restarting"), e.count("db", "service.failed"))
+	}
+	if d := exits[0].Time.Sub(gs.Time); d < ReportTimeout || d > ReportTimeout+10*time.Second {
+		t.Errorf("first process.exited %s after guest.started, want ReportTimeout %s plus a little", d, ReportTimeout)
+	}
+	if n := runs.Load(); n != 2 {
+		t.Errorf("%d run requests, want 2 (the first run and the restart)", n)
+	}
+	e.checkInvariants()
 }
