@@ -238,10 +238,7 @@ func (r *Runner) unreported(ctx context.Context, a Action, k string, now time.Ti
 	delete(r.accepted, k)
 	r.logger.Error("no process.started for a run the agent accepted; counting it as a failed start", "package", a.Package,
 		"service", a.Service.Name, "request_id", a.RequestID, "pid", ac.pid, "waited", ReportTimeout)
-	x := events.Event{Source: HostSource(r.node), Subject: a.Package, CauseID: a.CauseID, Data: events.ProcessExited{
-		Guest: a.Guest.Name, Service: a.Service.Name, PID: ac.pid, ExitCode: -1, RequestID: a.RequestID, Epoch: a.Epoch,
-		Reason: ReasonUnreported,
-	}}
+	x := a.Unreported(ac.pid)
 	// A fact, appended by a goroutine like any action's result.
 	r.wg.Add(1)
 	go func() {

@@ -81,6 +81,18 @@ func (a Action) GuestStopped(reason string) events.Event {
 		Data: events.GuestStopped{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, Reason: clipReason(reason)}}
 }
 
+// Unreported returns the event recording that the run of a RunService
+// action, which the agent accepted with process pid, counts as a failed
+// start: its process.started did not come within ReportTimeout. The core
+// folds it like any exit (the restart policy applies); a process.started
+// that still comes later makes the process a stray, which is stopped.
+func (a Action) Unreported(pid int) events.Event {
+	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID, Data: events.ProcessExited{
+		Guest: a.Guest.Name, Service: a.Service.Name, PID: pid, ExitCode: -1, RequestID: a.RequestID, Epoch: a.Epoch,
+		Reason: ReasonUnreported,
+	}}
+}
+
 // Pending returns the actions the log asks of this node for package pkg and
 // does not yet show done, in the order to start them:
 //   - halting or failing: StopService for every process while the guest is

@@ -695,3 +695,76 @@ func TestApplyIgnoresSeqZeroAndOld(t *testing.T) {
 		t.Error("node event")
 	}
 }
+
+// Reasons built from outside text — an exit reason at its own limit, a
+// service.failed reason wrapped by package.failed, an operator's halt
+// reason — are cut to the schemas' limit where the core builds them (the
+// harness fails on any event the log would refuse).
+func TestDecideCutsReasons(t *testing.T) {
+	long := strings.Repeat("é", events.MaxReason) // at the limit, 2 bytes a character
+	t.Run("exit reason wrapped twice", func(t *testing.T) {
+		h := newHarness(t, cfgYAML("", ""))
+		h.start()
+		h.exitWith("a", events.ProcessExited{ExitCode: 1, Reason: long})
+		got := h.settle()
+		eq(t, "after the exit", got, []string{"service.failed", "process.exited", "guest.stopped", "package.failed"})
+		for _, typ := range []string{events.TypeServiceFailed, events.TypePackageFailed} {
+			e := h.lastOf(typ)
+			var r string
+			switch d := e.Data.(type) {
+			case events.ServiceFailed:
+				r = d.Reason
+			case events.PackageFailed:
+				r = d.Reason
+			}
+			if !strings.Contains(r, "…(cut ") || !strings.HasSuffix(r, "restarts used up (restart: none)") {
+				t.Errorf("%s reason does not keep its end or say it was cut: …%q", typ, r[max(0, len(r)-80):])
+			}
+		}
+	})
+	t.Run("operator halt reason", func(t *testing.T) {
+		h := newHarness(t, cfgYAML("", ""))
+		h.start()
+		in := h.inst()
+		h.add("/vmguard/cli/alice", "web", "", events.PackageHalting{Node: me, Epoch: in.Epoch, Reason: long, By: "alice"})
+		h.settle()
+		if r := h.lastOf(events.TypePackageHalted).Data.(events.PackageHalted).Reason; r != long {
+			t.Errorf("a reason within the limit was changed: %d characters", len([]rune(r)))
+		}
+	})
+}
+
+// A run recorded as unreported (Action.Unreported) is an exit like any
+// other: the restart policy decides, and a late process.started of that
+// run is a stray to stop.
+func TestUnreportedRunIsAnExit(t *testing.T) {
+	h := newHarness(t, cfgYAML("restart: 1", ""))
+	h.holdRuns = true
+	h.place(me, "auto_run")
+	h.settle()
+	var run Action
+	for _, a := range Pending(h.s, "web") {
+		if a.Kind == RunService && a.Service.Name == "a" {
+			run = a
+		}
+	}
+	if run.Kind != RunService {
+		t.Fatalf("no run of a pending: %+v", Pending(h.s, "web"))
+	}
+	h.append(run.Unreported(77))
+	d, ok := Decide(h.s, "web")
+	if !ok || d.Type() != events.TypeServiceRestarting || d.CauseID != h.last().ID {
+		t.Fatalf("after the unreported run: %+v %v", d, ok)
+	}
+	h.decide("web")
+	h.add(agentSource("webvm"), "web", run.CauseID, events.ProcessStarted{Guest: "webvm", Service: "a", PID: 77, RequestID: run.RequestID, Epoch: run.Epoch})
+	var stray bool
+	for _, a := range Pending(h.s, "web") {
+		if a.Kind == StopService && a.RequestID == run.RequestID {
+			stray = true
+		}
+	}
+	if !stray {
+		t.Fatalf("the late process.started is not stopped: %+v", Pending(h.s, "web"))
+	}
+}

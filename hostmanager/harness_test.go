@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,16 @@ import (
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 )
+
+// testCodec checks events against the schemas as the log does; compiled
+// once for all harnesses.
+var testCodec = sync.OnceValue(func() *events.Codec {
+	c, err := events.NewCodec()
+	if err != nil {
+		panic(err)
+	}
+	return c
+})
 
 // t0 is the time of the first event of every test log.
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -98,6 +109,11 @@ func (h *harness) append(e events.Event) events.Event {
 	e.Time = h.now
 	if err := e.Validate(); err != nil {
 		h.t.Fatalf("event %d %s: %v", e.Seq, e.Type(), err)
+	}
+	// What the log would refuse (a reason over its schema's limit, say)
+	// is a bug in what the core or the harness built.
+	if _, err := testCodec().Encode(e); err != nil {
+		h.t.Fatalf("event %d %s: the log would refuse it: %v", e.Seq, e.Type(), err)
 	}
 	h.check(e)
 	h.log = append(h.log, e)
