@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/hostmanager"
+	"github.com/vmguard/vmguard/internal/dirlock"
 )
 
 type hostCmd struct {
@@ -55,6 +56,11 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	if state == "" {
 		state = filepath.Join(".vmguard", "host", c.Node)
 	}
+	lock, err := dirlock.Acquire(state, "vmguard host --node "+c.Node)
+	if err != nil {
+		return fmt.Errorf("%w: state: %v", errUsage, err)
+	}
+	defer lock.Release()
 	level := slog.LevelInfo
 	if c.Verbose {
 		level = slog.LevelDebug

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -18,7 +19,7 @@ import (
 )
 
 type serverCmd struct {
-	Store    string        `name:"store" help:"Directory for JetStream's files (default: the config's jetstream store_dir, else .vmguard/store)."`
+	Store    string        `name:"store" help:"Directory for JetStream's files (default: the config's jetstream store_dir, else .vmguard/nats, the store of vmguard up, so a server started after up sees its log)."`
 	Host     string        `name:"host" help:"Address to listen on (default: the config's host, else 127.0.0.1)."`
 	Port     int           `name:"port" help:"Client port (default: the config's port, else 4222)."`
 	HTTP     int           `name:"http" default:"0" help:"Monitoring port (0: the config's, else off)."`
@@ -37,7 +38,7 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("%w: --replicas %d: want 1 to 5 (0: keep the stream's)", errUsage, c.Replicas)
 	}
 	s, err := natsd.Start(natsd.Config{
-		StoreDir: c.Store, DefaultStoreDir: ".vmguard/store", Host: c.Host, Port: c.Port, HTTPPort: c.HTTP, Name: c.Name,
+		StoreDir: c.Store, DefaultStoreDir: filepath.Join(".vmguard", "nats"), Host: c.Host, Port: c.Port, HTTPPort: c.HTTP, Name: c.Name,
 		ConfigFile: c.Config, Interval: c.Interval, SyncInterval: c.Flush, Log: !c.Quiet,
 	})
 	if err != nil {

@@ -17,11 +17,12 @@ import (
 	"github.com/vmguard/vmguard/examples"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/hostmanager"
+	"github.com/vmguard/vmguard/internal/dirlock"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 type upCmd struct {
-	File     string `name:"file" short:"f" placeholder:"cluster.yaml" help:"Cluster configuration (default: the built-in demo, examples/demo.yaml)."`
+	File     string `name:"file" short:"f" placeholder:"cluster.yaml" help:"Cluster configuration to apply (default: the one in force in the store's log, so a restart never reverts what vmguard apply recorded; on a new store the built-in demo, examples/demo.yaml)."`
 	Store    string `name:"store" default:".vmguard" help:"Directory for the event log and the nodes' local files; a second run resumes from it."`
 	Host     string `name:"host" default:"127.0.0.1" help:"Address the embedded NATS server listens on."`
 	Port     int    `name:"port" default:"4222" help:"Client port of the embedded NATS server."`
@@ -35,13 +36,21 @@ type upCmd struct {
 // in this process, with a live view, until Ctrl-C; then it halts the
 // packages cleanly.
 func (c *upCmd) Run(ctx context.Context, g *globals) error {
-	cl, name, err := c.config(g)
+	var fileCl *config.Cluster
+	if c.File != "" {
+		// Checked before anything starts: a bad file changes nothing.
+		cl, err := loadConfigFile(g, c.File)
+		if err != nil {
+			return err
+		}
+		fileCl = cl
+	}
+	// One owner per store: the whole directory (log, host state, guests).
+	lock, err := dirlock.Acquire(c.Store, "vmguard up")
 	if err != nil {
-		return err
+		return fmt.Errorf("store: %w", err)
 	}
-	if err := os.MkdirAll(c.Store, 0o755); err != nil {
-		return fmt.Errorf("create store: %w", err)
-	}
+	defer lock.Release()
 	srv, err := natsd.Start(natsd.Config{
 		StoreDir: filepath.Join(c.Store, "nats"), Host: c.Host, Port: c.Port, Interval: c.Interval,
 	})
@@ -62,16 +71,12 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	res, err := applyConfig(ctx, l, cl, name, "vmguard-up", "vmguard up")
+	cl, what, err := c.config(ctx, l, fileCl)
 	if err != nil {
 		return err
 	}
-	what := "applied"
-	if res.unchanged {
-		what = "unchanged"
-	}
-	fmt.Fprintf(g.Stdout, "vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s (seq %d)\n",
-		url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what, res.seq)
+	fmt.Fprintf(g.Stdout, "vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s\n",
+		url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what)
 	fmt.Fprintf(g.Stdout, "In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...\n", url)
 
 	logger := slog.New(slog.DiscardHandler)
@@ -101,9 +106,15 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	}
 	// Host managers first, so that the controller finds their nodes joined.
 	for _, node := range cl.Nodes {
+		state := filepath.Join(c.Store, "host", node)
+		hl, err := dirlock.Acquire(state, "vmguard up, host manager of "+node)
+		if err != nil {
+			return fmt.Errorf("state of node %s: %w", node, err)
+		}
+		defer hl.Release()
 		hm, err := hostmanager.NewRunner(hostmanager.Config{
 			Node: node, Log: l, Logger: logger.With("node", node),
-			StateDir: filepath.Join(c.Store, "host", node), AgentBin: bin, NATSURL: url,
+			StateDir: state, AgentBin: bin, NATSURL: url,
 			HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version,
 		})
 		if err != nil {
@@ -135,15 +146,42 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	return runErr
 }
 
-// config returns the configuration to run: the file given, or the demo.
-func (c *upCmd) config(g *globals) (*config.Cluster, string, error) {
-	if c.File != "" {
-		cl, err := loadConfigFile(g, c.File)
-		return cl, c.File, err
+// config puts the configuration to run in force and says which it is: the
+// file given (applied unless it is the one in force), else the one the log
+// has in force (a restart resumes with what `vmguard apply` recorded, never
+// silently reverting it), else, on an empty log, the built-in demo.
+func (c *upCmd) config(ctx context.Context, l *events.Log, fileCl *config.Cluster) (*config.Cluster, string, error) {
+	name := c.File
+	cl := fileCl
+	if cl == nil {
+		e, ok, err := l.Last(ctx, configSubject)
+		if err != nil {
+			return nil, "", fmt.Errorf("read the configuration in force: %w", err)
+		}
+		if ok {
+			d, _ := e.Data.(events.ConfigApplied)
+			cl, err := config.FromJSON(d.Config)
+			if err != nil {
+				return nil, "", fmt.Errorf("the configuration in force (seq %d): %w", e.Seq, err)
+			}
+			from := d.File
+			if from == "" {
+				from = "no file"
+			}
+			return cl, fmt.Sprintf("in force from the log (seq %d, from %s, applied by %s; -f FILE to apply another)", e.Seq, from, d.By), nil
+		}
+		demo, err := config.Parse(examples.DemoName, examples.Demo)
+		if err != nil {
+			return nil, "", fmt.Errorf("the built-in demo config: %w", err)
+		}
+		cl, name = demo, examples.DemoName
 	}
-	cl, err := config.Parse(examples.DemoName, examples.Demo)
+	res, err := applyConfig(ctx, l, cl, name, "vmguard-up", "vmguard up")
 	if err != nil {
-		return nil, "", fmt.Errorf("the built-in demo config: %w", err)
+		return nil, "", err
 	}
-	return cl, examples.DemoName, nil
+	if res.unchanged {
+		return cl, fmt.Sprintf("%s unchanged (seq %d)", name, res.seq), nil
+	}
+	return cl, fmt.Sprintf("%s applied (seq %d)", name, res.seq), nil
 }

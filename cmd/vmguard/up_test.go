@@ -74,7 +74,7 @@ func TestUpDemo(t *testing.T) {
 	// A second run resumes from the store: same config, packages run again.
 	cmd, out = runUp(t, store, port)
 	waitFor(t, 60*time.Second, "the second run to start both packages again", func() bool {
-		return strings.Contains(out.String(), "config unchanged") && strings.Count(out.String(), "db             package.started") >= 2
+		return strings.Contains(out.String(), "config in force from the log") && strings.Count(out.String(), "db             package.started") >= 2
 	})
 	l := dialLog(t, url)
 	evs := readLog(t, l)

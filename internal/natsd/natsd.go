@@ -6,10 +6,13 @@ package natsd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/vmguard/vmguard/internal/dirlock"
 )
 
 // Config says how to run the embedded server.
@@ -120,23 +123,113 @@ func (c Config) Options() (*server.Options, error) {
 	return opts, nil
 }
 
-// Start runs the server and waits until it accepts connections.
+// Start locks the store, runs the server and waits until it accepts
+// connections. It fails at once, not after a timeout, when the store is in
+// use by another process (naming it) or a port cannot be listened on. The
+// store's lock is released when the server has shut down.
 func Start(c Config) (*server.Server, error) {
 	opts, err := c.Options()
 	if err != nil {
 		return nil, err
 	}
+	lock, err := lockStore(opts.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		lock.Release()
 		return nil, fmt.Errorf("create nats server: %w", err)
 	}
+	var inner server.Logger
 	if c.Log {
 		s.ConfigureLogger()
+		inner = s.Logger()
 	}
+	fl := &fatalLogger{Logger: inner, fatal: make(chan string, 1)}
+	s.SetLogger(fl, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("nats server on %s:%d did not become ready in 30s", opts.Host, opts.Port)
+	go func() {
+		s.WaitForShutdown()
+		lock.Release()
+	}()
+	ready := time.Now().Add(30 * time.Second)
+	for !s.ReadyForConnections(50 * time.Millisecond) {
+		select {
+		case msg := <-fl.fatal:
+			s.Shutdown()
+			return nil, fmt.Errorf("nats server: %s", msg)
+		default:
+		}
+		if time.Now().After(ready) {
+			s.Shutdown()
+			return nil, fmt.Errorf("nats server on %s:%d did not become ready in 30s", opts.Host, opts.Port)
+		}
 	}
 	return s, nil
+}
+
+// lockStore locks the store dir. A lock held by this very process is a
+// server shut down a moment ago whose lock is being released (tests restart
+// servers on one store): it is waited for, up to two seconds.
+func lockStore(dir string) (*dirlock.Lock, error) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		lock, err := dirlock.Acquire(dir, "vmguard server")
+		var held *dirlock.HeldError
+		if !errors.As(err, &held) || held.Holder.PID != os.Getpid() || time.Now().After(deadline) {
+			return lock, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fatalLogger passes the server's log to Logger (none: dropped) but turns a
+// fatal error, such as a port already in use, into a message for Start
+// instead of an exit of the whole process (nats-server's own logger exits;
+// without one the server just never becomes ready).
+type fatalLogger struct {
+	server.Logger // nil: log nothing
+	fatal         chan string
+}
+
+func (l *fatalLogger) Noticef(format string, v ...any) {
+	if l.Logger != nil {
+		l.Logger.Noticef(format, v...)
+	}
+}
+
+func (l *fatalLogger) Warnf(format string, v ...any) {
+	if l.Logger != nil {
+		l.Logger.Warnf(format, v...)
+	}
+}
+
+func (l *fatalLogger) Errorf(format string, v ...any) {
+	if l.Logger != nil {
+		l.Logger.Errorf(format, v...)
+	}
+}
+
+func (l *fatalLogger) Debugf(format string, v ...any) {
+	if l.Logger != nil {
+		l.Logger.Debugf(format, v...)
+	}
+}
+
+func (l *fatalLogger) Tracef(format string, v ...any) {
+	if l.Logger != nil {
+		l.Logger.Tracef(format, v...)
+	}
+}
+
+func (l *fatalLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if l.Logger != nil {
+		l.Logger.Errorf("%s", msg)
+	}
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
