@@ -613,7 +613,11 @@ func (a *Agent) start(p *proc) error {
 		Proc:    &procStamp{Argv: req.Argv, StartTicks: p.startTicks, BootID: a.bootID, HaltTimeoutMS: p.haltTimeout.Milliseconds()},
 	}
 	err = a.journal.append(rec)
-	a.noteSpool(err)
+	if err == nil {
+		// A failed start is answered (the host manager retries, then
+		// fails the service); only a write that works clears a sickness.
+		a.noteSpool(nil)
+	}
 	if err != nil {
 		a.mu.Lock()
 		p.signal(syscall.SIGKILL)
