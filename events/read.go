@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
@@ -196,52 +197,147 @@ func newDecodeJob() *decodeJob {
 	}
 }
 
+// Follow timing. A consumer that sat on a server that stopped says
+// nothing; Follow notices by missed heartbeats (2 x followHeartbeat) and
+// creates a new one, each attempt bounded, so that a request the cluster
+// drops while it elects a leader costs one short attempt, not nats.go's 10 s.
+const (
+	followHeartbeat      = 500 * time.Millisecond
+	followCreateTimeout  = time.Second     // first attempt; doubles on each timeout
+	followCreateMaxWait  = 5 * time.Second // longest attempt
+	followRetryMin       = 50 * time.Millisecond
+	followRetryMax       = time.Second
+	followInactiveExpiry = time.Minute // a consumer left behind goes away by itself
+)
+
 // Follow reads the events selected by ro, first those in the log and then
 // live ones as they are appended, until ctx ends or fn fails. It resumes by
-// itself after a lost connection. To resume after a restart, pass the last
-// sequence handled plus one as StartSeq.
+// itself, without repeating or skipping a message, after a lost connection
+// or the loss of the server its consumer lived on. To resume after a
+// restart, pass the last sequence handled plus one as StartSeq.
 func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 	pol, seq, t := ro.deliver()
-	cons, err := l.js.OrderedConsumer(ctx, StreamName, jetstream.OrderedConsumerConfig{
-		FilterSubjects: ro.Subjects,
-		DeliverPolicy:  pol,
-		OptStartSeq:    seq,
-		OptStartTime:   t,
-	})
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     pol,
+		OptStartSeq:       seq,
+		OptStartTime:      t,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		Replicas:          1,
+		InactiveThreshold: followInactiveExpiry,
+	}
+	if len(ro.Subjects) == 1 {
+		cfg.FilterSubject = ro.Subjects[0]
+	} else {
+		cfg.FilterSubjects = ro.Subjects
+	}
+	cctx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
+	cons, err := l.stream.CreateConsumer(cctx, cfg)
+	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("follow: create consumer: %w", err)
 	}
-	// A 1 s heartbeat (default 5 s): on a cluster, the ordered consumer notices
-	// a stopped server after two missed heartbeats and recreates itself.
-	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch), jetstream.PullHeartbeat(time.Second))
+	var next uint64 // stream sequence to resume from; 0: where ro says
+	for {
+		why, err := l.followConsumer(ctx, cons, ro, &next, fn)
+		if err != nil || ctx.Err() != nil {
+			return err
+		}
+		// The consumer is gone or out of step: a new one from the next
+		// sequence, as nats.go's ordered consumer does.
+		lost := time.Now()
+		if next > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, next, nil
+		}
+		if cons, err = l.recreate(ctx, cfg); err != nil {
+			return nil // ctx ended
+		}
+		l.logger.Info("follow: resumed on a new consumer", "from", next, "why", why, "took", time.Since(lost).Round(time.Millisecond))
+	}
+}
+
+// followConsumer reads cons until ctx ends, fn fails (its error), or the
+// consumer must be replaced (why says so). next is the stream sequence
+// after the last message read.
+func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, fn Handler) (why, err error) {
+	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch), jetstream.PullHeartbeat(followHeartbeat),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
-		return fmt.Errorf("follow: %w", err)
+		return err, nil
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	var delivered uint64 // consumer sequence of the last message
 	for {
 		m, err := it.Next()
+		if ctx.Err() != nil {
+			return nil, nil
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			return fmt.Errorf("follow: %w", err)
+			// No heartbeat (its server stopped), the consumer deleted, the
+			// iterator closed under us: each means a new consumer.
+			return err, nil
 		}
 		meta, err := m.Metadata()
 		if err != nil {
-			return fmt.Errorf("follow: %w", err)
+			return nil, fmt.Errorf("follow: %w", err)
 		}
-		if e, ok := l.decode(m, meta.Sequence.Stream); ok {
+		if meta.Sequence.Consumer != delivered+1 {
+			return fmt.Errorf("delivery %d after %d", meta.Sequence.Consumer, delivered), nil
+		}
+		delivered = meta.Sequence.Consumer
+		s := meta.Sequence.Stream
+		if s < *next {
+			continue // read before
+		}
+		*next = s + 1
+		if e, ok := l.decode(m, s); ok {
 			if err := fn(e); err != nil {
-				return err
+				return nil, err
 			}
 		} else if ro.OnSkip != nil {
-			ro.OnSkip(meta.Sequence.Stream, m.Subject())
+			ro.OnSkip(s, m.Subject())
 		}
+	}
+}
+
+// recreate creates the follower's consumer again, retrying until it exists
+// or ctx ends. Each attempt is bounded: while the cluster elects a leader
+// a create request may get no answer at all.
+func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	wait, retry := followCreateTimeout, followRetryMin
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		began := time.Now()
+		cons, err := l.stream.CreateConsumer(actx, cfg)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		lvl := slog.LevelDebug
+		if attempt%10 == 3 {
+			lvl = slog.LevelWarn // longer than a leader election
+		}
+		l.logger.Log(ctx, lvl, "follow: create consumer; retrying", "attempt", attempt, "took", time.Since(began).Round(time.Millisecond), "err", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			wait = min(2*wait, followCreateMaxWait) // no answer: perhaps just slow
+			continue
+		}
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		retry = min(2*retry, followRetryMax)
 	}
 }
 

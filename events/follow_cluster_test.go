@@ -1,0 +1,145 @@
+package events_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+// followResume bounds how long after an append is acknowledged a follower
+// whose server stopped gets it: two missed heartbeats (1 s), a consumer
+// create that the cluster drops while it elects a meta leader (1 s), the
+// create that works, with room for a loaded machine. Before, nats.go's
+// ordered consumer took 11 s here: it re-created its consumer at once on the
+// reconnect, with no meta leader to answer, and waited out its 10 s request
+// timeout and a 1 s backoff.
+const followResume = 5 * time.Second
+
+// delivery is one event a follower handed over, and when.
+type delivery struct {
+	seq uint64
+	at  time.Time
+}
+
+// deliveries checks a follower's deliveries: each the sequence after the
+// one before (the test's log has nothing else), none repeated or skipped.
+type deliveries struct {
+	t    *testing.T
+	c    chan delivery
+	last uint64
+}
+
+// until reads deliveries until seq arrives, within d, and returns when.
+func (ds *deliveries) until(seq uint64, d time.Duration) time.Time {
+	ds.t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case g := <-ds.c:
+			if g.seq != ds.last+1 {
+				ds.t.Fatalf("delivered seq %d after %d", g.seq, ds.last)
+			}
+			ds.last = g.seq
+			if g.seq == seq {
+				return g.at
+			}
+		case <-timeout:
+			ds.t.Fatalf("seq %d not delivered within %v (last %d)", seq, d, ds.last)
+		}
+	}
+}
+
+// TestFollowSurvivesServerLoss follows an R3 log on a three-server cluster
+// through a connection to the server that leads the JetStream meta group,
+// then stops the meta leader (cleanly, as SIGTERM does) three times, starting
+// it again in between. Each time the follower gets the next append within
+// followResume of its acknowledgement, and over the whole run every event
+// once, in order.
+func TestFollowSurvivesServerLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-server cluster")
+	}
+	c := natsd.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	l, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendOne := func(what string) (uint64, time.Time) {
+		t.Helper()
+		e := events.Stamp(events.Event{Source: "/vmguard/cli/test", Subject: "p",
+			Data: events.PackageReset{Reason: what, By: "test"}}, time.Now())
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			actx, acancel := context.WithTimeout(ctx, time.Second)
+			seq, err := l.Append(actx, e) // a retry is stored once (Nats-Msg-Id)
+			acancel()
+			if err == nil {
+				return seq, time.Now()
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("append %s: %v", what, err)
+			}
+		}
+	}
+
+	// The follower's connection is on the meta leader, the first victim: it
+	// reconnects while the cluster elects a new one.
+	victim := c.MetaLeader()
+	if victim < 0 {
+		t.Fatal("no meta leader")
+	}
+	first := c.Server(victim).ClientURL()
+	urls := slices.DeleteFunc(strings.Split(c.URLs(), ","), func(u string) bool { return u == first })
+	nc, err := nats.Connect(strings.Join(append([]string{first}, urls...), ","), nats.DontRandomize(),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	fl, err := events.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &deliveries{t: t, c: make(chan delivery, 1000)}
+	fctx, stopFollow := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- fl.Follow(fctx, events.ReadOptions{}, func(e events.Event) error {
+			ds.c <- delivery{e.Seq, time.Now()}
+			return nil
+		})
+	}()
+
+	for round := 1; round <= 3; round++ {
+		before, _ := appendOne(fmt.Sprintf("before loss %d", round))
+		ds.until(before, 10*time.Second)
+		victim = c.MetaLeader()
+		t.Logf("loss %d: stopping n%d (meta leader; stream leader n%d; follower connected to %s)", round, victim+1,
+			c.StreamLeader(events.StreamName)+1, nc.ConnectedServerName())
+		stopped := time.Now()
+		c.Shutdown(victim)
+		seq, acked := appendOne(fmt.Sprintf("after loss %d", round))
+		at := ds.until(seq, 30*time.Second)
+		t.Logf("loss %d: append acknowledged %v after the stop, followed %v after that",
+			round, acked.Sub(stopped).Round(time.Millisecond), at.Sub(acked).Round(time.Millisecond))
+		if at.Sub(acked) > followResume {
+			t.Errorf("loss %d: the follower got seq %d %v after its append, want within %v", round, seq, at.Sub(acked), followResume)
+		}
+		c.Restart(victim)
+		c.WaitFormed(60 * time.Second)
+	}
+	stopFollow()
+	if err := <-done; err != nil {
+		t.Errorf("follow: %v", err)
+	}
+}
