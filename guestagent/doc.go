@@ -92,15 +92,23 @@
 //
 // A real VM outlives a crashed host manager, so an agent started with a node
 // (Config.Node, `--node N`) fences itself: a package must never run beside
-// its replacement on another node. It watches key N in the KV bucket
+// its replacement on another node. It follows key N in the KV bucket
 // vmguard_leases (internal/lease; it opens the bucket again until it
-// exists), and takes every new revision of the key as a renewal, with the
-// ttl from the value's ttl_ms. It accepts runs only once it has seen a
-// renewal: the host manager takes the lease before it starts guests, and
-// runs refused before that get 503 "node lease of N not seen yet" (the host
-// manager retries). If it then sees no renewal for lease.FenceAfter(ttl)
-// (0.6 ttl, timed by its own monotonic clock from when it saw the last one,
-// so an unreachable NATS counts the same), or sees the key deleted or
+// exists) two ways: a watch, which sees a change the moment it is written,
+// and a poll of the key's last value by direct get every ttl/16, which any
+// replica answers, so that losing the server of the watch's consumer (a
+// cluster member stopping) does not look like a lapse. It takes every new
+// revision of the key, from either, as a renewal, with the ttl from the
+// value's ttl_ms: a live watch update is timed from its arrival, a polled
+// one by the server's stamp of it, but never later than it arrived nor
+// earlier than the poll before it (so a guest clock ahead of the server's
+// cannot age it by more than a poll interval). It accepts runs only once it
+// has seen a renewal: the host manager takes the lease before it starts
+// guests, and runs refused before that get 503 "node lease of N not seen
+// yet" (the host manager retries). If it then sees no renewal for
+// lease.FenceAfter(ttl) (0.6 ttl, timed by its own monotonic clock from the
+// last renewal, so an unreachable NATS counts the same), or sees the key
+// deleted or
 // purged, it fences: it stops every process, SIGTERM then SIGKILL after
 // their halt timeout but at most 0.2 ttl (so all are dead by 0.8 ttl after
 // the last renewal it saw, before the failover controller can find the key
@@ -121,6 +129,7 @@
 //	$JS.API.STREAM.INFO.VMGUARD                            to open the log
 //	$JS.API.STREAM.INFO.KV_vmguard_leases and              with --node: to watch its node's lease
 //	$JS.API.CONSUMER.*.KV_vmguard_leases.>                 (an ordered consumer, key <node> only)
+//	$JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.<node>   (the poll)
 //	reply subjects                                         (micro replies, flow control; allow_responses)
 //
 // and subscribes to vmguard.agent.<guest>.>, $SRV.> and _INBOX.> (the lease

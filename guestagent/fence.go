@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,6 +32,33 @@ const (
 	leaseMaxRetry    = 500 * time.Millisecond
 )
 
+// Lease poll bounds. The poll reads the key's last value by direct get,
+// which any current replica of the bucket answers: it goes on while the
+// server that holds the watch's consumer, or the bucket's leader, is gone.
+const (
+	pollWaiting    = 250 * time.Millisecond // poll interval before a ttl is known
+	pollMinTimeout = 250 * time.Millisecond
+	pollMaxTimeout = 2 * time.Second
+)
+
+// pollEvery is how often the agent reads its node's lease key: four times
+// per renewal interval (ttl/16), so that with the watch gone a renewal is
+// still seen within ttl/16 of being written, well inside the 0.35 ttl
+// between FenceAfter(ttl) and the next renewal but one.
+func pollEvery(ttl time.Duration) time.Duration {
+	if ttl <= 0 {
+		return pollWaiting
+	}
+	return lease.RenewEvery(ttl) / 4
+}
+
+// pollTimeout bounds one read of the lease key: half a renewal interval,
+// clamped to [pollMinTimeout, pollMaxTimeout]. A read the cluster drops
+// (a server stopping) costs that much, and the next one is sent at once.
+func pollTimeout(ttl time.Duration) time.Duration {
+	return min(max(lease.RenewEvery(ttl)/2, pollMinTimeout), pollMaxTimeout)
+}
+
 // fenceHalt bounds the halt timeout of a fenced process: SIGKILL comes at
 // most ttl/5 after SIGTERM, so that a process is dead by 0.8 ttl after the
 // last renewal the agent saw, before anyone can declare the node lost.
@@ -41,6 +69,7 @@ type fence struct {
 	state string // "" without a node, else LeaseWaiting, LeaseHeld or LeaseFenced
 	why   string // why it fenced
 	ttl   time.Duration
+	rev   uint64      // revision of the key last applied, by watch or poll
 	gen   uint64      // bumped by each renewal and lapse; an older timer does nothing
 	timer *time.Timer // fires FenceAfter(ttl) after the last renewal seen
 	// kick asks the watcher to watch afresh (after a lapse: the watch
@@ -64,22 +93,34 @@ func (a *Agent) refusalLocked() error {
 	return nil
 }
 
-// startFencing watches the node's lease until the returned function is
-// called; that function waits for the watch to end and disarms the fence
-// timer. Without a node it does nothing.
+// startFencing observes the node's lease until the returned function is
+// called; that function waits for the observers to end and disarms the
+// fence timer. Without a node it does nothing.
+//
+// Two observers feed one view (Agent.observe, which applies each revision
+// once): a poll of the key by direct get, the one that must work, since any
+// replica of the bucket answers it; and a watch, the fast path, which sees a
+// renewal or a delete the moment it is written but whose consumer lives on
+// one server: if that server goes away, nats.go notices only after missed
+// heartbeats (~10 s), and the poll carries on meanwhile.
 func (a *Agent) startFencing(ctx context.Context) (stop func()) {
 	if a.cfg.Node == "" {
 		return func() {}
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		a.watchLease(wctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.pollLease(wctx)
 	}()
 	return func() {
 		cancel()
-		<-done
+		wg.Wait()
 		a.mu.Lock()
 		a.fence.gen++
 		if a.fence.timer != nil {
@@ -102,7 +143,6 @@ func (a *Agent) watchLease(ctx context.Context) {
 	reconnected := a.cfg.Conn.StatusChanged(nats.CONNECTED)
 	defer a.cfg.Conn.RemoveStatusListener(reconnected)
 	var (
-		lastRev uint64 // revision of the last entry seen, so a re-watch does not count it again
 		backoff = leaseMinRetry
 		failing bool
 	)
@@ -129,7 +169,7 @@ func (a *Agent) watchLease(ctx context.Context) {
 			failing = false
 		}
 		backoff = leaseMinRetry
-		a.followLease(ctx, w, &lastRev, reconnected)
+		a.followLease(ctx, w, reconnected)
 		stop()
 	}
 }
@@ -171,10 +211,8 @@ func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream) (jet
 
 // followLease applies the watch's entries until ctx ends, the watch ends,
 // the connection comes back after a loss or the fence kicks it.
-func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, lastRev *uint64, reconnected <-chan nats.Status) {
+func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) {
 	initial := true // entries before the watch's nil marker are the key's current value
-	quiet := time.NewTimer(a.watchQuiet())
-	defer quiet.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,14 +221,6 @@ func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, lastRev
 			return
 		case <-a.fence.kick:
 			return
-		case <-quiet.C:
-			// No renewal for 1.5 renewal intervals: the watch's consumer may
-			// sit on a cluster server that went away (nothing tells a push
-			// consumer's client so for ~10 s); watch afresh before the fence.
-			if a.leaseHeld() {
-				return
-			}
-			quiet.Reset(a.watchQuiet())
 		case e, ok := <-w.Updates():
 			if !ok {
 				return
@@ -199,52 +229,174 @@ func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, lastRev
 				initial = false
 				continue
 			}
-			if e.Revision() == *lastRev {
-				continue // seen before this watch began
+			// A live update is timed from now. The value a new watch starts
+			// with may be older: it is timed by the server's stamp, so that a
+			// lease a dead holder wrote long ago does not pass for a fresh one.
+			now := time.Now()
+			at := now
+			if initial {
+				at = written(e.Created(), now, time.Time{})
 			}
-			*lastRev = e.Revision()
-			a.leaseEntry(e, initial)
-			quiet.Reset(a.watchQuiet())
+			op := e.Operation()
+			a.observe(leaseObs{rev: e.Revision(), deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge,
+				value: e.Value(), at: at})
 		}
 	}
 }
 
-// leaseEntry applies one new entry of the node's key: a put is a renewal, a
-// delete or purge a lapse.
-func (a *Agent) leaseEntry(e jetstream.KeyValueEntry, initial bool) {
-	if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
-		a.lapse(0, fmt.Sprintf("the lease of node %s was deleted", a.cfg.Node))
-		return
+// written is when a value the server stamped stamp and the agent received at
+// seen was written, as far as the agent can tell: the server's stamp, but
+// never later than seen (a guest clock behind the server's would make the
+// value look fresher than a live one) nor earlier than floor, a moment by
+// the agent's clock that the write is known to have followed (a guest clock
+// ahead of the server's would make it look older than it can be; zero: no
+// such moment).
+func written(stamp, seen, floor time.Time) time.Time {
+	at := stamp
+	if at.After(seen) {
+		at = seen
 	}
-	v, err := lease.Decode(e.Value())
-	if err == nil && v.TTLMS <= 0 {
-		err = errors.New("ttl_ms: not positive")
+	if at.Before(floor) {
+		at = floor
 	}
-	if err != nil {
-		a.log.Warn("ignore node lease value", "node", a.cfg.Node, "revision", e.Revision(), "err", err)
-		return
-	}
-	// A live update is timed from now. The value a new watch starts with
-	// may be older: count its age by the server's stamp, so a lease that a
-	// dead holder wrote long ago does not pass for a fresh one. (A guest
-	// clock behind the server's makes it look fresher, at most as fresh as
-	// a live update.)
-	var age time.Duration
-	if initial {
-		age = max(time.Since(e.Created()), 0)
-	}
-	a.renewed(v.TTL(), age)
+	return at
 }
 
-// renewed records a renewal seen age ago with the given ttl: runs are
-// accepted, and the fence fires FenceAfter(ttl) after it unless another
-// renewal comes first.
-func (a *Agent) renewed(ttl, age time.Duration) {
-	wait := lease.FenceAfter(ttl) - age
-	if wait <= 0 {
-		return // too old to count
+// pollLease reads the node's key every pollEvery(ttl) until ctx ends, each
+// read bounded by pollTimeout(ttl), and applies what it finds. It opens the
+// bucket's stream again until it exists.
+func (a *Agent) pollLease(ctx context.Context) {
+	js, err := jetstream.New(a.cfg.Conn)
+	if err != nil {
+		a.log.Error("open jetstream; the node lease is not polled", "err", err)
+		return
+	}
+	var (
+		stream  jetstream.Stream
+		floor   time.Time // the next new revision was written after this
+		failing bool
+		subject = lease.KeySubject(a.cfg.Node)
+	)
+	for {
+		ttl := a.leaseTTL()
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, pollTimeout(ttl))
+		err := func() error {
+			if stream == nil {
+				s, err := js.Stream(rctx, lease.StreamName)
+				if err != nil {
+					return fmt.Errorf("open lease bucket: %w", err)
+				}
+				if !s.CachedInfo().Config.AllowDirect {
+					a.log.Warn("lease bucket without direct get: the lease is read from its leader only", "bucket", lease.Bucket)
+				}
+				stream = s
+			}
+			m, err := stream.GetLastMsgForSubject(rctx, subject)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				// Never written, or expired (MaxAge leaves no marker): nothing
+				// to renew with; the fence timer decides.
+				floor = sent
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read lease %s: %w", a.cfg.Node, err)
+			}
+			seen := time.Now()
+			if a.observe(leaseObs{rev: m.Sequence, deleted: isDeleteMarker(m.Header), value: m.Data, at: written(m.Time, seen, floor)}) {
+				// The newest the agent knows of: the next revision comes later.
+				floor = sent
+			}
+			return nil
+		}()
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && !failing:
+			a.log.Warn("poll node lease; retrying", "node", a.cfg.Node, "err", err)
+			failing = true
+		case err == nil && failing:
+			a.log.Info("polling node lease", "node", a.cfg.Node)
+			failing = false
+		}
+		t := time.NewTimer(time.Until(sent.Add(pollEvery(ttl))))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// isDeleteMarker reports whether a raw message of a KV bucket marks its key
+// deleted or purged (ADR-8's KV-Operation header, or a server marker).
+func isDeleteMarker(h nats.Header) bool {
+	switch h.Get(kvOperation) {
+	case "DEL", "PURGE":
+		return true
+	}
+	return h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// kvOperation is the header in which a KV bucket marks deletes and purges.
+const kvOperation = "KV-Operation"
+
+// leaseObs is one revision of the node's key, as the watch or a poll saw it.
+type leaseObs struct {
+	rev     uint64
+	deleted bool      // a delete or purge marker
+	value   []byte    // a lease.Value
+	at      time.Time // when it was written, as well as the agent can tell (see written)
+}
+
+// observe applies o unless a revision as new was applied before: a put is a
+// renewal, a delete or purge a lapse. It reports whether o's revision is the
+// newest applied (new now, or seen before).
+func (a *Agent) observe(o leaseObs) bool {
+	var v lease.Value
+	var err error
+	if !o.deleted {
+		v, err = lease.Decode(o.value)
+		if err == nil && v.TTLMS <= 0 {
+			err = errors.New("ttl_ms: not positive")
+		}
 	}
 	a.mu.Lock()
+	if o.rev < a.fence.rev {
+		a.mu.Unlock()
+		return false // a replica behind the others, or a late watch delivery
+	}
+	if o.rev == a.fence.rev {
+		a.mu.Unlock()
+		return true
+	}
+	a.fence.rev = o.rev
+	if o.deleted {
+		gen := a.fence.gen
+		a.mu.Unlock()
+		a.lapse(gen, fmt.Sprintf("the lease of node %s was deleted", a.cfg.Node))
+		return true
+	}
+	if err != nil {
+		a.mu.Unlock()
+		a.log.Warn("ignore node lease value", "node", a.cfg.Node, "revision", o.rev, "err", err)
+		return true
+	}
+	a.renewedLocked(v.TTL(), o.at) // unlocks
+	return true
+}
+
+// renewedLocked records a renewal written at at with the given ttl: runs
+// are accepted, and the fence fires FenceAfter(ttl) after at unless another
+// renewal comes first. The caller holds mu; renewedLocked releases it.
+func (a *Agent) renewedLocked(ttl time.Duration, at time.Time) {
+	wait := lease.FenceAfter(ttl) - time.Since(at)
+	if wait <= 0 {
+		a.mu.Unlock()
+		return // too old to count
+	}
 	becameHeld := false
 	defer func() {
 		a.mu.Unlock()
@@ -332,21 +484,9 @@ func (a *Agent) lapse(gen uint64, why string) {
 	})
 }
 
-// watchQuiet is how long a lease watch may stay silent before it is
-// renewed: 1.5 renewal intervals of the lease's ttl.
-func (a *Agent) watchQuiet() time.Duration {
-	a.mu.Lock()
-	ttl := a.fence.ttl
-	a.mu.Unlock()
-	if ttl <= 0 {
-		return time.Second
-	}
-	return lease.RenewEvery(ttl) * 3 / 2
-}
-
-// leaseHeld reports whether the agent holds its node's lease.
-func (a *Agent) leaseHeld() bool {
+// leaseTTL is the ttl of the last renewal seen (0: none yet).
+func (a *Agent) leaseTTL() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.fence.state == LeaseHeld
+	return a.fence.ttl
 }

@@ -70,10 +70,13 @@ type Permissions struct {
 //   - vmguard.events.pkg.<pkg>.process.started and .exited for each package:
 //     the only events an agent writes (acknowledged JetStream publishes);
 //   - $JS.API.STREAM.INFO.VMGUARD: the agent opens the log (events.Open);
-//   - for each node: $JS.API.STREAM.INFO.KV_vmguard_leases and
-//     $JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.<node>:
+//   - for each node: $JS.API.STREAM.INFO.KV_vmguard_leases,
+//     $JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.<node>
+//     and $JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.<node>:
 //     the agent watches its node's lease key, an ordered consumer whose
-//     filter (checked by the server against the subject) is that key only.
+//     filter (checked by the server against the subject) is that key only,
+//     and polls the key's last value by direct get, which any replica
+//     answers (the watch's consumer lives on one server).
 //
 // Subscribe: vmguard.agent.<guest>.> (its micro service endpoints), the
 // $SRV.PING|INFO|STATS discovery subjects of the vmguard-agent service,
@@ -118,6 +121,9 @@ func For(g Guest) (Permissions, error) {
 		for _, n := range nodes {
 			p.Publish = append(p.Publish, jsAPI+"CONSUMER.CREATE."+leaseStream+".*."+LeaseKeySubject(n))
 		}
+		for _, n := range nodes {
+			p.Publish = append(p.Publish, jsAPI+"DIRECT.GET."+leaseStream+"."+LeaseKeySubject(n))
+		}
 	}
 
 	p.Subscribe = append(p.Subscribe, guestagent.Subject(g.Name, ">"))
@@ -134,11 +140,11 @@ func For(g Guest) (Permissions, error) {
 // JetStream names the permissions refer to.
 const (
 	jsAPI       = "$JS.API."
-	leaseStream = "KV_" + lease.Bucket
+	leaseStream = lease.StreamName
 )
 
 // LeaseKeySubject is the subject of node's key in the lease bucket.
-func LeaseKeySubject(node string) string { return "$KV." + lease.Bucket + "." + node }
+func LeaseKeySubject(node string) string { return lease.KeySubject(node) }
 
 // names checks a list of names and returns it sorted without repeats.
 func names(field string, in []string) ([]string, error) {

@@ -44,6 +44,8 @@ func TestFor(t *testing.T) {
 			"$JS.API.STREAM.INFO.KV_vmguard_leases",
 			"$JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.n1",
 			"$JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.n2",
+			"$JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.n1",
+			"$JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.n2",
 		},
 		sub: append(append([]string{"vmguard.agent.g-1.>"}, srv...), "_INBOX_g-1.>"),
 	}}

@@ -26,6 +26,14 @@ import (
 // Bucket is the key-value bucket holding node leases.
 const Bucket = "vmguard_leases"
 
+// StreamName is the JetStream stream behind Bucket.
+const StreamName = "KV_" + Bucket
+
+// KeySubject is the subject of node's key in Bucket: a direct get of its
+// last message ($JS.API.DIRECT.GET.<StreamName>.<KeySubject>) reads the
+// lease from any current replica (KV buckets allow direct get).
+func KeySubject(node string) string { return "$KV." + Bucket + "." + node }
+
 // Value is what a lease key holds.
 type Value struct {
 	// Node is the node the lease is for.
