@@ -3,18 +3,21 @@ package guestagent_test
 import (
 	"context"
 	"errors"
-	"github.com/nats-io/nats.go"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // leaseBucket creates the lease bucket with ttl on its own connection.
@@ -43,24 +46,47 @@ func renew(t *testing.T, kv jetstream.KeyValue, node string, ttl time.Duration) 
 	return at
 }
 
+// renewing is a renewer running: it renews a lease as a host manager does.
+type renewing struct {
+	stop   func()
+	mu     sync.Mutex
+	last   time.Time     // end of the last successful renewal
+	maxGap time.Duration // longest time between two successful renewals
+}
+
+// Stop stops renewing and returns the end of the last successful renewal.
+func (r *renewing) Stop() time.Time {
+	r.stop()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// MaxGap is the longest time so far between two successful renewals.
+func (r *renewing) MaxGap() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxGap
+}
+
 // renewer renews node's lease every lease.RenewEvery(ttl), as a host
-// manager does, until the returned function is called; that returns the
-// end of the last successful renewal.
-func renewer(t testing.TB, kv jetstream.KeyValue, node string, ttl time.Duration) (stop func() time.Time) {
+// manager does, until it is stopped.
+func renewer(t testing.TB, kv jetstream.KeyValue, node string, ttl time.Duration) *renewing {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		last time.Time
-		wg   sync.WaitGroup
-	)
+	r := &renewing{}
+	var wg sync.WaitGroup
 	put := func() {
 		pctx, c := context.WithTimeout(ctx, time.Second)
 		defer c()
 		if _, err := kv.Put(pctx, node, lease.Value{Node: node, Holder: "test", Renewed: time.Now().UTC(), TTLMS: ttl.Milliseconds()}.Encode()); err == nil {
-			mu.Lock()
-			last = time.Now()
-			mu.Unlock()
+			now := time.Now()
+			r.mu.Lock()
+			if !r.last.IsZero() {
+				r.maxGap = max(r.maxGap, now.Sub(r.last))
+			}
+			r.last = now
+			r.mu.Unlock()
 		}
 	}
 	put()
@@ -79,14 +105,9 @@ func renewer(t testing.TB, kv jetstream.KeyValue, node string, ttl time.Duration
 		}
 	}()
 	var once sync.Once
-	stop = func() time.Time {
-		once.Do(func() { cancel(); wg.Wait() })
-		mu.Lock()
-		defer mu.Unlock()
-		return last
-	}
-	t.Cleanup(func() { stop() })
-	return stop
+	r.stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(r.stop)
+	return r
 }
 
 // tryRun sends one run request.
@@ -147,8 +168,13 @@ func withNode(cfg *guestagent.Config) { cfg.Node = "node1" }
 // running; when they stop, every process is stopped (reason fenced) before
 // the ttl has passed since the last one, even one that ignores SIGTERM under
 // a long halt timeout, and runs are refused until the next renewal.
+//
+// The deadline is the property (nobody may find the lease expired while a
+// process runs), so the ttl is long enough that its slack is several times
+// the scheduling noise of a loaded machine under -race: the stubborn process
+// is killed at 0.8 ttl (4 s), 1 s before the deadline.
 func TestFenceLapse(t *testing.T) {
-	const ttl = 1500 * time.Millisecond
+	const ttl = 5 * time.Second
 	s := startServer(t, t.TempDir(), 0)
 	url := s.ClientURL()
 	l := openLog(t, url)
@@ -158,15 +184,15 @@ func TestFenceLapse(t *testing.T) {
 	wantLease(t, ta.client, guestagent.LeaseWaiting)
 
 	kv := leaseBucket(t, url, ttl)
-	stopRenewing := renewer(t, kv, "node1", ttl)
+	rn := renewer(t, kv, "node1", ttl)
 	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
 	stubborn := sh("web", "b", "b", "trap '' TERM; while :; do sleep 0.05; done")
 	stubborn.HaltTimeout = config.Duration(time.Hour) // the fence must not wait for it
 	run(t, ta.client, stubborn)
 	wantLease(t, ta.client, guestagent.LeaseHeld)
 
-	// Renewals keep coming: the processes outlive several ttls.
-	for start := time.Now(); time.Since(start) < 3*ttl; time.Sleep(50 * time.Millisecond) {
+	// Renewals keep coming: the processes outlive two ttls.
+	for start := time.Now(); time.Since(start) < 2*ttl; time.Sleep(50 * time.Millisecond) {
 		ps := ta.Processes()
 		if len(ps) != 2 || ps[0].State != guestagent.StateRunning || ps[1].State != guestagent.StateRunning {
 			t.Fatalf("processes while the lease is renewed: %+v", ps)
@@ -174,7 +200,7 @@ func TestFenceLapse(t *testing.T) {
 	}
 
 	// Renewals stop.
-	last := stopRenewing()
+	last := rn.Stop()
 	evs := map[string]events.Event{}
 	for _, id := range []string{"a", "b"} {
 		e, x := waitExit(t, l, "web", id)
@@ -243,26 +269,27 @@ func TestFenceLeaseDeleted(t *testing.T) {
 }
 
 // TestFenceNATSDown: an agent that cannot reach NATS fences within
-// FenceAfter(ttl) of the last renewal it saw; the fenced exits reach the log
-// once the server is back, each once.
+// FenceAfter(ttl) of the last renewal it saw, before the ttl has passed
+// (1.6 s of slack at this ttl); the fenced exits reach the log once the
+// server is back, each once.
 func TestFenceNATSDown(t *testing.T) {
-	const ttl = time.Second
+	const ttl = 4 * time.Second
 	store := t.TempDir()
 	s := startServer(t, store, 0)
 	port := portOf(s)
 	url := s.ClientURL()
 	l := openLog(t, url)
 	kv := leaseBucket(t, url, ttl)
-	stopRenewing := renewer(t, kv, "node1", ttl)
+	rn := renewer(t, kv, "node1", ttl)
 	ta := startAgent(t, url, withNode)
 	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
 	waitFor(t, 10*time.Second, "start in the log", func() bool { return len(procEvents(t, l, "web")) == 1 })
 
-	last := stopRenewing()
+	last := rn.Stop()
 	s.Shutdown()
 	s.WaitForShutdown()
 	var exit *guestagent.ExitInfo
-	waitFor(t, 10*time.Second, "the agent to fence without NATS", func() bool {
+	waitFor(t, 3*ttl, "the agent to fence without NATS", func() bool {
 		p := ta.Processes()
 		if len(p) == 1 && p[0].Exit != nil {
 			exit = p[0].Exit
@@ -291,4 +318,109 @@ func TestFenceNATSDown(t *testing.T) {
 	renew(t, kv, "node1", ttl)
 	runWhenHeld(t, ta.client, sh("web", "a", "a2", "exec sleep 1000"))
 	ta.stop(t) // while the server that came back still runs
+}
+
+// TestFenceSurvivesServerLoss: on a three-server cluster with an R3 lease
+// bucket, the server that holds the agent's lease watch (its consumer) and
+// leads the bucket stops, cleanly, as in a rolling restart. The renewals go
+// on through the other two; the agent keeps seeing them (its poll reads any
+// replica) and keeps its process running for well past FenceAfter(ttl) of
+// the last renewal before the loss: no false fence.
+func TestFenceSurvivesServerLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-server cluster")
+	}
+	const ttl = 10 * time.Second // as the cluster test's node_timeout
+	c := natsd.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3)); err != nil {
+		t.Fatal(err)
+	}
+	url := c.URLs()
+	admin, err := jetstream.New(c.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := leaseBucket(t, url, ttl)
+	if st, err := kv.Status(ctx); err != nil || st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 3 ||
+		!st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.AllowDirect {
+		t.Fatalf("lease bucket: %+v, %v; want R3 with direct get", st, err)
+	}
+	rn := renewer(t, kv, "node1", ttl)
+	ta := startAgent(t, url, withNode)
+	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
+
+	// The watch's consumer lives on one server: make that server the
+	// bucket's leader too, then stop it.
+	var host string
+	waitFor(t, 10*time.Second, "the lease watch's consumer", func() bool {
+		hosts := consumerHosts(ctx, admin, lease.StreamName)
+		if len(hosts) == 1 {
+			host = hosts[0]
+		}
+		return host != ""
+	})
+	victim := slices.IndexFunc([]int{0, 1, 2}, func(i int) bool { return c.Name(i) == host })
+	if victim < 0 {
+		t.Fatalf("watch on %q, not a member", host)
+	}
+	waitFor(t, 20*time.Second, "the bucket led by "+host, func() bool {
+		if c.StreamLeader(lease.StreamName) == victim {
+			return true
+		}
+		req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, host)
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer rcancel()
+		_, _ = c.Connect(t).RequestWithContext(rctx, "$JS.API.STREAM.LEADER.STEPDOWN."+lease.StreamName, []byte(req))
+		return false
+	})
+	stopped := time.Now()
+	c.Shutdown(victim)
+	t.Logf("stopped %s (lease watch and bucket leader) in %v", host, time.Since(stopped).Round(time.Millisecond))
+
+	// Past FenceAfter of the last renewal before the loss, and a renewal
+	// interval more: the process runs and the lease is held throughout.
+	for time.Since(stopped) < lease.FenceAfter(ttl)+lease.RenewEvery(ttl) {
+		ps := ta.Processes()
+		if len(ps) != 1 || ps[0].State != guestagent.StateRunning {
+			t.Fatalf("%v after the loss (renewals at most %v apart): processes %+v", time.Since(stopped).Round(time.Millisecond), rn.MaxGap(), ps)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wantLease(t, ta.client, guestagent.LeaseHeld)
+	if g := rn.MaxGap(); g >= lease.FenceAfter(ttl) {
+		t.Fatalf("renewals %v apart: the cluster took no writes for longer than FenceAfter", g)
+	}
+	t.Logf("renewals at most %v apart across the loss; no fence", rn.MaxGap().Round(time.Millisecond))
+
+	// A real lapse still fences, through the two servers left.
+	last := rn.Stop()
+	var exit *guestagent.ExitInfo
+	waitFor(t, 3*ttl, "the agent to fence", func() bool {
+		if p := ta.Processes(); len(p) == 1 && p[0].Exit != nil {
+			exit = p[0].Exit
+		}
+		return exit != nil
+	})
+	if exit.Reason != guestagent.ReasonFenced || exit.At.After(last.Add(ttl)) {
+		t.Errorf("exit after the renewals stopped: %+v %v after the last, want fenced before the ttl %v", exit, exit.At.Sub(last), ttl)
+	}
+}
+
+// consumerHosts returns the server of each consumer of stream.
+func consumerHosts(ctx context.Context, js jetstream.JetStream, stream string) []string {
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ictx, stream)
+	if err != nil {
+		return nil
+	}
+	var hosts []string
+	for ci := range s.ListConsumers(ictx).Info() {
+		if ci.Cluster != nil && ci.Cluster.Leader != "" {
+			hosts = append(hosts, ci.Cluster.Leader)
+		}
+	}
+	return hosts
 }
