@@ -18,6 +18,19 @@ const (
 	ackEvery      = 256 // persist the delivered offset at least this often
 )
 
+// fallback returns what to append instead of e, which the log refused as
+// invalid: a process.exited without its output and with its reason cut,
+// under an id derived from e's (so a retry is stored once), or false.
+func fallback(e events.Event) (events.Event, bool) {
+	x, ok := e.Data.(events.ProcessExited)
+	if !ok {
+		return events.Event{}, false
+	}
+	x.Output, x.Reason = nil, events.Clip(x.Reason, events.MaxReason)
+	e.Data, e.ID = x, e.ID+"-fallback"
+	return e, true
+}
+
 // deliver sends the spool to the log, oldest first, one acknowledged append
 // at a time so the log holds them in spool order. A failed append is
 // retried, with the same event id, until it succeeds: the log's duplicate
@@ -87,21 +100,32 @@ func (a *Agent) deliver(ctx context.Context) {
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		_, err := log.Append(actx, q.rec.event())
 		cancel()
-		if err != nil {
-			if errors.Is(err, events.ErrInvalid) {
-				// It can never be stored; keeping it would stop every later one.
-				a.log.Error("drop spooled event the log refuses", "id", q.rec.ID, "err", err)
-			} else {
-				a.noteDeliver(err)
-				if !failing {
-					a.log.Warn("append to event log failed; events stay in the spool and are retried", "err", err)
-					failing = true
-				}
-				if !pause() {
-					return
-				}
-				continue
+		if errors.Is(err, events.ErrInvalid) {
+			// A bug: the agent built it. It can never be stored, and keeping
+			// it would stop every later one; its fallback keeps what happened
+			// (a process started or exited) without the text.
+			fb, ok := fallback(q.rec.event())
+			a.log.Error("spooled event refused as invalid; appending a fallback", "id", q.rec.ID, "fallback", ok, "err", err)
+			if ok {
+				actx, cancel := context.WithTimeout(ctx, appendTimeout)
+				_, err = log.Append(actx, fb)
+				cancel()
 			}
+			if !ok || errors.Is(err, events.ErrInvalid) {
+				a.log.Error("drop spooled event the log refuses", "id", q.rec.ID, "err", err)
+				err = nil
+			}
+		}
+		if err != nil {
+			a.noteDeliver(err)
+			if !failing {
+				a.log.Warn("append to event log failed; events stay in the spool and are retried", "err", err)
+				failing = true
+			}
+			if !pause() {
+				return
+			}
+			continue
 		}
 		if failing {
 			a.log.Info("event log reachable again; delivering the spool", "pending", a.journal.pending())
