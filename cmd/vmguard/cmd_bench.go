@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -26,7 +27,7 @@ type benchLogCmd struct {
 	Async    int    `name:"async" default:"200000" help:"Events for the async append run."`
 	Replay   int    `name:"replay" default:"1000000" help:"Events in the log for the replay run (filled with async appends)."`
 	Durable  bool   `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
-	External bool   `name:"external" help:"Use the server at --nats instead of an embedded one (its stream must be empty)."`
+	External bool   `name:"external" help:"Use the server at --nats instead of an embedded one. Its VMGUARD stream must be empty or absent: the benchmark writes fake events, and refuses a log that holds any."`
 	Store    string `name:"store" help:"Store dir of the embedded server (default: a temp dir, removed after)."`
 }
 
@@ -34,7 +35,12 @@ type benchLogCmd struct {
 // one line per result.
 func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 	url := g.NATS
-	if !c.External {
+	mode := "unknown: an external server's sync setting is not visible to a client (its vmguard server banner says it)"
+	if c.External {
+		if err := refuseNonEmpty(ctx, url); err != nil {
+			return err
+		}
+	} else {
 		store := c.Store
 		if store == "" {
 			dir, err := os.MkdirTemp("", "vmguard-bench-")
@@ -50,10 +56,7 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		}
 		defer s.Shutdown()
 		url = s.ClientURL()
-	}
-	mode := "interval"
-	if c.Durable {
-		mode = "durable (fsync per write)"
+		mode = syncMode(s)
 	}
 	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", url, mode, runtime.GOMAXPROCS(0))
 	nc, err := nats.Connect(url)
@@ -233,4 +236,36 @@ func rawReplay(ctx context.Context, l *events.Log) (int, time.Duration, error) {
 			return n, time.Since(start), nil
 		}
 	}
+}
+
+// refuseNonEmpty refuses a server whose VMGUARD stream holds events: a
+// benchmark's fake events in a live log would drive real decisions.
+func refuseNonEmpty(ctx context.Context, url string) error {
+	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, events.StreamName)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read stream %s on %s: %w", events.StreamName, url, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read stream %s on %s: %w", events.StreamName, url, err)
+	}
+	if n := info.State.Msgs; n > 0 {
+		return fmt.Errorf("%w: stream %s on %s holds %d events (last seq %d); bench log writes fake events and runs only against an empty log: use a server of its own (no --external)",
+			errUsage, events.StreamName, url, n, info.State.LastSeq)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -11,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // runBin runs the vmguard binary to completion (bounded) and returns its
@@ -135,4 +139,43 @@ func TestUpGuardRails(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 60*time.Second, "the second up to stop", func() bool { return strings.Contains(out2.String(), "vmguard up: stopped") })
+}
+
+// TestBenchLogRefusesLiveLog: `bench log --external` writes fake events, so
+// against a log that holds any it is refused and appends nothing; against
+// an empty one it runs and reports the mode honestly.
+func TestBenchLogRefusesLiveLog(t *testing.T) {
+	s := natsd.StartTest(t)
+	url := s.ClientURL()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	l, err := events.Open(context.Background(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(context.Background(), events.New("/vmguard/cli/test", "web", events.PackageReset{By: "test"})); err != nil {
+		t.Fatal(err)
+	}
+	before, err := l.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("bench", "log", "--external", "--nats", url, "--sync", "5", "--async", "5", "--replay", "5")
+	if code != exitUsage || !strings.Contains(errs, "holds 1 events") {
+		t.Errorf("bench log --external on a live log: exit %d, out %q, err %q; want refused (exit %d)", code, out, errs, exitUsage)
+	}
+	after, err := l.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("the refused benchmark appended: last seq %d -> %d", before, after)
+	}
+	code, out, errs = runCLI("bench", "log", "--sync", "5", "--async", "5", "--replay", "5")
+	if code != exitOK || !strings.Contains(out, "mode interval (flush every") {
+		t.Errorf("bench log on its own server: exit %d, out %q, err %q", code, out, errs)
+	}
 }
