@@ -506,6 +506,12 @@ func (a *Agent) run(req RunRequest) (RunReply, error) {
 			a.mu.Unlock()
 			return RunReply{}, &RemoteError{CodeUnavailable, "agent is shutting down; retry on the next agent"}
 		}
+		if err := a.sickRefusalLocked(); err != nil {
+			// Before any wait below: an exit that cannot be spooled would
+			// hold each retried request here.
+			a.mu.Unlock()
+			return RunReply{}, err
+		}
 		if p := a.procs[req.RequestID]; p != nil {
 			if p.req.Package != req.Package || p.req.Service != req.Service {
 				a.mu.Unlock()
@@ -538,10 +544,6 @@ func (a *Agent) run(req RunRequest) (RunReply, error) {
 			req.Package, req.Service, info.RequestID, info.PID)}
 	}
 	if err := a.refusalLocked(); err != nil {
-		a.mu.Unlock()
-		return RunReply{}, err
-	}
-	if err := a.sickRefusalLocked(); err != nil {
 		a.mu.Unlock()
 		return RunReply{}, err
 	}

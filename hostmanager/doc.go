@@ -80,6 +80,23 @@
 // supersedes this one: it steps down (Run returns ErrSuperseded) and leaves
 // the guests to it.
 //
+// # Every action ends
+//
+// No action waits without a bound, and each bound ends in an event
+// (DESIGN §8; the table is in the README). Stops climb a ladder that the
+// pure escalate decides and the runner times: a StopService whose
+// process.exited has not come by halt_timeout + StopGrace becomes a forced
+// StopGuest (guest.stopped names the process: a stray no agent knows ends
+// so too); a StopGuest whose driver fails (each stop bounded by
+// guestStopTimeout) is forced, and a forced one that fails fences the node
+// for the package (node.fenced, once per package epoch). A run the agent
+// accepted but never reported started counts as a failed start after
+// ReportTimeout (Action.Unreported); a run the agent does not accept
+// within RunGiveUp, or cannot start at all, fails the service. Text from
+// outside is cut where events are built (events.Clip); an event the log
+// still refuses as invalid is replaced once by its Fallback and never
+// retried.
+//
 // With Config.HaltOnExit, a cancelled Run halts this node's packages
 // (package.halting reason node_shutdown, without `by`, so auto_run stays
 // on), waits until they are down, deletes the lease and returns.
