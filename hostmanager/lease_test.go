@@ -3,17 +3,19 @@ package hostmanager
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/lease"
-	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // startHost runs `vmguard host` for node as an OS process (so that it can be
@@ -207,56 +209,75 @@ func TestHostKill9NoDuplicateNoLostRestart(t *testing.T) {
 	e.checkInvariants()
 }
 
-// A host manager that cannot reach NATS cannot renew its lease: once
-// node_timeout has passed since its last renewal it kills its guests by
-// itself; when NATS is back it records node.fenced, the package halts
-// (fenced) and the node joins again.
+// A host manager that cannot reach NATS cannot renew its lease: it stops
+// its guest by itself before its lease key expires, so that when the
+// controller finds the key gone and places the package elsewhere the old
+// guest and its service are already stopped; when NATS is back it records
+// node.fenced, the package halts (fenced) and the node joins again. The
+// host manager's connection (and so its agent's) goes through a proxy the
+// test cuts; the server stays up, and the test's own connection sees the
+// lease key expire.
 func TestRunnerSelfFencesWhenNATSUnreachable(t *testing.T) {
 	t.Parallel()
-	store := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cfg := natsd.Config{StoreDir: store, Port: port, Interval: true}
-	srv, err := natsd.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	e := newEnv(t)
+	proxy := newCutProxy(t, e.srv.Addr().String())
+	nc, err := nats.Connect(proxy.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	e := newEnvOn(t, srv, nc)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: 3`))
-	e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
-	pid := e.agentPID("node1", "webvm")
-
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	down := time.Now()
-	deadline := down.Add(20 * time.Second)
-	for isAliveProc(pid) {
-		if time.Now().After(deadline) {
-			t.Fatal("the guest still runs long after the lease could not be renewed")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Logf("guest killed %s after NATS went away (node_timeout 3s)", time.Since(down).Round(time.Millisecond))
-
-	srv2, err := natsd.Start(cfg)
+	hostLog, err := events.Open(context.Background(), nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(srv2.Shutdown)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]
+		restart: 3`))
+	e.startRunner("node1", func(c *Config) { c.Log = hostLog }, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	agent := e.agentPID("node1", "webvm")
+	ps, _ := last(e.events(), "web", "process.started")
+	svc := ps.Data.(events.ProcessStarted).PID
+
+	kv := leaseKV(t, e)
+	if _, err := kv.Get(context.Background(), "node1"); err != nil {
+		t.Fatalf("no lease before the cut: %v", err)
+	}
+	proxy.cut()
+	cut := time.Now()
+	var guestGone, svcGone time.Duration // since the cut, as first seen
+	// The ordering: by the time the key is seen gone (the moment the
+	// controller may declare the node lost), the guest and its service
+	// are already dead. The deadline only bounds a broken run.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if guestGone == 0 && !isAliveProc(agent) {
+			guestGone = time.Since(cut)
+		}
+		if svcGone == 0 && !isAliveProc(svc) {
+			svcGone = time.Since(cut)
+		}
+		_, err := kv.Get(context.Background(), "node1")
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read lease: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lease key did not expire within 60s of the cut")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if isAliveProc(agent) || isAliveProc(svc) {
+		t.Fatalf("the lease key expired while the guest ran (agent %d alive %v, service %d alive %v): no self-fence before expiry",
+			agent, isAliveProc(agent), svc, isAliveProc(svc))
+	}
+	t.Logf("after the cut: service gone %s, guest gone %s, lease key gone %s (node_timeout 3s)",
+		svcGone.Round(time.Millisecond), guestGone.Round(time.Millisecond), time.Since(cut).Round(time.Millisecond))
+
+	proxy.restore()
 	e.waitFor("node.fenced", 30*time.Second, func(evs []events.Event) bool { return len(nodeEvents(evs, "node1", "node.fenced")) == 1 })
 	e.waitCount("web", "package.halted", 1, 30*time.Second)
 	h, _ := last(e.events(), "web", "package.halted")
@@ -265,6 +286,74 @@ func TestRunnerSelfFencesWhenNATSUnreachable(t *testing.T) {
 	}
 	e.waitFor("node.joined again", 30*time.Second, func(evs []events.Event) bool { return len(nodeEvents(evs, "node1", "node.joined")) == 2 })
 	e.checkInvariants()
+}
+
+// cutProxy forwards TCP connections to a server until cut: then it closes
+// them and refuses new ones (accepts and closes at once) until restored.
+type cutProxy struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]bool
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{l: l, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { l.Close(); p.cut() })
+	go p.serve()
+	return p
+}
+
+func (p *cutProxy) url() string { return "nats://" + p.l.Addr().String() }
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[s] = true, true
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(s, c); s.Close(); c.Close() }()
+		go func() { _, _ = io.Copy(c, s); s.Close(); c.Close() }()
+	}
+}
+
+// cut closes every forwarded connection and refuses new ones.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// restore forwards new connections again.
+func (p *cutProxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
 }
 
 // A second host manager instance of the same node takes the lease over;
