@@ -63,17 +63,20 @@ func (r *Runner) startLease(ctx context.Context) {
 }
 
 // keepLease takes the node's lease and renews it every ttl/4 (lease.RenewEvery).
-// If it cannot renew it before ttl has passed since the last renewal, or
-// finds the lease gone or taken, it stops this node's guests at once
-// (self-fencing) and tells the loop; then it takes the lease again as soon
-// as it can write.
+// If it cannot renew it within lease.FenceAfter(ttl) of sending the last
+// renewal that succeeded, or finds the lease gone or taken, it stops this
+// node's guests at once (self-fencing) and tells the loop; then it takes the
+// lease again as soon as it can write. The fence is timed from the send,
+// which comes before the server stored the renewal (when its key's TTL
+// starts), and ends early enough that the guests are stopped before the key
+// expires and the controller may place their packages elsewhere.
 func (r *Runner) keepLease(ctx context.Context) {
 	var (
 		kv      jetstream.KeyValue
 		kvTTL   time.Duration
 		rev     uint64
 		held    bool
-		lastOK  time.Time
+		lastOK  time.Time // when the last renewal that succeeded was sent
 		backoff = 100 * time.Millisecond
 	)
 	value := func(ttl time.Duration) []byte {
@@ -103,10 +106,10 @@ func (r *Runner) keepLease(ctx context.Context) {
 			cancel()
 			if err != nil {
 				r.logger.Warn("lease bucket", "err", err)
-				if held && time.Since(lastOK) >= ttl {
+				if held && time.Since(lastOK) >= lease.FenceAfter(ttl) {
 					held = false
-					r.fence(ctx, "could not renew the node lease for node_timeout "+ttl.String()+": "+err.Error())
-					send(leaseEvent{reason: "lease not renewed for " + ttl.String(), at: r.now()})
+					r.fence(ctx, "could not renew the node lease for "+lease.FenceAfter(ttl).String()+" (0.6 of node_timeout "+ttl.String()+"): "+err.Error())
+					send(leaseEvent{reason: "lease not renewed for " + lease.FenceAfter(ttl).String(), at: r.now()})
 				}
 				if !sleep(min(backoff, ttl/4)) {
 					return
@@ -117,6 +120,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 		}
 		if !held {
 			pctx, cancel := context.WithTimeout(ctx, max(ttl/4, time.Second))
+			sent := time.Now()
 			v, err := kv.Put(pctx, r.node, value(ttl))
 			cancel()
 			if err != nil {
@@ -126,7 +130,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				}
 				continue
 			}
-			rev, held, lastOK = v, true, time.Now()
+			rev, held, lastOK = v, true, sent
 			r.logger.Info("node lease taken", "ttl", ttl)
 			send(leaseEvent{held: true, at: r.now()})
 			continue
@@ -135,8 +139,9 @@ func (r *Runner) keepLease(ctx context.Context) {
 			return
 		}
 		for held && ctx.Err() == nil {
-			deadline := lastOK.Add(ttl)
-			until := time.Now().Add(lease.RenewEvery(ttl))
+			deadline := lastOK.Add(lease.FenceAfter(ttl))
+			sent := time.Now()
+			until := sent.Add(lease.RenewEvery(ttl))
 			if deadline.Before(until) {
 				until = deadline
 			}
@@ -144,7 +149,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			v, err := kv.Update(uctx, r.node, value(ttl), rev)
 			cancel()
 			if err == nil {
-				rev, lastOK = v, time.Now()
+				rev, lastOK = v, sent
 				break
 			}
 			if ctx.Err() != nil {
@@ -166,7 +171,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				}
 				lost = "the node lease was deleted or expired"
 			} else if !time.Now().Before(deadline) {
-				lost = "could not renew the node lease for node_timeout " + ttl.String() + ": " + err.Error()
+				lost = "could not renew the node lease for " + lease.FenceAfter(ttl).String() + " (0.6 of node_timeout " + ttl.String() + "): " + err.Error()
 			}
 			if lost != "" {
 				held = false

@@ -68,9 +68,11 @@ func Decode(b []byte) (Value, error) {
 func RenewEvery(ttl time.Duration) time.Duration { return ttl / 4 }
 
 // FenceAfter is how long a guest agent waits without seeing a renewal before
-// it stops its processes: well inside the TTL, so that the guest's processes
-// are gone before anyone can declare the node lost and place its packages
-// elsewhere, even if the agent saw the last renewal late.
+// it stops its processes, and how long a host manager waits after sending
+// its last renewal that succeeded before it stops its guests: well inside
+// the TTL, so that the guests and their processes are gone before anyone
+// can declare the node lost and place its packages elsewhere, even if the
+// agent saw the last renewal late or the guest takes a while to stop.
 func FenceAfter(ttl time.Duration) time.Duration { return ttl * 6 / 10 }
 
 // Ensure creates the lease bucket with TTL ttl, or updates its TTL to ttl.
