@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/examples"
+	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -122,14 +126,90 @@ func TestOperatorCLI(t *testing.T) {
 	if !found {
 		t.Errorf("status: web not on node2:\n%s", out)
 	}
-	code, out, _ = cli("status", "--at", "1", "-o", "json")
-	if code != exitOK || strings.Contains(out, `"node": "node2"`) {
-		t.Errorf("status --at 1 shows the later placement: code %d\n%s", code, out)
+	if p := statusPackage(t, cli, "web", "--at", "1"); p.Node != "" || p.Epoch != 0 {
+		t.Errorf("status --at 1 shows the later placement: %+v", p)
 	}
 	if code, _, _ := cli("status", "--at", "yesterday"); code != exitUsage {
 		t.Errorf("status --at yesterday: code %d, want %d", code, exitUsage)
 	}
 	if code, out, _ := cli("explain", "web"); code != exitOK || !strings.Contains(out, "package.placed") {
 		t.Errorf("explain web: code %d\n%s", code, out)
+	}
+}
+
+// statusPackage runs `status -o json` with args and returns pkg's view,
+// failing the test when the command fails, its output does not parse, or
+// pkg is not in it.
+func statusPackage(t *testing.T, cli func(...string) (int, string, string), pkg string, args ...string) failover.PackageView {
+	t.Helper()
+	code, out, errs := cli(append([]string{"status", "-o", "json"}, args...)...)
+	var v failover.View
+	if err := json.Unmarshal([]byte(out), &v); code != exitOK || err != nil {
+		t.Fatalf("status -o json %v: code %d, %v\n%s%s", args, code, err, out, errs)
+	}
+	for _, p := range v.Packages {
+		if p.Name == pkg {
+			return p
+		}
+	}
+	t.Fatalf("status -o json %v: no package %s\n%s", args, pkg, out)
+	return failover.PackageView{}
+}
+
+// TestStatusAt: `status --at` shows the cluster as it was at a time given
+// as RFC 3339 or as a duration ago, by the events' own times: web ran on
+// node1 from 90 minutes ago and on node2 from 5 minutes ago.
+func TestStatusAt(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	l, err := events.Open(ctx, natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) (int, string, string) {
+		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
+	}
+	c, err := config.Parse(examples.DemoName, examples.Demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	at := func(ago time.Duration, subject string, d events.Payload) {
+		t.Helper()
+		e := events.Stamp(events.Event{Source: "/test", Subject: subject, Data: d}, now.Add(-ago))
+		if _, err := l.Append(ctx, e); err != nil {
+			t.Fatalf("append %s: %v", e.Type(), err)
+		}
+	}
+	at(2*time.Hour, "", events.ConfigApplied{Config: raw, Hash: "h"})
+	at(2*time.Hour, "node1", events.NodeJoined{})
+	at(2*time.Hour, "node2", events.NodeJoined{})
+	at(90*time.Minute, "web", events.PackagePlaced{Node: "node1", Epoch: 1, Reason: "auto_run"})
+	at(90*time.Minute, "web", events.PackageStarted{Node: "node1", Epoch: 1})
+	at(5*time.Minute, "web", events.PackageFailed{Node: "node1", Epoch: 1, Reason: "service_failed"})
+	at(5*time.Minute, "web", events.PackagePlaced{Node: "node2", Epoch: 2, Reason: "failover", PreviousNode: "node1"})
+
+	for _, tc := range []struct {
+		at   []string
+		node string
+		ep   uint64
+	}{
+		{nil, "node2", 2},
+		{[]string{"--at", now.Add(-time.Hour).UTC().Format(time.RFC3339)}, "node1", 1},
+		{[]string{"--at", now.Add(-10 * time.Minute).Format(time.RFC3339Nano)}, "node1", 1},
+		{[]string{"--at", "30m"}, "node1", 1},
+		{[]string{"--at", "1m"}, "node2", 2},
+		{[]string{"--at", "100m"}, "", 0},
+	} {
+		if p := statusPackage(t, cli, "web", tc.at...); p.Node != tc.node || p.Epoch != tc.ep {
+			t.Errorf("status %v: web on %q epoch %d, want %q epoch %d", tc.at, p.Node, p.Epoch, tc.node, tc.ep)
+		}
+	}
+	if code, _, errs := cli("status", "--at", "3 days"); code != exitUsage || !strings.Contains(errs, "neither a sequence number") {
+		t.Errorf("status --at '3 days': code %d, %q; want a usage error", code, errs)
 	}
 }
