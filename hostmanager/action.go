@@ -163,8 +163,13 @@ func Pending(s *State, pkg string) []Action {
 			out = append(out, a)
 		}
 		for _, st := range in.Strays {
+			// The service's halt_timeout bounds the stop (and so when the
+			// ladder forces the guest off), as for a halt.
 			a := base
-			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, config.Service{Name: st.Service}, st.RequestID, st.PID, st.StartedID
+			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, st.Service), st.RequestID, st.PID, st.StartedID
+			if a.Service.Name == "" {
+				a.Service.Name = st.Service
+			}
 			out = append(out, a)
 		}
 	}

@@ -483,3 +483,40 @@ packages:
 	}
 	e.checkInvariants()
 }
+
+// A forged process.started while the package runs is a stray no agent
+// knows: it is not retried forever either; after halt_timeout + StopGrace
+// the guest is forced off and restarted within guest.restart, and the
+// package runs on.
+func TestForgedStrayWhileRunning(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(testYAML("1", "cmd: [sleep, \"1000\"]"))
+	e.startRunner("node1", nil, nil)
+	epoch := e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	ps, _ := last(e.events(), "web", "package.started")
+	forged := e.append(events.Event{Source: "/vmguard/guests/webvm/agent", Subject: "web", CauseID: ps.ID, Data: events.ProcessStarted{
+		Guest: "webvm", Service: "svc", PID: 999999, RequestID: "forged-" + events.NewID(), Epoch: epoch}})
+	e.waitCount("web", "guest.started", 2, StopGrace+time.Second+30*time.Second)
+	gs, _ := last(e.events(), "web", "guest.stopped")
+	if r := gs.Data.(events.GuestStopped).Reason; !strings.Contains(r, forged.Data.(events.ProcessStarted).RequestID) {
+		t.Errorf("guest.stopped reason %q", r)
+	}
+	if d := gs.Time.Sub(forged.Time); d < time.Second+StopGrace {
+		t.Errorf("guest forced off %s after the stray, before halt_timeout + StopGrace", d)
+	}
+	e.waitFor("the services run again", 30*time.Second, func(evs []events.Event) bool {
+		n := 0
+		for _, ev := range evs {
+			if x, ok := ev.Data.(events.ProcessStarted); ok && ev.Seq > gs.Seq && x.Service == "svc" {
+				n++
+			}
+		}
+		return n > 0
+	})
+	if has(e.events(), "web", "package.failed") {
+		t.Error("package failed")
+	}
+	e.checkInvariants()
+}
