@@ -73,6 +73,10 @@ type armed struct {
 // be started (e.g. no such executable): trying again will not help.
 var errNoStart = errors.New("service cannot be started")
 
+// errGuestStuck marks a guest that did not start and that its driver could
+// not stop either: starting it again would not help; the ladder fences.
+var errGuestStuck = errors.New("guest cannot be stopped")
+
 func isGuestAction(k ActionKind) bool { return k == StartGuest || k == StopGuest }
 
 // act starts the actions Pending lists for pkg that are not in flight, not
@@ -206,6 +210,7 @@ func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
 	r.fencedFor[id] = true
 	why := clipReason(fmt.Sprintf("guest %s of package %s could not be stopped by its driver, forced: %s; node fenced for the package",
 		a.Guest.Name, a.Package, r.stopErr[a.Key()]))
+	delete(r.stopErr, a.Key())
 	r.logger.Error("fencing this node: a guest cannot be stopped", "package", a.Package, "guest", a.Guest.Name, "reason", why)
 	r.fenced, r.fenceReason, r.fenceTime, r.fenceSeq = true, why, r.now(), 0
 	for _, f := range r.flights {
@@ -306,6 +311,16 @@ func (r *Runner) finished(ctx context.Context, res result) {
 		r.logger.Error("service cannot be started", "package", pkg, "service", res.a.Service.Name, "err", res.err)
 		r.backoff(res.key, pkg) // not again at once, should the append fail
 		r.serviceCannotStart(ctx, res.a, res.err)
+	case errors.Is(res.err, errGuestStuck):
+		// The forced stop already failed: the last rung, not a retry that
+		// would run the driver's start again.
+		r.logger.Error("guest did not start and cannot be stopped", "package", pkg, "guest", res.a.Guest.Name, "err", res.err)
+		sa := res.a
+		sa.Kind, sa.Force = StopGuest, true
+		r.stopErr[sa.Key()] = res.err.Error()
+		if !r.fenceFor(ctx, sa) {
+			r.backoff(res.key, pkg)
+		}
 	case f != nil && errors.Is(res.err, context.Canceled):
 		// Canceled by us: the log no longer asks for it.
 	default:
@@ -429,7 +444,7 @@ func (r *Runner) startGuest(ctx context.Context, a Action) error {
 	sctx2, cancel2 := context.WithTimeout(ctx, time.Minute)
 	defer cancel2()
 	if serr := drv.Stop(sctx2, ref, true); serr != nil {
-		return fmt.Errorf("stop guest %s that did not start: %w", a.Guest.Name, serr)
+		return fmt.Errorf("%w: stop guest %s that did not start (%v): %w", errGuestStuck, a.Guest.Name, err, serr)
 	}
 	return r.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
 }

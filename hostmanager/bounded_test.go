@@ -520,3 +520,63 @@ func TestForgedStrayWhileRunning(t *testing.T) {
 	}
 	e.checkInvariants()
 }
+
+// A guest that does not come up and that its driver cannot stop either is
+// not started again and again: the node fences itself for the package,
+// once.
+func TestGuestNeitherStartsNorStops(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(`cluster: test
+node_timeout: 3s
+guest_timeout: 2s
+nodes: [node1]
+packages:
+  - name: db
+    nodes: [node1]
+    guest:
+      name: dbvm
+      driver: exec
+      start_timeout: 1s
+      exec:
+        start: ["true"]
+        stop: [sh, -c, "echo stuck >&2; exit 3"]
+        status: ["true"]
+        timeout: 2s
+    services:
+      - name: pg
+        cmd: [sleep, "1000"]
+`)
+	e.startRunner("node1", nil, nil)
+	e.place("db", "node1")
+	var fenced events.Event
+	e.waitFor("node.fenced", 60*time.Second, func(evs []events.Event) bool {
+		for _, ev := range evs {
+			if _, ok := ev.Data.(events.NodeFenced); ok {
+				fenced = ev
+				return true
+			}
+		}
+		return false
+	})
+	if r := fenced.Data.(events.NodeFenced).Reason; !strings.Contains(r, "db") || !strings.Contains(r, "stuck") {
+		t.Errorf("node.fenced reason %q", r)
+	}
+	e.waitFor("node.joined after the fence", 30*time.Second, func(evs []events.Event) bool {
+		for _, ev := range evs {
+			if _, ok := ev.Data.(events.NodeJoined); ok && ev.Seq > fenced.Seq {
+				return true
+			}
+		}
+		return false
+	})
+	n := 0
+	for _, ev := range e.events() {
+		if _, ok := ev.Data.(events.NodeFenced); ok {
+			n++
+		}
+	}
+	if n != 1 || has(e.events(), "db", "guest.started") {
+		t.Errorf("%d node.fenced (want 1), guest.started %v", n, has(e.events(), "db", "guest.started"))
+	}
+}
