@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/invariant"
 )
 
@@ -242,11 +244,22 @@ func TestEndToEnd(t *testing.T) {
 		d, ok := e.Data.(events.PackageHalted)
 		return ok && e.Subject == "db" && d.Node == "node1" && e.Seq > back.Seq
 	})
-	status := c.cli("status", "-v")
-	if !strings.Contains(status, "db") {
-		t.Errorf("status does not list db:\n%s", status)
+	var v failover.View
+	if out := c.cli("status", "-o", "json"); json.Unmarshal([]byte(out), &v) != nil {
+		t.Errorf("status -o json does not parse:\n%s", out)
 	}
-	t.Logf("status:\n%s", status)
+	var db *failover.PackageView
+	for i := range v.Packages {
+		if v.Packages[i].Name == "db" {
+			db = &v.Packages[i]
+		}
+	}
+	switch {
+	case db == nil:
+		t.Errorf("status does not list db: %+v", v.Packages)
+	case db.AutoRun != "disabled" || db.Node != "" || db.Status != "down":
+		t.Errorf("db after pkg halt: auto_run %q, node %q, status %q; want auto_run disabled, no node, down", db.AutoRun, db.Node, db.Status)
+	}
 
 	// The whole log keeps the promises.
 	evs = readLog(t, l)
