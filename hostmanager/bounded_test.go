@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -388,7 +389,8 @@ packages:
 // fakeGuest plays a guest whose agent beats and accepts runs but whose
 // events never reach the log (its spool is full, or its publish permission
 // was withdrawn): it answers run requests with a pid and writes nothing.
-func fakeGuest(t *testing.T, nc *nats.Conn, guest, node string) (runs *atomic.Int64) {
+// With refuse set it answers every run "unavailable" instead.
+func fakeGuest(t *testing.T, nc *nats.Conn, guest, node string, refuse bool) (runs *atomic.Int64) {
 	t.Helper()
 	runs = &atomic.Int64{}
 	sub, err := nc.Subscribe(guestagent.Subject(guest, guestagent.EndpointRun), func(m *nats.Msg) {
@@ -397,6 +399,13 @@ func fakeGuest(t *testing.T, nc *nats.Conn, guest, node string) (runs *atomic.In
 			return
 		}
 		runs.Add(1)
+		if refuse {
+			r := nats.NewMsg(m.Reply)
+			r.Header.Set(micro.ErrorCodeHeader, guestagent.CodeUnavailable)
+			r.Header.Set(micro.ErrorHeader, "busy, try again")
+			_ = nc.PublishMsg(r)
+			return
+		}
 		b, _ := json.Marshal(guestagent.RunReply{Process: guestagent.ProcessInfo{RequestID: req.RequestID, Package: req.Package,
 			Service: req.Service, Epoch: req.Epoch, PID: 4242, State: "running", StartedAt: time.Now()}})
 		_ = m.Respond(b)
@@ -456,7 +465,7 @@ packages:
         cmd: [sleep, "1000"]
         restart: 1
 `)
-	runs := fakeGuest(t, e.nc, "dbvm", "node1")
+	runs := fakeGuest(t, e.nc, "dbvm", "node1", false)
 	e.startRunner("node1", nil, nil)
 	e.place("db", "node1")
 	e.waitCount("db", "guest.started", 1, 30*time.Second)
@@ -585,4 +594,51 @@ packages:
 	if n != 1 || has(e.events(), "db", "guest.started") {
 		t.Errorf("%d node.fenced (want 1), guest.started %v", n, has(e.events(), "db", "guest.started"))
 	}
+}
+
+// A run the agent keeps refusing (busy, unavailable) is retried with
+// backoff, not forever: after RunGiveUp the service fails, and so does the
+// package on this node.
+func TestRunRefusedGivesUp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.applyConfig(`cluster: test
+node_timeout: 3s
+guest_timeout: 2s
+nodes: [node1]
+packages:
+  - name: db
+    nodes: [node1]
+    guest:
+      name: dbvm
+      driver: exec
+      start_timeout: 20s
+      exec:
+        start: ["true"]
+        stop: ["true"]
+        status: ["false"]
+    services:
+      - name: pg
+        cmd: [sleep, "1000"]
+        restart: unlimited
+`)
+	runs := fakeGuest(t, e.nc, "dbvm", "node1", true)
+	e.startRunner("node1", nil, nil)
+	e.place("db", "node1")
+	e.waitCount("db", "guest.started", 1, 30*time.Second)
+	gs, _ := last(e.events(), "db", "guest.started")
+	e.waitCount("db", "package.failed", 1, RunGiveUp+30*time.Second)
+	sf, _ := last(e.events(), "db", "service.failed")
+	if r := sf.Data.(events.ServiceFailed).Reason; !strings.Contains(r, "run not accepted by the agent within 30s") || !strings.Contains(r, "busy, try again") {
+		t.Errorf("service.failed reason %q", r)
+	}
+	if d := sf.Time.Sub(gs.Time); d < RunGiveUp || d > RunGiveUp+10*time.Second {
+		t.Errorf("service.failed %s after guest.started, want RunGiveUp %s plus a little", d, RunGiveUp)
+	}
+	// Backoff 25 ms doubling to 5 s: about 15 tries in 30 s, not thousands.
+	if n := runs.Load(); n > 30 {
+		t.Errorf("%d run requests in %s", n, RunGiveUp)
+	}
+	t.Logf("%d run requests before giving up", runs.Load())
+	e.checkInvariants()
 }
