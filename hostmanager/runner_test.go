@@ -45,10 +45,28 @@ func TestRunnerRestartLimitThenPackageFails(t *testing.T) {
 	if d.Service != "svc" || d.Node != "node1" || d.Epoch != 1 {
 		t.Errorf("package.failed = %+v", d)
 	}
-	// Each restart names the exit that caused it; each start names its decision.
+	// Each restart names the exit that caused it and counts down; each
+	// start after the first answers a restart decision and names it.
+	byID := map[string]events.Event{}
 	for _, ev := range evs {
-		if r, ok := ev.Data.(events.ServiceRestarting); ok {
-			t.Logf("restart attempt %d, left %d", r.Attempt, r.RestartsLeft)
+		byID[ev.ID] = ev
+	}
+	attempt, restarts, starts := 0, map[string]bool{}, 0
+	for _, ev := range evs {
+		switch d := ev.Data.(type) {
+		case events.ServiceRestarting:
+			attempt++
+			restarts[ev.ID] = true
+			if d.Attempt != attempt || d.RestartsLeft != 2-attempt {
+				t.Errorf("restart seq %d: attempt %d, left %d; want attempt %d, left %d", ev.Seq, d.Attempt, d.RestartsLeft, attempt, 2-attempt)
+			}
+			if c, ok := byID[ev.CauseID]; !ok || c.Type() != events.TypeProcessExited || c.Seq > ev.Seq {
+				t.Errorf("restart seq %d names cause %q, want an earlier process.exited", ev.Seq, ev.CauseID)
+			}
+		case events.ProcessStarted:
+			if starts++; starts > 1 && (!restarts[ev.CauseID] || !restarts[d.RequestID]) {
+				t.Errorf("process.started seq %d: cause %q, request %q; want the restart decision before it", ev.Seq, ev.CauseID, d.RequestID)
+			}
 		}
 	}
 	e.checkInvariants()
