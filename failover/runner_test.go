@@ -453,28 +453,49 @@ func TestLeaderTakesBackItsKey(t *testing.T) {
 	waitFor(t, 5*ttl, "a to lead", a.Leader)
 	b := env.start("b", cfg)
 	<-b.CaughtUp()
-	kv, err := env.js.KeyValue(env.ctx, ElectionBucket)
+	kv := electionKV(t, env)
+	w, err := kv.Watch(env.ctx, LeaderKey, jetstream.IncludeHistory())
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = w.Stop() }()
 	e, err := kv.Get(env.ctx, LeaderKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(env.ctx, LeaderKey, e.Value()); err != nil {
+	putRev, err := kv.Put(env.ctx, LeaderKey, e.Value())
+	if err != nil {
 		t.Fatal(err)
 	}
-	rewritten := time.Now()
 	// a's next renewal (within ttl/3) fails on the revision; it takes the
-	// key back well before the rewritten key would expire.
-	waitFor(t, ttl, "a to lose and take back its key", func() bool {
+	// key back before the rewritten key would expire, which the key's
+	// history shows by the server's times. The wait only bounds a broken
+	// run.
+	waitFor(t, 10*ttl, "a to lose and take back its key", func() bool {
 		cur, err := kv.Get(env.ctx, LeaderKey)
-		return err == nil && cur.Revision() > e.Revision()+1 && a.Leader()
+		return err == nil && cur.Revision() > putRev && a.Leader()
 	})
-	// The property: before the rewritten key would have expired (its
-	// renewal comes within ttl/3; the rest is slack for a loaded machine).
-	if took := time.Since(rewritten); took >= ttl {
-		t.Errorf("a took %s to take its key back", took)
+	var put, back jetstream.KeyValueEntry
+	deadline := time.After(10 * ttl)
+	for back == nil {
+		select {
+		case en := <-w.Updates():
+			switch {
+			case en == nil: // the end of the initial values
+			case en.Revision() == putRev:
+				put = en
+			case put != nil && en.Revision() > putRev:
+				back = en
+			}
+		case <-deadline:
+			t.Fatalf("the key's history has no entry after the rewrite (revision %d)", putRev)
+		}
+	}
+	if back.Operation() != jetstream.KeyValuePut || !a.ours(back.Value()) {
+		t.Fatalf("after the rewrite the key went to %s, not back to a", describeKeyHistory(a, b, []jetstream.KeyValueEntry{back}))
+	}
+	if !back.Created().Before(put.Created().Add(ttl)) {
+		t.Errorf("a took its key back at %s, not before the rewritten key expired (%s + %s)", back.Created(), put.Created(), ttl)
 	}
 	if b.Leader() || b.Stats().Leader {
 		t.Fatal("the standby leads")
