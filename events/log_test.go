@@ -24,6 +24,7 @@ func samplePayloads() map[string]events.Payload {
 		events.TypeNodeLost:                events.NodeLost{Reason: "lease expired", LastSeen: t0},
 		events.TypeNodeHalted:              events.NodeHalted{Reason: "maintenance", By: "alice"},
 		events.TypeNodeFenced:              events.NodeFenced{Reason: "lease not renewed", Since: t0},
+		events.TypeNodeTakenOver:           events.NodeTakenOver{Holder: "alpha/4242/x", NewHolder: "alpha/4343/y", By: "alice", Reason: "hung host manager"},
 		events.TypePackagePlaced:           events.PackagePlaced{Node: "node1", Epoch: 3, Reason: "failover", PreviousNode: "node2", By: "failover"},
 		events.TypePackageStarting:         events.PackageStarting{Node: "node1", Epoch: 3},
 		events.TypePackageStarted:          events.PackageStarted{Node: "node1", Epoch: 3},

@@ -17,6 +17,9 @@ const (
 	TypeNodeLost   = "io.vmguard.node.lost.v1"
 	TypeNodeHalted = "io.vmguard.node.halted.v1"
 	TypeNodeFenced = "io.vmguard.node.fenced.v1"
+	// TypeNodeTakenOver: a host manager took its node's lease from a live
+	// holder because an operator said so (`vmguard host --takeover`).
+	TypeNodeTakenOver = "io.vmguard.node.taken_over.v1"
 
 	TypePackagePlaced           = "io.vmguard.package.placed.v1"
 	TypePackageStarting         = "io.vmguard.package.starting.v1"
@@ -42,7 +45,7 @@ const (
 func Types() []string {
 	return []string{
 		TypeConfigApplied,
-		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced,
+		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced, TypeNodeTakenOver,
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
 		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
@@ -108,6 +111,8 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[NodeHalted](data)
 	case TypeNodeFenced:
 		return decodeAs[NodeFenced](data)
+	case TypeNodeTakenOver:
+		return decodeAs[NodeTakenOver](data)
 	case TypePackagePlaced:
 		return decodeAs[PackagePlaced](data)
 	case TypePackageStarting:
@@ -161,9 +166,23 @@ type ConfigApplied struct {
 	Reason string          `json:"reason,omitempty"`
 }
 
-// NodeJoined records that a node's host manager took its lease.
+// NodeJoined records that a node's host manager took its lease, or that an
+// operator let a halted node run again (`node run`, By and Reason set).
 type NodeJoined struct {
 	Version string `json:"version,omitempty"`
+	By      string `json:"by,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// NodeTakenOver records that a host manager took its node's lease while
+// another instance (Holder) still renewed it, because an operator asked
+// (`vmguard host --takeover`): the old instance steps down and the new one
+// adopts the node's guests. It changes no membership.
+type NodeTakenOver struct {
+	Holder    string `json:"holder"`
+	NewHolder string `json:"new_holder"`
+	By        string `json:"by,omitempty"`
+	Reason    string `json:"reason,omitempty"`
 }
 
 // NodeLost records that a node's lease expired: the node is gone and its
@@ -333,6 +352,9 @@ func (NodeHalted) EventType() string { return TypeNodeHalted }
 
 // EventType implements Payload.
 func (NodeFenced) EventType() string { return TypeNodeFenced }
+
+// EventType implements Payload.
+func (NodeTakenOver) EventType() string { return TypeNodeTakenOver }
 
 // EventType implements Payload.
 func (PackagePlaced) EventType() string { return TypePackagePlaced }

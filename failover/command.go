@@ -172,7 +172,7 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 	case n == nil || n.Membership != MemberHalted || n.HaltedBy == "":
 		return nil, refuse("node %s is down (STATE %s) and was not halted by an operator: start its host manager (`vmguard host --node %s`), which joins it", cmd.Node, n.State(), cmd.Node)
 	}
-	ev.Data = events.NodeJoined{}
+	ev.Data = events.NodeJoined{Reason: orDefault(cmd.Reason, "operator_run"), By: cmd.By}
 	return []events.Event{ev}, nil
 }
 

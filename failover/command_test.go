@@ -120,7 +120,7 @@ func TestCommand(t *testing.T) {
 		{name: "node halt unknown", cmd: Command{Op: OpNodeHalt, Node: "node9", By: "ann"},
 			want: `unknown node "node9" (configured: node1, node2, node3)`, err: true},
 		{name: "node run after node halt", extra: func(l *logb) { l.add("node1", events.NodeHalted{Reason: "x", By: "bob"}, "") },
-			cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"}, want: "node.joined node1 "},
+			cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"}, want: "node.joined node1 by=ann reason=operator_run"},
 		{name: "node run of a running node", cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"},
 			want: "node node1 is already running", err: true},
 		{name: "node run of a lost node", extra: func(l *logb) { l.lost("node2") },

@@ -3,6 +3,7 @@ package hostmanager
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,8 +80,11 @@ func (r *Runner) keepLease(ctx context.Context) {
 		lastOK  time.Time // when the last renewal that succeeded was sent
 		backoff = 100 * time.Millisecond
 	)
+	host, _ := os.Hostname()
+	since := r.now().UTC()
 	value := func(ttl time.Duration) []byte {
-		return lease.Value{Node: r.node, Holder: r.holder, Renewed: r.now().UTC(), TTLMS: ttl.Milliseconds()}.Encode()
+		return lease.Value{Node: r.node, Holder: r.holder, Renewed: r.now().UTC(), TTLMS: ttl.Milliseconds(),
+			Host: host, PID: os.Getpid(), Since: since}.Encode()
 	}
 	send := func(le leaseEvent) {
 		select {
@@ -130,7 +134,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				}
 				continue
 			}
-			rev, held, lastOK = v, true, sent
+			rev, held, lastOK, since = v, true, sent, r.now().UTC()
 			r.logger.Info("node lease taken", "ttl", ttl)
 			send(leaseEvent{held: true, at: r.now()})
 			continue

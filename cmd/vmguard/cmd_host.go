@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/dirlock"
+	"github.com/vmguard/vmguard/internal/lease"
 )
 
 type hostCmd struct {
@@ -21,6 +25,9 @@ type hostCmd struct {
 	HaltOnExit      bool          `name:"halt-on-exit" help:"On SIGTERM/Ctrl-C halt this node's packages (reason node_shutdown, auto_run stays on) and release the node lease before exiting. Without it the guests keep running: a restarted host manager takes them over, else the lease lapses and they fence themselves."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" default:"1m" help:"Bound of the halt of --halt-on-exit."`
 	Verbose         bool          `name:"verbose" short:"v" help:"Log debug messages (every decision and action)."`
+	Takeover        bool          `name:"takeover" help:"Take the node's lease even though another host manager still renews it (it steps down; this one adopts the guests). Recorded as node.taken_over with --by and --reason. Without it a live holder is refused."`
+	By              string        `name:"by" help:"Who asks for --takeover (default: the current user)."`
+	Reason          string        `name:"reason" help:"Why, with --takeover; recorded."`
 }
 
 // Help is shown by `vmguard host --help`.
@@ -38,6 +45,13 @@ It holds the node's lease (key <node> in the KV bucket vmguard_leases, TTL =
 node_timeout) and renews it every node_timeout/4; if it cannot, it stops
 its guests at once (self-fencing) and records node.fenced when it can
 write again. The configuration in force comes from the log (vmguard apply).
+
+A node has one host manager. One that starts while another still renews the
+node's lease is refused (exit 2, naming the holder's host, pid and since
+when) and changes nothing; a holder that has stopped renewing is gone, and
+is replaced after at most 1.5 renewal intervals (node_timeout * 3/8), before
+the guests fence themselves. --takeover replaces a live holder on purpose
+(say, one that is hung but still renews): recorded as node.taken_over.
 
 Example:
   vmguard apply -f examples/demo.yaml
@@ -84,6 +98,9 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
+	if err := c.checkLease(ctx, l); err != nil {
+		return err
+	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
 		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS,
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, Version: version,
@@ -93,4 +110,81 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	}
 	logger.Info("host manager starting", "node", c.Node, "nats", g.NATS, "state", state)
 	return r.Run(ctx)
+}
+
+// checkLease refuses to start while another host manager of this node holds
+// its lease and renews it, unless --takeover, which it records. A holder
+// that stops renewing is gone: its key is not renewed within 1.5 renewal
+// intervals of its last write, and this one may take the node.
+func (c *hostCmd) checkLease(ctx context.Context, l *events.Log) error {
+	kv, err := lease.Open(ctx, l.JetStream())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	get := func() (jetstream.KeyValueEntry, error) {
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return kv.Get(gctx, c.Node)
+	}
+	e, err := get()
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the lease of node %s: %w", c.Node, err)
+	}
+	v, err := lease.Decode(e.Value())
+	if err != nil || v.TTL() <= 0 {
+		return nil // not a live holder's value; the host manager overwrites it
+	}
+	if !c.Takeover {
+		every := lease.RenewEvery(v.TTL())
+		now := time.Now()
+		deadline := e.Created().Add(every * 3 / 2)
+		// Clamped: a skewed clock neither ends the watch at once nor stretches it.
+		if lo := now.Add(every / 2); deadline.Before(lo) {
+			deadline = lo
+		}
+		if hi := now.Add(every * 3 / 2); deadline.After(hi) {
+			deadline = hi
+		}
+		for time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			cur, err := get()
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				return nil // released or expired
+			}
+			if err == nil && cur.Revision() != e.Revision() {
+				if nv, derr := lease.Decode(cur.Value()); derr == nil {
+					v = nv
+				}
+				return fmt.Errorf("%w: node %s is held by a running host manager (%s); stop it first, or start this one with --takeover --reason WHY",
+					errUsage, c.Node, v.Who())
+			}
+		}
+		return nil // not renewed: its holder is gone
+	}
+	by := c.By
+	if by == "" {
+		by = currentUser()
+	}
+	host, _ := os.Hostname()
+	ev := events.New("/vmguard/nodes/"+c.Node+"/host", c.Node, events.NodeTakenOver{
+		Holder: events.Clip(v.Who(), events.MaxBy), NewHolder: fmt.Sprintf("pid %d on %s", os.Getpid(), events.Clip(host, 128)),
+		By: events.Clip(by, events.MaxBy), Reason: events.Clip(c.Reason, events.MaxReason),
+	})
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := l.Append(actx, ev); err != nil {
+		return fmt.Errorf("record the takeover of node %s: %w", c.Node, err)
+	}
+	fmt.Fprintf(os.Stderr, "vmguard host: taking over node %s from %s\n", c.Node, v.Who())
+	return nil
 }

@@ -148,7 +148,11 @@ func operate(ctx context.Context, g *globals, cmd failover.Command) error {
 		err = appendAll(ctx, l, s, evs)
 		if err == nil {
 			for _, e := range evs {
-				fmt.Fprintf(g.Stdout, "%s %s: %s\n", events.ShortType(e.Type()), e.Subject, e.Summary())
+				if sum := e.Summary(); sum != "" {
+					fmt.Fprintf(g.Stdout, "%s %s: %s\n", events.ShortType(e.Type()), e.Subject, sum)
+				} else {
+					fmt.Fprintf(g.Stdout, "%s %s\n", events.ShortType(e.Type()), e.Subject)
+				}
 			}
 			return nil
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,8 +14,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -178,4 +181,124 @@ func TestBenchLogRefusesLiveLog(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "mode interval (flush every") {
 		t.Errorf("bench log on its own server: exit %d, out %q, err %q", code, out, errs)
 	}
+}
+
+// hostConfig: one node with one long-running package, so that a host
+// manager holds node1's lease and runs a guest.
+const hostConfig = `cluster: gr
+node_timeout: 4s
+guest_timeout: 3s
+nodes: [node1]
+packages:
+  - name: db
+    nodes: [node1]
+    guest: {name: dbvm, driver: process, start_timeout: 20s}
+    services:
+      - name: store
+        cmd: ["sh", "-c", "while :; do sleep 1; done"]
+        halt_timeout: 1s
+`
+
+// TestSecondHostManagerRefused: while node1's host manager runs, a second
+// one for node1 (another state dir, as on another machine) is refused,
+// naming the holder, and changes nothing in the log; --takeover replaces
+// it on purpose and is recorded; a holder killed with SIGKILL is gone, and
+// a new host manager takes over without being told.
+func TestSecondHostManagerRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs host managers as OS processes; run without -short")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	startServer(t, filepath.Join(dir, "store"), port, "--sync-interval")
+	c := &cluster{t: t, url: url, dir: dir, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
+	defer c.stopAll()
+	cfg := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(cfg, []byte(hostConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cli("apply", "-f", cfg)
+	c.start("failover", "failover")
+	c.start("first", "host", "--node", "node1", "--state", filepath.Join(dir, "a"), "--agent-bin", vmguardBin)
+	l := dialLog(t, url)
+	waitEvent(t, l, 60*time.Second, "db's service started", func(e events.Event) bool {
+		_, ok := e.Data.(events.ProcessStarted)
+		return ok && e.Subject == "db"
+	})
+	before, err := l.LastSeq(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, msg, _ := runBin(t, 30*time.Second, "--nats", url, "host", "--node", "node1", "--state", filepath.Join(dir, "b"), "--agent-bin", vmguardBin)
+	first := c.procs["first"].Process.Pid
+	if code != exitUsage || !strings.Contains(msg, fmt.Sprintf("held by a running host manager (pid %d on", first)) {
+		t.Fatalf("second host manager for node1: exit %d, want %d naming pid %d:\n%s", code, exitUsage, first, msg)
+	}
+	if pid := leasePID(t, url, "node1"); pid != first {
+		t.Errorf("node1's lease is held by pid %d after the refusal, want the first host manager, %d", pid, first)
+	}
+	evs := readLog(t, l)
+	for _, e := range evs {
+		if e.Seq > before && e.Source != "/vmguard/nodes/node1/host" && e.Source != "/vmguard/failover" {
+			t.Errorf("the refused host manager changed the log: %s", formatEvent(e))
+		}
+		if e.Seq > before && (e.Type() == events.TypeNodeLost || e.Type() == events.TypeNodeFenced || e.Type() == events.TypeNodeJoined ||
+			e.Type() == events.TypePackageHalting || e.Type() == events.TypeProcessExited) {
+			t.Errorf("after the refusal: %s", formatEvent(e))
+		}
+	}
+
+	// On purpose: --takeover, recorded; the old one steps down.
+	c.start("second", "host", "--node", "node1", "--state", filepath.Join(dir, "b"), "--agent-bin", vmguardBin,
+		"--takeover", "--by", "alice", "--reason", "first one is hung")
+	taken := waitEvent(t, l, 30*time.Second, "node.taken_over", func(e events.Event) bool { return e.Type() == events.TypeNodeTakenOver })
+	d := taken.Data.(events.NodeTakenOver)
+	if d.By != "alice" || d.Reason != "first one is hung" || !strings.Contains(d.Holder, fmt.Sprintf("pid %d", first)) {
+		t.Errorf("node.taken_over %+v, want by alice, the reason, and the old holder's pid %d", d, first)
+	}
+	waitFor(t, 30*time.Second, "the first host manager to step down", func() bool {
+		return strings.Contains(c.logs["first"].String(), "node lease taken by another host manager instance")
+	})
+
+	// A holder killed with SIGKILL is gone: a new one is not refused.
+	c.kill9("second")
+	c.start("third", "host", "--node", "node1", "--state", filepath.Join(dir, "c"), "--agent-bin", vmguardBin)
+	third := c.procs["third"].Process.Pid
+	waitFor(t, 30*time.Second, "the third host manager to hold node1", func() bool {
+		return leasePID(t, url, "node1") == third
+	})
+}
+
+// leasePID returns the pid of node's lease holder, 0 if none.
+func leasePID(t *testing.T, url, node string) int {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	kv, err := lease.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, node)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := lease.Decode(e.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.PID
 }

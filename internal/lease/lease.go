@@ -44,6 +44,19 @@ type Value struct {
 	Renewed time.Time `json:"renewed"`
 	// TTLMS is the lease's time to live in milliseconds (node_timeout).
 	TTLMS int64 `json:"ttl_ms"`
+	// Host, PID and Since say where the holder runs and since when it holds
+	// the lease, for an operator (a refused second host manager names them).
+	Host  string    `json:"host,omitempty"`
+	PID   int       `json:"pid,omitempty"`
+	Since time.Time `json:"since,omitzero"`
+}
+
+// Who names the holder for an operator: its host, pid and since when.
+func (v Value) Who() string {
+	if v.PID == 0 {
+		return "holder " + v.Holder
+	}
+	return fmt.Sprintf("pid %d on %s, holding it since %s (holder %s)", v.PID, v.Host, v.Since.Local().Format(time.DateTime), v.Holder)
 }
 
 // TTL returns the lease's time to live.
