@@ -71,8 +71,10 @@
 //
 // The node lease (lease.go, contract in internal/lease): taken at start
 // (then node.joined unless the log shows the node joined since its last
-// lost, fenced or halted), renewed every ttl/4. If it cannot be renewed for
-// ttl, or is found deleted or expired, the runner stops this node's guests
+// lost, fenced or halted), renewed every ttl/4. If it cannot be renewed
+// within 0.6 ttl (lease.FenceAfter) of sending the last renewal that
+// succeeded, so that its guests are stopped before the key expires, or is
+// found deleted or expired, the runner stops this node's guests
 // at once through their drivers (self-fencing, no log needed), takes the
 // lease again when it can, appends node.fenced (the core then forces the
 // guests off and records package.halted, reason fenced) and joins again. A

@@ -42,9 +42,9 @@ can be killed (even with kill -9) and restarted at any time: the next
 instance finishes what was decided, starting nothing twice.
 
 It holds the node's lease (key <node> in the KV bucket vmguard_leases, TTL =
-node_timeout) and renews it every node_timeout/4; if it cannot, it stops
-its guests at once (self-fencing) and records node.fenced when it can
-write again. The configuration in force comes from the log (vmguard apply).
+node_timeout) and renews it every node_timeout/4; if it cannot for 0.6 of
+node_timeout, it stops its guests (self-fencing, before the key expires)
+and records node.fenced when it can write again. The configuration in force comes from the log (vmguard apply).
 
 A node has one host manager. One that starts while another still renews the
 node's lease is refused (exit 2, naming the holder's host, pid and since
