@@ -23,7 +23,8 @@ const CauseExtension = "causeid"
 // Codec turns Events into NATS messages and back, checking each against its
 // schema. It is safe for concurrent use.
 type Codec struct {
-	v *schemas.Validator
+	v        *schemas.Validator
+	envelope *schemas.KeyCheck
 }
 
 // NewCodec returns a Codec with the embedded schemas.
@@ -32,7 +33,7 @@ func NewCodec() (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load schemas: %w", err)
 	}
-	return &Codec{v: v}, nil
+	return &Codec{v: v, envelope: schemas.NewKeyCheck(envelopeMembers...)}, nil
 }
 
 // Encode validates e and returns the NATS message that stores it: structured
@@ -84,6 +85,13 @@ func (c *Codec) Encode(e Event) (*nats.Msg, error) {
 // the whole CloudEvent) or binary mode (ce-* headers, the body is the data),
 // checks it against its schema and decodes its data. An error wraps
 // ErrInvalid or ErrUnknownType and says which field is wrong.
+//
+// The schema check reads members by their exact names, the typed decode
+// matches them without regard to case and keeps the last: so that both see
+// the same event, an object with two members named alike (equal, or equal
+// but for case) is refused, in the envelope and in the data, as is a member
+// named like a CloudEvents attribute or a data field but for case, and a
+// binary-mode header repeated or spelled in another case.
 func (c *Codec) Decode(hdr nats.Header, body []byte) (Event, error) {
 	var ce cloudevents.Event
 	if hdr != nil && hdr.Get("ce-specversion") != "" {
@@ -92,6 +100,9 @@ func (c *Codec) Decode(hdr nats.Header, body []byte) (Event, error) {
 			return Event{}, err
 		}
 	} else {
+		if err := c.envelope.Check(body); err != nil {
+			return Event{}, fmt.Errorf("%w: not a structured CloudEvent: %v", ErrInvalid, err)
+		}
 		var err error
 		if ce, err = fromStructured(body); err != nil {
 			return Event{}, err
@@ -139,6 +150,10 @@ type envelope struct {
 	DataBase64      []byte          `json:"data_base64"`
 }
 
+// envelopeMembers are the JSON names of envelope's fields.
+var envelopeMembers = []string{"specversion", "id", "source", "type", "subject", "time",
+	"datacontenttype", "dataschema", CauseExtension, "data", "data_base64"}
+
 func fromStructured(body []byte) (cloudevents.Event, error) {
 	var env envelope
 	if err := gojson.Unmarshal(body, &env); err != nil {
@@ -169,6 +184,9 @@ func fromStructured(body []byte) (cloudevents.Event, error) {
 	}
 	if env.DataContentType != "" {
 		ce.SetDataContentType(env.DataContentType)
+	}
+	if env.Data != nil && env.DataBase64 != nil {
+		return ce, fmt.Errorf("%w: data and data_base64: both present, want one", ErrInvalid)
 	}
 	ce.DataEncoded = env.Data
 	if env.Data == nil && env.DataBase64 != nil {
@@ -209,6 +227,9 @@ func (c *Codec) fromCloudEvent(ce cloudevents.Event) (Event, error) {
 
 // fromBinary builds a CloudEvent from binary-mode headers.
 func fromBinary(hdr nats.Header, body []byte) (cloudevents.Event, error) {
+	if err := checkBinaryHeaders(hdr); err != nil {
+		return cloudevents.Event{}, err
+	}
 	ce := cloudevents.New(hdr.Get("ce-specversion"))
 	ce.SetID(hdr.Get("ce-id"))
 	ce.SetSource(hdr.Get("ce-source"))
@@ -236,4 +257,27 @@ func fromBinary(hdr nats.Header, body []byte) (cloudevents.Event, error) {
 	ce.SetDataContentType(ct)
 	ce.DataEncoded = body
 	return ce, nil
+}
+
+// checkBinaryHeaders refuses a binary-mode event whose attribute headers
+// (ce-*, Content-Type) are repeated or spelled in another case than the one
+// this codec reads: another reader might take the other value.
+func checkBinaryHeaders(hdr nats.Header) error {
+	for k, vs := range hdr {
+		lower := strings.ToLower(k)
+		attr := strings.HasPrefix(lower, "ce-")
+		if !attr && lower != "content-type" {
+			continue
+		}
+		if attr && k != lower {
+			return fmt.Errorf("%w: header %q: CloudEvents headers are lower case (%v)", ErrInvalid, k, schemas.ErrAmbiguousKey)
+		}
+		if !attr && k != "Content-Type" {
+			return fmt.Errorf("%w: header %q: want Content-Type (%v)", ErrInvalid, k, schemas.ErrAmbiguousKey)
+		}
+		if len(vs) > 1 {
+			return fmt.Errorf("%w: header %s: %d values, want one (%v)", ErrInvalid, k, len(vs), schemas.ErrAmbiguousKey)
+		}
+	}
+	return nil
 }

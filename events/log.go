@@ -245,24 +245,39 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 	return info.State.LastSeq, nil
 }
 
-// Last returns the last event stored on subject, and false if there is none.
-func (l *Log) Last(ctx context.Context, subject string) (Event, bool, error) {
+// Last returns the last well-formed event stored on subject (which may hold
+// wildcards), false if there is none, and tail, the stream sequence of the
+// last message stored there, well-formed or not: the one an ExpectLastSeq
+// append on subject must name. Malformed messages are skipped, counted and
+// logged as Replay skips them, so one bad message neither fails Last nor
+// hides the events before it. Finding the event before a malformed last
+// message reads the subject from the start.
+func (l *Log) Last(ctx context.Context, subject string) (e Event, found bool, tail uint64, err error) {
 	raw, err := l.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Event{}, false, nil
+		return Event{}, false, 0, nil
 	}
 	if err != nil {
-		return Event{}, false, fmt.Errorf("get last %s: %w", subject, err)
+		return Event{}, false, 0, fmt.Errorf("get last %s: %w", subject, err)
 	}
-	e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data)
+	if e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data); err == nil {
+		e.Seq = raw.Sequence
+		return e, true, raw.Sequence, nil
+	}
+	// The replay skips, counts and logs this message and any other bad one.
+	last, err := l.Replay(ctx, ReadOptions{Subjects: []string{subject}}, func(ev Event) error {
+		e, found = ev, true
+		return nil
+	})
 	if err != nil {
-		return Event{}, false, fmt.Errorf("decode event %d on %s: %w", raw.Sequence, subject, err)
+		return Event{}, false, 0, fmt.Errorf("read last %s: %w", subject, err)
 	}
-	e.Seq = raw.Sequence
-	return e, true, nil
+	return e, found, max(raw.Sequence, last), nil
 }
 
-// Get returns the event at stream sequence seq.
+// Get returns the event at stream sequence seq. A malformed message there is
+// counted and logged as Replay skips one, and the error wraps ErrInvalid or
+// ErrUnknownType, so callers can tell it from a failed read.
 func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
 	raw, err := l.stream.GetMsg(ctx, seq)
 	if err != nil {
@@ -270,6 +285,7 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
 	}
 	e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data)
 	if err != nil {
+		l.skip(raw.Sequence, raw.Subject, err)
 		return Event{}, fmt.Errorf("decode event %d: %w", seq, err)
 	}
 	e.Seq = raw.Sequence

@@ -345,10 +345,15 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 func (l *Log) decode(m jetstream.Msg, seq uint64) (Event, bool) {
 	e, err := l.codec.DecodeStored(m.Subject(), m.Headers(), m.Data())
 	if err != nil {
-		l.skipped.Add(1)
-		l.logger.Warn("skip malformed event", "seq", seq, "subject", m.Subject(), "err", err)
+		l.skip(seq, m.Subject(), err)
 		return Event{}, false
 	}
 	e.Seq = seq
 	return e, true
+}
+
+// skip counts and logs a malformed message.
+func (l *Log) skip(seq uint64, subject string, err error) {
+	l.skipped.Add(1)
+	l.logger.Warn("skip malformed event", "seq", seq, "subject", subject, "err", err)
 }

@@ -22,6 +22,7 @@ import (
 type rule struct {
 	types      []string
 	properties map[string]*rule
+	folded     map[string]string // case-folded property name -> property name
 	required   []string
 	pattern    *regexp.Regexp
 	minLength  int
@@ -66,7 +67,9 @@ func compileRule(doc map[string]any, path string) (*rule, error) {
 				return nil, fmt.Errorf("%s: properties: want an object", path)
 			}
 			r.properties = map[string]*rule{}
+			r.folded = map[string]string{}
 			for name, p := range props {
+				r.folded[string(foldKey(nil, []byte(name), true))] = name
 				pm, ok := p.(map[string]any)
 				if !ok {
 					return nil, fmt.Errorf("%s.%s: want an object", path, name)
@@ -182,6 +185,18 @@ func (r *rule) check(v any, parent, name string, errs *[]string) {
 			}
 		}
 		var p string
+		if r.folded != nil {
+			// A member named like a property but for case is decoded into
+			// that property's field, unchecked: refuse it.
+			for n := range x {
+				if _, ok := r.properties[n]; ok {
+					continue
+				}
+				if prop, ok := r.folded[string(foldKey(nil, []byte(n), true))]; ok {
+					*errs = append(*errs, fmt.Sprintf("%s.%s: differs from %q only in case (%v)", path(), printable(n), prop, ErrAmbiguousKey))
+				}
+			}
+		}
 		for n, sub := range r.properties {
 			if pv, ok := x[n]; ok {
 				if p == "" {

@@ -98,7 +98,11 @@ func (v *Validator) Types() []string {
 
 // Validate checks data (JSON) against the schema of typ. The error names the
 // offending fields as dotted paths under "data", e.g.
-// "data.exit_code: got string, want integer".
+// "data.exit_code: got string, want integer". Unlike a general JSON Schema
+// engine it also refuses what would make the typed decode read another
+// object than the one checked (ErrAmbiguousKey): two members of an object
+// whose names are equal or differ only in case, and a member named like a
+// property but for case.
 func (v *Validator) Validate(typ string, data []byte) error {
 	r, ok := v.fast[typ]
 	if !ok {
@@ -107,6 +111,9 @@ func (v *Validator) Validate(typ string, data []byte) error {
 	inst, err := decodeValue(data)
 	if err != nil {
 		return fmt.Errorf("data: not JSON: %v", err)
+	}
+	if err := CheckKeys(data); err != nil {
+		return fmt.Errorf("data.%w", err)
 	}
 	var errs []string
 	r.check(inst, "data", "", &errs)

@@ -76,6 +76,7 @@ var configSubject = events.ClusterSubject("config_applied")
 type inForce struct {
 	seq  uint64 // stream sequence of its config_applied, 0 if none
 	hash string
+	tail uint64 // of the last message on the config subject, malformed or not
 }
 
 // applyResult says what applyConfig did.
@@ -87,12 +88,12 @@ type applyResult struct {
 
 // readInForce returns the configuration in force: the last config_applied.
 func readInForce(ctx context.Context, l *events.Log) (inForce, error) {
-	e, ok, err := l.Last(ctx, configSubject)
+	e, ok, tail, err := l.Last(ctx, configSubject)
 	if err != nil || !ok {
-		return inForce{}, err
+		return inForce{tail: tail}, err
 	}
 	d, _ := e.Data.(events.ConfigApplied)
-	return inForce{seq: e.Seq, hash: d.Hash}, nil
+	return inForce{seq: e.Seq, hash: d.Hash, tail: tail}, nil
 }
 
 // applyConfig reads the configuration in force and, unless it has the same
@@ -121,7 +122,7 @@ func appendConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, 
 		return applyResult{}, err
 	}
 	e := events.New("/vmguard/cli/"+url.PathEscape(by), cl.Cluster, events.ConfigApplied{Config: body, Hash: hash, File: file, By: by, Reason: reason})
-	seq, err := l.Append(ctx, e, events.ExpectLastSeq(configSubject, cur.seq))
+	seq, err := l.Append(ctx, e, events.ExpectLastSeq(configSubject, cur.tail))
 	if errors.Is(err, events.ErrConflict) {
 		now, rerr := readInForce(ctx, l)
 		if rerr != nil {
