@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	gojson "github.com/goccy/go-json"
@@ -93,6 +94,7 @@ func (c *Codec) Encode(e Event) (*nats.Msg, error) {
 // named like a CloudEvents attribute or a data field but for case, and a
 // binary-mode header repeated or spelled in another case.
 func (c *Codec) Decode(hdr nats.Header, body []byte) (Event, error) {
+	body = validUTF8(body)
 	var ce cloudevents.Event
 	if hdr != nil && hdr.Get("ce-specversion") != "" {
 		var err error
@@ -159,10 +161,10 @@ func fromStructured(body []byte) (cloudevents.Event, error) {
 	if err := gojson.Unmarshal(body, &env); err != nil {
 		return cloudevents.Event{}, fmt.Errorf("%w: not a structured CloudEvent: %v", ErrInvalid, err)
 	}
-	if env.SpecVersion == "" {
-		return cloudevents.Event{}, fmt.Errorf("%w: specversion: missing", ErrInvalid)
+	ce, err := newCloudEvent(env.SpecVersion)
+	if err != nil {
+		return ce, err
 	}
-	ce := cloudevents.New(env.SpecVersion)
 	ce.SetID(env.ID)
 	ce.SetSource(env.Source)
 	ce.SetType(env.Type)
@@ -225,12 +227,31 @@ func (c *Codec) fromCloudEvent(ce cloudevents.Event) (Event, error) {
 	return e, nil
 }
 
+// specVersion is the CloudEvents version vmguard writes and reads.
+const specVersion = "1.0"
+
+// newCloudEvent returns an empty CloudEvent of version spec, which must be
+// specVersion: the SDK's event of a version it does not know has no context
+// and panics on the first attribute set.
+func newCloudEvent(spec string) (cloudevents.Event, error) {
+	if spec != specVersion {
+		if spec == "" {
+			return cloudevents.Event{}, fmt.Errorf("%w: specversion: missing", ErrInvalid)
+		}
+		return cloudevents.Event{}, fmt.Errorf("%w: specversion: %.40q, want %s", ErrInvalid, spec, specVersion)
+	}
+	return cloudevents.New(spec), nil
+}
+
 // fromBinary builds a CloudEvent from binary-mode headers.
 func fromBinary(hdr nats.Header, body []byte) (cloudevents.Event, error) {
 	if err := checkBinaryHeaders(hdr); err != nil {
 		return cloudevents.Event{}, err
 	}
-	ce := cloudevents.New(hdr.Get("ce-specversion"))
+	ce, err := newCloudEvent(hdr.Get("ce-specversion"))
+	if err != nil {
+		return ce, err
+	}
 	ce.SetID(hdr.Get("ce-id"))
 	ce.SetSource(hdr.Get("ce-source"))
 	ce.SetType(hdr.Get("ce-type"))
@@ -278,6 +299,30 @@ func checkBinaryHeaders(hdr nats.Header) error {
 		if len(vs) > 1 {
 			return fmt.Errorf("%w: header %s: %d values, want one (%v)", ErrInvalid, k, len(vs), schemas.ErrAmbiguousKey)
 		}
+		if len(vs) == 1 && !utf8.ValidString(vs[0]) {
+			return fmt.Errorf("%w: header %s: not valid UTF-8", ErrInvalid, k)
+		}
 	}
 	return nil
+}
+
+// validUTF8 returns b with each byte that is not part of valid UTF-8
+// replaced by U+FFFD, as encoding/json reads such a byte in a string (JSON
+// allows it nowhere else): the schema check, the typed decode and any other
+// reader then see the same text, and the event encodes back to itself.
+func validUTF8(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+8)
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		if r == utf8.RuneError && n == 1 {
+			out = utf8.AppendRune(out, utf8.RuneError)
+		} else {
+			out = append(out, b[:n]...)
+		}
+		b = b[n:]
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,6 +111,14 @@ func TestDecodedEventReencodes(t *testing.T) {
 		}
 		checkRoundTrip(t, c, m.Header, m.Data)
 	}
+	// Invalid UTF-8 reads as U+FFFD, byte by byte, as encoding/json reads it,
+	// so the event encodes back to itself (found by FuzzDecodeStructured).
+	body := failedBody("", "{\"node\":\"node1\",\"epoch\":3,\"reason\":\"a\xff\xfeb\xe2\x82\"}")
+	e, err := c.Decode(nil, body)
+	if err != nil || e.Data.(events.PackageFailed).Reason != "a\ufffd\ufffdb\ufffd\ufffd" {
+		t.Fatalf("invalid UTF-8: %+v %v", e, err)
+	}
+	checkRoundTrip(t, c, nil, body)
 }
 
 // checkRoundTrip fails t if the message decodes but does not encode again
@@ -131,5 +140,38 @@ func checkRoundTrip(t *testing.T, c *events.Codec, hdr nats.Header, body []byte)
 	e.Seq, e2.Seq = 0, 0
 	if fmt.Sprintf("%#v", e) != fmt.Sprintf("%#v", e2) || !e.Time.Equal(e2.Time) {
 		t.Fatalf("round trip of %q changed the event:\n%#v\n%#v", body, e, e2)
+	}
+}
+
+// dataOf returns the data member of a structured CloudEvent.
+func dataOf(body []byte) ([]byte, error) {
+	var env struct {
+		Data json.RawMessage `json:"data"`
+	}
+	err := json.Unmarshal(body, &env)
+	return env.Data, err
+}
+
+// TestUnknownSpecVersionRefused: the CloudEvents SDK's event of a version it
+// does not know panics on the first attribute set; such a message (a guest
+// may publish one on its subjects) is refused, not a crash of every reader.
+// Found by FuzzDecodeStructured.
+func TestUnknownSpecVersionRefused(t *testing.T) {
+	c, err := events.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"0", "0.3", "2.0", "1.0 "} {
+		_, err := c.Decode(nil, []byte(`{"specversion":"`+v+`","id":"x","source":"/x","type":"`+events.TypeNodeJoined+`","subject":"n1","time":"2026-11-27T10:00:00Z","data":{}}`))
+		if !errors.Is(err, events.ErrInvalid) || !strings.Contains(err.Error(), "specversion") {
+			t.Errorf("structured, specversion %q: %v", v, err)
+		}
+		h := nats.Header{}
+		h.Set("ce-specversion", v)
+		h.Set("ce-id", "x")
+		_, err = c.Decode(h, []byte(`{}`))
+		if !errors.Is(err, events.ErrInvalid) || !strings.Contains(err.Error(), "specversion") {
+			t.Errorf("binary, specversion %q: %v", v, err)
+		}
 	}
 }
