@@ -30,12 +30,15 @@ func TestLastAndGetSkipMalformed(t *testing.T) {
 
 	// Only malformed messages: none found, no error, the tail named.
 	junk := publish(`not json`)
-	e, found, tail, err := l.Last(ctx, subj)
-	if err != nil || found || tail != junk {
-		t.Fatalf("Last over junk only: %+v found=%v tail=%d err=%v; want nothing found, tail %d", e, found, tail, err, junk)
+	tl, err := l.Tail(ctx, subj)
+	if err != nil || tl.Found || tl.Seq != junk {
+		t.Fatalf("Tail over junk only: %+v err=%v; want nothing found, seq %d", tl, err, junk)
 	}
-	if l.Skipped() != 1 {
-		t.Fatalf("skipped %d, want 1", l.Skipped())
+	if _, found, err := l.Last(ctx, subj); err != nil || found {
+		t.Fatalf("Last over junk only: found=%v err=%v", found, err)
+	}
+	if l.Skipped() != 2 {
+		t.Fatalf("skipped %d, want 2 (once per read)", l.Skipped())
 	}
 
 	good, err := l.Append(ctx, events.New("/t", "web", events.PackageFailed{Node: "node1", Epoch: 3, Reason: "ok"}))
@@ -46,16 +49,19 @@ func TestLastAndGetSkipMalformed(t *testing.T) {
 	junk2 := publish(`{"specversion":"1.0"`)
 	before := l.Skipped()
 	for _, filter := range []string{subj, events.PackageFilter("web")} {
-		e, found, tail, err = l.Last(ctx, filter)
-		if err != nil || !found || e.Seq != good || tail != junk2 {
-			t.Fatalf("Last(%s): seq %d found=%v tail=%d err=%v; want seq %d, tail %d", filter, e.Seq, found, tail, err, good, junk2)
+		tl, err = l.Tail(ctx, filter)
+		if err != nil || !tl.Found || tl.Event.Seq != good || tl.Seq != junk2 {
+			t.Fatalf("Tail(%s): event seq %d found=%v seq=%d err=%v; want event seq %d, seq %d", filter, tl.Event.Seq, tl.Found, tl.Seq, err, good, junk2)
 		}
-		if d := e.Data.(events.PackageFailed); d.Node != "node1" || d.Epoch != 3 {
-			t.Errorf("Last(%s) returned %+v", filter, d)
+		if d := tl.Event.Data.(events.PackageFailed); d.Node != "node1" || d.Epoch != 3 {
+			t.Errorf("Tail(%s) returned %+v", filter, d)
+		}
+		if e, found, err := l.Last(ctx, filter); err != nil || !found || e.Seq != good {
+			t.Errorf("Last(%s): seq %d found=%v err=%v; want seq %d", filter, e.Seq, found, err, good)
 		}
 	}
-	if got := l.Skipped() - before; got < 4 {
-		t.Errorf("Last skipped %d messages over two reads, want at least 4 (the smuggled and the broken one, each time)", got)
+	if got := l.Skipped() - before; got < 8 {
+		t.Errorf("Tail and Last skipped %d messages over four reads, want at least 8 (the smuggled and the broken one, each time)", got)
 	}
 
 	// Get: the good one reads, the bad ones are refused as invalid and counted.
@@ -81,7 +87,7 @@ func TestLastAndGetSkipMalformed(t *testing.T) {
 	}
 
 	// The tail Last reported is what an expected-sequence append needs.
-	if _, err := l.Append(ctx, events.New("/t", "web", events.PackageFailed{Node: "node1", Epoch: 5, Reason: "next"}), events.ExpectLastSeq(subj, tail)); err != nil {
-		t.Fatalf("append expecting the tail %d: %v", tail, err)
+	if _, err := l.Append(ctx, events.New("/t", "web", events.PackageFailed{Node: "node1", Epoch: 5, Reason: "next"}), events.ExpectLastSeq(subj, tl.Seq)); err != nil {
+		t.Fatalf("append expecting the tail %d: %v", tl.Seq, err)
 	}
 }

@@ -246,33 +246,55 @@ func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
 }
 
 // Last returns the last well-formed event stored on subject (which may hold
-// wildcards), false if there is none, and tail, the stream sequence of the
-// last message stored there, well-formed or not: the one an ExpectLastSeq
-// append on subject must name. Malformed messages are skipped, counted and
-// logged as Replay skips them, so one bad message neither fails Last nor
-// hides the events before it. Finding the event before a malformed last
-// message reads the subject from the start.
-func (l *Log) Last(ctx context.Context, subject string) (e Event, found bool, tail uint64, err error) {
+// wildcards), and false if there is none. Malformed messages are skipped,
+// counted and logged as Replay skips them: one bad message neither fails
+// Last nor hides the events before it. See Tail for the sequence an
+// expected-sequence append must name.
+func (l *Log) Last(ctx context.Context, subject string) (Event, bool, error) {
+	t, err := l.Tail(ctx, subject)
+	return t.Event, t.Found, err
+}
+
+// SubjectTail is what the end of a subject holds.
+type SubjectTail struct {
+	// Event is the last well-formed event on the subject, if Found.
+	Event Event
+	Found bool
+	// Seq is the stream sequence of the last message on the subject,
+	// well-formed or not (0: none): the one an ExpectLastSeq append on the
+	// subject must name, or it conflicts forever with a message it cannot
+	// read.
+	Seq uint64
+}
+
+// Tail reads the end of subject (which may hold wildcards) in one go: its
+// last well-formed event and the sequence of its last message. Malformed
+// messages are skipped, counted and logged as Replay skips them; finding
+// the event before a malformed last message reads the subject from the
+// start.
+func (l *Log) Tail(ctx context.Context, subject string) (SubjectTail, error) {
 	raw, err := l.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return Event{}, false, 0, nil
+		return SubjectTail{}, nil
 	}
 	if err != nil {
-		return Event{}, false, 0, fmt.Errorf("get last %s: %w", subject, err)
+		return SubjectTail{}, fmt.Errorf("get last %s: %w", subject, err)
 	}
 	if e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data); err == nil {
 		e.Seq = raw.Sequence
-		return e, true, raw.Sequence, nil
+		return SubjectTail{Event: e, Found: true, Seq: raw.Sequence}, nil
 	}
 	// The replay skips, counts and logs this message and any other bad one.
-	last, err := l.Replay(ctx, ReadOptions{Subjects: []string{subject}}, func(ev Event) error {
-		e, found = ev, true
+	var t SubjectTail
+	last, err := l.Replay(ctx, ReadOptions{Subjects: []string{subject}}, func(e Event) error {
+		t.Event, t.Found = e, true
 		return nil
 	})
 	if err != nil {
-		return Event{}, false, 0, fmt.Errorf("read last %s: %w", subject, err)
+		return SubjectTail{}, fmt.Errorf("read last %s: %w", subject, err)
 	}
-	return e, found, max(raw.Sequence, last), nil
+	t.Seq = max(raw.Sequence, last)
+	return t, nil
 }
 
 // Get returns the event at stream sequence seq. A malformed message there is

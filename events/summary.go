@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"time"
+
+	"github.com/vmguard/vmguard/internal/termtext"
 )
 
 // ShortType returns entity.verb of a type, e.g. process.exited.
@@ -17,7 +19,9 @@ func ShortType(typ string) string {
 }
 
 // Summary returns the key facts of e's data as "key=value" pairs in field
-// order, leaving out empty fields, raw JSON and long lists.
+// order, leaving out empty fields, raw JSON and long lists. Strings are
+// quoted when they hold spaces and escaped (termtext.Escape) otherwise: the
+// summary holds no control characters, whatever a guest wrote.
 func (e Event) Summary() string {
 	if e.Data == nil {
 		return ""
@@ -47,7 +51,7 @@ func (e Event) Summary() string {
 			if strings.ContainsAny(x, " \t\"") {
 				parts = append(parts, fmt.Sprintf("%s=%q", name, x))
 			} else {
-				parts = append(parts, name+"="+x)
+				parts = append(parts, name+"="+termtext.Escape(x))
 			}
 		default:
 			parts = append(parts, fmt.Sprintf("%s=%v", name, x))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/termtext"
 )
 
 // Explain returns why package pkg is where it is, as chains of causes, newest
@@ -63,7 +64,8 @@ func Chain(byID map[string]events.Event, id string) []events.Event {
 
 // WriteChain writes the events Explain returned, one a line: the first
 // event, then each cause after "<-"; a chain that starts afresh (the
-// previous event did not name it) is introduced by "placed by:".
+// previous event did not name it) is introduced by "placed by:". Control
+// characters are escaped (termtext.Escape).
 func WriteChain(w io.Writer, chain []events.Event) error {
 	bw := bufio.NewWriter(w)
 	for i, e := range chain {
@@ -85,8 +87,10 @@ func WriteChain(w io.Writer, chain []events.Event) error {
 		if facts != "" {
 			facts += " "
 		}
-		fmt.Fprintf(bw, "%s#%d %s %s %s %s[%s]\n", prefix, e.Seq, e.Time.UTC().Format(time.RFC3339Nano),
+		line := fmt.Sprintf("%s#%d %s %s %s %s[%s]", prefix, e.Seq, e.Time.UTC().Format(time.RFC3339Nano),
 			about, events.ShortType(e.Type()), facts, e.Source)
+		bw.WriteString(termtext.Escape(line) + "\n") // source and facts come from outside
+
 	}
 	return bw.Flush()
 }

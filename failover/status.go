@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/internal/termtext"
 )
 
 // View is the cluster status `vmguard status` shows, in the spirit of
@@ -227,11 +228,14 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 	return pv
 }
 
-// row pads each value to its width, keeping at least one space between.
+// row pads each value to its width, keeping at least one space between;
+// values are escaped first (termtext.Escape), so that the padding fits what
+// is printed.
 func row(indent int, widths []int, vals ...string) string {
 	var b strings.Builder
 	b.WriteString(strings.Repeat(" ", indent))
 	for i, v := range vals {
+		v = termtext.Escape(v)
 		b.WriteString(v)
 		if i == len(vals)-1 {
 			break
@@ -248,9 +252,11 @@ func row(indent int, widths []int, vals ...string) string {
 // WriteText writes v as cmviewcl does: the cluster, each node with the
 // packages on it, then the unowned packages; verbose adds each package's
 // policies, guest, services (RESTARTS, MAX_RESTARTS) and node switching.
+// Reasons and notes come from outside: every line is escaped
+// (termtext.Escape) so that it holds no control characters.
 func (v View) WriteText(w io.Writer, verbose bool) error {
 	bw := bufio.NewWriter(w)
-	line := func(s string) { bw.WriteString(s + "\n") }
+	line := func(s string) { bw.WriteString(termtext.Escape(s) + "\n") }
 	clusterCols, nodeCols := []int{17}, []int{15, 13}
 	line(row(0, clusterCols, "CLUSTER", "STATUS"))
 	line(row(0, clusterCols, orDefault(v.Cluster, "(no configuration)"), v.Status))

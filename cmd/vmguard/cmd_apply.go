@@ -88,12 +88,12 @@ type applyResult struct {
 
 // readInForce returns the configuration in force: the last config_applied.
 func readInForce(ctx context.Context, l *events.Log) (inForce, error) {
-	e, ok, tail, err := l.Last(ctx, configSubject)
-	if err != nil || !ok {
-		return inForce{tail: tail}, err
+	t, err := l.Tail(ctx, configSubject)
+	if err != nil || !t.Found {
+		return inForce{tail: t.Seq}, err
 	}
-	d, _ := e.Data.(events.ConfigApplied)
-	return inForce{seq: e.Seq, hash: d.Hash, tail: tail}, nil
+	d, _ := t.Event.Data.(events.ConfigApplied)
+	return inForce{seq: t.Event.Seq, hash: d.Hash, tail: t.Seq}, nil
 }
 
 // applyConfig reads the configuration in force and, unless it has the same

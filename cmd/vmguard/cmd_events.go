@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/termtext"
 )
 
 type eventsCmd struct {
@@ -46,7 +47,7 @@ func (c *eventsCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer closeConn()
-	print := func(e events.Event) error { return printEvent(g.Stdout, l, e, c.Output) }
+	print := func(e events.Event) error { return printEvent(g.Stdout, g.Stderr, l, e, c.Output) }
 	if c.Follow {
 		return l.Follow(ctx, ro, print)
 	}
@@ -72,20 +73,25 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return t, nil
 }
 
-func printEvent(w io.Writer, l *events.Log, e events.Event, output string) error {
+// printEvent writes one event to w, as a timeline line or as JSON. An event
+// that does not encode again (it decoded, so it should) is reported on
+// errw and skipped: one bad event does not end the listing.
+func printEvent(w, errw io.Writer, l *events.Log, e events.Event, output string) error {
 	if output == "json" {
 		m, err := l.Codec().Encode(e)
 		if err != nil {
-			return err
+			fmt.Fprintf(errw, "vmguard events: skip event %d: %s\n", e.Seq, termtext.Escape(err.Error()))
+			return nil
 		}
-		_, err = fmt.Fprintf(w, "%s\n", m.Data)
+		_, err = fmt.Fprintf(w, "%s\n", termtext.JSON(m.Data))
 		return err
 	}
 	_, err := fmt.Fprintln(w, formatEvent(e))
 	return err
 }
 
-// formatEvent renders one timeline line: time, sequence, about, type, facts.
+// formatEvent renders one timeline line: time, sequence, about, type, facts,
+// with control characters escaped (termtext.Escape).
 func formatEvent(e events.Event) string {
 	about := e.Subject
 	if sc, _ := events.ScopeOf(e.Type()); sc == events.ScopeNode {
@@ -94,5 +100,5 @@ func formatEvent(e events.Event) string {
 		about = "cluster"
 	}
 	line := fmt.Sprintf("%s %6d  %-14s %-26s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Seq, about, events.ShortType(e.Type()), e.Summary())
-	return strings.TrimRight(line, " ")
+	return termtext.Escape(strings.TrimRight(line, " "))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/termtext"
 )
 
 type statusCmd struct {
@@ -34,9 +35,12 @@ func (c *statusCmd) Run(ctx context.Context, g *globals) error {
 	}
 	v := failover.BuildView(s)
 	if c.Output == "json" {
-		enc := json.NewEncoder(g.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encode status: %w", err)
+		}
+		_, err = g.Stdout.Write(append(termtext.JSON(b), '\n'))
+		return err
 	}
 	return v.WriteText(g.Stdout, c.Verbose)
 }
