@@ -118,6 +118,28 @@ func validate(c *Cluster, d *decoder) {
 	if c.NodeTimeout < Duration(MinNodeTimeout) {
 		d.fieldErrorf("node_timeout", "%s: must be at least %s", c.NodeTimeout, MinNodeTimeout)
 	}
+	for _, k := range []struct {
+		path string
+		v    Duration
+	}{{"guard_bound", c.GuardBound}, {"guard_stop_time", c.GuardStopTime}} {
+		if d.set[k.path] && k.v <= 0 {
+			d.fieldErrorf(k.path, "%s: must be more than 0 (leave it out for the default)", k.v)
+		}
+	}
+	if c.NodeTimeout >= Duration(MinNodeTimeout) {
+		// The fencing timeline: "node lost" must imply "its guests are
+		// stopped" (DESIGN §10). The defaults always hold.
+		for _, p := range c.Timeline().Problems() {
+			field := "node_timeout"
+			switch {
+			case d.set["guard_stop_time"] && !d.set["guard_bound"]:
+				field = "guard_stop_time"
+			case d.set["guard_bound"]:
+				field = "guard_bound"
+			}
+			d.fieldErrorf(field, "fencing timeline: %s", p)
+		}
+	}
 	if c.GuestTimeout < Duration(MinGuestTimeout) {
 		d.fieldErrorf("guest_timeout", "%s: must be at least %s (guest agents send a heartbeat every %s)", c.GuestTimeout, MinGuestTimeout, HeartbeatInterval)
 	}

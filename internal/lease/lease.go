@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/timeline"
 )
 
 // Bucket is the key-value bucket holding node leases.
@@ -77,8 +78,9 @@ func Decode(b []byte) (Value, error) {
 	return v, nil
 }
 
-// RenewEvery is how often a holder renews a lease of the given TTL.
-func RenewEvery(ttl time.Duration) time.Duration { return ttl / 4 }
+// RenewEvery is how often a holder renews a lease of the given TTL
+// (internal/timeline owns the fencing timeline).
+func RenewEvery(ttl time.Duration) time.Duration { return timeline.RenewEvery(ttl) }
 
 // FenceAfter is how long a guest agent waits without seeing a renewal before
 // it stops its processes, and how long a host manager waits after sending
@@ -86,7 +88,7 @@ func RenewEvery(ttl time.Duration) time.Duration { return ttl / 4 }
 // the TTL, so that the guests and their processes are gone before anyone
 // can declare the node lost and place its packages elsewhere, even if the
 // agent saw the last renewal late or the guest takes a while to stop.
-func FenceAfter(ttl time.Duration) time.Duration { return ttl * 6 / 10 }
+func FenceAfter(ttl time.Duration) time.Duration { return timeline.FenceAfter(ttl) }
 
 // Ensure creates the lease bucket with TTL ttl, or updates its TTL to ttl.
 // The bucket gets the replica count of the VMGUARD stream (1 without one):
