@@ -20,9 +20,9 @@ import (
 
 // Cluster is one cluster configuration (DESIGN §5).
 type Cluster struct {
-	Cluster      string    `yaml:"cluster" json:"cluster"`
-	NodeTimeout  Duration  `yaml:"node_timeout" json:"node_timeout"`
-	GuestTimeout Duration  `yaml:"guest_timeout" json:"guest_timeout"`
+	Cluster      string   `yaml:"cluster" json:"cluster"`
+	NodeTimeout  Duration `yaml:"node_timeout" json:"node_timeout"`
+	GuestTimeout Duration `yaml:"guest_timeout" json:"guest_timeout"`
 	// GuardBound and GuardStopTime are the node guard's part of the fencing
 	// timeline (internal/timeline): it stops a node's guests when its host
 	// manager has not petted it for one renewal interval plus GuardBound,
@@ -30,10 +30,10 @@ type Cluster struct {
 	// 0.4 and 0.25 of node_timeout. They stay 0 when left out (0 means the
 	// default, which follows node_timeout), so configs recorded before they
 	// existed keep their hash.
-	GuardBound    Duration `yaml:"guard_bound,omitempty" json:"guard_bound,omitempty"`
-	GuardStopTime Duration `yaml:"guard_stop_time,omitempty" json:"guard_stop_time,omitempty"`
-	Nodes        []string  `yaml:"nodes" json:"nodes"`
-	Packages     []Package `yaml:"packages" json:"packages"`
+	GuardBound    Duration  `yaml:"guard_bound,omitempty" json:"guard_bound,omitempty"`
+	GuardStopTime Duration  `yaml:"guard_stop_time,omitempty" json:"guard_stop_time,omitempty"`
+	Nodes         []string  `yaml:"nodes" json:"nodes"`
+	Packages      []Package `yaml:"packages" json:"packages"`
 }
 
 // Timeline returns the node fencing timeline of c, defaults for what c
