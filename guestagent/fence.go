@@ -70,6 +70,7 @@ type fence struct {
 	why   string // why it fenced
 	ttl   time.Duration
 	rev   uint64      // revision of the key last applied, by watch or poll
+	stamp time.Time   // the server's stamp of that revision
 	gen   uint64      // bumped by each renewal and lapse; an older timer does nothing
 	timer *time.Timer // fires FenceAfter(ttl) after the last renewal seen
 	// kick asks the watcher to watch afresh (after a lapse: the watch
@@ -238,7 +239,7 @@ func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, reconne
 				at = written(e.Created(), now, time.Time{})
 			}
 			op := e.Operation()
-			a.observe(leaseObs{rev: e.Revision(), deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge,
+			a.observe(leaseObs{rev: e.Revision(), stamp: e.Created(), deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge,
 				value: e.Value(), at: at})
 		}
 	}
@@ -303,7 +304,7 @@ func (a *Agent) pollLease(ctx context.Context) {
 				return fmt.Errorf("read lease %s: %w", a.cfg.Node, err)
 			}
 			seen := time.Now()
-			if a.observe(leaseObs{rev: m.Sequence, deleted: isDeleteMarker(m.Header), value: m.Data, at: written(m.Time, seen, floor)}) {
+			if a.observe(leaseObs{rev: m.Sequence, stamp: m.Time, deleted: isDeleteMarker(m.Header), value: m.Data, at: written(m.Time, seen, floor)}) {
 				// The newest the agent knows of: the next revision comes later.
 				floor = sent
 			}
@@ -346,6 +347,7 @@ const kvOperation = "KV-Operation"
 // leaseObs is one revision of the node's key, as the watch or a poll saw it.
 type leaseObs struct {
 	rev     uint64
+	stamp   time.Time // the server's stamp of it
 	deleted bool      // a delete or purge marker
 	value   []byte    // a lease.Value
 	at      time.Time // when it was written, as well as the agent can tell (see written)
@@ -364,15 +366,15 @@ func (a *Agent) observe(o leaseObs) bool {
 		}
 	}
 	a.mu.Lock()
-	if o.rev < a.fence.rev {
+	switch newer(o.rev, o.stamp, a.fence.rev, a.fence.stamp) {
+	case 0:
+		a.mu.Unlock()
+		return true
+	case -1:
 		a.mu.Unlock()
 		return false // a replica behind the others, or a late watch delivery
 	}
-	if o.rev == a.fence.rev {
-		a.mu.Unlock()
-		return true
-	}
-	a.fence.rev = o.rev
+	a.fence.rev, a.fence.stamp = o.rev, o.stamp
 	if o.deleted {
 		gen := a.fence.gen
 		a.mu.Unlock()
@@ -386,6 +388,21 @@ func (a *Agent) observe(o leaseObs) bool {
 	}
 	a.renewedLocked(v.TTL(), o.at) // unlocks
 	return true
+}
+
+// newer compares a revision of the key and its server stamp with the last
+// one applied: 1 if it is newer, 0 if it is the same, -1 if older. A higher
+// revision is newer; a lower one is older, unless it was stamped later: the
+// bucket was deleted and made again (its revisions start over), and the
+// agent must not ignore its new lease for good.
+func newer(rev uint64, stamp time.Time, lastRev uint64, lastStamp time.Time) int {
+	switch {
+	case rev == lastRev && stamp.Equal(lastStamp):
+		return 0
+	case rev > lastRev, stamp.After(lastStamp):
+		return 1
+	}
+	return -1
 }
 
 // renewedLocked records a renewal written at at with the given ttl: runs

@@ -65,3 +65,29 @@ func TestPollCadence(t *testing.T) {
 		}
 	}
 }
+
+// TestNewer: revisions order the key's values; a lower revision stamped
+// later comes from a bucket made again.
+func TestNewer(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	later := t0.Add(time.Second)
+	for _, tt := range []struct {
+		name    string
+		rev     uint64
+		stamp   time.Time
+		lastRev uint64
+		last    time.Time
+		want    int
+	}{
+		{"first ever", 1, t0, 0, time.Time{}, 1},
+		{"next revision", 8, later, 7, t0, 1},
+		{"the same one again (watch, then poll)", 7, t0, 7, t0, 0},
+		{"a replica behind", 6, t0.Add(-time.Second), 7, t0, -1},
+		{"bucket made again: revisions start over", 1, later, 7, t0, 1},
+		{"bucket made again, same revision number", 7, later, 7, t0, 1},
+	} {
+		if got := newer(tt.rev, tt.stamp, tt.lastRev, tt.last); got != tt.want {
+			t.Errorf("%s: newer = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}

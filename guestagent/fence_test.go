@@ -424,3 +424,32 @@ func consumerHosts(ctx context.Context, js jetstream.JetStream, stream string) [
 	}
 	return hosts
 }
+
+// TestFenceBucketMadeAgain: the lease bucket is deleted and made again (an
+// operator's rebuild), so the key's revisions start over, lower than the
+// agent saw: once fenced by the old lease's lapse, the agent takes the new
+// lease; it does not wait for the old revision numbers to come back.
+func TestFenceBucketMadeAgain(t *testing.T) {
+	const ttl = 4 * time.Second
+	s := startServer(t, t.TempDir(), 0)
+	url := s.ClientURL()
+	kv := leaseBucket(t, url, ttl)
+	for range 20 { // revisions well above what the new bucket will reach
+		renew(t, kv, "node1", ttl)
+	}
+	ta := startAgent(t, url, withNode)
+	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
+
+	js, err := jetstream.New(connect(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteKeyValue(context.Background(), lease.Bucket); err != nil {
+		t.Fatal(err)
+	}
+	wantNotServing(t, ta.client) // fenced: the lease it held lapsed
+	kv = leaseBucket(t, url, ttl)
+	renewer(t, kv, "node1", ttl)
+	runWhenHeld(t, ta.client, sh("web", "b", "b", "exec sleep 1000"))
+	wantLease(t, ta.client, guestagent.LeaseHeld)
+}
