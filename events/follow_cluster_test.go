@@ -2,6 +2,7 @@ package events_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -141,5 +142,25 @@ func TestFollowSurvivesServerLoss(t *testing.T) {
 	stopFollow()
 	if err := <-done; err != nil {
 		t.Errorf("follow: %v", err)
+	}
+}
+
+// TestFollowEndsWhenConnectionCloses: a follower whose connection is closed
+// returns an error at once instead of trying to replace its consumer forever.
+func TestFollowEndsWhenConnectionCloses(t *testing.T) {
+	l, nc := openLog(t)
+	done := make(chan error, 1)
+	go func() {
+		done <- l.Follow(context.Background(), events.ReadOptions{}, func(events.Event) error { return nil })
+	}()
+	time.Sleep(100 * time.Millisecond) // let it start; either order must end it
+	nc.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, nats.ErrConnectionClosed) {
+			t.Errorf("follow after close: %v, want %v", err, nats.ErrConnectionClosed)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("follow did not end after its connection closed")
 	}
 }

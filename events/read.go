@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -246,6 +247,9 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
+		if l.nc.IsClosed() {
+			return fmt.Errorf("follow: %w", nats.ErrConnectionClosed)
+		}
 		// The consumer is gone or out of step: a new one from the next
 		// sequence, as nats.go's ordered consumer does.
 		lost := time.Now()
@@ -253,7 +257,10 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, next, nil
 		}
 		if cons, err = l.recreate(ctx, cfg); err != nil {
-			return nil // ctx ended
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("follow: %w", err)
 		}
 		l.logger.Info("follow: resumed on a new consumer", "from", next, "why", why, "took", time.Since(lost).Round(time.Millisecond))
 	}
@@ -320,6 +327,9 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if l.nc.IsClosed() {
+			return nil, nats.ErrConnectionClosed
 		}
 		lvl := slog.LevelDebug
 		if attempt%10 == 3 {
