@@ -437,8 +437,10 @@ func TestFenceBucketMadeAgain(t *testing.T) {
 	for range 20 { // revisions well above what the new bucket will reach
 		renew(t, kv, "node1", ttl)
 	}
+	old := renewer(t, kv, "node1", ttl) // an agent slow to start still finds a fresh one
 	ta := startAgent(t, url, withNode)
 	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
+	old.Stop()
 
 	js, err := jetstream.New(connect(t, url))
 	if err != nil {

@@ -323,6 +323,52 @@ func (w *writer) firstAckAfter(t time.Time) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// stalls measures how late a 20 ms ticker of the test process fires: how
+// long the machine kept it from running.
+type stalls struct {
+	mu   sync.Mutex
+	late []stall
+}
+
+type stall struct {
+	at  time.Time
+	len time.Duration
+}
+
+func (s *stalls) run(ctx context.Context) {
+	const every = 20 * time.Millisecond
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	prev := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			now := time.Now() // not the tick's time: a tick waits in the channel while we are stalled
+			if d := now.Sub(prev) - every; d > 10*time.Millisecond {
+				s.mu.Lock()
+				s.late = append(s.late, stall{now, d})
+				s.mu.Unlock()
+			}
+			prev = now
+		}
+	}
+}
+
+// max returns the longest stall that ended between from and to.
+func (s *stalls) max(from, to time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var m time.Duration
+	for _, l := range s.late {
+		if !l.at.Before(from) && !l.at.After(to) {
+			m = max(m, l.len)
+		}
+	}
+	return m
+}
+
 // renewals records every distinct renewal of the node leases it sees.
 type renewals struct {
 	mu   sync.Mutex
@@ -513,6 +559,9 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 	wl := openLog("writer")
 	wg.Add(1)
 	go func() { defer wg.Done(); w.run(wctx, wl) }()
+	st := &stalls{}
+	wg.Add(1)
+	go func() { defer wg.Done(); st.run(ctx) }()
 	rn := &renewals{seen: map[string][]time.Time{}}
 	wg.Add(1)
 	go func() { defer wg.Done(); rn.run(ctx, clusterJS(t, url), cl.Nodes) }()
@@ -623,9 +672,13 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 		// A log follower whose consumer sat on the stopped server resumes
 		// after two missed 0.5 s heartbeats and a bounded consumer create
 		// (events.Follow); then the host manager decides the restart at once.
-		if took > restartBound {
-			t.Errorf("%s: the worker's restart took %v, want within %v", ph.what, took, restartBound)
+		// A machine that stalls its processes (other builds and tests on two
+		// cores) adds what it stalled.
+		stall := st.max(killed, restarted.Time)
+		if took > restartBound+stall {
+			t.Errorf("%s: the worker's restart took %v, want within %v (+ %v the test process stalled meanwhile)", ph.what, took, restartBound, stall)
 		}
+		t.Logf("loss %d: longest stall of the test process between the kill and the restart: %v", pi+1, stall.Round(time.Millisecond))
 
 		for _, e := range cr.all() {
 			if e.Seq <= fromSeq {
