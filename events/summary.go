@@ -42,6 +42,10 @@ func (e Event) Summary() string {
 		if fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.Uint8 {
 			continue // raw JSON (the config) is too long for one line
 		}
+		if _, ok := e.Data.(ServiceRestarting); ok && name == "restarts_left" && fv.Int() < 0 {
+			parts = append(parts, name+"=unlimited")
+			continue
+		}
 		switch x := fv.Interface().(type) {
 		case []string:
 			parts = append(parts, fmt.Sprintf("%s=%d lines", name, len(x)))

@@ -364,5 +364,9 @@ func (s *State) note(cp config.Package) string {
 	if len(s.candidates(cp, p)) == 0 {
 		return fmt.Sprintf("waiting for an eligible node (%s)", strings.Join(left, ", "))
 	}
-	return "placement due"
+	return NotePlacementDue
 }
+
+// NotePlacementDue is the note of a package the controller will place as
+// soon as it runs.
+const NotePlacementDue = "placement due"

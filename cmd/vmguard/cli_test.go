@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,42 @@ func TestOperatorCLI(t *testing.T) {
 	if code, out, _ := cli("explain", "web"); code != exitOK || !strings.Contains(out, "package.placed") {
 		t.Errorf("explain web: code %d\n%s", code, out)
 	}
+
+	// Wrong questions get an answer that says so, not silence.
+	for _, q := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"events", "-p", "nosuch"}, `unknown package "nosuch"`},
+		{[]string{"events", "-n", "node9"}, `unknown node "node9"`},
+		{[]string{"status", "--at", "999999"}, fmt.Sprintf("the log ends at seq %d", last())},
+		{[]string{"status", "--at", time.Now().Add(time.Hour).Format(time.RFC3339)}, "in the future"},
+		{[]string{"status", "--at", "2000-01-01T00:00:00Z"}, "before anything was recorded"},
+	} {
+		code, out, errs := cli(q.args...)
+		if code != exitUsage || !strings.Contains(errs, q.want) {
+			t.Errorf("%v: code %d, out %q, err %q; want a usage error saying %q", q.args, code, out, errs, q.want)
+		}
+	}
+	if code, out, _ := cli("status", "--at", "2"); code != exitOK || !strings.HasPrefix(out, fmt.Sprintf("# state at seq 2 of %d, written ", last())) {
+		t.Errorf("status --at 2 does not name the moment it shows: code %d\n%s", code, out)
+	}
+
+	// node run records who asked and why (node halt first).
+	if code, out, errs := cli("node", "halt", "node2", "--by", "bob", "--reason", "patching"); code != exitOK {
+		t.Fatalf("node halt: code %d %s %s", code, out, errs)
+	}
+	code, out, errs := cli("node", "run", "node2", "--by", "bob", "--reason", "done")
+	if code != exitOK || !strings.Contains(out, `node.joined node2: by=bob reason=done`) {
+		t.Errorf("node run: code %d, out %q, err %q", code, out, errs)
+	}
+	e, err = l.Get(ctx, last())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j, ok := e.Data.(events.NodeJoined); !ok || j.By != "bob" || j.Reason != "done" {
+		t.Errorf("node run recorded %#v, want by bob, reason done", e.Data)
+	}
 }
 
 // statusPackage runs `status -o json` with args and returns pkg's view,
@@ -211,5 +248,35 @@ func TestStatusAt(t *testing.T) {
 	}
 	if code, _, errs := cli("status", "--at", "3 days"); code != exitUsage || !strings.Contains(errs, "neither a sequence number") {
 		t.Errorf("status --at '3 days': code %d, %q; want a usage error", code, errs)
+	}
+}
+
+// TestStatusSaysNoController: a package whose placement is due says that no
+// failover controller runs to make it, rather than "placement due" forever.
+func TestStatusSaysNoController(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	l, err := events.Open(ctx, natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) (int, string, string) {
+		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
+	}
+	if code, out, errs := cli("apply", "-f", "../../examples/demo.yaml"); code != exitOK {
+		t.Fatalf("apply: code %d %s %s", code, out, errs)
+	}
+	c, err := config.Parse(examples.DemoName, examples.Demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		if _, err := l.Append(ctx, events.New("/vmguard/nodes/"+n+"/host", n, events.NodeJoined{})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := statusPackage(t, cli, "web")
+	if p.Note != failover.NotePlacementDue+", but no failover controller is running: start `vmguard failover`" {
+		t.Errorf("web's note %q, want it to say no controller runs", p.Note)
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/termtext"
 )
@@ -47,6 +50,9 @@ func (c *eventsCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer closeConn()
+	if err := checkKnown(ctx, l, c.Package, c.Node); err != nil {
+		return err
+	}
 	print := func(e events.Event) error { return printEvent(g.Stdout, g.Stderr, l, e, c.Output) }
 	if c.Follow {
 		return l.Follow(ctx, ro, print)
@@ -101,4 +107,56 @@ func formatEvent(e events.Event) string {
 	}
 	line := fmt.Sprintf("%s %6d  %-14s %-26s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Seq, about, events.ShortType(e.Type()), e.Summary())
 	return termtext.Escape(strings.TrimRight(line, " "))
+}
+
+// checkKnown refuses a package or node that is neither in the configuration
+// in force nor in the log, so that a typo is an error, not an empty timeline.
+// A name with history (a package since removed from the config) is known.
+func checkKnown(ctx context.Context, l *events.Log, pkg, node string) error {
+	e, ok, err := l.Last(ctx, configSubject)
+	if err != nil || !ok {
+		return err // no config yet: every name may be about to appear
+	}
+	d, ok := e.Data.(events.ConfigApplied)
+	if !ok {
+		return nil
+	}
+	cl, err := config.FromJSON(d.Config)
+	if err != nil {
+		return nil
+	}
+	if pkg != "" {
+		if _, ok := cl.Package(pkg); !ok {
+			if n, err := countSubject(ctx, l, events.PackageFilter(pkg)); err != nil || n == 0 {
+				names := make([]string, 0, len(cl.Packages))
+				for _, p := range cl.Packages {
+					names = append(names, p.Name)
+				}
+				return fmt.Errorf("%w: unknown package %q: not in the configuration in force (packages: %s) and nothing about it in the log", errUsage, pkg, strings.Join(names, ", "))
+			}
+		}
+	}
+	if node != "" && !cl.HasNode(node) {
+		if n, err := countSubject(ctx, l, events.NodeFilter(node)); err != nil || n == 0 {
+			return fmt.Errorf("%w: unknown node %q: not in the configuration in force (nodes: %s) and nothing about it in the log", errUsage, node, strings.Join(cl.Nodes, ", "))
+		}
+	}
+	return nil
+}
+
+// countSubject returns how many events the log holds on a subject filter.
+func countSubject(ctx context.Context, l *events.Log, filter string) (uint64, error) {
+	st, err := l.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n, nil
 }

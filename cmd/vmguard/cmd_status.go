@@ -29,11 +29,52 @@ func (c *statusCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer closeConn()
-	s, _, err := foldLog(ctx, l, until, at, false)
+	var last uint64
+	if c.At != "" {
+		if last, err = l.LastSeq(ctx); err != nil {
+			return err
+		}
+		switch {
+		case until > last:
+			return fmt.Errorf("%w: --at %d: the log ends at seq %d", errUsage, until, last)
+		case !at.IsZero() && at.After(time.Now()):
+			return fmt.Errorf("%w: --at %s: that is in the future (now %s)", errUsage, c.At, time.Now().Local().Format(time.DateTime))
+		}
+	}
+	s, evs, err := foldLog(ctx, l, until, at, c.At != "")
 	if err != nil {
 		return err
 	}
+	if c.At != "" {
+		seq := until
+		if !at.IsZero() {
+			seq = failover.SeqAt(evs, at)
+		}
+		if seq == 0 {
+			first := "the log is empty"
+			if len(evs) > 0 {
+				first = fmt.Sprintf("its first event, seq %d, was written %s", evs[0].Seq, evs[0].Time.Local().Format(time.DateTime))
+			}
+			return fmt.Errorf("%w: --at %s: before anything was recorded (%s)", errUsage, c.At, first)
+		}
+		// Name the moment shown: the last event at or before it.
+		var when time.Time
+		for _, e := range evs {
+			if e.Seq <= seq {
+				when = e.Time
+			}
+		}
+		note := fmt.Sprintf("state at seq %d of %d, written %s (--at %s)", seq, last, when.Local().Format("2006-01-02 15:04:05.000"), c.At)
+		if c.Output == "json" {
+			fmt.Fprintln(g.Stderr, "vmguard status: "+note)
+		} else {
+			fmt.Fprintln(g.Stdout, "# "+note)
+		}
+	}
 	v := failover.BuildView(s)
+	if c.At == "" {
+		noteNoController(ctx, l, &v)
+	}
 	if c.Output == "json" {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
@@ -122,4 +163,26 @@ func (c *explainCmd) Run(ctx context.Context, g *globals) error {
 		return nil
 	}
 	return failover.WriteChain(g.Stdout, chain)
+}
+
+// noteNoController says so where a placement is due but no failover
+// controller leads to make it: "placement due" alone would wait forever.
+func noteNoController(ctx context.Context, l *events.Log, v *failover.View) {
+	due := false
+	for _, p := range v.Packages {
+		due = due || p.Note == failover.NotePlacementDue
+	}
+	if !due {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, ok, err := failover.CurrentLeader(cctx, l.JetStream()); err != nil || ok {
+		return
+	}
+	for i := range v.Packages {
+		if v.Packages[i].Note == failover.NotePlacementDue {
+			v.Packages[i].Note += ", but no failover controller is running: start `vmguard failover`"
+		}
+	}
 }
