@@ -154,7 +154,10 @@ func TestParseErrors(t *testing.T) {
 	tests := []struct {
 		name, src, want string
 	}{
-		{"yaml syntax", "cluster: demo\nnodes: [a\n", "f.yaml:1: yaml: did not find expected ',' or ']'"},
+		{"yaml syntax", "cluster: demo\nnodes: [a\n", "f.yaml:2: yaml: did not find expected ',' or ']'"},
+		{"yaml unclosed flow map", "cluster: demo\nnodes: {x: 1\npackages: []\n", "f.yaml:2: yaml: did not find expected ',' or '}'"},
+		{"yaml bad indent", "cluster: demo\nnodes:\n  - a\n bad: 2\n", "f.yaml:4: yaml: did not find expected key"},
+		{"yaml sequence after map", "cluster: demo\n- a\n", "f.yaml:2: yaml: did not find expected key"},
 		{"yaml mapping in scalar", "cluster: demo\n\nnodes: a: b\n", "f.yaml:3: yaml: mapping values are not allowed in this context"},
 		{"empty file", "", "f.yaml:1: the file is empty"},
 		{"two documents", valid + "---\ncluster: x\n", "f.yaml:12: a second YAML document"},

@@ -60,6 +60,11 @@ type decoder struct {
 // yamlLine finds "line N" in the yaml library's error messages.
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)
 
+// yamlParserError matches the yaml library's parser errors, whose line it
+// reports counted from 0 (the block or flow that is not closed, or the
+// token that does not fit).
+var yamlParserError = regexp.MustCompile(`^yaml: did not find expected (key|node content|<document start>|'-' indicator|',' or '\]'|',' or '\}')$`)
+
 // document parses data into its single YAML document and returns the root.
 func (d *decoder) document(data []byte) (*yaml.Node, bool) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -74,6 +79,11 @@ func (d *decoder) document(data []byte) (*yaml.Node, bool) {
 		if m := yamlLine.FindStringSubmatch(msg); m != nil {
 			line, _ = strconv.Atoi(m[1])
 			msg = "yaml: " + msg[len(m[0]):]
+			if yamlParserError.MatchString(msg) {
+				// The yaml library counts a parser error's line from 0
+				// (a scanner error's from 1).
+				line++
+			}
 		}
 		d.errs = append(d.errs, &FieldError{File: d.file, Line: line, Msg: msg})
 		return nil, false
