@@ -387,7 +387,7 @@ func TestRunnerSupersededByNewInstance(t *testing.T) {
 	if !isAliveProc(pid) {
 		t.Error("the guest was stopped")
 	}
-	if n := len(nodeEvents(e.events(), "node1", "node.fenced")); n != 0 {
+	if n := len(nodeEvents(e.eventsNow(), "node1", "node.fenced")); n != 0 {
 		t.Errorf("node.fenced %d times", n)
 	}
 	if n := e.count("web", "guest.started"); n != 1 {

@@ -233,6 +233,22 @@ func (e *testEnv) waitFor(what string, timeout time.Duration, cond func([]events
 	}
 }
 
+// eventsNow returns the events the log holds now: it waits until the
+// collector has read up to the log's last sequence, so that a check made
+// right after a runner stopped sees everything it wrote (e.events alone may
+// lag behind and make a negative check pass without looking).
+func (e *testEnv) eventsNow() []events.Event {
+	e.t.Helper()
+	last, err := e.log.LastSeq(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitFor(fmt.Sprintf("the collector to read up to seq %d", last), 30*time.Second, func(evs []events.Event) bool {
+		return len(evs) > 0 && evs[len(evs)-1].Seq >= last
+	})
+	return e.events()
+}
+
 // waitCount waits until at least n events of a type about pkg are in the log.
 func (e *testEnv) waitCount(pkg, short string, n int, timeout time.Duration) {
 	e.t.Helper()

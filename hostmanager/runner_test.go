@@ -215,6 +215,7 @@ func TestRunnerCrashBetweenDecisionAndAction(t *testing.T) {
 		}
 		return n
 	}
+	e.eventsNow() // the check below looks at everything the crashed runner wrote
 	if n := startedFor(decided); n != 0 {
 		t.Fatalf("process.started for the decision before the restart: %d", n)
 	}
@@ -260,7 +261,7 @@ func TestRunnerHaltOnExit(t *testing.T) {
 	if err := h.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	evs := e.events()
+	evs := e.eventsNow()
 	hl, ok := last(evs, "web", "package.halting")
 	if !ok {
 		t.Fatal("no package.halting")
