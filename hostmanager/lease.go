@@ -63,6 +63,12 @@ func (r *Runner) startLease(ctx context.Context) {
 	}()
 }
 
+// renewAttempt bounds the first attempt of a lease renewal: a fifth of the
+// renewal interval, 250 ms to 2 s.
+func renewAttempt(ttl time.Duration) time.Duration {
+	return min(max(lease.RenewEvery(ttl)/5, 250*time.Millisecond), 2*time.Second)
+}
+
 // keepLease takes the node's lease and renews it every ttl/4 (lease.RenewEvery).
 // If it cannot renew it within lease.FenceAfter(ttl) of sending the last
 // renewal that succeeded, or finds the lease gone or taken, it stops this
@@ -142,10 +148,16 @@ func (r *Runner) keepLease(ctx context.Context) {
 		if !sleep(time.Until(lastOK.Add(lease.RenewEvery(ttl)))) {
 			return
 		}
+		attempt := renewAttempt(ttl)
 		for held && ctx.Err() == nil {
 			deadline := lastOK.Add(lease.FenceAfter(ttl))
 			sent := time.Now()
-			until := sent.Add(lease.RenewEvery(ttl))
+			// Each attempt is bounded well below the renewal interval: an
+			// update the cluster drops while it elects the bucket's leader
+			// gets no answer at all, and waiting a whole interval for it
+			// left the lease unrenewed for 2.2 intervals (an agent fences
+			// at 2.4). A slow answer gets longer attempts.
+			until := sent.Add(attempt)
 			if deadline.Before(until) {
 				until = deadline
 			}
@@ -158,6 +170,9 @@ func (r *Runner) keepLease(ctx context.Context) {
 			}
 			if ctx.Err() != nil {
 				return
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				attempt = min(2*attempt, lease.RenewEvery(ttl))
 			}
 			lost := ""
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
