@@ -75,9 +75,14 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.Stdout, "vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s\n",
-		url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what)
-	fmt.Fprintf(g.Stdout, "In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...\n", url)
+	banner := []string{
+		fmt.Sprintf("vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s",
+			url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what),
+		fmt.Sprintf("In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...", url),
+	}
+	for _, line := range banner {
+		fmt.Fprintln(g.Stdout, line)
+	}
 
 	logger := slog.New(slog.DiscardHandler)
 	if c.Verbose {
@@ -130,7 +135,7 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	if c.Quiet {
 		viewDone <- nil
 	} else {
-		go func() { viewDone <- newLiveView(g.Stdout).Run(viewCtx, l) }()
+		go func() { viewDone <- newLiveView(g.Stdout, banner).Run(viewCtx, l) }()
 	}
 	var runErr error
 	select {
