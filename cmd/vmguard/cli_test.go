@@ -198,22 +198,8 @@ func statusPackage(t *testing.T, cli func(...string) (int, string, string), pkg 
 // node1 from 90 minutes ago and on node2 from 5 minutes ago.
 func TestStatusAt(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
-	}
-	c, err := config.Parse(examples.DemoName, examples.Demo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, cli := testServerCLI(t)
+	_, raw := demoConfig(t)
 	now := time.Now()
 	at := func(ago time.Duration, subject string, d events.Payload) {
 		t.Helper()
@@ -255,21 +241,11 @@ func TestStatusAt(t *testing.T) {
 // failover controller runs to make it, rather than "placement due" forever.
 func TestStatusSaysNoController(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := func(args ...string) (int, string, string) {
-		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
-	}
+	l, cli := testServerCLI(t)
 	if code, out, errs := cli("apply", "-f", "../../examples/demo.yaml"); code != exitOK {
 		t.Fatalf("apply: code %d %s %s", code, out, errs)
 	}
-	c, err := config.Parse(examples.DemoName, examples.Demo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := demoConfig(t)
 	for _, n := range c.Nodes {
 		if _, err := l.Append(ctx, events.New("/vmguard/nodes/"+n+"/host", n, events.NodeJoined{})); err != nil {
 			t.Fatal(err)
@@ -279,4 +255,33 @@ func TestStatusSaysNoController(t *testing.T) {
 	if p.Note != failover.NotePlacementDue+", but no failover controller is running: start `vmguard failover`" {
 		t.Errorf("web's note %q, want it to say no controller runs", p.Note)
 	}
+}
+
+// testServerCLI starts an in-process server and returns its log and a CLI
+// runner pointed at it.
+func testServerCLI(t *testing.T) (*events.Log, func(...string) (int, string, string)) {
+	t.Helper()
+	s := natsd.StartTest(t)
+	l, err := events.Open(context.Background(), natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, func(args ...string) (int, string, string) {
+		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
+	}
+}
+
+// demoConfig returns the built-in demo config and its JSON, as a
+// config_applied event carries it.
+func demoConfig(t *testing.T) (*config.Cluster, json.RawMessage) {
+	t.Helper()
+	c, err := config.Parse(examples.DemoName, examples.Demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, raw
 }

@@ -1,29 +1,19 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/examples"
 )
 
 // TestLiveViewFits: the live view of `vmguard up` keeps its banner (with
 // the config in force) on every redraw and fits the terminal it is given.
 func TestLiveViewFits(t *testing.T) {
-	c, err := config.Parse(examples.DemoName, examples.Demo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := json.Marshal(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, raw := demoConfig(t)
 	banner := []string{"vmguard up: NATS on nats://127.0.0.1:4222; config examples/demo.yaml applied (seq 1)", "In another terminal: ..."}
 	v := newLiveView(io.Discard, banner)
 	v.terminal = true
