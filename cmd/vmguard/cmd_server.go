@@ -30,6 +30,7 @@ type serverCmd struct {
 	Replicas int           `name:"replicas" default:"0" help:"Replicas of the VMGUARD stream and of vmguard's key-value buckets: 3 (or 5) on a cluster of that many servers. 0 keeps what the stream has, 1 for a new one."`
 	Wait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait for the JetStream cluster to form (a meta leader, and --replicas servers up) before giving up on the stream."`
 	Quiet    bool          `name:"quiet" short:"q" help:"Do not print the server's own log."`
+	Insecure bool          `name:"insecure" help:"Listen beyond loopback (--host 0.0.0.0) without authorization: any client that reaches the port may run commands in every guest. Without it such a server refuses to start (exit 2); give users or nkeys with -c instead (docs/security.md)."`
 }
 
 // Run starts the server, provisions the stream and waits for a signal.
@@ -37,10 +38,14 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("%w: --replicas %d: want 1 to 5 (0: keep the stream's)", errUsage, c.Replicas)
 	}
-	s, err := natsd.Start(natsd.Config{
+	cfg := natsd.Config{
 		StoreDir: c.Store, DefaultStoreDir: filepath.Join(".vmguard", "nats"), Host: c.Host, Port: c.Port, HTTPPort: c.HTTP, Name: c.Name,
-		ConfigFile: c.Config, Interval: c.Interval, SyncInterval: c.Flush, Log: !c.Quiet,
-	})
+		ConfigFile: c.Config, Interval: c.Interval, SyncInterval: c.Flush, Log: !c.Quiet, Insecure: c.Insecure,
+	}
+	s, err := natsd.Start(cfg)
+	if errors.Is(err, natsd.ErrUnauthorized) {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -66,6 +71,10 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 		where = fmt.Sprintf(" (cluster member %s)", s.Name())
 	}
 	store := s.JetStreamConfig().StoreDir
+	if opts, err := cfg.Options(); err == nil && natsd.CheckAuth(opts) != nil {
+		// Only --insecure gets here (natsd.Start refuses otherwise).
+		fmt.Fprintf(g.Stderr, "vmguard server: WARNING: INSECURE (--insecure): listening on %s with no authorization: any client that reaches it can run commands in every guest, append any event and fence every node\n", s.ClientURL())
+	}
 	fmt.Fprintf(g.Stdout, "vmguard server %s listening on %s%s, store %s, stream %s ready (R%d), %s\n",
 		version, s.ClientURL(), where, store, events.StreamName, replicas, syncMode(s))
 	<-ctx.Done()

@@ -51,6 +51,10 @@ type Config struct {
 	ClusterName string
 	ClusterPort int
 	Routes      []string
+	// Insecure lets the server listen beyond loopback without
+	// authorization; without it Start refuses (ErrUnauthorized). Loopback
+	// needs no authorization.
+	Insecure bool
 }
 
 // Options builds nats-server options from c.
@@ -124,13 +128,19 @@ func (c Config) Options() (*server.Options, error) {
 }
 
 // Start locks the store, runs the server and waits until it accepts
-// connections. It fails at once, not after a timeout, when the store is in
+// connections. Unless c.Insecure, it refuses (ErrUnauthorized) a server
+// that listens beyond loopback without authorization (CheckAuth). It fails at once, not after a timeout, when the store is in
 // use by another process (naming it) or a port cannot be listened on. The
 // store's lock is released when the server has shut down.
 func Start(c Config) (*server.Server, error) {
 	opts, err := c.Options()
 	if err != nil {
 		return nil, err
+	}
+	if !c.Insecure {
+		if err := CheckAuth(opts); err != nil {
+			return nil, err
+		}
 	}
 	lock, err := lockStore(opts.StoreDir)
 	if err != nil {
