@@ -157,6 +157,54 @@ func (p *proc) reap() {
 		_ = waitid(unix.P_PID, p.pid, &info, unix.WEXITED)
 	}
 	p.reaped = true
+	if p.startedID != "" {
+		// Descendants that left the group (setsid, a double fork) escaped
+		// the group kill; they still carry the marker. The scan reads
+		// /proc, so it runs beside the exit report, not before it.
+		go killMarked(p.startedID, p.pid)
+	}
+}
+
+// killMarked kills, with SIGKILL, every process whose environment carries
+// markerEnv=marker: what is left of a process the agent started once it
+// has ended, wherever its descendants went (another process group, another
+// session, reparented to init). Each candidate is opened as a pidfd before
+// its environment is read and is signalled through it, so a pid reused in
+// between is never signalled. Without pidfds (old kernels) it signals by
+// pid. It returns how many processes it signalled; skip is left alone.
+func killMarked(marker string, skip int) int {
+	entry := markerEnv + "=" + marker
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	self := os.Getpid()
+	killed := 0
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 1 || pid == self || pid == skip {
+			continue
+		}
+		fd, err := unix.PidfdOpen(pid, 0)
+		opened := err == nil
+		if !opened && !errors.Is(err, syscall.ENOSYS) {
+			continue // gone already
+		}
+		if hasEnv(pid, entry) {
+			if opened {
+				err = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+			} else {
+				err = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			if err == nil {
+				killed++
+			}
+		}
+		if opened {
+			unix.Close(fd)
+		}
+	}
+	return killed
 }
 
 // spawnSpec is what spawn needs beyond the request.

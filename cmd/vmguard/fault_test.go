@@ -27,7 +27,13 @@ const faultNodeTimeout = 3 * time.Second
 
 // faultConfig is a two-node cluster with one package, app, whose service
 // runs the given shell script; restarts unlimited.
-func faultConfig(script string) string {
+func faultConfig(script string) string { return faultConfigRestart(script, "unlimited") }
+
+// faultConfigRestart is faultConfig with the service's restart limit. The
+// script ends with a comment holding a tag unique to the test, so that the
+// service's processes can be found by their command line (serviceProcs).
+func faultConfigRestart(script, restart string) string {
+	script += fmt.Sprintf(" # %s%d", tagPrefix, time.Now().UnixNano())
 	return fmt.Sprintf(`cluster: faults
 node_timeout: %s
 guest_timeout: 3s
@@ -39,19 +45,29 @@ packages:
     services:
       - name: main
         cmd: ["sh", "-c", %q]
-        restart: unlimited
+        restart: %s
         halt_timeout: 1s
-`, faultNodeTimeout, script)
+`, faultNodeTimeout, script, restart)
 }
+
+// tagPrefix starts the tag of a fault config's service.
+const tagPrefix = "vmguard-fault-"
 
 // longRunning is a service that runs until stopped.
 const longRunning = "while :; do sleep 1; done"
+
+// failsOnNode1 is a service that exits after 0.3 s on node1 (its agent's
+// state directory, the service's working directory, is under node1/) and
+// runs until stopped elsewhere.
+const failsOnNode1 = `case "$PWD" in */node1/*) sleep 0.3; exit 1;; esac; while :; do sleep 1; done`
 
 // faultEnv is a running cluster under test plus its server.
 type faultEnv struct {
 	*cluster
 	store  string
 	port   int
+	tag    string // in the command line of the service's processes
+	seen   []events.Event // the log read so far
 	server *exec.Cmd
 	l      *events.Log
 }
@@ -65,6 +81,9 @@ func newFaultEnv(t *testing.T, cfg string) *faultEnv {
 	}
 	dir := t.TempDir()
 	f := &faultEnv{store: filepath.Join(dir, "store"), port: freePort(t)}
+	if i := strings.Index(cfg, tagPrefix); i >= 0 {
+		f.tag = cfg[i : i+len(tagPrefix)+strings.IndexFunc(cfg[i+len(tagPrefix):], func(r rune) bool { return r < '0' || r > '9' })]
+	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", f.port)
 	f.server = startServer(t, f.store, f.port, "--sync-interval")
 	f.cluster = &cluster{t: t, url: url, dir: dir, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
@@ -112,12 +131,14 @@ func (f *faultEnv) signal(name string, sig syscall.Signal) {
 // pause stops a process with SIGSTOP for d, then continues it.
 func (f *faultEnv) pause(pid int, d time.Duration) {
 	f.t.Helper()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err == syscall.ESRCH {
+		return // it ended already (a soak picks pids from files)
+	} else if err != nil {
 		f.t.Fatalf("SIGSTOP %d: %v", pid, err)
 	}
 	time.Sleep(d) // the fault itself: a process stopped for d
-	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
-		f.t.Fatalf("SIGCONT %d: %v", pid, err)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil && err != syscall.ESRCH {
+		f.t.Fatalf("SIGCONT %d: %v", pid, err) // ESRCH: it was killed while stopped
 	}
 }
 
@@ -150,20 +171,27 @@ func (f *faultEnv) restartServer() {
 	f.server = startServer(f.t, f.store, f.port, "--sync-interval")
 }
 
-// events reads the whole log (the connection reconnects after a server
-// restart; a read that fails is retried until d).
+// events returns the whole log, reading only what is new since the last
+// call (the connection reconnects after a server restart; a read that fails
+// is retried for 30 s).
 func (f *faultEnv) events() []events.Event {
 	f.t.Helper()
-	var evs []events.Event
+	var from uint64 = 1
+	if n := len(f.seen); n > 0 {
+		from = f.seen[n-1].Seq + 1
+	}
 	waitFor(f.t, 30*time.Second, "a readable log", func() bool {
-		evs = nil
-		_, err := f.l.Replay(context.Background(), events.ReadOptions{}, func(e events.Event) error {
-			evs = append(evs, e)
+		var got []events.Event
+		_, err := f.l.Replay(context.Background(), events.ReadOptions{StartSeq: from}, func(e events.Event) error {
+			got = append(got, e)
 			return nil
 		})
+		if err == nil {
+			f.seen = append(f.seen, got...)
+		}
 		return err == nil
 	})
-	return evs
+	return f.seen
 }
 
 // waitRunning waits, at most bound, until app has a package.started after
@@ -195,6 +223,66 @@ func (f *faultEnv) waitFor(bound time.Duration, what string, match func(events.E
 	}
 }
 
+// waitSettled waits, at most bound, until app's last lifecycle event after
+// seq is package.started (it runs), or, with halted, package.halted; it
+// returns that event.
+func (f *faultEnv) waitSettled(after uint64, bound time.Duration, halted bool, what string) events.Event {
+	f.t.Helper()
+	return f.waitSettledFor(after, bound, 0, halted, what)
+}
+
+// waitSettledFor is waitSettled where the state must also stay the same
+// (no new lifecycle event of app) for hold: after a fault whose effects
+// reach the log only later (a server that was stopped) the first look can
+// still show the state from before the fault.
+func (f *faultEnv) waitSettledFor(after uint64, bound, hold time.Duration, halted bool, what string) events.Event {
+	f.t.Helper()
+	deadline := time.Now().Add(bound)
+	var held events.Event
+	var since time.Time
+	for {
+		var last events.Event
+		alive := map[string]bool{} // guest/pid of app's processes that run
+		for _, e := range f.events() {
+			if e.Subject != "app" {
+				continue
+			}
+			switch d := e.Data.(type) {
+			case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting, events.PackageHalted, events.PackageFailed:
+				last = e
+			case events.ProcessStarted:
+				alive[fmt.Sprintf("%s/%d", d.Guest, d.PID)] = true
+			case events.ProcessExited:
+				delete(alive, fmt.Sprintf("%s/%d", d.Guest, d.PID))
+			}
+		}
+		ok := false
+		if last.Seq > after {
+			switch last.Data.(type) {
+			case events.PackageStarted:
+				// Running means a process of it runs, by the log.
+				ok = !halted && len(alive) > 0
+			case events.PackageHalted:
+				ok = halted
+			}
+		}
+		switch {
+		case !ok:
+			held = events.Event{}
+		case held.ID != last.ID:
+			held, since = last, time.Now()
+		}
+		if ok && time.Since(since) >= hold {
+			return last
+		}
+		if time.Now().After(deadline) {
+			f.dumpLog()
+			f.t.Fatalf("liveness: app not settled (%s) within %v", what, bound)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+}
+
 // lastSeq returns the last sequence in the log.
 func (f *faultEnv) lastSeq() uint64 {
 	evs := f.events()
@@ -215,6 +303,9 @@ func (f *faultEnv) verify() {
 		return
 	}
 	f.t.Logf("vmguard verify: %s", strings.TrimSpace(lastLine(string(out))))
+	if os.Getenv("VMGUARD_FAULT_DUMP") != "" {
+		f.dumpLog()
+	}
 }
 
 func lastLine(s string) string {
@@ -242,7 +333,43 @@ func runningOn(evs []events.Event) string {
 	return node
 }
 
-// procsWith returns the pids of processes whose command line contains s.
+// serviceProcs returns the pids of the service's shell processes that run.
+func (f *faultEnv) serviceProcs() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(b), f.tag) {
+			continue
+		}
+		if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && !isZombie(st) {
+			pid, _ := strconv.Atoi(e.Name())
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// checkOneServiceProcess fails the test unless exactly one process of the
+// service runs, within d: a package the log says runs must really run, once.
+func (f *faultEnv) checkOneServiceProcess(d time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		pids := f.serviceProcs()
+		if len(pids) == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.dumpLog()
+			f.t.Fatalf("liveness: %d processes of the service run (pids %v), want 1", len(pids), pids)
+		}
+		time.Sleep(100 * time.Millisecond) // poll interval
+	}
+}
+
+// procsWith returns the pids of live processes whose command line is s
+// (arguments joined by spaces).
 func procsWith(s string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
@@ -255,7 +382,7 @@ func procsWith(s string) []int {
 		if err != nil {
 			continue
 		}
-		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), s) {
+		if strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")) == s {
 			if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && isZombie(st) {
 				continue
 			}
@@ -292,5 +419,177 @@ func TestFaultKill9HostManager(t *testing.T) {
 	f.waitFor(30*time.Second, node+" rejoined", func(e events.Event) bool {
 		return e.Type() == events.TypeNodeJoined && e.Subject == node && e.Seq > again.Seq
 	})
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// startedNode returns the node a package.started names.
+func startedNode(e events.Event) string { return e.Data.(events.PackageStarted).Node }
+
+// TestFaultKill9Controller kills the failover controller at a point that
+// varies from run to run while app fails on node1 (restart: 2), and starts
+// it again: app is failed over to node2 exactly once.
+func TestFaultKill9Controller(t *testing.T) {
+	f := newFaultEnv(t, faultConfigRestart(failsOnNode1, "2"))
+	f.waitFor(30*time.Second, "app started on node1", func(e events.Event) bool {
+		_, ok := e.Data.(events.PackageStarting)
+		return ok && e.Subject == "app"
+	})
+	delay := time.Duration(time.Now().UnixNano()%1500) * time.Millisecond
+	time.Sleep(delay) // the fault's random point
+	f.kill9("failover")
+	killed := time.Now()
+	time.Sleep(500 * time.Millisecond) // the controller stays dead for a while
+	f.start("failover", "failover")
+	// Bound: the restarts take ~1 s, the new controller wins the election
+	// at once (no leader key holder alive renews it: at most election-ttl),
+	// then the start on node2; 4x slack.
+	on2 := f.waitSettled(0, 4*(3*time.Second+3*time.Second), false, "app running on node2")
+	if startedNode(on2) != "node2" {
+		t.Errorf("app runs on %s, want node2", startedNode(on2))
+	}
+	t.Logf("controller killed %v into the run -> app on node2 %v after the kill", delay, time.Since(killed).Round(time.Millisecond))
+	evs := f.events()
+	if n := count(evs, func(e events.Event) bool {
+		d, ok := e.Data.(events.PackagePlaced)
+		return ok && e.Subject == "app" && d.Node == "node2"
+	}); n != 1 {
+		t.Errorf("app placed on node2 %d times, want once", n)
+	}
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultKill9Agent kills app's guest agent: its heartbeats stop, the
+// guest is lost after guest_timeout and app runs again.
+func TestFaultKill9Agent(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	pid := f.agentPID(startedNode(first), "appvm")
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	// Bound: guest_timeout (3 s), then a new guest start or a failover; 4x.
+	again := f.waitSettled(first.Seq, 4*(3*time.Second+2*time.Second), false, "app running after its agent's kill -9")
+	t.Logf("agent on %s killed -> app running on %s after %v", startedNode(first), startedNode(again), time.Since(killed).Round(time.Millisecond))
+	f.waitFor(5*time.Second, "guest.lost", func(e events.Event) bool { return e.Type() == events.TypeGuestLost && e.Subject == "app" })
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultPauseAgent stops app's guest agent with SIGSTOP for longer than
+// guest_timeout, then continues it: the guest is lost, app runs again, the
+// old agent does not come back to life next to it.
+func TestFaultPauseAgent(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	pid := f.agentPID(startedNode(first), "appvm")
+	f.pause(pid, 3*time.Second+3*time.Second)
+	again := f.waitSettled(first.Seq, 4*(3*time.Second+2*time.Second), false, "app running after its agent's pause")
+	t.Logf("agent on %s paused 6 s -> app running on %s", startedNode(first), startedNode(again))
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultPauseHostManager stops node1's host manager (where app runs)
+// with SIGSTOP for twice node_timeout: node1 is lost, app runs on node2; on
+// SIGCONT the host manager finds its lease lost, fences and rejoins, and
+// decides nothing for node1's old placement.
+func TestFaultPauseHostManager(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	node := startedNode(first)
+	f.pause(f.procs[node].Process.Pid, 2*faultNodeTimeout)
+	again := f.waitSettled(first.Seq, 4*(faultNodeTimeout+2*time.Second), false, "app running after its host manager's pause")
+	if startedNode(again) == node {
+		t.Errorf("app runs on %s again, the paused node", node)
+	}
+	f.waitFor(30*time.Second, node+" rejoined", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeJoined && e.Subject == node && e.Seq > again.Seq
+	})
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultPauseController stops the controller for longer than its
+// election TTL while app fails on node1: after SIGCONT it fails app over.
+func TestFaultPauseController(t *testing.T) {
+	f := newFaultEnv(t, faultConfigRestart(failsOnNode1, "2"))
+	f.waitFor(30*time.Second, "app starting", func(e events.Event) bool {
+		_, ok := e.Data.(events.PackageStarting)
+		return ok && e.Subject == "app"
+	})
+	f.pause(f.procs["failover"].Process.Pid, 5*time.Second)
+	on2 := f.waitSettled(0, 4*(3*time.Second+2*time.Second), false, "app running on node2 after the controller's pause")
+	if startedNode(on2) != "node2" {
+		t.Errorf("app runs on %s, want node2", startedNode(on2))
+	}
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultPauseServer stops the NATS server with SIGSTOP for twice
+// node_timeout: every host manager loses its lease and fences; after
+// SIGCONT app runs again.
+func TestFaultPauseServer(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	f.pause(f.server.Process.Pid, 2*faultNodeTimeout)
+	resumed := time.Now()
+	again := f.waitSettledFor(first.Seq-1, 4*(faultNodeTimeout+3*time.Second)+2*faultNodeTimeout, 2*faultNodeTimeout, false, "app running after the server's pause")
+	t.Logf("server paused %v -> app running on %s (seq %d) %v after SIGCONT", 2*faultNodeTimeout, startedNode(again), again.Seq, time.Since(resumed).Round(time.Millisecond))
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultServerDown kills the NATS server and keeps it down for twice
+// node_timeout, then starts it again on its store: app runs again.
+func TestFaultServerDown(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	f.killServer()
+	time.Sleep(2 * faultNodeTimeout) // the fault: the server is down this long
+	f.restartServer()
+	back := time.Now()
+	again := f.waitSettledFor(first.Seq-1, 4*(faultNodeTimeout+3*time.Second)+2*faultNodeTimeout, 2*faultNodeTimeout, false, "app running after the server's restart")
+	t.Logf("server down %v -> app running on %s (seq %d) %v after its restart", 2*faultNodeTimeout, startedNode(again), again.Seq, time.Since(back).Round(time.Millisecond))
+	f.checkOneServiceProcess(5 * time.Second)
+	f.verify()
+}
+
+// TestFaultServiceIgnoresSIGTERM halts app whose service ignores SIGTERM:
+// it is killed after halt_timeout and the halt ends.
+func TestFaultServiceIgnoresSIGTERM(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(`trap "" TERM; while :; do sleep 0.2; done`))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	f.cli("pkg", "halt", "app", "--reason", "fault test")
+	// Bound: halt_timeout 1 s, then SIGKILL, then the guest stop; 4x the
+	// halt bound with a 2 s grace.
+	halted := f.waitSettled(first.Seq, 4*(time.Second+2*time.Second), true, "app halted")
+	exit := f.waitFor(time.Second, "the service's exit", func(e events.Event) bool {
+		d, ok := e.Data.(events.ProcessExited)
+		return ok && e.Subject == "app" && e.Seq < halted.Seq && d.Service == "main"
+	}).Data.(events.ProcessExited)
+	if exit.Signal != "SIGKILL" {
+		t.Errorf("the service that ignores SIGTERM ended by %q, want SIGKILL", exit.Signal)
+	}
+	f.verify()
+}
+
+// TestFaultServiceLeavesItsGroup halts app whose service starts a daemon
+// that leaves its process group and session (setsid, then a background
+// child whose parent exits: a double fork). The daemon carries the
+// agent's VMGUARD_PROCESS_ID marker in its environment, and the agent
+// kills every process with its marker when the service ends, so it is gone
+// once the halt ends.
+func TestFaultServiceLeavesItsGroup(t *testing.T) {
+	tag := fmt.Sprintf("%d", 900000+time.Now().UnixNano()%99999)
+	f := newFaultEnv(t, faultConfig(`setsid sh -c "sleep `+tag+` &"; while :; do sleep 1; done`))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	waitFor(t, 10*time.Second, "the daemon running", func() bool { return len(procsWith("sleep "+tag)) == 1 })
+	f.cli("pkg", "halt", "app", "--reason", "fault test")
+	f.waitSettled(first.Seq, 4*(time.Second+2*time.Second), true, "app halted")
+	waitFor(t, 2*time.Second, "the daemon gone once the halt ended", func() bool { return len(procsWith("sleep "+tag)) == 0 })
 	f.verify()
 }
