@@ -66,7 +66,7 @@ type faultEnv struct {
 	*cluster
 	store  string
 	port   int
-	tag    string // in the command line of the service's processes
+	tag    string         // in the command line of the service's processes
 	seen   []events.Event // the log read so far
 	server *exec.Cmd
 	l      *events.Log
