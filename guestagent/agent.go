@@ -82,6 +82,7 @@ type Agent struct {
 	devnull *os.File
 	started time.Time
 	wg      sync.WaitGroup // process watchers and request goroutines
+	strays  strayKiller    // kills what escaped an ended process's group
 
 	mu       sync.Mutex
 	svcMu    sync.Mutex       // guards svc
@@ -671,6 +672,7 @@ func (a *Agent) watch(p *proc) {
 	// group id is still ours.
 	p.signal(syscall.SIGKILL)
 	p.reap()
+	a.strays.kill(p.startedID) // descendants that left the group
 	p.exiting = true
 	if p.killTimer != nil {
 		p.killTimer.Stop()

@@ -1,6 +1,7 @@
 package guestagent
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,7 +70,7 @@ func TestKillMarkedFindsADaemonThatLeftTheGroup(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := killMarked("ours", 0); n != 1 {
+	if n := killMarked(map[string]bool{"ours": true, "gone": true}); n != 1 {
 		t.Errorf("killMarked signalled %d processes, want 1", n)
 	}
 	deadline = time.Now().Add(5 * time.Second)
@@ -85,5 +86,30 @@ func TestKillMarkedFindsADaemonThatLeftTheGroup(t *testing.T) {
 			t.Fatalf("the marked daemon survived: %v", d)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStrayKillerCoalesces queues many markers at once: they share a few
+// scans of /proc instead of one each.
+func TestStrayKillerCoalesces(t *testing.T) {
+	var k strayKiller
+	for i := range 200 {
+		k.kill(fmt.Sprintf("m%d", i))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		k.mu.Lock()
+		running, scans := k.running, k.scans
+		k.mu.Unlock()
+		if !running {
+			if scans == 0 || scans > 20 {
+				t.Fatalf("200 markers took %d scans, want 1 to 20", scans)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("scans still running after 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -157,32 +157,72 @@ func (p *proc) reap() {
 		_ = waitid(unix.P_PID, p.pid, &info, unix.WEXITED)
 	}
 	p.reaped = true
-	if p.startedID != "" {
-		// Descendants that left the group (setsid, a double fork) escaped
-		// the group kill; they still carry the marker. The scan reads
-		// /proc, so it runs beside the exit report, not before it.
-		go killMarked(p.startedID, p.pid)
+}
+
+// strayKiller kills, after processes the agent started have ended, the
+// processes that carry their markers: one background scan of /proc at a
+// time for every marker queued meanwhile, so that a thousand stops cost a
+// few scans, not a thousand, and no exit report waits for one. The zero
+// value is ready to use.
+type strayKiller struct {
+	mu      sync.Mutex
+	pending map[string]bool
+	running bool
+	// scans counts the scans done (tests read it).
+	scans int
+}
+
+// kill queues marker for the next scan and starts one unless one runs.
+func (k *strayKiller) kill(marker string) {
+	if marker == "" {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.pending == nil {
+		k.pending = map[string]bool{}
+	}
+	k.pending[marker] = true
+	if !k.running {
+		k.running = true
+		go k.run()
+	}
+}
+
+func (k *strayKiller) run() {
+	for {
+		k.mu.Lock()
+		batch := k.pending
+		k.pending = nil
+		if len(batch) == 0 {
+			k.running = false
+			k.mu.Unlock()
+			return
+		}
+		k.scans++
+		k.mu.Unlock()
+		killMarked(batch)
 	}
 }
 
 // killMarked kills, with SIGKILL, every process whose environment carries
-// markerEnv=marker: what is left of a process the agent started once it
-// has ended, wherever its descendants went (another process group, another
-// session, reparented to init). Each candidate is opened as a pidfd before
-// its environment is read and is signalled through it, so a pid reused in
-// between is never signalled. Without pidfds (old kernels) it signals by
-// pid. It returns how many processes it signalled; skip is left alone.
-func killMarked(marker string, skip int) int {
-	entry := markerEnv + "=" + marker
+// markerEnv=<one of markers>: what is left of processes the agent started
+// once they have ended, wherever their descendants went (another process
+// group, another session, reparented to init). Each candidate is opened as
+// a pidfd before its environment is read and is signalled through it, so a
+// pid reused in between is never signalled; without pidfds (old kernels)
+// it signals by pid. It returns how many processes it signalled.
+func killMarked(markers map[string]bool) int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0
 	}
 	self := os.Getpid()
+	prefix := []byte(markerEnv + "=")
 	killed := 0
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid <= 1 || pid == self || pid == skip {
+		if err != nil || pid <= 1 || pid == self {
 			continue
 		}
 		fd, err := unix.PidfdOpen(pid, 0)
@@ -190,7 +230,7 @@ func killMarked(marker string, skip int) int {
 		if !opened && !errors.Is(err, syscall.ENOSYS) {
 			continue // gone already
 		}
-		if hasEnv(pid, entry) {
+		if m, ok := envValueOf(pid, prefix); ok && markers[m] {
 			if opened {
 				err = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 			} else {
@@ -205,6 +245,27 @@ func killMarked(marker string, skip int) int {
 		}
 	}
 	return killed
+}
+
+// envValueOf returns the value of the first item of pid's initial
+// environment that starts with prefix (NAME=).
+func envValueOf(pid int, prefix []byte) (string, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return "", false
+	}
+	for len(b) > 0 {
+		item := b
+		if i := bytes.IndexByte(b, 0); i >= 0 {
+			item, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if bytes.HasPrefix(item, prefix) {
+			return string(item[len(prefix):]), true
+		}
+	}
+	return "", false
 }
 
 // spawnSpec is what spawn needs beyond the request.

@@ -12,7 +12,8 @@
 //   - cause: a cause an event names exists and comes before it; restarts,
 //     failovers and the processes vmguard asked for must name one, of the
 //     right kind: a restart an exit of that service, a failover placement a
-//     package.failed or a lost, halted or fenced node;
+//     package.failed, a lost, halted or fenced node, or what made a node
+//     eligible for it (a join, a reset, switching enabled, a config);
 //   - restart_policy: a service.restarting stays within the service's
 //     restart limit (and restart_window) in the config in force, counted per
 //     placement since the last package.reset;
@@ -401,8 +402,11 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	}
 	switch ce.Data.(type) {
 	case events.PackageFailed, events.NodeLost, events.NodeHalted, events.NodeFenced:
+	case events.NodeJoined, events.PackageReset, events.PackageSwitchingChanged, events.ConfigApplied:
+		// A failover that waited for a node to become eligible names
+		// what made it eligible.
 	default:
-		c.fail(e, RuleCause, "failover caused by %s, not by a failure or a lost node", events.ShortType(ce.Type()))
+		c.fail(e, RuleCause, "failover caused by %s, not by a failure, a lost node or a node becoming eligible", events.ShortType(ce.Type()))
 	}
 }
 

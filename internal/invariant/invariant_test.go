@@ -290,3 +290,19 @@ func TestVerifyTwiceSameReport(t *testing.T) {
 		t.Fatalf("two runs differ:\n%v\n%v", a, b)
 	}
 }
+
+// TestDeferredFailoverNamesTheJoin: a failover that waited for a node to
+// join names the join as its cause, which is allowed.
+func TestDeferredFailoverNamesTheJoin(t *testing.T) {
+	l := clean()
+	l.add("n2", "", events.NodeJoined{})
+	l.evs = l.evs[:len(l.evs)-1]
+	j := l.add("n2", "", events.NodeJoined{})
+	l.add("web", j.ID, events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "failover"})
+	r := Verify(l.evs, Options{})
+	for _, v := range r.Violations {
+		if v.Rule == RuleCause {
+			t.Errorf("a failover caused by a join reported: %s", v)
+		}
+	}
+}
