@@ -295,8 +295,6 @@ func TestVerifyTwiceSameReport(t *testing.T) {
 // join names the join as its cause, which is allowed.
 func TestDeferredFailoverNamesTheJoin(t *testing.T) {
 	l := clean()
-	l.add("n2", "", events.NodeJoined{})
-	l.evs = l.evs[:len(l.evs)-1]
 	j := l.add("n2", "", events.NodeJoined{})
 	l.add("web", j.ID, events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "failover"})
 	r := Verify(l.evs, Options{})
