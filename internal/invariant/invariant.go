@@ -12,7 +12,7 @@
 //   - cause: a cause an event names exists and comes before it; restarts,
 //     failovers and the processes vmguard asked for must name one, of the
 //     right kind: a restart an exit of that service, a failover placement a
-//     package.failed, a lost, halted or fenced node, or what made a node
+//     package.failed or package.halted, a lost, halted or fenced node, or what made a node
 //     eligible for it (a join, a reset, switching enabled, a config);
 //   - restart_policy: a service.restarting stays within the service's
 //     restart limit (and restart_window) in the config in force, counted per
@@ -402,6 +402,9 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	}
 	switch ce.Data.(type) {
 	case events.PackageFailed, events.NodeLost, events.NodeHalted, events.NodeFenced:
+	case events.PackageHalted:
+		// The package went down by itself (its node fenced, say): the
+		// controller moves it.
 	case events.NodeJoined, events.PackageReset, events.PackageSwitchingChanged, events.ConfigApplied:
 		// A failover that waited for a node to become eligible names
 		// what made it eligible.
