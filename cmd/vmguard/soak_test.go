@@ -92,7 +92,7 @@ func soakFaults() []soakFault {
 // fault class, the worst time to a terminal state and the restarts, and
 // runs `vmguard verify` over the whole log: no violation is allowed.
 //
-//	go test -run TestSoak ./cmd/vmguard -soak 10m -v
+//	go test -run TestSoak ./cmd/vmguard -soak=10m -v
 func TestSoak(t *testing.T) {
 	d := *soakFor
 	if d == 0 {
