@@ -306,6 +306,62 @@ func (f *faultEnv) verify() {
 	if os.Getenv("VMGUARD_FAULT_DUMP") != "" {
 		f.dumpLog()
 	}
+	f.verifyDoctored()
+}
+
+// verifyDoctored copies the log to a second server with one event
+// doctored and checks that verify fails naming the sequence it broke: the
+// first package.halted or package.failed that a later start of a newer
+// epoch waited for is dropped (released_first at that start), or, in a log
+// without one, the first package.starting names a cause not in the log.
+func (f *faultEnv) verifyDoctored() {
+	f.t.Helper()
+	evs := f.events()
+	drop, victim := -1, -1
+	for i, e := range evs {
+		var epoch uint64
+		switch d := e.Data.(type) {
+		case events.PackageHalted:
+			epoch = d.Epoch
+		case events.PackageFailed:
+			epoch = d.Epoch
+		default:
+			continue
+		}
+		for j := i + 1; j < len(evs) && victim < 0; j++ {
+			if st, ok := evs[j].Data.(events.PackageStarting); ok && evs[j].Subject == e.Subject && st.Epoch > epoch {
+				drop, victim = i, j
+			}
+		}
+		if drop >= 0 {
+			break
+		}
+	}
+	if drop < 0 {
+		for i, e := range evs {
+			if _, ok := e.Data.(events.PackageStarting); ok {
+				victim = i
+				break
+			}
+		}
+	}
+	if victim < 0 {
+		f.t.Errorf("no package.starting in the log to doctor")
+		return
+	}
+	url, seqs := copyLog(f.t, evs, func(i int, e *events.Event) bool {
+		if drop < 0 && i == victim {
+			e.CauseID = "doctored-cause"
+		}
+		return i != drop
+	})
+	code, out, errs := verifyCLI(url)
+	want := fmt.Sprintf("VIOLATION seq %d ", seqs[victim])
+	if code != exitError || !strings.Contains(out, want) {
+		f.t.Errorf("verify on a doctored copy: code %d, want %d and %q in\n%s%s", code, exitError, want, out, errs)
+		return
+	}
+	f.t.Logf("vmguard verify on a doctored copy: %s", strings.TrimSpace(out[strings.Index(out, want):strings.Index(out[strings.Index(out, want):], "\n")+strings.Index(out, want)]))
 }
 
 func lastLine(s string) string {
