@@ -45,6 +45,9 @@ func (r *Runner) startLease(ctx context.Context) {
 		return
 	}
 	r.ttl.Store(ttl)
+	tl := c.Timeline()
+	r.guardBound.Store(tl.GuardBound)
+	r.guardStop.Store(tl.GuestStop)
 	if r.leaseOnce {
 		return
 	}
@@ -118,6 +121,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				r.logger.Warn("lease bucket", "err", err)
 				if held && time.Since(lastOK) >= lease.FenceAfter(ttl) {
 					held = false
+					r.lost("lease not renewed for " + lease.FenceAfter(ttl).String())
 					r.fence(ctx, "could not renew the node lease for "+lease.FenceAfter(ttl).String()+" (0.6 of node_timeout "+ttl.String()+"): "+err.Error())
 					send(leaseEvent{reason: "lease not renewed for " + lease.FenceAfter(ttl).String(), at: r.now()})
 				}
@@ -141,6 +145,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				continue
 			}
 			rev, held, lastOK, since = v, true, sent, r.now().UTC()
+			r.renewed(sent)
 			r.logger.Info("node lease taken", "ttl", ttl)
 			send(leaseEvent{held: true, at: r.now()})
 			continue
@@ -166,6 +171,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			cancel()
 			if err == nil {
 				rev, lastOK = v, sent
+				r.renewed(sent)
 				break
 			}
 			if ctx.Err() != nil {
@@ -194,6 +200,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			}
 			if lost != "" {
 				held = false
+				r.lost(lost)
 				r.logger.Error("self-fencing: stopping this node's guests", "reason", lost)
 				r.fence(ctx, lost)
 				send(leaseEvent{reason: lost, at: r.now()})
@@ -205,6 +212,44 @@ func (r *Runner) keepLease(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// renewed notes a lease renewal that succeeded, sent at sent, and pets the
+// guard: it stops the guests unless petted again by sent + the renew
+// interval + guard_bound (internal/timeline).
+func (r *Runner) renewed(sent time.Time) {
+	r.lastOK.Store(sent.UnixNano())
+	if r.petter == nil {
+		return
+	}
+	ttl := r.ttl.Load()
+	r.petter.send(pet{Holder: r.holder, Deadline: sent.Add(lease.RenewEvery(ttl) + r.guardBound.Load()).Round(0),
+		StopWithin: r.guardStop.Load(), Guests: r.localGuests()})
+}
+
+// lost notes that the lease is lost and tells the guard to stop the guests
+// now (the keeper stops them too).
+func (r *Runner) lost(why string) {
+	r.lastOK.Store(0)
+	if r.petter != nil {
+		r.petter.send(pet{Holder: r.holder, Fence: why, StopWithin: r.guardStop.Load(), Guests: r.localGuests()})
+	}
+}
+
+// petGuests tells the guard the guests of this node changed.
+func (r *Runner) petGuests() {
+	r.petter.send(pet{Holder: r.holder, Guests: r.localGuests()})
+}
+
+// localGuests returns the guests this node runs.
+func (r *Runner) localGuests() []GuestRef {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	out := make([]GuestRef, 0, len(r.local))
+	for _, g := range r.local {
+		out = append(out, g)
+	}
+	return out
 }
 
 // leaseHolder returns the revision and holder of the node's lease key.

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +16,7 @@ import (
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/lease"
 )
 
 // Defaults of Config.
@@ -64,6 +67,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Version is recorded in node.joined.
 	Version string
+	// Guard makes the runner pet a node guard (`vmguard guard`, see
+	// guard.go) over GuardSocket(StateDir) after each lease renewal,
+	// starting it as GuardBin (default: AgentBin, else the running
+	// executable) with GuardArgs when none answers.
+	Guard     bool
+	GuardBin  string
+	GuardArgs []string
 }
 
 // Runner is one node's host manager: it folds the log into a State,
@@ -125,6 +135,12 @@ type Runner struct {
 	local   map[string]GuestRef // pkg -> its guest on this node, for fencing
 
 	ttl atomicDuration // node_timeout in force, read by the lease keeper
+	// guardBound and guardStop are guard_bound and guard_stop_time in force.
+	guardBound, guardStop atomicDuration
+	// lastOK is when (unix ns, this machine's clock) the last lease
+	// renewal that succeeded was sent; 0 while the lease is not held.
+	lastOK atomic.Int64
+	petter *petter // nil without Config.Guard
 
 	// afterAppend, if set (tests), is called after each decision is
 	// appended; true makes Run return at once, as if killed.
@@ -193,6 +209,20 @@ func NewRunner(cfg Config) (*Runner, error) {
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
 	}
+	if cfg.Guard {
+		bin := cfg.GuardBin
+		if bin == "" {
+			bin = cfg.AgentBin
+		}
+		if bin == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("new host manager: find vmguard binary for the node guard: %w", err)
+			}
+			bin = exe
+		}
+		r.petter = newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, r.logger)
+	}
 	return r, nil
 }
 
@@ -246,6 +276,20 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.follow(lctx, last+1, in)
 	}()
 
+	flush := make(chan pet, 1)
+	if r.petter != nil {
+		pctx, stopPets := context.WithCancel(context.WithoutCancel(ctx))
+		pdone := make(chan struct{})
+		go func() {
+			defer close(pdone)
+			r.petter.run(pctx, flush)
+		}()
+		defer func() {
+			stopPets()
+			<-pdone
+		}()
+	}
+
 	tick := time.NewTicker(r.monitorEvery())
 	defer tick.Stop()
 	var deadline <-chan time.Time
@@ -260,6 +304,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		if r.shutdown && r.allDown() {
 			r.releaseLease(lctx)
+			if r.petter != nil {
+				flush <- pet{Holder: r.holder, Disarm: true, Guests: []GuestRef{}}
+			}
 			r.logger.Info("host manager stopped; packages halted, lease released")
 			return nil
 		}
@@ -406,6 +453,16 @@ func (r *Runner) apply(e events.Event) bool {
 // and has not fenced itself.
 func (r *Runner) active() bool { return r.held && !r.fenced }
 
+// stale reports whether the last lease renewal that succeeded was sent
+// lease.FenceAfter(ttl) ago or longer: the keeper is about to fence the
+// node (or this process was stopped, and whatever it knew may have been
+// decided elsewhere since), so nothing is decided or done on old knowledge.
+func (r *Runner) stale() bool {
+	ok := r.lastOK.Load()
+	ttl := r.ttl.Load()
+	return ok == 0 || ttl <= 0 || time.Since(time.Unix(0, ok)) >= lease.FenceAfter(ttl)
+}
+
 // processAll processes every known package.
 func (r *Runner) processAll(ctx context.Context) {
 	for _, pkg := range r.st.PackageNames() {
@@ -421,6 +478,13 @@ func (r *Runner) processAll(ctx context.Context) {
 func (r *Runner) process(ctx context.Context, pkg string) {
 	defer r.noteLocal(pkg)
 	if !r.active() || ctx.Err() != nil {
+		return
+	}
+	if r.stale() {
+		// Not renewed lately (this process was stopped, or the server is
+		// slow): the lease keeper fences the node or renews; act on
+		// nothing until then.
+		r.retryPackage(ctx, pkg)
 		return
 	}
 	if r.shutdown && !r.haltForShutdown(ctx, pkg) {
@@ -557,6 +621,9 @@ func (r *Runner) noteLocal(pkg string) {
 			_ = sub.Unsubscribe()
 			delete(r.hbSubs, old.Name())
 		}
+	}
+	if r.petter != nil && (had != has || cur.Name() != old.Name()) {
+		r.petGuests()
 	}
 	if has && r.hbSubs[cur.Name()] == nil {
 		sub, err := r.nc.Subscribe(guestagent.HeartbeatSubject(cur.Name()), r.onHeartbeat)

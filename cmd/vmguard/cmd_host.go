@@ -28,6 +28,8 @@ type hostCmd struct {
 	Takeover        bool          `name:"takeover" help:"Take the node's lease even though another host manager still renews it (it steps down; this one adopts the guests). Recorded as node.taken_over with --by and --reason. Without it a live holder is refused."`
 	By              string        `name:"by" help:"Who asks for --takeover (default: the current user)."`
 	Reason          string        `name:"reason" help:"Why, with --takeover; recorded."`
+	NoGuard         bool          `name:"no-guard" help:"Do not start or pet a node guard (vmguard guard). Without it nothing stops the guests of a host manager that died or hangs before the controller places them elsewhere."`
+	Escalate        string        `name:"escalate" placeholder:"COMMAND" help:"The node guard's escalation after it stopped the guests, e.g. 'systemctl reboot --force' (see vmguard guard --help)."`
 }
 
 // Help is shown by `vmguard host --help`.
@@ -104,12 +106,21 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	r, err := hostmanager.NewRunner(hostmanager.Config{
 		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS,
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, Version: version,
+		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate),
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	logger.Info("host manager starting", "node", c.Node, "nats", g.NATS, "state", state)
 	return r.Run(ctx)
+}
+
+// guardArgs are the extra `vmguard guard` arguments of the host's flags.
+func guardArgs(escalate string) []string {
+	if escalate == "" {
+		return nil
+	}
+	return []string{"--escalate", escalate}
 }
 
 // checkLease refuses to start while another host manager of this node holds

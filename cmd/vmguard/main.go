@@ -51,6 +51,7 @@ type cli struct {
 	Up       upCmd       `cmd:"" group:"Run" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
 	Server   serverCmd   `cmd:"" group:"Run" help:"Run an embedded NATS server with JetStream holding the event log."`
 	Host     hostCmd     `cmd:"" group:"Run" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
+	Guard    guardCmd    `cmd:"" group:"Run" help:"Run the node guard (vmguard host starts it): stop the node's guests when the host manager stops petting it."`
 	Failover failoverCmd `cmd:"" group:"Run" help:"Run the failover controller: place packages, fail them over, record lost nodes (any number of instances, one leads)."`
 	Agent    agentCmd    `cmd:"" group:"Run" help:"Run the guest agent: run, watch and report processes inside a guest."`
 
