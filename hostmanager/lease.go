@@ -331,6 +331,12 @@ func (r *Runner) nodeWork(ctx context.Context) {
 	if !r.held {
 		return
 	}
+	if r.stale() {
+		// Whatever the log says about this node may be news to a lease
+		// keeper that is about to fence it: look again in a second.
+		r.retryPackage(ctx, "")
+		return
+	}
 	if !r.nc.IsConnected() {
 		r.retryPackage(ctx, "")
 		return

@@ -24,7 +24,11 @@ import (
 func (e *testEnv) startHost(node string) *exec.Cmd {
 	e.t.Helper()
 	cmd := exec.Command(vmguardBin, "host", "--node", node, "--nats", e.srv.ClientURL(),
-		"--state", e.stateDir(node), "--agent-bin", vmguardBin, "-v")
+		"--state", e.stateDir(node), "--agent-bin", vmguardBin, "-v",
+		// These tests are about the lease and the agent's own fence, and
+		// adopt guests across a kill -9; the node guard, which would stop
+		// them, is tested in cmd/vmguard (TestGuard*).
+		"--no-guard")
 	cmd.Stdout, cmd.Stderr = e.logs, e.logs
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
