@@ -303,6 +303,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("host manager of node %s: %w", r.node, ErrSuperseded)
 		}
 		if r.shutdown && r.allDown() {
+			r.recordHalted(lctx)
 			r.releaseLease(lctx)
 			if r.petter != nil {
 				flush <- pet{Holder: r.holder, Disarm: true, Guests: []GuestRef{}}
@@ -438,7 +439,10 @@ func (r *Runner) apply(e events.Event) bool {
 	case events.NodeLost, events.NodeFenced:
 		r.joined, r.mayJoin = false, true
 	case events.NodeHalted:
-		r.joined, r.mayJoin = false, false
+		// An operator's halt (by someone) keeps the node out until `node
+		// run`; the host manager's own clean stop (no by) does not: the
+		// next host manager of the node joins it.
+		r.joined, r.mayJoin = false, e.Data.(events.NodeHalted).By == ""
 	}
 	if r.fenceSeq > 0 && e.Seq >= r.fenceSeq {
 		// The log now says what the node did by itself: the core halts
@@ -447,6 +451,28 @@ func (r *Runner) apply(e events.Event) bool {
 		r.logger.Info("node.fenced recorded; resuming")
 	}
 	return true
+}
+
+// ReasonHostShutdown is the node.halted reason of a clean stop of the host
+// manager (HaltOnExit): its packages are halted and it leaves on purpose,
+// so the controller records no node.lost when its lease is released.
+const ReasonHostShutdown = "host_shutdown"
+
+// recordHalted appends node.halted (reason host_shutdown, no by) once this
+// node's packages are down in a clean stop, before the lease is released;
+// a failure is logged (the controller then records node.lost, as before).
+func (r *Runner) recordHalted(ctx context.Context) {
+	if !r.joined || !r.held {
+		return
+	}
+	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeHalted{Reason: ReasonHostShutdown}}, r.now())
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
+	if _, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node])); err != nil {
+		r.logger.Warn("append node.halted", "err", err)
+		return
+	}
+	r.logger.Info("node.halted appended", "reason", ReasonHostShutdown)
 }
 
 // active reports whether the runner may decide and act: it holds the lease

@@ -280,6 +280,24 @@ func TestRunnerHaltOnExit(t *testing.T) {
 	if _, err := kv.Get(context.Background(), "node1"); err == nil {
 		t.Error("lease still there after a clean shutdown")
 	}
+	// It leaves on purpose: node.halted (host_shutdown, no by), recorded
+	// after the package is down, so no node.lost follows; the next host
+	// manager of the node joins it again.
+	halted := nodeEvents(evs, "node1", "node.halted")
+	if len(halted) != 1 {
+		t.Fatalf("node.halted of node1: %d, want 1", len(halted))
+	}
+	if d := halted[0].Data.(events.NodeHalted); d.Reason != ReasonHostShutdown || d.By != "" {
+		t.Errorf("node.halted = %+v, want reason %s without by", d, ReasonHostShutdown)
+	}
+	if halted[0].Seq < hd.Seq {
+		t.Errorf("node.halted (seq %d) before package.halted (seq %d)", halted[0].Seq, hd.Seq)
+	}
+	e.startRunner("node1", nil, nil)
+	e.waitFor("node1 joined again after its clean stop", 20*time.Second, func(evs []events.Event) bool {
+		j := nodeEvents(evs, "node1", "node.joined")
+		return len(j) == 2 && j[1].Seq > halted[0].Seq
+	})
 	e.checkInvariants()
 }
 

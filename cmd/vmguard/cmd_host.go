@@ -22,7 +22,7 @@ type hostCmd struct {
 	Node            string        `name:"node" short:"n" required:"" help:"Name of this node, as in the config's nodes: list."`
 	State           string        `name:"state" help:"Directory for this node's local files; process-driver guests keep their agent state, pid file and log under <state>/guests (default .vmguard/host/<node>)."`
 	AgentBin        string        `name:"agent-bin" placeholder:"PATH" help:"vmguard binary the process driver runs as 'vmguard agent' (default: this binary)."`
-	HaltOnExit      bool          `name:"halt-on-exit" help:"On SIGTERM/Ctrl-C halt this node's packages (reason node_shutdown, auto_run stays on) and release the node lease before exiting. Without it the guests keep running: a restarted host manager takes them over, else the lease lapses and they fence themselves."`
+	HaltOnExit      bool          `name:"halt-on-exit" help:"On SIGTERM/Ctrl-C halt this node's packages (reason node_shutdown, auto_run stays on), record node.halted (reason host_shutdown), disarm the node guard and release the node lease before exiting. Without it the guests keep running: a restarted host manager takes them over, else the node guard stops them."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" default:"1m" help:"Bound of the halt of --halt-on-exit."`
 	Verbose         bool          `name:"verbose" short:"v" help:"Log debug messages (every decision and action)."`
 	Takeover        bool          `name:"takeover" help:"Take the node's lease even though another host manager still renews it (it steps down; this one adopts the guests). Recorded as node.taken_over with --by and --reason. Without it a live holder is refused."`
