@@ -309,6 +309,26 @@ func (f *faultEnv) verify() {
 	f.verifyDoctored()
 }
 
+// releasedByLoss reports whether a node.lost or node.fenced in evs
+// released pkg's placement of epoch (came after it, about its node): then
+// dropping its package.halted breaks nothing.
+func releasedByLoss(evs []events.Event, pkg string, epoch uint64) bool {
+	node, placed := "", false
+	for _, e := range evs {
+		switch d := e.Data.(type) {
+		case events.PackagePlaced:
+			if e.Subject == pkg && d.Epoch == epoch {
+				node, placed = d.Node, true
+			}
+		case events.NodeLost, events.NodeFenced:
+			if placed && e.Subject == node {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // verifyDoctored copies the log to a second server with one event
 // doctored and checks that verify fails naming the sequence it broke: the
 // first package.halted or package.failed that a later start of a newer
@@ -329,7 +349,7 @@ func (f *faultEnv) verifyDoctored() {
 			continue
 		}
 		for j := i + 1; j < len(evs) && victim < 0; j++ {
-			if st, ok := evs[j].Data.(events.PackageStarting); ok && evs[j].Subject == e.Subject && st.Epoch > epoch {
+			if st, ok := evs[j].Data.(events.PackageStarting); ok && evs[j].Subject == e.Subject && st.Epoch > epoch && !releasedByLoss(evs[:j], e.Subject, epoch) {
 				drop, victim = i, j
 			}
 		}
