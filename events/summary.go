@@ -18,6 +18,20 @@ func ShortType(typ string) string {
 	return entity + "." + verb
 }
 
+// Line returns the timeline line `vmguard events` prints for e: local
+// time, sequence, what it is about, short type and Summary, with control
+// characters escaped (termtext.Escape).
+func (e Event) Line() string {
+	about := e.Subject
+	if sc, _ := ScopeOf(e.Type()); sc == ScopeNode {
+		about = "node/" + about
+	} else if sc == ScopeCluster {
+		about = "cluster"
+	}
+	line := fmt.Sprintf("%s %6d  %-14s %-26s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Seq, about, ShortType(e.Type()), e.Summary())
+	return termtext.Escape(strings.TrimRight(line, " "))
+}
+
 // Summary returns the key facts of e's data as "key=value" pairs in field
 // order, leaving out empty fields, raw JSON and long lists. Strings are
 // quoted when they hold spaces and escaped (termtext.Escape) otherwise: the

@@ -24,13 +24,9 @@ const (
 )
 
 func (a *Agent) handleRun(r micro.Request) {
-	var req RunRequest
-	if err := decodeRequest(r.Data(), &req, false); err != nil {
+	req, err := parseRun(r.Data())
+	if err != nil {
 		replyError(r, err)
-		return
-	}
-	if err := validateRun(&req); err != nil {
-		replyError(r, badRequest(err))
 		return
 	}
 	ar := a.detach(r)
@@ -47,13 +43,9 @@ func (a *Agent) handleRun(r micro.Request) {
 }
 
 func (a *Agent) handleStop(r micro.Request) {
-	var req StopRequest
-	if err := decodeRequest(r.Data(), &req, false); err != nil {
+	req, err := parseStop(r.Data())
+	if err != nil {
 		replyError(r, err)
-		return
-	}
-	if err := validateStop(req); err != nil {
-		replyError(r, badRequest(err))
 		return
 	}
 	ar := a.detach(r)
@@ -70,16 +62,10 @@ func (a *Agent) handleStop(r micro.Request) {
 }
 
 func (a *Agent) handleList(r micro.Request) {
-	var req ListRequest
-	if err := decodeRequest(r.Data(), &req, true); err != nil {
+	req, err := parseList(r.Data())
+	if err != nil {
 		replyError(r, err)
 		return
-	}
-	if req.Package != "" {
-		if err := events.CheckName("package", req.Package); err != nil {
-			replyError(r, badRequest(err))
-			return
-		}
 	}
 	_ = r.RespondJSON(a.list(req))
 }

@@ -96,18 +96,8 @@ func printEvent(w, errw io.Writer, l *events.Log, e events.Event, output string)
 	return err
 }
 
-// formatEvent renders one timeline line: time, sequence, about, type, facts,
-// with control characters escaped (termtext.Escape).
-func formatEvent(e events.Event) string {
-	about := e.Subject
-	if sc, _ := events.ScopeOf(e.Type()); sc == events.ScopeNode {
-		about = "node/" + about
-	} else if sc == events.ScopeCluster {
-		about = "cluster"
-	}
-	line := fmt.Sprintf("%s %6d  %-14s %-26s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Seq, about, events.ShortType(e.Type()), e.Summary())
-	return termtext.Escape(strings.TrimRight(line, " "))
-}
+// formatEvent renders one timeline line (events.Event.Line).
+func formatEvent(e events.Event) string { return e.Line() }
 
 // checkKnown refuses a package or node that is neither in the configuration
 // in force nor in the log, so that a typo is an error, not an empty timeline.
