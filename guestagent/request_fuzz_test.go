@@ -76,4 +76,3 @@ func sameRun(a, b RunRequest) bool {
 	}
 	return reflect.DeepEqual(a, b)
 }
-
