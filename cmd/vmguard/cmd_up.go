@@ -19,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/dirlock"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/termtext"
 )
 
 type upCmd struct {
@@ -75,9 +76,9 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	banner := []string{
-		fmt.Sprintf("vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s",
-			url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what),
+	banner := []string{ // what names the file and who applied it, as the log says: escaped
+		termtext.Escape(fmt.Sprintf("vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s",
+			url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what)),
 		fmt.Sprintf("In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...", url),
 	}
 	for _, line := range banner {
