@@ -5,7 +5,9 @@ import (
 	"flag"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -215,6 +217,55 @@ func TestGuardSIGSTOPHostManager(t *testing.T) {
 	}
 	if acts := f.guardActions(other(node)); len(acts) > 0 {
 		t.Errorf("needless fence: the guard of healthy %s acted: %+v", other(node), acts)
+	}
+	f.verify()
+}
+
+// guardLoad is how long TestGuardNoNeedlessFence keeps the machine loaded.
+var guardLoad = flag.Duration("guard-load", 20*time.Second, "how long TestGuardNoNeedlessFence saturates the CPUs and the disk (5m for a long run)")
+
+// TestGuardNoNeedlessFence: a healthy cluster at the fault configs'
+// node_timeout (3 s) while every CPU runs a busy loop and a writer fsyncs
+// to disk without pause: no guard acts, no node is fenced or lost, app
+// keeps its one placement.
+func TestGuardNoNeedlessFence(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	var load []*exec.Cmd
+	for range runtime.NumCPU() {
+		load = append(load, exec.Command("sh", "-c", "while :; do :; done"))
+	}
+	sync := filepath.Join(f.dir, "fsync-load")
+	load = append(load, exec.Command("sh", "-c", "while :; do dd if=/dev/zero of="+sync+" bs=64k count=16 oflag=sync conv=fsync 2>/dev/null; done"))
+	for _, c := range load {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, c := range load {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}()
+	t.Logf("loading %d CPUs and the disk for %v", runtime.NumCPU(), *guardLoad)
+	deadline := time.Now().Add(*guardLoad)
+	for time.Now().Before(deadline) {
+		for _, n := range []string{"node1", "node2"} {
+			if acts := f.guardActions(n); len(acts) > 0 {
+				t.Fatalf("needless fence: the guard of healthy %s acted under load: %+v", n, acts)
+			}
+		}
+		time.Sleep(500 * time.Millisecond) // poll interval; the load runs for its full time
+	}
+	for _, e := range f.events() {
+		if e.Seq <= first.Seq {
+			continue
+		}
+		switch e.Data.(type) {
+		case events.NodeFenced, events.NodeLost, events.PackagePlaced, events.GuestLost:
+			t.Errorf("under load on a healthy cluster: seq %d %s", e.Seq, formatEvent(e))
+		}
 	}
 	f.verify()
 }
