@@ -76,6 +76,13 @@ type faultEnv struct {
 // controller and the host managers of node1 and node2.
 func newFaultEnv(t *testing.T, cfg string) *faultEnv {
 	t.Helper()
+	return newFaultEnvWith(t, cfg, nil)
+}
+
+// newFaultEnvWith is newFaultEnv that calls before with the test's
+// directory once the server runs, before any daemon starts.
+func newFaultEnvWith(t *testing.T, cfg string, before func(dir string)) *faultEnv {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("fault injection with OS processes; run without -short")
 	}
@@ -87,6 +94,9 @@ func newFaultEnv(t *testing.T, cfg string) *faultEnv {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", f.port)
 	f.server = startServer(t, f.store, f.port, "--sync-interval")
 	f.cluster = &cluster{t: t, url: url, dir: dir, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
+	if before != nil {
+		before(dir)
+	}
 	t.Cleanup(f.killAll)
 	file := filepath.Join(dir, "cluster.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
@@ -638,5 +648,42 @@ func TestFaultServiceLeavesItsGroup(t *testing.T) {
 	f.cli("pkg", "halt", "app", "--reason", "fault test")
 	f.waitSettled(first.Seq, 4*(time.Second+2*time.Second), true, "app halted")
 	waitFor(t, 2*time.Second, "the daemon gone once the halt ended", func() bool { return len(procsWith("sleep "+tag)) == 0 })
+	f.verify()
+}
+
+// TestFaultAgentStateDirFull gives app's guest agents a 2 MB tmpfs as state
+// directory and fills the one where app runs: the agent cannot spool the
+// service's exits, turns sick after --sick-after (30 s), withholds its
+// heartbeats, the guest is lost and app runs on the other node.
+func TestFaultAgentStateDirFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	mnts := map[string]string{}
+	f := newFaultEnvWith(t, faultConfig("sleep 1; exit 1"), func(dir string) {
+		for _, n := range []string{"node1", "node2"} {
+			m := filepath.Join(dir, n, "guests", "appvm")
+			if err := os.MkdirAll(m, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", m).CombinedOutput(); err != nil {
+				t.Skipf("cannot mount a tmpfs at %s (%v: %s): skipping the full state dir scenario", m, err, out)
+			}
+			t.Cleanup(func() { _ = exec.Command("umount", "-l", m).Run() })
+			mnts[n] = m
+		}
+	})
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	node := startedNode(first)
+	_ = exec.Command("sh", "-c", "head -c 4194304 /dev/zero > "+filepath.Join(mnts[node], "fill")).Run() // fails once full
+	filled := time.Now()
+	// Bound: --sick-after 30 s, then guest_timeout, then a start on the
+	// other node; what follows the first 30 s gets 6x slack (8 s seen
+	// under load).
+	again := f.waitFor(30*time.Second+6*(3*time.Second+2*time.Second), "app started on the other node", func(e events.Event) bool {
+		d, ok := e.Data.(events.PackageStarted)
+		return ok && e.Subject == "app" && e.Seq > first.Seq && d.Node != node
+	})
+	t.Logf("state dir of %s full -> app running on %s after %v", node, startedNode(again), again.Time.Sub(filled).Round(time.Millisecond))
 	f.verify()
 }
