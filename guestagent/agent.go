@@ -153,13 +153,37 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Node != "" {
 		a.fence.state = LeaseWaiting
 	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VMGUARD_") {
-			a.baseEnv = append(a.baseEnv, kv)
-		}
-	}
+	a.baseEnv = MinimalEnv(os.Environ())
 	a.pool.New = func() any { b := make([]byte, readBufSize); return &b }
 	return a, nil
+}
+
+// MinimalEnv is the part of the agent's environment environ that its
+// services inherit: PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*,
+// TZ, TMPDIR and TERM, nothing else. The agent's own environment may hold
+// NATS_URL with a password, credentials paths or whatever started it had;
+// a service gets only this, the env its config gives and VMGUARD_*. PATH
+// defaults to /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin.
+func MinimalEnv(environ []string) []string {
+	var env []string
+	hasPath := false
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "PATH":
+			hasPath = true
+		case "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM":
+		default:
+			if !strings.HasPrefix(name, "LC_") {
+				continue
+			}
+		}
+		env = append(env, kv)
+	}
+	if !hasPath {
+		env = append(env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
+	return env
 }
 
 // Run serves requests until ctx ends, then stops every process (reason
@@ -635,8 +659,8 @@ func (a *Agent) start(p *proc) error {
 	return nil
 }
 
-// env is the process environment: the agent's own (without VMGUARD_*),
-// the request's, then vmguard's variables.
+// env is the process environment: the minimum of the agent's own
+// (MinimalEnv), the request's, then vmguard's variables.
 func (a *Agent) env(req RunRequest, marker string) []string {
 	env := make([]string, 0, len(a.baseEnv)+len(req.Env)+6)
 	env = append(env, a.baseEnv...)

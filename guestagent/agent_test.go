@@ -483,3 +483,17 @@ func TestNewChecksConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestMinimalEnv: services inherit only the documented minimum of the
+// agent's environment, never its NATS_* or other variables.
+func TestMinimalEnv(t *testing.T) {
+	got := guestagent.MinimalEnv([]string{"NATS_URL=nats://a:pw@h:4222", "NATS_CREDS=/etc/x.creds", "PATH=/bin", "HOME=/root",
+		"AWS_SECRET_ACCESS_KEY=k", "LC_ALL=C", "LANG=C.UTF-8", "VMGUARD_GUEST=x", "PATHX=1"})
+	want := []string{"PATH=/bin", "HOME=/root", "LC_ALL=C", "LANG=C.UTF-8"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("MinimalEnv = %q, want %q", got, want)
+	}
+	if got := guestagent.MinimalEnv([]string{"NATS_URL=x"}); len(got) != 1 || !strings.HasPrefix(got[0], "PATH=/usr/local/sbin:") {
+		t.Errorf("MinimalEnv without PATH = %q, want the default PATH only", got)
+	}
+}

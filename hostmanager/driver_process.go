@@ -113,7 +113,13 @@ func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
 		return fmt.Errorf("start guest %s: open agent log: %w", g.Name(), err)
 	}
 	defer out.Close()
-	args := []string{"agent", "--guest", g.Name(), "--nats", d.cfg.NATS, "--state", state}
+	// The URL may hold a password: it goes to the agent in a 0600 file,
+	// not on its command line (ps shows that to every user).
+	urlFile := filepath.Join(state, "nats-url")
+	if err := writeFileAtomic(urlFile, []byte(d.cfg.NATS+"\n")); err != nil {
+		return fmt.Errorf("start guest %s: %w", g.Name(), err)
+	}
+	args := []string{"agent", "--guest", g.Name(), "--nats-url-file", urlFile, "--state", state}
 	if g.Node != "" {
 		args = append(args, "--node", g.Node)
 	}
@@ -123,6 +129,7 @@ func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
 	cmd := exec.Command(d.cfg.Bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = state
+	cmd.Env = agentEnv(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start guest %s: run %s agent: %w", g.Name(), d.cfg.Bin, err)
@@ -141,6 +148,20 @@ func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
 		return fmt.Errorf("start guest %s: %w", g.Name(), err)
 	}
 	return nil
+}
+
+// agentEnv is the host manager's environment environ without its NATS_*
+// variables (NATS_URL may hold a password, NATS_CREDS and NATS_NKEY name
+// the host's own credentials): an agent connects with the URL file the
+// driver gives it, and its services must not see the host's secrets.
+func agentEnv(environ []string) []string {
+	env := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "NATS_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 // Stop stops the guest's agent: SIGTERM (it stops its processes and

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsconn"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -58,7 +59,7 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		url = s.ClientURL()
 		mode = syncMode(s)
 	}
-	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", url, mode, runtime.GOMAXPROCS(0))
+	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", natsconn.Redact(url), mode, runtime.GOMAXPROCS(0))
 	nc, err := nats.Connect(url)
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 type failoverCmd struct {
@@ -67,7 +68,7 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 		nats.ReconnectWait(250*time.Millisecond),
 	)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (is `vmguard server` or `vmguard up` running? set --nats or $NATS_URL)", g.NATS, err)
+		return natsconn.ConnectError(g.NATS, name, err)
 	}
 	defer nc.Close()
 	l, err := events.Open(ctx, nc, events.WithLogger(logger))
@@ -81,7 +82,7 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	logger.Info("failover controller starting", "nats", g.NATS, "election_ttl", c.ElectionTTL)
+	logger.Info("failover controller starting", "nats", natsconn.Redact(g.NATS), "election_ttl", c.ElectionTTL)
 	if err := r.Run(ctx); err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/dirlock"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 type hostCmd struct {
@@ -93,7 +94,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		nats.MaxPingsOutstanding(3),
 	)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w (is `vmguard server` or `vmguard up` running? set --nats or $NATS_URL)", g.NATS, err)
+		return natsconn.ConnectError(g.NATS, "host "+c.Node, err)
 	}
 	defer nc.Close()
 	l, err := events.Open(ctx, nc, events.WithLogger(logger))
@@ -111,7 +112,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	logger.Info("host manager starting", "node", c.Node, "nats", g.NATS, "state", state)
+	logger.Info("host manager starting", "node", c.Node, "nats", natsconn.Redact(g.NATS), "state", state)
 	return r.Run(ctx)
 }
 

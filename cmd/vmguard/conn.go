@@ -9,13 +9,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 // connect dials the NATS server named by --nats with a clear error.
 func connect(g *globals, name string) (*nats.Conn, error) {
 	nc, err := nats.Connect(g.NATS, nats.Name(name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w (is `vmguard server` or `vmguard up` running? set --nats or $NATS_URL)", g.NATS, err)
+		return nil, natsconn.ConnectError(g.NATS, name, err)
 	}
 	return nc, nil
 }

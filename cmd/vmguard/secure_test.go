@@ -1,12 +1,22 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // TestServerRefusesOpenBeyondLoopback: `vmguard server --host 0.0.0.0`
@@ -42,5 +52,65 @@ func TestServerRefusesOpenBeyondLoopback(t *testing.T) {
 	}
 	if !canConnect(fmt.Sprintf("nats://127.0.0.1:%d", port)) {
 		t.Error("the --insecure server refuses an anonymous client")
+	}
+}
+
+// startAuthServer runs an embedded server whose only user is admin with
+// password, with the VMGUARD stream, and returns its port.
+func startAuthServer(t *testing.T, password string) int {
+	t.Helper()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(`authorization { users = [ {user: admin, password: "`+password+`"} ] }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	port := srv.Addr().(*net.TCPAddr).Port
+	nc, err := nats.Connect(fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", password, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// TestNoPasswordInLogsAndPlainAuthErrors: `vmguard host` logs its NATS URL
+// with the password redacted; a wrong password is reported as an
+// authorization failure, not as a server that is away.
+func TestNoPasswordInLogsAndPlainAuthErrors(t *testing.T) {
+	const secret = "s3cret-pw-0815"
+	port := startAuthServer(t, secret)
+	url := fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", secret, port)
+
+	host := exec.Command(vmguardBin, "host", "--node", "node1", "--state", t.TempDir())
+	host.Env = append(os.Environ(), "NATS_URL="+url)
+	out := &syncBuffer{}
+	host.Stdout, host.Stderr = out, out
+	if err := host.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = host.Process.Kill(); _ = host.Wait() })
+	waitFor(t, 30*time.Second, "host manager starting", func() bool { return strings.Contains(out.String(), "host manager starting") })
+	if s := out.String(); strings.Contains(s, secret) || !strings.Contains(s, "nats=nats://admin:xxxxx@127.0.0.1") {
+		t.Errorf("host log shows the password or no redacted URL:\n%s", s)
+	}
+
+	wrong := fmt.Sprintf("nats://admin:wrong-pw@127.0.0.1:%d", port)
+	code, _, stderr := runCLI("--nats", wrong, "status")
+	if code != 1 || !strings.Contains(stderr, "authorization failed") || strings.Contains(stderr, "wrong-pw") || strings.Contains(stderr, "running?") {
+		t.Errorf("status with a wrong password: exit %d, %q", code, stderr)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 // Options are the agent's flags (kong tags; --nats is the caller's).
@@ -29,6 +30,7 @@ type Options struct {
 	LogMax    int64         `name:"log-max-bytes" default:"10485760" help:"Cap of each service's output log (rotated once to .1)."`
 	SickAfter time.Duration `name:"sick-after" default:"30s" help:"How long the agent goes on when it cannot record events (spool not writable, or the log refuses them while connected) before it withholds heartbeats, so that the host manager declares the guest lost, and refuses runs."`
 	Verbose   bool          `name:"verbose" short:"v" help:"Log debug messages."`
+	URLFile   string        `name:"nats-url-file" placeholder:"FILE" help:"Read the NATS URL from FILE (mode 0600) instead of --nats: a URL with a password on the command line shows in ps. The process driver starts agents this way."`
 }
 
 // UsageError is an error in how the agent was called (exit code 2).
@@ -57,6 +59,13 @@ func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, ver
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if o.URLFile != "" {
+		u, err := natsconn.ReadURLFile(o.URLFile)
+		if err != nil {
+			return &UsageError{err}
+		}
+		natsURL = u
+	}
 	// The agent must start and keep its processes even while NATS is
 	// away: it spools their events and delivers them once it is back.
 	nc, err := nats.Connect(natsURL,
@@ -68,9 +77,16 @@ func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, ver
 		// Replies to the agent come to inboxes of its own, so that its NATS
 		// user need not (and must not) read every client's replies.
 		nats.CustomInboxPrefix(guestagent.InboxPrefix(o.Guest)),
+		// It retries for ever; a refused identity must not look like a
+		// server that is away.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if natsconn.IsAuthError(err) {
+				logger.Error("NATS refused the agent's credentials: authorization failed; check the user and password in the URL, --creds, --nkey or the client certificate", "nats", natsconn.Redact(natsURL), "err", err)
+			}
+		}),
 	)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+		return natsconn.ConnectError(natsURL, "guest "+o.Guest, err)
 	}
 	defer nc.Close()
 	a, err := guestagent.New(guestagent.Config{

@@ -1,0 +1,116 @@
+package hostmanager
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+// TestProcessDriverKeepsSecrets: with a NATS URL holding a password (a real
+// server with that user) in the driver's config and in the host manager's
+// own NATS_URL, the agent's command line and environment and a service's
+// environment show no password and no NATS_URL; the agent gets its URL
+// through a 0600 file and connects with it.
+func TestProcessDriverKeepsSecrets(t *testing.T) {
+	const secret = "s3cret-pw-4711"
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(conf, []byte(`authorization { users = [ {user: admin, password: "`+secret+`"} ] }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	url := fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", secret, srv.Addr().(*net.TCPAddr).Port)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connect with the password: %v", err)
+	}
+	defer nc.Close()
+	t.Setenv("NATS_URL", url) // as `NATS_URL=... vmguard host` would have it
+	d, err := NewProcessDriver(ProcessDriverConfig{Bin: vmguardBin, NATS: url, Dir: filepath.Join(dir, "guests"), StopTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := GuestRef{Package: "web", Guest: config.Guest{Name: "secvm", Driver: config.DriverProcess}}
+	ctx := context.Background()
+	t.Cleanup(func() { _ = d.Stop(context.Background(), g, true) })
+	if err := d.Start(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	pid, ok := d.PID("secvm")
+	if !ok {
+		t.Fatal("no agent after Start")
+	}
+	fi, err := os.Stat(filepath.Join(d.StateDir("secvm"), "nats-url"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("URL file mode %v, want 0600", fi.Mode().Perm())
+	}
+	c, err := guestagent.NewClient(nc, "secvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := c.Ping(ctx); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "guests", "secvm.log"))
+			t.Fatalf("agent does not answer over the password URL; its log:\n%s", b)
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	reply, err := c.Run(rctx, guestagent.RunRequest{Package: "web", Service: "s", Argv: []string{"sleep", "60"},
+		Env: map[string]string{"FROM_CONFIG": "yes"}, RequestID: "r1", Epoch: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := reply.Process.PID
+	for what, path := range map[string]string{
+		"agent command line":  "/proc/" + strconv.Itoa(pid) + "/cmdline",
+		"agent environment":   "/proc/" + strconv.Itoa(pid) + "/environ",
+		"service environment": "/proc/" + strconv.Itoa(svc) + "/environ",
+	} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if s := string(b); strings.Contains(s, secret) || strings.Contains(s, "NATS_URL") {
+			t.Errorf("%s shows a secret: %q", what, strings.ReplaceAll(s, "\x00", " "))
+		}
+	}
+	env, _ := os.ReadFile("/proc/" + strconv.Itoa(svc) + "/environ")
+	vars := strings.Split(string(env), "\x00")
+	for _, want := range []string{"FROM_CONFIG=yes", "VMGUARD_GUEST=secvm"} {
+		if !slices.Contains(vars, want) {
+			t.Errorf("service environment lacks %s: %q", want, vars)
+		}
+	}
+	for _, v := range vars {
+		name, _, _ := strings.Cut(v, "=")
+		switch {
+		case v == "", name == "FROM_CONFIG", strings.HasPrefix(name, "VMGUARD_"), slices.Contains(guestagent.MinimalEnv([]string{v}), v):
+		default:
+			t.Errorf("service environment has %s, neither from its config nor the documented minimum", name)
+		}
+	}
+}
