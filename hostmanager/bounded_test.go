@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -143,6 +144,15 @@ echo $! > ` + gd + `/"$2".pid
 			if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 				t.Fatal(err)
 			}
+			// The guest outlives its host manager (as a VM does): stop it
+			// when the test ends, whatever state it ended in.
+			t.Cleanup(func() {
+				if b, err := os.ReadFile(filepath.Join(gd, "dbvm.pid")); err == nil {
+					if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			})
 			pidf := gd + "/{{.Guest}}.pid"
 			e.applyConfig(`cluster: test
 node_timeout: 3s
