@@ -1,0 +1,167 @@
+package hostmanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+)
+
+// stopRecorder is a Driver that records forced stops.
+type stopRecorder struct {
+	mu    sync.Mutex
+	stops []guardStop
+}
+
+type guardStop struct {
+	guest string
+	force bool
+	at    time.Time
+}
+
+func (d *stopRecorder) Start(context.Context, GuestRef) error { return errors.New("the guard must never start a guest") }
+func (d *stopRecorder) Status(context.Context, GuestRef) (bool, error) {
+	return true, nil
+}
+func (d *stopRecorder) Stop(_ context.Context, g GuestRef, force bool) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stops = append(d.stops, guardStop{g.Name(), force, time.Now()})
+	return nil
+}
+func (d *stopRecorder) get() []guardStop {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]guardStop(nil), d.stops...)
+}
+
+// startGuard runs a guard on a fresh state dir with rec as its drivers.
+func startGuard(t *testing.T, rec *stopRecorder, escalate []string) (string, net.Conn) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "guard") // short: a unix socket path has a length limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	g, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir, Escalate: escalate,
+		Drivers: map[string]Driver{config.DriverProcess: rec, config.DriverExec: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("guard Run: %v", err)
+		}
+	})
+	var c net.Conn
+	waitUntil(t, 5*time.Second, "the guard's socket", func() bool {
+		c, err = net.Dial("unix", GuardSocket(dir))
+		return err == nil
+	})
+	t.Cleanup(func() { c.Close() })
+	return dir, c
+}
+
+func sendPet(t *testing.T, c net.Conn, p pet) {
+	t.Helper()
+	b, _ := json.Marshal(p)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+var guardGuests = []GuestRef{{Package: "web", Node: "node1", Guest: config.Guest{Name: "webvm", Driver: config.DriverExec}}}
+
+// A guard petted before each deadline does nothing; once the pets stop it
+// force-stops the guests, not before the deadline, records it and escalates.
+func TestGuardStopsGuestsAtDeadline(t *testing.T) {
+	rec := &stopRecorder{}
+	marker := filepath.Join(t.TempDir(), "escalated")
+	dir, c := startGuard(t, rec, []string{"touch", marker})
+	end := time.Now().Add(time.Second)
+	var last time.Time
+	for time.Now().Before(end) {
+		last = time.Now().Add(300 * time.Millisecond)
+		sendPet(t, c, pet{Holder: "h1", Deadline: last, StopWithin: time.Second, Guests: guardGuests})
+		time.Sleep(100 * time.Millisecond) // the pet interval under test
+	}
+	if s := rec.get(); len(s) > 0 {
+		t.Fatalf("stopped %+v while petted", s)
+	}
+	waitUntil(t, 10*time.Second, "the guard's stop", func() bool { return len(rec.get()) > 0 })
+	s := rec.get()
+	if len(s) != 1 || s[0].guest != "webvm" || !s[0].force {
+		t.Fatalf("stops %+v, want one forced stop of webvm", s)
+	}
+	if s[0].at.Before(last) {
+		t.Errorf("stopped at %s, before the deadline %s", s[0].at.Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
+	}
+	waitUntil(t, 10*time.Second, "the escalation", func() bool { _, err := os.Stat(marker); return err == nil })
+	waitUntil(t, 10*time.Second, "the action recorded", func() bool { a, _ := ReadGuardActions(dir); return len(a) > 0 })
+	acts, err := ReadGuardActions(dir)
+	if err != nil || len(acts) != 1 || !acts[0].Escalated || len(acts[0].Guests) != 1 {
+		t.Fatalf("guard actions %+v, %v; want one, escalated, naming webvm", acts, err)
+	}
+}
+
+// A fence from the host manager stops the guests at once (no escalation:
+// the stop worked); a disarmed guard does nothing after its deadline; a
+// second guard on the same state dir is refused; a later host manager's
+// pets (a new connection) re-arm the same guard.
+func TestGuardFenceDisarmReuse(t *testing.T) {
+	rec := &stopRecorder{}
+	marker := filepath.Join(t.TempDir(), "escalated")
+	dir, c := startGuard(t, rec, []string{"touch", marker})
+	sendPet(t, c, pet{Holder: "h1", Deadline: time.Now().Add(time.Hour), StopWithin: time.Second, Guests: guardGuests})
+	sendPet(t, c, pet{Holder: "h1", Fence: "lease lost", Guests: guardGuests})
+	waitUntil(t, 5*time.Second, "the stop on a fence", func() bool { return len(rec.get()) == 1 })
+	sendPet(t, c, pet{Holder: "h1", Deadline: time.Now().Add(200 * time.Millisecond), StopWithin: time.Second, Guests: guardGuests})
+	sendPet(t, c, pet{Holder: "h1", Disarm: true, Guests: []GuestRef{}})
+
+	g2, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.Run(context.Background()); !errors.Is(err, ErrGuardRunning) {
+		t.Errorf("second guard: %v, want ErrGuardRunning", err)
+	}
+	time.Sleep(time.Second) // past the disarmed deadline: nothing may happen
+	if s := rec.get(); len(s) != 1 {
+		t.Fatalf("stops %+v, want only the fence's", s)
+	}
+	c.Close() // the host manager dies
+	c2, err := net.Dial("unix", GuardSocket(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	sendPet(t, c2, pet{Holder: "h2", Deadline: time.Now().Add(200 * time.Millisecond), StopWithin: time.Second, Guests: guardGuests})
+	waitUntil(t, 5*time.Second, "the stop after h2's deadline", func() bool { return len(rec.get()) == 2 })
+	waitUntil(t, 10*time.Second, "two actions recorded", func() bool { a, _ := ReadGuardActions(dir); return len(a) == 2 })
+	acts, err := ReadGuardActions(dir)
+	if err != nil || len(acts) != 2 || acts[0].Escalated || acts[0].Reason != "the host manager lost its lease: lease lost" || !acts[1].Escalated {
+		t.Errorf("guard actions %+v, %v; want the fence (not escalated), then the missed deadline (escalated)", acts, err)
+	}
+}
