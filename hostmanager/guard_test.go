@@ -26,7 +26,9 @@ type guardStop struct {
 	at    time.Time
 }
 
-func (d *stopRecorder) Start(context.Context, GuestRef) error { return errors.New("the guard must never start a guest") }
+func (d *stopRecorder) Start(context.Context, GuestRef) error {
+	return errors.New("the guard must never start a guest")
+}
 func (d *stopRecorder) Status(context.Context, GuestRef) (bool, error) {
 	return true, nil
 }
