@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -31,7 +32,8 @@ const smallObject = 16
 // also refuses top-level members that differ from a known name only in case.
 // It is safe for concurrent use.
 type KeyCheck struct {
-	top map[string]string // folded name -> exact name of the top-level members
+	top  map[string]string // folded name -> exact name of the top-level members
+	pool sync.Pool         // of *keyScanner, so that a check does not allocate
 }
 
 // NewKeyCheck returns a KeyCheck that also knows the exact names of the
@@ -49,7 +51,18 @@ func NewKeyCheck(topLevel ...string) *KeyCheck {
 // not JSON. It reads
 // names as decoders do: escapes resolved, invalid UTF-8 as U+FFFD.
 func (k *KeyCheck) Check(data []byte) error {
-	s := keyScanner{data: data, top: k.top}
+	s, _ := k.pool.Get().(*keyScanner)
+	if s == nil {
+		s = &keyScanner{keys: make([][]byte, 0, 32), path: make([]pathElem, 0, 8)}
+	}
+	s.data, s.pos, s.top = data, 0, k.top
+	defer func() {
+		// Drop what points into data before the scanner waits in the pool.
+		clear(s.keys[:cap(s.keys)])
+		clear(s.path[:cap(s.path)])
+		s.data, s.keys, s.path = nil, s.keys[:0], s.path[:0]
+		k.pool.Put(s)
+	}()
 	if err := s.value(0); err != nil {
 		return err
 	}
@@ -60,7 +73,7 @@ func (k *KeyCheck) Check(data []byte) error {
 	return nil
 }
 
-// CheckKeys is (&KeyCheck{}).Check: it refuses a JSON document in which an
+// CheckKeys is (&KeyCheck{}).Check (use a KeyCheck to check many): it refuses a JSON document in which an
 // object has two members of the same name, or names that differ only in case.
 func CheckKeys(data []byte) error { return (&KeyCheck{}).Check(data) }
 

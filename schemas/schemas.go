@@ -35,6 +35,7 @@ var ErrNoSchema = errors.New("no schema for event type")
 type Validator struct {
 	byType  map[string]*jsonschema.Schema // the reference engine, proves the files are valid JSON Schema
 	fast    map[string]*rule              // what Validate uses
+	keys    *KeyCheck
 	printer *message.Printer
 }
 
@@ -44,7 +45,7 @@ func URL(typ string) string { return "urn:vmguard:schema:" + typ }
 
 // New compiles every embedded schema.
 func New() (*Validator, error) {
-	v := &Validator{byType: map[string]*jsonschema.Schema{}, fast: map[string]*rule{}, printer: message.NewPrinter(language.English)}
+	v := &Validator{byType: map[string]*jsonschema.Schema{}, fast: map[string]*rule{}, keys: NewKeyCheck(), printer: message.NewPrinter(language.English)}
 	names, err := fs.Glob(files, "*.json")
 	if err != nil {
 		return nil, fmt.Errorf("list schemas: %w", err)
@@ -112,7 +113,7 @@ func (v *Validator) Validate(typ string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("data: not JSON: %v", err)
 	}
-	if err := CheckKeys(data); err != nil {
+	if err := v.keys.Check(data); err != nil {
 		return fmt.Errorf("data.%w", err)
 	}
 	var errs []string
