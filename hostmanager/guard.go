@@ -179,6 +179,11 @@ func (g *Guard) Run(ctx context.Context) error {
 		}
 	}()
 	g.logger.Info("node guard ready", "socket", sock)
+	mine, err := os.Stat(sock)
+	if err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	lastLook := time.Now()
 
 	var (
 		armed    bool
@@ -222,6 +227,16 @@ func (g *Guard) Run(ctx context.Context) error {
 				armed, deadline = true, p.Deadline
 			}
 		case now := <-check.C:
+			if now.Sub(lastLook) >= time.Second {
+				// Its socket removed or replaced (the state directory
+				// deleted, another guard in its place): nobody can pet
+				// this guard any more, so it has nothing left to guard.
+				lastLook = now
+				if cur, err := os.Stat(sock); err != nil || !os.SameFile(cur, mine) {
+					g.logger.Warn("node guard exiting: its socket is gone or replaced", "socket", sock, "armed", armed)
+					return nil
+				}
+			}
 			// Wall clock, like the deadline: both are this machine's.
 			if armed && !now.Round(0).Before(deadline) {
 				armed = false

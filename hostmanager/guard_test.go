@@ -167,3 +167,31 @@ func TestGuardFenceDisarmReuse(t *testing.T) {
 		t.Errorf("guard actions %+v, %v; want the fence (not escalated), then the missed deadline (escalated)", acts, err)
 	}
 }
+
+// A guard whose state directory is removed (its test, or an operator, is
+// done with the node) exits instead of lingering.
+func TestGuardExitsWhenItsSocketIsGone(t *testing.T) {
+	dir, err := os.MkdirTemp("", "guard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	g, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(context.Background()) }()
+	waitUntil(t, 5*time.Second, "the guard's socket", func() bool { _, err := os.Stat(GuardSocket(dir)); return err == nil })
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the guard still runs 10s after its state directory was removed")
+	}
+}
