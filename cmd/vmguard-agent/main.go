@@ -17,6 +17,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/vmguard/vmguard/guestagent/agentcmd"
+	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,7 +33,7 @@ const (
 // cli is the agent's command line: vmguard's global --nats plus the agent's
 // options.
 type cli struct {
-	NATS             string      `name:"nats" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	natsconn.Flags   `embed:""`
 	Ver              versionFlag `name:"version" help:"Print the version and exit."`
 	agentcmd.Options `embed:""`
 }
@@ -84,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		fmt.Fprintln(stderr, "vmguard-agent:", err)
 		return exitUsage
 	}
-	if err := c.Options.Run(ctx, c.NATS, stderr, version); err != nil {
+	if err := c.Options.Run(ctx, c.Flags, stderr, version); err != nil {
 		fmt.Fprintln(stderr, "vmguard-agent:", err)
 		if _, ok := errors.AsType[*agentcmd.UsageError](err); ok {
 			return exitUsage

@@ -17,7 +17,7 @@ type agentCmd struct {
 // Run serves run/stop/list/ping for the guest until SIGTERM, then stops its
 // processes and delivers their exits.
 func (c *agentCmd) Run(ctx context.Context, g *globals) error {
-	err := c.Options.Run(ctx, g.NATS, g.Stderr, version)
+	err := c.Options.Run(ctx, g.Flags, g.Stderr, version)
 	if ue, ok := errors.AsType[*agentcmd.UsageError](err); ok {
 		return fmt.Errorf("%w: %v", errUsage, ue.Err)
 	}

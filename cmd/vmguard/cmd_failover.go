@@ -61,14 +61,12 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 	if c.ID != "" {
 		name += " " + c.ID
 	}
-	nc, err := nats.Connect(g.NATS,
-		nats.Name(name),
-		nats.Timeout(5*time.Second),
+	nc, err := g.Flags.Connect(name,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 	)
 	if err != nil {
-		return natsconn.ConnectError(g.NATS, name, err)
+		return err
 	}
 	defer nc.Close()
 	l, err := events.Open(ctx, nc, events.WithLogger(logger))

@@ -83,9 +83,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: level}))
-	nc, err := nats.Connect(g.NATS,
-		nats.Name("vmguard host "+c.Node),
-		nats.Timeout(5*time.Second),
+	nc, err := g.Flags.Connect("vmguard host "+c.Node,
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
 		// Notice a dead connection within seconds (the default is minutes):
@@ -94,7 +92,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		nats.MaxPingsOutstanding(3),
 	)
 	if err != nil {
-		return natsconn.ConnectError(g.NATS, "host "+c.Node, err)
+		return err
 	}
 	defer nc.Close()
 	l, err := events.Open(ctx, nc, events.WithLogger(logger))
@@ -105,7 +103,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
-		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS,
+		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, Version: version,
 		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate),
 	})

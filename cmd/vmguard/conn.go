@@ -3,22 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 // connect dials the NATS server named by --nats with a clear error.
 func connect(g *globals, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(g.NATS, nats.Name(name), nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, natsconn.ConnectError(g.NATS, name, err)
-	}
-	return nc, nil
+	return g.Flags.Connect(name, nats.MaxReconnects(-1))
 }
 
 // openLog connects and opens the event log.

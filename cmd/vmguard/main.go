@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -28,10 +30,10 @@ const (
 
 // globals are the options every subcommand shares.
 type globals struct {
-	NATS   string      `name:"nats" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	Stdout io.Writer   `kong:"-"`
-	Stderr io.Writer   `kong:"-"`
-	Ver    versionFlag `name:"version" help:"Print the version and exit."`
+	natsconn.Flags `embed:""`
+	Stdout         io.Writer   `kong:"-"`
+	Stderr         io.Writer   `kong:"-"`
+	Ver            versionFlag `name:"version" help:"Print the version and exit."`
 }
 
 type versionFlag bool

@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsconn"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -113,4 +115,60 @@ func TestNoPasswordInLogsAndPlainAuthErrors(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "authorization failed") || strings.Contains(stderr, "wrong-pw") || strings.Contains(stderr, "running?") {
 		t.Errorf("status with a wrong password: exit %d, %q", code, stderr)
 	}
+}
+
+// TestClientsTLSAndNKey: the CLI (flags, and the nats CLI's environment
+// variables) and the agent connect to a server requiring TLS with client
+// certificates and an nkey user; without them they are refused.
+func TestClientsTLSAndNKey(t *testing.T) {
+	dir := t.TempDir()
+	tl := natsd.WriteTestTLS(t, dir, "test")
+	seed, pub := natsd.WriteTestNKey(t, dir, "admin")
+	conf := filepath.Join(dir, "nats.conf")
+	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
+		tl.ServerCert, tl.ServerKey, tl.CA, pub)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	url := fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)
+	flags := []string{"--nats", url, "--nkey", seed, "--tlsca", tl.CA, "--tlscert", tl.ClientCert, "--tlskey", tl.ClientKey}
+	if code, _, stderr := runCLI(append(flags, "apply", "-f", filepath.Join("..", "..", "examples", "demo.yaml"))...); code != 0 {
+		t.Fatalf("apply with TLS and nkey flags: exit %d: %s", code, stderr)
+	}
+	status := exec.Command(vmguardBin, "status")
+	status.Env = append(os.Environ(), "NATS_URL="+url, "NATS_NKEY="+seed, "NATS_CA="+tl.CA, "NATS_CERT="+tl.ClientCert, "NATS_KEY="+tl.ClientKey)
+	if out, err := status.CombinedOutput(); err != nil {
+		t.Errorf("status with the nats CLI's environment variables: %v\n%s", err, out)
+	}
+	if code, _, stderr := runCLI("--nats", url, "--tlsca", tl.CA, "--tlscert", tl.ClientCert, "--tlskey", tl.ClientKey, "status"); code != 1 || !strings.Contains(stderr, "authorization failed") {
+		t.Errorf("status without the nkey: exit %d, %q", code, stderr)
+	}
+
+	agent := exec.Command(vmguardBin, append([]string{"agent", "--guest", "tlsvm", "--state", t.TempDir()}, flags...)...)
+	out := &syncBuffer{}
+	agent.Stdout, agent.Stderr = out, out
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	nc, err := natsconn.Flags{NATS: url, NKey: seed, TLSCA: tl.CA, TLSCert: tl.ClientCert, TLSKey: tl.ClientKey}.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := guestagent.NewClient(nc, "tlsvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the agent answers over TLS with its nkey", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := c.Ping(ctx)
+		return err == nil
+	})
 }

@@ -42,11 +42,12 @@ func (e *UsageError) Error() string { return e.Err.Error() }
 // Unwrap returns the underlying error.
 func (e *UsageError) Unwrap() error { return e.Err }
 
-// Run connects to NATS at natsURL and serves run/stop/list/ping for the
+// Run connects to NATS with conn (its URL, or the one in --nats-url-file,
+// and its credentials and TLS files) and serves run/stop/list/ping for the
 // guest until ctx ends (SIGTERM), then stops its processes and delivers
 // their exits. It logs to stderr and reports version. Errors in the options
 // are *UsageError.
-func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, version string) error {
+func (o *Options) Run(ctx context.Context, conn natsconn.Flags, stderr io.Writer, version string) error {
 	if err := o.check(); err != nil {
 		return &UsageError{err}
 	}
@@ -64,11 +65,16 @@ func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, ver
 		if err != nil {
 			return &UsageError{err}
 		}
-		natsURL = u
+		conn.NATS = u
+	}
+	natsURL := conn.NATS
+	copts, err := conn.Options()
+	if err != nil {
+		return &UsageError{err}
 	}
 	// The agent must start and keep its processes even while NATS is
 	// away: it spools their events and delivers them once it is back.
-	nc, err := nats.Connect(natsURL,
+	nc, err := nats.Connect(natsURL, append(copts,
 		nats.Name("vmguard agent "+o.Guest),
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
@@ -84,9 +90,9 @@ func (o *Options) Run(ctx context.Context, natsURL string, stderr io.Writer, ver
 				logger.Error("NATS refused the agent's credentials: authorization failed; check the user and password in the URL, --creds, --nkey or the client certificate", "nats", natsconn.Redact(natsURL), "err", err)
 			}
 		}),
-	)
+	)...)
 	if err != nil {
-		return natsconn.ConnectError(natsURL, "guest "+o.Guest, err)
+		return natsconn.ConnectError(natsURL, conn.Identity(), err)
 	}
 	defer nc.Close()
 	a, err := guestagent.New(guestagent.Config{
