@@ -11,9 +11,9 @@
 //     that epoch, or node.lost / node.fenced of its node after it was placed);
 //   - cause: a cause an event names exists and comes before it; restarts,
 //     failovers and the processes vmguard asked for must name one, of the
-//     right kind: a restart an exit of that service, a failover placement a
-//     package.failed or package.halted, a lost, halted or fenced node, or what made a node
-//     eligible for it (a join, a reset, switching enabled, a config);
+//     right kind: a restart an exit of that service; a failover placement
+//     (which names the event that triggered the decision) only once the
+//     placement it replaces is released;
 //   - restart_policy: a service.restarting stays within the service's
 //     restart limit (and restart_window) in the config in force, counted per
 //     placement since the last package.reset;
@@ -396,20 +396,14 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 		c.causeIfNamed(e)
 		return
 	}
-	ce, ok := c.cause(e)
-	if !ok {
-		return
-	}
-	switch ce.Data.(type) {
-	case events.PackageFailed, events.NodeLost, events.NodeHalted, events.NodeFenced:
-	case events.PackageHalted:
-		// The package went down by itself (its node fenced, say): the
-		// controller moves it.
-	case events.NodeJoined, events.PackageReset, events.PackageSwitchingChanged, events.ConfigApplied:
-		// A failover that waited for a node to become eligible names
-		// what made it eligible.
-	default:
-		c.fail(e, RuleCause, "failover caused by %s, not by a failure, a lost node or a node becoming eligible", events.ShortType(ce.Type()))
+	// A failover names the event that triggered the decision (Decide's
+	// trigger: any event of the package or its nodes); what must hold is
+	// that the placement it replaces was released first.
+	c.cause(e)
+	for _, ep := range sortedKeys(p.placements) {
+		if pl := p.placements[ep]; ep < d.Epoch && !pl.released {
+			c.fail(e, RuleCause, "%s placement while epoch %d on %s (placed at seq %d) is neither failed, halted nor lost", reason, ep, pl.node, pl.seq)
+		}
 	}
 }
 

@@ -153,7 +153,7 @@ func TestViolations(t *testing.T) {
 			return l.add("web", "nope", events.PackageStarting{Node: "n1", Epoch: 3}).Seq
 		}, RuleCause, "cause nope is not in the log"},
 		{"no cause", func(l *cleanLog) uint64 {
-			return l.add("web", "", events.PackagePlaced{Node: "n1", Epoch: 4, Reason: "failover"}).Seq
+			return l.add("web", "", events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 3, Attempt: 1}).Seq
 		}, RuleCause, "names no cause"},
 		{"cause after", func(l *cleanLog) uint64 {
 			e := l.add("web", "id999", events.PackageStarting{Node: "n1", Epoch: 3})
@@ -163,10 +163,10 @@ func TestViolations(t *testing.T) {
 		{"restart caused by a placement", func(l *cleanLog) uint64 {
 			return l.add("web", l.placed3.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 3, Attempt: 1}).Seq
 		}, RuleCause, "not by an exit of that service"},
-		{"failover caused by a placement", func(l *cleanLog) uint64 {
-			l.add("n2", "", events.NodeJoined{})
-			return l.add("web", l.placed3.ID, events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "failover"}).Seq
-		}, RuleCause, "failover caused by package.placed"},
+		{"failover before the release", func(l *cleanLog) uint64 {
+			// Epoch 3 on n1 runs, nothing failed: no failover is due.
+			return l.add("web", l.placed3.ID, events.PackagePlaced{Node: "n1", Epoch: 4, Reason: "failover"}).Seq
+		}, RuleCause, "failover placement while epoch 3 on n1 (placed at seq 26) is neither failed, halted nor lost"},
 		{"a third restart of restart: 2", func(l *cleanLog) uint64 {
 			// Epoch 1's service s had its two restarts; one more exit is
 			// restarted again instead of failing.
@@ -292,9 +292,10 @@ func TestVerifyTwiceSameReport(t *testing.T) {
 }
 
 // TestDeferredFailoverNamesTheJoin: a failover that waited for a node to
-// join names the join as its cause, which is allowed.
+// join names the join (its trigger) as its cause, which is allowed.
 func TestDeferredFailoverNamesTheJoin(t *testing.T) {
 	l := clean()
+	l.add("web", l.placed3.ID, events.PackageFailed{Node: "n1", Epoch: 3, Reason: "guest did not start"})
 	j := l.add("n2", "", events.NodeJoined{})
 	l.add("web", j.ID, events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "failover"})
 	r := Verify(l.evs, Options{})
