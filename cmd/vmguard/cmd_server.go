@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -53,7 +54,9 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 		s.Shutdown()
 		s.WaitForShutdown()
 	}()
-	nc, err := nats.Connect(s.ClientURL(), nats.InProcessServer(s))
+	// In process: no network, so no TLS (the server allows that for
+	// in-process connections); ClientURL says tls:// when the server has TLS.
+	nc, err := nats.Connect("nats://"+strings.TrimPrefix(strings.TrimPrefix(s.ClientURL(), "tls://"), "nats://"), nats.InProcessServer(s))
 	if err != nil {
 		return fmt.Errorf("connect to embedded server: %w", err)
 	}

@@ -52,6 +52,7 @@ type cli struct {
 	// Daemons.
 	Up       upCmd       `cmd:"" group:"Run" help:"Run everything in one process on an embedded server: the failover controller, a host manager per node and their guests (demo config by default)."`
 	Server   serverCmd   `cmd:"" group:"Run" help:"Run an embedded NATS server with JetStream holding the event log."`
+	Init     initCmd     `cmd:"" group:"Run" help:"Generate a secure set-up from a cluster config: an nkey user per role, a TLS CA with server and client certificates, the server config."`
 	Host     hostCmd     `cmd:"" group:"Run" help:"Run the host manager of one node: start, restart and halt its packages; guest monitor; node lease."`
 	Guard    guardCmd    `cmd:"" group:"Run" help:"Run the node guard (vmguard host starts it): stop the node's guests when the host manager stops petting it."`
 	Failover failoverCmd `cmd:"" group:"Run" help:"Run the failover controller: place packages, fail them over, record lost nodes (any number of instances, one leads)."`

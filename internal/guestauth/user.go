@@ -12,6 +12,10 @@ type User struct {
 	// Name and Password are the user's credentials.
 	Name     string
 	Password string
+	// NKey, if set, is the user's public nkey (U…): the user then signs
+	// in with its seed, and Name and Password are not written (Name stays
+	// in the comment).
+	NKey string
 	// Permissions restrict the user; nil gives full rights (hosts, the
 	// failover controller, operators).
 	Permissions *Permissions
@@ -67,8 +71,12 @@ func Render(u User, indent string) string {
 		w(0, "# %s", strings.TrimRight(line, "\n"))
 	}
 	w(0, "{")
-	w(1, "user: %s", quote(u.Name))
-	w(1, "password: %s", quote(u.Password))
+	if u.NKey != "" {
+		w(1, "nkey: %s", quote(u.NKey))
+	} else {
+		w(1, "user: %s", quote(u.Name))
+		w(1, "password: %s", quote(u.Password))
+	}
 	if u.InProcessOnly {
 		w(1, "allowed_connection_types: [%s]", quote("IN_PROCESS"))
 	}

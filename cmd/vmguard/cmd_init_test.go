@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsconn"
+)
+
+// identityEnv returns the environment that connects as identity id of a
+// `vmguard init` directory (its env file, with the directory's real path).
+func identityEnv(out, id, url string) []string {
+	d := filepath.Join(out, id)
+	return append(os.Environ(), "NATS_URL="+url, "NATS_NKEY="+filepath.Join(d, "user.nk"), "NATS_CA="+filepath.Join(d, "ca.pem"),
+		"NATS_CERT="+filepath.Join(d, "cert.pem"), "NATS_KEY="+filepath.Join(d, "key.pem"))
+}
+
+// TestInitSecureSetup: `vmguard init` writes a server config, a CA and an
+// identity per role, every file 0600; it refuses to overwrite without
+// --force; `vmguard server -c` with it listens on 0.0.0.0 (it counts as
+// authorized); operator-admin applies and reads, a guest's agent answers
+// with its identity but may not apply, and a client without credentials
+// or without a client certificate is refused.
+func TestInitSecureSetup(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "secure")
+	demo := filepath.Join("..", "..", "examples", "demo.yaml")
+	if code, stdout, stderr := runCLI("init", "-f", demo, "--out", out); code != 0 {
+		t.Fatalf("init: exit %d: %s%s", code, stdout, stderr)
+	}
+	err := filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if want := fs.FileMode(0o600); !d.IsDir() && fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v", p, fi.Mode().Perm(), want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"controller", "operator-admin", "host-node1", "host-node2", "host-node3", "guest-webvm", "guest-dbvm"} {
+		if _, err := os.Stat(filepath.Join(out, id, "user.nk")); err != nil {
+			t.Errorf("identity %s: %v", id, err)
+		}
+	}
+	conf := filepath.Join(out, "nats.conf")
+	before, _ := os.ReadFile(conf)
+	seed := filepath.Join(out, "operator-admin", "user.nk")
+	seedBefore, _ := os.ReadFile(seed)
+	if code, _, stderr := runCLI("init", "-f", demo, "--out", out); code != 2 || !strings.Contains(stderr, "--force") {
+		t.Errorf("second init without --force: exit %d, %q", code, stderr)
+	}
+	if after, _ := os.ReadFile(conf); !bytes.Equal(before, after) {
+		t.Error("a refused init changed nats.conf")
+	}
+	if after, _ := os.ReadFile(seed); !bytes.Equal(seedBefore, after) {
+		t.Error("a refused init changed a seed")
+	}
+
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	srv := exec.Command(vmguardBin, "server", "-c", conf, "--store", t.TempDir(), "--host", "0.0.0.0", "--port", fmt.Sprint(port), "-q")
+	buf := &syncBuffer{}
+	srv.Stdout, srv.Stderr = buf, buf
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	waitFor(t, 30*time.Second, "vmguard server with init's config ready", func() bool { return strings.Contains(buf.String(), "ready") })
+	if strings.Contains(buf.String(), "INSECURE") {
+		t.Errorf("init's config counted as insecure:\n%s", buf.String())
+	}
+
+	run := func(id string, args ...string) (string, error) {
+		cmd := exec.Command(vmguardBin, args...)
+		cmd.Env = identityEnv(out, id, url)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	if o, err := run("operator-admin", "apply", "-f", demo); err != nil {
+		t.Fatalf("apply as operator-admin: %v\n%s", err, o)
+	}
+	if o, err := run("operator-admin", "status"); err != nil {
+		t.Errorf("status as operator-admin: %v\n%s", err, o)
+	}
+	if o, err := run("guest-webvm", "apply", "-f", demo, "--reason", "forged"); err == nil || !strings.Contains(o, "ermissions violation") {
+		t.Errorf("apply as guest-webvm: %v, want refused by the server's permissions:\n%s", err, o)
+	}
+	if _, err := nats.Connect(url, nats.Timeout(2*time.Second)); err == nil {
+		t.Error("an anonymous client without TLS connected")
+	}
+	noCert := natsconn.Flags{NATS: url, NKey: seed, TLSCA: filepath.Join(out, "ca.pem")}
+	if nc, err := noCert.Connect("test"); err == nil {
+		nc.Close()
+		t.Error("a client with the admin nkey but no client certificate connected")
+	}
+
+	agent := exec.Command(vmguardBin, "agent", "--guest", "webvm", "--state", t.TempDir())
+	agent.Env = identityEnv(out, "guest-webvm", url)
+	abuf := &syncBuffer{}
+	agent.Stdout, agent.Stderr = abuf, abuf
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	admin := natsconn.Flags{NATS: url, NKey: seed, TLSCA: filepath.Join(out, "ca.pem"),
+		TLSCert: filepath.Join(out, "operator-admin", "cert.pem"), TLSKey: filepath.Join(out, "operator-admin", "key.pem")}
+	nc, err := admin.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c, err := guestagent.NewClient(nc, "webvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "guest webvm's agent answers with its identity", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := c.Ping(ctx)
+		return err == nil
+	})
+
+	if code, _, stderr := runCLI("init", "-f", demo, "--out", out, "--force"); code != 0 {
+		t.Fatalf("init --force: exit %d: %s", code, stderr)
+	}
+	if after, _ := os.ReadFile(seed); bytes.Equal(seedBefore, after) {
+		t.Error("init --force kept the old seed")
+	}
+}
