@@ -235,6 +235,18 @@ func TestDecide(t *testing.T) {
 			want: "web->node2 epoch=2 reason=node_lost prev=node1 cause=e5",
 		},
 		{
+			// A controller that decided before it read node1's loss: the
+			// placement lands on a lost node and is placed again at once.
+			name: "placed on a node already lost: placed again",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2")
+				l.lost("node1")
+				l.place("web", "node1", 1, ReasonAutoRun, "")
+			},
+			want: "web->node2 epoch=2 reason=node_lost prev=node1 cause=e5",
+		},
+		{
 			name: "node fenced counts as lost",
 			build: func(l *logb) {
 				l.config(testCluster(web))

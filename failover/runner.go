@@ -626,7 +626,11 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 		}
 		e = events.Stamp(e, r.cfg.Now())
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		seq, err := r.log.Append(actx, e, r.state.Expect(e))
+		err := r.nodeCurrent(actx, e)
+		var seq uint64
+		if err == nil {
+			seq, err = r.log.Append(actx, e, r.state.Expect(e))
+		}
 		cancel()
 		switch {
 		case errors.Is(err, events.ErrConflict):
@@ -649,6 +653,29 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			r.logger.Info("decided", "type", events.ShortType(e.Type()), "subject", e.Subject, "what", e.Summary(), "seq", seq, "cause", e.CauseID)
 		}
 	}
+}
+
+// nodeCurrent checks, for a placement, that nothing about its target node
+// was written since the state read it: the append's expected-sequence guard
+// covers only the package's subjects, so without this a placement decided
+// before the controller read the node's loss could land on a lost node. It
+// returns events.ErrConflict when the node moved on (its event comes through
+// the log and the decision is made again). A node event written between
+// this check and the append is still possible; the fold then treats the
+// placement as lost at once, so it is placed again.
+func (r *Runner) nodeCurrent(ctx context.Context, e events.Event) error {
+	d, ok := e.Data.(events.PackagePlaced)
+	if !ok {
+		return nil
+	}
+	t, err := r.log.Tail(ctx, events.NodeFilter(d.Node))
+	if err != nil {
+		return err
+	}
+	if t.Seq > r.state.NodeSeq(d.Node) {
+		return fmt.Errorf("node %s: seq %d not read yet: %w", d.Node, t.Seq, events.ErrConflict)
+	}
+	return nil
 }
 
 // holdFirstPlacement reports whether e, the first placement of a package

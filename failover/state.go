@@ -520,6 +520,14 @@ func (s *State) applyPackage(e events.Event) {
 		for _, sv := range p.Services {
 			sv.Status, sv.Restarts = "down", 0
 		}
+		if n := s.Nodes[d.Node]; n != nil && (n.Membership == MemberLost || n.Membership == MemberFenced) {
+			// Placed on a node the log already had down (a decision made
+			// from a state that had not read the loss yet): nothing on
+			// that node will start or release it, so it is lost at once
+			// and placed again.
+			p.Phase, p.DownReason = PhaseLost, "node "+string(n.Membership)
+			p.CauseSeq, p.CauseID = e.Seq, e.ID
+		}
 	case events.PackageStarting:
 		if cur(d.Epoch) && (p.Phase == PhasePlaced || p.Phase == PhaseStarting) {
 			p.Phase = PhaseStarting
