@@ -172,3 +172,22 @@ func TestClientsTLSAndNKey(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestAgentSaysAuthorizationFailed: an agent (which retries for ever) with
+// a wrong password logs that its credentials were refused, without the
+// password, rather than just waiting for a server.
+func TestAgentSaysAuthorizationFailed(t *testing.T) {
+	port := startAuthServer(t, "right-pw")
+	agent := exec.Command(vmguardBin, "agent", "--guest", "authvm", "--state", t.TempDir())
+	agent.Env = append(os.Environ(), fmt.Sprintf("NATS_URL=nats://admin:wrong-pw@127.0.0.1:%d", port))
+	out := &syncBuffer{}
+	agent.Stdout, agent.Stderr = out, out
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	waitFor(t, 30*time.Second, "the agent's authorization error", func() bool { return strings.Contains(out.String(), "authorization failed") })
+	if strings.Contains(out.String(), "wrong-pw") {
+		t.Errorf("the agent's log shows the password:\n%s", out.String())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -74,6 +75,15 @@ func (o *Options) Run(ctx context.Context, conn natsconn.Flags, stderr io.Writer
 	}
 	// The agent must start and keep its processes even while NATS is
 	// away: it spools their events and delivers them once it is back.
+	// Said at the first refusal, then at most every 30 s: it retries
+	// four times a second.
+	var lastSaid atomic.Int64
+	authFailed := func(err error) {
+		now := time.Now().UnixNano()
+		if last := lastSaid.Load(); natsconn.IsAuthError(err) && (last == 0 || time.Duration(now-last) >= 30*time.Second) && lastSaid.CompareAndSwap(last, now) {
+			logger.Error("NATS refused the agent's credentials: authorization failed; check the user and password in the URL, --creds, --nkey or the client certificate", "nats", natsconn.Redact(natsURL), "identity", conn.Identity(), "err", err)
+		}
+	}
 	nc, err := nats.Connect(natsURL, append(copts,
 		nats.Name("vmguard agent "+o.Guest),
 		nats.Timeout(5*time.Second),
@@ -85,11 +95,8 @@ func (o *Options) Run(ctx context.Context, conn natsconn.Flags, stderr io.Writer
 		nats.CustomInboxPrefix(guestagent.InboxPrefix(o.Guest)),
 		// It retries for ever; a refused identity must not look like a
 		// server that is away.
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if natsconn.IsAuthError(err) {
-				logger.Error("NATS refused the agent's credentials: authorization failed; check the user and password in the URL, --creds, --nkey or the client certificate", "nats", natsconn.Redact(natsURL), "err", err)
-			}
-		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { authFailed(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { authFailed(err) }),
 	)...)
 	if err != nil {
 		return natsconn.ConnectError(natsURL, conn.Identity(), err)
