@@ -81,6 +81,14 @@ func soakFaults() []soakFault {
 		{"pause_controller", func(f *faultEnv, r *rand.Rand) {
 			f.pause(f.procs["failover"].Process.Pid, pauseFor(r, 5*time.Second))
 		}},
+		{"pause_server", func(f *faultEnv, r *rand.Rand) {
+			f.pause(f.server.Process.Pid, pauseFor(r, 2*faultNodeTimeout))
+		}},
+		{"server_down", func(f *faultEnv, r *rand.Rand) {
+			f.killServer()
+			time.Sleep(pauseFor(r, 2*faultNodeTimeout)) // down this long
+			f.restartServer()
+		}},
 	}
 }
 
