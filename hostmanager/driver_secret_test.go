@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsconn"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -111,6 +112,55 @@ func TestProcessDriverKeepsSecrets(t *testing.T) {
 		case v == "", name == "FROM_CONFIG", strings.HasPrefix(name, "VMGUARD_"), slices.Contains(guestagent.MinimalEnv([]string{v}), v):
 		default:
 			t.Errorf("service environment has %s, neither from its config nor the documented minimum", name)
+		}
+	}
+}
+
+// TestProcessDriverPassesCredentialFiles: with a host's --nkey and TLS
+// files as agent arguments (natsconn.Flags.Args), the agents the driver
+// starts connect to a server that requires both.
+func TestProcessDriverPassesCredentialFiles(t *testing.T) {
+	dir := t.TempDir()
+	tl := natsd.WriteTestTLS(t, dir, "test")
+	seed, pub := natsd.WriteTestNKey(t, dir, "host")
+	conf := filepath.Join(dir, "nats.conf")
+	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
+		tl.ServerCert, tl.ServerKey, tl.CA, pub)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	flags := natsconn.Flags{NATS: fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port), NKey: seed, TLSCA: tl.CA, TLSCert: tl.ClientCert, TLSKey: tl.ClientKey}
+	nc, err := flags.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	d, err := NewProcessDriver(ProcessDriverConfig{Bin: vmguardBin, NATS: flags.NATS, Dir: filepath.Join(dir, "guests"), Args: flags.Args(), StopTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := GuestRef{Package: "web", Guest: config.Guest{Name: "tlsvm", Driver: config.DriverProcess}}
+	ctx := context.Background()
+	t.Cleanup(func() { _ = d.Stop(context.Background(), g, true) })
+	if err := d.Start(ctx, g); err != nil {
+		t.Fatal(err)
+	}
+	c, err := guestagent.NewClient(nc, "tlsvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := c.Ping(ctx); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "guests", "tlsvm.log"))
+			t.Fatalf("agent does not answer over TLS with the host's nkey; its log:\n%s", b)
 		}
 	}
 }
