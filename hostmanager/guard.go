@@ -99,11 +99,17 @@ type GuardConfig struct {
 	Escalate []string
 	// Logger receives the guard's log (default: discard).
 	Logger *slog.Logger
+	// FirstPet is a pet, one JSON line as on the socket, that the guard
+	// takes before any from the socket: the host manager that starts the
+	// guard passes the pet it is about to send, so that the guard is armed
+	// even if the host manager hangs before it connects. Empty: none.
+	FirstPet string
 }
 
 // Guard is the node guard. Create it with NewGuard; Run it once.
 type Guard struct {
 	cfg    GuardConfig
+	first  *pet
 	logger *slog.Logger
 }
 
@@ -131,7 +137,15 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 		drivers[config.DriverExec] = ExecDriver{}
 	}
 	cfg.Drivers = drivers
-	return &Guard{cfg: cfg, logger: cfg.Logger.With("node", cfg.Node, "role", "guard")}, nil
+	g := &Guard{cfg: cfg, logger: cfg.Logger.With("node", cfg.Node, "role", "guard")}
+	if cfg.FirstPet != "" {
+		var p pet
+		if err := json.Unmarshal([]byte(cfg.FirstPet), &p); err != nil {
+			return nil, fmt.Errorf("new guard: first pet: %w", err)
+		}
+		g.first = &p
+	}
+	return g, nil
 }
 
 // Run serves the socket until ctx ends, stopping the guests whenever a
@@ -153,6 +167,9 @@ func (g *Guard) Run(ctx context.Context) error {
 	}
 	defer ln.Close()
 	pets := make(chan pet, 16)
+	if g.first != nil {
+		pets <- *g.first // taken before any pet from the socket
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	lctx, cancel := context.WithCancel(ctx)

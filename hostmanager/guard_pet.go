@@ -41,13 +41,29 @@ func (p *petter) send(m pet) {
 		}
 		select {
 		case old := <-p.latest:
-			if (old.Fence != "" || old.Disarm) && m.Deadline.IsZero() && m.Fence == "" && !m.Disarm {
-				old.Guests = m.Guests
-				m = old
-			}
+			m = mergePet(old, m)
 		default:
 		}
 	}
+}
+
+// mergePet returns the one pet that replaces old, not yet sent, and the
+// newer m: a guest-list update keeps old's fence or disarm, and old's
+// deadline and stop bound (dropping a renewal's deadline for a guest list
+// would leave a guard not yet armed unarmed, and an armed one with a stale
+// deadline).
+func mergePet(old, m pet) pet {
+	if m.Deadline.IsZero() && m.Fence == "" && !m.Disarm {
+		if old.Fence != "" || old.Disarm {
+			old.Guests = m.Guests
+			return old
+		}
+		m.Deadline = old.Deadline
+		if m.StopWithin == 0 {
+			m.StopWithin = old.StopWithin
+		}
+	}
+	return m
 }
 
 // run sends pets until ctx ends; flush, if it gets a pet, sends it before
@@ -61,7 +77,7 @@ func (p *petter) run(ctx context.Context, flush <-chan pet) {
 	}()
 	write := func(m pet) bool {
 		if conn == nil {
-			c, err := p.dial()
+			c, err := p.dial(m)
 			if err != nil {
 				p.logger.Error("node guard unreachable; its guests are not guarded", "err", err)
 				return false
@@ -107,13 +123,14 @@ func (p *petter) run(ctx context.Context, flush <-chan pet) {
 	}
 }
 
-// dial connects to the guard, starting it first if none answers.
-func (p *petter) dial() (net.Conn, error) {
+// dial connects to the guard, starting it first if none answers; a guard
+// it starts gets first, the pet about to be sent, on its command line.
+func (p *petter) dial(first pet) (net.Conn, error) {
 	sock := GuardSocket(p.state)
 	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
 		return c, nil
 	}
-	if err := p.start(); err != nil {
+	if err := p.start(first); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -131,8 +148,10 @@ func (p *petter) dial() (net.Conn, error) {
 
 // start runs `vmguard guard` in a session of its own, so that it outlives
 // this host manager (even its kill -9) and no signal to the host manager's
-// process group reaches it.
-func (p *petter) start() error {
+// process group reaches it. The guard gets first (--pet) on its command
+// line: it is armed from its start, even if this host manager hangs or dies
+// before it connects (a guard never petted would never act).
+func (p *petter) start(first pet) error {
 	if err := os.MkdirAll(p.state, 0o700); err != nil {
 		return fmt.Errorf("start node guard: %w", err)
 	}
@@ -145,7 +164,8 @@ func (p *petter) start() error {
 	if err != nil {
 		return fmt.Errorf("start node guard: %w", err)
 	}
-	args := append([]string{"guard", "--node", p.node, "--state", abs}, p.args...)
+	b, _ := json.Marshal(first) // plain fields always marshal
+	args := append([]string{"guard", "--node", p.node, "--state", abs, "--pet", string(b)}, p.args...)
 	cmd := exec.Command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

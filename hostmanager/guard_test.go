@@ -195,3 +195,67 @@ func TestGuardExitsWhenItsSocketIsGone(t *testing.T) {
 		t.Fatal("the guard still runs 10s after its state directory was removed")
 	}
 }
+
+// A guard started with a first pet (the host manager's --pet) is armed by
+// it alone: the host manager that started it may hang before it connects
+// (SIGSTOP right after starting the guard), and a guard never petted would
+// never act. It stops the guests at that pet's deadline, not before.
+func TestGuardArmedByFirstPet(t *testing.T) {
+	dir, err := os.MkdirTemp("", "guard") // short: a unix socket path has a length limit
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	deadline := time.Now().Add(300 * time.Millisecond)
+	first, _ := json.Marshal(pet{Holder: "h1", Deadline: deadline, StopWithin: time.Second, Guests: guardGuests})
+	rec := &stopRecorder{}
+	g, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir, FirstPet: string(first),
+		Drivers: map[string]Driver{config.DriverProcess: rec, config.DriverExec: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("guard Run: %v", err)
+		}
+	})
+	waitUntil(t, 10*time.Second, "the stop at the first pet's deadline", func() bool { return len(rec.get()) > 0 })
+	s := rec.get()
+	if len(s) != 1 || s[0].guest != "webvm" || !s[0].force {
+		t.Fatalf("stops %+v, want one forced stop of webvm", s)
+	}
+	if s[0].at.Before(deadline) {
+		t.Errorf("stopped at %s, before the deadline %s", s[0].at.Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
+	}
+	if _, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir, FirstPet: "{"}); err == nil {
+		t.Error("NewGuard took a first pet that is not JSON")
+	}
+}
+
+// A guest-list update that replaces a pet not yet sent keeps that pet's
+// deadline (a renewal's arming is never lost to a guest list), and a fence
+// or disarm not yet sent is never replaced by a guest list.
+func TestPetterSendKeepsDeadlineAndFence(t *testing.T) {
+	p := newPetter("node1", t.TempDir(), "vmguard", nil, nil)
+	deadline := time.Now().Add(time.Second).Round(0)
+	p.send(pet{Holder: "h1", Deadline: deadline, StopWithin: time.Second})
+	p.send(pet{Holder: "h1", Guests: guardGuests})
+	if got := <-p.latest; !got.Deadline.Equal(deadline) || got.StopWithin != time.Second || len(got.Guests) != 1 {
+		t.Errorf("deadline pet then guest list: sent %+v, want the deadline %s with the guests", got, deadline)
+	}
+	p.send(pet{Holder: "h1", Fence: "lease lost"})
+	p.send(pet{Holder: "h1", Guests: guardGuests})
+	if got := <-p.latest; got.Fence != "lease lost" || len(got.Guests) != 1 {
+		t.Errorf("fence then guest list: sent %+v, want the fence with the guests", got)
+	}
+	later := deadline.Add(time.Second)
+	p.send(pet{Holder: "h1", Deadline: deadline})
+	p.send(pet{Holder: "h1", Deadline: later})
+	if got := <-p.latest; !got.Deadline.Equal(later) {
+		t.Errorf("two deadline pets: sent %+v, want the later deadline %s", got, later)
+	}
+}

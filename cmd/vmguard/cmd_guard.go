@@ -15,6 +15,7 @@ import (
 type guardCmd struct {
 	Node     string `name:"node" short:"n" required:"" help:"Name of the node guarded."`
 	State    string `name:"state" help:"The node's state directory, as given to vmguard host (default .vmguard/host/<node>)."`
+	Pet      string `name:"pet" placeholder:"JSON" hidden:"" help:"The first pet, as vmguard host sends it on the socket (vmguard host passes the pet it is about to send, so that the guard is armed from its start)."`
 	Escalate string `name:"escalate" placeholder:"COMMAND" help:"Command run after the guard stopped the guests because the host manager stopped petting it, or when a stop failed, e.g. 'systemctl reboot --force' (split on spaces). Default: none."`
 }
 
@@ -46,7 +47,7 @@ func (c *guardCmd) Run(ctx context.Context, g *globals) error {
 	}
 	logger := slog.New(slog.NewTextHandler(g.Stderr, nil))
 	gd, err := hostmanager.NewGuard(hostmanager.GuardConfig{
-		Node: c.Node, StateDir: state, Escalate: strings.Fields(c.Escalate), Logger: logger,
+		Node: c.Node, StateDir: state, Escalate: strings.Fields(c.Escalate), Logger: logger, FirstPet: c.Pet,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -127,6 +127,13 @@ func (f *faultEnv) killAll() {
 			f.t.Logf("--- output of %s:\n%s", name, f.logs[name].String())
 		}
 	}
+	if f.t.Failed() {
+		for _, n := range []string{"node1", "node2"} {
+			if b, err := os.ReadFile(filepath.Join(f.dir, n, "guard.log")); err == nil {
+				f.t.Logf("--- guard log of %s:\n%s", n, b)
+			}
+		}
+	}
 	killStrays(f.dir)
 }
 
