@@ -1,11 +1,14 @@
 package events_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +38,7 @@ type delivery struct {
 type deliveries struct {
 	t    *testing.T
 	c    chan delivery
+	done <-chan error // Follow's result: it must not end while the test reads
 	last uint64
 }
 
@@ -52,6 +56,8 @@ func (ds *deliveries) until(seq uint64, d time.Duration) time.Time {
 			if g.seq == seq {
 				return g.at
 			}
+		case err := <-ds.done:
+			ds.t.Fatalf("follow ended waiting for seq %d (last %d): %v", seq, ds.last, err)
 		case <-timeout:
 			ds.t.Fatalf("seq %d not delivered within %v (last %d)", seq, d, ds.last)
 		}
@@ -107,13 +113,13 @@ func TestFollowSurvivesServerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	fl, err := events.Open(ctx, nc)
+	fl, err := events.Open(ctx, nc, events.WithLogger(failureLog(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := &deliveries{t: t, c: make(chan delivery, 1000)}
 	fctx, stopFollow := context.WithCancel(ctx)
 	done := make(chan error, 1)
+	ds := &deliveries{t: t, c: make(chan delivery, 1000), done: done}
 	go func() {
 		done <- fl.Follow(fctx, events.ReadOptions{}, func(e events.Event) error {
 			ds.c <- delivery{e.Seq, time.Now()}
@@ -143,6 +149,38 @@ func TestFollowSurvivesServerLoss(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("follow: %v", err)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (lb *lockedBuffer) Write(p []byte) (int, error) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.b.Write(p)
+}
+
+func (lb *lockedBuffer) String() string {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.b.String()
+}
+
+// failureLog is a debug logger whose output the test prints if it fails
+// (or runs with -v):
+// what the follower did (its consumers, its create attempts) explains a
+// delivery that came late or never.
+func failureLog(t *testing.T) *slog.Logger {
+	lb := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() || testing.Verbose() {
+			t.Logf("follower log:\n%s", lb.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // TestFollowEndsWhenConnectionCloses: a follower whose connection is closed

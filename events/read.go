@@ -202,6 +202,9 @@ func newDecodeJob() *decodeJob {
 // nothing; Follow notices by missed heartbeats (2 x followHeartbeat) and
 // creates a new one, each attempt bounded, so that a request the cluster
 // drops while it elects a leader costs one short attempt, not nats.go's 10 s.
+// Any other stall (heartbeats paused on a disconnect and never resumed, a
+// pull request the server dropped) ends at the next check, followCheckEvery
+// after the last message.
 const (
 	followHeartbeat      = 500 * time.Millisecond
 	followCreateTimeout  = time.Second     // first attempt; doubles on each timeout
@@ -209,6 +212,10 @@ const (
 	followRetryMin       = 50 * time.Millisecond
 	followRetryMax       = time.Second
 	followInactiveExpiry = time.Minute // a consumer left behind goes away by itself
+	// followCheckEvery is how long a follower waits for a message before
+	// it asks the server whether its consumer still serves it (stalled).
+	followCheckEvery  = 2 * time.Second
+	followInfoTimeout = 2 * time.Second
 )
 
 // Follow reads the events selected by ro, first those in the log and then
@@ -252,6 +259,7 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		}
 		// The consumer is gone or out of step: a new one from the next
 		// sequence, as nats.go's ordered consumer does.
+		l.logger.Debug("follow: consumer lost", "from", next, "why", why, "connected", l.nc.ConnectedServerName())
 		lost := time.Now()
 		if next > 0 {
 			cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = jetstream.DeliverByStartSequencePolicy, next, nil
@@ -280,9 +288,19 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 	defer stop()
 	var delivered uint64 // consumer sequence of the last message
 	for {
-		m, err := it.Next()
+		m, err := it.Next(jetstream.NextMaxWait(followCheckEvery))
 		if ctx.Err() != nil {
 			return nil, nil
+		}
+		if errors.Is(err, nats.ErrTimeout) {
+			// Quiet: fine if the server holds our pull request and has
+			// nothing for it. The iterator's own bookkeeping (heartbeat
+			// check, re-pull after a reconnect) is not trusted to end a
+			// stall by itself.
+			if why := l.stalled(ctx, cons); why != nil && ctx.Err() == nil {
+				return why, nil
+			}
+			continue
 		}
 		if err != nil {
 			// No heartbeat (its server stopped), the consumer deleted, the
@@ -312,6 +330,26 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 	}
 }
 
+// stalled asks the server about a consumer that delivered nothing for
+// followCheckEvery, and says why it must be replaced: it cannot be reached,
+// it has messages for us that it did not deliver, or it holds no pull
+// request of ours (the iterator thinks one is outstanding, the server lost
+// it). A wrong verdict costs a new consumer, nothing is lost or repeated.
+func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer) error {
+	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	switch {
+	case err != nil:
+		return fmt.Errorf("check consumer: %w", err)
+	case info.NumPending > 0:
+		return fmt.Errorf("check consumer: %d messages pending, none delivered for %v", info.NumPending, followCheckEvery)
+	case info.NumWaiting == 0:
+		return errors.New("check consumer: no pull request waiting on the server")
+	}
+	return nil
+}
+
 // recreate creates the follower's consumer again, retrying until it exists
 // or ctx ends. Each attempt is bounded: while the cluster elects a leader
 // a create request may get no answer at all.
@@ -323,6 +361,7 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 		cons, err := l.stream.CreateConsumer(actx, cfg)
 		cancel()
 		if err == nil {
+			l.logger.Debug("follow: consumer created", "consumer", cons.CachedInfo().Name, "attempt", attempt, "took", time.Since(began).Round(time.Millisecond))
 			return cons, nil
 		}
 		if ctx.Err() != nil {
