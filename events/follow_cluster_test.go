@@ -77,9 +77,20 @@ func TestFollowSurvivesServerLoss(t *testing.T) {
 	c := natsd.StartCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3))
-	if err != nil {
-		t.Fatal(err)
+	// Just after the cluster formed, the meta leader may not yet have
+	// heard from every peer and refuse an R3 stream ("peer offline"): the
+	// stream is there once a create succeeds.
+	wc := c.Connect(t)
+	var l *events.Log
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var err error
+		if l, err = events.Open(ctx, wc, events.WithReplicas(3)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	appendOne := func(what string) (uint64, time.Time) {
 		t.Helper()
