@@ -207,7 +207,7 @@ func newDecodeJob() *decodeJob {
 // after the last message.
 const (
 	followHeartbeat      = 500 * time.Millisecond
-	followCreateTimeout  = time.Second     // first attempt; doubles on each timeout
+	followCreateTimeout  = time.Second     // first attempt; +0.5 s on each timeout
 	followCreateMaxWait  = 5 * time.Second // longest attempt
 	followRetryMin       = 50 * time.Millisecond
 	followRetryMax       = time.Second
@@ -376,7 +376,10 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 		}
 		l.logger.Log(ctx, lvl, "follow: create consumer; retrying", "attempt", attempt, "took", time.Since(began).Round(time.Millisecond), "err", err)
 		if errors.Is(err, context.DeadlineExceeded) {
-			wait = min(2*wait, followCreateMaxWait) // no answer: perhaps just slow
+			// No answer: dropped during an election, or just slow. Grow the
+			// bound gently: doubling made a request sent just before a
+			// leader took over wait 4 s for nothing (seen: 13 s to resume).
+			wait = min(wait+followCreateTimeout/2, followCreateMaxWait)
 			continue
 		}
 		t := time.NewTimer(retry)
