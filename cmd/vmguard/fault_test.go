@@ -258,17 +258,30 @@ func (f *faultEnv) waitSettledFor(after uint64, bound, hold time.Duration, halte
 	var held events.Event
 	var since time.Time
 	for {
+		// The state of app's current placement (the highest epoch): a
+		// report about an older one (its node halting it after a fence)
+		// may come later in the log and changes nothing.
 		var last events.Event
-		alive := map[string]bool{} // guest/pid of app's processes that run
+		var epoch uint64
+		alive := map[string]bool{} // guest/pid of the current placement's processes that run
 		for _, e := range f.events() {
 			if e.Subject != "app" {
 				continue
 			}
 			switch d := e.Data.(type) {
-			case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting, events.PackageHalted, events.PackageFailed:
-				last = e
+			case events.PackagePlaced:
+				if d.Epoch > epoch {
+					epoch, last = d.Epoch, e
+					clear(alive)
+				}
+			case events.PackageStarting, events.PackageStarted, events.PackageHalting, events.PackageHalted, events.PackageFailed:
+				if lifecycleEpoch(e) == epoch {
+					last = e
+				}
 			case events.ProcessStarted:
-				alive[fmt.Sprintf("%s/%d", d.Guest, d.PID)] = true
+				if d.Epoch == epoch {
+					alive[fmt.Sprintf("%s/%d", d.Guest, d.PID)] = true
+				}
 			case events.ProcessExited:
 				delete(alive, fmt.Sprintf("%s/%d", d.Guest, d.PID))
 			}
@@ -298,6 +311,23 @@ func (f *faultEnv) waitSettledFor(after uint64, bound, hold time.Duration, halte
 		}
 		time.Sleep(100 * time.Millisecond) // poll interval
 	}
+}
+
+// lifecycleEpoch returns the epoch a package lifecycle event is about.
+func lifecycleEpoch(e events.Event) uint64 {
+	switch d := e.Data.(type) {
+	case events.PackageStarting:
+		return d.Epoch
+	case events.PackageStarted:
+		return d.Epoch
+	case events.PackageHalting:
+		return d.Epoch
+	case events.PackageHalted:
+		return d.Epoch
+	case events.PackageFailed:
+		return d.Epoch
+	}
+	return 0
 }
 
 // lastSeq returns the last sequence in the log.
