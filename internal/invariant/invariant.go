@@ -4,7 +4,9 @@
 //
 //   - one_epoch: a package never runs under two placements at once: when a
 //     process of a package starts, every other live process of that package
-//     belongs to the same epoch;
+//     belongs to the same epoch (a node.lost or node.fenced of a placement's
+//     node ends that placement's processes: the fencing timeline stops a
+//     node's guests before its lease can expire);
 //   - released_first: nothing of a package starts (package.starting,
 //     guest.started, process.started) under epoch N while a placement of an
 //     older epoch is not yet released (package.halted or package.failed of
@@ -321,7 +323,19 @@ func (c *checker) apply(e events.Event) {
 		c.nodeDown[e.Subject] = e
 		for _, p := range c.pkgs {
 			for ep, pl := range p.placements {
-				if pl.node == e.Subject && pl.seq < e.Seq && !pl.released {
+				if pl.node != e.Subject || pl.seq >= e.Seq {
+					continue
+				}
+				// The fencing timeline (DESIGN §10) makes a node's loss or
+				// fence mean its guests are stopped: the self-fence and the
+				// node guard act inside node_timeout. Their exits may never
+				// be reported (the guest was stopped with them).
+				for k, pr := range p.alive {
+					if pr.epoch == ep {
+						delete(p.alive, k)
+					}
+				}
+				if !pl.released {
 					pl.released, pl.byLoss = true, &e
 					delete(p.open, ep)
 				}

@@ -127,12 +127,10 @@ func TestViolations(t *testing.T) {
 		want   string
 	}{
 		{"two live epochs", func(l *cleanLog) uint64 {
-			// n2's process of epoch 2 never reports its exit (a loss of
-			// the node is no proof that it stopped) when epoch 3 starts
-			// one on n1.
-			x := l.evs[l.fenceExit].Data.(events.ProcessExited)
-			x.PID = 21
-			l.evs[l.fenceExit].Data = x
+			// After n2's loss its guest still reports a process of epoch 2
+			// starting (the fence did not stop it), and it never exits
+			// when epoch 3 starts one on n1.
+			l.add("web", l.guest2.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 21, RequestID: l.guest2.ID + "/s", Epoch: 2})
 			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
 			g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
 			return l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 30, RequestID: g.ID + "/s", Epoch: 3}).Seq
