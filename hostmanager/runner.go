@@ -239,6 +239,37 @@ type item struct {
 	skipSub string
 }
 
+// replayAttempts bounds the start's replay: a read that fails (its
+// consumer's server stopped, a cluster still electing) is resumed after the
+// last event applied, with a growing pause, this many times in all.
+const replayAttempts = 6
+
+// replay rebuilds the state from the log. Folds ignore what they have seen,
+// so a failed read resumes where it stopped.
+func (r *Runner) replay(ctx context.Context) (uint64, error) {
+	pause := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ro := events.ReadOptions{OnSkip: r.st.NoteSkipped}
+		if r.st.Seq > 0 {
+			ro.StartSeq = r.st.Seq + 1
+		}
+		last, err := r.log.Replay(ctx, ro, func(e events.Event) error {
+			r.apply(e)
+			return nil
+		})
+		if err == nil || ctx.Err() != nil || attempt == replayAttempts {
+			return last, err
+		}
+		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.st.Seq, "err", err)
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 4*time.Second)
+	}
+}
+
 // Run rebuilds the state from the log, then follows it: it decides, acts,
 // watches guests and holds the node lease until ctx ends (with HaltOnExit:
 // until this node's packages are halted and its lease is released). It
@@ -250,10 +281,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		stop()
 		r.wg.Wait()
 	}()
-	last, err := r.log.Replay(lctx, events.ReadOptions{OnSkip: r.st.NoteSkipped}, func(e events.Event) error {
-		r.apply(e)
-		return nil
-	})
+	last, err := r.replay(lctx)
 	if err != nil {
 		return fmt.Errorf("replay log: %w", err)
 	}
