@@ -83,8 +83,13 @@ func TestFollowSurvivesServerLoss(t *testing.T) {
 	wc := c.Connect(t)
 	var l *events.Log
 	for deadline := time.Now().Add(30 * time.Second); ; {
+		// Each attempt bounded on its own: one create sent while the
+		// cluster elects can wait for an answer that never comes.
+		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
 		var err error
-		if l, err = events.Open(ctx, wc, events.WithReplicas(3)); err == nil {
+		l, err = events.Open(octx, wc, events.WithReplicas(3))
+		ocancel()
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
