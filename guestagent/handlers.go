@@ -211,26 +211,29 @@ func (ar asyncReply) replyError(err error) {
 	if ar.reply == "" {
 		return
 	}
-	var re *RemoteError
-	if !errors.As(err, &re) {
-		re = &RemoteError{CodeInternal, err.Error()}
-	}
+	code, msg := errorReply(err)
 	m := nats.NewMsg(ar.reply)
-	m.Header.Set(micro.ErrorHeader, re.Message)
-	m.Header.Set(micro.ErrorCodeHeader, re.Code)
+	m.Header.Set(micro.ErrorHeader, msg)
+	m.Header.Set(micro.ErrorCodeHeader, code)
 	_ = ar.nc.PublishMsg(m)
 }
 
 // replyError sends err as a micro error reply.
 func replyError(r micro.Request, err error) {
+	code, msg := errorReply(err)
+	_ = r.Error(code, msg, nil)
+}
+
+// errorReply is the code and message of an error reply. The message
+// travels in a header and ends up in event reasons: one line, valid UTF-8,
+// within the schemas' limit, whichever way the reply is sent.
+func errorReply(err error) (code, msg string) {
 	var re *RemoteError
 	if !errors.As(err, &re) {
 		re = &RemoteError{CodeInternal, err.Error()}
 	}
-	// The message travels in a header and ends up in event reasons: one
-	// line, valid UTF-8, within the schemas' limit.
-	msg := strings.NewReplacer("\r", " ", "\n", " ").Replace(re.Message)
-	_ = r.Error(re.Code, events.Clip(msg, events.MaxReason), nil)
+	msg = strings.NewReplacer("\r", " ", "\n", " ").Replace(re.Message)
+	return re.Code, events.Clip(msg, events.MaxReason)
 }
 
 func validateRun(req *RunRequest) error {
