@@ -17,6 +17,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/vmguard/vmguard/guestagent/agentcmd"
+	"github.com/vmguard/vmguard/internal/cliparse"
 	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
@@ -25,9 +26,9 @@ var version = "0.1.0-dev"
 
 // Exit codes, as vmguard's.
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK    = cliparse.ExitOK
+	exitError = cliparse.ExitError
+	exitUsage = cliparse.ExitUsage
 )
 
 // cli is the agent's command line: vmguard's global --nats plus the agent's
@@ -54,36 +55,13 @@ func main() {
 	os.Exit(code)
 }
 
-// exitPanic unwinds kong's Exit out of Parse.
-type exitPanic struct{}
-
 // run parses args, runs the agent until ctx ends and returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int) {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
-	exited := false
-	parser, err := kong.New(&c,
-		kong.Name("vmguard-agent"),
-		kong.Description("The vmguard guest agent: runs, watches and reports processes inside a guest (the same as `vmguard agent`)."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(c int) { exited = true; code = c; panic(exitPanic{}) }),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
-	if err != nil {
-		fmt.Fprintln(stderr, "vmguard-agent:", err)
-		return exitError
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(exitPanic); ok && exited {
-				return
-			}
-			panic(r)
-		}
-	}()
-	if _, err := parser.Parse(args); err != nil {
-		fmt.Fprintln(stderr, "vmguard-agent:", err)
-		return exitUsage
+	if _, code, done := cliparse.Parse("vmguard-agent",
+		"The vmguard guest agent: runs, watches and reports processes inside a guest (the same as `vmguard agent`).",
+		&c, args, stdout, stderr); done {
+		return code
 	}
 	if err := c.Options.Run(ctx, c.Flags, stderr, version); err != nil {
 		fmt.Fprintln(stderr, "vmguard-agent:", err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/vmguard/vmguard/internal/cliparse"
 	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
@@ -23,9 +24,9 @@ var version = "0.1.0-dev"
 
 // Exit codes (DESIGN §6).
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK    = cliparse.ExitOK
+	exitError = cliparse.ExitError
+	exitUsage = cliparse.ExitUsage
 )
 
 // globals are the options every subcommand shares.
@@ -81,34 +82,14 @@ func main() {
 var errUsage = errors.New("usage")
 
 // run parses args, runs the subcommand and returns the exit code.
-func run(args []string, stdout, stderr io.Writer) (code int) {
+func run(args []string, stdout, stderr io.Writer) int {
 	var c cli
 	c.Stdout, c.Stderr = stdout, stderr
-	exited := false
-	parser, err := kong.New(&c,
-		kong.Name("vmguard"),
-		kong.Description("vmguard keeps applications inside VM guests running and fails whole guests over to another host.\nEvery decision is an event in the NATS JetStream stream VMGUARD."),
-		kong.UsageOnError(),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(c int) { exited = true; code = c; panic(exitPanic{}) }),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-	)
-	if err != nil {
-		fmt.Fprintln(stderr, "vmguard:", err)
-		return exitError
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(exitPanic); ok && exited {
-				return
-			}
-			panic(r)
-		}
-	}()
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		fmt.Fprintln(stderr, "vmguard:", err)
-		return exitUsage
+	kctx, code, done := cliparse.Parse("vmguard",
+		"vmguard keeps applications inside VM guests running and fails whole guests over to another host.\nEvery decision is an event in the NATS JetStream stream VMGUARD.",
+		&c, args, stdout, stderr)
+	if done {
+		return code
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -123,5 +104,3 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	return exitOK
 }
-
-type exitPanic struct{}
