@@ -20,6 +20,18 @@ const (
 	// TypeNodeTakenOver: a host manager took its node's lease from a live
 	// holder because an operator said so (`vmguard host --takeover`).
 	TypeNodeTakenOver = "io.vmguard.node.taken_over.v1"
+	// TypeNodeDrained: an operator put a node in maintenance (`node
+	// drain`): its packages move away and nothing is placed on it until
+	// TypeNodeResumed (`node run`).
+	TypeNodeDrained = "io.vmguard.node.drained.v1"
+	// TypeNodeResumed: an operator ended a node's maintenance (`node run`).
+	TypeNodeResumed = "io.vmguard.node.resumed.v1"
+	// TypeNodeFrozen: an operator froze a node (`node freeze`): its guests
+	// keep running where they are, its guard is disarmed and no decision is
+	// made about it until TypeNodeThawed.
+	TypeNodeFrozen = "io.vmguard.node.frozen.v1"
+	// TypeNodeThawed: a freeze ended (`node thaw`, or its --for expired).
+	TypeNodeThawed = "io.vmguard.node.thawed.v1"
 
 	TypePackagePlaced           = "io.vmguard.package.placed.v1"
 	TypePackageStarting         = "io.vmguard.package.starting.v1"
@@ -46,6 +58,7 @@ func Types() []string {
 	return []string{
 		TypeConfigApplied,
 		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced, TypeNodeTakenOver,
+		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen, TypeNodeThawed,
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
 		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
@@ -113,6 +126,14 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[NodeFenced](data)
 	case TypeNodeTakenOver:
 		return decodeAs[NodeTakenOver](data)
+	case TypeNodeDrained:
+		return decodeAs[NodeDrained](data)
+	case TypeNodeResumed:
+		return decodeAs[NodeResumed](data)
+	case TypeNodeFrozen:
+		return decodeAs[NodeFrozen](data)
+	case TypeNodeThawed:
+		return decodeAs[NodeThawed](data)
 	case TypePackagePlaced:
 		return decodeAs[PackagePlaced](data)
 	case TypePackageStarting:
@@ -203,6 +224,44 @@ type NodeHalted struct {
 type NodeFenced struct {
 	Reason string    `json:"reason"`
 	Since  time.Time `json:"since,omitzero"`
+}
+
+// NodeDrained records that an operator put a node in maintenance (`vmguard
+// node drain`, Serviceguard's cmhaltnode without leaving the cluster,
+// Proxmox's node maintenance): the controller moves each of its packages to
+// the next eligible node by its policy (or halts it where it is when there is
+// none), and places nothing on it until a NodeResumed. The node stays a
+// member: its host manager keeps its lease and guard.
+type NodeDrained struct {
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
+}
+
+// NodeResumed records that an operator ended a node's maintenance (`vmguard
+// node run`): it is eligible for placements again.
+type NodeResumed struct {
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
+}
+
+// NodeFrozen records that an operator froze a node (`vmguard node freeze`),
+// e.g. to upgrade vmguard itself: its guests keep running where they are,
+// its guard is disarmed, its host manager decides nothing, the controller
+// neither moves its packages nor records it lost, and nothing new is placed
+// on it, until a NodeThawed. Until, when set (--for), bounds the freeze:
+// the controller records NodeThawed (reason "expired") once it passed.
+type NodeFrozen struct {
+	Until  time.Time `json:"until,omitzero"`
+	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by,omitempty"`
+}
+
+// NodeThawed records that a node's freeze ended: an operator's `vmguard node
+// thaw` (By set), or its --for expired (reason "expired", written by the
+// controller).
+type NodeThawed struct {
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
 }
 
 // PackagePlaced records that a package is to run on Node under a new Epoch.
@@ -355,6 +414,18 @@ func (NodeFenced) EventType() string { return TypeNodeFenced }
 
 // EventType implements Payload.
 func (NodeTakenOver) EventType() string { return TypeNodeTakenOver }
+
+// EventType implements Payload.
+func (NodeDrained) EventType() string { return TypeNodeDrained }
+
+// EventType implements Payload.
+func (NodeResumed) EventType() string { return TypeNodeResumed }
+
+// EventType implements Payload.
+func (NodeFrozen) EventType() string { return TypeNodeFrozen }
+
+// EventType implements Payload.
+func (NodeThawed) EventType() string { return TypeNodeThawed }
 
 // EventType implements Payload.
 func (PackagePlaced) EventType() string { return TypePackagePlaced }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -46,13 +47,33 @@ const (
 	// epochs; a package with no other node (or auto_run off) is halted where
 	// it is (the controller's package.halting) and waits down for a node.
 	OpNodeHalt Op = "node_halt"
-	// OpNodeRun: `node run NODE` -> node.joined from the operator, only for
-	// a node an operator halted (its host kept its lease). The node is
+	// OpNodeRun: `node run NODE` -> node.resumed for a drained node (its
+	// maintenance ends), and node.joined from the operator for a node an
+	// operator halted (its host kept its lease). The node is
 	// eligible again: waiting packages may start there and automatic
 	// failback may bring packages back. A node that was lost or fenced joins
 	// when its host manager takes its lease again, not by this command.
 	OpNodeRun Op = "node_run"
+	// OpNodeDrain: `node drain NODE` -> node.drained with By: maintenance.
+	// The node stays a member but takes no placement; the controller moves
+	// each of its packages to the next eligible node by its policy
+	// (node_drained), or halts it where it is when there is none (or
+	// auto_run is off), until `node run NODE` (node.resumed).
+	OpNodeDrain Op = "node_drain"
+	// OpNodeFreeze: `node freeze NODE [--for D]` -> node.frozen with By and
+	// Until = Now + For (DefaultFreeze without --for): the node's guests keep
+	// running, its guard is disarmed until Until, its host manager decides
+	// nothing, and the controller neither moves its packages, places on it
+	// nor records it lost, until `node thaw NODE` or Until (node.thawed).
+	OpNodeFreeze Op = "node_freeze"
+	// OpNodeThaw: `node thaw NODE` -> node.thawed with By.
+	OpNodeThaw Op = "node_thaw"
 )
+
+// DefaultFreeze is how long `node freeze` lasts without --for. A freeze is
+// always bounded: a frozen node whose host manager never comes back must
+// end by itself, its guard re-armed, before anything can fail over.
+const DefaultFreeze = time.Hour
 
 // Command is one operator command, checked by State.Command.
 type Command struct {
@@ -63,6 +84,10 @@ type Command struct {
 	Node string
 	// Service is -s for OpReset.
 	Service string
+	// For is --for of OpNodeFreeze (0: DefaultFreeze); Now is when the
+	// command is given, from which the freeze's end is counted.
+	For time.Duration
+	Now time.Time
 	// Reason is the operator's --reason text.
 	Reason string
 	// By is who asks (the user); the events' Source is CLISource(By).
@@ -87,7 +112,7 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 		return nil, refuse("no configuration in force: record one with `vmguard apply -f cluster.yaml`")
 	}
 	switch cmd.Op {
-	case OpNodeHalt, OpNodeRun:
+	case OpNodeHalt, OpNodeRun, OpNodeDrain, OpNodeFreeze, OpNodeThaw:
 		return s.nodeCommand(cmd)
 	case OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset:
 	default:
@@ -103,6 +128,9 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	}
 	if cmd.Node != "" && !slices.Contains(cp.Nodes, cmd.Node) {
 		return nil, refuse("node %s is not one of package %s's nodes (%s)", cmd.Node, cp.Name, strings.Join(cp.Nodes, ", "))
+	}
+	if (cmd.Op == OpHalt || cmd.Op == OpMove) && s.frozenOn(p) {
+		return nil, refuse("%s %s: its node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Op, cp.Name, p.Node, p.Node)
 	}
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
 	switch cmd.Op {
@@ -159,12 +187,59 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 	}
 	n := s.Nodes[cmd.Node]
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cmd.Node}
-	if cmd.Op == OpNodeHalt {
+	switch cmd.Op {
+	case OpNodeHalt:
 		if !n.Up() {
 			return nil, refuse("node %s is not up (STATE %s)", cmd.Node, n.State())
 		}
+		if n.Frozen() {
+			return nil, refuse("node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Node, cmd.Node)
+		}
 		ev.Data = events.NodeHalted{Reason: orDefault(cmd.Reason, "operator_halt"), By: cmd.By}
 		return []events.Event{ev}, nil
+	case OpNodeDrain:
+		switch {
+		case n.Drained():
+			return nil, refuse("node %s is already in maintenance (drained by %s)", cmd.Node, n.Drain.By)
+		case n.Frozen():
+			return nil, refuse("node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Node, cmd.Node)
+		}
+		ev.Data = events.NodeDrained{Reason: orDefault(cmd.Reason, "maintenance"), By: cmd.By}
+		return []events.Event{ev}, nil
+	case OpNodeFreeze:
+		switch {
+		case n.Frozen():
+			return nil, refuse("node %s is already frozen (by %s, until %s)", cmd.Node, n.Freeze.By, n.Freeze.Until.UTC().Format(time.RFC3339))
+		case !n.Up():
+			return nil, refuse("node %s is not up (STATE %s): there is nothing to freeze", cmd.Node, n.State())
+		case cmd.For < 0:
+			return nil, refuse("freeze %s: --for %s is negative", cmd.Node, cmd.For)
+		case cmd.Now.IsZero():
+			return nil, refuse("freeze %s: the time of the command is missing", cmd.Node)
+		}
+		d := cmd.For
+		if d == 0 {
+			d = DefaultFreeze
+		}
+		ev.Data = events.NodeFrozen{Until: cmd.Now.Add(d).UTC(), Reason: orDefault(cmd.Reason, "freeze"), By: cmd.By}
+		return []events.Event{ev}, nil
+	case OpNodeThaw:
+		if !n.Frozen() {
+			return nil, refuse("node %s is not frozen", cmd.Node)
+		}
+		ev.Data = events.NodeThawed{Reason: orDefault(cmd.Reason, "operator_thaw"), By: cmd.By}
+		return []events.Event{ev}, nil
+	}
+	var out []events.Event
+	if n.Drained() {
+		// `node run` ends the maintenance; a node an operator also halted
+		// joins again below.
+		e := ev
+		e.Data = events.NodeResumed{Reason: orDefault(cmd.Reason, "operator_run"), By: cmd.By}
+		out = append(out, e)
+		if n.Up() || n.Membership != MemberHalted || n.HaltedBy == "" {
+			return out, nil
+		}
 	}
 	switch {
 	case n.Up():
@@ -173,7 +248,7 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 		return nil, refuse("node %s is down (STATE %s) and was not halted by an operator: start its host manager (`vmguard host --node %s`), which joins it", cmd.Node, n.State(), cmd.Node)
 	}
 	ev.Data = events.NodeJoined{Reason: orDefault(cmd.Reason, "operator_run"), By: cmd.By}
-	return []events.Event{ev}, nil
+	return append(out, ev), nil
 }
 
 func withText(code, text string) string {

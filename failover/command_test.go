@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmguard/vmguard/events"
 )
@@ -30,6 +31,39 @@ func TestCommand(t *testing.T) {
 		want  string // brief of the events, or the error's text after "command refused: "
 		err   bool
 	}{
+		// node drain, run, freeze, thaw
+		{name: "drain", cmd: Command{Op: OpNodeDrain, Node: "node1", Reason: "firmware", By: "ann"},
+			want: "node.drained node1 reason=firmware by=ann"},
+		{name: "drain twice", extra: func(l *logb) { l.add("node1", events.NodeDrained{By: "bob"}, "") },
+			cmd: Command{Op: OpNodeDrain, Node: "node1", By: "ann"}, want: "node node1 is already in maintenance (drained by bob)", err: true},
+		{name: "run ends a drain", extra: func(l *logb) { l.add("node1", events.NodeDrained{By: "bob"}, "") },
+			cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"}, want: "node.resumed node1 reason=operator_run by=ann"},
+		{name: "run ends a drain and an operator halt", extra: func(l *logb) {
+			l.add("node1", events.NodeDrained{By: "bob"}, "")
+			l.add("node1", events.NodeHalted{By: "bob"}, "")
+		}, cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"},
+			want: "node.resumed node1 reason=operator_run by=ann; node.joined node1 by=ann reason=operator_run"},
+		{name: "run a running node", cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"}, want: "node node1 is already running", err: true},
+		{name: "move onto a drained node", extra: func(l *logb) { l.add("node2", events.NodeDrained{By: "bob"}, "") },
+			cmd:  Command{Op: OpMove, Package: "web", Node: "node2", By: "ann"},
+			want: "move web: node node2 is in maintenance (drained by bob); end it with `vmguard node run node2`", err: true},
+		{name: "freeze", cmd: Command{Op: OpNodeFreeze, Node: "node1", For: 10 * time.Minute, Now: t0, Reason: "upgrade", By: "ann"},
+			want: "node.frozen node1 until=2026-01-02T03:14:05Z reason=upgrade by=ann"},
+		{name: "freeze without --for lasts DefaultFreeze", cmd: Command{Op: OpNodeFreeze, Node: "node1", Now: t0, By: "ann"},
+			want: "node.frozen node1 until=2026-01-02T04:04:05Z reason=freeze by=ann"},
+		{name: "freeze a down node", cmd: Command{Op: OpNodeFreeze, Node: "node3", Now: t0, By: "ann"},
+			want: "node node3 is not up (STATE unknown): there is nothing to freeze", err: true},
+		{name: "freeze twice", extra: func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0, By: "bob"}, "") },
+			cmd: Command{Op: OpNodeFreeze, Node: "node1", Now: t0, By: "ann"}, want: "node node1 is already frozen", err: true},
+		{name: "drain a frozen node", extra: func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0, By: "bob"}, "") },
+			cmd: Command{Op: OpNodeDrain, Node: "node1", By: "ann"}, want: "node node1 is frozen; thaw it first", err: true},
+		{name: "halt a package on a frozen node", extra: func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0, By: "bob"}, "") },
+			cmd: Command{Op: OpHalt, Package: "web", By: "ann"}, want: "halt web: its node node1 is frozen; thaw it first", err: true},
+		{name: "move onto a frozen node", extra: func(l *logb) { l.add("node2", events.NodeFrozen{Until: t0, By: "bob"}, "") },
+			cmd: Command{Op: OpMove, Package: "web", Node: "node2", By: "ann"}, want: "move web: node node2 is frozen (by bob)", err: true},
+		{name: "thaw", extra: func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0, By: "bob"}, "") },
+			cmd: Command{Op: OpNodeThaw, Node: "node1", By: "ann"}, want: "node.thawed node1 reason=operator_thaw by=ann"},
+		{name: "thaw a node not frozen", cmd: Command{Op: OpNodeThaw, Node: "node1", By: "ann"}, want: "node node1 is not frozen", err: true},
 		// pkg run
 		{name: "run on the policy's node", cmd: Command{Op: OpRun, Package: "db", By: "ann"},
 			want: "db->node2 epoch=1 reason=operator_run by=ann cause="},

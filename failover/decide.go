@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -24,6 +25,9 @@ const (
 	ReasonNodeLost = "node_lost"
 	// ReasonNodeHalted: an operator halted its node (`node halt`).
 	ReasonNodeHalted = "node_halted"
+	// ReasonNodeDrained: an operator put its node in maintenance (`node
+	// drain`).
+	ReasonNodeDrained = "node_drained"
 	// ReasonFailback: failback_policy automatic, a higher node came back.
 	ReasonFailback = "failback"
 	// ReasonOperatorRun: `pkg run`.
@@ -55,6 +59,10 @@ func ReasonCode(reason string) string {
 //     the higher epoch. With no eligible node, or auto_run off, the
 //     decision is a package.halting{node, epoch, reason node_halted}
 //     without By (auto_run stays as it is): it waits down for a node;
+//   - its node drained (maintenance): as for a halted node, with reason
+//     node_drained;
+//   - on a frozen node (placed, starting, running, halting or failing
+//     there): nothing, whatever else is due, until the node is thawed;
 //   - running, failback_policy automatic, a higher node of its list joined
 //     after the placement and is eligible: placed there (failback);
 //   - otherwise nothing: auto_run off, nothing due, no eligible node up
@@ -187,12 +195,24 @@ func (s *State) need(cp config.Package, p *PackageState) string {
 		if n := s.Nodes[p.Node]; n != nil && n.Membership == MemberHalted {
 			return ReasonNodeHalted
 		}
+		if s.Nodes[p.Node].Drained() {
+			return ReasonNodeDrained
+		}
 	}
 	return ""
 }
 
+// frozenOn reports whether p occupies a frozen node: nothing is decided
+// about it until the node is thawed.
+func (s *State) frozenOn(p *PackageState) bool {
+	return p != nil && p.Phase.Owned() && s.Nodes[p.Node].Frozen()
+}
+
 func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool) {
 	p := s.Packages[cp.Name]
+	if s.frozenOn(p) {
+		return placement{}, false
+	}
 	pl := placement{pkg: cp.Name}
 	if p != nil {
 		pl.prev, pl.epoch = p.Node, p.Epoch
@@ -200,8 +220,9 @@ func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool)
 	}
 	pl.reason = s.need(cp, p)
 	autoRun := s.autoRun(cp)
-	if pl.reason == ReasonNodeHalted && (!autoRun || len(s.candidates(cp, p)) == 0) {
-		// Nowhere to go: halt it on the halted node, as cmhaltnode does.
+	if (pl.reason == ReasonNodeHalted || pl.reason == ReasonNodeDrained) && (!autoRun || len(s.candidates(cp, p)) == 0) {
+		// Nowhere to go: halt it on the halted or drained node, as
+		// cmhaltnode does.
 		pl.node, pl.halt = p.Node, true
 		return pl, true
 	}
@@ -225,7 +246,7 @@ func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool)
 		return placement{}, false
 	}
 	if n := s.Nodes[pl.node]; n != nil {
-		pl.causedBy(n.JoinedSeq, n.JoinedID)
+		pl.causedBy(n.EligibleSeq, n.EligibleID)
 	}
 	return pl, true
 }
@@ -238,7 +259,7 @@ func (s *State) failbackTarget(cp config.Package, p *PackageState) string {
 		i = len(cp.Nodes)
 	}
 	for _, n := range cp.Nodes[:i] {
-		if s.check(cp, p, n) == eligibleOK && s.Nodes[n].JoinedSeq > p.PlacedSeq {
+		if s.check(cp, p, n) == eligibleOK && s.Nodes[n].EligibleSeq > p.PlacedSeq {
 			return n
 		}
 	}
@@ -278,6 +299,8 @@ const (
 	eligibleOK = iota
 	notListed
 	nodeDown
+	nodeDrained
+	nodeFrozen
 	switchingOff
 	failedThere
 )
@@ -289,6 +312,10 @@ func (s *State) check(cp config.Package, p *PackageState, node string) int {
 		return notListed
 	case !s.Nodes[node].Up():
 		return nodeDown
+	case s.Nodes[node].Frozen():
+		return nodeFrozen
+	case s.Nodes[node].Drained():
+		return nodeDrained
 	case !p.SwitchingEnabled(node):
 		return switchingOff
 	case p.FailedOn(node):
@@ -304,6 +331,11 @@ func (s *State) eligible(cp config.Package, p *PackageState, node string) error 
 		return fmt.Errorf("node %s is not one of package %s's nodes (%s)", node, cp.Name, strings.Join(cp.Nodes, ", "))
 	case nodeDown:
 		return fmt.Errorf("node %s is down (%s)", node, s.Nodes[node].State())
+	case nodeDrained:
+		d := s.Nodes[node].Drain
+		return fmt.Errorf("node %s is in maintenance (drained by %s); end it with `vmguard node run %s`", node, orDefault(d.By, "?"), node)
+	case nodeFrozen:
+		return fmt.Errorf("node %s is frozen (by %s); end it with `vmguard node thaw %s`", node, orDefault(s.Nodes[node].Freeze.By, "?"), node)
 	case switchingOff:
 		return fmt.Errorf("node switching of package %s on node %s is disabled; enable it with `vmguard pkg enable %s -n %s`", cp.Name, node, cp.Name, node)
 	case failedThere:
@@ -344,7 +376,10 @@ func (s *State) note(cp config.Package) string {
 	pkg := cp.Name
 	p := s.Packages[pkg]
 	reason := s.need(cp, p)
-	if reason == "" || reason == ReasonNodeHalted {
+	if s.frozenOn(p) {
+		return fmt.Sprintf("node %s is frozen: nothing is decided about this package until `vmguard node thaw %s`", p.Node, p.Node)
+	}
+	if reason == "" || reason == ReasonNodeHalted || reason == ReasonNodeDrained {
 		return ""
 	}
 	if !s.autoRun(cp) {
@@ -370,3 +405,27 @@ func (s *State) note(cp config.Package) string {
 // NotePlacementDue is the note of a package the controller will place as
 // soon as it runs.
 const NotePlacementDue = "placement due"
+
+// ReasonFreezeExpired is the reason of the node.thawed the controller
+// records when a freeze's --for ran out.
+const ReasonFreezeExpired = "expired"
+
+// Expired returns a node.thawed (reason expired, caused by the node.frozen)
+// for every node whose freeze ended at or before now: a freeze's --for
+// becomes an event like any other observation of time. now is the
+// controller's clock; the freeze's end was computed by the operator's.
+func Expired(s *State, now time.Time) []events.Event {
+	var names []string
+	for name, n := range s.Nodes {
+		if n.Frozen() && !n.Freeze.Until.IsZero() && !now.Before(n.Freeze.Until) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	out := make([]events.Event, 0, len(names))
+	for _, name := range names {
+		out = append(out, events.Event{Source: Source, Subject: name, CauseID: s.Nodes[name].Freeze.ID,
+			Data: events.NodeThawed{Reason: ReasonFreezeExpired}})
+	}
+	return out
+}

@@ -3,6 +3,7 @@ package failover
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -478,6 +479,116 @@ func TestDecide(t *testing.T) {
 			want: "db->node1 epoch=1 reason=auto_run cause=e4",
 		},
 		{
+			name: "drain moves a running package to the next eligible node",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2", "node3")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeDrained{Reason: "firmware", By: "op"}, "")
+			},
+			want: "web->node2 epoch=2 reason=node_drained prev=node1 cause=e8",
+		},
+		{
+			name: "drain with nowhere to go halts the package where it is",
+			build: func(l *logb) {
+				l.config(testCluster(testPkg("web", "node1")))
+				l.join("node1")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeDrained{By: "op"}, "")
+			},
+			want: "package.halting web node=node1 epoch=1 reason=node_drained cause=e6",
+		},
+		{
+			name: "a drained node takes no placement, even after it joins again",
+			build: func(l *logb) {
+				l.config(testCluster(testPkg("web", "node1", "node2")))
+				l.add("node1", events.NodeDrained{By: "op"}, "")
+				l.join("node1")
+			},
+			want: "",
+			note: "waiting for an eligible node",
+		},
+		{
+			name: "node run ends the drain: a waiting package is placed there",
+			build: func(l *logb) {
+				l.config(testCluster(testPkg("web", "node1")))
+				l.join("node1")
+				l.add("node1", events.NodeDrained{By: "op"}, "")
+				l.add("node1", events.NodeResumed{By: "op"}, "")
+			},
+			want: "web->node1 epoch=1 reason=auto_run cause=e4",
+		},
+		{
+			name: "failback automatic returns after the drain ends",
+			build: func(l *logb) {
+				l.config(testCluster(failback(testPkg("web", "node1", "node2"))))
+				l.join("node1", "node2")
+				l.add("node1", events.NodeDrained{By: "op"}, "")
+				l.run("web", "node2", 1)
+				l.add("node1", events.NodeResumed{By: "op"}, "")
+			},
+			want: "web->node1 epoch=2 reason=failback prev=node2 cause=e8",
+		},
+		{
+			// package.failed is written only once the package is down
+			// there (one its node wrote before it read the freeze): it
+			// no longer occupies the frozen node.
+			name: "frozen node: a package already down there may fail over",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2", "node3")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				l.failed("web", "node1", 1)
+			},
+			want: "web->node2 epoch=2 reason=failover prev=node1 cause=e9",
+		},
+		{
+			name: "frozen node: a service failure there moves nothing",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2", "node3")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				l.add("web", events.ServiceFailed{Service: "httpd", Node: "node1", Epoch: 1, Reason: "x"}, "")
+			},
+			want: "",
+		},
+		{
+			name: "frozen node: an operator halt of it moves nothing",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2", "node3")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				l.add("node1", events.NodeHalted{By: "op"}, "")
+			},
+			want: "",
+			note: "node node1 is frozen",
+		},
+		{
+			name: "frozen node takes no new placement",
+			build: func(l *logb) {
+				l.config(testCluster(testPkg("web", "node1", "node2")))
+				l.join("node1", "node2")
+				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				l.add("node2", events.NodeJoined{}, "")
+			},
+			want: "web->node2 epoch=1 reason=auto_run cause=e5",
+		},
+		{
+			name: "thaw: what the freeze held is decided",
+			build: func(l *logb) {
+				l.config(testCluster(web))
+				l.join("node1", "node2", "node3")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				l.add("node1", events.NodeDrained{By: "op"}, "")
+				l.add("node1", events.NodeThawed{By: "op"}, "")
+			},
+			want: "web->node2 epoch=2 reason=node_drained prev=node1 cause=e10",
+		},
+		{
 			name: "an unrelated node's event decides nothing",
 			build: func(l *logb) {
 				l.config(testCluster(testPkg("web", "node1")))
@@ -573,5 +684,51 @@ func TestReasonCode(t *testing.T) {
 		if got := ReasonCode(in); got != want {
 			t.Errorf("ReasonCode(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestExpired(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(testPkg("web", "node1", "node2")))
+	l.join("node1", "node2")
+	until := t0.Add(time.Hour)
+	l.add("node1", events.NodeFrozen{Until: until, By: "op"}, "") // e4
+	l.add("node2", events.NodeFrozen{Until: until.Add(time.Hour), By: "op"}, "")
+	s := l.state()
+	if got := Expired(s, until.Add(-time.Millisecond)); len(got) != 0 {
+		t.Errorf("Expired before the end = %s, want nothing", brief(got))
+	}
+	got := Expired(s, until)
+	if b := brief(got); b != "node.thawed node1 reason=expired cause=e4" {
+		t.Errorf("Expired at the end = %s", b)
+	}
+	l.applyAll(got)
+	if got := Expired(l.state(), until); len(got) != 0 {
+		t.Errorf("Expired after the thaw = %s, want nothing", brief(got))
+	}
+}
+
+func TestMayDeclareLost(t *testing.T) {
+	ttl := 5 * time.Second
+	until := t0.Add(time.Hour)
+	l := newLog(t)
+	l.join("node1")
+	if !l.state().Node("node1").MayDeclareLost(t0, ttl) {
+		t.Error("a joined node that was never frozen: want lost allowed")
+	}
+	l.add("node1", events.NodeFrozen{Until: until, By: "op"}, "")
+	if l.state().Node("node1").MayDeclareLost(until.Add(time.Hour), ttl) {
+		t.Error("frozen (even past its end, not yet thawed): want lost held")
+	}
+	l.add("node1", events.NodeThawed{By: "op"}, "") // thawed early
+	n := l.state().Node("node1")
+	if n.MayDeclareLost(until.Add(ttl-time.Millisecond), ttl) {
+		t.Error("thawed early: the guard may be disarmed until the freeze's end: want lost held until end + ttl")
+	}
+	if !n.MayDeclareLost(until.Add(ttl), ttl) {
+		t.Error("thawed, end + ttl passed: want lost allowed")
+	}
+	if (*NodeState)(nil).MayDeclareLost(t0, ttl) != true {
+		t.Error("nil node: want true")
 	}
 }

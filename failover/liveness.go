@@ -29,9 +29,16 @@ func (r *Runner) checkLeases(ctx context.Context) {
 	if kv == nil {
 		return
 	}
+	var ttl time.Duration
+	if r.state.Config != nil {
+		ttl = r.state.Config.NodeTimeout.D()
+	}
+	now := r.cfg.Now()
 	names := make([]string, 0, len(r.state.Nodes))
 	for name, n := range r.state.Nodes {
-		if n.Up() {
+		// A frozen node's lease may lapse (its host manager stopped for an
+		// upgrade); that does not mean its guests are stopped.
+		if n.Up() && n.MayDeclareLost(now, ttl) {
 			names = append(names, name)
 		}
 	}

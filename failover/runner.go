@@ -480,6 +480,7 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 			}
 		case <-check.C:
 			if r.deciding() {
+				r.emit(ctx, Expired(r.state, r.cfg.Now()))
 				r.checkLeases(ctx)
 			}
 		case <-snap.C:

@@ -114,6 +114,54 @@ type NodeState struct {
 	EventID string `json:"event_id,omitempty"`
 	// LastSeq is the stream sequence of the last event about the node.
 	LastSeq uint64 `json:"last_seq,omitempty"`
+	// EligibleSeq and EligibleID name the last event that let the node take
+	// placements again (node.joined, node.resumed, node.thawed): failback
+	// and a waiting package's placement name it as their cause.
+	EligibleSeq uint64 `json:"eligible_seq,omitempty"`
+	EligibleID  string `json:"eligible_id,omitempty"`
+	// Drain is the node's maintenance (node.drained until node.resumed),
+	// nil when it is in none. It outlives the node's loss and join: a
+	// drained node stays out of placement until an operator runs it.
+	Drain *Hold `json:"drain,omitempty"`
+	// Freeze is the node's freeze (node.frozen until node.thawed), nil
+	// when it is not frozen.
+	Freeze *Hold `json:"freeze,omitempty"`
+	// FreezeEnd is the Until of the node's last freeze, kept after it is
+	// thawed: until FreezeEnd + node_timeout the node's guard and agents may
+	// still be disarmed by it, so its lease's absence proves nothing
+	// (MayDeclareLost).
+	FreezeEnd time.Time `json:"freeze_end,omitzero"`
+}
+
+// Hold is an operator's drain or freeze of a node.
+type Hold struct {
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Until ends a freeze (its --for); zero for a drain.
+	Until time.Time `json:"until,omitzero"`
+	// Seq and ID name the node.drained or node.frozen.
+	Seq uint64 `json:"seq"`
+	ID  string `json:"id"`
+}
+
+// Drained reports whether the node is in maintenance (`node drain`).
+func (n *NodeState) Drained() bool { return n != nil && n.Drain != nil }
+
+// Frozen reports whether the node is frozen (`node freeze`).
+func (n *NodeState) Frozen() bool { return n != nil && n.Freeze != nil }
+
+// MayDeclareLost reports whether the controller may record node.lost for
+// the node once its lease is gone, at now with node_timeout ttl: never while
+// it is frozen (its guard and agents are disarmed: the lease's absence does
+// not mean its guests are stopped), nor until ttl after its last freeze's
+// end (a node thawed while its host manager is down: the guard re-arms
+// itself at the freeze's end and stops the guests within the fencing
+// timeline, which fits in node_timeout).
+func (n *NodeState) MayDeclareLost(now time.Time, ttl time.Duration) bool {
+	if n.Frozen() {
+		return false
+	}
+	return n == nil || n.FreezeEnd.IsZero() || !now.Before(n.FreezeEnd.Add(ttl))
 }
 
 // Up reports whether the node is up: a node.joined after its last
@@ -128,14 +176,20 @@ func (n *NodeState) Status() string {
 	return "down"
 }
 
-// State returns the node STATE cmviewcl shows: running, halted, failed, or
-// unknown before any node event.
+// State returns the node STATE cmviewcl shows: running, frozen or
+// maintenance (drained), halted, failed, or unknown before any node event.
 func (n *NodeState) State() string {
 	if n == nil {
 		return "unknown"
 	}
 	switch n.Membership {
 	case MemberJoined:
+		switch {
+		case n.Frozen():
+			return "frozen"
+		case n.Drained():
+			return "maintenance"
+		}
 		return "running"
 	case MemberHalted:
 		return "halted"
@@ -272,6 +326,14 @@ func (s *State) Clone() *State {
 	}
 	for k, n := range s.Nodes {
 		nn := *n
+		if n.Drain != nil {
+			d := *n.Drain
+			nn.Drain = &d
+		}
+		if n.Freeze != nil {
+			f := *n.Freeze
+			nn.Freeze = &f
+		}
 		c.Nodes[k] = &nn
 	}
 	if s.Packages != nil {
@@ -390,6 +452,35 @@ func (s *State) Apply(e events.Event) bool {
 		n := s.node(e)
 		n.Membership, n.HaltedBy, n.EventID = MemberJoined, "", e.ID
 		n.JoinedSeq, n.JoinedID = e.Seq, e.ID
+		n.EligibleSeq, n.EligibleID = e.Seq, e.ID
+	case events.NodeDrained:
+		n := s.node(e)
+		n.Drain = &Hold{By: d.By, Reason: d.Reason, Seq: e.Seq, ID: e.ID}
+		s.nodeHeld(n, e)
+	case events.NodeResumed:
+		n := s.node(e)
+		if n.Drain != nil {
+			n.Drain = nil
+			n.EligibleSeq, n.EligibleID = e.Seq, e.ID
+		}
+	case events.NodeFrozen:
+		n := s.node(e)
+		n.Freeze = &Hold{By: d.By, Reason: d.Reason, Until: d.Until, Seq: e.Seq, ID: e.ID}
+		n.FreezeEnd = d.Until
+		if d.Until.IsZero() {
+			// Unbounded (written by hand: the CLI always sets it): the
+			// freeze's end is its thaw, below.
+			n.FreezeEnd = e.Time
+		}
+	case events.NodeThawed:
+		n := s.node(e)
+		if n.Freeze != nil {
+			if n.Freeze.Until.IsZero() {
+				n.FreezeEnd = e.Time
+			}
+			n.Freeze = nil
+			n.EligibleSeq, n.EligibleID = e.Seq, e.ID
+		}
 	case events.NodeLost:
 		s.nodeDown(e, MemberLost, "")
 	case events.NodeFenced:
@@ -403,8 +494,21 @@ func (s *State) Apply(e events.Event) bool {
 		if e.Subject != "" {
 			s.applyPackage(e)
 		}
+	default:
+		if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode && e.Subject != "" {
+			s.node(e) // node.taken_over: only the node's sequence
+		}
 	}
 	return true
+}
+
+// nodeHeld notes e (a drain) as the cause of the placements it makes due.
+func (s *State) nodeHeld(n *NodeState, e events.Event) {
+	for _, p := range s.Packages {
+		if p.Node == n.Name && p.Phase.active() {
+			p.CauseSeq, p.CauseID = e.Seq, e.ID
+		}
+	}
 }
 
 // Skip records a message at seq on subject that the log skipped as

@@ -34,6 +34,9 @@ type NodeView struct {
 	State  string `json:"state"`
 	// Packages lists the packages on the node, in configuration order.
 	Packages []string `json:"packages"`
+	// Hold says what an operator holds the node in (maintenance, frozen),
+	// by whom, why and how to end it; "" when nothing.
+	Hold string `json:"hold,omitempty"`
 }
 
 // PackageView is one package: STATUS, STATE, AUTO_RUN and NODE, then what
@@ -147,7 +150,7 @@ func BuildView(s *State) View {
 	}
 	for _, name := range nodes {
 		n := s.Nodes[name]
-		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: onNode[name]}
+		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: onNode[name], Hold: n.hold()}
 		if nv.Packages == nil {
 			nv.Packages = []string{}
 		}
@@ -271,6 +274,9 @@ func (v View) WriteText(w io.Writer, verbose bool) error {
 		line("")
 		line(row(2, nodeCols, "NODE", "STATUS", "STATE"))
 		line(row(2, nodeCols, n.Name, n.Status, n.State))
+		if n.Hold != "" {
+			line("    " + n.Hold)
+		}
 		writePackages(line, n.Packages, byName, verbose)
 	}
 	var unowned []string
@@ -350,4 +356,20 @@ func writeDetails(line func(string), pv PackageView) {
 			line(row(6, switchCols, n.Type, n.Status, n.Switching, n.Name, strings.Join(marks, " ")))
 		}
 	}
+}
+
+// hold describes the node's drain and freeze for status.
+func (n *NodeState) hold() string {
+	var out []string
+	if n.Frozen() {
+		f := n.Freeze
+		out = append(out, fmt.Sprintf("Frozen: by %s until %s (%s); guests keep running, nothing is decided about it; `vmguard node thaw %s` ends it",
+			orDefault(f.By, "?"), f.Until.UTC().Format(time.RFC3339), orDefault(f.Reason, "no reason given"), n.Name))
+	}
+	if n.Drained() {
+		d := n.Drain
+		out = append(out, fmt.Sprintf("Maintenance: drained by %s (%s); its packages move away and none is placed on it; `vmguard node run %s` ends it",
+			orDefault(d.By, "?"), orDefault(d.Reason, "no reason given"), n.Name))
+	}
+	return strings.Join(out, "; ")
 }

@@ -93,8 +93,11 @@ func (c *pkgSwitchCmd) Run(ctx context.Context, g *globals, path commandPath) er
 }
 
 type nodeCmd struct {
-	Run  nodeOpCmd `cmd:"" help:"Let a halted node run packages again (cmrunnode)."`
-	Halt nodeOpCmd `cmd:"" help:"Halt a node: its packages move elsewhere (cmhaltnode)."`
+	Run    nodeOpCmd     `cmd:"" help:"Let a halted or drained node run packages again (cmrunnode)."`
+	Halt   nodeOpCmd     `cmd:"" help:"Halt a node: its packages move elsewhere (cmhaltnode)."`
+	Drain  nodeOpCmd     `cmd:"" help:"Put a node in maintenance: its packages move elsewhere by their policy, nothing is placed on it until 'node run'."`
+	Freeze nodeFreezeCmd `cmd:"" help:"Freeze a node (e.g. to upgrade vmguard): its guests keep running, its guard is disarmed, nothing is decided about it until 'node thaw' or --for ends."`
+	Thaw   nodeOpCmd     `cmd:"" help:"End a node's freeze."`
 }
 
 type nodeOpCmd struct {
@@ -102,13 +105,32 @@ type nodeOpCmd struct {
 	operatorOpts
 }
 
-// Run carries out `node run` or `node halt`.
+type nodeFreezeCmd struct {
+	Node string        `arg:"" help:"Node."`
+	For  time.Duration `name:"for" help:"How long the freeze lasts at most (default 1h); the controller records node.thawed when it ends."`
+	operatorOpts
+}
+
+// Run carries out `node run`, `node halt`, `node drain` or `node thaw`.
 func (c *nodeOpCmd) Run(ctx context.Context, g *globals, path commandPath) error {
 	op := failover.OpNodeHalt
-	if strings.HasPrefix(string(path), "node run") {
+	switch {
+	case strings.HasPrefix(string(path), "node run"):
 		op = failover.OpNodeRun
+	case strings.HasPrefix(string(path), "node drain"):
+		op = failover.OpNodeDrain
+	case strings.HasPrefix(string(path), "node thaw"):
+		op = failover.OpNodeThaw
 	}
 	return operate(ctx, g, failover.Command{Op: op, Node: c.Node, Reason: c.Reason, By: c.who()})
+}
+
+// Run carries out `node freeze`.
+func (c *nodeFreezeCmd) Run(ctx context.Context, g *globals) error {
+	if c.For < 0 {
+		return fmt.Errorf("%w: --for %s: want a positive duration", errUsage, c.For)
+	}
+	return operate(ctx, g, failover.Command{Op: failover.OpNodeFreeze, Node: c.Node, For: c.For, Reason: c.Reason, By: c.who()})
 }
 
 // commandPath is the subcommand path kong parsed, e.g. "pkg enable".
@@ -141,6 +163,7 @@ func operate(ctx context.Context, g *globals, cmd failover.Command) error {
 		if err != nil {
 			return err
 		}
+		cmd.Now = time.Now()
 		evs, err := s.Command(cmd)
 		if err != nil {
 			return err

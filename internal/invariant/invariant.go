@@ -22,6 +22,12 @@
 //   - live_node: no placement, start or restart is decided for a node that is
 //     lost or fenced (until it joins again), nor for a placement a node loss
 //     released;
+//   - maintenance: no package is placed on a node an operator drained
+//     (node.drained, until node.resumed) or froze (node.frozen, until
+//     node.thawed); no placement moves a package away from a frozen node
+//     while its placement there is not released; and no node.lost is
+//     recorded for a frozen node (its guard is disarmed: a lapsed lease
+//     there does not mean its guests are stopped);
 //   - bound: every package.starting and package.halting ends (started,
 //     halting, halted, failed, or its node lost or fenced) within its
 //     configured bound plus Options.Grace, by the event times; one still open
@@ -57,6 +63,7 @@ const (
 	RuleRestartPolicy Rule = "restart_policy"
 	RuleLiveNode      Rule = "live_node"
 	RuleBound         Rule = "bound"
+	RuleMaintenance   Rule = "maintenance"
 )
 
 // DefaultGrace is the slack Verify adds to each configured bound: the host
@@ -142,6 +149,8 @@ func Verify(evs []events.Event, opts Options) Report {
 		byID:     make(map[string]events.Event, len(evs)),
 		pkgs:     map[string]*pkgState{},
 		nodeDown: map[string]events.Event{},
+		drained:  map[string]events.Event{},
+		frozen:   map[string]events.Event{},
 		report:   Report{Events: len(evs), Checked: map[Rule]int{}},
 	}
 	for _, e := range evs {
@@ -209,8 +218,10 @@ type checker struct {
 	byID     map[string]events.Event
 	pkgs     map[string]*pkgState
 	nodeDown map[string]events.Event // node -> the node.lost/fenced it is down since
-	cfg      *config.Cluster
-	report   Report
+	// drained and frozen hold the node.drained / node.frozen in force.
+	drained, frozen map[string]events.Event
+	cfg             *config.Cluster
+	report          Report
 }
 
 func (c *checker) pkg(name string) *pkgState {
@@ -319,7 +330,24 @@ func (c *checker) apply(e events.Event) {
 		c.cfg = cfg
 	case events.NodeJoined:
 		delete(c.nodeDown, e.Subject)
+	case events.NodeDrained:
+		c.drained[e.Subject] = e
+	case events.NodeResumed:
+		delete(c.drained, e.Subject)
+	case events.NodeFrozen:
+		c.frozen[e.Subject] = e
+	case events.NodeThawed:
+		if _, ok := c.frozen[e.Subject]; !ok {
+			c.note(e, "node %s thawed but not frozen", e.Subject)
+		}
+		delete(c.frozen, e.Subject)
 	case events.NodeLost, events.NodeFenced:
+		if _, lost := d.(events.NodeLost); lost {
+			c.report.Checked[RuleMaintenance]++
+			if f, ok := c.frozen[e.Subject]; ok {
+				c.fail(e, RuleMaintenance, "node %s recorded lost while frozen (node.frozen at seq %d)", e.Subject, f.Seq)
+			}
+		}
 		c.nodeDown[e.Subject] = e
 		for _, p := range c.pkgs {
 			for ep, pl := range p.placements {
@@ -396,6 +424,7 @@ func (c *checker) apply(e events.Event) {
 func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	p := c.pkg(e.Subject)
 	c.liveNode(e, d.Node, 0)
+	c.maintenance(e, p, d)
 	p.placements[d.Epoch] = &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq}
 	if d.By != "" {
 		return // an operator's command is its own cause
@@ -455,6 +484,24 @@ func (c *checker) liveNode(e events.Event, node string, epoch uint64) {
 	}
 	if pl := c.pkg(e.Subject).placements[epoch]; pl != nil && pl.byLoss != nil {
 		c.fail(e, RuleLiveNode, "acts on epoch %d on %s, released by %s at seq %d", epoch, pl.node, events.ShortType(pl.byLoss.Type()), pl.byLoss.Seq)
+	}
+}
+
+// maintenance reports a placement on a drained or frozen node, or away
+// from a frozen node whose placement of the package is not released.
+func (c *checker) maintenance(e events.Event, p *pkgState, d events.PackagePlaced) {
+	c.report.Checked[RuleMaintenance]++
+	if h, ok := c.drained[d.Node]; ok {
+		c.fail(e, RuleMaintenance, "placed on node %s, drained at seq %d and not run since", d.Node, h.Seq)
+	}
+	if h, ok := c.frozen[d.Node]; ok {
+		c.fail(e, RuleMaintenance, "placed on node %s, frozen at seq %d and not thawed since", d.Node, h.Seq)
+	}
+	for _, ep := range sortedKeys(p.placements) {
+		pl := p.placements[ep]
+		if h, ok := c.frozen[pl.node]; ok && ep < d.Epoch && !pl.released && pl.node != d.Node {
+			c.fail(e, RuleMaintenance, "moved away from node %s (epoch %d, not released), frozen at seq %d", pl.node, ep, h.Seq)
+		}
 	}
 }
 

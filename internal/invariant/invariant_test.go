@@ -194,6 +194,27 @@ func TestViolations(t *testing.T) {
 			l.add("n2", "", events.NodeJoined{})
 			return l.add("web", l.evs[l.fenceExit].ID, events.ServiceRestarting{Service: "s", Node: "n2", Epoch: 2, Attempt: 1}).Seq
 		}, RuleLiveNode, "released by node.lost"},
+		{"placed on a drained node", func(l *cleanLog) uint64 {
+			l.evs = l.evs[:len(l.evs)-1]
+			l.add("n1", "", events.NodeDrained{By: "op"})
+			return l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n1", Epoch: 3, Reason: "node_lost"}).Seq
+		}, RuleMaintenance, "placed on node n1, drained at seq"},
+		{"placed on a frozen node", func(l *cleanLog) uint64 {
+			l.evs = l.evs[:len(l.evs)-1]
+			l.add("n1", "", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"})
+			return l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n1", Epoch: 3, Reason: "node_lost"}).Seq
+		}, RuleMaintenance, "placed on node n1, frozen at seq"},
+		{"moved away from a frozen node", func(l *cleanLog) uint64 {
+			l.finish()
+			l.evs = l.evs[:len(l.evs)-4] // epoch 3 runs on n1
+			l.add("n1", "", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"})
+			l.add("n2", "", events.NodeJoined{})
+			return l.add("web", "", events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "operator_move", By: "op"}).Seq
+		}, RuleMaintenance, "moved away from node n1 (epoch 3, not released), frozen at seq"},
+		{"lost while frozen", func(l *cleanLog) uint64 {
+			l.add("n1", "", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"})
+			return l.add("n1", "", events.NodeLost{Reason: "lease expired"}).Seq
+		}, RuleMaintenance, "node n1 recorded lost while frozen"},
 		{"starting never ends", func(l *cleanLog) uint64 {
 			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
 			l.at(time.Hour).add("n1", "", events.NodeJoined{})
@@ -301,5 +322,20 @@ func TestDeferredFailoverNamesTheJoin(t *testing.T) {
 		if v.Rule == RuleCause {
 			t.Errorf("a failover caused by a join reported: %s", v)
 		}
+	}
+}
+
+func TestDrainRunFreezeThawPass(t *testing.T) {
+	l := clean()
+	l.finish()
+	l.add("n2", "", events.NodeJoined{})
+	d := l.add("n2", "", events.NodeDrained{By: "op"})
+	l.add("n2", "", events.NodeResumed{By: "op"})
+	l.add("web", d.ID, events.PackagePlaced{Node: "n2", Epoch: 4, Reason: "auto_run"})
+	l.add("n1", "", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"})
+	th := l.add("n1", "", events.NodeThawed{Reason: "expired"})
+	l.add("n1", th.ID, events.NodeLost{Reason: "lease expired"})
+	if v := Check(l.evs); len(v) != 0 {
+		t.Errorf("want no violation:\n%s", strings.Join(v, "\n"))
 	}
 }
