@@ -22,6 +22,8 @@ type Log struct {
 	codec   *Codec
 	logger  *slog.Logger
 	skipped atomic.Uint64
+	// observer, if set (WithObserver), is told of appends and reads.
+	observer Observer
 }
 
 // Option configures Open.
@@ -31,6 +33,7 @@ type logOptions struct {
 	replicas int
 	logger   *slog.Logger
 	create   bool
+	observer Observer
 }
 
 // WithReplicas sets the stream's replica count when Open creates it (1 to 5).
@@ -138,7 +141,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
 	}
-	return &Log{nc: nc, js: js, stream: s, codec: codec, logger: o.logger}, nil
+	return &Log{nc: nc, js: js, stream: s, codec: codec, logger: o.logger, observer: o.observer}, nil
 }
 
 // Codec returns the log's codec.
@@ -184,13 +187,18 @@ func (l *Log) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64
 	for _, o := range opts {
 		o(m)
 	}
+	sent := time.Now()
 	ack, err := l.js.PublishMsg(ctx, m)
 	if err != nil {
 		if isConflict(err) {
-			return 0, fmt.Errorf("append %s: %w", e.Type(), ErrConflict)
+			err = fmt.Errorf("append %s: %w", e.Type(), ErrConflict)
+		} else {
+			err = fmt.Errorf("append %s: %w", e.Type(), err)
 		}
-		return 0, fmt.Errorf("append %s: %w", e.Type(), err)
+		l.observeAppend(e, m, sent, err)
+		return 0, err
 	}
+	l.observeAppend(e, m, sent, nil)
 	return ack.Sequence, nil
 }
 

@@ -401,6 +401,9 @@ func (l *Log) decode(m jetstream.Msg, seq uint64) (Event, bool) {
 		return Event{}, false
 	}
 	e.Seq = seq
+	if l.observer != nil {
+		l.observer.Read(e)
+	}
 	return e, true
 }
 

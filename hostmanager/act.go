@@ -586,6 +586,7 @@ func (r *Runner) noteBeat(m *nats.Msg) bool {
 	r.hbMu.Lock()
 	r.hb[hb.Guest] = time.Now()
 	r.hbMu.Unlock()
+	r.cfg.Metrics.Heartbeat(hb.Guest)
 	return true
 }
 

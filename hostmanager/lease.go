@@ -218,6 +218,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 // guard: it stops the guests unless petted again by sent + the renew
 // interval + guard_bound (internal/timeline).
 func (r *Runner) renewed(sent time.Time) {
+	r.cfg.Metrics.LeaseRenewed(time.Since(sent))
 	r.lastOK.Store(sent.UnixNano())
 	if r.petter == nil {
 		return

@@ -67,6 +67,8 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Version is recorded in node.joined.
 	Version string
+	// Metrics receives lease renewals and guest heartbeats (default: none).
+	Metrics Metrics
 	// Guard makes the runner pet a node guard (`vmguard guard`, see
 	// guard.go) over GuardSocket(StateDir) after each lease renewal,
 	// starting it as GuardBin (default: AgentBin, else the running
@@ -170,6 +172,9 @@ func NewRunner(cfg Config) (*Runner, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = filepath.Join(".vmguard", "host", cfg.Node)

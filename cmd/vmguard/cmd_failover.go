@@ -19,6 +19,7 @@ type failoverCmd struct {
 	CheckInterval time.Duration `name:"check-interval" default:"250ms" help:"How often the leader checks the node leases."`
 	NoSnapshot    bool          `name:"no-snapshot" help:"Neither load nor write state snapshots (KV bucket vmguard_snapshots): replay the whole log at start."`
 	Verbose       bool          `name:"verbose" short:"v" help:"Log debug messages (refused decisions, snapshots)."`
+	metricsFlag   `embed:""`
 }
 
 // Help is shown by `vmguard failover --help`.
@@ -69,7 +70,11 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer nc.Close()
-	l, err := events.Open(ctx, nc, events.WithLogger(logger))
+	m, err := c.start(ctx, logger)
+	if err != nil {
+		return err
+	}
+	l, err := events.Open(ctx, nc, logOptions(m, events.WithLogger(logger))...)
 	if err != nil {
 		return err
 	}
@@ -79,6 +84,10 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if m != nil {
+		m.WatchLog(l)
+		watchFailover(m, l, r)
 	}
 	logger.Info("failover controller starting", "nats", natsconn.Redact(g.NATS), "election_ttl", c.ElectionTTL)
 	if err := r.Run(ctx); err != nil {

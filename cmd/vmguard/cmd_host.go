@@ -31,6 +31,7 @@ type hostCmd struct {
 	Reason          string        `name:"reason" help:"Why, with --takeover; recorded."`
 	NoGuard         bool          `name:"no-guard" help:"Do not start or pet a node guard (vmguard guard). Without it nothing stops the guests of a host manager that died or hangs before the controller places them elsewhere."`
 	Escalate        string        `name:"escalate" placeholder:"COMMAND" help:"The node guard's escalation after it stopped the guests, e.g. 'systemctl reboot --force' (see vmguard guard --help)."`
+	metricsFlag     `embed:""`
 }
 
 // Help is shown by `vmguard host --help`.
@@ -95,9 +96,19 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer nc.Close()
-	l, err := events.Open(ctx, nc, events.WithLogger(logger))
+	m, err := c.start(ctx, logger)
 	if err != nil {
 		return err
+	}
+	l, err := events.Open(ctx, nc, logOptions(m, events.WithLogger(logger))...)
+	if err != nil {
+		return err
+	}
+	var hm hostmanager.Metrics
+	if m != nil {
+		m.WatchLog(l)
+		m.AddLag(l, "host", m.LastRead)
+		hm = m.Node(c.Node)
 	}
 	if err := c.checkLease(ctx, l); err != nil {
 		return err
@@ -105,7 +116,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	r, err := hostmanager.NewRunner(hostmanager.Config{
 		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, Version: version,
-		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate),
+		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate), Metrics: hm,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -32,6 +33,8 @@ type serverCmd struct {
 	Wait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait for the JetStream cluster to form (a meta leader, and --replicas servers up) before giving up on the stream."`
 	Quiet    bool          `name:"quiet" short:"q" help:"Do not print the server's own log."`
 	Insecure bool          `name:"insecure" help:"Listen beyond loopback (--host 0.0.0.0) without authorization: any client that reaches the port may run commands in every guest. Without it such a server refuses to start (exit 2); give users or nkeys with -c instead (docs/security.md)."`
+
+	metricsFlag `embed:""`
 }
 
 // Run starts the server, provisions the stream and waits for a signal.
@@ -77,6 +80,17 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 	if opts, err := cfg.Options(); err == nil && natsd.CheckAuth(opts) != nil {
 		// Only --insecure gets here (natsd.Start refuses otherwise).
 		fmt.Fprintf(g.Stderr, "vmguard server: WARNING: INSECURE (--insecure): listening on %s with no authorization: any client that reaches it can run commands in every guest, append any event and fence every node\n", s.ClientURL())
+	}
+	m, err := c.start(ctx, slog.New(slog.NewTextHandler(g.Stderr, nil)))
+	if err != nil {
+		return err
+	}
+	if m != nil {
+		l, err := events.Open(ctx, nc)
+		if err != nil {
+			return err
+		}
+		m.WatchLog(l)
 	}
 	fmt.Fprintf(g.Stdout, "vmguard server %s listening on %s%s, store %s, stream %s ready (R%d), %s\n",
 		version, s.ClientURL(), where, store, events.StreamName, replicas, syncMode(s))

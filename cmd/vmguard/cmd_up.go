@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/dirlock"
+	"github.com/vmguard/vmguard/internal/metrics"
 	"github.com/vmguard/vmguard/internal/natsd"
 	"github.com/vmguard/vmguard/internal/termtext"
 )
@@ -30,6 +32,7 @@ type upCmd struct {
 	Interval bool   `name:"sync-interval" help:"Faster, less safe log writes (see vmguard server --help)."`
 	Quiet    bool   `name:"quiet" short:"q" help:"No live view; just run."`
 	Verbose  bool   `name:"verbose" help:"Log what the daemons do to stderr."`
+	UI       string `name:"ui" default:"127.0.0.1:4280" placeholder:"ADDR" help:"Address of the web listener: the console and Prometheus metrics (/metrics); off: none. If the default is taken, up runs without it and says so."`
 }
 
 // Run starts an embedded server, records the configuration, and runs the
@@ -68,10 +71,12 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("connect to embedded server: %w", err)
 	}
 	defer nc.Close()
-	l, err := events.Open(ctx, nc)
+	m := metrics.New()
+	l, err := events.Open(ctx, nc, events.WithObserver(m))
 	if err != nil {
 		return err
 	}
+	m.WatchLog(l)
 	cl, what, err := c.config(ctx, l, fileCl)
 	if err != nil {
 		return err
@@ -81,13 +86,19 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 			url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what)),
 		fmt.Sprintf("In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...", url),
 	}
-	for _, line := range banner {
-		fmt.Fprintln(g.Stdout, line)
-	}
-
 	logger := slog.New(slog.DiscardHandler)
 	if c.Verbose {
 		logger = slog.New(slog.NewTextHandler(g.Stderr, nil))
+	}
+	webCtx, stopWeb := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWeb()
+	web, err := c.serveWeb(webCtx, m, logger)
+	if err != nil {
+		return err
+	}
+	banner = append(banner, web)
+	for _, line := range banner {
+		fmt.Fprintln(g.Stdout, line)
 	}
 	bin, err := os.Executable()
 	if err != nil {
@@ -121,7 +132,7 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		hm, err := hostmanager.NewRunner(hostmanager.Config{
 			Node: node, Log: l, Logger: logger.With("node", node),
 			StateDir: state, AgentBin: bin, NATSURL: url,
-			HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version,
+			HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version, Metrics: m.Node(node),
 		})
 		if err != nil {
 			return err
@@ -129,6 +140,7 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		run("host "+node, hm.Run)
 	}
 	run("failover", fo.Run)
+	watchFailover(m, l, fo)
 
 	viewCtx, stopView := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopView()
@@ -191,3 +203,25 @@ func (c *upCmd) config(ctx context.Context, l *events.Log, fileCl *config.Cluste
 	}
 	return cl, fmt.Sprintf("%s applied (seq %d)", name, res.seq), nil
 }
+
+// serveWeb starts up's web listener on --ui and returns the banner line
+// that says where it is. The default address being taken (another up, a
+// test) is not an error: up runs without it and says so.
+func (c *upCmd) serveWeb(ctx context.Context, m *metrics.Metrics, logger *slog.Logger) (string, error) {
+	if c.UI == "off" {
+		return "Web console off (--ui off).", nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	addr, err := serveHTTP(ctx, c.UI, mux, logger)
+	if err != nil {
+		if c.UI == defaultUI {
+			return fmt.Sprintf("Web console off: %v (--ui ADDR to choose another).", err), nil
+		}
+		return "", fmt.Errorf("%w: --ui: %v", errUsage, err)
+	}
+	return fmt.Sprintf("Metrics: http://%s/metrics", addr), nil
+}
+
+// defaultUI is where up serves its web listener unless told otherwise.
+const defaultUI = "127.0.0.1:4280"

@@ -32,6 +32,10 @@ type Options struct {
 	SickAfter time.Duration `name:"sick-after" default:"30s" help:"How long the agent goes on when it cannot record events (spool not writable, or the log refuses them while connected) before it withholds heartbeats, so that the host manager declares the guest lost, and refuses runs."`
 	Verbose   bool          `name:"verbose" short:"v" help:"Log debug messages."`
 	URLFile   string        `name:"nats-url-file" placeholder:"FILE" help:"Read the NATS URL from FILE (mode 0600) instead of --nats: a URL with a password on the command line shows in ps. The process driver starts agents this way."`
+
+	// OnAgent, if set, is called with the agent before it runs (the
+	// vmguard binary serves its metrics from it).
+	OnAgent func(*guestagent.Agent) `kong:"-"`
 }
 
 // UsageError is an error in how the agent was called (exit code 2).
@@ -108,6 +112,9 @@ func (o *Options) Run(ctx context.Context, conn natsconn.Flags, stderr io.Writer
 	})
 	if err != nil {
 		return &UsageError{err}
+	}
+	if o.OnAgent != nil {
+		o.OnAgent(a)
 	}
 	return a.Run(ctx)
 }
