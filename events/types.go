@@ -81,11 +81,16 @@ const (
 // ParseType splits a type such as io.vmguard.process.exited.v1 into its
 // entity, verb and version.
 func ParseType(typ string) (entity, verb, version string, err error) {
-	parts := strings.Split(typ, ".")
-	if len(parts) != 5 || parts[0] != "io" || parts[1] != "vmguard" {
-		return "", "", "", fmt.Errorf("type %q: want io.vmguard.<entity>.<verb>.<version>", typ)
+	// Cut, not Split: this runs for every event encoded and decoded.
+	if rest, ok := strings.CutPrefix(typ, "io.vmguard."); ok {
+		var ok1, ok2 bool
+		entity, rest, ok1 = strings.Cut(rest, ".")
+		verb, version, ok2 = strings.Cut(rest, ".")
+		if ok1 && ok2 && !strings.Contains(version, ".") {
+			return entity, verb, version, nil
+		}
 	}
-	return parts[2], parts[3], parts[4], nil
+	return "", "", "", fmt.Errorf("type %q: want io.vmguard.<entity>.<verb>.<version>", typ)
 }
 
 // ScopeOf returns the scope of an event type.

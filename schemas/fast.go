@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	gojson "github.com/goccy/go-json"
 )
@@ -31,6 +32,7 @@ type rule struct {
 	maxItems   int // -1: none
 	items      *rule
 	dateTime   bool
+	isName     bool // pattern is namePattern
 }
 
 // annotation keywords carry no constraint.
@@ -103,6 +105,7 @@ func compileRule(doc map[string]any, path string) (*rule, error) {
 				return nil, fmt.Errorf("%s: pattern: %v", path, err)
 			}
 			r.pattern = re
+			r.isName = s == namePattern
 		case "minLength", "maxLength", "maxItems":
 			n, err := wholeNumber(v)
 			if err != nil {
@@ -275,4 +278,107 @@ func decodeValue(data []byte) (any, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// namePattern is the pattern of every name in the schemas; Field checks it
+// with a byte loop instead of the regular expression (a test proves both
+// agree).
+const namePattern = "^[A-Za-z0-9_-]{1,64}$"
+
+// Field is the compiled rule of one top-level member of an event type's
+// data. It lets a codec check typed values as it encodes or decodes them,
+// without building a generic JSON value; each method answers whether the
+// value, as JSON, passes the rule, exactly as Validate would judge it.
+type Field struct{ r *rule }
+
+// Fields returns the rules of the top-level members of typ's data by name and
+// the names the schema requires, and false if typ has no schema or its data
+// is not an object.
+func (v *Validator) Fields(typ string) (map[string]Field, []string, bool) {
+	r, ok := v.fast[typ]
+	if !ok || r.properties == nil || !r.allows("object") {
+		return nil, nil, false
+	}
+	out := make(map[string]Field, len(r.properties))
+	for name, p := range r.properties {
+		out[name] = Field{p}
+	}
+	return out, r.required, true
+}
+
+func (r *rule) allows(t string) bool {
+	if len(r.types) == 0 {
+		return true
+	}
+	for _, x := range r.types {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// String reports whether the JSON string s passes the rule.
+func (f Field) String(s string) bool { return f.r.okString(s) }
+
+// Integer reports whether the JSON number n, a whole number, passes the rule.
+func (f Field) Integer(n float64) bool {
+	r := f.r
+	if !r.allows("integer") && !r.allows("number") {
+		return false
+	}
+	return r.minimum == nil || n >= *r.minimum
+}
+
+// Bool reports whether a JSON boolean passes the rule.
+func (f Field) Bool() bool { return f.r.allows("boolean") }
+
+// Items reports whether a JSON array of n items passes the rule's own
+// constraints; Item checks each item.
+func (f Field) Items(n int) bool {
+	return f.r.allows("array") && (f.r.maxItems < 0 || n <= f.r.maxItems)
+}
+
+// Item reports whether the string s passes the rule of an array's items.
+func (f Field) Item(s string) bool { return f.r.items == nil || f.r.items.okString(s) }
+
+func (r *rule) okString(s string) bool {
+	if !r.allows("string") {
+		return false
+	}
+	if r.minLength > 0 || r.maxLength >= 0 {
+		n := utf8.RuneCountInString(s)
+		if n < r.minLength || (r.maxLength >= 0 && n > r.maxLength) {
+			return false
+		}
+	}
+	if r.pattern != nil {
+		if r.isName {
+			if !isName(s) {
+				return false
+			}
+		} else if !r.pattern.MatchString(s) {
+			return false
+		}
+	}
+	if r.dateTime {
+		if _, err := time.Parse(time.RFC3339Nano, s); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// isName matches namePattern.
+func isName(s string) bool {
+	if len(s) < 1 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
