@@ -105,7 +105,7 @@ func (c *Codec) encodeSDK(e Event) (*nats.Msg, error) {
 // binary-mode header repeated or spelled in another case.
 func (c *Codec) Decode(hdr nats.Header, body []byte) (Event, error) {
 	body = validUTF8(body)
-	if e, ok := c.decodeFast(hdr, body); ok {
+	if e, ok := c.decodeFast(hdr, body, false); ok {
 		return e, nil
 	}
 	return c.decodeSDK(hdr, body)
@@ -140,9 +140,23 @@ func (c *Codec) decodeSDK(hdr nats.Header, body []byte) (Event, error) {
 // the subject it was stored on is refused (ErrInvalid) — a guest allowed to
 // publish only its own process events cannot forge a placement this way.
 func (c *Codec) DecodeStored(subject string, hdr nats.Header, body []byte) (Event, error) {
-	e, err := c.Decode(hdr, body)
-	if err != nil {
-		return Event{}, err
+	return c.decodeStored(subject, hdr, body, false)
+}
+
+// decodeStored is DecodeStored; owned says that nothing changes body
+// afterwards (a message read from the log), so the event's strings may
+// point into it instead of into a copy.
+func (c *Codec) decodeStored(subject string, hdr nats.Header, body []byte, owned bool) (Event, error) {
+	body = validUTF8(body)
+	e, ok := c.decodeFast(hdr, body, owned)
+	if ok && storedOn(e, subject) {
+		return e, nil
+	}
+	if !ok {
+		var err error
+		if e, err = c.decodeSDK(hdr, body); err != nil {
+			return Event{}, err
+		}
 	}
 	want, err := SubjectOf(e)
 	if err != nil {

@@ -2,10 +2,12 @@ package events
 
 import (
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 
@@ -140,6 +142,14 @@ func plainAttr(s string) bool {
 	return true
 }
 
+// sourceByte marks the bytes plainSource allows.
+var sourceByte = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/._~-", byte(c)) >= 0
+	}
+	return t
+}()
+
 // plainSource reports whether a source is an absolute path that url.Parse
 // returns unchanged: '/', then letters, digits and "/._~-".
 func plainSource(s string) bool {
@@ -147,8 +157,7 @@ func plainSource(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("/._~-", c) >= 0) {
+		if !sourceByte[s[i]] {
 			return false
 		}
 	}
@@ -331,13 +340,18 @@ func appendJSONString(b []byte, s string) []byte {
 }
 
 // decodeFast reads an event in the shape vmguard writes it, or returns false
-// to leave it to the sdk-go path. body is valid UTF-8.
-func (c *Codec) decodeFast(hdr nats.Header, body []byte) (Event, bool) {
+// to leave it to the sdk-go path. body is valid UTF-8; owned says nothing
+// changes it afterwards, so strings may point into it.
+func (c *Codec) decodeFast(hdr nats.Header, body []byte, owned bool) (Event, bool) {
+	text := unsafe.String(unsafe.SliceData(body), len(body))
+	if !owned {
+		text = string(body)
+	}
 	if hdr != nil && len(hdr["ce-specversion"]) > 0 {
-		return c.decodeBinaryFast(hdr, body)
+		return c.decodeBinaryFast(hdr, text)
 	}
 	var e Event
-	p := scanner{s: string(body)}
+	p := scanner{s: text}
 	if !p.byte('{') {
 		return Event{}, false
 	}
@@ -411,7 +425,7 @@ func (c *Codec) decodeFast(hdr nats.Header, body []byte) (Event, bool) {
 }
 
 // decodeBinaryFast reads a binary-mode event whose headers are plain.
-func (c *Codec) decodeBinaryFast(hdr nats.Header, body []byte) (Event, bool) {
+func (c *Codec) decodeBinaryFast(hdr nats.Header, body string) (Event, bool) {
 	if checkBinaryHeaders(hdr) != nil {
 		return Event{}, false
 	}
@@ -426,13 +440,43 @@ func (c *Codec) decodeBinaryFast(hdr nats.Header, body []byte) (Event, bool) {
 	if pl == nil {
 		return Event{}, false
 	}
-	p := scanner{s: string(body)}
+	p := scanner{s: body}
 	data, ok := pl.readData(&p)
 	if p.space(); !ok || p.i != len(p.s) {
 		return Event{}, false
 	}
 	e := Event{ID: get("ce-id"), Source: get("ce-source"), Subject: get("ce-subject"), CauseID: get("ce-" + CauseExtension)}
 	return c.finishFast(e, get("ce-specversion"), typ, get("ce-time"), get("ce-dataschema"), get("Content-Type"), data)
+}
+
+// storedOn reports whether subject is where SubjectOf puts e, without
+// building that subject.
+func storedOn(e Event, subject string) bool {
+	entity, verb, _, err := ParseType(e.Type())
+	if err != nil {
+		return false
+	}
+	rest, ok := strings.CutPrefix(subject, "vmguard.events.")
+	if !ok {
+		return false
+	}
+	switch entity {
+	case "cluster":
+		rest, ok = strings.CutPrefix(rest, "cluster.")
+	case "node":
+		if rest, ok = strings.CutPrefix(rest, "node."); ok {
+			rest, ok = strings.CutPrefix(rest, e.Subject+".")
+		}
+	default:
+		if rest, ok = strings.CutPrefix(rest, "pkg."); ok {
+			if rest, ok = strings.CutPrefix(rest, e.Subject); ok {
+				if rest, ok = strings.CutPrefix(rest, "."); ok {
+					rest, ok = strings.CutPrefix(rest, entity+".")
+				}
+			}
+		}
+	}
+	return ok && rest == verb
 }
 
 // finishFast checks the envelope's attributes and completes e.
@@ -595,6 +639,15 @@ func (p *scanner) key() (string, bool) {
 	return "", false
 }
 
+// plainByte marks the bytes a string holds as they are: not '"', '\\' or a
+// control character.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // str reads a string. It declines control characters (invalid JSON) and
 // \u escapes of surrogates (decoders differ on lone ones).
 func (p *scanner) str() (string, bool) {
@@ -602,20 +655,18 @@ func (p *scanner) str() (string, bool) {
 		return "", false
 	}
 	start := p.i
-	for p.i < len(p.s) {
-		c := p.s[p.i]
-		if c == '"' {
+	for p.i < len(p.s) && plainByte[p.s[p.i]] {
+		p.i++
+	}
+	if p.i < len(p.s) {
+		switch p.s[p.i] {
+		case '"':
 			s := p.s[start:p.i]
 			p.i++
 			return s, true
-		}
-		if c == '\\' {
+		case '\\':
 			return p.escaped(start)
 		}
-		if c < 0x20 {
-			return "", false
-		}
-		p.i++
 	}
 	return "", false
 }
@@ -736,7 +787,8 @@ func (p *scanner) strings() ([]string, bool) {
 	if p.byte(']') {
 		return []string{}, true
 	}
-	var out []string
+	var buf [16]string
+	out := buf[:0]
 	for {
 		s, ok := p.str()
 		if !ok {
@@ -744,7 +796,7 @@ func (p *scanner) strings() ([]string, bool) {
 		}
 		out = append(out, s)
 		if p.byte(']') {
-			return out, true
+			return slices.Clone(out), true
 		}
 		if !p.byte(',') {
 			return nil, false

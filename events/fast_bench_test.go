@@ -47,7 +47,7 @@ func BenchmarkCodec(b *testing.B) {
 	b.Run("decode/fast", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, ok := c.decodeFast(m.Header, m.Data); !ok {
+			if _, ok := c.decodeFast(m.Header, m.Data, true); !ok {
 				b.Fatal("fast path declined")
 			}
 		}

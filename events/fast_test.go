@@ -251,15 +251,27 @@ func TestFastAgreesWithSDK(t *testing.T) {
 				got, err := c.Decode(ref.Header, ref.Data)
 				want, werr := c.decodeSDK(ref.Header, validUTF8(ref.Data))
 				sameOutcome(rt, "structured", got, err, want, werr)
-				if _, ok := c.decodeFast(ref.Header, validUTF8(ref.Data)); ok {
+				if _, ok := c.decodeFast(ref.Header, validUTF8(ref.Data), false); ok {
 					fastDec++
+				}
+				// Stored: the log's path (strings into the body) checks the
+				// subject as DecodeStored does.
+				for _, subj := range []string{ref.Subject, ref.Subject + "x", "vmguard.events.pkg.db.process.exited", "vmguard.events.cluster.config_applied"} {
+					got, err := c.decodeStored(subj, ref.Header, bytes.Clone(ref.Data), true)
+					want, werr := c.DecodeStored(subj, ref.Header, ref.Data)
+					sameOutcome(rt, "stored on "+subj, got, err, want, werr)
+					if _, rerr := c.decodeSDK(ref.Header, validUTF8(ref.Data)); rerr == nil {
+						if w, _ := SubjectOf(want); (werr == nil) != (w == subj) {
+							rt.Fatalf("stored on %s, belongs on %s: %v", subj, w, werr)
+						}
+					}
 				}
 				// Binary.
 				h, body := binaryOf(rt, ref.Data)
 				got, err = c.Decode(h, body)
 				want, werr = c.decodeSDK(h, validUTF8(body))
 				sameOutcome(rt, "binary", got, err, want, werr)
-				if _, ok := c.decodeFast(h, validUTF8(body)); ok {
+				if _, ok := c.decodeFast(h, validUTF8(body), true); ok {
 					fastBin++
 				}
 				// Mutated.
@@ -267,7 +279,7 @@ func TestFastAgreesWithSDK(t *testing.T) {
 				got, err = c.Decode(nil, mb)
 				want, werr = c.decodeSDK(nil, validUTF8(mb))
 				sameOutcome(rt, fmt.Sprintf("mutated %s", mb), got, err, want, werr)
-				if _, ok := c.decodeFast(nil, validUTF8(mb)); ok {
+				if _, ok := c.decodeFast(nil, validUTF8(mb), false); ok {
 					fastMut++
 				}
 			})

@@ -288,7 +288,7 @@ func (l *Log) Tail(ctx context.Context, subject string) (SubjectTail, error) {
 	if err != nil {
 		return SubjectTail{}, fmt.Errorf("get last %s: %w", subject, err)
 	}
-	if e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data); err == nil {
+	if e, err := l.codec.decodeStored(raw.Subject, raw.Header, raw.Data, true); err == nil {
 		e.Seq = raw.Sequence
 		return SubjectTail{Event: e, Found: true, Seq: raw.Sequence}, nil
 	}
@@ -313,7 +313,7 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("get event %d: %w", seq, err)
 	}
-	e, err := l.codec.DecodeStored(raw.Subject, raw.Header, raw.Data)
+	e, err := l.codec.decodeStored(raw.Subject, raw.Header, raw.Data, true)
 	if err != nil {
 		l.skip(raw.Sequence, raw.Subject, err)
 		return Event{}, fmt.Errorf("decode event %d: %w", seq, err)

@@ -395,7 +395,7 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 
 // decode decodes one stored message, or counts and logs it as skipped.
 func (l *Log) decode(m jetstream.Msg, seq uint64) (Event, bool) {
-	e, err := l.codec.DecodeStored(m.Subject(), m.Headers(), m.Data())
+	e, err := l.codec.decodeStored(m.Subject(), m.Headers(), m.Data(), true)
 	if err != nil {
 		l.skip(seq, m.Subject(), err)
 		return Event{}, false

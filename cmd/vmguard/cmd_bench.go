@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -24,12 +25,13 @@ type benchCmd struct {
 }
 
 type benchLogCmd struct {
-	Sync     int    `name:"sync" default:"20000" help:"Events for the sync append run."`
-	Async    int    `name:"async" default:"200000" help:"Events for the async append run."`
-	Replay   int    `name:"replay" default:"1000000" help:"Events in the log for the replay run (filled with async appends)."`
-	Durable  bool   `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
-	External bool   `name:"external" help:"Use the server at --nats instead of an embedded one. Its VMGUARD stream must be empty or absent: the benchmark writes fake events, and refuses a log that holds any."`
-	Store    string `name:"store" help:"Store dir of the embedded server (default: a temp dir, removed after)."`
+	Sync       int    `name:"sync" default:"20000" help:"Events for the sync append run."`
+	Async      int    `name:"async" default:"200000" help:"Events for the async append run."`
+	Replay     int    `name:"replay" default:"1000000" help:"Events in the log for the replay run (filled with async appends)."`
+	Durable    bool   `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
+	External   bool   `name:"external" help:"Use the server at --nats instead of an embedded one. Its VMGUARD stream must be empty or absent: the benchmark writes fake events, and refuses a log that holds any."`
+	Store      string `name:"store" help:"Store dir of the embedded server (default: a temp dir, removed after)."`
+	CPUProfile string `name:"cpuprofile" help:"Write a CPU profile of the replay runs (raw and decoded) to this file."`
 }
 
 // Run starts a server (unless --external), runs each measurement and prints
@@ -143,6 +145,17 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 				return err
 			}
 			fmt.Fprintf(g.Stdout, "fill:          %8d events in %7.2fs = %8.0f events/s\n", missing, el.Seconds(), float64(missing)/el.Seconds())
+		}
+		if c.CPUProfile != "" {
+			f, err := os.Create(c.CPUProfile)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return fmt.Errorf("start cpu profile: %w", err)
+			}
+			defer pprof.StopCPUProfile()
 		}
 		n, el, err := rawReplay(ctx, l)
 		if err != nil {
