@@ -32,11 +32,18 @@ const (
 type Config struct {
 	// Guest is the guest's name (required, a valid name).
 	Guest string
-	// Node is the node the guest runs on. With a node the agent fences:
-	// it watches the node's lease, accepts runs only while it sees the
-	// lease renewed, and stops every process when it lapses (see the
-	// package doc). Without one (tests, standalone use) it never fences.
+	// Node is the node the guest runs on at start, a hint: a host manager
+	// that controls the guest may name another one (PlaceRequest, or the
+	// node of a RunRequest), which the agent follows once the log's
+	// placement confirms it. With a node the agent fences: it watches the
+	// node's lease, accepts runs only while it sees the lease renewed, and
+	// stops every process when it lapses (see the package doc). Without one
+	// (tests, standalone use) it never fences, unless Fence is set.
 	Node string
+	// Fence makes an agent without a Node fence too: it accepts no run
+	// until a host manager names its node (PlaceRequest) and that node's
+	// lease is seen (a guest image that does not know where it boots).
+	Fence bool
 	// Conn is the NATS connection (required). The agent does not close it.
 	// Use nats.MaxReconnects(-1) so the agent outlives outages; set the
 	// connection's handlers before Run (the micro service adds its own).
@@ -95,6 +102,13 @@ type Agent struct {
 	closing  bool
 	fence    fence
 	health   health
+	// epochs holds, per package, the highest placement epoch the agent
+	// was placed under (place.go); guarded by mu.
+	epochs map[string]uint64
+	// placeMu serializes placement checks; placeLog is the log they read
+	// (opened on first use), guarded by placeMu.
+	placeMu  sync.Mutex
+	placeLog *events.Log
 
 	// onDelivered, if set before Run, is called after the log acknowledged
 	// each spooled event (benchmarks measure with it).
@@ -148,9 +162,10 @@ func New(cfg Config) (*Agent, error) {
 		bootID:   readBootID(),
 		procs:    make(map[string]*proc),
 		services: make(map[svcKey]*proc),
-		fence:    fence{kick: make(chan struct{}, 1), held: make(chan struct{}, 1)},
+		fence:    fence{node: cfg.Node, kick: make(chan struct{}, 1), held: make(chan struct{}, 1)},
+		epochs:   make(map[string]uint64),
 	}
-	if cfg.Node != "" {
+	if a.fencing() {
 		a.fence.state = LeaseWaiting
 	}
 	a.baseEnv = MinimalEnv(os.Environ())
@@ -440,8 +455,8 @@ func (a *Agent) setServingLocked(on bool) error {
 
 func (a *Agent) serve() (micro.Service, error) {
 	md := map[string]string{"guest": a.cfg.Guest}
-	if a.cfg.Node != "" {
-		md["node"] = a.cfg.Node
+	if node := a.leaseNode(); node != "" {
+		md["node"] = node
 	}
 	svc, err := micro.AddService(a.cfg.Conn, micro.Config{
 		Name:        ServiceName,
@@ -465,6 +480,7 @@ func (a *Agent) serve() (micro.Service, error) {
 		{EndpointStop, a.handleStop, "stop processes, SIGTERM then SIGKILL (StopRequest -> StopReply)"},
 		{EndpointList, a.handleList, "list processes (ListRequest -> ListReply)"},
 		{EndpointPing, a.handlePing, "liveness and counts (-> PingReply)"},
+		{EndpointPlace, a.handlePlace, "follow the node a confirmed placement names (PlaceRequest -> PlaceReply)"},
 	} {
 		if err := g.AddEndpoint(ep.name, ep.h, micro.WithEndpointMetadata(map[string]string{"description": ep.desc})); err != nil {
 			_ = svc.Stop()
@@ -500,7 +516,7 @@ func (a *Agent) heartbeats(ctx context.Context) {
 			a.health.logged = false
 			a.log.Info("agent records events again; heartbeats resume")
 		}
-		hb := Heartbeat{Guest: a.cfg.Guest, Running: a.running, Version: a.cfg.Version, Time: time.Now().UTC(), Node: a.cfg.Node}
+		hb := Heartbeat{Guest: a.cfg.Guest, Running: a.running, Version: a.cfg.Version, Time: time.Now().UTC(), Node: a.fence.node}
 		a.mu.Unlock()
 		if err := a.cfg.Conn.Publish(subj, mustJSON(hb)); err != nil {
 			a.log.Debug("publish heartbeat", "err", err)
@@ -524,6 +540,11 @@ func (a *Agent) heartbeats(ctx context.Context) {
 // run starts the process of req, or returns the one a former request with
 // the same id started.
 func (a *Agent) run(req RunRequest) (RunReply, error) {
+	if req.Node != "" {
+		if _, err := a.place(PlaceRequest{Package: req.Package, Node: req.Node, Epoch: req.Epoch}); err != nil {
+			return RunReply{}, err
+		}
+	}
 	key := svcKey{req.Package, req.Service}
 	for {
 		a.mu.Lock()

@@ -19,6 +19,8 @@ const (
 	EndpointStop = "stop"
 	EndpointList = "list"
 	EndpointPing = "ping"
+	// EndpointPlace tells the agent which node it runs on now (PlaceRequest).
+	EndpointPlace = "place"
 )
 
 // MaxRequestBytes bounds a request payload; larger ones get ErrTooLarge.
@@ -90,9 +92,45 @@ type RunRequest struct {
 	CauseID string `json:"cause_id,omitempty"`
 	// Epoch is the placement epoch, copied into the process events.
 	Epoch uint64 `json:"epoch"`
+	// Node is the node the host manager that asks runs on (optional). With
+	// it the run is also a PlaceRequest for Package, Node and Epoch: a run
+	// for an epoch older than one the agent was placed under is refused
+	// (409), and one naming another node than the agent follows makes it
+	// check the log and follow that node first (see PlaceRequest).
+	Node string `json:"node,omitempty"`
 	// HaltTimeout is how long a stop waits after SIGTERM before SIGKILL, as
 	// a Go duration string ("10s", "500ms"); absent or "0s": 10s.
 	HaltTimeout config.Duration `json:"halt_timeout,omitempty"`
+}
+
+// PlaceRequest tells the agent that the host manager of Node controls its
+// guest now, for Package under placement Epoch: after a failover (the guest
+// booted on another host with a stale --node) or a live migration (the
+// guest kept running). JSON shape: {"package":"web","node":"node2","epoch":4}.
+//
+// The agent trusts it only as far as the log agrees: it reads the package's
+// last package.placed (which only the controller and operators can write)
+// and follows Node only if that placement names Node and Epoch. A request
+// for an epoch older than one it was placed under, or that the log does not
+// confirm, is refused (409) and changes nothing. Following a node means
+// watching that node's lease instead of the old one's, from now on: the old
+// node's lease no longer fences the agent, the new one's does. Processes keep
+// running; the deadline set by the last renewal seen stays, so the new
+// node's lease must be seen renewed within it or the agent fences.
+type PlaceRequest struct {
+	Package string `json:"package"`
+	Node    string `json:"node"`
+	Epoch   uint64 `json:"epoch"`
+}
+
+// PlaceReply answers a PlaceRequest: the node the agent follows now, the
+// epoch it is placed under and its lease state.
+type PlaceReply struct {
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+	Lease string `json:"lease,omitempty"`
+	// Changed is true when the agent switched to Node for this request.
+	Changed bool `json:"changed,omitempty"`
 }
 
 // RunReply answers a RunRequest. Process.State is running (or already

@@ -65,6 +65,13 @@ func (c *Client) List(ctx context.Context, req ListRequest) (ListReply, error) {
 	return reply, err
 }
 
+// Place tells the agent which node controls its guest now (PlaceRequest).
+func (c *Client) Place(ctx context.Context, req PlaceRequest) (PlaceReply, error) {
+	var reply PlaceReply
+	err := c.call(ctx, EndpointPlace, req, &reply, placeCheckTimeout)
+	return reply, err
+}
+
 // Ping checks the agent is alive.
 func (c *Client) Ping(ctx context.Context) (PingReply, error) {
 	var reply PingReply

@@ -66,7 +66,11 @@ func fenceHalt(ttl time.Duration) time.Duration { return ttl / 5 }
 
 // fence is the agent's view of its node's lease. Guarded by Agent.mu.
 type fence struct {
-	state string // "" without a node, else LeaseWaiting, LeaseHeld or LeaseFenced
+	// node is the node whose lease the agent follows: Config.Node at
+	// start, then the node a confirmed placement names (place.go); "" until
+	// one is named.
+	node  string
+	state string // "" when not fencing, else LeaseWaiting, LeaseHeld or LeaseFenced
 	why   string // why it fenced
 	ttl   time.Duration
 	rev   uint64      // revision of the key last applied, by watch or poll
@@ -87,16 +91,22 @@ type fence struct {
 func (a *Agent) refusalLocked() error {
 	switch a.fence.state {
 	case LeaseWaiting:
-		return &RemoteError{CodeUnavailable, fmt.Sprintf("node lease of %s not seen yet; runs are accepted once the host manager holds it", a.cfg.Node)}
+		if a.fence.node == "" {
+			return &RemoteError{CodeUnavailable, "no node named yet; runs are accepted once a host manager names the node the guest runs on and its lease is seen"}
+		}
+		return &RemoteError{CodeUnavailable, fmt.Sprintf("node lease of %s not seen yet; runs are accepted once the host manager holds it", a.fence.node)}
 	case LeaseFenced:
-		return &RemoteError{CodeUnavailable, fmt.Sprintf("node lease lapsed; fenced (%s); runs are refused until the host manager renews the lease of %s", a.fence.why, a.cfg.Node)}
+		return &RemoteError{CodeUnavailable, fmt.Sprintf("node lease lapsed; fenced (%s); runs are refused until the host manager renews the lease of %s", a.fence.why, a.fence.node)}
 	}
 	return nil
 }
 
 // startFencing observes the node's lease until the returned function is
 // called; that function waits for the observers to end and disarms the
-// fence timer. Without a node it does nothing.
+// fence timer. An agent that does not fence (Config.Node and Config.Fence
+// unset) does nothing. The node followed may change while they run
+// (follow): each read names the node it is for, and observe drops a read
+// of a node no longer followed.
 //
 // Two observers feed one view (Agent.observe, which applies each revision
 // once): a poll of the key by direct get, the one that must work, since any
@@ -105,7 +115,7 @@ func (a *Agent) refusalLocked() error {
 // one server: if that server goes away, nats.go notices only after missed
 // heartbeats (~10 s), and the poll carries on meanwhile.
 func (a *Agent) startFencing(ctx context.Context) (stop func()) {
-	if a.cfg.Node == "" {
+	if !a.fencing() {
 		return func() {}
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -148,10 +158,19 @@ func (a *Agent) watchLease(ctx context.Context) {
 		failing bool
 	)
 	for ctx.Err() == nil {
-		w, stop, err := a.openLeaseWatch(ctx, js)
+		node := a.leaseNode()
+		if node == "" {
+			// No node named yet: wait for one (follow kicks).
+			select {
+			case <-ctx.Done():
+			case <-a.fence.kick:
+			}
+			continue
+		}
+		w, stop, err := a.openLeaseWatch(ctx, js, node)
 		if err != nil {
 			if !failing {
-				a.log.Warn("watch node lease; retrying", "node", a.cfg.Node, "err", err)
+				a.log.Warn("watch node lease; retrying", "node", node, "err", err)
 				failing = true
 			}
 			t := time.NewTimer(backoff)
@@ -166,18 +185,18 @@ func (a *Agent) watchLease(ctx context.Context) {
 			continue
 		}
 		if failing {
-			a.log.Info("watching node lease", "node", a.cfg.Node)
+			a.log.Info("watching node lease", "node", node)
 			failing = false
 		}
 		backoff = leaseMinRetry
-		a.followLease(ctx, w, reconnected)
+		a.followLease(ctx, w, reconnected, node)
 		stop()
 	}
 }
 
-// openLeaseWatch binds to the lease bucket and watches the node's key. The
+// openLeaseWatch binds to the lease bucket and watches node's key. The
 // watch lives until stop is called or ctx ends.
-func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream) (jetstream.KeyWatcher, func(), error) {
+func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream, node string) (jetstream.KeyWatcher, func(), error) {
 	octx, cancel := context.WithTimeout(ctx, leaseOpenTimeout)
 	kv, err := lease.Open(octx, js)
 	cancel()
@@ -188,17 +207,17 @@ func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream) (jet
 	// creation is bounded by a timer that cancels it.
 	wctx, cancelWatch := context.WithCancel(ctx)
 	t := time.AfterFunc(leaseOpenTimeout, cancelWatch)
-	w, err := kv.Watch(wctx, a.cfg.Node)
+	w, err := kv.Watch(wctx, node)
 	if !t.Stop() {
 		if err == nil {
 			_ = w.Stop()
 		}
 		cancelWatch()
-		return nil, nil, fmt.Errorf("watch lease %s: no answer in %s", a.cfg.Node, leaseOpenTimeout)
+		return nil, nil, fmt.Errorf("watch lease %s: no answer in %s", node, leaseOpenTimeout)
 	}
 	if err != nil {
 		cancelWatch()
-		return nil, nil, fmt.Errorf("watch lease %s: %w", a.cfg.Node, err)
+		return nil, nil, fmt.Errorf("watch lease %s: %w", node, err)
 	}
 	// Stopping deletes the watch's consumer, a request that waits out
 	// nats.go's 5 s JetStream timeout when refused, as it is for a guest's
@@ -210,9 +229,10 @@ func (a *Agent) openLeaseWatch(ctx context.Context, js jetstream.JetStream) (jet
 	return w, cancelWatch, nil
 }
 
-// followLease applies the watch's entries until ctx ends, the watch ends,
-// the connection comes back after a loss or the fence kicks it.
-func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status) {
+// followLease applies the watch's entries (of node's key) until ctx ends,
+// the watch ends, the connection comes back after a loss or the fence kicks
+// it (a lapse, or another node to follow).
+func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, reconnected <-chan nats.Status, node string) {
 	initial := true // entries before the watch's nil marker are the key's current value
 	for {
 		select {
@@ -239,7 +259,7 @@ func (a *Agent) followLease(ctx context.Context, w jetstream.KeyWatcher, reconne
 				at = written(e.Created(), now, time.Time{})
 			}
 			op := e.Operation()
-			a.observe(leaseObs{rev: e.Revision(), stamp: e.Created(), deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge,
+			a.observe(leaseObs{node: node, rev: e.Revision(), stamp: e.Created(), deleted: op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge,
 				value: e.Value(), at: at})
 		}
 	}
@@ -276,13 +296,21 @@ func (a *Agent) pollLease(ctx context.Context) {
 		stream  jetstream.Stream
 		floor   time.Time // the next new revision was written after this
 		failing bool
-		subject = lease.KeySubject(a.cfg.Node)
+		polled  string // the node floor is for
 	)
 	for {
 		ttl := a.leaseTTL()
+		node := a.leaseNode()
+		if node != polled {
+			floor, polled = time.Time{}, node
+		}
+		subject := lease.KeySubject(node)
 		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, pollTimeout(ttl))
 		err := func() error {
+			if node == "" {
+				return nil // no node named yet
+			}
 			if stream == nil {
 				s, err := js.Stream(rctx, lease.StreamName)
 				if err != nil {
@@ -301,10 +329,10 @@ func (a *Agent) pollLease(ctx context.Context) {
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("read lease %s: %w", a.cfg.Node, err)
+				return fmt.Errorf("read lease %s: %w", node, err)
 			}
 			seen := time.Now()
-			if a.observe(leaseObs{rev: m.Sequence, stamp: m.Time, deleted: isDeleteMarker(m.Header), value: m.Data, at: written(m.Time, seen, floor)}) {
+			if a.observe(leaseObs{node: node, rev: m.Sequence, stamp: m.Time, deleted: isDeleteMarker(m.Header), value: m.Data, at: written(m.Time, seen, floor)}) {
 				// The newest the agent knows of: the next revision comes later.
 				floor = sent
 			}
@@ -315,10 +343,10 @@ func (a *Agent) pollLease(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err != nil && !failing:
-			a.log.Warn("poll node lease; retrying", "node", a.cfg.Node, "err", err)
+			a.log.Warn("poll node lease; retrying", "node", node, "err", err)
 			failing = true
 		case err == nil && failing:
-			a.log.Info("polling node lease", "node", a.cfg.Node)
+			a.log.Info("polling node lease", "node", node)
 			failing = false
 		}
 		t := time.NewTimer(time.Until(sent.Add(pollEvery(ttl))))
@@ -346,6 +374,7 @@ const kvOperation = "KV-Operation"
 
 // leaseObs is one revision of the node's key, as the watch or a poll saw it.
 type leaseObs struct {
+	node    string // whose key it is
 	rev     uint64
 	stamp   time.Time // the server's stamp of it
 	deleted bool      // a delete or purge marker
@@ -355,7 +384,8 @@ type leaseObs struct {
 
 // observe applies o unless a revision as new was applied before: a put is a
 // renewal, a delete or purge a lapse. It reports whether o's revision is the
-// newest applied (new now, or seen before).
+// newest applied (new now, or seen before). A revision of a node the agent
+// no longer follows (a read in flight when it switched) changes nothing.
 func (a *Agent) observe(o leaseObs) bool {
 	var v lease.Value
 	var err error
@@ -366,6 +396,10 @@ func (a *Agent) observe(o leaseObs) bool {
 		}
 	}
 	a.mu.Lock()
+	if o.node != a.fence.node {
+		a.mu.Unlock()
+		return false
+	}
 	switch newer(o.rev, o.stamp, a.fence.rev, a.fence.stamp) {
 	case 0:
 		a.mu.Unlock()
@@ -378,12 +412,12 @@ func (a *Agent) observe(o leaseObs) bool {
 	if o.deleted {
 		gen := a.fence.gen
 		a.mu.Unlock()
-		a.lapse(gen, fmt.Sprintf("the lease of node %s was deleted", a.cfg.Node))
+		a.lapse(gen, fmt.Sprintf("the lease of node %s was deleted", o.node))
 		return true
 	}
 	if err != nil {
 		a.mu.Unlock()
-		a.log.Warn("ignore node lease value", "node", a.cfg.Node, "revision", o.rev, "err", err)
+		a.log.Warn("ignore node lease value", "node", o.node, "revision", o.rev, "err", err)
 		return true
 	}
 	a.renewedLocked(v.TTL(), o.at) // unlocks
@@ -433,11 +467,12 @@ func (a *Agent) renewedLocked(ttl time.Duration, at time.Time) {
 		a.fence.timer.Stop()
 	}
 	a.fence.ttl = ttl
+	node := a.fence.node
 	a.fence.timer = time.AfterFunc(wait, func() {
-		a.lapse(gen, fmt.Sprintf("no renewal of the lease of node %s seen for %s (0.6 of its ttl %s)", a.cfg.Node, lease.FenceAfter(ttl), ttl))
+		a.lapse(gen, fmt.Sprintf("no renewal of the lease of node %s seen for %s (0.6 of its ttl %s)", node, lease.FenceAfter(ttl), ttl))
 	})
 	if a.fence.state != LeaseHeld {
-		a.log.Info("node lease held; accepting runs", "node", a.cfg.Node, "ttl", ttl, "was", a.fence.state)
+		a.log.Info("node lease held; accepting runs", "node", node, "ttl", ttl, "was", a.fence.state)
 		a.fence.state, a.fence.why = LeaseHeld, ""
 		becameHeld = true
 	}
@@ -472,6 +507,7 @@ func (a *Agent) lapse(gen uint64, why string) {
 		a.fence.timer.Stop()
 	}
 	a.fence.state, a.fence.why = LeaseFenced, why
+	node := a.fence.node
 	halt := fenceHalt(a.fence.ttl)
 	live := make([]*proc, 0, len(a.services))
 	for _, p := range a.services {
@@ -483,7 +519,7 @@ func (a *Agent) lapse(gen uint64, why string) {
 	default:
 	}
 	a.log.Warn("node lease lapsed; fencing: stopping every process and serving no requests",
-		"node", a.cfg.Node, "reason", why, "processes", len(live), "halt", halt)
+		"node", node, "reason", why, "processes", len(live), "halt", halt)
 	a.syncServing()
 	for _, p := range live {
 		a.stopProc(p, ReasonFenced, min(p.haltTimeout, halt))
@@ -500,6 +536,17 @@ func (a *Agent) lapse(gen uint64, why string) {
 		}
 	})
 }
+
+// leaseNode is the node whose lease the agent follows ("": none named yet).
+func (a *Agent) leaseNode() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fence.node
+}
+
+// fencing reports whether the agent fences: started with a node, or told
+// to wait for one (Config.Fence).
+func (a *Agent) fencing() bool { return a.cfg.Node != "" || a.cfg.Fence }
 
 // leaseTTL is the ttl of the last renewal seen (0: none yet).
 func (a *Agent) leaseTTL() time.Duration {

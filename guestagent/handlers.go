@@ -77,7 +77,7 @@ func (a *Agent) handlePing(r micro.Request) {
 		return
 	}
 	a.mu.Lock()
-	reply := PingReply{Guest: a.cfg.Guest, Node: a.cfg.Node, Version: a.cfg.Version, Running: a.running,
+	reply := PingReply{Guest: a.cfg.Guest, Node: a.fence.node, Version: a.cfg.Version, Running: a.running,
 		MaxProcs: a.cfg.MaxProcs, Started: a.started.UTC(), Lease: a.fence.state}
 	a.mu.Unlock()
 	reply.Undelivered = a.journal.pending()
@@ -245,6 +245,11 @@ func validateRun(req *RunRequest) error {
 	}
 	if err := checkRequestID("request_id", req.RequestID); err != nil {
 		return err
+	}
+	if req.Node != "" {
+		if err := events.CheckName("node", req.Node); err != nil {
+			return err
+		}
 	}
 	if req.CauseID != "" {
 		if err := checkRequestID("cause_id", req.CauseID); err != nil {

@@ -428,7 +428,14 @@ func (r *Runner) startGuest(ctx context.Context, a Action) error {
 	defer cancel()
 	err = drv.Start(sctx, ref)
 	if err == nil {
+		placed := make(chan struct{})
+		go func() {
+			defer close(placed)
+			r.place(sctx, a)
+		}()
 		err = r.firstBeat(sctx, beats)
+		cancel()
+		<-placed
 	}
 	if err == nil {
 		r.logger.Info("guest started", "package", a.Package, "guest", a.Guest.Name)
@@ -447,6 +454,44 @@ func (r *Runner) startGuest(ctx context.Context, a Action) error {
 		return fmt.Errorf("%w: stop guest %s that did not start (%v): %w", errGuestStuck, a.Guest.Name, err, serr)
 	}
 	return r.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
+}
+
+// placeRetry is the pause between place requests to a starting guest's
+// agent.
+const placeRetry = 250 * time.Millisecond
+
+// place tells the agent of a starting guest that this node controls it
+// under a's epoch (guestagent.PlaceRequest), until it agrees or ctx ends: a
+// guest whose image names another node (it booted here after a failover)
+// or none follows this node's lease once the log confirms the placement,
+// and only then sends heartbeats from this node. An agent that refuses
+// (the log places the package elsewhere) never sends them, and the start
+// runs into its start timeout.
+func (r *Runner) place(ctx context.Context, a Action) {
+	c, err := r.client(a.Guest.Name)
+	if err != nil {
+		return
+	}
+	var last error
+	for {
+		rctx, cancel := context.WithTimeout(ctx, agentTimeout)
+		_, err := c.Place(rctx, guestagent.PlaceRequest{Package: a.Package, Node: r.node, Epoch: a.Epoch})
+		cancel()
+		if err == nil {
+			return
+		}
+		if errors.Is(err, guestagent.ErrConflict) && (last == nil || last.Error() != err.Error()) {
+			r.logger.Warn("guest agent refuses this node's placement", "package", a.Package, "guest", a.Guest.Name, "epoch", a.Epoch, "err", err)
+		}
+		last = err
+		t := time.NewTimer(placeRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // firstBeat waits for a heartbeat from the agent on this node.
@@ -496,7 +541,7 @@ func (r *Runner) runService(ctx context.Context, a Action) (int, error) {
 	defer cancel()
 	rep, err := c.Run(rctx, guestagent.RunRequest{
 		Package: a.Package, Service: a.Service.Name, Argv: a.Service.Cmd, Env: a.Service.Env, Dir: a.Service.Dir,
-		RequestID: a.RequestID, CauseID: a.CauseID, Epoch: a.Epoch, HaltTimeout: a.Service.HaltTimeout,
+		RequestID: a.RequestID, CauseID: a.CauseID, Epoch: a.Epoch, Node: r.node, HaltTimeout: a.Service.HaltTimeout,
 	})
 	if errors.Is(err, guestagent.ErrStart) || errors.Is(err, guestagent.ErrBadRequest) {
 		return 0, fmt.Errorf("%w: %w", errNoStart, err)

@@ -24,7 +24,8 @@ import (
 // Options are the agent's flags (kong tags; --nats is the caller's).
 type Options struct {
 	Guest     string        `name:"guest" required:"" help:"Name of this guest (letters, digits, '-', '_')."`
-	Node      string        `name:"node" help:"Node the guest runs on. With it the agent fences: it runs processes only while it sees the node's lease renewed, and stops them all (reason fenced) when the lease lapses or NATS is unreachable for 0.6 of its ttl."`
+	Node      string        `name:"node" help:"Node the guest runs on at start (a hint: a host manager that controls the guest may name another node, which the agent follows once the log's placement confirms it). With it the agent fences: it runs processes only while it sees the node's lease renewed, and stops them all (reason fenced) when the lease lapses or NATS is unreachable for 0.6 of its ttl."`
+	Fence     bool          `name:"fence" help:"Fence without --node: accept runs only once a host manager has named the node the guest runs on (confirmed by the log's placement) and its lease is seen. For a guest image that does not know where it boots."`
 	MaxProcs  int           `name:"max-procs" default:"1024" help:"Most processes running at once."`
 	State     string        `name:"state" help:"Directory for the spool, output logs and lock (default .vmguard/agent/<guest>)."`
 	Heartbeat time.Duration `name:"heartbeat" default:"1s" help:"Heartbeat interval."`
@@ -107,7 +108,7 @@ func (o *Options) Run(ctx context.Context, conn natsconn.Flags, stderr io.Writer
 	}
 	defer nc.Close()
 	a, err := guestagent.New(guestagent.Config{
-		Guest: o.Guest, Node: o.Node, Conn: nc, StateDir: state, MaxProcs: o.MaxProcs,
+		Guest: o.Guest, Node: o.Node, Fence: o.Fence, Conn: nc, StateDir: state, MaxProcs: o.MaxProcs,
 		Heartbeat: o.Heartbeat, LogMaxBytes: o.LogMax, Version: version, Logger: logger, SickAfter: o.SickAfter,
 	})
 	if err != nil {

@@ -120,6 +120,23 @@ func TestAgentUnderGuestUser(t *testing.T) {
 		_, _, ok := exitedEvent(t, ts, "web", "again")
 		return ok
 	})
+
+	// The guest moves to node2: the agent reads web's placement from the
+	// log (a direct get its user may send) and follows node2's lease.
+	if _, err := ts.log.Append(ctx, events.Stamp(events.Event{Source: "/vmguard/failover", Subject: "web",
+		Data: events.PackagePlaced{Node: "node2", Epoch: 2, Reason: "failover", PreviousNode: "node1"}}, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	ts.keepRenewing(t, "node2")
+	if rep, err := ra.client.Place(ctx, guestagent.PlaceRequest{Package: "web", Node: "node2", Epoch: 2}); err != nil || !rep.Changed || rep.Node != "node2" {
+		t.Fatalf("place on node2 as the guest's user: %+v, %v", rep, err)
+	}
+	waitFor(t, 5*time.Second, "node2's lease held", func() bool {
+		pctx, c := context.WithTimeout(context.Background(), time.Second)
+		defer c()
+		p, err := ra.client.Ping(pctx)
+		return err == nil && p.Node == "node2" && p.Lease == guestagent.LeaseHeld
+	})
 	ra.stop(t)
 	checkViolations(t, ts)
 }

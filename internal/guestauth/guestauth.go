@@ -70,6 +70,10 @@ type Permissions struct {
 //   - vmguard.events.pkg.<pkg>.process.started and .exited for each package:
 //     the only events an agent writes (acknowledged JetStream publishes);
 //   - $JS.API.STREAM.INFO.VMGUARD: the agent opens the log (events.Open);
+//   - $JS.API.DIRECT.GET.VMGUARD.vmguard.events.pkg.<pkg>.package.placed
+//     for each package, with nodes: the agent reads the package's last placement to
+//     confirm a node a host manager names (guestagent.PlaceRequest) before
+//     it follows that node's lease;
 //   - for each node: $JS.API.STREAM.INFO.KV_vmguard_leases,
 //     $JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.<node>
 //     and $JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.<node>:
@@ -117,6 +121,9 @@ func For(g Guest) (Permissions, error) {
 	}
 	p.Publish = append(p.Publish, jsAPI+"STREAM.INFO."+events.StreamName)
 	if len(nodes) > 0 {
+		for _, pkg := range pkgs {
+			p.Publish = append(p.Publish, jsAPI+"DIRECT.GET."+events.StreamName+"."+events.PackageSubject(pkg, "package", "placed"))
+		}
 		p.Publish = append(p.Publish, jsAPI+"STREAM.INFO."+leaseStream)
 		for _, n := range nodes {
 			p.Publish = append(p.Publish, jsAPI+"CONSUMER.CREATE."+leaseStream+".*."+LeaseKeySubject(n))

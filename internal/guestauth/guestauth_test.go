@@ -41,6 +41,8 @@ func TestFor(t *testing.T) {
 			"vmguard.events.pkg.app.process.started", "vmguard.events.pkg.app.process.exited",
 			"vmguard.events.pkg.db.process.started", "vmguard.events.pkg.db.process.exited",
 			"$JS.API.STREAM.INFO.VMGUARD",
+			"$JS.API.DIRECT.GET.VMGUARD.vmguard.events.pkg.app.package.placed",
+			"$JS.API.DIRECT.GET.VMGUARD.vmguard.events.pkg.db.package.placed",
 			"$JS.API.STREAM.INFO.KV_vmguard_leases",
 			"$JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.n1",
 			"$JS.API.CONSUMER.CREATE.KV_vmguard_leases.*.$KV.vmguard_leases.n2",
