@@ -40,10 +40,14 @@ func samplePayloads() map[string]events.Payload {
 		events.TypeGuestStarted:            events.GuestStarted{Guest: "webvm", Node: "node1", Epoch: 3},
 		events.TypeGuestLost:               events.GuestLost{Guest: "webvm", Node: "node1", Epoch: 3, LastHeartbeat: t0},
 		events.TypeGuestStopped:            events.GuestStopped{Guest: "webvm", Node: "node1", Epoch: 3, Reason: "halt"},
-		events.TypeServiceRestarting:       events.ServiceRestarting{Service: "httpd", Node: "node1", Epoch: 3, Attempt: 2, RestartsLeft: 1, DelayMS: 0},
-		events.TypeServiceFailed:           events.ServiceFailed{Service: "httpd", Node: "node1", Epoch: 3, Restarts: 3, Reason: "restarts used up"},
-		events.TypeProcessStarted:          events.ProcessStarted{Guest: "webvm", Service: "httpd", PID: 4242, RequestID: "req-1", Epoch: 3},
-		events.TypeProcessExited:           events.ProcessExited{Guest: "webvm", Service: "httpd", PID: 4242, ExitCode: 3, RuntimeMS: 1500, RequestID: "req-1", Epoch: 3, Output: []string{"line 1", "line 2"}},
+		events.TypeGuestMigrating:          events.GuestMigrating{Guest: "webvm", Node: "node1", Epoch: 3, TargetNode: "node2", TargetEpoch: 4},
+		events.TypeGuestMigrated: events.GuestMigrated{Guest: "webvm", Node: "node1", Epoch: 3, TargetNode: "node2", TargetEpoch: 4,
+			Processes: []events.MigratedProcess{{Service: "httpd", RequestID: "req-1", PID: 4242, StartedID: "ev-1"}}},
+		events.TypeGuestMigrationFailed: events.GuestMigrationFailed{Guest: "webvm", Node: "node1", Epoch: 3, TargetNode: "node2", TargetEpoch: 4, Reason: "refused"},
+		events.TypeServiceRestarting:    events.ServiceRestarting{Service: "httpd", Node: "node1", Epoch: 3, Attempt: 2, RestartsLeft: 1, DelayMS: 0},
+		events.TypeServiceFailed:        events.ServiceFailed{Service: "httpd", Node: "node1", Epoch: 3, Restarts: 3, Reason: "restarts used up"},
+		events.TypeProcessStarted:       events.ProcessStarted{Guest: "webvm", Service: "httpd", PID: 4242, RequestID: "req-1", Epoch: 3},
+		events.TypeProcessExited:        events.ProcessExited{Guest: "webvm", Service: "httpd", PID: 4242, ExitCode: 3, RuntimeMS: 1500, RequestID: "req-1", Epoch: 3, Output: []string{"line 1", "line 2"}},
 	}
 }
 

@@ -45,6 +45,13 @@ const (
 	TypeGuestStarted = "io.vmguard.guest.started.v1"
 	TypeGuestLost    = "io.vmguard.guest.lost.v1"
 	TypeGuestStopped = "io.vmguard.guest.stopped.v1"
+	// TypeGuestMigrating, TypeGuestMigrated, TypeGuestMigrationFailed: a
+	// live migration of the guest to the node of a newer placement began,
+	// ended with the guest running there, or failed (the package then halts
+	// and starts on the target the ordinary way).
+	TypeGuestMigrating       = "io.vmguard.guest.migrating.v1"
+	TypeGuestMigrated        = "io.vmguard.guest.migrated.v1"
+	TypeGuestMigrationFailed = "io.vmguard.guest.migration_failed.v1"
 
 	TypeServiceRestarting = "io.vmguard.service.restarting.v1"
 	TypeServiceFailed     = "io.vmguard.service.failed.v1"
@@ -62,6 +69,7 @@ func Types() []string {
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
 		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
+		TypeGuestMigrating, TypeGuestMigrated, TypeGuestMigrationFailed,
 		TypeServiceRestarting, TypeServiceFailed,
 		TypeProcessStarted, TypeProcessExited,
 	}
@@ -161,6 +169,12 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[GuestLost](data)
 	case TypeGuestStopped:
 		return decodeAs[GuestStopped](data)
+	case TypeGuestMigrating:
+		return decodeAs[GuestMigrating](data)
+	case TypeGuestMigrated:
+		return decodeAs[GuestMigrated](data)
+	case TypeGuestMigrationFailed:
+		return decodeAs[GuestMigrationFailed](data)
 	case TypeServiceRestarting:
 		return decodeAs[ServiceRestarting](data)
 	case TypeServiceFailed:
@@ -276,6 +290,11 @@ type PackagePlaced struct {
 	Reason       string `json:"reason"`
 	PreviousNode string `json:"previous_node,omitempty"`
 	By           string `json:"by,omitempty"`
+	// Migrate asks the host manager of PreviousNode to migrate the running
+	// guest to Node live (guest.migrating, guest.migrated) instead of
+	// halting it there and starting it here; set only when the package's
+	// guest driver can migrate (config Guest.CanMigrate).
+	Migrate bool `json:"migrate,omitempty"`
 }
 
 // PackageStarting records that a node began the package's start sequence.
@@ -354,6 +373,48 @@ type GuestStopped struct {
 	Node   string `json:"node"`
 	Epoch  uint64 `json:"epoch"`
 	Reason string `json:"reason,omitempty"`
+}
+
+// GuestMigrating records the decision of the host manager of Node, where
+// the guest runs under Epoch, to migrate it live to TargetNode for the
+// newer placement TargetEpoch.
+type GuestMigrating struct {
+	Guest       string `json:"guest"`
+	Node        string `json:"node"`
+	Epoch       uint64 `json:"epoch"`
+	TargetNode  string `json:"target_node"`
+	TargetEpoch uint64 `json:"target_epoch"`
+}
+
+// GuestMigrated records that the guest now runs on TargetNode: placement
+// Epoch is released, and Processes, which ran under it, go on under
+// TargetEpoch (its host manager adopts them).
+type GuestMigrated struct {
+	Guest       string            `json:"guest"`
+	Node        string            `json:"node"`
+	Epoch       uint64            `json:"epoch"`
+	TargetNode  string            `json:"target_node"`
+	TargetEpoch uint64            `json:"target_epoch"`
+	Processes   []MigratedProcess `json:"processes,omitempty"`
+}
+
+// MigratedProcess is a service's process that a migration carried over.
+type MigratedProcess struct {
+	Service   string `json:"service"`
+	RequestID string `json:"request_id"`
+	PID       int    `json:"pid,omitempty"`
+	StartedID string `json:"started_id,omitempty"`
+}
+
+// GuestMigrationFailed records that a migration did not happen (Reason
+// says why); the guest still runs on Node under Epoch, which then halts.
+type GuestMigrationFailed struct {
+	Guest       string `json:"guest"`
+	Node        string `json:"node"`
+	Epoch       uint64 `json:"epoch"`
+	TargetNode  string `json:"target_node"`
+	TargetEpoch uint64 `json:"target_epoch"`
+	Reason      string `json:"reason,omitempty"`
 }
 
 // ServiceRestarting records the decision to restart a service after an exit.
@@ -464,6 +525,15 @@ func (GuestLost) EventType() string { return TypeGuestLost }
 
 // EventType implements Payload.
 func (GuestStopped) EventType() string { return TypeGuestStopped }
+
+// EventType implements Payload.
+func (GuestMigrating) EventType() string { return TypeGuestMigrating }
+
+// EventType implements Payload.
+func (GuestMigrated) EventType() string { return TypeGuestMigrated }
+
+// EventType implements Payload.
+func (GuestMigrationFailed) EventType() string { return TypeGuestMigrationFailed }
 
 // EventType implements Payload.
 func (ServiceRestarting) EventType() string { return TypeServiceRestarting }

@@ -418,7 +418,7 @@ func TestListPingHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	var info micro.Info
-	if err := json.Unmarshal(m.Data, &info); err != nil || len(info.Endpoints) != 4 || info.Metadata["guest"] != "g1" {
+	if err := json.Unmarshal(m.Data, &info); err != nil || len(info.Endpoints) != 5 || info.Metadata["guest"] != "g1" {
 		t.Errorf("micro info %+v, %v", info, err)
 	}
 	for _, ep := range info.Endpoints {

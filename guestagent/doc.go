@@ -18,6 +18,7 @@
 //	                                 the reply comes when they have exited
 //	list  ListRequest -> ListReply   processes, oldest first ({} or empty body: running ones)
 //	ping  {}          -> PingReply   liveness, counts, version
+//	place PlaceRequest -> PlaceReply  follow the node a host manager names, if the log agrees
 //
 // run request:
 //
@@ -122,7 +123,26 @@
 // a new watch starts with (at start, after a reconnect) counts only if its
 // revision is new, and is aged by the server's timestamp of it. Ping's
 // "lease" says waiting, held or fenced. Without a node (tests, standalone
-// use) the agent never fences.
+// use) the agent never fences, unless Config.Fence (`--fence`) is set.
+//
+// # Which node
+//
+// A guest moves: it boots on another host after a failover (its image may
+// still say `--node` of the old one) or keeps running through a live
+// migration. So Config.Node is only the node at start. The authority on
+// where the guest runs is the host manager that controls it, checked
+// against the log: the host manager sends a place request
+// {package, node, epoch} to a guest it starts (and the target of a
+// migration sends it to the guest it takes over), and every run request
+// it sends carries its node too. The agent refuses an epoch older than the
+// highest it was placed under for the package (a host manager acting on a
+// replaced placement), and follows a node other than its current one only
+// if the package's last package.placed in the log, which only the
+// controller and operators write, names that node and epoch; else 409 and
+// nothing changes. Following a node means watching that node's lease
+// instead of the old one: the old node's lapse no longer stops the
+// processes, the new node's does. The deadline the last renewal seen set
+// stays, so the new lease must be seen within it.
 //
 // # Security groundwork
 //
@@ -131,6 +151,7 @@
 //	vmguard.events.pkg.<package>.process.started|exited   for the packages it runs
 //	vmguard.hb.guest.<guest>                               heartbeats
 //	$JS.API.STREAM.INFO.VMGUARD                            to open the log
+//	$JS.API.DIRECT.GET.VMGUARD.vmguard.events.pkg.<package>.package.placed   to confirm a placement (place)
 //	$JS.API.STREAM.INFO.KV_vmguard_leases and              with --node: to watch its node's lease
 //	$JS.API.CONSUMER.*.KV_vmguard_leases.>                 (an ordered consumer, key <node> only)
 //	$JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.<node>   (the poll)
