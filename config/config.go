@@ -100,15 +100,40 @@ type Guest struct {
 	Restart      Limit       `yaml:"restart" json:"restart"`
 	StartTimeout Duration    `yaml:"start_timeout" json:"start_timeout"`
 	Exec         *ExecDriver `yaml:"exec,omitempty" json:"exec,omitempty"`
+	// Migrate asks for live migration when the package moves (`pkg move`,
+	// a drain): the guest keeps running and goes to the new node instead of
+	// halting here and starting there. The process driver migrates with it
+	// set; the exec driver when exec.migrate is given (which sets it).
+	Migrate bool `yaml:"migrate,omitempty" json:"migrate,omitempty"`
+}
+
+// CanMigrate reports whether the guest's driver is configured to migrate
+// it live.
+func (g Guest) CanMigrate() bool {
+	switch g.Driver {
+	case DriverProcess:
+		return g.Migrate
+	case DriverExec:
+		return g.Exec != nil && len(g.Exec.Migrate) > 0
+	}
+	return false
 }
 
 // ExecDriver holds command templates for the exec guest driver. Each is an
 // argv whose elements are Go templates with .Guest, .Node and .Package.
 type ExecDriver struct {
-	Start   []string `yaml:"start" json:"start"`
-	Stop    []string `yaml:"stop" json:"stop"`
-	Status  []string `yaml:"status" json:"status"`
-	Timeout Duration `yaml:"timeout" json:"timeout"`
+	Start  []string `yaml:"start" json:"start"`
+	Stop   []string `yaml:"stop" json:"stop"`
+	Status []string `yaml:"status" json:"status"`
+	// Migrate, if given, migrates the running guest live to another node:
+	// an argv template that also sees .Target, the node it goes to, e.g.
+	// [virsh, migrate, --live, "{{.Guest}}", "qemu+ssh://{{.Target}}/system"].
+	// It runs on the node the guest leaves, bounded by MigrateTimeout.
+	Migrate []string `yaml:"migrate,omitempty" json:"migrate,omitempty"`
+	// MigrateTimeout bounds the migrate command (default 5m: a live
+	// migration copies the guest's memory).
+	MigrateTimeout Duration `yaml:"migrate_timeout,omitempty" json:"migrate_timeout,omitempty"`
+	Timeout        Duration `yaml:"timeout" json:"timeout"`
 }
 
 // Service is one monitored application inside the guest.

@@ -212,7 +212,7 @@ func TestParseErrors(t *testing.T) {
 		{"exec template syntax", exec("        start: [virsh, start, '{{.Guest']\n        stop: [x]\n        status: [x]\n"), `f.yaml:9: packages[0].guest.exec.start[2]: "{{.Guest": unclosed action`},
 		{"exec template field", exec("        start: [x]\n        stop: [virsh, shutdown, '{{.Gueest}}']\n        status: [x]\n"), `f.yaml:10: packages[0].guest.exec.stop[2]: "{{.Gueest}}": can't evaluate field Gueest`},
 		{"exec timeout", exec("        start: [x]\n        stop: [x]\n        status: [x]\n        timeout: 0s\n"), `f.yaml:12: packages[0].guest.exec.timeout: 0s: must be more than 0`},
-		{"exec unknown field", exec("        start: [x]\n        stop: [x]\n        status: [x]\n        restart: [x]\n"), `f.yaml:12: packages[0].guest.exec.restart: unknown field: want one of start, stop, status, timeout`},
+		{"exec unknown field", exec("        start: [x]\n        stop: [x]\n        status: [x]\n        restart: [x]\n"), `f.yaml:12: packages[0].guest.exec.restart: unknown field: want one of start, stop, status, migrate, migrate_timeout, timeout`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ const (
 	DefaultStartTimeout   = 30 * time.Second
 	DefaultHaltTimeout    = 10 * time.Second
 	DefaultExecTimeout    = 30 * time.Second
+	DefaultMigrateTimeout = 5 * time.Minute
 	DefaultBackoffFactor  = 2.0
 	DefaultBackoffMax     = 5 * time.Minute
 	DefaultFailoverPolicy = ConfiguredNode
@@ -83,6 +84,9 @@ func (d *decoder) defaults(c *Cluster) {
 		dur(gp+".start_timeout", &g.StartTimeout, DefaultStartTimeout)
 		if g.Exec != nil {
 			dur(gp+".exec.timeout", &g.Exec.Timeout, DefaultExecTimeout)
+			if len(g.Exec.Migrate) > 0 {
+				dur(gp+".exec.migrate_timeout", &g.Exec.MigrateTimeout, DefaultMigrateTimeout)
+			}
 		}
 		for j := range p.Services {
 			s := &p.Services[j]
@@ -240,8 +244,39 @@ func validateGuest(g *Guest, gp string, d *decoder, name func(string, string) bo
 		argv(ep+".stop", g.Exec.Stop, d)
 		argv(ep+".status", g.Exec.Status, d)
 		positive(ep+".timeout", g.Exec.Timeout)
+		if len(g.Exec.Migrate) > 0 {
+			migrateArgv(ep+".migrate", g.Exec.Migrate, d)
+			positive(ep+".migrate_timeout", g.Exec.MigrateTimeout)
+		} else if g.Migrate {
+			d.fieldErrorf(gp+".migrate", "driver exec migrates with a command: give exec.migrate, e.g. [virsh, migrate, --live, \"{{.Guest}}\", \"qemu+ssh://{{.Target}}/system\"]")
+		}
 	default:
 		d.fieldErrorf(gp+".driver", "%q: want %s or %s", g.Driver, DriverProcess, DriverExec)
+	}
+}
+
+// MigrateTemplateData is what the exec driver's migrate template can use:
+// TemplateData's fields and Target, the node the guest goes to.
+type MigrateTemplateData struct {
+	TemplateData
+	Target string
+}
+
+// migrateArgv checks the exec driver's migrate command, as argv.
+func migrateArgv(path string, args []string, d *decoder) {
+	if strings.TrimSpace(args[0]) == "" {
+		d.fieldErrorf(path+"[0]", "empty command name")
+	}
+	for i, a := range args {
+		ap := fmt.Sprintf("%s[%d]", path, i)
+		t, err := template.New(ap).Option("missingkey=error").Parse(a)
+		if err != nil {
+			d.fieldErrorf(ap, "%q: %s", a, templateMsg(err, ap))
+			continue
+		}
+		if err := t.Execute(discard{}, MigrateTemplateData{TemplateData{Guest: "g", Node: "n", Package: "p"}, "t"}); err != nil {
+			d.fieldErrorf(ap, "%q: %s (fields: .Guest, .Node, .Package, .Target)", a, templateMsg(err, ap))
+		}
 	}
 }
 

@@ -10,8 +10,9 @@ import (
 	"github.com/vmguard/vmguard/events"
 )
 
-// placeCheckTimeout bounds the log read that confirms a placement.
-const placeCheckTimeout = 3 * time.Second
+// placeCheckTimeout bounds the log read that confirms a placement; a
+// check that runs out is answered 503 (try again), not 409.
+const placeCheckTimeout = 5 * time.Second
 
 func (a *Agent) handlePlace(r micro.Request) {
 	req, err := parsePlace(r.Data())

@@ -27,10 +27,31 @@ func placeOn(t *testing.T, l *events.Log, pkg, node string, epoch uint64) {
 	}
 }
 
+// tryPlace sends a place request, again while the agent answers 503 (it
+// could not read the log in time: a loaded machine), as a host manager does.
 func tryPlace(c *guestagent.Client, pkg, node string, epoch uint64) (guestagent.PlaceReply, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return c.Place(ctx, guestagent.PlaceRequest{Package: pkg, Node: node, Epoch: epoch})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		rep, err := c.Place(ctx, guestagent.PlaceRequest{Package: pkg, Node: node, Epoch: epoch})
+		cancel()
+		if !errors.Is(err, guestagent.ErrUnavailable) || time.Now().After(deadline) {
+			return rep, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// tryRunRetry sends a run request, again while the agent answers 503.
+func tryRunRetry(c *guestagent.Client, req guestagent.RunRequest) (guestagent.RunReply, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rep, err := tryRun(c, req)
+		if !errors.Is(err, guestagent.ErrUnavailable) || time.Now().After(deadline) {
+			return rep, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // wantConflict checks that err is a 409 saying want.
@@ -82,7 +103,7 @@ func TestPlaceFollowsNode(t *testing.T) {
 	// A run naming node2 is refused the same way.
 	late := sh("web", "b", "b", "exec sleep 1000")
 	late.Node, late.Epoch = "node2", 2
-	_, err = tryRun(ta.client, late)
+	_, err = tryRunRetry(ta.client, late)
 	wantConflict(t, "run for node2 before the log says so", err, "the log places it on node node1")
 
 	// The controller places web on node2 under epoch 2; node2's host
