@@ -1,0 +1,911 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/netlab"
+	"github.com/vmguard/vmguard/internal/timeline"
+)
+
+var (
+	partitions    = flag.String("partitions", "short", "TestPartition: short (the fixed schedule CI runs, ~2-3 min) or long (random schedules, see -partition-runs)")
+	partitionSeed = flag.Uint64("partition-seed", 0, "seed of TestPartition's random schedules (0: from the clock); a failure prints it, to replay")
+	partitionRuns = flag.Int("partition-runs", 100, "random schedules of -partitions=long")
+	partitionNT   = flag.Duration("partition-node-timeout", 10*time.Second, "node_timeout of TestPartition's cluster")
+)
+
+// partConfig is TestPartition's cluster: three nodes, one per host; app
+// runs one service until stopped, restarted without limit so that only a
+// placement ends it; probe never runs and carries the writer's events.
+func partConfig(nt time.Duration, marker string) string {
+	return fmt.Sprintf(`cluster: part
+node_timeout: %s
+guest_timeout: 5s
+nodes: [h1, h2, h3]
+packages:
+  - name: app
+    nodes: [h1, h2, h3]
+    guest: {name: appvm, driver: process, start_timeout: 30s}
+    services:
+      - name: svc
+        cmd: ["sh", "-c", "while :; do sleep 1; done # %s"]
+        restart: unlimited
+        halt_timeout: 1s
+  - name: probe
+    nodes: [h1, h2, h3]
+    auto_run: false
+    guest: {name: probevm, driver: process}
+    services:
+      - name: idle
+        cmd: ["sh", "-c", "while :; do sleep 1; done"]
+        halt_timeout: 1s
+`, nt, marker)
+}
+
+// partEnv is a cluster of three hosts in network namespaces: on each a
+// `vmguard server` member (R3), a host manager and a failover controller,
+// all separate processes; the test process reaches the servers through
+// forwards that no fault touches, so its writer and readers see whatever
+// the cluster acknowledges.
+type partEnv struct {
+	t      *testing.T
+	lab    *netlab.Lab
+	dir    string
+	nt     time.Duration
+	tl     timeline.Timeline
+	marker string
+	labURL string // what the daemons in the lab use
+	fwdURL string // what the test process uses
+
+	mu    sync.Mutex
+	procs map[string]*exec.Cmd // "server h1", "host h1", "failover h1"
+	outs  map[string]*syncBuffer
+
+	log  *clusterLog
+	samp *sampler
+	w    *writer
+	st   *stalls
+	rn   *renewals
+}
+
+// needNetns fails the test unless network namespaces can be made here; it
+// skips only when VMGUARD_NO_NETNS=1 says so.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if os.Getenv("VMGUARD_NO_NETNS") == "1" {
+		t.Skip("VMGUARD_NO_NETNS=1: partition tests across network namespaces skipped")
+	}
+	if err := netlab.Available(); err != nil {
+		t.Fatalf("partition tests need network namespaces (root, iproute2, iptables): %v; set VMGUARD_NO_NETNS=1 to skip them on purpose", err)
+	}
+}
+
+// newPartEnv makes the lab, starts the servers and waits for the R3 stream,
+// applies the config and starts the host managers and controllers.
+func newPartEnv(t *testing.T, ctx context.Context) *partEnv {
+	t.Helper()
+	lab, err := netlab.New(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := &partEnv{
+		t: t, lab: lab, dir: dir, nt: *partitionNT, tl: timeline.Default(*partitionNT),
+		marker: fmt.Sprintf("vmguard-part-%d", rand.Uint32()),
+		procs:  map[string]*exec.Cmd{}, outs: map[string]*syncBuffer{},
+	}
+	t.Cleanup(func() {
+		p.stopAll()
+		lab.Close()
+		killStrays(dir)
+	})
+	var labURLs, fwdURLs []string
+	for _, h := range lab.Hosts {
+		// Every connection between hosts passes a proxy in the target
+		// host, so that latency can be added; the servers listen on
+		// loopback and advertise the proxies.
+		for _, port := range []string{"4222", "6222"} {
+			if _, err := lab.Proxy(h, h.Addr+":"+port, "127.0.0.1:"+port); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fw, err := lab.Forward(h, "127.0.0.1:4222")
+		if err != nil {
+			t.Fatal(err)
+		}
+		labURLs = append(labURLs, "nats://"+h.Addr+":4222")
+		fwdURLs = append(fwdURLs, "nats://"+fw.Addr())
+		var routes []string
+		for _, o := range lab.Hosts {
+			if o != h {
+				routes = append(routes, "nats-route://"+o.Addr+":6222")
+			}
+		}
+		conf := fmt.Sprintf(`server_name: %s
+listen: 127.0.0.1:4222
+client_advertise: "%s:4222"
+jetstream { store_dir: %q }
+cluster {
+  name: part
+  listen: 127.0.0.1:6222
+  advertise: "%s:6222"
+  routes: [%s]
+}
+`, h.Name, h.Addr, filepath.Join(dir, h.Name, "store"), h.Addr, strings.Join(routes, ", "))
+		if err := os.MkdirAll(filepath.Join(dir, h.Name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, h.Name, "nats.conf"), []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.labURL, p.fwdURL = strings.Join(labURLs, ","), strings.Join(fwdURLs, ",")
+	begin := time.Now()
+	for _, h := range lab.Hosts {
+		p.startServer(h)
+	}
+	for _, h := range lab.Hosts {
+		waitFor(t, 90*time.Second, h.Name+"'s server: stream ready (R3)", func() bool {
+			return strings.Contains(p.out("server "+h.Name), "stream VMGUARD ready (R3)")
+		})
+	}
+	t.Logf("lab %s: 3 hosts, servers formed an R3 cluster in %v", lab.ID, time.Since(begin).Round(time.Millisecond))
+
+	obs := clusterConn(t, p.fwdURL, "observer")
+	l, err := events.Open(ctx, obs, events.WithoutCreate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.log = &clusterLog{t: t, l: l}
+	file := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(file, []byte(partConfig(p.nt, p.marker)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(vmguardBin, "--nats", p.fwdURL, "apply", "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("vmguard apply: %v\n%s", err, out)
+	}
+	for _, h := range lab.Hosts {
+		p.startFailover(h)
+		p.startHost(h)
+	}
+	return p
+}
+
+// start runs vmguard with args in host h under name.
+func (p *partEnv) start(h *netlab.Host, name string, args ...string) {
+	p.t.Helper()
+	cmd := h.Command(vmguardBin, args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = 2 * time.Second // guests outlive their host manager
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	if old := p.outs[name]; old != nil {
+		out.Write([]byte(old.String() + "--- restarted\n"))
+	}
+	p.procs[name], p.outs[name] = cmd, out
+	p.mu.Unlock()
+}
+
+func (p *partEnv) startServer(h *netlab.Host) {
+	p.start(h, "server "+h.Name, "server", "-c", filepath.Join(p.dir, h.Name, "nats.conf"), "--replicas", "3", "--sync-interval", "-q")
+}
+
+func (p *partEnv) startHost(h *netlab.Host) {
+	p.start(h, "host "+h.Name, "--nats", p.labURL, "host", "--node", h.Name, "--state", filepath.Join(p.dir, h.Name, "host"), "--agent-bin", vmguardBin)
+}
+
+func (p *partEnv) startFailover(h *netlab.Host) {
+	p.start(h, "failover "+h.Name, "--nats", p.labURL, "failover", "--id", "ctl-"+h.Name)
+}
+
+// out returns what the process name printed so far.
+func (p *partEnv) out(name string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if o := p.outs[name]; o != nil {
+		return o.String()
+	}
+	return ""
+}
+
+// signal sends sig to the process name.
+func (p *partEnv) signal(name string, sig syscall.Signal) {
+	p.mu.Lock()
+	cmd := p.procs[name]
+	p.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(sig)
+	}
+}
+
+// kill9 kills the process name with SIGKILL and waits for it.
+func (p *partEnv) kill9(name string) {
+	p.mu.Lock()
+	cmd := p.procs[name]
+	delete(p.procs, name)
+	p.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+}
+
+// restart starts the process name again (after kill9).
+func (p *partEnv) restart(name string) {
+	role, host, _ := strings.Cut(name, " ")
+	h := p.lab.Host(host)
+	switch role {
+	case "server":
+		p.startServer(h)
+	case "host":
+		p.startHost(h)
+	case "failover":
+		p.startFailover(h)
+	}
+}
+
+// stopAll kills every process; on a failure it prints their output, the
+// guards' logs and the log's events.
+func (p *partEnv) stopAll() {
+	p.mu.Lock()
+	procs := p.procs
+	p.procs = map[string]*exec.Cmd{}
+	p.mu.Unlock()
+	for _, cmd := range procs {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	if !p.t.Failed() {
+		return
+	}
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range p.outs {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	for _, n := range names {
+		p.t.Logf("--- output of %s:\n%s", n, lastLines(p.out(n), 80))
+	}
+	for _, h := range p.lab.Hosts {
+		if b, err := os.ReadFile(filepath.Join(p.dir, h.Name, "host", "guard.log")); err == nil {
+			p.t.Logf("--- guard log of %s:\n%s", h.Name, lastLines(string(b), 30))
+		}
+	}
+	if p.log != nil {
+		for _, e := range p.log.evs {
+			if e.Subject != "probe" {
+				p.t.Log(formatEvent(e))
+			}
+		}
+	}
+}
+
+// sampler checks, every 50 ms, in which hosts app's service runs: never in
+// two at once. It keeps, per host, when the service was last seen there.
+type sampler struct {
+	lab    *netlab.Lab
+	marker string
+
+	mu         sync.Mutex
+	violations []string
+	samples    int
+	where      string               // the host it ran in at the last sample ("" none)
+	lastSeen   map[string]time.Time // host -> last sample that saw it there
+	since      time.Time            // when where last changed
+	pids       []int
+}
+
+func (s *sampler) run(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		found, err := s.lab.Find(s.marker)
+		now := time.Now()
+		if err != nil {
+			continue
+		}
+		var hosts []string
+		var pids []int
+		for h, ps := range found {
+			hosts = append(hosts, h)
+			pids = append(pids, ps...)
+		}
+		sort.Strings(hosts)
+		if len(hosts) > 1 && stillAlive(found) {
+			// The scan is not atomic: a pid is counted only if it
+			// still runs after the scan, so both ran at that moment.
+			s.mu.Lock()
+			s.violations = append(s.violations, fmt.Sprintf("%s: app's service alive in %v at once: %v", now.Format("15:04:05.000"), hosts, found))
+			s.mu.Unlock()
+		}
+		s.mu.Lock()
+		s.samples++
+		for _, h := range hosts {
+			s.lastSeen[h] = now
+		}
+		w := strings.Join(hosts, ",")
+		if w != s.where {
+			s.where, s.since = w, now
+		}
+		s.pids = pids
+		s.mu.Unlock()
+	}
+}
+
+// stillAlive reports whether, in at least two hosts, a process found there
+// still runs.
+func stillAlive(found map[string][]int) bool {
+	n := 0
+	for _, ps := range found {
+		for _, pid := range ps {
+			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !isZombie(st) {
+				n++
+				break
+			}
+		}
+	}
+	return n > 1
+}
+
+// state returns where app's service runs now, since when, its pids, and
+// when it was last seen on host.
+func (s *sampler) state(host string) (where string, since time.Time, pids []int, last time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.where, s.since, slices.Clone(s.pids), s.lastSeen[host]
+}
+
+// waitWhere waits until app's service runs in exactly one host, for hold,
+// and the log says app runs there; it returns the host.
+func (p *partEnv) waitRunningOne(bound, hold time.Duration, what string) (string, []int) {
+	p.t.Helper()
+	var host string
+	var pids []int
+	waitFor(p.t, bound, what, func() bool {
+		w, since, ps, _ := p.samp.state("")
+		if w == "" || strings.Contains(w, ",") || time.Since(since) < hold {
+			return false
+		}
+		node, _ := appRunsOn(p.log.all())
+		host, pids = w, ps
+		return node == w
+	})
+	return host, pids
+}
+
+// appRunsOn returns the node app runs on by the log (its last lifecycle
+// event is package.started) and that event's sequence.
+func appRunsOn(evs []events.Event) (string, uint64) {
+	node, seq := "", uint64(0)
+	for _, e := range evs {
+		if e.Subject != "app" {
+			continue
+		}
+		switch d := e.Data.(type) {
+		case events.PackageStarted:
+			node, seq = d.Node, e.Seq
+		case events.PackagePlaced, events.PackageHalting, events.PackageHalted, events.PackageFailed:
+			node, seq = "", 0
+		}
+	}
+	return node, seq
+}
+
+// stepResult is what one fault of a schedule showed.
+type stepResult struct {
+	class     string
+	recovery  time.Duration // cut -> app started on another host (0: it did not move)
+	converged time.Duration // heal -> app runs on one host, as the log says, every node joined
+	moved     bool
+	falseLoss []string // node.lost/fenced/placements where the fault must cause none
+}
+
+// TestPartition runs vmguard across three hosts in network namespaces
+// (internal/netlab): a server member, a host manager and a controller on
+// each, app on one. It cuts and degrades the network under them, with
+// kills and pauses of the daemons, and checks, all along, that app's
+// service never runs in two hosts at once (pids per namespace); per fault,
+// that the cut-off host fences itself within its bound, the majority
+// places app elsewhere only after that bound, faults below node_timeout
+// (loss, latency) move nothing, and everything converges after healing;
+// at the end, that `vmguard verify` is clean and every write the cluster
+// acknowledged is in the log. -partitions=long runs -partition-runs random
+// schedules from -partition-seed.
+func TestPartition(t *testing.T) {
+	if testing.Short() {
+		t.Skip("partition test with network namespaces and OS processes; run without -short")
+	}
+	needNetns(t)
+	seed := *partitionSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("partition seed %d (replay: go test ./cmd/vmguard -run TestPartition -partitions=%s -partition-seed %d)", seed, *partitions, seed)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := newPartEnv(t, ctx)
+	p.st = &stalls{}
+	go p.st.run(ctx)
+	p.samp = &sampler{lab: p.lab, marker: p.marker, lastSeen: map[string]time.Time{}}
+	go p.samp.run(ctx)
+	p.rn = &renewals{seen: map[string][]time.Time{}}
+	go p.rn.run(ctx, clusterJS(t, p.fwdURL), []string{"h1", "h2", "h3"})
+	p.w = &writer{}
+	wctx, stopWriter := context.WithCancel(ctx)
+	wl, err := events.Open(ctx, clusterConn(t, p.fwdURL, "writer"), events.WithoutCreate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); p.w.run(wctx, wl) }()
+	defer func() { stopWriter(); wg.Wait() }()
+
+	host, _ := p.waitRunningOne(90*time.Second, time.Second, "app running on one host")
+	t.Logf("app runs on %s", host)
+
+	var steps []partStep
+	if *partitions == "long" {
+		steps = randomSchedule(seed, *partitionRuns)
+	} else {
+		steps = shortSchedule()
+	}
+	var results []stepResult
+	for i, s := range steps {
+		t.Logf("step %d/%d: %s", i+1, len(steps), s)
+		r := p.runStep(ctx, s)
+		results = append(results, r)
+		if t.Failed() {
+			t.Logf("failed at step %d (%s); replay with -partitions=%s -partition-seed %d", i+1, s, *partitions, seed)
+			break
+		}
+	}
+	stopWriter()
+	wg.Wait()
+	p.checkEnd()
+	partReport(t, results, p)
+}
+
+// checkEnd runs `vmguard verify` and checks every acknowledged write and
+// the sampler's record.
+func (p *partEnv) checkEnd() {
+	t := p.t
+	out, err := exec.Command(vmguardBin, "--nats", p.fwdURL, "verify").CombinedOutput()
+	if err != nil {
+		t.Errorf("vmguard verify: %v\n%s", err, out)
+	} else {
+		t.Logf("vmguard verify: %s", strings.TrimSpace(lastLine(string(out))))
+	}
+	evs := p.log.all()
+	bySeq := map[uint64]events.Event{}
+	for _, e := range evs {
+		bySeq[e.Seq] = e
+	}
+	p.w.mu.Lock()
+	acked := slices.Clone(p.w.acked)
+	failed := p.w.failed
+	p.w.mu.Unlock()
+	lost := 0
+	for _, a := range acked {
+		if e, ok := bySeq[a.seq]; !ok || e.ID != a.id {
+			lost++
+			if lost <= 10 {
+				t.Errorf("acknowledged write %s at seq %d (acked %s) is not in the log", a.id, a.seq, a.at.Format("15:04:05.000"))
+			}
+		}
+	}
+	t.Logf("writer: %d writes acknowledged, %d lost; %d not acknowledged (refused or timed out during faults)", len(acked), lost, failed)
+	for _, v := range invariant.Check(evs) {
+		t.Errorf("invariant: %s", v)
+	}
+	p.samp.mu.Lock()
+	defer p.samp.mu.Unlock()
+	for _, v := range p.samp.violations {
+		t.Errorf("violation: %s", v)
+	}
+	t.Logf("sampler: %d samples of app's service pids per namespace, %d violations", p.samp.samples, len(p.samp.violations))
+}
+
+// partReport logs the figures of the run, per fault class.
+func partReport(t *testing.T, results []stepResult, p *partEnv) {
+	byClass := map[string][]stepResult{}
+	for _, r := range results {
+		byClass[r.class] = append(byClass[r.class], r)
+	}
+	classes := slices.Sorted(func(yield func(string) bool) {
+		for c := range byClass {
+			if !yield(c) {
+				return
+			}
+		}
+	})
+	var b strings.Builder
+	fmt.Fprintf(&b, "figures (node_timeout %v, %d steps):\n", p.nt, len(results))
+	fmt.Fprintf(&b, "%-22s %5s %6s %-28s %-28s %s\n", "class", "runs", "moved", "recovery min/med/max", "converged min/med/max", "false fences")
+	for _, c := range classes {
+		rs := byClass[c]
+		var rec, conv []time.Duration
+		moved, falseN := 0, 0
+		for _, r := range rs {
+			if r.moved {
+				moved++
+				rec = append(rec, r.recovery)
+			}
+			conv = append(conv, r.converged)
+			falseN += len(r.falseLoss)
+		}
+		fmt.Fprintf(&b, "%-22s %5d %6d %-28s %-28s %d\n", c, len(rs), moved, spread(rec), spread(conv), falseN)
+	}
+	t.Log(b.String())
+}
+
+// spread formats min/median/max of ds.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "-"
+	}
+	slices.Sort(ds)
+	r := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
+	return r(ds[0]) + " / " + r(ds[len(ds)/2]) + " / " + r(ds[len(ds)-1])
+}
+
+// partStep is one fault of a schedule: a network fault (or none), possibly
+// with a process fault, held for For, then healed.
+type partStep struct {
+	Net     string        // isolate, split, oneway, flap, loss, latency, none
+	Target  string        // app: the host app runs on; other: another one; any
+	P       float64       // loss
+	Delay   time.Duration // latency
+	Proc    string        // kill-server, stop-server, kill-host, stop-host, kill-controller, stop-controller, "" none
+	ProcOn  string        // app, other
+	For     time.Duration // how long the fault lasts
+	Benign  bool          // below node_timeout: must move nothing
+	HostIdx int           // which "other"/"any" host, 0..2
+}
+
+func (s partStep) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s", s.Net)
+	switch s.Net {
+	case "loss":
+		fmt.Fprintf(&b, " %.0f%%", s.P*100)
+	case "latency":
+		fmt.Fprintf(&b, " %v", s.Delay)
+	}
+	if s.Net != "none" {
+		fmt.Fprintf(&b, " on %s host", s.Target)
+	}
+	if s.Proc != "" {
+		fmt.Fprintf(&b, " + %s on %s host", s.Proc, s.ProcOn)
+	}
+	fmt.Fprintf(&b, " for %v", s.For)
+	return b.String()
+}
+
+// class names a step's fault class for the figures.
+func (s partStep) class() string {
+	c := s.Net
+	if s.Net == "none" {
+		c = s.Proc
+	} else if s.Proc != "" {
+		c += "+" + s.Proc
+	}
+	if s.Net == "isolate" || s.Net == "split" || s.Net == "oneway" || s.Net == "flap" {
+		c += "(" + s.Target + ")"
+	}
+	return c
+}
+
+// shortSchedule is what CI runs: the host app runs on cut off for twice
+// node_timeout (app must move, the host must fence itself first), then
+// loss and latency below node_timeout (nothing may move), then the leader
+// of everything paused and another host cut off one way.
+func shortSchedule() []partStep {
+	nt := *partitionNT
+	return []partStep{
+		{Net: "isolate", Target: "app", For: 2 * nt},
+		{Net: "loss", Target: "app", P: 0.05, For: nt, Benign: true},
+		{Net: "latency", Target: "any", Delay: 100 * time.Millisecond, For: nt, Benign: true},
+		{Net: "oneway", Target: "app", For: 2 * nt, Proc: "kill-controller", ProcOn: "other"},
+	}
+}
+
+// randomSchedule draws n steps from seed: the same seed, the same steps.
+func randomSchedule(seed uint64, n int) []partStep {
+	nt := *partitionNT
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	nets := []string{"isolate", "split", "oneway", "flap", "loss", "latency", "none"}
+	procs := []string{"", "", "kill-server", "stop-server", "kill-host", "stop-host", "kill-controller", "stop-controller"}
+	var steps []partStep
+	for range n {
+		s := partStep{Net: nets[r.IntN(len(nets))], HostIdx: r.IntN(3)}
+		s.Target = []string{"app", "other", "any"}[r.IntN(3)]
+		s.For = nt/2 + time.Duration(r.Int64N(int64(2*nt)))
+		switch s.Net {
+		case "loss":
+			s.P = 0.01 + r.Float64()*0.09
+			s.Benign = true
+		case "latency":
+			s.Delay = time.Duration(20+r.IntN(280)) * time.Millisecond
+			s.Benign = true
+		}
+		if s.Net == "none" || r.IntN(2) == 0 {
+			s.Proc = procs[2+r.IntN(len(procs)-2)]
+			s.ProcOn = []string{"app", "other"}[r.IntN(2)]
+			s.Benign = false
+		}
+		steps = append(steps, s)
+	}
+	return steps
+}
+
+// pick returns the host a step's target names, given where app runs.
+func (p *partEnv) pick(target string, idx int, appHost string) *netlab.Host {
+	switch target {
+	case "app":
+		return p.lab.Host(appHost)
+	case "other":
+		var others []*netlab.Host
+		for _, h := range p.lab.Hosts {
+			if h.Name != appHost {
+				others = append(others, h)
+			}
+		}
+		return others[idx%len(others)]
+	default:
+		return p.lab.Hosts[idx%len(p.lab.Hosts)]
+	}
+}
+
+// convergeBound is how soon after healing everything must have settled:
+// app running on one host as the log says, every node joined. A cut-off
+// host fences itself and rejoins (node_timeout for its lease, a join); a
+// killed server must catch up; app may have to move once more.
+func (p *partEnv) convergeBound() time.Duration { return 3*p.nt + 60*time.Second }
+
+// runStep applies one fault, holds it, heals, and checks what it must.
+func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
+	t := p.t
+	res := stepResult{class: s.class()}
+	appHost, appPids := p.waitRunningOne(p.convergeBound(), time.Second, "app running on one host before the step")
+	target := p.pick(s.Target, s.HostIdx, appHost)
+	p.log.all()
+	fromSeq := p.log.last
+	cut := time.Now()
+	var err error
+	switch s.Net {
+	case "isolate":
+		err = p.lab.Isolate(ctx, target)
+	case "split":
+		var rest []*netlab.Host
+		for _, h := range p.lab.Hosts {
+			if h != target {
+				rest = append(rest, h)
+			}
+		}
+		err = p.lab.Split(ctx, []*netlab.Host{target}, rest)
+	case "oneway":
+		// What target sends is lost; it still hears the others.
+		err = p.lab.DropOneWay(ctx, target, p.pick("other", s.HostIdx, target.Name))
+		if err == nil {
+			err = p.lab.DropOneWay(ctx, target, p.pick("other", s.HostIdx+1, target.Name))
+		}
+	case "flap":
+		err = p.lab.Flap(ctx, target, 2*time.Second, 2*time.Second)
+	case "loss":
+		err = p.lab.Loss(ctx, target, s.P)
+	case "latency":
+		p.lab.Delay(target, s.Delay)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var procName string
+	if s.Proc != "" {
+		ph := p.pick(s.ProcOn, s.HostIdx+1, appHost)
+		role, how, _ := strings.Cut(s.Proc, "-")
+		if how == "server" || how == "host" || how == "controller" {
+			role, how = how, role
+		}
+		if role == "controller" {
+			role = "failover"
+		}
+		procName = role + " " + ph.Name
+		if how == "kill" {
+			p.kill9(procName)
+		} else {
+			p.signal(procName, syscall.SIGSTOP)
+		}
+	}
+	// Hold the fault; meanwhile the sampler checks, and we note when app
+	// left its host and started on another.
+	end := cut.Add(s.For)
+	var goneAt time.Time
+	for time.Now().Before(end) {
+		if goneAt.IsZero() {
+			if _, _, _, last := p.samp.state(appHost); !last.IsZero() && time.Since(last) > 200*time.Millisecond {
+				goneAt = last
+			}
+		}
+		if procName != "" && strings.HasPrefix(s.Proc, "kill") && time.Since(cut) > 2*time.Second {
+			// systemd's Restart=always, a moment later.
+			p.mu.Lock()
+			_, running := p.procs[procName]
+			p.mu.Unlock()
+			if !running {
+				p.restart(procName)
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // the fault's duration, not an outcome
+	}
+	if procName != "" {
+		p.mu.Lock()
+		_, running := p.procs[procName]
+		p.mu.Unlock()
+		if !running {
+			p.restart(procName)
+		} else {
+			p.signal(procName, syscall.SIGCONT)
+		}
+	}
+	if err := p.lab.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	healed := time.Now()
+	newHost, _ := p.waitRunningOne(p.convergeBound(), 2*time.Second, "app running on one host after healing ("+s.String()+")")
+	p.waitJoined(p.convergeBound()-time.Since(healed), fromSeq)
+	res.converged = time.Since(healed)
+
+	evs := p.log.all()
+	var started, placed events.Event
+	var lastRenewal time.Time
+	for _, e := range evs {
+		if e.Seq <= fromSeq {
+			continue
+		}
+		switch d := e.Data.(type) {
+		case events.PackagePlaced:
+			if e.Subject == "app" && placed.ID == "" && d.Node != appHost {
+				placed = e
+			}
+		case events.PackageStarted:
+			if e.Subject == "app" && started.ID == "" && d.Node != appHost {
+				started = e
+			}
+		}
+		if s.Benign {
+			switch e.Data.(type) {
+			case events.NodeLost, events.NodeFenced, events.PackagePlaced, events.PackageFailed, events.GuestLost:
+				res.falseLoss = append(res.falseLoss, formatEvent(e))
+			}
+		}
+	}
+	_, _, pidsNow, _ := p.samp.state("")
+	if s.Benign && (newHost != appHost || !slices.Equal(sorted(pidsNow), sorted(appPids))) {
+		res.falseLoss = append(res.falseLoss, fmt.Sprintf("app's service changed from %s %v to %s %v", appHost, appPids, newHost, pidsNow))
+	}
+	for _, f := range res.falseLoss {
+		t.Errorf("%s: below node_timeout, yet: %s", s, f)
+	}
+	if started.ID != "" {
+		res.moved = true
+		res.recovery = started.Time.Sub(cut)
+		// The majority placed app elsewhere only after app's old host
+		// fenced itself: its last lease renewal + the guard's bound.
+		for _, r := range p.rn.seenOf(appHost) {
+			if r.Before(cut) {
+				lastRenewal = r
+			}
+		}
+		if !goneAt.IsZero() && placed.ID != "" && placed.Time.Before(goneAt) {
+			t.Errorf("%s: app placed on %s at %s, before its service on %s was gone (last seen %s)", s,
+				placed.Data.(events.PackagePlaced).Node, placed.Time.Format("15:04:05.000"), appHost, goneAt.Format("15:04:05.000"))
+		}
+		if !lastRenewal.IsZero() && placed.ID != "" && placed.Time.Before(lastRenewal.Add(p.tl.GuestsDownBy())) {
+			t.Errorf("%s: app placed on %s at %s, before %s's fencing bound (last renewal %s + %v)", s,
+				placed.Data.(events.PackagePlaced).Node, placed.Time.Format("15:04:05.000"), appHost, lastRenewal.Format("15:04:05.000"), p.tl.GuestsDownBy())
+		}
+		if (s.Net == "isolate" || s.Net == "split") && s.Target == "app" && s.Proc == "" {
+			// The cut-off host stopped app's service within its bound.
+			bound := p.tl.GuestsDownBy() + time.Second + p.st.max(cut, time.Now())
+			if goneAt.IsZero() || goneAt.Sub(cut) > bound {
+				t.Errorf("%s: %s's service still ran %v after the cut (last seen %s), want gone within %v", s, appHost,
+					goneAt.Sub(cut).Round(time.Millisecond), goneAt.Format("15:04:05.000"), bound)
+			}
+		}
+		t.Logf("%s: app moved %s -> %s: service gone from %s %v after the cut, placed %v, started %v after the cut; converged %v after healing",
+			s, appHost, newHost, appHost, durSince(goneAt, cut), durSince(placed.Time, cut), res.recovery.Round(time.Millisecond), res.converged.Round(time.Millisecond))
+	} else {
+		t.Logf("%s: app stayed on %s; converged %v after healing", s, appHost, res.converged.Round(time.Millisecond))
+	}
+	if (s.Net == "isolate" || s.Net == "split") && s.Target == "app" && s.Proc == "" && s.For > p.nt+5*time.Second && !res.moved {
+		t.Errorf("%s: app did not move off its cut-off host %s", s, appHost)
+	}
+	return res
+}
+
+// waitJoined waits until every node's last membership event after seq,
+// if any, is a join: cut-off nodes that were lost or fenced came back.
+func (p *partEnv) waitJoined(bound time.Duration, seq uint64) {
+	p.t.Helper()
+	waitFor(p.t, max(bound, 10*time.Second), "every node joined again", func() bool {
+		up := map[string]bool{}
+		for _, e := range p.log.all() {
+			if e.Seq <= seq {
+				continue
+			}
+			switch e.Data.(type) {
+			case events.NodeLost, events.NodeFenced:
+				up[e.Subject] = false
+			case events.NodeJoined:
+				up[e.Subject] = true
+			}
+		}
+		for _, ok := range up {
+			if !ok {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// seenOf returns the renewals of node's lease seen so far.
+func (r *renewals) seenOf(node string) []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.seen[node])
+}
+
+func sorted(s []int) []int { s = slices.Clone(s); slices.Sort(s); return s }
+
+func durSince(t, from time.Time) string {
+	if t.IsZero() {
+		return "?"
+	}
+	return t.Sub(from).Round(time.Millisecond).String()
+}
+
+// TestPartitionSchedule: a seed gives the same schedule every time, and
+// different seeds differ.
+func TestPartitionSchedule(t *testing.T) {
+	a, b := randomSchedule(42, 20), randomSchedule(42, 20)
+	if !slices.Equal(a, b) {
+		t.Fatalf("seed 42 gave two schedules:\n%v\n%v", a, b)
+	}
+	if slices.Equal(a, randomSchedule(43, 20)) {
+		t.Fatal("seeds 42 and 43 gave the same schedule")
+	}
+	for _, s := range a {
+		if s.For < *partitionNT/2 || s.For > *partitionNT*5/2 || (s.Benign && s.Proc != "") {
+			t.Errorf("step out of range: %+v", s)
+		}
+	}
+}
