@@ -20,6 +20,7 @@ type failoverCmd struct {
 	NoSnapshot    bool          `name:"no-snapshot" help:"Neither load nor write state snapshots (KV bucket vmguard_snapshots): replay the whole log at start."`
 	Verbose       bool          `name:"verbose" short:"v" help:"Log debug messages (refused decisions, snapshots)."`
 	metricsFlag   `embed:""`
+	ClusterWait   time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait, at start, for a JetStream cluster that is still forming before exiting."`
 }
 
 // Help is shown by `vmguard failover --help`.
@@ -74,8 +75,12 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	l, err := events.Open(ctx, nc, logOptions(m, events.WithLogger(logger))...)
-	if err != nil {
+	var l *events.Log
+	if err := untilCluster(ctx, logger, c.ClusterWait, "open the log", func(actx context.Context) error {
+		var err error
+		l, err = events.Open(actx, nc, logOptions(m, events.WithLogger(logger))...)
+		return err
+	}); err != nil {
 		return err
 	}
 	r, err := failover.New(failover.Config{

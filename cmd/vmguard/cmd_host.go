@@ -32,6 +32,7 @@ type hostCmd struct {
 	NoGuard         bool          `name:"no-guard" help:"Do not start or pet a node guard (vmguard guard). Without it nothing stops the guests of a host manager that died or hangs before the controller places them elsewhere."`
 	Escalate        string        `name:"escalate" placeholder:"COMMAND" help:"The node guard's escalation after it stopped the guests, e.g. 'systemctl reboot --force' (see vmguard guard --help)."`
 	metricsFlag     `embed:""`
+	ClusterWait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait, at start, for a JetStream cluster that is still forming (no meta leader yet, the stream or the lease bucket electing a leader) before exiting."`
 }
 
 // Help is shown by `vmguard host --help`.
@@ -100,8 +101,20 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	l, err := events.Open(ctx, nc, logOptions(m, events.WithLogger(logger))...)
-	if err != nil {
+	// A host manager started with the servers (a reboot of every machine)
+	// waits for the cluster to form instead of exiting.
+	var l *events.Log
+	if err := untilCluster(ctx, logger, c.ClusterWait, "open the log and read the node lease", func(actx context.Context) error {
+		var err error
+		if l == nil {
+			if l, err = events.Open(actx, nc, logOptions(m, events.WithLogger(logger))...); err != nil {
+				return err
+			}
+		}
+		// Not actx: watching a live holder's renewals takes up to 1.5
+		// renewal intervals; each of its reads has a bound of its own.
+		return c.checkLease(ctx, l)
+	}); err != nil {
 		return err
 	}
 	var hm hostmanager.Metrics
@@ -109,9 +122,6 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		m.WatchLog(l)
 		m.AddLag(l, "host", m.LastRead)
 		hm = m.Node(c.Node)
-	}
-	if err := c.checkLease(ctx, l); err != nil {
-		return err
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
 		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),

@@ -183,6 +183,15 @@ cluster {
 		p.startFailover(h)
 		p.startHost(h)
 	}
+	waitFor(t, 90*time.Second, "every node joined", func() bool {
+		joined := map[string]bool{}
+		for _, e := range p.log.all() {
+			if e.Type() == events.TypeNodeJoined {
+				joined[e.Subject] = true
+			}
+		}
+		return len(joined) == len(lab.Hosts)
+	})
 	return p
 }
 
