@@ -620,20 +620,20 @@ func spread(ds []time.Duration) string {
 // partStep is one fault of a schedule: a network fault (or none), possibly
 // with a process fault, held for For, then healed.
 type partStep struct {
-	Net     string        // isolate, split, oneway, flap, loss, latency, none
-	Target  string        // app: the host app runs on; other: another one; any
-	P       float64       // loss
-	Delay   time.Duration // latency
-	Proc    string        // kill-server, stop-server, kill-host, stop-host, kill-controller, stop-controller, "" none
-	ProcOn  string        // app, other
-	For     time.Duration // how long the fault lasts
-	Benign  bool          // below node_timeout: must move nothing
+	Net    string        // isolate, split, oneway, flap, loss, latency, none
+	Target string        // app: the host app runs on; other: another one; any
+	P      float64       // loss
+	Delay  time.Duration // latency
+	Proc   string        // kill-server, stop-server, kill-host, stop-host, kill-controller, stop-controller, "" none
+	ProcOn string        // app, other
+	For    time.Duration // how long the fault lasts
+	Benign bool          // below node_timeout: must move nothing
 	// LeaseAway moves the lease bucket's leader off the target host before
 	// the cut: until the lease store's own outage stops reading as every
 	// node's death (docs/bench/partitions.md, known bugs), a cut of the
 	// host that leads it makes healthy nodes lost.
 	LeaseAway bool
-	HostIdx int           // which "other"/"any" host, 0..2
+	HostIdx   int // which "other"/"any" host, 0..2
 }
 
 func (s partStep) String() string {
