@@ -330,6 +330,7 @@ type sampler struct {
 	lastSeen   map[string]time.Time // host -> last sample that saw it there
 	since      time.Time            // when where last changed
 	pids       []int
+	lastSample time.Time
 }
 
 func (s *sampler) run(ctx context.Context) {
@@ -370,6 +371,7 @@ func (s *sampler) run(ctx context.Context) {
 			s.where, s.since = w, now
 		}
 		s.pids = pids
+		s.lastSample = now
 		s.mu.Unlock()
 	}
 }
@@ -387,6 +389,15 @@ func stillAlive(found map[string][]int) bool {
 		}
 	}
 	return n > 1
+}
+
+// goneFrom returns when app's service was last seen on host, if a later
+// sample saw it there no more.
+func (s *sampler) goneFrom(host string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last := s.lastSeen[host]
+	return last, !last.IsZero() && s.lastSample.After(last)
 }
 
 // state returns where app's service runs now, since when, its pids, and
@@ -803,7 +814,7 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	var goneAt time.Time
 	for time.Now().Before(end) {
 		if goneAt.IsZero() {
-			if _, _, _, last := p.samp.state(appHost); !last.IsZero() && time.Since(last) > 200*time.Millisecond {
+			if last, gone := p.samp.goneFrom(appHost); gone {
 				goneAt = last
 			}
 		}
