@@ -24,6 +24,10 @@ type Log struct {
 	skipped atomic.Uint64
 	// observer, if set (WithObserver), is told of appends and reads.
 	observer Observer
+	// atomic: the stream takes atomic batches (group commit, batch.go).
+	atomic  bool
+	async   *batcher
+	batches atomic.Uint64
 }
 
 // Option configures Open.
@@ -82,8 +86,10 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		Discard:     jetstream.DiscardNew,
 		Duplicates:  2 * time.Minute,
 		AllowDirect: true,
-		Replicas:    replicas,
-		MaxMsgSize:  1 << 20,
+		// Atomic batches: group commit (batch.go).
+		AllowAtomicPublish: true,
+		Replicas:           replicas,
+		MaxMsgSize:         1 << 20,
 	}
 }
 
@@ -126,7 +132,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(asyncMaxPending))
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
@@ -141,7 +147,10 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
 	}
-	return &Log{nc: nc, js: js, stream: s, codec: codec, logger: o.logger, observer: o.observer}, nil
+	l := &Log{nc: nc, js: js, stream: s, codec: codec, logger: o.logger, observer: o.observer,
+		atomic: s.CachedInfo().Config.AllowAtomicPublish}
+	l.async = newBatcher(l, asyncMaxPending)
+	return l, nil
 }
 
 // Codec returns the log's codec.
@@ -187,19 +196,7 @@ func (l *Log) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64
 	for _, o := range opts {
 		o(m)
 	}
-	sent := time.Now()
-	ack, err := l.js.PublishMsg(ctx, m)
-	if err != nil {
-		if isConflict(err) {
-			err = fmt.Errorf("append %s: %w", e.Type(), ErrConflict)
-		} else {
-			err = fmt.Errorf("append %s: %w", e.Type(), err)
-		}
-		l.observeAppend(e, m, sent, err)
-		return 0, err
-	}
-	l.observeAppend(e, m, sent, nil)
-	return ack.Sequence, nil
+	return l.publish(ctx, e, m)
 }
 
 func isConflict(err error) bool {
@@ -213,6 +210,11 @@ func isConflict(err error) bool {
 
 // AppendAsync validates e and sends it without waiting for the server; the
 // returned future reports the outcome. Use Flush to wait for all of them.
+// Events appended while earlier ones wait for their ack go out together in
+// atomic batches (group commit: one fsync a batch in the durable default);
+// a batch the server refuses as a whole, for a failed expected-sequence
+// check or a repeated id, is sent again one event at a time, so each event
+// gets the outcome it would have had alone.
 func (l *Log) AppendAsync(e Event, opts ...AppendOption) (jetstream.PubAckFuture, error) {
 	m, err := l.codec.Encode(e)
 	if err != nil {
@@ -220,6 +222,13 @@ func (l *Log) AppendAsync(e Event, opts ...AppendOption) (jetstream.PubAckFuture
 	}
 	for _, o := range opts {
 		o(m)
+	}
+	if l.atomic {
+		a := &asyncAppend{e: e, m: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+		if err := l.async.add(a); err != nil {
+			return nil, err
+		}
+		return a, nil
 	}
 	// A busy writer waits for room (back-pressure) rather than failing when
 	// the server falls behind, e.g. with an fsync per write.
@@ -234,8 +243,14 @@ func (l *Log) AppendAsync(e Event, opts ...AppendOption) (jetstream.PubAckFuture
 // unacknowledged messages.
 const asyncStallWait = 30 * time.Second
 
+// asyncMaxPending bounds the events AppendAsync holds unacknowledged.
+const asyncMaxPending = 8192
+
 // Flush waits until every AppendAsync so far was acknowledged or failed.
 func (l *Log) Flush(ctx context.Context) error {
+	if err := l.async.flush(ctx); err != nil {
+		return err
+	}
 	select {
 	case <-l.js.PublishAsyncComplete():
 		return nil

@@ -128,11 +128,12 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		fmt.Fprintf(g.Stdout, "raw async:     %8d events in %7.2fs = %8.0f events/s  (JetStream only, pre-encoded)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds())
 	}
 	if c.Async > 0 {
+		b0 := l.Batches()
 		el, err := appendAsync(ctx, l, c.Async, sample)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.Stdout, "async append:  %8d events in %7.2fs = %8.0f events/s\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds())
+		fmt.Fprintf(g.Stdout, "async append:  %8d events in %7.2fs = %8.0f events/s  (%d atomic batches)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), l.Batches()-b0)
 	}
 	if c.Replay > 0 {
 		have, err := l.LastSeq(ctx)
