@@ -22,6 +22,7 @@ import (
 	"github.com/vmguard/vmguard/internal/metrics"
 	"github.com/vmguard/vmguard/internal/natsd"
 	"github.com/vmguard/vmguard/internal/termtext"
+	"github.com/vmguard/vmguard/internal/webui"
 )
 
 type upCmd struct {
@@ -92,7 +93,7 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	}
 	webCtx, stopWeb := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWeb()
-	web, err := c.serveWeb(webCtx, m, logger)
+	web, err := c.serveWeb(webCtx, l, m, logger)
 	if err != nil {
 		return err
 	}
@@ -204,15 +205,20 @@ func (c *upCmd) config(ctx context.Context, l *events.Log, fileCl *config.Cluste
 	return cl, fmt.Sprintf("%s applied (seq %d)", name, res.seq), nil
 }
 
-// serveWeb starts up's web listener on --ui and returns the banner line
-// that says where it is. The default address being taken (another up, a
-// test) is not an error: up runs without it and says so.
-func (c *upCmd) serveWeb(ctx context.Context, m *metrics.Metrics, logger *slog.Logger) (string, error) {
+// serveWeb starts up's web listener on --ui, the console and /metrics, and
+// returns the banner line that says where it is. The default address being
+// taken (another up, a test) is not an error: up runs without it and says so.
+func (c *upCmd) serveWeb(ctx context.Context, l *events.Log, m *metrics.Metrics, logger *slog.Logger) (string, error) {
 	if c.UI == "off" {
 		return "Web console off (--ui off).", nil
 	}
+	con, err := webui.New(webui.Config{Log: l, Logger: logger.With("component", "ui")})
+	if err != nil {
+		return "", err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	mux.Handle("/", con.Handler())
 	addr, err := serveHTTP(ctx, c.UI, mux, logger)
 	if err != nil {
 		if c.UI == defaultUI {
@@ -220,7 +226,12 @@ func (c *upCmd) serveWeb(ctx context.Context, m *metrics.Metrics, logger *slog.L
 		}
 		return "", fmt.Errorf("%w: --ui: %v", errUsage, err)
 	}
-	return fmt.Sprintf("Metrics: http://%s/metrics", addr), nil
+	go func() {
+		if err := con.Run(ctx); err != nil {
+			logger.Error("web console stopped following the log", "err", err)
+		}
+	}()
+	return fmt.Sprintf("Web console (read-only): http://%s/   metrics: http://%s/metrics", addr, addr), nil
 }
 
 // defaultUI is where up serves its web listener unless told otherwise.

@@ -63,6 +63,7 @@ type cli struct {
 	Status  statusCmd  `cmd:"" group:"Watch" help:"Show the cluster, its nodes and packages (cmviewcl); --at for any past moment."`
 	Events  eventsCmd  `cmd:"" group:"Watch" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
 	Explain explainCmd `cmd:"" group:"Watch" help:"Show the chain of causes that put a package where it is."`
+	UI      uiCmd      `cmd:"" name:"ui" group:"Watch" help:"Serve the web console of a running cluster (read-only, live): status, timeline, explain, time travel."`
 	Verify  verifyCmd  `cmd:"" group:"Watch" help:"Check the whole log for vmguard's safety and liveness promises; exit 1 naming the sequences that break one."`
 	Pkg     pkgCmd     `cmd:"" group:"Operate" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
 	Node    nodeCmd    `cmd:"" group:"Operate" help:"Operator commands on a node: run, halt."`
