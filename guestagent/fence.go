@@ -76,6 +76,10 @@ type fence struct {
 	rev   uint64      // revision of the key last applied, by watch or poll
 	stamp time.Time   // the server's stamp of that revision
 	gen   uint64      // bumped by each renewal and lapse; an older timer does nothing
+	// frozenUntil is the end of the node's freeze the last renewal
+	// carried (lease.Value.FrozenUntil): a lapse before then, plus
+	// FenceAfter(ttl), waits for it.
+	frozenUntil time.Time
 	timer *time.Timer // fires FenceAfter(ttl) after the last renewal seen
 	// kick asks the watcher to watch afresh (after a lapse: the watch
 	// itself may be what went stale).
@@ -420,6 +424,7 @@ func (a *Agent) observe(o leaseObs) bool {
 		a.log.Warn("ignore node lease value", "node", o.node, "revision", o.rev, "err", err)
 		return true
 	}
+	a.fence.frozenUntil = v.FrozenUntil
 	a.renewedLocked(v.TTL(), o.at) // unlocks
 	return true
 }
@@ -500,6 +505,23 @@ func (a *Agent) lapse(gen uint64, why string) {
 	a.mu.Lock()
 	if (gen != 0 && gen != a.fence.gen) || a.fence.state != LeaseHeld {
 		a.mu.Unlock()
+		return
+	}
+	if end := a.fence.frozenUntil.Add(lease.FenceAfter(a.fence.ttl)); !a.fence.frozenUntil.IsZero() && time.Now().Before(end) {
+		// The node is frozen (`vmguard node freeze`, its host manager
+		// stopped for an upgrade, say): the controller records no loss
+		// before the freeze's end, so the processes keep running until
+		// then, as if the lease was last renewed at that end.
+		a.fence.gen++
+		gen := a.fence.gen
+		if a.fence.timer != nil {
+			a.fence.timer.Stop()
+		}
+		a.fence.timer = time.AfterFunc(time.Until(end), func() {
+			a.lapse(gen, why+"; the node's freeze ended")
+		})
+		a.mu.Unlock()
+		a.log.Warn("node lease lapsed while the node is frozen; processes keep running until the freeze ends", "node", a.cfg.Node, "reason", why, "fence_at", end)
 		return
 	}
 	a.fence.gen++

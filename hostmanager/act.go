@@ -212,7 +212,7 @@ func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
 		a.Guest.Name, a.Package, r.stopErr[a.Key()]))
 	delete(r.stopErr, a.Key())
 	r.logger.Error("fencing this node: a guest cannot be stopped", "package", a.Package, "guest", a.Guest.Name, "reason", why)
-	r.fenced, r.fenceReason, r.fenceTime, r.fenceSeq = true, why, r.now(), 0
+	r.member.Observe(Observation{Kind: ObserveFence, Reason: why, At: r.now()})
 	for _, f := range r.flights {
 		f.cancel()
 	}

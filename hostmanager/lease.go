@@ -93,7 +93,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 	since := r.now().UTC()
 	value := func(ttl time.Duration) []byte {
 		return lease.Value{Node: r.node, Holder: r.holder, Renewed: r.now().UTC(), TTLMS: ttl.Milliseconds(),
-			Host: host, PID: os.Getpid(), Since: since}.Encode()
+			Host: host, PID: os.Getpid(), Since: since, FrozenUntil: r.frozenEnd()}.Encode()
 	}
 	send := func(le leaseEvent) {
 		select {
@@ -224,15 +224,45 @@ func (r *Runner) renewed(sent time.Time) {
 		return
 	}
 	ttl := r.ttl.Load()
-	r.petter.send(pet{Holder: r.holder, Deadline: sent.Add(lease.RenewEvery(ttl) + r.guardBound.Load()).Round(0),
-		StopWithin: r.guardStop.Load(), Guests: r.localGuests()})
+	deadline := sent.Add(lease.RenewEvery(ttl) + r.guardBound.Load())
+	if end := r.frozenEnd(); !end.IsZero() && end.Add(lease.RenewEvery(ttl)+r.guardBound.Load()).After(deadline) {
+		// Frozen: the guard is disarmed until the freeze's end, as if the
+		// last renewal was sent then.
+		deadline = end.Add(lease.RenewEvery(ttl) + r.guardBound.Load())
+	}
+	r.petter.send(pet{Holder: r.holder, Deadline: deadline.Round(0), StopWithin: r.guardStop.Load(), Guests: r.localGuests()})
+}
+
+// frozenEnd returns the end of the node's freeze while the log shows it
+// frozen and the end has not passed, else zero.
+func (r *Runner) frozenEnd() time.Time {
+	u := r.frozenUntil.Load()
+	if u == 0 {
+		return time.Time{}
+	}
+	end := time.Unix(0, u).UTC()
+	if !time.Now().Before(end) {
+		return time.Time{}
+	}
+	return end
+}
+
+// petFreeze pets the guard at once with the freeze's deadline, so that a
+// host manager stopped right after it read node.frozen leaves the guests
+// to the freeze.
+func (r *Runner) petFreeze() {
+	if ok := r.lastOK.Load(); ok != 0 {
+		r.renewed(time.Unix(0, ok))
+	}
 }
 
 // lost notes that the lease is lost and tells the guard to stop the guests
-// now (the keeper stops them too).
+// now (the keeper stops them too), unless the node is frozen: then the
+// guests keep running until the freeze's end (the controller records no
+// node.lost before it).
 func (r *Runner) lost(why string) {
 	r.lastOK.Store(0)
-	if r.petter != nil {
+	if r.petter != nil && r.frozenEnd().IsZero() {
 		r.petter.send(pet{Holder: r.holder, Fence: why, StopWithin: r.guardStop.Load(), Guests: r.localGuests()})
 	}
 }
@@ -271,6 +301,10 @@ func (r *Runner) leaseHolder(ctx context.Context, kv jetstream.KeyValue) (uint64
 // fence stops every guest of this node at once, through its driver, in
 // parallel; it does not need the log.
 func (r *Runner) fence(ctx context.Context, why string) {
+	if end := r.frozenEnd(); !end.IsZero() {
+		r.logger.Warn("node frozen: guests keep running despite the lease", "reason", why, "until", end)
+		return
+	}
 	r.localMu.Lock()
 	refs := make([]GuestRef, 0, len(r.local))
 	for _, g := range r.local {
@@ -300,36 +334,30 @@ func (r *Runner) fence(ctx context.Context, why string) {
 
 // onLease reacts to the lease keeper.
 func (r *Runner) onLease(ctx context.Context, le leaseEvent) {
-	if le.superseded != "" {
-		r.superseded = true
-		r.held = false
-		for _, f := range r.flights {
-			f.cancel()
+	switch {
+	case le.superseded != "":
+		r.member.Observe(Observation{Kind: ObserveSuperseded, At: le.at})
+	case !le.held:
+		r.member.Observe(Observation{Kind: ObserveLeaseLost, Reason: le.reason, At: le.at})
+	default:
+		r.member.Observe(Observation{Kind: ObserveLeaseTaken, At: le.at})
+		r.nodeWork(ctx)
+		if r.active() {
+			r.processAll(ctx)
 		}
 		return
 	}
-	if !le.held {
-		r.held = false
-		if !r.fenced {
-			r.fenced, r.fenceReason, r.fenceTime, r.fenceSeq = true, le.reason, le.at, 0
-		}
-		for _, f := range r.flights {
-			f.cancel()
-		}
-		return
-	}
-	r.held = true
-	r.nodeWork(ctx)
-	if r.active() {
-		r.processAll(ctx)
+	for _, f := range r.flights {
+		f.cancel()
 	}
 }
 
-// nodeWork records this node's membership as the lease and the log ask:
+// nodeWork appends what the membership core decides (Member.Decide):
 // node.fenced once the lease is back after a self-fence, node.joined when
-// the log does not show the node joined (at start, after lost or fenced).
+// the log does not show the node joined (at start, after lost or fenced),
+// and processes every package once a fence is recorded or a freeze ended.
 func (r *Runner) nodeWork(ctx context.Context) {
-	if !r.held {
+	if !r.member.Held {
 		return
 	}
 	if r.stale() {
@@ -342,44 +370,44 @@ func (r *Runner) nodeWork(ctx context.Context) {
 		r.retryPackage(ctx, "")
 		return
 	}
-	if r.fenced && r.fenceSeq == 0 {
-		e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
-			Data: events.NodeFenced{Reason: clipReason(r.fenceReason), Since: r.fenceTime.UTC()}}, r.now())
-		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		seq, err := r.log.Append(actx, e)
-		cancel()
-		if err != nil {
-			r.logger.Warn("append node.fenced; retrying", "err", err)
-			r.retryPackage(ctx, "")
+	for range 4 {
+		switch r.member.Decide(r.now()) {
+		case MemberAppendFenced:
+			e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
+				Data: events.NodeFenced{Reason: clipReason(r.member.FenceReason), Since: r.member.FenceTime.UTC()}}, r.now())
+			actx, cancel := context.WithTimeout(ctx, appendTimeout)
+			seq, err := r.log.Append(actx, e)
+			cancel()
+			if err != nil {
+				r.logger.Warn("append node.fenced; retrying", "err", err)
+				r.retryPackage(ctx, "")
+				return
+			}
+			r.member.Observe(Observation{Kind: ObserveFenceAppended, Seq: seq})
+			r.logger.Info("node.fenced appended", "seq", seq)
+			return // the rest once it is read back
+		case MemberResume:
+			r.member.Observe(Observation{Kind: ObserveResumed})
+			r.processAll(ctx)
+		case MemberAppendJoined:
+			e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeJoined{Version: r.cfg.Version}}, r.now())
+			actx, cancel := context.WithTimeout(ctx, appendTimeout)
+			seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))
+			cancel()
+			switch {
+			case errors.Is(err, events.ErrConflict):
+				// Something about the node is on its way; look again then.
+			case err != nil:
+				r.logger.Warn("append node.joined; retrying", "err", err)
+				r.retryPackage(ctx, "")
+			default:
+				r.member.Observe(Observation{Kind: ObserveJoinAppended, Seq: seq})
+				r.logger.Info("node joined", "seq", seq)
+			}
+			return
+		default:
 			return
 		}
-		r.fenceSeq = seq
-		r.logger.Info("node.fenced appended", "seq", seq)
-		return // the rest once it is read back
-	}
-	if r.fenced {
-		return
-	}
-	if r.resume {
-		r.resume = false
-		r.processAll(ctx)
-	}
-	if r.joined || !r.mayJoin || r.joinSeq > 0 || r.shutdown {
-		return
-	}
-	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeJoined{Version: r.cfg.Version}}, r.now())
-	actx, cancel := context.WithTimeout(ctx, appendTimeout)
-	seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))
-	cancel()
-	switch {
-	case errors.Is(err, events.ErrConflict):
-		// Something about the node is on its way; look again then.
-	case err != nil:
-		r.logger.Warn("append node.joined; retrying", "err", err)
-		r.retryPackage(ctx, "")
-	default:
-		r.joinSeq = seq
-		r.logger.Info("node joined", "seq", seq)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -107,23 +108,15 @@ type Runner struct {
 	// fencedFor holds "<package>/<epoch>" the node fenced itself for.
 	fencedFor map[string]bool
 
-	// Node membership and the lease, owned by the loop goroutine.
-	held        bool   // the lease is held
-	leaseOnce   bool   // the lease keeper was started
-	leaseStop   func() // stops the lease keeper and waits for it
-	fenced      bool   // the node fenced itself and the log does not say so yet
-	fenceReason string // why
-	fenceTime   time.Time
-	fenceSeq    uint64 // the node.fenced appended, once it is
-	joined      bool   // the log shows the node joined since its last lost/fenced/halted
-	mayJoin     bool   // join when not joined (at start, after lost/fenced; not after an operator halt)
-	joinSeq     uint64 // the node.joined appended and not yet read back
-	resume      bool   // node.fenced was read back: process every package
-	shutdown    bool   // HaltOnExit is halting the node's packages
+	// member is this node's membership (member.go), fed by the loop
+	// goroutine: it decides joins and fences and whether packages may be
+	// acted on. leaseOnce and leaseStop belong to the lease keeper.
+	member    *Member
+	leaseOnce bool   // the lease keeper was started
+	leaseStop func() // stops the lease keeper and waits for it
 
-	blind      time.Time                     // when the monitor last found the connection down
-	hbSubs     map[string]*nats.Subscription // guest -> its heartbeat subscription
-	superseded bool                          // another instance of this node's host manager took the lease
+	blind  time.Time                     // when the monitor last found the connection down
+	hbSubs map[string]*nats.Subscription // guest -> its heartbeat subscription
 
 	results    chan result
 	wake       chan string
@@ -142,7 +135,12 @@ type Runner struct {
 	// lastOK is when (unix ns, this machine's clock) the last lease
 	// renewal that succeeded was sent; 0 while the lease is not held.
 	lastOK atomic.Int64
-	petter *petter // nil without Config.Guard
+	// frozenUntil is the end (unix ns) of the node's freeze while the log
+	// shows it frozen, 0 otherwise: the lease keeper does not fence a
+	// frozen node, writes the end into the lease for the agents, and pets
+	// the guard past it.
+	frozenUntil atomic.Int64
+	petter      *petter // nil without Config.Guard
 
 	// afterAppend, if set (tests), is called after each decision is
 	// appended; true makes Run return at once, as if killed.
@@ -210,7 +208,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		retries: map[string]retry{}, watches: map[string]*watch{},
 		pkgRetry: map[string]*time.Timer{}, hbSubs: map[string]*nats.Subscription{},
 		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
-		mayJoin: true,
+		member: NewMember(cfg.Node),
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
 	}
@@ -332,10 +330,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		if r.crashed {
 			return errCrashed
 		}
-		if r.superseded {
+		if r.member.Superseded {
 			return fmt.Errorf("host manager of node %s: %w", r.node, ErrSuperseded)
 		}
-		if r.shutdown && r.allDown() {
+		if r.member.Shutdown && r.allDown() {
 			r.recordHalted(lctx)
 			r.releaseLease(lctx)
 			if r.petter != nil {
@@ -347,11 +345,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		select {
 		case <-parent:
 			parent = nil
-			if !r.cfg.HaltOnExit {
-				r.logger.Info("host manager stopping; guests keep running")
+			if r.cfg.HaltOnExit {
+				r.member.Observe(Observation{Kind: ObserveShutdown, At: r.now()})
+			}
+			if !r.member.Shutdown {
+				r.logger.Info("host manager stopping; guests keep running", "frozen", r.member.FrozenAt(r.now()))
 				return nil
 			}
-			r.shutdown = true
 			t := time.NewTimer(r.cfg.ShutdownTimeout)
 			defer t.Stop()
 			deadline = t.C
@@ -451,37 +451,36 @@ func (r *Runner) handle(ctx context.Context, it item) {
 
 func isNodeEvent(e events.Event) bool {
 	switch e.Data.(type) {
-	case events.NodeJoined, events.NodeLost, events.NodeHalted, events.NodeFenced:
+	case events.NodeJoined, events.NodeLost, events.NodeHalted, events.NodeFenced,
+		events.NodeFrozen, events.NodeThawed:
 		return true
 	}
 	return false
 }
 
-// apply folds e into the state and tracks this node's membership.
+// apply folds e into the state and into this node's membership.
 func (r *Runner) apply(e events.Event) bool {
 	if !r.st.Apply(e) {
 		return false
 	}
-	if !isNodeEvent(e) || e.Subject != r.node {
+	if !r.member.Apply(e) {
 		return true
 	}
-	switch e.Data.(type) {
-	case events.NodeJoined:
-		r.joined = true
-		r.joinSeq = 0
-	case events.NodeLost, events.NodeFenced:
-		r.joined, r.mayJoin = false, true
-	case events.NodeHalted:
-		// An operator's halt (by someone) keeps the node out until `node
-		// run`; the host manager's own clean stop (no by) does not: the
-		// next host manager of the node joins it.
-		r.joined, r.mayJoin = false, e.Data.(events.NodeHalted).By == ""
+	if r.member.Frozen && !r.member.FrozenUntil.IsZero() {
+		r.frozenUntil.Store(r.member.FrozenUntil.UnixNano())
+	} else if r.member.Frozen {
+		r.frozenUntil.Store(math.MaxInt64)
+	} else {
+		r.frozenUntil.Store(0)
 	}
-	if r.fenceSeq > 0 && e.Seq >= r.fenceSeq {
-		// The log now says what the node did by itself: the core halts
-		// its instances, which may be worked on again (nodeWork).
-		r.fenced, r.fenceSeq, r.resume = false, 0, true
-		r.logger.Info("node.fenced recorded; resuming")
+	switch e.Data.(type) {
+	case events.NodeFrozen:
+		r.logger.Warn("node frozen: deciding nothing, guests keep running, guard disarmed", "until", r.member.FrozenUntil)
+		if r.petter != nil {
+			r.petFreeze()
+		}
+	case events.NodeThawed:
+		r.logger.Info("node thawed; deciding again")
 	}
 	return true
 }
@@ -495,7 +494,7 @@ const ReasonHostShutdown = "host_shutdown"
 // node's packages are down in a clean stop, before the lease is released;
 // a failure is logged (the controller then records node.lost, as before).
 func (r *Runner) recordHalted(ctx context.Context) {
-	if !r.joined || !r.held {
+	if !r.member.Joined || !r.member.Held {
 		return
 	}
 	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeHalted{Reason: ReasonHostShutdown}}, r.now())
@@ -508,9 +507,9 @@ func (r *Runner) recordHalted(ctx context.Context) {
 	r.logger.Info("node.halted appended", "reason", ReasonHostShutdown)
 }
 
-// active reports whether the runner may decide and act: it holds the lease
-// and has not fenced itself.
-func (r *Runner) active() bool { return r.held && !r.fenced }
+// active reports whether the runner may decide and act: it holds the lease,
+// has not fenced itself and the node is not frozen (Member.MayAct).
+func (r *Runner) active() bool { return r.member.MayAct(r.now()) }
 
 // stale reports whether the last lease renewal that succeeded was sent
 // lease.FenceAfter(ttl) ago or longer: the keeper is about to fence the
@@ -546,7 +545,7 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 		r.retryPackage(ctx, pkg)
 		return
 	}
-	if r.shutdown && !r.haltForShutdown(ctx, pkg) {
+	if r.member.Shutdown && !r.haltForShutdown(ctx, pkg) {
 		return
 	}
 	for range 64 {

@@ -50,6 +50,11 @@ type Value struct {
 	Host  string    `json:"host,omitempty"`
 	PID   int       `json:"pid,omitempty"`
 	Since time.Time `json:"since,omitzero"`
+	// FrozenUntil is set while the log shows the node frozen (`vmguard node
+	// freeze`): the end of the freeze. A guest agent that sees the lease
+	// lapse before then keeps its processes, and fences FenceAfter(ttl)
+	// after it instead, unless a renewal comes first.
+	FrozenUntil time.Time `json:"frozen_until,omitzero"`
 }
 
 // Who names the holder for an operator: its host, pid and since when.
