@@ -73,14 +73,14 @@ type fence struct {
 	state string // "" when not fencing, else LeaseWaiting, LeaseHeld or LeaseFenced
 	why   string // why it fenced
 	ttl   time.Duration
-	rev   uint64      // revision of the key last applied, by watch or poll
-	stamp time.Time   // the server's stamp of that revision
-	gen   uint64      // bumped by each renewal and lapse; an older timer does nothing
+	rev   uint64    // revision of the key last applied, by watch or poll
+	stamp time.Time // the server's stamp of that revision
+	gen   uint64    // bumped by each renewal and lapse; an older timer does nothing
 	// frozenUntil is the end of the node's freeze the last renewal
 	// carried (lease.Value.FrozenUntil): a lapse before then, plus
 	// FenceAfter(ttl), waits for it.
 	frozenUntil time.Time
-	timer *time.Timer // fires FenceAfter(ttl) after the last renewal seen
+	timer       *time.Timer // fires FenceAfter(ttl) after the last renewal seen
 	// kick asks the watcher to watch afresh (after a lapse: the watch
 	// itself may be what went stale).
 	kick chan struct{}

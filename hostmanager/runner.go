@@ -208,7 +208,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		retries: map[string]retry{}, watches: map[string]*watch{},
 		pkgRetry: map[string]*time.Timer{}, hbSubs: map[string]*nats.Subscription{},
 		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
-		member: NewMember(cfg.Node),
+		member:  NewMember(cfg.Node),
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
 	}
