@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/lease"
+)
+
+// nodeStateOf returns node's STATE in `vmguard status -o json`.
+func (f *faultEnv) nodeStateOf(node string) failover.NodeView {
+	f.t.Helper()
+	var v failover.View
+	out := f.cli("status", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		f.t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	for _, n := range v.Nodes {
+		if n.Name == node {
+			return n
+		}
+	}
+	f.t.Fatalf("status names no node %s:\n%s", node, out)
+	return failover.NodeView{}
+}
+
+// waitLeaseFrozen waits until node's lease carries the freeze's end: its
+// host manager read node.frozen and renewed since, so its agents and its
+// guard know.
+func (f *faultEnv) waitLeaseFrozen(node string) time.Time {
+	f.t.Helper()
+	var until time.Time
+	waitFor(f.t, 20*time.Second, "the lease of "+node+" to carry frozen_until", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		kv, err := lease.Open(ctx, f.l.JetStream())
+		if err != nil {
+			return false
+		}
+		e, err := kv.Get(ctx, node)
+		if err != nil {
+			return false
+		}
+		v, err := lease.Decode(e.Value())
+		until = v.FrozenUntil
+		return err == nil && !until.IsZero()
+	})
+	return until
+}
+
+// holdStill checks for d that nothing moves app away from node and that
+// its agent (pid) keeps running: no node.lost of node, no placement of app,
+// no guest.stopped or package.failed of app. It fails at once when one
+// appears.
+func (f *faultEnv) holdStill(node string, pid int, after uint64, d time.Duration) {
+	f.t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		for _, e := range f.events() {
+			if e.Seq <= after {
+				continue
+			}
+			switch e.Data.(type) {
+			case events.NodeLost, events.NodeFenced:
+				if e.Subject == node {
+					f.dumpLog()
+					f.t.Fatalf("%s of frozen node %s at seq %d", e.Type(), node, e.Seq)
+				}
+			case events.PackagePlaced, events.GuestStopped, events.PackageFailed, events.PackageHalting:
+				if e.Subject == "app" {
+					f.dumpLog()
+					f.t.Fatalf("%s of app at seq %d while %s is frozen", e.Type(), e.Seq, node)
+				}
+			}
+		}
+		if !alive(pid) {
+			f.t.Fatalf("agent pid %d of appvm on frozen node %s is gone", pid, node)
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval of the hold
+	}
+}
+
+// TestMaintenanceDrainThenRun: `node drain` moves app off its node by its
+// policy (placement reason node_drained, caused by node.drained, which
+// explain names), status shows the node in maintenance, nothing is placed
+// back on it (a move there is refused) until `node run`, after which app
+// may move back; verify is clean.
+func TestMaintenanceDrainThenRun(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	node := startedNode(first)
+	out := f.cli("node", "drain", node, "--reason", "bios update", "--by", "alice")
+	if !strings.Contains(out, "node.drained "+node) {
+		t.Errorf("node drain printed %q", out)
+	}
+	drained := f.waitFor(10*time.Second, "node.drained", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeDrained && e.Subject == node
+	})
+	moved := f.waitRunning(drained.Seq, 30*time.Second, "app running after the drain")
+	if startedNode(moved) == node {
+		t.Fatalf("app runs on drained %s", node)
+	}
+	var placed events.Event
+	for _, e := range f.events() {
+		if d, ok := e.Data.(events.PackagePlaced); ok && e.Subject == "app" && e.Seq > drained.Seq && placed.Seq == 0 {
+			placed = e
+			if failover.ReasonCode(d.Reason) != failover.ReasonNodeDrained || e.CauseID != drained.ID {
+				t.Errorf("placement after the drain: reason %q cause %s, want %s caused by the node.drained %s", d.Reason, e.CauseID, failover.ReasonNodeDrained, drained.ID)
+			}
+		}
+	}
+	if n := f.nodeStateOf(node); n.State != "maintenance" || !strings.Contains(n.Hold, "drained by alice (bios update)") {
+		t.Errorf("status of %s: state %q hold %q, want maintenance, drained by alice (bios update)", node, n.State, n.Hold)
+	}
+	if ex := f.cli("explain", "app"); !strings.Contains(ex, "node.drained") {
+		t.Errorf("explain app does not name the drain:\n%s", ex)
+	}
+	if out, err := runVmguard(f.url, "pkg", "move", "app", "-n", node); err == nil || !strings.Contains(out, "is in maintenance") {
+		t.Errorf("pkg move onto the drained node: err %v, output %q; want it refused", err, out)
+	}
+
+	f.cli("node", "run", node, "--by", "alice")
+	resumed := f.waitFor(10*time.Second, "node.resumed", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeResumed && e.Subject == node
+	})
+	if n := f.nodeStateOf(node); n.State != "running" || n.Hold != "" {
+		t.Errorf("status of %s after node run: state %q hold %q, want running", node, n.State, n.Hold)
+	}
+	f.cli("pkg", "move", "app", "-n", node)
+	back := f.waitRunning(resumed.Seq, 30*time.Second, "app running back on "+node)
+	if startedNode(back) != node {
+		t.Errorf("app runs on %s after the move back, want %s", startedNode(back), node)
+	}
+	f.checkOneServiceProcess(3 * time.Second)
+	f.verify()
+}
+
+// TestMaintenanceFreezeKillHostManagerThaw: a frozen node's host manager
+// is killed (an upgrade): its guest keeps running, no node.lost, no
+// failover, its guard does not act; a new host manager takes over while
+// frozen and decides nothing; after `node thaw` it decides again (a move
+// away halts its instance); verify is clean.
+func TestMaintenanceFreezeKillHostManagerThaw(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	node := startedNode(first)
+	pid := f.agentPID(node, "appvm")
+	f.cli("node", "freeze", node, "--for", "5m", "--reason", "upgrade vmguard", "--by", "bob")
+	frozen := f.waitFor(10*time.Second, "node.frozen", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeFrozen && e.Subject == node
+	})
+	f.waitLeaseFrozen(node)
+	if n := f.nodeStateOf(node); n.State != "frozen" || !strings.Contains(n.Hold, "Frozen: by bob") {
+		t.Errorf("status of %s: state %q hold %q, want frozen by bob", node, n.State, n.Hold)
+	}
+	f.kill9(node)
+	// Three node_timeouts: the lease expires, the agent's fence time, the
+	// guard's deadline and the controller's check all pass.
+	f.holdStill(node, pid, frozen.Seq, 3*faultNodeTimeout)
+	f.startHost(node)
+	f.waitLeaseFrozen(node) // the new host manager holds the lease, still frozen
+	f.holdStill(node, pid, frozen.Seq, faultNodeTimeout)
+	if acts := f.guardActions(node); len(acts) != 0 {
+		t.Errorf("guard of frozen %s acted: %+v", node, acts)
+	}
+
+	f.cli("node", "thaw", node, "--by", "bob")
+	thawed := f.waitFor(10*time.Second, "node.thawed", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeThawed && e.Subject == node
+	})
+	if !alive(pid) {
+		t.Errorf("agent pid %d of appvm gone by the thaw", pid)
+	}
+	f.cli("pkg", "move", "app", "-n", other(node))
+	moved := f.waitRunning(thawed.Seq, 30*time.Second, "app running on "+other(node)+" after the thaw")
+	if startedNode(moved) != other(node) {
+		t.Errorf("app runs on %s, want %s", startedNode(moved), other(node))
+	}
+	for _, e := range f.events() {
+		if e.Type() == events.TypeNodeLost && e.Subject == node {
+			t.Errorf("node.lost of %s at seq %d", node, e.Seq)
+		}
+	}
+	f.checkOneServiceProcess(3 * time.Second)
+	f.verify()
+}
+
+// TestMaintenanceFreezeExpires: a freeze --for ends by itself with the
+// controller's node.thawed (reason expired). With the node's host manager
+// killed during the freeze, the freeze's end bounds everything: no
+// node.lost before it, then the guard stops the guest, node.lost follows
+// (not before the end + node_timeout) and app fails over, its old agent
+// gone before guest.started on the other node.
+func TestMaintenanceFreezeExpires(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	node := startedNode(first)
+	pid := f.agentPID(node, "appvm")
+	forD := 2 * faultNodeTimeout
+	f.cli("node", "freeze", node, "--for", forD.String())
+	frozen := f.waitFor(10*time.Second, "node.frozen", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeFrozen && e.Subject == node
+	})
+	until := frozen.Data.(events.NodeFrozen).Until
+	f.waitLeaseFrozen(node)
+	f.kill9(node)
+	stop := make(chan struct{})
+	defer close(stop)
+	gone := watchGone(pid, stop)
+	if d := time.Until(until); d > 0 {
+		f.holdStill(node, pid, frozen.Seq, d)
+	}
+	thawed := f.waitFor(4*faultNodeTimeout, "node.thawed (expired)", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeThawed && e.Subject == node
+	})
+	if d := thawed.Data.(events.NodeThawed); d.Reason != failover.ReasonFreezeExpired || thawed.Source != failover.Source || thawed.CauseID != frozen.ID {
+		t.Errorf("node.thawed %+v source %s cause %s, want reason expired from the controller caused by node.frozen", d, thawed.Source, thawed.CauseID)
+	}
+	if thawed.Time.Before(until) {
+		t.Errorf("node.thawed at %s, before the freeze's end %s", thawed.Time, until)
+	}
+	started := f.waitFor(4*(faultNodeTimeout+2*time.Second), "guest.started for app on "+other(node), func(e events.Event) bool {
+		d, ok := e.Data.(events.GuestStarted)
+		return ok && e.Subject == "app" && d.Node != node
+	})
+	var lost events.Event
+	for _, e := range f.events() {
+		if e.Type() == events.TypeNodeLost && e.Subject == node && lost.Seq == 0 {
+			lost = e
+		}
+	}
+	if lost.Seq == 0 || lost.Seq > started.Seq {
+		t.Fatalf("no node.lost of %s before guest.started at seq %d", node, started.Seq)
+	}
+	if min := until.Add(faultNodeTimeout); lost.Time.Before(min) {
+		t.Errorf("node.lost at %s, before the freeze's end + node_timeout %s", lost.Time, min)
+	}
+	var goneAt time.Time
+	select {
+	case goneAt = <-gone:
+	case <-time.After(time.Second):
+		t.Fatalf("agent pid %d of appvm on %s still runs after app started on %s", pid, node, other(node))
+	}
+	if !goneAt.Before(started.Time) {
+		t.Errorf("agent gone at %s, not before guest.started at %s", goneAt.Format(time.RFC3339Nano), started.Time.Format(time.RFC3339Nano))
+	}
+	t.Logf("freeze end %s; agent gone +%v; node.lost +%v; guest.started on %s +%v (times after the end)", until.Format(time.RFC3339Nano),
+		goneAt.Sub(until).Round(time.Millisecond), lost.Time.Sub(until).Round(time.Millisecond), other(node), started.Time.Sub(until).Round(time.Millisecond))
+	f.verify()
+}
+
+// runVmguard runs one vmguard command and returns its combined output and
+// error (a refused command is not a test failure here).
+func runVmguard(url string, args ...string) (string, error) {
+	out, err := exec.Command(vmguardBin, append([]string{"--nats", url}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("vmguard %s: %w", strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}
