@@ -309,11 +309,13 @@ func (p *partEnv) stopAll() {
 		p.samp.mu.Unlock()
 	}
 	if p.log != nil {
+		var lines []string
 		for _, e := range p.log.evs {
 			if e.Subject != "probe" {
-				p.t.Log(formatEvent(e))
+				lines = append(lines, formatEvent(e))
 			}
 		}
+		p.t.Logf("the log, without the writer's events (the last 400):\n%s", strings.Join(lines[max(0, len(lines)-400):], "\n"))
 	}
 }
 
@@ -476,6 +478,7 @@ type stepResult struct {
 	recovery  time.Duration // cut -> app started on another host (0: it did not move)
 	converged time.Duration // heal -> app runs on one host, as the log says, every node joined
 	moved     bool
+	failed    bool     // a check failed (long run)
 	falseLoss []string // node.lost/fenced/placements where the fault must cause none
 }
 
@@ -530,12 +533,35 @@ func TestPartition(t *testing.T) {
 		steps = shortSchedule()
 	}
 	var results []stepResult
+	failedInARow := 0
 	for i, s := range steps {
 		t.Logf("step %d/%d: %s", i+1, len(steps), s)
-		r := p.runStep(ctx, s)
+		if *partitions != "long" {
+			results = append(results, p.runStep(ctx, s))
+			if t.Failed() {
+				t.Logf("failed at step %d (%s); replay with -partitions=%s -partition-seed %d", i+1, s, *partitions, seed)
+				break
+			}
+			continue
+		}
+		// The long run goes on past a failed step, to count: each step is
+		// a subtest, and the next one first waits for the cluster to settle.
+		r := stepResult{class: s.class()}
+		ok := t.Run(fmt.Sprintf("step%03d", i+1), func(st *testing.T) {
+			p.t, p.log.t = st, st
+			defer func() { p.t, p.log.t = t, t }()
+			r = p.runStep(ctx, s)
+		})
+		if !ok {
+			r.failed = true
+			t.Logf("step %d (%s) failed; replay with -partitions=long -partition-seed %d", i+1, s, seed)
+			failedInARow++
+		} else {
+			failedInARow = 0
+		}
 		results = append(results, r)
-		if t.Failed() {
-			t.Logf("failed at step %d (%s); replay with -partitions=%s -partition-seed %d", i+1, s, *partitions, seed)
+		if failedInARow == 3 {
+			t.Errorf("three steps in a row failed; the cluster may not recover, stopping")
 			break
 		}
 	}
@@ -600,20 +626,24 @@ func partReport(t *testing.T, results []stepResult, p *partEnv) {
 	})
 	var b strings.Builder
 	fmt.Fprintf(&b, "figures (node_timeout %v, %d steps):\n", p.nt, len(results))
-	fmt.Fprintf(&b, "%-22s %5s %6s %-28s %-28s %s\n", "class", "runs", "moved", "recovery min/med/max", "converged min/med/max", "false fences")
+	fmt.Fprintf(&b, "%-34s %5s %6s %6s %-26s %-26s %s\n", "class", "runs", "failed", "moved", "recovery min/med/max", "converged min/med/max", "false fences")
 	for _, c := range classes {
 		rs := byClass[c]
 		var rec, conv []time.Duration
-		moved, falseN := 0, 0
+		moved, falseN, failed := 0, 0, 0
 		for _, r := range rs {
+			falseN += len(r.falseLoss)
+			if r.failed {
+				failed++
+				continue
+			}
 			if r.moved {
 				moved++
 				rec = append(rec, r.recovery)
 			}
 			conv = append(conv, r.converged)
-			falseN += len(r.falseLoss)
 		}
-		fmt.Fprintf(&b, "%-22s %5d %6d %-28s %-28s %d\n", c, len(rs), moved, spread(rec), spread(conv), falseN)
+		fmt.Fprintf(&b, "%-34s %5d %6d %6d %-26s %-26s %d\n", c, len(rs), failed, moved, spread(rec), spread(conv), falseN)
 	}
 	t.Log(b.String())
 }

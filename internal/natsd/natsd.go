@@ -122,9 +122,51 @@ func (c Config) Options() (*server.Options, error) {
 	} else {
 		opts.SyncAlways = true
 	}
+	tuneDeadPeers(opts)
 	opts.NoLog = !c.Log
 	opts.NoSigs = true
 	return opts, nil
+}
+
+// Bounds on noticing a dead peer, where the config file sets none. A
+// partition drops packets without closing connections, so only pings
+// and write deadlines notice it; nats-server's defaults (a route pinged
+// every 30 s, two pings outstanding; a client every 2 minutes; a write
+// blocked for 10 s) keep a dead route or client for 1 to 4 minutes.
+const (
+	// RoutePing and RoutePingsOut close a route that answers no ping for
+	// about 3 × 2 s = 6 s (routes are always pinged; a ping is ~10 bytes).
+	RoutePing     = 2 * time.Second
+	RoutePingsOut = 3
+	// RouteWriteDeadline closes a route whose socket took no data for 3 s
+	// (its buffers full: the peer is gone or hopelessly behind).
+	RouteWriteDeadline = 3 * time.Second
+	// ClientPing and ClientPingsOut close a client that answers no ping
+	// for about 3 × 5 s = 15 s; a client that sent anything meanwhile is
+	// not pinged. vmguard's daemons ping the server every second
+	// themselves, so they notice first; this frees what a dead client held
+	// (subscriptions, pull requests) on the server.
+	ClientPing     = 5 * time.Second
+	ClientPingsOut = 3
+)
+
+// tuneDeadPeers sets the bounds above where opts has none.
+func tuneDeadPeers(opts *server.Options) {
+	if opts.Cluster.PingInterval == 0 {
+		opts.Cluster.PingInterval = RoutePing
+	}
+	if opts.Cluster.MaxPingsOut == 0 {
+		opts.Cluster.MaxPingsOut = RoutePingsOut
+	}
+	if opts.Cluster.WriteDeadline == 0 {
+		opts.Cluster.WriteDeadline = RouteWriteDeadline
+	}
+	if opts.PingInterval == 0 {
+		opts.PingInterval = ClientPing
+	}
+	if opts.MaxPingsOut == 0 {
+		opts.MaxPingsOut = ClientPingsOut
+	}
 }
 
 // Start locks the store, runs the server and waits until it accepts
