@@ -695,7 +695,7 @@ func (s partStep) String() string {
 	if s.LeaseAway {
 		b.WriteString(" (lease leader elsewhere)")
 	}
-	fmt.Fprintf(&b, " for %v", s.For)
+	fmt.Fprintf(&b, " for %v", s.For.Round(100*time.Millisecond))
 	return b.String()
 }
 
