@@ -16,11 +16,18 @@ import (
 const ReasonLeaseExpired = "lease expired"
 
 // checkLeases appends node.lost for every node the state shows joined whose
-// lease key is gone from the lease bucket. The server removes a key only
-// once its TTL (node_timeout) has passed since its last renewal, and a
-// holder deletes its own key only when it leaves, so a node is never
-// declared lost before its lease expired. Any other error reading a lease
-// (timeout, no server) declares nothing: it is checked again next time.
+// lease key is gone from the lease bucket, once the store has been able to
+// take renewals for a whole node_timeout (lease.Judge): the server removes a
+// key only once its TTL (node_timeout) has passed since its last renewal,
+// and a holder deletes its own key only when it leaves, so a node is never
+// declared lost before its lease expired; and a key that expired while the
+// store took no writes (no quorum, a server restarting, this controller cut
+// off from it) is the store's outage, not the node's death: every node gets
+// a fresh node_timeout from the moment the store is writable again. A key
+// found missing is read once more from the bucket's leader before the node
+// is declared lost (a direct get may be answered by a replica still catching
+// up). Any other error reading a lease (timeout, no server) declares
+// nothing: it is checked again next time.
 func (r *Runner) checkLeases(ctx context.Context) {
 	if len(r.state.Nodes) == 0 {
 		return
@@ -51,6 +58,7 @@ func (r *Runner) checkLeases(ctx context.Context) {
 		switch {
 		case err == nil:
 			r.recovered("lease " + name)
+			r.recovered("lease store young " + name)
 			if v, err := lease.Decode(entry.Value()); err == nil {
 				r.lastSeen[name] = v.Renewed
 			}
@@ -59,6 +67,9 @@ func (r *Runner) checkLeases(ctx context.Context) {
 			if ctx.Err() == nil {
 				r.warnOnce("lease "+name, "read node lease; not deciding about the node until it can", "node", name, "err", err)
 			}
+			continue
+		}
+		if !r.mayDeclareLost(ctx, name) {
 			continue
 		}
 		// No causeid: the cause is the passing of time, which the event
@@ -70,6 +81,42 @@ func (r *Runner) checkLeases(ctx context.Context) {
 		})
 	}
 	r.emit(ctx, lost)
+}
+
+// mayDeclareLost decides about a node whose lease key a read found
+// missing: true if the store has taken writes for node_timeout (the
+// prober's judgement) and the bucket's leader has no lease for it either.
+func (r *Runner) mayDeclareLost(ctx context.Context, name string) bool {
+	verdict, since := r.prober.Decide(time.Now())
+	switch verdict {
+	case lease.Unknown:
+		r.warnOnce("lease store", "node lease missing, but the lease store has not taken this controller's probe lately: not declaring any node lost until it has taken writes for node_timeout",
+			"node", name)
+		return false
+	case lease.Young:
+		r.warnOnce("lease store young "+name, "node lease missing while the lease store takes writes again for less than node_timeout: the node has until then to renew it",
+			"node", name, "writable_since", since.Format(time.RFC3339Nano))
+		return false
+	}
+	r.recovered("lease store")
+	r.recovered("lease store young " + name)
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.CheckInterval*4)
+	v, found, err := lease.ReadFromLeader(rctx, r.log.JetStream(), name)
+	cancel()
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			r.warnOnce("lease "+name, "read node lease from the bucket's leader; not deciding about the node until it can", "node", name, "err", err)
+		}
+		return false
+	case found:
+		r.logger.Info("node lease missing from a replica but held at the leader; not lost", "node", name)
+		if !v.Renewed.IsZero() {
+			r.lastSeen[name] = v.Renewed
+		}
+		return false
+	}
+	return true
 }
 
 // leaseBucket opens the lease bucket, creating it with the configured
@@ -100,4 +147,11 @@ func (r *Runner) leaseBucket(ctx context.Context) jetstream.KeyValue {
 	r.recovered("lease bucket")
 	r.leases = kv
 	return kv
+}
+
+// setLeaseTTL passes the configured node_timeout to the lease prober.
+func (r *Runner) setLeaseTTL() {
+	if r.prober != nil && r.state.Config != nil {
+		r.prober.SetTTL(r.state.Config.NodeTimeout.D())
+	}
 }

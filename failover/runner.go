@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
 )
 
 // Defaults of Config.
@@ -183,6 +184,7 @@ type Runner struct {
 	held       map[string]bool   // packages whose first placement waits, logged once
 	pending    map[string]uint64 // own decisions in flight: subject key -> seq
 	leases     jetstream.KeyValue
+	prober     *lease.Prober // whether the lease store takes writes (set by Run)
 	lastSeen   map[string]time.Time
 	snaps      jetstream.KeyValue
 	sinceSnap  uint64
@@ -325,6 +327,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		followErr <- r.follow(bg, r.state.Seq+1, items)
+	}()
+
+	r.prober = lease.NewProber(js, r.run, lease.SystemClock{}, r.logger)
+	r.setLeaseTTL()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.prober.Run(bg)
 	}()
 
 	lead := make(chan bool)
@@ -479,6 +489,7 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 				r.emit(ctx, Reconcile(r.state))
 			}
 		case <-check.C:
+			r.setLeaseTTL()
 			if r.deciding() {
 				r.emit(ctx, Expired(r.state, r.cfg.Now()))
 				r.checkLeases(ctx)

@@ -9,6 +9,19 @@
 // time; a missing key is an expired lease. Holders renew every TTL/4. The
 // bucket has as many replicas as the VMGUARD stream, so a clustered log keeps
 // its leases through the loss of a server.
+//
+// Expiry is judged, not just read: a key also expires when the store itself
+// could take no renewals (no quorum, a server restarting), and that must not
+// read as the node's death. The failover controller runs a Prober, which
+// writes a probe key of its own (ProbeKey) and feeds a Judge, and declares a
+// node lost only when its key is missing, the Judge says Lost (the store has
+// taken writes without a break for a whole TTL) and the bucket's leader has
+// no lease for it either (ReadFromLeader). See Judge for the exact rule. The
+// holder's side is unchanged by an outage: it fences itself FenceAfter(TTL)
+// after its last renewal that succeeded, whatever the cause.
+//
+// Times come from a Clock (SystemClock in production) or from the caller;
+// the judgement itself is pure.
 package lease
 
 import (
