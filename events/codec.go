@@ -27,6 +27,8 @@ type Codec struct {
 	v        *schemas.Validator
 	envelope *schemas.KeyCheck
 	plans    map[string]*plan // the fast path's, by event type
+	// contentType is the Content-Type header's value of fast-path messages.
+	contentType []string
 }
 
 // NewCodec returns a Codec with the embedded schemas.
@@ -35,7 +37,7 @@ func NewCodec() (*Codec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load schemas: %w", err)
 	}
-	return &Codec{v: v, envelope: schemas.NewKeyCheck(envelopeMembers...), plans: newPlans(v)}, nil
+	return &Codec{v: v, envelope: schemas.NewKeyCheck(envelopeMembers...), plans: newPlans(v), contentType: []string{ContentType}}, nil
 }
 
 // Encode validates e and returns the NATS message that stores it: structured

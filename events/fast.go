@@ -60,6 +60,10 @@ type plan struct {
 	rt        reflect.Type
 	fields    []field // in struct order, which is encoding/json's order
 	schemaURL string
+	// The subject SubjectOf gives: prefix + the event's subject + suffix,
+	// or prefix alone for a cluster event.
+	scope                  Scope
+	subjPrefix, subjSuffix string
 }
 
 // newPlans builds a plan for every catalog type whose payload has only
@@ -85,6 +89,18 @@ func newPlan(v *schemas.Validator, typ string, rt reflect.Type) *plan {
 		return nil
 	}
 	pl := &plan{typ: typ, rt: rt, schemaURL: schemas.URL(typ)}
+	entity, verb, _, err := ParseType(typ)
+	if err != nil {
+		return nil
+	}
+	switch pl.scope, _ = ScopeOf(typ); pl.scope {
+	case ScopeCluster:
+		pl.subjPrefix = ClusterSubject(verb)
+	case ScopeNode:
+		pl.subjPrefix, pl.subjSuffix = "vmguard.events.node.", "."+verb
+	default:
+		pl.subjPrefix, pl.subjSuffix = "vmguard.events.pkg.", "."+entity+"."+verb
+	}
 	timeType := reflect.TypeFor[time.Time]()
 	for i := range rt.NumField() {
 		sf := rt.Field(i)
@@ -178,11 +194,11 @@ func (c *Codec) encodeFast(e Event) (*nats.Msg, bool) {
 	if !plainAttr(e.ID) || !plainSource(e.Source) || !plainAttr(e.Subject) || !plainAttr(e.CauseID) || e.Validate() != nil {
 		return nil, false
 	}
-	subj, err := SubjectOf(e)
-	if err != nil {
-		return nil, false
+	subj := pl.subjPrefix
+	if pl.scope != ScopeCluster {
+		subj = pl.subjPrefix + e.Subject + pl.subjSuffix
 	}
-	b := make([]byte, 0, 512)
+	b := make([]byte, 0, 1024)
 	b = append(b, `{"specversion":"1.0","id":"`...)
 	b = append(b, e.ID...)
 	b = append(b, `","source":"`...)
@@ -208,7 +224,9 @@ func (c *Codec) encodeFast(e Event) (*nats.Msg, bool) {
 		b = append(b, '"')
 	}
 	b = append(b, '}')
-	return &nats.Msg{Subject: subj, Header: nats.Header{"Content-Type": {ContentType}, nats.MsgIdHdr: {e.ID}}, Data: b}, true
+	// The Content-Type value is shared by every message: nats.Header's
+	// methods replace a value, never write into it.
+	return &nats.Msg{Subject: subj, Header: nats.Header{"Content-Type": c.contentType, nats.MsgIdHdr: {e.ID}}, Data: b}, true
 }
 
 // appendData writes the payload v as encoding/json's Marshal would, checking
