@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -64,6 +65,9 @@ type plan struct {
 	// or prefix alone for a cluster event.
 	scope                  Scope
 	subjPrefix, subjSuffix string
+	// scratch holds addressable payloads to decode into, reused: the
+	// payload boxed into the event is then the only copy allocated.
+	scratch sync.Pool
 }
 
 // newPlans builds a plan for every catalog type whose payload has only
@@ -499,7 +503,7 @@ func storedOn(e Event, subject string) bool {
 
 // finishFast checks the envelope's attributes and completes e.
 func (c *Codec) finishFast(e Event, spec, typ, ts, schema, ctype string, data Payload) (Event, bool) {
-	if spec != specVersion || (ctype != "" && ctype != "application/json") || (schema != "" && schema != schemas.URL(typ)) ||
+	if spec != specVersion || (ctype != "" && ctype != "application/json") || (schema != "" && schema != c.plans[typ].schemaURL) ||
 		!plainAttr(e.ID) || !plainSource(e.Source) || !plainAttr(e.Subject) || !plainAttr(e.CauseID) || !plainAttr(ts) {
 		return Event{}, false
 	}
@@ -514,13 +518,27 @@ func (c *Codec) finishFast(e Event, spec, typ, ts, schema, ctype string, data Pa
 	return e, true
 }
 
+// scratch is an addressable payload of a plan's type.
+type scratch struct{ v reflect.Value }
+
 // readData reads the data object of pl's type, each member checked against
 // its rule.
 func (pl *plan) readData(p *scanner) (Payload, bool) {
+	sc, _ := pl.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{reflect.New(pl.rt).Elem()}
+	}
+	pay, ok := pl.fill(sc.v, p)
+	sc.v.SetZero() // drop what points into the body before reuse
+	pl.scratch.Put(sc)
+	return pay, ok
+}
+
+// fill reads the data object into v.
+func (pl *plan) fill(v reflect.Value, p *scanner) (Payload, bool) {
 	if !p.byte('{') {
 		return nil, false
 	}
-	v := reflect.New(pl.rt).Elem()
 	var seen uint64
 	for n := 0; ; n++ {
 		if n > 0 {
@@ -582,13 +600,13 @@ func (pl *plan) readData(p *scanner) (Payload, bool) {
 			if t.UnmarshalJSON([]byte(p.s[start:p.i])) != nil {
 				return nil, false
 			}
-			fv.Set(reflect.ValueOf(t))
+			*(*time.Time)(fv.Addr().UnsafePointer()) = t // fv.Set would box t
 		case kindStrings:
 			ss, ok := p.strings()
 			if !ok || !f.rule.Items(len(ss)) || !allItems(f.rule, ss) {
 				return nil, false
 			}
-			fv.Set(reflect.ValueOf(ss))
+			*(*[]string)(fv.Addr().UnsafePointer()) = ss // fv.Set would box ss
 		}
 	}
 	for i := range pl.fields {
