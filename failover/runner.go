@@ -626,44 +626,80 @@ func pendingKey(e events.Event) string {
 // the state is behind: the event that caused it comes through the log, and
 // Decide and Reconcile run again from the newer state. A decision about a
 // package whose previous decision is still on its way back is skipped for
-// the same reason.
+// the same reason. Several decisions (a lost node's placements) go out in
+// one atomic batch, one fsync in the durable default; a batch refused as a
+// whole (one stale guard) is sent again one decision at a time, so each
+// gets the outcome it would have had alone.
 func (r *Runner) emit(ctx context.Context, evs []events.Event) {
+	var batch []events.Event
+	inBatch := map[string]bool{}
 	for _, e := range evs {
 		if !r.deciding() {
 			return
 		}
 		key := pendingKey(e)
-		if r.pending[key] > r.state.Seq || r.holdFirstPlacement(e) {
+		if r.pending[key] > r.state.Seq || inBatch[key] || r.holdFirstPlacement(e) {
 			continue
 		}
 		e = events.Stamp(e, r.cfg.Now())
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		err := r.nodeCurrent(actx, e)
-		var seq uint64
-		if err == nil {
-			seq, err = r.log.Append(actx, e, r.state.Expect(e))
-		}
 		cancel()
-		switch {
-		case errors.Is(err, events.ErrConflict):
-			r.count(func(s *Stats) { s.Conflicts++ })
-			r.logger.Debug("decision refused: the log moved on", "type", events.ShortType(e.Type()), "subject", e.Subject)
-		case err != nil:
-			if ctx.Err() == nil {
-				r.warnOnce("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
-			}
-		default:
-			r.recovered("append")
-			r.pending[key] = seq
-			_, lost := e.Data.(events.NodeLost)
-			r.count(func(s *Stats) {
-				s.Decisions++
-				if lost {
-					s.NodesLost++
-				}
-			})
-			r.logger.Info("decided", "type", events.ShortType(e.Type()), "subject", e.Subject, "what", e.Summary(), "seq", seq, "cause", e.CauseID)
+		if err != nil {
+			r.emitted(ctx, e, 0, err)
+			continue
 		}
+		inBatch[key] = true
+		batch = append(batch, e)
+	}
+	if len(batch) > 1 {
+		items := make([]events.BatchItem, len(batch))
+		for i, e := range batch {
+			items[i] = events.BatchItem{Event: e, Opts: []events.AppendOption{r.state.Expect(e)}}
+		}
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		seqs, err := r.log.AppendBatch(actx, items...)
+		cancel()
+		if err == nil {
+			for i, e := range batch {
+				r.emitted(ctx, e, seqs[i], nil)
+			}
+			return
+		}
+		r.logger.Debug("decision batch refused; appending one by one", "decisions", len(batch), "err", err)
+	}
+	for _, e := range batch {
+		if !r.deciding() {
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		seq, err := r.log.Append(actx, e, r.state.Expect(e))
+		cancel()
+		r.emitted(ctx, e, seq, err)
+	}
+}
+
+// emitted records the outcome of appending decision e at seq.
+func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err error) {
+	switch {
+	case errors.Is(err, events.ErrConflict):
+		r.count(func(s *Stats) { s.Conflicts++ })
+		r.logger.Debug("decision refused: the log moved on", "type", events.ShortType(e.Type()), "subject", e.Subject)
+	case err != nil:
+		if ctx.Err() == nil {
+			r.warnOnce("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
+		}
+	default:
+		r.recovered("append")
+		r.pending[pendingKey(e)] = seq
+		_, lost := e.Data.(events.NodeLost)
+		r.count(func(s *Stats) {
+			s.Decisions++
+			if lost {
+				s.NodesLost++
+			}
+		})
+		r.logger.Info("decided", "type", events.ShortType(e.Type()), "subject", e.Subject, "what", e.Summary(), "seq", seq, "cause", e.CauseID)
 	}
 }
 
