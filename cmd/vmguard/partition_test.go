@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/invariant"
 	"github.com/vmguard/vmguard/internal/lease"
@@ -792,6 +794,10 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	}
 	p.log.all()
 	fromSeq := p.log.last
+	js := clusterJS(t, p.fwdURL)
+	leaders := fmt.Sprintf("app on %s, target %s; leaders: log %s, leases %s", appHost, target.Name,
+		leaderOf(js, events.StreamName), leaderOf(js, "KV_"+lease.Bucket))
+	t.Logf("%s: %s", s, leaders)
 	cut := time.Now()
 	var err error
 	switch s.Net {
@@ -943,6 +949,17 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 		t.Errorf("%s: app did not move off its cut-off host %s", s, appHost)
 	}
 	return res
+}
+
+// leaderOf names the server that leads stream, "?" if unknown.
+func leaderOf(js jetstream.JetStream, stream string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream)
+	if err != nil || st.CachedInfo().Cluster == nil || st.CachedInfo().Cluster.Leader == "" {
+		return "?"
+	}
+	return st.CachedInfo().Cluster.Leader
 }
 
 // leaderAway asks stream's leader to step down until a server other than
