@@ -79,11 +79,12 @@ type partEnv struct {
 	procs map[string]*exec.Cmd // "server h1", "host h1", "failover h1"
 	outs  map[string]*syncBuffer
 
-	log  *clusterLog
-	samp *sampler
-	w    *writer
-	st   *stalls
-	rn   *renewals
+	log    *clusterLog
+	samp   *sampler
+	resets int // app failed on every node and was reset
+	w      *writer
+	st     *stalls
+	rn     *renewals
 }
 
 // needNetns fails the test unless network namespaces can be made here; it
@@ -426,7 +427,21 @@ func (p *partEnv) waitRunningOne(bound, hold time.Duration, what string) (string
 	}()
 	waitFor(p.t, bound, what, func() bool {
 		w, since, ps, _ := p.samp.state("")
-		node, seq := appRunsOn(p.log.all())
+		evs := p.log.all()
+		if failedEverywhere(evs) {
+			// Failed on every node is where the policy leaves it
+			// (converged); an operator's reset lets the schedule go on.
+			if out, err := exec.Command(vmguardBin, "--nats", p.fwdURL, "pkg", "reset", "app", "--reason", "partition test: failed on every node").CombinedOutput(); err != nil {
+				p.t.Logf("vmguard pkg reset app: %v\n%s", err, out)
+			} else {
+				p.mu.Lock()
+				p.resets++
+				p.mu.Unlock()
+				p.t.Logf("app failed on every node; reset it")
+			}
+			return false
+		}
+		node, seq := appRunsOn(evs)
 		why = fmt.Sprintf("service in [%s] since %s (pids %v); the log says app runs on %q (seq %d)", w, since.Format("15:04:05.000"), ps, node, seq)
 		if w == "" || strings.Contains(w, ",") || time.Since(since) < hold {
 			return false
@@ -627,7 +642,7 @@ func partReport(t *testing.T, results []stepResult, p *partEnv) {
 		}
 	})
 	var b strings.Builder
-	fmt.Fprintf(&b, "figures (node_timeout %v, %d steps):\n", p.nt, len(results))
+	fmt.Fprintf(&b, "figures (node_timeout %v, %d steps; app failed on every node and was reset %d times):\n", p.nt, len(results), p.resets)
 	fmt.Fprintf(&b, "%-34s %5s %6s %6s %-26s %-26s %s\n", "class", "runs", "failed", "moved", "recovery min/med/max", "converged min/med/max", "false fences")
 	for _, c := range classes {
 		rs := byClass[c]
@@ -786,6 +801,19 @@ func (p *partEnv) convergeBound() time.Duration { return 3*p.nt + 60*time.Second
 func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	t := p.t
 	res := stepResult{class: s.class()}
+	var fromSeqForDump uint64
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		var lines []string
+		for _, e := range p.log.evs {
+			if e.Seq > fromSeqForDump && e.Subject != "probe" {
+				lines = append(lines, formatEvent(e))
+			}
+		}
+		t.Logf("the log during the step (without the writer's events):\n%s", strings.Join(lines[max(0, len(lines)-300):], "\n"))
+	}()
 	appHost, appPids := p.waitRunningOne(p.convergeBound(), time.Second, "app running on one host before the step")
 	target := p.pick(s.Target, s.HostIdx, appHost)
 	if s.LeaseAway {
@@ -794,6 +822,7 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	}
 	p.log.all()
 	fromSeq := p.log.last
+	fromSeqForDump = fromSeq
 	js := clusterJS(t, p.fwdURL)
 	leaders := fmt.Sprintf("app on %s, target %s; leaders: log %s, leases %s", appHost, target.Name,
 		leaderOf(js, events.StreamName), leaderOf(js, "KV_"+lease.Bucket))
