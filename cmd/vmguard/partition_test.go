@@ -915,11 +915,25 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	evs := p.log.all()
 	var started, placed events.Event
 	var lastRenewal time.Time
+	released := false // app's old host said it stopped app (fenced, halted, failed) before the placement
 	for _, e := range evs {
 		if e.Seq <= fromSeq {
 			continue
 		}
 		switch d := e.Data.(type) {
+		case events.NodeFenced:
+			released = released || (placed.ID == "" && e.Subject == appHost)
+		case events.PackageHalted:
+			released = released || (placed.ID == "" && e.Subject == "app" && d.Node == appHost)
+		case events.PackageFailed:
+			released = released || (placed.ID == "" && e.Subject == "app" && d.Node == appHost)
+		case events.NodeLost:
+			// The controller may record a loss only once the lease key
+			// expired: node_timeout after the last renewal it saw.
+			if !d.LastSeen.IsZero() && e.Time.Before(d.LastSeen.Add(p.nt-time.Second)) {
+				t.Errorf("%s: %s recorded %v after the last renewal it names, before its lease (node_timeout %v) could have expired: %s",
+					s, e.Subject, e.Time.Sub(d.LastSeen).Round(time.Millisecond), p.nt, formatEvent(e))
+			}
 		case events.PackagePlaced:
 			if e.Subject == "app" && placed.ID == "" && d.Node != appHost {
 				placed = e
@@ -957,7 +971,7 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 			t.Errorf("%s: app placed on %s at %s, before its service on %s was gone (last seen %s)", s,
 				placed.Data.(events.PackagePlaced).Node, placed.Time.Format("15:04:05.000"), appHost, goneAt.Format("15:04:05.000"))
 		}
-		if !lastRenewal.IsZero() && placed.ID != "" && placed.Time.Before(lastRenewal.Add(p.tl.GuestsDownBy())) {
+		if !released && !lastRenewal.IsZero() && placed.ID != "" && placed.Time.Before(lastRenewal.Add(p.tl.GuestsDownBy())) {
 			t.Errorf("%s: app placed on %s at %s, before %s's fencing bound (last renewal %s + %v)", s,
 				placed.Data.(events.PackagePlaced).Node, placed.Time.Format("15:04:05.000"), appHost, lastRenewal.Format("15:04:05.000"), p.tl.GuestsDownBy())
 		}
