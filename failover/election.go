@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
 )
 
 // The leader election: one key in a key-value bucket whose TTL is the
@@ -119,7 +120,7 @@ func (r *Runner) elect(ctx context.Context, kv jetstream.KeyValue, lead chan<- b
 // so that a leader's release is taken over at once.
 func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
 	ttl := r.cfg.ElectionTTL
-	poll := min(ttl/6, 250*time.Millisecond)
+	poll := lease.ElectionPoll(ttl)
 	val := r.leaderValue()
 	var released <-chan jetstream.KeyValueEntry
 	if w, err := kv.Watch(ctx, LeaderKey, jetstream.UpdatesOnly()); err == nil {
@@ -195,7 +196,7 @@ func (r *Runner) ours(b []byte) bool {
 func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) uint64 {
 	ttl := r.cfg.ElectionTTL
 	val := r.leaderValue()
-	t := time.NewTicker(ttl / 3)
+	t := time.NewTicker(lease.ElectionRenewEvery(ttl))
 	defer t.Stop()
 	for {
 		select {

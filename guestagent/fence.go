@@ -49,20 +49,20 @@ func pollEvery(ttl time.Duration) time.Duration {
 	if ttl <= 0 {
 		return pollWaiting
 	}
-	return lease.RenewEvery(ttl) / 4
+	return lease.PollEvery(ttl)
 }
 
 // pollTimeout bounds one read of the lease key: half a renewal interval,
 // clamped to [pollMinTimeout, pollMaxTimeout]. A read the cluster drops
 // (a server stopping) costs that much, and the next one is sent at once.
 func pollTimeout(ttl time.Duration) time.Duration {
-	return min(max(lease.RenewEvery(ttl)/2, pollMinTimeout), pollMaxTimeout)
+	return lease.PollTimeout(ttl)
 }
 
 // fenceHalt bounds the halt timeout of a fenced process: SIGKILL comes at
 // most ttl/5 after SIGTERM, so that a process is dead by 0.8 ttl after the
 // last renewal the agent saw, before anyone can declare the node lost.
-func fenceHalt(ttl time.Duration) time.Duration { return ttl / 5 }
+func fenceHalt(ttl time.Duration) time.Duration { return lease.FenceHalt(ttl) }
 
 // fence is the agent's view of its node's lease. Guarded by Agent.mu.
 type fence struct {

@@ -66,12 +66,6 @@ func (r *Runner) startLease(ctx context.Context) {
 	}()
 }
 
-// renewAttempt bounds the first attempt of a lease renewal: a fifth of the
-// renewal interval, 250 ms to 2 s.
-func renewAttempt(ttl time.Duration) time.Duration {
-	return min(max(lease.RenewEvery(ttl)/5, 250*time.Millisecond), 2*time.Second)
-}
-
 // keepLease takes the node's lease and renews it every ttl/4 (lease.RenewEvery).
 // If it cannot renew it within lease.FenceAfter(ttl) of sending the last
 // renewal that succeeded, or finds the lease gone or taken, it stops this
@@ -82,12 +76,11 @@ func renewAttempt(ttl time.Duration) time.Duration {
 // expires and the controller may place their packages elsewhere.
 func (r *Runner) keepLease(ctx context.Context) {
 	var (
-		kv      jetstream.KeyValue
-		kvTTL   time.Duration
-		rev     uint64
-		held    bool
-		lastOK  time.Time // when the last renewal that succeeded was sent
-		backoff = 100 * time.Millisecond
+		kv     jetstream.KeyValue
+		kvTTL  time.Duration
+		rev    uint64
+		held   bool
+		lastOK time.Time // when the last renewal that succeeded was sent
 	)
 	host, _ := os.Hostname()
 	since := r.now().UTC()
@@ -114,7 +107,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 	for ctx.Err() == nil {
 		ttl := r.ttl.Load()
 		if kv == nil || kvTTL != ttl {
-			ectx, cancel := context.WithTimeout(ctx, max(ttl/4, time.Second))
+			ectx, cancel := context.WithTimeout(ctx, lease.TakeTimeout(ttl))
 			b, err := lease.Ensure(ectx, r.log.JetStream(), ttl)
 			cancel()
 			if err != nil {
@@ -125,7 +118,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 					r.fence(ctx, "could not renew the node lease for "+lease.FenceAfter(ttl).String()+" (0.6 of node_timeout "+ttl.String()+"): "+err.Error())
 					send(leaseEvent{reason: "lease not renewed for " + lease.FenceAfter(ttl).String(), at: r.now()})
 				}
-				if !sleep(min(backoff, ttl/4)) {
+				if !sleep(lease.TakeRetry(ttl)) {
 					return
 				}
 				continue
@@ -133,13 +126,13 @@ func (r *Runner) keepLease(ctx context.Context) {
 			kv, kvTTL = b, ttl
 		}
 		if !held {
-			pctx, cancel := context.WithTimeout(ctx, max(ttl/4, time.Second))
+			pctx, cancel := context.WithTimeout(ctx, lease.TakeTimeout(ttl))
 			sent := time.Now()
 			v, err := kv.Put(pctx, r.node, value(ttl))
 			cancel()
 			if err != nil {
 				r.logger.Warn("take node lease; retrying", "err", err)
-				if !sleep(min(backoff, ttl/4)) {
+				if !sleep(lease.TakeRetry(ttl)) {
 					return
 				}
 				continue
@@ -153,7 +146,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 		if !sleep(time.Until(lastOK.Add(lease.RenewEvery(ttl)))) {
 			return
 		}
-		attempt := renewAttempt(ttl)
+		attempt := lease.RenewAttempt(ttl)
 		for held && ctx.Err() == nil {
 			deadline := lastOK.Add(lease.FenceAfter(ttl))
 			sent := time.Now()
@@ -207,7 +200,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				break
 			}
 			r.logger.Warn("renew node lease; retrying", "err", err)
-			if !sleep(min(ttl/20+time.Millisecond, time.Until(deadline))) {
+			if !sleep(min(lease.RenewRetry(ttl), time.Until(deadline))) {
 				return
 			}
 		}

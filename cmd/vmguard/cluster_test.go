@@ -686,7 +686,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 			g, _ := rn.gapAround(n, stopAt)
 			gaps = append(gaps, fmt.Sprintf("%s %v", n, g.Round(time.Millisecond)))
 			// A renewal attempt the cluster drops while it elects costs a
-			// bounded attempt and a retry (hostmanager.renewAttempt), not a
+			// bounded attempt and a retry (lease.RenewAttempt), not a
 			// renewal interval: no renewal is missed. (Waiting a whole
 			// interval for a dropped update left 2.2 intervals between two
 			// renewals; the agent fences at 2.4.)

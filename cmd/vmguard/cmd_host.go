@@ -173,13 +173,14 @@ func (c *hostCmd) checkLease(ctx context.Context, l *events.Log) error {
 	}
 	if !c.Takeover {
 		every := lease.RenewEvery(v.TTL())
+		wait := lease.TakeoverWait(v.TTL())
 		now := time.Now()
-		deadline := e.Created().Add(every * 3 / 2)
+		deadline := e.Created().Add(wait)
 		// Clamped: a skewed clock neither ends the watch at once nor stretches it.
 		if lo := now.Add(every / 2); deadline.Before(lo) {
 			deadline = lo
 		}
-		if hi := now.Add(every * 3 / 2); deadline.After(hi) {
+		if hi := now.Add(wait); deadline.After(hi) {
 			deadline = hi
 		}
 		for time.Now().Before(deadline) {

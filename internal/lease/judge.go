@@ -91,7 +91,7 @@ func (j *Judge) gap() time.Duration {
 	if j.Gap > 0 {
 		return j.Gap
 	}
-	return RenewEvery(j.TTL)
+	return ProbeGap(j.TTL)
 }
 
 // Probed records a probe write sent at sent that the store acknowledged at

@@ -21,7 +21,9 @@
 // after its last renewal that succeeded, whatever the cause.
 //
 // Times come from a Clock (SystemClock in production) or from the caller;
-// the judgement itself is pure.
+// the judgement itself is pure. Every timing number of the contract is in
+// timing.go (on top of internal/timeline), and TestTiming asserts all their
+// inequalities in one place.
 package lease
 
 import (

@@ -72,8 +72,8 @@ func (p *Prober) Run(ctx context.Context) {
 		p.mu.Unlock()
 		wait := 250 * time.Millisecond // no TTL known yet
 		if ttl > 0 {
-			gap := RenewEvery(ttl)
-			wait = gap / 4
+			gap := ProbeGap(ttl)
+			wait = ProbeEvery(ttl)
 			sent := p.clock.Now()
 			err := p.probe(ctx, &kv, ttl, gap)
 			done := p.clock.Now()
