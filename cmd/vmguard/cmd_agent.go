@@ -26,11 +26,12 @@ func (c *agentCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	if m != nil {
-		c.OnAgent = func(a *guestagent.Agent) {
+	c.OnAgent = func(a *guestagent.Agent) {
+		if m != nil {
 			m.AddGauge("agent_processes", "Processes the guest agent runs now.", prometheus.Labels{"guest": c.Guest},
 				func() float64 { return float64(a.Running()) })
 		}
+		ready()
 	}
 	err = c.Options.Run(ctx, g.Flags, g.Stderr, version)
 	if ue, ok := errors.AsType[*agentcmd.UsageError](err); ok {

@@ -95,6 +95,7 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 		watchFailover(m, l, r)
 	}
 	logger.Info("failover controller starting", "nats", natsconn.Redact(g.NATS), "election_ttl", c.ElectionTTL)
+	ready()
 	if err := r.Run(ctx); err != nil {
 		return err
 	}

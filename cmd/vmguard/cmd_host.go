@@ -17,6 +17,7 @@ import (
 	"github.com/vmguard/vmguard/internal/dirlock"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsconn"
+	"github.com/vmguard/vmguard/internal/sdnotify"
 )
 
 type hostCmd struct {
@@ -126,12 +127,13 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	r, err := hostmanager.NewRunner(hostmanager.Config{
 		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, Version: version,
-		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate), Metrics: hm,
+		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate), Metrics: hostHealth{m: hm, dog: sdnotify.NewWatchdog()},
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	logger.Info("host manager starting", "node", c.Node, "nats", natsconn.Redact(g.NATS), "state", state)
+	ready()
 	return r.Run(ctx)
 }
 

@@ -94,6 +94,7 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 	}
 	fmt.Fprintf(g.Stdout, "vmguard server %s listening on %s%s, store %s, stream %s ready (R%d), %s\n",
 		version, s.ClientURL(), where, store, events.StreamName, replicas, syncMode(s))
+	ready()
 	<-ctx.Done()
 	fmt.Fprintln(g.Stdout, "vmguard server: shutting down")
 	return nil

@@ -11,6 +11,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/alecthomas/kong"
@@ -20,7 +22,15 @@ import (
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+var version = defaultVersion
+
+// defaultVersion is the version of a build that did not set one.
+const defaultVersion = "0.1.0-dev"
+
+// commit may be set at build time with -ldflags "-X main.commit=$(git
+// rev-parse HEAD)" where the build's VCS stamp is missing (-buildvcs=false,
+// a build outside the repository).
+var commit string
 
 // Exit codes (DESIGN §6).
 const (
@@ -41,9 +51,55 @@ type versionFlag bool
 
 // BeforeReset prints the version when --version is given.
 func (versionFlag) BeforeReset(app *kong.Kong) error {
-	fmt.Fprintln(app.Stdout, "vmguard", version)
+	bi, _ := debug.ReadBuildInfo()
+	if bi != nil && commit != "" {
+		bi.Settings = append(bi.Settings, debug.BuildSetting{Key: "vcs.revision", Value: commit})
+	}
+	fmt.Fprintln(app.Stdout, versionLine(version, bi))
 	app.Exit(exitOK)
 	return nil
+}
+
+// versionLine says which build this is: the version (set with -ldflags
+// "-X main.version=...", else the module version `go install` recorded),
+// the commit and its time from the build's VCS stamp (marked modified when
+// the tree had changes), and the Go version.
+func versionLine(v string, bi *debug.BuildInfo) string {
+	if bi == nil {
+		return fmt.Sprintf("vmguard %s commit unknown", v)
+	}
+	if mv := bi.Main.Version; v == defaultVersion && mv != "" && mv != "(devel)" {
+		v = mv
+	}
+	var rev, at string
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			if rev == "" {
+				rev = s.Value
+			}
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
+		}
+	}
+	line := "commit unknown (no VCS stamp in this build)"
+	if rev != "" {
+		line = "commit " + rev
+		var notes []string
+		if at != "" {
+			notes = append(notes, at)
+		}
+		if modified {
+			notes = append(notes, "modified")
+		}
+		if len(notes) > 0 {
+			line += " (" + strings.Join(notes, ", ") + ")"
+		}
+	}
+	return fmt.Sprintf("vmguard %s %s %s", v, line, bi.GoVersion)
 }
 
 // cli is the command tree. Subcommands add one field each.
