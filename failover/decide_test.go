@@ -713,22 +713,28 @@ func TestMayDeclareLost(t *testing.T) {
 	until := t0.Add(time.Hour)
 	l := newLog(t)
 	l.join("node1")
-	if !l.state().Node("node1").MayDeclareLost(t0, ttl) {
+	if !l.state().Node("node1").MayDeclareLost(t0, ttl, time.Time{}) {
 		t.Error("a joined node that was never frozen: want lost allowed")
 	}
 	l.add("node1", events.NodeFrozen{Until: until, By: "op"}, "")
-	if l.state().Node("node1").MayDeclareLost(until.Add(time.Hour), ttl) {
+	if l.state().Node("node1").MayDeclareLost(until.Add(time.Hour), ttl, until) {
 		t.Error("frozen (even past its end, not yet thawed): want lost held")
 	}
-	l.add("node1", events.NodeThawed{By: "op"}, "") // thawed early
+	thawed := l.add("node1", events.NodeThawed{By: "op"}, "") // thawed early
 	n := l.state().Node("node1")
-	if n.MayDeclareLost(until.Add(ttl-time.Millisecond), ttl) {
-		t.Error("thawed early: the guard may be disarmed until the freeze's end: want lost held until end + ttl")
+	if n.MayDeclareLost(until.Add(ttl-time.Millisecond), ttl, time.Time{}) {
+		t.Error("thawed early, no unfrozen renewal seen: the guard may be disarmed until the freeze's end: want lost held until end + ttl")
 	}
-	if !n.MayDeclareLost(until.Add(ttl), ttl) {
+	if n.MayDeclareLost(thawed.Time.Add(time.Second), ttl, thawed.Time) {
+		t.Error("thawed early, the last unfrozen renewal seen is not after the thaw: want lost held")
+	}
+	if !n.MayDeclareLost(thawed.Time.Add(time.Second), ttl, thawed.Time.Add(time.Millisecond)) {
+		t.Error("thawed early, an unfrozen renewal seen after the thaw (guard re-armed): want lost allowed")
+	}
+	if !n.MayDeclareLost(until.Add(ttl), ttl, time.Time{}) {
 		t.Error("thawed, end + ttl passed: want lost allowed")
 	}
-	if (*NodeState)(nil).MayDeclareLost(t0, ttl) != true {
+	if (*NodeState)(nil).MayDeclareLost(t0, ttl, time.Time{}) != true {
 		t.Error("nil node: want true")
 	}
 }

@@ -43,9 +43,7 @@ func (r *Runner) checkLeases(ctx context.Context) {
 	now := r.cfg.Now()
 	names := make([]string, 0, len(r.state.Nodes))
 	for name, n := range r.state.Nodes {
-		// A frozen node's lease may lapse (its host manager stopped for an
-		// upgrade); that does not mean its guests are stopped.
-		if n.Up() && n.MayDeclareLost(now, ttl) {
+		if n.Up() {
 			names = append(names, name)
 		}
 	}
@@ -61,6 +59,9 @@ func (r *Runner) checkLeases(ctx context.Context) {
 			r.recovered("lease store young " + name)
 			if v, err := lease.Decode(entry.Value()); err == nil {
 				r.lastSeen[name] = v.Renewed
+				if v.FrozenUntil.IsZero() {
+					r.armed[name] = v.Renewed
+				}
 			}
 			continue
 		case !errors.Is(err, jetstream.ErrKeyNotFound):
@@ -69,7 +70,9 @@ func (r *Runner) checkLeases(ctx context.Context) {
 			}
 			continue
 		}
-		if !r.mayDeclareLost(ctx, name) {
+		// Frozen, or thawed while its guard and agents may still be
+		// disarmed: a lapsed lease does not mean its guests stopped.
+		if !r.state.Nodes[name].MayDeclareLost(now, ttl, r.armed[name]) || !r.mayDeclareLost(ctx, name) {
 			continue
 		}
 		// No causeid: the cause is the passing of time, which the event

@@ -186,6 +186,7 @@ type Runner struct {
 	leases     jetstream.KeyValue
 	prober     *lease.Prober // whether the lease store takes writes (set by Run)
 	lastSeen   map[string]time.Time
+	armed      map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
 	snaps      jetstream.KeyValue
 	sinceSnap  uint64
 	snapSeq    uint64
@@ -209,6 +210,7 @@ func New(cfg Config) (*Runner, error) {
 		state:    &State{},
 		pending:  map[string]uint64{},
 		lastSeen: map[string]time.Time{},
+		armed:    map[string]time.Time{},
 		warned:   map[string]bool{},
 		held:     map[string]bool{},
 	}, nil

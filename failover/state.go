@@ -131,6 +131,8 @@ type NodeState struct {
 	// still be disarmed by it, so its lease's absence proves nothing
 	// (MayDeclareLost).
 	FreezeEnd time.Time `json:"freeze_end,omitzero"`
+	// ThawedAt is the time of the node.thawed that ended its last freeze.
+	ThawedAt time.Time `json:"thawed_at,omitzero"`
 }
 
 // Hold is an operator's drain or freeze of a node.
@@ -151,17 +153,26 @@ func (n *NodeState) Drained() bool { return n != nil && n.Drain != nil }
 func (n *NodeState) Frozen() bool { return n != nil && n.Freeze != nil }
 
 // MayDeclareLost reports whether the controller may record node.lost for
-// the node once its lease is gone, at now with node_timeout ttl: never while
-// it is frozen (its guard and agents are disarmed: the lease's absence does
-// not mean its guests are stopped), nor until ttl after its last freeze's
-// end (a node thawed while its host manager is down: the guard re-arms
-// itself at the freeze's end and stops the guests within the fencing
-// timeline, which fits in node_timeout).
-func (n *NodeState) MayDeclareLost(now time.Time, ttl time.Duration) bool {
-	if n.Frozen() {
+// the node once its lease is gone, at now with node_timeout ttl; armed is
+// the renewal time of the last lease value it saw the node's host manager
+// write without frozen_until (zero: none). Never while the node is frozen
+// (its guard and agents are disarmed: the lease's absence does not mean its
+// guests are stopped). After a thaw, only once the host manager was seen
+// renewing unfrozen since the thaw (it re-arms its guard with the usual
+// deadline when it reads the thaw, before it writes such a value), or else
+// once ttl has passed since the freeze's end (a node thawed while its host
+// manager is down: the guard's last deadline was the freeze's end plus the
+// usual bound, which the fencing timeline fits in node_timeout).
+func (n *NodeState) MayDeclareLost(now time.Time, ttl time.Duration, armed time.Time) bool {
+	switch {
+	case n.Frozen():
 		return false
+	case n == nil || n.FreezeEnd.IsZero():
+		return true
+	case !n.ThawedAt.IsZero() && armed.After(n.ThawedAt):
+		return true
 	}
-	return n == nil || n.FreezeEnd.IsZero() || !now.Before(n.FreezeEnd.Add(ttl))
+	return !now.Before(n.FreezeEnd.Add(ttl))
 }
 
 // Up reports whether the node is up: a node.joined after its last
@@ -478,7 +489,7 @@ func (s *State) Apply(e events.Event) bool {
 			if n.Freeze.Until.IsZero() {
 				n.FreezeEnd = e.Time
 			}
-			n.Freeze = nil
+			n.Freeze, n.ThawedAt = nil, e.Time
 			n.EligibleSeq, n.EligibleID = e.Seq, e.ID
 		}
 	case events.NodeLost:

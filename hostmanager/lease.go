@@ -240,11 +240,12 @@ func (r *Runner) frozenEnd() time.Time {
 	return end
 }
 
-// petFreeze pets the guard at once with the freeze's deadline, so that a
-// host manager stopped right after it read node.frozen leaves the guests
-// to the freeze.
-func (r *Runner) petFreeze() {
-	if ok := r.lastOK.Load(); ok != 0 {
+// petNow pets the guard at once with the deadline of the last renewal:
+// past the freeze's end once node.frozen is read (a host manager stopped
+// right after leaves the guests to the freeze), the usual one once
+// node.thawed is.
+func (r *Runner) petNow() {
+	if ok := r.lastOK.Load(); ok != 0 && r.petter != nil {
 		r.renewed(time.Unix(0, ok))
 	}
 }

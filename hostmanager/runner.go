@@ -476,11 +476,15 @@ func (r *Runner) apply(e events.Event) bool {
 	switch e.Data.(type) {
 	case events.NodeFrozen:
 		r.logger.Warn("node frozen: deciding nothing, guests keep running, guard disarmed", "until", r.member.FrozenUntil)
-		if r.petter != nil {
-			r.petFreeze()
-		}
 	case events.NodeThawed:
 		r.logger.Info("node thawed; deciding again")
+	}
+	if _, ok := e.Data.(events.NodeThawed); ok || r.member.Frozen {
+		// The guard's deadline follows at once: past the freeze's end, or
+		// back to the usual one before the next renewal writes a lease
+		// without frozen_until (which lets the controller count a lapse
+		// as a loss again).
+		r.petNow()
 	}
 	return true
 }

@@ -256,6 +256,58 @@ func TestMaintenanceFreezeExpires(t *testing.T) {
 	f.verify()
 }
 
+// TestMaintenanceThawRearms: once a node is thawed and its host manager
+// renewed its lease unfrozen, a kill -9 of that host manager is a plain
+// node loss again: the guard stops the guest and app fails over within
+// the usual bound, not at the (much later) end the freeze was given.
+func TestMaintenanceThawRearms(t *testing.T) {
+	f := newFaultEnv(t, faultConfig(longRunning))
+	first := f.waitRunning(0, 30*time.Second, "app running")
+	node := startedNode(first)
+	pid := f.agentPID(node, "appvm")
+	f.cli("node", "freeze", node, "--for", "1h")
+	f.waitLeaseFrozen(node)
+	f.cli("node", "thaw", node)
+	waitFor(t, 20*time.Second, "the lease of "+node+" without frozen_until", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		kv, err := lease.Open(ctx, f.l.JetStream())
+		if err != nil {
+			return false
+		}
+		e, err := kv.Get(ctx, node)
+		if err != nil {
+			return false
+		}
+		v, err := lease.Decode(e.Value())
+		return err == nil && v.FrozenUntil.IsZero()
+	})
+	// The controller must have read the unfrozen lease (it checks every
+	// 250 ms) to count the coming lapse as a loss before the freeze's end
+	// an hour away; nothing shows that it did, so give it 8 looks.
+	time.Sleep(2 * time.Second) // the controller's lease checks, not an outcome
+	stop := make(chan struct{})
+	defer close(stop)
+	gone := watchGone(pid, stop)
+	killed := time.Now()
+	f.kill9(node)
+	started := f.waitFor(4*(faultNodeTimeout+2*time.Second), "guest.started for app on "+other(node), func(e events.Event) bool {
+		d, ok := e.Data.(events.GuestStarted)
+		return ok && e.Subject == "app" && d.Node != node
+	})
+	var goneAt time.Time
+	select {
+	case goneAt = <-gone:
+	case <-time.After(time.Second):
+		t.Fatalf("agent pid %d of appvm on %s still runs after app started on %s", pid, node, other(node))
+	}
+	if !goneAt.Before(started.Time) {
+		t.Errorf("agent gone at %s, not before guest.started at %s", goneAt.Format(time.RFC3339Nano), started.Time.Format(time.RFC3339Nano))
+	}
+	t.Logf("kill -9 after the thaw: agent gone +%v, guest.started on %s +%v", goneAt.Sub(killed).Round(time.Millisecond), other(node), started.Time.Sub(killed).Round(time.Millisecond))
+	f.verify()
+}
+
 // runVmguard runs one vmguard command and returns its combined output and
 // error (a refused command is not a test failure here).
 func runVmguard(url string, args ...string) (string, error) {
