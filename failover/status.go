@@ -150,7 +150,7 @@ func BuildView(s *State) View {
 	}
 	for _, name := range nodes {
 		n := s.Nodes[name]
-		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: onNode[name], Hold: n.hold()}
+		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: onNode[name], Hold: n.Hold()}
 		if nv.Packages == nil {
 			nv.Packages = []string{}
 		}
@@ -358,8 +358,12 @@ func writeDetails(line func(string), pv PackageView) {
 	}
 }
 
-// hold describes the node's drain and freeze for status.
-func (n *NodeState) hold() string {
+// Hold describes the node's drain and freeze for status and explain: who,
+// why and how to end it; "" when it is in neither.
+func (n *NodeState) Hold() string {
+	if n == nil {
+		return ""
+	}
 	var out []string
 	if n.Frozen() {
 		f := n.Freeze

@@ -162,7 +162,17 @@ func (c *explainCmd) Run(ctx context.Context, g *globals) error {
 		fmt.Fprintf(g.Stdout, "package %s has no recorded placement yet\n", c.Package)
 		return nil
 	}
-	return failover.WriteChain(g.Stdout, chain)
+	if err := failover.WriteChain(g.Stdout, chain); err != nil {
+		return err
+	}
+	if p := s.Package(c.Package); p != nil && p.Phase.Owned() {
+		// What holds the package where it is, beyond the chain: its node's
+		// drain or freeze.
+		if h := s.Node(p.Node).Hold(); h != "" {
+			fmt.Fprintf(g.Stdout, "node %s: %s\n", p.Node, termtext.Escape(h))
+		}
+	}
+	return nil
 }
 
 // noteNoController says so where a placement is due but no failover

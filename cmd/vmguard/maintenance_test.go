@@ -160,6 +160,9 @@ func TestMaintenanceFreezeKillHostManagerThaw(t *testing.T) {
 	if n := f.nodeStateOf(node); n.State != "frozen" || !strings.Contains(n.Hold, "Frozen: by bob") {
 		t.Errorf("status of %s: state %q hold %q, want frozen by bob", node, n.State, n.Hold)
 	}
+	if ex := f.cli("explain", "app"); !strings.Contains(ex, "node "+node+": Frozen: by bob") {
+		t.Errorf("explain app does not name the freeze:\n%s", ex)
+	}
 	f.kill9(node)
 	// Three node_timeouts: the lease expires, the agent's fence time, the
 	// guard's deadline and the controller's check all pass.
