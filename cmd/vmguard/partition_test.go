@@ -203,6 +203,9 @@ cluster {
 func (p *partEnv) start(h *netlab.Host, name string, args ...string) {
 	p.t.Helper()
 	cmd := h.Command(vmguardBin, args...)
+	// Killed with the test process (a -timeout panic runs no cleanup);
+	// what they started, guards and guests, the next lab's sweep kills.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 2 * time.Second // guests outlive their host manager
