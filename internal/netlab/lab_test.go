@@ -216,3 +216,61 @@ func TestSweepRemovesAbandonedLabs(t *testing.T) {
 		t.Error("the process in the abandoned namespace still runs")
 	}
 }
+
+// rules returns h's iptables rules.
+func rules(t *testing.T, h *Host) string {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", h.NS, "iptables", "-w", "5", "-S").CombinedOutput()
+	if err != nil {
+		t.Fatalf("iptables -S in %s: %v: %s", h.Name, err, out)
+	}
+	return string(out)
+}
+
+// TestLabFlapLossHeal: loss installs random drops both ways, a flapping
+// link cuts and restores h, and Heal leaves no rule behind, also while a
+// flap was about to cut again.
+func TestLabFlapLossHeal(t *testing.T) {
+	needLab(t)
+	ctx := context.Background()
+	l, err := New(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	h1, h2 := l.Hosts[0], l.Hosts[1]
+	if err := l.Loss(ctx, h1, 0.25); err != nil {
+		t.Fatal(err)
+	}
+	if r := rules(t, h1); strings.Count(r, "--probability 0.25") != 2 {
+		t.Errorf("loss 0.25 on h1: want two random-drop rules, got:\n%s", r)
+	}
+	if err := l.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	echo(t, h2, h2.Addr+":7000")
+	if err := l.Flap(ctx, h1, 300*time.Millisecond, 300*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := roundTrip(h1, h2.Addr+":7000", 200*time.Millisecond); err == nil {
+		t.Error("h1 reached h2 right after the flap's first cut")
+	}
+	sawUp := false
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !sawUp; {
+		_, err := roundTrip(h1, h2.Addr+":7000", 200*time.Millisecond)
+		sawUp = err == nil
+	}
+	if !sawUp {
+		t.Error("the flapping link never let h1 through")
+	}
+	if err := l.Heal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond) // longer than a flap period: a flap still running would cut again
+	if r := rules(t, h1); strings.Contains(r, "DROP") {
+		t.Errorf("rules left after Heal:\n%s", r)
+	}
+	if _, err := roundTrip(h1, h2.Addr+":7000", 2*time.Second); err != nil {
+		t.Errorf("h1 -> h2 after Heal: %v", err)
+	}
+}
