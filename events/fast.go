@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -68,6 +69,9 @@ type plan struct {
 	// scratch holds addressable payloads to decode into, reused: the
 	// payload boxed into the event is then the only copy allocated.
 	scratch sync.Pool
+	// size is the longest message of this type encoded so far, so that
+	// one allocation usually holds the next.
+	size atomic.Int64
 }
 
 // newPlans builds a plan for every catalog type whose payload has only
@@ -202,7 +206,7 @@ func (c *Codec) encodeFast(e Event) (*nats.Msg, bool) {
 	if pl.scope != ScopeCluster {
 		subj = pl.subjPrefix + e.Subject + pl.subjSuffix
 	}
-	b := make([]byte, 0, 1024)
+	b := make([]byte, 0, max(pl.size.Load(), 384)+64)
 	b = append(b, `{"specversion":"1.0","id":"`...)
 	b = append(b, e.ID...)
 	b = append(b, `","source":"`...)
@@ -228,6 +232,9 @@ func (c *Codec) encodeFast(e Event) (*nats.Msg, bool) {
 		b = append(b, '"')
 	}
 	b = append(b, '}')
+	if n := int64(len(b)); n > pl.size.Load() {
+		pl.size.Store(n)
+	}
 	// The Content-Type value is shared by every message: nats.Header's
 	// methods replace a value, never write into it.
 	return &nats.Msg{Subject: subj, Header: nats.Header{"Content-Type": c.contentType, nats.MsgIdHdr: {e.ID}}, Data: b}, true
