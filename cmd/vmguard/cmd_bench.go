@@ -9,6 +9,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -32,6 +33,7 @@ type benchLogCmd struct {
 	External   bool   `name:"external" help:"Use the server at --nats instead of an embedded one. Its VMGUARD stream must be empty or absent: the benchmark writes fake events, and refuses a log that holds any."`
 	Store      string `name:"store" help:"Store dir of the embedded server (default: a temp dir, removed after)."`
 	CPUProfile string `name:"cpuprofile" help:"Write a CPU profile of the replay runs (raw and decoded) to this file."`
+	Rounds     int    `name:"rounds" default:"1" help:"Replay rounds, each a raw replay then a decoded one."`
 }
 
 // Run starts a server (unless --external), runs each measurement and prints
@@ -81,7 +83,7 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 	}
 	if c.Sync > 0 {
 		lat := make([]time.Duration, 0, c.Sync)
-		start := time.Now()
+		start, c0 := time.Now(), cpuTime()
 		for i := range c.Sync {
 			t0 := time.Now()
 			if _, err := l.Append(ctx, sample(i)); err != nil {
@@ -91,8 +93,8 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		}
 		el := time.Since(start)
 		slices.Sort(lat)
-		fmt.Fprintf(g.Stdout, "sync append:   %8d events in %7.2fs = %8.0f events/s  (latency p50 %v, p99 %v)\n",
-			c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100])
+		fmt.Fprintf(g.Stdout, "sync append:   %8d events in %7.2fs = %8.0f events/s  %s (latency p50 %v, p99 %v)\n",
+			c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds(), cpuPer(c0, c.Sync), lat[len(lat)/2], lat[len(lat)*99/100])
 	}
 	if c.Sync > 0 {
 		// The same messages through JetStream alone, already encoded: what
@@ -101,21 +103,21 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		if err != nil {
 			return err
 		}
-		start := time.Now()
+		start, c0 := time.Now(), cpuTime()
 		for _, m := range msgs {
 			if _, err := l.JetStream().PublishMsg(ctx, m); err != nil {
 				return err
 			}
 		}
 		el := time.Since(start)
-		fmt.Fprintf(g.Stdout, "raw sync:      %8d events in %7.2fs = %8.0f events/s  (JetStream only, pre-encoded)\n", c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds())
+		fmt.Fprintf(g.Stdout, "raw sync:      %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, pre-encoded)\n", c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds(), cpuPer(c0, c.Sync))
 	}
 	if c.Async > 0 {
 		msgs, err := encodeAll(l, c.Async, func(i int) events.Event { return sample(i + 20_000_000) })
 		if err != nil {
 			return err
 		}
-		start := time.Now()
+		start, c0 := time.Now(), cpuTime()
 		for _, m := range msgs {
 			if _, err := l.JetStream().PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
 				return err
@@ -125,15 +127,15 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 			return err
 		}
 		el := time.Since(start)
-		fmt.Fprintf(g.Stdout, "raw async:     %8d events in %7.2fs = %8.0f events/s  (JetStream only, pre-encoded)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds())
+		fmt.Fprintf(g.Stdout, "raw async:     %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, pre-encoded, one message at a time)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), cpuPer(c0, c.Async))
 	}
 	if c.Async > 0 {
-		b0 := l.Batches()
+		b0, c0 := l.Batches(), cpuTime()
 		el, err := appendAsync(ctx, l, c.Async, sample)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.Stdout, "async append:  %8d events in %7.2fs = %8.0f events/s  (%d atomic batches)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), l.Batches()-b0)
+		fmt.Fprintf(g.Stdout, "async append:  %8d events in %7.2fs = %8.0f events/s  %s (%d atomic batches)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), cpuPer(c0, c.Async), l.Batches()-b0)
 	}
 	if c.Replay > 0 {
 		have, err := l.LastSeq(ctx)
@@ -158,20 +160,44 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 			}
 			defer pprof.StopCPUProfile()
 		}
-		n, el, err := rawReplay(ctx, l)
-		if err != nil {
-			return err
+		// Rounds alternate raw and decoded replays, so that both see the
+		// same share of a machine whose load changes.
+		for range max(c.Rounds, 1) {
+			c0 := cpuTime()
+			n, el, err := rawReplay(ctx, l)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.Stdout, "raw replay:    %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, no decode)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n))
+			n = 0
+			start, c0 := time.Now(), cpuTime()
+			if _, err := l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
+				return err
+			}
+			el = time.Since(start)
+			fmt.Fprintf(g.Stdout, "replay:        %8d events in %7.2fs = %8.0f events/s  %s (decoded and schema-checked; skipped %d)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n), l.Skipped())
 		}
-		fmt.Fprintf(g.Stdout, "raw replay:    %8d events in %7.2fs = %8.0f events/s  (JetStream only, no decode)\n", n, el.Seconds(), float64(n)/el.Seconds())
-		n = 0
-		start := time.Now()
-		if _, err := l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
-			return err
-		}
-		el = time.Since(start)
-		fmt.Fprintf(g.Stdout, "replay:        %8d events in %7.2fs = %8.0f events/s  (decoded and schema-checked; skipped %d)\n", n, el.Seconds(), float64(n)/el.Seconds(), l.Skipped())
 	}
 	return nil
+}
+
+// cpuTime is the CPU time this process used so far, user and system, every
+// thread (the embedded server's too).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPer says how much CPU time each of n events took since c0: unlike the
+// rate, it does not depend on the share of the machine the run got.
+func cpuPer(c0 time.Duration, n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("[cpu %5.1f µs/event]", float64(cpuTime()-c0)/float64(n)/1e3)
 }
 
 // appendAsync appends n events with AppendAsync from one goroutine per core
