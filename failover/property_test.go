@@ -99,7 +99,9 @@ func genLog(t *rapid.T) []events.Event {
 		case 6:
 			add(node, events.NodeLost{Reason: "lease expired"}, "")
 		case 7:
-			add(node, rapid.SampledFrom([]events.Payload{events.NodeFenced{Reason: "x"}, events.NodeHalted{By: "op"}, events.NodeHalted{}}).Draw(t, "nodedown"), "")
+			add(node, rapid.SampledFrom([]events.Payload{events.NodeFenced{Reason: "x"}, events.NodeHalted{By: "op"}, events.NodeHalted{},
+				events.NodeDrained{By: "op"}, events.NodeResumed{By: "op"},
+				events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, events.NodeThawed{By: "op"}}).Draw(t, "nodedown"), "")
 		case 8:
 			decided(Reconcile(s))
 		case 9, 10, 11:
@@ -124,12 +126,14 @@ func genLog(t *rapid.T) []events.Event {
 			}).Draw(t, "any"), "")
 		default:
 			cmd := Command{
-				Op:      rapid.SampledFrom([]Op{OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset, OpNodeHalt, OpNodeRun}).Draw(t, "op"),
+				Op: rapid.SampledFrom([]Op{OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset, OpNodeHalt, OpNodeRun,
+					OpNodeDrain, OpNodeFreeze, OpNodeThaw}).Draw(t, "op"),
 				Package: pkg,
 				Node:    rapid.SampledFrom([]string{"", node}).Draw(t, "cmdnode"),
 				By:      "op",
+				Now:     t0,
 			}
-			if cmd.Op == OpNodeHalt || cmd.Op == OpNodeRun {
+			if cmd.Op == OpNodeHalt || cmd.Op == OpNodeRun || cmd.Op == OpNodeDrain || cmd.Op == OpNodeFreeze || cmd.Op == OpNodeThaw {
 				cmd.Node = node
 			}
 			out, err := s.Command(cmd)
@@ -187,8 +191,10 @@ func TestPropPrefixThenRest(t *testing.T) {
 }
 
 // TestPropDecisions: every decision places a configured package with
-// auto_run on onto an eligible node under the next epoch, at most once per
-// package, the same every time; and once applied nothing more is due for it.
+// auto_run on onto an eligible node (never a drained or frozen one) under
+// the next epoch, at most once per package, the same every time, and none
+// is about a package on a frozen node; and once applied nothing more is due
+// for it.
 func TestPropDecisions(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		evs := genLog(t)
@@ -198,10 +204,18 @@ func TestPropDecisions(t *testing.T) {
 			seen := map[string]bool{}
 			for _, e := range out {
 				p := s.Package(e.Subject)
+				if p != nil && p.Phase.Owned() && s.Node(p.Node).Frozen() {
+					t.Fatalf("decision %s about %s, which is on frozen %s", brief([]events.Event{e}), e.Subject, p.Node)
+				}
 				if h, ok := e.Data.(events.PackageHalting); ok {
-					// Only a package on a node an operator halted.
-					if p == nil || h.Node != p.Node || h.Epoch != p.Epoch || h.By != "" || h.Reason != ReasonNodeHalted ||
-						!p.Phase.active() || s.Node(p.Node).Membership != MemberHalted || seen[e.Subject] {
+					// Only a package on a node an operator halted or drained.
+					if p == nil {
+						t.Fatalf("halting %s, a package never placed", e.Subject)
+					}
+					halted := h.Reason == ReasonNodeHalted && s.Node(p.Node).Membership == MemberHalted
+					drained := h.Reason == ReasonNodeDrained && s.Node(p.Node).Drained()
+					if h.Node != p.Node || h.Epoch != p.Epoch || h.By != "" || !(halted || drained) ||
+						!p.Phase.active() || seen[e.Subject] {
 						t.Fatalf("halting %s: %+v, package %+v", e.Subject, h, p)
 					}
 					seen[e.Subject] = true
