@@ -267,8 +267,9 @@ type NodeResumed struct {
 // e.g. to upgrade vmguard itself: its guests keep running where they are,
 // its guard is disarmed, its host manager decides nothing, the controller
 // neither moves its packages nor records it lost, and nothing new is placed
-// on it, until a NodeThawed. Until, when set (--for), bounds the freeze:
-// the controller records NodeThawed (reason "expired") once it passed.
+// on it, until a NodeThawed. Until (required: now + --for, 1 h by default)
+// bounds every freeze: the controller records NodeThawed (reason "expired")
+// once it passed, and the node's guard and agents re-arm by then.
 type NodeFrozen struct {
 	Until  time.Time `json:"until,omitzero"`
 	Reason string    `json:"reason,omitempty"`
