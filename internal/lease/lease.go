@@ -20,6 +20,25 @@
 // holder's side is unchanged by an outage: it fences itself FenceAfter(TTL)
 // after its last renewal that succeeded, whatever the cause.
 //
+// Its parts, and who uses them:
+//   - Value, Ensure, Open, KeySubject: the key and the bucket (everyone).
+//   - Watcher (watcher.go): follows one node's key by watch and poll and
+//     hands each revision to its Observe callback, the node free to change
+//     while it runs (Node, Kick); Newer orders revisions, WrittenAt times
+//     them. The guest agent fences by it (guestagent/fence.go keeps only
+//     the fence timer and state); anything else that must follow a node's
+//     lease (an agent that follows its node across a failover) should too.
+//   - Judge and Prober (judge.go, probe.go), ReadFromLeader: the failover
+//     controller's expiry judgement (failover/liveness.go).
+//   - timing.go: every number of the holder (RenewAttempt, RenewRetry,
+//     TakeTimeout, TakeRetry, TakeoverWait: hostmanager/lease.go and
+//     vmguard host's takeover check), the watcher (PollEvery, PollTimeout,
+//     FenceHalt), the prober (ProbeEvery, ProbeGap) and the election
+//     (ElectionRenewEvery, ElectionPoll: failover/election.go).
+//
+// The package must not decide anything about packages or append to the
+// log; it observes and times leases, and its users act.
+//
 // Times come from a Clock (SystemClock in production) or from the caller;
 // the judgement itself is pure. Every timing number of the contract is in
 // timing.go (on top of internal/timeline), and TestTiming asserts all their

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -168,7 +167,7 @@ func ReadFromLeader(ctx context.Context, js jetstream.JetStream, node string) (v
 	}
 	if len(resp.Message.Hdrs) > 0 {
 		h, err := nats.DecodeHeadersMsg(resp.Message.Hdrs)
-		if err == nil && (h.Get(jetstream.MarkerReasonHeader) != "" || strings.EqualFold(h.Get("KV-Operation"), "DEL") || strings.EqualFold(h.Get("KV-Operation"), "PURGE")) {
+		if err == nil && IsDeleteMarker(h) {
 			return Value{}, false, nil
 		}
 	}

@@ -1,4 +1,4 @@
-package guestagent
+package lease
 
 import (
 	"testing"
@@ -25,8 +25,8 @@ func TestWritten(t *testing.T) {
 		{"no poll before: the stamp", at(100), at(1000), time.Time{}, at(100)},
 		{"no poll before, stamp in the future: arrival", at(2000), at(1000), time.Time{}, at(1000)},
 	} {
-		if got := written(tt.stamp, tt.seen, tt.floor); !got.Equal(tt.want) {
-			t.Errorf("%s: written(%v, %v, %v) = %v, want %v", tt.name, tt.stamp, tt.seen, tt.floor, got, tt.want)
+		if got := WrittenAt(tt.stamp, tt.seen, tt.floor); !got.Equal(tt.want) {
+			t.Errorf("%s: WrittenAt(%v, %v, %v) = %v, want %v", tt.name, tt.stamp, tt.seen, tt.floor, got, tt.want)
 		}
 	}
 }
@@ -45,23 +45,20 @@ func TestIsDeleteMarker(t *testing.T) {
 		{nats.Header{jetstream.MarkerReasonHeader: []string{"MaxAge"}}, true},
 		{nats.Header{"Nats-Msg-Id": []string{"x"}}, false},
 	} {
-		if got := isDeleteMarker(tt.h); got != tt.want {
-			t.Errorf("isDeleteMarker(%v) = %v, want %v", tt.h, got, tt.want)
+		if got := IsDeleteMarker(tt.h); got != tt.want {
+			t.Errorf("IsDeleteMarker(%v) = %v, want %v", tt.h, got, tt.want)
 		}
 	}
 }
 
 // TestPollCadence: four polls per renewal interval, each read bounded.
 func TestPollCadence(t *testing.T) {
-	if got := pollEvery(10 * time.Second); got != 625*time.Millisecond {
-		t.Errorf("pollEvery(10s) = %v", got)
+	if got := PollEvery(10 * time.Second); got != 625*time.Millisecond {
+		t.Errorf("PollEvery(10s) = %v", got)
 	}
-	if got := pollEvery(0); got != pollWaiting {
-		t.Errorf("pollEvery(0) = %v", got)
-	}
-	for ttl, want := range map[time.Duration]time.Duration{0: pollMinTimeout, time.Second: pollMinTimeout, 10 * time.Second: 1250 * time.Millisecond, time.Minute: pollMaxTimeout} {
-		if got := pollTimeout(ttl); got != want {
-			t.Errorf("pollTimeout(%v) = %v, want %v", ttl, got, want)
+	for ttl, want := range map[time.Duration]time.Duration{0: 250 * time.Millisecond, time.Second: 250 * time.Millisecond, 10 * time.Second: 1250 * time.Millisecond, time.Minute: 2 * time.Second} {
+		if got := PollTimeout(ttl); got != want {
+			t.Errorf("PollTimeout(%v) = %v, want %v", ttl, got, want)
 		}
 	}
 }
@@ -86,8 +83,8 @@ func TestNewer(t *testing.T) {
 		{"bucket made again: revisions start over", 1, later, 7, t0, 1},
 		{"bucket made again, same revision number", 7, later, 7, t0, 1},
 	} {
-		if got := newer(tt.rev, tt.stamp, tt.lastRev, tt.last); got != tt.want {
-			t.Errorf("%s: newer = %d, want %d", tt.name, got, tt.want)
+		if got := Newer(tt.rev, tt.stamp, tt.lastRev, tt.last); got != tt.want {
+			t.Errorf("%s: Newer = %d, want %d", tt.name, got, tt.want)
 		}
 	}
 }
