@@ -80,7 +80,8 @@ func (r *Runner) keepLease(ctx context.Context) {
 		kvTTL  time.Duration
 		rev    uint64
 		held   bool
-		lastOK time.Time // when the last renewal that succeeded was sent
+		lastOK time.Time     // when the last renewal that succeeded was sent
+		rtt    time.Duration // how long the last write that succeeded took
 	)
 	host, _ := os.Hostname()
 	since := r.now().UTC()
@@ -137,7 +138,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				}
 				continue
 			}
-			rev, held, lastOK, since = v, true, sent, r.now().UTC()
+			rev, held, lastOK, since, rtt = v, true, sent, r.now().UTC(), time.Since(sent)
 			r.renewed(sent)
 			r.logger.Info("node lease taken", "ttl", ttl)
 			send(leaseEvent{held: true, at: r.now()})
@@ -146,7 +147,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 		if !sleep(time.Until(lastOK.Add(lease.RenewEvery(ttl)))) {
 			return
 		}
-		attempt := lease.RenewAttempt(ttl)
+		attempt := lease.FirstAttempt(ttl, rtt)
 		for held && ctx.Err() == nil {
 			deadline := lastOK.Add(lease.FenceAfter(ttl))
 			sent := time.Now()
@@ -154,7 +155,10 @@ func (r *Runner) keepLease(ctx context.Context) {
 			// update the cluster drops while it elects the bucket's leader
 			// gets no answer at all, and waiting a whole interval for it
 			// left the lease unrenewed for 2.2 intervals (an agent fences
-			// at 2.4). A slow answer gets longer attempts.
+			// at 2.4). A slow answer gets longer attempts: the next one
+			// doubles, and the next renewal's first attempt fits twice the
+			// round trip of the last write (a slow link: docs/bench/
+			// partitions.md, finding 4).
 			until := sent.Add(attempt)
 			if deadline.Before(until) {
 				until = deadline
@@ -163,7 +167,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			v, err := kv.Update(uctx, r.node, value(ttl), rev)
 			cancel()
 			if err == nil {
-				rev, lastOK = v, sent
+				rev, lastOK, rtt = v, sent, time.Since(sent)
 				r.renewed(sent)
 				break
 			}
@@ -175,7 +179,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			}
 			lost := ""
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
-				v, holder, gerr := r.leaseHolder(ctx, kv)
+				v, holder, gerr := r.leaseHolder(ctx, kv, min(max(attempt, time.Second), time.Until(deadline)))
 				switch {
 				case gerr == nil && holder == r.holder:
 					rev = v // our own renewal whose reply was lost
@@ -186,9 +190,13 @@ func (r *Runner) keepLease(ctx context.Context) {
 					r.logger.Error("node lease taken by another host manager instance; stopping", "holder", holder)
 					send(leaseEvent{superseded: holder})
 					return
+				case gerr == nil, errors.Is(gerr, jetstream.ErrKeyNotFound):
+					lost = "the node lease was deleted or expired"
 				}
-				lost = "the node lease was deleted or expired"
-			} else if !time.Now().Before(deadline) {
+				// A read that failed says nothing about the key (it timed
+				// out on a slow link, say): retry until the deadline.
+			}
+			if lost == "" && !time.Now().Before(deadline) {
 				lost = "could not renew the node lease for " + lease.FenceAfter(ttl).String() + " (0.6 of node_timeout " + ttl.String() + "): " + err.Error()
 			}
 			if lost != "" {
@@ -278,8 +286,8 @@ func (r *Runner) localGuests() []GuestRef {
 }
 
 // leaseHolder returns the revision and holder of the node's lease key.
-func (r *Runner) leaseHolder(ctx context.Context, kv jetstream.KeyValue) (uint64, string, error) {
-	gctx, cancel := context.WithTimeout(ctx, time.Second)
+func (r *Runner) leaseHolder(ctx context.Context, kv jetstream.KeyValue, d time.Duration) (uint64, string, error) {
+	gctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	e, err := kv.Get(gctx, r.node)
 	if err != nil {
@@ -416,7 +424,7 @@ func (r *Runner) releaseLease(ctx context.Context) {
 	defer cancel()
 	kv, err := lease.Open(dctx, r.log.JetStream())
 	if err == nil {
-		if _, holder, err := r.leaseHolder(dctx, kv); err != nil || holder != r.holder {
+		if _, holder, err := r.leaseHolder(dctx, kv, time.Second); err != nil || holder != r.holder {
 			return
 		}
 		err = kv.Delete(dctx, r.node)

@@ -17,6 +17,17 @@ func RenewAttempt(ttl time.Duration) time.Duration {
 	return min(max(RenewEvery(ttl)/5, 250*time.Millisecond), 2*time.Second)
 }
 
+// FirstAttempt bounds the first attempt of a renewal after a write whose
+// answer took rtt: RenewAttempt(ttl), or twice rtt if that is longer, at
+// most RenewEvery(ttl). On a link whose round trip outgrew RenewAttempt
+// (270 ms of latency in front of a host made it 1.1 s; docs/bench/
+// partitions.md, finding 4) every attempt timed out while doubling from
+// RenewAttempt spent the fence's budget; sized to the last round trip, the
+// first attempt fits.
+func FirstAttempt(ttl, rtt time.Duration) time.Duration {
+	return min(max(RenewAttempt(ttl), 2*rtt), RenewEvery(ttl))
+}
+
 // RenewRetry is the pause between two attempts of one renewal.
 func RenewRetry(ttl time.Duration) time.Duration { return ttl/20 + time.Millisecond }
 

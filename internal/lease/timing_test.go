@@ -50,6 +50,8 @@ func TestTiming(t *testing.T) {
 			// The holder: one dropped attempt and its retry cost no fence.
 			{"renew + attempt + retry < self-fence", renew + RenewAttempt(nt) + RenewRetry(nt), tl.SelfFence(), 0},
 			{"longest attempt <= renew interval", RenewAttempt(nt), renew + 1, 0},
+			{"renew + longest first attempt (slow link) + retry < self-fence", renew + FirstAttempt(nt, time.Hour) + RenewRetry(nt), tl.SelfFence(), 0},
+			{"first attempt on a fast link = RenewAttempt", FirstAttempt(nt, 0), RenewAttempt(nt) + 1, 0},
 			// The takeover check of a starting host manager.
 			{"takeover wait < self-fence (a restarted host manager takes the node before its guests fence)", TakeoverWait(nt), tl.SelfFence(), 0},
 			{"renew + attempt + retry <= takeover wait (a live holder with a dropped attempt is not taken for gone)",
