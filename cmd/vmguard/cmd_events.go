@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -11,6 +15,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/cesink"
 	"github.com/vmguard/vmguard/internal/termtext"
 )
 
@@ -21,11 +26,20 @@ type eventsCmd struct {
 	From    uint64 `name:"from" help:"Start at this stream sequence."`
 	Follow  bool   `name:"follow" short:"f" help:"Keep printing new events as they arrive."`
 	Output  string `name:"output" short:"o" enum:"text,json" default:"text" help:"text: one line per event; json: the raw CloudEvent, one per line."`
+
+	Sink    string `name:"sink" placeholder:"URL" help:"With -f: deliver each event, in order and at least once (its id for dedup), to this CloudEvents HTTP receiver, resuming after a restart from a durable consumer; prints each event delivered."`
+	Durable string `name:"durable" placeholder:"NAME" help:"Name of --sink's durable consumer (default: sink_ and a hash of the URL and filters); the same name resumes where the last run left."`
 }
 
 // Run prints the timeline.
 func (c *eventsCmd) Run(ctx context.Context, g *globals) error {
 	ro := events.ReadOptions{StartSeq: c.From}
+	if c.Sink != "" && !c.Follow {
+		return fmt.Errorf("%w: --sink needs -f (it runs until stopped)", errUsage)
+	}
+	if c.Durable != "" && c.Sink == "" {
+		return fmt.Errorf("%w: --durable is for --sink", errUsage)
+	}
 	if c.Package != "" {
 		if err := events.CheckName("--package", c.Package); err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
@@ -54,6 +68,9 @@ func (c *eventsCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	print := func(e events.Event) error { return printEvent(g.Stdout, g.Stderr, l, e, c.Output) }
+	if c.Sink != "" {
+		return c.forward(ctx, g, l, ro, print)
+	}
 	if c.Follow {
 		return l.Follow(ctx, ro, print)
 	}
@@ -151,4 +168,30 @@ func countSubject(ctx context.Context, l *events.Log, filter string) (uint64, er
 		n += c
 	}
 	return n, nil
+}
+
+// forward runs --sink: every event matching ro to a CloudEvents receiver.
+func (c *eventsCmd) forward(ctx context.Context, g *globals, l *events.Log, ro events.ReadOptions, print func(events.Event) error) error {
+	u, err := url.Parse(c.Sink)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%w: --sink %q: want an http:// or https:// URL", errUsage, c.Sink)
+	}
+	durable := c.Durable
+	if durable == "" {
+		h := sha256.Sum256([]byte(strings.Join(append([]string{c.Sink}, ro.Subjects...), "\x00")))
+		durable = "sink_" + hex.EncodeToString(h[:6])
+	}
+	if err := events.CheckName("--durable", durable); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	f, err := cesink.New(cesink.Config{
+		Log: l, Target: c.Sink, Durable: durable, Subjects: ro.Subjects, StartSeq: ro.StartSeq, StartTime: ro.StartTime,
+		Logger:      slog.New(slog.NewTextHandler(g.Stderr, nil)),
+		OnDelivered: func(e events.Event) { _ = print(e) },
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Stderr, "vmguard events: delivering to %s (durable consumer %s; the same --durable resumes)\n", termtext.Escape(c.Sink), durable)
+	return f.Run(ctx)
 }

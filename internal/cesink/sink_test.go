@@ -1,0 +1,160 @@
+package cesink_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	ceclient "github.com/cloudevents/sdk-go/v2/client"
+	ceevent "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/protocol"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/cesink"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+// receiver is an sdk-go CloudEvents HTTP receiver that records what it
+// accepted, in order, and refuses the first attempt of the ids in failOnce.
+type receiver struct {
+	mu       sync.Mutex
+	got      []ceevent.Event
+	failOnce map[string]bool
+	refused  int
+}
+
+func (r *receiver) receive(_ context.Context, e ceevent.Event) protocol.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failOnce[e.ID()] {
+		delete(r.failOnce, e.ID())
+		r.refused++
+		return cehttp.NewResult(http.StatusServiceUnavailable, "busy")
+	}
+	r.got = append(r.got, e)
+	return protocol.ResultACK
+}
+
+func (r *receiver) ids() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.got {
+		out = append(out, e.ID())
+	}
+	return out
+}
+
+func startReceiver(t *testing.T, r *receiver) string {
+	t.Helper()
+	p, err := cehttp.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ceclient.NewHTTPReceiveHandler(context.Background(), p, r.receive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func appendNodes(t *testing.T, l *events.Log, from, n int) []events.Event {
+	t.Helper()
+	var out []events.Event
+	for i := from; i < from+n; i++ {
+		e := events.New("/vmguard/test", fmt.Sprintf("node%d", i), events.NodeJoined{Version: "1.0.0"})
+		seq, err := l.Append(context.Background(), e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Seq = seq
+		out = append(out, e)
+	}
+	return out
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestForwardInOrderAtLeastOnceAndResume sends the log to an sdk-go
+// receiver that refuses two events once: every event arrives, in log order,
+// with its id, type, source and sequence; after the forwarder stops and
+// more events are written, a new forwarder on the same durable consumer
+// sends exactly the new ones.
+func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
+	srv := natsd.StartTest(t)
+	nc := natsd.Connect(t, srv)
+	l, err := events.Open(context.Background(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := appendNodes(t, l, 1, 10)
+	r := &receiver{failOnce: map[string]bool{first[2].ID: true, first[7].ID: true}}
+	url := startReceiver(t, r)
+
+	run := func() (context.CancelFunc, chan error) {
+		f, err := cesink.New(cesink.Config{Log: l, Target: url, Durable: "sink_test", Subjects: []string{events.SubjectAll}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.Run(ctx) }()
+		return cancel, done
+	}
+	want := func(evs []events.Event) []string {
+		var ids []string
+		for _, e := range evs {
+			ids = append(ids, e.ID)
+		}
+		return ids
+	}
+	check := func(wantIDs []string) {
+		t.Helper()
+		waitFor(t, 30*time.Second, fmt.Sprintf("%d events at the receiver", len(wantIDs)), func() bool { return len(r.ids()) >= len(wantIDs) })
+		if got := r.ids(); fmt.Sprint(got) != fmt.Sprint(wantIDs) {
+			t.Fatalf("receiver got\n%v\nwant, in log order,\n%v", got, wantIDs)
+		}
+	}
+
+	cancel, done := run()
+	check(want(first))
+	if r.refused != 2 {
+		t.Errorf("receiver refused %d times, want 2 (each refused event sent again)", r.refused)
+	}
+	r.mu.Lock()
+	e := r.got[3]
+	r.mu.Unlock()
+	if e.Type() != events.TypeNodeJoined || e.Source() != "/vmguard/test" || e.Subject() != "node4" {
+		t.Errorf("event 4 arrived as type %q source %q subject %q", e.Type(), e.Source(), e.Subject())
+	}
+	if seq, _ := e.Extensions()[cesink.SeqExtension].(string); seq != fmt.Sprint(first[3].Seq) {
+		t.Errorf("event 4's %s = %v, want %d", cesink.SeqExtension, e.Extensions()[cesink.SeqExtension], first[3].Seq)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	// Written while no forwarder runs; the next one resumes after the last
+	// acknowledged event.
+	second := appendNodes(t, l, 11, 5)
+	cancel, done = run()
+	defer func() { cancel(); <-done }()
+	check(append(want(first), want(second)...))
+}
