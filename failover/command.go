@@ -166,7 +166,11 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 		if err := s.eligible(cp, p, cmd.Node); err != nil {
 			return nil, refuse("move %s: %v", cp.Name, err)
 		}
-		ev.Data = events.PackagePlaced{Node: cmd.Node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorMove, cmd.Reason), PreviousNode: p.Node, By: cmd.By}
+		// A running guest whose driver can migrate moves live (the host
+		// manager of p.Node falls back to halt + start if it cannot).
+		migrate := cp.Guest.CanMigrate() && p.Phase == PhaseRunning
+		ev.Data = events.PackagePlaced{Node: cmd.Node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorMove, cmd.Reason), PreviousNode: p.Node, By: cmd.By,
+			Migrate: migrate}
 	case OpReset:
 		if cmd.Node != "" {
 			return nil, refuse("reset %s: -n does not apply; reset clears the package on every node", cp.Name)

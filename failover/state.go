@@ -228,6 +228,9 @@ type PackageState struct {
 	// Epoch is the current placement's epoch (0: never placed).
 	Epoch uint64 `json:"epoch"`
 	Phase Phase  `json:"phase"`
+	// AdoptedEpoch is the epoch whose processes the current placement took
+	// over by a live migration (guest.migrated; 0: none): they report it.
+	AdoptedEpoch uint64 `json:"adopted_epoch,omitempty"`
 	// PlacedSeq, PlacedID and PlacedReason describe the current placement.
 	PlacedSeq    uint64 `json:"placed_seq,omitempty"`
 	PlacedID     string `json:"placed_id,omitempty"`
@@ -500,7 +503,7 @@ func (s *State) Apply(e events.Event) bool {
 		s.nodeDown(e, MemberHalted, d.By)
 	case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,
 		events.PackageHalted, events.PackageFailed, events.PackageSwitchingChanged, events.PackageReset,
-		events.GuestStarted, events.GuestLost, events.GuestStopped,
+		events.GuestStarted, events.GuestLost, events.GuestStopped, events.GuestMigrated,
 		events.ServiceRestarting, events.ServiceFailed, events.ProcessStarted, events.ProcessExited:
 		if e.Subject != "" {
 			s.applyPackage(e)
@@ -631,7 +634,7 @@ func (s *State) applyPackage(e events.Event) {
 		}
 		p.Node, p.Epoch, p.Phase = d.Node, d.Epoch, PhasePlaced
 		p.PlacedSeq, p.PlacedID, p.PlacedReason = e.Seq, e.ID, d.Reason
-		p.StateID, p.DownReason, p.Guest = e.ID, "", ""
+		p.StateID, p.DownReason, p.Guest, p.AdoptedEpoch = e.ID, "", "", 0
 		for _, sv := range p.Services {
 			sv.Status, sv.Restarts = "down", 0
 		}
@@ -728,12 +731,20 @@ func (s *State) applyPackage(e events.Event) {
 				p.Phase = PhaseFailing
 			}
 		}
+	case events.GuestMigrated:
+		if cur(d.TargetEpoch) {
+			// The guest and its processes go on under the new placement.
+			p.AdoptedEpoch, p.Guest = d.Epoch, "up"
+			for _, mp := range d.Processes {
+				p.service(mp.Service).Status = "up"
+			}
+		}
 	case events.ProcessStarted:
-		if cur(d.Epoch) {
+		if cur(d.Epoch) || (p.AdoptedEpoch != 0 && d.Epoch == p.AdoptedEpoch) {
 			p.service(d.Service).Status = "up"
 		}
 	case events.ProcessExited:
-		if cur(d.Epoch) {
+		if cur(d.Epoch) || (p.AdoptedEpoch != 0 && d.Epoch == p.AdoptedEpoch) {
 			if sv := p.service(d.Service); sv.Status != "failed" {
 				sv.Status = "down"
 			}

@@ -77,7 +77,7 @@ var errNoStart = errors.New("service cannot be started")
 // not stop either: starting it again would not help; the ladder fences.
 var errGuestStuck = errors.New("guest cannot be stopped")
 
-func isGuestAction(k ActionKind) bool { return k == StartGuest || k == StopGuest }
+func isGuestAction(k ActionKind) bool { return k == StartGuest || k == StopGuest || k == MigrateGuest }
 
 // act starts the actions Pending lists for pkg that are not in flight, not
 // done and due; a package's guest actions one at a time, in order.
@@ -389,6 +389,8 @@ func (r *Runner) perform(ctx context.Context, a Action) (int, error) {
 		return r.runService(ctx, a)
 	case StopService:
 		return 0, r.stopService(ctx, a)
+	case MigrateGuest:
+		return 0, r.migrateGuest(ctx, a)
 	}
 	return 0, fmt.Errorf("perform %s: unknown action", a.Kind)
 }
@@ -522,6 +524,45 @@ func (r *Runner) stopGuest(ctx context.Context, a Action) error {
 	}
 	r.logger.Info("guest stopped", "package", a.Package, "guest", a.Guest.Name, "reason", a.Reason)
 	return r.appendFact(ctx, a.GuestStopped(a.Reason))
+}
+
+// migrateGuest migrates the guest live to a.Target through its driver,
+// within the driver's migrate bound, and appends guest.migrated; if the
+// driver cannot migrate, or the migration fails or runs out of time, it
+// appends guest.migration_failed instead, and the core falls back to halt
+// here and start there. It never retries a migration by itself.
+func (r *Runner) migrateGuest(ctx context.Context, a Action) error {
+	ref := GuestRef{Package: a.Package, Node: r.node, Guest: a.Guest}
+	err := func() error {
+		drv, err := r.driver(a.Guest.Driver)
+		if err != nil {
+			return err
+		}
+		m, ok := drv.(Migrator)
+		if !ok {
+			return fmt.Errorf("guest driver %q cannot migrate", a.Guest.Driver)
+		}
+		mctx, cancel := context.WithTimeout(ctx, migrateTimeout(a.Guest))
+		defer cancel()
+		start := time.Now()
+		err = m.Migrate(mctx, ref, a.Target)
+		if err != nil && mctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no migration within %s: %w", migrateTimeout(a.Guest), err)
+		}
+		if err == nil {
+			r.logger.Info("guest migrated", "package", a.Package, "guest", a.Guest.Name, "target", a.Target, "took", time.Since(start))
+		}
+		return err
+	}()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		r.logger.Error("guest migration failed; halting it here to start it on the target", "package", a.Package, "guest", a.Guest.Name,
+			"target", a.Target, "err", err)
+		return r.appendFact(ctx, a.GuestMigrationFailed("migrate to "+a.Target+": "+err.Error()))
+	}
+	return r.appendFact(ctx, a.GuestMigrated())
 }
 
 // client returns a client for guest's agent. Clients are cheap: action

@@ -31,6 +31,11 @@ const (
 	// RequestID (SIGTERM, SIGKILL after Service.HaltTimeout); the agent
 	// appends process.exited with reason "stopped".
 	StopService ActionKind = "stop_service"
+	// MigrateGuest: migrate the running guest live to Target through its
+	// driver (a Migrator), within its migrate bound; then append
+	// a.GuestMigrated(), or a.GuestMigrationFailed(why), after which the
+	// instance halts (the fallback) and the target starts it afresh.
+	MigrateGuest ActionKind = "migrate_guest"
 )
 
 // Action is something the log asks this node to do and does not yet show
@@ -60,6 +65,11 @@ type Action struct {
 	Reason string `json:"reason,omitempty"`
 	// CauseID is the event the action answers; the result event names it.
 	CauseID string `json:"cause_id"`
+	// Target and TargetEpoch are where a MigrateGuest takes the guest, and
+	// Procs the processes it carries over.
+	Target      string                   `json:"target,omitempty"`
+	TargetEpoch uint64                   `json:"target_epoch,omitempty"`
+	Procs       []events.MigratedProcess `json:"procs,omitempty"`
 }
 
 // Key identifies the action, to perform it once while it is pending.
@@ -79,6 +89,21 @@ func (a Action) GuestStarted() events.Event {
 func (a Action) GuestStopped(reason string) events.Event {
 	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID,
 		Data: events.GuestStopped{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, Reason: clipReason(reason)}}
+}
+
+// GuestMigrated returns the event recording that a MigrateGuest action
+// brought the guest to a.Target. Append it without an expected sequence.
+func (a Action) GuestMigrated() events.Event {
+	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID,
+		Data: events.GuestMigrated{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, TargetNode: a.Target, TargetEpoch: a.TargetEpoch, Processes: a.Procs}}
+}
+
+// GuestMigrationFailed returns the event recording that a MigrateGuest
+// action did not migrate the guest (reason says why).
+func (a Action) GuestMigrationFailed(reason string) events.Event {
+	return events.Event{Source: HostSource(a.Node), Subject: a.Package, CauseID: a.CauseID,
+		Data: events.GuestMigrationFailed{Guest: a.Guest.Name, Node: a.Node, Epoch: a.Epoch, TargetNode: a.Target, TargetEpoch: a.TargetEpoch,
+			Reason: clipReason(reason)}}
 }
 
 // Unreported returns the event recording that the run of a RunService
@@ -126,6 +151,16 @@ func Pending(s *State, pkg string) []Action {
 			}
 			out = append(out, a)
 		}
+	}
+	if m := in.Migration; m != nil && m.MigratingID != "" && !in.Stopping() {
+		a := base
+		a.Kind, a.Target, a.TargetEpoch, a.CauseID = MigrateGuest, m.TargetNode, m.TargetEpoch, m.MigratingID
+		for _, sv := range in.Services {
+			if sv.Proc != nil {
+				a.Procs = append(a.Procs, events.MigratedProcess{Service: sv.Name, RequestID: sv.Proc.RequestID, PID: sv.Proc.PID, StartedID: sv.Proc.StartedID})
+			}
+		}
+		return append(out, a)
 	}
 	if in.Stopping() {
 		cause, reason := in.stopCause()

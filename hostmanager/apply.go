@@ -74,6 +74,7 @@ func scopeOf(e events.Event) (events.Scope, bool) {
 		return events.ScopeNode, true
 	case events.ProcessExited, events.ProcessStarted, events.ServiceRestarting, events.ServiceFailed,
 		events.GuestStarted, events.GuestLost, events.GuestStopped,
+		events.GuestMigrating, events.GuestMigrated, events.GuestMigrationFailed,
 		events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,
 		events.PackageHalted, events.PackageFailed, events.PackageReset, events.PackageSwitchingChanged:
 		return events.ScopePackage, true
@@ -171,6 +172,24 @@ func (s *State) applyPackage(p *Package, e events.Event) {
 		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
 			s.guestStopped(p, in, e, d)
 		}
+	case events.GuestMigrating:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
+			if m := in.Migration; m != nil && m.TargetEpoch == d.TargetEpoch && m.MigratingID == "" {
+				m.MigratingID = e.ID
+				in.LastID = e.ID
+			}
+		}
+	case events.GuestMigrated:
+		s.migrated(p, e, d)
+	case events.GuestMigrationFailed:
+		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node && in.Migration != nil {
+			// The fallback: halt here, then the target starts it afresh.
+			in.Migration = nil
+			if !in.Stopping() {
+				in.Halt = &Halt{Reason: ReasonMoved, ID: e.ID}
+			}
+			in.LastID = e.ID
+		}
 	case events.ServiceRestarting:
 		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
 			s.restarting(p, in, e, d)
@@ -186,14 +205,40 @@ func (s *State) applyPackage(p *Package, e events.Event) {
 			}
 		}
 	case events.ProcessStarted:
-		if in := p.inst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
+		if in := p.procInst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
 			in.processStarted(e, d)
 		}
 	case events.ProcessExited:
-		if in := p.inst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
+		if in := p.procInst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
 			in.processExited(e, d)
 		}
 	}
+}
+
+// procInst returns the package's instance on this node whose processes
+// report epoch: its own, or the one it adopted by a live migration.
+func (p *Package) procInst(epoch uint64) *Instance {
+	if in := p.Inst; in != nil && (in.Epoch == epoch || (in.FromEpoch != 0 && in.FromEpoch == epoch)) {
+		return in
+	}
+	return nil
+}
+
+// migrated folds guest.migrated: the source placement is released (on the
+// source node its instance is over, without a halt: the guest runs on),
+// and on the target node the current placement, if it is the target one,
+// will adopt the guest and its processes when it starts.
+func (s *State) migrated(p *Package, e events.Event, d events.GuestMigrated) {
+	p.ended(d.Epoch, e.ID)
+	c := p.Current
+	if d.TargetNode != s.Node || c.Epoch != d.TargetEpoch || c.Node != s.Node || p.Inst != nil {
+		return
+	}
+	a := &Adoption{Epoch: d.TargetEpoch, FromEpoch: d.Epoch, ID: e.ID}
+	for _, mp := range d.Processes {
+		a.Procs = append(a.Procs, Process{Service: mp.Service, RequestID: mp.RequestID, PID: mp.PID, StartedID: mp.StartedID})
+	}
+	p.Adopt = a
 }
 
 // inst returns the package's instance on this node if it has epoch.
@@ -216,7 +261,13 @@ func (s *State) placed(p *Package, e events.Event, d events.PackagePlaced) {
 		p.Current.Released = true // only when events come out of order
 	}
 	p.ReadyID = e.ID
-	if in := p.Inst; in != nil && in.Epoch < d.Epoch && !in.Stopping() {
+	p.Adopt = nil
+	if in := p.Inst; in != nil && in.Epoch < d.Epoch && !in.Stopping() && in.Migration == nil {
+		if d.Migrate && d.Node != s.Node && in.Started && in.Guest.Phase == GuestUp && in.Config.Guest.CanMigrate() {
+			in.Migration = &Migration{TargetNode: d.Node, TargetEpoch: d.Epoch, PlacedID: e.ID}
+			in.LastID = e.ID
+			return
+		}
 		reason := ReasonMoved
 		if d.Node == s.Node {
 			reason = ReasonReplaced
@@ -247,6 +298,17 @@ func (s *State) starting(p *Package, e events.Event, d events.PackageStarting) {
 	if h := p.Current.Halt; h != nil {
 		in.Halt = h
 	}
+	if a := p.Adopt; a != nil && a.Epoch == d.Epoch {
+		// The guest runs already (a live migration brought it): the start
+		// finds it running; its processes go on.
+		in.FromEpoch = a.FromEpoch
+		for _, pr := range a.Procs {
+			if sv := in.Service(pr.Service); sv != nil && sv.Proc == nil {
+				sv.Proc = &Process{Service: pr.Service, RequestID: pr.RequestID, PID: pr.PID, StartedID: pr.StartedID}
+			}
+		}
+	}
+	p.Adopt = nil
 	p.Inst = in
 }
 
@@ -287,8 +349,11 @@ func (in *Instance) guestStarted(e events.Event) {
 	if in.Stopping() {
 		return
 	}
+	// The first start of an adopted guest keeps the processes that came
+	// with it; later starts (a guest restart) run every service afresh.
+	adopted := in.FromEpoch != 0 && g.Starts == 1
 	for _, sv := range in.Services {
-		if sv.Failed {
+		if sv.Failed || (adopted && sv.Proc != nil) {
 			continue
 		}
 		sv.Proc, sv.Exit = nil, nil

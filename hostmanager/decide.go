@@ -14,6 +14,9 @@ import (
 //   - package.halted{reason: moved} for an older placement on this node that
 //     never started and was superseded, so the next one can start;
 //   - for the instance on this node:
+//   - guest.migrating once a newer placement on another node asks for a
+//     live migration (package.placed with migrate) that the guest's driver
+//     can do; the runner then migrates (MigrateGuest);
 //   - once it is halting or failing and down (guest stopped, no process):
 //     package.failed{reason, service} if failing, else package.halted{reason};
 //   - a failure exit of a service (any exit, code 0 included, while the
@@ -63,6 +66,10 @@ func (d decider) event(cause string, data events.Payload) events.Event {
 
 func (d decider) instance(in *Instance) (events.Event, bool) {
 	node := d.s.Node
+	if m := in.Migration; m != nil && m.MigratingID == "" && !in.Stopping() {
+		return d.event(m.PlacedID, events.GuestMigrating{Guest: in.Config.Guest.Name, Node: node, Epoch: in.Epoch,
+			TargetNode: m.TargetNode, TargetEpoch: m.TargetEpoch}), true
+	}
 	if in.Stopping() {
 		if !in.Down() {
 			return events.Event{}, false

@@ -2,6 +2,7 @@ package hostmanager
 
 import (
 	"context"
+	"time"
 
 	"github.com/vmguard/vmguard/config"
 )
@@ -22,6 +23,26 @@ type Driver interface {
 	Stop(ctx context.Context, g GuestRef, force bool) error
 	// Status reports whether the guest runs.
 	Status(ctx context.Context, g GuestRef) (bool, error)
+}
+
+// Migrator is a Driver that can migrate a running guest live to another
+// node: it returns once the guest runs there (its processes still running)
+// and no longer here, or fails and leaves it running here. The runner
+// bounds it by migrateTimeout.
+type Migrator interface {
+	Migrate(ctx context.Context, g GuestRef, target string) error
+}
+
+// migrateTimeout bounds one migration of guest g: exec.migrate_timeout for
+// the exec driver, DefaultProcessMigrateTimeout for the process driver.
+func migrateTimeout(g config.Guest) time.Duration {
+	if g.Exec != nil && g.Exec.MigrateTimeout.D() > 0 {
+		return g.Exec.MigrateTimeout.D()
+	}
+	if g.Driver == config.DriverExec {
+		return config.DefaultMigrateTimeout
+	}
+	return DefaultProcessMigrateTimeout
 }
 
 // GuestRef names a guest to a Driver: the package it belongs to, the node

@@ -20,10 +20,11 @@ import (
 // other exit that it does not.
 type ExecDriver struct{}
 
-// execData is what the templates see.
+// execData is what the templates see; Target only the migrate template.
 type execData struct {
 	Guest, Node, Package string
 	Force                bool
+	Target               string
 }
 
 // maxExecOutput bounds the command output kept for an error message.
@@ -83,6 +84,34 @@ func (ExecDriver) Stop(ctx context.Context, g GuestRef, force bool) error {
 	}
 }
 
+// Migrate runs the migrate command (exec.migrate, with .Target), bounded by
+// the context (the runner's exec.migrate_timeout). With a status command it
+// then checks that the guest no longer runs here: a command that exits 0
+// but left the guest behind is a failed migration.
+func (ExecDriver) Migrate(ctx context.Context, g GuestRef, target string) error {
+	x, err := execSpec(g)
+	if err != nil {
+		return fmt.Errorf("migrate guest %s: %w", g.Name(), err)
+	}
+	if len(x.Migrate) == 0 {
+		return fmt.Errorf("migrate guest %s: exec.migrate: missing", g.Name())
+	}
+	data := execData{Guest: g.Name(), Node: g.Node, Package: g.Package, Target: target}
+	timeout := config.DefaultMigrateTimeout
+	if d := x.MigrateTimeout.D(); d > 0 {
+		timeout = d
+	}
+	if err := runArgv(ctx, "migrate", x.Migrate, data, timeout); err != nil {
+		return fmt.Errorf("migrate guest %s to %s: %w", g.Name(), target, err)
+	}
+	if len(x.Status) > 0 {
+		if up, err := runStatus(ctx, g, x); err == nil && up {
+			return fmt.Errorf("migrate guest %s to %s: the migrate command succeeded but the guest still runs here", g.Name(), target)
+		}
+	}
+	return nil
+}
+
 // Status runs the status command: exit 0 = running.
 func (ExecDriver) Status(ctx context.Context, g GuestRef) (bool, error) {
 	x, err := execSpec(g)
@@ -131,7 +160,11 @@ func runExec(ctx context.Context, g GuestRef, x *config.ExecDriver, what string,
 	if len(tmpl) == 0 {
 		return fmt.Errorf("exec.%s: missing", what)
 	}
-	data := execData{Guest: g.Name(), Node: g.Node, Package: g.Package, Force: force}
+	return runArgv(ctx, what, tmpl, execData{Guest: g.Name(), Node: g.Node, Package: g.Package, Force: force}, execTimeout(x))
+}
+
+// runArgv expands an argv template with data and runs it within timeout.
+func runArgv(ctx context.Context, what string, tmpl []string, data execData, timeout time.Duration) error {
 	argv := make([]string, len(tmpl))
 	for i, s := range tmpl {
 		t, err := template.New(what).Option("missingkey=error").Parse(s)
@@ -144,7 +177,7 @@ func runExec(ctx context.Context, g GuestRef, x *config.ExecDriver, what string,
 		}
 		argv[i] = b.String()
 	}
-	ctx, cancel := context.WithTimeout(ctx, execTimeout(x))
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var out tailBuffer
@@ -155,7 +188,7 @@ func runExec(ctx context.Context, g GuestRef, x *config.ExecDriver, what string,
 		return nil
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("run %s command %q: timed out after %s", what, argv[0], execTimeout(x))
+		return fmt.Errorf("run %s command %q: timed out after %s", what, argv[0], timeout)
 	}
 	if msg := strings.TrimSpace(out.String()); msg != "" {
 		return fmt.Errorf("run %s command %q: %w: %s", what, argv[0], err, msg)

@@ -21,6 +21,10 @@ import (
 // agent's process group.
 const DefaultProcessStopTimeout = 30 * time.Second
 
+// DefaultProcessMigrateTimeout bounds a process-driver migration (a hand
+// over of the agent's pid file: it takes milliseconds).
+const DefaultProcessMigrateTimeout = 10 * time.Second
+
 // ProcessDriverConfig configures NewProcessDriver.
 type ProcessDriverConfig struct {
 	// Bin is the vmguard binary that runs `vmguard agent` (default: the
@@ -35,6 +39,10 @@ type ProcessDriverConfig struct {
 	StopTimeout time.Duration
 	// Args are extra arguments for `vmguard agent`, e.g. --heartbeat 500ms.
 	Args []string
+	// PeerDir returns the Dir of node's process driver on this machine,
+	// where Migrate hands a guest over ("" or nil: unknown; Migrate fails
+	// and the package halts and starts there instead).
+	PeerDir func(node string) string
 }
 
 // ProcessDriver is the `process` guest driver: each guest is a local
@@ -190,6 +198,42 @@ func (d *ProcessDriver) Stop(ctx context.Context, g GuestRef, force bool) error 
 	return nil
 }
 
+// Migrate is the process driver's live migration: the agent process, like
+// a VM, keeps running with its processes and its state directory (its
+// disk); its pid file moves to the target node's driver directory
+// (ProcessDriverConfig.PeerDir), naming the state directory, so that the
+// target's host manager finds it running (Start, Status, Stop, its guard)
+// and this node no longer does. The target's host manager then names its
+// node to the agent (a place request), which follows that node's lease.
+func (d *ProcessDriver) Migrate(ctx context.Context, g GuestRef, target string) error {
+	defer d.lock(g.Name())()
+	pid, ok := d.running(g.Name())
+	if !ok {
+		return fmt.Errorf("migrate guest %s: its agent does not run here", g.Name())
+	}
+	var dir string
+	if d.cfg.PeerDir != nil {
+		dir = d.cfg.PeerDir(target)
+	}
+	if dir == "" {
+		return fmt.Errorf("migrate guest %s: the process driver knows no directory of node %s on this machine", g.Name(), target)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("migrate guest %s: %w", g.Name(), err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("migrate guest %s: %w", g.Name(), err)
+	}
+	state := d.agentState(g.Name())
+	if err := writeFileAtomic(filepath.Join(dir, g.Name()+".pid"), []byte(strconv.Itoa(pid)+"\n"+state+"\n")); err != nil {
+		return fmt.Errorf("migrate guest %s: %w", g.Name(), err)
+	}
+	if err := os.Remove(d.PIDFile(g.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("migrate guest %s: %w", g.Name(), err)
+	}
+	return nil
+}
+
 // Status reports whether the guest's agent runs.
 func (d *ProcessDriver) Status(_ context.Context, g GuestRef) (bool, error) {
 	_, ok := d.running(g.Name())
@@ -200,20 +244,41 @@ func (d *ProcessDriver) Status(_ context.Context, g GuestRef) (bool, error) {
 func (d *ProcessDriver) PID(guest string) (int, bool) { return d.running(guest) }
 
 // running returns the pid of the guest's agent if its pid file names a live
-// `vmguard agent` process with the guest's state directory.
+// `vmguard agent` process with the guest's state directory: StateDir, or
+// the one the pid file names on its second line (a guest that migrated
+// here keeps the state directory it started with).
 func (d *ProcessDriver) running(guest string) (int, bool) {
-	b, err := os.ReadFile(d.PIDFile(guest))
-	if err != nil {
-		return 0, false
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, false
-	}
-	if !isAgent(pid, d.StateDir(guest)) {
+	pid, state, ok := d.readPID(guest)
+	if !ok || !isAgent(pid, state) {
 		return 0, false
 	}
 	return pid, true
+}
+
+// readPID reads guest's pid file: the pid, and the agent's state directory.
+func (d *ProcessDriver) readPID(guest string) (int, string, bool) {
+	b, err := os.ReadFile(d.PIDFile(guest))
+	if err != nil {
+		return 0, "", false
+	}
+	first, rest, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return 0, "", false
+	}
+	state := strings.TrimSpace(rest)
+	if state == "" {
+		state = d.StateDir(guest)
+	}
+	return pid, state, true
+}
+
+// agentState is the state directory of guest's agent as its pid file says.
+func (d *ProcessDriver) agentState(guest string) string {
+	if _, state, ok := d.readPID(guest); ok {
+		return state
+	}
+	return d.StateDir(guest)
 }
 
 // isAgent reports whether pid is a live (not zombie) `vmguard agent` with

@@ -45,7 +45,11 @@ type Config struct {
 	// "process" and "exec" drivers are added unless given here.
 	Drivers map[string]Driver
 	// StateDir holds this node's local files; the process driver keeps its
-	// agents under <StateDir>/guests (default .vmguard/host/<node>).
+	// agents under <StateDir>/guests (default .vmguard/host/<node>). When
+	// its last element is the node's name, the process driver can migrate
+	// a guest to another node's host manager on this machine whose state
+	// directory is a sibling named after that node (`vmguard up`, the
+	// default .vmguard/host/<node>).
 	StateDir string
 	// AgentBin is the vmguard binary the process driver runs as `vmguard
 	// agent` (default: the running executable).
@@ -149,6 +153,17 @@ type Runner struct {
 	crashed     bool
 }
 
+// siblingGuests returns the process driver's PeerDir for a state directory
+// named after its node: the guests directory of the sibling named after
+// the other node; nil otherwise (no migration with the process driver).
+func siblingGuests(stateDir, node string) func(string) string {
+	if filepath.Base(stateDir) != node {
+		return nil
+	}
+	parent := filepath.Dir(stateDir)
+	return func(n string) string { return filepath.Join(parent, n, "guests") }
+}
+
 // errCrashed is returned by Run when afterAppend asked it to stop at once.
 var errCrashed = errors.New("stopped by test hook")
 
@@ -191,6 +206,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if _, ok := drivers[config.DriverProcess]; !ok {
 		pd, err := NewProcessDriver(ProcessDriverConfig{
 			Bin: cfg.AgentBin, NATS: cfg.NATSURL, Dir: filepath.Join(cfg.StateDir, "guests"), Args: cfg.AgentArgs,
+			PeerDir: siblingGuests(cfg.StateDir, cfg.Node),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("new host manager: %w", err)

@@ -60,8 +60,35 @@ type Package struct {
 	// startable: its package.placed or the release of an older placement.
 	ReadyID string `json:"ready_id,omitempty"`
 	// Inst is the package's instance on this node, from package.starting
-	// until this node records package.halted or package.failed for it.
+	// until this node records package.halted or package.failed for it (or
+	// guest.migrated takes it elsewhere).
 	Inst *Instance `json:"instance,omitempty"`
+	// Adopt is a guest that a live migration brought to this node for
+	// Current (guest.migrated), until this node's package.starting of that
+	// epoch adopts it.
+	Adopt *Adoption `json:"adopt,omitempty"`
+}
+
+// Adoption is a guest a live migration carried to this node: the instance
+// of placement Epoch takes over its processes, which ran under FromEpoch.
+type Adoption struct {
+	Epoch     uint64    `json:"epoch"`
+	FromEpoch uint64    `json:"from_epoch"`
+	Procs     []Process `json:"procs,omitempty"`
+	// ID is the guest.migrated.
+	ID string `json:"id"`
+}
+
+// Migration is a live migration of an instance's guest to the node of a
+// newer placement, from the package.placed that asked for it (migrate set)
+// until guest.migrated or guest.migration_failed.
+type Migration struct {
+	TargetNode  string `json:"target_node"`
+	TargetEpoch uint64 `json:"target_epoch"`
+	// PlacedID is the package.placed; MigratingID the guest.migrating this
+	// node appended ("" until then).
+	PlacedID    string `json:"placed_id"`
+	MigratingID string `json:"migrating_id,omitempty"`
 }
 
 // Placement is one package.placed: the package is to run on Node under Epoch.
@@ -123,6 +150,12 @@ type Instance struct {
 	LastID string `json:"last_id,omitempty"`
 	// LastStartID is the last process.started, the cause of package.started.
 	LastStartID string `json:"last_start_id,omitempty"`
+	// Migration is a live migration of the guest away from this node.
+	Migration *Migration `json:"migration,omitempty"`
+	// FromEpoch is the epoch of the placement whose guest and processes
+	// this instance adopted after a live migration (0: none); those
+	// processes report that epoch.
+	FromEpoch uint64 `json:"from_epoch,omitempty"`
 }
 
 // GuestPhase is what the log says about an instance's guest.
