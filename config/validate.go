@@ -20,11 +20,14 @@ const (
 	DefaultHaltTimeout    = 10 * time.Second
 	DefaultExecTimeout    = 30 * time.Second
 	DefaultMigrateTimeout = 5 * time.Minute
-	DefaultBackoffFactor  = 2.0
-	DefaultBackoffMax     = 5 * time.Minute
-	DefaultFailoverPolicy = ConfiguredNode
-	DefaultFailbackPolicy = FailbackManual
-	DefaultGuestDriver    = DriverProcess
+	// DefaultProcessMigrateTimeout bounds a process-driver migration (a
+	// hand-over of the agent's pid file: it takes milliseconds).
+	DefaultProcessMigrateTimeout = 10 * time.Second
+	DefaultBackoffFactor         = 2.0
+	DefaultBackoffMax            = 5 * time.Minute
+	DefaultFailoverPolicy        = ConfiguredNode
+	DefaultFailbackPolicy        = FailbackManual
+	DefaultGuestDriver           = DriverProcess
 )
 
 // HeartbeatInterval is how often a guest agent sends a heartbeat (the event

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vmguard/vmguard/config"
 )
 
 // DefaultProcessStopTimeout bounds how long the process driver waits for an
@@ -21,9 +23,8 @@ import (
 // agent's process group.
 const DefaultProcessStopTimeout = 30 * time.Second
 
-// DefaultProcessMigrateTimeout bounds a process-driver migration (a hand
-// over of the agent's pid file: it takes milliseconds).
-const DefaultProcessMigrateTimeout = 10 * time.Second
+// DefaultProcessMigrateTimeout bounds a process-driver migration.
+const DefaultProcessMigrateTimeout = config.DefaultProcessMigrateTimeout
 
 // ProcessDriverConfig configures NewProcessDriver.
 type ProcessDriverConfig struct {

@@ -28,6 +28,15 @@
 //     while its placement there is not released; and no node.lost is
 //     recorded for a frozen node (its guard is disarmed: a lapsed lease
 //     there does not mean its guests are stopped);
+//   - migration: a live migration hands one epoch over to the next without
+//     two live ones: guest.migrated of epoch N to epoch M needs M to be a
+//     later placement of the package, on the target node and placed with
+//     migrate, and N not yet released; at that event N is released and its
+//     live processes count as M's from then on (so nothing of M may start
+//     before it, by released_first, and no process of N may start after
+//     it, by one_epoch); every guest.migrating ends in guest.migrated or
+//     guest.migration_failed within the driver's migrate bound plus Grace
+//     (checked as bound);
 //   - bound: every package.starting and package.halting ends (started,
 //     halting, halted, failed, or its node lost or fenced) within its
 //     configured bound plus Options.Grace, by the event times; one still open
@@ -64,6 +73,7 @@ const (
 	RuleLiveNode      Rule = "live_node"
 	RuleBound         Rule = "bound"
 	RuleMaintenance   Rule = "maintenance"
+	RuleMigration     Rule = "migration"
 )
 
 // DefaultGrace is the slack Verify adds to each configured bound: the host
@@ -180,6 +190,8 @@ type placement struct {
 	node     string
 	seq      uint64
 	released bool
+	// migrate is set when package.placed asked for a live migration.
+	migrate bool
 	// byLoss is the node.lost or node.fenced that released it, if one did.
 	byLoss *events.Event
 }
@@ -410,6 +422,18 @@ func (c *checker) apply(e events.Event) {
 	case events.GuestStopped:
 		c.causeIfNamed(e)
 		c.clearProcs(e.Subject, d.Epoch)
+	case events.GuestMigrating:
+		c.causeIfNamed(e)
+		c.liveNode(e, d.Node, d.Epoch)
+		p := c.pkg(e.Subject)
+		if pl := p.placements[d.Epoch]; pl != nil && !pl.released {
+			p.open[d.Epoch] = &action{ev: e, node: d.Node, deadline: e.Time.Add(c.migrateBound(e.Subject))}
+		}
+	case events.GuestMigrationFailed:
+		c.causeIfNamed(e)
+		delete(c.pkg(e.Subject).open, d.Epoch)
+	case events.GuestMigrated:
+		c.migrated(e, d)
 	case events.ServiceRestarting:
 		c.restarting(e, d)
 	case events.ServiceFailed:
@@ -425,7 +449,7 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	p := c.pkg(e.Subject)
 	c.liveNode(e, d.Node, 0)
 	c.maintenance(e, p, d)
-	p.placements[d.Epoch] = &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq}
+	p.placements[d.Epoch] = &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq, migrate: d.Migrate}
 	if d.By != "" {
 		return // an operator's command is its own cause
 	}
@@ -446,6 +470,42 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	for _, ep := range sortedKeys(p.placements) {
 		if pl := p.placements[ep]; ep < d.Epoch && !pl.released {
 			c.fail(e, RuleCause, "%s placement while epoch %d on %s (placed at seq %d) is neither failed, halted nor lost", reason, ep, pl.node, pl.seq)
+		}
+	}
+}
+
+// migrated checks a guest.migrated and hands epoch d.Epoch over to
+// d.TargetEpoch: the source placement is released and its live processes
+// belong to the target from now on.
+func (c *checker) migrated(e events.Event, d events.GuestMigrated) {
+	c.causeIfNamed(e)
+	c.report.Checked[RuleMigration]++
+	p := c.pkg(e.Subject)
+	src, dst := p.placements[d.Epoch], p.placements[d.TargetEpoch]
+	switch {
+	case src == nil:
+		c.fail(e, RuleMigration, "migrates epoch %d, which was never placed", d.Epoch)
+	case src.released:
+		c.fail(e, RuleMigration, "migrates epoch %d on %s, already released: its guest was to be stopped", d.Epoch, src.node)
+	}
+	switch {
+	case dst == nil || d.TargetEpoch <= d.Epoch:
+		c.fail(e, RuleMigration, "migrates to epoch %d, not a later placement of the package", d.TargetEpoch)
+	case dst.node != d.TargetNode:
+		c.fail(e, RuleMigration, "migrates to node %s, but epoch %d is placed on %s", d.TargetNode, d.TargetEpoch, dst.node)
+	case !dst.migrate:
+		c.fail(e, RuleMigration, "migrates to epoch %d, whose placement did not ask for a migration", d.TargetEpoch)
+	case dst.released:
+		c.fail(e, RuleMigration, "migrates to epoch %d, already released", d.TargetEpoch)
+	}
+	if src != nil {
+		src.released = true
+	}
+	delete(p.open, d.Epoch)
+	for k, pr := range p.alive {
+		if pr.epoch == d.Epoch {
+			pr.epoch = d.TargetEpoch
+			p.alive[k] = pr
 		}
 	}
 }
@@ -618,6 +678,21 @@ func (c *checker) startBound(pkg string) time.Duration {
 		}
 	}
 	return driver + start + c.opts.Grace
+}
+
+// migrateBound is how long a guest.migrating may stay open: the exec
+// driver's migrate_timeout (or the process driver's bound), plus the grace.
+func (c *checker) migrateBound(pkg string) time.Duration {
+	d := config.DefaultProcessMigrateTimeout
+	if c.cfg != nil {
+		if cp, ok := c.cfg.Package(pkg); ok && cp.Guest.Exec != nil {
+			d = config.DefaultMigrateTimeout
+			if t := cp.Guest.Exec.MigrateTimeout.D(); t > 0 {
+				d = t
+			}
+		}
+	}
+	return d + c.opts.Grace
 }
 
 // haltBound is how long a package.halting may stay open: every service's
