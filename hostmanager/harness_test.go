@@ -48,6 +48,8 @@ type harness struct {
 	failStart string
 	// holdRuns keeps RunService actions from being performed.
 	holdRuns bool
+	// failMigrate makes MigrateGuest fail with this reason.
+	failMigrate string
 }
 
 func newHarness(t rapid.TB, yaml string) *harness {
@@ -261,6 +263,15 @@ func (h *harness) perform(a Action) {
 		h.nextPID++
 		h.running[g][a.Service.Name+"|"+a.RequestID] = h.nextPID
 		h.add(agentSource(g), a.Package, a.CauseID, events.ProcessStarted{Guest: g, Service: a.Service.Name, PID: h.nextPID, RequestID: a.RequestID, Epoch: a.Epoch})
+	case MigrateGuest:
+		if h.failMigrate != "" {
+			h.append(a.GuestMigrationFailed(h.failMigrate))
+			return
+		}
+		// The guest and its processes run on, elsewhere.
+		h.guestUp[g] = false
+		delete(h.running, g)
+		h.append(a.GuestMigrated())
 	case StopService:
 		key := a.Service.Name + "|" + a.RequestID
 		pid, ok := h.running[g][key]
