@@ -121,6 +121,14 @@ func TestCommand(t *testing.T) {
 		// pkg move
 		{name: "move", cmd: Command{Op: OpMove, Package: "web", Node: "node2", By: "ann"},
 			want: "web->node2 epoch=2 reason=operator_move prev=node1 by=ann cause="},
+		{name: "move a guest that can migrate", extra: func(l *logb) {
+			web := testPkg("web", "node1", "node2", "node3")
+			web.Guest.Migrate = true
+			db := testPkg("db", "node2", "node1")
+			db.AutoRun = boolp(false)
+			l.config(testCluster(web, db, testPkg("mq", "node1", "node2")))
+		}, cmd: Command{Op: OpMove, Package: "web", Node: "node2", By: "ann"},
+			want: "web->node2 epoch=2 reason=operator_move prev=node1 by=ann migrate cause="},
 		{name: "move without -n", cmd: Command{Op: OpMove, Package: "web", By: "ann"},
 			want: "move web: name the node to move it to with -n", err: true},
 		{name: "move to the same node", cmd: Command{Op: OpMove, Package: "web", Node: "node1", By: "ann"},

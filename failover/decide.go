@@ -60,7 +60,9 @@ func ReasonCode(reason string) string {
 //     decision is a package.halting{node, epoch, reason node_halted}
 //     without By (auto_run stays as it is): it waits down for a node;
 //   - its node drained (maintenance): as for a halted node, with reason
-//     node_drained;
+//     node_drained; a running package whose guest can migrate
+//     (config Guest.CanMigrate) is placed with migrate, so that its guest
+//     moves live;
 //   - on a frozen node (placed, starting, running, halting or failing
 //     there): nothing, whatever else is due, until the node is thawed;
 //   - running, failback_policy automatic, a higher node of its list joined
@@ -123,6 +125,7 @@ type placement struct {
 	pkg, node, prev, reason string
 	epoch                   uint64
 	halt                    bool
+	migrate                 bool // a live migration of the running guest
 	causeSeq                uint64
 	causeID                 string
 }
@@ -132,7 +135,7 @@ func (pl placement) event(cause string) events.Event {
 	if pl.halt {
 		e.Data = events.PackageHalting{Node: pl.node, Epoch: pl.epoch, Reason: pl.reason}
 	} else {
-		e.Data = events.PackagePlaced{Node: pl.node, Epoch: pl.epoch, Reason: pl.reason, PreviousNode: pl.prev}
+		e.Data = events.PackagePlaced{Node: pl.node, Epoch: pl.epoch, Reason: pl.reason, PreviousNode: pl.prev, Migrate: pl.migrate}
 	}
 	return e
 }
@@ -245,6 +248,9 @@ func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool)
 	if pl.node == "" {
 		return placement{}, false
 	}
+	// A drain moves a running guest live where its driver can: the
+	// drained node's host manager migrates it, or halts it if that fails.
+	pl.migrate = pl.reason == ReasonNodeDrained && p.Phase == PhaseRunning && cp.Guest.CanMigrate()
 	if n := s.Nodes[pl.node]; n != nil {
 		pl.causedBy(n.EligibleSeq, n.EligibleID)
 	}

@@ -489,6 +489,18 @@ func TestDecide(t *testing.T) {
 			want: "web->node2 epoch=2 reason=node_drained prev=node1 cause=e8",
 		},
 		{
+			name: "drain moves a running package whose guest can migrate live",
+			build: func(l *logb) {
+				mig := testPkg("web", "node1", "node2", "node3")
+				mig.Guest.Migrate = true
+				l.config(testCluster(mig))
+				l.join("node1", "node2", "node3")
+				l.run("web", "node1", 1)
+				l.add("node1", events.NodeDrained{Reason: "firmware", By: "op"}, "")
+			},
+			want: "web->node2 epoch=2 reason=node_drained prev=node1 migrate cause=e8",
+		},
+		{
 			name: "drain with nowhere to go halts the package where it is",
 			build: func(l *logb) {
 				l.config(testCluster(testPkg("web", "node1")))

@@ -134,6 +134,9 @@ func brief(evs []events.Event) string {
 			if d.By != "" {
 				s += " by=" + d.By
 			}
+			if d.Migrate {
+				s += " migrate"
+			}
 			parts = append(parts, s+" cause="+e.CauseID)
 		default:
 			s := fmt.Sprintf("%s %s %s", events.ShortType(e.Type()), e.Subject, e.Summary())
