@@ -96,6 +96,8 @@ func genPayload(t *rapid.T, typ string) Payload {
 			f.SetUint(rapid.OneOf(rapid.Uint64Range(0, 10), rapid.Uint64()).Draw(t, name))
 		case f.Kind() == reflect.Bool:
 			f.SetBool(rapid.Bool().Draw(t, name))
+		case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Struct:
+			f.Set(genStructs(t, name, f.Type()))
 		case f.Type() == reflect.TypeFor[[]string]():
 			n := rapid.OneOf(rapid.IntRange(0, 4), rapid.IntRange(99, 102)).Draw(t, name+".len")
 			ss := make([]string, n)
@@ -112,6 +114,41 @@ func genPayload(t *rapid.T, typ string) Payload {
 		}
 	}
 	return v.Interface().(Payload)
+}
+
+// genStructs draws a slice of typ, a slice of structs of string and
+// integer fields (guest.migrated's processes): plausible or wild values.
+func genStructs(t *rapid.T, name string, typ reflect.Type) reflect.Value {
+	n := rapid.IntRange(0, 3).Draw(t, name+".len")
+	if n == 0 && rapid.Bool().Draw(t, name+".nil") {
+		return reflect.Zero(typ)
+	}
+	out := reflect.MakeSlice(typ, n, n)
+	et := typ.Elem()
+	for j := range n {
+		for i := range et.NumField() {
+			f := out.Index(j).Field(i)
+			fn := name + "." + et.Field(i).Name
+			plain := rapid.IntRange(0, 3).Draw(t, fn+".wild") > 0
+			switch f.Kind() {
+			case reflect.String:
+				if plain {
+					f.SetString(rapid.StringMatching(`[a-z0-9][a-z0-9_/-]{0,10}`).Draw(t, fn))
+				} else {
+					f.SetString(genString(t, fn))
+				}
+			case reflect.Int, reflect.Int64:
+				if plain {
+					f.SetInt(rapid.Int64Range(0, 100000).Draw(t, fn))
+				} else {
+					f.SetInt(genInt(t, fn))
+				}
+			default:
+				t.Fatalf("%s: no generator for %s", fn, f.Type())
+			}
+		}
+	}
+	return out
 }
 
 // genEvent draws an event of typ: mostly well-formed, sometimes with an
