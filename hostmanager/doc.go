@@ -82,6 +82,27 @@
 // supersedes this one: it steps down (Run returns ErrSuperseded) and leaves
 // the guests to it.
 //
+// # Live migration
+//
+// A package.placed with migrate, for another node, of an instance that
+// runs and whose guest's driver can migrate (config Guest.CanMigrate) does
+// not halt it: Decide appends guest.migrating, Pending asks for
+// MigrateGuest (the driver's Migrator, bounded by migrateTimeout), and the
+// runner appends guest.migrated (naming the processes that go with the
+// guest) or guest.migration_failed, after which the instance halts as for
+// any move (the fallback). guest.migrated releases the source placement
+// and ends its instance without a halt; on the target node it leaves an
+// Adoption, and the instance that package.starting then creates takes
+// over the guest's processes (which go on reporting their old epoch:
+// Instance.FromEpoch). Its StartGuest finds the guest running; its first
+// guest.started runs only the services that came without a process.
+//
+// Every guest start names this node and epoch to the guest's agent (a
+// place request, guestagent.PlaceRequest) and every run request carries
+// the node: the agent checks them against the log's placement and follows
+// this node's lease, so that a guest that booted here with a stale --node,
+// or came here by migration, is fenced by this node's lease only.
+//
 // # Every action ends
 //
 // No action waits without a bound, and each bound ends in an event
