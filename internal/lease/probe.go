@@ -85,7 +85,8 @@ func (p *Prober) Run(ctx context.Context) {
 			switch {
 			case err != nil && !failing:
 				failing = true
-				p.logger.Warn("lease store takes no writes; no node is declared lost until it has taken them for node_timeout", "err", err)
+				p.logger.Warn("lease store takes no writes; no node is declared lost until it has taken them for node_timeout "+
+					"(if it persists: this controller's NATS user must be allowed to publish to $KV."+Bucket+"._probe.>)", "err", err)
 			case err == nil && failing:
 				failing = false
 				p.logger.Info("lease store takes writes again; a node whose lease is missing is declared lost no earlier than node_timeout from its window's start",
