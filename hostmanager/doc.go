@@ -54,8 +54,10 @@
 // one *events.Log in one process). It replays the log, then follows it from
 // the next sequence; malformed messages advance their package's sequence
 // (State.NoteSkipped), so an expected-sequence append never conflicts
-// forever. It acts only while it holds the node lease and has not fenced
-// itself. Actions run in goroutines, keyed by Action.Key; results come back
+// forever. It acts only while the node's membership core allows it
+// (Member.MayAct, member.go: the lease held, not fenced, not superseded,
+// not frozen); it feeds that core the node's events and what it observes of
+// the lease, and appends the node.fenced and node.joined the core decides. Actions run in goroutines, keyed by Action.Key; results come back
 // to the loop, which alone owns the State.
 //
 // Guest drivers (driver.go): "process" runs `vmguard agent --guest G --node
