@@ -27,7 +27,9 @@
 //     node.thawed); no placement moves a package away from a frozen node
 //     while its placement there is not released; and no node.lost is
 //     recorded for a frozen node (its guard is disarmed: a lapsed lease
-//     there does not mean its guests are stopped);
+//     there does not mean its guests are stopped); a frozen node's host
+//     manager decides nothing (no start, restart, guest loss or service
+//     failure on it written later than Options.Grace after the freeze);
 //   - migration: a live migration hands one epoch over to the next without
 //     two live ones: guest.migrated of epoch N to epoch M needs M to be a
 //     later placement of the package, on the target node and placed with
@@ -384,6 +386,7 @@ func (c *checker) apply(e events.Event) {
 	case events.PackagePlaced:
 		c.placed(e, d)
 	case events.PackageStarting:
+		c.frozenHost(e, d.Node)
 		c.causeIfNamed(e)
 		c.liveNode(e, d.Node, d.Epoch)
 		c.releasedFirst(e, d.Epoch)
@@ -435,8 +438,12 @@ func (c *checker) apply(e events.Event) {
 	case events.GuestMigrated:
 		c.migrated(e, d)
 	case events.ServiceRestarting:
+		c.frozenHost(e, d.Node)
 		c.restarting(e, d)
+	case events.GuestLost:
+		c.frozenHost(e, d.Node)
 	case events.ServiceFailed:
+		c.frozenHost(e, d.Node)
 		c.causeIfNamed(e)
 	case events.ProcessStarted:
 		c.processStarted(e, d)
@@ -562,6 +569,18 @@ func (c *checker) maintenance(e events.Event, p *pkgState, d events.PackagePlace
 		if h, ok := c.frozen[pl.node]; ok && ep < d.Epoch && !pl.released && pl.node != d.Node {
 			c.fail(e, RuleMaintenance, "moved away from node %s (epoch %d, not released), frozen at seq %d", pl.node, ep, h.Seq)
 		}
+	}
+}
+
+// frozenHost reports a decision of a frozen node's host manager (a start,
+// a restart, a guest loss, a service failure) written more than Grace after
+// the freeze: one written just after it was decided before the host
+// manager read the freeze (its appends are guarded by the package's
+// subjects, not the node's).
+func (c *checker) frozenHost(e events.Event, node string) {
+	c.report.Checked[RuleMaintenance]++
+	if f, ok := c.frozen[node]; ok && e.Time.After(f.Time.Add(c.opts.Grace)) {
+		c.fail(e, RuleMaintenance, "decided on node %s, frozen at seq %d (%v before)", node, f.Seq, e.Time.Sub(f.Time).Round(time.Millisecond))
 	}
 }
 

@@ -215,6 +215,14 @@ func TestViolations(t *testing.T) {
 			l.add("n1", "", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"})
 			return l.add("n1", "", events.NodeLost{Reason: "lease expired"}).Seq
 		}, RuleMaintenance, "node n1 recorded lost while frozen"},
+		{"restart on a frozen node", func(l *cleanLog) uint64 {
+			l.finish()
+			l.evs = l.evs[:len(l.evs)-4] // epoch 3 runs on n1
+			l.add("n1", "", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"})
+			g := l.evs[len(l.evs)-4] // epoch 3's guest.started
+			x := l.at(time.Minute).add("web", g.ID+"/s", events.ProcessExited{Guest: "g", Service: "s", PID: 30, ExitCode: 1, RequestID: g.ID + "/s", Epoch: 3})
+			return l.add("web", x.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 3, Attempt: 1, RestartsLeft: 1}).Seq
+		}, RuleMaintenance, "decided on node n1, frozen at seq"},
 		{"starting never ends", func(l *cleanLog) uint64 {
 			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
 			l.at(time.Hour).add("n1", "", events.NodeJoined{})
