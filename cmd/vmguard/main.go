@@ -127,6 +127,7 @@ type cli struct {
 	Apply   applyCmd   `cmd:"" group:"Configure" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
 
 	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" group:"Configure" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
+	Simulate         simulateCmd  `cmd:"" group:"Configure" help:"What-if: replay the log through the cores under a changed config and show which decisions would differ."`
 
 	Bench benchCmd `cmd:"" group:"Measure" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
 }
