@@ -346,3 +346,46 @@ func TestNamePatternAgrees(t *testing.T) {
 		}
 	})
 }
+
+// FuzzFastAgrees: whatever body the fast path accepts, the sdk-go path
+// accepts too and reads as the same event, through the copying and the
+// owned-body paths (a mutation it cannot judge it must decline).
+func FuzzFastAgrees(f *testing.F) {
+	c, err := NewCodec()
+	if err != nil {
+		f.Fatal(err)
+	}
+	t0 := time.Date(2026, 12, 2, 4, 0, 0, 0, time.UTC)
+	seeds := []Event{
+		benchEvent(1),
+		{ID: "p1", Source: "/vmguard/failover", Subject: "web", Time: t0, CauseID: "c1", Data: PackagePlaced{Node: "node1", Epoch: 2, Reason: "node_lost", PreviousNode: "node2"}},
+		{ID: "n1", Source: "/vmguard/failover", Subject: "node1", Time: t0, Data: NodeLost{Reason: "lease expired", LastSeen: t0}},
+		{ID: "g1", Source: "/vmguard/nodes/node1/host", Subject: "web", Time: t0, Data: GuestLost{Guest: "webvm", Node: "node1", Epoch: 3, LastHeartbeat: t0}},
+		{ID: "s1", Source: "/vmguard/nodes/node1/host", Subject: "web", Time: t0, Data: PackageSwitchingChanged{Node: "node2", Enabled: true, By: "alice"}},
+		{ID: "r1", Source: "/vmguard/nodes/node1/host", Subject: "web", Time: t0, Data: ServiceRestarting{Service: "httpd", Node: "node1", Epoch: 1, Attempt: 2, RestartsLeft: -1, DelayMS: 100}},
+	}
+	for _, e := range seeds {
+		m, err := c.encodeSDK(e)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(m.Data)
+	}
+	f.Add([]byte(`{"specversion":"1.0","id":"a","source":"/x","type":"io.vmguard.package.started.v1","subject":"web","time":"2026-12-02T04:00:00Z","data":{"node":"n\u0041","epoch":1}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		body = validUTF8(body)
+		for _, owned := range []bool{false, true} {
+			got, ok := c.decodeFast(nil, bytes.Clone(body), owned)
+			if !ok {
+				continue
+			}
+			want, err := c.decodeSDK(nil, body)
+			if err != nil {
+				t.Fatalf("fast path accepted what sdk-go refuses (%v): %s", err, body)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("fast path: %+v\nsdk-go: %+v\nbody: %s", got, want, body)
+			}
+		}
+	})
+}
