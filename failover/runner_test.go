@@ -1,6 +1,7 @@
 package failover
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -460,6 +461,45 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	}
 	if _, ok := env.last(events.NodeSubject("node2", "lost")); ok {
 		t.Fatal("node2 lost, though its lease is renewed")
+	}
+	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
+}
+
+// TestNewControllerJudgesFromItsOwnProbes: a controller that starts after
+// a node's lease already expired has not seen the lease store take writes
+// for node_timeout yet (lease.Judge): it records node.lost only once its
+// own probes have gone through for node_timeout, never at its first check,
+// and then it does.
+func TestNewControllerJudgesFromItsOwnProbes(t *testing.T) {
+	env := newEnv(t)
+	const ttl = time.Second
+	leases := env.holdLeases(ttl, "node1", "node2")
+	c := testCluster(testPkg("web", "node2", "node1"))
+	c.Nodes = []string{"node1", "node2"}
+	c.NodeTimeout = config.Duration(ttl)
+	env.config(c)
+	env.add("node1", events.NodeJoined{})
+	env.add("node2", events.NodeJoined{})
+	last := leases.stop("node1")
+	waitFor(t, 10*ttl, "node1's lease to expire", func() bool {
+		_, err := leases.kv.Get(env.ctx, "node1")
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
+	started := time.Now()
+	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
+	var lost events.Event
+	waitFor(t, 10*ttl, "node1 lost", func() bool {
+		var ok bool
+		lost, ok = env.last(events.NodeSubject("node1", "lost"))
+		return ok
+	})
+	t.Logf("lease expired %s after the last renewal; controller started %s later; node.lost %s after its start",
+		started.Sub(last).Round(time.Millisecond), started.Sub(last.Add(ttl)).Round(time.Millisecond), lost.Time.Sub(started).Round(time.Millisecond))
+	if lost.Time.Sub(started) < ttl {
+		t.Errorf("node1 lost %s after the controller started, before its probes had gone through for node_timeout %s", lost.Time.Sub(started), ttl)
+	}
+	if _, ok := env.last(events.NodeSubject("node2", "lost")); ok {
+		t.Error("node2 lost, though its lease is renewed")
 	}
 	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
 }
