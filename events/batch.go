@@ -316,7 +316,11 @@ func (b *batcher) commit(batch []*asyncAppend) {
 		l.logger.Debug("append async: batch refused, appending one by one", "events", len(batch), "err", err)
 	}
 	for _, a := range batch {
-		ack, err := l.js.PublishMsg(ctx, a.m)
+		// Each its own bound: a thousand fsynced appends in a row may take
+		// longer than one batch's.
+		actx, acancel := context.WithTimeout(context.Background(), batchTimeout)
+		ack, err := l.js.PublishMsg(actx, a.m)
+		acancel()
 		switch {
 		case err == nil:
 			a.ok <- ack
