@@ -60,6 +60,9 @@ func (r *Runner) checkLeases(ctx context.Context) {
 			if v, err := lease.Decode(entry.Value()); err == nil {
 				r.lastSeen[name] = v.Renewed
 				if v.FrozenUntil.IsZero() {
+					if t := r.state.Nodes[name].ThawedAt; !t.IsZero() && !r.armed[name].After(t) && v.Renewed.After(t) {
+						r.logger.Info("node re-armed after its thaw: a lapse of its lease counts as a loss again", "node", name, "renewed", v.Renewed)
+					}
 					r.armed[name] = v.Renewed
 				}
 			}

@@ -285,10 +285,11 @@ func TestMaintenanceThawRearms(t *testing.T) {
 		v, err := lease.Decode(e.Value())
 		return err == nil && v.FrozenUntil.IsZero()
 	})
-	// The controller must have read the unfrozen lease (it checks every
-	// 250 ms) to count the coming lapse as a loss before the freeze's end
-	// an hour away; nothing shows that it did, so give it 8 looks.
-	time.Sleep(2 * time.Second) // the controller's lease checks, not an outcome
+	// The controller must have read the unfrozen lease to count the coming
+	// lapse as a loss before the freeze's end an hour away; it says so.
+	waitFor(t, 30*time.Second, "the controller re-arms "+node, func() bool {
+		return strings.Contains(f.logs["failover"].String(), "node re-armed after its thaw")
+	})
 	stop := make(chan struct{})
 	defer close(stop)
 	gone := watchGone(pid, stop)
