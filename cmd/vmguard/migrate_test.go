@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,15 +51,21 @@ func TestUpMigrate(t *testing.T) {
 	port := freePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	cmd, upOut, _ := startUpWeb(t, store, port, "-f", cfg)
-	waitFor(t, 60*time.Second, "vmguard up's server", func() bool {
+	var l *events.Log
+	waitFor(t, 60*time.Second, "vmguard up's log", func() bool {
 		nc, err := nats.Connect(url, nats.NoReconnect())
 		if err != nil {
 			return false
 		}
-		nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if l, err = events.Open(ctx, nc, events.WithoutCreate()); err != nil {
+			nc.Close()
+			return false
+		}
+		t.Cleanup(nc.Close)
 		return true
 	})
-	l := dialLog(t, url)
 	started := func(epoch uint64, node string) bool {
 		for _, e := range readLog(t, l) {
 			if d, ok := e.Data.(events.PackageStarted); ok && d.Epoch == epoch && d.Node == node {
@@ -81,9 +88,21 @@ func TestUpMigrate(t *testing.T) {
 	waitFor(t, 60*time.Second, "web running on node2", func() bool { return started(2, "node2") })
 	evs := readLog(t, l)
 	short := map[string]int{}
+	var placed, done time.Time
 	for _, e := range evs {
 		short[events.ShortType(e.Type())]++
+		switch d := e.Data.(type) {
+		case events.PackagePlaced:
+			if d.Epoch == 2 {
+				placed = e.Time
+			}
+		case events.PackageStarted:
+			if d.Epoch == 2 {
+				done = e.Time
+			}
+		}
 	}
+	t.Logf("pkg move to package.started on node2: %s (the service never stopped)", done.Sub(placed).Round(time.Millisecond))
 	if short["guest.migrating"] != 1 || short["guest.migrated"] != 1 {
 		t.Errorf("migration events: %v", short)
 	}
