@@ -192,3 +192,41 @@ func TestDaemonMetrics(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentMetrics starts `vmguard agent --metrics` and scrapes its gauge of
+// running processes, labelled with the guest.
+func TestAgentMetrics(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	startServer(t, filepath.Join(dir, "nats"), port)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd := exec.Command(vmguardBin, "--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "agent", "--guest", "g1",
+		"--state", filepath.Join(dir, "agent"), "--metrics", addr)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var f map[string]*dto.MetricFamily
+	waitFor(t, 30*time.Second, "vmguard_agent_processes{guest=\"g1\"}", func() bool {
+		var err error
+		f, err = scrape("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		fam, ok := f["vmguard_agent_processes"]
+		if !ok || len(fam.GetMetric()) != 1 {
+			return false
+		}
+		for _, lp := range fam.GetMetric()[0].GetLabel() {
+			if lp.GetName() == "guest" && lp.GetValue() == "g1" {
+				return true
+			}
+		}
+		return false
+	})
+	if got := sum(f, "vmguard_agent_processes"); got != 0 {
+		t.Errorf("vmguard_agent_processes = %v before any run, want 0\n%s", got, out.String())
+	}
+}
