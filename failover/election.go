@@ -235,15 +235,9 @@ func (r *Runner) release(ctx context.Context, kv jetstream.KeyValue, rev uint64)
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
-	e, err := kv.Get(dctx, LeaderKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return
-	}
-	if err == nil {
-		if !r.ours(e.Value()) {
-			return // someone else leads already
-		}
-		err = kv.Delete(dctx, LeaderKey, jetstream.LastRevision(e.Revision()))
+	err := lease.Release(dctx, kv, LeaderKey, r.ours)
+	if errors.Is(err, lease.ErrNotHeld) {
+		return // expired, or someone else leads already
 	}
 	if err != nil {
 		r.logger.Warn("release leadership; the key expires by itself", "err", err)

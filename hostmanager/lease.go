@@ -424,12 +424,12 @@ func (r *Runner) releaseLease(ctx context.Context) {
 	defer cancel()
 	kv, err := lease.Open(dctx, r.log.JetStream())
 	if err == nil {
-		if _, holder, err := r.leaseHolder(dctx, kv, time.Second); err != nil || holder != r.holder {
-			return
-		}
-		err = kv.Delete(dctx, r.node)
+		err = lease.Release(dctx, kv, r.node, func(b []byte) bool {
+			v, err := lease.Decode(b)
+			return err == nil && v.Holder == r.holder
+		})
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, lease.ErrNotHeld) {
 		r.logger.Warn("release node lease", "err", err)
 	}
 }

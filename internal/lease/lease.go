@@ -163,3 +163,31 @@ func Open(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, erro
 	}
 	return kv, nil
 }
+
+// ErrNotHeld is Release's answer when the key is missing or not the caller's.
+var ErrNotHeld = errors.New("not held")
+
+// Release deletes key from kv if its current value is the caller's (ours
+// says whether a value names it), with the revision it read as the
+// delete's expected last revision, so that a holder that took the key in
+// between keeps it. It reads the key rather than trusting the last revision
+// the caller wrote: a renewal cut short by a stop may have been stored
+// without its ack arriving. The host manager releases its node's lease so
+// on a clean stop, and the failover leader its leader key (bucket
+// vmguard_failover), so that a successor takes over at once.
+func Release(ctx context.Context, kv jetstream.KeyValue, key string, ours func([]byte) bool) error {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("release %s: %w", key, ErrNotHeld)
+	}
+	if err != nil {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	if !ours(e.Value()) {
+		return fmt.Errorf("release %s: %w", key, ErrNotHeld)
+	}
+	if err := kv.Delete(ctx, key, jetstream.LastRevision(e.Revision())); err != nil {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	return nil
+}

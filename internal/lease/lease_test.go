@@ -2,6 +2,7 @@ package lease_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -92,5 +93,42 @@ func TestEnsureFollowsStreamReplicas(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("put a lease into the scaled-up bucket: %v", err)
 		}
+	}
+}
+
+// TestRelease: a holder deletes only its own key; someone else's, or a
+// missing one, is ErrNotHeld and stays as it is.
+func TestRelease(t *testing.T) {
+	ctx := context.Background()
+	nc := natsd.Connect(t, natsd.StartTest(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := lease.Ensure(ctx, js, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := func(b []byte) bool { v, err := lease.Decode(b); return err == nil && v.Holder == "a" }
+	if err := lease.Release(ctx, kv, "node1", ours); !errors.Is(err, lease.ErrNotHeld) {
+		t.Fatalf("release a missing key: %v, want ErrNotHeld", err)
+	}
+	if _, err := kv.Put(ctx, "node1", lease.Value{Node: "node1", Holder: "b", TTLMS: 10000}.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Release(ctx, kv, "node1", ours); !errors.Is(err, lease.ErrNotHeld) {
+		t.Fatalf("release another holder's key: %v, want ErrNotHeld", err)
+	}
+	if _, err := kv.Get(ctx, "node1"); err != nil {
+		t.Fatalf("another holder's key after a release: %v", err)
+	}
+	if _, err := kv.Put(ctx, "node1", lease.Value{Node: "node1", Holder: "a", TTLMS: 10000}.Encode()); err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Release(ctx, kv, "node1", ours); err != nil {
+		t.Fatalf("release our key: %v", err)
+	}
+	if _, err := kv.Get(ctx, "node1"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("our key after a release: %v, want gone", err)
 	}
 }
