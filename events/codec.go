@@ -140,7 +140,9 @@ func (c *Codec) decodeSDK(hdr nats.Header, body []byte) (Event, error) {
 // writer (a guest, say) to subjects, not to what a body claims, so an event
 // whose body claims to be about another package, a node or the cluster than
 // the subject it was stored on is refused (ErrInvalid) — a guest allowed to
-// publish only its own process events cannot forge a placement this way.
+// publish only its own process events cannot forge a placement this way —
+// and so is one whose source names a role that does not write its type
+// (SourceFits): the subject says which roles could have written it.
 func (c *Codec) DecodeStored(subject string, hdr nats.Header, body []byte) (Event, error) {
 	return c.decodeStored(subject, hdr, body, false)
 }
@@ -166,6 +168,9 @@ func (c *Codec) decodeStored(subject string, hdr nats.Header, body []byte, owned
 	}
 	if want != subject {
 		return Event{}, fmt.Errorf("%w: a %s about %q belongs on %s, but was stored on %s", ErrInvalid, e.Type(), e.Subject, want, subject)
+	}
+	if err := SourceFits(e); err != nil {
+		return Event{}, err
 	}
 	return e, nil
 }

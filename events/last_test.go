@@ -41,7 +41,7 @@ func TestLastAndGetSkipMalformed(t *testing.T) {
 		t.Fatalf("skipped %d, want 2 (once per read)", l.Skipped())
 	}
 
-	good, err := l.Append(ctx, events.New("/t", "web", events.PackageFailed{Node: "node1", Epoch: 3, Reason: "ok"}))
+	good, err := l.Append(ctx, events.New(events.HostSource("node1"), "web", events.PackageFailed{Node: "node1", Epoch: 3, Reason: "ok"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestLastAndGetSkipMalformed(t *testing.T) {
 	}
 
 	// The tail Last reported is what an expected-sequence append needs.
-	if _, err := l.Append(ctx, events.New("/t", "web", events.PackageFailed{Node: "node1", Epoch: 5, Reason: "next"}), events.ExpectLastSeq(subj, tl.Seq)); err != nil {
+	if _, err := l.Append(ctx, events.New(events.HostSource("node1"), "web", events.PackageFailed{Node: "node1", Epoch: 5, Reason: "next"}), events.ExpectLastSeq(subj, tl.Seq)); err != nil {
 		t.Fatalf("append expecting the tail %d: %v", tl.Seq, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -82,7 +83,7 @@ func TestRoundTripEveryType(t *testing.T) {
 	}
 	var want []events.Event
 	for i, typ := range events.Types() {
-		e := events.New("/vmguard/test", subjectFor(typ), samples[typ])
+		e := events.New(eventstest.Source(typ, subjectFor(typ)), subjectFor(typ), samples[typ])
 		e.Time = e.Time.Truncate(time.Microsecond)
 		if i > 0 {
 			e.CauseID = want[i-1].ID
@@ -157,7 +158,7 @@ func TestSubjects(t *testing.T) {
 func TestDuplicateAppendStoredOnce(t *testing.T) {
 	ctx := context.Background()
 	l, _ := openLog(t)
-	e := events.New("/vmguard/test", "web", samplePayloads()[events.TypePackageStarted])
+	e := events.New(events.HostSource("node1"), "web", samplePayloads()[events.TypePackageStarted])
 	s1, err := l.Append(ctx, e)
 	if err != nil {
 		t.Fatal(err)
@@ -179,7 +180,7 @@ func TestExpectedSequenceConflict(t *testing.T) {
 	ctx := context.Background()
 	l, _ := openLog(t)
 	placed := func() events.Event {
-		return events.New("/vmguard/test", "web", events.PackagePlaced{Node: "node1", Epoch: 1, Reason: "initial"})
+		return events.New(events.ControllerSource, "web", events.PackagePlaced{Node: "node1", Epoch: 1, Reason: "initial"})
 	}
 	// Nothing about "web" yet: expect 0.
 	s1, err := l.Append(ctx, placed(), events.ExpectPackageSeq("web", 0))
@@ -187,7 +188,7 @@ func TestExpectedSequenceConflict(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An event about another package does not disturb "web".
-	if _, err := l.Append(ctx, events.New("/vmguard/test", "db", events.PackageStarted{Node: "node1", Epoch: 1})); err != nil {
+	if _, err := l.Append(ctx, events.New(events.HostSource("node1"), "db", events.PackageStarted{Node: "node1", Epoch: 1})); err != nil {
 		t.Fatal(err)
 	}
 	// A writer that read up to s1 wins; one that read an older state loses.
@@ -229,7 +230,7 @@ func TestMalformedMessageSkippedCounted(t *testing.T) {
 	l, nc := openLog(t)
 	js := l.JetStream()
 	good := func(n int) {
-		if _, err := l.Append(ctx, events.New("/t", "web", events.PackageStarted{Node: "node1", Epoch: uint64(n)})); err != nil {
+		if _, err := l.Append(ctx, events.New(events.HostSource("node1"), "web", events.PackageStarted{Node: "node1", Epoch: uint64(n)})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -249,7 +250,7 @@ func TestMalformedMessageSkippedCounted(t *testing.T) {
 	m := nats.NewMsg("vmguard.events.pkg.web.package.started")
 	m.Header.Set("ce-specversion", "1.0")
 	m.Header.Set("ce-id", "bin-1")
-	m.Header.Set("ce-source", "/x")
+	m.Header.Set("ce-source", events.HostSource("node2"))
 	m.Header.Set("ce-type", events.TypePackageStarted)
 	m.Header.Set("ce-subject", "web")
 	m.Header.Set("ce-time", "2026-11-27T10:00:00Z")
@@ -300,7 +301,7 @@ func TestFollowLiveAndResume(t *testing.T) {
 	defer cancel()
 	l, _ := openLog(t)
 	for i := 1; i <= 3; i++ {
-		if _, err := l.Append(ctx, events.New("/t", "web", events.PackageStarted{Node: "node1", Epoch: uint64(i)})); err != nil {
+		if _, err := l.Append(ctx, events.New(events.HostSource("node1"), "web", events.PackageStarted{Node: "node1", Epoch: uint64(i)})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -313,7 +314,7 @@ func TestFollowLiveAndResume(t *testing.T) {
 			return nil
 		})
 	}()
-	if _, err := l.Append(ctx, events.New("/t", "web", events.PackageStarted{Node: "node1", Epoch: 4})); err != nil {
+	if _, err := l.Append(ctx, events.New(events.HostSource("node1"), "web", events.PackageStarted{Node: "node1", Epoch: 4})); err != nil {
 		t.Fatal(err)
 	}
 	for want := uint64(2); want <= 4; want++ {

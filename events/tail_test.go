@@ -16,14 +16,14 @@ func TestTailOfAFilter(t *testing.T) {
 	if tl, err := l.Tail(ctx, events.NodeFilter("node2")); err != nil || tl.Found || tl.Seq != 0 {
 		t.Fatalf("tail of an empty filter: %+v, %v", tl, err)
 	}
-	if _, err := l.Append(ctx, events.New("/test", "node2", events.NodeJoined{})); err != nil {
+	if _, err := l.Append(ctx, events.New(events.HostSource("node2"), "node2", events.NodeJoined{})); err != nil {
 		t.Fatal(err)
 	}
-	lost, err := l.Append(ctx, events.New("/test", "node2", events.NodeLost{Reason: "lease expired"}))
+	lost, err := l.Append(ctx, events.New(events.ControllerSource, "node2", events.NodeLost{Reason: "lease expired"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Append(ctx, events.New("/test", "node1", events.NodeJoined{})); err != nil {
+	if _, err := l.Append(ctx, events.New(events.HostSource("node1"), "node1", events.NodeJoined{})); err != nil {
 		t.Fatal(err)
 	}
 	tl, err := l.Tail(ctx, events.NodeFilter("node2"))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 )
 
 // benchLog returns a log of about n events over 3 nodes and pkgs packages,
@@ -30,7 +31,7 @@ func genBenchLog(n, pkgs int, emit func(events.Event)) {
 	var seq uint64
 	add := func(subject string, data events.Payload) {
 		seq++
-		emit(events.Event{ID: fmt.Sprintf("e%d", seq), Source: "/bench", Subject: subject,
+		emit(events.Event{ID: fmt.Sprintf("e%d", seq), Source: eventstest.SourceOf(data, subject), Subject: subject,
 			Time: t0.Add(time.Duration(seq) * time.Millisecond), Data: data, Seq: seq})
 	}
 	add("", events.ConfigApplied{Config: cfg, Hash: "h"})

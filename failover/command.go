@@ -95,7 +95,7 @@ type Command struct {
 }
 
 // CLISource returns the CloudEvents source of an operator's command.
-func CLISource(by string) string { return "/vmguard/cli/" + by }
+func CLISource(by string) string { return events.OperatorSource(by) }
 
 func refuse(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))

@@ -11,7 +11,7 @@ import (
 )
 
 // Source is the CloudEvents source of the controller's decisions.
-const Source = "/vmguard/failover"
+const Source = events.ControllerSource
 
 // Reasons of a package.placed. An operator's --reason text follows the code
 // after ": " (see ReasonCode).

@@ -47,7 +47,7 @@ func TestExplain(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	if len(lines) != 11 || !strings.HasPrefix(lines[0], "#14 ") || lines[2] != "placed by:" ||
 		!strings.HasPrefix(lines[1], "  <- #13 ") || !strings.HasPrefix(lines[3], "#10 ") ||
-		!strings.Contains(lines[7], "guest.started") || !strings.Contains(lines[10], "cluster.config_applied hash=h [/test]") {
+		!strings.Contains(lines[7], "guest.started") || !strings.Contains(lines[10], "cluster.config_applied hash=h [/vmguard/cli/test]") {
 		t.Errorf("WriteChain:\n%s", b.String())
 	}
 	if Explain(l.evs, "nope") != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 )
 
 // t0 is the fixed time of the test logs; event n is at t0 + n seconds.
@@ -28,7 +29,7 @@ func (l *logb) add(subject string, data events.Payload, cause string) events.Eve
 	seq := uint64(len(l.evs) + 1)
 	e := events.Event{
 		ID:      fmt.Sprintf("e%d", seq),
-		Source:  "/test",
+		Source:  eventstest.SourceOf(data, subject),
 		Subject: subject,
 		Time:    t0.Add(time.Duration(seq) * time.Second),
 		CauseID: cause,

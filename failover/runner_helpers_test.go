@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
@@ -93,10 +94,10 @@ func (env *testEnv) start(name string, cfg Config) *runningRunner {
 	return rr
 }
 
-// add appends an event about subject as source "/test".
+// add appends an event about subject with a source that writes its type.
 func (env *testEnv) add(subject string, data events.Payload) events.Event {
 	env.t.Helper()
-	e := events.New("/test", subject, data)
+	e := eventstest.New(subject, data)
 	seq, err := env.log.Append(env.ctx, e)
 	if err != nil {
 		env.t.Fatalf("append %s %s: %v", e.Type(), subject, err)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
 )
 
 // ServiceName is the NATS micro service name every guest agent registers;
@@ -60,7 +61,7 @@ func HeartbeatSubject(guest string) string { return "vmguard.hb.guest." + guest 
 
 // Source returns the CloudEvents source of events written by the agent of
 // guest: /vmguard/guests/<guest>/agent.
-func Source(guest string) string { return "/vmguard/guests/" + guest + "/agent" }
+func Source(guest string) string { return events.GuestSource(guest) }
 
 // RunRequest asks the agent to start one process. JSON shape:
 //

@@ -297,7 +297,7 @@ func (s *State) Expect(pkg string) events.AppendOption {
 func (s *State) Source() string { return HostSource(s.Node) }
 
 // HostSource returns the CloudEvents source of node's host manager.
-func HostSource(node string) string { return "/vmguard/nodes/" + node + "/host" }
+func HostSource(node string) string { return events.HostSource(node) }
 
 // Affected returns the packages whose decisions or actions may have changed
 // after e: its package for a package event, every package otherwise.

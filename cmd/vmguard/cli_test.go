@@ -12,6 +12,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/examples"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/natsd"
@@ -203,7 +204,7 @@ func TestStatusAt(t *testing.T) {
 	now := time.Now()
 	at := func(ago time.Duration, subject string, d events.Payload) {
 		t.Helper()
-		e := events.Stamp(events.Event{Source: "/test", Subject: subject, Data: d}, now.Add(-ago))
+		e := events.Stamp(events.Event{Source: eventstest.SourceOf(d, subject), Subject: subject, Data: d}, now.Add(-ago))
 		if _, err := l.Append(ctx, e); err != nil {
 			t.Fatalf("append %s: %v", e.Type(), err)
 		}

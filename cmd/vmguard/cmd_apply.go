@@ -121,7 +121,7 @@ func appendConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, 
 	if err != nil {
 		return applyResult{}, err
 	}
-	e := events.New("/vmguard/cli/"+url.PathEscape(by), cl.Cluster, events.ConfigApplied{Config: body, Hash: hash, File: file, By: by, Reason: reason})
+	e := events.New(events.OperatorSource(url.PathEscape(by)), cl.Cluster, events.ConfigApplied{Config: body, Hash: hash, File: file, By: by, Reason: reason})
 	seq, err := l.Append(ctx, e, events.ExpectLastSeq(configSubject, cur.tail))
 	if errors.Is(err, events.ErrConflict) {
 		now, rerr := readInForce(ctx, l)

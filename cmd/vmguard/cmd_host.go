@@ -210,7 +210,7 @@ func (c *hostCmd) checkLease(ctx context.Context, l *events.Log) error {
 		by = currentUser()
 	}
 	host, _ := os.Hostname()
-	ev := events.New("/vmguard/nodes/"+c.Node+"/host", c.Node, events.NodeTakenOver{
+	ev := events.New(events.HostSource(c.Node), c.Node, events.NodeTakenOver{
 		Holder: events.Clip(v.Who(), events.MaxBy), NewHolder: fmt.Sprintf("pid %d on %s", os.Getpid(), events.Clip(host, 128)),
 		By: events.Clip(by, events.MaxBy), Reason: events.Clip(c.Reason, events.MaxReason),
 	})

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -60,7 +61,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	add := func(subject, cause string, d events.Payload) events.Event {
 		t.Helper()
-		e := events.New("/vmguard/test", subject, d)
+		e := eventstest.New(subject, d)
 		e.CauseID = cause
 		if _, err := l.Append(ctx, e); err != nil {
 			t.Fatal(err)

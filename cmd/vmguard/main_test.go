@@ -136,7 +136,7 @@ func TestServerKill9KeepsAcknowledgedEvents(t *testing.T) {
 	const n = 300
 	var ids []string
 	for i := 1; i <= n; i++ {
-		e := events.New("/vmguard/test", "web", events.PackageStarted{Node: "node1", Epoch: uint64(i)})
+		e := events.New(events.HostSource("node1"), "web", events.PackageStarted{Node: "node1", Epoch: uint64(i)})
 		if _, err := l.Append(ctx, e); err != nil {
 			t.Fatalf("append %d: %v", i, err)
 		}
