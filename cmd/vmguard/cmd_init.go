@@ -54,15 +54,18 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	if c.Valid < 1 {
 		return fmt.Errorf("%w: --valid-days %d: want at least 1", errUsage, c.Valid)
 	}
+	controller, reader := guestauth.Controller(), guestauth.Reader()
 	ids := []identity{
-		{name: "controller", what: "the failover controller (full rights)"},
+		{name: "controller", what: "the failover controller (reads everything; appends placements, package.halting and node.lost; the election and snapshot buckets)", perms: &controller},
 		{name: "operator-admin", what: "operators' CLI (full rights)"},
-	}
-	for _, n := range cl.Nodes {
-		ids = append(ids, identity{name: "host-" + n, what: "the host manager of node " + n + " (full rights: host roles are not enforced yet)"})
+		{name: "operator-readonly", what: "operators' read-only CLI (status, events, explain: reads the log and the buckets, changes nothing)", perms: &reader},
 	}
 	guests := map[string]*guestauth.Guest{}
 	var order []string
+	hosts := map[string]*guestauth.Host{}
+	for _, n := range cl.Nodes {
+		hosts[n] = &guestauth.Host{Node: n}
+	}
 	for _, p := range cl.Packages {
 		gs := guests[p.Guest.Name]
 		if gs == nil {
@@ -72,6 +75,22 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		}
 		gs.Packages = append(gs.Packages, p.Name)
 		gs.Nodes = append(gs.Nodes, p.Nodes...)
+		for _, n := range p.Nodes {
+			if h := hosts[n]; h != nil {
+				h.Packages = append(h.Packages, p.Name)
+				h.Guests = append(h.Guests, p.Guest.Name)
+			}
+		}
+	}
+	for _, n := range cl.Nodes {
+		perms, err := guestauth.ForHost(*hosts[n])
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n, err)
+		}
+		h := hosts[n]
+		what := fmt.Sprintf("the host manager of node %s (its node's events and lease key; the lifecycle events of package %s; requests to guest %s)",
+			n, strings.Join(slices.Compact(slices.Sorted(slices.Values(h.Packages))), ", "), strings.Join(slices.Compact(slices.Sorted(slices.Values(h.Guests))), ", "))
+		ids = append(ids, identity{name: "host-" + n, what: what, perms: &perms})
 	}
 	for _, name := range order {
 		perms, err := guestauth.For(*guests[name])

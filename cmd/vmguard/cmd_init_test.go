@@ -54,7 +54,7 @@ func TestInitSecureSetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"controller", "operator-admin", "host-node1", "host-node2", "host-node3", "guest-webvm", "guest-dbvm"} {
+	for _, id := range []string{"controller", "operator-admin", "operator-readonly", "host-node1", "host-node2", "host-node3", "guest-webvm", "guest-dbvm"} {
 		if _, err := os.Stat(filepath.Join(out, id, "user.nk")); err != nil {
 			t.Errorf("identity %s: %v", id, err)
 		}

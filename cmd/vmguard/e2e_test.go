@@ -49,11 +49,16 @@ type cluster struct {
 	dir   string
 	procs map[string]*exec.Cmd
 	logs  map[string]*syncBuffer
+	// env, if it has the daemon's name, is its environment (its identity).
+	env map[string][]string
 }
 
 func (c *cluster) start(name string, args ...string) {
 	c.t.Helper()
 	cmd := exec.Command(vmguardBin, append([]string{"--nats", c.url}, args...)...)
+	if env, ok := c.env[name]; ok {
+		cmd.Env = env
+	}
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
