@@ -87,8 +87,11 @@ func RoleOf(source string) (Role, string) {
 // node events of its own node only (SourceFits checks that).
 func Writers(typ string) []Role {
 	switch typ {
-	case TypeConfigApplied, TypePackageSwitchingChanged, TypePackageReset:
+	case TypeConfigApplied, TypePackageSwitchingChanged, TypePackageReset,
+		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen:
 		return []Role{RoleOperator}
+	case TypeNodeThawed:
+		return []Role{RoleController, RoleOperator}
 	case TypeNodeJoined, TypeNodeHalted:
 		return []Role{RoleHost, RoleOperator}
 	case TypeNodeFenced, TypeNodeTakenOver:

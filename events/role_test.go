@@ -74,6 +74,10 @@ func TestSourceFits(t *testing.T) {
 		{op, "demo", events.ConfigApplied{}, true},
 		{host, "demo", events.ConfigApplied{}, false},
 		{ctl, "demo", events.ConfigApplied{}, false},
+		{op, "node1", events.NodeDrained{}, true},
+		{host, "node1", events.NodeDrained{}, false},
+		{ctl, "node1", events.NodeThawed{}, true},
+		{ctl, "node1", events.NodeFrozen{}, false},
 		{"/t", "web", events.ProcessExited{}, false},
 	} {
 		err := events.SourceFits(events.Event{Source: tc.source, Subject: tc.subject, Data: tc.data})

@@ -133,7 +133,8 @@ func ForHost(h Host) (Permissions, error) {
 // Controller returns the rights of the failover controller: Reader's, and
 //
 //   - vmguard.events.pkg.*.package.placed and .package.halting, and
-//     vmguard.events.node.*.lost: its decisions;
+//     vmguard.events.node.*.lost and .thawed (a freeze that expired): its
+//     decisions;
 //   - $KV.vmguard_failover.> and $KV.vmguard_snapshots.>: the leader
 //     election and its state snapshots, and creating or updating those two
 //     buckets;
@@ -145,6 +146,7 @@ func Controller() Permissions {
 		events.PackageSubject("*", "package", "placed"),
 		events.PackageSubject("*", "package", "halting"),
 		events.NodeSubject("*", "lost"),
+		events.NodeSubject("*", "thawed"),
 		"$KV."+electionBucket+".>",
 		"$KV."+snapshotBucket+".>",
 	)
