@@ -153,21 +153,20 @@ func (c *Codec) DecodeStored(subject string, hdr nats.Header, body []byte) (Even
 func (c *Codec) decodeStored(subject string, hdr nats.Header, body []byte, owned bool) (Event, error) {
 	body = validUTF8(body)
 	e, ok := c.decodeFast(hdr, body, owned)
-	if ok && storedOn(e, subject) {
-		return e, nil
-	}
-	if !ok {
-		var err error
-		if e, err = c.decodeSDK(hdr, body); err != nil {
-			return Event{}, err
+	if !ok || !storedOn(e, subject) {
+		if !ok {
+			var err error
+			if e, err = c.decodeSDK(hdr, body); err != nil {
+				return Event{}, err
+			}
 		}
-	}
-	want, err := SubjectOf(e)
-	if err != nil {
-		return Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if want != subject {
-		return Event{}, fmt.Errorf("%w: a %s about %q belongs on %s, but was stored on %s", ErrInvalid, e.Type(), e.Subject, want, subject)
+		want, err := SubjectOf(e)
+		if err != nil {
+			return Event{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if want != subject {
+			return Event{}, fmt.Errorf("%w: a %s about %q belongs on %s, but was stored on %s", ErrInvalid, e.Type(), e.Subject, want, subject)
+		}
 	}
 	if err := SourceFits(e); err != nil {
 		return Event{}, err

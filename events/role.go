@@ -82,31 +82,43 @@ func RoleOf(source string) (Role, string) {
 	return RoleNone, ""
 }
 
+// The writer lists Writers returns (shared: callers must not change them).
+var (
+	byOperator           = []Role{RoleOperator}
+	byController         = []Role{RoleController}
+	byControllerOperator = []Role{RoleController, RoleOperator}
+	byHost               = []Role{RoleHost}
+	byHostOperator       = []Role{RoleHost, RoleOperator}
+	byAnyDecider         = []Role{RoleHost, RoleController, RoleOperator}
+	byGuestHost          = []Role{RoleGuest, RoleHost}
+)
+
 // Writers returns the roles that write events of type typ, in the order
 // docs/security.md lists them; none for an unknown type. A host writes the
-// node events of its own node only (SourceFits checks that).
+// node events of its own node only (SourceFits checks that). The slice is
+// shared: do not change it.
 func Writers(typ string) []Role {
 	switch typ {
 	case TypeConfigApplied, TypePackageSwitchingChanged, TypePackageReset,
 		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen:
-		return []Role{RoleOperator}
-	case TypeNodeThawed:
-		return []Role{RoleController, RoleOperator}
+		return byOperator
+	case TypeNodeThawed, TypePackagePlaced:
+		return byControllerOperator
 	case TypeNodeJoined, TypeNodeHalted:
-		return []Role{RoleHost, RoleOperator}
+		return byHostOperator
 	case TypeNodeFenced, TypeNodeTakenOver:
-		return []Role{RoleHost}
+		return byHost
 	case TypeNodeLost:
-		return []Role{RoleController}
-	case TypePackagePlaced:
-		return []Role{RoleController, RoleOperator}
+		return byController
 	case TypePackageHalting:
-		return []Role{RoleHost, RoleController, RoleOperator}
+		return byAnyDecider
 	case TypePackageStarting, TypePackageStarted, TypePackageHalted, TypePackageFailed,
-		TypeGuestStarted, TypeGuestLost, TypeGuestStopped, TypeServiceRestarting, TypeServiceFailed:
-		return []Role{RoleHost}
+		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
+		TypeGuestMigrating, TypeGuestMigrated, TypeGuestMigrationFailed,
+		TypeServiceRestarting, TypeServiceFailed:
+		return byHost
 	case TypeProcessStarted, TypeProcessExited:
-		return []Role{RoleGuest, RoleHost}
+		return byGuestHost
 	}
 	return nil
 }

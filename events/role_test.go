@@ -78,6 +78,8 @@ func TestSourceFits(t *testing.T) {
 		{host, "node1", events.NodeDrained{}, false},
 		{ctl, "node1", events.NodeThawed{}, true},
 		{ctl, "node1", events.NodeFrozen{}, false},
+		{host, "web", events.GuestMigrated{}, true},
+		{guest, "web", events.GuestMigrating{}, false},
 		{"/t", "web", events.ProcessExited{}, false},
 	} {
 		err := events.SourceFits(events.Event{Source: tc.source, Subject: tc.subject, Data: tc.data})
