@@ -71,6 +71,10 @@ func WithoutCreate() Option {
 	}
 }
 
+// MaxEventSize is the largest event the stream stores (its MaxMsgSize,
+// headers and body): room for the largest config a `vmguard apply` sends.
+const MaxEventSize = 1 << 20
+
 // StreamConfig returns the configuration of the VMGUARD stream: file storage,
 // every event kept, a two-minute duplicate window, direct get on.
 func StreamConfig(replicas int) jetstream.StreamConfig {
@@ -89,7 +93,7 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		// Atomic batches: group commit (batch.go).
 		AllowAtomicPublish: true,
 		Replicas:           replicas,
-		MaxMsgSize:         1 << 20,
+		MaxMsgSize:         MaxEventSize,
 	}
 }
 

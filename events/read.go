@@ -46,8 +46,13 @@ func (ro ReadOptions) deliver() (jetstream.DeliverPolicy, uint64, *time.Time) {
 // Handler receives one decoded event; an error stops the read and is returned.
 type Handler func(Event) error
 
-// replayBatch is how many messages a replay asks the server for at once.
-const replayBatch = 4096
+// readBuffer bounds the bytes a replay or a follower has asked the server
+// for and not read yet: a bound in bytes, not in messages, so that a flood
+// of maximum-size messages (a guest publishing junk on its subject) cannot
+// queue gigabytes on the connection in front of everything else it
+// carries (a host manager's lease renewals and heartbeats, requests to
+// agents). Four maximum-size events; thousands of ordinary ones.
+const readBuffer = 4 * MaxEventSize
 
 // Replay reads the events selected by ro that are in the log now, in stream
 // order, and returns the stream sequence of the last message it read (0 if
@@ -77,7 +82,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	if cons.CachedInfo().NumPending == 0 {
 		return 0, nil
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch))
+	it, err := cons.Messages(jetstream.PullMaxBytes(readBuffer))
 	if err != nil {
 		return 0, fmt.Errorf("replay: %w", err)
 	}
@@ -278,7 +283,7 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 // consumer must be replaced (why says so). next is the stream sequence
 // after the last message read.
 func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, fn Handler) (why, err error) {
-	it, err := cons.Messages(jetstream.PullMaxMessages(replayBatch), jetstream.PullHeartbeat(followHeartbeat),
+	it, err := cons.Messages(jetstream.PullMaxBytes(readBuffer), jetstream.PullHeartbeat(followHeartbeat),
 		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err, nil

@@ -150,6 +150,11 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	fmt.Fprintf(&b, "#   vmguard server -c %s --host 0.0.0.0 --store /var/lib/vmguard\n", conf)
 	b.WriteString("# Every client needs its identity's directory (NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY in its env file).\n")
 	fmt.Fprintf(&b, "tls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n", abs(filepath.Join(c.Out, "server.pem")), abs(filepath.Join(c.Out, "server-key.pem")), abs(filepath.Join(c.Out, "ca.pem")))
+	// A stream's ingest queue holds what the store has not written yet; the
+	// server's default (128 MiB a stream) lets a guest flooding its subject
+	// queue minutes of junk in front of every later append. Bounded, the
+	// flood is dropped once the store falls behind, not queued.
+	b.WriteString("jetstream {\n  max_buffered_size: 8MB\n  max_buffered_msgs: 10000\n}\n")
 	b.WriteString(guestauth.RenderAuthorization(users, "vmguard-server"))
 	w.file(conf, []byte(b.String()))
 	if w.err != nil {

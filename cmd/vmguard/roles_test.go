@@ -55,8 +55,8 @@ type secureEnv struct {
 }
 
 // newSecureEnv runs `vmguard init` on config and starts `vmguard server`
-// with its nats.conf, logging.
-func newSecureEnv(t *testing.T, config string) *secureEnv {
+// with its nats.conf and serverArgs, logging.
+func newSecureEnv(t *testing.T, config string, serverArgs ...string) *secureEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &secureEnv{t: t, dir: dir, out: filepath.Join(dir, "init"), cfg: filepath.Join(dir, "cluster.yaml")}
@@ -68,8 +68,8 @@ func newSecureEnv(t *testing.T, config string) *secureEnv {
 	}
 	port := freePort(t)
 	e.url = fmt.Sprintf("nats://127.0.0.1:%d", port)
-	srv := exec.Command(vmguardBin, "server", "-c", filepath.Join(e.out, "nats.conf"), "--store", filepath.Join(dir, "store"),
-		"--port", fmt.Sprint(port), "--sync-interval")
+	srv := exec.Command(vmguardBin, append([]string{"server", "-c", filepath.Join(e.out, "nats.conf"), "--store", filepath.Join(dir, "store"),
+		"--port", fmt.Sprint(port)}, serverArgs...)...)
 	e.server = &syncBuffer{}
 	srv.Stdout, srv.Stderr = e.server, e.server
 	if err := srv.Start(); err != nil {
@@ -188,7 +188,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 		t.Skip("end-to-end test with OS processes; run without -short")
 	}
 	ctx := context.Background()
-	e := newSecureEnv(t, rolesConfig)
+	e := newSecureEnv(t, rolesConfig, "--sync-interval")
 	if o, err := e.cli("operator-admin", "apply", "-f", e.cfg); err != nil {
 		t.Fatalf("apply as operator-admin: %v\n%s", err, o)
 	}
