@@ -41,8 +41,11 @@ type benchLogCmd struct {
 func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 	url := g.NATS
 	mode := "unknown: an external server's sync setting is not visible to a client (its vmguard server banner says it)"
+	// An external server is dialled with the connection flags (--creds,
+	// --nkey, --tls*, or their variables), as every client is.
+	connect := func(opts ...nats.Option) (*nats.Conn, error) { return g.Flags.Connect("vmguard bench log", opts...) }
 	if c.External {
-		if err := refuseNonEmpty(ctx, url); err != nil {
+		if err := refuseNonEmpty(ctx, url, connect); err != nil {
 			return err
 		}
 	} else {
@@ -62,9 +65,10 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 		defer s.Shutdown()
 		url = s.ClientURL()
 		mode = syncMode(s)
+		connect = func(opts ...nats.Option) (*nats.Conn, error) { return nats.Connect(url, opts...) }
 	}
 	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", natsconn.Redact(url), mode, runtime.GOMAXPROCS(0))
-	nc, err := nats.Connect(url)
+	nc, err := connect()
 	if err != nil {
 		return fmt.Errorf("connect: %w", err)
 	}
@@ -281,10 +285,10 @@ func rawReplay(ctx context.Context, l *events.Log) (int, time.Duration, error) {
 
 // refuseNonEmpty refuses a server whose VMGUARD stream holds events: a
 // benchmark's fake events in a live log would drive real decisions.
-func refuseNonEmpty(ctx context.Context, url string) error {
-	nc, err := nats.Connect(url, nats.Timeout(5*time.Second))
+func refuseNonEmpty(ctx context.Context, url string, connect func(...nats.Option) (*nats.Conn, error)) error {
+	nc, err := connect(nats.Timeout(5 * time.Second))
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", url, err)
+		return fmt.Errorf("connect to %s: %w", natsconn.Redact(url), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"os/exec"
@@ -107,6 +108,14 @@ func TestGuestPermissionsCommand(t *testing.T) {
 // and checks who may do what on it.
 func TestServerWithGuestsConfig(t *testing.T) {
 	const example = "../../examples/nats-guests.conf"
+	// The example's passwords come from the server's environment.
+	pass := map[string]string{"VMGUARD_ADMIN_PASSWORD": "admin-" + rand.Text(), "VMGUARD_WEBVM_PASSWORD": "webvm-" + rand.Text(), "VMGUARD_DBVM_PASSWORD": "dbvm-" + rand.Text()}
+	for k, v := range pass {
+		t.Setenv(k, v)
+	}
+	if strings.Contains(mustRead(t, example), "CHANGE-ME") {
+		t.Error("the example ships a placeholder password")
+	}
 	_, users := parseUsers(t, mustRead(t, example))
 	for _, g := range []guestauth.Guest{
 		{Name: "webvm", Packages: []string{"web"}, Nodes: []string{"node1", "node2", "node3"}, InboxPrefix: guestauth.InboxPrefix("webvm")},
@@ -137,11 +146,11 @@ func TestServerWithGuestsConfig(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	admin := dialLog(t, "nats://admin:CHANGE-ME-admin@"+strings.TrimPrefix(url, "nats://"))
+	admin := dialLog(t, "nats://admin:"+pass["VMGUARD_ADMIN_PASSWORD"]+"@"+strings.TrimPrefix(url, "nats://"))
 	if _, err := admin.Append(ctx, events.New("/vmguard/cli/test", "node1", events.NodeHalted{Reason: "test"})); err != nil {
 		t.Fatalf("admin append: %v", err)
 	}
-	guest := dialLog(t, "nats://webvm:CHANGE-ME-webvm@"+strings.TrimPrefix(url, "nats://"), nats.CustomInboxPrefix(guestauth.InboxPrefix("webvm")))
+	guest := dialLog(t, "nats://webvm:"+pass["VMGUARD_WEBVM_PASSWORD"]+"@"+strings.TrimPrefix(url, "nats://"), nats.CustomInboxPrefix(guestauth.InboxPrefix("webvm")))
 	src := guestagent.Source("webvm")
 	if _, err := guest.Append(ctx, events.New(src, "web", events.ProcessStarted{
 		Guest: "webvm", Service: "httpd", PID: 1, RequestID: "r", Epoch: 1})); err != nil {
