@@ -139,7 +139,8 @@ func ForHost(h Host) (Permissions, error) {
 //     election and its state snapshots, and creating or updating those two
 //     buckets;
 //   - $JS.API.STREAM.CREATE|UPDATE.KV_vmguard_leases: it creates the lease
-//     bucket if no host has yet (it never writes a lease).
+//     bucket if no host has yet; $KV.vmguard_leases._probe.>: its probe key
+//     (lease.Prober). It never writes a node's lease.
 func Controller() Permissions {
 	p := Reader()
 	p.Publish = append(p.Publish,
@@ -149,6 +150,9 @@ func Controller() Permissions {
 		events.NodeSubject("*", "thawed"),
 		"$KV."+electionBucket+".>",
 		"$KV."+snapshotBucket+".>",
+		// Its probe key in the lease bucket (lease.Prober): whether the
+		// store takes writes; never a node's key (a node name has no dot).
+		lease.KeySubject(lease.ProbeKey(">")),
 	)
 	for _, s := range []string{"KV_" + electionBucket, "KV_" + snapshotBucket, lease.StreamName} {
 		p.Publish = append(p.Publish, jsAPI+"STREAM.CREATE."+s, jsAPI+"STREAM.UPDATE."+s)
