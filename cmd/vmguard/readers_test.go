@@ -117,6 +117,6 @@ func TestReadersSurviveMalformedAndEscape(t *testing.T) {
 // smuggled is a package.failed whose second, upper-case node member would
 // pass the schema check unchecked.
 func smuggled() []byte {
-	return []byte(`{"specversion":"1.0","id":"s1","source":"/x","type":"` + events.TypePackageFailed +
+	return []byte(`{"specversion":"1.0","id":"s1","source":"/vmguard/nodes/node1/host","type":"` + events.TypePackageFailed +
 		`","subject":"web","time":"2026-11-27T10:00:00Z","data":{"node":"node1","epoch":1,"reason":"ok","NODE":"a.b c"}}`)
 }

@@ -17,6 +17,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 )
 
 // TestEventsSink runs `vmguard events -f --sink URL` against an sdk-go
@@ -50,7 +51,7 @@ func TestEventsSink(t *testing.T) {
 	var want []string
 	add := func(n int) {
 		for i := range n {
-			e := events.New("/vmguard/test", fmt.Sprintf("node%d", len(want)+i), events.NodeJoined{})
+			e := eventstest.New(fmt.Sprintf("node%d", len(want)+i), events.NodeJoined{})
 			if _, err := l.Append(context.Background(), e); err != nil {
 				t.Fatal(err)
 			}

@@ -25,7 +25,7 @@ func TestObserverCountsDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.WatchLog(l)
-	exit := events.New("/vmguard/test", "web", events.ProcessExited{Guest: "webvm", Service: "flaky", PID: 7, ExitCode: 1, Epoch: 1, RequestID: "r1"})
+	exit := events.New(events.GuestSource("webvm"), "web", events.ProcessExited{Guest: "webvm", Service: "flaky", PID: 7, ExitCode: 1, Epoch: 1, RequestID: "r1"})
 	exitSeq, err := l.Append(ctx, exit) // an observation: not guarded
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestObserverCountsDecisions(t *testing.T) {
 	if m.LastRead() != exitSeq {
 		t.Errorf("LastRead = %d, want %d", m.LastRead(), exitSeq)
 	}
-	restart := events.New("/vmguard/test", "web", events.ServiceRestarting{Service: "flaky", Node: "node1", Epoch: 1, Attempt: 1, RestartsLeft: 1, DelayMS: 500})
+	restart := events.New(events.HostSource("node1"), "web", events.ServiceRestarting{Service: "flaky", Node: "node1", Epoch: 1, Attempt: 1, RestartsLeft: 1, DelayMS: 500})
 	restart.CauseID = exit.ID
 	if _, err := l.Append(ctx, restart, events.ExpectPackageSeq("web", exitSeq)); err != nil {
 		t.Fatal(err)
@@ -54,7 +54,7 @@ func TestObserverCountsDecisions(t *testing.T) {
 		t.Errorf("decision latency series = %d, want 1", got)
 	}
 	// A stale guard: refused, counted as a conflict, not as a restart.
-	again := events.New("/vmguard/test", "web", events.ServiceRestarting{Service: "flaky", Node: "node1", Epoch: 1, Attempt: 2, RestartsLeft: 0, DelayMS: 1000})
+	again := events.New(events.HostSource("node1"), "web", events.ServiceRestarting{Service: "flaky", Node: "node1", Epoch: 1, Attempt: 2, RestartsLeft: 0, DelayMS: 1000})
 	if _, err := l.Append(ctx, again, events.ExpectPackageSeq("web", exitSeq)); !errors.Is(err, events.ErrConflict) {
 		t.Fatalf("stale append: %v, want a conflict", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -55,7 +56,7 @@ func console(t *testing.T, n int) (*events.Log, string, []events.Event) {
 
 func appendJoin(t *testing.T, l *events.Log, i int) events.Event {
 	t.Helper()
-	e := events.New("/vmguard/test", fmt.Sprintf("node%d", i), events.NodeJoined{Version: "1.0.0"})
+	e := eventstest.New(fmt.Sprintf("node%d", i), events.NodeJoined{Version: "1.0.0"})
 	seq, err := l.Append(context.Background(), e)
 	if err != nil {
 		t.Fatal(err)
