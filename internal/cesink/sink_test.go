@@ -69,7 +69,8 @@ func appendNodes(t *testing.T, l *events.Log, from, n int) []events.Event {
 	t.Helper()
 	var out []events.Event
 	for i := from; i < from+n; i++ {
-		e := events.New("/vmguard/test", fmt.Sprintf("node%d", i), events.NodeJoined{Version: "1.0.0"})
+		node := fmt.Sprintf("node%d", i)
+		e := events.New(events.HostSource(node), node, events.NodeJoined{Version: "1.0.0"})
 		seq, err := l.Append(context.Background(), e)
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +141,7 @@ func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 	r.mu.Lock()
 	e := r.got[3]
 	r.mu.Unlock()
-	if e.Type() != events.TypeNodeJoined || e.Source() != "/vmguard/test" || e.Subject() != "node4" {
+	if e.Type() != events.TypeNodeJoined || e.Source() != events.HostSource("node4") || e.Subject() != "node4" {
 		t.Errorf("event 4 arrived as type %q source %q subject %q", e.Type(), e.Source(), e.Subject())
 	}
 	if seq, _ := e.Extensions()[cesink.SeqExtension].(string); seq != fmt.Sprint(first[3].Seq) {
