@@ -23,6 +23,7 @@ import (
 type benchCmd struct {
 	Log      benchLogCmd      `cmd:"" help:"Measure the event log: sync append, async append, replay with decode and schema checks."`
 	Failover benchFailoverCmd `cmd:"" help:"Measure failover latency and node-loss recovery with in-process controller, host managers and process-driver guests."`
+	Scale    benchScaleCmd    `cmd:"" help:"Measure decisions, failovers, a loss of nodes, cold start, memory and read volume on a simulated cluster (real controller and host managers, simulated guests)."`
 }
 
 type benchLogCmd struct {

@@ -1,0 +1,42 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestBenchScaleSmall runs `vmguard bench scale` at a size that takes
+// seconds: 20 real host managers and the real controller over 100 simulated
+// guests. The command itself fails when an injected exit gets no decision,
+// a failed package does not start on another node, a package of a lost
+// node is not running elsewhere, a cold start does not catch up, or the
+// invariants find a problem; the test also checks that every injected exit
+// got the decision its service's restart limit asks for.
+func TestBenchScaleSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	code, out, errs := runCLI("bench", "scale", "--nodes", "20", "--packages", "100", "--exits", "30", "--failures", "10",
+		"--node-timeout", "2s", "--timeout", "2m")
+	t.Log(out)
+	if code != 0 {
+		t.Fatalf("bench scale: exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"decisions on injected exits, by type: map[service.failed:10 service.restarting:30]",
+		"all 100 packages running",
+		"loss of 6 nodes at once: all 30 of their packages running elsewhere",
+		"invariants over",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`invariants over \d+ events: 0 problems`).MatchString(out) {
+		t.Error("invariant problems")
+	}
+	if !regexp.MustCompile(`cold start with a snapshot \(at seq [1-9]\d* of`).MatchString(out) {
+		t.Error("the cold start with a snapshot did not start from one")
+	}
+}

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/hostmanager"
+	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/simguest"
+)
+
+type benchScaleCmd struct {
+	Nodes       int           `name:"nodes" default:"20" help:"Nodes, each a real host manager in this process."`
+	Packages    int           `name:"packages" default:"100" help:"Packages, one simulated guest and one service each."`
+	Candidates  int           `name:"candidates" default:"3" help:"Nodes each package may run on (consecutive nodes, spread evenly)."`
+	Exits       int           `name:"exits" default:"100" help:"Service exits to inject (packages with restarts left: service.restarting)."`
+	Failures    int           `name:"failures" default:"20" help:"Package failures to inject (a service exit with no restart: package.failed, then a failover)."`
+	Lost        int           `name:"lost" default:"10" help:"Nodes lost at once (host manager and guests gone)."`
+	NodeTimeout time.Duration `name:"node-timeout" default:"5s" help:"node_timeout of the benchmark cluster."`
+	Heartbeat   time.Duration `name:"heartbeat" default:"1s" help:"Heartbeat interval of the simulated guests."`
+	Durable     bool          `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
+	Timeout     time.Duration `name:"timeout" default:"10m" help:"Bound of each phase."`
+}
+
+// scaleConfig returns the benchmark's configuration: even packages restart
+// their service without limit, odd ones never (an exit fails the package
+// on its node and the controller moves it).
+func (c *benchScaleCmd) scaleConfig() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: scale\nnode_timeout: %s\nguest_timeout: 10s\nnodes:\n", c.NodeTimeout)
+	for i := range c.Nodes {
+		fmt.Fprintf(&b, "  - %s\n", scaleNode(i))
+	}
+	b.WriteString("packages:\n")
+	for i := range c.Packages {
+		var nodes []string
+		for k := range min(c.Candidates, c.Nodes) {
+			nodes = append(nodes, scaleNode((i+k)%c.Nodes))
+		}
+		restart := "unlimited"
+		if i%2 == 1 {
+			restart = "0"
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    nodes: [%s]\n    guest: {name: %s, driver: process, start_timeout: 60s}\n"+
+			"    services:\n      - {name: main, cmd: [sim], restart: %s, halt_timeout: 1s, backoff: {delay: 10ms, factor: 1, max: 10ms}}\n",
+			scalePkg(i), strings.Join(nodes, ", "), "g"+scalePkg(i)[1:], restart)
+	}
+	return b.String()
+}
+
+func scaleNode(i int) string { return fmt.Sprintf("n%04d", i) }
+func scalePkg(i int) string  { return fmt.Sprintf("p%05d", i) }
+
+// Run builds the cluster, injects exits, failures and a loss of nodes and
+// prints what it measured.
+func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
+	if c.Candidates < 2 || c.Nodes < c.Candidates || c.Packages < 2 {
+		return errors.New("bench scale: want --candidates >= 2, --nodes >= --candidates and --packages >= 2")
+	}
+	if c.Lost > c.Nodes/c.Candidates {
+		fmt.Fprintf(g.Stdout, "(--lost %d lowered to %d: the lost nodes are --candidates apart so that every package keeps a node)\n", c.Lost, c.Nodes/c.Candidates)
+		c.Lost = c.Nodes / c.Candidates
+	}
+	out := g.Stdout
+	rss0 := readRSS()
+	dir, err := os.MkdirTemp("", "vmguard-bench-scale-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "nats"), Port: -1, Interval: !c.Durable})
+	if err != nil {
+		return err
+	}
+	defer srv.Shutdown()
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		return err
+	}
+	cl, err := config.Parse("scale.yaml", []byte(c.scaleConfig()))
+	if err != nil {
+		return err
+	}
+	mode := "interval"
+	if c.Durable {
+		mode = "durable (fsync per write)"
+	}
+	fmt.Fprintf(out, "vmguard bench scale: %d nodes, %d packages (%d candidate nodes each), node_timeout %v; embedded server (%s), the failover controller, %d host managers and %d simulated guests (internal/simguest) in one process on one NATS connection; GOMAXPROCS %d\n",
+		c.Nodes, c.Packages, c.Candidates, c.NodeTimeout, mode, c.Nodes, c.Packages, runtime.GOMAXPROCS(0))
+
+	runCtx, stopAll := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopAll(); wg.Wait() }()
+	sim := simguest.New(runCtx, l, c.Heartbeat)
+	w := newWatcher(ctx, l)
+	defer w.stop()
+
+	t0 := time.Now()
+	if _, err := applyConfig(ctx, l, cl, "scale.yaml", "bench", ""); err != nil {
+		return err
+	}
+	hosts := map[string]context.CancelFunc{}
+	for _, n := range cl.Nodes {
+		hctx, cancel := context.WithCancel(runCtx)
+		hm, err := hostmanager.NewRunner(hostmanager.Config{
+			Node: n, Log: l, StateDir: filepath.Join(dir, n), Version: version,
+			Drivers: map[string]hostmanager.Driver{config.DriverProcess: sim.Driver(n)},
+		})
+		if err != nil {
+			cancel()
+			return err
+		}
+		hosts[n] = cancel
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = hm.Run(hctx) }()
+	}
+	fo, err := failover.New(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
+	if err != nil {
+		return err
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = fo.Run(runCtx) }()
+
+	// Phase 1: every package running.
+	running := map[string]bool{}
+	if w.next(ctx, c.Timeout, func(e events.Event) bool {
+		if e.Type() == events.TypePackageStarted {
+			running[e.Subject] = true
+		}
+		return len(running) == c.Packages
+	}) == nil {
+		byType := map[string]int{}
+		for _, e := range w.since(0) {
+			byType[events.ShortType(e.Type())]++
+		}
+		return fmt.Errorf("only %d of %d packages running after %v; the log holds %v", len(running), c.Packages, c.Timeout, byType)
+	}
+	up := time.Since(t0)
+	seqUp := w.last(func(events.Event) bool { return true }).Seq
+	fmt.Fprintf(out, "cold cluster start: config applied -> all %d packages running in %v: %d events, %.0f events/s sustained\n",
+		c.Packages, up.Round(time.Millisecond), seqUp, float64(seqUp)/up.Seconds())
+	runtime.GC()
+	rss := readRSS()
+	fmt.Fprintf(out, "memory (whole process: server, controller, host managers, simulated guests): RSS %.1f MB before, %.1f MB with the cluster up: %.1f KB per package, %.1f KB per node\n",
+		mb(rss0), mb(rss), float64(rss-rss0)/1024/float64(c.Packages), float64(rss-rss0)/1024/float64(c.Nodes))
+
+	// Phase 2: service exits (restarts) and package failures (failovers).
+	var restartDec, restartDone, failDec, failover1 []time.Duration
+	decided := map[string]int{}
+	// inject makes pkg's service exit and returns the exit, the node it
+	// ran on and the decision that answered it: the first event about pkg
+	// after the exit that a host manager or the controller wrote.
+	inject := func(pkg string) (*events.Event, string, *events.Event, error) {
+		trig, node, ok, err := sim.Exit(ctx, pkg, "main", 1)
+		if err != nil || !ok {
+			return nil, "", nil, fmt.Errorf("exit %s: running %v: %v", pkg, ok, err)
+		}
+		dec := w.next(ctx, c.Timeout, func(e events.Event) bool {
+			return e.Subject == pkg && e.Seq > trig.Seq && !strings.HasPrefix(e.Source, "/vmguard/guests/")
+		})
+		if dec == nil {
+			return nil, "", nil, fmt.Errorf("no decision on %s's exit", pkg)
+		}
+		decided[events.ShortType(dec.Type())]++
+		return &trig, node, dec, nil
+	}
+	for k := range c.Exits {
+		pkg := scalePkg((2 * k) % c.Packages &^ 1)
+		trig, _, d, err := inject(pkg)
+		if err != nil {
+			return err
+		}
+		restartDec = append(restartDec, d.Time.Sub(trig.Time))
+		st := w.next(ctx, c.Timeout, func(e events.Event) bool {
+			return e.Subject == pkg && e.Type() == events.TypeProcessStarted && e.Seq > trig.Seq
+		})
+		if st == nil {
+			return fmt.Errorf("%s's service did not restart", pkg)
+		}
+		restartDone = append(restartDone, st.Time.Sub(trig.Time))
+	}
+	for k := range min(c.Failures, c.Packages/2) {
+		pkg := scalePkg(2*k + 1)
+		trig, node, d, err := inject(pkg)
+		if err != nil {
+			return err
+		}
+		failDec = append(failDec, d.Time.Sub(trig.Time))
+		st := w.next(ctx, c.Timeout, func(e events.Event) bool {
+			s, ok := e.Data.(events.PackageStarted)
+			return ok && e.Subject == pkg && s.Node != node
+		})
+		if st == nil {
+			return fmt.Errorf("%s did not start on another node after failing on %s", pkg, node)
+		}
+		failover1 = append(failover1, st.Time.Sub(trig.Time))
+	}
+	fmt.Fprintf(out, "decisions on injected exits, by type: %v\n", decided)
+	report(g, "decision: process.exited (restart left) appended -> host manager's decision appended", restartDec)
+	report(g, "restart: process.exited -> process.started again", restartDone)
+	report(g, "decision: process.exited (no restart left) appended -> decision appended", failDec)
+	report(g, "failover: process.exited (no restart left) -> package.started on another node", failover1)
+
+	// Phase 3: a loss of c.Lost nodes at once, Candidates apart, so that
+	// every package keeps a node to go to.
+	lost := map[string]bool{}
+	want := map[string]bool{}
+	for i := range c.Lost {
+		n := scaleNode(i * c.Candidates)
+		lost[n] = true
+		for _, p := range sim.Packages(n) {
+			want[p] = true
+		}
+	}
+	mark := w.last(func(events.Event) bool { return true }).Seq
+	killed := time.Now()
+	for n := range lost {
+		hosts[n]() // the host manager stops dead: no halt, its lease lapses
+		sim.Crash(n)
+	}
+	moved := map[string]time.Duration{}
+	if len(want) > 0 && w.next(ctx, c.NodeTimeout+c.Timeout, func(e events.Event) bool {
+		if s, ok := e.Data.(events.PackageStarted); ok && e.Seq > mark && want[e.Subject] && !lost[s.Node] {
+			if _, seen := moved[e.Subject]; !seen {
+				moved[e.Subject] = e.Time.Sub(killed)
+			}
+		}
+		return len(moved) == len(want)
+	}) == nil {
+		return fmt.Errorf("%d of %d packages of the lost nodes running elsewhere", len(moved), len(want))
+	}
+	var mv []time.Duration
+	for _, d := range moved {
+		mv = append(mv, d)
+	}
+	sort.Slice(mv, func(i, j int) bool { return mv[i] < mv[j] })
+	allMoved := time.Duration(0)
+	if len(mv) > 0 {
+		allMoved = mv[len(mv)-1]
+	}
+	fmt.Fprintf(out, "loss of %d nodes at once: all %d of their packages running elsewhere %v after the kill (node_timeout %v; target node_timeout + 2s = %v)\n",
+		c.Lost, len(want), allMoved.Round(time.Millisecond), c.NodeTimeout, c.NodeTimeout+2*time.Second)
+	report(g, "  per package: kill -> package.started elsewhere", mv)
+
+	// Phase 4: controller cold start on the resulting log.
+	// A standby (the controller "bench" leads) from New to caught up.
+	last, err := l.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	cold := func(id string, noSnap bool) (time.Duration, failover.Stats, error) {
+		start := time.Now()
+		r, err := failover.New(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: id, NoSnapshot: noSnap})
+		if err != nil {
+			return 0, failover.Stats{}, err
+		}
+		cctx, cancel := context.WithCancel(runCtx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(cctx) }()
+		defer func() { cancel(); <-done }() // a run that ends writes its snapshot
+		select {
+		case <-r.CaughtUp():
+			return time.Since(start), r.Stats(), nil
+		case <-time.After(c.Timeout):
+			return 0, failover.Stats{}, fmt.Errorf("controller cold start: not caught up after %v", c.Timeout)
+		}
+	}
+	took, _, err := cold("cold-replay", true)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "controller cold start without a snapshot: %v to catch up with %d events\n", took.Round(time.Millisecond), last)
+	if _, _, err := cold("snapshot-writer", false); err != nil {
+		return err
+	}
+	took, st, err := cold("cold-snapshot", false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "controller cold start with a snapshot (at seq %d of %d): %v to catch up\n", st.SnapshotSeq, last, took.Round(time.Millisecond))
+
+	// Read volume: every host manager follows the whole log.
+	si, err := l.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		return err
+	}
+	info := si.CachedInfo()
+	ns := nc.Stats()
+	fmt.Fprintf(out, "log: %d events, %.1f MB; each host manager reads all of it: %.1f MB per host, %.1f GB for the cluster; the shared connection received %d messages, %.1f MB (all host managers, guests, controller)\n",
+		info.State.Msgs, mb(int64(info.State.Bytes)), mb(int64(info.State.Bytes)), float64(info.State.Bytes)*float64(c.Nodes)/(1<<30), ns.InMsgs, mb(int64(ns.InBytes)))
+
+	evs, err := allEvents(ctx, l)
+	if err != nil {
+		return err
+	}
+	probs := invariant.Check(evs)
+	fmt.Fprintf(out, "invariants over %d events: %d problems\n", len(evs), len(probs))
+	for i, p := range probs {
+		if i == 20 {
+			fmt.Fprintf(out, "   ... %d more\n", len(probs)-20)
+			break
+		}
+		fmt.Fprintln(out, "  ", p)
+	}
+	if len(probs) > 0 {
+		return fmt.Errorf("bench scale: %d invariant problems", len(probs))
+	}
+	return nil
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// readRSS returns the process's resident set size in bytes (0 if unknown).
+func readRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
