@@ -88,6 +88,12 @@ func TestProberOnClusterOutage(t *testing.T) {
 	if lost.Sub(first) < ttl-lease.ProbeEvery(ttl)-100*time.Millisecond {
 		t.Errorf("Lost %s after Young was first seen, want about a ttl (%s)", lost.Sub(first), ttl)
 	}
+	// The lease written above has outlived its ttl by now (the bucket's
+	// TTL is ttl): renew it, as its holder would, before reading it back.
+	retry("renew node1", func(ctx context.Context) error {
+		_, err := kv.Put(ctx, "node1", lease.Value{Node: "node1", Holder: "h", TTLMS: ttl.Milliseconds()}.Encode())
+		return err
+	})
 	retry("read node1 from the leader", func(ctx context.Context) error {
 		v, found, err := lease.ReadFromLeader(ctx, js, "node1")
 		if err == nil && (!found || v.Holder != "h") {
