@@ -222,7 +222,7 @@ func TestGuardSIGSTOPHostManager(t *testing.T) {
 }
 
 // guardLoad is how long TestGuardNoNeedlessFence keeps the machine loaded.
-var guardLoad = flag.Duration("guard-load", 20*time.Second, "how long TestGuardNoNeedlessFence saturates the CPUs and the disk (5m for a long run)")
+var guardLoad = flag.Duration("guard-load", time.Minute, "how long TestGuardNoNeedlessFence saturates the CPUs and the disk (1m in CI, 5m for a long run)")
 
 // TestGuardNoNeedlessFence: a healthy cluster at the fault configs'
 // node_timeout (3 s) while every CPU runs a busy loop and a writer fsyncs
