@@ -70,6 +70,10 @@ type Config struct {
 	HaltOnExit bool
 	// ShutdownTimeout bounds the halt of HaltOnExit (default 1m).
 	ShutdownTimeout time.Duration
+	// ReplayWait bounds how long the start's replay of the log retries
+	// reads that fail (a cluster electing or out of reach); 0 means
+	// DefaultReplayWait. Run returns an error after it.
+	ReplayWait time.Duration
 	// Version is recorded in node.joined.
 	Version string
 	// Metrics receives lease renewals and guest heartbeats (default: none).
@@ -258,14 +262,23 @@ type item struct {
 	skipSub string
 }
 
-// replayAttempts bounds the start's replay: a read that fails (its
-// consumer's server stopped, a cluster still electing) is resumed after the
-// last event applied, with a growing pause, this many times in all.
-const replayAttempts = 6
+// DefaultReplayWait bounds the start's replay when Config.ReplayWait is 0.
+const DefaultReplayWait = 2 * time.Minute
 
-// replay rebuilds the state from the log. Folds ignore what they have seen,
-// so a failed read resumes where it stopped.
+// replay rebuilds the state from the log. A read that fails (its
+// consumer's server stopped, a cluster still electing, this host cut off
+// from the majority) is resumed after the last event applied, with a
+// growing pause, until cfg.ReplayWait has passed since the first attempt:
+// folds ignore what they have seen. (Six attempts, ~12 s, were too few: a
+// host manager restarted on a host cut off from the majority exited with
+// "JetStream system temporarily unavailable" and its node never joined
+// again; docs/bench/partitions.md.)
 func (r *Runner) replay(ctx context.Context) (uint64, error) {
+	wait := r.cfg.ReplayWait
+	if wait <= 0 {
+		wait = DefaultReplayWait
+	}
+	deadline := time.Now().Add(wait)
 	pause := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		ro := events.ReadOptions{OnSkip: r.st.NoteSkipped}
@@ -276,10 +289,10 @@ func (r *Runner) replay(ctx context.Context) (uint64, error) {
 			r.apply(e)
 			return nil
 		})
-		if err == nil || ctx.Err() != nil || attempt == replayAttempts {
+		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
 			return last, err
 		}
-		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.st.Seq, "err", err)
+		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.st.Seq, "err", err, "gives_up_in", time.Until(deadline).Round(time.Second))
 		select {
 		case <-ctx.Done():
 			return last, ctx.Err()

@@ -33,7 +33,7 @@ type hostCmd struct {
 	NoGuard         bool          `name:"no-guard" help:"Do not start or pet a node guard (vmguard guard). Without it nothing stops the guests of a host manager that died or hangs before the controller places them elsewhere."`
 	Escalate        string        `name:"escalate" placeholder:"COMMAND" help:"The node guard's escalation after it stopped the guests, e.g. 'systemctl reboot --force' (see vmguard guard --help)."`
 	metricsFlag     `embed:""`
-	ClusterWait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait, at start, for a JetStream cluster that is still forming (no meta leader yet, the stream or the lease bucket electing a leader) before exiting."`
+	ClusterWait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait, at start, for a JetStream cluster that is still forming or out of reach (no meta leader yet, the stream or the lease bucket electing a leader, this host cut off from the majority): to open the log and read the lease, then again to replay the log, before exiting."`
 }
 
 // Help is shown by `vmguard host --help`.
@@ -126,7 +126,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
 		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
-		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, Version: version,
+		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, ReplayWait: c.ClusterWait, Version: version,
 		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate), Metrics: hostHealth{m: hm, dog: sdnotify.NewWatchdog()},
 	})
 	if err != nil {

@@ -242,6 +242,27 @@ func (p *partEnv) out(name string) string {
 	return ""
 }
 
+// checkAlive fails the test for every daemon that exited by itself (none
+// should, whatever the network does: a host manager or controller waits
+// for the cluster, `--cluster-wait`) and starts it again, as systemd's
+// Restart=always would, so that the schedule goes on.
+func (p *partEnv) checkAlive() {
+	p.mu.Lock()
+	var dead []string
+	for name, cmd := range p.procs {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		if err != nil || isZombie(st) {
+			dead = append(dead, name)
+		}
+	}
+	p.mu.Unlock()
+	for _, name := range dead {
+		p.t.Errorf("%s exited by itself:\n%s", name, lastLines(p.out(name), 15))
+		p.kill9(name) // reaps it
+		p.restart(name)
+	}
+}
+
 // signal sends sig to the process name.
 func (p *partEnv) signal(name string, sig syscall.Signal) {
 	p.mu.Lock()
@@ -914,6 +935,7 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 		t.Fatal(err)
 	}
 	healed := time.Now()
+	p.checkAlive()
 	newHost, _ := p.waitRunningOne(p.convergeBound(), 2*time.Second, "app running on one host after healing ("+s.String()+")")
 	p.waitJoined(p.convergeBound()-time.Since(healed), fromSeq)
 	res.converged = time.Since(healed)

@@ -1,0 +1,117 @@
+package hostmanager
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
+)
+
+// lockedBuffer is a bytes.Buffer for a logger and a reader.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestReplayWaitsForQuorum: a host manager that starts while its cluster
+// has no majority (two of three servers down, as on a host cut off from
+// the others) retries its replay for ReplayWait, not for a number of
+// attempts: with 2 s it gives up, with a minute it is still there 15 s on
+// and goes on once the servers are back. (The partition
+// harness saw a host manager restarted on a cut-off host exit with
+// "JetStream system temporarily unavailable"; its node never joined again.)
+func TestReplayWaitsForQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three servers, ~20 s; run without -short")
+	}
+	c := natsd.StartCluster(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, events.New("/test", "node1", events.NodeJoined{})); err != nil {
+		t.Fatal(err)
+	}
+	c.Shutdown(1)
+	c.Shutdown(2)
+	// Until the lone server knows it has no majority, a read may still work.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		_, err := l.Replay(rctx, events.ReadOptions{}, func(events.Event) error { return nil })
+		rcancel()
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the log still reads 30 s after two of three servers stopped")
+		}
+		time.Sleep(100 * time.Millisecond) // poll
+	}
+
+	// Bounded: with ReplayWait 2 s it gives up after the attempt under way.
+	short, err := NewRunner(Config{Node: "node1", Log: l, StateDir: t.TempDir(), ReplayWait: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if err := short.Run(ctx); err == nil || !strings.Contains(err.Error(), "replay log") || time.Since(begin) > 15*time.Second {
+		t.Fatalf("Run with ReplayWait 2s and no majority: %v after %v, want a replay error within 15 s", err, time.Since(begin).Round(time.Millisecond))
+	}
+
+	var logs lockedBuffer
+	r, err := NewRunner(Config{
+		Node: "node1", Log: l, Logger: slog.New(slog.NewTextHandler(&logs, nil)), StateDir: t.TempDir(), ReplayWait: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	begin = time.Now()
+	go func() { done <- r.Run(ctx) }()
+	// Past the old bound of six attempts, with no majority all along.
+	for time.Since(begin) < 15*time.Second {
+		select {
+		case err := <-done:
+			t.Fatalf("Run ended %v after the start, with the cluster short of a majority: %v\n%s", time.Since(begin).Round(time.Millisecond), err, logs.String())
+		case <-time.After(100 * time.Millisecond): // poll
+		}
+	}
+	if !strings.Contains(logs.String(), "replay log; resuming") {
+		t.Fatalf("no retried replay logged:\n%s", logs.String())
+	}
+	c.Restart(1)
+	c.Restart(2)
+	deadline := time.Now().Add(45 * time.Second)
+	for !strings.Contains(logs.String(), "host manager state rebuilt") {
+		select {
+		case err := <-done:
+			t.Fatalf("Run ended after the servers came back: %v\n%s", err, logs.String())
+		case <-time.After(100 * time.Millisecond): // poll
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state not rebuilt 45 s after the servers came back:\n%s", logs.String())
+		}
+	}
+	cancel()
+	<-done
+}
