@@ -390,23 +390,44 @@ func (r *Runner) finalSnapshot(ctx context.Context) {
 	r.saveSnapshot(sctx)
 }
 
+// catchUpWait bounds how long catchUp retries reads that fail.
+const catchUpWait = 2 * time.Minute
+
 // catchUp reads the log from the state's sequence to its current end,
 // applying without deciding. Replay decodes on every core, which makes it
-// faster than Follow for a long log.
+// faster than Follow for a long log. A read that fails (a cluster still
+// forming or electing, this controller's server cut off) is resumed after
+// the last event applied, with a growing pause, for up to catchUpWait: a
+// controller started with the servers exited on the first one ("replay:
+// nats: no heartbeat received", docs/bench/partitions.md).
 func (r *Runner) catchUp(ctx context.Context) error {
-	ro := events.ReadOptions{StartSeq: r.state.Seq + 1, OnSkip: r.skip}
-	_, err := r.log.Replay(ctx, ro, func(e events.Event) error {
-		r.apply(e)
-		if r.snaps != nil && r.sinceSnap >= r.cfg.SnapshotEvery {
-			r.saveSnapshot(ctx)
+	deadline := time.Now().Add(catchUpWait)
+	pause := 500 * time.Millisecond
+	for {
+		ro := events.ReadOptions{StartSeq: r.state.Seq + 1, OnSkip: r.skip}
+		_, err := r.log.Replay(ctx, ro, func(e events.Event) error {
+			r.apply(e)
+			if r.snaps != nil && r.sinceSnap >= r.cfg.SnapshotEvery {
+				r.saveSnapshot(ctx)
+			}
+			return nil
+		})
+		r.answered() // nothing to answer while catching up
+		if err == nil {
+			r.recovered("catch up")
+			return nil
 		}
-		return nil
-	})
-	r.answered() // nothing to answer while catching up
-	if err != nil {
-		return fmt.Errorf("catch up with the log: %w", err)
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("catch up with the log: %w", err)
+		}
+		r.warnOnce("catch up", "catch up with the log; resuming", "after_seq", r.state.Seq, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("catch up with the log: %w", ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 4*time.Second)
 	}
-	return nil
 }
 
 // follow hands every message after from to the main loop until ctx ends,
