@@ -12,13 +12,16 @@ import (
 // a failed package does not start on another node, a package of a lost
 // node is not running elsewhere, a cold start does not catch up, or the
 // invariants find a problem; the test also checks that every injected exit
-// got the decision its service's restart limit asks for.
+// got the decision its service's restart limit asks for. node_timeout is
+// 6 s: with 2 s, 20 host managers in one process on the loaded machine
+// once missed their lease renewals and fenced over and over (nothing was
+// placed in 2 minutes; docs/bench/scale.md).
 func TestBenchScaleSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
 	code, out, errs := runCLI("bench", "scale", "--nodes", "20", "--packages", "100", "--exits", "30", "--failures", "10",
-		"--node-timeout", "2s", "--timeout", "2m")
+		"--node-timeout", "6s", "--timeout", "2m")
 	t.Log(out)
 	if code != 0 {
 		t.Fatalf("bench scale: exit %d: %s", code, errs)
