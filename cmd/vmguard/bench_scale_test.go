@@ -29,12 +29,16 @@ func TestBenchScaleSmall(t *testing.T) {
 	for _, want := range []string{
 		"decisions on injected exits, by type: map[service.failed:10 service.restarting:30]",
 		"all 100 packages running",
-		"loss of 6 nodes at once: all 30 of their packages running elsewhere",
 		"invariants over",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	// How many packages the lost nodes held depends on where the injected
+	// failures moved them before (30 with none moved): at least one each.
+	if !regexp.MustCompile(`loss of 6 nodes at once: all ([6-9]|[1-9]\d+) of their packages running elsewhere`).MatchString(out) {
+		t.Error("the loss of 6 nodes did not move their packages (at least 6) elsewhere")
 	}
 	if !regexp.MustCompile(`invariants over \d+ events: 0 problems`).MatchString(out) {
 		t.Error("invariant problems")
