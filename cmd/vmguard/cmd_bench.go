@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -314,4 +316,47 @@ func refuseNonEmpty(ctx context.Context, url string, connect func(...nats.Option
 			errUsage, events.StreamName, url, n, info.State.LastSeq)
 	}
 	return nil
+}
+
+// benchEnv is a benchmark's own embedded server, in a temporary directory,
+// and a connection to it with the event log open.
+type benchEnv struct {
+	dir string
+	srv *server.Server
+	nc  *nats.Conn
+	l   *events.Log
+}
+
+// openBenchEnv starts the server of a benchmark named name, in interval
+// mode unless durable; Close stops it and removes its directory.
+func openBenchEnv(ctx context.Context, name string, durable bool) (*benchEnv, error) {
+	dir, err := os.MkdirTemp("", "vmguard-bench-"+name+"-")
+	if err != nil {
+		return nil, err
+	}
+	e := &benchEnv{dir: dir}
+	if e.srv, err = natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "nats"), Port: -1, Interval: !durable}); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.nc, err = nats.Connect(e.srv.ClientURL(), nats.MaxReconnects(-1)); err != nil {
+		e.Close()
+		return nil, err
+	}
+	if e.l, err = events.Open(ctx, e.nc); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close closes the connection, stops the server and removes the directory.
+func (e *benchEnv) Close() {
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	if e.srv != nil {
+		e.srv.Shutdown()
+	}
+	_ = os.RemoveAll(e.dir)
 }

@@ -11,14 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/invariant"
-	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // benchFailoverConfig: web's "main" service exits soon after it starts and
@@ -84,25 +81,12 @@ func (b *benchCluster) startHost(node string) error {
 
 // Run measures failover and node-loss latency and prints p50/p99.
 func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
-	dir, err := os.MkdirTemp("", "vmguard-bench-failover-")
+	env, err := openBenchEnv(ctx, "failover", c.Durable)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "nats"), Port: -1, Interval: !c.Durable})
-	if err != nil {
-		return err
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	l, err := events.Open(ctx, nc)
-	if err != nil {
-		return err
-	}
+	defer env.Close()
+	dir, srv, l := env.dir, env.srv, env.l
 	cl, err := config.Parse("bench.yaml", []byte(fmt.Sprintf(benchFailoverConfig, c.NodeTimeout)))
 	if err != nil {
 		return err

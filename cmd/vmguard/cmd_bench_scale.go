@@ -14,14 +14,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/invariant"
-	"github.com/vmguard/vmguard/internal/natsd"
 	"github.com/vmguard/vmguard/internal/simguest"
 )
 
@@ -79,25 +76,12 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	out := g.Stdout
 	rss0 := readRSS()
-	dir, err := os.MkdirTemp("", "vmguard-bench-scale-")
+	env, err := openBenchEnv(ctx, "scale", c.Durable)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "nats"), Port: -1, Interval: !c.Durable})
-	if err != nil {
-		return err
-	}
-	defer srv.Shutdown()
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	l, err := events.Open(ctx, nc)
-	if err != nil {
-		return err
-	}
+	defer env.Close()
+	dir, nc, l := env.dir, env.nc, env.l
 	cl, err := config.Parse("scale.yaml", []byte(c.scaleConfig()))
 	if err != nil {
 		return err
