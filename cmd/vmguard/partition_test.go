@@ -87,15 +87,21 @@ type partEnv struct {
 	rn     *renewals
 }
 
-// needNetns fails the test unless network namespaces can be made here; it
-// skips only when VMGUARD_NO_NETNS=1 says so.
+// needNetns fails the test unless network namespaces can be made here when
+// CI is set (.ci/run sets it and installs what they need); elsewhere a
+// machine without root, iproute2 or iptables skips it, saying what is
+// missing, so that `go test ./...` on a fresh machine with only Go passes.
+// VMGUARD_NO_NETNS=1 skips it on purpose.
 func needNetns(t *testing.T) {
 	t.Helper()
 	if os.Getenv("VMGUARD_NO_NETNS") == "1" {
 		t.Skip("VMGUARD_NO_NETNS=1: partition tests across network namespaces skipped")
 	}
 	if err := netlab.Available(); err != nil {
-		t.Fatalf("partition tests need network namespaces (root, iproute2, iptables): %v; set VMGUARD_NO_NETNS=1 to skip them on purpose", err)
+		if os.Getenv("CI") != "" {
+			t.Fatalf("partition tests need network namespaces (root, iproute2, iptables): %v; set VMGUARD_NO_NETNS=1 to skip them on purpose", err)
+		}
+		t.Skipf("partition tests need network namespaces (%v): run as root with iproute2 and iptables installed, as .ci/run does", err)
 	}
 }
 
