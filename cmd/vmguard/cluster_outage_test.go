@@ -13,7 +13,6 @@ import (
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
-	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/invariant"
 )
 
@@ -88,29 +87,8 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 			t.Log(formatEvent(e))
 		}
 	}()
-	openLog := func(name string) *events.Log {
-		l, err := events.Open(ctx, clusterConn(t, url, name), events.WithoutCreate(), events.WithLogger(logger))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	for _, node := range cl.Nodes {
-		hm, err := hostmanager.NewRunner(hostmanager.Config{
-			Node: node, Log: openLog("host " + node), Logger: logger.With("node", node),
-			StateDir: filepath.Join(dir, node), AgentBin: vmguardBin, NATSURL: url, Version: version,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hm.Run(ctx); err != nil {
-				t.Errorf("host manager %s: %v", node, err)
-			}
-		}()
-	}
+	openLog := clusterLogOpener(ctx, t, url, logger)
+	startClusterHosts(ctx, t, &wg, openLog, logger, dir, url, cl.Nodes)
 	// The controller decides throughout (NoElection): it stands for one
 	// whose election bucket kept its quorum while the lease bucket had none,
 	// as in issue 11's partition, so that it is deciding the moment the log

@@ -524,29 +524,8 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 			}
 		}
 	}()
-	openLog := func(name string) *events.Log {
-		l, err := events.Open(ctx, clusterConn(t, url, name), events.WithoutCreate(), events.WithLogger(logger))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	for _, node := range cl.Nodes {
-		hm, err := hostmanager.NewRunner(hostmanager.Config{
-			Node: node, Log: openLog("host " + node), Logger: logger.With("node", node),
-			StateDir: filepath.Join(dir, node), AgentBin: vmguardBin, NATSURL: url, Version: version,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := hm.Run(ctx); err != nil {
-				t.Errorf("host manager %s: %v", node, err)
-			}
-		}()
-	}
+	openLog := clusterLogOpener(ctx, t, url, logger)
+	startClusterHosts(ctx, t, &wg, openLog, logger, dir, url, cl.Nodes)
 	fo, err := failover.New(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "cluster-test"})
 	if err != nil {
 		t.Fatal(err)
@@ -793,4 +772,38 @@ func consumerHosts(t *testing.T, js jetstream.JetStream, stream string) []string
 		}
 	}
 	return hosts
+}
+
+// clusterLogOpener returns a function that opens the log, without creating
+// it, on a connection of its own named name, for one daemon of a cluster
+// test.
+func clusterLogOpener(ctx context.Context, t *testing.T, url string, logger *slog.Logger) func(name string) *events.Log {
+	return func(name string) *events.Log {
+		l, err := events.Open(ctx, clusterConn(t, url, name), events.WithoutCreate(), events.WithLogger(logger))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+}
+
+// startClusterHosts runs a host manager for each of nodes, each on a log
+// of its own, until ctx ends; wg counts them.
+func startClusterHosts(ctx context.Context, t *testing.T, wg *sync.WaitGroup, openLog func(string) *events.Log, logger *slog.Logger, dir, url string, nodes []string) {
+	for _, node := range nodes {
+		hm, err := hostmanager.NewRunner(hostmanager.Config{
+			Node: node, Log: openLog("host " + node), Logger: logger.With("node", node),
+			StateDir: filepath.Join(dir, node), AgentBin: vmguardBin, NATSURL: url, Version: version,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := hm.Run(ctx); err != nil {
+				t.Errorf("host manager %s: %v", node, err)
+			}
+		}()
+	}
 }
