@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -14,8 +15,23 @@ import (
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
+// natsCLI returns the real `nats` CLI as a command: natscli v0.5.0, pinned as
+// a Go tool of the separate tools module (tools/go.mod), so that its large
+// dependency tree stays out of vmguard's own build graph. It runs as
+// `go tool nats` in that module's directory.
+func natsCLI(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	dir, err := filepath.Abs(filepath.Join("..", "..", "tools"))
+	if err != nil {
+		t.Fatalf("find the tools module: %v", err)
+	}
+	cmd := exec.Command("go", append([]string{"tool", "nats"}, args...)...)
+	cmd.Dir = dir
+	return cmd
+}
+
 // TestNatsCLIReadsValidCloudEvents runs the real `nats` CLI (natscli v0.5.0,
-// pinned as a Go tool dependency) against the server and checks that what it
+// pinned in the tools module) against the server and checks that what it
 // reads from the stream is a valid structured CloudEvent.
 func TestNatsCLIReadsValidCloudEvents(t *testing.T) {
 	ctx := context.Background()
@@ -35,7 +51,7 @@ func TestNatsCLIReadsValidCloudEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command("go", "tool", "nats", "--server", s.ClientURL(), "stream", "get", events.StreamName, fmt.Sprint(seq), "--json")
+	cmd := natsCLI(t, "--server", s.ClientURL(), "stream", "get", events.StreamName, fmt.Sprint(seq), "--json")
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string

@@ -345,7 +345,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 
 	// `nats req` of an agent run as operator-readonly, as the issue tried it.
 	ro := e.flags("operator-readonly")
-	req := exec.Command("go", "tool", "nats", "--server", e.url, "--nkey", ro.NKey, "--tlsca", ro.TLSCA, "--tlscert", ro.TLSCert, "--tlskey", ro.TLSKey,
+	req := natsCLI(t, "--server", e.url, "--nkey", ro.NKey, "--tlsca", ro.TLSCA, "--tlscert", ro.TLSCert, "--tlskey", ro.TLSKey,
 		"--timeout", "3s", "req", "vmguard.agent.webvm.run", string(run("webvm").Data))
 	// (natscli v0.5.0 prints the violation but may still exit 0.)
 	if o, _ := req.CombinedOutput(); !regexp.MustCompile(`Permissions Violation for Publish to "vmguard.agent.webvm.run"`).Match(o) {
