@@ -147,43 +147,39 @@ func (r *Runner) keepLease(ctx context.Context) {
 		if !sleep(time.Until(lastOK.Add(lease.RenewEvery(ttl)))) {
 			return
 		}
-		attempt := lease.FirstAttempt(ttl, rtt)
+		first := lease.FirstAttempt(ttl, rtt)
 		for held && ctx.Err() == nil {
 			deadline := lastOK.Add(lease.FenceAfter(ttl))
-			sent := time.Now()
-			// Each attempt is bounded well below the renewal interval: an
-			// update the cluster drops while it elects the bucket's leader
-			// gets no answer at all, and waiting a whole interval for it
-			// left the lease unrenewed for 2.2 intervals (an agent fences
-			// at 2.4). A slow answer gets longer attempts: the next one
-			// doubles, and the next renewal's first attempt fits twice the
-			// round trip of the last write (a slow link: docs/bench/
-			// partitions.md, finding 4).
-			until := sent.Add(attempt)
-			if deadline.Before(until) {
-				until = deadline
-			}
-			uctx, cancel := context.WithDeadline(ctx, until)
-			v, err := kv.Update(uctx, r.node, value(ttl), rev)
-			cancel()
+			// Overlapping attempts until the fence's deadline (lease.Renew):
+			// while the cluster elects the bucket's leader every update is
+			// dropped unanswered, and the renewal must be through within
+			// RenewResend of the new leader taking writes, not an attempt
+			// timeout and a pause later (a 4.8 s election left renewal gaps
+			// of 11-12 s and fenced a healthy node). The first attempt waits
+			// twice the last round trip before another is sent (a slow link:
+			// docs/bench/partitions.md, finding 4).
+			rn, err := lease.Renew(ctx, kv, r.node, rev, func() []byte { return value(ttl) }, first, lease.RenewResend(ttl), deadline)
 			if err == nil {
-				rev, lastOK, rtt = v, sent, time.Since(sent)
-				r.renewed(sent)
+				rev, lastOK, rtt = rn.Rev, rn.Sent, rn.RTT
+				r.renewed(rn.Sent)
+				if rn.Attempts > 1 {
+					r.logger.Info("node lease renewed", "attempts", rn.Attempts, "rtt", rn.RTT)
+				}
 				break
 			}
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				attempt = min(2*attempt, lease.RenewEvery(ttl))
-			}
 			lost := ""
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
-				v, holder, gerr := r.leaseHolder(ctx, kv, min(max(attempt, time.Second), time.Until(deadline)))
+				v, holder, gerr := r.leaseHolder(ctx, kv, min(max(first, time.Second), time.Until(deadline)))
 				switch {
 				case gerr == nil && holder == r.holder:
-					rev = v // our own renewal whose reply was lost
-					continue
+					if v > rev {
+						rev = v // our own renewal whose reply was lost
+						continue
+					}
+					// A replica behind the leader answered the read: ask again.
 				case gerr == nil && holder != "":
 					// A newer host manager of this node took over (it
 					// adopts the guests): step down without touching them.
@@ -208,7 +204,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				break
 			}
 			r.logger.Warn("renew node lease; retrying", "err", err)
-			if !sleep(min(lease.RenewRetry(ttl), time.Until(deadline))) {
+			if !sleep(min(lease.RenewRetry(ttl), max(time.Until(deadline), 0))) {
 				return
 			}
 		}

@@ -30,7 +30,9 @@
 //     lease (an agent that follows its node across a failover) should too.
 //   - Judge and Prober (judge.go, probe.go), ReadFromLeader: the failover
 //     controller's expiry judgement (failover/liveness.go).
-//   - timing.go: every number of the holder (RenewAttempt, RenewRetry,
+//   - Renew (renew.go): one renewal of a held key, in overlapping attempts
+//     until the holder's fence (hostmanager/lease.go).
+//   - timing.go: every number of the holder (RenewAttempt, RenewResend, RenewRetry,
 //     TakeTimeout, TakeRetry, TakeoverWait: hostmanager/lease.go and
 //     vmguard host's takeover check), the watcher (PollEvery, PollTimeout,
 //     FenceHalt), the prober (ProbeEvery, ProbeGap) and the election

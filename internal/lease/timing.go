@@ -8,28 +8,37 @@ import "time"
 // liveness check and election take them from here, and TestTiming asserts
 // the inequalities between all of them in one place.
 
-// RenewAttempt bounds the first attempt of a holder's renewal: a fifth of
-// the renewal interval, 250 ms to 2 s. An update the cluster drops while it
-// elects the bucket's leader gets no answer at all, so each attempt is cut
-// short and sent again; an attempt that timed out doubles the next one's
-// bound, up to RenewEvery.
+// RenewAttempt is how long a holder's renewal waits for its first attempt's
+// answer before it sends another (Renew): a fifth of the renewal interval,
+// 250 ms to 2 s. An update the cluster drops while it elects the bucket's
+// leader gets no answer at all; the first stays open, and the others
+// follow every RenewResend.
 func RenewAttempt(ttl time.Duration) time.Duration {
 	return min(max(RenewEvery(ttl)/5, 250*time.Millisecond), 2*time.Second)
 }
 
-// FirstAttempt bounds the first attempt of a renewal after a write whose
+// FirstAttempt is RenewAttempt for a renewal after a write whose
 // answer took rtt: RenewAttempt(ttl), or twice rtt if that is longer, at
 // most RenewEvery(ttl). On a link whose round trip outgrew RenewAttempt
 // (270 ms of latency in front of a host made it 1.1 s; docs/bench/
 // partitions.md, finding 4) every attempt timed out while doubling from
 // RenewAttempt spent the fence's budget; sized to the last round trip, the
-// first attempt fits.
+// first attempt is answered before another is sent.
 func FirstAttempt(ttl, rtt time.Duration) time.Duration {
 	return min(max(RenewAttempt(ttl), 2*rtt), RenewEvery(ttl))
 }
 
-// RenewRetry is the pause between two attempts of one renewal.
+// RenewRetry is the pause before a renewal is tried again after reading
+// the key failed (after a revision mismatch).
 func RenewRetry(ttl time.Duration) time.Duration { return ttl/20 + time.Millisecond }
+
+// RenewResend is how often Renew sends another attempt of one renewal
+// while none has answered, after the first attempt's FirstAttempt: a tenth
+// of the renewal interval, 50 to 500 ms. It bounds how long after the
+// bucket's new leader takes writes a renewal is through.
+func RenewResend(ttl time.Duration) time.Duration {
+	return min(max(RenewEvery(ttl)/10, 50*time.Millisecond), 500*time.Millisecond)
+}
 
 // TakeTimeout bounds one attempt to take (put) a lease that is not held: a
 // renewal interval, at least 1 s.

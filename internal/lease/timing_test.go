@@ -52,6 +52,11 @@ func TestTiming(t *testing.T) {
 			{"longest attempt <= renew interval", RenewAttempt(nt), renew + 1, 0},
 			{"renew + longest first attempt (slow link) + retry < self-fence", renew + FirstAttempt(nt, time.Hour) + RenewRetry(nt), tl.SelfFence(), 0},
 			{"first attempt on a fast link = RenewAttempt", FirstAttempt(nt, 0), RenewAttempt(nt) + 1, 0},
+			// Renew: while the store takes no writes an attempt goes out every
+			// RenewResend after the first; one resend after its return the
+			// renewal is through, well inside the fence.
+			{"resend <= first attempt", RenewResend(nt), RenewAttempt(nt) + 1, 0},
+			{"renew + first attempt + resend < self-fence", renew + RenewAttempt(nt) + RenewResend(nt), tl.SelfFence(), 0},
 			// The takeover check of a starting host manager.
 			{"takeover wait < self-fence (a restarted host manager takes the node before its guests fence)", TakeoverWait(nt), tl.SelfFence(), 0},
 			{"renew + attempt + retry <= takeover wait (a live holder with a dropped attempt is not taken for gone)",
@@ -119,7 +124,7 @@ func TestTiming(t *testing.T) {
 // TestTimingDefaults prints the default numbers for the README's table.
 func TestTimingDefaults(t *testing.T) {
 	for _, nt := range []time.Duration{5 * time.Second, 20 * time.Second} {
-		t.Log(fmt.Sprintf("node_timeout %s: %s; attempt %s, retry %s, takeover wait %s, poll %s/%s, fence halt %s, probe every %s gap %s",
-			nt, timeline.Default(nt), RenewAttempt(nt), RenewRetry(nt), TakeoverWait(nt), PollEvery(nt), PollTimeout(nt), FenceHalt(nt), ProbeEvery(nt), ProbeGap(nt)))
+		t.Log(fmt.Sprintf("node_timeout %s: %s; attempt %s, resend %s, retry %s, takeover wait %s, poll %s/%s, fence halt %s, probe every %s gap %s",
+			nt, timeline.Default(nt), RenewAttempt(nt), RenewResend(nt), RenewRetry(nt), TakeoverWait(nt), PollEvery(nt), PollTimeout(nt), FenceHalt(nt), ProbeEvery(nt), ProbeGap(nt)))
 	}
 }
