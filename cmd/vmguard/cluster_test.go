@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -156,13 +157,24 @@ func (c *natsCluster) waitOutput(i int, d time.Duration, s string) {
 }
 
 // stop ends member i with SIGTERM, as systemd does, and waits for it.
+// clusterCrash makes TestClusterSurvivesServerLoss kill its servers with
+// SIGKILL instead of stopping them: no leadership is handed over, and the
+// cluster elects new leaders only after the 4-9 s raft election timeout.
+// Not in CI: a crash just before a renewal falls due followed by a 9 s
+// election outlasts the fence (0.6 node_timeout) by design.
+var clusterCrash = flag.Bool("cluster-crash", false, "TestClusterSurvivesServerLoss: kill -9 the leaders instead of stopping them (leader elections of 4-9 s; may fence by design, not in CI)")
+
 func (c *natsCluster) stop(i int) {
 	cmd := c.procs[i]
 	if cmd == nil {
 		return
 	}
 	c.procs[i] = nil
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	sig := syscall.SIGTERM
+	if *clusterCrash {
+		sig = syscall.SIGKILL
+	}
+	_ = cmd.Process.Signal(sig)
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	select {
@@ -455,6 +467,70 @@ func (r *renewals) gapAround(node string, t time.Time) (time.Duration, bool) {
 	return 0, false
 }
 
+// storeProbe writes a key of its own into the lease bucket every 50 ms and
+// keeps when each write was sent and acknowledged: when the lease store
+// took writes again after a loss.
+type storeProbe struct {
+	mu    sync.Mutex
+	acked [][2]time.Time // sent, acknowledged
+}
+
+func (p *storeProbe) run(ctx context.Context, js jetstream.JetStream) {
+	var kv jetstream.KeyValue
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if kv == nil {
+			kctx, cancel := context.WithTimeout(ctx, time.Second)
+			kv, _ = lease.Open(kctx, js)
+			cancel()
+			if kv == nil {
+				continue
+			}
+		}
+		sent := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err := kv.Put(pctx, lease.ProbeKey("cluster-test"), []byte(sent.Format(time.RFC3339Nano)))
+		cancel()
+		if err == nil {
+			p.mu.Lock()
+			p.acked = append(p.acked, [2]time.Time{sent, time.Now()})
+			p.mu.Unlock()
+		}
+	}
+}
+
+// backAfter returns when the first write sent after t was acknowledged.
+func (p *storeProbe) backAfter(t time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.acked {
+		if a[0].After(t) {
+			return a[1], true
+		}
+	}
+	return time.Time{}, false
+}
+
+// renewalAllowance is the longest time a holder may go between two
+// renewals that straddle a server loss at stopAt: a renewal interval and a
+// half (one dropped attempt and its retries, lease.Renew), or, if the
+// lease store took no writes for longer, until the store took writes again
+// (back, as the test's own probe saw it) plus the wait of a renewal's first
+// attempt (lease.RenewAttempt; the later ones follow every RenewResend),
+// from prev, the last renewal before the loss. It is not what a loss may
+// cost at most: a leader killed just before a renewal falls due, and a 9 s
+// election, leave no renewal possible until after the fence (-cluster-crash).
+func renewalAllowance(nodeTimeout time.Duration, prev, back time.Time) time.Duration {
+	every := lease.RenewEvery(nodeTimeout)
+	return max(every*3/2, back.Sub(prev)+lease.RenewAttempt(nodeTimeout)+500*time.Millisecond)
+}
+
 // TestClusterSurvivesServerLoss runs the three servers of
 // examples/nats-cluster as `vmguard server --replicas 3` processes, a host
 // manager per node, the failover controller and package app (process-driver
@@ -564,6 +640,9 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 	rn := &renewals{seen: map[string][]time.Time{}}
 	wg.Add(1)
 	go func() { defer wg.Done(); rn.run(ctx, clusterJS(t, url), cl.Nodes) }()
+	sp := &storeProbe{}
+	wg.Add(1)
+	go func() { defer wg.Done(); sp.run(ctx, clusterJS(t, url)) }()
 
 	// worker waits until app's worker runs (its last start has no exit yet)
 	// and returns that start.
@@ -661,32 +740,48 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 		info := streamInfo(t, js, ph.stream)
 		var gaps []string
 		end := time.Now()
+		back, ok := sp.backAfter(stopAt)
+		if !ok {
+			t.Fatalf("%s: the lease store took no write after the loss", ph.what)
+		}
 		for _, n := range cl.Nodes {
 			g, _ := rn.gapAround(n, stopAt)
 			gaps = append(gaps, fmt.Sprintf("%s %v", n, g.Round(time.Millisecond)))
-			// A renewal attempt the cluster drops while it elects costs a
-			// bounded attempt and a retry (lease.RenewAttempt), not a
-			// renewal interval: no renewal is missed. (Waiting a whole
-			// interval for a dropped update left 2.2 intervals between two
-			// renewals; the agent fences at 2.4.)
-			every := lease.RenewEvery(nodeTimeout)
-			if g, at := rn.maxGap(n, stopAt, end); g > every*3/2+st.max(at.Add(-g), at) {
-				t.Errorf("%s: node %s's lease went %v without a renewal (until %s), want at most 1.5 renewal intervals (%v)",
-					ph.what, n, g.Round(time.Millisecond), at.Format("15:04:05.000"), every*3/2)
+			// A renewal attempt the cluster drops while it elects is
+			// followed by others every RenewResend (lease.Renew), none
+			// abandoned: a renewal is missed only while the store takes no
+			// writes, and is through within RenewAttempt of its return.
+			// (Waiting a whole interval for a dropped update left 2.2
+			// intervals between two renewals, the agent fences at 2.4;
+			// attempts cut short with pauses between left 11-12 s after a
+			// 4.8 s election, and a node fenced itself.)
+			if g, at := rn.maxGap(n, stopAt, end); g > 0 {
+				prev := at.Add(-g)
+				if allow := renewalAllowance(nodeTimeout, prev, back); g > allow+st.max(prev, at) {
+					t.Errorf("%s: node %s's lease went %v without a renewal (%s until %s), want at most %v: 1.5 renewal intervals, or until %v after the lease store took writes again (%s)",
+						ph.what, n, g.Round(time.Millisecond), prev.Format("15:04:05.000"), at.Format("15:04:05.000"), allow.Round(time.Millisecond),
+						lease.RenewAttempt(nodeTimeout)+500*time.Millisecond, back.Format("15:04:05.000"))
+				}
 			}
 		}
 		took := restarted.Time.Sub(killed)
-		t.Logf("loss %d: stopped the %s n%d (shutdown %v); %s now led by %s; first write acknowledged %v after the stop; worker killed -> running again in %v; lease renewal gap across the loss: %s; lease watches were on %v",
+		t.Logf("loss %d: stopped the %s n%d (shutdown %v); %s now led by %s; first write acknowledged %v after the stop, first lease-store write %v; worker killed -> running again in %v; lease renewal gap across the loss: %s; lease watches were on %v",
 			pi+1, ph.what, victim+1, stopped.Sub(stopAt).Round(time.Millisecond), ph.stream, info.Cluster.Leader,
-			ack.Sub(stopped).Round(time.Millisecond), took.Round(time.Millisecond), strings.Join(gaps, ", "), watches)
+			ack.Sub(stopped).Round(time.Millisecond), back.Sub(stopped).Round(time.Millisecond), took.Round(time.Millisecond), strings.Join(gaps, ", "), watches)
 		// A log follower whose consumer sat on the stopped server resumes
 		// after two missed 0.5 s heartbeats and a bounded consumer create
 		// (events.Follow); then the host manager decides the restart at once.
 		// A machine that stalls its processes (other builds and tests on two
 		// cores) adds what it stalled.
 		stall := st.max(killed, restarted.Time)
-		if took > restartBound+stall {
-			t.Errorf("%s: the worker's restart took %v, want within %v (+ %v the test process stalled meanwhile)", ph.what, took, restartBound, stall)
+		bound := restartBound
+		if *clusterCrash {
+			// A crashed leader is replaced only after an election: the
+			// exit can be read and the restart appended only after it.
+			bound += ack.Sub(stopped)
+		}
+		if took > bound+stall {
+			t.Errorf("%s: the worker's restart took %v, want within %v (+ %v the test process stalled meanwhile)", ph.what, took, bound, stall)
 		}
 		t.Logf("loss %d: longest stall of the test process between the kill and the restart: %v", pi+1, stall.Round(time.Millisecond))
 
