@@ -54,8 +54,11 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer func() {
-		s.Shutdown()
-		s.WaitForShutdown()
+		// A member hands over the streams it leads before it goes, so that
+		// the lease bucket is not leaderless for a raft election timeout.
+		if led, moved := natsd.Stop(s, natsd.HandoverWait); led > 0 {
+			fmt.Fprintf(g.Stdout, "handed over the leadership of %d of the %d streams this member led\n", moved, led)
+		}
 	}()
 	// In process: no network, so no TLS (the server allows that for
 	// in-process connections); ClientURL says tls:// when the server has TLS.

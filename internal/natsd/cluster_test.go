@@ -60,3 +60,82 @@ func TestStartCluster(t *testing.T) {
 	}
 	publish()
 }
+
+// TestStopHandsOver: a member stopped with Stop hands over the streams it
+// leads before it goes, so the others have a leader at once rather than
+// after their election timers (4-9 s), and a write is acknowledged right
+// after; the last member, with no current replica left to take over,
+// stops without waiting.
+func TestStopHandsOver(t *testing.T) {
+	c := StartCluster(t, 3)
+	js, err := jetstream.New(c.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, name := range []string{"T", "U"} {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}, Replicas: 3}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every member current: the leader's replicas could take over.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := js.Publish(ctx, "T.x", []byte("x")); err == nil {
+			if info, err := js.Stream(ctx, "T"); err == nil && allCurrent(info.CachedInfo().Cluster) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stream T's replicas not current")
+		}
+	}
+	leader := c.StreamLeader("T")
+	if leader < 0 {
+		t.Fatal("no leader of stream T")
+	}
+	begin := time.Now()
+	led, moved := c.Stop(leader)
+	stopped := time.Now()
+	if led < 1 || moved != led {
+		t.Errorf("Stop of the leader of T: led %d streams, %d handed over; want at least 1, all handed over", led, moved)
+	}
+	if l := c.StreamLeader("T"); l < 0 || l == leader {
+		t.Errorf("right after Stop: stream T led by %d, want another member at once", l)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = js.Publish(pctx, "T.x", []byte("x"))
+	pcancel()
+	if err != nil {
+		t.Errorf("write right after Stop: %v", err)
+	}
+	t.Logf("Stop took %v (%d of %d streams handed over); write acknowledged %v after it",
+		stopped.Sub(begin).Round(time.Millisecond), moved, led, time.Since(stopped).Round(time.Millisecond))
+
+	// Down to one: the last has nobody to hand over to.
+	others := []int{}
+	for i := range 3 {
+		if i != leader {
+			others = append(others, i)
+		}
+	}
+	c.Stop(others[0])
+	begin = time.Now()
+	c.Stop(others[1])
+	if d := time.Since(begin); d >= HandoverWait {
+		t.Errorf("the last member took %v to stop, want no wait for a handover", d)
+	}
+}
+
+// allCurrent says whether every replica of a stream is current.
+func allCurrent(ci *jetstream.ClusterInfo) bool {
+	if ci == nil || ci.Leader == "" {
+		return false
+	}
+	for _, r := range ci.Replicas {
+		if !r.Current {
+			return false
+		}
+	}
+	return true
+}

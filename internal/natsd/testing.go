@@ -153,17 +153,20 @@ func (c *TestCluster) Connect(t testing.TB, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// Shutdown stops member i cleanly (its raft leaderships are handed over
-// first) and waits until it is down; a member that is down stays so.
-func (c *TestCluster) Shutdown(i int) {
+// Shutdown stops member i cleanly (Stop: the streams it leads are handed
+// over first) and waits until it is down; a member that is down stays so.
+func (c *TestCluster) Shutdown(i int) { c.Stop(i) }
+
+// Stop is Shutdown, and returns Stop's counts.
+func (c *TestCluster) Stop(i int) (led, moved int) {
 	c.mu.Lock()
 	s := c.servers[i]
 	c.servers[i] = nil
 	c.mu.Unlock()
-	if s != nil {
-		s.Shutdown()
-		s.WaitForShutdown()
+	if s == nil {
+		return 0, 0
 	}
+	return Stop(s, HandoverWait)
 }
 
 // Restart starts member i again with its ports and store.
