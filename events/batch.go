@@ -82,12 +82,9 @@ type BatchItem struct {
 func (l *Log) AppendBatch(ctx context.Context, items ...BatchItem) ([]uint64, error) {
 	msgs := make([]*nats.Msg, len(items))
 	for i, it := range items {
-		m, err := l.codec.Encode(it.Event)
+		m, err := l.encode(it.Event, it.Opts)
 		if err != nil {
 			return nil, err
-		}
-		for _, o := range it.Opts {
-			o(m)
 		}
 		msgs[i] = m
 	}
@@ -213,18 +210,46 @@ func (l *Log) sendBatch(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
 	return ack.Seq - uint64(last), nil
 }
 
-// asyncAppend is one AppendAsync waiting in a batcher; it is its own
-// future.
-type asyncAppend struct {
-	e   Event
-	m   *nats.Msg
-	ok  chan *jetstream.PubAck
-	err chan error
+// Appending is one AppendAsync on its way to the log: Done is closed once
+// its outcome is known, and Result then reports it.
+type Appending struct {
+	e    Event
+	m    *nats.Msg
+	done chan struct{}
+	seq  uint64
+	err  error
 }
 
-func (a *asyncAppend) Ok() <-chan *jetstream.PubAck { return a.ok }
-func (a *asyncAppend) Err() <-chan error            { return a.err }
-func (a *asyncAppend) Msg() *nats.Msg               { return a.m }
+// Done is closed once the append is stored or failed.
+func (a *Appending) Done() <-chan struct{} { return a.done }
+
+// Result returns the event's stream sequence, or why it was not stored
+// (ErrConflict for a failed Expect); before Done is closed it returns 0 and
+// ErrPending.
+func (a *Appending) Result() (uint64, error) {
+	select {
+	case <-a.done:
+		return a.seq, a.err
+	default:
+		return 0, ErrPending
+	}
+}
+
+// Wait waits for the append's outcome (see Result) or for ctx to end.
+func (a *Appending) Wait(ctx context.Context) (uint64, error) {
+	select {
+	case <-a.done:
+		return a.seq, a.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("wait for append %s: %w", a.e.Type(), ctx.Err())
+	}
+}
+
+// resolve records the outcome and closes Done.
+func (a *Appending) resolve(seq uint64, err error) {
+	a.seq, a.err = seq, err
+	close(a.done)
+}
 
 // batcher turns bursts of AppendAsync into atomic batches: while one batch
 // waits for its ack, the events appended meanwhile queue up and go out
@@ -236,7 +261,7 @@ type batcher struct {
 	log   *Log
 	slots chan struct{} // one per queued or unacknowledged event: back-pressure
 	mu    sync.Mutex
-	queue []*asyncAppend
+	queue []*Appending
 	busy  bool
 	idle  chan struct{} // closed when the sender that runs now ends
 }
@@ -246,7 +271,7 @@ func newBatcher(l *Log, maxPending int) *batcher {
 }
 
 // add queues a, waiting up to asyncStallWait for room.
-func (b *batcher) add(a *asyncAppend) error {
+func (b *batcher) add(a *Appending) error {
 	select {
 	case b.slots <- struct{}{}:
 	default:
@@ -255,7 +280,7 @@ func (b *batcher) add(a *asyncAppend) error {
 		select {
 		case b.slots <- struct{}{}:
 		case <-t.C:
-			return fmt.Errorf("append %s: %w", a.e.Type(), jetstream.ErrTooManyStalledMsgs)
+			return fmt.Errorf("append %s: %w", a.e.Type(), ErrStalled)
 		}
 	}
 	b.mu.Lock()
@@ -280,7 +305,7 @@ func (b *batcher) run() {
 			return
 		}
 		n := min(len(b.queue), maxBatch)
-		batch := make([]*asyncAppend, n)
+		batch := make([]*Appending, n)
 		copy(batch, b.queue)
 		b.queue = append(b.queue[:0], b.queue[n:]...)
 		b.mu.Unlock()
@@ -292,7 +317,7 @@ func (b *batcher) run() {
 }
 
 // commit stores batch and resolves each future.
-func (b *batcher) commit(batch []*asyncAppend) {
+func (b *batcher) commit(batch []*Appending) {
 	l := b.log
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -305,7 +330,7 @@ func (b *batcher) commit(batch []*asyncAppend) {
 		if err == nil {
 			l.batches.Add(1)
 			for i, a := range batch {
-				a.ok <- &jetstream.PubAck{Stream: StreamName, Sequence: first + uint64(i)}
+				a.resolve(first+uint64(i), nil)
 			}
 			return
 		}
@@ -323,11 +348,11 @@ func (b *batcher) commit(batch []*asyncAppend) {
 		acancel()
 		switch {
 		case err == nil:
-			a.ok <- ack
+			a.resolve(ack.Sequence, nil)
 		case isConflict(err):
-			a.err <- fmt.Errorf("append %s: %w", a.e.Type(), ErrConflict)
+			a.resolve(0, fmt.Errorf("append %s: %w", a.e.Type(), ErrConflict))
 		default:
-			a.err <- fmt.Errorf("append %s: %w", a.e.Type(), err)
+			a.resolve(0, fmt.Errorf("append %s: %w", a.e.Type(), err))
 		}
 	}
 }

@@ -132,7 +132,7 @@ func TestAppendAsyncBatchKeepsEachOutcome(t *testing.T) {
 	}
 	const n = 3000
 	const bad = 1234
-	futures := make([]jetstream.PubAckFuture, n)
+	futures := make([]*events.Appending, n)
 	ids := make([]string, n)
 	for i := range n {
 		e := events.New("/vmguard/guests/webvm/agent", "web", events.ProcessStarted{Guest: "webvm", Service: "httpd", PID: 1000 + i, RequestID: fmt.Sprintf("r%d", i), Epoch: 1})
@@ -153,21 +153,20 @@ func TestAppendAsyncBatchKeepsEachOutcome(t *testing.T) {
 	}
 	var prev uint64
 	for i, f := range futures {
-		select {
-		case ack := <-f.Ok():
-			if i == bad {
-				t.Fatalf("event %d with a stale expected sequence stored at %d", i, ack.Sequence)
-			}
-			if ack.Sequence <= prev {
-				t.Fatalf("event %d at %d, after %d: out of order", i, ack.Sequence, prev)
-			}
-			prev = ack.Sequence
-		case err := <-f.Err():
+		seq, err := f.Result()
+		switch {
+		case errors.Is(err, events.ErrPending):
+			t.Fatalf("event %d: no outcome after Flush", i)
+		case err != nil:
 			if i != bad || !errors.Is(err, events.ErrConflict) {
 				t.Fatalf("event %d: %v", i, err)
 			}
+		case i == bad:
+			t.Fatalf("event %d with a stale expected sequence stored at %d", i, seq)
+		case seq <= prev:
+			t.Fatalf("event %d at %d, after %d: out of order", i, seq, prev)
 		default:
-			t.Fatalf("event %d: no outcome after Flush", i)
+			prev = seq
 		}
 	}
 	got := readAll(t, l)
@@ -217,7 +216,7 @@ func TestAppendBatchOnOldStream(t *testing.T) {
 	if err := l.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ack := <-f.Ok(); ack.Sequence != 3 {
-		t.Fatalf("AppendAsync on an old stream: sequence %d", ack.Sequence)
+	if seq, err := f.Wait(ctx); err != nil || seq != 3 {
+		t.Fatalf("AppendAsync on an old stream: sequence %d, %v", seq, err)
 	}
 }

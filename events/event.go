@@ -44,6 +44,11 @@ var (
 	// not match: something else about the package was written since the caller
 	// read the log. Re-read, decide again, retry.
 	ErrConflict = errors.New("expected sequence conflict")
+	// ErrPending is what Appending.Result reports before the server answered.
+	ErrPending = errors.New("append pending")
+	// ErrStalled means AppendAsync found no room among the unacknowledged
+	// appends for 30 s: the server falls behind.
+	ErrStalled = errors.New("too many appends waiting for the server")
 )
 
 // New returns an event with a fresh time-ordered id and the current time.

@@ -136,7 +136,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 			return nil, fmt.Errorf("open log: %w", err)
 		}
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(asyncMaxPending))
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
@@ -170,35 +170,60 @@ func (l *Log) JetStream() jetstream.JetStream { return l.js }
 // malformed, of an unknown type or failed their schema.
 func (l *Log) Skipped() uint64 { return l.skipped.Load() }
 
-// AppendOption configures one Append.
-type AppendOption func(*nats.Msg)
+// AppendOption is a condition on one append, given as a plain value (Expect)
+// that the Log turns into what the server checks; callers never see NATS.
+type AppendOption interface {
+	setHeaders(nats.Header)
+}
 
-// ExpectLastSeq makes the append fail with ErrConflict unless the last event
-// on subjects matching filter has stream sequence seq (0: none yet).
-func ExpectLastSeq(filter string, seq uint64) AppendOption {
-	return func(m *nats.Msg) {
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(seq, 10))
-		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, filter)
-	}
+// Expect makes an append fail with ErrConflict unless the last event on the
+// subjects matching Subject (a filter, e.g. PackageFilter) has stream
+// sequence Seq (0: none yet): the optimistic check that makes a decision
+// taken on a folded state stand only if nothing it depends on changed.
+type Expect struct {
+	Subject string
+	Seq     uint64
+}
+
+// setHeaders sets the server's expected-last-subject-sequence check.
+func (x Expect) setHeaders(h nats.Header) {
+	h.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(x.Seq, 10))
+	h.Set(jetstream.ExpectedLastSubjSeqSubjHeader, x.Subject)
+}
+
+// ExpectLastSeq returns Expect{Subject: filter, Seq: seq}.
+func ExpectLastSeq(filter string, seq uint64) Expect {
+	return Expect{Subject: filter, Seq: seq}
 }
 
 // ExpectPackageSeq makes the append fail with ErrConflict if anything about
 // package pkg was written after stream sequence seq, the last one the caller
 // saw about it.
-func ExpectPackageSeq(pkg string, seq uint64) AppendOption {
-	return ExpectLastSeq(PackageFilter(pkg), seq)
+func ExpectPackageSeq(pkg string, seq uint64) Expect {
+	return Expect{Subject: PackageFilter(pkg), Seq: seq}
+}
+
+// encode encodes e with opts applied.
+func (l *Log) encode(e Event, opts []AppendOption) (*nats.Msg, error) {
+	m, err := l.codec.Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range opts {
+		if o != nil {
+			o.setHeaders(m.Header)
+		}
+	}
+	return m, nil
 }
 
 // Append validates e, stores it and returns its stream sequence once the
 // server acknowledged it. A repeat of an already stored id (within the
 // duplicate window) is stored once and returns the first one's sequence.
 func (l *Log) Append(ctx context.Context, e Event, opts ...AppendOption) (uint64, error) {
-	m, err := l.codec.Encode(e)
+	m, err := l.encode(e, opts)
 	if err != nil {
 		return 0, err
-	}
-	for _, o := range opts {
-		o(m)
 	}
 	return l.publish(ctx, e, m)
 }
@@ -213,34 +238,25 @@ func isConflict(err error) bool {
 }
 
 // AppendAsync validates e and sends it without waiting for the server; the
-// returned future reports the outcome. Use Flush to wait for all of them.
+// returned Appending reports the outcome. Use Flush to wait for all of them.
 // Events appended while earlier ones wait for their ack go out together in
 // atomic batches (group commit: one fsync a batch in the durable default);
 // a batch the server refuses as a whole, for a failed expected-sequence
 // check or a repeated id, is sent again one event at a time, so each event
-// gets the outcome it would have had alone.
-func (l *Log) AppendAsync(e Event, opts ...AppendOption) (jetstream.PubAckFuture, error) {
-	m, err := l.codec.Encode(e)
+// gets the outcome it would have had alone. On a stream without atomic
+// batches every event goes out on its own, in the order appended. A busy
+// writer waits for room (back-pressure) rather than failing when the
+// server falls behind, e.g. with an fsync per write.
+func (l *Log) AppendAsync(e Event, opts ...AppendOption) (*Appending, error) {
+	m, err := l.encode(e, opts)
 	if err != nil {
 		return nil, err
 	}
-	for _, o := range opts {
-		o(m)
+	a := &Appending{e: e, m: m, done: make(chan struct{})}
+	if err := l.async.add(a); err != nil {
+		return nil, err
 	}
-	if l.atomic {
-		a := &asyncAppend{e: e, m: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
-		if err := l.async.add(a); err != nil {
-			return nil, err
-		}
-		return a, nil
-	}
-	// A busy writer waits for room (back-pressure) rather than failing when
-	// the server falls behind, e.g. with an fsync per write.
-	f, err := l.js.PublishMsgAsync(m, jetstream.WithStallWait(asyncStallWait))
-	if err != nil {
-		return nil, fmt.Errorf("append %s: %w", e.Type(), err)
-	}
-	return f, nil
+	return a, nil
 }
 
 // asyncStallWait bounds how long AppendAsync waits for room among the
@@ -252,15 +268,7 @@ const asyncMaxPending = 8192
 
 // Flush waits until every AppendAsync so far was acknowledged or failed.
 func (l *Log) Flush(ctx context.Context) error {
-	if err := l.async.flush(ctx); err != nil {
-		return err
-	}
-	select {
-	case <-l.js.PublishAsyncComplete():
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("flush: %w", ctx.Err())
-	}
+	return l.async.flush(ctx)
 }
 
 // LastSeq returns the stream's last sequence (0 when empty).

@@ -38,24 +38,18 @@ type LeaderValue struct {
 	TTLMS int64 `json:"ttl_ms"`
 }
 
+// electionBucket is the election bucket's set-up with key TTL ttl.
+func electionBucket(ttl time.Duration) events.Bucket {
+	return events.Bucket{
+		Name:        ElectionBucket,
+		Description: "vmguard failover controller leader; the key expires when the leader stops renewing it",
+		TTL:         ttl,
+	}
+}
+
 // ensureElection creates the election bucket or sets its TTL to ttl.
 func ensureElection(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
-	replicas, err := events.StreamReplicas(ctx, js)
-	if err != nil {
-		return nil, fmt.Errorf("ensure election bucket: %w", err)
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      ElectionBucket,
-		Description: "vmguard failover controller leader; the key expires when the leader stops renewing it",
-		History:     1,
-		TTL:         ttl,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas, // as many as the log: a leader must survive what the log survives
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure election bucket: %w", err)
-	}
-	return kv, nil
+	return events.EnsureBucket(ctx, js, electionBucket(ttl))
 }
 
 // CurrentLeader returns who holds the leader key, and false if no one does.

@@ -132,8 +132,7 @@ func (r *Runner) leaseBucket(ctx context.Context) jetstream.KeyValue {
 	if r.leases != nil {
 		return r.leases
 	}
-	js := r.log.JetStream()
-	kv, err := js.KeyValue(ctx, lease.Bucket)
+	kv, err := r.log.OpenBucket(ctx, lease.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		var ttl time.Duration
 		if r.state.Config != nil {
@@ -142,7 +141,7 @@ func (r *Runner) leaseBucket(ctx context.Context) jetstream.KeyValue {
 		if ttl <= 0 {
 			return nil // no node_timeout to create it with: no one holds a lease yet
 		}
-		kv, err = lease.Ensure(ctx, js, ttl)
+		kv, err = r.log.EnsureBucket(ctx, lease.Spec(ttl))
 	}
 	if err != nil {
 		if ctx.Err() == nil {

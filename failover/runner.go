@@ -282,11 +282,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.log = l
 	}
-	js := r.log.JetStream()
 	var election jetstream.KeyValue
 	if !r.cfg.NoElection {
 		kv, ok := r.ensureBucket(ctx, "election bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
-			return ensureElection(ctx, js, r.cfg.ElectionTTL)
+			return r.log.EnsureBucket(ctx, electionBucket(r.cfg.ElectionTTL))
 		})
 		if !ok {
 			return nil
@@ -295,7 +294,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	if !r.cfg.NoSnapshot {
 		kv, ok := r.ensureBucket(ctx, "snapshot bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
-			return ensureSnapshots(ctx, js)
+			return r.log.EnsureBucket(ctx, snapshotBucket)
 		})
 		if !ok {
 			return nil
@@ -331,7 +330,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		followErr <- r.follow(bg, r.state.Seq+1, items)
 	}()
 
-	r.prober = lease.NewProber(js, r.run, lease.SystemClock{}, r.logger)
+	// The prober writes probe keys and reads the lease bucket's stream at
+	// its leader (direct get), a JetStream request the Log does not model.
+	r.prober = lease.NewProber(r.log.JetStream(), r.run, lease.SystemClock{}, r.logger)
 	r.setLeaseTTL()
 	wg.Add(1)
 	go func() {

@@ -49,23 +49,15 @@ type snapshot struct {
 	By      string    `json:"by"`
 }
 
+// snapshotBucket is the snapshot bucket's set-up.
+var snapshotBucket = events.Bucket{
+	Name:        SnapshotBucket,
+	Description: "vmguard state snapshots for a fast cold start; safe to delete",
+}
+
 // ensureSnapshots creates the snapshot bucket if needed.
 func ensureSnapshots(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	replicas, err := events.StreamReplicas(ctx, js)
-	if err != nil {
-		return nil, fmt.Errorf("ensure snapshot bucket: %w", err)
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      SnapshotBucket,
-		Description: "vmguard state snapshots for a fast cold start; safe to delete",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas, // as many as the log: a leader must survive what the log survives
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure snapshot bucket: %w", err)
-	}
-	return kv, nil
+	return events.EnsureBucket(ctx, js, snapshotBucket)
 }
 
 // encodeSnapshot returns the stored form of s.

@@ -397,11 +397,11 @@ func (s *State) NodeSeq(node string) uint64 {
 	return 0
 }
 
-// Expect returns the append option that guards an event the core returned:
+// Expect returns the append condition that guards an event the core returned:
 // the expected last sequence of its package's (or node's) subjects as this
 // state saw them. The append fails with events.ErrConflict if anything about
 // them was written since; then re-read, apply and decide again.
-func (s *State) Expect(e events.Event) events.AppendOption {
+func (s *State) Expect(e events.Event) events.Expect {
 	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
 		return events.ExpectLastSeq(events.NodeFilter(e.Subject), s.NodeSeq(e.Subject))
 	}

@@ -287,9 +287,9 @@ func (s *State) PackageSeq(pkg string) uint64 {
 	return 0
 }
 
-// Expect returns the append option for a decision about pkg: it fails with
+// Expect returns the append condition for a decision about pkg: it fails with
 // events.ErrConflict if anything about pkg was written since this state.
-func (s *State) Expect(pkg string) events.AppendOption {
+func (s *State) Expect(pkg string) events.Expect {
 	return events.ExpectPackageSeq(pkg, s.PackageSeq(pkg))
 }
 

@@ -150,7 +150,7 @@ func guardArgs(escalate string) []string {
 // that stops renewing is gone: its key is not renewed within 1.5 renewal
 // intervals of its last write, and this one may take the node.
 func (c *hostCmd) checkLease(ctx context.Context, l *events.Log) error {
-	kv, err := lease.Open(ctx, l.JetStream())
+	kv, err := l.OpenBucket(ctx, lease.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil
 	}

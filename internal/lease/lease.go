@@ -131,30 +131,24 @@ func RenewEvery(ttl time.Duration) time.Duration { return timeline.RenewEvery(tt
 // agent saw the last renewal late or the guest takes a while to stop.
 func FenceAfter(ttl time.Duration) time.Duration { return timeline.FenceAfter(ttl) }
 
+// Spec is the lease bucket's set-up with key TTL ttl.
+func Spec(ttl time.Duration) events.Bucket {
+	return events.Bucket{
+		Name:        Bucket,
+		Description: "vmguard node leases; a key expires when its node stops renewing it",
+		TTL:         ttl,
+	}
+}
+
 // Ensure creates the lease bucket with TTL ttl, or updates its TTL to ttl.
-// The bucket gets the replica count of the VMGUARD stream (1 without one):
-// on a cluster whose log is R3 the leases are R3 too, or losing the one
-// server that held them would make every node look lost.
+// The bucket gets the replica count of the VMGUARD stream (1 without one,
+// events.EnsureBucket): on a cluster whose log is R3 the leases are R3 too,
+// or losing the one server that held them would make every node look lost.
 func Ensure(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
 	if ttl <= 0 {
 		return nil, errors.New("lease ttl: must be positive")
 	}
-	replicas, err := events.StreamReplicas(ctx, js)
-	if err != nil {
-		return nil, fmt.Errorf("ensure lease bucket: %w", err)
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "vmguard node leases; a key expires when its node stops renewing it",
-		History:     1,
-		TTL:         ttl,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ensure lease bucket: %w", err)
-	}
-	return kv, nil
+	return events.EnsureBucket(ctx, js, Spec(ttl))
 }
 
 // Open binds to the existing lease bucket.
