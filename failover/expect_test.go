@@ -18,7 +18,7 @@ func TestExpectHeaders(t *testing.T) {
 	l.add("node1", events.NodeJoined{}, "") // e6
 	s := l.state()
 	for _, c := range []struct {
-		e            events.Event
+		e    events.Event
 		want events.Expect
 	}{
 		{events.Event{Subject: "web", Data: events.PackagePlaced{}}, events.Expect{Subject: events.PackageFilter("web"), Seq: 5}},
