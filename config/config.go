@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/vmguard/vmguard/internal/duration"
 	"github.com/vmguard/vmguard/internal/timeline"
 )
 
@@ -156,39 +156,12 @@ type Backoff struct {
 	Max    Duration `yaml:"max" json:"max"`
 }
 
-// Duration is a time.Duration written as "5s", "10m".
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// String formats d like time.Duration.
-func (d Duration) String() string { return time.Duration(d).String() }
+// Duration is a time.Duration written as "5s", "10m" (internal/duration,
+// shared with the guest agent's API).
+type Duration = duration.Duration
 
 // ParseDuration parses "5s"-style durations; a negative one is an error.
-func ParseDuration(s string) (Duration, error) {
-	v, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (use e.g. 500ms, 5s, 10m)", s)
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("%q is negative", s)
-	}
-	return Duration(v), nil
-}
-
-// UnmarshalText implements encoding.TextUnmarshaler (YAML and JSON).
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	*d = v
-	return nil
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+func ParseDuration(s string) (Duration, error) { return duration.Parse(s) }
 
 // Limit is a restart or relocation count: none (0), N, or unlimited.
 type Limit struct {

@@ -12,9 +12,9 @@ import (
 
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/duration"
 )
 
 func TestMain(m *testing.M) {
@@ -171,7 +171,7 @@ func TestStop(t *testing.T) {
 
 	// A process that ignores SIGTERM: SIGKILL after the halt timeout.
 	req := sh("web", "stubborn", "r-stubborn", `trap "" TERM; echo ready; sleep 100`)
-	req.HaltTimeout = config.Duration(300 * time.Millisecond)
+	req.HaltTimeout = duration.Duration(300 * time.Millisecond)
 	run(t, ta.client, req)
 	logFile := filepath.Join(ta.state, "logs", "web", "stubborn.log")
 	waitFor(t, 10*time.Second, "trap set", func() bool {

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/duration"
 )
 
 // ServiceName is the NATS micro service name every guest agent registers;
@@ -101,7 +101,7 @@ type RunRequest struct {
 	Node string `json:"node,omitempty"`
 	// HaltTimeout is how long a stop waits after SIGTERM before SIGKILL, as
 	// a Go duration string ("10s", "500ms"); absent or "0s": 10s.
-	HaltTimeout config.Duration `json:"halt_timeout,omitempty"`
+	HaltTimeout duration.Duration `json:"halt_timeout,omitempty"`
 }
 
 // PlaceRequest tells the agent that the host manager of Node controls its
@@ -156,7 +156,7 @@ type StopRequest struct {
 	Service   string `json:"service,omitempty"`
 	// HaltTimeout overrides the run request's halt timeout (absent or "0s":
 	// keep it).
-	HaltTimeout config.Duration `json:"halt_timeout,omitempty"`
+	HaltTimeout duration.Duration `json:"halt_timeout,omitempty"`
 }
 
 // StopReply lists the processes the stop covered, each with its exit. An

@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/duration"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
@@ -27,7 +27,11 @@ func leaseBucket(t testing.TB, url string, ttl time.Duration) jetstream.KeyValue
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv, err := lease.Ensure(context.Background(), js, ttl)
+	// A bound of its own: without one JetStream calls give up after 5 s,
+	// which a loaded machine's new three-server cluster can exceed.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv, err := lease.Ensure(ctx, js, ttl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +191,7 @@ func TestFenceLapse(t *testing.T) {
 	rn := renewer(t, kv, "node1", ttl)
 	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
 	stubborn := sh("web", "b", "b", "trap '' TERM; while :; do sleep 0.05; done")
-	stubborn.HaltTimeout = config.Duration(time.Hour) // the fence must not wait for it
+	stubborn.HaltTimeout = duration.Duration(time.Hour) // the fence must not wait for it
 	run(t, ta.client, stubborn)
 	wantLease(t, ta.client, guestagent.LeaseHeld)
 
