@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,19 +31,22 @@ var (
 	partitionSeed = flag.Uint64("partition-seed", 0, "seed of TestPartition's random schedules (0: from the clock); a failure prints it, to replay")
 	partitionRuns = flag.Int("partition-runs", 100, "random schedules of -partitions=long")
 	partitionNT   = flag.Duration("partition-node-timeout", 20*time.Second, "node_timeout of TestPartition's cluster (the README's advice for a cluster)")
+	partitionN    = flag.Int("partition-hosts", 3, "hosts of TestPartition's cluster, 3 to 5: a server member (stream and buckets R<hosts>), a host manager and a controller on each")
+	partitionFor  = flag.Duration("partition-budget", 0, "-partitions=long: start no step after this long (0: no limit); the end checks and figures still run")
 )
 
 // partConfig is TestPartition's cluster: three nodes, one per host; app
 // runs one service until stopped, restarted without limit so that only a
 // placement ends it; probe never runs and carries the writer's events.
-func partConfig(nt time.Duration, marker string) string {
+func partConfig(nt time.Duration, marker string, nodes []string) string {
+	list := strings.Join(nodes, ", ")
 	return fmt.Sprintf(`cluster: part
 node_timeout: %s
 guest_timeout: 5s
-nodes: [h1, h2, h3]
+nodes: [%s]
 packages:
   - name: app
-    nodes: [h1, h2, h3]
+    nodes: [%s]
     guest: {name: appvm, driver: process, start_timeout: 30s}
     services:
       - name: svc
@@ -50,14 +54,14 @@ packages:
         restart: unlimited
         halt_timeout: 1s
   - name: probe
-    nodes: [h1, h2, h3]
+    nodes: [%s]
     auto_run: false
     guest: {name: probevm, driver: process}
     services:
       - name: idle
         cmd: ["sh", "-c", "while :; do sleep 1; done"]
         halt_timeout: 1s
-`, nt, marker)
+`, nt, list, list, marker, list)
 }
 
 // partEnv is a cluster of three hosts in network namespaces: on each a
@@ -109,7 +113,10 @@ func needNetns(t *testing.T) {
 // applies the config and starts the host managers and controllers.
 func newPartEnv(t *testing.T, ctx context.Context) *partEnv {
 	t.Helper()
-	lab, err := netlab.New(ctx, 3)
+	if *partitionN < 3 || *partitionN > 5 {
+		t.Fatalf("-partition-hosts %d: want 3 to 5", *partitionN)
+	}
+	lab, err := netlab.New(ctx, *partitionN)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,11 +177,12 @@ cluster {
 		p.startServer(h)
 	}
 	for _, h := range lab.Hosts {
-		waitFor(t, 90*time.Second, h.Name+"'s server: stream ready (R3)", func() bool {
-			return strings.Contains(p.out("server "+h.Name), "stream VMGUARD ready (R3)")
+		ready := fmt.Sprintf("stream VMGUARD ready (R%d)", len(lab.Hosts))
+		waitFor(t, 90*time.Second, h.Name+"'s server: "+ready, func() bool {
+			return strings.Contains(p.out("server "+h.Name), ready)
 		})
 	}
-	t.Logf("lab %s: 3 hosts, servers formed an R3 cluster in %v", lab.ID, time.Since(begin).Round(time.Millisecond))
+	t.Logf("lab %s: %d hosts, servers formed an R%d cluster in %v", lab.ID, len(lab.Hosts), len(lab.Hosts), time.Since(begin).Round(time.Millisecond))
 
 	obs := clusterConn(t, p.fwdURL, "observer")
 	l, err := events.Open(ctx, obs, events.WithoutCreate())
@@ -183,7 +191,7 @@ cluster {
 	}
 	p.log = &clusterLog{t: t, l: l}
 	file := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(file, []byte(partConfig(p.nt, p.marker)), 0o644); err != nil {
+	if err := os.WriteFile(file, []byte(partConfig(p.nt, p.marker, p.nodes())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(vmguardBin, "--nats", p.fwdURL, "apply", "-f", file).CombinedOutput(); err != nil {
@@ -227,7 +235,16 @@ func (p *partEnv) start(h *netlab.Host, name string, args ...string) {
 }
 
 func (p *partEnv) startServer(h *netlab.Host) {
-	p.start(h, "server "+h.Name, "server", "-c", filepath.Join(p.dir, h.Name, "nats.conf"), "--replicas", "3", "--sync-interval", "-q")
+	p.start(h, "server "+h.Name, "server", "-c", filepath.Join(p.dir, h.Name, "nats.conf"), "--replicas", strconv.Itoa(len(p.lab.Hosts)), "--sync-interval", "-q")
+}
+
+// nodes names the lab's hosts, which are the cluster's nodes.
+func (p *partEnv) nodes() []string {
+	var out []string
+	for _, h := range p.lab.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
 }
 
 func (p *partEnv) startHost(h *netlab.Host) {
@@ -558,7 +575,7 @@ func TestPartition(t *testing.T) {
 	p.samp = &sampler{lab: p.lab, marker: p.marker, lastSeen: map[string]time.Time{}}
 	go p.samp.run(ctx)
 	p.rn = &renewals{seen: map[string][]time.Time{}}
-	go p.rn.run(ctx, clusterJS(t, p.fwdURL), []string{"h1", "h2", "h3"})
+	go p.rn.run(ctx, clusterJS(t, p.fwdURL), p.nodes())
 	p.w = &writer{}
 	wctx, stopWriter := context.WithCancel(ctx)
 	wl, err := events.Open(ctx, clusterConn(t, p.fwdURL, "writer"), events.WithoutCreate())
@@ -581,7 +598,12 @@ func TestPartition(t *testing.T) {
 	}
 	var results []stepResult
 	failedInARow := 0
+	begin := time.Now()
 	for i, s := range steps {
+		if *partitionFor > 0 && time.Since(begin) > *partitionFor {
+			t.Logf("-partition-budget %v spent after %d of %d steps; stopping here", *partitionFor, i, len(steps))
+			break
+		}
 		t.Logf("step %d/%d: %s", i+1, len(steps), s)
 		if *partitions != "long" {
 			results = append(results, p.runStep(ctx, s))
