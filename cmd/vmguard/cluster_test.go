@@ -904,3 +904,25 @@ func startClusterHosts(ctx context.Context, t *testing.T, wg *sync.WaitGroup, op
 		}()
 	}
 }
+
+// longestGap returns the longest time between two acknowledged writes (or
+// from to the first, or the last to to) within from..to: how long the lease
+// store took none of the probe's writes.
+func (p *storeProbe) longestGap(from, to time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prev := from
+	var m time.Duration
+	for _, a := range p.acked {
+		at := a[1]
+		if !at.After(from) {
+			continue
+		}
+		if at.After(to) {
+			break
+		}
+		m = max(m, at.Sub(prev))
+		prev = at
+	}
+	return max(m, to.Sub(prev))
+}

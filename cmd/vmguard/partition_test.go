@@ -33,6 +33,7 @@ var (
 	partitionNT   = flag.Duration("partition-node-timeout", 20*time.Second, "node_timeout of TestPartition's cluster (the README's advice for a cluster)")
 	partitionN    = flag.Int("partition-hosts", 3, "hosts of TestPartition's cluster, 3 to 5: a server member (stream and buckets R<hosts>), a host manager and a controller on each")
 	partitionFor  = flag.Duration("partition-budget", 0, "-partitions=long: start no step after this long (0: no limit); the end checks and figures still run")
+	partitionStep = flag.Int("partition-step", 0, "-partitions=long: run only this step (1-based) of the seed's schedule, to replay it")
 )
 
 // partConfig is TestPartition's cluster: three nodes, one per host; app
@@ -89,6 +90,7 @@ type partEnv struct {
 	w      *writer
 	st     *stalls
 	rn     *renewals
+	sp     *storeProbe // the lease store's own availability, as the test sees it
 }
 
 // needNetns fails the test unless network namespaces can be made here when
@@ -544,6 +546,12 @@ type stepResult struct {
 	moved     bool
 	failed    bool     // a check failed (long run)
 	falseLoss []string // node.lost/fenced/placements where the fault must cause none
+	// storeFences are fences (and what followed them) in a step whose fault
+	// must cause none, each after the lease store itself took no writes for
+	// long enough to fence a node renewing on time: by design (a store
+	// outage longer than 0.6 node_timeout - a renewal interval fences),
+	// counted apart from false fences.
+	storeFences []string
 }
 
 // TestPartition runs vmguard across three hosts in network namespaces
@@ -576,6 +584,8 @@ func TestPartition(t *testing.T) {
 	go p.samp.run(ctx)
 	p.rn = &renewals{seen: map[string][]time.Time{}}
 	go p.rn.run(ctx, clusterJS(t, p.fwdURL), p.nodes())
+	p.sp = &storeProbe{}
+	go p.sp.run(ctx, clusterJS(t, p.fwdURL))
 	p.w = &writer{}
 	wctx, stopWriter := context.WithCancel(ctx)
 	wl, err := events.Open(ctx, clusterConn(t, p.fwdURL, "writer"), events.WithoutCreate())
@@ -592,7 +602,10 @@ func TestPartition(t *testing.T) {
 
 	var steps []partStep
 	if *partitions == "long" {
-		steps = randomSchedule(seed, *partitionRuns)
+		steps = randomSchedule(seed, max(*partitionRuns, *partitionStep))
+		if *partitionStep > 0 {
+			steps = steps[*partitionStep-1 : *partitionStep]
+		}
 	} else {
 		steps = shortSchedule()
 	}
@@ -695,13 +708,14 @@ func partReport(t *testing.T, results []stepResult, p *partEnv) {
 	})
 	var b strings.Builder
 	fmt.Fprintf(&b, "figures (node_timeout %v, %d steps; app failed on every node and was reset %d times):\n", p.nt, len(results), p.resets)
-	fmt.Fprintf(&b, "%-34s %5s %6s %6s %-26s %-26s %s\n", "class", "runs", "failed", "moved", "recovery min/med/max", "converged min/med/max", "false fences")
+	fmt.Fprintf(&b, "%-34s %5s %6s %6s %-26s %-26s %5s %s\n", "class", "runs", "failed", "moved", "recovery min/med/max", "converged min/med/max", "false fences", "store-outage fences")
 	for _, c := range classes {
 		rs := byClass[c]
 		var rec, conv []time.Duration
-		moved, falseN, failed := 0, 0, 0
+		moved, falseN, storeN, failed := 0, 0, 0, 0
 		for _, r := range rs {
 			falseN += len(r.falseLoss)
+			storeN += len(r.storeFences)
 			if r.failed {
 				failed++
 				continue
@@ -712,7 +726,7 @@ func partReport(t *testing.T, results []stepResult, p *partEnv) {
 			}
 			conv = append(conv, r.converged)
 		}
-		fmt.Fprintf(&b, "%-34s %5d %6d %6d %-26s %-26s %d\n", c, len(rs), failed, moved, spread(rec), spread(conv), falseN)
+		fmt.Fprintf(&b, "%-34s %5d %6d %6d %-26s %-26s %5d %d\n", c, len(rs), failed, moved, spread(rec), spread(conv), falseN, storeN)
 	}
 	t.Log(b.String())
 }
@@ -743,7 +757,12 @@ type partStep struct {
 	// node's death (docs/bench/partitions.md, known bugs), a cut of the
 	// host that leads it makes healthy nodes lost.
 	LeaseAway bool
-	HostIdx   int // which "other"/"any" host, 0..2
+	// LeaseCut cuts the host that leads the lease bucket, after moving
+	// that leadership off app's host: the other nodes, healthy, must not
+	// fence themselves or be lost, and app must stay, unless the lease
+	// store's election outlasted what a holder renewing on time rides out.
+	LeaseCut bool
+	HostIdx  int // which "other"/"any" host, 0..2
 }
 
 func (s partStep) String() string {
@@ -755,7 +774,9 @@ func (s partStep) String() string {
 	case "latency":
 		fmt.Fprintf(&b, " %v", s.Delay)
 	}
-	if s.Net != "none" {
+	if s.LeaseCut {
+		b.WriteString(" on the lease leader's host")
+	} else if s.Net != "none" {
 		fmt.Fprintf(&b, " on %s host", s.Target)
 	}
 	if s.Proc != "" {
@@ -776,7 +797,9 @@ func (s partStep) class() string {
 	} else if s.Proc != "" {
 		c += "+" + s.Proc
 	}
-	if s.Net == "isolate" || s.Net == "split" || s.Net == "oneway" || s.Net == "flap" {
+	if s.LeaseCut {
+		c += "(lease leader)"
+	} else if s.Net == "isolate" || s.Net == "split" || s.Net == "oneway" || s.Net == "flap" {
 		c += "(" + s.Target + ")"
 	}
 	return c
@@ -788,9 +811,11 @@ func (s partStep) class() string {
 // move), then the host app runs on unable to send, with a controller
 // killed. The cuts first move the log's and the lease bucket's leaders off
 // the host they cut: with a cut leader the lease store is out for seconds
-// (docs/bench/partitions.md); the long run covers that case. 2.5, not 1.5:
-// the controller declares a node lost only once the lease store has taken
-// writes for node_timeout, and moving the leaders restarts that window.
+// (docs/bench/partitions.md). 2.5, not 1.5: the controller declares a node
+// lost only once the lease store has taken writes for node_timeout, and
+// moving the leaders restarts that window. Last, the host that leads the
+// lease bucket (not app's) is cut off for node_timeout: the healthy nodes
+// ride out the store's election without a fence, and app stays.
 func shortSchedule() []partStep {
 	nt := *partitionNT
 	return []partStep{
@@ -798,6 +823,7 @@ func shortSchedule() []partStep {
 		{Net: "loss", Target: "app", P: 0.05, For: nt / 2, Benign: true},
 		{Net: "latency", Target: "any", Delay: 100 * time.Millisecond, For: nt / 2, Benign: true},
 		{Net: "oneway", Target: "app", For: nt * 5 / 2, Proc: "kill-controller", ProcOn: "other", LeaseAway: true},
+		{Net: "isolate", For: nt, LeaseCut: true},
 	}
 }
 
@@ -873,6 +899,13 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	}()
 	appHost, appPids := p.waitRunningOne(p.convergeBound(), time.Second, "app running on one host before the step")
 	target := p.pick(s.Target, s.HostIdx, appHost)
+	if s.LeaseCut {
+		p.leaderAway("KV_"+lease.Bucket, appHost)
+		leader := leaderOf(clusterJS(t, p.fwdURL), "KV_"+lease.Bucket)
+		if target = p.lab.Host(leader); target == nil {
+			t.Fatalf("%s: the lease bucket's leader %q is not a host of the lab", s, leader)
+		}
+	}
 	if s.LeaseAway {
 		p.leaderAway(events.StreamName, target.Name) // the log's leader too: fewer moving parts
 		p.leaderAway("KV_"+lease.Bucket, target.Name)
@@ -973,7 +1006,9 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	evs := p.log.all()
 	var started, placed events.Event
 	var lastRenewal time.Time
-	released := false // app's old host said it stopped app (fenced, halted, failed) before the placement
+	storeFenced := map[string]bool{} // nodes fenced by a lease store outage in a benign step
+	var consequences []string        // placements, failures, a moved service in a benign step
+	released := false                // app's old host said it stopped app (fenced, halted, failed) before the placement
 	for _, e := range evs {
 		if e.Seq <= fromSeq {
 			continue
@@ -1001,19 +1036,59 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 				started = e
 			}
 		}
-		if s.Benign {
-			switch e.Data.(type) {
-			case events.NodeLost, events.NodeFenced, events.PackagePlaced, events.PackageFailed, events.GuestLost:
-				res.falseLoss = append(res.falseLoss, formatEvent(e))
+		if s.LeaseCut && e.Subject == target.Name {
+			continue // the cut host fences itself, and may be lost
+		}
+		if s.Benign || s.LeaseCut {
+			switch d := e.Data.(type) {
+			case events.NodeFenced:
+				// A holder fences itself only if it could not renew for
+				// 0.6 node_timeout; if the lease store itself took no
+				// writes for most of that (its leader lost to a loaded
+				// machine's stalls, say), the fence is the design's answer
+				// to a store outage, not a false one.
+				at := d.Since
+				if at.IsZero() {
+					at = e.Time
+				}
+				if out, need := p.storeOutage(at); out >= need {
+					storeFenced[e.Subject] = true
+					res.storeFences = append(res.storeFences, fmt.Sprintf("%s (the lease store took no writes for %v before it)", formatEvent(e), out.Round(time.Millisecond)))
+				} else {
+					res.falseLoss = append(res.falseLoss, fmt.Sprintf("%s (the lease store's longest outage before it: %v, under the %v that could fence a holder renewing on time)",
+						formatEvent(e), out.Round(time.Millisecond), need.Round(time.Millisecond)))
+				}
+			case events.NodeLost:
+				if storeFenced[e.Subject] {
+					res.storeFences = append(res.storeFences, formatEvent(e))
+				} else {
+					res.falseLoss = append(res.falseLoss, formatEvent(e))
+				}
+			case events.PackagePlaced, events.PackageFailed, events.GuestLost:
+				consequences = append(consequences, formatEvent(e))
 			}
 		}
 	}
 	_, _, pidsNow, _ := p.samp.state("")
-	if s.Benign && (newHost != appHost || !slices.Equal(sorted(pidsNow), sorted(appPids))) {
-		res.falseLoss = append(res.falseLoss, fmt.Sprintf("app's service changed from %s %v to %s %v", appHost, appPids, newHost, pidsNow))
+	if (s.Benign || s.LeaseCut) && (newHost != appHost || !slices.Equal(sorted(pidsNow), sorted(appPids))) {
+		consequences = append(consequences, fmt.Sprintf("app's service changed from %s %v to %s %v", appHost, appPids, newHost, pidsNow))
+	}
+	if len(storeFenced) > 0 {
+		// What a fence by a store outage brings (app moved off a fenced
+		// node) is the design's too.
+		res.storeFences = append(res.storeFences, consequences...)
+	} else {
+		res.falseLoss = append(res.falseLoss, consequences...)
 	}
 	for _, f := range res.falseLoss {
+		if s.LeaseCut {
+			t.Errorf("%s: a healthy node or app, yet: %s", s, f)
+			continue
+		}
 		t.Errorf("%s: below node_timeout, yet: %s", s, f)
+	}
+	for _, f := range res.storeFences {
+		t.Logf("%s: fenced by a lease store outage (by design, not a false fence): %s", s, f)
 	}
 	if started.ID != "" {
 		res.moved = true
@@ -1050,6 +1125,19 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 		t.Errorf("%s: app did not move off its cut-off host %s", s, appHost)
 	}
 	return res
+}
+
+// storeOutage returns the longest time the lease store took none of the
+// test's probe writes within the fence window before at (when a node fenced
+// itself: FenceAfter after its last renewal), and how long an outage must
+// be to fence a holder renewing on time: its renewal falls due a renewal
+// interval into the window, so the store must refuse it for the rest, less
+// a second for the probe's own cadence and timeouts and what the test
+// process stalled (a machine that stalls the test stalls the daemons too).
+func (p *partEnv) storeOutage(at time.Time) (out, need time.Duration) {
+	from := at.Add(-lease.FenceAfter(p.nt) - time.Second)
+	need = lease.FenceAfter(p.nt) - lease.RenewEvery(p.nt) - time.Second - p.st.max(from, at)
+	return p.sp.longestGap(from, at), need
 }
 
 // leaderOf names the server that leads stream, "?" if unknown.
