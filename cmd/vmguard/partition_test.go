@@ -1090,6 +1090,17 @@ func (p *partEnv) runStep(ctx context.Context, s partStep) stepResult {
 	for _, f := range res.storeFences {
 		t.Logf("%s: fenced by a lease store outage (by design, not a false fence): %s", s, f)
 	}
+	if s.LeaseCut {
+		var gaps []string
+		for _, n := range p.nodes() {
+			if n != target.Name {
+				g, _ := p.rn.maxGap(n, cut, healed)
+				gaps = append(gaps, fmt.Sprintf("%s %v", n, g.Round(time.Millisecond)))
+			}
+		}
+		t.Logf("%s: the lease store took no writes for %v at most; longest renewal gap of the healthy nodes: %s (they fence at %v)",
+			s, p.sp.longestGap(cut, healed).Round(time.Millisecond), strings.Join(gaps, ", "), lease.FenceAfter(p.nt))
+	}
 	if started.ID != "" {
 		res.moved = true
 		res.recovery = started.Time.Sub(cut)
