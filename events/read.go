@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,32 @@ type ReadOptions struct {
 	// that subject, so that an expected-sequence append does not conflict
 	// forever with a message they can never read.
 	OnSkip func(seq uint64, subject string)
+	// Count, if set, counts every message delivered (decoded or skipped)
+	// and its subject, header and payload bytes: what a reader asked the
+	// server for, to measure read volume.
+	Count *ReadCount
+}
+
+// ReadCount counts the messages a reader received and their bytes
+// (subject, headers and payload). Safe for concurrent use.
+type ReadCount struct {
+	Messages atomic.Uint64
+	Bytes    atomic.Uint64
+}
+
+// add counts m.
+func (c *ReadCount) add(m jetstream.Msg) {
+	if c == nil {
+		return
+	}
+	n := len(m.Subject()) + len(m.Data())
+	for k, vs := range m.Headers() {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // "k: v\r\n"
+		}
+	}
+	c.Messages.Add(1)
+	c.Bytes.Add(uint64(n))
 }
 
 // ForPackage returns ReadOptions reading every event about package pkg.
@@ -89,7 +116,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	return l.decodeOrdered(ctx, it, fn, ro.OnSkip)
+	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count)
 }
 
 // decodeBatch is how many messages one decoding job holds.
@@ -108,7 +135,7 @@ type decodeJob struct {
 // decodeOrdered reads messages until the consumer has none pending, decodes
 // them on several cores (decoding and schema checks cost more than reading)
 // and hands them to fn in stream order.
-func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string)) (uint64, error) {
+func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	jobs := make(chan *decodeJob, workers*2)
 	ordered := make(chan *decodeJob, workers*2)
@@ -159,6 +186,7 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				readErr <- fmt.Errorf("replay: %w", err)
 				return
 			}
+			count.add(m)
 			j.msgs = append(j.msgs, m)
 			j.seqs = append(j.seqs, meta.Sequence.Stream)
 			last := meta.NumPending == 0
@@ -253,6 +281,7 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		}
 		return fmt.Errorf("follow: create consumer: %w", err)
 	}
+	defer func() { l.dropConsumer(ctx, cons) }()
 	var next uint64 // stream sequence to resume from; 0: where ro says
 	for {
 		why, err := l.followConsumer(ctx, cons, ro, &next, fn)
@@ -277,6 +306,20 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		}
 		l.logger.Info("follow: resumed on a new consumer", "from", next, "why", why, "took", time.Since(lost).Round(time.Millisecond))
 	}
+}
+
+// dropConsumer deletes a follower's consumer when Follow returns, so that
+// a reader that follows with changing filters (a host manager adding a
+// package) does not leave one behind per change for followInactiveExpiry.
+// Best effort, bounded, and skipped while disconnected: the consumer
+// expires by itself anyway.
+func (l *Log) dropConsumer(ctx context.Context, cons jetstream.Consumer) {
+	if cons == nil || !l.nc.IsConnected() {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followInfoTimeout)
+	defer cancel()
+	_ = l.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 }
 
 // followConsumer reads cons until ctx ends, fn fails (its error), or the
@@ -320,6 +363,7 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 			return fmt.Errorf("delivery %d after %d", meta.Sequence.Consumer, delivered), nil
 		}
 		delivered = meta.Sequence.Consumer
+		ro.Count.add(m)
 		s := meta.Sequence.Stream
 		if s < *next {
 			continue // read before

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +87,10 @@ type Config struct {
 	Guard     bool
 	GuardBin  string
 	GuardArgs []string
+	// ReadWholeLog makes the runner read and fold every event of the
+	// cluster, as it did before it read only what concerns its node
+	// (concern.go); for comparisons (`vmguard bench scale --read-all`).
+	ReadWholeLog bool
 }
 
 // Runner is one node's host manager: it folds the log into a State,
@@ -155,6 +161,17 @@ type Runner struct {
 	afterAppend func(events.Event) bool
 	onHandle    func(events.Event)
 	crashed     bool
+
+	// reads counts every message the runner's reads received.
+	reads events.ReadCount
+	// concern is the set of packages placed on this node at least once
+	// (concern.go): built by the replay, then owned by the main read.
+	concern map[string]bool
+	// mainSeq and indexSeq are the last sequences the replay's main read
+	// and index read (concern.go) received; indexDone is set once the
+	// index was read to its end.
+	mainSeq, indexSeq uint64
+	indexDone         bool
 }
 
 // siblingGuests returns the process driver's PeerDir for a state directory
@@ -231,6 +248,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		member:  NewMember(cfg.Node),
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
+		concern: map[string]bool{},
 	}
 	if cfg.Guard {
 		bin := cfg.GuardBin
@@ -255,11 +273,13 @@ func (r *Runner) Driver(name string) (Driver, bool) {
 	return d, ok
 }
 
-// item is one message from the follower: an event or a skipped message.
+// item is one message from the follower: an event, a skipped message, or
+// packages a catch-up folded (concern.go).
 type item struct {
 	e       events.Event
 	skipSeq uint64
 	skipSub string
+	install map[string]*Package
 }
 
 // DefaultReplayWait bounds the start's replay when Config.ReplayWait is 0.
@@ -281,25 +301,57 @@ func (r *Runner) replay(ctx context.Context) (uint64, error) {
 	deadline := time.Now().Add(wait)
 	pause := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		ro := events.ReadOptions{OnSkip: r.st.NoteSkipped}
-		if r.st.Seq > 0 {
-			ro.StartSeq = r.st.Seq + 1
-		}
-		last, err := r.log.Replay(ctx, ro, func(e events.Event) error {
-			r.apply(e)
-			return nil
-		})
+		err := r.replayOnce(ctx)
 		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
-			return last, err
+			return r.mainSeq, err
 		}
-		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.st.Seq, "err", err, "gives_up_in", time.Until(deadline).Round(time.Second))
+		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.mainSeq, "err", err, "gives_up_in", time.Until(deadline).Round(time.Second))
 		select {
 		case <-ctx.Done():
-			return last, ctx.Err()
+			return r.mainSeq, ctx.Err()
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, 4*time.Second)
 	}
+}
+
+// replayOnce reads the index to its end (once: placements appended after
+// it are the live index's, concern.go), then the main read from after the
+// last sequence it received.
+func (r *Runner) replayOnce(ctx context.Context) error {
+	if !r.cfg.ReadWholeLog && !r.indexDone {
+		ro := events.ReadOptions{Subjects: []string{placedFilter}, Count: &r.reads,
+			OnSkip: func(seq uint64, _ string) { r.indexSeq = max(r.indexSeq, seq) }}
+		if r.indexSeq > 0 {
+			ro.StartSeq = r.indexSeq + 1
+		}
+		last, err := r.log.Replay(ctx, ro, func(e events.Event) error {
+			r.indexSeq = max(r.indexSeq, e.Seq)
+			if p, ok := placedHere(e, r.node); ok {
+				r.concern[p] = true
+			}
+			return nil
+		})
+		r.indexSeq = max(r.indexSeq, last)
+		if err != nil {
+			return fmt.Errorf("read placements: %w", err)
+		}
+		r.indexDone = true
+	}
+	ro := events.ReadOptions{OnSkip: r.st.NoteSkipped, Count: &r.reads}
+	if !r.cfg.ReadWholeLog {
+		ro.Subjects = mainSubjects(r.concern)
+	}
+	if r.mainSeq > 0 {
+		ro.StartSeq = r.mainSeq + 1
+	}
+	last, err := r.log.Replay(ctx, ro, func(e events.Event) error {
+		r.mainSeq = max(r.mainSeq, e.Seq)
+		r.apply(e)
+		return nil
+	})
+	r.mainSeq = max(r.mainSeq, last)
+	return err
 }
 
 // Run rebuilds the state from the log, then follows it: it decides, acts,
@@ -318,7 +370,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("replay log: %w", err)
 	}
 	last = max(last, r.st.Seq)
-	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages))
+	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages), "concern", len(r.concern))
 
 	defer func() {
 		for _, sub := range r.hbSubs {
@@ -333,7 +385,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.follow(lctx, last+1, in)
+		r.follow(lctx, last+1, r.indexSeq+1, in)
 	}()
 
 	flush := make(chan pet, 1)
@@ -410,38 +462,45 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// follow feeds the events from seq on into in, resuming after errors.
-func (r *Runner) follow(ctx context.Context, seq uint64, in chan<- item) {
-	next := seq
-	send := func(it item) error {
-		select {
-		case in <- it:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// follow feeds the events from seq on into in, resuming after errors: the
+// main read, and beside it the index read from indexNext on (concern.go),
+// unless the runner reads the whole log.
+func (r *Runner) follow(ctx context.Context, seq, indexNext uint64, in chan<- item) {
+	if r.cfg.ReadWholeLog {
+		r.followMain(ctx, seq, nil, in)
+		return
 	}
+	adds := &addQueue{}
+	known := maps.Clone(r.concern)
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.followIndex(ctx, indexNext, known, adds)
+	}()
+	r.followMain(ctx, seq, adds, in)
+}
+
+// followIndex reads every package.placed from next on and queues on adds
+// each package placed on this node that known does not hold yet.
+func (r *Runner) followIndex(ctx context.Context, next uint64, known map[string]bool, adds *addQueue) {
 	wait := 100 * time.Millisecond
 	for {
 		err := r.log.Follow(ctx, events.ReadOptions{
-			StartSeq: next,
-			OnSkip: func(seq uint64, subject string) {
-				if send(item{skipSeq: seq, skipSub: subject}) == nil {
-					next = seq + 1
-				}
-			},
+			StartSeq: next, Subjects: []string{placedFilter}, Count: &r.reads,
+			OnSkip: func(seq uint64, _ string) { next = seq + 1 },
 		}, func(e events.Event) error {
-			if err := send(item{e: e}); err != nil {
-				return err
-			}
 			next = e.Seq + 1
 			wait = 100 * time.Millisecond
+			if p, ok := placedHere(e, r.node); ok && !known[p] {
+				known[p] = true
+				adds.add(p)
+			}
 			return nil
 		})
 		if ctx.Err() != nil {
 			return
 		}
-		r.logger.Warn("following the log stopped; resuming", "seq", next, "err", err)
+		r.logger.Warn("following the placements stopped; resuming", "seq", next, "err", err)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -451,10 +510,127 @@ func (r *Runner) follow(ctx context.Context, seq uint64, in chan<- item) {
 	}
 }
 
+// followMain feeds the main read from seq on into in. With adds (not
+// nil), it takes in the packages queued there: it stops its consumer at
+// the next sequence it has not delivered, catches up with their history
+// below it, hands the result to the loop and resumes with them in its
+// filter (concern.go).
+func (r *Runner) followMain(ctx context.Context, seq uint64, adds *addQueue, in chan<- item) {
+	next := seq
+	cfg, cfgEvent := r.st.Config, (*events.ConfigApplied)(nil) // config in force before next
+	wait := 100 * time.Millisecond
+	backoff := func() bool {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return false
+		}
+		wait = min(2*wait, 5*time.Second)
+		return true
+	}
+	for {
+		if adds != nil {
+			if pkgs := adds.take(); len(pkgs) > 0 {
+				pkgs = slices.DeleteFunc(pkgs, func(p string) bool { return r.concern[p] })
+				if cfgEvent != nil {
+					if c, err := config.FromJSON(cfgEvent.Config); err == nil {
+						cfg = c
+					}
+					cfgEvent = nil
+				}
+				got, err := r.catchUpPackages(ctx, pkgs, next-1, cfg)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					r.logger.Warn("catch up with packages placed here; retrying", "packages", pkgs, "err", err)
+					adds.putBack(pkgs)
+					if !backoff() {
+						return
+					}
+					continue
+				}
+				select {
+				case in <- item{install: got}:
+				case <-ctx.Done():
+					return
+				}
+				for _, p := range pkgs {
+					r.concern[p] = true
+				}
+				r.logger.Debug("reading packages placed here", "packages", pkgs, "from", next)
+			}
+		}
+		fctx, cancel := context.WithCancel(ctx)
+		if adds != nil && !adds.arm(cancel) {
+			cancel()
+			continue
+		}
+		send := func(it item) error {
+			select {
+			case in <- it:
+				return nil
+			case <-fctx.Done():
+				return fctx.Err()
+			}
+		}
+		ro := events.ReadOptions{
+			StartSeq: next, Count: &r.reads,
+			OnSkip: func(seq uint64, subject string) {
+				if send(item{skipSeq: seq, skipSub: subject}) == nil {
+					next = seq + 1
+				}
+			},
+		}
+		if adds != nil {
+			ro.Subjects = mainSubjects(r.concern)
+		}
+		err := r.log.Follow(fctx, ro, func(e events.Event) error {
+			if err := send(item{e: e}); err != nil {
+				return err
+			}
+			next = e.Seq + 1
+			if d, ok := e.Data.(events.ConfigApplied); ok {
+				cfgEvent = &d
+			}
+			wait = 100 * time.Millisecond
+			return nil
+		})
+		queued := adds != nil && adds.disarm()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if queued {
+			continue // stopped to take packages in
+		}
+		r.logger.Warn("following the log stopped; resuming", "seq", next, "err", err)
+		if !backoff() {
+			return
+		}
+	}
+}
+
 // handle applies one followed item and reacts.
 func (r *Runner) handle(ctx context.Context, it item) {
 	if it.skipSeq > 0 {
 		r.st.NoteSkipped(it.skipSeq, it.skipSub)
+		return
+	}
+	if it.install != nil {
+		names := make([]string, 0, len(it.install))
+		for name, p := range it.install {
+			r.st.Install(p)
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, pkg := range names {
+			r.noteLocal(pkg)
+			r.process(ctx, pkg)
+			if r.crashed {
+				return
+			}
+		}
 		return
 	}
 	e := it.e

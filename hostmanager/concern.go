@@ -1,0 +1,229 @@
+package hostmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// What a host manager reads (DESIGN.md §11, issue 12 item 2).
+//
+// A host manager does not read the whole log. It reads, in stream order,
+// on one consumer (the main read): the cluster's subjects, every node's
+// subjects (few events: joins, losses, fences, freezes), and the whole
+// subject space of each package that concerns it: a package placed on
+// this node at least once (its "concern set"). Beside it, a second
+// consumer (the index) reads every package.placed of every package, and
+// nothing else, to learn when a package starts to concern this node.
+//
+// The race between "placement seen" and "package added to the filter" is
+// closed by anchoring the addition on the main read's position, not on the
+// placement's: when the index sees package P placed on this node, the main
+// read stops at the next stream sequence M it has not delivered, P's
+// history below M is folded on its own (a catch-up: P's subjects and every
+// node.lost and node.fenced, in stream order, below M), the result is
+// installed in the state, and the main read resumes at M with P in its
+// filter. Whether the index is ahead of the main read or behind it, every
+// event of P is folded exactly once and in stream order relative to what
+// P's fold depends on (P's own events, node losses and fences, this node).
+// A package's fold does not depend on other packages, so the state of each
+// package in the concern set is the state a fold of the whole log gives;
+// packages outside it are what the configuration names (empty: nothing
+// placed here, nothing to decide). A restart computes the concern set from
+// the index first (every placement on this node in the log), then folds
+// the main read: the same state for every package it may act on.
+//
+// The one approximation: a catch-up folds P's events with the
+// configuration in force at M, not the one in force at each event; it
+// matters only for an instance of P on this node started before M, which
+// needs a package.starting that this node appended while P was outside
+// its concern set: a previous run of this host manager that saw the
+// placement first. Packages never leave the concern set while the runner
+// runs (a restart drops those that ended elsewhere only if no placement on
+// this node is in the log: none do, placements stay in the log).
+
+// placedFilter matches every package.placed: the index.
+var placedFilter = events.PackageSubject("*", "package", "placed")
+
+// downFilters match every node.lost and node.fenced: they release the
+// placements on their node, so a catch-up folds them with the package.
+var downFilters = []string{events.NodeSubject("*", "lost"), events.NodeSubject("*", "fenced")}
+
+// nodesFilter matches every node's events.
+const nodesFilter = "vmguard.events.node.>"
+
+// mainSubjects returns the main read's filter for the concern set pkgs.
+func mainSubjects(pkgs map[string]bool) []string {
+	subs := []string{events.ClusterFilter, nodesFilter}
+	for _, p := range sortedKeys(pkgs) {
+		subs = append(subs, events.PackageFilter(p))
+	}
+	return subs
+}
+
+// catchUpSubjects returns what a catch-up of pkgs reads.
+func catchUpSubjects(pkgs []string) []string {
+	subs := slices.Clone(downFilters)
+	for _, p := range pkgs {
+		subs = append(subs, events.PackageFilter(p))
+	}
+	return subs
+}
+
+// placedHere returns the package e places on node, if it is a
+// package.placed naming node.
+func placedHere(e events.Event, node string) (string, bool) {
+	d, ok := e.Data.(events.PackagePlaced)
+	if !ok || d.Node != node || !events.ValidName(e.Subject) {
+		return "", false
+	}
+	return e.Subject, true
+}
+
+func sortedKeys(m map[string]bool) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// catchUp folds the history of packages below a sequence on its own: the
+// packages' events and every node loss and fence, in stream order, onto an
+// empty state of the node holding cfg.
+type catchUp struct {
+	st      *State
+	through uint64
+}
+
+// newCatchUp returns a catch-up of node's packages through seq through,
+// with cfg as the configuration in force.
+func newCatchUp(node string, cfg *config.Cluster, through uint64) *catchUp {
+	st := NewState(node)
+	st.Config = cfg
+	return &catchUp{st: st, through: through}
+}
+
+// apply folds e and reports whether it was at or below the bound (false:
+// the catch-up is complete, stop reading).
+func (c *catchUp) apply(e events.Event) bool {
+	if e.Seq > c.through {
+		return false
+	}
+	c.st.Apply(e)
+	return true
+}
+
+// skipped records a malformed message at or below the bound.
+func (c *catchUp) skipped(seq uint64, subject string) {
+	if seq <= c.through {
+		c.st.NoteSkipped(seq, subject)
+	}
+}
+
+// packages returns the folded state of pkgs (an empty one for a package
+// with no event).
+func (c *catchUp) packages(pkgs []string) map[string]*Package {
+	out := make(map[string]*Package, len(pkgs))
+	for _, p := range pkgs {
+		out[p] = c.st.pkg(p)
+	}
+	return out
+}
+
+// Install puts p, folded by a catch-up through a sequence below every
+// event of p's package not yet applied, in place of what s knew of its
+// package (nothing, or an entry the configuration made).
+func (s *State) Install(p *Package) {
+	s.Packages[p.Name] = p
+	s.Seq = max(s.Seq, p.Seq)
+}
+
+// addQueue carries the packages the index found placed on this node to
+// the main read, and stops the main read's current consumer so that it
+// takes them in.
+type addQueue struct {
+	mu     sync.Mutex
+	pkgs   []string
+	cancel context.CancelFunc
+}
+
+// add queues pkg and stops the main read's consumer.
+func (q *addQueue) add(pkg string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pkgs = append(q.pkgs, pkg)
+	if q.cancel != nil {
+		q.cancel()
+	}
+}
+
+// take returns and clears the queue.
+func (q *addQueue) take() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	p := q.pkgs
+	q.pkgs = nil
+	return p
+}
+
+// putBack queues pkgs again (a catch-up failed).
+func (q *addQueue) putBack(pkgs []string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pkgs = append(pkgs, q.pkgs...)
+}
+
+// arm registers the cancel of the main read's consumer; false if packages
+// are queued already (take them first).
+func (q *addQueue) arm(cancel context.CancelFunc) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pkgs) > 0 {
+		return false
+	}
+	q.cancel = cancel
+	return true
+}
+
+// disarm forgets the cancel and reports whether packages are queued.
+func (q *addQueue) disarm() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.cancel = nil
+	return len(q.pkgs) > 0
+}
+
+// errCaughtUp stops a catch-up's replay at its bound.
+var errCaughtUp = errors.New("caught up")
+
+// catchUpPackages folds pkgs' history below seq through (see catchUp).
+func (r *Runner) catchUpPackages(ctx context.Context, pkgs []string, through uint64, cfg *config.Cluster) (map[string]*Package, error) {
+	c := newCatchUp(r.node, cfg, through)
+	if through == 0 {
+		return c.packages(pkgs), nil
+	}
+	_, err := r.log.Replay(ctx, events.ReadOptions{Subjects: catchUpSubjects(pkgs), OnSkip: c.skipped, Count: &r.reads},
+		func(e events.Event) error {
+			if !c.apply(e) {
+				return errCaughtUp
+			}
+			return nil
+		})
+	if err != nil && !errors.Is(err, errCaughtUp) {
+		return nil, fmt.Errorf("catch up with packages %v: %w", pkgs, err)
+	}
+	return c.packages(pkgs), nil
+}
+
+// ReadStats returns how many messages the runner's reads of the log
+// received and their bytes (subject, headers, payload), since it started.
+func (r *Runner) ReadStats() (msgs, bytes uint64) {
+	return r.reads.Messages.Load(), r.reads.Bytes.Load()
+}
