@@ -39,13 +39,17 @@ type ReadOptions struct {
 type ReadCount struct {
 	Messages atomic.Uint64
 	Bytes    atomic.Uint64
+	// Pending is how many messages of the reader's selection the server
+	// held behind the last one delivered: its lag, as of that delivery.
+	Pending atomic.Uint64
 }
 
-// add counts m.
-func (c *ReadCount) add(m jetstream.Msg) {
+// add counts m, delivered with pending messages behind it.
+func (c *ReadCount) add(m jetstream.Msg, pending uint64) {
 	if c == nil {
 		return
 	}
+	c.Pending.Store(pending)
 	n := len(m.Subject()) + len(m.Data())
 	for k, vs := range m.Headers() {
 		for _, v := range vs {
@@ -186,7 +190,7 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				readErr <- fmt.Errorf("replay: %w", err)
 				return
 			}
-			count.add(m)
+			count.add(m, meta.NumPending)
 			j.msgs = append(j.msgs, m)
 			j.seqs = append(j.seqs, meta.Sequence.Stream)
 			last := meta.NumPending == 0
@@ -363,7 +367,7 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 			return fmt.Errorf("delivery %d after %d", meta.Sequence.Consumer, delivered), nil
 		}
 		delivered = meta.Sequence.Consumer
-		ro.Count.add(m)
+		ro.Count.add(m, meta.NumPending)
 		s := meta.Sequence.Stream
 		if s < *next {
 			continue // read before

@@ -222,8 +222,14 @@ func (r *Runner) catchUpPackages(ctx context.Context, pkgs []string, through uin
 	return c.packages(pkgs), nil
 }
 
+// Lag returns how many events of what the runner reads the server held
+// behind the last one its main read received: 0 when it is caught up.
+// (The log's last sequence minus the last sequence read is no measure of
+// a reader that skips what does not concern it.)
+func (r *Runner) Lag() uint64 { return r.mainReads.Pending.Load() }
+
 // ReadStats returns how many messages the runner's reads of the log
 // received and their bytes (subject, headers, payload), since it started.
 func (r *Runner) ReadStats() (msgs, bytes uint64) {
-	return r.reads.Messages.Load(), r.reads.Bytes.Load()
+	return r.reads.Messages.Load() + r.mainReads.Messages.Load(), r.reads.Bytes.Load() + r.mainReads.Bytes.Load()
 }

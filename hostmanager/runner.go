@@ -162,8 +162,9 @@ type Runner struct {
 	onHandle    func(events.Event)
 	crashed     bool
 
-	// reads counts every message the runner's reads received.
-	reads events.ReadCount
+	// mainReads counts the messages the main read received (replay and
+	// follow), reads those of the index and the catch-ups.
+	mainReads, reads events.ReadCount
 	// concern is the set of packages placed on this node at least once
 	// (concern.go): built by the replay, then owned by the main read.
 	concern map[string]bool
@@ -338,7 +339,7 @@ func (r *Runner) replayOnce(ctx context.Context) error {
 		}
 		r.indexDone = true
 	}
-	ro := events.ReadOptions{OnSkip: r.st.NoteSkipped, Count: &r.reads}
+	ro := events.ReadOptions{OnSkip: r.st.NoteSkipped, Count: &r.mainReads}
 	if !r.cfg.ReadWholeLog {
 		ro.Subjects = mainSubjects(r.concern)
 	}
@@ -575,7 +576,7 @@ func (r *Runner) followMain(ctx context.Context, seq uint64, adds *addQueue, in 
 			}
 		}
 		ro := events.ReadOptions{
-			StartSeq: next, Count: &r.reads,
+			StartSeq: next, Count: &r.mainReads,
 			OnSkip: func(seq uint64, subject string) {
 				if send(item{skipSeq: seq, skipSub: subject}) == nil {
 					next = seq + 1

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,6 +34,7 @@ type benchScaleCmd struct {
 	Heartbeat   time.Duration `name:"heartbeat" default:"1s" help:"Heartbeat interval of the simulated guests."`
 	Durable     bool          `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
 	Timeout     time.Duration `name:"timeout" default:"10m" help:"Bound of each phase."`
+	ReadAll     bool          `name:"read-all" help:"Host managers read and fold the whole log, as before they read only what concerns their node (for comparison)."`
 }
 
 // scaleConfig returns the benchmark's configuration: even packages restart
@@ -105,17 +107,19 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	hosts := map[string]context.CancelFunc{}
+	runners := map[string]*hostmanager.Runner{}
 	for _, n := range cl.Nodes {
 		hctx, cancel := context.WithCancel(runCtx)
 		hm, err := hostmanager.NewRunner(hostmanager.Config{
 			Node: n, Log: l, StateDir: filepath.Join(dir, n), Version: version,
-			Drivers: map[string]hostmanager.Driver{config.DriverProcess: sim.Driver(n)},
+			Drivers:      map[string]hostmanager.Driver{config.DriverProcess: sim.Driver(n)},
+			ReadWholeLog: c.ReadAll,
 		})
 		if err != nil {
 			cancel()
 			return err
 		}
-		hosts[n] = cancel
+		hosts[n], runners[n] = cancel, hm
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = hm.Run(hctx) }()
 	}
@@ -284,15 +288,30 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	fmt.Fprintf(out, "controller cold start with a snapshot (at seq %d of %d): %v to catch up\n", st.SnapshotSeq, last, took.Round(time.Millisecond))
 
-	// Read volume: every host manager follows the whole log.
+	// Read volume: what each host manager's reads received (replay,
+	// follow, its index of placements and catch-ups).
 	si, err := l.JetStream().Stream(ctx, events.StreamName)
 	if err != nil {
 		return err
 	}
 	info := si.CachedInfo()
 	ns := nc.Stats()
-	fmt.Fprintf(out, "log: %d events, %.1f MB; each host manager reads all of it: %.1f MB per host, %.1f GB for the cluster; the shared connection received %d messages, %.1f MB (all host managers, guests, controller)\n",
-		info.State.Msgs, mb(int64(info.State.Bytes)), mb(int64(info.State.Bytes)), float64(info.State.Bytes)*float64(c.Nodes)/(1<<30), ns.InMsgs, mb(int64(ns.InBytes)))
+	var readMsgs, readBytes []int64
+	var sumBytes int64
+	for _, r := range runners {
+		m, b := r.ReadStats()
+		readMsgs, readBytes = append(readMsgs, int64(m)), append(readBytes, int64(b))
+		sumBytes += int64(b)
+	}
+	slices.Sort(readMsgs)
+	slices.Sort(readBytes)
+	what := "each reads only its node's, the cluster's and its packages' subjects, and every package.placed"
+	if c.ReadAll {
+		what = "each reads the whole log (--read-all)"
+	}
+	fmt.Fprintf(out, "log: %d events, %.1f MB; host managers (%s): messages read per host p50 %d max %d, bytes per host p50 %.2f MB max %.2f MB, %.1f MB for the cluster; the shared connection received %d messages, %.1f MB (all host managers, guests, controller)\n",
+		info.State.Msgs, mb(int64(info.State.Bytes)), what, readMsgs[len(readMsgs)/2], readMsgs[len(readMsgs)-1],
+		mb(readBytes[len(readBytes)/2]), mb(readBytes[len(readBytes)-1]), mb(sumBytes), ns.InMsgs, mb(int64(ns.InBytes)))
 
 	evs, err := allEvents(ctx, l)
 	if err != nil {

@@ -121,7 +121,6 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	var hm hostmanager.Metrics
 	if m != nil {
 		m.WatchLog(l)
-		m.AddLag(l, "host", m.LastRead)
 		hm = m.Node(c.Node)
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
@@ -131,6 +130,11 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if m != nil {
+		// It reads only what concerns its node: its lag is what its own
+		// consumer holds behind the last event it read.
+		m.AddPending("host", r.Lag)
 	}
 	logger.Info("host manager starting", "node", c.Node, "nats", natsconn.Redact(g.NATS), "state", state)
 	ready()

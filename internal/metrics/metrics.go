@@ -183,11 +183,23 @@ func (m *Metrics) WatchLog(l *events.Log) {
 		func() float64 { return logLast(l) }))
 }
 
+// lagHelp is the help of vmguard_consumer_lag_events.
+const lagHelp = "Events in the log not yet applied by a reader: the log's last sequence minus the reader's applied sequence; for a reader of part of the log (host), the events of its part its consumer holds behind the last one it read."
+
+// AddPending adds vmguard_consumer_lag_events{reader} for a reader of
+// part of the log: pending() is how many events of its part it has not
+// read yet (a host manager's Lag).
+func (m *Metrics) AddPending(reader string, pending func() uint64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "consumer_lag_events",
+		Help: lagHelp, ConstLabels: prometheus.Labels{"reader": reader}},
+		func() float64 { return float64(pending()) }))
+}
+
 // AddLag adds vmguard_consumer_lag_events{reader}: the log's last sequence
 // minus the sequence applied(), read at each scrape.
 func (m *Metrics) AddLag(l *events.Log, reader string, applied func() uint64) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "consumer_lag_events",
-		Help:        "Events in the log not yet applied by a reader: the log's last sequence minus the reader's applied sequence.",
+		Help:        lagHelp,
 		ConstLabels: prometheus.Labels{"reader": reader}},
 		func() float64 {
 			last := logLast(l)
