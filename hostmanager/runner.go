@@ -382,7 +382,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		r.noteLocal(pkg)
 	}
 
-	in := make(chan item, 1024)
+	in := make(chan item, 128) // an item holds an event (~250 B); the follower waits when it is full
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -34,6 +35,7 @@ type benchScaleCmd struct {
 	Heartbeat   time.Duration `name:"heartbeat" default:"1s" help:"Heartbeat interval of the simulated guests."`
 	Durable     bool          `name:"durable" help:"Run the embedded server in the durable default (fsync per write) instead of interval mode."`
 	Timeout     time.Duration `name:"timeout" default:"10m" help:"Bound of each phase."`
+	MemProfile  string        `name:"memprofile" help:"Write a heap profile to this file once the cluster is up."`
 	ReadAll     bool          `name:"read-all" help:"Host managers read and fold the whole log, as before they read only what concerns their node (for comparison)."`
 }
 
@@ -152,6 +154,11 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	rss := readRSS()
 	fmt.Fprintf(out, "memory (whole process: server, controller, host managers, simulated guests): RSS %.1f MB before, %.1f MB with the cluster up: %.1f KB per package, %.1f KB per node\n",
 		mb(rss0), mb(rss), float64(rss-rss0)/1024/float64(c.Packages), float64(rss-rss0)/1024/float64(c.Nodes))
+	if c.MemProfile != "" {
+		if err := writeHeapProfile(c.MemProfile); err != nil {
+			return err
+		}
+	}
 
 	// Phase 2: service exits (restarts) and package failures (failovers).
 	var restartDec, restartDone, failDec, failover1 []time.Duration
@@ -347,4 +354,17 @@ func readRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// writeHeapProfile writes the heap profile to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("write heap profile: %w", err)
+	}
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write heap profile: %w", err)
+	}
+	return f.Close()
 }
