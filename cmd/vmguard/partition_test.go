@@ -1240,3 +1240,31 @@ func TestPartitionSchedule(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreProbeGap: the longest time without an acknowledged probe write
+// within a window counts the window's edges, so an outage still going on at
+// a fence, or begun before the window, counts only inside it.
+func TestStoreProbeGap(t *testing.T) {
+	t0 := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	p := &storeProbe{}
+	for _, s := range []float64{0, 0.05, 0.1, 7.1, 7.15, 20} { // out from 0.1 to 7.1, and from 7.15 to 20
+		p.acked = append(p.acked, [2]time.Time{at(s - 0.01), at(s)})
+	}
+	for _, c := range []struct {
+		from, to float64
+		want     time.Duration
+	}{
+		{0, 7.15, 7 * time.Second},
+		{1, 7.15, 6100 * time.Millisecond},  // the outage began before the window
+		{7.15, 10, 2850 * time.Millisecond}, // still out at the window's end
+		{0, 0.1, 50 * time.Millisecond},     // writes every 50 ms
+		{8, 9, time.Second},                 // no write at all inside
+		{-1, 0.1, 1000 * time.Millisecond},  // before the first write
+		{7.1, 7.15, 50 * time.Millisecond},
+	} {
+		if got := p.longestGap(at(c.from), at(c.to)); got != c.want {
+			t.Errorf("longestGap(%v, %v) = %v, want %v", c.from, c.to, got, c.want)
+		}
+	}
+}
