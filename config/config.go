@@ -78,6 +78,10 @@ type Package struct {
 	MaxRelocate    Limit     `yaml:"max_relocate" json:"max_relocate"`
 	Guest          Guest     `yaml:"guest" json:"guest"`
 	Services       []Service `yaml:"services" json:"services"`
+	// NodeFailFast (Serviceguard's node_fail_fast_enabled) fences the node
+	// the package runs on when the package fails there: every guest of the
+	// node is stopped and node.fenced recorded, so all of its packages move.
+	NodeFailFast bool `yaml:"node_fail_fast,omitempty" json:"node_fail_fast,omitempty"`
 }
 
 // AutoRunEnabled reports the package's auto_run setting (default true).
@@ -146,6 +150,10 @@ type Service struct {
 	RestartWindow Duration          `yaml:"restart_window,omitempty" json:"restart_window,omitempty"`
 	Backoff       *Backoff          `yaml:"backoff,omitempty" json:"backoff,omitempty"`
 	HaltTimeout   Duration          `yaml:"halt_timeout" json:"halt_timeout"`
+	// FailFast (Serviceguard's service_fail_fast_enabled) fences the node
+	// when the service fails after its restarts, at once, without the
+	// package's halt first.
+	FailFast bool `yaml:"fail_fast,omitempty" json:"fail_fast,omitempty"`
 }
 
 // Backoff delays restarts: Delay, then times Factor each further attempt, at

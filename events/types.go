@@ -243,6 +243,10 @@ type NodeHalted struct {
 type NodeFenced struct {
 	Reason string    `json:"reason"`
 	Since  time.Time `json:"since,omitzero"`
+	// Hold: the node stays out of the cluster until an operator's `node
+	// run` (a fail-fast fence, as Serviceguard halts the node); without it
+	// the host manager joins the node again by itself.
+	Hold bool `json:"hold,omitempty"`
 }
 
 // NodeDrained records that an operator put a node in maintenance (`vmguard

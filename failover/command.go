@@ -49,7 +49,8 @@ const (
 	OpNodeHalt Op = "node_halt"
 	// OpNodeRun: `node run NODE` -> node.resumed for a drained node (its
 	// maintenance ends), and node.joined from the operator for a node an
-	// operator halted (its host kept its lease). The node is
+	// operator halted (its host kept its lease) or that fenced itself for a
+	// fail-fast (node.fenced with hold). The node is
 	// eligible again: waiting packages may start there and automatic
 	// failback may bring packages back. A node that was lost or fenced joins
 	// when its host manager takes its lease again, not by this command.
@@ -248,6 +249,8 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 	switch {
 	case n.Up():
 		return nil, refuse("node %s is already running", cmd.Node)
+	case n != nil && n.Membership == MemberFenced && n.FenceHold:
+		// A fail-fast fence holds the node out until now.
 	case n == nil || n.Membership != MemberHalted || n.HaltedBy == "":
 		return nil, refuse("node %s is down (STATE %s) and was not halted by an operator: start its host manager (`vmguard host --node %s`), which joins it", cmd.Node, n.State(), cmd.Node)
 	}

@@ -168,6 +168,11 @@ func TestCommand(t *testing.T) {
 		{name: "node run of a lost node", extra: func(l *logb) { l.lost("node2") },
 			cmd:  Command{Op: OpNodeRun, Node: "node2", By: "ann"},
 			want: "node node2 is down (STATE failed) and was not halted by an operator: start its host manager (`vmguard host --node node2`), which joins it", err: true},
+		{name: "node run of a node fenced for a fail-fast", extra: func(l *logb) { l.add("node2", events.NodeFenced{Reason: "fail_fast", Hold: true}, "") },
+			cmd: Command{Op: OpNodeRun, Node: "node2", By: "ann"}, want: "node.joined node2 by=ann reason=operator_run"},
+		{name: "node run of a node fenced without hold", extra: func(l *logb) { l.add("node2", events.NodeFenced{Reason: "lease"}, "") },
+			cmd:  Command{Op: OpNodeRun, Node: "node2", By: "ann"},
+			want: "node node2 is down (STATE failed) and was not halted by an operator", err: true},
 		{name: "node run of a node never joined", cmd: Command{Op: OpNodeRun, Node: "node3", By: "ann"},
 			want: "node node3 is down (STATE unknown)", err: true},
 

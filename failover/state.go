@@ -107,6 +107,9 @@ type NodeState struct {
 	Membership Membership `json:"membership"`
 	// HaltedBy is who halted the node (node.halted by), "" otherwise.
 	HaltedBy string `json:"halted_by,omitempty"`
+	// FenceHold: the node fenced itself and stays out until an operator's
+	// `node run` (node.fenced with hold: a fail-fast).
+	FenceHold bool `json:"fence_hold,omitempty"`
 	// JoinedSeq and JoinedID name its last node.joined.
 	JoinedSeq uint64 `json:"joined_seq,omitempty"`
 	JoinedID  string `json:"joined_id,omitempty"`
@@ -464,7 +467,7 @@ func (s *State) Apply(e events.Event) bool {
 		s.Config, s.ConfigSeq, s.ConfigID, s.ConfigErr = c, e.Seq, e.ID, ""
 	case events.NodeJoined:
 		n := s.node(e)
-		n.Membership, n.HaltedBy, n.EventID = MemberJoined, "", e.ID
+		n.Membership, n.HaltedBy, n.EventID, n.FenceHold = MemberJoined, "", e.ID, false
 		n.JoinedSeq, n.JoinedID = e.Seq, e.ID
 		n.EligibleSeq, n.EligibleID = e.Seq, e.ID
 	case events.NodeDrained:
@@ -499,6 +502,7 @@ func (s *State) Apply(e events.Event) bool {
 		s.nodeDown(e, MemberLost, "")
 	case events.NodeFenced:
 		s.nodeDown(e, MemberFenced, "")
+		s.node(e).FenceHold = d.Hold
 	case events.NodeHalted:
 		s.nodeDown(e, MemberHalted, d.By)
 	case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,

@@ -225,6 +225,34 @@ func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
 	return true
 }
 
+// failFast fences this node when the log shows a fail-fast failure on it
+// (State.FailFast: a service with fail_fast failed after its restarts, or
+// a package with node_fail_fast failed) that no node.fenced, node.lost or
+// node.halted has answered yet, as Serviceguard halts a node: every guest
+// of the node is stopped through its driver and node.fenced recorded, so
+// the controller moves all of the node's packages. The state comes from
+// the log, so a host manager restarted in between fences on start; once
+// per failure, since node.fenced clears it. A frozen node ignores it. The
+// fence holds: the node stays out until an operator's `node run`.
+func (r *Runner) failFast(ctx context.Context) {
+	ff := r.st.FailFast
+	if ff == nil || r.member.Fenced || r.member.FrozenAt(r.now()) {
+		return
+	}
+	why := clipReason(ff.Reason)
+	r.logger.Error("fencing this node: fail-fast failure", "package", ff.Package, "reason", why)
+	r.member.Observe(Observation{Kind: ObserveFence, Reason: why, At: r.now(), Hold: true})
+	for _, f := range r.flights {
+		f.cancel()
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.fence(ctx, why)
+	}()
+	r.nodeWork(ctx)
+}
+
 // unreported handles a run the agent accepted: if its process.started has
 // not come within ReportTimeout, the host manager records the process as
 // exited (the run counts as a failed start; the restart policy applies)

@@ -49,6 +49,12 @@ func (s *State) Apply(e events.Event) bool {
 		case events.NodeFenced:
 			s.nodeDown(e, ReasonFenced)
 		}
+		if ff := s.FailFast; ff != nil && e.Subject == s.Node && e.Seq > ff.Seq {
+			switch e.Data.(type) {
+			case events.NodeLost, events.NodeFenced, events.NodeHalted:
+				s.FailFast = nil
+			}
+		}
 	case events.ScopePackage:
 		if e.Subject == "" {
 			return false
@@ -81,6 +87,30 @@ func scopeOf(e events.Event) (events.Scope, bool) {
 	}
 	sc, err := events.ScopeOf(e.Type())
 	return sc, err == nil
+}
+
+// serviceFailFast reports whether the config in force has fail_fast on
+// service svc of package pkg.
+func (s *State) serviceFailFast(pkg, svc string) bool {
+	if s.Config == nil {
+		return false
+	}
+	cp, ok := s.Config.Package(pkg)
+	if !ok {
+		return false
+	}
+	sc, ok := cp.Service(svc)
+	return ok && sc.FailFast
+}
+
+// nodeFailFast reports whether the config in force has node_fail_fast on
+// package pkg.
+func (s *State) nodeFailFast(pkg string) bool {
+	if s.Config == nil {
+		return false
+	}
+	cp, ok := s.Config.Package(pkg)
+	return ok && cp.NodeFailFast
 }
 
 func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
@@ -148,6 +178,10 @@ func (s *State) applyPackage(p *Package, e events.Event) {
 	case events.PackageHalted:
 		p.ended(d.Epoch, e.ID)
 	case events.PackageFailed:
+		if d.Node == s.Node && p.Inst != nil && p.Inst.Epoch == d.Epoch && s.FailFast == nil && s.nodeFailFast(p.Name) {
+			s.FailFast = &FailFast{Package: p.Name, Seq: e.Seq,
+				Reason: "node_fail_fast: package " + p.Name + " failed: " + d.Reason}
+		}
 		p.ended(d.Epoch, e.ID)
 	case events.PackageReset:
 		if in := p.Inst; in != nil {
@@ -200,6 +234,10 @@ func (s *State) applyPackage(p *Package, e events.Event) {
 				sv.Failed, sv.Exit, sv.Run = true, nil, nil
 				if in.Failure == nil {
 					in.Failure = &Failure{Reason: "service " + d.Service + " failed: " + d.Reason, Service: d.Service, ID: e.ID}
+				}
+				if s.FailFast == nil && s.serviceFailFast(p.Name, d.Service) {
+					s.FailFast = &FailFast{Package: p.Name, Seq: e.Seq,
+						Reason: "fail_fast: service " + d.Service + " of package " + p.Name + " failed: " + d.Reason}
 				}
 				in.LastID = e.ID
 			}

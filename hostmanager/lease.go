@@ -372,7 +372,7 @@ func (r *Runner) nodeWork(ctx context.Context) {
 		switch r.member.Decide(r.now()) {
 		case MemberAppendFenced:
 			e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
-				Data: events.NodeFenced{Reason: clipReason(r.member.FenceReason), Since: r.member.FenceTime.UTC()}}, r.now())
+				Data: events.NodeFenced{Reason: clipReason(r.member.FenceReason), Since: r.member.FenceTime.UTC(), Hold: r.member.FenceHold}}, r.now())
 			actx, cancel := context.WithTimeout(ctx, appendTimeout)
 			seq, err := r.log.Append(actx, e)
 			cancel()

@@ -43,6 +43,9 @@ type Member struct {
 	FenceReason string    `json:"fence_reason,omitempty"`
 	FenceTime   time.Time `json:"fence_time,omitzero"`
 	FenceSeq    uint64    `json:"fence_seq,omitempty"`
+	// FenceHold: the fence keeps the node out until an operator's `node
+	// run` (fail-fast); node.fenced says so (Hold).
+	FenceHold bool `json:"fence_hold,omitempty"`
 	// JoinSeq is the node.joined appended and not yet read back.
 	JoinSeq uint64 `json:"join_seq,omitempty"`
 	// Resume: node.fenced was read back, or a freeze ended: every package
@@ -84,8 +87,12 @@ func (m *Member) Apply(e events.Event) bool {
 	switch d := e.Data.(type) {
 	case events.NodeJoined:
 		m.Joined, m.JoinSeq = true, 0
-	case events.NodeLost, events.NodeFenced:
+	case events.NodeLost:
 		m.Joined, m.MayJoin = false, true
+	case events.NodeFenced:
+		// A held fence (fail-fast) keeps the node out until `node run`,
+		// whose node.joined comes from the operator.
+		m.Joined, m.MayJoin = false, !d.Hold
 	case events.NodeHalted:
 		// An operator's halt (by someone) keeps the node out until `node
 		// run`; the host manager's own clean stop (no by) does not: the
@@ -145,6 +152,8 @@ const (
 type Observation struct {
 	Kind   ObservationKind
 	Reason string
+	// Hold (ObserveFence): the fence keeps the node out until `node run`.
+	Hold bool
 	At     time.Time
 	Seq    uint64
 }
@@ -157,7 +166,7 @@ func (m *Member) Observe(o Observation) {
 	case ObserveLeaseLost:
 		m.Held = false
 		if !m.Fenced && !m.FrozenAt(o.At) {
-			m.Fenced, m.FenceReason, m.FenceTime, m.FenceSeq = true, o.Reason, o.At, 0
+			m.Fenced, m.FenceReason, m.FenceTime, m.FenceSeq, m.FenceHold = true, o.Reason, o.At, 0, false
 		}
 	case ObserveSuperseded:
 		m.Superseded, m.Held = true, false
@@ -174,7 +183,7 @@ func (m *Member) Observe(o Observation) {
 	case ObserveResumed:
 		m.Resume = false
 	case ObserveFence:
-		m.Fenced, m.FenceReason, m.FenceTime, m.FenceSeq = true, o.Reason, o.At, 0
+		m.Fenced, m.FenceReason, m.FenceTime, m.FenceSeq, m.FenceHold = true, o.Reason, o.At, 0, o.Hold
 	}
 }
 

@@ -69,7 +69,7 @@ func (s *memberSim) act() MemberAction {
 	a := s.m.Decide(s.now)
 	switch a {
 	case MemberAppendFenced:
-		s.appendOurs(events.NodeFenced{Reason: s.m.FenceReason, Since: s.m.FenceTime}, ObserveFenceAppended)
+		s.appendOurs(events.NodeFenced{Reason: s.m.FenceReason, Since: s.m.FenceTime, Hold: s.m.FenceHold}, ObserveFenceAppended)
 	case MemberAppendJoined:
 		s.appendOurs(events.NodeJoined{}, ObserveJoinAppended)
 	case MemberResume:
@@ -114,6 +114,10 @@ func (s *memberSim) step(st string) error {
 		s.m.Observe(Observation{Kind: ObserveShutdown, At: s.now})
 	case "unstoppable":
 		s.m.Observe(Observation{Kind: ObserveFence, Reason: "guest cannot be stopped", At: s.now})
+	case "fail-fast":
+		s.m.Observe(Observation{Kind: ObserveFence, Reason: "fail_fast: service a of package web failed", At: s.now, Hold: true})
+	case "operator-run":
+		s.event(events.NodeJoined{By: "op"})
 	case "act":
 		s.act()
 	case "read-back":
@@ -153,6 +157,11 @@ func TestMemberDecide(t *testing.T) {
 		{"fence read back: resume", "joined, taken, lease-lost, taken, act, read-back", MemberResume, true},
 		{"after the fence and resume: join again", "joined, taken, lease-lost, taken, act, read-back, act", MemberAppendJoined, true},
 		{"unstoppable guest: fence recorded", "joined, taken, unstoppable", MemberAppendFenced, false},
+		{"fail-fast: fence recorded", "joined, taken, fail-fast", MemberAppendFenced, false},
+		{"fail-fast fence read back: resume", "joined, taken, fail-fast, act, read-back", MemberResume, true},
+		{"fail-fast fence holds: no join by itself", "joined, taken, fail-fast, act, read-back, act", MemberNone, true},
+		{"fail-fast fence held, then lost: joins again", "joined, taken, fail-fast, act, read-back, act, lost", MemberAppendJoined, true},
+		{"fail-fast fence ended by node run", "joined, taken, fail-fast, act, read-back, act, operator-run", MemberNone, true},
 		{"superseded: nothing ever", "joined, taken, superseded, lost, taken", MemberNone, false},
 		{"shutdown: no join", "taken, shutdown", MemberNone, true},
 		{"frozen: no act", "joined, taken, frozen 1m", MemberNone, false},

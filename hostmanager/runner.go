@@ -408,6 +408,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	var deadline <-chan time.Time
 	parent := ctx.Done()
 	r.startLease(lctx)
+	r.failFast(lctx) // a fail-fast the log shows unanswered, from before a restart
 	for {
 		if r.crashed {
 			return errCrashed
@@ -644,6 +645,7 @@ func (r *Runner) handle(ctx context.Context, it item) {
 	if _, ok := e.Data.(events.ConfigApplied); ok {
 		r.startLease(ctx)
 	}
+	r.failFast(ctx)
 	if isNodeEvent(e) && e.Subject == r.node {
 		r.nodeWork(ctx)
 	}

@@ -38,6 +38,20 @@ type State struct {
 	NodeDown map[string]uint64 `json:"node_down,omitempty"`
 	// Packages holds every package an event or the config named.
 	Packages map[string]*Package `json:"packages,omitempty"`
+	// FailFast is set when a fail-fast service or package failed on this
+	// node and the log does not yet show the node fenced, lost or halted
+	// since: the runner fences the node (also after a restart in between).
+	FailFast *FailFast `json:"fail_fast,omitempty"`
+}
+
+// FailFast is a failure on this node that fences it (service_fail_fast,
+// node_fail_fast).
+type FailFast struct {
+	Package string `json:"package"`
+	Reason  string `json:"reason"`
+	// Seq is the failure's sequence: a node.fenced, node.lost or
+	// node.halted after it ends the fail-fast.
+	Seq uint64 `json:"seq"`
 }
 
 // NewState returns the empty state of the host manager of node.

@@ -96,13 +96,13 @@ func TestMapSamples(t *testing.T) {
 	}
 	wantSvc := []Service{
 		{Name: "erp_db", Cmd: []string{"/usr/lib/postgresql/16/bin/postgres", "-D", "/var/lib/pg"}, Restart: "3", HaltTimeout: "60s"},
-		{Name: "erp_app", Cmd: []string{"/opt/erp/bin/erp-server", "--config", "/etc/erp/server.conf"}, Restart: "unlimited", HaltTimeout: "1s"},
+		{Name: "erp_app", Cmd: []string{"/opt/erp/bin/erp-server", "--config", "/etc/erp/server.conf"}, Restart: "unlimited", HaltTimeout: "1s", FailFast: true},
 	}
 	if !reflect.DeepEqual(erp.Services, wantSvc) {
 		t.Errorf("erp services = %+v\nwant %+v (cmappmgr unwrapped, hpvmsg_mon left out)", erp.Services, wantSvc)
 	}
 	if mail.Name != "mail-pkg" || !reflect.DeepEqual(mail.Nodes, c.Nodes) || mail.FailoverPolicy != "min_package_node" ||
-		mail.FailbackPolicy != "automatic" || *mail.AutoRun != false {
+		mail.FailbackPolicy != "automatic" || *mail.AutoRun != false || !mail.NodeFailFast || erp.NodeFailFast {
 		t.Errorf("mail = %+v: want mail-pkg on every node (node_name *), min_package_node, automatic, auto_run false", mail)
 	}
 	if got := mail.Services[1].Cmd; !reflect.DeepEqual(got, []string{"/bin/sh", "-c", "while sleep 5; do /usr/sbin/postqueue -p >/dev/null || exit 1; done"}) {
@@ -111,14 +111,13 @@ func TestMapSamples(t *testing.T) {
 	// Every parameter that is not carried over is in the report, with its line.
 	for _, want := range []string{
 		"erp.conf:29: service_cmd: hpvmsg_mon watches the guest",
-		"erp.conf:45: service_fail_fast_enabled: yes: vmguard has no fail-fast yet",
 		"erp.conf:46: service_halt_timeout: 0 (SIGKILL at once)",
 		"erp.conf:49: ip_address: 192.168.10.21: the guest's addresses and storage move with the VM",
 		"mail.conf:3: package_name: \"mail.pkg\" written as \"mail-pkg\"",
-		"mail.conf:9: priority: 10: vmguard has no package priorities yet",
-		"mail.conf:11: dependency_name: erp_dep: vmguard has no package dependencies yet",
-		"mail.conf:15: generic_resource_name: sfm_disk: vmguard has no generic resources yet",
-		"mail.conf:28: user_name: operator1: access in vmguard is by NATS credentials",
+		"mail.conf:10: priority: 10: vmguard has no package priorities yet",
+		"mail.conf:12: dependency_name: erp_dep: vmguard has no package dependencies yet",
+		"mail.conf:16: generic_resource_name: sfm_disk: vmguard has no generic resources yet",
+		"mail.conf:29: user_name: operator1: access in vmguard is by NATS credentials",
 		"monitor.conf:2: package_type: multi_node: vmguard runs failover packages only; the package is left out",
 	} {
 		if !hasNote(res.Notes, want) {

@@ -188,6 +188,10 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 			default:
 				m.note(a, "%q: want manual or automatic; manual is used", clip(a.Value))
 			}
+		case "node_fail_fast_enabled":
+			if b, ok := m.yesNo(a); ok {
+				p.NodeFailFast = b
+			}
 		case "run_script_timeout":
 			if d, ok := m.seconds(a, "vmguard bounds every start (DESIGN §8): the default start_timeout (30s) is used"); ok {
 				p.Guest.StartTimeout = d
@@ -273,8 +277,8 @@ func (m *mapper) service(s *Service, a Attr, guest, guestFrom *string) {
 			s.Restart = strconv.Itoa(n)
 		}
 	case "service_fail_fast_enabled":
-		if b, ok := m.yesNo(a); ok && b {
-			m.note(a, "yes: vmguard has no fail-fast yet; when %s fails after its restarts the package fails over, the node is not halted", s.Name)
+		if b, ok := m.yesNo(a); ok {
+			s.FailFast = b
 		}
 	case "service_halt_timeout":
 		n, err := strconv.Atoi(a.Value)
@@ -332,10 +336,6 @@ func (m *mapper) other(a Attr) {
 		why("%s: vmguard has no package dependencies yet: start and halt them in order yourself", clip(a.Value))
 	case strings.HasPrefix(n, "generic_resource_"):
 		why("%s: vmguard has no generic resources yet", clip(a.Value))
-	case n == "node_fail_fast_enabled":
-		if b, ok := m.yesNo(a); ok && b {
-			why("yes: vmguard has no fail-fast yet; the package fails over, the node is not halted")
-		}
 	case n == "halt_script_timeout" || n == "successor_halt_timeout":
 		why("%s: vmguard bounds a halt by each service's halt_timeout and the guest's stop ladder; not carried over", clip(a.Value))
 	case strings.HasPrefix(n, "ip_") || strings.HasPrefix(n, "monitored_subnet") || n == "vg" || n == "vxvm_dg" ||

@@ -26,6 +26,7 @@ type Package struct {
 	FailoverPolicy string    `yaml:"failover_policy,omitempty"`
 	FailbackPolicy string    `yaml:"failback_policy,omitempty"`
 	AutoRun        *bool     `yaml:"auto_run,omitempty"`
+	NodeFailFast   bool      `yaml:"node_fail_fast,omitempty"`
 	Guest          Guest     `yaml:"guest"`
 	Services       []Service `yaml:"services,omitempty"`
 }
@@ -51,6 +52,7 @@ type Service struct {
 	Cmd         []string `yaml:"cmd,flow"`
 	Restart     string   `yaml:"restart"`
 	HaltTimeout string   `yaml:"halt_timeout,omitempty"`
+	FailFast    bool     `yaml:"fail_fast,omitempty"`
 
 	drop bool // left out (the guest monitor, or a command that cannot be read)
 }
