@@ -154,8 +154,8 @@ type Observation struct {
 	Reason string
 	// Hold (ObserveFence): the fence keeps the node out until `node run`.
 	Hold bool
-	At     time.Time
-	Seq    uint64
+	At   time.Time
+	Seq  uint64
 }
 
 // Observe folds what the runner observed.
