@@ -109,7 +109,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 		ttl := r.ttl.Load()
 		if kv == nil || kvTTL != ttl {
 			ectx, cancel := context.WithTimeout(ctx, lease.TakeTimeout(ttl))
-			b, err := lease.Ensure(ectx, r.log.JetStream(), ttl)
+			b, err := lease.Ensure(ectx, r.leaseJS, ttl)
 			cancel()
 			if err != nil {
 				r.logger.Warn("lease bucket", "err", err)
@@ -418,7 +418,7 @@ func (r *Runner) releaseLease(ctx context.Context) {
 	r.leaseStop()
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	kv, err := lease.Open(dctx, r.log.JetStream())
+	kv, err := lease.Open(dctx, r.leaseJS)
 	if err == nil {
 		err = lease.Release(dctx, kv, r.node, func(b []byte) bool {
 			v, err := lease.Decode(b)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // startHost runs `vmguard host` for node as an OS process (so that it can be
@@ -396,5 +397,68 @@ func TestRunnerSupersededByNewInstance(t *testing.T) {
 	}
 	if n := e.count("web", "guest.started"); n != 1 {
 		t.Errorf("guest.started %d times", n)
+	}
+}
+
+// With Config.LeaseConn the node lease is renewed on a connection of its
+// own: while the log's connection is cut (as good as a connection clogged
+// with a flood of junk to read), the lease keeps being renewed and the node
+// does not fence itself. Without it the same cut fences the node
+// (TestRunnerSelfFencesWhenNATSUnreachable).
+func TestLeaseRenewedOnItsOwnConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	proxy := newCutProxy(t, e.srv.Addr().String())
+	nc, err := nats.Connect(proxy.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	hostLog, err := events.Open(context.Background(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaseNC := natsd.Connect(t, e.srv)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]
+		restart: 3`))
+	e.startRunner("node1", func(c *Config) { c.Log, c.LeaseConn = hostLog, leaseNC }, nil)
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	agent := e.agentPID("node1", "webvm")
+
+	kv := leaseKV(t, e)
+	first, err := kv.Get(context.Background(), "node1")
+	if err != nil {
+		t.Fatalf("no lease before the cut: %v", err)
+	}
+	proxy.cut()
+	cut := time.Now()
+	// Renewals every node_timeout/4: six of them span two node_timeouts
+	// of the cut, in which a lease renewed on the log's connection would
+	// have been given up (fenced after 0.6 node_timeout) and expired.
+	deadline := cut.Add(60 * time.Second)
+	for {
+		cur, err := kv.Get(context.Background(), "node1")
+		if err != nil {
+			t.Fatalf("the lease of node1 %v after the log's connection was cut: %v", time.Since(cut).Round(time.Millisecond), err)
+		}
+		if v, err := lease.Decode(cur.Value()); err != nil || v.Holder == "" {
+			t.Fatalf("lease value %q: %v", cur.Value(), err)
+		}
+		if !isAliveProc(agent) {
+			t.Fatalf("the guest's agent stopped %v after the log's connection was cut: the node fenced itself", time.Since(cut).Round(time.Millisecond))
+		}
+		if cur.Revision() >= first.Revision()+6 && time.Since(cut) >= 6*time.Second {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lease was renewed %d times in 60 s after the log's connection was cut", cur.Revision()-first.Revision())
+		}
+		time.Sleep(50 * time.Millisecond) // a poll interval, not a wait for an outcome
+	}
+	proxy.restore()
+	if n := len(nodeEvents(e.eventsNow(), "node1", "node.fenced")); n != 0 {
+		t.Errorf("node.fenced %d times while only the log's connection was cut", n)
 	}
 }

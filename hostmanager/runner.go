@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -39,8 +40,14 @@ type Config struct {
 	// Node is the node this host manager runs on (required, a valid name).
 	Node string
 	// Log is the event log (required). Its NATS connection also carries
-	// agent requests, heartbeats and the node lease.
+	// agent requests and heartbeats, and the node lease unless LeaseConn
+	// is given.
 	Log *events.Log
+	// LeaseConn, if set, is a NATS connection of the node lease's own: its
+	// renewals then never queue behind what the log's connection reads (a
+	// guest flooding its subjects fills that connection with junk the
+	// follower must read and skip). Default: the log's connection.
+	LeaseConn *nats.Conn
 	// Logger receives the runner's log (default: discard).
 	Logger *slog.Logger
 	// Drivers are the guest drivers by config name (guest.driver). The
@@ -103,6 +110,7 @@ type Runner struct {
 	node    string
 	log     *events.Log
 	nc      *nats.Conn
+	leaseJS jetstream.JetStream // the node lease's JetStream (Config.LeaseConn)
 	logger  *slog.Logger
 	now     func() time.Time
 	drivers map[string]Driver
@@ -250,6 +258,14 @@ func NewRunner(cfg Config) (*Runner, error) {
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
 		concern: map[string]bool{},
+	}
+	r.leaseJS = cfg.Log.JetStream()
+	if cfg.LeaseConn != nil {
+		js, err := jetstream.New(cfg.LeaseConn)
+		if err != nil {
+			return nil, fmt.Errorf("new host manager: lease connection: %w", err)
+		}
+		r.leaseJS = js
 	}
 	if cfg.Guard {
 		bin := cfg.GuardBin

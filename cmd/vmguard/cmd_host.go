@@ -98,6 +98,19 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer nc.Close()
+	// The node lease on a connection of its own: a guest flooding its
+	// subjects fills the log's connection with junk the follower reads and
+	// skips, and a renewal must not wait behind it.
+	leaseNC, err := g.Flags.Connect("vmguard host "+c.Node+" lease",
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.PingInterval(time.Second),
+		nats.MaxPingsOutstanding(3),
+	)
+	if err != nil {
+		return err
+	}
+	defer leaseNC.Close()
 	m, err := c.start(ctx, logger)
 	if err != nil {
 		return err
@@ -124,7 +137,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		hm = m.Node(c.Node)
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
-		Node: c.Node, Log: l, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
+		Node: c.Node, Log: l, LeaseConn: leaseNC, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, ReplayWait: c.ClusterWait, Version: version,
 		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate), Metrics: hostHealth{m: hm, dog: sdnotify.NewWatchdog()},
 	})
