@@ -39,6 +39,7 @@ type identity struct {
 	name  string // directory and certificate common name
 	what  string // comment
 	perms *guestauth.Permissions
+	guest *guestauth.Guest // a guest's identity: its own account
 }
 
 // Run writes the files.
@@ -100,7 +101,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		gs := guests[name]
 		what := fmt.Sprintf("the agent in guest %s (process events of package %s; lease watch of node %s; its own requests)",
 			name, strings.Join(slices.Compact(slices.Sorted(slices.Values(gs.Packages))), ", "), strings.Join(slices.Compact(slices.Sorted(slices.Values(gs.Nodes))), ", "))
-		ids = append(ids, identity{name: "guest-" + name, what: what, perms: &perms})
+		ids = append(ids, identity{name: "guest-" + name, what: what, perms: &perms, guest: gs})
 	}
 	if err := os.MkdirAll(c.Out, 0o700); err != nil {
 		return fmt.Errorf("create --out %s: %w", c.Out, err)
@@ -122,6 +123,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	w.key(filepath.Join(c.Out, "server-key.pem"), skey)
 	users := []guestauth.User{{Name: "vmguard-server", Password: rand.Text(), InProcessOnly: true,
 		Comment: "`vmguard server`'s own in-process connection (no_auth_user); no network client can use it."}}
+	var guestUsers []guestauth.AccountGuest
 	for _, id := range ids {
 		dir := filepath.Join(c.Out, id.name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -142,7 +144,16 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		w.key(filepath.Join(dir, "key.pem"), ckey)
 		w.pem(filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.der)
 		w.file(filepath.Join(dir, "env"), []byte(fmt.Sprintf("# %s: copy this directory to its machine as /etc/vmguard/%s and source this file\nNATS_NKEY=/etc/vmguard/%[2]s/user.nk\nNATS_CA=/etc/vmguard/%[2]s/ca.pem\nNATS_CERT=/etc/vmguard/%[2]s/cert.pem\nNATS_KEY=/etc/vmguard/%[2]s/key.pem\n", id.what, id.name)))
-		users = append(users, guestauth.User{Name: id.name, NKey: pub, Permissions: id.perms, Comment: id.name + ": " + id.what})
+		u := guestauth.User{Name: id.name, NKey: pub, Permissions: id.perms, Comment: id.name + ": " + id.what}
+		if id.guest != nil {
+			guestUsers = append(guestUsers, guestauth.AccountGuest{Guest: *id.guest, User: u})
+			continue
+		}
+		users = append(users, u)
+	}
+	accounts, err := guestauth.RenderAccounts(users, guestUsers, guestauth.DefaultLimits, "vmguard-server")
+	if err != nil {
+		return err
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	var b strings.Builder
@@ -155,7 +166,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	// queue minutes of junk in front of every later append. Bounded, the
 	// flood is dropped once the store falls behind, not queued.
 	b.WriteString("jetstream {\n  max_buffered_size: 8MB\n  max_buffered_msgs: 10000\n}\n")
-	b.WriteString(guestauth.RenderAuthorization(users, "vmguard-server"))
+	b.WriteString(accounts)
 	w.file(conf, []byte(b.String()))
 	if w.err != nil {
 		return w.err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/guestgate"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
@@ -84,10 +85,21 @@ func (c *serverCmd) Run(ctx context.Context, g *globals) error {
 		// Only --insecure gets here (natsd.Start refuses otherwise).
 		fmt.Fprintf(g.Stderr, "vmguard server: WARNING: INSECURE (--insecure): listening on %s with no authorization: any client that reaches it can run commands in every guest, append any event and fence every node\n", s.ClientURL())
 	}
-	m, err := c.start(ctx, slog.New(slog.NewTextHandler(g.Stderr, nil)))
+	logger := slog.New(slog.NewTextHandler(g.Stderr, nil))
+	m, err := c.start(ctx, logger)
 	if err != nil {
 		return err
 	}
+	// The gate of guests in accounts of their own (vmguard init): their
+	// events reach the log only through it.
+	gate, err := guestgate.New(guestgate.Config{Conn: nc, Logger: logger})
+	if err != nil {
+		return err
+	}
+	gctx, stopGate := context.WithCancel(ctx)
+	gateDone := make(chan error, 1)
+	go func() { gateDone <- gate.Run(gctx) }()
+	defer func() { stopGate(); <-gateDone }()
 	if m != nil {
 		l, err := events.Open(ctx, nc)
 		if err != nil {

@@ -1,0 +1,249 @@
+package guestauth
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+)
+
+// ControlAccount is the account of the log, the buckets and every role but
+// the guests (vmguard init's nats.conf).
+const ControlAccount = "VMGUARD"
+
+// GuestAccount is the account of guest's agent: one account a guest, so
+// that its limits are its own and it sees nothing of the others.
+func GuestAccount(guest string) string { return "GUEST_" + guest }
+
+// GatePrefix is where guests' events reach the control account: a guest
+// account imports the service GateSubject(guest, subject) under the log's
+// subject, so an agent publishes as it always did, and the gate
+// (internal/guestgate) checks the event, limits the guest's rate and
+// appends it to the log. Only what passes is stored.
+const GatePrefix = "vmguard.gate"
+
+// GateSubject is the subject in the control account that guest's events
+// for the log's subject logSubject arrive on: vmguard.gate.<guest> and
+// logSubject without its vmguard.events prefix. The server, not the
+// payload, says which guest sent it.
+func GateSubject(guest, logSubject string) string {
+	return GatePrefix + "." + guest + "." + strings.TrimPrefix(logSubject, "vmguard.events.")
+}
+
+// ParseGateSubject is GateSubject's inverse: the guest and the log's
+// subject of a gate subject, or false.
+func ParseGateSubject(subject string) (guest, logSubject string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, GatePrefix+".")
+	if !ok {
+		return "", "", false
+	}
+	guest, rest, ok = strings.Cut(rest, ".")
+	if !ok || !events.ValidName(guest) || rest == "" {
+		return "", "", false
+	}
+	return guest, "vmguard.events." + rest, true
+}
+
+// Limits are a guest account's limits (nats-server account `limits`).
+type Limits struct {
+	// MaxConnections bounds the account's connections: an agent needs
+	// one; a few more let it reconnect before the server noticed the old
+	// one gone.
+	MaxConnections int
+	// MaxSubscriptions bounds its subscriptions (an agent has about ten).
+	MaxSubscriptions int
+	// MaxPayload bounds one message: the largest event an agent writes is
+	// a process.exited with its output tail (4 KiB, up to six times that
+	// escaped as JSON) and reason (1 KiB).
+	MaxPayload int
+}
+
+// DefaultLimits are vmguard init's guest account limits.
+var DefaultLimits = Limits{MaxConnections: 4, MaxSubscriptions: 64, MaxPayload: 64 << 10}
+
+// AccountGuest is one guest of RenderAccounts: its agent's user (whose
+// Permissions are For(Guest)) and what the guest speaks for.
+type AccountGuest struct {
+	Guest Guest
+	User  User
+}
+
+// RenderAccounts returns nats-server `accounts {}` configuration: the
+// control account (JetStream, the users control) and one account a guest
+// (no JetStream, limits) that imports exactly what its agent uses from the
+// control account and exports its agent's requests to it:
+//
+//   - its packages' process.started and process.exited subjects, as
+//     services of the control account's gate subjects (GateSubject);
+//   - its heartbeat subject;
+//   - the JetStream API requests of For (the log's STREAM.INFO, its
+//     packages' placement by direct get, and for each node the lease
+//     bucket's STREAM.INFO, the consumer create of that key and its direct
+//     get), answered by the control account's JetStream;
+//   - $JS.API.INFO, which its permissions do not let it use: without an
+//     import shadowing it the server would import all of $JS.API.> into
+//     the account and answer "JetStream not enabled" to every request;
+//   - a stream of its inbox prefix (the lease watch's deliveries);
+//   - exported: vmguard.agent.<guest>.> (its micro endpoints), answered
+//     for up to ResponseExpiry.
+//
+// noAuthUser, if set, is written as the server's no_auth_user (a user of
+// control).
+func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUser string) (string, error) {
+	var b strings.Builder
+	w := func(depth int, format string, args ...any) {
+		b.WriteString(strings.Repeat("  ", depth))
+		fmt.Fprintf(&b, format, args...)
+		b.WriteByte('\n')
+	}
+	// exports of the control account: subject -> the guest accounts.
+	type export struct {
+		subject  string
+		stream   bool
+		accounts []string
+	}
+	var exports []*export
+	byKey := map[string]*export{}
+	exp := func(subject string, stream bool, acc string) {
+		k := fmt.Sprint(stream, subject)
+		e := byKey[k]
+		if e == nil {
+			e = &export{subject: subject, stream: stream}
+			byKey[k] = e
+			exports = append(exports, e)
+		}
+		if !slices.Contains(e.accounts, acc) {
+			e.accounts = append(e.accounts, acc)
+		}
+	}
+	type guestImports struct {
+		acc      string
+		services [][2]string // subject in the control account, local subject
+		streams  []string
+		guest    string
+		user     User
+	}
+	var gis []guestImports
+	for _, ag := range guests {
+		g := ag.Guest
+		if err := events.CheckName("guest", g.Name); err != nil {
+			return "", fmt.Errorf("render accounts: %w", err)
+		}
+		pkgs, err := names("package", g.Packages)
+		if err != nil {
+			return "", fmt.Errorf("render accounts: guest %s: %w", g.Name, err)
+		}
+		nodes, err := names("node", g.Nodes)
+		if err != nil {
+			return "", fmt.Errorf("render accounts: guest %s: %w", g.Name, err)
+		}
+		inbox := g.InboxPrefix
+		if inbox == "" || inbox == DefaultInboxPrefix {
+			return "", fmt.Errorf("render accounts: guest %s: needs its own inbox prefix (InboxPrefix)", g.Name)
+		}
+		acc := GuestAccount(g.Name)
+		gi := guestImports{acc: acc, guest: g.Name, user: ag.User}
+		svc := func(controlSubject, local string) {
+			exp(controlSubject, false, acc)
+			gi.services = append(gi.services, [2]string{controlSubject, local})
+		}
+		for _, pkg := range pkgs {
+			for _, verb := range []string{"started", "exited"} {
+				s := events.PackageSubject(pkg, "process", verb)
+				svc(GateSubject(g.Name, s), s)
+			}
+		}
+		// Imported so that the server does not import the whole JetStream
+		// API ($JS.API.>) into the account, whose answers ("JetStream not
+		// enabled for account") would race with the imported ones: it
+		// skips that when an import shadows $JS.API.INFO. The guest's
+		// permissions do not let it publish there.
+		info := jsAPI + "INFO"
+		svc(info, info)
+		hb := guestagent.HeartbeatSubject(g.Name)
+		svc(hb, hb)
+		api := jsAPI + "STREAM.INFO." + events.StreamName
+		svc(api, api)
+		if len(nodes) > 0 {
+			for _, pkg := range pkgs {
+				s := jsAPI + "DIRECT.GET." + events.StreamName + "." + events.PackageSubject(pkg, "package", "placed")
+				svc(s, s)
+			}
+			s := jsAPI + "STREAM.INFO." + leaseStream
+			svc(s, s)
+			for _, n := range nodes {
+				c := jsAPI + "CONSUMER.CREATE." + leaseStream + ".*." + LeaseKeySubject(n)
+				svc(c, c)
+				d := jsAPI + "DIRECT.GET." + leaseStream + "." + LeaseKeySubject(n)
+				svc(d, d)
+			}
+			exp(inbox+".>", true, acc)
+			gi.streams = append(gi.streams, inbox+".>")
+		}
+		gis = append(gis, gi)
+	}
+
+	if noAuthUser != "" {
+		w(0, "no_auth_user: %s", quote(noAuthUser))
+	}
+	w(0, "accounts {")
+	w(1, "%s {", quote(ControlAccount))
+	w(2, "jetstream: enabled")
+	w(2, "users = [")
+	for _, u := range control {
+		b.WriteString(Render(u, "      "))
+	}
+	w(2, "]")
+	if len(exports) > 0 {
+		w(2, "# What each guest account may reach: its events through the gate, its")
+		w(2, "# heartbeats, the JetStream requests of its agent, its inbox.")
+		w(2, "exports = [")
+		for _, e := range exports {
+			kind := "service"
+			if e.stream {
+				kind = "stream"
+			}
+			accs := make([]string, len(e.accounts))
+			for i, a := range e.accounts {
+				accs[i] = quote(a)
+			}
+			w(3, "{%s: %s, accounts: [%s]}", kind, quote(e.subject), strings.Join(accs, ", "))
+		}
+		w(2, "]")
+		w(2, "imports = [")
+		for _, gi := range gis {
+			w(3, "{service: {account: %s, subject: %s}}", quote(gi.acc), quote(guestagent.Subject(gi.guest, ">")))
+		}
+		w(2, "]")
+	}
+	w(1, "}")
+	for _, gi := range gis {
+		w(1, "%s {", quote(gi.acc))
+		w(2, "# guest %s: no JetStream of its own; at most %d connections, %d subscriptions, %d-byte messages", gi.guest, lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
+		w(2, "limits: { max_connections: %d, max_subscriptions: %d, max_payload: %d }", lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
+		w(2, "users = [")
+		b.WriteString(Render(gi.user, "      "))
+		w(2, "]")
+		w(2, "exports = [")
+		w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(gi.guest, ">")), quote(ControlAccount), quote(ResponseExpiry.Round(time.Second).String()))
+		w(2, "]")
+		w(2, "imports = [")
+		for _, s := range gi.services {
+			if s[0] == s[1] {
+				w(3, "{service: {account: %s, subject: %s}}", quote(ControlAccount), quote(s[0]))
+			} else {
+				w(3, "{service: {account: %s, subject: %s}, to: %s}", quote(ControlAccount), quote(s[0]), quote(s[1]))
+			}
+		}
+		for _, s := range gi.streams {
+			w(3, "{stream: {account: %s, subject: %s}}", quote(ControlAccount), quote(s))
+		}
+		w(2, "]")
+		w(1, "}")
+	}
+	w(0, "}")
+	return b.String(), nil
+}
