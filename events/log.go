@@ -94,13 +94,28 @@ func StreamConfig(replicas int) jetstream.StreamConfig {
 		AllowAtomicPublish: true,
 		Replicas:           replicas,
 		MaxMsgSize:         MaxEventSize,
+		// Full, the log refuses new events (DiscardNew) rather than drop
+		// old ones the deciders replay: appends fail, loudly, and are
+		// retried (agents keep theirs in their spools) until an operator
+		// makes room.
+		MaxBytes: MaxLogBytes,
 	}
 }
+
+// MaxLogBytes caps the VMGUARD stream: 16 GiB, some 30 million events.
+// Guests cannot fill it (their events pass the guest gate, at a bounded
+// rate); a cap an operator raised (nats stream edit VMGUARD --max-bytes)
+// is kept by EnsureStream.
+const MaxLogBytes = 16 << 30
 
 // EnsureStream creates the VMGUARD stream or updates it to StreamConfig;
 // calling it again changes nothing.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, StreamConfig(replicas))
+	cfg := StreamConfig(replicas)
+	if s, err := js.Stream(ctx, StreamName); err == nil && s.CachedInfo().Config.MaxBytes > cfg.MaxBytes {
+		cfg.MaxBytes = s.CachedInfo().Config.MaxBytes // raised by an operator
+	}
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", StreamName, err)
 	}

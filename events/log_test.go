@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/events/eventstest"
@@ -362,5 +363,66 @@ func TestForgedBodySkipped(t *testing.T) {
 	}
 	if _, err := l.Get(ctx, 1); !errors.Is(err, events.ErrInvalid) || !strings.Contains(err.Error(), "was stored on vmguard.events.pkg.web.process.exited") {
 		t.Errorf("Get of a forged event: %v", err)
+	}
+}
+
+// TestLogFullRefusesNew: the log is capped (MaxLogBytes) and, full,
+// refuses new events instead of dropping old ones; EnsureStream keeps a cap
+// an operator raised and restores the default over a lower one.
+func TestLogFullRefusesNew(t *testing.T) {
+	ctx := context.Background()
+	l, _ := openLog(t)
+	js := l.JetStream()
+	info := func() jetstream.StreamConfig {
+		t.Helper()
+		s, err := js.Stream(ctx, events.StreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config
+	}
+	if c := info(); c.MaxBytes != events.MaxLogBytes || c.Discard != jetstream.DiscardNew {
+		t.Fatalf("stream max_bytes %d, discard %v: want %d, new", c.MaxBytes, c.Discard, int64(events.MaxLogBytes))
+	}
+	first := events.New(events.HostSource("node1"), "web", samplePayloads()[events.TypePackageStarted])
+	if _, err := l.Append(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	// A full log: a cap just above what it holds.
+	cfg := info()
+	s, err := js.Stream(ctx, events.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxBytes = int64(s.CachedInfo().State.Bytes) + 10
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	next := events.New(events.HostSource("node1"), "web", samplePayloads()[events.TypePackageStarted])
+	if _, err := l.Append(ctx, next); err == nil {
+		t.Error("a full log took another event")
+	}
+	if e, ok, err := l.Last(ctx, events.PackageSubject("web", "package", "started")); err != nil || !ok || e.ID != first.ID {
+		t.Errorf("the first event after the refusal: %v %v %v", e.ID, ok, err)
+	}
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	if c := info(); c.MaxBytes != events.MaxLogBytes {
+		t.Errorf("EnsureStream over a lower cap: max_bytes %d, want %d", c.MaxBytes, int64(events.MaxLogBytes))
+	}
+	if _, err := l.Append(ctx, next); err != nil {
+		t.Errorf("append after the cap was restored: %v", err)
+	}
+	cfg = info()
+	cfg.MaxBytes = 2 * events.MaxLogBytes
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+		t.Fatal(err)
+	}
+	if c := info(); c.MaxBytes != 2*events.MaxLogBytes {
+		t.Errorf("EnsureStream over a raised cap: max_bytes %d, want %d", c.MaxBytes, int64(2*events.MaxLogBytes))
 	}
 }
