@@ -153,18 +153,7 @@ func Check(evs []events.Event) []string {
 
 // Verify folds evs, in stream order, and reports every broken promise.
 func Verify(evs []events.Event, opts Options) Report {
-	if opts.Grace <= 0 {
-		opts.Grace = DefaultGrace
-	}
-	c := checker{
-		opts:     opts,
-		byID:     make(map[string]events.Event, len(evs)),
-		pkgs:     map[string]*pkgState{},
-		nodeDown: map[string]events.Event{},
-		drained:  map[string]events.Event{},
-		frozen:   map[string]events.Event{},
-		report:   Report{Events: len(evs), Checked: map[Rule]int{}},
-	}
+	c := newChecker(opts, len(evs))
 	for _, e := range evs {
 		c.byID[e.ID] = e
 	}
@@ -175,16 +164,71 @@ func Verify(evs []events.Event, opts Options) Report {
 	if len(evs) > 0 {
 		c.report.FirstSeq, c.report.LastSeq = evs[0].Seq, evs[len(evs)-1].Seq
 	}
+	return c.finish()
+}
+
+func newChecker(opts Options, n int) checker {
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	return checker{
+		opts:     opts,
+		byID:     make(map[string]events.Event, n),
+		pkgs:     map[string]*pkgState{},
+		nodeDown: map[string]events.Event{},
+		drained:  map[string]events.Event{},
+		frozen:   map[string]events.Event{},
+		report:   Report{Events: n, Checked: map[Rule]int{}},
+	}
+}
+
+// finish lists the open actions and sorts the violations.
+func (c *checker) finish() Report {
+	r := c.report
+	r.Open = nil
 	for _, name := range sortedKeys(c.pkgs) {
 		p := c.pkgs[name]
 		for _, ep := range sortedKeys(p.open) {
 			a := p.open[ep]
-			c.report.Open = append(c.report.Open, Open{Seq: a.ev.Seq, Package: name, Type: events.ShortType(a.ev.Type()), Node: a.node, Epoch: ep, Deadline: a.deadline})
+			r.Open = append(r.Open, Open{Seq: a.ev.Seq, Package: name, Type: events.ShortType(a.ev.Type()), Node: a.node, Epoch: ep, Deadline: a.deadline})
 		}
 	}
-	slices.SortStableFunc(c.report.Violations, func(a, b Violation) int { return cmpU(a.Seq, b.Seq) })
-	return c.report
+	r.Violations = slices.Clone(r.Violations)
+	slices.SortStableFunc(r.Violations, func(a, b Violation) int { return cmpU(a.Seq, b.Seq) })
+	return r
 }
+
+// Checker verifies a log as it grows, one event at a time, for a caller
+// that must know at once when a promise breaks (the simulator checks after
+// every step). It applies the rules Verify applies, with one difference:
+// a cause that comes later in the log is reported as not in the log, since
+// it is not yet when its effect is added.
+type Checker struct{ c checker }
+
+// NewChecker returns a Checker of an empty log.
+func NewChecker(opts Options) *Checker {
+	c := newChecker(opts, 0)
+	return &Checker{c: c}
+}
+
+// Add checks e, the next event of the log in stream order, and returns the
+// violations it revealed (none: every promise holds so far).
+func (k *Checker) Add(e events.Event) []Violation {
+	c := &k.c
+	n := len(c.report.Violations)
+	c.byID[e.ID] = e
+	if c.report.Events == 0 {
+		c.report.FirstSeq = e.Seq
+	}
+	c.report.Events++
+	c.report.LastSeq = e.Seq
+	c.expire(e)
+	c.apply(e)
+	return c.report.Violations[n:len(c.report.Violations):len(c.report.Violations)]
+}
+
+// Report returns what Verify would report for the events added so far.
+func (k *Checker) Report() Report { return k.c.finish() }
 
 // placement is one package.placed and whether it is released.
 type placement struct {
@@ -472,12 +516,19 @@ func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	}
 	// A failover names the event that triggered the decision (Decide's
 	// trigger: any event of the package or its nodes); what must hold is
-	// that the placement it replaces was released first.
+	// that the placement it replaces (the latest before it) was released
+	// first. An older one may still be halting (a move whose target was
+	// lost before it started): the new placement's node waits for it, which
+	// released_first checks on whatever starts.
 	c.cause(e)
+	var prev *placement
 	for _, ep := range sortedKeys(p.placements) {
-		if pl := p.placements[ep]; ep < d.Epoch && !pl.released {
-			c.fail(e, RuleCause, "%s placement while epoch %d on %s (placed at seq %d) is neither failed, halted nor lost", reason, ep, pl.node, pl.seq)
+		if ep < d.Epoch {
+			prev = p.placements[ep]
 		}
+	}
+	if prev != nil && !prev.released {
+		c.fail(e, RuleCause, "%s placement while epoch %d on %s (placed at seq %d) is neither failed, halted nor lost", reason, prev.epoch, prev.node, prev.seq)
 	}
 }
 

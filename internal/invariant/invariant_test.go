@@ -333,6 +333,51 @@ func TestDeferredFailoverNamesTheJoin(t *testing.T) {
 	}
 }
 
+// TestNodeLostPlacementWhileAnOlderHalts: a failback moved the package
+// (epoch 2 on n1) while epoch 1 on n2 halts; n1 is lost before epoch 2
+// starts, and the controller places epoch 3 at once. Epoch 2, the one it
+// replaces, is released; epoch 1 is not, and epoch 3's node waits for it
+// (found by the simulator, sim seed 12).
+func TestNodeLostPlacementWhileAnOlderHalts(t *testing.T) {
+	l := newLog()
+	l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
+	j1 := l.add("n1", "", events.NodeJoined{})
+	l.add("n2", "", events.NodeJoined{})
+	p1 := l.add("web", j1.ID, events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
+	st := l.add("web", p1.ID, events.PackageStarting{Node: "n2", Epoch: 1})
+	l.add("web", st.ID, events.PackageStarted{Node: "n2", Epoch: 1})
+	l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 2, Reason: "failback"})
+	lost := l.add("n1", "", events.NodeLost{Reason: "lease_expired"})
+	pl := l.add("web", lost.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"})
+	r := Verify(l.evs, Options{})
+	if !r.OK() {
+		t.Errorf("violations: %v", r.Violations)
+	}
+	// Epoch 3 starting before epoch 1 is released is still caught.
+	l.add("web", pl.ID, events.PackageStarting{Node: "n2", Epoch: 3})
+	r = Verify(l.evs, Options{})
+	if len(r.Violations) != 1 || r.Violations[0].Rule != RuleReleasedFirst {
+		t.Errorf("want one released_first violation, got %v", r.Violations)
+	}
+}
+
+// TestCheckerMatchesVerify: adding a log's events one at a time reports
+// what Verify reports for the whole log.
+func TestCheckerMatchesVerify(t *testing.T) {
+	l := clean()
+	l.add("web", l.placed3.ID, events.PackagePlaced{Node: "n1", Epoch: 4, Reason: "failover"})
+	l.add("web", "", events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 3, Attempt: 1})
+	want := Verify(l.evs, Options{})
+	k := NewChecker(Options{})
+	var got []Violation
+	for _, e := range l.evs {
+		got = append(got, k.Add(e)...)
+	}
+	if len(want.Violations) != 2 || fmt.Sprint(got) != fmt.Sprint(want.Violations) || fmt.Sprint(k.Report()) != fmt.Sprint(want) {
+		t.Errorf("checker: %v\nverify: %v", got, want.Violations)
+	}
+}
+
 func TestDrainRunFreezeThawPass(t *testing.T) {
 	l := clean()
 	l.finish()

@@ -1,0 +1,224 @@
+package sim
+
+import (
+	"errors"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/lease"
+)
+
+// controller is the model of one failover controller runner
+// (failover.Runner) around the real pure core: failover.State, Decide,
+// Reconcile, Expired and NodeState.MayDeclareLost, and the real lease.Judge.
+// What it models: the election (a leader key with TTL, renewed every
+// ElectionRenewEvery), the catch-up before deciding, the pending guard per
+// package, the node-current check before a placement, the lease checks and
+// the prober.
+type controller struct {
+	w    *world
+	name string
+	skew time.Duration
+
+	up          bool
+	gen         int
+	pausedUntil time.Time
+	// pauseNext makes the next decision wait out a pause between the
+	// leadership check and its append (a GC pause, a descheduled thread).
+	pauseNext time.Duration
+
+	st      *failover.State
+	cursor  uint64
+	pending map[string]uint64
+
+	leader     bool
+	ready      bool
+	catchUpTo  uint64
+	rev        uint64
+	renewed    time.Time
+	validUntil time.Time
+
+	judge     lease.Judge
+	lastProbe time.Time
+	lastCheck time.Time
+	lastRecon time.Time
+	armed     map[string]time.Time
+}
+
+func (c *controller) who() string      { return "ctl/" + c.name }
+func (c *controller) clock() time.Time { return c.w.now().Add(c.skew) }
+
+func (c *controller) start() {
+	c.up = true
+	c.gen++
+	c.st = &failover.State{}
+	c.cursor = 0
+	c.pending = map[string]uint64{}
+	c.leader, c.ready = false, false
+	c.judge = lease.Judge{TTL: nodeTimeout}
+	c.armed = map[string]time.Time{}
+	gen := c.gen
+	c.w.every(ctlTick, func() bool { return c.up && c.gen == gen }, c.tick)
+}
+
+func (c *controller) crash() {
+	c.up = false
+	c.gen++
+}
+
+func (c *controller) deciding() bool {
+	return c.leader && c.ready && c.clock().Before(c.validUntil)
+}
+
+func (c *controller) tick() {
+	w := c.w
+	if w.now().Before(c.pausedUntil) {
+		return
+	}
+	now := c.clock()
+	if c.leader && !now.Before(c.validUntil) {
+		c.leader, c.ready = false, false
+		w.trace("%s lost leadership", c.name)
+	}
+	if !w.reach(c.who()) {
+		return
+	}
+	c.elect(now)
+	if now.Sub(c.lastProbe) >= lease.ProbeEvery(nodeTimeout) {
+		c.lastProbe = now
+		w.leases.Put(lease.ProbeKey(c.name), []byte(c.name))
+		c.judge.Probed(now, now, true)
+	}
+	for _, e := range w.read(c.cursor) {
+		c.cursor = e.Seq
+		if !c.st.Apply(e) {
+			continue
+		}
+		for k, seq := range c.pending {
+			if seq <= c.st.Seq {
+				delete(c.pending, k)
+			}
+		}
+		if c.ready && c.deciding() {
+			c.emit(failover.Decide(c.st, e))
+		}
+	}
+	if c.leader && !c.ready && c.st.Seq >= c.catchUpTo {
+		c.ready = true
+		c.emit(failover.Reconcile(c.st))
+	}
+	if !c.deciding() {
+		return
+	}
+	if now.Sub(c.lastRecon) >= time.Second {
+		c.lastRecon = now
+		c.emit(failover.Reconcile(c.st))
+		c.emit(failover.Expired(c.st, now))
+	}
+	if now.Sub(c.lastCheck) >= 250*time.Millisecond {
+		c.lastCheck = now
+		c.checkLeases(now)
+	}
+}
+
+// elect takes or renews the leader key.
+func (c *controller) elect(now time.Time) {
+	w := c.w
+	val := []byte(c.name)
+	if c.leader {
+		if now.Sub(c.renewed) < lease.ElectionRenewEvery(electionTTL) {
+			return
+		}
+		rev, err := w.election.Update("leader", val, c.rev)
+		if err != nil {
+			c.leader, c.ready = false, false
+			return
+		}
+		c.rev, c.renewed, c.validUntil = rev, now, now.Add(electionTTL)
+		return
+	}
+	if _, err := w.election.Get("leader"); !errors.Is(err, ErrNotFound) {
+		return
+	}
+	rev, err := w.election.Create("leader", val)
+	if err != nil {
+		return
+	}
+	c.leader, c.ready, c.catchUpTo = true, false, w.log.LastSeq()
+	c.rev, c.renewed, c.validUntil = rev, now, now.Add(electionTTL)
+	w.trace("%s leads", c.name)
+}
+
+// checkLeases records node.lost for an up node whose lease is gone, when
+// the Judge says the store has been writable for a TTL.
+func (c *controller) checkLeases(now time.Time) {
+	w := c.w
+	var lost []events.Event
+	for _, name := range w.cfg.Nodes {
+		n := c.st.Node(name)
+		if !n.Up() {
+			continue
+		}
+		if _, err := w.leases.Get(name); err == nil {
+			c.armed[name] = now
+			continue
+		}
+		if c.judge.Decide(now) != lease.Lost || !n.MayDeclareLost(now, nodeTimeout, c.armed[name]) {
+			continue
+		}
+		lost = append(lost, events.Event{Source: failover.Source, Subject: name, Data: events.NodeLost{Reason: "lease_expired"}})
+	}
+	c.emit(lost)
+}
+
+func expectOf(st *failover.State, e events.Event) *Expect {
+	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
+		return &Expect{Filter: events.NodeFilter(e.Subject), Seq: st.NodeSeq(e.Subject)}
+	}
+	return &Expect{Filter: events.PackageFilter(e.Subject), Seq: st.PackageSeq(e.Subject)}
+}
+
+func pendingKey(e events.Event) string {
+	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
+		return "node." + e.Subject
+	}
+	return "pkg." + e.Subject
+}
+
+// emit appends decisions as failover.Runner.emit does, one at a time.
+func (c *controller) emit(evs []events.Event) {
+	w := c.w
+	for _, e := range evs {
+		if !c.deciding() {
+			return
+		}
+		key := pendingKey(e)
+		if c.pending[key] > c.st.Seq {
+			continue
+		}
+		if d, ok := e.Data.(events.PackagePlaced); ok && w.log.LastSeqOn(events.NodeFilter(d.Node)) != c.st.NodeSeq(d.Node) {
+			continue // its node moved on: decide again once that is read
+		}
+		e = w.stamp(e, c.clock())
+		exp := expectOf(c.st, e)
+		if p := c.pauseNext; p > 0 {
+			// Paused after the checks, before the append: the decision goes
+			// out when the process runs again, whatever happened meanwhile.
+			c.pauseNext = 0
+			c.pausedUntil = w.now().Add(p)
+			gen := c.gen
+			w.after(p, func() {
+				if c.up && c.gen == gen {
+					if seq, err := w.appendEvent(c.who(), e, exp); err == nil {
+						c.pending[key] = seq
+					}
+				}
+			})
+			return
+		}
+		if seq, err := w.appendEvent(c.who(), e, exp); err == nil {
+			c.pending[key] = seq
+		}
+	}
+}
