@@ -2,6 +2,7 @@ package sim
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/vmguard/vmguard/events"
@@ -32,6 +33,8 @@ type host struct {
 	lastAll  time.Time
 	inflight map[string]bool
 	watches  map[string]*watch
+	// stopSince holds when each StopService was first sent.
+	stopSince map[string]time.Time
 
 	held      bool
 	leaseRev  uint64
@@ -56,7 +59,7 @@ func (h *host) start() {
 	h.st = hostmanager.NewState(h.node)
 	h.mem = hostmanager.NewMember(h.node)
 	h.cursor, h.replayed, h.dirty = 0, false, true
-	h.inflight, h.watches = map[string]bool{}, map[string]*watch{}
+	h.inflight, h.watches, h.stopSince = map[string]bool{}, map[string]*watch{}, map[string]time.Time{}
 	h.held, h.leaseRev = false, 0
 	gen := h.gen
 	h.w.every(hostTick, func() bool { return h.up && h.gen == gen }, h.tick)
@@ -222,9 +225,17 @@ func (h *host) process(pkg string, now time.Time) {
 		}
 	}
 	for _, a := range hostmanager.Pending(h.st, pkg) {
-		if !h.inflight[a.Key()] {
-			h.act(a)
+		if h.inflight[a.Key()] {
+			continue
 		}
+		if guestAction(a.Kind) {
+			// A package's guest actions run one at a time, in order.
+			if h.inflight["guest/"+pkg] {
+				continue
+			}
+			h.inflight["guest/"+pkg] = true
+		}
+		h.act(a)
 	}
 }
 
@@ -276,6 +287,10 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
+func guestAction(k hostmanager.ActionKind) bool {
+	return k == hostmanager.StartGuest || k == hostmanager.StopGuest || k == hostmanager.MigrateGuest
+}
+
 // act performs an action: the driver's or agent's part after a delay, the
 // result event after another (a crash in between leaves the effect without
 // its event, which the next instance repairs by acting again).
@@ -287,6 +302,9 @@ func (h *host) act(a hostmanager.Action) {
 	done := func() {
 		if alive() {
 			delete(h.inflight, key)
+			if guestAction(a.Kind) {
+				delete(h.inflight, "guest/"+a.Package)
+			}
 			h.dirty = true
 		}
 	}
@@ -329,6 +347,33 @@ func (h *host) act(a hostmanager.Action) {
 			w.after(time.Second, done) // the agent's reply, or its timeout
 		})
 	case hostmanager.StopService:
+		since, ok := h.stopSince[key]
+		if !ok {
+			since = h.clock()
+			h.stopSince[key] = since
+		}
+		halt := a.Service.HaltTimeout.D()
+		if h.clock().Sub(since) >= halt+hostmanager.StopGrace {
+			// The ladder of DESIGN §8: no process.exited in time (a process
+			// the agent does not know, a dead agent): the guest is forced off.
+			reason := fmt.Sprintf("process %d of service %s (request id %s) did not end within halt_timeout %s + %s; guest forced off",
+				a.PID, a.Service.Name, a.RequestID, halt, hostmanager.StopGrace)
+			if h.inflight["guest/"+a.Package] {
+				delete(h.inflight, key) // a guest action is under way: later
+				return
+			}
+			h.inflight["guest/"+a.Package] = true
+			w.after(w.dur(50*time.Millisecond, 500*time.Millisecond), func() {
+				if !alive() {
+					return
+				}
+				w.stopGuest(a.Package, h.node)
+				w.appendEvent(h.who(), w.stamp(a.GuestStopped(events.Clip(reason, events.MaxReason)), h.clock()), nil)
+				delete(h.inflight, "guest/"+a.Package)
+				done()
+			})
+			return
+		}
 		w.after(w.dur(10*time.Millisecond, 500*time.Millisecond), func() {
 			if alive() {
 				w.agentStop(h.node, a)
