@@ -45,6 +45,11 @@
 //     when the log ends is reported as open, not as a violation, unless a
 //     later event shows its bound has passed.
 //
+// A process.started of a placement that a node.lost or node.fenced already
+// released, stamped before that loss, is a late report (a guest agent's
+// spool), noted and not counted live: the loss ended that placement's
+// processes.
+//
 // Reports from guests (process.started, process.exited) are claims, not
 // decisions: a process.started that answers no run request vmguard made is
 // listed as unasked and does not count as a live process (a guest can write
@@ -705,6 +710,16 @@ func (c *checker) processStarted(e events.Event, d events.ProcessStarted) {
 		return
 	}
 	c.cause(e)
+	if pl := p.placements[d.Epoch]; pl != nil && pl.byLoss != nil && e.Time.Before(pl.byLoss.Time) {
+		// A late report (an agent's spool delivered after its node was cut
+		// off) of a start the agent saw before the loss: the loss ended this
+		// placement's processes, as it ends those reported in time (found
+		// by the simulator, sim seed 171). A start stamped after the loss
+		// means the fence did not stop the guest: that one counts.
+		c.note(e, "process %s/%d of %s reported started after %s at seq %d released epoch %d: a late report, not a live process",
+			d.Guest, d.PID, d.Service, events.ShortType(pl.byLoss.Type()), pl.byLoss.Seq, d.Epoch)
+		return
+	}
 	c.releasedFirst(e, d.Epoch)
 	c.report.Checked[RuleOneEpoch]++
 	for _, k := range sortedKeys(p.alive) {

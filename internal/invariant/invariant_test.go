@@ -361,6 +361,22 @@ func TestNodeLostPlacementWhileAnOlderHalts(t *testing.T) {
 	}
 }
 
+// TestLateStartAfterLossIsANote: n2's agent was cut off with a
+// process.started in its spool; it arrives after n2's loss released epoch 2
+// and epoch 3 runs on n1: a late report, not a second live epoch.
+func TestLateStartAfterLossIsANote(t *testing.T) {
+	l := clean()
+	st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+	g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
+	l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 30, RequestID: g.ID + "/s", Epoch: 3})
+	l.add("web", l.guest2.ID, events.ProcessStarted{Guest: "g", Service: "w", PID: 22, RequestID: l.guest2.ID + "/w", Epoch: 2})
+	l.evs[len(l.evs)-1].Time = l.guest2.Time.Add(time.Millisecond) // seen by the agent before the loss
+	r := Verify(l.evs, Options{})
+	if !r.OK() || len(r.Notes) == 0 || !strings.Contains(r.Notes[len(r.Notes)-1].Message, "late report") {
+		t.Errorf("violations %v, notes %v", r.Violations, r.Notes)
+	}
+}
+
 // TestCheckerMatchesVerify: adding a log's events one at a time reports
 // what Verify reports for the whole log.
 func TestCheckerMatchesVerify(t *testing.T) {
