@@ -47,3 +47,41 @@ func fmtViolations(r Result) string {
 	}
 	return b.String()
 }
+
+// TestReplay: a seed replays to the same event sequence (the same hash),
+// and another seed does not.
+func TestReplay(t *testing.T) {
+	for _, seed := range []uint64{1, 7, 42} {
+		a, b := Run(Options{Seed: seed, Steps: 3000}), Run(Options{Seed: seed, Steps: 3000})
+		if a.Hash != b.Hash || a.Events != b.Events || a.Steps != b.Steps || strings.Join(a.Faults, "\n") != strings.Join(b.Faults, "\n") {
+			t.Errorf("seed %d ran twice differs:\n%s\n%s", seed, a.Summary(), b.Summary())
+		}
+		if a.Events < 20 || len(a.Faults) == 0 {
+			t.Errorf("seed %d did little: %s", seed, a.Summary())
+		}
+		if c := Run(Options{Seed: seed + 1000, Steps: 3000}); c.Hash == a.Hash {
+			t.Errorf("seeds %d and %d gave the same hash %s", seed, seed+1000, a.Hash)
+		}
+	}
+}
+
+// TestMutations: each planted bug is found, as a violation of no known
+// class, within a bounded number of seeds.
+func TestMutations(t *testing.T) {
+	const bound = 60
+	for _, m := range Mutations {
+		t.Run(string(m), func(t *testing.T) {
+			for seed := uint64(1); seed <= bound; seed++ {
+				r := Run(Options{Seed: seed, Mutation: m})
+				if len(r.Violations) > 0 {
+					t.Logf("found by seed %d of %d: %s\n  %s", seed, bound, r.Summary(), r.Violations[0])
+					if base := Run(Options{Seed: seed}); len(base.Violations) > 0 {
+						t.Errorf("seed %d breaks a promise without the mutation too: %s", seed, base.Violations[0])
+					}
+					return
+				}
+			}
+			t.Errorf("mutation %s not found within %d seeds", m, bound)
+		})
+	}
+}

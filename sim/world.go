@@ -459,12 +459,12 @@ func (w *world) configYAML() string {
 }
 
 // lifetime draws how long a process of service runs before it exits by
-// itself: flaky ones seconds to a minute, steady ones minutes.
+// itself: flaky ones within seconds, steady ones within minutes.
 func (w *world) lifetime(service string) time.Duration {
 	if service == "flaky" {
-		return w.dur(2*time.Second, 60*time.Second)
+		return w.dur(time.Second, 15*time.Second)
 	}
-	return w.dur(2*time.Minute, 20*time.Minute)
+	return w.dur(30*time.Second, 5*time.Minute)
 }
 
 // heal ends every fault: partitions, outages, delays; crashed components

@@ -486,6 +486,15 @@ func (c *checker) apply(e events.Event) {
 		delete(c.pkg(e.Subject).open, d.Epoch)
 	case events.GuestMigrated:
 		c.migrated(e, d)
+	case events.PackageReset:
+		// `pkg reset` starts the counters again (of one service or all),
+		// as the host manager does (found by the simulator, sim seed 498).
+		p := c.pkg(e.Subject)
+		for k := range p.restarts {
+			if _, svc, _ := strings.Cut(k, "/"); d.Service == "" || svc == d.Service {
+				delete(p.restarts, k)
+			}
+		}
 	case events.ServiceRestarting:
 		c.frozenHost(e, d.Node)
 		c.restarting(e, d)

@@ -377,6 +377,20 @@ func TestLateStartAfterLossIsANote(t *testing.T) {
 	}
 }
 
+// TestResetStartsCountersAgain: `pkg reset` clears the restart counters,
+// windowed ones too, so a restart after it is within policy.
+func TestResetStartsCountersAgain(t *testing.T) {
+	l := clean()
+	l.evs = l.evs[:14] // up to the second restart's process.started of s
+	last := l.evs[len(l.evs)-1].Data.(events.ProcessStarted)
+	l.add("web", "", events.PackageReset{By: "op"})
+	x := l.add("web", last.RequestID, events.ProcessExited{Guest: "g", Service: "s", PID: last.PID, RequestID: last.RequestID, Epoch: 1})
+	l.add("web", x.ID, events.ServiceRestarting{Service: "s", Node: "n1", Epoch: 1, Attempt: 1})
+	if r := Verify(l.evs, Options{}); !r.OK() {
+		t.Errorf("restart after a reset: %v", r.Violations)
+	}
+}
+
 // TestCheckerMatchesVerify: adding a log's events one at a time reports
 // what Verify reports for the whole log.
 func TestCheckerMatchesVerify(t *testing.T) {
