@@ -362,7 +362,12 @@ func (s *State) halting(p *Package, e events.Event, d events.PackageHalting) {
 		in.LastID = e.ID
 		return
 	}
-	if c := &p.Current; p.Inst == nil && c.Epoch == d.Epoch && c.Node == s.Node && !c.Released && c.Halt == nil {
+	// The current placement, not started: halted before it starts. An
+	// older instance may still be halting on this node (the placement
+	// replaces it); the halt is for the new one all the same (found by
+	// the simulator, sim seed 92: it was dropped, and the new placement
+	// started and ran).
+	if c := &p.Current; c.Epoch == d.Epoch && c.Node == s.Node && !c.Released && c.Halt == nil {
 		c.Halt = h
 	}
 }

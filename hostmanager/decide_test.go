@@ -412,6 +412,25 @@ func TestReplacedOnThisNode(t *testing.T) {
 	eq(t, "restart on the new placement", h.settle(), []string{"service.restarting", "process.started"})
 }
 
+// TestHaltBeforeStartWhileReplacing: web runs under epoch 1, is placed
+// again on this node (epoch 2), and an operator halts epoch 2 before the
+// old instance is down: epoch 2 must not start (sim seed 92).
+func TestHaltBeforeStartWhileReplacing(t *testing.T) {
+	h := newHarness(t, cfgYAML("restart: 1", ""))
+	h.start()
+	h.place(me, "node_lost")
+	h.add("/vmguard/cli/op", "web", "", events.PackageHalting{Node: me, Epoch: 2, Reason: "operator_halt", By: "op"})
+	got := h.settle()
+	want := []string{"process.exited", "process.exited", "guest.stopped", "package.halted", "package.halted"}
+	eq(t, "halted before start", got, want)
+	if d := h.last().Data.(events.PackageHalted); d.Epoch != 2 || d.Reason != "operator_halt" {
+		t.Errorf("last: %+v", d)
+	}
+	if h.s.Package("web").Inst != nil {
+		t.Errorf("an instance runs: %+v", h.s.Package("web").Inst)
+	}
+}
+
 func TestOlderEpochChangesNothing(t *testing.T) {
 	h := newHarness(t, cfgYAML("", ""))
 	h.start()

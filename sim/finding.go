@@ -35,12 +35,26 @@ const (
 	// between the two (here 1 to 8 s) lets a node.lost of the target slip
 	// in, and the package is placed on a lost node.
 	FindingPlaceOnLostNode Finding = "place_on_lost_node"
+	// FindingStaleLoss (seed 480): the controller judges a node lost (its
+	// lease key missing), pauses before the append, and appends node.lost
+	// after the node's host manager came back and took its lease again: a
+	// host manager that was never declared lost appends nothing about its
+	// node when it returns, so the node's expected sequence still holds.
+	// The node runs packages the loss just released; what follows (a
+	// second live epoch, acts on a lost node) is counted under this
+	// finding.
+	FindingStaleLoss Finding = "stale_loss"
 )
 
 // known returns the finding v belongs to, "" for none: v is new.
-func known(v invariant.Violation, evs []events.Event) Finding {
+// staleLoss is the sequence of the first node.lost stored while its node
+// held its lease (0: none).
+func known(v invariant.Violation, evs []events.Event, staleLoss uint64) Finding {
 	if v.Seq == 0 || int(v.Seq) > len(evs) {
 		return ""
+	}
+	if staleLoss > 0 && v.Seq > staleLoss {
+		return FindingStaleLoss
 	}
 	e := evs[v.Seq-1]
 	switch v.Rule {

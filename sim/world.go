@@ -205,6 +205,7 @@ type world struct {
 	check      *invariant.Checker
 	violations []invariant.Violation
 	known      []Known
+	staleLoss  uint64
 	sum        hash.Hash
 	ids, pids  int
 	steps      int
@@ -320,10 +321,16 @@ func (w *world) appendEvent(who string, e events.Event, exp *Expect) (uint64, er
 
 // stored hashes and checks an event the log just stored.
 func (w *world) stored(e events.Event) {
+	if _, ok := e.Data.(events.NodeLost); ok && w.staleLoss == 0 {
+		if _, err := w.leases.Get(e.Subject); err == nil {
+			w.staleLoss = e.Seq
+			w.trace("STALE node.lost %s at seq %d: its host holds its lease", e.Subject, e.Seq)
+		}
+	}
 	data, _ := json.Marshal(e.Data)
 	fmt.Fprintf(w.sum, "%d|%s|%s|%s|%s|%d|%s|%s\n", e.Seq, e.ID, e.Source, e.Subject, e.CauseID, e.Time.UnixNano(), e.Type(), data)
 	for _, v := range w.check.Add(e) {
-		if f := known(v, w.evs); f != "" {
+		if f := known(v, w.evs, w.staleLoss); f != "" {
 			w.known = append(w.known, Known{Finding: f, Violation: v})
 			w.trace("KNOWN %s %s", f, v)
 			continue
@@ -331,7 +338,7 @@ func (w *world) stored(e events.Event) {
 		w.violations = append(w.violations, v)
 		w.trace("VIOLATION %s", v)
 	}
-	w.trace("#%d %s %s %s cause=%s", e.Seq, events.ShortType(e.Type()), e.Subject, e.Source, e.CauseID)
+	w.trace("#%d %s %s %s %s %+v cause=%s", e.Seq, e.ID, events.ShortType(e.Type()), e.Subject, e.Source, e.Data, e.CauseID)
 }
 
 // read returns the events after cursor that component who sees now: with
