@@ -8,7 +8,7 @@ import (
 )
 
 var (
-	seedsFlag = flag.Int("seeds", 20, "how many seeds TestSim runs")
+	seedsFlag = flag.Int("seeds", defaultSeeds, "how many seeds TestSim runs")
 	seedFlag  = flag.Uint64("seed", 0, "run only this seed, tracing it")
 	stepsFlag = flag.Int("steps", 0, "scheduler steps with faults per seed (0: Options default)")
 )
@@ -28,6 +28,9 @@ func TestSim(t *testing.T) {
 		}
 		r := Run(opt)
 		t.Log(r.Summary())
+		for _, k := range r.Known {
+			t.Logf("  known (docs/sim.md): %s", k)
+		}
 		if !r.OK() {
 			t.Errorf("%s\n%s\n%s\nreplay: go test ./sim -run 'TestSim$' -seed %d -v", r.Summary(), fmtViolations(r), strings.Join(r.Faults, "\n"), seed)
 		}

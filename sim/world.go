@@ -226,17 +226,22 @@ func (w *world) at(t time.Time, fn func()) {
 
 func (w *world) after(d time.Duration, fn func()) { w.at(w.now().Add(d), fn) }
 
-// every runs fn every d from now while alive says so.
+// every runs fn every d from now while alive says so. It reuses one task
+// (the simulation's most frequent allocation otherwise).
 func (w *world) every(d time.Duration, alive func() bool, fn func()) {
-	var tick func()
-	tick = func() {
+	t := &task{}
+	t.fn = func() {
 		if !alive() {
 			return
 		}
 		fn()
-		w.after(d, tick)
+		w.qn++
+		t.at, t.n = w.now().Add(d), w.qn
+		heap.Push(&w.q, t)
 	}
-	w.after(time.Duration(w.rng.Int64N(int64(d)))+1, tick)
+	w.qn++
+	t.at, t.n = w.now().Add(time.Duration(w.rng.Int64N(int64(d)))+1), w.qn
+	heap.Push(&w.q, t)
 }
 
 func (w *world) dur(lo, hi time.Duration) time.Duration {
@@ -393,7 +398,9 @@ func Run(opt Options) Result {
 	for len(w.q) > 0 && !w.q[0].at.After(end) && !stop() {
 		w.step()
 	}
-	w.clock.Set(end)
+	if !stop() {
+		w.clock.Set(end)
+	}
 	r := Result{
 		Seed: opt.Seed, Mutation: opt.Mutation, Steps: w.steps, Events: len(w.evs),
 		Hash: hex.EncodeToString(w.sum.Sum(nil)), SimTime: w.now().Sub(epoch0),

@@ -129,6 +129,7 @@ type cli struct {
 
 	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" group:"Configure" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
 	Simulate         simulateCmd  `cmd:"" group:"Configure" help:"What-if: replay the log through the cores under a changed config and show which decisions would differ."`
+	Sim              simCmd       `cmd:"" group:"Configure" help:"Deterministic simulation of a whole cluster under random faults from a seed; prints the seed and the event sequence's hash."`
 
 	Bench benchCmd `cmd:"" group:"Measure" help:"Measure vmguard's speed (see BENCHMARKS.md)."`
 }

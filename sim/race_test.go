@@ -1,0 +1,8 @@
+//go:build race
+
+package sim
+
+// defaultSeeds is how many seeds TestSim runs by default: fewer under the
+// race detector, which makes the single-threaded simulation ~10x slower
+// and has nothing to find in it; the CI's plain run covers more.
+const defaultSeeds = 10
