@@ -29,11 +29,13 @@ const (
 	// controller records node.lost only for an up node, so nothing ends
 	// the halt until the node comes back.
 	FindingHaltOnHaltedNode Finding = "halt_on_halted_node"
-	// FindingPlaceOnLostNode (seed 308): the controller checks that the
-	// target node's subjects did not move (nodeCurrent) and then appends
-	// the placement guarded by the package's sequence only; a pause
-	// between the two (here 1 to 8 s) lets a node.lost of the target slip
-	// in, and the package is placed on a lost node.
+	// FindingPlaceOnLostNode: the controller checks that the target
+	// node's subjects did not move (nodeCurrent) and then appends the
+	// placement guarded by the package's sequence only; a pause between
+	// the two (here 1 to 8 s) lets a node.lost or node.fenced of the target
+	// slip in, and the package is placed on a lost node; a failover that
+	// later replaces that placement while it is not released is counted
+	// here too.
 	FindingPlaceOnLostNode Finding = "place_on_lost_node"
 	// FindingStaleLoss (seed 480): the controller judges a node lost (its
 	// lease key missing), pauses before the append, and appends node.lost
@@ -60,7 +62,7 @@ func known(v invariant.Violation, evs []events.Event, staleLoss uint64) Finding 
 	switch v.Rule {
 	case invariant.RuleLiveNode:
 		node, _, _ := strings.Cut(strings.TrimPrefix(v.Message, "acts on node "), ",")
-		if !strings.HasPrefix(v.Message, "acts on node ") || !strings.Contains(v.Message, "node.lost at seq") {
+		if !strings.HasPrefix(v.Message, "acts on node ") || !strings.Contains(v.Message, "node.lost at seq") && !strings.Contains(v.Message, "node.fenced at seq") {
 			return ""
 		}
 		if e.Source == events.HostSource(node) {
@@ -68,6 +70,19 @@ func known(v invariant.Violation, evs []events.Event, staleLoss uint64) Finding 
 		}
 		if _, ok := e.Data.(events.PackagePlaced); ok && e.Source == events.ControllerSource {
 			return FindingPlaceOnLostNode
+		}
+	case invariant.RuleCause:
+		// A failover that replaces a placement made on a lost node (the
+		// finding above) while that placement is not released: the same
+		// finding, one step on.
+		var ep, seq uint64
+		var node string
+		if i := strings.Index(v.Message, "placement while epoch "); i >= 0 {
+			if _, err := fmt.Sscanf(v.Message[i:], "placement while epoch %d on %s (placed at seq %d)", &ep, &node, &seq); err == nil && seq > 0 && int(seq) <= len(evs) {
+				if p := evs[seq-1]; p.Source == events.ControllerSource && lostAt(evs[:seq-1], strings.TrimSuffix(node, " ")) {
+					return FindingPlaceOnLostNode
+				}
+			}
 		}
 	case invariant.RuleBound:
 		d, ok := e.Data.(events.PackageHalting)
@@ -104,3 +119,21 @@ type Known struct {
 }
 
 func (k Known) String() string { return fmt.Sprintf("%s: %s", k.Finding, k.Violation) }
+
+// lostAt reports whether the log evs says node is lost or fenced (and has
+// not joined since) at its end.
+func lostAt(evs []events.Event, node string) bool {
+	down := false
+	for _, x := range evs {
+		if x.Subject != node {
+			continue
+		}
+		switch x.Data.(type) {
+		case events.NodeLost, events.NodeFenced:
+			down = true
+		case events.NodeJoined:
+			down = false
+		}
+	}
+	return down
+}
