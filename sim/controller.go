@@ -17,9 +17,10 @@ import (
 // package, the node-current check before a placement, the lease checks and
 // the prober.
 type controller struct {
-	w    *world
-	name string
-	skew time.Duration
+	w       *world
+	name    string
+	skew    time.Duration
+	whoName string
 
 	up          bool
 	gen         int
@@ -46,7 +47,12 @@ type controller struct {
 	armed     map[string]time.Time
 }
 
-func (c *controller) who() string      { return "ctl/" + c.name }
+func (c *controller) who() string {
+	if c.whoName == "" {
+		c.whoName = "ctl/" + c.name
+	}
+	return c.whoName
+}
 func (c *controller) clock() time.Time { return c.w.now().Add(c.skew) }
 
 func (c *controller) start() {

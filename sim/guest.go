@@ -147,11 +147,14 @@ type guard struct {
 	armed bool
 }
 
+// guardAfter is the guard's bound: renew interval + guard bound.
+var guardAfter = timeline.Default(nodeTimeout).GuardAfter()
+
 func (g *guard) pet(now time.Time) { g.last, g.armed = now, true }
 
 func (w *world) guardCheck(node string) {
 	g := w.guards[node]
-	if !g.armed || w.now().Sub(g.last) < timeline.Default(nodeTimeout).GuardAfter() {
+	if !g.armed || w.now().Sub(g.last) < guardAfter {
 		return
 	}
 	g.armed = false

@@ -16,9 +16,11 @@ import (
 // monitor and the actions (drivers and agent requests), as tasks on the
 // simulated clock.
 type host struct {
-	w    *world
-	node string
-	skew time.Duration
+	w       *world
+	node    string
+	skew    time.Duration
+	whoName string
+	names   []string
 
 	up          bool
 	gen         int // incarnation: tasks of an earlier one do nothing
@@ -48,7 +50,21 @@ type watch struct {
 	lost      bool
 }
 
-func (h *host) who() string                   { return "node/" + h.node }
+func (h *host) who() string {
+	if h.whoName == "" {
+		h.whoName = "node/" + h.node
+	}
+	return h.whoName
+}
+
+// packages returns the state's package names, sorted; cached while their
+// number does not change (they come from the config and events).
+func (h *host) packages() []string {
+	if len(h.names) != len(h.st.Packages) {
+		h.names = h.st.PackageNames()
+	}
+	return h.names
+}
 func (h *host) clock() time.Time              { return h.w.now().Add(h.skew) }
 func (h *host) simTime(t time.Time) time.Time { return t.Add(-h.skew) }
 
@@ -113,7 +129,7 @@ func (h *host) tick() {
 		return
 	}
 	h.dirty, h.lastAll = false, now
-	for _, pkg := range h.st.PackageNames() {
+	for _, pkg := range h.packages() {
 		h.process(pkg, now)
 	}
 }
@@ -255,7 +271,7 @@ func (h *host) startEarly(pkg string) (events.Event, bool) {
 // node whose agent sent no heartbeat for guest_timeout.
 func (h *host) monitor(now time.Time) {
 	w := h.w
-	for _, name := range h.st.PackageNames() {
+	for _, name := range h.packages() {
 		in := h.st.Package(name).Inst
 		if in == nil || in.Guest.Phase != hostmanager.GuestUp {
 			delete(h.watches, name)
