@@ -71,7 +71,7 @@ func TestReplay(t *testing.T) {
 // TestMutations: each planted bug is found, as a violation of no known
 // class, within a bounded number of seeds.
 func TestMutations(t *testing.T) {
-	const bound = 60
+	const bound = 150
 	for _, m := range Mutations {
 		t.Run(string(m), func(t *testing.T) {
 			for seed := uint64(1); seed <= bound; seed++ {
@@ -86,5 +86,29 @@ func TestMutations(t *testing.T) {
 			}
 			t.Errorf("mutation %s not found within %d seeds", m, bound)
 		})
+	}
+}
+
+// TestShrink: a planted bug's failing seed shrinks to a shorter fault
+// schedule that still breaks the same promise, and replays.
+func TestShrink(t *testing.T) {
+	var opt Options
+	var r Result
+	for seed := uint64(1); seed <= 60; seed++ {
+		opt = Options{Seed: seed, Mutation: MutationResetRestarts}
+		if r = Run(opt); len(r.Violations) > 0 && len(r.Faults) > 2 {
+			break
+		}
+	}
+	if len(r.Violations) == 0 {
+		t.Fatal("no failing seed to shrink")
+	}
+	small, sr := Shrink(opt, 200)
+	t.Logf("seed %d: %d faults -> %d: %s\n%s", opt.Seed, len(r.Faults), len(sr.Faults), sr.Violations[0], strings.Join(sr.Faults, "\n"))
+	if len(sr.Violations) == 0 || sr.Violations[0].Rule != r.Violations[0].Rule || len(sr.Faults) >= len(r.Faults) {
+		t.Fatalf("shrunk: %s, from %s", sr.Summary(), r.Summary())
+	}
+	if again := Run(small); again.Hash != sr.Hash {
+		t.Errorf("the shrunk schedule does not replay: %s vs %s", again.Hash, sr.Hash)
 	}
 }

@@ -65,6 +65,10 @@ type Options struct {
 	KeepGoing bool
 	// Trace, if set, receives one line per fault and per appended event.
 	Trace func(string)
+	// Skip leaves out these faults of the seed's schedule (by index, as
+	// Result.Faults numbers them); the others stay as they were. The
+	// shrinker uses it.
+	Skip map[int]bool
 }
 
 func (o Options) withDefaults() Options {
@@ -102,8 +106,11 @@ type Result struct {
 	Hash   string
 	// SimTime is the simulated time the run covered.
 	SimTime time.Duration
-	// Faults lists the faults injected, in order.
-	Faults []string
+	// Faults lists the faults injected, in order, each with its index in
+	// the schedule; Scheduled counts the faults the schedule drew (those
+	// skipped and those that found nothing to do included).
+	Faults    []string
+	Scheduled int
 	// Violations are the broken safety promises (internal/invariant) of no
 	// known class; Known those of a known one (Finding); Liveness the
 	// packages not settled once the faults stopped.
@@ -179,11 +186,14 @@ func (q *queue) Pop() any {
 
 // world is one simulated cluster.
 type world struct {
-	opt   Options
-	rng   *rand.Rand
-	clock *Clock
-	q     queue
-	qn    uint64
+	opt Options
+	rng *rand.Rand
+	// frng draws the fault schedule alone (see draw).
+	frng   *rand.Rand
+	nfault int
+	clock  *Clock
+	q      queue
+	qn     uint64
 
 	log      *Log
 	evs      []events.Event
@@ -374,6 +384,7 @@ func Run(opt Options) Result {
 	w := &world{
 		opt:    opt,
 		rng:    rand.New(rand.NewPCG(opt.Seed, opt.Seed^0x5eed5eed)),
+		frng:   rand.New(rand.NewPCG(opt.Seed^0xfa017fa017, opt.Seed)),
 		clock:  NewClock(epoch0),
 		guests: map[string]*guest{},
 		guards: map[string]*guard{},
@@ -404,7 +415,7 @@ func Run(opt Options) Result {
 	r := Result{
 		Seed: opt.Seed, Mutation: opt.Mutation, Steps: w.steps, Events: len(w.evs),
 		Hash: hex.EncodeToString(w.sum.Sum(nil)), SimTime: w.now().Sub(epoch0),
-		Faults: w.faults, Violations: w.violations, Known: w.known,
+		Faults: w.faults, Scheduled: w.nfault, Violations: w.violations, Known: w.known,
 	}
 	if !stop() {
 		r.Liveness = w.liveness()
@@ -447,7 +458,6 @@ func (w *world) setup() {
 		w.ctls = append(w.ctls, c)
 		c.start()
 	}
-	w.every(20*time.Second, func() bool { return w.faulting }, w.operatorCommand)
 }
 
 // configYAML draws the cluster's configuration from the seed.

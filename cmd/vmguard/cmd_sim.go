@@ -17,6 +17,7 @@ type simCmd struct {
 	Packages int    `name:"packages" default:"4" help:"Packages of the simulated cluster."`
 	Mutation string `name:"mutation" enum:",skip_expect,skip_release,reset_restarts" default:"" help:"Plant a bug in the simulator's model of the runners (skip_expect, skip_release, reset_restarts)."`
 	Trace    bool   `name:"trace" help:"Print every fault and every appended event."`
+	Shrink   bool   `name:"shrink" help:"For a seed that breaks a promise, look for a smaller fault schedule that still breaks it, and print it."`
 }
 
 // Help is shown by `vmguard sim --help`.
@@ -32,7 +33,8 @@ hash of the event sequence: the same seed replays to the same hash.
 Example:
   vmguard sim --seed 42 --steps 20000
   vmguard sim --seed 1 --seeds 500
-  vmguard sim --seed 480 --trace          # replay one seed, event by event`
+  vmguard sim --seed 480 --trace          # replay one seed, event by event
+  vmguard sim --seed 3 --mutation reset_restarts --shrink`
 }
 
 // errSimFailed is returned when a seed breaks a promise (exit 1).
@@ -67,6 +69,11 @@ func (c *simCmd) Run(ctx context.Context, g *globals) error {
 			failed++
 			if len(r.Faults) > 0 {
 				fmt.Fprintf(g.Stdout, "  faults:\n    %s\n", strings.Join(r.Faults, "\n    "))
+			}
+			if c.Shrink {
+				opt.Trace = nil
+				_, sr := sim.Shrink(opt, 500)
+				fmt.Fprintf(g.Stdout, "  shrunk to %d faults: %s\n    %s\n", len(sr.Faults), sr.Summary(), strings.Join(sr.Faults, "\n    "))
 			}
 		}
 	}
