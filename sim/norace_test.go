@@ -4,3 +4,5 @@ package sim
 
 // defaultSeeds is how many seeds TestSim runs by default (see race_test.go).
 const defaultSeeds = 150
+
+const raceEnabled = false

@@ -71,6 +71,9 @@ func TestReplay(t *testing.T) {
 // TestMutations: each planted bug is found, as a violation of no known
 // class, within a bounded number of seeds.
 func TestMutations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("single-threaded: nothing for the race detector; the plain run covers it")
+	}
 	const bound = 150
 	for _, m := range Mutations {
 		t.Run(string(m), func(t *testing.T) {
@@ -92,6 +95,9 @@ func TestMutations(t *testing.T) {
 // TestShrink: a planted bug's failing seed shrinks to a shorter fault
 // schedule that still breaks the same promise, and replays.
 func TestShrink(t *testing.T) {
+	if raceEnabled {
+		t.Skip("single-threaded: nothing for the race detector; the plain run covers it")
+	}
 	var opt Options
 	var r Result
 	for seed := uint64(1); seed <= 60; seed++ {
