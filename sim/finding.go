@@ -17,19 +17,19 @@ type Finding string
 
 // The open findings (docs/sim.md).
 const (
-	// FindingActBeforeLoss (seed 233): a host manager that starts again
+	// FindingActBeforeLoss (seed 1784): a host manager that starts again
 	// replays the log, then takes its lease; a node.lost the controller
 	// appended in between reaches it only through its follower, and until
 	// then it decides (package.starting, service.restarting) for a node
 	// the log already says is lost. Its decisions are guarded by the
 	// package's sequence, not the node's.
 	FindingActBeforeLoss Finding = "act_before_loss"
-	// FindingHaltOnHaltedNode (seed 82): a package halting on a node an
+	// FindingHaltOnHaltedNode (seed 82 of an earlier build, grace 10 s): a package halting on a node an
 	// operator halted never ends if that node then goes down: the
 	// controller records node.lost only for an up node, so nothing ends
 	// the halt until the node comes back.
 	FindingHaltOnHaltedNode Finding = "halt_on_halted_node"
-	// FindingPlaceOnLostNode: the controller checks that the target
+	// FindingPlaceOnLostNode (seeds 721, 1201): the controller checks that the target
 	// node's subjects did not move (nodeCurrent) and then appends the
 	// placement guarded by the package's sequence only; a pause between
 	// the two (here 1 to 8 s) lets a node.lost or node.fenced of the target
@@ -37,7 +37,7 @@ const (
 	// later replaces that placement while it is not released is counted
 	// here too.
 	FindingPlaceOnLostNode Finding = "place_on_lost_node"
-	// FindingStaleLoss (seed 480): the controller judges a node lost (its
+	// FindingStaleLoss (seed 480 of commit f886dd0): the controller judges a node lost (its
 	// lease key missing), pauses before the append, and appends node.lost
 	// after the node's host manager came back and took its lease again: a
 	// host manager that was never declared lost appends nothing about its

@@ -33,7 +33,7 @@ hash of the event sequence: the same seed replays to the same hash.
 Example:
   vmguard sim --seed 42 --steps 20000
   vmguard sim --seed 1 --seeds 500
-  vmguard sim --seed 480 --trace          # replay one seed, event by event
+  vmguard sim --seed 1784 --trace         # replay one seed, event by event
   vmguard sim --seed 3 --mutation reset_restarts --shrink`
 }
 
