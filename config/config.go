@@ -82,6 +82,10 @@ type Package struct {
 	// the package runs on when the package fails there: every guest of the
 	// node is stopped and node.fenced recorded, so all of its packages move.
 	NodeFailFast bool `yaml:"node_fail_fast,omitempty" json:"node_fail_fast,omitempty"`
+	// Resources are the generic resources the package needs on its node
+	// (Serviceguard's generic_resource_*): a node is eligible only while
+	// each is up there by its criterion.
+	Resources []Resource `yaml:"resources,omitempty" json:"resources,omitempty"`
 }
 
 // AutoRunEnabled reports the package's auto_run setting (default true).

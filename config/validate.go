@@ -211,6 +211,7 @@ func validate(c *Cluster, d *decoder) {
 			}
 			guests[g] = pk.Name
 		}
+		validateResources(pk.Resources, pp, d, name)
 		if len(pk.Services) == 0 {
 			d.fieldErrorf(pp+".services", "missing: list at least one service")
 		}

@@ -67,7 +67,14 @@ func genPayload(t *rapid.T, typ string) Payload {
 		if mode <= 6 { // plausible: what vmguard writes
 			switch f.Kind() {
 			case reflect.String:
-				f.SetString(rapid.StringMatching(`[a-z0-9][a-z0-9_-]{0,10}`).Draw(t, name))
+				pattern := `[a-z0-9][a-z0-9_-]{0,10}`
+				switch name { // fields whose schema allows less (node.resource_set)
+				case "Status":
+					pattern = `up|down`
+				case "Value":
+					pattern = `-?[0-9]{1,6}`
+				}
+				f.SetString(rapid.StringMatching(pattern).Draw(t, name))
 				continue
 			case reflect.Int, reflect.Int64:
 				f.SetInt(rapid.Int64Range(1, 100000).Draw(t, name))

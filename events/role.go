@@ -104,7 +104,7 @@ func Writers(typ string) []Role {
 		return byOperator
 	case TypeNodeThawed, TypePackagePlaced:
 		return byControllerOperator
-	case TypeNodeJoined, TypeNodeHalted:
+	case TypeNodeJoined, TypeNodeHalted, TypeNodeResourceSet:
 		return byHostOperator
 	case TypeNodeFenced, TypeNodeTakenOver:
 		return byHost

@@ -76,6 +76,8 @@ func TestSourceFits(t *testing.T) {
 		{ctl, "demo", events.ConfigApplied{}, false},
 		{op, "node1", events.NodeDrained{}, true},
 		{host, "node1", events.NodeDrained{}, false},
+		{host, "node1", events.NodeResourceSet{Name: "disk", Status: "up"}, true},
+		{op, "node1", events.NodeResourceSet{Name: "disk", Status: "down"}, true},
 		{ctl, "node1", events.NodeThawed{}, true},
 		{ctl, "node1", events.NodeFrozen{}, false},
 		{host, "web", events.GuestMigrated{}, true},

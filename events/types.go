@@ -24,6 +24,10 @@ const (
 	// drain`): its packages move away and nothing is placed on it until
 	// TypeNodeResumed (`node run`).
 	TypeNodeDrained = "io.vmguard.node.drained.v1"
+	// TypeNodeResourceSet: a monitor (or an operator) set a generic
+	// resource's status on a node (`vmguard resource set`, Serviceguard's
+	// cmsetresource).
+	TypeNodeResourceSet = "io.vmguard.node.resource_set.v1"
 	// TypeNodeResumed: an operator ended a node's maintenance (`node run`).
 	TypeNodeResumed = "io.vmguard.node.resumed.v1"
 	// TypeNodeFrozen: an operator froze a node (`node freeze`): its guests
@@ -65,7 +69,7 @@ func Types() []string {
 	return []string{
 		TypeConfigApplied,
 		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced, TypeNodeTakenOver,
-		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen, TypeNodeThawed,
+		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen, TypeNodeThawed, TypeNodeResourceSet,
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
 		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
@@ -143,6 +147,8 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[NodeDrained](data)
 	case TypeNodeResumed:
 		return decodeAs[NodeResumed](data)
+	case TypeNodeResourceSet:
+		return decodeAs[NodeResourceSet](data)
 	case TypeNodeFrozen:
 		return decodeAs[NodeFrozen](data)
 	case TypeNodeThawed:
@@ -259,6 +265,24 @@ type NodeDrained struct {
 	Reason string `json:"reason,omitempty"`
 	By     string `json:"by,omitempty"`
 }
+
+// NodeResourceSet records a generic resource's status on a node (Serviceguard's
+// cmsetresource): Status is up or down; Value, for an extended resource, is
+// its whole-number value as text ("42"), which a package's up criterion
+// (">= 10") is checked against. A resource never set is down.
+type NodeResourceSet struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Value  string `json:"value,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	By     string `json:"by,omitempty"`
+}
+
+// Resource statuses.
+const (
+	ResourceUp   = "up"
+	ResourceDown = "down"
+)
 
 // NodeResumed records that an operator ended a node's maintenance (`vmguard
 // node run`): it is eligible for placements again.
@@ -491,6 +515,9 @@ func (NodeDrained) EventType() string { return TypeNodeDrained }
 
 // EventType implements Payload.
 func (NodeResumed) EventType() string { return TypeNodeResumed }
+
+// EventType implements Payload.
+func (NodeResourceSet) EventType() string { return TypeNodeResourceSet }
 
 // EventType implements Payload.
 func (NodeFrozen) EventType() string { return TypeNodeFrozen }

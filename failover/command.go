@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,6 +70,10 @@ const (
 	OpNodeFreeze Op = "node_freeze"
 	// OpNodeThaw: `node thaw NODE` -> node.thawed with By.
 	OpNodeThaw Op = "node_thaw"
+	// OpResourceSet: `resource set NODE NAME up|down|VALUE` ->
+	// node.resource_set (Serviceguard's cmsetresource): a whole-number
+	// VALUE sets an extended resource, up with that value.
+	OpResourceSet Op = "resource_set"
 )
 
 // DefaultFreeze is how long `node freeze` lasts without --for. A freeze is
@@ -85,6 +90,9 @@ type Command struct {
 	Node string
 	// Service is -s for OpReset.
 	Service string
+	// Resource and Value are the resource's name and up, down or a whole
+	// number, for OpResourceSet.
+	Resource, Value string
 	// For is --for of OpNodeFreeze (0: DefaultFreeze); Now is when the
 	// command is given, from which the freeze's end is counted.
 	For time.Duration
@@ -113,7 +121,7 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 		return nil, refuse("no configuration in force: record one with `vmguard apply -f cluster.yaml`")
 	}
 	switch cmd.Op {
-	case OpNodeHalt, OpNodeRun, OpNodeDrain, OpNodeFreeze, OpNodeThaw:
+	case OpNodeHalt, OpNodeRun, OpNodeDrain, OpNodeFreeze, OpNodeThaw, OpResourceSet:
 		return s.nodeCommand(cmd)
 	case OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset:
 	default:
@@ -193,6 +201,23 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 	n := s.Nodes[cmd.Node]
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cmd.Node}
 	switch cmd.Op {
+	case OpResourceSet:
+		if err := events.CheckName("resource", cmd.Resource); err != nil {
+			return nil, refuse("%v", err)
+		}
+		d := events.NodeResourceSet{Name: cmd.Resource, Reason: cmd.Reason, By: cmd.By}
+		switch cmd.Value {
+		case events.ResourceUp, events.ResourceDown:
+			d.Status = cmd.Value
+		default:
+			v, err := strconv.ParseInt(cmd.Value, 10, 64)
+			if err != nil {
+				return nil, refuse("resource %s: %q: want up, down or a whole number", cmd.Resource, cmd.Value)
+			}
+			d.Status, d.Value = events.ResourceUp, strconv.FormatInt(v, 10)
+		}
+		ev.Data = d
+		return []events.Event{ev}, nil
 	case OpNodeHalt:
 		if !n.Up() {
 			return nil, refuse("node %s is not up (STATE %s)", cmd.Node, n.State())

@@ -309,6 +309,7 @@ const (
 	nodeFrozen
 	switchingOff
 	failedThere
+	resourceDown
 )
 
 // check returns eligibleOK if package p may be placed on node, else why not.
@@ -326,6 +327,8 @@ func (s *State) check(cp config.Package, p *PackageState, node string) int {
 		return switchingOff
 	case p.FailedOn(node):
 		return failedThere
+	case s.resourceDown(cp, node) != "":
+		return resourceDown
 	}
 	return eligibleOK
 }
@@ -346,8 +349,22 @@ func (s *State) eligible(cp config.Package, p *PackageState, node string) error 
 		return fmt.Errorf("node switching of package %s on node %s is disabled; enable it with `vmguard pkg enable %s -n %s`", cp.Name, node, cp.Name, node)
 	case failedThere:
 		return fmt.Errorf("package %s failed on node %s; clear that with `vmguard pkg reset %s`", cp.Name, node, cp.Name)
+	case resourceDown:
+		r := s.resourceDown(cp, node)
+		return fmt.Errorf("resource %s is not up on node %s by package %s's criterion; monitors set it with `vmguard resource set %s %s up|down|VALUE`", r, node, cp.Name, node, r)
 	}
 	return nil
+}
+
+// resourceDown returns the first resource of cp that is not up on node by
+// its criterion, "" when every one is.
+func (s *State) resourceDown(cp config.Package, node string) string {
+	for _, r := range cp.Resources {
+		if !s.Nodes[node].ResourceMet(r) {
+			return r.Name
+		}
+	}
+	return ""
 }
 
 // Eligible returns nil if package pkg may be placed on node now, else an
@@ -403,6 +420,15 @@ func (s *State) note(cp config.Package) string {
 		return fmt.Sprintf("failed on every node (%s): failed until `vmguard pkg reset %s`", strings.Join(p.FailedNodes, ", "), pkg)
 	}
 	if len(s.candidates(cp, p)) == 0 {
+		var down []string
+		for _, n := range left {
+			if s.check(cp, p, n) == resourceDown {
+				down = append(down, s.resourceDown(cp, n)+" on "+n)
+			}
+		}
+		if len(down) > 0 {
+			return fmt.Sprintf("waiting for an eligible node (%s); resources not up: %s", strings.Join(left, ", "), strings.Join(down, ", "))
+		}
 		return fmt.Sprintf("waiting for an eligible node (%s)", strings.Join(left, ", "))
 	}
 	return NotePlacementDue

@@ -227,7 +227,7 @@ func TestLeaderElection(t *testing.T) {
 	for _, n := range c.Nodes {
 		env.add(n, events.NodeJoined{})
 	}
-	d, _ := env.waitPlaced("web", 0, 5*time.Second)
+	d, _ := env.waitPlaced("web", 0, 30*time.Second)
 	env.add("web", events.PackageStarted{Node: d.Node, Epoch: d.Epoch})
 	env.add("web", events.PackageFailed{Node: d.Node, Epoch: d.Epoch, Reason: "service_failed"})
 	d, _ = env.waitPlaced("web", d.Epoch, 5*time.Second)
@@ -421,7 +421,7 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	env.add("node1", events.NodeJoined{})
 	env.add("node2", events.NodeJoined{})
 	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
-	d, _ := env.waitPlaced("web", 0, 5*time.Second)
+	d, _ := env.waitPlaced("web", 0, 30*time.Second)
 	if d.Node != "node1" {
 		t.Fatalf("placed %+v", d)
 	}
@@ -613,7 +613,7 @@ func TestFirstPlacementWaitsForPreferredNode(t *testing.T) {
 		t.Fatal("web placed on node2 while node1 may still join")
 	}
 	env.add("node1", events.NodeJoined{})
-	if d, _ := env.waitPlaced("web", 0, 5*time.Second); d.Node != "node1" {
+	if d, _ := env.waitPlaced("web", 0, 30*time.Second); d.Node != "node1" {
 		t.Fatalf("web placed %+v, want node1", d)
 	}
 	// node3 never joins: db goes to node2 once the grace is over.

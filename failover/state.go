@@ -136,6 +136,28 @@ type NodeState struct {
 	FreezeEnd time.Time `json:"freeze_end,omitzero"`
 	// ThawedAt is the time of the node.thawed that ended its last freeze.
 	ThawedAt time.Time `json:"thawed_at,omitzero"`
+	// Resources holds the generic resources set on the node
+	// (node.resource_set), by name; one never set is down.
+	Resources map[string]ResourceStatus `json:"resources,omitempty"`
+}
+
+// ResourceStatus is a generic resource's last status on a node.
+type ResourceStatus struct {
+	Status string `json:"status"`
+	Value  string `json:"value,omitempty"`
+	// Seq and ID name the node.resource_set.
+	Seq uint64 `json:"seq"`
+	ID  string `json:"id"`
+}
+
+// ResourceMet reports whether resource r is up on the node by its
+// criterion.
+func (n *NodeState) ResourceMet(r config.Resource) bool {
+	if n == nil {
+		return false
+	}
+	st := n.Resources[r.Name]
+	return r.Met(st.Status, st.Value)
 }
 
 // Hold is an operator's drain or freeze of a node.
@@ -470,6 +492,18 @@ func (s *State) Apply(e events.Event) bool {
 		n.Membership, n.HaltedBy, n.EventID, n.FenceHold = MemberJoined, "", e.ID, false
 		n.JoinedSeq, n.JoinedID = e.Seq, e.ID
 		n.EligibleSeq, n.EligibleID = e.Seq, e.ID
+	case events.NodeResourceSet:
+		n := s.node(e)
+		prev, had := n.Resources[d.Name]
+		if n.Resources == nil {
+			n.Resources = map[string]ResourceStatus{}
+		}
+		n.Resources[d.Name] = ResourceStatus{Status: d.Status, Value: d.Value, Seq: e.Seq, ID: e.ID}
+		if d.Status == events.ResourceUp && (!had || prev.Status != d.Status || prev.Value != d.Value) {
+			// It may make the node eligible for a waiting package, which
+			// then names this event as its placement's cause.
+			n.EligibleSeq, n.EligibleID = e.Seq, e.ID
+		}
 	case events.NodeDrained:
 		n := s.node(e)
 		n.Drain = &Hold{By: d.By, Reason: d.Reason, Seq: e.Seq, ID: e.ID}

@@ -43,11 +43,15 @@ func (s *State) Apply(e events.Event) bool {
 			return false
 		}
 		s.NodeSeqs[e.Subject] = e.Seq
-		switch e.Data.(type) {
+		switch d := e.Data.(type) {
 		case events.NodeLost:
 			s.nodeDown(e, ReasonNodeLost)
 		case events.NodeFenced:
 			s.nodeDown(e, ReasonFenced)
+		case events.NodeResourceSet:
+			if e.Subject == s.Node {
+				s.resourceSet(e, d)
+			}
 		}
 		if ff := s.FailFast; ff != nil && e.Subject == s.Node && e.Seq > ff.Seq {
 			switch e.Data.(type) {
@@ -87,6 +91,62 @@ func scopeOf(e events.Event) (events.Scope, bool) {
 	}
 	sc, err := events.ScopeOf(e.Type())
 	return sc, err == nil
+}
+
+// resourceSet records a generic resource of this node and fails each
+// instance here that watches it while running (during_package_start) and
+// whose criterion it no longer meets.
+func (s *State) resourceSet(e events.Event, d events.NodeResourceSet) {
+	if s.Resources == nil {
+		s.Resources = map[string]events.NodeResourceSet{}
+	}
+	s.Resources[d.Name] = events.NodeResourceSet{Name: d.Name, Status: d.Status, Value: d.Value}
+	if s.Config == nil {
+		return
+	}
+	for _, p := range s.Packages {
+		in := p.Inst
+		if in == nil || in.Stopping() {
+			continue
+		}
+		cp, ok := s.Config.Package(p.Name)
+		if !ok {
+			continue
+		}
+		for _, r := range cp.Resources {
+			if r.Name == d.Name && r.During() && !r.Met(d.Status, d.Value) {
+				in.Failure = &Failure{Reason: resourceReason(r, s.Node, d.Status, d.Value), ID: e.ID}
+				in.LastID = e.ID
+				break
+			}
+		}
+	}
+}
+
+// resourceDown returns why a resource of cp is not up on this node, "" when
+// every one is.
+func (s *State) resourceDown(cp config.Package) string {
+	for _, r := range cp.Resources {
+		st := s.Resources[r.Name]
+		if !r.Met(st.Status, st.Value) {
+			return resourceReason(r, s.Node, st.Status, st.Value)
+		}
+	}
+	return ""
+}
+
+func resourceReason(r config.Resource, node, status, value string) string {
+	if status == "" {
+		status = "never set"
+	}
+	if value != "" {
+		status += " (value " + value + ")"
+	}
+	crit := r.Up
+	if crit == "" {
+		crit = "up"
+	}
+	return "resource " + r.Name + " on node " + node + " is " + status + ", the package needs " + crit
 }
 
 // serviceFailFast reports whether the config in force has fail_fast on

@@ -27,7 +27,8 @@ import (
 //   - for the current placement, on this node, not released, once every
 //     older placement is released: package.halted if an operator halted it
 //     before it started, package.failed if the config in force lacks the
-//     package, else package.starting.
+//     package or a generic resource it needs is not up on this node, else
+//     package.starting.
 func Decide(s *State, pkg string) (events.Event, bool) {
 	p := s.Packages[pkg]
 	if p == nil || s.Config == nil {
@@ -49,8 +50,12 @@ func Decide(s *State, pkg string) (events.Event, bool) {
 	if c.Halt != nil {
 		return d.event(c.Halt.ID, events.PackageHalted{Node: s.Node, Epoch: c.Epoch, Reason: clipReason(c.Halt.Reason)}), true
 	}
-	if _, ok := s.Config.Package(pkg); !ok {
+	cp, ok := s.Config.Package(pkg)
+	if !ok {
 		return d.event(p.ReadyID, events.PackageFailed{Node: s.Node, Epoch: c.Epoch, Reason: clipReason("package " + pkg + " is not in the configuration in force")}), true
+	}
+	if why := s.resourceDown(cp); why != "" {
+		return d.event(p.ReadyID, events.PackageFailed{Node: s.Node, Epoch: c.Epoch, Reason: clipReason(why)}), true
 	}
 	return d.event(p.ReadyID, events.PackageStarting{Node: s.Node, Epoch: c.Epoch}), true
 }

@@ -66,3 +66,54 @@ func TestFailFastState(t *testing.T) {
 		})
 	}
 }
+
+// TestResourceFailsPackage: a generic resource the package watches while it
+// runs (during_package_start) going down fails the package on this node;
+// one checked only before the start (before_package_start) leaves it
+// running; a placement here while a resource is down fails at once.
+func TestResourceFailsPackage(t *testing.T) {
+	res := func(eval string) string {
+		return strings.Replace(cfgYAML("", ""), "    guest:\n",
+			"    resources:\n      - name: disk\n        up: \">= 10\"\n        evaluation: "+eval+"\n    guest:\n", 1)
+	}
+	set := func(h *harness, node, status, value string) {
+		h.add("/vmguard/cli/mon", node, "", events.NodeResourceSet{Name: "disk", Status: status, Value: value})
+	}
+	t.Run("during: down fails the running package", func(t *testing.T) {
+		h := newHarness(t, res("during_package_start"))
+		set(h, me, "up", "20")
+		h.start()
+		set(h, "node2", "down", "") // another node's resource: nothing here
+		if h.s.Package("web").Inst.Stopping() {
+			t.Fatal("node2's resource stopped web on node1")
+		}
+		set(h, me, "up", "5")
+		got := h.settle()
+		if len(got) == 0 || got[len(got)-1] != "package.failed" {
+			t.Fatalf("after the resource fell below its criterion: %v, want it to end in package.failed", got)
+		}
+		if d := h.last().Data.(events.PackageFailed); !strings.Contains(d.Reason, "resource disk on node "+me+" is up (value 5), the package needs >= 10") {
+			t.Errorf("package.failed reason %q", d.Reason)
+		}
+	})
+	t.Run("before: down leaves it running", func(t *testing.T) {
+		h := newHarness(t, res("before_package_start"))
+		set(h, me, "up", "20")
+		h.start()
+		set(h, me, "down", "")
+		if got := h.settle(); len(got) != 0 {
+			t.Fatalf("a before_package_start resource going down decided %v", got)
+		}
+	})
+	t.Run("placed while down: fails at once", func(t *testing.T) {
+		h := newHarness(t, res("before_package_start"))
+		h.place(me, "auto_run")
+		got := h.settle()
+		if len(got) != 1 || got[0] != "package.failed" {
+			t.Fatalf("placed with the resource never set: %v, want package.failed", got)
+		}
+		if d := h.last().Data.(events.PackageFailed); !strings.Contains(d.Reason, "resource disk on node "+me+" is never set") {
+			t.Errorf("reason %q", d.Reason)
+		}
+	})
+}

@@ -42,6 +42,9 @@ type State struct {
 	// node and the log does not yet show the node fenced, lost or halted
 	// since: the runner fences the node (also after a restart in between).
 	FailFast *FailFast `json:"fail_fast,omitempty"`
+	// Resources holds this node's generic resources (node.resource_set),
+	// by name; one never set is down.
+	Resources map[string]events.NodeResourceSet `json:"resources,omitempty"`
 }
 
 // FailFast is a failure on this node that fences it (service_fail_fast,

@@ -126,6 +126,21 @@ func (c *nodeOpCmd) Run(ctx context.Context, g *globals, path commandPath) error
 }
 
 // Run carries out `node freeze`.
+type resourceCmd struct {
+	Set resourceSetCmd `cmd:"" help:"Set a generic resource's status on a node (cmsetresource): up, down, or a whole-number value (an extended resource, up with that value). Monitors call it; packages list the resources they need."`
+}
+
+type resourceSetCmd struct {
+	Node  string `arg:"" help:"Node."`
+	Name  string `arg:"" help:"Resource name (as the packages' resources: list it)."`
+	Value string `arg:"" help:"up, down, or a whole number."`
+	operatorOpts
+}
+
+func (c *resourceSetCmd) Run(ctx context.Context, g *globals) error {
+	return operate(ctx, g, failover.Command{Op: failover.OpResourceSet, Node: c.Node, Resource: c.Name, Value: c.Value, Reason: c.Reason, By: c.who()})
+}
+
 func (c *nodeFreezeCmd) Run(ctx context.Context, g *globals) error {
 	if c.For < 0 {
 		return fmt.Errorf("%w: --for %s: want a positive duration", errUsage, c.For)

@@ -116,16 +116,17 @@ type cli struct {
 	Agent    agentCmd    `cmd:"" group:"Run" help:"Run the guest agent: run, watch and report processes inside a guest."`
 
 	// Operator tools.
-	Status  statusCmd  `cmd:"" group:"Watch" help:"Show the cluster, its nodes and packages (cmviewcl); --at for any past moment."`
-	Events  eventsCmd  `cmd:"" group:"Watch" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
-	Explain explainCmd `cmd:"" group:"Watch" help:"Show the chain of causes that put a package where it is."`
-	UI      uiCmd      `cmd:"" name:"ui" group:"Watch" help:"Serve the web console of a running cluster (read-only, live): status, timeline, explain, time travel."`
-	Verify  verifyCmd  `cmd:"" group:"Watch" help:"Check the whole log for vmguard's safety and liveness promises; exit 1 naming the sequences that break one."`
-	Pkg     pkgCmd     `cmd:"" group:"Operate" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
-	Node    nodeCmd    `cmd:"" group:"Operate" help:"Operator commands on a node: run, halt."`
-	Check   checkCmd   `cmd:"" group:"Configure" help:"Check a cluster configuration file (cmcheckconf)."`
-	Apply   applyCmd   `cmd:"" group:"Configure" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
-	Import  importCmd  `cmd:"" group:"Configure" help:"Write a vmguard cluster file from Serviceguard modular package files, with a report of what could not be carried over."`
+	Status   statusCmd   `cmd:"" group:"Watch" help:"Show the cluster, its nodes and packages (cmviewcl); --at for any past moment."`
+	Events   eventsCmd   `cmd:"" group:"Watch" help:"Show the event timeline, one line per event (-o json for raw CloudEvents)."`
+	Explain  explainCmd  `cmd:"" group:"Watch" help:"Show the chain of causes that put a package where it is."`
+	UI       uiCmd       `cmd:"" name:"ui" group:"Watch" help:"Serve the web console of a running cluster (read-only, live): status, timeline, explain, time travel."`
+	Verify   verifyCmd   `cmd:"" group:"Watch" help:"Check the whole log for vmguard's safety and liveness promises; exit 1 naming the sequences that break one."`
+	Pkg      pkgCmd      `cmd:"" group:"Operate" help:"Operator commands on a package: run, halt, enable, disable, move, reset."`
+	Node     nodeCmd     `cmd:"" group:"Operate" help:"Operator commands on a node: run, halt."`
+	Resource resourceCmd `cmd:"" group:"Operate" help:"Generic resources of the nodes (cmsetresource): set one's status for the packages that need it."`
+	Check    checkCmd    `cmd:"" group:"Configure" help:"Check a cluster configuration file (cmcheckconf)."`
+	Apply    applyCmd    `cmd:"" group:"Configure" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
+	Import   importCmd   `cmd:"" group:"Configure" help:"Write a vmguard cluster file from Serviceguard modular package files, with a report of what could not be carried over."`
 
 	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" group:"Configure" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
 	Simulate         simulateCmd  `cmd:"" group:"Configure" help:"What-if: replay the log through the cores under a changed config and show which decisions would differ."`

@@ -105,6 +105,9 @@ func TestMapSamples(t *testing.T) {
 		mail.FailbackPolicy != "automatic" || *mail.AutoRun != false || !mail.NodeFailFast || erp.NodeFailFast {
 		t.Errorf("mail = %+v: want mail-pkg on every node (node_name *), min_package_node, automatic, auto_run false", mail)
 	}
+	if want := []Resource{{Name: "sfm_disk", Up: ">= 1", Evaluation: "during_package_start"}}; !reflect.DeepEqual(mail.Resources, want) {
+		t.Errorf("mail resources = %+v, want %+v", mail.Resources, want)
+	}
 	if got := mail.Services[1].Cmd; !reflect.DeepEqual(got, []string{"/bin/sh", "-c", "while sleep 5; do /usr/sbin/postqueue -p >/dev/null || exit 1; done"}) {
 		t.Errorf("queue_watch cmd = %q: want its sh -c script kept as one argument", got)
 	}
@@ -116,7 +119,6 @@ func TestMapSamples(t *testing.T) {
 		"mail.conf:3: package_name: \"mail.pkg\" written as \"mail-pkg\"",
 		"mail.conf:10: priority: 10: vmguard has no package priorities yet",
 		"mail.conf:12: dependency_name: erp_dep: vmguard has no package dependencies yet",
-		"mail.conf:16: generic_resource_name: sfm_disk: vmguard has no generic resources yet",
 		"mail.conf:29: user_name: operator1: access in vmguard is by NATS credentials",
 		"monitor.conf:2: package_type: multi_node: vmguard runs failover packages only; the package is left out",
 	} {

@@ -196,6 +196,26 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 			if d, ok := m.seconds(a, "vmguard bounds every start (DESIGN §8): the default start_timeout (30s) is used"); ok {
 				p.Guest.StartTimeout = d
 			}
+		case "generic_resource_name":
+			if n := m.name(a); n != "" {
+				p.Resources = append(p.Resources, Resource{Name: n})
+			}
+		case "generic_resource_evaluation_type", "generic_resource_up_criteria":
+			if len(p.Resources) == 0 {
+				m.note(a, "comes before any generic_resource_name: left out")
+				continue
+			}
+			r := &p.Resources[len(p.Resources)-1]
+			if a.Name == "generic_resource_up_criteria" {
+				r.Up = strings.TrimSpace(a.Value)
+				continue
+			}
+			switch v := strings.ToLower(a.Value); v {
+			case "during_package_start", "before_package_start":
+				r.Evaluation = v
+			default:
+				m.note(a, "%q: want during_package_start or before_package_start; during_package_start is used", clip(a.Value))
+			}
 		case "service_name":
 			p.Services = append(p.Services, Service{Name: m.name(a), Restart: "none"})
 			svc = &p.Services[len(p.Services)-1]
@@ -334,8 +354,6 @@ func (m *mapper) other(a Attr) {
 		}
 	case strings.HasPrefix(n, "dependency_"):
 		why("%s: vmguard has no package dependencies yet: start and halt them in order yourself", clip(a.Value))
-	case strings.HasPrefix(n, "generic_resource_"):
-		why("%s: vmguard has no generic resources yet", clip(a.Value))
 	case n == "halt_script_timeout" || n == "successor_halt_timeout":
 		why("%s: vmguard bounds a halt by each service's halt_timeout and the guest's stop ladder; not carried over", clip(a.Value))
 	case strings.HasPrefix(n, "ip_") || strings.HasPrefix(n, "monitored_subnet") || n == "vg" || n == "vxvm_dg" ||

@@ -21,14 +21,22 @@ type Cluster struct {
 
 // Package is one mapped package.
 type Package struct {
-	Name           string    `yaml:"name"`
-	Nodes          []string  `yaml:"nodes,flow"`
-	FailoverPolicy string    `yaml:"failover_policy,omitempty"`
-	FailbackPolicy string    `yaml:"failback_policy,omitempty"`
-	AutoRun        *bool     `yaml:"auto_run,omitempty"`
-	NodeFailFast   bool      `yaml:"node_fail_fast,omitempty"`
-	Guest          Guest     `yaml:"guest"`
-	Services       []Service `yaml:"services,omitempty"`
+	Name           string     `yaml:"name"`
+	Nodes          []string   `yaml:"nodes,flow"`
+	FailoverPolicy string     `yaml:"failover_policy,omitempty"`
+	FailbackPolicy string     `yaml:"failback_policy,omitempty"`
+	AutoRun        *bool      `yaml:"auto_run,omitempty"`
+	NodeFailFast   bool       `yaml:"node_fail_fast,omitempty"`
+	Resources      []Resource `yaml:"resources,omitempty"`
+	Guest          Guest      `yaml:"guest"`
+	Services       []Service  `yaml:"services,omitempty"`
+}
+
+// Resource is a mapped generic resource.
+type Resource struct {
+	Name       string `yaml:"name"`
+	Up         string `yaml:"up,omitempty"`
+	Evaluation string `yaml:"evaluation,omitempty"`
 }
 
 // Guest is a mapped package's guest.
