@@ -329,15 +329,19 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 // dropConsumer deletes a follower's consumer when Follow returns, so that
 // a reader that follows with changing filters (a host manager adding a
 // package) does not leave one behind per change for followInactiveExpiry.
-// Best effort, bounded, and skipped while disconnected: the consumer
-// expires by itself anyway.
+// Best effort, bounded, in the background (Follow's caller, which may be
+// about to follow again, does not wait for it), and skipped while
+// disconnected: the consumer expires by itself anyway.
 func (l *Log) dropConsumer(ctx context.Context, cons jetstream.Consumer) {
 	if cons == nil || !l.nc.IsConnected() {
 		return
 	}
+	name := cons.CachedInfo().Name
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followInfoTimeout)
-	defer cancel()
-	_ = l.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+	go func() {
+		defer cancel()
+		_ = l.stream.DeleteConsumer(dctx, name)
+	}()
 }
 
 // followConsumer reads cons until ctx ends, fn fails (its error), or the
