@@ -20,6 +20,7 @@ import (
 	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // testEnv is a real embedded JetStream server with the event log on it.
@@ -160,16 +161,10 @@ func (env *testEnv) waitPlaced(pkg string, after uint64, within time.Duration) (
 	return d, e
 }
 
-// waitFor polls cond every 10ms until it holds or within passed.
+// waitFor polls cond until it holds (natstest.WaitFor).
 func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	natstest.WaitFor(t, within, what, cond)
 }
 
 // leaseHolder plays the host managers' side of the node lease contract:

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // stopRecorder is a Driver that records forced stops.
@@ -83,15 +84,10 @@ func sendPet(t *testing.T, c net.Conn, p pet) {
 	}
 }
 
-func waitUntil(t *testing.T, d time.Duration, what string, f func() bool) {
+// waitUntil polls cond until it holds (natstest.WaitFor).
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	natstest.WaitFor(t, within, what, cond)
 }
 
 var guardGuests = []GuestRef{{Package: "web", Node: "node1", Guest: config.Guest{Name: "webvm", Driver: config.DriverExec}}}

@@ -1,12 +1,10 @@
 package hostmanager
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +21,7 @@ import (
 	"github.com/vmguard/vmguard/internal/invariant"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // vmguardBin is the vmguard binary built once by TestMain; process-driver
@@ -30,22 +29,7 @@ import (
 var vmguardBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vmguard-hostmanager-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vmguardBin = filepath.Join(dir, "vmguard")
-	cmd := exec.Command("go", "build", "-o", vmguardBin, "./cmd/vmguard")
-	cmd.Dir = ".." // the module root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build vmguard: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(natstest.MainWithBinary(m, "..", "./cmd/vmguard", &vmguardBin)) // from the module root
 }
 
 // testEnv is a real embedded server, the log, and a follower that keeps
@@ -63,23 +47,8 @@ type testEnv struct {
 	evs []events.Event
 }
 
-// syncBuffer collects the runners' logs, shown when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for a writer and a reader at once.
+type syncBuffer = natstest.Buffer
 
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()

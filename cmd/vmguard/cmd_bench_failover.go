@@ -162,7 +162,7 @@ func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 			}
 		}
 		// Clear the failed nodes so the package may come back.
-		if err := operateLog(ctx, l, failover.Command{Op: failover.OpReset, Package: "web", By: "bench"}); err != nil {
+		if _, err := runCommand(ctx, l, failover.Command{Op: failover.OpReset, Package: "web", By: "bench"}); err != nil {
 			return err
 		}
 	}
@@ -219,24 +219,6 @@ func report(g *globals, what string, d []time.Duration) {
 	slices.Sort(s)
 	fmt.Fprintf(g.Stdout, "%s: n=%d p50 %v p99 %v max %v\n", what, len(s), s[len(s)/2].Round(time.Microsecond),
 		s[min(len(s)-1, len(s)*99/100)].Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
-}
-
-// operateLog is operate without the CLI: check a command and append it.
-func operateLog(ctx context.Context, l *events.Log, cmd failover.Command) error {
-	for attempt := 0; attempt < 5; attempt++ {
-		s, _, err := foldLog(ctx, l, 0, time.Time{}, false)
-		if err != nil {
-			return err
-		}
-		evs, err := s.Command(cmd)
-		if err != nil {
-			return err
-		}
-		if err = appendAll(ctx, l, s, evs); !errors.Is(err, events.ErrConflict) {
-			return err
-		}
-	}
-	return errors.New("operator command kept conflicting")
 }
 
 func allEvents(ctx context.Context, l *events.Log) ([]events.Event, error) {

@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
-	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/natsconn"
 )
@@ -54,35 +50,17 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 	case c.CheckInterval <= 0:
 		return fmt.Errorf("%w: --check-interval: %s, want more than 0", errUsage, c.CheckInterval)
 	}
-	level := slog.LevelInfo
-	if c.Verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(g.Stderr, c.Verbose)
 	name := "vmguard failover"
 	if c.ID != "" {
 		name += " " + c.ID
 	}
-	nc, err := g.Flags.Connect(name,
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-	)
+	d, err := startDaemon(ctx, g, logger, daemonSpec{name: name, metrics: c.metricsFlag, wait: c.ClusterWait, what: "open the log"})
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	m, err := c.start(ctx, logger)
-	if err != nil {
-		return err
-	}
-	var l *events.Log
-	if err := untilCluster(ctx, logger, c.ClusterWait, "open the log", func(actx context.Context) error {
-		var err error
-		l, err = events.Open(actx, nc, logOptions(m, events.WithLogger(logger))...)
-		return err
-	}); err != nil {
-		return err
-	}
+	defer d.close()
+	m, l := d.metrics, d.log
 	r, err := failover.New(failover.Config{
 		Log: l, Logger: logger, ID: c.ID,
 		ElectionTTL: c.ElectionTTL, CheckInterval: c.CheckInterval, NoSnapshot: c.NoSnapshot,
@@ -91,7 +69,6 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if m != nil {
-		m.WatchLog(l)
 		watchFailover(m, l, r)
 	}
 	logger.Info("failover controller starting", "nats", natsconn.Redact(g.NATS), "election_ttl", c.ElectionTTL)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -81,23 +80,7 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("%w: state: %v", errUsage, err)
 	}
 	defer lock.Release()
-	level := slog.LevelInfo
-	if c.Verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: level}))
-	nc, err := g.Flags.Connect("vmguard host "+c.Node,
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		// Notice a dead connection within seconds (the default is minutes):
-		// the guest monitor must not count heartbeats it cannot see.
-		nats.PingInterval(time.Second),
-		nats.MaxPingsOutstanding(3),
-	)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
+	logger := newLogger(g.Stderr, c.Verbose)
 	// The node lease on a connection of its own: a guest flooding its
 	// subjects fills the log's connection with junk the follower reads and
 	// skips, and a renewal must not wait behind it.
@@ -111,29 +94,26 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	defer leaseNC.Close()
-	m, err := c.start(ctx, logger)
+	// A host manager started with the servers (a reboot of every machine)
+	// waits for the cluster to form instead of exiting.
+	d, err := startDaemon(ctx, g, logger, daemonSpec{
+		name: "vmguard host " + c.Node, metrics: c.metricsFlag, wait: c.ClusterWait, what: "open the log and read the node lease",
+		connOpts: []nats.Option{
+			// Notice a dead connection within seconds (the default is
+			// minutes): the guest monitor must not count heartbeats it
+			// cannot see.
+			nats.PingInterval(time.Second),
+			nats.MaxPingsOutstanding(3),
+		},
+		ready: c.checkLease,
+	})
 	if err != nil {
 		return err
 	}
-	// A host manager started with the servers (a reboot of every machine)
-	// waits for the cluster to form instead of exiting.
-	var l *events.Log
-	if err := untilCluster(ctx, logger, c.ClusterWait, "open the log and read the node lease", func(actx context.Context) error {
-		var err error
-		if l == nil {
-			if l, err = events.Open(actx, nc, logOptions(m, events.WithLogger(logger))...); err != nil {
-				return err
-			}
-		}
-		// Not actx: watching a live holder's renewals takes up to 1.5
-		// renewal intervals; each of its reads has a bound of its own.
-		return c.checkLease(ctx, l)
-	}); err != nil {
-		return err
-	}
+	defer d.close()
+	m, l := d.metrics, d.log
 	var hm hostmanager.Metrics
 	if m != nil {
-		m.WatchLog(l)
 		hm = m.Node(c.Node)
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{

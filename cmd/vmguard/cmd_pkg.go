@@ -172,30 +172,43 @@ func operate(ctx context.Context, g *globals, cmd failover.Command) error {
 		return err
 	}
 	defer closeConn()
+	evs, err := runCommand(ctx, l, cmd)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if sum := e.Summary(); sum != "" {
+			fmt.Fprintf(g.Stdout, "%s %s: %s\n", events.ShortType(e.Type()), e.Subject, sum)
+		} else {
+			fmt.Fprintf(g.Stdout, "%s %s\n", events.ShortType(e.Type()), e.Subject)
+		}
+	}
+	return nil
+}
+
+// runCommand is an operator command's round on the log: fold it, let the
+// core check the command and turn it into events, and append them guarded by
+// the sequences the fold saw. When something else was written in between
+// (events.ErrConflict) it reads again and retries, up to five times, and
+// returns the events appended.
+func runCommand(ctx context.Context, l *events.Log, cmd failover.Command) ([]events.Event, error) {
 	const attempts = 5
 	for attempt := 1; ; attempt++ {
 		s, _, err := foldLog(ctx, l, 0, time.Time{}, false)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cmd.Now = time.Now()
 		evs, err := s.Command(cmd)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		err = appendAll(ctx, l, s, evs)
 		if err == nil {
-			for _, e := range evs {
-				if sum := e.Summary(); sum != "" {
-					fmt.Fprintf(g.Stdout, "%s %s: %s\n", events.ShortType(e.Type()), e.Subject, sum)
-				} else {
-					fmt.Fprintf(g.Stdout, "%s %s\n", events.ShortType(e.Type()), e.Subject)
-				}
-			}
-			return nil
+			return evs, nil
 		}
 		if !errors.Is(err, events.ErrConflict) || attempt == attempts {
-			return err
+			return nil, err
 		}
 	}
 }

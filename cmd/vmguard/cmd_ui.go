@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 
 	"github.com/vmguard/vmguard/internal/webui"
@@ -33,11 +32,7 @@ Example:
 
 // Run serves the console until SIGINT or SIGTERM.
 func (c *uiCmd) Run(ctx context.Context, g *globals) error {
-	level := slog.LevelInfo
-	if c.Verbose {
-		level = slog.LevelDebug
-	}
-	logger := slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := newLogger(g.Stderr, c.Verbose)
 	l, closeConn, err := openLog(ctx, g, "vmguard ui")
 	if err != nil {
 		return err

@@ -7,15 +7,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // vmguardBin is the vmguard binary built once for tests that need a separate
@@ -23,20 +22,7 @@ import (
 var vmguardBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vmguard-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	vmguardBin = filepath.Join(dir, "vmguard")
-	out, err := exec.Command("go", "build", "-o", vmguardBin, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build vmguard: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(natstest.MainWithBinary(m, ".", ".", &vmguardBin))
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -69,23 +55,8 @@ func startServer(t *testing.T, store string, port int, extra ...string) *exec.Cm
 	return cmd
 }
 
-// syncBuffer is a bytes.Buffer safe for a child process writer and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a buffer safe for a writer and a reader at once.
+type syncBuffer = natstest.Buffer
 
 func canConnect(url string) bool {
 	nc, err := nats.Connect(url, nats.Timeout(time.Second))
@@ -96,16 +67,10 @@ func canConnect(url string) bool {
 	return true
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds (natstest.WaitFor).
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	natstest.WaitFor(t, within, what, cond)
 }
 
 func dialLog(t *testing.T, url string, opts ...nats.Option) *events.Log {

@@ -17,6 +17,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/cesink"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // receiver is an sdk-go CloudEvents HTTP receiver that records what it
@@ -81,15 +82,10 @@ func appendNodes(t *testing.T, l *events.Log, from, n int) []events.Event {
 	return out
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds (natstest.WaitFor).
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	natstest.WaitFor(t, within, what, cond)
 }
 
 // TestForwardInOrderAtLeastOnceAndResume sends the log to an sdk-go

@@ -16,6 +16,7 @@ import (
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/guestauth"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // Test users: an admin with full rights (what hosts and the failover
@@ -26,16 +27,10 @@ const (
 	leaseTTL  = time.Second
 )
 
-// waitFor polls cond every 10ms until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// waitFor polls cond until it holds (natstest.WaitFor).
+func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	natstest.WaitFor(t, within, what, cond)
 }
 
 // violations collects the server's permission violation log lines.
