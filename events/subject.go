@@ -89,12 +89,19 @@ func SubjectOf(e Event) (string, error) {
 
 // PackageOfSubject returns the package named by a vmguard.events.pkg.* subject,
 // or "" for any other subject.
-func PackageOfSubject(subj string) string {
-	const p = "vmguard.events.pkg."
-	if !strings.HasPrefix(subj, p) {
+func PackageOfSubject(subj string) string { return nameAfter(subj, "vmguard.events.pkg.") }
+
+// NodeOfSubject returns the node named by a vmguard.events.node.* subject, or
+// "" for any other subject. Deciders use it and PackageOfSubject rather than
+// parsing subjects themselves.
+func NodeOfSubject(subj string) string { return nameAfter(subj, "vmguard.events.node.") }
+
+// nameAfter returns the token after prefix in subj, if another follows it.
+func nameAfter(subj, prefix string) string {
+	if !strings.HasPrefix(subj, prefix) {
 		return ""
 	}
-	rest := subj[len(p):]
+	rest := subj[len(prefix):]
 	if i := strings.IndexByte(rest, '.'); i > 0 {
 		return rest[:i]
 	}

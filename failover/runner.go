@@ -194,8 +194,13 @@ type Runner struct {
 	warned     map[string]bool
 }
 
-// New checks cfg and returns a Runner.
-func New(cfg Config) (*Runner, error) {
+// New is NewRunner.
+//
+// Deprecated: use NewRunner, the constructor's name in both runners.
+func New(cfg Config) (*Runner, error) { return NewRunner(cfg) }
+
+// NewRunner checks cfg and returns a Runner.
+func NewRunner(cfg Config) (*Runner, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

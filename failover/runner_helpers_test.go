@@ -84,7 +84,7 @@ func (env *testEnv) start(name string, cfg Config) *runningRunner {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(env.t, name)
 	}
-	r, err := New(cfg)
+	r, err := NewRunner(cfg)
 	if err != nil {
 		env.t.Fatal(err)
 	}

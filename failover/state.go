@@ -2,7 +2,6 @@ package failover
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vmguard/vmguard/config"
@@ -577,11 +576,8 @@ func (s *State) Skip(seq uint64, subject string) {
 		s.pkg(pkg).LastSeq = seq
 		return
 	}
-	const nodePrefix = "vmguard.events.node."
-	if rest, ok := strings.CutPrefix(subject, nodePrefix); ok {
-		if node, _, ok := strings.Cut(rest, "."); ok && node != "" {
-			s.node(events.Event{Subject: node, Seq: seq})
-		}
+	if node := events.NodeOfSubject(subject); node != "" {
+		s.node(events.Event{Subject: node, Seq: seq})
 	}
 }
 

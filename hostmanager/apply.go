@@ -2,7 +2,6 @@ package hostmanager
 
 import (
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vmguard/vmguard/config"
@@ -578,13 +577,23 @@ func (in *Instance) processExited(e events.Event, d events.ProcessExited) {
 	sv.Exit = &Exit{ID: e.ID, Time: e.Time, ExitCode: d.ExitCode, Signal: d.Signal, Reason: d.Reason, RequestID: d.RequestID}
 }
 
-// NoteSkipped records a message at seq on subject that the log skipped as
+// Skip records a message at seq on subject that the log skipped as
 // malformed (events.ReadOptions.OnSkip). It changes nothing but the last
 // sequences, so that a decision about that package appended with Expect does
 // not conflict forever with a message no one can read. A skipped package
 // message becomes the package's Seq (it is in the package's subject space);
 // a seq at or below the package's Seq changes nothing.
-func (s *State) NoteSkipped(seq uint64, subject string) {
+func (s *State) Skip(seq uint64, subject string) {
+	s.skip(seq, subject)
+}
+
+// NoteSkipped is Skip.
+//
+// Deprecated: use Skip, the name both cores use (kept for branches in
+// flight).
+func (s *State) NoteSkipped(seq uint64, subject string) { s.skip(seq, subject) }
+
+func (s *State) skip(seq uint64, subject string) {
 	if seq == 0 {
 		return
 	}
@@ -594,10 +603,8 @@ func (s *State) NoteSkipped(seq uint64, subject string) {
 			return
 		}
 		p.Seq = seq
-	} else if rest, ok := strings.CutPrefix(subject, "vmguard.events.node."); ok {
-		if node, _, ok := strings.Cut(rest, "."); ok && node != "" {
-			s.NodeSeqs[node] = max(s.NodeSeqs[node], seq)
-		}
+	} else if node := events.NodeOfSubject(subject); node != "" {
+		s.NodeSeqs[node] = max(s.NodeSeqs[node], seq)
 	}
 	s.Seq = max(s.Seq, seq)
 }

@@ -177,7 +177,7 @@ packages:
 `)
 			e.startRunner("node1", nil, nil)
 			e.startRunner("node2", nil, nil)
-			fo, err := failover.New(failover.Config{Log: e.log, ID: "test-" + name,
+			fo, err := failover.NewRunner(failover.Config{Log: e.log, ID: "test-" + name,
 				Logger: slog.New(slog.NewTextHandler(e.logs, nil)).With("component", "failover")})
 			if err != nil {
 				t.Fatal(err)

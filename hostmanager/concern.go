@@ -123,7 +123,7 @@ func (c *catchUp) apply(e events.Event) bool {
 // skipped records a malformed message at or below the bound.
 func (c *catchUp) skipped(seq uint64, subject string) {
 	if seq <= c.through {
-		c.st.NoteSkipped(seq, subject)
+		c.st.Skip(seq, subject)
 	}
 }
 

@@ -53,7 +53,7 @@
 // --node N` and for each node of `vmguard up` (several runners can share
 // one *events.Log in one process). It replays the log, then follows it from
 // the next sequence; malformed messages advance their package's sequence
-// (State.NoteSkipped), so an expected-sequence append never conflicts
+// (State.Skip), so an expected-sequence append never conflicts
 // forever. It acts only while the node's membership core allows it
 // (Member.MayAct, member.go: the lease held, not fenced, not superseded,
 // not frozen); it feeds that core the node's events and what it observes of

@@ -207,19 +207,19 @@ packages:
 	}
 }
 
-// NoteSkipped advances the package's sequence, so a decision appended with
+// Skip advances the package's sequence, so a decision appended with
 // Expect does not conflict with a message nobody can read.
-func TestNoteSkipped(t *testing.T) {
+func TestSkip(t *testing.T) {
 	s := NewState("node1")
-	s.NoteSkipped(7, events.PackageSubject("web", "process", "exited"))
+	s.Skip(7, events.PackageSubject("web", "process", "exited"))
 	if got := s.PackageSeq("web"); got != 7 {
 		t.Fatalf("package seq %d, want 7", got)
 	}
-	s.NoteSkipped(5, events.PackageSubject("web", "process", "exited"))
+	s.Skip(5, events.PackageSubject("web", "process", "exited"))
 	if got := s.PackageSeq("web"); got != 7 {
 		t.Fatalf("older skip changed the seq to %d", got)
 	}
-	s.NoteSkipped(9, events.NodeSubject("node2", "joined"))
+	s.Skip(9, events.NodeSubject("node2", "joined"))
 	if s.Seq != 9 || s.PackageSeq("web") != 7 || s.NodeSeqs["node2"] != 9 {
 		t.Fatalf("seq %d, package seq %d, node seq %d", s.Seq, s.PackageSeq("web"), s.NodeSeqs["node2"])
 	}

@@ -355,7 +355,7 @@ func (r *Runner) replayOnce(ctx context.Context) error {
 		}
 		r.indexDone = true
 	}
-	ro := events.ReadOptions{OnSkip: r.st.NoteSkipped, Count: &r.mainReads}
+	ro := events.ReadOptions{OnSkip: r.st.Skip, Count: &r.mainReads}
 	if !r.cfg.ReadWholeLog {
 		ro.Subjects = mainSubjects(r.concern)
 	}
@@ -632,7 +632,7 @@ func (r *Runner) followMain(ctx context.Context, seq uint64, adds *addQueue, in 
 // handle applies one followed item and reacts.
 func (r *Runner) handle(ctx context.Context, it item) {
 	if it.skipSeq > 0 {
-		r.st.NoteSkipped(it.skipSeq, it.skipSub)
+		r.st.Skip(it.skipSeq, it.skipSub)
 		return
 	}
 	if it.install != nil {

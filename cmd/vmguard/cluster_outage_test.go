@@ -94,7 +94,7 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 	// as in issue 11's partition, so that it is deciding the moment the log
 	// takes writes again. (With the election, its lead lapses with the
 	// outage, and a new lead comes after the hosts took their leases again.)
-	fo, err := failover.New(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "outage-test", NoElection: true})
+	fo, err := failover.NewRunner(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "outage-test", NoElection: true})
 	if err != nil {
 		t.Fatal(err)
 	}

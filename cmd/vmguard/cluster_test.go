@@ -602,7 +602,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 	}()
 	openLog := clusterLogOpener(ctx, t, url, logger)
 	startClusterHosts(ctx, t, &wg, openLog, logger, dir, url, cl.Nodes)
-	fo, err := failover.New(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "cluster-test"})
+	fo, err := failover.NewRunner(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "cluster-test"})
 	if err != nil {
 		t.Fatal(err)
 	}

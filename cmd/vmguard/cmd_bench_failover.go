@@ -110,7 +110,7 @@ func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 			return err
 		}
 	}
-	fo, err := failover.New(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
+	fo, err := failover.NewRunner(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
 	if err != nil {
 		return err
 	}

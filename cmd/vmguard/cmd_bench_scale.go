@@ -125,7 +125,7 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = hm.Run(hctx) }()
 	}
-	fo, err := failover.New(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
+	fo, err := failover.NewRunner(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
 	if err != nil {
 		return err
 	}
@@ -266,7 +266,7 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	cold := func(id string, noSnap bool) (time.Duration, failover.Stats, error) {
 		start := time.Now()
-		r, err := failover.New(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: id, NoSnapshot: noSnap})
+		r, err := failover.NewRunner(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: id, NoSnapshot: noSnap})
 		if err != nil {
 			return 0, failover.Stats{}, err
 		}

@@ -61,7 +61,7 @@ func (c *failoverCmd) Run(ctx context.Context, g *globals) error {
 	}
 	defer d.close()
 	m, l := d.metrics, d.log
-	r, err := failover.New(failover.Config{
+	r, err := failover.NewRunner(failover.Config{
 		Log: l, Logger: logger, ID: c.ID,
 		ElectionTTL: c.ElectionTTL, CheckInterval: c.CheckInterval, NoSnapshot: c.NoSnapshot,
 	})

@@ -118,7 +118,7 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 			}
 		}()
 	}
-	fo, err := failover.New(failover.Config{Log: l, Logger: logger.With("component", "failover"), ID: "up"})
+	fo, err := failover.NewRunner(failover.Config{Log: l, Logger: logger.With("component", "failover"), ID: "up"})
 	if err != nil {
 		return err
 	}
