@@ -277,8 +277,9 @@ type PackageState struct {
 	Relocations int `json:"relocations"`
 	// Services holds each service's status and restarts on the placement.
 	Services map[string]*ServiceState `json:"services,omitempty"`
-	// Guest is the guest's status on the placement: up, lost or down.
-	Guest string `json:"guest,omitempty"`
+	// Guest is the guest's phase on the placement: up, lost or down ("":
+	// nothing heard of it yet).
+	Guest events.GuestPhase `json:"guest,omitempty"`
 	// CauseSeq and CauseID name the event that last made a placement due
 	// (failed, node lost or halted, halted, reset, switching enabled).
 	CauseSeq uint64 `json:"cause_seq,omitempty"`
@@ -743,15 +744,15 @@ func (s *State) applyPackage(e events.Event) {
 		p.CauseSeq, p.CauseID = e.Seq, e.ID
 	case events.GuestStarted:
 		if cur(d.Epoch) {
-			p.Guest = "up"
+			p.Guest = events.GuestPhaseUp
 		}
 	case events.GuestLost:
 		if cur(d.Epoch) {
-			p.Guest = "lost"
+			p.Guest = events.GuestPhaseLost
 		}
 	case events.GuestStopped:
 		if cur(d.Epoch) {
-			p.Guest = "down"
+			p.Guest = events.GuestPhaseDown
 		}
 	case events.ServiceRestarting:
 		if cur(d.Epoch) {
@@ -768,7 +769,7 @@ func (s *State) applyPackage(e events.Event) {
 	case events.GuestMigrated:
 		if cur(d.TargetEpoch) {
 			// The guest and its processes go on under the new placement.
-			p.AdoptedEpoch, p.Guest = d.Epoch, "up"
+			p.AdoptedEpoch, p.Guest = d.Epoch, events.GuestPhaseUp
 			for _, mp := range d.Processes {
 				p.service(mp.Service).Status = "up"
 			}

@@ -199,7 +199,7 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 	pv.MaxRelocate = cp.MaxRelocate.String()
 	pv.Relocations = p.Relocations
 	if cp.Guest.Name != "" {
-		pv.Guest = &GuestView{Name: cp.Guest.Name, Status: orDefault(p.Guest, "down")}
+		pv.Guest = &GuestView{Name: cp.Guest.Name, Status: orDefault(string(p.Guest), "down")}
 		if !p.Phase.Owned() {
 			pv.Guest.Status = "down"
 		}

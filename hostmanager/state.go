@@ -175,20 +175,16 @@ type Instance struct {
 	FromEpoch uint64 `json:"from_epoch,omitempty"`
 }
 
-// GuestPhase is what the log says about an instance's guest.
-type GuestPhase string
+// GuestPhase is what the log says about an instance's guest
+// (events.GuestPhase, shared with the failover core).
+type GuestPhase = events.GuestPhase
 
-// Guest phases.
+// Guest phases (events.GuestPhaseStarting and the rest).
 const (
-	// GuestStarting: a start is wanted and not yet confirmed; the guest may
-	// or may not be running, so it is not known to be down.
-	GuestStarting GuestPhase = "starting"
-	// GuestUp: guest.started.
-	GuestUp GuestPhase = "up"
-	// GuestLost: guest.lost; its heartbeats stopped, it must be forced off.
-	GuestLost GuestPhase = "lost"
-	// GuestDown: guest.stopped.
-	GuestDown GuestPhase = "down"
+	GuestStarting = events.GuestPhaseStarting
+	GuestUp       = events.GuestPhaseUp
+	GuestLost     = events.GuestPhaseLost
+	GuestDown     = events.GuestPhaseDown
 )
 
 // GuestState is an instance's guest.
