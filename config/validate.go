@@ -266,22 +266,10 @@ type MigrateTemplateData struct {
 	Target string
 }
 
-// migrateArgv checks the exec driver's migrate command, as argv.
+// migrateArgv checks the exec driver's migrate command, as argv; len(args)
+// is more than 0.
 func migrateArgv(path string, args []string, d *decoder) {
-	if strings.TrimSpace(args[0]) == "" {
-		d.fieldErrorf(path+"[0]", "empty command name")
-	}
-	for i, a := range args {
-		ap := fmt.Sprintf("%s[%d]", path, i)
-		t, err := template.New(ap).Option("missingkey=error").Parse(a)
-		if err != nil {
-			d.fieldErrorf(ap, "%q: %s", a, templateMsg(err, ap))
-			continue
-		}
-		if err := t.Execute(discard{}, MigrateTemplateData{TemplateData{Guest: "g", Node: "n", Package: "p"}, "t"}); err != nil {
-			d.fieldErrorf(ap, "%q: %s (fields: .Guest, .Node, .Package, .Target)", a, templateMsg(err, ap))
-		}
-	}
+	templates(path, args, d, MigrateTemplateData{TemplateData{Guest: "g", Node: "n", Package: "p"}, "t"}, ".Guest, .Node, .Package, .Target")
 }
 
 // TemplateData is what the exec driver's command templates can use.
@@ -298,6 +286,12 @@ func argv(path string, args []string, d *decoder) {
 		d.fieldErrorf(path, "missing: want a command as a list, e.g. [virsh, start, \"{{.Guest}}\"]")
 		return
 	}
+	templates(path, args, d, TemplateData{Guest: "g", Node: "n", Package: "p"}, ".Guest, .Node, .Package")
+}
+
+// templates checks a non-empty argv: a command name, and elements that
+// parse as templates and run with data (whose fields are named in fields).
+func templates(path string, args []string, d *decoder, data any, fields string) {
 	if strings.TrimSpace(args[0]) == "" {
 		d.fieldErrorf(path+"[0]", "empty command name")
 	}
@@ -308,8 +302,8 @@ func argv(path string, args []string, d *decoder) {
 			d.fieldErrorf(ap, "%q: %s", a, templateMsg(err, ap))
 			continue
 		}
-		if err := t.Execute(discard{}, TemplateData{Guest: "g", Node: "n", Package: "p"}); err != nil {
-			d.fieldErrorf(ap, "%q: %s (fields: .Guest, .Node, .Package)", a, templateMsg(err, ap))
+		if err := t.Execute(discard{}, data); err != nil {
+			d.fieldErrorf(ap, "%q: %s (fields: %s)", a, templateMsg(err, ap), fields)
 		}
 	}
 }
