@@ -211,6 +211,8 @@ func TestParseErrors(t *testing.T) {
 		{"exec stop missing", exec("        start: [virsh, start, '{{.Guest}}']\n        status: [virsh, domstate, '{{.Guest}}']\n"), `f.yaml:8: packages[0].guest.exec.stop: missing`},
 		{"exec template syntax", exec("        start: [virsh, start, '{{.Guest']\n        stop: [x]\n        status: [x]\n"), `f.yaml:9: packages[0].guest.exec.start[2]: "{{.Guest": unclosed action`},
 		{"exec template field", exec("        start: [x]\n        stop: [virsh, shutdown, '{{.Gueest}}']\n        status: [x]\n"), `f.yaml:10: packages[0].guest.exec.stop[2]: "{{.Gueest}}": can't evaluate field Gueest`},
+		{"exec migrate template field", exec("        start: [x]\n        stop: [x]\n        status: [x]\n        migrate: [virsh, migrate, '{{.Targt}}']\n"), `f.yaml:12: packages[0].guest.exec.migrate[2]: "{{.Targt}}": can't evaluate field Targt`},
+		{"exec target outside migrate", exec("        start: [virsh, start, '{{.Target}}']\n        stop: [x]\n        status: [x]\n"), `f.yaml:9: packages[0].guest.exec.start[2]: "{{.Target}}": can't evaluate field Target`},
 		{"exec timeout", exec("        start: [x]\n        stop: [x]\n        status: [x]\n        timeout: 0s\n"), `f.yaml:12: packages[0].guest.exec.timeout: 0s: must be more than 0`},
 		{"exec unknown field", exec("        start: [x]\n        stop: [x]\n        status: [x]\n        restart: [x]\n"), `f.yaml:12: packages[0].guest.exec.restart: unknown field: want one of start, stop, status, migrate, migrate_timeout, timeout`},
 	}
