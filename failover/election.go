@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,10 +77,45 @@ func CurrentLeader(ctx context.Context, js jetstream.JetStream) (LeaderValue, bo
 	return v, true, nil
 }
 
-// elect campaigns for the leader key and holds it while it can, telling
+// elector is the runner's part that campaigns for the leader key and holds
+// it (Run, on its own goroutine), telling the main loop each change of
+// leadership. Leading may be called from any goroutine: it reports whether
+// the lease still holds by the monotonic clock, which a wall-clock step
+// cannot stretch; the injected clock (now) only stamps LeaderValue.Since.
+type elector struct {
+	kv     jetstream.KeyValue // set before Run
+	ttl    time.Duration
+	id     string // Config.ID
+	run    string // unique to one Runner
+	now    func() time.Time
+	logger *slog.Logger
+	base   time.Time // monotonic reference of validUntil
+	// validUntil is when leadership ends, in nanoseconds since base
+	// (monotonic); 0 when not leading.
+	validUntil atomic.Int64
+}
+
+// newElector returns the elector of the runner run (Config.ID id).
+func newElector(id, run string, ttl time.Duration, now func() time.Time, logger *slog.Logger) *elector {
+	return &elector{ttl: ttl, id: id, run: run, now: now, logger: logger, base: time.Now()}
+}
+
+// leading reports whether leadership holds now.
+func (r *elector) leading() bool { return r.mono() < r.validUntil.Load() }
+
+// always makes this instance lead for good, without a key (NoElection).
+func (r *elector) always() { r.validUntil.Store(math.MaxInt64) }
+
+// resign ends leadership at once (the runner stops).
+func (r *elector) resign() { r.validUntil.Store(0) }
+
+func (r *elector) mono() int64 { return int64(time.Since(r.base)) }
+
+// Run campaigns for the leader key and holds it while it can, telling
 // the main loop each change on lead, until ctx ends; then it deletes the key
 // if it still holds it, so that a standby takes over at once.
-func (r *Runner) elect(ctx context.Context, kv jetstream.KeyValue, lead chan<- bool) {
+func (r *elector) Run(ctx context.Context, lead chan<- bool) {
+	kv := r.kv
 	tell := func(v bool) bool {
 		select {
 		case lead <- v:
@@ -112,8 +149,8 @@ func (r *Runner) elect(ctx context.Context, kv jetstream.KeyValue, lead chan<- b
 // released) and returns its revision; false when ctx ended first. It polls
 // every TTL/6 (at most 250ms) for a key that expired, and watches the key
 // so that a leader's release is taken over at once.
-func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
-	ttl := r.cfg.ElectionTTL
+func (r *elector) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, bool) {
+	ttl := r.ttl
 	poll := lease.ElectionPoll(ttl)
 	val := r.leaderValue()
 	var released <-chan jetstream.KeyValueEntry
@@ -171,13 +208,13 @@ func (r *Runner) campaign(ctx context.Context, kv jetstream.KeyValue) (uint64, b
 }
 
 // leaderValue is what this runner writes in the leader key.
-func (r *Runner) leaderValue() []byte {
-	b, _ := json.Marshal(LeaderValue{ID: r.cfg.ID, Run: r.run, Since: r.cfg.Now().UTC(), TTLMS: r.cfg.ElectionTTL.Milliseconds()})
+func (r *elector) leaderValue() []byte {
+	b, _ := json.Marshal(LeaderValue{ID: r.id, Run: r.run, Since: r.now().UTC(), TTLMS: r.ttl.Milliseconds()})
 	return b
 }
 
 // ours reports whether a leader key's value names this runner.
-func (r *Runner) ours(b []byte) bool {
+func (r *elector) ours(b []byte) bool {
 	var v LeaderValue
 	return json.Unmarshal(b, &v) == nil && v.Run == r.run
 }
@@ -187,8 +224,8 @@ func (r *Runner) ours(b []byte) bool {
 // holds. A renewal that fails means another instance may lead: the main
 // loop stops deciding at once (validUntil is cleared by the caller; until
 // then it has already run out if the TTL passed without a renewal).
-func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) uint64 {
-	ttl := r.cfg.ElectionTTL
+func (r *elector) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) uint64 {
+	ttl := r.ttl
 	val := r.leaderValue()
 	t := time.NewTicker(lease.ElectionRenewEvery(ttl))
 	defer t.Stop()
@@ -201,7 +238,7 @@ func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) ui
 		start := r.mono()
 		left := time.Duration(r.validUntil.Load() - start)
 		if left <= 0 {
-			r.logger.Warn("leadership expired before it could be renewed", "id", r.cfg.ID)
+			r.logger.Warn("leadership expired before it could be renewed", "id", r.id)
 			return 0
 		}
 		cctx, cancel := context.WithTimeout(ctx, left)
@@ -211,7 +248,7 @@ func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) ui
 			if ctx.Err() != nil {
 				return rev
 			}
-			r.logger.Warn("renew leadership", "id", r.cfg.ID, "err", err)
+			r.logger.Warn("renew leadership", "id", r.id, "err", err)
 			return 0
 		}
 		rev = next
@@ -222,7 +259,7 @@ func (r *Runner) hold(ctx context.Context, kv jetstream.KeyValue, rev uint64) ui
 // release deletes the leader key if this instance still holds it. It reads
 // the key rather than trusting the last revision it knows: a renewal cut
 // short by the stop may have been stored without its ack arriving.
-func (r *Runner) release(ctx context.Context, kv jetstream.KeyValue, rev uint64) {
+func (r *elector) release(ctx context.Context, kv jetstream.KeyValue, rev uint64) {
 	r.validUntil.Store(0)
 	if rev == 0 {
 		return
@@ -237,5 +274,5 @@ func (r *Runner) release(ctx context.Context, kv jetstream.KeyValue, rev uint64)
 		r.logger.Warn("release leadership; the key expires by itself", "err", err)
 		return
 	}
-	r.logger.Info("released leadership", "id", r.cfg.ID)
+	r.logger.Info("released leadership", "id", r.id)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -155,17 +154,15 @@ type Stats struct {
 type Runner struct {
 	cfg    Config
 	logger *slog.Logger
-	base   time.Time // monotonic reference of validUntil
-	run    string    // unique id of this runner in the leader key
+	run    string // unique id of this runner in the leader key
+	// el campaigns for and holds leadership (election.go); the main loop
+	// checks el.leading() before every append.
+	el *elector
 
 	running  atomic.Bool
 	caughtUp chan struct{}
-	// validUntil is when leadership ends, in nanoseconds since base
-	// (monotonic); 0 when not leading. The elector sets it, the main loop
-	// checks it before every append.
-	validUntil atomic.Int64
-	seq        atomic.Uint64
-	reqs       chan chan *State
+	seq      atomic.Uint64
+	reqs     chan chan *State
 
 	mu    sync.Mutex
 	stats Stats
@@ -205,11 +202,12 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	run := events.NewID()
 	return &Runner{
 		cfg:      cfg,
 		logger:   cfg.Logger,
-		base:     time.Now(),
-		run:      events.NewID(),
+		run:      run,
+		el:       newElector(cfg.ID, run, cfg.ElectionTTL, cfg.Now, cfg.Logger),
 		caughtUp: make(chan struct{}),
 		reqs:     make(chan chan *State),
 		state:    &State{},
@@ -227,7 +225,7 @@ func (r *Runner) CaughtUp() <-chan struct{} { return r.caughtUp }
 
 // Leader reports whether this instance holds the leader lease now (always
 // true with NoElection once Run started).
-func (r *Runner) Leader() bool { return r.mono() < r.validUntil.Load() }
+func (r *Runner) Leader() bool { return r.el.leading() }
 
 // Stats returns what the runner did so far.
 func (r *Runner) Stats() Stats {
@@ -254,8 +252,6 @@ func (r *Runner) State(ctx context.Context) (*State, error) {
 		return nil, fmt.Errorf("get failover state: %w", ctx.Err())
 	}
 }
-
-func (r *Runner) mono() int64 { return int64(time.Since(r.base)) }
 
 func (r *Runner) count(f func(*Stats)) {
 	r.mu.Lock()
@@ -347,16 +343,17 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	lead := make(chan bool)
 	if r.cfg.NoElection {
-		r.validUntil.Store(math.MaxInt64)
+		r.el.always()
 	} else {
+		r.el.kv = election
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.elect(bg, election, lead)
+			r.el.Run(bg, lead)
 		}()
 	}
 	err := r.loop(ctx, items, lead, followErr)
-	r.validUntil.Store(0)
+	r.el.resign()
 	return err
 }
 

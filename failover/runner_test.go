@@ -273,7 +273,7 @@ func TestLeaderElection(t *testing.T) {
 	waitFor(t, 10*ttl, "the third controller to lead after the leader died", third.Leader)
 	hist := keyHistoryUntil(t, w, third, 10*ttl)
 	n := len(hist)
-	if n < 2 || !other.ours(hist[n-2].Value()) || hist[n-2].Operation() != jetstream.KeyValuePut {
+	if n < 2 || !other.el.ours(hist[n-2].Value()) || hist[n-2].Operation() != jetstream.KeyValuePut {
 		t.Fatalf("the third's key does not follow the dead leader's; history %s", describeKeyHistory(other, third, hist))
 	}
 	if last, took := hist[n-2].Created(), hist[n-1].Created(); took.Before(last.Add(ttl)) {
@@ -328,14 +328,14 @@ func TestCleanStopHandsOver(t *testing.T) {
 	// entry per key, and b's key can replace the marker before the watch
 	// delivers it.
 	n := len(hist)
-	if n < 2 || hist[n-1].Operation() != jetstream.KeyValuePut || a.ours(hist[n-1].Value()) {
+	if n < 2 || hist[n-1].Operation() != jetstream.KeyValuePut || a.el.ours(hist[n-1].Value()) {
 		t.Fatalf("the history does not end with b's key; history %s", describeKeyHistory(a, b, hist))
 	}
 	bKey := hist[n-1]
 	var aKey, released jetstream.KeyValueEntry
 	for _, e := range hist[:n-1] {
 		switch {
-		case e.Operation() == jetstream.KeyValuePut && a.ours(e.Value()):
+		case e.Operation() == jetstream.KeyValuePut && a.el.ours(e.Value()):
 			aKey, released = e, nil
 		case e.Operation() != jetstream.KeyValuePut && aKey != nil:
 			released = e
@@ -375,7 +375,7 @@ func keyHistoryUntil(t *testing.T, w jetstream.KeyWatcher, r *runningRunner, d t
 	t.Helper()
 	var hist []jetstream.KeyValueEntry
 	deadline := time.After(d)
-	for len(hist) == 0 || hist[len(hist)-1].Operation() != jetstream.KeyValuePut || !r.ours(hist[len(hist)-1].Value()) {
+	for len(hist) == 0 || hist[len(hist)-1].Operation() != jetstream.KeyValuePut || !r.el.ours(hist[len(hist)-1].Value()) {
 		select {
 		case e := <-w.Updates():
 			if e != nil { // nil marks the end of the initial values
@@ -396,9 +396,9 @@ func describeKeyHistory(a, b *runningRunner, hist []jetstream.KeyValueEntry) str
 		switch {
 		case e.Operation() != jetstream.KeyValuePut:
 			who = "-"
-		case a.ours(e.Value()):
+		case a.el.ours(e.Value()):
 			who = "a"
-		case b.ours(e.Value()):
+		case b.el.ours(e.Value()):
 			who = "b"
 		}
 		s = append(s, fmt.Sprintf("%d %s %s", e.Revision(), e.Operation(), who))
@@ -555,7 +555,7 @@ func TestLeaderTakesBackItsKey(t *testing.T) {
 			t.Fatalf("the key's history has no entry after the rewrite (revision %d)", putRev)
 		}
 	}
-	if back.Operation() != jetstream.KeyValuePut || !a.ours(back.Value()) {
+	if back.Operation() != jetstream.KeyValuePut || !a.el.ours(back.Value()) {
 		t.Fatalf("after the rewrite the key went to %s, not back to a", describeKeyHistory(a, b, []jetstream.KeyValueEntry{back}))
 	}
 	if !back.Created().Before(put.Created().Add(ttl)) {
