@@ -184,10 +184,7 @@ type Runner struct {
 	prober     *lease.Prober // whether the lease store takes writes (set by Run)
 	lastSeen   map[string]time.Time
 	armed      map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
-	snaps      jetstream.KeyValue
-	sinceSnap  uint64
-	snapSeq    uint64
-	snapAt     time.Time
+	snaps      *snapshots           // nil with NoSnapshot
 	warned     map[string]bool
 }
 
@@ -300,7 +297,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		if !ok {
 			return nil
 		}
-		r.snaps = kv
+		r.snaps = &snapshots{kv: kv, every: r.cfg.SnapshotEvery, interval: r.cfg.SnapshotInterval, logger: r.logger}
 		r.loadSnapshot(ctx)
 		// Whatever ends the run, the state so far is worth keeping.
 		defer r.finalSnapshot(ctx)
@@ -385,7 +382,7 @@ func (r *Runner) ensureBucket(ctx context.Context, what string, ensure func(cont
 // finalSnapshot writes a snapshot at the end of a run if the state moved
 // since the last one.
 func (r *Runner) finalSnapshot(ctx context.Context) {
-	if r.state.Seq <= r.snapSeq {
+	if !r.snaps.moved(r.state.Seq) {
 		return
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -410,7 +407,7 @@ func (r *Runner) catchUp(ctx context.Context) error {
 		ro := events.ReadOptions{StartSeq: r.state.Seq + 1, OnSkip: r.skip}
 		_, err := r.log.Replay(ctx, ro, func(e events.Event) error {
 			r.apply(e)
-			if r.snaps != nil && r.sinceSnap >= r.cfg.SnapshotEvery {
+			if r.snaps.dueByCount() {
 				r.saveSnapshot(ctx)
 			}
 			return nil
@@ -497,7 +494,7 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 					break drain
 				}
 			}
-			if r.snaps != nil && r.sinceSnap >= r.cfg.SnapshotEvery {
+			if r.snaps.dueByCount() {
 				r.saveSnapshot(ctx)
 			}
 		case l := <-lead:
@@ -521,7 +518,7 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 				r.checkLeases(ctx)
 			}
 		case <-snap.C:
-			if r.snaps != nil && r.state.Seq > r.snapSeq && time.Since(r.snapAt) >= r.cfg.SnapshotInterval {
+			if r.snaps.dueByTime(r.state.Seq) {
 				r.saveSnapshot(ctx)
 			}
 		case reply := <-r.reqs:
@@ -613,7 +610,7 @@ func (r *Runner) skip(seq uint64, subject string) {
 func (r *Runner) answered() { r.seq.Store(r.state.Seq) }
 
 func (r *Runner) advanced() {
-	r.sinceSnap++
+	r.snaps.applied()
 	for k, seq := range r.pending {
 		if seq <= r.state.Seq {
 			delete(r.pending, k)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -116,51 +117,103 @@ func (r *Runner) takeSnapshot() snapshot {
 	}
 }
 
-// saveSnapshot writes the state to the snapshot bucket. A failure is
-// logged and costs only a slower cold start.
-func (r *Runner) saveSnapshot(ctx context.Context) {
-	r.sinceSnap, r.snapAt = 0, time.Now()
-	b, err := encodeSnapshot(r.takeSnapshot())
+// snapshots is the runner's part that keeps its state in the snapshot
+// bucket: it says when a snapshot is due (Config.SnapshotEvery events
+// applied, or Config.SnapshotInterval since the last one with something
+// new), writes one, and loads one that belongs to this log. The runner's
+// goroutine owns it; intervals are measured on the monotonic clock
+// (time.Since), while snapshot contents are stamped by Config.Now.
+type snapshots struct {
+	kv       jetstream.KeyValue
+	every    uint64
+	interval time.Duration
+	logger   *slog.Logger
+	since    uint64    // events applied since the last snapshot
+	seq      uint64    // the sequence of the last snapshot written or loaded
+	at       time.Time // when it was written or loaded (monotonic)
+}
+
+// applied counts one event applied since the last snapshot.
+func (sn *snapshots) applied() {
+	if sn != nil {
+		sn.since++
+	}
+}
+
+// dueByCount reports whether enough events were applied for a snapshot.
+func (sn *snapshots) dueByCount() bool { return sn != nil && sn.since >= sn.every }
+
+// dueByTime reports whether the interval passed with the state, now at
+// seq, beyond the last snapshot.
+func (sn *snapshots) dueByTime(seq uint64) bool {
+	return sn != nil && seq > sn.seq && time.Since(sn.at) >= sn.interval
+}
+
+// moved reports whether the state, now at seq, is beyond the last snapshot.
+func (sn *snapshots) moved(seq uint64) bool { return sn != nil && seq > sn.seq }
+
+// save writes the snapshot s. A failure is logged and costs only a slower
+// cold start; the count starts again either way.
+func (sn *snapshots) save(ctx context.Context, s snapshot) bool {
+	sn.since, sn.at = 0, time.Now()
+	b, err := encodeSnapshot(s)
 	if err == nil {
-		_, err = r.snaps.Put(ctx, SnapshotKey, b)
+		_, err = sn.kv.Put(ctx, SnapshotKey, b)
 	}
 	if err != nil {
 		if ctx.Err() == nil {
-			r.logger.Warn("write snapshot", "seq", r.state.Seq, "bytes", len(b), "err", err)
+			sn.logger.Warn("write snapshot", "seq", s.Seq, "bytes", len(b), "err", err)
 		}
-		return
+		return false
 	}
-	r.snapSeq = r.state.Seq
-	r.count(func(s *Stats) { s.Snapshots++ })
-	r.logger.Debug("wrote snapshot", "seq", r.state.Seq, "bytes", len(b))
+	sn.seq = s.Seq
+	sn.logger.Debug("wrote snapshot", "seq", s.Seq, "bytes", len(b))
+	return true
+}
+
+// load returns the stored snapshot if there is one that decodes and that
+// verify accepts; false (logged) otherwise.
+func (sn *snapshots) load(ctx context.Context, verify func(context.Context, snapshot) error) (snapshot, bool) {
+	entry, err := sn.kv.Get(ctx, SnapshotKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return snapshot{}, false
+	}
+	if err != nil {
+		sn.logger.Warn("read snapshot; replaying the whole log", "err", err)
+		return snapshot{}, false
+	}
+	s, err := decodeSnapshot(entry.Value())
+	if err == nil {
+		err = verify(ctx, s)
+	}
+	if err != nil {
+		sn.logger.Warn("ignore snapshot; replaying the whole log", "err", err)
+		return snapshot{}, false
+	}
+	sn.seq, sn.at = s.Seq, time.Now()
+	sn.logger.Info("loaded snapshot", "seq", s.Seq, "written", s.Written, "by", s.By)
+	return s, true
+}
+
+// saveSnapshot writes the runner's state to the snapshot bucket.
+func (r *Runner) saveSnapshot(ctx context.Context) {
+	if r.snaps.save(ctx, r.takeSnapshot()) {
+		r.count(func(s *Stats) { s.Snapshots++ })
+	}
 }
 
 // loadSnapshot starts the state from the stored snapshot if there is one
 // that decodes and belongs to this log: the event it names is still at its
 // sequence. Otherwise the state stays empty and the whole log is replayed.
 func (r *Runner) loadSnapshot(ctx context.Context) {
-	entry, err := r.snaps.Get(ctx, SnapshotKey)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return
-	}
-	if err != nil {
-		r.logger.Warn("read snapshot; replaying the whole log", "err", err)
-		return
-	}
-	sn, err := decodeSnapshot(entry.Value())
-	if err == nil {
-		err = r.verifySnapshot(ctx, sn)
-	}
-	if err != nil {
-		r.logger.Warn("ignore snapshot; replaying the whole log", "err", err)
+	sn, ok := r.snaps.load(ctx, r.verifySnapshot)
+	if !ok {
 		return
 	}
 	r.state, r.configRaw = sn.State, sn.Config
 	r.lastID, r.lastIDSeq = sn.LastID, sn.LastIDSeq
-	r.snapSeq, r.snapAt = sn.Seq, time.Now()
 	r.seq.Store(sn.Seq)
 	r.count(func(s *Stats) { s.SnapshotSeq = sn.Seq })
-	r.logger.Info("loaded snapshot", "seq", sn.Seq, "written", sn.Written, "by", sn.By)
 }
 
 // verifySnapshot checks that sn was taken from this log.

@@ -169,3 +169,34 @@ func TestSnapshotOfAnotherLog(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotsDue: the snapshot part is due after every events, or after
+// interval once the state moved past the last snapshot; without snapshots
+// (nil) it is never due and counting is a no-op.
+func TestSnapshotsDue(t *testing.T) {
+	var none *snapshots
+	none.applied()
+	if none.dueByCount() || none.dueByTime(10) || none.moved(10) {
+		t.Fatal("no snapshots, yet one is due")
+	}
+	sn := &snapshots{every: 3, interval: time.Hour, seq: 5, at: time.Now()}
+	sn.applied()
+	sn.applied()
+	if sn.dueByCount() {
+		t.Fatal("due by count after 2 of 3 events")
+	}
+	sn.applied()
+	if !sn.dueByCount() {
+		t.Fatal("not due by count after 3 events")
+	}
+	if sn.dueByTime(9) {
+		t.Fatal("due by time before the interval passed")
+	}
+	sn.interval = 0
+	if sn.dueByTime(5) || !sn.dueByTime(6) {
+		t.Fatal("by time: due only once the state moved past the last snapshot")
+	}
+	if sn.moved(5) || !sn.moved(6) {
+		t.Fatal("moved: only past the last snapshot's sequence")
+	}
+}
