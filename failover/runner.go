@@ -280,24 +280,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.log = l
 	}
-	var election jetstream.KeyValue
-	if !r.cfg.NoElection {
-		kv, ok := r.ensureBucket(ctx, "election bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
-			return r.log.EnsureBucket(ctx, electionBucket(r.cfg.ElectionTTL))
-		})
-		if !ok {
-			return nil
-		}
-		election = kv
+	if !r.openBuckets(ctx) {
+		return nil
 	}
-	if !r.cfg.NoSnapshot {
-		kv, ok := r.ensureBucket(ctx, "snapshot bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
-			return r.log.EnsureBucket(ctx, snapshotBucket)
-		})
-		if !ok {
-			return nil
-		}
-		r.snaps = &snapshots{kv: kv, every: r.cfg.SnapshotEvery, interval: r.cfg.SnapshotInterval, logger: r.logger}
+	if r.snaps != nil {
 		r.loadSnapshot(ctx)
 		// Whatever ends the run, the state so far is worth keeping.
 		defer r.finalSnapshot(ctx)
@@ -342,7 +328,6 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.cfg.NoElection {
 		r.el.always()
 	} else {
-		r.el.kv = election
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -352,6 +337,31 @@ func (r *Runner) Run(ctx context.Context) error {
 	err := r.loop(ctx, items, lead, followErr)
 	r.el.resign()
 	return err
+}
+
+// openBuckets sets up the election bucket for the elector and the snapshot
+// bucket for the snapshots part, unless the config turns them off; false
+// when ctx ended first.
+func (r *Runner) openBuckets(ctx context.Context) bool {
+	if !r.cfg.NoElection {
+		kv, ok := r.ensureBucket(ctx, "election bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
+			return r.log.EnsureBucket(ctx, electionBucket(r.cfg.ElectionTTL))
+		})
+		if !ok {
+			return false
+		}
+		r.el.kv = kv
+	}
+	if !r.cfg.NoSnapshot {
+		kv, ok := r.ensureBucket(ctx, "snapshot bucket", func(ctx context.Context) (jetstream.KeyValue, error) {
+			return r.log.EnsureBucket(ctx, snapshotBucket)
+		})
+		if !ok {
+			return false
+		}
+		r.snaps = &snapshots{kv: kv, every: r.cfg.SnapshotEvery, interval: r.cfg.SnapshotInterval, logger: r.logger}
+	}
+	return true
 }
 
 // ensureBucket creates or updates a bucket with ensure, trying again every
