@@ -39,13 +39,13 @@ import (
 // the main read: the same state for every package it may act on.
 //
 // The one approximation: a catch-up folds P's events with the
-// configuration in force at M, not the one in force at each event; it
-// matters only for an instance of P on this node started before M, which
-// needs a package.starting that this node appended while P was outside
-// its concern set: a previous run of this host manager that saw the
-// placement first. Packages never leave the concern set while the runner
-// runs (a restart drops those that ended elsewhere only if no placement on
-// this node is in the log: none do, placements stay in the log).
+// configuration in force at M, not the one in force at each event, and
+// without this node's node.resource_set events (its filters may not
+// overlap node.*.lost); both matter only for an instance of P on this node
+// started before M, which needs a package.starting that this node appended
+// while P was outside its concern set: a previous run of this host manager
+// that saw the placement first. Packages never leave the concern set while
+// the runner runs, and a restart finds their placements in the log again.
 
 // placedFilter matches every package.placed: the index.
 var placedFilter = events.PackageSubject("*", "package", "placed")
