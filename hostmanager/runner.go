@@ -548,8 +548,7 @@ func (r *Runner) followMain(ctx context.Context, seq uint64, adds *addQueue, in 
 	}
 	for {
 		if adds != nil {
-			if pkgs := adds.take(); len(pkgs) > 0 {
-				pkgs = slices.DeleteFunc(pkgs, func(p string) bool { return r.concern[p] })
+			if pkgs := slices.DeleteFunc(adds.take(), func(p string) bool { return r.concern[p] }); len(pkgs) > 0 {
 				if cfgEvent != nil {
 					if c, err := config.FromJSON(cfgEvent.Config); err == nil {
 						cfg = c
