@@ -212,7 +212,16 @@ func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
 		a.Guest.Name, a.Package, r.stopErr[a.Key()]))
 	delete(r.stopErr, a.Key())
 	r.logger.Error("fencing this node: a guest cannot be stopped", "package", a.Package, "guest", a.Guest.Name, "reason", why)
-	r.member.Observe(Observation{Kind: ObserveFence, Reason: why, At: r.now()})
+	r.fenceNode(ctx, why, false)
+	return true
+}
+
+// fenceNode fences this node by itself: the membership records the fence
+// (hold: it stays out until `node run`), the actions in flight are
+// cancelled, every guest is stopped in the background (fence) and
+// node.fenced is appended (nodeWork).
+func (r *Runner) fenceNode(ctx context.Context, why string, hold bool) {
+	r.member.Observe(Observation{Kind: ObserveFence, Reason: why, At: r.now(), Hold: hold})
 	for _, f := range r.flights {
 		f.cancel()
 	}
@@ -222,7 +231,6 @@ func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
 		r.fence(ctx, why)
 	}()
 	r.nodeWork(ctx)
-	return true
 }
 
 // failFast fences this node when the log shows a fail-fast failure on it
@@ -241,16 +249,7 @@ func (r *Runner) failFast(ctx context.Context) {
 	}
 	why := clipReason(ff.Reason)
 	r.logger.Error("fencing this node: fail-fast failure", "package", ff.Package, "reason", why)
-	r.member.Observe(Observation{Kind: ObserveFence, Reason: why, At: r.now(), Hold: true})
-	for _, f := range r.flights {
-		f.cancel()
-	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.fence(ctx, why)
-	}()
-	r.nodeWork(ctx)
+	r.fenceNode(ctx, why, true)
 }
 
 // unreported handles a run the agent accepted: if its process.started has

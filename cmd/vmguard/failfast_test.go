@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -52,14 +53,7 @@ func TestUpFailFast(t *testing.T) {
 		t.Skip("runs vmguard up; run without -short")
 	}
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(failFastCluster, filepath.Join(dir, "ran-once"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	cmd, upOut, _ := startUpWeb(t, filepath.Join(dir, "store"), port, "-f", cfg)
-	l := upLog(t, url)
+	url, l, cmd, upOut := startUpOn(t, dir, fmt.Sprintf(failFastCluster, filepath.Join(dir, "ran-once")))
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, e := range readLog(t, l) {
@@ -125,6 +119,21 @@ func TestUpFailFast(t *testing.T) {
 		t.Errorf("verify: exit %d\n%s%s", code, out, errs)
 	}
 	interrupt(t, cmd, upOut)
+}
+
+// startUpOn writes cluster (YAML) into dir, runs `vmguard up` on it with
+// its store in dir, and returns its NATS URL, its log, the process and its
+// output.
+func startUpOn(t *testing.T, dir, cluster string) (string, *events.Log, *exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cfg := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(cfg, []byte(cluster), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	cmd, out, _ := startUpWeb(t, filepath.Join(dir, "store"), port, "-f", cfg)
+	return url, upLog(t, url), cmd, out
 }
 
 // upLog opens the log of a `vmguard up` that is starting at url, waiting

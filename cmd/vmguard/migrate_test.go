@@ -1,16 +1,10 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/events"
 )
@@ -42,30 +36,7 @@ func TestUpMigrate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs vmguard up; run without -short")
 	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(cfg, []byte(migrateCluster), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	store := filepath.Join(dir, "store")
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	cmd, upOut, _ := startUpWeb(t, store, port, "-f", cfg)
-	var l *events.Log
-	waitFor(t, 60*time.Second, "vmguard up's log", func() bool {
-		nc, err := nats.Connect(url, nats.NoReconnect())
-		if err != nil {
-			return false
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if l, err = events.Open(ctx, nc, events.WithoutCreate()); err != nil {
-			nc.Close()
-			return false
-		}
-		t.Cleanup(nc.Close)
-		return true
-	})
+	url, l, cmd, upOut := startUpOn(t, t.TempDir(), migrateCluster)
 	started := func(epoch uint64, node string) bool {
 		for _, e := range readLog(t, l) {
 			if d, ok := e.Data.(events.PackageStarted); ok && d.Epoch == epoch && d.Node == node {

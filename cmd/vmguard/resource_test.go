@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,15 +34,7 @@ func TestUpResource(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs vmguard up; run without -short")
 	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(cfg, []byte(resourceCluster), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	cmd, upOut, _ := startUpWeb(t, filepath.Join(dir, "store"), port, "-f", cfg)
-	l := upLog(t, url)
+	url, l, cmd, upOut := startUpOn(t, t.TempDir(), resourceCluster)
 	set := func(node, value string) {
 		t.Helper()
 		if code, out, errs := runCLI("--nats", url, "resource", "set", node, "disk", value, "--by", "monitor"); code != 0 {
