@@ -261,6 +261,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 		"host-node1": {
 			{"append a placement", placed(events.HostSource("node1"))},
 			{"append another node's node.fenced", ev(events.HostSource("node2"), "node2", events.NodeFenced{Reason: "forged"})},
+			{"set another node's generic resource", ev(events.HostSource("node2"), "node2", events.NodeResourceSet{Name: "disk", Status: "down"})},
 			{"append node.lost", ev(events.ControllerSource, "node2", events.NodeLost{Reason: "forged"})},
 			{"append the lifecycle of another node's package", ev(events.HostSource("node1"), "db", events.PackageStarting{Node: "node1", Epoch: 99})},
 			{"append a config", cfgApplied(events.OperatorSource("x"))},
@@ -277,6 +278,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 		"controller": {
 			{"append a host's package.started", ev(events.HostSource("node1"), "web", events.PackageStarted{Node: "node1", Epoch: 99})},
 			{"append node.joined", ev(events.HostSource("node1"), "node1", events.NodeJoined{})},
+			{"set a generic resource", ev(events.OperatorSource("x"), "node1", events.NodeResourceSet{Name: "disk", Status: "down"})},
 			{"append a process event", ev(events.GuestSource("webvm"), "web", events.ProcessExited{Guest: "webvm", Service: "x", PID: 1, RequestID: "x", Epoch: 1})},
 			{"append a config", cfgApplied(events.OperatorSource("x"))},
 			{"write a lease", leasePut("node1")},
@@ -288,6 +290,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 			{"append a placement", placed(events.OperatorSource("x"))},
 			{"append a process event", ev(events.GuestSource("webvm"), "web", events.ProcessExited{Guest: "webvm", Service: "x", PID: 1, RequestID: "x", Epoch: 1})},
 			{"append node.lost", ev(events.ControllerSource, "node1", events.NodeLost{Reason: "forged"})},
+			{"set a generic resource", ev(events.OperatorSource("x"), "node1", events.NodeResourceSet{Name: "disk", Status: "down"})},
 			{"append a config", cfgApplied(events.OperatorSource("x"))},
 			{"write a lease", leasePut("node1")},
 			{"delete a lease", leaseDel("node1")},
