@@ -109,6 +109,8 @@ type NodeState struct {
 	// FenceHold: the node fenced itself and stays out until an operator's
 	// `node run` (node.fenced with hold: a fail-fast).
 	FenceHold bool `json:"fence_hold,omitempty"`
+	// FenceReason is the reason of its last node.fenced.
+	FenceReason string `json:"fence_reason,omitempty"`
 	// JoinedSeq and JoinedID name its last node.joined.
 	JoinedSeq uint64 `json:"joined_seq,omitempty"`
 	JoinedID  string `json:"joined_id,omitempty"`
@@ -536,7 +538,7 @@ func (s *State) Apply(e events.Event) bool {
 		s.nodeDown(e, MemberLost, "")
 	case events.NodeFenced:
 		s.nodeDown(e, MemberFenced, "")
-		s.node(e).FenceHold = d.Hold
+		s.node(e).FenceHold, s.node(e).FenceReason = d.Hold, d.Reason
 	case events.NodeHalted:
 		s.nodeDown(e, MemberHalted, d.By)
 	case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,

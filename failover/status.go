@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,9 +35,18 @@ type NodeView struct {
 	State  string `json:"state"`
 	// Packages lists the packages on the node, in configuration order.
 	Packages []string `json:"packages"`
-	// Hold says what an operator holds the node in (maintenance, frozen),
-	// by whom, why and how to end it; "" when nothing.
+	// Hold says what holds the node out (maintenance, frozen, a held
+	// fail-fast fence), by whom, why and how to end it; "" when nothing.
 	Hold string `json:"hold,omitempty"`
+	// Resources are the generic resources set on the node, by name.
+	Resources []ResourceView `json:"resources,omitempty"`
+}
+
+// ResourceView is a generic resource's status on a node (cmgetresource).
+type ResourceView struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Value  string `json:"value,omitempty"`
 }
 
 // PackageView is one package: STATUS, STATE, AUTO_RUN and NODE, then what
@@ -153,6 +163,12 @@ func BuildView(s *State) View {
 		nv := NodeView{Name: name, Status: n.Status(), State: n.State(), Packages: onNode[name], Hold: n.Hold()}
 		if nv.Packages == nil {
 			nv.Packages = []string{}
+		}
+		if n != nil {
+			for _, r := range slices.Sorted(maps.Keys(n.Resources)) {
+				st := n.Resources[r]
+				nv.Resources = append(nv.Resources, ResourceView{Name: r, Status: st.Status, Value: st.Value})
+			}
 		}
 		if n.Up() {
 			v.Status = "up"
@@ -277,6 +293,13 @@ func (v View) WriteText(w io.Writer, verbose bool) error {
 		if n.Hold != "" {
 			line("    " + n.Hold)
 		}
+		if verbose && len(n.Resources) > 0 {
+			resCols := []int{19, 9}
+			line(row(4, resCols, "GENERIC_RESOURCE", "STATUS", "VALUE"))
+			for _, r := range n.Resources {
+				line(row(4, resCols, r.Name, r.Status, r.Value))
+			}
+		}
 		writePackages(line, n.Packages, byName, verbose)
 	}
 	var unowned []string
@@ -369,6 +392,10 @@ func (n *NodeState) Hold() string {
 		f := n.Freeze
 		out = append(out, fmt.Sprintf("Frozen: by %s until %s (%s); guests keep running, nothing is decided about it; `vmguard node thaw %s` ends it",
 			orDefault(f.By, "?"), f.Until.UTC().Format(time.RFC3339), orDefault(f.Reason, "no reason given"), n.Name))
+	}
+	if n.Membership == MemberFenced && n.FenceHold {
+		out = append(out, fmt.Sprintf("Fenced and held (fail-fast): %s; it stays out until `vmguard node run %s`",
+			orDefault(n.FenceReason, "no reason given"), n.Name))
 	}
 	if n.Drained() {
 		d := n.Drain

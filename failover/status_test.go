@@ -120,3 +120,35 @@ func TestRowKeepsColumnsApart(t *testing.T) {
 		t.Errorf("row = %q", got)
 	}
 }
+
+// TestViewResourcesAndHeldFence: status -v lists each node's generic
+// resources (cmgetresource), and a node held out by a fail-fast fence says
+// so and how to end it.
+func TestViewResourcesAndHeldFence(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(testPkg("web", "node1", "node2")))
+	l.join("node1", "node2")
+	l.add("node1", events.NodeResourceSet{Name: "san", Status: "up"}, "")
+	l.add("node1", events.NodeResourceSet{Name: "licences", Status: "up", Value: "3"}, "")
+	l.add("node2", events.NodeFenced{Reason: "fail_fast: service app of package web failed", Hold: true}, "")
+	v := BuildView(l.state())
+	var b strings.Builder
+	if err := v.WriteText(&b, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"    GENERIC_RESOURCE   STATUS   VALUE\n    licences           up       3\n    san                up\n",
+		"    Fenced and held (fail-fast): fail_fast: service app of package web failed; it stays out until `vmguard node run node2`\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status -v lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := v.WriteText(&b, false); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "GENERIC_RESOURCE") {
+		t.Errorf("status without -v lists resources:\n%s", b.String())
+	}
+}
