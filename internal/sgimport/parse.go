@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/vmguard/vmguard/events"
 )
 
 // MaxLineLen bounds one logical line (continuations joined); Serviceguard's
@@ -159,11 +161,6 @@ func validParam(s string) bool {
 	return true
 }
 
-// clip cuts text quoted back to the operator in an error (DESIGN §8).
-func clip(s string) string {
-	const max = 60
-	if len(s) > max {
-		return s[:max] + "…"
-	}
-	return s
-}
+// clip cuts text quoted back to the operator in an error (DESIGN §8),
+// rune-safe, with the marker events.Clip writes.
+func clip(s string) string { return events.Clip(s, 60) }
