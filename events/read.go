@@ -114,7 +114,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 		MemoryStorage:     true,
 		InactiveThreshold: time.Minute,
 	}
-	cons, err := l.stream.CreateConsumer(ctx, cfg)
+	cons, err := l.createReplayConsumer(ctx, cfg)
 	if err != nil {
 		return 0, fmt.Errorf("replay: create consumer: %w", err)
 	}
@@ -135,6 +135,63 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count)
+}
+
+// replayCreateWait bounds how long a replay waits for the cluster to
+// take its consumer: long enough for a meta leader election after a
+// partition heals (seen: 503 "JetStream system temporarily unavailable"
+// for a few seconds), short enough that an operator's command that cannot
+// read the log says so.
+const replayCreateWait = 30 * time.Second
+
+// createReplayConsumer creates a replay's consumer, trying again while the
+// cluster answers that it cannot yet (Transient), for at most
+// replayCreateWait. Each attempt is bounded like a follower's.
+func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	deadline := time.Now().Add(replayCreateWait)
+	retry := followRetryMin
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
+		cons, err := l.stream.CreateConsumer(actx, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil || !Transient(err) || l.nc.IsClosed() {
+			return cons, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%w (tried %d times for %v)", err, attempt, replayCreateWait)
+		}
+		if attempt == 3 {
+			l.logger.Warn("replay: create consumer; retrying", "err", err, "up_to", time.Until(deadline).Round(time.Second))
+		}
+		t := time.NewTimer(retry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		retry = min(2*retry, followRetryMax)
+	}
+}
+
+// Transient reports whether err from a JetStream request may go away by
+// itself: no answer (a timeout, no responders, a connection coming up) or
+// an API error that says the cluster cannot serve the request yet (no meta
+// leader, no peers, a stream leader being elected).
+func Transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return true
+	}
+	switch apiErr.ErrorCode {
+	case 10005, // no suitable peers for placement
+		10008, // JetStream system temporarily unavailable
+		10009, // cluster can not handle request
+		10023, // insufficient resources
+		10040: // peer not a member
+		return true
+	}
+	return apiErr.Code == 503
 }
 
 // decodeBatch is how many messages one decoding job holds.

@@ -207,24 +207,8 @@ func provisionOnce(ctx context.Context, js jetstream.JetStream, replicas int) (i
 	return replicas, nil
 }
 
-// transient reports whether a provisioning error may pass once the
-// JetStream cluster has formed: no answer, no meta leader, not enough
-// servers for the replicas yet.
-func transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return true // timeouts, no responders, a connection still coming up
-	}
-	switch apiErr.ErrorCode {
-	case 10005, // no suitable peers for placement
-		10008, // JetStream system temporarily unavailable
-		10009, // cluster can not handle request
-		10023, // insufficient resources
-		10040: // peer not a member
-		return true
-	}
-	return apiErr.Code == 503
-}
+// transient reports whether waiting may cure err (events.Transient).
+func transient(err error) bool { return events.Transient(err) }
 
 // waitReason says what provision waits for, given its last error.
 func waitReason(err error) string {
