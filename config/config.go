@@ -86,6 +86,19 @@ type Package struct {
 	// (Serviceguard's generic_resource_*): a node is eligible only while
 	// each is up there by its criterion.
 	Resources []Resource `yaml:"resources,omitempty" json:"resources,omitempty"`
+	// Priority (Serviceguard's priority) is 1 to 3000, a lower number a
+	// higher priority; 0 (left out) is none, lower than any number. It
+	// decides which of two packages that exclude each other runs when both
+	// could: the higher one displaces the lower (README, Dependencies).
+	Priority int `yaml:"priority,omitempty" json:"priority,omitempty"`
+	// Dependencies are the other packages this one needs up, or down
+	// (Serviceguard's dependency_*): see Dependency.
+	Dependencies []Dependency `yaml:"dependencies,omitempty" json:"dependencies,omitempty"`
+	// SuccessorHaltTimeout bounds how long a halt or move of this package
+	// ordered by the controller or `pkg halt` waits for the packages that
+	// depend on it to halt first; nil: DefaultSuccessorHaltTimeout, 0: no
+	// wait (they halt alongside).
+	SuccessorHaltTimeout *Duration `yaml:"successor_halt_timeout,omitempty" json:"successor_halt_timeout,omitempty"`
 }
 
 // AutoRunEnabled reports the package's auto_run setting (default true).

@@ -228,6 +228,7 @@ func validate(c *Cluster, d *decoder) {
 			validateService(s, sp, d, positive)
 		}
 	}
+	validateDependencies(c, d)
 }
 
 func validateGuest(g *Guest, gp string, d *decoder, name func(string, string) bool, positive func(string, Duration)) {
