@@ -67,13 +67,33 @@ func ReasonCode(reason string) string {
 //     there): nothing, whatever else is due, until the node is thawed;
 //   - running, failback_policy automatic, a higher node of its list joined
 //     after the placement and is eligible: placed there (failback);
+//   - placed, starting or running while a dependency no longer holds on
+//     its node (a package it needs up is not running where it must, or one
+//     it excludes with a higher priority occupies the node or, all_nodes,
+//     any node): a package.halting (reason dependency, naming it) without
+//     By, so it comes back once the dependency holds again;
+//   - down, due and with no eligible node only because packages it
+//     excludes and outranks (priority) are in the way: a package.halting
+//     of each (reason displaced, naming it and both priorities);
+//   - about to leave its node (node halt or drain, failback) while
+//     packages that depend on it (its successors) occupy a node: their
+//     package.halting (reason predecessor) first, and its own decision
+//     only once they are down or successor_halt_timeout has passed since
+//     their halting (ReconcileAt; Decide has no clock and waits);
 //   - otherwise nothing: auto_run off, nothing due, no eligible node up
 //     (it waits), or none left (failed on every node, or max_relocate
 //     reached for a move: failed until `pkg reset`).
 //
+// A package event also concerns the packages linked to it by a
+// dependency, and a node event every package with dependencies.
+// Packages are decided highest priority first (none last, in
+// configuration order), and a node is eligible only where the package's
+// dependencies hold (placements decided earlier in the same call count).
+//
 // The next eligible node is chosen by failover_policy among the nodes of
 // the package's list that are up, have switching on for it and where it
-// did not fail since its last reset: configured_node takes the first in
+// did not fail since its last reset, where its generic resources are up and
+// its dependencies hold: configured_node takes the first in
 // list order, min_package_node the one running the fewest packages (ties
 // in list order, counting the placements decided in the same call).
 func Decide(s *State, trigger events.Event) []events.Event {
@@ -93,10 +113,17 @@ func Decide(s *State, trigger events.Event) []events.Event {
 			return slices.Contains(cp.Nodes, trigger.Subject) || (p != nil && p.Node == trigger.Subject)
 		}
 	default:
-		about = func(cp config.Package) bool { return cp.Name == trigger.Subject }
+		about = func(cp config.Package) bool {
+			return cp.Name == trigger.Subject || related(s.Config, cp, trigger.Subject)
+		}
+	}
+	if sc == events.ScopeNode {
+		// A package that depends on one on this node may be due too.
+		onNode := about
+		about = func(cp config.Package) bool { return onNode(cp) || hasDependencies(s.Config, cp) }
 	}
 	var out []events.Event
-	for _, pl := range s.due(about) {
+	for _, pl := range s.due(about, time.Time{}) {
 		out = append(out, pl.event(trigger.ID))
 	}
 	return out
@@ -108,12 +135,18 @@ func Decide(s *State, trigger events.Event) []events.Event {
 // config in force and the chosen node's join). The runner calls it when it
 // becomes leader and after it caught up with the log, to finish what a
 // previous leader decided on but did not append.
-func Reconcile(s *State) []events.Event {
+func Reconcile(s *State) []events.Event { return ReconcileAt(s, time.Time{}) }
+
+// ReconcileAt is Reconcile at now, the controller's clock: a predecessor
+// whose successors have not halted within its successor_halt_timeout of
+// their package.halting moves or halts all the same (Reconcile, with no
+// clock, waits for them).
+func ReconcileAt(s *State, now time.Time) []events.Event {
 	if s.Config == nil {
 		return nil
 	}
 	var out []events.Event
-	for _, pl := range s.due(func(config.Package) bool { return true }) {
+	for _, pl := range s.due(func(config.Package) bool { return true }, now) {
 		out = append(out, pl.event(pl.causeID))
 	}
 	return out
@@ -148,26 +181,87 @@ func (pl *placement) causedBy(seq uint64, id string) {
 
 // due lists the placements due for the configured packages about selects, in
 // configuration order.
-func (s *State) due(about func(config.Package) bool) []placement {
+// Packages are decided by priority (byPriority); a placement decided for
+// one counts for the dependencies of those decided after it.
+func (s *State) due(about func(config.Package) bool, now time.Time) []placement {
 	load := s.load()
+	s.plan = map[string]string{}
+	defer func() { s.plan = nil }()
+	halting := map[string]bool{}
 	var out []placement
-	for _, cp := range s.Config.Packages {
-		if !about(cp) {
+	for _, cp := range byPriority(s.Config.Packages) {
+		if !about(cp) || halting[cp.Name] {
 			continue
 		}
-		pl, ok := s.dueFor(cp, load)
-		if !ok {
-			continue
+		p := s.Packages[cp.Name]
+		for _, pl := range s.dueAll(cp, p, load, now) {
+			if pl.halt {
+				if halting[pl.pkg] {
+					continue
+				}
+				halting[pl.pkg] = true
+			}
+			if pl.pkg == cp.Name {
+				if p != nil && p.Phase.active() {
+					load[p.Node]--
+				}
+				if !pl.halt {
+					load[pl.node]++
+					s.plan[pl.pkg] = pl.node
+				}
+			}
+			out = append(out, pl)
 		}
-		if p := s.Packages[cp.Name]; p != nil && p.Phase.active() {
-			load[p.Node]--
-		}
-		if !pl.halt {
-			load[pl.node]++
-		}
-		out = append(out, pl)
 	}
 	return out
+}
+
+// dueAll returns what is due for cp: nothing on a frozen node; a halt when
+// its dependencies no longer hold where it runs; else its placement (or
+// halt) by dueFor, preceded by its successors' halts when it leaves a node
+// they depend on it at (it then waits for them, successorHalts); and when
+// nothing is due because no node is eligible, the halts that displace
+// lower-priority packages in its way.
+func (s *State) dueAll(cp config.Package, p *PackageState, load map[string]int, now time.Time) []placement {
+	if s.frozenOn(p) {
+		return nil
+	}
+	if pl, ok := s.dependencyHalt(cp, p); ok {
+		return []placement{pl}
+	}
+	pl, ok := s.dueFor(cp, load)
+	if !ok {
+		if s.need(cp, p) != "" && s.autoRun(cp) {
+			return s.displace(cp, p)
+		}
+		return nil
+	}
+	if p != nil && p.Phase.active() && (pl.halt || pl.node != p.Node) {
+		if halts, wait := s.successorHalts(cp, now); wait {
+			for i := range halts {
+				halts[i].causedBy(pl.causeSeq, pl.causeID)
+			}
+			return halts
+		}
+	}
+	if !pl.halt {
+		s.dependencyCause(cp, &pl)
+	}
+	return []placement{pl}
+}
+
+// hasDependencies reports whether cp depends on a package or one depends
+// on it.
+func hasDependencies(c *config.Cluster, cp config.Package) bool {
+	if len(cp.Dependencies) > 0 {
+		return true
+	}
+	for _, o := range c.Packages {
+		if _, ok := o.Dependency(cp.Name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // load counts the packages placed, starting or running on each node.
@@ -213,9 +307,6 @@ func (s *State) frozenOn(p *PackageState) bool {
 
 func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool) {
 	p := s.Packages[cp.Name]
-	if s.frozenOn(p) {
-		return placement{}, false
-	}
 	pl := placement{pkg: cp.Name}
 	if p != nil {
 		pl.prev, pl.epoch = p.Node, p.Epoch
@@ -310,6 +401,7 @@ const (
 	switchingOff
 	failedThere
 	resourceDown
+	dependencyBlocked
 )
 
 // check returns eligibleOK if package p may be placed on node, else why not.
@@ -329,6 +421,8 @@ func (s *State) check(cp config.Package, p *PackageState, node string) int {
 		return failedThere
 	case s.resourceDown(cp, node) != "":
 		return resourceDown
+	case s.dependencyUnmet(cp, node) != "":
+		return dependencyBlocked
 	}
 	return eligibleOK
 }
@@ -352,6 +446,8 @@ func (s *State) eligible(cp config.Package, p *PackageState, node string) error 
 	case resourceDown:
 		r := s.resourceDown(cp, node)
 		return fmt.Errorf("resource %s is not up on node %s by package %s's criterion; monitors set it with `vmguard resource set %s %s up|down|VALUE`", r, node, cp.Name, node, r)
+	case dependencyBlocked:
+		return fmt.Errorf("node %s does not meet package %s's %s", node, cp.Name, s.dependencyUnmet(cp, node))
 	}
 	return nil
 }
@@ -420,14 +516,22 @@ func (s *State) note(cp config.Package) string {
 		return fmt.Sprintf("failed on every node (%s): failed until `vmguard pkg reset %s`", strings.Join(p.FailedNodes, ", "), pkg)
 	}
 	if len(s.candidates(cp, p)) == 0 {
-		var down []string
+		var down, deps []string
 		for _, n := range left {
-			if s.check(cp, p, n) == resourceDown {
+			switch s.check(cp, p, n) {
+			case resourceDown:
 				down = append(down, s.resourceDown(cp, n)+" on "+n)
+			case dependencyBlocked:
+				if why := s.dependencyUnmet(cp, n); !slices.Contains(deps, why) {
+					deps = append(deps, why)
+				}
 			}
 		}
 		if len(down) > 0 {
 			return fmt.Sprintf("waiting for an eligible node (%s); resources not up: %s", strings.Join(left, ", "), strings.Join(down, ", "))
+		}
+		if len(deps) > 0 {
+			return fmt.Sprintf("waiting for an eligible node (%s); %s", strings.Join(left, ", "), strings.Join(deps, "; "))
 		}
 		return fmt.Sprintf("waiting for an eligible node (%s)", strings.Join(left, ", "))
 	}

@@ -519,7 +519,7 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 				r.becomeLeader(ctx)
 			}
 			if r.deciding() {
-				r.emit(ctx, Reconcile(r.state))
+				r.emit(ctx, ReconcileAt(r.state, r.cfg.Now()))
 			}
 		case <-check.C:
 			r.setLeaseTTL()

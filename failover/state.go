@@ -262,8 +262,18 @@ type PackageState struct {
 	PlacedID     string `json:"placed_id,omitempty"`
 	PlacedReason string `json:"placed_reason,omitempty"`
 	// StateID is the id of the event that last set Phase to a down phase
-	// (halted, failed, lost), or PlacedID: where `explain` starts.
-	StateID string `json:"state_id,omitempty"`
+	// (halted, failed, lost), or PlacedID: where `explain` starts. StateSeq
+	// is its stream sequence.
+	StateID  string `json:"state_id,omitempty"`
+	StateSeq uint64 `json:"state_seq,omitempty"`
+	// HaltingAt is the time of the package.halting that began halting the
+	// current placement (zero: none): a predecessor's move waits for it at
+	// most its successor_halt_timeout.
+	HaltingAt time.Time `json:"halting_at,omitzero"`
+	// ChangeSeq and ChangeID name the last event that changed Phase: what
+	// a dependent package's halt names as its cause.
+	ChangeSeq uint64 `json:"change_seq,omitempty"`
+	ChangeID  string `json:"change_id,omitempty"`
 	// DownReason says why the package is down (the halted or failed reason).
 	DownReason string `json:"down_reason,omitempty"`
 	// AutoRun is the operator's override of the configured auto_run
@@ -320,6 +330,10 @@ type State struct {
 	// Nodes and Packages hold every node and package events named.
 	Nodes    map[string]*NodeState    `json:"nodes,omitempty"`
 	Packages map[string]*PackageState `json:"packages,omitempty"`
+
+	// plan holds, while due runs, the placements it decided so far
+	// (package -> node), for the dependency checks; nil otherwise.
+	plan map[string]string
 }
 
 // Fold returns the state after evs.
@@ -361,7 +375,7 @@ func SeqAt(evs []events.Event, t time.Time) uint64 {
 // Clone returns a deep copy of s.
 func (s *State) Clone() *State {
 	c := *s
-	c.Nodes, c.Packages = nil, nil
+	c.Nodes, c.Packages, c.plan = nil, nil, nil
 	if s.Nodes != nil {
 		c.Nodes = make(map[string]*NodeState, len(s.Nodes))
 	}
@@ -622,7 +636,8 @@ func (s *State) nodeDown(e events.Event, m Membership, by string) {
 		default:
 			p.Phase, p.DownReason = PhaseLost, "node "+string(m)
 		}
-		p.StateID = e.ID
+		p.StateID, p.StateSeq = e.ID, e.Seq
+		p.ChangeSeq, p.ChangeID = e.Seq, e.ID
 	}
 }
 
@@ -660,6 +675,12 @@ func (p *PackageState) service(name string) *ServiceState {
 func (s *State) applyPackage(e events.Event) {
 	p := s.pkg(e.Subject)
 	p.LastSeq = e.Seq
+	was := p.Phase
+	defer func() {
+		if p.Phase != was {
+			p.ChangeSeq, p.ChangeID = e.Seq, e.ID
+		}
+	}()
 	cur := func(epoch uint64) bool { return p.Epoch != 0 && epoch == p.Epoch }
 	switch d := e.Data.(type) {
 	case events.PackagePlaced:
@@ -671,7 +692,7 @@ func (s *State) applyPackage(e events.Event) {
 		}
 		p.Node, p.Epoch, p.Phase = d.Node, d.Epoch, PhasePlaced
 		p.PlacedSeq, p.PlacedID, p.PlacedReason = e.Seq, e.ID, d.Reason
-		p.StateID, p.DownReason, p.Guest, p.AdoptedEpoch = e.ID, "", "", 0
+		p.StateID, p.StateSeq, p.DownReason, p.Guest, p.AdoptedEpoch, p.HaltingAt = e.ID, e.Seq, "", "", 0, time.Time{}
 		for _, sv := range p.Services {
 			sv.Status, sv.Restarts = "down", 0
 		}
@@ -698,11 +719,11 @@ func (s *State) applyPackage(e events.Event) {
 			p.AutoRun = &off
 		}
 		if cur(d.Epoch) && p.Phase.active() {
-			p.Phase = PhaseHalting
+			p.Phase, p.HaltingAt = PhaseHalting, e.Time
 		}
 	case events.PackageHalted:
 		if cur(d.Epoch) && p.Phase != PhaseHalted && p.Phase != PhaseFailed {
-			p.Phase, p.DownReason, p.StateID = PhaseHalted, d.Reason, e.ID
+			p.Phase, p.DownReason, p.StateID, p.StateSeq = PhaseHalted, d.Reason, e.ID, e.Seq
 			p.CauseSeq, p.CauseID = e.Seq, e.ID
 		}
 	case events.PackageFailed:
@@ -716,7 +737,7 @@ func (s *State) applyPackage(e events.Event) {
 			if d.Service != "" {
 				reason += " (service " + d.Service + ")"
 			}
-			p.Phase, p.DownReason, p.StateID = PhaseFailed, reason, e.ID
+			p.Phase, p.DownReason, p.StateID, p.StateSeq = PhaseFailed, reason, e.ID, e.Seq
 			p.CauseSeq, p.CauseID = e.Seq, e.ID
 		}
 	case events.PackageSwitchingChanged:
@@ -740,7 +761,7 @@ func (s *State) applyPackage(e events.Event) {
 			}
 		}
 		if p.Phase == PhaseFailed || p.Phase == PhaseLost {
-			p.Phase, p.StateID, p.DownReason = PhaseHalted, e.ID, "reset"
+			p.Phase, p.StateID, p.StateSeq, p.DownReason = PhaseHalted, e.ID, e.Seq, "reset"
 
 		}
 		p.CauseSeq, p.CauseID = e.Seq, e.ID

@@ -1,0 +1,286 @@
+package failover
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+// Reasons of the package.halting the controller records for dependencies.
+const (
+	// ReasonDependency: a running package's up dependency is no longer met
+	// (the package it needs failed, halted or moved), or a package it
+	// excludes with a higher priority runs beside it.
+	ReasonDependency = "dependency"
+	// ReasonDisplaced: a package with a higher priority needs the node (or,
+	// for an all_nodes exclusion, the cluster) this one occupies.
+	ReasonDisplaced = "displaced"
+	// ReasonPredecessor: a package this one depends on is about to move or
+	// halt; its successors halt first (successor_halt_timeout).
+	ReasonPredecessor = "predecessor"
+)
+
+// halts bounds the reasons the controller writes (the schema's maxLength).
+const maxReason = 1024
+
+// where says, for the dependency checks, where each package is: the
+// packages of the state, and the placements decided earlier in the same
+// pass (plan), which occupy their node but do not run yet.
+type where struct {
+	s    *State
+	plan map[string]string
+}
+
+// owns reports whether pkg occupies node ("" = any node).
+func (w where) owns(pkg, node string) (string, bool) {
+	if n, ok := w.plan[pkg]; ok && (node == "" || n == node) {
+		return n, true
+	}
+	p := w.s.Packages[pkg]
+	if p == nil || !p.Phase.Owned() {
+		return "", false
+	}
+	if _, planned := w.plan[pkg]; planned {
+		return "", false // it leaves its node in this pass
+	}
+	return p.Node, node == "" || p.Node == node
+}
+
+// runs reports whether pkg runs (package.started) on node, or on any node
+// but skip when node is "".
+func (w where) runs(pkg, node, skip string) (string, bool) {
+	if _, planned := w.plan[pkg]; planned {
+		return "", false
+	}
+	p := w.s.Packages[pkg]
+	if p == nil || p.Phase != PhaseRunning {
+		return "", false
+	}
+	if node != "" {
+		return p.Node, p.Node == node
+	}
+	return p.Node, p.Node != skip
+}
+
+// unmet returns why cp could not run on node for its dependencies, "" when
+// every one is met: each up dependency's package runs there (same_node),
+// anywhere (any_node) or on another node (different_node); no package it
+// excludes occupies the node (same_node) or any node (all_nodes). An
+// excluded package that yield reports true for is left out (it would be
+// displaced).
+func (w where) unmet(cp config.Package, node string, yield func(config.Package) bool) string {
+	for _, d := range cp.Dependencies {
+		switch d.Condition {
+		case config.DependUp:
+			ok := false
+			switch d.Where() {
+			case config.SameNode:
+				_, ok = w.runs(d.Name, node, "")
+			case config.AnyNode:
+				_, ok = w.runs(d.Name, "", "")
+			case config.DifferentNode:
+				_, ok = w.runs(d.Name, "", node)
+			}
+			if !ok {
+				return fmt.Sprintf("dependency %s: %s", d, w.s.runsWhere(d.Name))
+			}
+		case config.DependDown:
+			on := node
+			if d.Where() == config.AllNodes {
+				on = ""
+			}
+			n, ok := w.owns(d.Name, on)
+			if !ok {
+				continue
+			}
+			if other, known := w.s.Config.Package(d.Name); known && yield != nil && yield(other) {
+				continue
+			}
+			return fmt.Sprintf("dependency %s: %s is %s on %s", d, d.Name, w.s.phaseOf(d.Name), n)
+		}
+	}
+	return ""
+}
+
+// runsWhere says where pkg is, for a dependency's reason.
+func (s *State) runsWhere(pkg string) string {
+	p := s.Packages[pkg]
+	if p == nil || p.Phase == PhaseNone {
+		return pkg + " has not run"
+	}
+	if p.Phase.Owned() {
+		return fmt.Sprintf("%s is %s on %s", pkg, s.phaseOf(pkg), p.Node)
+	}
+	return fmt.Sprintf("%s is %s", pkg, s.phaseOf(pkg))
+}
+
+func (s *State) phaseOf(pkg string) string {
+	if p := s.Packages[pkg]; p != nil && p.Phase != PhaseNone {
+		if p.Phase == PhasePlaced {
+			return "placed"
+		}
+		return p.Phase.State()
+	}
+	return "down"
+}
+
+// dependencyUnmet returns why cp may not be placed on node for its
+// dependencies, "" when it may.
+func (s *State) dependencyUnmet(cp config.Package, node string) string {
+	if len(cp.Dependencies) == 0 {
+		return ""
+	}
+	return where{s: s, plan: s.plan}.unmet(cp, node, nil)
+}
+
+// dependencyHalt returns the halt due for package p, active on its node,
+// whose dependencies no longer hold there: an up dependency's package no
+// longer runs where it must, or a package it excludes and that outranks it
+// occupies the node (or, all_nodes, any node). A lower-priority excluded
+// package beside it is the other's to leave.
+func (s *State) dependencyHalt(cp config.Package, p *PackageState) (placement, bool) {
+	if len(cp.Dependencies) == 0 || p == nil || !p.Phase.active() {
+		return placement{}, false
+	}
+	why := where{s: s, plan: s.plan}.unmet(cp, p.Node, func(other config.Package) bool { return !config.Outranks(other, cp) })
+	if why == "" {
+		return placement{}, false
+	}
+	pl := placement{pkg: cp.Name, node: p.Node, epoch: p.Epoch, halt: true,
+		reason: events.Clip(ReasonDependency+": "+why, maxReason)}
+	pl.causedBy(p.CauseSeq, p.CauseID)
+	s.dependencyCause(cp, &pl)
+	return pl, true
+}
+
+// dependencyCause names the latest change of the packages cp needs up as
+// pl's cause (their start, failure or halt), when it is later than pl's.
+func (s *State) dependencyCause(cp config.Package, pl *placement) {
+	for _, d := range cp.Dependencies {
+		if o := s.Packages[d.Name]; o != nil && d.Condition == config.DependUp {
+			pl.causedBy(o.ChangeSeq, o.ChangeID)
+		}
+	}
+}
+
+// displace returns the halts that make room for cp, which needs a node and
+// has none eligible: the first node of its list that would be eligible
+// without the packages it excludes and outranks, and for each such package
+// running or placed in the way a package.halting (reason displaced, naming
+// cp and both priorities). It returns nothing while one in the way is
+// already halting (it waits for it), or when no node would do.
+func (s *State) displace(cp config.Package, p *PackageState) []placement {
+	if cp.Priority == 0 || !slices.ContainsFunc(cp.Dependencies, func(d config.Dependency) bool { return d.Condition == config.DependDown }) {
+		return nil
+	}
+	w := where{s: s, plan: s.plan}
+	lower := func(other config.Package) bool { return config.Outranks(cp, other) }
+	for _, n := range cp.Nodes {
+		if s.check(cp, p, n) != dependencyBlocked || w.unmet(cp, n, lower) != "" {
+			continue
+		}
+		var out []placement
+		waiting := false
+		for _, d := range cp.Dependencies {
+			if d.Condition != config.DependDown {
+				continue
+			}
+			on := n
+			if d.Where() == config.AllNodes {
+				on = ""
+			}
+			if _, in := w.owns(d.Name, on); !in {
+				continue
+			}
+			o := s.Packages[d.Name]
+			if o == nil || !o.Phase.active() {
+				waiting = true // halting or failing already: wait for it
+				continue
+			}
+			other, _ := s.Config.Package(d.Name)
+			pl := placement{pkg: d.Name, node: o.Node, epoch: o.Epoch, halt: true,
+				reason: events.Clip(fmt.Sprintf("%s: by %s (priority %s over %s), which needs node %s (exclusion %s)",
+					ReasonDisplaced, cp.Name, cp.PriorityString(), other.PriorityString(), n, d.Where()), maxReason)}
+			if p != nil {
+				pl.causedBy(p.CauseSeq, p.CauseID)
+			}
+			pl.causedBy(s.ConfigSeq, s.ConfigID)
+			out = append(out, pl)
+		}
+		if waiting {
+			return nil
+		}
+		return out
+	}
+	return nil
+}
+
+// successorHalts returns, for package cp about to be moved or halted from
+// its node by the controller (a node halt or drain, a failback), the halts
+// of its successors that still occupy a node, and whether cp's own move
+// must wait: it waits while any successor occupies a node, at most its
+// successor_halt_timeout from that successor's package.halting by now
+// (zero now: no wait runs out).
+func (s *State) successorHalts(cp config.Package, now time.Time) (halts []placement, wait bool) {
+	limit := cp.SuccessorHalt()
+	if limit == 0 {
+		return nil, false
+	}
+	for _, name := range s.Config.Successors(cp.Name) {
+		o := s.Packages[name]
+		if o == nil || !o.Phase.Owned() {
+			continue
+		}
+		if o.Phase.active() {
+			pl := placement{pkg: name, node: o.Node, epoch: o.Epoch, halt: true,
+				reason: events.Clip(fmt.Sprintf("%s: %s, which it depends on, moves or halts first", ReasonPredecessor, cp.Name), maxReason)}
+			halts = append(halts, pl)
+			wait = true
+			continue
+		}
+		if now.IsZero() || o.HaltingAt.IsZero() || now.Before(o.HaltingAt.Add(limit)) {
+			wait = true
+		}
+	}
+	return halts, wait
+}
+
+// byPriority returns the configured packages in the order the controller
+// decides them: by priority (highest first), then the packages without one
+// in configuration order, so that a higher-priority package takes a node
+// before a lower one in the same pass.
+func byPriority(pkgs []config.Package) []config.Package {
+	if !slices.ContainsFunc(pkgs, func(p config.Package) bool { return p.Priority != 0 }) {
+		return pkgs
+	}
+	out := slices.Clone(pkgs)
+	slices.SortStableFunc(out, func(a, b config.Package) int {
+		switch {
+		case a.Priority == b.Priority:
+			return 0
+		case a.Priority == 0:
+			return 1
+		case b.Priority == 0:
+			return -1
+		}
+		return cmp.Compare(a.Priority, b.Priority)
+	})
+	return out
+}
+
+// related reports whether cp is linked by a dependency (either way) to pkg.
+func related(c *config.Cluster, cp config.Package, pkg string) bool {
+	if _, ok := cp.Dependency(pkg); ok {
+		return true
+	}
+	other, ok := c.Package(pkg)
+	if !ok {
+		return false
+	}
+	_, ok = other.Dependency(cp.Name)
+	return ok
+}

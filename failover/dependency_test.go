@@ -1,0 +1,257 @@
+package failover
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+)
+
+func depOn(p config.Package, name, cond, loc string) config.Package {
+	p.Dependencies = append(p.Dependencies, config.Dependency{Name: name, Condition: cond, Location: loc})
+	return p
+}
+
+func halted(l *logb, pkg, node string, epoch uint64) events.Event {
+	return l.add(pkg, events.PackageHalted{Node: node, Epoch: epoch, Reason: "halted"}, "")
+}
+
+func halting(l *logb, pkg, node string, epoch uint64) events.Event {
+	return l.add(pkg, events.PackageHalting{Node: node, Epoch: epoch, Reason: "x"}, "")
+}
+
+// TestDependencyDecide: placement honours up dependencies (same_node,
+// any_node, different_node) and exclusions; a running package whose up
+// dependency fails is halted, and follows it when it runs again; a
+// higher-priority package displaces a lower one it excludes, never the other
+// way; a node halt under a predecessor halts its successors first.
+func TestDependencyDecide(t *testing.T) {
+	app := depOn(testPkg("app", "node1", "node2", "node3"), "db", "up", "")
+	db := testPkg("db", "node1", "node2", "node3")
+	for _, tc := range []struct {
+		name  string
+		build func(l *logb)
+		want  string
+		note  string // the app's (or hi's) note, when set
+	}{
+		{"waits for db to run", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+		}, "db->node1 epoch=1 reason=auto_run cause=e3", "dependency db up same_node: db has not run"},
+		{"db placed, not started: app waits", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.place("db", "node1", 1, ReasonAutoRun, "")
+		}, "", "dependency db up same_node: db is placed on node1"},
+		{"db started: app placed beside it", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.run("db", "node2", 1)
+		}, "app->node2 epoch=1 reason=auto_run cause=e6", ""},
+		{"db fails: app halted first", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.run("db", "node1", 1)
+			l.run("app", "node1", 1)
+			l.add("db", events.ServiceFailed{Service: "app", Node: "node1", Epoch: 1, Reason: "exited"}, "")
+		}, "package.halting app node=node1 epoch=1 reason=\"dependency: dependency db up same_node: db is halting on node1\" cause=e10", ""},
+		{"db failed over: app waits down, follows once it runs", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.run("db", "node1", 1)
+			l.run("app", "node1", 1)
+			halting(l, "app", "node1", 1)
+			halted(l, "app", "node1", 1)
+			l.failed("db", "node1", 1)
+			l.place("db", "node2", 2, ReasonFailover, "node1")
+			l.start("db", "node2", 2)
+		}, "app->node2 epoch=2 reason=auto_run prev=node1 cause=e15", ""},
+		{"any_node: app anywhere db runs", func(l *logb) {
+			l.config(testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "any_node")))
+			l.join("node1", "node2")
+			l.run("db", "node2", 1)
+		}, "app->node1 epoch=1 reason=auto_run cause=e6", ""},
+		{"different_node: not beside db", func(l *logb) {
+			l.config(testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "different_node")))
+			l.join("node1", "node2")
+			l.run("db", "node1", 1)
+		}, "app->node2 epoch=1 reason=auto_run cause=e6", ""},
+		{"node halt under db: app halts first, db waits", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.run("db", "node1", 1)
+			l.run("app", "node1", 1)
+			l.add("node1", events.NodeHalted{By: "ann"}, "")
+		}, "package.halting app node=node1 epoch=1 reason=\"predecessor: db, which it depends on, moves or halts first\" cause=e10", ""},
+		{"node halt: app halting, db still waits", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.run("db", "node1", 1)
+			l.run("app", "node1", 1)
+			l.add("node1", events.NodeHalted{By: "ann"}, "")
+			halting(l, "app", "node1", 1)
+		}, "", ""},
+		{"node halt: app halted, db moves", func(l *logb) {
+			l.config(testCluster(db, app))
+			l.join("node1", "node2")
+			l.run("db", "node1", 1)
+			l.run("app", "node1", 1)
+			l.add("node1", events.NodeHalted{By: "ann"}, "")
+			halting(l, "app", "node1", 1)
+			halted(l, "app", "node1", 1)
+		}, "db->node2 epoch=2 reason=node_halted prev=node1 cause=e12", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLog(t)
+			tc.build(l)
+			s := l.state()
+			if got := brief(Decide(s, l.last())); got != tc.want {
+				t.Errorf("Decide = %q\n          want %q", got, tc.want)
+			}
+			if got, want := noCause(brief(Reconcile(s))), noCause(tc.want); got != want {
+				t.Errorf("Reconcile = %q\n          want %q", got, want)
+			}
+			if tc.note != "" {
+				if n := s.Note("app"); !strings.Contains(n, tc.note) {
+					t.Errorf("Note(app) = %q, want it to contain %q", n, tc.note)
+				}
+			}
+		})
+	}
+}
+
+// TestPriorityDisplace: a package that excludes another and outranks it
+// takes the node the other holds (same_node) or runs at all (all_nodes): the
+// other is halted, naming the package it makes room for, and placed again
+// where it may; a lower-priority package never displaces a higher one.
+func TestPriorityDisplace(t *testing.T) {
+	excl := func(loc string, hiPrio, loPrio int) *config.Cluster {
+		hi := depOn(testPkg("hi", "node1"), "lo", "down", loc)
+		hi.Priority = hiPrio
+		lo := depOn(testPkg("lo", "node1", "node2"), "hi", "down", loc)
+		lo.Priority = loPrio
+		return testCluster(lo, hi)
+	}
+	for _, tc := range []struct {
+		name  string
+		build func(l *logb)
+		want  string
+		note  string
+	}{
+		{"same_node: lo halted for hi", func(l *logb) {
+			l.config(excl("same_node", 10, 20))
+			l.join("node1", "node2")
+			l.run("lo", "node1", 1)
+			l.add("hi", events.PackageReset{By: "ann"}, "")
+		}, "package.halting lo node=node1 epoch=1 reason=\"displaced: by hi (priority 10 over 20), which needs node node1 (exclusion same_node)\" cause=e7", ""},
+		{"same_node: lo halting, nothing more", func(l *logb) {
+			l.config(excl("same_node", 10, 20))
+			l.join("node1", "node2")
+			l.run("lo", "node1", 1)
+			l.add("hi", events.PackageReset{By: "ann"}, "")
+			halting(l, "lo", "node1", 1)
+		}, "", "dependency lo down same_node: lo is halting on node1"},
+		{"same_node: lo halted: hi takes node1, lo goes to node2", func(l *logb) {
+			l.config(excl("same_node", 10, 20))
+			l.join("node1", "node2")
+			l.run("lo", "node1", 1)
+			halting(l, "lo", "node1", 1)
+			halted(l, "lo", "node1", 1)
+		}, "hi->node1 epoch=1 reason=auto_run cause=e8; lo->node2 epoch=2 reason=auto_run prev=node1 cause=e8", ""},
+		{"no priority on lo: hi still outranks it", func(l *logb) {
+			l.config(excl("same_node", 10, 0))
+			l.join("node1", "node2")
+			l.run("lo", "node1", 1)
+			l.add("hi", events.PackageReset{By: "ann"}, "")
+		}, "package.halting lo node=node1 epoch=1 reason=\"displaced: by hi (priority 10 over no_priority), which needs node node1 (exclusion same_node)\" cause=e7", ""},
+		{"all_nodes: lo on node2 halted too, and waits", func(l *logb) {
+			l.config(excl("all_nodes", 10, 20))
+			l.join("node1", "node2")
+			l.run("lo", "node2", 1)
+			l.add("hi", events.PackageReset{By: "ann"}, "")
+		}, "package.halting lo node=node2 epoch=1 reason=\"displaced: by hi (priority 10 over 20), which needs node node1 (exclusion all_nodes)\" cause=e7", ""},
+		{"lower priority never displaces", func(l *logb) {
+			l.config(excl("same_node", 30, 20))
+			l.join("node1", "node2")
+			l.run("lo", "node1", 1)
+			l.add("hi", events.PackageReset{By: "ann"}, "")
+		}, "", "dependency lo down same_node: lo is running on node1"},
+		{"both running on one node: the lower one halts", func(l *logb) {
+			l.config(excl("same_node", 10, 20))
+			l.join("node1", "node2")
+			l.run("lo", "node1", 1)
+			l.run("hi", "node1", 1)
+		}, "package.halting lo node=node1 epoch=1 reason=\"dependency: dependency hi down same_node: hi is running on node1\" cause=e9", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLog(t)
+			tc.build(l)
+			s := l.state()
+			if got := brief(Decide(s, l.last())); got != tc.want {
+				t.Errorf("Decide = %q\n          want %q", got, tc.want)
+			}
+			if tc.note != "" {
+				if n := s.Note("hi"); !strings.Contains(n, tc.note) {
+					t.Errorf("Note(hi) = %q, want it to contain %q", n, tc.note)
+				}
+			}
+		})
+	}
+}
+
+// TestSuccessorHaltTimeout: a predecessor's move waits for its successor to
+// halt at most successor_halt_timeout from the successor's package.halting
+// (by the controller's clock); 0 does not wait.
+func TestSuccessorHaltTimeout(t *testing.T) {
+	build := func(wait time.Duration) (*logb, time.Time) {
+		db := testPkg("db", "node1", "node2")
+		w := config.Duration(wait)
+		db.SuccessorHaltTimeout = &w
+		l := newLog(t)
+		l.config(testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "")))
+		l.join("node1", "node2")
+		l.run("db", "node1", 1)
+		l.run("app", "node1", 1)
+		l.add("node1", events.NodeHalted{By: "ann"}, "")
+		return l, halting(l, "app", "node1", 1).Time
+	}
+	l, at := build(10 * time.Second)
+	s := l.state()
+	if got := brief(ReconcileAt(s, at.Add(9*time.Second))); got != "" {
+		t.Errorf("before the timeout: %q, want nothing", got)
+	}
+	if got := brief(ReconcileAt(s, at.Add(10*time.Second))); got != "db->node2 epoch=2 reason=node_halted prev=node1 cause=e10" {
+		t.Errorf("at the timeout: %q, want db moved", got)
+	}
+	l, _ = build(0)
+	l.evs = l.evs[:len(l.evs)-1] // no halting: 0 moves at once
+	if got := brief(Decide(l.state(), l.last())); !strings.Contains(got, "db->node2") || !strings.Contains(got, "package.halting app") {
+		t.Errorf("successor_halt_timeout 0: %q, want db moved and app halted at once", got)
+	}
+}
+
+// TestDependencyCommand: `pkg run` and `pkg move` refuse a node where the
+// package's dependencies do not hold, saying which.
+func TestDependencyCommand(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(testPkg("db", "node1", "node2"), depOn(testPkg("app", "node1", "node2"), "db", "up", "")))
+	l.join("node1", "node2")
+	l.run("db", "node1", 1)
+	s := l.state()
+	_, err := s.Command(Command{Op: OpRun, Package: "app", Node: "node2", By: "ann"})
+	if err == nil || !strings.Contains(err.Error(), "node node2 does not meet package app's dependency db up same_node: db is running on node1") {
+		t.Errorf("run on node2: %v", err)
+	}
+	if evs, err := s.Command(Command{Op: OpRun, Package: "app", By: "ann"}); err != nil || brief(evs) != "app->node1 epoch=1 reason=operator_run by=ann cause=" {
+		t.Errorf("run: %q %v", brief(evs), err)
+	}
+}
+
+// noCause drops the causes from brief's text: Decide names its trigger,
+// Reconcile the event that made each decision due.
+func noCause(s string) string { return causeRE.ReplaceAllString(s, "") }
+
+var causeRE = regexp.MustCompile(` cause=e?[0-9]*`)
