@@ -220,3 +220,50 @@ func TestAppendBatchOnOldStream(t *testing.T) {
 		t.Fatalf("AppendAsync on an old stream: sequence %d, %v", seq, err)
 	}
 }
+
+// TestEnsureStreamMigratesToAtomic: EnsureStream (vmguard server's
+// provisioning) turns allow_atomic on in a stream created before it,
+// keeping its events; a Log opened afterwards stores its batches
+// atomically.
+func TestEnsureStreamMigratesToAtomic(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	nc := natsd.Connect(t, s)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := events.StreamConfig(1)
+	cfg.AllowAtomicPublish = false
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	old, err := events.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Append(ctx, placed("web", "node1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := events.EnsureStream(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.CachedInfo().Config.AllowAtomicPublish {
+		t.Fatal("EnsureStream left allow_atomic off")
+	}
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, err := l.AppendBatch(ctx, events.BatchItem{Event: placed("db", "node1", 1)}, events.BatchItem{Event: placed("api", "node1", 1)})
+	if err != nil || fmt.Sprint(seqs) != "[2 3]" {
+		t.Fatalf("AppendBatch after the migration: %v %v", seqs, err)
+	}
+	if l.Batches() != 1 {
+		t.Fatalf("%d atomic batches after the migration, want 1", l.Batches())
+	}
+	if got := readAll(t, l); len(got) != 3 {
+		t.Fatalf("log holds %d events after the migration, want 3", len(got))
+	}
+}

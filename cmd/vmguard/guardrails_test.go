@@ -178,7 +178,7 @@ func TestBenchLogRefusesLiveLog(t *testing.T) {
 		t.Errorf("the refused benchmark appended: last seq %d -> %d", before, after)
 	}
 	code, out, errs = runCLI("bench", "log", "--sync", "5", "--async", "5", "--replay", "5")
-	if code != exitOK || !strings.Contains(out, "mode interval (flush every") {
+	if code != exitOK || !strings.Contains(out, "mode interval (flush every") || !strings.Contains(out, "pre-encoded, 1 atomic batches)") {
 		t.Errorf("bench log on its own server: exit %d, out %q, err %q", code, out, errs)
 	}
 }
