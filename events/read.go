@@ -32,6 +32,11 @@ type ReadOptions struct {
 	// and its subject, header and payload bytes: what a reader asked the
 	// server for, to measure read volume.
 	Count *ReadCount
+	// ClusterWait (Replay) bounds how long a replay keeps asking for its
+	// consumer while the cluster answers that it cannot serve it yet
+	// (Transient: no meta leader after a partition healed, a stream leader
+	// being elected). 0: one attempt, for callers that retry by themselves.
+	ClusterWait time.Duration
 }
 
 // ReadCount counts the messages a reader received and their bytes
@@ -114,7 +119,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 		MemoryStorage:     true,
 		InactiveThreshold: time.Minute,
 	}
-	cons, err := l.createReplayConsumer(ctx, cfg)
+	cons, err := l.createReplayConsumer(ctx, cfg, ro.ClusterWait)
 	if err != nil {
 		return 0, fmt.Errorf("replay: create consumer: %w", err)
 	}
@@ -137,18 +142,11 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count)
 }
 
-// replayCreateWait bounds how long a replay waits for the cluster to
-// take its consumer: long enough for a meta leader election after a
-// partition heals (seen: 503 "JetStream system temporarily unavailable"
-// for a few seconds), short enough that an operator's command that cannot
-// read the log says so.
-const replayCreateWait = 30 * time.Second
-
 // createReplayConsumer creates a replay's consumer, trying again while the
-// cluster answers that it cannot yet (Transient), for at most
-// replayCreateWait. Each attempt is bounded like a follower's.
-func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	deadline := time.Now().Add(replayCreateWait)
+// cluster answers that it cannot yet (Transient), until wait has passed
+// (0: one attempt). Each attempt is bounded like a follower's.
+func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration) (jetstream.Consumer, error) {
+	deadline := time.Now().Add(wait)
 	retry := followRetryMin
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
@@ -157,8 +155,11 @@ func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerCo
 		if err == nil || ctx.Err() != nil || !Transient(err) || l.nc.IsClosed() {
 			return cons, err
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("%w (tried %d times for %v)", err, attempt, replayCreateWait)
+		if !time.Now().Before(deadline) {
+			if attempt > 1 {
+				err = fmt.Errorf("%w (tried %d times for %v)", err, attempt, wait)
+			}
+			return nil, err
 		}
 		if attempt == 3 {
 			l.logger.Warn("replay: create consumer; retrying", "err", err, "up_to", time.Until(deadline).Round(time.Second))

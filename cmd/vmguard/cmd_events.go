@@ -33,7 +33,7 @@ type eventsCmd struct {
 
 // Run prints the timeline.
 func (c *eventsCmd) Run(ctx context.Context, g *globals) error {
-	ro := events.ReadOptions{StartSeq: c.From}
+	ro := events.ReadOptions{StartSeq: c.From, ClusterWait: operatorReadWait}
 	if c.Sink != "" && !c.Follow {
 		return fmt.Errorf("%w: --sink needs -f (it runs until stopped)", errUsage)
 	}

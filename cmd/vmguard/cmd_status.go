@@ -113,7 +113,7 @@ func foldLog(ctx context.Context, l *events.Log, until uint64, at time.Time, kee
 		keep = true
 	}
 	s := &failover.State{}
-	_, err := l.Replay(ctx, events.ReadOptions{}, func(e events.Event) error {
+	_, err := l.Replay(ctx, events.ReadOptions{ClusterWait: operatorReadWait}, func(e events.Event) error {
 		if until > 0 && e.Seq > until {
 			return nil
 		}

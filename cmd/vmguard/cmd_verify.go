@@ -34,7 +34,7 @@ func (c *verifyCmd) Run(ctx context.Context, g *globals) error {
 	}
 	defer closeConn()
 	var evs []events.Event
-	if _, err := l.Replay(ctx, events.ReadOptions{}, func(e events.Event) error {
+	if _, err := l.Replay(ctx, events.ReadOptions{ClusterWait: operatorReadWait}, func(e events.Event) error {
 		evs = append(evs, e)
 		return nil
 	}); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,3 +37,8 @@ func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	}
 	return js, nil
 }
+
+// operatorReadWait bounds how long an operator's read of the log (status,
+// events, verify) waits for a cluster that cannot serve it yet: a meta
+// leader election after a partition heals takes seconds.
+const operatorReadWait = 30 * time.Second
