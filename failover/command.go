@@ -153,7 +153,11 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 				return nil, refuse("run %s: %v", cp.Name, err)
 			}
 		} else if node = choose(cp, s.candidates(cp, p), s.load()); node == "" {
-			return nil, refuse("run %s: no eligible node among %s (each is down, has switching disabled or saw it fail); name one with -n or reset it", cp.Name, strings.Join(cp.Nodes, ", "))
+			why := make([]string, 0, len(cp.Nodes))
+			for _, n := range cp.Nodes {
+				why = append(why, s.eligible(cp, p, n).Error())
+			}
+			return nil, refuse("run %s: no eligible node among %s: %s", cp.Name, strings.Join(cp.Nodes, ", "), strings.Join(why, "; "))
 		}
 		ev.Data = events.PackagePlaced{Node: node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorRun, cmd.Reason), PreviousNode: p.Node, By: cmd.By}
 	case OpHalt:
