@@ -108,6 +108,9 @@ func TestMapSamples(t *testing.T) {
 	if want := []Resource{{Name: "sfm_disk", Up: ">= 1", Evaluation: "during_package_start"}}; !reflect.DeepEqual(mail.Resources, want) {
 		t.Errorf("mail resources = %+v, want %+v", mail.Resources, want)
 	}
+	if want := []Dependency{{Name: "erp_pkg", Condition: "up", Location: "same_node"}}; mail.Priority != 10 || !reflect.DeepEqual(mail.Dependencies, want) {
+		t.Errorf("mail priority %d, dependencies %+v: want 10 and %+v", mail.Priority, mail.Dependencies, want)
+	}
 	if got := mail.Services[1].Cmd; !reflect.DeepEqual(got, []string{"/bin/sh", "-c", "while sleep 5; do /usr/sbin/postqueue -p >/dev/null || exit 1; done"}) {
 		t.Errorf("queue_watch cmd = %q: want its sh -c script kept as one argument", got)
 	}
@@ -117,8 +120,7 @@ func TestMapSamples(t *testing.T) {
 		"erp.conf:46: service_halt_timeout: 0 (SIGKILL at once)",
 		"erp.conf:49: ip_address: 192.168.10.21: the guest's addresses and storage move with the VM",
 		"mail.conf:3: package_name: \"mail.pkg\" written as \"mail-pkg\"",
-		"mail.conf:10: priority: 10: vmguard has no package priorities yet",
-		"mail.conf:12: dependency_name: erp_dep: vmguard has no package dependencies yet",
+		"erp.conf:20: successor_halt_timeout: no_timeout: vmguard bounds every wait",
 		"mail.conf:29: user_name: operator1: access in vmguard is by NATS credentials",
 		"monitor.conf:2: package_type: multi_node: vmguard runs failover packages only; the package is left out",
 	} {

@@ -216,6 +216,18 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 			default:
 				m.note(a, "%q: want during_package_start or before_package_start; during_package_start is used", clip(a.Value))
 			}
+		case "priority":
+			m.priority(&p, a)
+		case "successor_halt_timeout":
+			m.successorHalt(&p, a)
+		case "dependency_name":
+			p.Dependencies = append(p.Dependencies, Dependency{})
+		case "dependency_condition", "dependency_location":
+			if len(p.Dependencies) == 0 {
+				m.note(a, "comes before any dependency_name: left out")
+				continue
+			}
+			m.dependency(&p.Dependencies[len(p.Dependencies)-1], a)
 		case "service_name":
 			p.Services = append(p.Services, Service{Name: m.name(a), Restart: "none"})
 			svc = &p.Services[len(p.Services)-1]
@@ -237,6 +249,13 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 		m.notes = append(m.notes, Note{m.file, 1, "node_name", "missing: the package is left out (list its nodes, or * for all)"})
 		return p, false
 	}
+	p.Dependencies = slices.DeleteFunc(p.Dependencies, func(d Dependency) bool {
+		if d.Name == "" || d.Condition == "" {
+			m.notes = append(m.notes, Note{m.file, 1, "dependency_condition", "a dependency_name without a usable dependency_condition: left out"})
+			return true
+		}
+		return false
+	})
 	// The guest monitor service and empty services are not services in
 	// vmguard: the host manager watches the guest itself.
 	p.Services = slices.DeleteFunc(p.Services, func(s Service) bool { return s.Name == "" || s.drop })
@@ -348,13 +367,7 @@ func (m *mapper) other(a Attr) {
 		n == "script_log_file" || n == "operation_sequence" || n == "log_level" || n == "verbose" ||
 		n == "vmguard" || strings.HasPrefix(n, "pev_"):
 		// Bookkeeping of Serviceguard's own scripts: nothing to carry over.
-	case n == "priority":
-		if !strings.EqualFold(a.Value, "no_priority") {
-			why("%s: vmguard has no package priorities yet: the package keeps its place in its node list only", clip(a.Value))
-		}
-	case strings.HasPrefix(n, "dependency_"):
-		why("%s: vmguard has no package dependencies yet: start and halt them in order yourself", clip(a.Value))
-	case n == "halt_script_timeout" || n == "successor_halt_timeout":
+	case n == "halt_script_timeout":
 		why("%s: vmguard bounds a halt by each service's halt_timeout and the guest's stop ladder; not carried over", clip(a.Value))
 	case strings.HasPrefix(n, "ip_") || strings.HasPrefix(n, "monitored_subnet") || n == "vg" || n == "vxvm_dg" ||
 		n == "cvm_dg" || strings.HasPrefix(n, "fs_") || strings.HasPrefix(n, "concurrent_") ||
@@ -412,4 +425,60 @@ func (m *mapper) seconds(a Attr, noTimeout string) (string, bool) {
 		return "", false
 	}
 	return fmt.Sprintf("%ds", n), true
+}
+
+// priority maps priority: 1 to 3000, or no_priority (left out).
+func (m *mapper) priority(p *Package, a Attr) {
+	if strings.EqualFold(a.Value, "no_priority") {
+		return
+	}
+	n, err := strconv.Atoi(a.Value)
+	if err != nil || n < 1 || n > 3000 {
+		m.note(a, "%q: want 1 to 3000 or no_priority; left out (no priority)", clip(a.Value))
+		return
+	}
+	p.Priority = n
+}
+
+// successorHalt maps successor_halt_timeout: whole seconds up to an hour;
+// no_timeout (wait forever) is not carried over, since every action ends in
+// vmguard.
+func (m *mapper) successorHalt(p *Package, a Attr) {
+	if strings.EqualFold(a.Value, "no_timeout") {
+		m.note(a, "no_timeout: vmguard bounds every wait (DESIGN §8): the default successor_halt_timeout (5m) is used")
+		return
+	}
+	n, err := strconv.Atoi(a.Value)
+	switch {
+	case err != nil || n < 0:
+		m.note(a, "%q: want whole seconds or no_timeout; the default (5m) is used", clip(a.Value))
+	case n > 3600:
+		p.SuccessorHaltTimeout = "1h"
+		m.note(a, "%d: vmguard waits at most an hour for successors; 1h is used", n)
+	default:
+		p.SuccessorHaltTimeout = fmt.Sprintf("%ds", n)
+	}
+}
+
+// dependency maps dependency_condition ("pkg = UP" or "pkg = DOWN") and
+// dependency_location into d. vmguard names a dependency by its package,
+// so dependency_name's own identifier is not kept.
+func (m *mapper) dependency(d *Dependency, a Attr) {
+	if a.Name == "dependency_location" {
+		switch v := strings.ToLower(a.Value); v {
+		case "same_node", "any_node", "different_node", "all_nodes":
+			d.Location = v
+		default:
+			m.note(a, "%q: want same_node, any_node, different_node or all_nodes; same_node is used", clip(a.Value))
+		}
+		return
+	}
+	pkg, cond, ok := strings.Cut(a.Value, "=")
+	cond = strings.ToLower(strings.TrimSpace(cond))
+	if !ok || (cond != "up" && cond != "down") {
+		m.note(a, "%q: want PACKAGE = UP or PACKAGE = DOWN; the dependency is left out", clip(a.Value))
+		return
+	}
+	d.Name = m.name(Attr{Name: a.Name, Value: strings.TrimSpace(pkg), Line: a.Line})
+	d.Condition = cond
 }

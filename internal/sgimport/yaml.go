@@ -21,15 +21,27 @@ type Cluster struct {
 
 // Package is one mapped package.
 type Package struct {
-	Name           string     `yaml:"name"`
-	Nodes          []string   `yaml:"nodes,flow"`
-	FailoverPolicy string     `yaml:"failover_policy,omitempty"`
-	FailbackPolicy string     `yaml:"failback_policy,omitempty"`
-	AutoRun        *bool      `yaml:"auto_run,omitempty"`
-	NodeFailFast   bool       `yaml:"node_fail_fast,omitempty"`
-	Resources      []Resource `yaml:"resources,omitempty"`
-	Guest          Guest      `yaml:"guest"`
-	Services       []Service  `yaml:"services,omitempty"`
+	Name           string   `yaml:"name"`
+	Nodes          []string `yaml:"nodes,flow"`
+	FailoverPolicy string   `yaml:"failover_policy,omitempty"`
+	FailbackPolicy string   `yaml:"failback_policy,omitempty"`
+	AutoRun        *bool    `yaml:"auto_run,omitempty"`
+	NodeFailFast   bool     `yaml:"node_fail_fast,omitempty"`
+	Priority       int      `yaml:"priority,omitempty"`
+	// SuccessorHaltTimeout is successor_halt_timeout, "" for the default.
+	SuccessorHaltTimeout string       `yaml:"successor_halt_timeout,omitempty"`
+	Dependencies         []Dependency `yaml:"dependencies,omitempty"`
+	Resources            []Resource   `yaml:"resources,omitempty"`
+	Guest                Guest        `yaml:"guest"`
+	Services             []Service    `yaml:"services,omitempty"`
+}
+
+// Dependency is a mapped dependency: the package depended on, up or down,
+// and where ("" for same_node).
+type Dependency struct {
+	Name      string `yaml:"name"`
+	Condition string `yaml:"condition"`
+	Location  string `yaml:"location,omitempty"`
 }
 
 // Resource is a mapped generic resource.
