@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/natsd/natstest"
@@ -21,9 +22,19 @@ import (
 // OS process (kill -9, CLIs).
 var vmguardBin string
 
+// TestMain builds vmguardBin once, and makes the test binary act as
+// `vmguard` when TestScripts' scripts exec it (testscript re-executes it
+// under that name: in-process code, a separate OS process per command).
 func TestMain(m *testing.M) {
-	os.Exit(natstest.MainWithBinary(m, ".", ".", &vmguardBin))
+	testscript.Main(buildBinaryFirst{m}, map[string]func(){
+		"vmguard": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
+	})
 }
+
+// buildBinaryFirst runs the tests after building vmguardBin.
+type buildBinaryFirst struct{ m *testing.M }
+
+func (b buildBinaryFirst) Run() int { return natstest.MainWithBinary(b.m, ".", ".", &vmguardBin) }
 
 // freePort returns a loopback TCP port that was free a moment ago.
 func freePort(t *testing.T) int {
