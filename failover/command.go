@@ -68,6 +68,12 @@ const (
 	// nothing, and the controller neither moves its packages, places on it
 	// nor records it lost, until `node thaw NODE` or Until (node.thawed).
 	OpNodeFreeze Op = "node_freeze"
+	// OpHaltSuccessors: the first step of `pkg halt PKG` when packages
+	// depend on PKG: a package.halting with By for each of its successors
+	// (transitively) that is placed, starting or running; none if none is.
+	// The CLI then waits for them to be down, at most PKG's
+	// successor_halt_timeout, before it halts PKG (OpHalt).
+	OpHaltSuccessors Op = "halt_successors"
 	// OpNodeThaw: `node thaw NODE` -> node.thawed with By.
 	OpNodeThaw Op = "node_thaw"
 	// OpResourceSet: `resource set NODE NAME up|down|VALUE` ->
@@ -123,7 +129,7 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	switch cmd.Op {
 	case OpNodeHalt, OpNodeRun, OpNodeDrain, OpNodeFreeze, OpNodeThaw, OpResourceSet:
 		return s.nodeCommand(cmd)
-	case OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset:
+	case OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset, OpHaltSuccessors:
 	default:
 		return nil, refuse("unknown command %q", cmd.Op)
 	}
@@ -143,6 +149,15 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	}
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
 	switch cmd.Op {
+	case OpHaltSuccessors:
+		var out []events.Event
+		for _, name := range s.ActiveSuccessors(cp.Name) {
+			o := s.Packages[name]
+			out = append(out, events.Event{Source: CLISource(cmd.By), Subject: name,
+				Data: events.PackageHalting{Node: o.Node, Epoch: o.Epoch, By: cmd.By,
+					Reason: events.Clip(fmt.Sprintf("%s: %s, which it depends on, halts (%s)", ReasonPredecessor, cp.Name, orDefault(cmd.Reason, "operator_halt")), maxReason)}})
+		}
+		return out, nil
 	case OpRun:
 		if p.Phase.Owned() {
 			return nil, refuse("package %s is already %s on node %s", cp.Name, p.Phase.State(), p.Node)

@@ -284,3 +284,42 @@ func related(c *config.Cluster, cp config.Package, pkg string) bool {
 	_, ok = other.Dependency(cp.Name)
 	return ok
 }
+
+// ActiveSuccessors returns the packages that depend on pkg, directly or
+// through others, and are placed, starting or running, in configuration
+// order.
+func (s *State) ActiveSuccessors(pkg string) []string {
+	if s.Config == nil {
+		return nil
+	}
+	seen := map[string]bool{pkg: true}
+	queue := []string{pkg}
+	for len(queue) > 0 {
+		next := queue[0]
+		queue = queue[1:]
+		for _, name := range s.Config.Successors(next) {
+			if !seen[name] {
+				seen[name] = true
+				queue = append(queue, name)
+			}
+		}
+	}
+	var out []string
+	for _, cp := range s.Config.Packages {
+		if p := s.Packages[cp.Name]; cp.Name != pkg && seen[cp.Name] && p != nil && p.Phase.active() {
+			out = append(out, cp.Name)
+		}
+	}
+	return out
+}
+
+// Down reports whether none of pkgs occupies a node (each is halted,
+// failed, lost or never placed).
+func (s *State) Down(pkgs []string) bool {
+	for _, name := range pkgs {
+		if p := s.Packages[name]; p != nil && p.Phase.Owned() {
+			return false
+		}
+	}
+	return true
+}

@@ -255,3 +255,40 @@ func TestDependencyCommand(t *testing.T) {
 func noCause(s string) string { return causeRE.ReplaceAllString(s, "") }
 
 var causeRE = regexp.MustCompile(` cause=e?[0-9]*`)
+
+// TestHaltSuccessors: the first step of `pkg halt db` halts, by the
+// operator, every running package that depends on db, directly or through
+// another; Down tells when they are.
+func TestHaltSuccessors(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(
+		testPkg("db", "node1", "node2"),
+		depOn(testPkg("app", "node1", "node2"), "db", "up", ""),
+		depOn(testPkg("web", "node1", "node2"), "app", "up", "any_node"),
+		depOn(testPkg("idle", "node1", "node2"), "db", "up", "")))
+	l.join("node1", "node2")
+	l.run("db", "node1", 1)
+	l.run("app", "node1", 1)
+	l.run("web", "node2", 1)
+	s := l.state()
+	if got := s.ActiveSuccessors("db"); strings.Join(got, ",") != "app,web" {
+		t.Errorf("ActiveSuccessors(db) = %v, want app and web (idle never ran)", got)
+	}
+	evs, err := s.Command(Command{Op: OpHaltSuccessors, Package: "db", Reason: "patch", By: "ann"})
+	if want := `package.halting app node=node1 epoch=1 reason="predecessor: db, which it depends on, halts (patch)" by=ann; ` +
+		`package.halting web node=node2 epoch=1 reason="predecessor: db, which it depends on, halts (patch)" by=ann`; err != nil || brief(evs) != want {
+		t.Errorf("halt successors: %v\n got %q\nwant %q", err, brief(evs), want)
+	}
+	if s.Down([]string{"app", "web"}) {
+		t.Error("Down before they halted")
+	}
+	l.applyAll(evs)
+	halted(l, "app", "node1", 1)
+	halted(l, "web", "node2", 1)
+	if s = l.state(); !s.Down([]string{"app", "web"}) || s.AutoRunEnabled("app") {
+		t.Errorf("after their halts: down %v, app auto_run %v: want down, auto_run off", s.Down([]string{"app", "web"}), s.AutoRunEnabled("app"))
+	}
+	if evs, err := s.Command(Command{Op: OpHaltSuccessors, Package: "db", By: "ann"}); err != nil || len(evs) != 0 {
+		t.Errorf("with none running: %q %v, want nothing", brief(evs), err)
+	}
+}

@@ -68,9 +68,10 @@ func (c *pkgRunCmd) Run(ctx context.Context, g *globals) error {
 	return operate(ctx, g, failover.Command{Op: failover.OpRun, Package: c.Package, Node: c.Node, Reason: c.Reason, By: c.who()})
 }
 
-// Run carries out `pkg halt`.
+// Run carries out `pkg halt`: the packages that depend on the package
+// first (haltInOrder).
 func (c *pkgHaltCmd) Run(ctx context.Context, g *globals) error {
-	return operate(ctx, g, failover.Command{Op: failover.OpHalt, Package: c.Package, Reason: c.Reason, By: c.who()})
+	return haltInOrder(ctx, g, failover.Command{Op: failover.OpHalt, Package: c.Package, Reason: c.Reason, By: c.who()})
 }
 
 // Run carries out `pkg move`.
@@ -155,6 +156,25 @@ type commandPath string
 // appends its events with the expected-sequence check, re-reading and
 // checking again if something changed in between.
 func operate(ctx context.Context, g *globals, cmd failover.Command) error {
+	if err := checkOperands(cmd); err != nil {
+		return err
+	}
+	l, closeConn, err := openLog(ctx, g, "vmguard operator")
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	evs, err := runCommand(ctx, l, cmd)
+	if err != nil {
+		return err
+	}
+	printEvents(g, evs)
+	return nil
+}
+
+// checkOperands refuses, whole, a --reason too long for the schemas and
+// names that are not names.
+func checkOperands(cmd failover.Command) error {
 	// Refused here, whole, rather than cut: the operator's words are kept as
 	// written or not at all (room is left for the "operator_move: " prefix).
 	if n := utf8.RuneCountInString(cmd.Reason); n > maxReasonFlag || !utf8.ValidString(cmd.Reason) {
@@ -167,15 +187,11 @@ func operate(ctx context.Context, g *globals, cmd failover.Command) error {
 			}
 		}
 	}
-	l, closeConn, err := openLog(ctx, g, "vmguard operator")
-	if err != nil {
-		return err
-	}
-	defer closeConn()
-	evs, err := runCommand(ctx, l, cmd)
-	if err != nil {
-		return err
-	}
+	return nil
+}
+
+// printEvents writes one line per event an operator command appended.
+func printEvents(g *globals, evs []events.Event) {
 	for _, e := range evs {
 		if sum := e.Summary(); sum != "" {
 			fmt.Fprintf(g.Stdout, "%s %s: %s\n", events.ShortType(e.Type()), e.Subject, sum)
@@ -183,7 +199,98 @@ func operate(ctx context.Context, g *globals, cmd failover.Command) error {
 			fmt.Fprintf(g.Stdout, "%s %s\n", events.ShortType(e.Type()), e.Subject)
 		}
 	}
+}
+
+// successorPoll is how often `pkg halt` reads the log while it waits for
+// the package's successors to halt.
+const successorPoll = 500 * time.Millisecond
+
+// haltInOrder carries out `pkg halt PKG` as Serviceguard halts a package
+// that others depend on: it halts PKG's successors (the packages that
+// depend on it, directly or not, and run) first, waits until they are down
+// or PKG's successor_halt_timeout has passed (then it says so and goes on),
+// and halts PKG. The successors are halted by the operator (their auto_run
+// off, so that none is placed again while PKG still runs); once PKG is
+// halting, auto_run is turned back on for those that had it, so they start
+// again, by their dependency, when PKG runs again. A halt the core would
+// refuse is refused before anything is written.
+func haltInOrder(ctx context.Context, g *globals, cmd failover.Command) error {
+	if err := checkOperands(cmd); err != nil {
+		return err
+	}
+	l, closeConn, err := openLog(ctx, g, "vmguard operator")
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	s, _, err := foldLog(ctx, l, 0, time.Time{}, false)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Command(cmd); err != nil {
+		return err
+	}
+	var back []string // successors whose auto_run is on
+	for _, name := range s.ActiveSuccessors(cmd.Package) {
+		if s.AutoRunEnabled(name) {
+			back = append(back, name)
+		}
+	}
+	first := cmd
+	first.Op = failover.OpHaltSuccessors
+	evs, err := runCommand(ctx, l, first)
+	if err != nil {
+		return err
+	}
+	printEvents(g, evs)
+	if len(evs) > 0 {
+		var names []string
+		for _, e := range evs {
+			names = append(names, e.Subject)
+		}
+		cp, _ := s.Config.Package(cmd.Package)
+		if err := waitDown(ctx, g, l, names, cp.SuccessorHalt()); err != nil {
+			return err
+		}
+	}
+	evs, err = runCommand(ctx, l, cmd)
+	if err != nil {
+		return err
+	}
+	printEvents(g, evs)
+	for _, name := range back {
+		evs, err := runCommand(ctx, l, failover.Command{Op: failover.OpEnable, Package: name, By: cmd.By,
+			Reason: "back when " + cmd.Package + ", which it depends on, runs again"})
+		if err != nil {
+			return fmt.Errorf("enable %s again: %w", name, err)
+		}
+		printEvents(g, evs)
+	}
 	return nil
+}
+
+// waitDown polls the log until none of pkgs occupies a node, at most limit;
+// past it, it says which are still up and returns nil.
+func waitDown(ctx context.Context, g *globals, l *events.Log, pkgs []string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		s, _, err := foldLog(ctx, l, 0, time.Time{}, false)
+		if err != nil {
+			return err
+		}
+		if s.Down(pkgs) {
+			return nil
+		}
+		if !time.Now().Before(deadline) {
+			fmt.Fprintf(g.Stderr, "vmguard: %s not down within successor_halt_timeout (%s): halting all the same\n", strings.Join(pkgs, ", "), limit)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(successorPoll, time.Until(deadline))):
+		}
+	}
 }
 
 // runCommand is an operator command's round on the log: fold it, let the

@@ -55,8 +55,9 @@ packages:
 // up`: app starts only once db runs, beside it; enabling hi (priority 10)
 // displaces lo (priority 20), which it excludes on node2, and lo moves to
 // node1, the halt naming hi; halting node1 halts app (db's successor)
-// before db is placed elsewhere, then app follows db to node2; `vmguard
-// verify` accepts the log.
+// before db is placed elsewhere, then app follows db to node2; `pkg halt
+// db` halts app first, and app comes back by itself when db runs again;
+// `vmguard verify` accepts the log.
 func TestUpDependencies(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs vmguard up; run without -short")
@@ -128,6 +129,35 @@ func TestUpDependencies(t *testing.T) {
 	if dbMoved := find(placed("db", "node2")); appHalting == 0 || appHalted == 0 || dbMoved < appHalted {
 		t.Errorf("app halting #%d (reason predecessor), halted #%d, db placed on node2 #%d: want app halted before db moved", appHalting, appHalted, dbMoved)
 	}
+	// pkg halt db: app (its successor) halts first, then db; app comes
+	// back by itself once db runs again.
+	code, out, errs := runCLI("--nats", url, "pkg", "halt", "db", "--reason", "patch")
+	if code != 0 || !strings.Contains(out, "package.halting app") || !strings.Contains(out, "package.halting db") ||
+		strings.Index(out, "package.halting app") > strings.Index(out, "package.halting db") {
+		t.Fatalf("pkg halt db: exit %d, want app halting, then db\n%s%s", code, out, errs)
+	}
+	appDown := find(func(e events.Event) bool {
+		d, ok := e.Data.(events.PackageHalted)
+		return ok && e.Subject == "app" && d.Node == "node2"
+	})
+	dbHalting := find(func(e events.Event) bool {
+		d, ok := e.Data.(events.PackageHalting)
+		return ok && e.Subject == "db" && d.By != ""
+	})
+	if appDown == 0 || dbHalting < appDown {
+		t.Errorf("app halted on node2 at #%d, db's halt asked at #%d: want app down first", appDown, dbHalting)
+	}
+	cli("pkg", "run", "db")
+	cli("pkg", "enable", "db")
+	waitFor(t, 90*time.Second, "db and app running again on node2", func() bool {
+		n := 0
+		for _, e := range readLog(t, l) {
+			if d, ok := e.Data.(events.PackageStarted); ok && d.Node == "node2" && (e.Subject == "db" || e.Subject == "app") && e.Seq > dbHalting {
+				n++
+			}
+		}
+		return n == 2
+	})
 	if code, out, errs := runCLI("--nats", url, "explain", "lo"); code != 0 || !strings.Contains(out, "displaced: by hi") {
 		t.Errorf("explain lo: exit %d, want the displacement in its chain\n%s%s", code, out, errs)
 	}
