@@ -448,7 +448,7 @@ func (r *Runner) startGuest(ctx context.Context, a Action) error {
 		return r.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
 	}
 	beats := make(chan *nats.Msg, 16)
-	sub, err := r.nc.ChanSubscribe(guestagent.HeartbeatSubject(a.Guest.Name), beats)
+	sub, err := r.guestConn(a.Guest).ChanSubscribe(guestagent.HeartbeatSubject(a.Guest.Name), beats)
 	if err != nil {
 		return fmt.Errorf("start guest %s: subscribe to heartbeats: %w", a.Guest.Name, err)
 	}
@@ -497,7 +497,7 @@ const placeRetry = 250 * time.Millisecond
 // (the log places the package elsewhere) never sends them, and the start
 // runs into its start timeout.
 func (r *Runner) place(ctx context.Context, a Action) {
-	c, err := r.client(a.Guest.Name)
+	c, err := r.client(a.Guest)
 	if err != nil {
 		return
 	}
@@ -594,14 +594,23 @@ func (r *Runner) migrateGuest(ctx context.Context, a Action) error {
 
 // client returns a client for guest's agent. Clients are cheap: action
 // goroutines make their own rather than share a map with the loop.
-func (r *Runner) client(guest string) (*guestagent.Client, error) {
-	return guestagent.NewClient(r.nc, guest)
+func (r *Runner) client(g config.Guest) (*guestagent.Client, error) {
+	return guestagent.NewClient(r.guestConn(g), g.Name)
+}
+
+// guestConn is the connection to g's agent: Config.GuestConn unless g's
+// agent is the host manager's own child (the process driver).
+func (r *Runner) guestConn(g config.Guest) *nats.Conn {
+	if g.Driver == config.DriverProcess || g.Driver == "" {
+		return r.nc
+	}
+	return r.guestNC
 }
 
 // runService asks the agent to run the service under the decision's
 // request id; the agent deduplicates it and writes process.started.
 func (r *Runner) runService(ctx context.Context, a Action) (int, error) {
-	c, err := r.client(a.Guest.Name)
+	c, err := r.client(a.Guest)
 	if err != nil {
 		return 0, err
 	}
@@ -623,7 +632,7 @@ func (r *Runner) runService(ctx context.Context, a Action) (int, error) {
 // stopService asks the agent to stop the process of the request id; the
 // agent writes its process.exited (reason stopped).
 func (r *Runner) stopService(ctx context.Context, a Action) error {
-	c, err := r.client(a.Guest.Name)
+	c, err := r.client(a.Guest)
 	if err != nil {
 		return err
 	}

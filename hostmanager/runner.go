@@ -48,6 +48,13 @@ type Config struct {
 	// guest flooding its subjects fills that connection with junk the
 	// follower must read and skip). Default: the log's connection.
 	LeaseConn *nats.Conn
+	// GuestConn, if set, carries the requests to and heartbeats of the
+	// guests whose driver is not "process": the in-process connection to
+	// the host's leaf node (vmguard host --leaf), so that they never
+	// leave the host. Process-driver agents, children of the host manager
+	// on its own identity, stay on the log's connection. Default: the
+	// log's connection for every guest.
+	GuestConn *nats.Conn
 	// Logger receives the runner's log (default: discard).
 	Logger *slog.Logger
 	// Drivers are the guest drivers by config name (guest.driver). The
@@ -110,6 +117,7 @@ type Runner struct {
 	node    string
 	log     *events.Log
 	nc      *nats.Conn
+	guestNC *nats.Conn          // Config.GuestConn, else nc
 	leaseJS jetstream.JetStream // the node lease's JetStream (Config.LeaseConn)
 	logger  *slog.Logger
 	now     func() time.Time
@@ -258,6 +266,10 @@ func NewRunner(cfg Config) (*Runner, error) {
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
 		concern: map[string]bool{},
+	}
+	r.guestNC = nc
+	if cfg.GuestConn != nil {
+		r.guestNC = cfg.GuestConn
 	}
 	r.leaseJS = cfg.Log.JetStream()
 	if cfg.LeaseConn != nil {
@@ -911,7 +923,7 @@ func (r *Runner) noteLocal(pkg string) {
 		r.petGuests()
 	}
 	if has && r.hbSubs[cur.Name()] == nil {
-		sub, err := r.nc.Subscribe(guestagent.HeartbeatSubject(cur.Name()), r.onHeartbeat)
+		sub, err := r.guestConn(cur.Guest).Subscribe(guestagent.HeartbeatSubject(cur.Name()), r.onHeartbeat)
 		if err != nil {
 			r.logger.Warn("subscribe to guest heartbeats", "guest", cur.Name(), "err", err)
 			return

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,8 +18,10 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/dirlock"
+	"github.com/vmguard/vmguard/internal/guestgate"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsconn"
+	"github.com/vmguard/vmguard/internal/natsd"
 	"github.com/vmguard/vmguard/internal/sdnotify"
 )
 
@@ -32,6 +38,8 @@ type hostCmd struct {
 	NoGuard         bool          `name:"no-guard" help:"Do not start or pet a node guard (vmguard guard). Without it nothing stops the guests of a host manager that died or hangs before the controller places them elsewhere."`
 	Escalate        string        `name:"escalate" placeholder:"COMMAND" help:"The node guard's escalation after it stopped the guests, e.g. 'systemctl reboot --force' (see vmguard guard --help)."`
 	metricsFlag     `embed:""`
+	Leaf            string        `name:"leaf" type:"existingfile" placeholder:"leaf.conf" help:"Run this host's leaf node for its guests from this config (vmguard init --leaf writes leaf-<node>/leaf.conf): the guests' agents connect here with their own identities, valid nowhere else; their requests and heartbeats stay on this host, and only their checked events (through this host's gate) and their JetStream reads reach the server (docs/security.md)."`
+	LeafListen      string        `name:"leaf-listen" placeholder:"HOST:PORT" help:"Where the leaf node listens for guests (default: the leaf config's host and port)."`
 	ClusterWait     time.Duration `name:"cluster-wait" default:"2m" help:"How long to wait, at start, for a JetStream cluster that is still forming or out of reach (no meta leader yet, the stream or the lease bucket electing a leader, this host cut off from the majority): to open the log and read the lease, then again to replay the log, before exiting."`
 }
 
@@ -112,12 +120,21 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	}
 	defer d.close()
 	m, l := d.metrics, d.log
+	var guestNC *nats.Conn
+	if c.Leaf != "" {
+		leafNC, stop, err := c.startLeaf(ctx, g, logger, l.Conn())
+		if err != nil {
+			return err
+		}
+		defer stop()
+		guestNC = leafNC
+	}
 	var hm hostmanager.Metrics
 	if m != nil {
 		hm = m.Node(c.Node)
 	}
 	r, err := hostmanager.NewRunner(hostmanager.Config{
-		Node: c.Node, Log: l, LeaseConn: leaseNC, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
+		Node: c.Node, Log: l, LeaseConn: leaseNC, GuestConn: guestNC, Logger: logger, StateDir: state, AgentBin: c.AgentBin, NATSURL: g.NATS, AgentArgs: g.Flags.Args(),
 		HaltOnExit: c.HaltOnExit, ShutdownTimeout: c.ShutdownTimeout, ReplayWait: c.ClusterWait, Version: version,
 		Guard: !c.NoGuard, GuardArgs: guardArgs(c.Escalate), Metrics: hostHealth{m: hm, dog: sdnotify.NewWatchdog()},
 	})
@@ -132,6 +149,52 @@ func (c *hostCmd) Run(ctx context.Context, g *globals) error {
 	logger.Info("host manager starting", "node", c.Node, "nats", natsconn.Redact(g.NATS), "state", state)
 	ready()
 	return r.Run(ctx)
+}
+
+// startLeaf runs the host's leaf node (--leaf), connects to it in process
+// (its HOST account) and runs the host's guest gate, which forwards what
+// passes to the hub's gate over hub. stop ends all three.
+func (c *hostCmd) startLeaf(ctx context.Context, g *globals, logger *slog.Logger, hub *nats.Conn) (*nats.Conn, func(), error) {
+	lc := natsd.LeafConfig{ConfigFile: c.Leaf, Log: c.Verbose}
+	if c.LeafListen != "" {
+		host, port, err := net.SplitHostPort(c.LeafListen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: --leaf-listen %s: %v", errUsage, c.LeafListen, err)
+		}
+		lc.Host = host
+		if lc.Port, err = strconv.Atoi(port); err != nil {
+			return nil, nil, fmt.Errorf("%w: --leaf-listen %s: port %q: %v", errUsage, c.LeafListen, port, err)
+		}
+	}
+	s, err := natsd.StartLeaf(lc)
+	if errors.Is(err, natsd.ErrUnauthorized) {
+		return nil, nil, fmt.Errorf("%w: --leaf %s: %w", errUsage, c.Leaf, err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("--leaf %s: %w", c.Leaf, err)
+	}
+	nc, err := nats.Connect("nats://"+strings.TrimPrefix(strings.TrimPrefix(s.ClientURL(), "tls://"), "nats://"), nats.InProcessServer(s))
+	if err != nil {
+		s.Shutdown()
+		return nil, nil, fmt.Errorf("connect to the leaf node: %w", err)
+	}
+	gate, err := guestgate.New(guestgate.Config{Conn: nc, Forward: hub, Logger: logger.With("gate", "leaf")})
+	if err != nil {
+		nc.Close()
+		s.Shutdown()
+		return nil, nil, err
+	}
+	gctx, stopGate := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- gate.Run(gctx) }()
+	logger.Info("leaf node for guests listening", "node", c.Node, "url", s.ClientURL(), "config", c.Leaf)
+	return nc, func() {
+		stopGate()
+		<-done
+		nc.Close()
+		s.Shutdown()
+		s.WaitForShutdown()
+	}, nil
 }
 
 // guardArgs are the extra `vmguard guard` arguments of the host's flags.

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +34,10 @@ type initCmd struct {
 	Force bool     `name:"force" help:"Regenerate everything in an initialized --out (every machine then needs its new files)."`
 	SANs  []string `name:"san" placeholder:"NAME|IP" help:"A name or address clients use to reach the server, for its certificate (repeat; localhost and 127.0.0.1 are always in)."`
 	Valid int      `name:"valid-days" default:"825" help:"Validity of the certificates, in days."`
+
+	Leaf       string   `name:"leaf" placeholder:"URL" help:"Guests connect to leaf nodes on their hosts (vmguard host --leaf), not to the server: the URL of the server's leafnode port as hosts reach it, e.g. tls://nats.example.com:7422 (its name in --san). Writes leaf-<node>/ for each node; guests' identities are valid only on the leaves of their packages' nodes."`
+	LeafListen string   `name:"leaf-listen" default:"0.0.0.0:4223" placeholder:"HOST:PORT" help:"With --leaf: where each host's leaf node listens for its guests."`
+	LeafSANs   []string `name:"leaf-san" placeholder:"NAME|IP" help:"With --leaf: a name or address guests use to reach their host's leaf node (e.g. the hypervisor bridge's 192.168.122.1, the same on every host), for each leaf's certificate (repeat; the node's name, localhost and 127.0.0.1 are always in)."`
 }
 
 // identity is one NATS user vmguard init generates.
@@ -54,6 +60,12 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	}
 	if c.Valid < 1 {
 		return fmt.Errorf("%w: --valid-days %d: want at least 1", errUsage, c.Valid)
+	}
+	var leaf *leafPlan
+	if c.Leaf != "" {
+		if leaf, err = c.leafPlan(); err != nil {
+			return err
+		}
 	}
 	controller, reader := guestauth.Controller(), guestauth.Reader()
 	ids := []identity{
@@ -115,7 +127,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	w.pem(filepath.Join(c.Out, "ca.pem"), "CERTIFICATE", ca.der)
 	w.key(filepath.Join(c.Out, "ca-key.pem"), ca.key)
 	sans := append([]string{"localhost", "127.0.0.1", "::1"}, c.SANs...)
-	sder, skey, err := ca.issue("vmguard server", sans, x509.ExtKeyUsageServerAuth, valid)
+	sder, skey, err := ca.issue("vmguard server", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, valid)
 	if err != nil {
 		return err
 	}
@@ -136,7 +148,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		seed, _ := kp.Seed()
 		pub, _ := kp.PublicKey()
 		w.file(filepath.Join(dir, "user.nk"), append(seed, '\n'))
-		cder, ckey, err := ca.issue(id.name, nil, x509.ExtKeyUsageClientAuth, valid)
+		cder, ckey, err := ca.issue(id.name, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, valid)
 		if err != nil {
 			return err
 		}
@@ -149,7 +161,15 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 			guestUsers = append(guestUsers, guestauth.AccountGuest{Guest: *id.guest, User: u})
 			continue
 		}
+		if leaf != nil {
+			u.ConnectionTypes = []string{"STANDARD"} // no leaf node binds to the control account
+		}
 		users = append(users, u)
+	}
+	if leaf != nil {
+		if err := leaf.write(w, c.Out, cl.Nodes, guestUsers, ca, valid); err != nil {
+			return err
+		}
 	}
 	accounts, err := guestauth.RenderAccounts(users, guestUsers, guestauth.DefaultLimits, "vmguard-server")
 	if err != nil {
@@ -166,6 +186,11 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	// queue minutes of junk in front of every later append. Bounded, the
 	// flood is dropped once the store falls behind, not queued.
 	b.WriteString("jetstream {\n  max_buffered_size: 8MB\n  max_buffered_msgs: 10000\n}\n")
+	if leaf != nil {
+		fmt.Fprintf(&b, "# The hosts' leaf nodes (vmguard host --leaf) connect here, each guest's account as\n# its own leaf user (leaf-<node>-<guest>, allowed only LEAFNODE connections).\n")
+		fmt.Fprintf(&b, "leafnodes {\n  port: %d\n  tls {\n    cert_file: %q\n    key_file: %q\n    ca_file: %q\n    verify: true\n  }\n}\n",
+			leaf.hubPort, abs(filepath.Join(c.Out, "server.pem")), abs(filepath.Join(c.Out, "server-key.pem")), abs(filepath.Join(c.Out, "ca.pem")))
+	}
 	b.WriteString(accounts)
 	w.file(conf, []byte(b.String()))
 	if w.err != nil {
@@ -177,6 +202,9 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	}
 	fmt.Fprintf(g.Stdout, "vmguard init: wrote %s: nats.conf, a CA, a server certificate (%s) and %d identities (%s), files mode 0600\n",
 		c.Out, strings.Join(sans, ", "), len(ids), strings.Join(names, ", "))
+	if leaf != nil {
+		fmt.Fprintf(g.Stdout, "vmguard init: guests connect to their host's leaf node (%s; leaf-<node>/leaf.conf, vmguard host --leaf), which connects to %s\n", c.LeafListen, c.Leaf)
+	}
 	return nil
 }
 
@@ -238,7 +266,7 @@ func newCA(cn string, valid time.Duration) (*certAuthority, error) {
 
 // issue makes a certificate for cn (with sans, names or addresses) signed
 // by the CA.
-func (ca *certAuthority) issue(cn string, sans []string, usage x509.ExtKeyUsage, valid time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
+func (ca *certAuthority) issue(cn string, sans []string, usage []x509.ExtKeyUsage, valid time.Duration) ([]byte, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key of %s: %w", cn, err)
@@ -247,7 +275,7 @@ func (ca *certAuthority) issue(cn string, sans []string, usage x509.ExtKeyUsage,
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(), Subject: pkix.Name{CommonName: cn},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(valid),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 	}
 	for _, s := range sans {
 		if ip := net.ParseIP(s); ip != nil {
@@ -270,4 +298,94 @@ func serial() *big.Int {
 		panic(errors.New("crypto/rand failed")) // rand.Reader does not fail on Linux
 	}
 	return n
+}
+
+// leafPlan is what --leaf asks for.
+type leafPlan struct {
+	hubURL  string
+	hubPort int
+	host    string
+	port    int
+	sans    []string
+}
+
+// leafPlan checks --leaf, --leaf-listen and --leaf-san.
+func (c *initCmd) leafPlan() (*leafPlan, error) {
+	u, err := url.Parse(c.Leaf)
+	if err != nil || (u.Scheme != "tls" && u.Scheme != "nats") || u.Hostname() == "" || u.Port() == "" {
+		return nil, fmt.Errorf("%w: --leaf %s: want the server's leafnode URL, tls://HOST:PORT", errUsage, c.Leaf)
+	}
+	hubPort, err := strconv.Atoi(u.Port())
+	if err != nil || hubPort < 1 || hubPort > 65535 {
+		return nil, fmt.Errorf("%w: --leaf %s: port %q", errUsage, c.Leaf, u.Port())
+	}
+	host, port, err := net.SplitHostPort(c.LeafListen)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --leaf-listen %s: %v", errUsage, c.LeafListen, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return nil, fmt.Errorf("%w: --leaf-listen %s: port %q", errUsage, c.LeafListen, port)
+	}
+	return &leafPlan{hubURL: "tls://" + u.Host, hubPort: hubPort, host: host, port: p, sans: c.LeafSANs}, nil
+}
+
+// write writes leaf-<node>/ for each node: the leaf's certificate (server
+// for its guests, client towards the hub), the CA and leaf.conf with the
+// guests that may run there. It moves each guest's user from the
+// server's accounts to those leaves: guests[i].User is cleared and its
+// Leaves are the server's leaf users of its nodes.
+func (lp *leafPlan) write(w *initWriter, out string, nodes []string, guests []guestauth.AccountGuest, ca *certAuthority, valid time.Duration) error {
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	leafGuests := map[string][]guestauth.LeafGuest{}
+	for i := range guests {
+		ag := &guests[i]
+		perms, err := guestauth.LeafPermissions(ag.Guest)
+		if err != nil {
+			return fmt.Errorf("guest %s: %w", ag.Guest.Name, err)
+		}
+		for _, n := range slices.Compact(slices.Sorted(slices.Values(ag.Guest.Nodes))) {
+			kp, err := nkeys.CreateUser()
+			if err != nil {
+				return fmt.Errorf("create nkey of %s: %w", guestauth.LeafUser(n, ag.Guest.Name), err)
+			}
+			seed, _ := kp.Seed()
+			pub, _ := kp.PublicKey()
+			ag.Leaves = append(ag.Leaves, guestauth.User{Name: guestauth.LeafUser(n, ag.Guest.Name), NKey: pub, Permissions: &perms,
+				ConnectionTypes: []string{"LEAFNODE"},
+				Comment:         guestauth.LeafUser(n, ag.Guest.Name) + ": node " + n + "'s leaf node, for guest " + ag.Guest.Name + "'s account (its JetStream reads, its inbox)"})
+			u := ag.User
+			if u.Permissions != nil {
+				lp := guestauth.OnLeaf(*u.Permissions)
+				u.Permissions = &lp
+			}
+			leafGuests[n] = append(leafGuests[n], guestauth.LeafGuest{Guest: ag.Guest, User: u, RemoteSeed: string(seed)})
+		}
+		ag.User = guestauth.User{}
+	}
+	for _, n := range nodes {
+		dir := filepath.Join(out, "leaf-"+n)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", dir, err)
+		}
+		sans := append([]string{"localhost", "127.0.0.1", "::1", n}, lp.sans...)
+		der, key, err := ca.issue("leaf-"+n, sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, valid)
+		if err != nil {
+			return err
+		}
+		cert, keyFile, caFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "ca.pem")
+		w.pem(cert, "CERTIFICATE", der)
+		w.key(keyFile, key)
+		w.pem(caFile, "CERTIFICATE", ca.der)
+		files := guestauth.TLSFiles{Cert: abs(cert), Key: abs(keyFile), CA: abs(caFile)}
+		text, err := guestauth.RenderLeaf(guestauth.Leaf{
+			Node: n, Host: lp.host, Port: lp.port, Hub: []string{lp.hubURL}, Listen: files, Remote: files,
+			HostPassword: rand.Text(), Guests: leafGuests[n], Limits: guestauth.DefaultLimits,
+		})
+		if err != nil {
+			return err
+		}
+		w.file(filepath.Join(dir, "leaf.conf"), []byte(text))
+	}
+	return w.err
 }

@@ -66,10 +66,21 @@ var DefaultLimits = Limits{MaxConnections: 4, MaxSubscriptions: 64, MaxPayload: 
 
 // AccountGuest is one guest of RenderAccounts: its agent's user (whose
 // Permissions are For(Guest)) and what the guest speaks for.
+//
+// Leaves are the hub's users of the leaf nodes the guest may connect
+// to (vmguard init --leaf; LeafUser, LeafPermissions, ConnectionTypes
+// LEAFNODE). A guest with leaves and no User (its Name and NKey empty)
+// is on leaves only: its account imports its JetStream requests under
+// LeafJSSubject and exports nothing, and its events and heartbeats
+// never reach the hub but through its host's gate.
 type AccountGuest struct {
-	Guest Guest
-	User  User
+	Guest  Guest
+	User   User
+	Leaves []User
 }
+
+// direct reports whether the guest's agent connects to the hub itself.
+func (ag AccountGuest) direct() bool { return ag.User.Name != "" || ag.User.NKey != "" }
 
 // RenderAccounts returns nats-server `accounts {}` configuration: the
 // control account (JetStream, the users control) and one account a guest
@@ -124,7 +135,8 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		services [][2]string // subject in the control account, local subject
 		streams  []string
 		guest    string
-		user     User
+		users    []User
+		direct   bool
 	}
 	var gis []guestImports
 	for _, ag := range guests {
@@ -145,10 +157,34 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 			return "", fmt.Errorf("render accounts: guest %s: needs its own inbox prefix (InboxPrefix)", g.Name)
 		}
 		acc := GuestAccount(g.Name)
-		gi := guestImports{acc: acc, guest: g.Name, user: ag.User}
+		gi := guestImports{acc: acc, guest: g.Name, users: ag.Leaves, direct: ag.direct()}
+		if gi.direct {
+			gi.users = append([]User{ag.User}, gi.users...)
+		}
 		svc := func(controlSubject, local string) {
 			exp(controlSubject, false, acc)
 			gi.services = append(gi.services, [2]string{controlSubject, local})
+		}
+		if len(ag.Leaves) > 0 {
+			imps, err := leafImports(g)
+			if err != nil {
+				return "", fmt.Errorf("render accounts: %w", err)
+			}
+			for _, s := range imps {
+				svc(s[0], s[1])
+			}
+		}
+		if !gi.direct {
+			// On leaves only: the JetStream requests above, the shadow
+			// of $JS.API.INFO and the inbox; nothing else.
+			info := jsAPI + "INFO"
+			svc(info, info)
+			if len(nodes) > 0 {
+				exp(inbox+".>", true, acc)
+				gi.streams = append(gi.streams, inbox+".>")
+			}
+			gis = append(gis, gi)
+			continue
 		}
 		for _, pkg := range pkgs {
 			for _, verb := range []string{"started", "exited"} {
@@ -215,7 +251,9 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		w(2, "]")
 		w(2, "imports = [")
 		for _, gi := range gis {
-			w(3, "{service: {account: %s, subject: %s}}", quote(gi.acc), quote(guestagent.Subject(gi.guest, ">")))
+			if gi.direct {
+				w(3, "{service: {account: %s, subject: %s}}", quote(gi.acc), quote(guestagent.Subject(gi.guest, ">")))
+			}
 		}
 		w(2, "]")
 	}
@@ -225,11 +263,15 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		w(2, "# guest %s: no JetStream of its own; at most %d connections, %d subscriptions, %d-byte messages", gi.guest, lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
 		w(2, "limits: { max_connections: %d, max_subscriptions: %d, max_payload: %d }", lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
 		w(2, "users = [")
-		b.WriteString(Render(gi.user, "      "))
+		for _, u := range gi.users {
+			b.WriteString(Render(u, "      "))
+		}
 		w(2, "]")
-		w(2, "exports = [")
-		w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(gi.guest, ">")), quote(ControlAccount), quote(ResponseExpiry.Round(time.Second).String()))
-		w(2, "]")
+		if gi.direct {
+			w(2, "exports = [")
+			w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(gi.guest, ">")), quote(ControlAccount), quote(ResponseExpiry.Round(time.Second).String()))
+			w(2, "]")
+		}
 		w(2, "imports = [")
 		for _, s := range gi.services {
 			if s[0] == s[1] {

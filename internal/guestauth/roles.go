@@ -85,7 +85,11 @@ var HostNodeVerbs = []string{"joined", "halted", "fenced", "taken_over", "resour
 //     lease bucket with node_timeout as its TTL (lease.Ensure);
 //   - vmguard.agent.<guest>.> and vmguard.hb.guest.<guest> for its guests:
 //     requests to their agents, and the heartbeats of the agents the
-//     process driver runs on the host's identity.
+//     process driver runs on the host's identity;
+//   - vmguard.gate.<guest>.pkg.<pkg>.process.started|exited for its
+//     guests and packages: the gate of its leaf node (vmguard host
+//     --leaf) forwards its guests' events to the hub's gate (a host may
+//     write its packages' process events itself anyway).
 //
 // Subscribe: Reader's, and for its guests their heartbeats, agent
 // endpoints, per-guest inbox (_INBOX_<guest>.>) and the $SRV discovery
@@ -116,6 +120,11 @@ func ForHost(h Host) (Permissions, error) {
 		jsAPI+"STREAM.CREATE."+lease.StreamName,
 		jsAPI+"STREAM.UPDATE."+lease.StreamName)
 	for _, g := range guests {
+		for _, pkg := range pkgs {
+			for _, verb := range []string{"started", "exited"} {
+				p.Publish = append(p.Publish, GateSubject(g, events.PackageSubject(pkg, "process", verb)))
+			}
+		}
 		p.Publish = append(p.Publish, guestagent.Subject(g, ">"), guestagent.HeartbeatSubject(g))
 		p.Subscribe = append(p.Subscribe, guestagent.HeartbeatSubject(g), guestagent.Subject(g, ">"), InboxPrefix(g)+".>")
 	}

@@ -24,6 +24,10 @@ type User struct {
 	// presents no credentials (see the no_auth_user of
 	// examples/nats-guests.conf).
 	InProcessOnly bool
+	// ConnectionTypes, if set (and not InProcessOnly), are the only
+	// connection types the user may use (nats-server's
+	// allowed_connection_types: "STANDARD", "LEAFNODE", …).
+	ConnectionTypes []string
 	// Comment, if set, is written above the user's entry.
 	Comment string
 }
@@ -77,8 +81,16 @@ func Render(u User, indent string) string {
 		w(1, "user: %s", quote(u.Name))
 		w(1, "password: %s", quote(u.Password))
 	}
+	types := u.ConnectionTypes
 	if u.InProcessOnly {
-		w(1, "allowed_connection_types: [%s]", quote("IN_PROCESS"))
+		types = []string{"IN_PROCESS"}
+	}
+	if len(types) > 0 {
+		q := make([]string, len(types))
+		for i, t := range types {
+			q[i] = quote(t)
+		}
+		w(1, "allowed_connection_types: [%s]", strings.Join(q, ", "))
 	}
 	if p := u.Permissions; p != nil {
 		w(1, "permissions: {")

@@ -52,8 +52,15 @@ const (
 
 // Config configures a Gate.
 type Config struct {
-	// Conn is a connection of the control account (required).
+	// Conn is a connection of the control account (required): the gate
+	// receives guests' events on it and appends them to the log.
 	Conn *nats.Conn
+	// Forward, if set, makes this the gate of a host's leaf node (vmguard
+	// host --leaf): Conn is the leaf's host account, and what passes is
+	// not appended but sent on Forward, a connection to the hub, to the
+	// same gate subject, where the hub's gate checks it again and appends
+	// it. Only what passes here crosses to the hub, at the guest's rate.
+	Forward *nats.Conn
 	// Logger receives a summary of what was refused (default: discard).
 	Logger *slog.Logger
 	// Rate and Burst limit each guest (default DefaultRate, DefaultBurst).
@@ -198,8 +205,12 @@ func (g *Gate) handle(ctx context.Context, j job) {
 		return
 	}
 	out := &nats.Msg{Subject: j.sub, Header: forwardHeader(j.m.Header), Data: j.m.Data}
+	conn := g.cfg.Conn
+	if g.cfg.Forward != nil {
+		out.Subject, conn = j.m.Subject, g.cfg.Forward
+	}
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
-	resp, err := g.cfg.Conn.RequestMsgWithContext(actx, out)
+	resp, err := conn.RequestMsgWithContext(actx, out)
 	cancel()
 	if err != nil {
 		refuse(j.m, 503, "append: "+err.Error())
