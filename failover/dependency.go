@@ -323,3 +323,21 @@ func (s *State) Down(pkgs []string) bool {
 	}
 	return true
 }
+
+// dependencyHolds reports whether dependency d of cp holds: on p's node
+// while p occupies one (an excluded package counts only if it outranks
+// cp), else on some node of cp's list.
+func (s *State) dependencyHolds(cp config.Package, p *PackageState, d config.Dependency) bool {
+	one := cp
+	one.Dependencies = []config.Dependency{d}
+	w := where{s: s}
+	if p != nil && p.Phase.Owned() {
+		return w.unmet(one, p.Node, func(other config.Package) bool { return !config.Outranks(other, cp) }) == ""
+	}
+	for _, n := range cp.Nodes {
+		if w.unmet(one, n, nil) == "" {
+			return true
+		}
+	}
+	return false
+}

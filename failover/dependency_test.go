@@ -292,3 +292,30 @@ func TestHaltSuccessors(t *testing.T) {
 		t.Errorf("with none running: %q %v, want nothing", brief(evs), err)
 	}
 }
+
+// TestDependencyStatus: status -v shows a package's priority and each
+// dependency, and whether it holds.
+func TestDependencyStatus(t *testing.T) {
+	app := depOn(testPkg("app", "node1", "node2"), "db", "up", "")
+	app.Priority = 40
+	app = depOn(app, "batch", "down", "all_nodes")
+	batch := depOn(testPkg("batch", "node1", "node2"), "app", "down", "all_nodes")
+	l := newLog(t)
+	l.config(testCluster(testPkg("db", "node1", "node2"), app, batch))
+	l.join("node1", "node2")
+	l.run("db", "node1", 1)
+	l.run("app", "node1", 1)
+	var b strings.Builder
+	if err := BuildView(l.state()).WriteText(&b, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`Priority\s+40\n`),
+		regexp.MustCompile(`DEPENDENCY\s+CONDITION\s+LOCATION\s+SATISFIED\n\s+db\s+up\s+same_node\s+yes\n\s+batch\s+down\s+all_nodes\s+yes\n`),
+		regexp.MustCompile(`app\s+down\s+all_nodes\s+no\n`), // batch waits: app runs
+	} {
+		if !want.MatchString(b.String()) {
+			t.Errorf("status -v lacks %s:\n%s", want, b.String())
+		}
+	}
+}

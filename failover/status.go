@@ -74,6 +74,19 @@ type PackageView struct {
 	Guest          *GuestView        `json:"guest,omitempty"`
 	Services       []ServiceView     `json:"services"`
 	Nodes          []PackageNodeView `json:"nodes"`
+	// Priority is the package's priority, 0 for none.
+	Priority int `json:"priority,omitempty"`
+	// Dependencies are its dependencies and whether each holds.
+	Dependencies []DependencyView `json:"dependencies,omitempty"`
+}
+
+// DependencyView is one dependency of a package and whether it holds: on
+// the package's node while it occupies one, else on some node of its list.
+type DependencyView struct {
+	Name      string `json:"name"`
+	Condition string `json:"condition"`
+	Location  string `json:"location"`
+	Satisfied bool   `json:"satisfied"`
 }
 
 // GuestView is the package's guest.
@@ -230,6 +243,11 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 		}
 		pv.Services = append(pv.Services, sv)
 	}
+	pv.Priority = cp.Priority
+	for _, d := range cp.Dependencies {
+		pv.Dependencies = append(pv.Dependencies, DependencyView{Name: d.Name, Condition: d.Condition, Location: d.Where(),
+			Satisfied: s.dependencyHolds(cp, p, d)})
+	}
 	for i, n := range cp.Nodes {
 		nv := PackageNodeView{
 			Name:      n,
@@ -352,6 +370,17 @@ func writeDetails(line func(string), pv PackageView) {
 	line(row(6, policyCols, "Failover", pv.FailoverPolicy))
 	line(row(6, policyCols, "Failback", pv.FailbackPolicy))
 	line(row(6, policyCols, "Max_Relocate", pv.MaxRelocate+" (used "+strconv.Itoa(pv.Relocations)+")"))
+	if pv.Priority != 0 {
+		line(row(6, policyCols, "Priority", strconv.Itoa(pv.Priority)))
+	}
+	if len(pv.Dependencies) > 0 {
+		line("")
+		line("      Dependency_Parameters:")
+		line(row(6, switchCols, "DEPENDENCY", "CONDITION", "LOCATION", "SATISFIED"))
+		for _, d := range pv.Dependencies {
+			line(row(6, switchCols, d.Name, d.Condition, d.Location, map[bool]string{true: "yes", false: "no"}[d.Satisfied]))
+		}
+	}
 	if pv.Guest != nil {
 		line("")
 		line(row(6, serviceCols, "GUEST", "STATUS"))
