@@ -200,6 +200,7 @@ func (s *State) due(about func(config.Package) bool, now time.Time) []placement 
 					continue
 				}
 				halting[pl.pkg] = true
+				s.plan[pl.pkg] = "" // it runs no more
 			}
 			if pl.pkg == cp.Name {
 				if p != nil && p.Phase.active() {

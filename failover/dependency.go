@@ -28,8 +28,9 @@ const (
 const maxReason = 1024
 
 // where says, for the dependency checks, where each package is: the
-// packages of the state, and the placements decided earlier in the same
-// pass (plan), which occupy their node but do not run yet.
+// packages of the state, and the decisions made earlier in the same pass
+// (plan): a placement on a node ("" for a halt), which occupies that node
+// (a halt: still its own) but does not run there.
 type where struct {
 	s    *State
 	plan map[string]string
@@ -37,15 +38,12 @@ type where struct {
 
 // owns reports whether pkg occupies node ("" = any node).
 func (w where) owns(pkg, node string) (string, bool) {
-	if n, ok := w.plan[pkg]; ok && (node == "" || n == node) {
-		return n, true
+	if n, ok := w.plan[pkg]; ok && n != "" {
+		return n, node == "" || n == node
 	}
 	p := w.s.Packages[pkg]
 	if p == nil || !p.Phase.Owned() {
 		return "", false
-	}
-	if _, planned := w.plan[pkg]; planned {
-		return "", false // it leaves its node in this pass
 	}
 	return p.Node, node == "" || p.Node == node
 }
@@ -340,4 +338,15 @@ func (s *State) dependencyHolds(cp config.Package, p *PackageState, d config.Dep
 		}
 	}
 	return false
+}
+
+// linked returns the packages linked to pkg by a dependency, either way.
+func linked(c *config.Cluster, pkg string) []string {
+	var out []string
+	for _, o := range c.Packages {
+		if o.Name != pkg && related(c, o, pkg) {
+			out = append(out, o.Name)
+		}
+	}
+	return out
 }

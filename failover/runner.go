@@ -671,7 +671,7 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			return
 		}
 		key := pendingKey(e)
-		if r.pending[key] > r.state.Seq || inBatch[key] || r.holdFirstPlacement(e) {
+		if r.pending[key] > r.state.Seq || inBatch[key] || r.holdFirstPlacement(e) || r.linkedInFlight(e) {
 			continue
 		}
 		e = events.Stamp(e, r.cfg.Now())
@@ -710,6 +710,23 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 		cancel()
 		r.emitted(ctx, e, seq, err)
 	}
+}
+
+// linkedInFlight reports whether e is about a package linked by a
+// dependency to one whose decision is still on its way back: e was decided
+// from a state without it (the exclusions and up dependencies between
+// packages are not covered by the per-package append guard), so it waits;
+// reading that decision back decides the linked packages again.
+func (r *Runner) linkedInFlight(e events.Event) bool {
+	if r.state.Config == nil {
+		return false
+	}
+	for _, q := range linked(r.state.Config, e.Subject) {
+		if r.pending["pkg."+q] > r.state.Seq {
+			return true
+		}
+	}
+	return false
 }
 
 // emitted records the outcome of appending decision e at seq.
