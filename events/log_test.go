@@ -27,6 +27,7 @@ func samplePayloads() map[string]events.Payload {
 		events.TypeNodeHalted:              events.NodeHalted{Reason: "maintenance", By: "alice"},
 		events.TypeNodeFenced:              events.NodeFenced{Reason: "lease not renewed", Since: t0},
 		events.TypeNodeTakenOver:           events.NodeTakenOver{Holder: "alpha/4242/x", NewHolder: "alpha/4343/y", By: "alice", Reason: "hung host manager"},
+		events.TypeNodeLeaseTaken:          events.NodeLeaseTaken{Holder: "alpha/4343/y", Version: "0.1.0"},
 		events.TypeNodeDrained:             events.NodeDrained{Reason: "firmware", By: "alice"},
 		events.TypeNodeResumed:             events.NodeResumed{Reason: "done", By: "alice"},
 		events.TypeNodeResourceSet:         events.NodeResourceSet{Name: "sfm_disk", Status: events.ResourceUp, Value: "42", By: "monitor"},

@@ -106,7 +106,7 @@ func Writers(typ string) []Role {
 		return byControllerOperator
 	case TypeNodeJoined, TypeNodeHalted, TypeNodeResourceSet:
 		return byHostOperator
-	case TypeNodeFenced, TypeNodeTakenOver:
+	case TypeNodeFenced, TypeNodeTakenOver, TypeNodeLeaseTaken:
 		return byHost
 	case TypeNodeLost:
 		return byController

@@ -20,6 +20,12 @@ const (
 	// TypeNodeTakenOver: a host manager took its node's lease from a live
 	// holder because an operator said so (`vmguard host --takeover`).
 	TypeNodeTakenOver = "io.vmguard.node.taken_over.v1"
+	// TypeNodeLeaseTaken: a host manager took its node's lease (at start,
+	// or again after a lapse) while the log showed the node joined: it
+	// writes this, guarded by the node's last sequence, before it acts, so
+	// that a node.lost judged before it conflicts (docs/design-notes.md,
+	// "A lease take is recorded").
+	TypeNodeLeaseTaken = "io.vmguard.node.lease_taken.v1"
 	// TypeNodeDrained: an operator put a node in maintenance (`node
 	// drain`): its packages move away and nothing is placed on it until
 	// TypeNodeResumed (`node run`).
@@ -68,7 +74,7 @@ const (
 func Types() []string {
 	return []string{
 		TypeConfigApplied,
-		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced, TypeNodeTakenOver,
+		TypeNodeJoined, TypeNodeLost, TypeNodeHalted, TypeNodeFenced, TypeNodeTakenOver, TypeNodeLeaseTaken,
 		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen, TypeNodeThawed, TypeNodeResourceSet,
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
@@ -143,6 +149,8 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[NodeFenced](data)
 	case TypeNodeTakenOver:
 		return decodeAs[NodeTakenOver](data)
+	case TypeNodeLeaseTaken:
+		return decodeAs[NodeLeaseTaken](data)
 	case TypeNodeDrained:
 		return decodeAs[NodeDrained](data)
 	case TypeNodeResumed:
@@ -229,6 +237,19 @@ type NodeTakenOver struct {
 	NewHolder string `json:"new_holder"`
 	By        string `json:"by,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+}
+
+// NodeLeaseTaken records that a host manager instance (Holder) took its
+// node's lease while the log showed the node joined (a restart, or a lease
+// taken again after a lapse without a fence). It is appended with the
+// node's last sequence as the host manager read it, and the host manager
+// acts on no package before it is stored: a node.lost the controller
+// judged before it then conflicts, and a loss stored first makes this
+// append conflict, so the host manager reads the loss before it acts. It
+// changes no membership.
+type NodeLeaseTaken struct {
+	Holder  string `json:"holder"`
+	Version string `json:"version,omitempty"`
 }
 
 // NodeLost records that a node's lease expired: the node is gone and its
@@ -509,6 +530,9 @@ func (NodeFenced) EventType() string { return TypeNodeFenced }
 
 // EventType implements Payload.
 func (NodeTakenOver) EventType() string { return TypeNodeTakenOver }
+
+// EventType implements Payload.
+func (NodeLeaseTaken) EventType() string { return TypeNodeLeaseTaken }
 
 // EventType implements Payload.
 func (NodeDrained) EventType() string { return TypeNodeDrained }

@@ -59,7 +59,7 @@ func fuzzEvent(typ uint8, a, b, src string, n uint32) events.Event {
 // samplePayloadTypes returns a zero payload of every catalog type.
 func samplePayloadTypes() []events.Payload {
 	return []events.Payload{
-		events.ConfigApplied{}, events.NodeJoined{}, events.NodeLost{}, events.NodeHalted{}, events.NodeFenced{}, events.NodeTakenOver{}, events.NodeDrained{}, events.NodeResumed{}, events.NodeFrozen{}, events.NodeThawed{},
+		events.ConfigApplied{}, events.NodeJoined{}, events.NodeLost{}, events.NodeHalted{}, events.NodeFenced{}, events.NodeTakenOver{}, events.NodeLeaseTaken{}, events.NodeDrained{}, events.NodeResumed{}, events.NodeFrozen{}, events.NodeThawed{},
 		events.PackagePlaced{}, events.PackageStarting{}, events.PackageStarted{}, events.PackageHalting{},
 		events.PackageHalted{}, events.PackageFailed{}, events.PackageSwitchingChanged{}, events.PackageReset{},
 		events.GuestStarted{}, events.GuestLost{}, events.GuestStopped{}, events.ServiceRestarting{},

@@ -387,26 +387,53 @@ func (r *Runner) nodeWork(ctx context.Context) {
 		case MemberResume:
 			r.member.Observe(Observation{Kind: ObserveResumed})
 			r.processAll(ctx)
-		case MemberAppendJoined:
-			e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeJoined{Version: r.cfg.Version}}, r.now())
-			actx, cancel := context.WithTimeout(ctx, appendTimeout)
-			seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))
-			cancel()
-			switch {
-			case errors.Is(err, events.ErrConflict):
-				// Something about the node is on its way; look again then.
-			case err != nil:
-				r.logger.Warn("append node.joined; retrying", "err", err)
-				r.retryPackage(ctx, "")
-			default:
-				r.member.Observe(Observation{Kind: ObserveJoinAppended, Seq: seq})
-				r.logger.Info("node joined", "seq", seq)
+		case MemberAppendJoined, MemberAppendLeaseTaken:
+			if !r.recordNode(ctx) {
+				return
 			}
-			return
+			// The lease take is on record: act on what the log asks for
+			// (the runner acted on nothing since it took the lease).
+			if r.active() {
+				r.processAll(ctx)
+			}
 		default:
 			return
 		}
 	}
+}
+
+// recordNode appends the node.joined or node.lease_taken the membership
+// core decides, guarded by the node's last sequence as the state read it,
+// and reports whether it was stored. A conflict means a node event this
+// runner has not read is on its way (a node.lost, say): it is read, and
+// the core decides again then.
+func (r *Runner) recordNode(ctx context.Context) bool {
+	join := r.member.Decide(r.now()) == MemberAppendJoined
+	var d events.Payload = events.NodeLeaseTaken{Holder: r.holder, Version: r.cfg.Version}
+	if join {
+		d = events.NodeJoined{Version: r.cfg.Version}
+	}
+	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: d}, r.now())
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))
+	cancel()
+	switch {
+	case errors.Is(err, events.ErrConflict):
+		// Something about the node is on its way; look again then.
+		r.logger.Info("node record conflicts with a newer node event; reading it first", "type", e.Type())
+		return false
+	case err != nil:
+		r.logger.Warn("append node record; retrying", "type", e.Type(), "err", err)
+		r.retryPackage(ctx, "")
+		return false
+	case join:
+		r.member.Observe(Observation{Kind: ObserveJoinAppended, Seq: seq})
+		r.logger.Info("node joined", "seq", seq)
+	default:
+		r.member.Observe(Observation{Kind: ObserveLeaseRecorded, Seq: seq})
+		r.logger.Info("node lease take recorded", "seq", seq)
+	}
+	return true
 }
 
 // releaseLease stops renewing the node's lease and deletes it if this

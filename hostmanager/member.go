@@ -36,6 +36,14 @@ type Member struct {
 
 	// Held: the lease is held (observed).
 	Held bool `json:"held"`
+	// Recorded: the lease this instance holds is on record: since it took
+	// the lease (last time), it appended node.joined or node.lease_taken
+	// guarded by the node's last sequence as it had read it, and the log
+	// stored it. Until then MayAct is false: a node.lost the controller
+	// judged while the lease was away must either conflict with the record
+	// (stale_loss) or make the record conflict and be read first
+	// (act_before_loss); see docs/design-notes.md.
+	Recorded bool `json:"recorded"`
 	// Fenced: the node stopped its guests by itself after losing its lease
 	// and the log does not say so yet; FenceReason and FenceTime say why and
 	// when; FenceSeq is the node.fenced appended, once it is.
@@ -71,10 +79,11 @@ func (m *Member) FrozenAt(now time.Time) bool {
 }
 
 // MayAct reports whether packages may be decided about and acted on at
-// now: the lease is held, the node did not fence itself (or the log says
-// so now), no other instance took over, and it is not frozen.
+// now: the lease is held and its take is on record (Recorded), the node
+// did not fence itself (or the log says so now), no other instance took
+// over, and it is not frozen.
 func (m *Member) MayAct(now time.Time) bool {
-	return m.Held && !m.Fenced && !m.Superseded && !m.FrozenAt(now)
+	return m.Held && m.Recorded && !m.Fenced && !m.Superseded && !m.FrozenAt(now)
 }
 
 // Apply folds a node event about m.Node and reports whether it was new;
@@ -88,7 +97,10 @@ func (m *Member) Apply(e events.Event) bool {
 	case events.NodeJoined:
 		m.Joined, m.JoinSeq = true, 0
 	case events.NodeLost:
-		m.Joined, m.MayJoin = false, true
+		// A node an operator halted (or a fail-fast fence holds) that is
+		// then lost stays out until `node run`: the loss ends what runs
+		// there, not the operator's word.
+		m.Joined, m.MayJoin = false, m.MayJoin || m.Joined
 	case events.NodeFenced:
 		// A held fence (fail-fast) keeps the node out until `node run`,
 		// whose node.joined comes from the operator.
@@ -104,7 +116,7 @@ func (m *Member) Apply(e events.Event) bool {
 		if m.Frozen {
 			m.Frozen, m.FrozenUntil, m.Resume = false, time.Time{}, true
 		}
-	case events.NodeTakenOver, events.NodeDrained, events.NodeResumed:
+	case events.NodeTakenOver, events.NodeDrained, events.NodeResumed, events.NodeLeaseTaken:
 	default:
 		return false
 	}
@@ -123,7 +135,7 @@ type ObservationKind int
 // What the runner observes.
 const (
 	// ObserveLeaseTaken: the lease keeper took the lease (at start, or
-	// again after losing it).
+	// again after losing it); the take is not on record yet.
 	ObserveLeaseTaken ObservationKind = iota + 1
 	// ObserveLeaseLost: the lease could not be renewed in time, or was
 	// deleted (Reason, At). Unless the node is frozen at At, the keeper
@@ -146,6 +158,9 @@ const (
 	// driver could not stop, even forced: Reason, At): it stopped every
 	// guest and must record node.fenced.
 	ObserveFence
+	// ObserveLeaseRecorded: the node.lease_taken Decide asked for was
+	// appended (guarded by the node's last sequence) at Seq.
+	ObserveLeaseRecorded
 )
 
 // Observation is one thing the runner saw happen.
@@ -162,7 +177,7 @@ type Observation struct {
 func (m *Member) Observe(o Observation) {
 	switch o.Kind {
 	case ObserveLeaseTaken:
-		m.Held = true
+		m.Held, m.Recorded = true, false
 	case ObserveLeaseLost:
 		m.Held = false
 		if !m.Fenced && !m.FrozenAt(o.At) {
@@ -177,7 +192,9 @@ func (m *Member) Observe(o Observation) {
 			m.Shutdown = true
 		}
 	case ObserveJoinAppended:
-		m.JoinSeq = o.Seq
+		m.JoinSeq, m.Recorded = o.Seq, true
+	case ObserveLeaseRecorded:
+		m.Recorded = true
 	case ObserveFenceAppended:
 		m.FenceSeq = o.Seq
 	case ObserveResumed:
@@ -203,6 +220,10 @@ const (
 	// MemberAppendJoined: append node.joined, guarded by the node's last
 	// sequence, then ObserveJoinAppended.
 	MemberAppendJoined
+	// MemberAppendLeaseTaken: append node.lease_taken, guarded by the
+	// node's last sequence, then ObserveLeaseRecorded; on a conflict, read
+	// the node's newer events and decide again.
+	MemberAppendLeaseTaken
 )
 
 // String names the action.
@@ -214,6 +235,8 @@ func (a MemberAction) String() string {
 		return "resume"
 	case MemberAppendJoined:
 		return "append node.joined"
+	case MemberAppendLeaseTaken:
+		return "append node.lease_taken"
 	}
 	return "none"
 }
@@ -224,6 +247,9 @@ func (a MemberAction) String() string {
 //     written on the node's behalf);
 //   - fenced and node.fenced not appended: append node.fenced;
 //   - fenced, node.fenced appended but not read back: nothing;
+//   - the lease take not on record: append node.joined if the node may
+//     join now (as below), else node.lease_taken (both guarded by the
+//     node's last sequence: MayAct waits for one of them);
 //   - a fence recorded or a freeze ended: resume (process every package);
 //   - frozen: nothing (no decision about a frozen node);
 //   - not joined, free to join, no join on its way, not stopping: append
@@ -237,12 +263,23 @@ func (m *Member) Decide(now time.Time) MemberAction {
 		return MemberAppendFenced
 	case m.Fenced:
 		return MemberNone
+	case !m.Recorded && m.mayJoin(now):
+		return MemberAppendJoined
+	case !m.Recorded:
+		return MemberAppendLeaseTaken
 	case m.Resume && !m.FrozenAt(now):
 		return MemberResume
 	case m.FrozenAt(now):
 		return MemberNone
-	case !m.Joined && m.MayJoin && m.JoinSeq == 0 && !m.Shutdown:
+	case m.mayJoin(now):
 		return MemberAppendJoined
 	}
 	return MemberNone
+}
+
+// mayJoin reports whether the node is to join at now: the log does not
+// show it joined, it is free to join, no join is on its way, it is not
+// stopping and not frozen.
+func (m *Member) mayJoin(now time.Time) bool {
+	return !m.Joined && m.MayJoin && m.JoinSeq == 0 && !m.Shutdown && !m.FrozenAt(now)
 }

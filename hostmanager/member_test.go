@@ -72,6 +72,8 @@ func (s *memberSim) act() MemberAction {
 		s.appendOurs(events.NodeFenced{Reason: s.m.FenceReason, Since: s.m.FenceTime, Hold: s.m.FenceHold}, ObserveFenceAppended)
 	case MemberAppendJoined:
 		s.appendOurs(events.NodeJoined{}, ObserveJoinAppended)
+	case MemberAppendLeaseTaken:
+		s.appendOurs(events.NodeLeaseTaken{Holder: "h"}, ObserveLeaseRecorded)
 	case MemberResume:
 		s.m.Observe(Observation{Kind: ObserveResumed})
 	}
@@ -142,37 +144,46 @@ func TestMemberDecide(t *testing.T) {
 		act   bool // MayAct after the steps
 	}{
 		{"before the lease: nothing", "", MemberNone, false},
-		// Packages are acted on as soon as the lease is held, before the
-		// join is read back (as before the core existed).
-		{"lease taken, never joined: join", "taken", MemberAppendJoined, true},
-		{"join appended, not read back: nothing", "taken, act", MemberNone, true},
+		// Packages are acted on once the lease take is on record: the join
+		// (or node.lease_taken) appended with the node's last sequence,
+		// before it is read back.
+		{"lease taken, never joined: join", "taken", MemberAppendJoined, false},
+		{"join appended, not read back: acts", "taken, act", MemberNone, true},
 		{"joined: acts", "taken, act, read-back", MemberNone, true},
-		{"joined by an earlier instance: no second join", "joined, taken", MemberNone, true},
-		{"lost while running: joins again", "joined, taken, lost", MemberAppendJoined, true},
-		{"operator halt: stays out", "joined, taken, halted op", MemberNone, true},
-		{"own clean stop recorded: the next instance joins", "joined, halted, taken", MemberAppendJoined, true},
-		{"lease lost: fenced, no act", "joined, taken, lease-lost", MemberNone, false},
-		{"lease back after a fence: record it", "joined, taken, lease-lost, taken", MemberAppendFenced, false},
-		{"fence appended, not read back: still no act", "joined, taken, lease-lost, taken, act", MemberNone, false},
-		{"fence read back: resume", "joined, taken, lease-lost, taken, act, read-back", MemberResume, true},
-		{"after the fence and resume: join again", "joined, taken, lease-lost, taken, act, read-back, act", MemberAppendJoined, true},
-		{"unstoppable guest: fence recorded", "joined, taken, unstoppable", MemberAppendFenced, false},
-		{"fail-fast: fence recorded", "joined, taken, fail-fast", MemberAppendFenced, false},
-		{"fail-fast fence read back: resume", "joined, taken, fail-fast, act, read-back", MemberResume, true},
-		{"fail-fast fence holds: no join by itself", "joined, taken, fail-fast, act, read-back, act", MemberNone, true},
-		{"fail-fast fence held, then lost: joins again", "joined, taken, fail-fast, act, read-back, act, lost", MemberAppendJoined, true},
-		{"fail-fast fence ended by node run", "joined, taken, fail-fast, act, read-back, act, operator-run", MemberNone, true},
+		// act_before_loss and stale_loss (sim findings): a host manager that
+		// finds the node joined records its lease take before it acts.
+		{"joined by an earlier instance: record the take, no act yet", "joined, taken", MemberAppendLeaseTaken, false},
+		{"joined by an earlier instance: take recorded, acts", "joined, taken, act", MemberNone, true},
+		{"take recorded and read back: no second record", "joined, taken, act, read-back", MemberNone, true},
+		{"a loss read before the record: join instead, no act yet", "joined, taken, lost", MemberAppendJoined, false},
+		{"lost while running: joins again", "joined, taken, act, lost", MemberAppendJoined, true},
+		{"operator halt: stays out", "joined, taken, act, halted op", MemberNone, true},
+		{"operator halt, then lost: stays out (halt_on_halted_node)", "joined, taken, act, halted op, lost", MemberNone, true},
+		{"operator halt, restarted: records the take, no join", "joined, halted op, taken", MemberAppendLeaseTaken, false},
+		{"own clean stop recorded: the next instance joins", "joined, halted, taken", MemberAppendJoined, false},
+		{"lease lost: fenced, no act", "joined, taken, act, lease-lost", MemberNone, false},
+		{"lease back after a fence: record it", "joined, taken, act, lease-lost, taken", MemberAppendFenced, false},
+		{"fence appended, not read back: still no act", "joined, taken, act, lease-lost, taken, act", MemberNone, false},
+		{"fence read back: join first (the take's record)", "joined, taken, act, read-back, lease-lost, taken, act, read-back", MemberAppendJoined, false},
+		{"after the fence and the join: resume", "joined, taken, act, read-back, lease-lost, taken, act, read-back, act", MemberResume, true},
+		{"unstoppable guest: fence recorded", "joined, taken, act, unstoppable", MemberAppendFenced, false},
+		{"fail-fast: fence recorded", "joined, taken, act, fail-fast", MemberAppendFenced, false},
+		{"fail-fast fence read back: resume", "joined, taken, act, read-back, fail-fast, act, read-back", MemberResume, true},
+		{"fail-fast fence holds: no join by itself", "joined, taken, act, read-back, fail-fast, act, read-back, act", MemberNone, true},
+		{"fail-fast fence held, then lost: still held out", "joined, taken, act, read-back, fail-fast, act, read-back, act, lost", MemberNone, true},
+		{"fail-fast fence ended by node run", "joined, taken, act, read-back, fail-fast, act, read-back, act, operator-run", MemberNone, true},
 		{"superseded: nothing ever", "joined, taken, superseded, lost, taken", MemberNone, false},
-		{"shutdown: no join", "taken, shutdown", MemberNone, true},
-		{"frozen: no act", "joined, taken, frozen 1m", MemberNone, false},
-		{"frozen: a lease loss does not fence", "joined, taken, frozen 1m, lease-lost, taken", MemberNone, false},
-		{"frozen: a clean stop leaves the guests", "joined, taken, frozen 1m, shutdown, thawed", MemberResume, true},
-		{"frozen, lost meanwhile: no join", "joined, taken, frozen 1m, lost", MemberNone, false},
-		{"thawed: resume", "joined, taken, frozen 1m, thawed", MemberResume, true},
-		{"freeze end passed before the thaw is recorded: acts", "joined, taken, frozen 1m, tick 1m", MemberNone, true},
-		{"freeze end passed: a lease loss fences", "joined, taken, frozen 1m, tick 1m, lease-lost, taken", MemberAppendFenced, false},
-		{"unbounded freeze (written by hand) lasts until thawed", "joined, taken, frozen, tick 100h", MemberNone, false},
-		{"drained: still a member that acts", "joined, taken, drained", MemberNone, true},
+		{"shutdown before the record: lease_taken, no join", "taken, shutdown", MemberAppendLeaseTaken, false},
+		{"shutdown: no join", "taken, act, read-back, lost, shutdown", MemberNone, true},
+		{"frozen: no act", "joined, taken, act, frozen 1m", MemberNone, false},
+		{"frozen: a lease loss does not fence, the take is recorded", "joined, taken, act, frozen 1m, lease-lost, taken", MemberAppendLeaseTaken, false},
+		{"frozen: a clean stop leaves the guests", "joined, taken, act, frozen 1m, shutdown, thawed", MemberResume, true},
+		{"frozen, lost meanwhile: no join", "joined, taken, act, frozen 1m, lost", MemberNone, false},
+		{"thawed: resume", "joined, taken, act, frozen 1m, thawed", MemberResume, true},
+		{"freeze end passed before the thaw is recorded: acts", "joined, taken, act, frozen 1m, tick 1m", MemberNone, true},
+		{"freeze end passed: a lease loss fences", "joined, taken, act, frozen 1m, tick 1m, lease-lost, taken", MemberAppendFenced, false},
+		{"unbounded freeze (written by hand) lasts until thawed", "joined, taken, act, frozen, tick 100h", MemberNone, false},
+		{"drained: still a member that acts", "joined, taken, act, drained", MemberNone, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -484,6 +484,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		case le := <-r.leaseEvent:
 			r.onLease(lctx, le)
 		case <-tick.C:
+			if r.member.Held && !r.member.Recorded && r.pkgRetry[""] == nil {
+				// The lease take's record conflicted with a node event
+				// the loop has not seen (a malformed one, say): try again.
+				r.nodeWork(lctx)
+			}
 			r.checkGuests(lctx)
 			if t := r.monitorEvery(); t > 0 {
 				tick.Reset(t)
@@ -673,8 +678,12 @@ func (r *Runner) handle(ctx context.Context, it item) {
 		r.startLease(ctx)
 	}
 	r.failFast(ctx)
-	if isNodeEvent(e) && e.Subject == r.node {
-		r.nodeWork(ctx)
+	if e.Subject == r.node && (isNodeEvent(e) || !r.member.Recorded) {
+		// Any event about the node may be what a record of the lease take
+		// conflicted with.
+		if sc, ok := scopeOf(e); ok && sc == events.ScopeNode {
+			r.nodeWork(ctx)
+		}
 	}
 	for _, pkg := range Affected(r.st, e) {
 		r.process(ctx, pkg)
@@ -687,7 +696,7 @@ func (r *Runner) handle(ctx context.Context, it item) {
 func isNodeEvent(e events.Event) bool {
 	switch e.Data.(type) {
 	case events.NodeJoined, events.NodeLost, events.NodeHalted, events.NodeFenced,
-		events.NodeFrozen, events.NodeThawed:
+		events.NodeFrozen, events.NodeThawed, events.NodeLeaseTaken:
 		return true
 	}
 	return false

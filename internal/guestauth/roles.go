@@ -70,12 +70,12 @@ var HostEventVerbs = []string{
 }
 
 // HostNodeVerbs are the events a host manager writes about its own node.
-var HostNodeVerbs = []string{"joined", "halted", "fenced", "taken_over", "resource_set"}
+var HostNodeVerbs = []string{"joined", "halted", "fenced", "taken_over", "lease_taken", "resource_set"}
 
 // ForHost returns the rights of h's host manager: Reader's, and
 //
 // Publish:
-//   - vmguard.events.node.<node>.{joined,halted,fenced,taken_over,resource_set}:
+//   - vmguard.events.node.<node>.{joined,halted,fenced,taken_over,lease_taken,resource_set}:
 //     its own node's events only (resource_set: its monitor scripts);
 //   - vmguard.events.pkg.<pkg>.{package.starting|started|halting|halted|failed,
 //     guest.*, service.*, process.*} for each package that lists the node:
