@@ -47,6 +47,11 @@ func (s *State) Apply(e events.Event) bool {
 			s.nodeDown(e, ReasonNodeLost)
 		case events.NodeFenced:
 			s.nodeDown(e, ReasonFenced)
+		case events.NodeJoined:
+			if s.NodeJoined == nil {
+				s.NodeJoined = map[string]uint64{}
+			}
+			s.NodeJoined[e.Subject] = e.Seq
 		case events.NodeResourceSet:
 			if e.Subject == s.Node {
 				s.resourceSet(e, d)
@@ -182,6 +187,14 @@ func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
 	for _, cp := range c.Packages {
 		s.pkg(cp.Name)
 	}
+}
+
+// downAt reports whether node is down for a placement at seq: a node.lost
+// or node.fenced of it after seq (events folded out of order), or one
+// before seq with no node.joined since.
+func (s *State) downAt(node string, seq uint64) bool {
+	down, ok := s.NodeDown[node]
+	return ok && (down > seq || s.NodeJoined[node] < down)
 }
 
 // nodeDown releases every placement on the node made before e; on this node
@@ -354,8 +367,12 @@ func (s *State) placed(p *Package, e events.Event, d events.PackagePlaced) {
 		p.Prior = append(p.Prior, p.Current)
 	}
 	p.Current = Placement{Epoch: d.Epoch, Node: d.Node, Reason: d.Reason, Seq: e.Seq, ID: e.ID}
-	if down, ok := s.NodeDown[d.Node]; ok && down > e.Seq {
-		p.Current.Released = true // only when events come out of order
+	if s.downAt(d.Node, e.Seq) {
+		// Void: placed on a node the log has lost or fenced (a decision
+		// guarded by the package's sequence only, made before its maker
+		// read the loss). Nothing starts it, here or when the node joins
+		// again; the controller's fold counts it lost and places anew.
+		p.Current.Released = true
 	}
 	p.ReadyID = e.ID
 	p.Adopt = nil

@@ -26,11 +26,11 @@ import (
 // placement's: when the index sees package P placed on this node, the main
 // read stops at the next stream sequence M it has not delivered, P's
 // history below M is folded on its own (a catch-up: P's subjects and every
-// node.lost and node.fenced, in stream order, below M), the result is
+// node.lost, node.fenced and node.joined, in stream order, below M), the result is
 // installed in the state, and the main read resumes at M with P in its
 // filter. Whether the index is ahead of the main read or behind it, every
 // event of P is folded exactly once and in stream order relative to what
-// P's fold depends on (P's own events, node losses and fences, this node).
+// P's fold depends on (P's own events, node losses, fences and joins, this node).
 // A package's fold does not depend on other packages, so the state of each
 // package in the concern set is the state a fold of the whole log gives;
 // packages outside it are what the configuration names (empty: nothing
@@ -50,9 +50,11 @@ import (
 // placedFilter matches every package.placed: the index.
 var placedFilter = events.PackageSubject("*", "package", "placed")
 
-// downFilters match every node.lost and node.fenced: they release the
-// placements on their node, so a catch-up folds them with the package.
-var downFilters = []string{events.NodeSubject("*", "lost"), events.NodeSubject("*", "fenced")}
+// downFilters match every node.lost, node.fenced and node.joined: a loss
+// or fence releases the placements on its node, and a placement on a node
+// lost or fenced and not joined since is void, so a catch-up folds them
+// with the package.
+var downFilters = []string{events.NodeSubject("*", "lost"), events.NodeSubject("*", "fenced"), events.NodeSubject("*", "joined")}
 
 // nodesFilter matches every node's events.
 const nodesFilter = "vmguard.events.node.>"

@@ -353,6 +353,52 @@ func TestNodeLostBeforePlacementDoesNotRelease(t *testing.T) {
 	eq(t, "settle", h.settle(), nil)
 }
 
+// TestPlacedOnLostNodeIsVoid (sim finding place_on_lost_node): a
+// placement stored after its node's loss or fence (a controller that
+// paused between its check and its append) is void: this node does not
+// start it, not even once it joins again, and a newer placement elsewhere
+// does not wait for it. The controller's fold has it lost at once and
+// places the package anew.
+func TestPlacedOnLostNodeIsVoid(t *testing.T) {
+	for _, down := range []string{"node.lost", "node.fenced"} {
+		t.Run(down, func(t *testing.T) {
+			h := newHarness(t, cfgYAML("", ""))
+			h.add("/vmguard/nodes/"+me+"/host", me, "", events.NodeJoined{})
+			h.add("/vmguard/nodes/node2/host", "node2", "", events.NodeJoined{})
+			if down == "node.lost" {
+				h.add("/vmguard/failover", me, "", events.NodeLost{Reason: "lease expired"})
+			} else {
+				h.add("/vmguard/nodes/"+me+"/host", me, "", events.NodeFenced{Reason: "lease lost"})
+			}
+			h.place(me, "auto_run")
+			eq(t, "placed on the lost node", h.settle(), nil)
+			h.add("/vmguard/nodes/"+me+"/host", me, "", events.NodeJoined{})
+			eq(t, "joined again", h.settle(), nil)
+			h.crash()
+			eq(t, "joined again, replayed", h.settle(), nil)
+			if c := h.s.Package("web").Current; !c.Released {
+				t.Fatalf("placement on the lost node not released: %+v", c)
+			}
+			// The controller places it anew: that one starts.
+			h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: me, Epoch: 2, Reason: "node_lost"})
+			if got := h.settle(); len(got) == 0 || got[0] != "package.starting" {
+				t.Fatalf("new placement after the join: %v", got)
+			}
+		})
+	}
+	t.Run("a newer placement elsewhere does not wait for it", func(t *testing.T) {
+		h := newHarness(t, cfgYAML("", ""))
+		h.add("/vmguard/nodes/node2/host", "node2", "", events.NodeJoined{})
+		h.add("/vmguard/failover", "node2", "", events.NodeLost{Reason: "lease expired"})
+		h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: "node2", Epoch: 1, Reason: "auto_run"})
+		h.add("/vmguard/nodes/node2/host", "node2", "", events.NodeJoined{})
+		h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: me, Epoch: 2, Reason: "node_lost", PreviousNode: "node2"})
+		if got := h.settle(); len(got) == 0 || got[0] != "package.starting" {
+			t.Fatalf("placement here after a void one on node2: %v", got)
+		}
+	})
+}
+
 func TestMovedElsewhere(t *testing.T) {
 	h := newHarness(t, cfgYAML("restart: unlimited", ""))
 	h.start()

@@ -36,6 +36,10 @@ type State struct {
 	// NodeDown holds, per node, the sequence of its last node.lost or
 	// node.fenced: every placement on it older than that is released.
 	NodeDown map[string]uint64 `json:"node_down,omitempty"`
+	// NodeJoined holds, per node, the sequence of its last node.joined: a
+	// placement on a node whose last loss or fence is later than its last
+	// join is void (released at once), as the controller's fold has it.
+	NodeJoined map[string]uint64 `json:"node_joined,omitempty"`
 	// Packages holds every package an event or the config named.
 	Packages map[string]*Package `json:"packages,omitempty"`
 	// FailFast is set when a fail-fast service or package failed on this
@@ -59,7 +63,7 @@ type FailFast struct {
 
 // NewState returns the empty state of the host manager of node.
 func NewState(node string) *State {
-	return &State{Node: node, NodeSeqs: map[string]uint64{}, NodeDown: map[string]uint64{}, Packages: map[string]*Package{}}
+	return &State{Node: node, NodeSeqs: map[string]uint64{}, NodeDown: map[string]uint64{}, NodeJoined: map[string]uint64{}, Packages: map[string]*Package{}}
 }
 
 // Package is what the log says about one package, from this node's side.
@@ -117,7 +121,9 @@ type Placement struct {
 	ID     string `json:"id,omitempty"`
 	// Released is set once the placement can no longer run: a
 	// package.halted or package.failed of its epoch, or a node.lost or
-	// node.fenced of its node after it.
+	// node.fenced of its node after it; or at once, for a placement on a
+	// node the log shows lost or fenced (void: a decision that raced the
+	// loss, sim finding place_on_lost_node).
 	Released bool `json:"released,omitempty"`
 	// Halt is an operator halt asked for before this node started the
 	// placement (only kept for placements on this node).
