@@ -19,9 +19,11 @@
 //   - restart_policy: a service.restarting stays within the service's
 //     restart limit (and restart_window) in the config in force, counted per
 //     placement since the last package.reset;
-//   - live_node: no placement, start or restart is decided for a node that is
-//     lost or fenced (until it joins again), nor for a placement a node loss
-//     released;
+//   - live_node: no start or restart is decided for a node that is lost or
+//     fenced (until it joins again), nor for a placement a node loss
+//     released; a placement stored while its node is lost or fenced (one
+//     that raced the loss) is void: released at once (a note), so that
+//     nothing may start it, not even after the node joins again;
 //   - maintenance: no package is placed on a node an operator drained
 //     (node.drained, until node.resumed) or froze (node.frozen, until
 //     node.thawed); no placement moves a package away from a frozen node
@@ -512,9 +514,17 @@ func (c *checker) apply(e events.Event) {
 
 func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	p := c.pkg(e.Subject)
-	c.liveNode(e, d.Node, 0)
+	pl := &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq, migrate: d.Migrate}
+	if down, ok := c.nodeDown[d.Node]; ok {
+		// Void: a placement decided before its maker read the loss (its
+		// append is guarded by the package's sequence only). Both cores
+		// count it released at once; starting it is a violation.
+		c.report.Checked[RuleLiveNode]++
+		c.note(e, "placed on node %s, %s at seq %d and not joined since: void, released at once", d.Node, events.ShortType(down.Type()), down.Seq)
+		pl.released, pl.byLoss = true, &down
+	}
 	c.maintenance(e, p, d)
-	p.placements[d.Epoch] = &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq, migrate: d.Migrate}
+	p.placements[d.Epoch] = pl
 	if d.By != "" {
 		return // an operator's command is its own cause
 	}

@@ -183,10 +183,17 @@ func TestViolations(t *testing.T) {
 			x2 := l.add("web", r.ID, events.ProcessExited{Guest: "g", Service: "w", PID: 31, RequestID: r.ID, Epoch: 3})
 			return l.add("web", x2.ID, events.ServiceRestarting{Service: "w", Node: "n1", Epoch: 3, Attempt: 2}).Seq
 		}, RuleRestartPolicy, "within restart_window 10s"},
-		{"placed on a lost node", func(l *cleanLog) uint64 {
+		{"started on a lost node (a placement there is void)", func(l *cleanLog) uint64 {
 			l.evs = l.evs[:len(l.evs)-1]
-			return l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"}).Seq
+			p := l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"})
+			return l.add("web", p.ID, events.PackageStarting{Node: "n2", Epoch: 3}).Seq
 		}, RuleLiveNode, "acts on node n2, node.lost at seq"},
+		{"a void placement started once its node joined again", func(l *cleanLog) uint64 {
+			l.evs = l.evs[:len(l.evs)-1]
+			p := l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"})
+			l.add("n2", "", events.NodeJoined{})
+			return l.add("web", p.ID, events.PackageStarting{Node: "n2", Epoch: 3}).Seq
+		}, RuleLiveNode, "acts on epoch 3 on n2, released by node.lost"},
 		{"restart on a lost node's placement", func(l *cleanLog) uint64 {
 			return l.add("web", l.evs[l.fenceExit].ID, events.ServiceRestarting{Service: "s", Node: "n2", Epoch: 2, Attempt: 1}).Seq
 		}, RuleLiveNode, "acts on node n2"},
@@ -358,6 +365,31 @@ func TestNodeLostPlacementWhileAnOlderHalts(t *testing.T) {
 	r = Verify(l.evs, Options{})
 	if len(r.Violations) != 1 || r.Violations[0].Rule != RuleReleasedFirst {
 		t.Errorf("want one released_first violation, got %v", r.Violations)
+	}
+}
+
+// TestPlacedOnLostNodeIsVoid (sim finding place_on_lost_node): a
+// placement stored after its node's loss is void, a note and not a
+// violation: it counts as released at once, so the placement that replaces
+// it need not wait, and anything started under it is a violation (above).
+func TestPlacedOnLostNodeIsVoid(t *testing.T) {
+	l := clean()
+	l.evs = l.evs[:len(l.evs)-1]
+	void := l.add("web", l.lost2.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"})
+	l.add("n2", "", events.NodeJoined{})
+	l.placed3 = l.add("web", void.ID, events.PackagePlaced{Node: "n1", Epoch: 4, Reason: "node_lost", PreviousNode: "n2"})
+	st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 4})
+	l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 4})
+	r := Verify(l.evs, Options{})
+	if !r.OK() {
+		t.Errorf("violations: %v", r.Violations)
+	}
+	found := false
+	for _, n := range r.Notes {
+		found = found || n.Seq == void.Seq && strings.Contains(n.Message, "void")
+	}
+	if !found {
+		t.Errorf("no note on the void placement at seq %d: %v", void.Seq, r.Notes)
 	}
 }
 
