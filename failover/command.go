@@ -286,7 +286,7 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 		e := ev
 		e.Data = events.NodeResumed{Reason: orDefault(cmd.Reason, "operator_run"), By: cmd.By}
 		out = append(out, e)
-		if n.Up() || n.Membership != MemberHalted || n.HaltedBy == "" {
+		if n.Up() || !n.HaltedByOperator() {
 			return out, nil
 		}
 	}
@@ -295,7 +295,7 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 		return nil, refuse("node %s is already running", cmd.Node)
 	case n != nil && n.Membership == MemberFenced && n.FenceHold:
 		// A fail-fast fence holds the node out until now.
-	case n == nil || n.Membership != MemberHalted || n.HaltedBy == "":
+	case !n.HaltedByOperator():
 		return nil, refuse("node %s is down (STATE %s) and was not halted by an operator: start its host manager (`vmguard host --node %s`), which joins it", cmd.Node, n.State(), cmd.Node)
 	}
 	ev.Data = events.NodeJoined{Reason: orDefault(cmd.Reason, "operator_run"), By: cmd.By}

@@ -43,6 +43,15 @@ func TestCommand(t *testing.T) {
 			l.add("node1", events.NodeHalted{By: "bob"}, "")
 		}, cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"},
 			want: "node.resumed node1 reason=operator_run by=ann; node.joined node1 by=ann reason=operator_run"},
+		{name: "run a node lost while an operator held it halted", extra: func(l *logb) {
+			l.add("node1", events.NodeHalted{By: "bob"}, "")
+			l.add("node1", events.NodeLost{Reason: "lease expired"}, "")
+		}, cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"},
+			want: "node.joined node1 by=ann reason=operator_run"},
+		{name: "run a node lost while running", extra: func(l *logb) {
+			l.add("node1", events.NodeLost{Reason: "lease expired"}, "")
+		}, cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"},
+			want: "node node1 is down (STATE failed) and was not halted by an operator", err: true},
 		{name: "run a running node", cmd: Command{Op: OpNodeRun, Node: "node1", By: "ann"}, want: "node node1 is already running", err: true},
 		{name: "move onto a drained node", extra: func(l *logb) { l.add("node2", events.NodeDrained{By: "bob"}, "") },
 			cmd:  Command{Op: OpMove, Package: "web", Node: "node2", By: "ann"},

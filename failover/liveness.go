@@ -15,8 +15,9 @@ import (
 // ReasonLeaseExpired is the reason of a node.lost the controller appends.
 const ReasonLeaseExpired = "lease expired"
 
-// checkLeases appends node.lost for every node the state shows joined whose
-// lease key is gone from the lease bucket, once the store has been able to
+// checkLeases appends node.lost for every node the state shows joined (or
+// halted by an operator: NodeState.LeaseWatched) whose lease key is gone
+// from the lease bucket, once the store has been able to
 // take renewals for a whole node_timeout (lease.Judge): the server removes a
 // key only once its TTL (node_timeout) has passed since its last renewal,
 // and a holder deletes its own key only when it leaves, so a node is never
@@ -43,7 +44,7 @@ func (r *Runner) checkLeases(ctx context.Context) {
 	now := r.cfg.Now()
 	names := make([]string, 0, len(r.state.Nodes))
 	for name, n := range r.state.Nodes {
-		if n.Up() {
+		if n.LeaseWatched() {
 			names = append(names, name)
 		}
 	}

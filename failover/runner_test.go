@@ -465,6 +465,49 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
 }
 
+// TestHaltedNodeLostWhenLeaseLapses (sim finding halt_on_halted_node): an
+// operator halts node1, where web has nowhere else to go, so the
+// controller halts web there; node1's host manager then dies before the
+// halt ends. The controller records node.lost for the halted node once its
+// lease expires, which ends the halt (web halted, node lost), and node1
+// stays halted by the operator.
+func TestHaltedNodeLostWhenLeaseLapses(t *testing.T) {
+	env := newEnv(t)
+	const ttl = time.Second
+	leases := env.holdLeases(ttl, "node1")
+	c := testCluster(testPkg("web", "node1"))
+	c.Nodes = []string{"node1"}
+	c.NodeTimeout = config.Duration(ttl)
+	env.config(c)
+	env.add("node1", events.NodeJoined{})
+	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
+	d, _ := env.waitPlaced("web", 0, 30*time.Second)
+	env.add("web", events.PackageStarted{Node: "node1", Epoch: d.Epoch})
+	env.add("node1", events.NodeHalted{Reason: "maintenance", By: "op"})
+	waitFor(t, 10*time.Second, "web halting on the halted node", func() bool {
+		_, ok := env.last(events.PackageSubject("web", "package", "halting"))
+		return ok
+	})
+	leases.stop("node1")
+	var lost events.Event
+	waitFor(t, 10*ttl, "the halted node1 lost", func() bool {
+		var ok bool
+		lost, ok = env.last(events.NodeSubject("node1", "lost"))
+		return ok
+	})
+	if lost.Source != Source {
+		t.Errorf("node.lost from %s", lost.Source)
+	}
+	s := &State{}
+	for _, e := range env.all() {
+		s.Apply(e)
+	}
+	if p := s.Package("web"); p == nil || p.Phase != PhaseHalted || !s.Node("node1").HaltedByOperator() {
+		t.Errorf("after the loss: web %+v, node1 %+v; want web halted, node1 still halted by the operator", p, s.Node("node1"))
+	}
+	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
+}
+
 // TestNewControllerJudgesFromItsOwnProbes: a controller that starts after
 // a node's lease already expired has not seen the lease store take writes
 // for node_timeout yet (lease.Judge): it records node.lost only once its

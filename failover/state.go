@@ -104,7 +104,8 @@ const (
 type NodeState struct {
 	Name       string     `json:"name"`
 	Membership Membership `json:"membership"`
-	// HaltedBy is who halted the node (node.halted by), "" otherwise.
+	// HaltedBy is who halted the node (node.halted by), "" otherwise; a
+	// node.lost of a halted node keeps it.
 	HaltedBy string `json:"halted_by,omitempty"`
 	// FenceHold: the node fenced itself and stays out until an operator's
 	// `node run` (node.fenced with hold: a fail-fast).
@@ -204,6 +205,21 @@ func (n *NodeState) MayDeclareLost(now time.Time, ttl time.Duration, armed time.
 // Up reports whether the node is up: a node.joined after its last
 // node.lost, node.fenced or node.halted.
 func (n *NodeState) Up() bool { return n != nil && n.Membership == MemberJoined }
+
+// LeaseWatched reports whether the controller records node.lost for the
+// node once its lease is gone: it is up, or an operator halted it (what
+// still halts there must end if the node goes down: sim finding
+// halt_on_halted_node). A node its host manager halted on a clean stop
+// gave its lease up on purpose with nothing left running.
+func (n *NodeState) LeaseWatched() bool {
+	return n.Up() || n != nil && n.Membership == MemberHalted && n.HaltedBy != ""
+}
+
+// HaltedByOperator reports whether an operator halted the node and it has
+// not joined since: halted, or lost while halted (`node run` lets it join).
+func (n *NodeState) HaltedByOperator() bool {
+	return n != nil && n.HaltedBy != "" && (n.Membership == MemberHalted || n.Membership == MemberLost)
+}
 
 // Status returns the node STATUS cmviewcl shows: up or down.
 func (n *NodeState) Status() string {
@@ -618,6 +634,11 @@ func (s *State) node(e events.Event) *NodeState {
 // them (Decide), so only the cause is noted.
 func (s *State) nodeDown(e events.Event, m Membership, by string) {
 	n := s.node(e)
+	if m == MemberLost && n.Membership == MemberHalted {
+		// Lost while an operator held it halted: it stays out until `node
+		// run`, as its host manager has it (hostmanager.Member).
+		by = n.HaltedBy
+	}
 	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
 	for _, p := range s.Packages {
 		if p.Node != n.Name || !p.Phase.Owned() {

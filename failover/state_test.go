@@ -177,6 +177,9 @@ func TestNodeMembership(t *testing.T) {
 		{func() { l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "") }, "down", "halted", false},
 		{func() { l.join("node1") }, "up", "running", true},
 		{func() { l.add("node1", events.NodeFenced{Reason: "lease lost"}, "") }, "down", "failed", false},
+		{func() { l.join("node1") }, "up", "running", true},
+		{func() { l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "") }, "down", "halted", false},
+		{func() { l.lost("node1") }, "down", "failed", false},
 	}
 	for i, st := range steps {
 		st.ev()
@@ -188,6 +191,11 @@ func TestNodeMembership(t *testing.T) {
 		if s.NodeSeq("node1") != l.last().Seq {
 			t.Errorf("step %d: NodeSeq = %d, want %d", i, s.NodeSeq("node1"), l.last().Seq)
 		}
+	}
+	// Lost while an operator held it halted: still halted by the operator
+	// (`node run` lets it join), and no longer watched for a lapse.
+	if n := l.state().Node("node1"); n.HaltedBy != "op" || !n.HaltedByOperator() || n.LeaseWatched() {
+		t.Errorf("lost while halted: %+v, HaltedByOperator %v, LeaseWatched %v", n, n.HaltedByOperator(), n.LeaseWatched())
 	}
 }
 
