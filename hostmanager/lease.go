@@ -414,6 +414,9 @@ func (r *Runner) recordNode(ctx context.Context) bool {
 		d = events.NodeJoined{Version: r.cfg.Version}
 	}
 	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: d}, r.now())
+	if r.beforeRecord != nil {
+		r.beforeRecord(e)
+	}
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
 	seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))
 	cancel()

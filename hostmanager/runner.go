@@ -176,7 +176,10 @@ type Runner struct {
 	// appended; true makes Run return at once, as if killed.
 	afterAppend func(events.Event) bool
 	onHandle    func(events.Event)
-	crashed     bool
+	// beforeRecord, if set (tests), is called with the node.joined or
+	// node.lease_taken that records a lease take, before it is appended.
+	beforeRecord func(events.Event)
+	crashed      bool
 
 	// mainReads counts the messages the main read received (replay and
 	// follow), reads those of the index and the catch-ups.

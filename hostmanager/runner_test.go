@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -387,4 +388,111 @@ func TestRunnerSkippedMessageDoesNotBlockDecisions(t *testing.T) {
 	}
 	e.waitCount("web", "guest.lost", 1, 30*time.Second)
 	e.waitCount("web", "guest.started", 2, 30*time.Second)
+}
+
+// recordSetup is a log where node1 joined and web is placed on it: what a
+// host manager of node1 that starts again finds.
+func recordSetup(t *testing.T) (*testEnv, uint64) {
+	e := newEnv(t)
+	e.applyConfig(testYAML("none", `
+		cmd: [sleep, "1000"]`))
+	j := e.append(events.Event{Source: HostSource("node1"), Subject: "node1", Data: events.NodeJoined{}})
+	e.place("web", "node1")
+	return e, j.Seq
+}
+
+// firstHostEvent returns the index of the first event node1's host manager
+// wrote about a package, -1 if none.
+func firstHostEvent(evs []events.Event) int {
+	for i, ev := range evs {
+		if ev.Source == HostSource("node1") && ev.Subject == "web" {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestRunnerRecordsLeaseTakeBeforeActing (sim finding stale_loss): a host
+// manager that starts while the log shows its node joined records its
+// lease take (node.lease_taken, guarded by the node's last sequence)
+// before it decides anything about a package; a node.lost judged from the
+// log before that record (the controller found the lease gone while the
+// host manager was away) is then refused.
+func TestRunnerRecordsLeaseTakeBeforeActing(t *testing.T) {
+	t.Parallel()
+	e, joinSeq := recordSetup(t)
+	e.startRunner("node1", nil, nil)
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	evs := e.eventsNow()
+	rec := -1
+	for i, ev := range evs {
+		if d, ok := ev.Data.(events.NodeLeaseTaken); ok && ev.Subject == "node1" && d.Holder != "" {
+			rec = i
+		}
+	}
+	if rec < 0 {
+		t.Fatal("no node.lease_taken of node1")
+	}
+	if first := firstHostEvent(evs); first < rec {
+		t.Fatalf("host decided about web at seq %d, before its lease take was recorded at seq %d", evs[first].Seq, evs[rec].Seq)
+	}
+	stale := events.Stamp(events.Event{Source: "/vmguard/failover", Subject: "node1", Data: events.NodeLost{Reason: "lease expired"}}, time.Now())
+	_, err := e.log.Append(context.Background(), stale, events.ExpectLastSeq(events.NodeFilter("node1"), joinSeq))
+	if !errors.Is(err, events.ErrConflict) {
+		t.Fatalf("stale node.lost guarded by seq %d: %v, want a conflict", joinSeq, err)
+	}
+	e.checkInvariants()
+}
+
+// TestRunnerReadsLossBeforeActing (sim finding act_before_loss): the
+// controller records node1 lost between the host manager's replay and the
+// record of its lease take. The record conflicts; the host manager reads
+// the loss, joins again, and decides nothing for the placement the loss
+// released, nor anything at all before its join is stored.
+func TestRunnerReadsLossBeforeActing(t *testing.T) {
+	t.Parallel()
+	e, joinSeq := recordSetup(t)
+	var once sync.Once
+	lostSeq := make(chan uint64, 1)
+	e.startRunner("node1", nil, func(r *Runner) {
+		r.beforeRecord = func(events.Event) {
+			once.Do(func() {
+				lost := events.Stamp(events.Event{Source: "/vmguard/failover", Subject: "node1", Data: events.NodeLost{Reason: "lease expired"}}, time.Now())
+				seq, err := e.log.Append(context.Background(), lost, events.ExpectLastSeq(events.NodeFilter("node1"), joinSeq))
+				if err != nil {
+					t.Errorf("node.lost: %v", err)
+				}
+				lostSeq <- seq
+			})
+		}
+	})
+	var lost uint64
+	select {
+	case lost = <-lostSeq:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the host manager never recorded its lease take")
+	}
+	var joined events.Event
+	e.waitFor("node1 joined again after its loss", 30*time.Second, func(evs []events.Event) bool {
+		for _, ev := range evs {
+			if _, ok := ev.Data.(events.NodeJoined); ok && ev.Subject == "node1" && ev.Seq > lost {
+				joined = ev
+				return true
+			}
+		}
+		return false
+	})
+	// The controller places web again on the node that joined.
+	e.place("web", "node1")
+	e.waitCount("web", "package.started", 1, 30*time.Second)
+	evs := e.eventsNow()
+	if first := firstHostEvent(evs); first >= 0 && evs[first].Seq < joined.Seq {
+		t.Fatalf("host decided %s about web at seq %d, before its join at seq %d (loss at %d)", events.ShortType(evs[first].Type()), evs[first].Seq, joined.Seq, lost)
+	}
+	for _, ev := range evs {
+		if d, ok := ev.Data.(events.PackageStarting); ok && d.Epoch == 1 {
+			t.Errorf("started epoch 1, which the loss released: seq %d", ev.Seq)
+		}
+	}
+	e.checkInvariants()
 }
