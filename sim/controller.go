@@ -156,14 +156,15 @@ func (c *controller) elect(now time.Time) {
 	w.trace("%s leads", c.name)
 }
 
-// checkLeases records node.lost for an up node whose lease is gone, when
-// the Judge says the store has been writable for a TTL.
+// checkLeases records node.lost for an up node (or one an operator
+// halted: NodeState.LeaseWatched) whose lease is gone, when the Judge says
+// the store has been writable for a TTL.
 func (c *controller) checkLeases(now time.Time) {
 	w := c.w
 	var lost []events.Event
 	for _, name := range w.cfg.Nodes {
 		n := c.st.Node(name)
-		if !n.Up() {
+		if !n.LeaseWatched() {
 			continue
 		}
 		if _, err := w.leases.Get(name); err == nil {

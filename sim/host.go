@@ -185,7 +185,9 @@ func (h *host) lease(now time.Time) {
 	w.trace("%s fenced itself: %s", h.node, reason)
 }
 
-// membership appends what the membership core decides.
+// membership appends what the membership core decides (Runner.nodeWork):
+// node.fenced, and the record of a lease take (node.joined, or
+// node.lease_taken when the log shows the node joined or held out).
 func (h *host) membership(now time.Time) {
 	w := h.w
 	for range 4 {
@@ -208,6 +210,19 @@ func (h *host) membership(now time.Time) {
 				return
 			}
 			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveJoinAppended, Seq: seq})
+			h.dirty = true
+		case hostmanager.MemberAppendLeaseTaken:
+			// The lease take's record (Runner.recordNode): until the log
+			// stores it, guarded by the node's last sequence, nothing is
+			// acted on; a conflict waits for the node event to be read.
+			e := w.stamp(events.Event{Source: h.st.Source(), Subject: h.node,
+				Data: events.NodeLeaseTaken{Holder: fmt.Sprintf("%s/%d", h.who(), h.gen)}}, now)
+			seq, err := w.appendEvent(h.who(), e, &Expect{Filter: events.NodeFilter(h.node), Seq: h.st.NodeSeqs[h.node]})
+			if err != nil {
+				return
+			}
+			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseRecorded, Seq: seq})
+			h.dirty = true
 		default:
 			return
 		}

@@ -118,3 +118,29 @@ func TestShrink(t *testing.T) {
 		t.Errorf("the shrunk schedule does not replay: %s vs %s", again.Hash, sr.Hash)
 	}
 }
+
+// findingSeeds are the seeds that showed each fixed finding (docs/sim.md,
+// "Findings"): those of the current fault schedule first, then those of
+// earlier builds (their schedules differ now; they still must run clean).
+var findingSeeds = map[Finding][]uint64{
+	FindingActBeforeLoss:    {1784, 180},
+	FindingPlaceOnLostNode:  {721, 1201, 2108, 226, 2914, 3556},
+	FindingStaleLoss:        {480},
+	FindingHaltOnHaltedNode: {82},
+}
+
+// TestFindingSeeds: every seed that showed one of the fixed findings keeps
+// every promise now, with no violation tolerated.
+func TestFindingSeeds(t *testing.T) {
+	if raceEnabled {
+		t.Skip("single-threaded: nothing for the race detector; the plain run covers it")
+	}
+	for f, seeds := range findingSeeds {
+		for _, seed := range seeds {
+			r := Run(Options{Seed: seed})
+			if !r.OK() || len(r.Known) > 0 {
+				t.Errorf("%s, seed %d: %s\n%s\nreplay: go test ./sim -run 'TestSim$' -seed %d -v", f, seed, r.Summary(), fmtViolations(r), seed)
+			}
+		}
+	}
+}
