@@ -164,7 +164,7 @@ func (c *controller) checkLeases(now time.Time) {
 	var lost []events.Event
 	for _, name := range w.cfg.Nodes {
 		n := c.st.Node(name)
-		if !n.LeaseWatched() {
+		if !n.LeaseWatched() || c.w.opt.Mutation == MutationUpOnlyLeases && !n.Up() {
 			continue
 		}
 		if _, err := w.leases.Get(name); err == nil {

@@ -139,8 +139,23 @@ func (h *host) apply(evs []events.Event) {
 		h.cursor = e.Seq
 		if h.st.Apply(e) {
 			h.dirty = true
+			if h.w.opt.Mutation == MutationStartVoid {
+				h.unvoid(e)
+			}
 		}
 		h.mem.Apply(e)
+	}
+}
+
+// unvoid is the planted bug MutationStartVoid: a placement the fold found
+// void (stored after its node's loss) counts as not released.
+func (h *host) unvoid(e events.Event) {
+	d, ok := e.Data.(events.PackagePlaced)
+	if !ok {
+		return
+	}
+	if p := h.st.Package(e.Subject); p != nil && p.Current.Seq == e.Seq && p.Current.Released && h.st.NodeDown[d.Node] < e.Seq {
+		p.Current.Released = false
 	}
 }
 
@@ -157,6 +172,9 @@ func (h *host) lease(now time.Time) {
 		h.leaseRev = w.leases.Put(h.node, val)
 		h.held, h.lastRenew = true, now
 		h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseTaken, At: now})
+		if w.opt.Mutation == MutationSkipLeaseRecord {
+			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseRecorded, At: now})
+		}
 		return
 	}
 	reason := ""

@@ -129,6 +129,36 @@ var findingSeeds = map[Finding][]uint64{
 	FindingHaltOnHaltedNode: {82},
 }
 
+// fixSeeds are, for each planted bug that undoes a fix, seeds of the
+// current fault schedule after which it breaks a promise again.
+var fixSeeds = map[Mutation][]uint64{
+	MutationSkipLeaseRecord: {1784},
+	MutationStartVoid:       {1201, 2108},
+}
+
+// TestFixMutations: undoing the fix of a finding (in the model) makes a
+// seed that showed the finding break a promise again, as a violation: the
+// finding is not tolerated, and the seed still reaches the race.
+func TestFixMutations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("single-threaded: nothing for the race detector; the plain run covers it")
+	}
+	for _, m := range FixMutations {
+		seeds, ok := fixSeeds[m]
+		if !ok {
+			continue
+		}
+		for _, seed := range seeds {
+			r := Run(Options{Seed: seed, Mutation: m})
+			if len(r.Violations) == 0 {
+				t.Errorf("%s, seed %d: no violation: %s", m, seed, r.Summary())
+				continue
+			}
+			t.Logf("%s, seed %d: %s", m, seed, r.Violations[0])
+		}
+	}
+}
+
 // TestFindingSeeds: every seed that showed one of the fixed findings keeps
 // every promise now, with no violation tolerated.
 func TestFindingSeeds(t *testing.T) {

@@ -37,10 +37,26 @@ const (
 	// MutationResetRestarts: a host manager that starts again resets the
 	// restart counters it folded from the log once its replay is done.
 	MutationResetRestarts Mutation = "reset_restarts"
+	// MutationSkipLeaseRecord undoes the fix of act_before_loss and
+	// stale_loss: a host manager acts as soon as it holds its lease, without
+	// recording the take first.
+	MutationSkipLeaseRecord Mutation = "skip_lease_record"
+	// MutationStartVoid undoes the fix of place_on_lost_node: a host
+	// manager counts a placement stored after its node's loss as any other.
+	MutationStartVoid Mutation = "start_void"
+	// MutationUpOnlyLeases undoes the fix of halt_on_halted_node: the
+	// controller watches the leases of up nodes only.
+	MutationUpOnlyLeases Mutation = "up_only_leases"
 )
 
-// Mutations lists the planted bugs.
+// Mutations lists the planted bugs the simulator finds within a bounded
+// number of seeds (TestMutations).
 var Mutations = []Mutation{MutationSkipExpect, MutationSkipRelease, MutationResetRestarts}
+
+// FixMutations lists the planted bugs that undo a fix of a finding; each
+// makes a seed that showed the finding break a promise again
+// (TestFixMutations).
+var FixMutations = []Mutation{MutationSkipLeaseRecord, MutationStartVoid, MutationUpOnlyLeases}
 
 // Options describe one simulated run.
 type Options struct {
