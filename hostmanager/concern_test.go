@@ -59,11 +59,42 @@ func inMain(e events.Event, pkgs map[string]bool) bool {
 // inCatchUp reports whether a catch-up of pkg reads e.
 func inCatchUp(e events.Event, pkg string) bool {
 	switch e.Data.(type) {
-	case events.NodeLost, events.NodeFenced:
+	case events.NodeLost, events.NodeFenced, events.NodeJoined:
 		return true
 	}
 	sc, ok := scopeOf(e)
 	return ok && sc == events.ScopePackage && e.Subject == pkg
+}
+
+// TestCatchUpFoldsJoins: a placement on a node that was lost and joined
+// again before it is not void; a catch-up must fold the join to see that
+// (it reads node.*.joined), as the whole log's fold does.
+func TestCatchUpFoldsJoins(t *testing.T) {
+	var log []events.Event
+	add := func(subject string, data events.Payload) {
+		log = append(log, events.Event{ID: fmt.Sprintf("c%d", len(log)+1), Seq: uint64(len(log) + 1), Source: "/t", Subject: subject, Data: data})
+	}
+	add(me, events.NodeJoined{})
+	add(me, events.NodeLost{Reason: "lease expired"})
+	add(me, events.NodeJoined{})
+	add("web", events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"})
+	add("node2", events.NodeLost{Reason: "lease expired"})
+	add("web", events.PackagePlaced{Node: "node2", Epoch: 2, Reason: "operator_move", PreviousNode: me})
+	for k := 1; k <= len(log); k++ {
+		c := newCatchUp(me, nil, log[k-1].Seq)
+		for _, e := range log {
+			if inCatchUp(e, "web") && !c.apply(e) {
+				break
+			}
+		}
+		got, want := pkgJSON(c.packages([]string{"web"})["web"]), pkgJSON(fold(log[:k]).pkg("web"))
+		if got != want {
+			t.Fatalf("caught up through seq %d:\n%s\nwant (whole log)\n%s", k, got, want)
+		}
+	}
+	if c := fold(log).Packages["web"].Current; c.Epoch != 2 || !c.Released {
+		t.Errorf("epoch 2 on the lost node2: %+v, want void", c)
+	}
 }
 
 // TestConcernFoldIsTheFullFold checks the claim of concern.go: whatever
@@ -147,7 +178,7 @@ func TestConcernSubjects(t *testing.T) {
 		t.Errorf("index filter %q", placedFilter)
 	}
 	got = catchUpSubjects([]string{"web"})
-	want = []string{"vmguard.events.node.*.lost", "vmguard.events.node.*.fenced", "vmguard.events.pkg.web.>"}
+	want = []string{"vmguard.events.node.*.lost", "vmguard.events.node.*.fenced", "vmguard.events.node.*.joined", "vmguard.events.pkg.web.>"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("catch-up subjects %v, want %v", got, want)
 	}
