@@ -104,6 +104,15 @@ func TestGuestAccount(t *testing.T) {
 		return err == nil && p.Lease == guestagent.LeaseHeld
 	})
 
+	// `nats micro ls` in the control account lists the agent in its own
+	// account: the control account imports the $SRV subjects from each.
+	admin2 := e.flags("operator-admin")
+	ls := natsCLI(t, "--server", e.url, "--nkey", admin2.NKey, "--tlsca", admin2.TLSCA, "--tlscert", admin2.TLSCert, "--tlskey", admin2.TLSKey,
+		"--timeout", "5s", "micro", "ls")
+	if o, err := ls.CombinedOutput(); err != nil || !strings.Contains(string(o), guestagent.ServiceName) {
+		t.Errorf("nats micro ls as operator-admin: %v, want the agent (%s) listed:\n%s", err, guestagent.ServiceName, o)
+	}
+
 	guest := e.connectGuest("webvm")
 	js, err := jetstream.New(guest)
 	if err != nil {

@@ -128,7 +128,7 @@ type cli struct {
 	Apply    applyCmd    `cmd:"" group:"Configure" help:"Put a cluster configuration in force by recording it in the log (cmapplyconf)."`
 	Import   importCmd   `cmd:"" group:"Configure" help:"Write a vmguard cluster file from Serviceguard modular package files, with a report of what could not be carried over."`
 
-	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" group:"Configure" help:"Print the nats-server user entry that limits a guest's agent to its own subjects (see docs/security.md)."`
+	GuestPermissions guestPermCmd `cmd:"" name:"guest-permissions" group:"Configure" hidden:"" help:"Retired: use vmguard init (guests in accounts of their own; docs/security.md)."`
 	Simulate         simulateCmd  `cmd:"" group:"Configure" help:"What-if: replay the log through the cores under a changed config and show which decisions would differ."`
 	Sim              simCmd       `cmd:"" group:"Configure" help:"Deterministic simulation of a whole cluster under random faults from a seed; prints the seed and the event sequence's hash."`
 

@@ -253,6 +253,9 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		for _, gi := range gis {
 			if gi.direct {
 				w(3, "{service: {account: %s, subject: %s}}", quote(gi.acc), quote(guestagent.Subject(gi.guest, ">")))
+				for _, s := range srvSubjects() {
+					w(3, "{service: {account: %s, subject: %s}}", quote(gi.acc), quote(s))
+				}
 			}
 		}
 		w(2, "]")
@@ -270,6 +273,9 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		if gi.direct {
 			w(2, "exports = [")
 			w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(gi.guest, ">")), quote(ControlAccount), quote(ResponseExpiry.Round(time.Second).String()))
+			for _, s := range srvSubjects() {
+				w(3, "{service: %s, accounts: [%s]}", quote(s), quote(ControlAccount))
+			}
 			w(2, "]")
 		}
 		w(2, "imports = [")
@@ -288,4 +294,17 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 	}
 	w(0, "}")
 	return b.String(), nil
+}
+
+// srvSubjects are the micro discovery subjects of an agent ($SRV.PING,
+// .INFO, .STATS, each also for the vmguard-agent service and its
+// instances): each guest account exports them and the control account
+// imports them from each, so that `nats micro ls` there lists the agents
+// in their own accounts (every import of a subject gets the request).
+func srvSubjects() []string {
+	var out []string
+	for _, verb := range []string{"PING", "INFO", "STATS"} {
+		out = append(out, "$SRV."+verb, "$SRV."+verb+"."+guestagent.ServiceName, "$SRV."+verb+"."+guestagent.ServiceName+".*")
+	}
+	return out
 }

@@ -22,7 +22,7 @@ type User struct {
 	// InProcessOnly limits the user to in-process connections: the one the
 	// embedded `vmguard server` opens to provision the stream, which
 	// presents no credentials (see the no_auth_user of
-	// examples/nats-guests.conf).
+	// vmguard init's nats.conf).
 	InProcessOnly bool
 	// ConnectionTypes, if set (and not InProcessOnly), are the only
 	// connection types the user may use (nats-server's

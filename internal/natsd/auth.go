@@ -91,7 +91,7 @@ func CheckAuth(opts *server.Options) error {
 		why = open
 	}
 	return fmt.Errorf("%w: --host %s lets any machine that reaches port %d connect and run commands in every guest, but %s. "+
-		"Fix it with one of: `-c nats.conf` with users or nkeys (examples/nats-guests.conf, docs/security.md); "+
+		"Fix it with one of: `-c nats.conf` with users or nkeys (`vmguard init -f cluster.yaml --out DIR` writes one, docs/security.md); "+
 		"`--host 127.0.0.1` (this machine only); or `--insecure` to accept an open server (trusted networks and tests only)",
 		ErrUnauthorized, opts.Host, opts.Port, why)
 }
