@@ -91,6 +91,13 @@ func (l *Log) AppendBatch(ctx context.Context, items ...BatchItem) ([]uint64, er
 	if len(msgs) == 0 {
 		return nil, nil
 	}
+	if len(msgs) > 1 {
+		for i, m := range msgs {
+			if l.partSize(m) > 0 {
+				return nil, fmt.Errorf("append batch: %s: %w: %d bytes for one message; Append stores it alone, in parts", items[i].Event.Type(), ErrTooLarge, len(m.Data))
+			}
+		}
+	}
 	if l.atomic && len(msgs) > 1 && len(msgs) <= maxBatch {
 		sent := time.Now()
 		first, err := l.sendBatch(ctx, msgs)
@@ -137,7 +144,16 @@ func (l *Log) Batches() uint64 { return l.batches.Load() }
 // publish stores one encoded event and reports it to the observer.
 func (l *Log) publish(ctx context.Context, e Event, m *nats.Msg) (uint64, error) {
 	sent := time.Now()
-	ack, err := l.js.PublishMsg(ctx, m)
+	var seq uint64
+	var err error
+	if size := l.partSize(m); size > 0 {
+		seq, err = l.publishParts(ctx, m, size)
+	} else {
+		var ack *jetstream.PubAck
+		if ack, err = l.js.PublishMsg(ctx, m); err == nil {
+			seq = ack.Sequence
+		}
+	}
 	if err != nil {
 		if isConflict(err) {
 			err = fmt.Errorf("append %s: %w", e.Type(), ErrConflict)
@@ -148,7 +164,7 @@ func (l *Log) publish(ctx context.Context, e Event, m *nats.Msg) (uint64, error)
 		return 0, err
 	}
 	l.observeAppend(e, m, sent, nil)
-	return ack.Sequence, nil
+	return seq, nil
 }
 
 // batchAck is the server's answer to a batch's commit.

@@ -267,6 +267,9 @@ func (l *Log) AppendAsync(e Event, opts ...AppendOption) (*Appending, error) {
 	if err != nil {
 		return nil, err
 	}
+	if l.partSize(m) > 0 {
+		return nil, fmt.Errorf("append %s: %w: %d bytes for one message; Append stores it in parts", e.Type(), ErrTooLarge, len(m.Data))
+	}
 	a := &Appending{e: e, m: m, done: make(chan struct{})}
 	if err := l.async.add(a); err != nil {
 		return nil, err
@@ -330,9 +333,11 @@ func (l *Log) Tail(ctx context.Context, subject string) (SubjectTail, error) {
 	if err != nil {
 		return SubjectTail{}, fmt.Errorf("get last %s: %w", subject, err)
 	}
-	if e, err := l.codec.decodeStored(raw.Subject, raw.Header, raw.Data, true); err == nil {
-		e.Seq = raw.Sequence
-		return SubjectTail{Event: e, Found: true, Seq: raw.Sequence}, nil
+	if body, err := l.wholeAt(ctx, raw); err == nil {
+		if e, err := l.codec.decodeStored(raw.Subject, raw.Header, body, true); err == nil {
+			e.Seq = raw.Sequence
+			return SubjectTail{Event: e, Found: true, Seq: raw.Sequence}, nil
+		}
 	}
 	// The replay skips, counts and logs this message and any other bad one.
 	var t SubjectTail
@@ -355,7 +360,14 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("get event %d: %w", seq, err)
 	}
-	e, err := l.codec.decodeStored(raw.Subject, raw.Header, raw.Data, true)
+	body, err := l.wholeAt(ctx, raw)
+	if err != nil && !errors.Is(err, ErrInvalid) {
+		return Event{}, fmt.Errorf("get event %d: %w", seq, err)
+	}
+	var e Event
+	if err == nil {
+		e, err = l.codec.decodeStored(raw.Subject, raw.Header, body, true)
+	}
 	if err != nil {
 		l.skip(raw.Sequence, raw.Subject, err)
 		return Event{}, fmt.Errorf("decode event %d: %w", seq, err)

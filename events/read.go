@@ -201,7 +201,7 @@ const decodeBatch = 256
 // decodeJob is a batch of raw messages decoded by a worker; done is closed
 // when events holds the results, in order.
 type decodeJob struct {
-	msgs   []jetstream.Msg
+	msgs   []rawMsg
 	seqs   []uint64
 	events []Event
 	ok     []bool
@@ -222,7 +222,15 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			defer wg.Done()
 			for j := range jobs {
 				for i, m := range j.msgs {
-					j.events[i], j.ok[i] = l.decode(m, j.seqs[i])
+					switch m.kind {
+					case partHeld:
+						j.ok[i] = false
+					case partBad:
+						l.skip(j.seqs[i], m.subject, m.err)
+						j.ok[i] = false
+					default:
+						j.events[i], j.ok[i] = l.decode(m.subject, m.hdr, m.data, j.seqs[i])
+					}
 				}
 				close(j.done)
 			}
@@ -234,6 +242,7 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 		defer close(ordered)
 		defer close(jobs)
 		j := newDecodeJob()
+		var parts assembler
 		send := func() bool {
 			select {
 			case jobs <- j:
@@ -263,7 +272,7 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				return
 			}
 			count.add(m, meta.NumPending)
-			j.msgs = append(j.msgs, m)
+			j.msgs = append(j.msgs, readRaw(&parts, m, meta.Sequence.Stream))
 			j.seqs = append(j.seqs, meta.Sequence.Stream)
 			last := meta.NumPending == 0
 			if len(j.msgs) == decodeBatch || last {
@@ -284,8 +293,8 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				if err := fn(j.events[i]); err != nil {
 					return last, err
 				}
-			} else if onSkip != nil {
-				onSkip(j.seqs[i], j.msgs[i].Subject())
+			} else if onSkip != nil && j.msgs[i].kind != partHeld {
+				onSkip(j.seqs[i], j.msgs[i].subject)
 			}
 		}
 	}
@@ -297,9 +306,31 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 	}
 }
 
+// rawMsg is a message read from the log, or the body of an event put
+// together from its parts (kind partsDone), on its way to be decoded.
+type rawMsg struct {
+	subject string
+	hdr     nats.Header
+	data    []byte
+	kind    partKind
+	err     error // why a partBad is skipped
+}
+
+// readRaw takes message m, at stream sequence seq, through the reader's
+// assembler.
+func readRaw(parts *assembler, m jetstream.Msg, seq uint64) rawMsg {
+	r := rawMsg{subject: m.Subject(), hdr: m.Headers(), data: m.Data()}
+	kind, body, err := parts.add(r.subject, r.hdr, r.data, seq)
+	r.kind, r.err = kind, err
+	if kind == partsDone {
+		r.data = body
+	}
+	return r
+}
+
 func newDecodeJob() *decodeJob {
 	return &decodeJob{
-		msgs:   make([]jetstream.Msg, 0, decodeBatch),
+		msgs:   make([]rawMsg, 0, decodeBatch),
 		seqs:   make([]uint64, 0, decodeBatch),
 		events: make([]Event, decodeBatch),
 		ok:     make([]bool, decodeBatch),
@@ -359,8 +390,9 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 	}
 	defer func() { l.dropConsumer(ctx, cons) }()
 	var next uint64 // stream sequence to resume from; 0: where ro says
+	var parts assembler
 	for {
-		why, err := l.followConsumer(ctx, cons, ro, &next, fn)
+		why, err := l.followConsumer(ctx, cons, ro, &next, &parts, fn)
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
@@ -404,8 +436,9 @@ func (l *Log) dropConsumer(ctx context.Context, cons jetstream.Consumer) {
 
 // followConsumer reads cons until ctx ends, fn fails (its error), or the
 // consumer must be replaced (why says so). next is the stream sequence
-// after the last message read.
-func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, fn Handler) (why, err error) {
+// after the last message read; parts holds the parts of an event read so
+// far (the consumer may be replaced between two of them).
+func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, parts *assembler, fn Handler) (why, err error) {
 	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(followHeartbeat),
 		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
@@ -449,12 +482,23 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 			continue // read before
 		}
 		*next = s + 1
-		if e, ok := l.decode(m, s); ok {
+		r := readRaw(parts, m, s)
+		switch r.kind {
+		case partHeld:
+			continue
+		case partBad:
+			l.skip(s, r.subject, r.err)
+			if ro.OnSkip != nil {
+				ro.OnSkip(s, r.subject)
+			}
+			continue
+		}
+		if e, ok := l.decode(r.subject, r.hdr, r.data, s); ok {
 			if err := fn(e); err != nil {
 				return nil, err
 			}
 		} else if ro.OnSkip != nil {
-			ro.OnSkip(s, m.Subject())
+			ro.OnSkip(s, r.subject)
 		}
 	}
 }
@@ -523,10 +567,10 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 }
 
 // decode decodes one stored message, or counts and logs it as skipped.
-func (l *Log) decode(m jetstream.Msg, seq uint64) (Event, bool) {
-	e, err := l.codec.decodeStored(m.Subject(), m.Headers(), m.Data(), true)
+func (l *Log) decode(subject string, hdr nats.Header, data []byte, seq uint64) (Event, bool) {
+	e, err := l.codec.decodeStored(subject, hdr, data, true)
 	if err != nil {
-		l.skip(seq, m.Subject(), err)
+		l.skip(seq, subject, err)
 		return Event{}, false
 	}
 	e.Seq = seq

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -230,5 +231,57 @@ func TestApplyConcurrent(t *testing.T) {
 	}
 	if got := len(configEvents(t, l)); got != wins {
 		t.Errorf("%d config events for %d winners", got, wins)
+	}
+}
+
+// TestApplyLargeConfig: a configuration of 3,000 packages (over the
+// 1 MB a message holds) is applied, stored in parts, read back whole as the
+// one in force (apply again: unchanged; status: every package), and a
+// change to it is applied on top.
+func TestApplyLargeConfig(t *testing.T) {
+	s := natsd.StartTest(t)
+	l, err := events.Open(context.Background(), natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := s.ClientURL()
+	gen := benchScaleCmd{Nodes: 50, Packages: 3000, Candidates: 3, NodeTimeout: 20 * time.Second}
+	file := filepath.Join(t.TempDir(), "large.yaml")
+	if err := os.WriteFile(file, []byte(gen.scaleConfig()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := runCLI("apply", "--nats", url, "-f", file)
+	if code != exitOK || !strings.HasPrefix(out, "applied: cluster scale, 50 nodes, 3000 packages") {
+		t.Fatalf("apply: code %d out %q err %q", code, out, errs)
+	}
+	evs := configEvents(t, l)
+	if len(evs) != 1 {
+		t.Fatalf("%d config_applied events, want 1", len(evs))
+	}
+	d := evs[0].Data.(events.ConfigApplied)
+	if len(d.Config) <= events.MaxEventSize {
+		t.Fatalf("the configuration takes %d bytes, want more than one message (%d)", len(d.Config), events.MaxEventSize)
+	}
+	if evs[0].Seq < 2 { // the first event of the log: its sequence counts its parts
+		t.Fatalf("%d bytes stored in %d message(s), want parts", len(d.Config), evs[0].Seq)
+	}
+	t.Logf("%d packages: %d bytes of configuration in %d parts", gen.Packages, len(d.Config), evs[0].Seq)
+	code, out, _ = runCLI("apply", "--nats", url, "-f", file)
+	if code != exitOK || !strings.HasPrefix(out, fmt.Sprintf("unchanged: the configuration in force (seq %d)", evs[0].Seq)) {
+		t.Fatalf("re-apply: code %d out %q", code, out)
+	}
+	code, out, errs = runCLI("status", "--nats", url)
+	if code != exitOK || !strings.Contains(out, "p02999") {
+		t.Fatalf("status: code %d err %q, the last package missing from %d bytes of output", code, errs, len(out))
+	}
+	src, _ := os.ReadFile(file)
+	if err := os.WriteFile(file, []byte(strings.Replace(string(src), "guest_timeout: 10s", "guest_timeout: 12s", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errs := runCLI("apply", "--nats", url, "-f", file); code != exitOK || !strings.HasPrefix(out, "applied:") {
+		t.Fatalf("changed: code %d out %q err %q", code, out, errs)
+	}
+	if n := len(configEvents(t, l)); n != 2 {
+		t.Fatalf("after a change: %d events, want 2", n)
 	}
 }

@@ -164,7 +164,11 @@ func (f *Forwarder) deliver(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
-	e, ce, err := f.cloudEvent(m, seq)
+	if part, last := events.PartOf(m.Headers()); part && !last {
+		_ = m.Ack() // a part of a larger event, sent whole at its last part
+		return
+	}
+	e, ce, err := f.cloudEvent(ctx, m, seq)
 	if err != nil {
 		f.cfg.Logger.Warn("malformed event skipped", "seq", seq, "subject", m.Subject(), "err", err)
 		_ = m.Ack()
@@ -201,9 +205,15 @@ func (f *Forwarder) deliver(ctx context.Context, m jetstream.Msg) {
 // cloudEvent decodes a stored event (checking it as every reader does) and
 // returns it as an sdk-go event with its id, and its sequence in
 // SeqExtension.
-func (f *Forwarder) cloudEvent(m jetstream.Msg, seq uint64) (events.Event, ceevent.Event, error) {
+func (f *Forwarder) cloudEvent(ctx context.Context, m jetstream.Msg, seq uint64) (events.Event, ceevent.Event, error) {
 	codec := f.cfg.Log.Codec()
-	e, err := codec.DecodeStored(m.Subject(), m.Headers(), m.Data())
+	var e events.Event
+	var err error
+	if part, _ := events.PartOf(m.Headers()); part {
+		e, err = f.cfg.Log.Get(ctx, seq) // the last part: the whole event
+	} else {
+		e, err = codec.DecodeStored(m.Subject(), m.Headers(), m.Data())
+	}
 	if err != nil {
 		return events.Event{}, ceevent.Event{}, err
 	}
