@@ -31,17 +31,28 @@ const maxReason = 1024
 // packages of the state, and the decisions made earlier in the same pass
 // (plan): a placement on a node ("" for a halt), which occupies that node
 // (a halt: still its own) but does not run there.
+//
+// Unless current is set, a package also occupies the nodes its older
+// placements have not yet left (PackageState.Leaving).
 type where struct {
-	s    *State
-	plan map[string]string
+	s       *State
+	plan    map[string]string
+	current bool
 }
 
-// owns reports whether pkg occupies node ("" = any node).
+// owns reports whether pkg occupies node ("" = any node), and which node.
 func (w where) owns(pkg, node string) (string, bool) {
+	p := w.s.Packages[pkg]
+	if p != nil && !w.current {
+		for _, in := range p.Leaving {
+			if node == "" || in.Node == node {
+				return in.Node, true
+			}
+		}
+	}
 	if n, ok := w.plan[pkg]; ok && n != "" {
 		return n, node == "" || n == node
 	}
-	p := w.s.Packages[pkg]
 	if p == nil || !p.Phase.Owned() {
 		return "", false
 	}
@@ -144,7 +155,7 @@ func (s *State) dependencyHalt(cp config.Package, p *PackageState) (placement, b
 	if len(cp.Dependencies) == 0 || p == nil || !p.Phase.active() {
 		return placement{}, false
 	}
-	why := where{s: s, plan: s.plan}.unmet(cp, p.Node, func(other config.Package) bool { return !config.Outranks(other, cp) })
+	why := where{s: s, plan: s.plan, current: true}.unmet(cp, p.Node, func(other config.Package) bool { return !config.Outranks(other, cp) })
 	if why == "" {
 		return placement{}, false
 	}
@@ -191,12 +202,13 @@ func (s *State) displace(cp config.Package, p *PackageState) []placement {
 			if d.Where() == config.AllNodes {
 				on = ""
 			}
-			if _, in := w.owns(d.Name, on); !in {
+			at, in := w.owns(d.Name, on)
+			if !in {
 				continue
 			}
 			o := s.Packages[d.Name]
-			if o == nil || !o.Phase.active() {
-				waiting = true // halting or failing already: wait for it
+			if o == nil || !o.Phase.active() || at != o.Node {
+				waiting = true // halting, failing or leaving already: wait for it
 				continue
 			}
 			other, _ := s.Config.Package(d.Name)

@@ -71,20 +71,35 @@ func TestPropExclusion(t *testing.T) {
 			s.Apply(e)
 			return e
 		}
+		// occupied lists the nodes a package occupies: its current
+		// placement's while it owns it, and the older ones not yet left.
+		occupied := func(name string) []string {
+			p := s.Packages[name]
+			if p == nil {
+				return nil
+			}
+			var out []string
+			if p.Phase.Owned() {
+				out = append(out, p.Node)
+			}
+			for _, in := range p.Leaving {
+				out = append(out, in.Node)
+			}
+			return out
+		}
 		check := func() {
 			for _, cp := range c.Packages {
-				p := s.Packages[cp.Name]
-				if p == nil || !p.Phase.Owned() {
-					continue
-				}
 				for _, d := range cp.Dependencies {
-					o := s.Packages[d.Name]
-					if d.Condition != config.DependDown || o == nil || !o.Phase.Owned() {
+					if d.Condition != config.DependDown {
 						continue
 					}
-					if d.Where() == config.AllNodes || o.Node == p.Node {
-						t.Fatalf("#%d: %s (%s on %s) and %s (%s on %s) exclude each other (%s) and both occupy a node",
-							s.Seq, cp.Name, p.Phase, p.Node, d.Name, o.Phase, o.Node, d.Where())
+					for _, n := range occupied(cp.Name) {
+						for _, m := range occupied(d.Name) {
+							if d.Where() == config.AllNodes || n == m {
+								t.Fatalf("#%d: %s (on %s) and %s (on %s) exclude each other (%s) and both occupy a node",
+									s.Seq, cp.Name, n, d.Name, m, d.Where())
+							}
+						}
 					}
 				}
 			}
@@ -126,6 +141,10 @@ func TestPropExclusion(t *testing.T) {
 			p := s.Package(pkg)
 			var ev events.Event
 			switch k := rapid.IntRange(0, 9).Draw(t, "kind"); {
+			case k < 5 && p != nil && len(p.Leaving) > 0 && rapid.Bool().Draw(t, "leave"):
+				// The old node halts a replaced placement.
+				in := p.Leaving[0]
+				ev = events.Event{Subject: pkg, Data: events.PackageHalted{Node: in.Node, Epoch: in.Epoch, Reason: "replaced"}}
 			case k < 5 && p != nil:
 				// The package's host moves it on, as the protocol says.
 				switch p.Phase {

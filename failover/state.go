@@ -286,6 +286,12 @@ type PackageState struct {
 	// current placement (zero: none): a predecessor's move waits for it at
 	// most its successor_halt_timeout.
 	HaltingAt time.Time `json:"halting_at,omitzero"`
+	// Leaving lists older placements of the package that still occupy
+	// their node: replaced by a newer placement (a move, a node halt or
+	// drain, failback) but not yet released there (package.halted or
+	// package.failed of their epoch, guest.migrated, or their node lost or
+	// fenced). An exclusion counts them.
+	Leaving []Instance `json:"leaving,omitempty"`
 	// ChangeSeq and ChangeID name the last event that changed Phase: what
 	// a dependent package's halt names as its cause.
 	ChangeSeq uint64 `json:"change_seq,omitempty"`
@@ -315,6 +321,22 @@ type PackageState struct {
 	// LastSeq is the stream sequence of the last event on the package's
 	// subjects, whatever its epoch: what ExpectPackageSeq needs.
 	LastSeq uint64 `json:"last_seq,omitempty"`
+}
+
+// Instance is one placement of a package: its node and epoch.
+type Instance struct {
+	Node  string `json:"node"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// released drops the leaving placement of epoch (0: those on node).
+func (p *PackageState) released(epoch uint64, node string) {
+	p.Leaving = slices.DeleteFunc(p.Leaving, func(in Instance) bool {
+		return (epoch != 0 && in.Epoch == epoch) || (node != "" && in.Node == node)
+	})
+	if len(p.Leaving) == 0 {
+		p.Leaving = nil
+	}
 }
 
 // FailedOn reports whether the package failed on node since its last reset.
@@ -418,6 +440,7 @@ func (s *State) Clone() *State {
 		}
 		pp.SwitchingOff = slices.Clone(p.SwitchingOff)
 		pp.FailedNodes = slices.Clone(p.FailedNodes)
+		pp.Leaving = slices.Clone(p.Leaving)
 		if p.Services != nil {
 			pp.Services = make(map[string]*ServiceState, len(p.Services))
 			for name, sv := range p.Services {
@@ -641,6 +664,9 @@ func (s *State) nodeDown(e events.Event, m Membership, by string) {
 	}
 	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
 	for _, p := range s.Packages {
+		if m != MemberHalted && len(p.Leaving) > 0 {
+			p.released(0, n.Name)
+		}
 		if p.Node != n.Name || !p.Phase.Owned() {
 			continue
 		}
@@ -711,6 +737,9 @@ func (s *State) applyPackage(e events.Event) {
 		if code := ReasonCode(d.Reason); (code == ReasonFailover || code == ReasonNodeLost) && d.Node != p.Node {
 			p.Relocations++
 		}
+		if p.Phase.Owned() && p.Node != "" {
+			p.Leaving = append(p.Leaving, Instance{Node: p.Node, Epoch: p.Epoch})
+		}
 		p.Node, p.Epoch, p.Phase = d.Node, d.Epoch, PhasePlaced
 		p.PlacedSeq, p.PlacedID, p.PlacedReason = e.Seq, e.ID, d.Reason
 		p.StateID, p.StateSeq, p.DownReason, p.Guest, p.AdoptedEpoch, p.HaltingAt = e.ID, e.Seq, "", "", 0, time.Time{}
@@ -743,11 +772,13 @@ func (s *State) applyPackage(e events.Event) {
 			p.Phase, p.HaltingAt = PhaseHalting, e.Time
 		}
 	case events.PackageHalted:
+		p.released(d.Epoch, "")
 		if cur(d.Epoch) && p.Phase != PhaseHalted && p.Phase != PhaseFailed {
 			p.Phase, p.DownReason, p.StateID, p.StateSeq = PhaseHalted, d.Reason, e.ID, e.Seq
 			p.CauseSeq, p.CauseID = e.Seq, e.ID
 		}
 	case events.PackageFailed:
+		p.released(d.Epoch, "")
 		if cur(d.Epoch) && p.Phase != PhaseFailed {
 			node := d.Node
 			if node == "" {
@@ -811,6 +842,7 @@ func (s *State) applyPackage(e events.Event) {
 			}
 		}
 	case events.GuestMigrated:
+		p.released(d.Epoch, "")
 		if cur(d.TargetEpoch) {
 			// The guest and its processes go on under the new placement.
 			p.AdoptedEpoch, p.Guest = d.Epoch, events.GuestPhaseUp
