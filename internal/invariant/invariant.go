@@ -41,6 +41,10 @@
 //     it, by one_epoch); every guest.migrating ends in guest.migrated or
 //     guest.migration_failed within the driver's migrate bound plus Grace
 //     (checked as bound);
+//   - exclusion: two packages that exclude each other (a down dependency
+//     in the config in force) never hold placements at once where a start
+//     happens: no package.starting of one on a node while a placement of
+//     the other there (same_node) or anywhere (all_nodes) is not released;
 //   - bound: every package.starting and package.halting ends (started,
 //     halting, halted, failed, or its node lost or fenced) within its
 //     configured bound plus Options.Grace, by the event times; one still open
@@ -83,6 +87,7 @@ const (
 	RuleBound         Rule = "bound"
 	RuleMaintenance   Rule = "maintenance"
 	RuleMigration     Rule = "migration"
+	RuleExclusion     Rule = "exclusion"
 )
 
 // DefaultGrace is the slack Verify adds to each configured bound: the host
@@ -441,6 +446,7 @@ func (c *checker) apply(e events.Event) {
 		c.causeIfNamed(e)
 		c.liveNode(e, d.Node, d.Epoch)
 		c.releasedFirst(e, d.Epoch)
+		c.exclusion(e, d.Node)
 		p := c.pkg(e.Subject)
 		delete(p.open, d.Epoch)
 		if pl := p.placements[d.Epoch]; pl == nil || !pl.released {
@@ -656,6 +662,35 @@ func (c *checker) frozenHost(e events.Event, node string) {
 	c.report.Checked[RuleMaintenance]++
 	if f, ok := c.frozen[node]; ok && e.Time.After(f.Time.Add(c.opts.Grace)) {
 		c.fail(e, RuleMaintenance, "decided on node %s, frozen at seq %d (%v before)", node, f.Seq, e.Time.Sub(f.Time).Round(time.Millisecond))
+	}
+}
+
+// exclusion reports a start of e's package on node while a package it
+// excludes holds a placement that is not released there (same_node) or
+// anywhere (all_nodes).
+func (c *checker) exclusion(e events.Event, node string) {
+	if c.cfg == nil {
+		return
+	}
+	cp, ok := c.cfg.Package(e.Subject)
+	if !ok {
+		return
+	}
+	for _, d := range cp.Dependencies {
+		if d.Condition != config.DependDown {
+			continue
+		}
+		c.report.Checked[RuleExclusion]++
+		other := c.pkgs[d.Name]
+		if other == nil {
+			continue
+		}
+		for _, ep := range sortedKeys(other.placements) {
+			pl := other.placements[ep]
+			if !pl.released && (d.Where() == config.AllNodes || pl.node == node) {
+				c.fail(e, RuleExclusion, "starts on %s while %s, which it excludes (%s), holds epoch %d on %s (placed at seq %d)", node, d.Name, d.Where(), ep, pl.node, pl.seq)
+			}
+		}
 	}
 }
 

@@ -454,3 +454,68 @@ func TestDrainRunFreezeThawPass(t *testing.T) {
 		t.Errorf("want no violation:\n%s", strings.Join(v, "\n"))
 	}
 }
+
+// TestExclusion: a package that excludes another starts only where that
+// other holds no placement that is not released (same_node), or where it
+// holds none at all (all_nodes).
+func TestExclusion(t *testing.T) {
+	cfg := func(loc string) string {
+		return `{"cluster":"t","node_timeout":"3s","guest_timeout":"3s","nodes":["n1","n2"],"packages":[
+ {"name":"hi","nodes":["n1","n2"],"priority":10,"dependencies":[{"name":"lo","condition":"down","location":"` + loc + `"}],
+  "guest":{"name":"hg","driver":"process","restart":"none","start_timeout":"5s"},"services":[{"name":"s","cmd":["x"],"restart":"none","halt_timeout":"1s"}]},
+ {"name":"lo","nodes":["n1","n2"],"dependencies":[{"name":"hi","condition":"down","location":"` + loc + `"}],
+  "guest":{"name":"lg","driver":"process","restart":"none","start_timeout":"5s"},"services":[{"name":"s","cmd":["x"],"restart":"none","halt_timeout":"1s"}]}]}`
+	}
+	for _, tc := range []struct {
+		name, loc string
+		build     func(l *logb)
+		want      string
+	}{
+		{"after the other halted: fine", "same_node", func(l *logb) {
+			p := l.add("lo", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("lo", p.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.add("lo", "", events.PackageHalting{Node: "n1", Epoch: 1, Reason: "displaced: by hi"})
+			l.add("lo", "", events.PackageHalted{Node: "n1", Epoch: 1, Reason: "displaced"})
+			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		}, ""},
+		{"other node, same_node: fine", "same_node", func(l *logb) {
+			p := l.add("lo", "", events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
+			l.add("lo", p.ID, events.PackageStarting{Node: "n2", Epoch: 1})
+			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		}, ""},
+		{"while the other halts there", "same_node", func(l *logb) {
+			p := l.add("lo", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("lo", p.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.add("lo", "", events.PackageHalting{Node: "n1", Epoch: 1, Reason: "displaced: by hi"})
+			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		}, "starts on n1 while lo, which it excludes (same_node), holds epoch 1 on n1 (placed at seq 4) [exclusion]"},
+		{"other node, all_nodes", "all_nodes", func(l *logb) {
+			p := l.add("lo", "", events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
+			l.add("lo", p.ID, events.PackageStarting{Node: "n2", Epoch: 1})
+			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		}, "starts on n1 while lo, which it excludes (all_nodes), holds epoch 1 on n2 (placed at seq 4) [exclusion]"},
+		{"the other's node lost: released", "all_nodes", func(l *logb) {
+			p := l.add("lo", "", events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
+			l.add("lo", p.ID, events.PackageStarting{Node: "n2", Epoch: 1})
+			l.add("n2", "", events.NodeLost{Reason: "lease expired"})
+			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLog()
+			l.add("", "", events.ConfigApplied{Config: json.RawMessage(cfg(tc.loc)), Hash: "h"})
+			l.add("n1", "", events.NodeJoined{})
+			l.add("n2", "", events.NodeJoined{})
+			tc.build(l)
+			got := strings.Join(Check(l.evs), "\n")
+			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+				t.Errorf("got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
