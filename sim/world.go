@@ -76,6 +76,9 @@ type Options struct {
 	FaultEvery time.Duration
 	// Mutation plants a bug (see Mutation).
 	Mutation Mutation
+	// Grace is the slack the invariant check adds to each bound (0:
+	// Grace).
+	Grace time.Duration
 	// KeepGoing runs to the end after a violation (default: stop at the
 	// first step that breaks a promise).
 	KeepGoing bool
@@ -105,6 +108,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.FaultEvery <= 0 {
 		o.FaultEvery = 2 * time.Second
+	}
+	if o.Grace <= 0 {
+		o.Grace = Grace
 	}
 	return o
 }
@@ -407,7 +413,7 @@ func Run(opt Options) Result {
 		guards: map[string]*guard{},
 		spool:  map[string][]events.Event{},
 		cut:    map[string]time.Time{},
-		check:  invariant.NewChecker(invariant.Options{Grace: Grace}),
+		check:  invariant.NewChecker(invariant.Options{Grace: opt.Grace}),
 		sum:    sha256.New(),
 	}
 	w.log = NewLog(w.now, 2*time.Minute)

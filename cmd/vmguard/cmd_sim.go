@@ -5,19 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/vmguard/vmguard/sim"
 )
 
 type simCmd struct {
-	Seed     uint64 `name:"seed" default:"1" help:"The seed the run is drawn from: configuration details, faults, delays."`
-	Seeds    int    `name:"seeds" default:"1" help:"Run this many seeds, from --seed on."`
-	Steps    int    `name:"steps" default:"5000" help:"Scheduler steps with faults per seed; then faults stop and 2 simulated minutes check liveness."`
-	Nodes    int    `name:"nodes" default:"3" help:"Nodes of the simulated cluster."`
-	Packages int    `name:"packages" default:"4" help:"Packages of the simulated cluster."`
-	Mutation string `name:"mutation" enum:",skip_expect,skip_release,reset_restarts,skip_lease_record,start_void,up_only_leases" default:"" help:"Plant a bug in the simulator's model of the runners (skip_expect, skip_release, reset_restarts; or undo a fix of a finding: skip_lease_record, start_void, up_only_leases)."`
-	Trace    bool   `name:"trace" help:"Print every fault and every appended event."`
-	Shrink   bool   `name:"shrink" help:"For a seed that breaks a promise, look for a smaller fault schedule that still breaks it, and print it."`
+	Seed     uint64        `name:"seed" default:"1" help:"The seed the run is drawn from: configuration details, faults, delays."`
+	Seeds    int           `name:"seeds" default:"1" help:"Run this many seeds, from --seed on."`
+	Steps    int           `name:"steps" default:"5000" help:"Scheduler steps with faults per seed; then faults stop and 2 simulated minutes check liveness."`
+	Nodes    int           `name:"nodes" default:"3" help:"Nodes of the simulated cluster."`
+	Packages int           `name:"packages" default:"4" help:"Packages of the simulated cluster."`
+	Mutation string        `name:"mutation" enum:",skip_expect,skip_release,reset_restarts,skip_lease_record,start_void,up_only_leases" default:"" help:"Plant a bug in the simulator's model of the runners (skip_expect, skip_release, reset_restarts; or undo a fix of a finding: skip_lease_record, start_void, up_only_leases)."`
+	Grace    time.Duration `name:"grace" default:"30s" help:"Slack added to every configured bound by the invariant check (vmguard verify uses 10s)."`
+	Trace    bool          `name:"trace" help:"Print every fault and every appended event."`
+	Shrink   bool          `name:"shrink" help:"For a seed that breaks a promise, look for a smaller fault schedule that still breaks it, and print it."`
 }
 
 // Help is shown by `vmguard sim --help`.
@@ -50,7 +52,7 @@ func (c *simCmd) Run(ctx context.Context, g *globals) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		opt := sim.Options{Seed: c.Seed + uint64(i), Steps: c.Steps, Nodes: c.Nodes, Packages: c.Packages, Mutation: sim.Mutation(c.Mutation)}
+		opt := sim.Options{Seed: c.Seed + uint64(i), Steps: c.Steps, Nodes: c.Nodes, Packages: c.Packages, Mutation: sim.Mutation(c.Mutation), Grace: c.Grace}
 		if c.Trace {
 			opt.Trace = func(s string) { fmt.Fprintln(g.Stdout, s) }
 		}

@@ -135,6 +135,15 @@ func TestViolations(t *testing.T) {
 			g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
 			return l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 30, RequestID: g.ID + "/s", Epoch: 3}).Seq
 		}, RuleOneEpoch, "two placements at once"},
+		{"two live epochs, a host manager of n2 recording its lease take", func(l *cleanLog) uint64 {
+			// node.lease_taken changes nothing: not a join, so n2 stays
+			// lost, and its late start still makes two live epochs.
+			l.add("n2", "", events.NodeLeaseTaken{Holder: "h2"})
+			l.add("web", l.guest2.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 21, RequestID: l.guest2.ID + "/s", Epoch: 2})
+			st := l.add("web", l.placed3.ID, events.PackageStarting{Node: "n1", Epoch: 3})
+			g := l.add("web", st.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 3})
+			return l.add("web", g.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 30, RequestID: g.ID + "/s", Epoch: 3}).Seq
+		}, RuleOneEpoch, "two placements at once"},
 		{"start before release", func(l *cleanLog) uint64 {
 			// Placed on n1 by an operator while epoch 2 on n2 still runs,
 			// without a loss: epoch 3 must not start.
@@ -365,6 +374,25 @@ func TestNodeLostPlacementWhileAnOlderHalts(t *testing.T) {
 	r = Verify(l.evs, Options{})
 	if len(r.Violations) != 1 || r.Violations[0].Rule != RuleReleasedFirst {
 		t.Errorf("want one released_first violation, got %v", r.Violations)
+	}
+}
+
+// TestLeaseTakenIsAccepted: node.lease_taken (a host manager recording its
+// lease take) anywhere in a clean log keeps it clean.
+func TestLeaseTakenIsAccepted(t *testing.T) {
+	l := clean()
+	var evs []events.Event
+	for _, e := range l.evs {
+		evs = append(evs, e)
+		if _, ok := e.Data.(events.NodeJoined); ok {
+			evs = append(evs, events.Event{ID: e.ID + "-taken", Source: "/t", Subject: e.Subject, Time: e.Time, Data: events.NodeLeaseTaken{Holder: "h"}})
+		}
+	}
+	for i := range evs {
+		evs[i].Seq = uint64(i + 1)
+	}
+	if r := Verify(evs, Options{}); !r.OK() {
+		t.Errorf("violations: %v", r.Violations)
 	}
 }
 
