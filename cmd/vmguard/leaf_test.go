@@ -195,6 +195,17 @@ func TestLeafNodes(t *testing.T) {
 		t.Error("a leaf's identity connected to the server as a client")
 	}
 
+	// No secret of the set-up in the command line or environment of any
+	// process of it: the server, the controller, the host managers (with
+	// their leaves), the agents, and the services they run.
+	var steady int
+	for _, x := range readLog(t, admin) {
+		if d, ok := x.Data.(events.ProcessStarted); ok && d.Service == "steady" {
+			steady = d.PID
+		}
+	}
+	checkNoSecretsInProc(t, secretsIn(t, e.out), []string{e.dir, vmguardBin}, steady)
+
 	// On its leaf, guest webvm reaches no other guest; the host manager
 	// reaches it there, nobody reaches it through the server.
 	guest, err := guestFlags(leafURL(leaf1)).Connect("test as guest webvm", nats.CustomInboxPrefix(guestauth.InboxPrefix("webvm")))
@@ -313,4 +324,92 @@ func TestLeafNodes(t *testing.T) {
 	if v := e.violations(); len(v) > 0 {
 		t.Logf("server's permission violations:\n%s", strings.Join(v, "\n"))
 	}
+}
+
+// secretsIn returns the secrets `vmguard init` wrote under out: nkey seeds
+// (user.nk files and the leaves' remote seeds), passwords of the
+// in-process users, and a piece of each private key's PEM body.
+func secretsIn(t *testing.T, out string) []string {
+	t.Helper()
+	var secrets []string
+	seed := regexp.MustCompile(`SU[A-Z2-7]{50,}`)
+	password := regexp.MustCompile(`password: "([^"]+)"`)
+	err := filepath.WalkDir(out, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range seed.FindAll(b, -1) {
+			secrets = append(secrets, string(m))
+		}
+		for _, m := range password.FindAllSubmatch(b, -1) {
+			secrets = append(secrets, string(m[1]))
+		}
+		if strings.Contains(string(b), "PRIVATE KEY-----") {
+			lines := strings.Split(string(b), "\n")
+			if len(lines) > 2 {
+				secrets = append(secrets, lines[1][:min(len(lines[1]), 40)])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(secrets) < 10 {
+		t.Fatalf("found only %d secrets under %s", len(secrets), out)
+	}
+	return secrets
+}
+
+// checkNoSecretsInProc fails if the command line or environment of any
+// process whose command line names one of marks (the test's directory,
+// its vmguard binary), or of the extra pids, holds one of secrets. It
+// reads /proc.
+func checkNoSecretsInProc(t *testing.T, secrets, marks []string, extra ...int) {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, en := range entries {
+		var pid int
+		if _, err := fmt.Sscan(en.Name(), &pid); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		mine := false
+		for _, m := range marks {
+			mine = mine || strings.Contains(string(cmdline), m)
+		}
+		for _, x := range extra {
+			mine = mine || x == pid
+		}
+		if !mine {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join("/proc", en.Name(), "environ"))
+		if err != nil {
+			t.Errorf("read environ of %d: %v", pid, err)
+			continue
+		}
+		checked++
+		for _, sec := range secrets {
+			if strings.Contains(string(cmdline), sec) || strings.Contains(string(environ), sec) {
+				t.Errorf("process %d (%s) shows a secret of the set-up in its command line or environment", pid, strings.ReplaceAll(string(cmdline), "\x00", " "))
+			}
+		}
+	}
+	// The server, the controller, two host managers, two agents and a service.
+	if checked < 7 {
+		t.Errorf("checked %d processes, want at least 7", checked)
+	}
+	t.Logf("no secret (%d of them) in the command line or environment of %d processes", len(secrets), checked)
 }
