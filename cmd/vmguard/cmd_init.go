@@ -34,6 +34,8 @@ type initCmd struct {
 	Force bool     `name:"force" help:"Regenerate everything in an initialized --out (every machine then needs its new files)."`
 	SANs  []string `name:"san" placeholder:"NAME|IP" help:"A name or address clients use to reach the server, for its certificate (repeat; localhost and 127.0.0.1 are always in)."`
 	Valid int      `name:"valid-days" default:"825" help:"Validity of the certificates, in days."`
+	URL   string   `name:"url" placeholder:"URL" help:"The server's client URL as the machines reach it, for each identity's env file (default tls://<the first --san, else localhost>:4222)."`
+	Dir   string   `name:"install-dir" default:"/etc/vmguard" placeholder:"DIR" help:"Where each machine keeps its identity's directory (copied from --out): the env files and leaf configs name their files there."`
 
 	Leaf       string   `name:"leaf" placeholder:"URL" help:"Guests connect to leaf nodes on their hosts (vmguard host --leaf), not to the server: the URL of the server's leafnode port as hosts reach it, e.g. tls://nats.example.com:7422 (its name in --san). Writes leaf-<node>/ for each node; guests' identities are valid only on the leaves of their packages' nodes."`
 	LeafListen string   `name:"leaf-listen" default:"0.0.0.0:4223" placeholder:"HOST:PORT" help:"With --leaf: where each host's leaf node listens for its guests."`
@@ -126,7 +128,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	w := &initWriter{}
 	w.pem(filepath.Join(c.Out, "ca.pem"), "CERTIFICATE", ca.der)
 	w.key(filepath.Join(c.Out, "ca-key.pem"), ca.key)
-	sans := append([]string{"localhost", "127.0.0.1", "::1"}, c.SANs...)
+	sans := compactKeep(append([]string{"localhost", "127.0.0.1", "::1"}, c.SANs...))
 	sder, skey, err := ca.issue("vmguard server", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, valid)
 	if err != nil {
 		return err
@@ -155,7 +157,7 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		w.pem(filepath.Join(dir, "cert.pem"), "CERTIFICATE", cder)
 		w.key(filepath.Join(dir, "key.pem"), ckey)
 		w.pem(filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.der)
-		w.file(filepath.Join(dir, "env"), []byte(fmt.Sprintf("# %s: copy this directory to its machine as /etc/vmguard/%s and source this file\nNATS_NKEY=/etc/vmguard/%[2]s/user.nk\nNATS_CA=/etc/vmguard/%[2]s/ca.pem\nNATS_CERT=/etc/vmguard/%[2]s/cert.pem\nNATS_KEY=/etc/vmguard/%[2]s/key.pem\n", id.what, id.name)))
+		w.file(filepath.Join(dir, "env"), []byte(c.envFile(id, leaf)))
 		u := guestauth.User{Name: id.name, NKey: pub, Permissions: id.perms, Comment: id.name + ": " + id.what}
 		if id.guest != nil {
 			guestUsers = append(guestUsers, guestauth.AccountGuest{Guest: *id.guest, User: u})
@@ -206,6 +208,38 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		fmt.Fprintf(g.Stdout, "vmguard init: guests connect to their host's leaf node (%s; leaf-<node>/leaf.conf, vmguard host --leaf), which connects to %s\n", c.LeafListen, c.Leaf)
 	}
 	return nil
+}
+
+// envFile is the env file of identity id: its server URL and files, as
+// installed under --install-dir; with --leaf a guest's URL is its host's
+// leaf node and a host's names its leaf config (VMGUARD_LEAF).
+func (c *initCmd) envFile(id identity, leaf *leafPlan) string {
+	in := filepath.Join(c.Dir, id.name)
+	url := c.serverURL()
+	if leaf != nil && id.guest != nil {
+		url = leaf.guestURL()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# %s: copy this directory to its machine as %s and source this file\n", id.what, in)
+	fmt.Fprintf(&b, "NATS_URL=%s\nNATS_NKEY=%s\nNATS_CA=%s\nNATS_CERT=%s\nNATS_KEY=%s\n", url,
+		filepath.Join(in, "user.nk"), filepath.Join(in, "ca.pem"), filepath.Join(in, "cert.pem"), filepath.Join(in, "key.pem"))
+	if node, ok := strings.CutPrefix(id.name, "host-"); ok && leaf != nil {
+		fmt.Fprintf(&b, "# vmguard host --leaf: this node's leaf node for its guests (copy %s too)\nVMGUARD_LEAF=%s\n",
+			filepath.Join(c.Dir, "leaf-"+node), filepath.Join(c.Dir, "leaf-"+node, "leaf.conf"))
+	}
+	return b.String()
+}
+
+// serverURL is --url, else tls://<first --san, else localhost>:4222.
+func (c *initCmd) serverURL() string {
+	if c.URL != "" {
+		return c.URL
+	}
+	host := "localhost"
+	if len(c.SANs) > 0 {
+		host = c.SANs[0]
+	}
+	return "tls://" + net.JoinHostPort(host, "4222")
 }
 
 // initWriter writes files mode 0600, keeping the first error.
@@ -307,6 +341,17 @@ type leafPlan struct {
 	host    string
 	port    int
 	sans    []string
+	dir     string // --install-dir
+}
+
+// guestURL is the URL guests reach their host's leaf node at: the first
+// --leaf-san, else 127.0.0.1, and the --leaf-listen port.
+func (lp *leafPlan) guestURL() string {
+	host := "127.0.0.1"
+	if len(lp.sans) > 0 {
+		host = lp.sans[0]
+	}
+	return "tls://" + net.JoinHostPort(host, strconv.Itoa(lp.port))
 }
 
 // leafPlan checks --leaf, --leaf-listen and --leaf-san.
@@ -327,7 +372,7 @@ func (c *initCmd) leafPlan() (*leafPlan, error) {
 	if err != nil || p < 1 || p > 65535 {
 		return nil, fmt.Errorf("%w: --leaf-listen %s: port %q", errUsage, c.LeafListen, port)
 	}
-	return &leafPlan{hubURL: "tls://" + u.Host, hubPort: hubPort, host: host, port: p, sans: c.LeafSANs}, nil
+	return &leafPlan{hubURL: "tls://" + u.Host, hubPort: hubPort, host: host, port: p, sans: c.LeafSANs, dir: c.Dir}, nil
 }
 
 // write writes leaf-<node>/ for each node: the leaf's certificate (server
@@ -336,7 +381,6 @@ func (c *initCmd) leafPlan() (*leafPlan, error) {
 // server's accounts to those leaves: guests[i].User is cleared and its
 // Leaves are the server's leaf users of its nodes.
 func (lp *leafPlan) write(w *initWriter, out string, nodes []string, guests []guestauth.AccountGuest, ca *certAuthority, valid time.Duration) error {
-	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	leafGuests := map[string][]guestauth.LeafGuest{}
 	for i := range guests {
 		ag := &guests[i]
@@ -368,7 +412,7 @@ func (lp *leafPlan) write(w *initWriter, out string, nodes []string, guests []gu
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", dir, err)
 		}
-		sans := append([]string{"localhost", "127.0.0.1", "::1", n}, lp.sans...)
+		sans := compactKeep(append([]string{"localhost", "127.0.0.1", "::1", n}, lp.sans...))
 		der, key, err := ca.issue("leaf-"+n, sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, valid)
 		if err != nil {
 			return err
@@ -377,7 +421,8 @@ func (lp *leafPlan) write(w *initWriter, out string, nodes []string, guests []gu
 		w.pem(cert, "CERTIFICATE", der)
 		w.key(keyFile, key)
 		w.pem(caFile, "CERTIFICATE", ca.der)
-		files := guestauth.TLSFiles{Cert: abs(cert), Key: abs(keyFile), CA: abs(caFile)}
+		in := filepath.Join(lp.dir, "leaf-"+n) // where the host keeps this directory
+		files := guestauth.TLSFiles{Cert: filepath.Join(in, "cert.pem"), Key: filepath.Join(in, "key.pem"), CA: filepath.Join(in, "ca.pem")}
 		text, err := guestauth.RenderLeaf(guestauth.Leaf{
 			Node: n, Host: lp.host, Port: lp.port, Hub: []string{lp.hubURL}, Listen: files, Remote: files,
 			HostPassword: rand.Text(), Guests: leafGuests[n], Limits: guestauth.DefaultLimits,
@@ -388,4 +433,17 @@ func (lp *leafPlan) write(w *initWriter, out string, nodes []string, guests []gu
 		w.file(filepath.Join(dir, "leaf.conf"), []byte(text))
 	}
 	return w.err
+}
+
+// compactKeep drops repeats from names, keeping the first of each in order.
+func compactKeep(names []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -26,6 +26,28 @@ func identityEnv(out, id, url string) []string {
 		"NATS_CERT="+filepath.Join(d, "cert.pem"), "NATS_KEY="+filepath.Join(d, "key.pem"))
 }
 
+// envFile returns the environment an init env file sets (KEY=VALUE lines,
+// # comments), with PATH and HOME.
+func envFile(t *testing.T, file string) []string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !strings.Contains(line, "=") {
+			t.Fatalf("%s: %q is not KEY=VALUE", file, line)
+		}
+		env = append(env, line)
+	}
+	return env
+}
+
 // TestInitSecureSetup: `vmguard init` writes a server config, a CA and an
 // identity per role, every file 0600; it refuses to overwrite without
 // --force; `vmguard server -c` with it listens on 0.0.0.0 (it counts as
@@ -35,7 +57,10 @@ func identityEnv(out, id, url string) []string {
 func TestInitSecureSetup(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "secure")
 	demo := filepath.Join("..", "..", "examples", "demo.yaml")
-	if code, stdout, stderr := runCLI("init", "-f", demo, "--out", out); code != 0 {
+	port := freePort(t)
+	url := fmt.Sprintf("tls://127.0.0.1:%d", port)
+	// The identities stay where init wrote them: --install-dir is --out.
+	if code, stdout, stderr := runCLI("init", "-f", demo, "--out", out, "--install-dir", out, "--url", url); code != 0 {
 		t.Fatalf("init: exit %d: %s%s", code, stdout, stderr)
 	}
 	err := filepath.WalkDir(out, func(p string, d fs.DirEntry, err error) error {
@@ -73,8 +98,6 @@ func TestInitSecureSetup(t *testing.T) {
 		t.Error("a refused init changed a seed")
 	}
 
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	srv := exec.Command(vmguardBin, "server", "-c", conf, "--store", t.TempDir(), "--host", "0.0.0.0", "--port", fmt.Sprint(port), "-q")
 	buf := &syncBuffer{}
 	srv.Stdout, srv.Stderr = buf, buf
@@ -87,9 +110,10 @@ func TestInitSecureSetup(t *testing.T) {
 		t.Errorf("init's config counted as insecure:\n%s", buf.String())
 	}
 
+	// Each client runs with its identity's env file and nothing else.
 	run := func(id string, args ...string) (string, error) {
 		cmd := exec.Command(vmguardBin, args...)
-		cmd.Env = identityEnv(out, id, url)
+		cmd.Env = envFile(t, filepath.Join(out, id, "env"))
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
@@ -112,7 +136,7 @@ func TestInitSecureSetup(t *testing.T) {
 	}
 
 	agent := exec.Command(vmguardBin, "agent", "--guest", "webvm", "--state", t.TempDir())
-	agent.Env = identityEnv(out, "guest-webvm", url)
+	agent.Env = envFile(t, filepath.Join(out, "guest-webvm", "env"))
 	abuf := &syncBuffer{}
 	agent.Stdout, agent.Stderr = abuf, abuf
 	if err := agent.Start(); err != nil {
@@ -137,7 +161,7 @@ func TestInitSecureSetup(t *testing.T) {
 		return err == nil
 	})
 
-	if code, _, stderr := runCLI("init", "-f", demo, "--out", out, "--force"); code != 0 {
+	if code, _, stderr := runCLI("init", "-f", demo, "--out", out, "--install-dir", out, "--url", url, "--force"); code != 0 {
 		t.Fatalf("init --force: exit %d: %s", code, stderr)
 	}
 	if after, _ := os.ReadFile(seed); bytes.Equal(seedBefore, after) {

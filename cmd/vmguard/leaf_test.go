@@ -103,7 +103,9 @@ func TestLeafNodes(t *testing.T) {
 	ports := freePorts(t, 4)
 	hubLeaf, leaf1, leaf2, httpPort := ports[0], ports[1], ports[2], ports[3]
 	e := newSecureEnvInit(t, leafConfig,
-		[]string{"--leaf", fmt.Sprintf("tls://127.0.0.1:%d", hubLeaf), "--leaf-listen", fmt.Sprintf("127.0.0.1:%d", leaf1)},
+		func(out string) []string {
+			return []string{"--leaf", fmt.Sprintf("tls://127.0.0.1:%d", hubLeaf), "--leaf-listen", fmt.Sprintf("127.0.0.1:%d", leaf1), "--install-dir", out}
+		},
 		"--http", fmt.Sprint(httpPort))
 	if o, err := e.cli("operator-admin", "apply", "-f", e.cfg); err != nil {
 		t.Fatalf("apply as operator-admin: %v\n%s", err, o)

@@ -58,18 +58,19 @@ type secureEnv struct {
 // with its nats.conf and serverArgs, logging.
 func newSecureEnv(t *testing.T, config string, serverArgs ...string) *secureEnv {
 	t.Helper()
-	return newSecureEnvInit(t, config, nil, serverArgs...)
+	return newSecureEnvInit(t, config, func(string) []string { return nil }, serverArgs...)
 }
 
-// newSecureEnvInit is newSecureEnv with more `vmguard init` arguments.
-func newSecureEnvInit(t *testing.T, config string, initArgs []string, serverArgs ...string) *secureEnv {
+// newSecureEnvInit is newSecureEnv with more `vmguard init` arguments,
+// given the init directory.
+func newSecureEnvInit(t *testing.T, config string, initArgs func(out string) []string, serverArgs ...string) *secureEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &secureEnv{t: t, dir: dir, out: filepath.Join(dir, "init"), cfg: filepath.Join(dir, "cluster.yaml")}
 	if err := os.WriteFile(e.cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, stdout, stderr := runCLI(append([]string{"init", "-f", e.cfg, "--out", e.out}, initArgs...)...); code != 0 {
+	if code, stdout, stderr := runCLI(append([]string{"init", "-f", e.cfg, "--out", e.out}, initArgs(e.out)...)...); code != 0 {
 		t.Fatalf("init: exit %d: %s%s", code, stdout, stderr)
 	}
 	port := freePort(t)
