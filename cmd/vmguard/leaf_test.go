@@ -326,6 +326,27 @@ func TestLeafNodes(t *testing.T) {
 	if v := e.violations(); len(v) > 0 {
 		t.Logf("server's permission violations:\n%s", strings.Join(v, "\n"))
 	}
+
+	// The leaf lives in the host manager: killed (-9) and started again,
+	// its guest's agent reconnects to the new leaf and the service is
+	// restarted on as before.
+	c.kill9("node1")
+	killed := time.Now()
+	n1 := len(restarts(readLog(t, admin), "tick"))
+	c.start("node1", "host", "--node", "node1", "--state", filepath.Join(e.dir, "node1"), "--no-guard",
+		"--leaf", filepath.Join(e.out, "leaf-node1", "leaf.conf"))
+	waitFor(t, 60*time.Second, "2 more restarts of tick after node1's host manager and leaf restarted", func() bool {
+		return len(restarts(readLog(t, admin), "tick")) >= n1+2
+	})
+	t.Logf("node1's host manager and leaf killed and restarted: tick restarted again %v after the kill", time.Since(killed).Round(100*time.Millisecond))
+	for _, x := range readLog(t, admin) {
+		switch x.Type() {
+		case "io.vmguard.node.lost.v1", "io.vmguard.guest.lost.v1", "io.vmguard.package.failed.v1":
+			t.Errorf("%s at seq %d after a restart of node1's host manager", x.Type(), x.Seq)
+		case "io.vmguard.node.fenced.v1":
+			t.Logf("%s at seq %d after a restart of node1's host manager", x.Type(), x.Seq)
+		}
+	}
 }
 
 // secretsIn returns the secrets `vmguard init` wrote under out: nkey seeds
