@@ -54,7 +54,8 @@
 // A process.started of a placement that a node.lost or node.fenced already
 // released, stamped before that loss, is a late report (a guest agent's
 // spool), noted and not counted live: the loss ended that placement's
-// processes.
+// processes. So is one stamped before a guest.stopped of its epoch that
+// the log holds before it: the stop ended it with the guest.
 //
 // Reports from guests (process.started, process.exited) are claims, not
 // decisions: a process.started that answers no run request vmguard made is
@@ -281,6 +282,9 @@ type pkgState struct {
 	restarts   map[string]*svcCount
 	// asked holds the ids of run requests vmguard made for this package.
 	asked map[string]bool
+	// stopped holds, per epoch, its last guest.stopped: the guest and
+	// every process in it ended then.
+	stopped map[uint64]events.Event
 }
 
 type checker struct {
@@ -303,6 +307,7 @@ func (c *checker) pkg(name string) *pkgState {
 			open:       map[uint64]*action{},
 			restarts:   map[string]*svcCount{},
 			asked:      map[string]bool{},
+			stopped:    map[uint64]events.Event{},
 		}
 		c.pkgs[name] = p
 	}
@@ -482,6 +487,7 @@ func (c *checker) apply(e events.Event) {
 	case events.GuestStopped:
 		c.causeIfNamed(e)
 		c.clearProcs(e.Subject, d.Epoch)
+		c.pkg(e.Subject).stopped[d.Epoch] = e
 	case events.GuestMigrating:
 		c.causeIfNamed(e)
 		c.liveNode(e, d.Node, d.Epoch)
@@ -772,6 +778,15 @@ func (c *checker) processStarted(e events.Event, d events.ProcessStarted) {
 		// means the fence did not stop the guest: that one counts.
 		c.note(e, "process %s/%d of %s reported started after %s at seq %d released epoch %d: a late report, not a live process",
 			d.Guest, d.PID, d.Service, events.ShortType(pl.byLoss.Type()), pl.byLoss.Seq, d.Epoch)
+		return
+	}
+	if gs, ok := p.stopped[d.Epoch]; ok && e.Time.Before(gs.Time) {
+		// A late report of a start the agent saw before its guest was
+		// stopped (its append was delayed past the guest.stopped): the
+		// stop ended it with the guest (found by the simulator, sim seed
+		// 4651: a forced stop, then package.failed, then the start).
+		c.note(e, "process %s/%d of %s reported started after guest.stopped at seq %d of epoch %d: a late report, not a live process",
+			d.Guest, d.PID, d.Service, gs.Seq, d.Epoch)
 		return
 	}
 	c.releasedFirst(e, d.Epoch)

@@ -437,6 +437,42 @@ func TestLateStartAfterLossIsANote(t *testing.T) {
 	}
 }
 
+// TestLateStartAfterGuestStopIsANote: a restart's process.started, seen by
+// the agent before the host forced the guest off, reaches the log after
+// guest.stopped and package.failed; the failover's start on n2 is not a
+// second live epoch. One stamped after the stop still counts.
+func TestLateStartAfterGuestStopIsANote(t *testing.T) {
+	for _, late := range []bool{true, false} {
+		l := newLog()
+		l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
+		j1 := l.add("n1", "", events.NodeJoined{})
+		l.add("n2", "", events.NodeJoined{})
+		p1 := l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
+		st1 := l.add("web", p1.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		g1 := l.add("web", st1.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 1})
+		l.add("web", g1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: g1.ID + "/s", Epoch: 1})
+		gs := l.add("web", "", events.GuestStopped{Guest: "g", Node: "n1", Epoch: 1, Reason: "forced off"})
+		f := l.add("web", gs.ID, events.PackageFailed{Node: "n1", Epoch: 1, Reason: "guest stopped"})
+		p2 := l.add("web", f.ID, events.PackagePlaced{Node: "n2", Epoch: 2, Reason: "failover", PreviousNode: "n1"})
+		st2 := l.add("web", p2.ID, events.PackageStarting{Node: "n2", Epoch: 2})
+		g2 := l.add("web", st2.ID, events.GuestStarted{Guest: "g", Node: "n2", Epoch: 2})
+		l.add("web", g2.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 20, RequestID: g2.ID + "/s", Epoch: 2})
+		l.add("web", g1.ID, events.ProcessStarted{Guest: "g", Service: "w", PID: 11, RequestID: g1.ID + "/w", Epoch: 1})
+		at := gs.Time.Add(time.Millisecond)
+		if late {
+			at = gs.Time.Add(-time.Millisecond)
+		}
+		l.evs[len(l.evs)-1].Time = at
+		r := Verify(l.evs, Options{})
+		if late && (!r.OK() || len(r.Notes) == 0 || !strings.Contains(r.Notes[len(r.Notes)-1].Message, "late report")) {
+			t.Errorf("late: violations %v, notes %v", r.Violations, r.Notes)
+		}
+		if !late && (len(r.Violations) != 1 || r.Violations[0].Rule != RuleOneEpoch) {
+			t.Errorf("a start stamped after the guest stop, while epoch 2 runs: %v, want one one_epoch violation", r.Violations)
+		}
+	}
+}
+
 // TestResetStartsCountersAgain: `pkg reset` clears the restart counters,
 // windowed ones too, so a restart after it is within policy.
 func TestResetStartsCountersAgain(t *testing.T) {
