@@ -80,6 +80,9 @@ type Stats struct {
 	Limited uint64
 	// Busy were refused because the gate's queue was full.
 	Busy uint64
+	// Upstream were passed on (Config.Forward) and refused there; they
+	// are not counted as Appended.
+	Upstream uint64
 }
 
 // Gate checks guests' events and appends them to the log.
@@ -89,6 +92,7 @@ type Gate struct {
 	limiter                          *Limiter // owned by the subscription's goroutine
 	work                             chan job
 	appended, invalid, limited, busy atomic.Uint64
+	upstream                         atomic.Uint64
 	lastWhy                          atomic.Pointer[string] // the last refusal of an invalid event
 }
 
@@ -123,7 +127,7 @@ func New(cfg Config) (*Gate, error) {
 
 // Stats returns the counts so far.
 func (g *Gate) Stats() Stats {
-	return Stats{Appended: g.appended.Load(), Invalid: g.invalid.Load(), Limited: g.limited.Load(), Busy: g.busy.Load()}
+	return Stats{Appended: g.appended.Load(), Invalid: g.invalid.Load(), Limited: g.limited.Load(), Busy: g.busy.Load(), Upstream: g.upstream.Load()}
 }
 
 // Run serves the gate until ctx ends.
@@ -216,7 +220,11 @@ func (g *Gate) handle(ctx context.Context, j job) {
 		refuse(j.m, 503, "append: "+err.Error())
 		return
 	}
-	g.appended.Add(1)
+	if g.cfg.Forward != nil && refused(resp.Data) {
+		g.upstream.Add(1)
+	} else {
+		g.appended.Add(1)
+	}
 	if j.m.Reply != "" {
 		_ = j.m.RespondMsg(&nats.Msg{Header: resp.Header, Data: resp.Data})
 	}
@@ -261,6 +269,15 @@ func forwardHeader(h nats.Header) nats.Header {
 		}
 	}
 	return out
+}
+
+// refused reports whether an answer to an append is an error (a
+// JetStream or gate error: {"error": {...}}).
+func refused(body []byte) bool {
+	var r struct {
+		Error *json.RawMessage `json:"error"`
+	}
+	return json.Unmarshal(body, &r) == nil && r.Error != nil
 }
 
 // refuse answers m, if it has a reply subject, with a JetStream publish

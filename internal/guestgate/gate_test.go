@@ -1,7 +1,9 @@
 package guestgate
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +11,8 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/guestauth"
+	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 func TestLimiter(t *testing.T) {
@@ -97,5 +101,83 @@ func TestGateSubject(t *testing.T) {
 		if _, _, ok := guestauth.ParseGateSubject(bad); ok {
 			t.Errorf("ParseGateSubject(%s) ok", bad)
 		}
+	}
+}
+
+// TestForward: a host's gate (Forward, on a leaf's connection) passes a
+// guest's valid event to the server's gate, which stores it; junk is
+// refused at the host and never reaches the server; an event the server's
+// gate refuses (over its rate) is answered with its error and counted as
+// refused upstream.
+func TestForward(t *testing.T) {
+	ctx := context.Background()
+	hub := natsd.StartTest(t)
+	hubNC := natsd.Connect(t, hub)
+	l, err := events.Open(ctx, hubNC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := natsd.StartTest(t)
+	leafNC := natsd.Connect(t, leaf)
+	hubGate, err := New(Config{Conn: hubNC, Rate: 0.001, Burst: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostGate, err := New(Config{Conn: leafNC, Forward: hubNC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, stop := context.WithCancel(ctx)
+	defer stop()
+	for _, g := range []*Gate{hubGate, hostGate} {
+		done := make(chan error, 1)
+		go func() { done <- g.Run(gctx) }()
+		defer func() { stop(); <-done }()
+	}
+	codec, err := events.NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logSubj := events.PackageSubject("web", "process", "exited")
+	gate := guestauth.GateSubject("webvm", logSubj)
+	natstest.WaitFor(t, 10*time.Second, "both gates subscribed", func() bool {
+		return hub.GlobalAccount().SubscriptionInterest(gate) && leaf.GlobalAccount().SubscriptionInterest(gate)
+	})
+	ask := func(data []byte, hdr nats.Header) string {
+		t.Helper()
+		resp, err := leafNC.RequestMsg(&nats.Msg{Subject: gate, Header: hdr, Data: data}, 10*time.Second)
+		if err != nil {
+			t.Fatalf("ask the host's gate: %v", err)
+		}
+		return string(resp.Data)
+	}
+	ev := func(id string) *nats.Msg {
+		m, err := codec.Encode(events.New(events.GuestSource("webvm"), "web", events.ProcessExited{Guest: "webvm", Service: "svc", PID: 1, ExitCode: 1, RequestID: id, Epoch: 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if a := ask([]byte("junk"), nil); !strings.Contains(a, "guest gate") {
+		t.Errorf("junk: %s, want the host gate's refusal", a)
+	}
+	first := ev("first")
+	if a := ask(first.Data, first.Header); strings.Contains(a, "error") {
+		t.Errorf("a valid event: %s, want it stored", a)
+	}
+	second := ev("second")
+	if a := ask(second.Data, second.Header); !strings.Contains(a, "over its rate") {
+		t.Errorf("a valid event over the server's rate: %s, want the server gate's refusal", a)
+	}
+	e, found, err := l.Last(ctx, logSubj)
+	if d, ok := e.Data.(events.ProcessExited); err != nil || !found || !ok || d.RequestID != "first" {
+		t.Errorf("last stored event: %+v, %v, %v; want the first valid one", e, found, err)
+	}
+	h, s := hubGate.Stats(), hostGate.Stats()
+	if h.Invalid != 0 || h.Appended != 1 || h.Limited != 1 {
+		t.Errorf("the server's gate: %+v, want 1 appended, 1 over the rate, no junk seen", h)
+	}
+	if s.Invalid != 1 || s.Appended != 1 || s.Upstream != 1 {
+		t.Errorf("the host's gate: %+v, want 1 junk, 1 appended, 1 refused upstream", s)
 	}
 }
