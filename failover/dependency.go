@@ -50,9 +50,11 @@ func (w where) owns(pkg, node string) (string, bool) {
 			}
 		}
 	}
-	if n, ok := w.plan[pkg]; ok && n != "" {
-		return n, node == "" || n == node
+	if n, ok := w.plan[pkg]; ok && n != "" && (node == "" || n == node) {
+		return n, true
 	}
+	// Placed elsewhere in this pass, it still occupies its current node
+	// until that placement is released (it becomes Leaving).
 	if p == nil || !p.Phase.Owned() {
 		return "", false
 	}
@@ -352,8 +354,9 @@ func (s *State) dependencyHolds(cp config.Package, p *PackageState, d config.Dep
 	return false
 }
 
-// linked returns the packages linked to pkg by a dependency, either way.
-func linked(c *config.Cluster, pkg string) []string {
+// Linked returns the packages linked to pkg by a dependency, either way:
+// a decision about pkg depends on their state.
+func Linked(c *config.Cluster, pkg string) []string {
 	var out []string
 	for _, o := range c.Packages {
 		if o.Name != pkg && related(c, o, pkg) {

@@ -25,6 +25,7 @@ func genDepConfig(t *rapid.T) *config.Cluster {
 		p := testPkg(name, nodes...)
 		p.Guest.StartTimeout = config.Duration(30 * time.Second)
 		p.Services[0].HaltTimeout = config.Duration(10 * time.Second)
+		p.FailbackPolicy = rapid.SampledFrom([]string{config.FailbackManual, config.FailbackAutomatic}).Draw(t, name+".failback")
 		if rapid.Bool().Draw(t, name+".prio") {
 			p.Priority = prios[i]
 		}

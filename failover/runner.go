@@ -721,7 +721,7 @@ func (r *Runner) linkedInFlight(e events.Event) bool {
 	if r.state.Config == nil {
 		return false
 	}
-	for _, q := range linked(r.state.Config, e.Subject) {
+	for _, q := range Linked(r.state.Config, e.Subject) {
 		if r.pending["pkg."+q] > r.state.Seq {
 			return true
 		}

@@ -201,7 +201,7 @@ func (c *controller) emit(evs []events.Event) {
 			return
 		}
 		key := pendingKey(e)
-		if c.pending[key] > c.st.Seq {
+		if c.pending[key] > c.st.Seq || c.linkedInFlight(e) {
 			continue
 		}
 		if d, ok := e.Data.(events.PackagePlaced); ok && w.log.LastSeqOn(events.NodeFilter(d.Node)) != c.st.NodeSeq(d.Node) {
@@ -228,4 +228,19 @@ func (c *controller) emit(evs []events.Event) {
 			c.pending[key] = seq
 		}
 	}
+}
+
+// linkedInFlight is the runner's rule: a decision about a package waits
+// while one about a package linked to it by a dependency is on its way
+// back.
+func (c *controller) linkedInFlight(e events.Event) bool {
+	if c.st.Config == nil {
+		return false
+	}
+	for _, q := range failover.Linked(c.st.Config, e.Subject) {
+		if c.pending["pkg."+q] > c.st.Seq {
+			return true
+		}
+	}
+	return false
 }

@@ -191,3 +191,26 @@ func TestFindingSeeds(t *testing.T) {
 		}
 	}
 }
+
+var depSeedsFlag = flag.Int("dep-seeds", 20, "how many seeds TestSimDependencies runs (seed 64 is an open finding: docs/sim.md)")
+
+// TestSimDependencies runs seeds with packages linked by dependencies (an
+// up dependency and an exclusion with priorities), checking every promise,
+// exclusion included, after each step and liveness at the end.
+func TestSimDependencies(t *testing.T) {
+	first, last := uint64(1), uint64(*depSeedsFlag)
+	if *seedFlag > 0 {
+		first, last = *seedFlag, *seedFlag
+	}
+	for seed := first; seed <= last; seed++ {
+		opt := Options{Seed: seed, Dependencies: true, Steps: *stepsFlag}
+		if *seedFlag > 0 {
+			opt.Trace = func(s string) { t.Log(s) }
+		}
+		r := Run(opt)
+		t.Log(r.Summary())
+		if !r.OK() {
+			t.Errorf("%s\n%s\n%s\nreplay: Options{Seed: %d, Dependencies: true}", r.Summary(), fmtViolations(r), strings.Join(r.Faults, "\n"), seed)
+		}
+	}
+}

@@ -74,6 +74,12 @@ type Options struct {
 	// FaultEvery is the mean simulated time between two faults (default
 	// 2 s).
 	FaultEvery time.Duration
+	// Dependencies links the first packages by dependencies (pkg2 needs
+	// pkg1 up on any node; pkg3, priority 10, and pkg4, priority 20,
+	// exclude each other on a node), so that the exclusion promise is
+	// checked under faults. Off, the configuration (and every seed's hash)
+	// is as before.
+	Dependencies bool
 	// Mutation plants a bug (see Mutation).
 	Mutation Mutation
 	// Grace is the slack the invariant check adds to each bound (0:
@@ -495,8 +501,22 @@ func (w *world) configYAML() string {
 	for i := range w.opt.Packages {
 		order := slices.Clone(nodes)
 		w.rng.Shuffle(len(order), func(a, b int) { order[a], order[b] = order[b], order[a] })
+		policy, failback := policies[w.rng.IntN(2)], []string{"manual", "automatic"}[w.rng.IntN(2)]
+		if w.opt.Dependencies && (i == 2 || i == 3) && w.opt.Packages >= 4 {
+			policy = "configured_node" // an exclusion's packages use it
+		}
 		fmt.Fprintf(&b, "  - name: pkg%d\n    nodes: [%s]\n    failover_policy: %s\n    failback_policy: %s\n",
-			i+1, strings.Join(order, ", "), policies[w.rng.IntN(2)], []string{"manual", "automatic"}[w.rng.IntN(2)])
+			i+1, strings.Join(order, ", "), policy, failback)
+		if w.opt.Dependencies {
+			switch {
+			case i == 1:
+				b.WriteString("    dependencies: [{name: pkg1, condition: up, location: any_node}]\n")
+			case i == 2 && w.opt.Packages >= 4:
+				b.WriteString("    priority: 10\n    dependencies: [{name: pkg4, condition: down, location: same_node}]\n")
+			case i == 3:
+				b.WriteString("    priority: 20\n    dependencies: [{name: pkg3, condition: down, location: same_node}]\n")
+			}
+		}
 		fmt.Fprintf(&b, "    guest:\n      name: vm%d\n      driver: process\n      restart: %d\n      start_timeout: 10s\n", i+1, w.rng.IntN(2))
 		fmt.Fprintf(&b, "    services:\n      - name: steady\n        cmd: [sleep, infinity]\n        restart: %d\n        halt_timeout: 2s\n", 1+w.rng.IntN(3))
 		fmt.Fprintf(&b, "      - name: flaky\n        cmd: [false]\n        restart: %d\n        restart_window: 30s\n", w.rng.IntN(4))
