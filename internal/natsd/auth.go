@@ -75,10 +75,48 @@ func networkAllowed(types map[string]struct{}) bool {
 	return false
 }
 
-// CheckAuth refuses options that listen for clients beyond loopback with
-// no authorization (or an anonymous user reachable from the network),
-// saying how to fix it.
+// CheckAuth refuses options that listen for clients, or for leaf nodes
+// (a leafnodes {} listener), beyond loopback with no authorization (or an
+// anonymous user reachable from the network), saying how to fix it.
 func CheckAuth(opts *server.Options) error {
+	if err := checkClientAuth(opts); err != nil {
+		return err
+	}
+	return checkLeafAuth(opts)
+}
+
+// checkLeafAuth refuses a leafnodes {} listener beyond loopback (no host:
+// everywhere) that authenticates nobody. A leaf connection is checked
+// against the block's own user, nkey or users, and without them against
+// the client users (Authorization).
+func checkLeafAuth(opts *server.Options) error {
+	ln := opts.LeafNode
+	if ln.Port == 0 || Loopback(ln.Host) {
+		return nil
+	}
+	if ln.Username != "" || ln.Nkey != "" || len(ln.Users) > 0 {
+		return nil
+	}
+	how, open := Authorization(opts)
+	if how != "" && open == "" {
+		return nil
+	}
+	why := "neither its leafnodes block nor the server has users, nkeys, accounts with users, auth callout or operator"
+	if open != "" {
+		why = open
+	}
+	host := ln.Host
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return fmt.Errorf("%w: the leafnodes listener on %s lets any machine that reaches port %d join as a leaf node and reach every account it binds to, but %s. "+
+		"Fix it with one of: `-c nats.conf` with users or nkeys (`vmguard init --leaf URL` writes one, docs/security.md); "+
+		"leafnodes { host: 127.0.0.1 }; or `--insecure` to accept an open server (trusted networks and tests only)",
+		ErrUnauthorized, host, ln.Port, why)
+}
+
+// checkClientAuth is CheckAuth's check of the client listener.
+func checkClientAuth(opts *server.Options) error {
 	if Loopback(opts.Host) {
 		return nil
 	}

@@ -28,10 +28,19 @@ func TestCheckAuth(t *testing.T) {
 authorization { users = [ {user: a, password: b} ] }`)
 	inProcess := conf("inproc.conf", `no_auth_user: s
 authorization { users = [ {user: s, password: x, allowed_connection_types: ["IN_PROCESS"]}, {user: a, password: b} ] }`)
+	leafOpen := conf("leaf-open.conf", `leafnodes { port: 7422 }`)
+	leafLoopback := conf("leaf-loopback.conf", `leafnodes { host: 127.0.0.1, port: 7422 }`)
+	leafOwnUsers := conf("leaf-users.conf", `leafnodes { port: 7422, authorization { users = [ {user: l, password: p} ] } }`)
+	leafClientUsers := conf("leaf-accounts.conf", `accounts { A { users = [ {user: a, password: b, allowed_connection_types: ["LEAFNODE"]} ] } }
+leafnodes { port: 7422 }`)
 	for _, tc := range []struct {
 		name, host, file string
 		ok               bool
 	}{
+		{"loopback clients, open leafnodes listener", "127.0.0.1", leafOpen, false},
+		{"loopback clients, leafnodes listener on loopback", "127.0.0.1", leafLoopback, true},
+		{"loopback clients, leafnodes listener with its own users", "127.0.0.1", leafOwnUsers, true},
+		{"everywhere, leafnodes listener with the account users", "0.0.0.0", leafClientUsers, true},
 		{"loopback, no auth", "127.0.0.1", "", true},
 		{"localhost, no auth", "localhost", "", true},
 		{"ipv6 loopback, no auth", "::1", "", true},
