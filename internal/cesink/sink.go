@@ -189,7 +189,10 @@ func (f *Forwarder) deliver(ctx context.Context, m jetstream.Msg) {
 		_ = m.InProgress() // still ours: no redelivery while we retry
 		backoff.wait(ctx)
 	}
-	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Acknowledged even when the stop came while it was sent: the
+	// receiver has it, and a stop must not make the next run send it again
+	// (seen: a duplicate when the test stopped right after the last event).
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	err = m.DoubleAck(actx)
 	cancel()
 	if err != nil {
