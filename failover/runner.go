@@ -759,8 +759,10 @@ func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err er
 // before the controller read the node's loss could land on a lost node. It
 // returns events.ErrConflict when the node moved on (its event comes through
 // the log and the decision is made again). A node event written between
-// this check and the append is still possible; the fold then treats the
-// placement as lost at once, so it is placed again.
+// this check and the append is still possible: such a placement is void in
+// every fold (this one counts it lost at once and places again; the host
+// managers never start it, not even after the node joins again; verify
+// notes it), docs/design-notes.md §6.
 func (r *Runner) nodeCurrent(ctx context.Context, e events.Event) error {
 	d, ok := e.Data.(events.PackagePlaced)
 	if !ok {

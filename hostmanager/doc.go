@@ -72,8 +72,11 @@
 // guest_timeout; not while the host itself is cut off from NATS.
 //
 // The node lease (lease.go, contract in internal/lease): taken at start
-// (then node.joined unless the log shows the node joined since its last
-// lost, fenced or halted), renewed every ttl/4. If it cannot be renewed
+// and recorded before anything is acted on (node.joined unless the log
+// shows the node joined since its last lost, fenced or halted, else
+// node.lease_taken; either guarded by the node's last sequence, so that a
+// node.lost judged before the take conflicts and one stored before it is
+// read first: Member.Recorded), renewed every ttl/4. If it cannot be renewed
 // within 0.6 ttl (lease.FenceAfter) of sending the last renewal that
 // succeeded, so that its guests are stopped before the key expires, or is
 // found deleted or expired, the runner stops this node's guests
