@@ -3,6 +3,7 @@ package failover
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vmguard/vmguard/events"
@@ -194,8 +195,8 @@ func TestNodeMembership(t *testing.T) {
 	}
 	// Lost while an operator held it halted: still halted by the operator
 	// (`node run` lets it join), and no longer watched for a lapse.
-	if n := l.state().Node("node1"); n.HaltedBy != "op" || !n.HaltedByOperator() || n.LeaseWatched() {
-		t.Errorf("lost while halted: %+v, HaltedByOperator %v, LeaseWatched %v", n, n.HaltedByOperator(), n.LeaseWatched())
+	if n := l.state().Node("node1"); n.HaltedBy != "op" || !n.HaltedByOperator() || n.LeaseWatched() || !strings.Contains(n.Hold(), "node run node1") {
+		t.Errorf("lost while halted: %+v, HaltedByOperator %v, LeaseWatched %v, hold %q", n, n.HaltedByOperator(), n.LeaseWatched(), n.Hold())
 	}
 }
 

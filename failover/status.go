@@ -422,6 +422,9 @@ func (n *NodeState) Hold() string {
 		out = append(out, fmt.Sprintf("Frozen: by %s until %s (%s); guests keep running, nothing is decided about it; `vmguard node thaw %s` ends it",
 			orDefault(f.By, "?"), f.Until.UTC().Format(time.RFC3339), orDefault(f.Reason, "no reason given"), n.Name))
 	}
+	if n.Membership == MemberLost && n.HaltedByOperator() {
+		out = append(out, fmt.Sprintf("Lost while halted by %s; it stays out until `vmguard node run %s`", n.HaltedBy, n.Name))
+	}
 	if n.Membership == MemberFenced && n.FenceHold {
 		out = append(out, fmt.Sprintf("Fenced and held (fail-fast): %s; it stays out until `vmguard node run %s`",
 			orDefault(n.FenceReason, "no reason given"), n.Name))
