@@ -113,8 +113,9 @@ func Decide(s *State, trigger events.Event) []events.Event {
 			return slices.Contains(cp.Nodes, trigger.Subject) || (p != nil && p.Node == trigger.Subject)
 		}
 	default:
+		rel := relatedTo(s.Config, trigger.Subject)
 		about = func(cp config.Package) bool {
-			return cp.Name == trigger.Subject || related(s.Config, cp, trigger.Subject)
+			return cp.Name == trigger.Subject || rel(cp)
 		}
 	}
 	if sc == events.ScopeNode {
