@@ -186,6 +186,12 @@ type Runner struct {
 	armed      map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
 	snaps      *snapshots           // nil with NoSnapshot
 	warned     map[string]bool
+
+	// unsure holds packages whose last decision's append had an unknown
+	// outcome (an error, not a conflict): it may be stored. Decisions about
+	// packages linked to one wait until its subjects move past Seq, or
+	// until Until.
+	unsure map[string]unsureAppend
 }
 
 // New is NewRunner.
@@ -209,6 +215,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		reqs:     make(chan chan *State),
 		state:    &State{},
 		pending:  map[string]uint64{},
+		unsure:   map[string]unsureAppend{},
 		lastSeen: map[string]time.Time{},
 		armed:    map[string]time.Time{},
 		warned:   map[string]bool{},
@@ -725,9 +732,29 @@ func (r *Runner) linkedInFlight(e events.Event) bool {
 		if r.pending["pkg."+q] > r.state.Seq {
 			return true
 		}
+		if u, ok := r.unsure[q]; ok {
+			if r.state.PackageSeq(q) <= u.Seq && time.Now().Before(u.Until) {
+				return true
+			}
+			delete(r.unsure, q)
+		}
 	}
 	return false
 }
+
+// unsureAppend is a decision whose append may or may not be stored: the
+// package's last sequence when it was decided, and how long linked
+// decisions wait for it to show.
+type unsureAppend struct {
+	Seq   uint64
+	Until time.Time
+}
+
+// unsureFor is how long decisions about linked packages wait for a decision
+// whose append had an unknown outcome: past it, one that was stored has
+// been read back (reads lag far less), and one that was not is decided
+// again.
+const unsureFor = 2 * appendTimeout
 
 // emitted records the outcome of appending decision e at seq.
 func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err error) {
@@ -738,6 +765,9 @@ func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err er
 	case err != nil:
 		if ctx.Err() == nil {
 			r.warnOnce("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
+		}
+		if pendingKey(e) == "pkg."+e.Subject {
+			r.unsure[e.Subject] = unsureAppend{Seq: r.state.PackageSeq(e.Subject), Until: time.Now().Add(unsureFor)}
 		}
 	default:
 		r.recovered("append")

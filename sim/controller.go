@@ -32,6 +32,9 @@ type controller struct {
 	st      *failover.State
 	cursor  uint64
 	pending map[string]uint64
+	// unsure: the runner's packages whose last append had an unknown
+	// outcome (Runner.unsure).
+	unsure map[string]unsure
 
 	leader     bool
 	ready      bool
@@ -61,6 +64,7 @@ func (c *controller) start() {
 	c.st = &failover.State{}
 	c.cursor = 0
 	c.pending = map[string]uint64{}
+	c.unsure = map[string]unsure{}
 	c.leader, c.ready = false, false
 	c.judge = lease.Judge{TTL: nodeTimeout}
 	c.armed = map[string]time.Time{}
@@ -217,18 +221,37 @@ func (c *controller) emit(evs []events.Event) {
 			gen := c.gen
 			w.after(p, func() {
 				if c.up && c.gen == gen {
-					if seq, err := w.appendEvent(c.who(), e, exp); err == nil {
-						c.pending[key] = seq
-					}
+					c.appended(e, key, exp)
 				}
 			})
 			return
 		}
-		if seq, err := w.appendEvent(c.who(), e, exp); err == nil {
-			c.pending[key] = seq
-		}
+		c.appended(e, key, exp)
 	}
 }
+
+// unsure is a decision whose append's outcome is unknown.
+type unsure struct {
+	seq   uint64
+	until time.Time
+}
+
+// appended appends decision e and records it as in flight, or, when the
+// outcome is unknown (an error, not a conflict), as unsure, as the runner
+// does.
+func (c *controller) appended(e events.Event, key string, exp *Expect) {
+	seq, err := c.w.appendEvent(c.who(), e, exp)
+	switch {
+	case err == nil:
+		c.pending[key] = seq
+	case !errors.Is(err, events.ErrConflict) && key == "pkg."+e.Subject:
+		c.unsure[e.Subject] = unsure{seq: c.st.PackageSeq(e.Subject), until: c.w.now().Add(unsureFor)}
+	}
+}
+
+// unsureFor is the runner's bound on an unsure append (2 x its append
+// timeout).
+const unsureFor = 10 * time.Second
 
 // linkedInFlight is the runner's rule: a decision about a package waits
 // while one about a package linked to it by a dependency is on its way
@@ -240,6 +263,12 @@ func (c *controller) linkedInFlight(e events.Event) bool {
 	for _, q := range failover.Linked(c.st.Config, e.Subject) {
 		if c.pending["pkg."+q] > c.st.Seq {
 			return true
+		}
+		if u, ok := c.unsure[q]; ok {
+			if c.st.PackageSeq(q) <= u.seq && c.w.now().Before(u.until) {
+				return true
+			}
+			delete(c.unsure, q)
 		}
 	}
 	return false
