@@ -120,8 +120,8 @@ func Decide(s *State, trigger events.Event) []events.Event {
 	}
 	if sc == events.ScopeNode {
 		// A package that depends on one on this node may be due too.
-		onNode := about
-		about = func(cp config.Package) bool { return onNode(cp) || hasDependencies(s.Config, cp) }
+		onNode, linked := about, dependencyNamed(s.Config)
+		about = func(cp config.Package) bool { return onNode(cp) || len(cp.Dependencies) > 0 || linked[cp.Name] }
 	}
 	var out []events.Event
 	for _, pl := range s.due(about, time.Time{}) {
@@ -252,18 +252,19 @@ func (s *State) dueAll(cp config.Package, p *PackageState, load map[string]int, 
 	return []placement{pl}
 }
 
-// hasDependencies reports whether cp depends on a package or one depends
-// on it.
-func hasDependencies(c *config.Cluster, cp config.Package) bool {
-	if len(cp.Dependencies) > 0 {
-		return true
-	}
-	for _, o := range c.Packages {
-		if _, ok := o.Dependency(cp.Name); ok {
-			return true
+// dependencyNamed returns the packages some package depends on, in one
+// pass over the configuration (nil when none has dependencies).
+func dependencyNamed(c *config.Cluster) map[string]bool {
+	var out map[string]bool
+	for _, p := range c.Packages {
+		for _, d := range p.Dependencies {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[d.Name] = true
 		}
 	}
-	return false
+	return out
 }
 
 // load counts the packages placed, starting or running on each node.
