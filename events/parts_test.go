@@ -194,3 +194,85 @@ func TestLargeEventNeedsAtomicStream(t *testing.T) {
 		t.Fatalf("%d messages stored", n)
 	}
 }
+
+// TestLargeEventInPartsR3: on a three-server cluster (R3 log) an event in
+// parts, appended while another writer appends small events as fast as it
+// can, is stored whole and unbroken (nothing between its parts: the batch
+// is one raft proposal) and read back whole.
+func TestLargeEventInPartsR3(t *testing.T) {
+	c := natsd.StartCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nc := c.Connect(t)
+	var l *events.Log
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		// The meta leader may not yet take an R3 stream just after the
+		// cluster formed; each attempt bounded on its own.
+		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		l, err = events.Open(octx, nc, events.WithReplicas(3))
+		ocancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	other, err := events.Open(ctx, c.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan int)
+	started := make(chan struct{})
+	go func() {
+		n := 0
+		defer func() { done <- n }()
+		defer func() {
+			if n == 0 {
+				close(started)
+			}
+		}()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := other.Append(ctx, placed(fmt.Sprintf("p%d", i%50), "node1", uint64(i+1))); err != nil {
+				t.Error(err)
+				return
+			}
+			if n++; n == 1 {
+				close(started) // the other writer under way
+			}
+		}
+	}()
+	<-started
+	big := bigConfig(t, 1_500_000, "r3")
+	seq, err := l.Append(ctx, big)
+	close(stop)
+	small := <-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := l.LastSeq(ctx); last <= seq {
+		t.Logf("no small event after the large one (%d small events, the large one at %d)", small, seq)
+	}
+	got := readAll(t, l)
+	if len(got) != small+1 || l.Skipped() != 0 {
+		t.Fatalf("replay: %d events (skipped %d), want the %d small ones and the large one", len(got), l.Skipped(), small)
+	}
+	for _, e := range got {
+		if e.ID == big.ID {
+			d := e.Data.(events.ConfigApplied)
+			if e.Seq != seq || !bytes.Equal(d.Config, big.Data.(events.ConfigApplied).Config) {
+				t.Fatalf("the large event read at %d with %d config bytes, want %d and the same bytes", e.Seq, len(d.Config), seq)
+			}
+			return
+		}
+	}
+	t.Fatal("the large event is not in the log")
+}
