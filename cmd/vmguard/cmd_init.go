@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/internal/guestauth"
 )
 
@@ -40,6 +42,11 @@ type initCmd struct {
 	Leaf       string   `name:"leaf" placeholder:"URL" help:"Guests connect to leaf nodes on their hosts (vmguard host --leaf), not to the server: the URL of the server's leafnode port as hosts reach it, e.g. tls://nats.example.com:7422 (its name in --san). Writes leaf-<node>/ for each node; guests' identities are valid only on the leaves of their packages' nodes."`
 	LeafListen string   `name:"leaf-listen" default:"0.0.0.0:4223" placeholder:"HOST:PORT" help:"With --leaf: where each host's leaf node listens for its guests."`
 	LeafSANs   []string `name:"leaf-san" placeholder:"NAME|IP" help:"With --leaf: a name or address guests use to reach their host's leaf node (e.g. the hypervisor bridge's 192.168.122.1, the same on every host), for each leaf's certificate (repeat; the node's name, localhost and 127.0.0.1 are always in)."`
+
+	// plain leaves TLS out (no CA, no certificates, no tls {} block): the
+	// set-up of `vmguard up --secure`, whose server listens on loopback
+	// only. Not a flag: a server other machines reach needs TLS.
+	plain bool
 }
 
 // identity is one NATS user vmguard init generates.
@@ -56,6 +63,11 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
+	return c.generate(cl, g.Stdout)
+}
+
+// generate writes the set-up of cl into c.Out and says so on out.
+func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 	conf := filepath.Join(c.Out, "nats.conf")
 	if _, err := os.Stat(conf); err == nil && !c.Force {
 		return fmt.Errorf("%w: --out %s is initialized already (%s exists); nothing was changed. --force regenerates every key and certificate", errUsage, c.Out, conf)
@@ -64,7 +76,8 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("%w: --valid-days %d: want at least 1", errUsage, c.Valid)
 	}
 	var leaf *leafPlan
-	if c.Leaf != "" {
+	if c.Leaf != "" && !c.plain {
+		var err error
 		if leaf, err = c.leafPlan(); err != nil {
 			return err
 		}
@@ -121,20 +134,23 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("create --out %s: %w", c.Out, err)
 	}
 	valid := time.Duration(c.Valid) * 24 * time.Hour
-	ca, err := newCA("vmguard CA "+cl.Cluster, valid)
-	if err != nil {
-		return err
-	}
 	w := &initWriter{}
-	w.pem(filepath.Join(c.Out, "ca.pem"), "CERTIFICATE", ca.der)
-	w.key(filepath.Join(c.Out, "ca-key.pem"), ca.key)
+	var ca *certAuthority
 	sans := compactKeep(append([]string{"localhost", "127.0.0.1", "::1"}, c.SANs...))
-	sder, skey, err := ca.issue("vmguard server", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, valid)
-	if err != nil {
-		return err
+	if !c.plain {
+		var err error
+		if ca, err = newCA("vmguard CA "+cl.Cluster, valid); err != nil {
+			return err
+		}
+		w.pem(filepath.Join(c.Out, "ca.pem"), "CERTIFICATE", ca.der)
+		w.key(filepath.Join(c.Out, "ca-key.pem"), ca.key)
+		sder, skey, err := ca.issue("vmguard server", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, valid)
+		if err != nil {
+			return err
+		}
+		w.pem(filepath.Join(c.Out, "server.pem"), "CERTIFICATE", sder)
+		w.key(filepath.Join(c.Out, "server-key.pem"), skey)
 	}
-	w.pem(filepath.Join(c.Out, "server.pem"), "CERTIFICATE", sder)
-	w.key(filepath.Join(c.Out, "server-key.pem"), skey)
 	users := []guestauth.User{{Name: "vmguard-server", Password: rand.Text(), InProcessOnly: true,
 		Comment: "`vmguard server`'s own in-process connection (no_auth_user); no network client can use it."}}
 	var guestUsers []guestauth.AccountGuest
@@ -150,13 +166,15 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 		seed, _ := kp.Seed()
 		pub, _ := kp.PublicKey()
 		w.file(filepath.Join(dir, "user.nk"), append(seed, '\n'))
-		cder, ckey, err := ca.issue(id.name, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, valid)
-		if err != nil {
-			return err
+		if ca != nil {
+			cder, ckey, err := ca.issue(id.name, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, valid)
+			if err != nil {
+				return err
+			}
+			w.pem(filepath.Join(dir, "cert.pem"), "CERTIFICATE", cder)
+			w.key(filepath.Join(dir, "key.pem"), ckey)
+			w.pem(filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.der)
 		}
-		w.pem(filepath.Join(dir, "cert.pem"), "CERTIFICATE", cder)
-		w.key(filepath.Join(dir, "key.pem"), ckey)
-		w.pem(filepath.Join(dir, "ca.pem"), "CERTIFICATE", ca.der)
 		w.file(filepath.Join(dir, "env"), []byte(c.envFile(id, leaf)))
 		u := guestauth.User{Name: id.name, NKey: pub, Permissions: id.perms, Comment: id.name + ": " + id.what}
 		if id.guest != nil {
@@ -179,10 +197,16 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Generated by `vmguard init -f %s` for cluster %q. Start with:\n", c.File, cl.Cluster)
-	fmt.Fprintf(&b, "#   vmguard server -c %s --host 0.0.0.0 --store /var/lib/vmguard\n", conf)
-	b.WriteString("# Every client needs its identity's directory (NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY in its env file).\n")
-	fmt.Fprintf(&b, "tls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n", abs(filepath.Join(c.Out, "server.pem")), abs(filepath.Join(c.Out, "server-key.pem")), abs(filepath.Join(c.Out, "ca.pem")))
+	if c.plain {
+		fmt.Fprintf(&b, "# Generated by `vmguard up --secure` for cluster %q: loopback only, no TLS.\n", cl.Cluster)
+	} else {
+		fmt.Fprintf(&b, "# Generated by `vmguard init -f %s` for cluster %q. Start with:\n", c.File, cl.Cluster)
+		fmt.Fprintf(&b, "#   vmguard server -c %s --host 0.0.0.0 --store /var/lib/vmguard\n", conf)
+		b.WriteString("# Every client needs its identity's directory (NATS_NKEY, NATS_CA, NATS_CERT, NATS_KEY in its env file).\n")
+	}
+	if !c.plain {
+		fmt.Fprintf(&b, "tls {\n  cert_file: %q\n  key_file: %q\n  ca_file: %q\n  verify: true\n}\n", abs(filepath.Join(c.Out, "server.pem")), abs(filepath.Join(c.Out, "server-key.pem")), abs(filepath.Join(c.Out, "ca.pem")))
+	}
 	// A stream's ingest queue holds what the store has not written yet; the
 	// server's default (128 MiB a stream) lets a guest flooding its subject
 	// queue minutes of junk in front of every later append. Bounded, the
@@ -202,10 +226,15 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	for _, id := range ids {
 		names = append(names, id.name)
 	}
-	fmt.Fprintf(g.Stdout, "vmguard init: wrote %s: nats.conf, a CA, a server certificate (%s) and %d identities (%s), files mode 0600\n",
-		c.Out, strings.Join(sans, ", "), len(ids), strings.Join(names, ", "))
+	if c.plain {
+		fmt.Fprintf(out, "vmguard init: wrote %s: nats.conf (no TLS) and %d identities (%s), files mode 0600\n",
+			c.Out, len(ids), strings.Join(names, ", "))
+	} else {
+		fmt.Fprintf(out, "vmguard init: wrote %s: nats.conf, a CA, a server certificate (%s) and %d identities (%s), files mode 0600\n",
+			c.Out, strings.Join(sans, ", "), len(ids), strings.Join(names, ", "))
+	}
 	if leaf != nil {
-		fmt.Fprintf(g.Stdout, "vmguard init: guests connect to their host's leaf node (%s; leaf-<node>/leaf.conf, vmguard host --leaf), which connects to %s\n", c.LeafListen, c.Leaf)
+		fmt.Fprintf(out, "vmguard init: guests connect to their host's leaf node (%s; leaf-<node>/leaf.conf, vmguard host --leaf), which connects to %s\n", c.LeafListen, c.Leaf)
 	}
 	return nil
 }
@@ -221,8 +250,10 @@ func (c *initCmd) envFile(id identity, leaf *leafPlan) string {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# %s: copy this directory to its machine as %s and source this file\n", id.what, in)
-	fmt.Fprintf(&b, "NATS_URL=%s\nNATS_NKEY=%s\nNATS_CA=%s\nNATS_CERT=%s\nNATS_KEY=%s\n", url,
-		filepath.Join(in, "user.nk"), filepath.Join(in, "ca.pem"), filepath.Join(in, "cert.pem"), filepath.Join(in, "key.pem"))
+	fmt.Fprintf(&b, "NATS_URL=%s\nNATS_NKEY=%s\n", url, filepath.Join(in, "user.nk"))
+	if !c.plain {
+		fmt.Fprintf(&b, "NATS_CA=%s\nNATS_CERT=%s\nNATS_KEY=%s\n", filepath.Join(in, "ca.pem"), filepath.Join(in, "cert.pem"), filepath.Join(in, "key.pem"))
+	}
 	if node, ok := strings.CutPrefix(id.name, "host-"); ok && leaf != nil {
 		fmt.Fprintf(&b, "# vmguard host --leaf: this node's leaf node for its guests (copy %s too)\nVMGUARD_LEAF=%s\n",
 			filepath.Join(c.Dir, "leaf-"+node), filepath.Join(c.Dir, "leaf-"+node, "leaf.conf"))
