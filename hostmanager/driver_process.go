@@ -40,6 +40,10 @@ type ProcessDriverConfig struct {
 	StopTimeout time.Duration
 	// Args are extra arguments for `vmguard agent`, e.g. --heartbeat 500ms.
 	Args []string
+	// GuestArgs, if set, returns more `vmguard agent` arguments for one
+	// guest, after Args: its own identity (`vmguard up --secure` gives
+	// each guest --nkey FILE). No secret belongs in them: ps shows them.
+	GuestArgs func(guest string) []string
 	// PeerDir returns the Dir of node's process driver on this machine,
 	// where Migrate hands a guest over ("" or nil: unknown; Migrate fails
 	// and the package halts and starts there instead).
@@ -133,6 +137,9 @@ func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
 		args = append(args, "--node", g.Node)
 	}
 	args = append(args, d.cfg.Args...)
+	if d.cfg.GuestArgs != nil {
+		args = append(args, d.cfg.GuestArgs(g.Name())...)
+	}
 	// Not exec.CommandContext: the guest must outlive this call, and the
 	// host manager.
 	cmd := exec.Command(d.cfg.Bin, args...)

@@ -72,6 +72,9 @@ type Config struct {
 	AgentBin string
 	// AgentArgs are extra `vmguard agent` arguments for the process driver.
 	AgentArgs []string
+	// AgentGuestArgs, if set, returns more `vmguard agent` arguments for
+	// one guest of the process driver (ProcessDriverConfig.GuestArgs).
+	AgentGuestArgs func(guest string) []string
 	// NATSURL is the URL process-driver agents connect to (default: the
 	// URL the log's connection uses).
 	NATSURL string
@@ -246,7 +249,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 	}
 	if _, ok := drivers[config.DriverProcess]; !ok {
 		pd, err := NewProcessDriver(ProcessDriverConfig{
-			Bin: cfg.AgentBin, NATS: cfg.NATSURL, Dir: filepath.Join(cfg.StateDir, "guests"), Args: cfg.AgentArgs,
+			Bin: cfg.AgentBin, NATS: cfg.NATSURL, Dir: filepath.Join(cfg.StateDir, "guests"), Args: cfg.AgentArgs, GuestArgs: cfg.AgentGuestArgs,
 			PeerDir: siblingGuests(cfg.StateDir, cfg.Node),
 		})
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/dirlock"
+	"github.com/vmguard/vmguard/internal/guestgate"
 	"github.com/vmguard/vmguard/internal/metrics"
 	"github.com/vmguard/vmguard/internal/natsd"
 	"github.com/vmguard/vmguard/internal/termtext"
@@ -34,6 +35,7 @@ type upCmd struct {
 	Quiet    bool   `name:"quiet" short:"q" help:"No live view; just run."`
 	Verbose  bool   `name:"verbose" help:"Log what the daemons do to stderr."`
 	UI       string `name:"ui" default:"127.0.0.1:4280" placeholder:"ADDR" help:"Address of the web listener: the console and Prometheus metrics (/metrics); off: none. If the default is taken, up runs without it and says so."`
+	Secure   bool   `name:"secure" help:"Run with authorization: on the first start up writes a set-up into <store>/secure (as vmguard init does, without TLS: loopback only), an nkey identity per role, and connects the controller, each node's host manager and each guest's agent (in its own account) as themselves. Operators use <store>/secure/operator-admin or operator-readonly (docs/security.md)."`
 }
 
 // Run starts an embedded server, records the configuration, and runs the
@@ -56,9 +58,18 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer lock.Release()
-	srv, err := natsd.Start(natsd.Config{
-		StoreDir: filepath.Join(c.Store, "nats"), Host: c.Host, Port: c.Port, Interval: c.Interval,
-	})
+	var sec *upSecure
+	if c.Secure {
+		if sec, err = c.secureSetup(fileCl, g.Stdout); err != nil {
+			return err
+		}
+		defer sec.close()
+	}
+	ncfg := natsd.Config{StoreDir: filepath.Join(c.Store, "nats"), Host: c.Host, Port: c.Port, Interval: c.Interval}
+	if sec != nil {
+		ncfg.ConfigFile = filepath.Join(sec.dir, "nats.conf")
+	}
+	srv, err := natsd.Start(ncfg)
 	if err != nil {
 		return fmt.Errorf("%w (is another vmguard up or server on port %d? use --port)", err, c.Port)
 	}
@@ -67,7 +78,14 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		srv.WaitForShutdown()
 	}()
 	url := srv.ClientURL()
-	nc, err := nats.Connect(url, nats.Name("vmguard up"), nats.MaxReconnects(-1))
+	// up's own connection (the configuration, the view, the console, the
+	// metrics): in process with --secure, as the set-up's no_auth_user,
+	// which no network client can use.
+	connOpts := []nats.Option{nats.Name("vmguard up"), nats.MaxReconnects(-1)}
+	if sec != nil {
+		connOpts = append(connOpts, nats.InProcessServer(srv))
+	}
+	nc, err := nats.Connect(url, connOpts...)
 	if err != nil {
 		return fmt.Errorf("connect to embedded server: %w", err)
 	}
@@ -86,6 +104,9 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		termtext.Escape(fmt.Sprintf("vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s",
 			url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what)),
 		fmt.Sprintf("In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...", url),
+	}
+	if sec != nil {
+		banner = append(banner[:1], sec.banner(url, cl)...)
 	}
 	logger := slog.New(slog.DiscardHandler)
 	if c.Verbose {
@@ -118,7 +139,35 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 			}
 		}()
 	}
-	fo, err := failover.NewRunner(failover.Config{Log: l, Logger: logger.With("component", "failover"), ID: "up"})
+	if sec != nil {
+		// Guests' events reach the log only through the gate (as with
+		// vmguard server).
+		gate, err := guestgate.New(guestgate.Config{Conn: nc, Logger: logger.With("component", "gate")})
+		if err != nil {
+			return err
+		}
+		gctx, stopGate := context.WithCancel(context.WithoutCancel(ctx))
+		gateDone := make(chan error, 1)
+		go func() { gateDone <- gate.Run(gctx) }()
+		defer func() { stopGate(); <-gateDone }()
+	}
+	// logAs is the log of one component: up's own without --secure, else
+	// on a connection as the identity id.
+	logAs := func(id, name string) (*events.Log, error) {
+		if sec == nil {
+			return l, nil
+		}
+		cnc, err := sec.connect(ctx, url, id, name)
+		if err != nil {
+			return nil, err
+		}
+		return events.Open(ctx, cnc, events.WithObserver(m))
+	}
+	fl, err := logAs("controller", "vmguard up failover")
+	if err != nil {
+		return err
+	}
+	fo, err := failover.NewRunner(failover.Config{Log: fl, Logger: logger.With("component", "failover"), ID: "up"})
 	if err != nil {
 		return err
 	}
@@ -130,11 +179,22 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 			return fmt.Errorf("state of node %s: %w", node, err)
 		}
 		defer hl.Release()
-		hm, err := hostmanager.NewRunner(hostmanager.Config{
-			Node: node, Log: l, Logger: logger.With("node", node),
+		hcfg := hostmanager.Config{
+			Node: node, Logger: logger.With("node", node),
 			StateDir: state, AgentBin: bin, NATSURL: url,
 			HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version, Metrics: m.Node(node),
-		})
+		}
+		if hcfg.Log, err = logAs("host-"+node, "vmguard up host "+node); err != nil {
+			return err
+		}
+		if sec != nil {
+			// The lease on a connection of its own, as vmguard host has it.
+			if hcfg.LeaseConn, err = sec.connect(ctx, url, "host-"+node, "vmguard up host "+node+" lease"); err != nil {
+				return err
+			}
+			hcfg.AgentGuestArgs = sec.guestArgs
+		}
+		hm, err := hostmanager.NewRunner(hcfg)
 		if err != nil {
 			return err
 		}
