@@ -59,6 +59,14 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	}
 	defer lock.Release()
 	var sec *upSecure
+	if !c.Secure {
+		// A store with a secure set-up keeps its log in the set-up's
+		// account: without it up would find an empty log there.
+		if _, err := os.Stat(filepath.Join(c.Store, upSecureDir, "nats.conf")); err == nil {
+			fmt.Fprintf(g.Stdout, "vmguard up: store %s has a secure set-up (%s): running with it (--secure)\n", c.Store, filepath.Join(c.Store, upSecureDir))
+			c.Secure = true
+		}
+	}
 	if c.Secure {
 		if sec, err = c.secureSetup(fileCl, g.Stdout); err != nil {
 			return err

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,10 +15,11 @@ import (
 	"github.com/vmguard/vmguard/internal/invariant"
 )
 
-// runUp starts `vmguard up` on the demo config as a separate process.
-func runUp(t *testing.T, store string, port int) (*exec.Cmd, *syncBuffer) {
+// runUp starts `vmguard up` on the demo config as a separate process, with
+// extra arguments.
+func runUp(t *testing.T, store string, port int, extra ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	cmd := exec.Command(vmguardBin, "up", "--store", store, "--port", fmt.Sprint(port))
+	cmd := exec.Command(vmguardBin, append([]string{"up", "--store", store, "--port", fmt.Sprint(port)}, extra...)...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
@@ -47,13 +47,9 @@ func checkCleanStop(t *testing.T, store string, since uint64) uint64 {
 		t.Errorf("processes left running after Ctrl-C: %v", strays)
 		killStrays(store)
 	}
-	port := freePort(t)
-	srv := startServer(t, filepath.Join(store, "nats"), port)
-	defer func() {
-		_ = srv.Process.Signal(syscall.SIGINT)
-		_ = srv.Wait()
-	}()
-	evs := readLog(t, dialLog(t, fmt.Sprintf("nats://127.0.0.1:%d", port)))
+	l, stop := storeLog(t, store)
+	defer stop()
+	evs := readLog(t, l)
 	halted := map[string]bool{}
 	for _, e := range evs {
 		if e.Seq <= since {

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/guestauth"
+	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/natsconn"
+)
+
+// TestUpSecure runs `vmguard up --secure` on the demo: it writes its set-up
+// into the store (files mode 0600), the packages start and the flaky
+// service is restarted with every component under its own identity; the
+// printed operator variables make `vmguard status` work; an anonymous
+// client is refused; guest webvm's identity cannot append guest dbvm's
+// event or a placement, operator-readonly cannot append, and nothing of it
+// is stored. A second run on the same store keeps the set-up (same keys)
+// and runs the packages again.
+func TestUpSecure(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs vmguard up twice; run without -short")
+	}
+	ctx := context.Background()
+	store := t.TempDir()
+	port := freePort(t)
+	cmd, out := runUp(t, store, port, "--secure", "--ui", "off")
+	waitFor(t, 90*time.Second, "web and db started, and a restart of the flaky service", func() bool {
+		s := out.String()
+		return strings.Contains(s, "web            package.started") && strings.Contains(s, "db             package.started") &&
+			strings.Contains(s, "service.restarting")
+	})
+	dir := filepath.Join(store, "secure")
+	for _, f := range []string{"nats.conf", "operator-admin/user.nk", "operator-readonly/user.nk", "controller/user.nk",
+		"host-node1/user.nk", "guest-webvm/user.nk", "guest-dbvm/user.nk"} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want mode 0600", f, err, st)
+		}
+	}
+
+	// The banner's variables are what an operator pastes.
+	m := regexp.MustCompile(`export NATS_URL=(\S+) NATS_NKEY=(\S+)`).FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("no operator variables in up's banner:\n%s", out.String())
+	}
+	url, adminNK := m[1], m[2]
+	if want, _ := filepath.Abs(filepath.Join(dir, "operator-admin", "user.nk")); adminNK != want {
+		t.Errorf("banner's NATS_NKEY %s, want %s", adminNK, want)
+	}
+	status := exec.Command(vmguardBin, "status")
+	status.Env = append(os.Environ(), "NATS_URL="+url, "NATS_NKEY="+adminNK)
+	if o, err := status.CombinedOutput(); err != nil || !strings.Contains(string(o), "web") {
+		t.Errorf("status with the printed variables: %v\n%s", err, o)
+	}
+	if nc, err := nats.Connect(url, nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Error("an anonymous client connected to up --secure")
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("anonymous client: %v, want an authorization failure", err)
+	}
+
+	flags := func(id string) natsconn.Flags {
+		return natsconn.Flags{NATS: url, NKey: filepath.Join(dir, id, "user.nk")}
+	}
+	admin := dialLogFlags(t, flags("operator-admin"))
+	codec := admin.Codec()
+	var forged []string
+	ev := func(source, subject string, d events.Payload) *nats.Msg {
+		x := events.New(source, subject, d)
+		forged = append(forged, x.ID)
+		return eventMsg(t, codec, x)
+	}
+	connect := func(id string, opts ...nats.Option) *roleConn {
+		rc := &roleConn{id: id, errs: make(chan error, 64)}
+		nc, err := flags(id).Connect("up secure test "+id, append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case rc.errs <- err:
+			default:
+			}
+		}))...)
+		if err != nil {
+			t.Fatalf("connect as %s: %v", id, err)
+		}
+		t.Cleanup(nc.Close)
+		rc.nc = nc
+		return rc
+	}
+
+	guest := connect("guest-webvm", nats.CustomInboxPrefix(guestauth.InboxPrefix("webvm")))
+	js, err := jetstream.New(guest.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	other := ev(events.GuestSource("dbvm"), "db", events.ProcessExited{Guest: "dbvm", Service: "x", PID: 1, ExitCode: 1, RequestID: "forged", Epoch: 1})
+	if _, err := js.PublishMsg(actx, other); err == nil {
+		t.Error("guest-webvm appended guest dbvm's process.exited")
+	}
+	cancel()
+	guest.refused(t, "append a placement", ev(events.GuestSource("webvm"), "web", events.PackagePlaced{Node: "node1", Epoch: 99, Reason: "forged"}))
+	reader := connect("operator-readonly")
+	reader.refused(t, "append a placement", ev(events.OperatorSource("x"), "web", events.PackagePlaced{Node: "node1", Epoch: 99, Reason: "forged"}))
+	reader.refused(t, "append node.lost", ev(events.ControllerSource, "node1", events.NodeLost{Reason: "forged"}))
+
+	evs := readLog(t, admin)
+	for _, x := range evs {
+		for _, id := range forged {
+			if x.ID == id {
+				t.Errorf("a refused event was stored: %s", formatEvent(x))
+			}
+		}
+	}
+	for _, p := range invariant.Check(evs) {
+		t.Errorf("invariant: %s", p)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, "guest-webvm", "user.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	interrupt(t, cmd, out)
+	first := checkCleanStop(t, store, 0)
+
+	// Idempotent: the second run keeps the set-up and runs the packages.
+	cmd, out = runUp(t, store, port, "--secure", "--ui", "off")
+	waitFor(t, 90*time.Second, "the second run to start both packages again", func() bool {
+		s := out.String()
+		return strings.Contains(s, "config in force from the log") && strings.Count(s, "db             package.started") >= 2
+	})
+	if strings.Contains(out.String(), "vmguard init: wrote") {
+		t.Error("the second run generated the set-up again")
+	}
+	if again, err := os.ReadFile(filepath.Join(dir, "guest-webvm", "user.nk")); err != nil || !bytes.Equal(again, key) {
+		t.Errorf("guest-webvm's key changed over a restart (%v)", err)
+	}
+	status = exec.Command(vmguardBin, "status")
+	status.Env = append(os.Environ(), "NATS_URL="+url, "NATS_NKEY="+filepath.Join(dir, "operator-readonly", "user.nk"))
+	if o, err := status.CombinedOutput(); err != nil {
+		t.Errorf("status as operator-readonly after the restart: %v\n%s", err, o)
+	}
+	interrupt(t, cmd, out)
+	checkCleanStop(t, store, first)
+}
+
+// storeLog runs `vmguard server` on up's store (with up's secure set-up if
+// it has one, reading as operator-admin) and opens its log; stop stops the
+// server.
+func storeLog(t *testing.T, store string) (l *events.Log, stop func()) {
+	t.Helper()
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	conf := filepath.Join(store, upSecureDir, "nats.conf")
+	if _, err := os.Stat(conf); err != nil {
+		srv := startServer(t, filepath.Join(store, "nats"), port)
+		return dialLog(t, url), func() { _ = srv.Process.Signal(syscall.SIGINT); _ = srv.Wait() }
+	}
+	srv := exec.Command(vmguardBin, "server", "-c", conf, "--store", filepath.Join(store, "nats"), "--port", fmt.Sprint(port), "-q")
+	out := &syncBuffer{}
+	srv.Stdout, srv.Stderr = out, out
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	waitFor(t, 30*time.Second, "vmguard server with up's set-up ready", func() bool { return strings.Contains(out.String(), "ready") })
+	l = dialLogFlags(t, natsconn.Flags{NATS: url, NKey: filepath.Join(store, upSecureDir, "operator-admin", "user.nk")})
+	return l, func() { l.Conn().Close(); _ = srv.Process.Signal(syscall.SIGINT); _ = srv.Wait() }
+}
