@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -99,12 +101,21 @@ func (s *upSecure) guestArgs(guest string) []string {
 	return []string{"--nkey", s.nkey("guest-" + guest)}
 }
 
+// here says when the CLI finds the operator-admin identity by itself: the
+// set-up is in up's default store of the current directory.
+func (s *upSecure) here() string {
+	if d, err := filepath.Abs(filepath.Join(".vmguard", upSecureDir)); err == nil && d == s.dir {
+		return " (or just NATS_URL in this directory: the CLI finds the nkey)"
+	}
+	return ""
+}
+
 // banner says how operators connect, and which nodes or guests of cl the
 // set-up has no identity for.
 func (s *upSecure) banner(url string, cl *config.Cluster) []string {
 	lines := []string{
 		fmt.Sprintf("Secure (--secure): identities in %s (mode 0600); anonymous clients are refused.", s.dir),
-		fmt.Sprintf("In another terminal: export NATS_URL=%s NATS_NKEY=%s", url, s.nkey("operator-admin")),
+		fmt.Sprintf("In another terminal: export NATS_URL=%s NATS_NKEY=%s%s", url, s.nkey("operator-admin"), s.here()),
 		fmt.Sprintf("  then vmguard status | events -f | explain PKG | pkg ...  (read-only: NATS_NKEY=%s)", s.nkey("operator-readonly")),
 	}
 	var missing []string
@@ -126,4 +137,38 @@ func (s *upSecure) banner(url string, cl *config.Cluster) []string {
 			strings.Join(missing, ", "), s.dir))
 	}
 	return lines
+}
+
+// upOperatorCommands are the subcommands that may act as up's
+// operator-admin by default: the operator's tools, never a daemon (a host
+// manager or an agent must not run as an operator by accident).
+var upOperatorCommands = []string{"status", "events", "explain", "ui", "verify", "pkg", "node", "resource", "apply", "simulate"}
+
+// upOperatorIdentity returns f with up's operator-admin identity when f
+// names none (no --creds, --nkey, NATS_CREDS, NATS_NKEY, no user in the
+// URL), the URL is on loopback, the command is an operator's and the
+// current directory holds up's default store with a secure set-up
+// (.vmguard/secure/operator-admin/user.nk): so `vmguard up` and `vmguard
+// status` in the same directory work with no set-up. Otherwise f as is.
+func upOperatorIdentity(f natsconn.Flags, command string) natsconn.Flags {
+	if f.Creds != "" || f.NKey != "" {
+		return f
+	}
+	first, _, _ := strings.Cut(command, " ")
+	if !slices.Contains(upOperatorCommands, first) {
+		return f
+	}
+	u, err := url.Parse(strings.Split(f.NATS, ",")[0])
+	if err != nil || u.User != nil || !natsd.Loopback(u.Hostname()) {
+		return f
+	}
+	nk, err := filepath.Abs(filepath.Join(".vmguard", upSecureDir, "operator-admin", "user.nk"))
+	if err != nil {
+		return f
+	}
+	if _, err := os.Stat(nk); err != nil {
+		return f
+	}
+	f.NKey = nk
+	return f
 }

@@ -35,7 +35,8 @@ func TestUpSecure(t *testing.T) {
 		t.Skip("runs vmguard up twice; run without -short")
 	}
 	ctx := context.Background()
-	store := t.TempDir()
+	work := t.TempDir()
+	store := filepath.Join(work, ".vmguard") // up's default store in work
 	port := freePort(t)
 	cmd, out := runUp(t, store, port, "--secure", "--ui", "off")
 	waitFor(t, 90*time.Second, "web and db started, and a restart of the flaky service", func() bool {
@@ -65,6 +66,18 @@ func TestUpSecure(t *testing.T) {
 	status.Env = append(os.Environ(), "NATS_URL="+url, "NATS_NKEY="+adminNK)
 	if o, err := status.CombinedOutput(); err != nil || !strings.Contains(string(o), "web") {
 		t.Errorf("status with the printed variables: %v\n%s", err, o)
+	}
+	// In the directory of up's default store, an operator's command finds
+	// up's operator-admin identity by itself; elsewhere it has none.
+	for _, tc := range []struct {
+		dir string
+		ok  bool
+	}{{work, true}, {t.TempDir(), false}} {
+		status := exec.Command(vmguardBin, "status")
+		status.Dir, status.Env = tc.dir, append(os.Environ(), "NATS_URL="+url)
+		if o, err := status.CombinedOutput(); (err == nil) != tc.ok || (!tc.ok && !strings.Contains(string(o), "authorization failed")) {
+			t.Errorf("status with NATS_URL only in %s: %v, want success %v\n%s", tc.dir, err, tc.ok, o)
+		}
 	}
 	if nc, err := nats.Connect(url, nats.Timeout(5*time.Second)); err == nil {
 		nc.Close()
@@ -177,4 +190,43 @@ func storeLog(t *testing.T, store string) (l *events.Log, stop func()) {
 	waitFor(t, 30*time.Second, "vmguard server with up's set-up ready", func() bool { return strings.Contains(out.String(), "ready") })
 	l = dialLogFlags(t, natsconn.Flags{NATS: url, NKey: filepath.Join(store, upSecureDir, "operator-admin", "user.nk")})
 	return l, func() { l.Conn().Close(); _ = srv.Process.Signal(syscall.SIGINT); _ = srv.Wait() }
+}
+
+// TestUpOperatorIdentity: only an operator's command without an identity,
+// on a loopback URL, in the directory of up's default store with a secure
+// set-up, takes up's operator-admin nkey.
+func TestUpOperatorIdentity(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	nk := filepath.Join(dir, ".vmguard", upSecureDir, "operator-admin", "user.nk")
+	local := natsconn.Flags{NATS: "nats://127.0.0.1:4222"}
+	if got := upOperatorIdentity(local, "status"); got.NKey != "" {
+		t.Errorf("no set-up: nkey %q", got.NKey)
+	}
+	if err := os.MkdirAll(filepath.Dir(nk), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(nk, []byte("SU...\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		f       natsconn.Flags
+		command string
+		want    string
+	}{
+		{local, "status", nk},
+		{local, "pkg move <pkg>", nk},
+		{natsconn.Flags{NATS: "nats://localhost:4999"}, "events", nk},
+		{local, "host", ""},
+		{local, "agent", ""},
+		{local, "failover", ""},
+		{natsconn.Flags{NATS: "nats://10.0.0.1:4222"}, "status", ""},
+		{natsconn.Flags{NATS: "nats://u:p@127.0.0.1:4222"}, "status", ""},
+		{natsconn.Flags{NATS: local.NATS, NKey: "/other.nk"}, "status", "/other.nk"},
+		{natsconn.Flags{NATS: local.NATS, Creds: "/x.creds"}, "status", ""},
+	} {
+		if got := upOperatorIdentity(tc.f, tc.command); got.NKey != tc.want {
+			t.Errorf("%s with %+v: nkey %q, want %q", tc.command, tc.f, got.NKey, tc.want)
+		}
+	}
 }
