@@ -130,6 +130,7 @@ func TestUpSecure(t *testing.T) {
 	reader.refused(t, "append node.lost", ev(events.ControllerSource, "node1", events.NodeLost{Reason: "forged"}))
 
 	evs := readLog(t, admin)
+	checkUpProcesses(t, store, evs)
 	for _, x := range evs {
 		for _, id := range forged {
 			if x.ID == id {
@@ -229,4 +230,57 @@ func TestUpOperatorIdentity(t *testing.T) {
 			t.Errorf("%s with %+v: nkey %q, want %q", tc.command, tc.f, got.NKey, tc.want)
 		}
 	}
+}
+
+// checkUpProcesses checks the processes of up --secure on store: each
+// guest's agent runs with its own guest's nkey file, and no nkey seed of
+// the set-up is in the command line or environment of up, an agent or a
+// live service the log says was started.
+func checkUpProcesses(t *testing.T, store string, evs []events.Event) {
+	t.Helper()
+	dir := filepath.Join(store, upSecureDir)
+	var seeds []string
+	for _, id := range []string{"controller", "operator-admin", "operator-readonly", "host-node1", "host-node2", "host-node3", "guest-webvm", "guest-dbvm"} {
+		b, err := os.ReadFile(filepath.Join(dir, id, "user.nk"))
+		if err != nil || !bytes.HasPrefix(b, []byte("SU")) {
+			t.Fatalf("%s's seed: %v", id, err)
+		}
+		seeds = append(seeds, strings.TrimSpace(string(b)))
+	}
+	pids := map[int]bool{}
+	agents := map[string]bool{}
+	for _, p := range procsNaming(store) {
+		var pid int
+		if _, err := fmt.Sscan(p, &pid); err == nil {
+			pids[pid] = true
+		}
+		for _, g := range []string{"webvm", "dbvm"} {
+			if strings.Contains(p, " agent --guest "+g+" ") && strings.Contains(p, "--nkey "+filepath.Join(dir, "guest-"+g, "user.nk")) {
+				agents[g] = true
+			}
+		}
+	}
+	if !agents["webvm"] || !agents["dbvm"] {
+		t.Errorf("agents with their own guest's nkey: %v, want webvm and dbvm; processes: %v", agents, procsNaming(store))
+	}
+	for _, e := range evs {
+		if d, ok := e.Data.(events.ProcessStarted); ok {
+			if _, live := liveCmdline(d.PID); live {
+				pids[d.PID] = true
+			}
+		}
+	}
+	for pid := range pids {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			continue // ended meanwhile
+		}
+		for _, sd := range seeds {
+			if bytes.Contains(cmdline, []byte(sd)) || bytes.Contains(environ, []byte(sd)) {
+				t.Errorf("process %d (%s) shows an nkey seed", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte(" ")))
+			}
+		}
+	}
+	t.Logf("no nkey seed in the command line or environment of %d processes", len(pids))
 }
