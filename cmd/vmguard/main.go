@@ -156,7 +156,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.Bind(commandPath(kctx.Command()))
-	c.Flags = upOperatorIdentity(c.Flags, kctx.Command())
+	c.Flags = upOperatorIdentity(c.Flags, kctx.Command(), ".")
 	if err := kctx.Run(&c.globals); err != nil {
 		fmt.Fprintln(stderr, "vmguard:", err)
 		if errors.Is(err, errUsage) {

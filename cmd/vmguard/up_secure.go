@@ -146,11 +146,11 @@ var upOperatorCommands = []string{"status", "events", "explain", "ui", "verify",
 
 // upOperatorIdentity returns f with up's operator-admin identity when f
 // names none (no --creds, --nkey, NATS_CREDS, NATS_NKEY, no user in the
-// URL), the URL is on loopback, the command is an operator's and the
-// current directory holds up's default store with a secure set-up
+// URL), the URL is on loopback, the command is an operator's and dir (the
+// current directory) holds up's default store with a secure set-up
 // (.vmguard/secure/operator-admin/user.nk): so `vmguard up` and `vmguard
 // status` in the same directory work with no set-up. Otherwise f as is.
-func upOperatorIdentity(f natsconn.Flags, command string) natsconn.Flags {
+func upOperatorIdentity(f natsconn.Flags, command, dir string) natsconn.Flags {
 	if f.Creds != "" || f.NKey != "" {
 		return f
 	}
@@ -162,7 +162,7 @@ func upOperatorIdentity(f natsconn.Flags, command string) natsconn.Flags {
 	if err != nil || u.User != nil || !natsd.Loopback(u.Hostname()) {
 		return f
 	}
-	nk, err := filepath.Abs(filepath.Join(".vmguard", upSecureDir, "operator-admin", "user.nk"))
+	nk, err := filepath.Abs(filepath.Join(dir, ".vmguard", upSecureDir, "operator-admin", "user.nk"))
 	if err != nil {
 		return f
 	}

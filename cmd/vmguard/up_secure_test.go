@@ -198,10 +198,9 @@ func storeLog(t *testing.T, store string) (l *events.Log, stop func()) {
 // set-up, takes up's operator-admin nkey.
 func TestUpOperatorIdentity(t *testing.T) {
 	dir := t.TempDir()
-	t.Chdir(dir)
 	nk := filepath.Join(dir, ".vmguard", upSecureDir, "operator-admin", "user.nk")
 	local := natsconn.Flags{NATS: "nats://127.0.0.1:4222"}
-	if got := upOperatorIdentity(local, "status"); got.NKey != "" {
+	if got := upOperatorIdentity(local, "status", dir); got.NKey != "" {
 		t.Errorf("no set-up: nkey %q", got.NKey)
 	}
 	if err := os.MkdirAll(filepath.Dir(nk), 0o700); err != nil {
@@ -226,7 +225,7 @@ func TestUpOperatorIdentity(t *testing.T) {
 		{natsconn.Flags{NATS: local.NATS, NKey: "/other.nk"}, "status", "/other.nk"},
 		{natsconn.Flags{NATS: local.NATS, Creds: "/x.creds"}, "status", ""},
 	} {
-		if got := upOperatorIdentity(tc.f, tc.command); got.NKey != tc.want {
+		if got := upOperatorIdentity(tc.f, tc.command, dir); got.NKey != tc.want {
 			t.Errorf("%s with %+v: nkey %q, want %q", tc.command, tc.f, got.NKey, tc.want)
 		}
 	}
