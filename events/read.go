@@ -164,12 +164,8 @@ func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerCo
 		if attempt == 3 {
 			l.logger.Warn("replay: create consumer; retrying", "err", err, "up_to", time.Until(deadline).Round(time.Second))
 		}
-		t := time.NewTimer(retry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := pause(ctx, retry); err != nil {
+			return nil, err
 		}
 		retry = min(2*retry, followRetryMax)
 	}
@@ -555,14 +551,22 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 			wait = min(wait+followCreateTimeout/2, followCreateMaxWait)
 			continue
 		}
-		t := time.NewTimer(retry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := pause(ctx, retry); err != nil {
+			return nil, err
 		}
 		retry = min(2*retry, followRetryMax)
+	}
+}
+
+// pause waits d, or returns ctx's error if it ends first.
+func pause(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -2,7 +2,6 @@ package natsd
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -58,18 +57,8 @@ func StartLeaf(c LeafConfig) (*server.Server, error) {
 	fl := &fatalLogger{Logger: inner, fatal: make(chan string, 1)}
 	s.SetLogger(fl, false, false)
 	go s.Start()
-	ready := time.Now().Add(30 * time.Second)
-	for !s.ReadyForConnections(50 * time.Millisecond) {
-		select {
-		case msg := <-fl.fatal:
-			s.Shutdown()
-			return nil, fmt.Errorf("leaf node: %s", msg)
-		default:
-		}
-		if time.Now().After(ready) {
-			s.Shutdown()
-			return nil, fmt.Errorf("leaf node on %s:%d did not become ready in 30s", opts.Host, opts.Port)
-		}
+	if err := waitReady(s, fl, "leaf node", opts); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -205,20 +205,30 @@ func Start(c Config) (*server.Server, error) {
 		s.WaitForShutdown()
 		lock.Release()
 	}()
+	if err := waitReady(s, fl, "nats server", opts); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitReady waits up to 30 s for a started server to take connections; a
+// fatal error it logs meanwhile, or the bound, shuts it down and is
+// returned, named what.
+func waitReady(s *server.Server, fl *fatalLogger, what string, opts *server.Options) error {
 	ready := time.Now().Add(30 * time.Second)
 	for !s.ReadyForConnections(50 * time.Millisecond) {
 		select {
 		case msg := <-fl.fatal:
 			s.Shutdown()
-			return nil, fmt.Errorf("nats server: %s", msg)
+			return fmt.Errorf("%s: %s", what, msg)
 		default:
 		}
 		if time.Now().After(ready) {
 			s.Shutdown()
-			return nil, fmt.Errorf("nats server on %s:%d did not become ready in 30s", opts.Host, opts.Port)
+			return fmt.Errorf("%s on %s:%d did not become ready in 30s", what, opts.Host, opts.Port)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // lockStore locks the store dir. A lock held by this very process is a
