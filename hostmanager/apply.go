@@ -223,7 +223,7 @@ func (s *State) nodeDown(e events.Event, reason string) {
 
 // release marks the placements that match as released and drops them from
 // Prior; id becomes ReadyID if it released an older placement.
-func (p *Package) release(match func(Placement) bool, id string) {
+func (p *PackageState) release(match func(Placement) bool, id string) {
 	if p.Current.Epoch > 0 && !p.Current.Released && match(p.Current) {
 		p.Current.Released = true
 	}
@@ -234,7 +234,7 @@ func (p *Package) release(match func(Placement) bool, id string) {
 	}
 }
 
-func (s *State) applyPackage(p *Package, e events.Event) {
+func (s *State) applyPackage(p *PackageState, e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PackagePlaced:
 		s.placed(p, e, d)
@@ -327,7 +327,7 @@ func (s *State) applyPackage(p *Package, e events.Event) {
 
 // procInst returns the package's instance on this node whose processes
 // report epoch: its own, or the one it adopted by a live migration.
-func (p *Package) procInst(epoch uint64) *Instance {
+func (p *PackageState) procInst(epoch uint64) *Instance {
 	if in := p.Inst; in != nil && (in.Epoch == epoch || (in.FromEpoch != 0 && in.FromEpoch == epoch)) {
 		return in
 	}
@@ -338,7 +338,7 @@ func (p *Package) procInst(epoch uint64) *Instance {
 // source node its instance is over, without a halt: the guest runs on),
 // and on the target node the current placement, if it is the target one,
 // will adopt the guest and its processes when it starts.
-func (s *State) migrated(p *Package, e events.Event, d events.GuestMigrated) {
+func (s *State) migrated(p *PackageState, e events.Event, d events.GuestMigrated) {
 	p.ended(d.Epoch, e.ID)
 	c := p.Current
 	if d.TargetNode != s.Node || c.Epoch != d.TargetEpoch || c.Node != s.Node || p.Inst != nil {
@@ -352,14 +352,14 @@ func (s *State) migrated(p *Package, e events.Event, d events.GuestMigrated) {
 }
 
 // inst returns the package's instance on this node if it has epoch.
-func (p *Package) inst(epoch uint64) *Instance {
+func (p *PackageState) inst(epoch uint64) *Instance {
 	if p.Inst != nil && p.Inst.Epoch == epoch {
 		return p.Inst
 	}
 	return nil
 }
 
-func (s *State) placed(p *Package, e events.Event, d events.PackagePlaced) {
+func (s *State) placed(p *PackageState, e events.Event, d events.PackagePlaced) {
 	if d.Epoch <= p.Current.Epoch {
 		return // stale: placements only go forward
 	}
@@ -391,7 +391,7 @@ func (s *State) placed(p *Package, e events.Event, d events.PackagePlaced) {
 	}
 }
 
-func (s *State) starting(p *Package, e events.Event, d events.PackageStarting) {
+func (s *State) starting(p *PackageState, e events.Event, d events.PackageStarting) {
 	if d.Node != s.Node || d.Epoch != p.Current.Epoch || p.Current.Node != s.Node || p.Inst != nil {
 		return
 	}
@@ -426,7 +426,7 @@ func (s *State) starting(p *Package, e events.Event, d events.PackageStarting) {
 	p.Inst = in
 }
 
-func (s *State) halting(p *Package, e events.Event, d events.PackageHalting) {
+func (s *State) halting(p *PackageState, e events.Event, d events.PackageHalting) {
 	if d.Node != "" && d.Node != s.Node {
 		return
 	}
@@ -450,7 +450,7 @@ func (s *State) halting(p *Package, e events.Event, d events.PackageHalting) {
 
 // ended records a package.halted or package.failed: its placement is
 // released and, if it is this node's instance, the instance is over.
-func (p *Package) ended(epoch uint64, id string) {
+func (p *PackageState) ended(epoch uint64, id string) {
 	p.release(func(pl Placement) bool { return pl.Epoch == epoch }, id)
 	if p.Inst != nil && p.Inst.Epoch == epoch {
 		p.Inst = nil
@@ -480,7 +480,7 @@ func (in *Instance) guestStarted(e events.Event) {
 	}
 }
 
-func (s *State) guestLost(p *Package, in *Instance, e events.Event) {
+func (s *State) guestLost(p *PackageState, in *Instance, e events.Event) {
 	g := &in.Guest
 	if g.Phase != GuestUp {
 		return
@@ -499,7 +499,7 @@ func (s *State) guestLost(p *Package, in *Instance, e events.Event) {
 	in.Failure = &Failure{Reason: "guest " + guest.Name + " lost (no heartbeat for guest_timeout), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID}
 }
 
-func (s *State) guestStopped(p *Package, in *Instance, e events.Event, d events.GuestStopped) {
+func (s *State) guestStopped(p *PackageState, in *Instance, e events.Event, d events.GuestStopped) {
 	g := &in.Guest
 	if e.CauseID != "" && e.CauseID == g.StoppedCause {
 		return // a result appended twice
@@ -534,7 +534,7 @@ func (s *State) guestStopped(p *Package, in *Instance, e events.Event, d events.
 	}
 }
 
-func (s *State) restarting(p *Package, in *Instance, e events.Event, d events.ServiceRestarting) {
+func (s *State) restarting(p *PackageState, in *Instance, e events.Event, d events.ServiceRestarting) {
 	sv := in.Service(d.Service)
 	if sv == nil || sv.Exit == nil || sv.Failed {
 		return

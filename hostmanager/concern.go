@@ -131,8 +131,8 @@ func (c *catchUp) skipped(seq uint64, subject string) {
 
 // packages returns the folded state of pkgs (an empty one for a package
 // with no event).
-func (c *catchUp) packages(pkgs []string) map[string]*Package {
-	out := make(map[string]*Package, len(pkgs))
+func (c *catchUp) packages(pkgs []string) map[string]*PackageState {
+	out := make(map[string]*PackageState, len(pkgs))
 	for _, p := range pkgs {
 		out[p] = c.st.pkg(p)
 	}
@@ -142,7 +142,7 @@ func (c *catchUp) packages(pkgs []string) map[string]*Package {
 // Install puts p, folded by a catch-up through a sequence below every
 // event of p's package not yet applied, in place of what s knew of its
 // package (nothing, or an entry the configuration made).
-func (s *State) Install(p *Package) {
+func (s *State) Install(p *PackageState) {
 	s.Packages[p.Name] = p
 	s.Seq = max(s.Seq, p.Seq)
 }
@@ -206,7 +206,7 @@ func (q *addQueue) disarm() bool {
 var errCaughtUp = errors.New("caught up")
 
 // catchUpPackages folds pkgs' history below seq through (see catchUp).
-func (r *Runner) catchUpPackages(ctx context.Context, pkgs []string, through uint64, cfg *config.Cluster) (map[string]*Package, error) {
+func (r *Runner) catchUpPackages(ctx context.Context, pkgs []string, through uint64, cfg *config.Cluster) (map[string]*PackageState, error) {
 	c := newCatchUp(r.node, cfg, through)
 	if through == 0 {
 		return c.packages(pkgs), nil

@@ -139,7 +139,7 @@ func TestConcernFoldIsTheFullFold(t *testing.T) {
 		for _, pkg := range []string{"db", "web"} {
 			wp := full.Packages[pkg]
 			if wp == nil {
-				wp = &Package{Name: pkg}
+				wp = &PackageState{Name: pkg}
 			}
 			got, want := pkgJSON(st.Packages[pkg]), pkgJSON(wp)
 			if got != want {
@@ -157,7 +157,7 @@ func TestConcernFoldIsTheFullFold(t *testing.T) {
 	})
 }
 
-func pkgJSON(p *Package) string {
+func pkgJSON(p *PackageState) string {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		panic(err)

@@ -62,7 +62,7 @@ func Decide(s *State, pkg string) (events.Event, bool) {
 
 type decider struct {
 	s *State
-	p *Package
+	p *PackageState
 }
 
 func (d decider) event(cause string, data events.Payload) events.Event {

@@ -12,7 +12,7 @@ import (
 
 // serviceSpec returns the policy of a service: from the config in force if
 // it still has the service, else as the instance started with it.
-func (s *State) serviceSpec(p *Package, in *Instance, name string) config.Service {
+func (s *State) serviceSpec(p *PackageState, in *Instance, name string) config.Service {
 	if s.Config != nil {
 		if cp, ok := s.Config.Package(p.Name); ok {
 			if sc, ok := cp.Service(name); ok {
@@ -27,7 +27,7 @@ func (s *State) serviceSpec(p *Package, in *Instance, name string) config.Servic
 // guestSpec returns the guest's settings: its restart limit from the config
 // in force, everything else as the instance started with it (a new driver or
 // guest name takes effect at the next start).
-func (s *State) guestSpec(p *Package, in *Instance) config.Guest {
+func (s *State) guestSpec(p *PackageState, in *Instance) config.Guest {
 	g := in.Config.Guest
 	if s.Config != nil {
 		if cp, ok := s.Config.Package(p.Name); ok && cp.Guest.Name == g.Name {

@@ -314,7 +314,7 @@ type item struct {
 	e       events.Event
 	skipSeq uint64
 	skipSub string
-	install map[string]*Package
+	install map[string]*PackageState
 }
 
 // DefaultReplayWait bounds the start's replay when Config.ReplayWait is 0.

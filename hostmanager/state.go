@@ -41,7 +41,7 @@ type State struct {
 	// join is void (released at once), as the controller's fold has it.
 	NodeJoined map[string]uint64 `json:"node_joined,omitempty"`
 	// Packages holds every package an event or the config named.
-	Packages map[string]*Package `json:"packages,omitempty"`
+	Packages map[string]*PackageState `json:"packages,omitempty"`
 	// FailFast is set when a fail-fast service or package failed on this
 	// node and the log does not yet show the node fenced, lost or halted
 	// since: the runner fences the node (also after a restart in between).
@@ -63,11 +63,11 @@ type FailFast struct {
 
 // NewState returns the empty state of the host manager of node.
 func NewState(node string) *State {
-	return &State{Node: node, NodeSeqs: map[string]uint64{}, NodeDown: map[string]uint64{}, NodeJoined: map[string]uint64{}, Packages: map[string]*Package{}}
+	return &State{Node: node, NodeSeqs: map[string]uint64{}, NodeDown: map[string]uint64{}, NodeJoined: map[string]uint64{}, Packages: map[string]*PackageState{}}
 }
 
-// Package is what the log says about one package, from this node's side.
-type Package struct {
+// PackageState is what the log says about one package, from this node's side.
+type PackageState struct {
 	Name string `json:"name"`
 	// Seq is the stream sequence of the last event about the package: the
 	// value to append a decision with (events.ExpectPackageSeq).
@@ -286,7 +286,7 @@ func (in *Instance) Service(name string) *ServiceState {
 }
 
 // Package returns the state of package name, nil if nothing named it.
-func (s *State) Package(name string) *Package { return s.Packages[name] }
+func (s *State) Package(name string) *PackageState { return s.Packages[name] }
 
 // PackageNames returns the names of every known package, sorted.
 func (s *State) PackageNames() []string {
@@ -330,10 +330,10 @@ func Affected(s *State, e events.Event) []string {
 	return s.PackageNames()
 }
 
-func (s *State) pkg(name string) *Package {
+func (s *State) pkg(name string) *PackageState {
 	p := s.Packages[name]
 	if p == nil {
-		p = &Package{Name: name}
+		p = &PackageState{Name: name}
 		s.Packages[name] = p
 	}
 	return p
