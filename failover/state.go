@@ -255,12 +255,30 @@ func (n *NodeState) State() string {
 // ServiceState is what the log says about one service of a package on its
 // current placement.
 type ServiceState struct {
-	// Status is up, down, restarting or failed.
-	Status string `json:"status"`
+	Status ServiceStatus `json:"status"`
 	// Restarts is the last service.restarting attempt since the placement or
 	// the last reset.
 	Restarts int `json:"restarts"`
 }
+
+// ServiceStatus is what the log says about a service of a package's current
+// placement, as `vmguard status -v` shows it.
+type ServiceStatus string
+
+// The service statuses.
+const (
+	// ServiceDown: not running in the current placement (not started
+	// there yet, or its process exited).
+	ServiceDown ServiceStatus = "down"
+	// ServiceUp: its process is running (process.started, or carried by
+	// guest.migrated).
+	ServiceUp ServiceStatus = "up"
+	// ServiceRestarting: the host manager is restarting it (service.restarting).
+	ServiceRestarting ServiceStatus = "restarting"
+	// ServiceFailed: it exceeded its restarts (service.failed); an exit
+	// does not change it, a new start or a new placement does.
+	ServiceFailed ServiceStatus = "failed"
+)
 
 // PackageState is what the log says about one package.
 type PackageState struct {
@@ -712,7 +730,7 @@ func (p *PackageState) service(name string) *ServiceState {
 	}
 	sv := p.Services[name]
 	if sv == nil {
-		sv = &ServiceState{Status: "down"}
+		sv = &ServiceState{Status: ServiceDown}
 		p.Services[name] = sv
 	}
 	return sv
@@ -744,7 +762,7 @@ func (s *State) applyPackage(e events.Event) {
 		p.PlacedSeq, p.PlacedID, p.PlacedReason = e.Seq, e.ID, d.Reason
 		p.StateID, p.StateSeq, p.DownReason, p.Guest, p.AdoptedEpoch, p.HaltingAt = e.ID, e.Seq, "", "", 0, time.Time{}
 		for _, sv := range p.Services {
-			sv.Status, sv.Restarts = "down", 0
+			sv.Status, sv.Restarts = ServiceDown, 0
 		}
 		if n := s.Nodes[d.Node]; n != nil && (n.Membership == MemberLost || n.Membership == MemberFenced) {
 			// Placed on a node the log already had down (a decision made
@@ -832,11 +850,11 @@ func (s *State) applyPackage(e events.Event) {
 	case events.ServiceRestarting:
 		if cur(d.Epoch) {
 			sv := p.service(d.Service)
-			sv.Status, sv.Restarts = "restarting", d.Attempt
+			sv.Status, sv.Restarts = ServiceRestarting, d.Attempt
 		}
 	case events.ServiceFailed:
 		if cur(d.Epoch) {
-			p.service(d.Service).Status = "failed"
+			p.service(d.Service).Status = ServiceFailed
 			if p.Phase.active() {
 				p.Phase = PhaseFailing
 			}
@@ -847,17 +865,17 @@ func (s *State) applyPackage(e events.Event) {
 			// The guest and its processes go on under the new placement.
 			p.AdoptedEpoch, p.Guest = d.Epoch, events.GuestPhaseUp
 			for _, mp := range d.Processes {
-				p.service(mp.Service).Status = "up"
+				p.service(mp.Service).Status = ServiceUp
 			}
 		}
 	case events.ProcessStarted:
 		if cur(d.Epoch) || (p.AdoptedEpoch != 0 && d.Epoch == p.AdoptedEpoch) {
-			p.service(d.Service).Status = "up"
+			p.service(d.Service).Status = ServiceUp
 		}
 	case events.ProcessExited:
 		if cur(d.Epoch) || (p.AdoptedEpoch != 0 && d.Epoch == p.AdoptedEpoch) {
-			if sv := p.service(d.Service); sv.Status != "failed" {
-				sv.Status = "down"
+			if sv := p.service(d.Service); sv.Status != ServiceFailed {
+				sv.Status = ServiceDown
 			}
 		}
 	}

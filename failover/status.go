@@ -237,8 +237,8 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 		sv := ServiceView{Name: sc.Name, Status: "down", MaxRestarts: sc.Restart.String()}
 		if st := p.Services[sc.Name]; st != nil {
 			sv.Restarts = st.Restarts
-			if p.Phase.Owned() || st.Status == "failed" {
-				sv.Status = st.Status
+			if p.Phase.Owned() || st.Status == ServiceFailed {
+				sv.Status = string(st.Status)
 			}
 		}
 		pv.Services = append(pv.Services, sv)
