@@ -104,128 +104,169 @@ func (ag AccountGuest) direct() bool { return ag.User.Name != "" || ag.User.NKey
 // noAuthUser, if set, is written as the server's no_auth_user (a user of
 // control).
 func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUser string) (string, error) {
+	var pl accountPlan
+	for _, ag := range guests {
+		if err := pl.guest(ag); err != nil {
+			return "", fmt.Errorf("render accounts: %w", err)
+		}
+	}
 	var b strings.Builder
 	w := func(depth int, format string, args ...any) {
 		b.WriteString(strings.Repeat("  ", depth))
 		fmt.Fprintf(&b, format, args...)
 		b.WriteByte('\n')
 	}
-	// exports of the control account: subject -> the guest accounts.
-	type export struct {
-		subject  string
-		stream   bool
-		accounts []string
-	}
-	var exports []*export
-	byKey := map[string]*export{}
-	exp := func(subject string, stream bool, acc string) {
-		k := fmt.Sprint(stream, subject)
-		e := byKey[k]
-		if e == nil {
-			e = &export{subject: subject, stream: stream}
-			byKey[k] = e
-			exports = append(exports, e)
-		}
-		if !slices.Contains(e.accounts, acc) {
-			e.accounts = append(e.accounts, acc)
-		}
-	}
-	type guestImports struct {
-		acc      string
-		services [][2]string // subject in the control account, local subject
-		streams  []string
-		guest    string
-		users    []User
-		direct   bool
-	}
-	var gis []guestImports
-	for _, ag := range guests {
-		g := ag.Guest
-		if err := events.CheckName("guest", g.Name); err != nil {
-			return "", fmt.Errorf("render accounts: %w", err)
-		}
-		pkgs, err := names("package", g.Packages)
-		if err != nil {
-			return "", fmt.Errorf("render accounts: guest %s: %w", g.Name, err)
-		}
-		nodes, err := names("node", g.Nodes)
-		if err != nil {
-			return "", fmt.Errorf("render accounts: guest %s: %w", g.Name, err)
-		}
-		inbox := g.InboxPrefix
-		if inbox == "" || inbox == DefaultInboxPrefix {
-			return "", fmt.Errorf("render accounts: guest %s: needs its own inbox prefix (InboxPrefix)", g.Name)
-		}
-		acc := GuestAccount(g.Name)
-		gi := guestImports{acc: acc, guest: g.Name, users: ag.Leaves, direct: ag.direct()}
-		if gi.direct {
-			gi.users = append([]User{ag.User}, gi.users...)
-		}
-		svc := func(controlSubject, local string) {
-			exp(controlSubject, false, acc)
-			gi.services = append(gi.services, [2]string{controlSubject, local})
-		}
-		if len(ag.Leaves) > 0 {
-			imps, err := leafImports(g)
-			if err != nil {
-				return "", fmt.Errorf("render accounts: %w", err)
-			}
-			for _, s := range imps {
-				svc(s[0], s[1])
-			}
-		}
-		if !gi.direct {
-			// On leaves only: the JetStream requests above, the shadow
-			// of $JS.API.INFO and the inbox; nothing else.
-			info := jsAPI + "INFO"
-			svc(info, info)
-			if len(nodes) > 0 {
-				exp(inbox+".>", true, acc)
-				gi.streams = append(gi.streams, inbox+".>")
-			}
-			gis = append(gis, gi)
-			continue
-		}
-		for _, pkg := range pkgs {
-			for _, verb := range []string{"started", "exited"} {
-				s := events.PackageSubject(pkg, "process", verb)
-				svc(GateSubject(g.Name, s), s)
-			}
-		}
-		// Imported so that the server does not import the whole JetStream
-		// API ($JS.API.>) into the account, whose answers ("JetStream not
-		// enabled for account") would race with the imported ones: it
-		// skips that when an import shadows $JS.API.INFO. The guest's
-		// permissions do not let it publish there.
-		info := jsAPI + "INFO"
-		svc(info, info)
-		hb := guestagent.HeartbeatSubject(g.Name)
-		svc(hb, hb)
-		api := jsAPI + "STREAM.INFO." + events.StreamName
-		svc(api, api)
-		if len(nodes) > 0 {
-			for _, pkg := range pkgs {
-				s := jsAPI + "DIRECT.GET." + events.StreamName + "." + events.PackageSubject(pkg, "package", "placed")
-				svc(s, s)
-			}
-			s := jsAPI + "STREAM.INFO." + leaseStream
-			svc(s, s)
-			for _, n := range nodes {
-				c := jsAPI + "CONSUMER.CREATE." + leaseStream + ".*." + LeaseKeySubject(n)
-				svc(c, c)
-				d := jsAPI + "DIRECT.GET." + leaseStream + "." + LeaseKeySubject(n)
-				svc(d, d)
-			}
-			exp(inbox+".>", true, acc)
-			gi.streams = append(gi.streams, inbox+".>")
-		}
-		gis = append(gis, gi)
-	}
-
 	if noAuthUser != "" {
 		w(0, "no_auth_user: %s", quote(noAuthUser))
 	}
 	w(0, "accounts {")
+	pl.writeControl(&b, w, control)
+	for _, gi := range pl.guests {
+		gi.write(&b, w, lim)
+	}
+	w(0, "}")
+	return b.String(), nil
+}
+
+// accountExport is a subject the control account exports to guest accounts.
+type accountExport struct {
+	subject  string
+	stream   bool
+	accounts []string
+}
+
+// guestImports is what one guest account imports from the control account.
+type guestImports struct {
+	acc      string
+	services [][2]string // subject in the control account, local subject
+	streams  []string
+	guest    string
+	users    []User
+	direct   bool
+}
+
+// accountPlan is what RenderAccounts writes, before it is written: the
+// control account's exports, in first-use order, and each guest's imports.
+type accountPlan struct {
+	exports []*accountExport
+	byKey   map[string]*accountExport
+	guests  []guestImports
+}
+
+// lineWriter writes one line of configuration at an indentation depth.
+type lineWriter func(depth int, format string, args ...any)
+
+// export records that the control account exports subject (a stream, or
+// a service) to the account acc.
+func (pl *accountPlan) export(subject string, stream bool, acc string) {
+	if pl.byKey == nil {
+		pl.byKey = map[string]*accountExport{}
+	}
+	k := fmt.Sprint(stream, subject)
+	e := pl.byKey[k]
+	if e == nil {
+		e = &accountExport{subject: subject, stream: stream}
+		pl.byKey[k] = e
+		pl.exports = append(pl.exports, e)
+	}
+	if !slices.Contains(e.accounts, acc) {
+		e.accounts = append(e.accounts, acc)
+	}
+}
+
+// guest adds the account of one guest: its users and what it imports (see
+// RenderAccounts).
+func (pl *accountPlan) guest(ag AccountGuest) error {
+	g := ag.Guest
+	if err := events.CheckName("guest", g.Name); err != nil {
+		return err
+	}
+	pkgs, err := names("package", g.Packages)
+	if err != nil {
+		return fmt.Errorf("guest %s: %w", g.Name, err)
+	}
+	nodes, err := names("node", g.Nodes)
+	if err != nil {
+		return fmt.Errorf("guest %s: %w", g.Name, err)
+	}
+	inbox := g.InboxPrefix
+	if inbox == "" || inbox == DefaultInboxPrefix {
+		return fmt.Errorf("guest %s: needs its own inbox prefix (InboxPrefix)", g.Name)
+	}
+	acc := GuestAccount(g.Name)
+	gi := guestImports{acc: acc, guest: g.Name, users: ag.Leaves, direct: ag.direct()}
+	if gi.direct {
+		gi.users = append([]User{ag.User}, gi.users...)
+	}
+	svc := func(controlSubject, local string) {
+		pl.export(controlSubject, false, acc)
+		gi.services = append(gi.services, [2]string{controlSubject, local})
+	}
+	if len(ag.Leaves) > 0 {
+		imps, err := leafImports(g)
+		if err != nil {
+			return err
+		}
+		for _, s := range imps {
+			svc(s[0], s[1])
+		}
+	}
+	if gi.direct {
+		directImports(g.Name, pkgs, nodes, svc)
+	} else {
+		// On leaves only: the JetStream requests above, the shadow
+		// of $JS.API.INFO and the inbox; nothing else.
+		info := jsAPI + "INFO"
+		svc(info, info)
+	}
+	if len(nodes) > 0 {
+		pl.export(inbox+".>", true, acc)
+		gi.streams = append(gi.streams, inbox+".>")
+	}
+	pl.guests = append(pl.guests, gi)
+	return nil
+}
+
+// directImports passes to svc the services a guest whose agent connects to
+// the hub itself imports from the control account (see RenderAccounts).
+func directImports(guest string, pkgs, nodes []string, svc func(controlSubject, local string)) {
+	for _, pkg := range pkgs {
+		for _, verb := range []string{"started", "exited"} {
+			s := events.PackageSubject(pkg, "process", verb)
+			svc(GateSubject(guest, s), s)
+		}
+	}
+	// Imported so that the server does not import the whole JetStream
+	// API ($JS.API.>) into the account, whose answers ("JetStream not
+	// enabled for account") would race with the imported ones: it
+	// skips that when an import shadows $JS.API.INFO. The guest's
+	// permissions do not let it publish there.
+	info := jsAPI + "INFO"
+	svc(info, info)
+	hb := guestagent.HeartbeatSubject(guest)
+	svc(hb, hb)
+	api := jsAPI + "STREAM.INFO." + events.StreamName
+	svc(api, api)
+	if len(nodes) == 0 {
+		return
+	}
+	for _, pkg := range pkgs {
+		s := jsAPI + "DIRECT.GET." + events.StreamName + "." + events.PackageSubject(pkg, "package", "placed")
+		svc(s, s)
+	}
+	s := jsAPI + "STREAM.INFO." + leaseStream
+	svc(s, s)
+	for _, n := range nodes {
+		c := jsAPI + "CONSUMER.CREATE." + leaseStream + ".*." + LeaseKeySubject(n)
+		svc(c, c)
+		d := jsAPI + "DIRECT.GET." + leaseStream + "." + LeaseKeySubject(n)
+		svc(d, d)
+	}
+}
+
+// writeControl writes the control account: its users, JetStream, its
+// exports and its imports of the direct agents' services.
+func (pl *accountPlan) writeControl(b *strings.Builder, w lineWriter, control []User) {
 	w(1, "%s {", quote(ControlAccount))
 	w(2, "jetstream: enabled")
 	w(2, "users = [")
@@ -233,11 +274,11 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		b.WriteString(Render(u, "      "))
 	}
 	w(2, "]")
-	if len(exports) > 0 {
+	if len(pl.exports) > 0 {
 		w(2, "# What each guest account may reach: its events through the gate, its")
 		w(2, "# heartbeats, the JetStream requests of its agent, its inbox.")
 		w(2, "exports = [")
-		for _, e := range exports {
+		for _, e := range pl.exports {
 			kind := "service"
 			if e.stream {
 				kind = "stream"
@@ -250,7 +291,7 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		}
 		w(2, "]")
 		w(2, "imports = [")
-		for _, gi := range gis {
+		for _, gi := range pl.guests {
 			if gi.direct {
 				w(3, "{service: {account: %s, subject: %s}}", quote(gi.acc), quote(guestagent.Subject(gi.guest, ">")))
 				for _, s := range srvSubjects() {
@@ -261,39 +302,40 @@ func RenderAccounts(control []User, guests []AccountGuest, lim Limits, noAuthUse
 		w(2, "]")
 	}
 	w(1, "}")
-	for _, gi := range gis {
-		w(1, "%s {", quote(gi.acc))
-		w(2, "# guest %s: no JetStream of its own; at most %d connections, %d subscriptions, %d-byte messages", gi.guest, lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
-		w(2, "limits: { max_connections: %d, max_subscriptions: %d, max_payload: %d }", lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
-		w(2, "users = [")
-		for _, u := range gi.users {
-			b.WriteString(Render(u, "      "))
-		}
-		w(2, "]")
-		if gi.direct {
-			w(2, "exports = [")
-			w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(gi.guest, ">")), quote(ControlAccount), quote(ResponseExpiry.Round(time.Second).String()))
-			for _, s := range srvSubjects() {
-				w(3, "{service: %s, accounts: [%s]}", quote(s), quote(ControlAccount))
-			}
-			w(2, "]")
-		}
-		w(2, "imports = [")
-		for _, s := range gi.services {
-			if s[0] == s[1] {
-				w(3, "{service: {account: %s, subject: %s}}", quote(ControlAccount), quote(s[0]))
-			} else {
-				w(3, "{service: {account: %s, subject: %s}, to: %s}", quote(ControlAccount), quote(s[0]), quote(s[1]))
-			}
-		}
-		for _, s := range gi.streams {
-			w(3, "{stream: {account: %s, subject: %s}}", quote(ControlAccount), quote(s))
-		}
-		w(2, "]")
-		w(1, "}")
+}
+
+// write writes the guest's account: its limits, users, the exports of a
+// direct agent's services and its imports.
+func (gi guestImports) write(b *strings.Builder, w lineWriter, lim Limits) {
+	w(1, "%s {", quote(gi.acc))
+	w(2, "# guest %s: no JetStream of its own; at most %d connections, %d subscriptions, %d-byte messages", gi.guest, lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
+	w(2, "limits: { max_connections: %d, max_subscriptions: %d, max_payload: %d }", lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
+	w(2, "users = [")
+	for _, u := range gi.users {
+		b.WriteString(Render(u, "      "))
 	}
-	w(0, "}")
-	return b.String(), nil
+	w(2, "]")
+	if gi.direct {
+		w(2, "exports = [")
+		w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(gi.guest, ">")), quote(ControlAccount), quote(ResponseExpiry.Round(time.Second).String()))
+		for _, s := range srvSubjects() {
+			w(3, "{service: %s, accounts: [%s]}", quote(s), quote(ControlAccount))
+		}
+		w(2, "]")
+	}
+	w(2, "imports = [")
+	for _, s := range gi.services {
+		if s[0] == s[1] {
+			w(3, "{service: {account: %s, subject: %s}}", quote(ControlAccount), quote(s[0]))
+		} else {
+			w(3, "{service: {account: %s, subject: %s}, to: %s}", quote(ControlAccount), quote(s[0]), quote(s[1]))
+		}
+	}
+	for _, s := range gi.streams {
+		w(3, "{stream: {account: %s, subject: %s}}", quote(ControlAccount), quote(s))
+	}
+	w(2, "]")
+	w(1, "}")
 }
 
 // srvSubjects are the micro discovery subjects of an agent ($SRV.PING,
