@@ -114,6 +114,10 @@ func RenderLeaf(l Leaf) (string, error) {
 	if len(l.Hub) == 0 {
 		return "", fmt.Errorf("render leaf %s: no hub URL", l.Node)
 	}
+	gs, err := leafGuests(l.Guests)
+	if err != nil {
+		return "", fmt.Errorf("render leaf %s: %w", l.Node, err)
+	}
 	var b strings.Builder
 	w := func(depth int, format string, args ...any) {
 		b.WriteString(strings.Repeat("  ", depth))
@@ -129,34 +133,50 @@ func RenderLeaf(l Leaf) (string, error) {
 	l.Listen.render(w, 0)
 	w(0, "no_auth_user: %s", quote(LeafHostUser))
 	w(0, "accounts {")
-	w(1, "%s {", quote(LeafHostAccount))
-	w(2, "users = [")
-	b.WriteString(Render(User{Name: LeafHostUser, Password: l.HostPassword, InProcessOnly: true,
-		Comment: "the host manager's in-process connection; no network client can use it"}, "      "))
-	w(2, "]")
-	type gimp struct {
-		acc   string
-		gates [][2]string
-		lg    LeafGuest
-		pkgs  []string
+	writeLeafHost(&b, w, l.HostPassword, gs)
+	for _, gi := range gs {
+		gi.write(&b, w, l.Limits)
 	}
-	var gs []gimp
-	for _, lg := range l.Guests {
+	w(0, "}")
+	w(0, "leafnodes {")
+	w(1, "remotes = [")
+	for _, gi := range gs {
+		gi.writeRemote(w, l)
+	}
+	w(1, "]")
+	w(0, "}")
+	return b.String(), nil
+}
+
+// leafGuestImports is a guest's account on the leaf: its gate subjects
+// (the host's subject, the log's subject) and its packages.
+type leafGuestImports struct {
+	acc   string
+	gates [][2]string
+	lg    LeafGuest
+	pkgs  []string
+}
+
+// leafGuests checks the leaf's guests and returns their accounts, in
+// order.
+func leafGuests(guests []LeafGuest) ([]leafGuestImports, error) {
+	var gs []leafGuestImports
+	for _, lg := range guests {
 		g := lg.Guest
 		if err := events.CheckName("guest", g.Name); err != nil {
-			return "", fmt.Errorf("render leaf %s: %w", l.Node, err)
+			return nil, err
 		}
 		pkgs, err := names("package", g.Packages)
 		if err != nil {
-			return "", fmt.Errorf("render leaf %s: guest %s: %w", l.Node, g.Name, err)
+			return nil, fmt.Errorf("guest %s: %w", g.Name, err)
 		}
 		if g.InboxPrefix == "" || g.InboxPrefix == DefaultInboxPrefix {
-			return "", fmt.Errorf("render leaf %s: guest %s: needs its own inbox prefix (InboxPrefix)", l.Node, g.Name)
+			return nil, fmt.Errorf("guest %s: needs its own inbox prefix (InboxPrefix)", g.Name)
 		}
 		if lg.RemoteSeed == "" {
-			return "", fmt.Errorf("render leaf %s: guest %s: no remote seed", l.Node, g.Name)
+			return nil, fmt.Errorf("guest %s: no remote seed", g.Name)
 		}
-		gi := gimp{acc: GuestAccount(g.Name), lg: lg, pkgs: pkgs}
+		gi := leafGuestImports{acc: GuestAccount(g.Name), lg: lg, pkgs: pkgs}
 		for _, pkg := range pkgs {
 			for _, verb := range []string{"started", "exited"} {
 				s := events.PackageSubject(pkg, "process", verb)
@@ -165,6 +185,18 @@ func RenderLeaf(l Leaf) (string, error) {
 		}
 		gs = append(gs, gi)
 	}
+	return gs, nil
+}
+
+// writeLeafHost writes the leaf's host account: the host manager's
+// in-process user, the guests' gate subjects it exports and the agents'
+// requests and heartbeats it imports.
+func writeLeafHost(b *strings.Builder, w lineWriter, hostPassword string, gs []leafGuestImports) {
+	w(1, "%s {", quote(LeafHostAccount))
+	w(2, "users = [")
+	b.WriteString(Render(User{Name: LeafHostUser, Password: hostPassword, InProcessOnly: true,
+		Comment: "the host manager's in-process connection; no network client can use it"}, "      "))
+	w(2, "]")
 	if len(gs) > 0 {
 		w(2, "# Each guest's events come to the host's gate; its requests and heartbeats")
 		w(2, "# are the host manager's.")
@@ -183,53 +215,54 @@ func RenderLeaf(l Leaf) (string, error) {
 		w(2, "]")
 	}
 	w(1, "}")
-	for _, gi := range gs {
-		name := gi.lg.Guest.Name
-		w(1, "%s {", quote(gi.acc))
-		w(2, "# guest %s: at most %d connections, %d subscriptions, %d-byte messages", name, l.Limits.MaxConnections, l.Limits.MaxSubscriptions, l.Limits.MaxPayload)
-		w(2, "limits: { max_connections: %d, max_subscriptions: %d, max_payload: %d }", l.Limits.MaxConnections, l.Limits.MaxSubscriptions, l.Limits.MaxPayload)
-		w(2, "users = [")
-		b.WriteString(Render(gi.lg.User, "      "))
-		w(2, "]")
-		w(2, "# nats-server denies $JS.API.> on leaf connections: the hub imports the")
-		w(2, "# guest's JetStream requests under this name.")
-		w(2, "mappings = { %s: %s }", quote(jsAPI+">"), quote("$JS."+LeafDomain+".API.>"))
-		w(2, "exports = [")
-		w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(name, ">")), quote(LeafHostAccount), quote(ResponseExpiry.Round(time.Second).String()))
-		w(3, "{stream: %s, accounts: [%s]}", quote(guestagent.HeartbeatSubject(name)), quote(LeafHostAccount))
-		w(2, "]")
-		w(2, "imports = [")
-		for _, s := range gi.gates {
-			w(3, "{service: {account: %s, subject: %s}, to: %s}", quote(LeafHostAccount), quote(s[0]), quote(s[1]))
-		}
-		w(2, "]")
-		w(1, "}")
+}
+
+// write writes the guest's account on the leaf: its limits, its agent's
+// user, the mapping of its JetStream requests, its exports to the host
+// account and its gate imports.
+func (gi leafGuestImports) write(b *strings.Builder, w lineWriter, lim Limits) {
+	name := gi.lg.Guest.Name
+	w(1, "%s {", quote(gi.acc))
+	w(2, "# guest %s: at most %d connections, %d subscriptions, %d-byte messages", name, lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
+	w(2, "limits: { max_connections: %d, max_subscriptions: %d, max_payload: %d }", lim.MaxConnections, lim.MaxSubscriptions, lim.MaxPayload)
+	w(2, "users = [")
+	b.WriteString(Render(gi.lg.User, "      "))
+	w(2, "]")
+	w(2, "# nats-server denies $JS.API.> on leaf connections: the hub imports the")
+	w(2, "# guest's JetStream requests under this name.")
+	w(2, "mappings = { %s: %s }", quote(jsAPI+">"), quote("$JS."+LeafDomain+".API.>"))
+	w(2, "exports = [")
+	w(3, "{service: %s, accounts: [%s], response_threshold: %s}", quote(guestagent.Subject(name, ">")), quote(LeafHostAccount), quote(ResponseExpiry.Round(time.Second).String()))
+	w(3, "{stream: %s, accounts: [%s]}", quote(guestagent.HeartbeatSubject(name)), quote(LeafHostAccount))
+	w(2, "]")
+	w(2, "imports = [")
+	for _, s := range gi.gates {
+		w(3, "{service: {account: %s, subject: %s}, to: %s}", quote(LeafHostAccount), quote(s[0]), quote(s[1]))
 	}
-	w(0, "}")
-	w(0, "leafnodes {")
-	w(1, "remotes = [")
-	for _, gi := range gs {
-		name := gi.lg.Guest.Name
-		w(2, "# guest %s's account, as the hub's user %s", name, LeafUser(l.Node, name))
-		w(2, "{")
-		urls := make([]string, len(l.Hub))
-		for i, u := range l.Hub {
-			urls[i] = quote(u)
-		}
-		w(3, "urls: [%s]", strings.Join(urls, ", "))
-		w(3, "account: %s", quote(gi.acc))
-		w(3, "nkey: %s", quote(gi.lg.RemoteSeed))
-		l.Remote.Verify = false
-		l.Remote.render(w, 3)
-		// Requests to the guest and its heartbeats stay on the host, even
-		// if the hub were to ask.
-		w(3, "deny_imports: [%s, %s]", quote(guestagent.Subject(name, ">")), quote("$SRV.>"))
-		w(3, "deny_exports: [%s, %s]", quote(guestagent.HeartbeatSubject(name)), quote("vmguard.events.>"))
-		w(2, "}")
+	w(2, "]")
+	w(1, "}")
+}
+
+// writeRemote writes the guest's leafnode remote: its account connected
+// to the hub as LeafUser(l.Node, guest).
+func (gi leafGuestImports) writeRemote(w lineWriter, l Leaf) {
+	name := gi.lg.Guest.Name
+	w(2, "# guest %s's account, as the hub's user %s", name, LeafUser(l.Node, name))
+	w(2, "{")
+	urls := make([]string, len(l.Hub))
+	for i, u := range l.Hub {
+		urls[i] = quote(u)
 	}
-	w(1, "]")
-	w(0, "}")
-	return b.String(), nil
+	w(3, "urls: [%s]", strings.Join(urls, ", "))
+	w(3, "account: %s", quote(gi.acc))
+	w(3, "nkey: %s", quote(gi.lg.RemoteSeed))
+	l.Remote.Verify = false
+	l.Remote.render(w, 3)
+	// Requests to the guest and its heartbeats stay on the host, even
+	// if the hub were to ask.
+	w(3, "deny_imports: [%s, %s]", quote(guestagent.Subject(name, ">")), quote("$SRV.>"))
+	w(3, "deny_exports: [%s, %s]", quote(guestagent.HeartbeatSubject(name)), quote("vmguard.events.>"))
+	w(2, "}")
 }
 
 // LeafPermissions are the hub's rights of a leaf user of guest g: it may
