@@ -122,47 +122,8 @@ func validate(c *Cluster, d *decoder) {
 		}
 	}
 	name("cluster", c.Cluster)
-	if c.NodeTimeout < Duration(MinNodeTimeout) {
-		d.fieldErrorf("node_timeout", "%s: must be at least %s", c.NodeTimeout, MinNodeTimeout)
-	}
-	for _, k := range []struct {
-		path string
-		v    Duration
-	}{{"guard_bound", c.GuardBound}, {"guard_stop_time", c.GuardStopTime}} {
-		if d.set[k.path] && k.v <= 0 {
-			d.fieldErrorf(k.path, "%s: must be more than 0 (leave it out for the default)", k.v)
-		}
-	}
-	if c.NodeTimeout >= Duration(MinNodeTimeout) {
-		// The fencing timeline: "node lost" must imply "its guests are
-		// stopped" (DESIGN §10). The defaults always hold.
-		for _, p := range c.Timeline().Problems() {
-			field := "node_timeout"
-			switch {
-			case d.set["guard_stop_time"] && !d.set["guard_bound"]:
-				field = "guard_stop_time"
-			case d.set["guard_bound"]:
-				field = "guard_bound"
-			}
-			d.fieldErrorf(field, "fencing timeline: %s", p)
-		}
-	}
-	if c.GuestTimeout < Duration(MinGuestTimeout) {
-		d.fieldErrorf("guest_timeout", "%s: must be at least %s (guest agents send a heartbeat every %s)", c.GuestTimeout, MinGuestTimeout, HeartbeatInterval)
-	}
-	if len(c.Nodes) == 0 {
-		d.fieldErrorf("nodes", "missing: list at least one node")
-	}
-	nodes := map[string]bool{}
-	for i, n := range c.Nodes {
-		p := fmt.Sprintf("nodes[%d]", i)
-		if name(p, n) {
-			if nodes[n] {
-				d.fieldErrorf(p, "%q is listed twice", n)
-			}
-			nodes[n] = true
-		}
-	}
+	validateTimeouts(c, d)
+	nodes := validateNodes(c, d, name)
 	pkgs := map[string]bool{}
 	guests := map[string]string{}
 	for i := range c.Packages {
@@ -212,23 +173,81 @@ func validate(c *Cluster, d *decoder) {
 			guests[g] = pk.Name
 		}
 		validateResources(pk.Resources, pp, d, name)
-		if len(pk.Services) == 0 {
-			d.fieldErrorf(pp+".services", "missing: list at least one service")
-		}
-		svcs := map[string]bool{}
-		for j := range pk.Services {
-			s := &pk.Services[j]
-			sp := fmt.Sprintf("%s.services[%d]", pp, j)
-			if name(sp+".name", s.Name) {
-				if svcs[s.Name] {
-					d.fieldErrorf(sp+".name", "%q: another service of this package has this name", s.Name)
-				}
-				svcs[s.Name] = true
-			}
-			validateService(s, sp, d, positive)
-		}
+		validateServices(pk, pp, d, name, positive)
 	}
 	validateDependencies(c, d)
+}
+
+// validateTimeouts checks the cluster's node and guest timeouts and the
+// fencing timeline they make with the node guard's bound and stop time.
+func validateTimeouts(c *Cluster, d *decoder) {
+	if c.NodeTimeout < Duration(MinNodeTimeout) {
+		d.fieldErrorf("node_timeout", "%s: must be at least %s", c.NodeTimeout, MinNodeTimeout)
+	}
+	for _, k := range []struct {
+		path string
+		v    Duration
+	}{{"guard_bound", c.GuardBound}, {"guard_stop_time", c.GuardStopTime}} {
+		if d.set[k.path] && k.v <= 0 {
+			d.fieldErrorf(k.path, "%s: must be more than 0 (leave it out for the default)", k.v)
+		}
+	}
+	if c.NodeTimeout >= Duration(MinNodeTimeout) {
+		// The fencing timeline: "node lost" must imply "its guests are
+		// stopped" (DESIGN §10). The defaults always hold.
+		for _, p := range c.Timeline().Problems() {
+			field := "node_timeout"
+			switch {
+			case d.set["guard_stop_time"] && !d.set["guard_bound"]:
+				field = "guard_stop_time"
+			case d.set["guard_bound"]:
+				field = "guard_bound"
+			}
+			d.fieldErrorf(field, "fencing timeline: %s", p)
+		}
+	}
+	if c.GuestTimeout < Duration(MinGuestTimeout) {
+		d.fieldErrorf("guest_timeout", "%s: must be at least %s (guest agents send a heartbeat every %s)", c.GuestTimeout, MinGuestTimeout, HeartbeatInterval)
+	}
+}
+
+// validateNodes checks the cluster's node list and returns its valid
+// names.
+func validateNodes(c *Cluster, d *decoder, name func(string, string) bool) map[string]bool {
+	if len(c.Nodes) == 0 {
+		d.fieldErrorf("nodes", "missing: list at least one node")
+	}
+	nodes := map[string]bool{}
+	for i, n := range c.Nodes {
+		p := fmt.Sprintf("nodes[%d]", i)
+		if name(p, n) {
+			if nodes[n] {
+				d.fieldErrorf(p, "%q is listed twice", n)
+			}
+			nodes[n] = true
+		}
+	}
+	return nodes
+}
+
+// validateServices checks the services of the package pk at path pp: at
+// least one, unique names, each service's rules.
+func validateServices(pk *Package, pp string, d *decoder, name func(string, string) bool, positive func(string, Duration)) {
+	if len(pk.Services) == 0 {
+		d.fieldErrorf(pp+".services", "missing: list at least one service")
+	}
+	svcs := map[string]bool{}
+	for j := range pk.Services {
+		s := &pk.Services[j]
+		sp := fmt.Sprintf("%s.services[%d]", pp, j)
+		if name(sp+".name", s.Name) {
+			if svcs[s.Name] {
+				d.fieldErrorf(sp+".name", "%q: another service of this package has this name", s.Name)
+			}
+			svcs[s.Name] = true
+		}
+		validateService(s, sp, d, positive)
+	}
 }
 
 func validateGuest(g *Guest, gp string, d *decoder, name func(string, string) bool, positive func(string, Duration)) {
