@@ -135,38 +135,14 @@ func Pending(s *State, pkg string) []Action {
 	in := p.Inst
 	base := Action{Package: pkg, Node: s.Node, Epoch: in.Epoch, Guest: in.Config.Guest}
 	var out []Action
-	stopProcs := func(cause string) {
-		for _, sv := range in.Services {
-			if sv.Proc != nil {
-				a := base
-				a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, sv.Name), sv.Proc.RequestID, sv.Proc.PID, cause
-				out = append(out, a)
-			}
-		}
-		for _, st := range in.Strays {
-			a := base
-			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, st.Service), st.RequestID, st.PID, cause
-			if a.Service.Name == "" {
-				a.Service.Name = st.Service
-			}
-			out = append(out, a)
-		}
-	}
 	if m := in.Migration; m != nil && m.MigratingID != "" && !in.Stopping() {
-		a := base
-		a.Kind, a.Target, a.TargetEpoch, a.CauseID = MigrateGuest, m.TargetNode, m.TargetEpoch, m.MigratingID
-		for _, sv := range in.Services {
-			if sv.Proc != nil {
-				a.Procs = append(a.Procs, events.MigratedProcess{Service: sv.Name, RequestID: sv.Proc.RequestID, PID: sv.Proc.PID, StartedID: sv.Proc.StartedID})
-			}
-		}
-		return append(out, a)
+		return []Action{migrateAction(base, in, m)}
 	}
 	if in.Stopping() {
 		cause, reason := in.stopCause()
 		switch in.Guest.Phase {
 		case GuestUp:
-			stopProcs(cause)
+			out = s.stopProcs(p, in, base, cause)
 			if len(out) == 0 {
 				a := base
 				a.Kind, a.Reason, a.CauseID = StopGuest, reason, cause
@@ -200,15 +176,51 @@ func Pending(s *State, pkg string) []Action {
 		for _, st := range in.Strays {
 			// The service's halt_timeout bounds the stop (and so when the
 			// ladder forces the guest off), as for a halt.
-			a := base
-			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, st.Service), st.RequestID, st.PID, st.StartedID
-			if a.Service.Name == "" {
-				a.Service.Name = st.Service
-			}
-			out = append(out, a)
+			out = append(out, s.stopStray(p, in, base, st, st.StartedID))
 		}
 	}
 	return out
+}
+
+// migrateAction is the MigrateGuest of migration m, carrying the
+// instance's running processes.
+func migrateAction(base Action, in *Instance, m *Migration) Action {
+	a := base
+	a.Kind, a.Target, a.TargetEpoch, a.CauseID = MigrateGuest, m.TargetNode, m.TargetEpoch, m.MigratingID
+	for _, sv := range in.Services {
+		if sv.Proc != nil {
+			a.Procs = append(a.Procs, events.MigratedProcess{Service: sv.Name, RequestID: sv.Proc.RequestID, PID: sv.Proc.PID, StartedID: sv.Proc.StartedID})
+		}
+	}
+	return a
+}
+
+// stopProcs is a StopService for every process of the instance, services'
+// first, then strays', each caused by cause.
+func (s *State) stopProcs(p *PackageState, in *Instance, base Action, cause string) []Action {
+	var out []Action
+	for _, sv := range in.Services {
+		if sv.Proc != nil {
+			a := base
+			a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, sv.Name), sv.Proc.RequestID, sv.Proc.PID, cause
+			out = append(out, a)
+		}
+	}
+	for _, st := range in.Strays {
+		out = append(out, s.stopStray(p, in, base, st, cause))
+	}
+	return out
+}
+
+// stopStray is the StopService of the stray process st (a service the
+// config no longer has keeps its name).
+func (s *State) stopStray(p *PackageState, in *Instance, base Action, st Process, cause string) Action {
+	a := base
+	a.Kind, a.Service, a.RequestID, a.PID, a.CauseID = StopService, s.serviceSpec(p, in, st.Service), st.RequestID, st.PID, cause
+	if a.Service.Name == "" {
+		a.Service.Name = st.Service
+	}
+	return a
 }
 
 // stopCause returns the event that started the halt and a reason for it.
