@@ -150,31 +150,13 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
 	switch cmd.Op {
 	case OpHaltSuccessors:
-		var out []events.Event
-		for _, name := range s.ActiveSuccessors(cp.Name) {
-			o := s.Packages[name]
-			out = append(out, events.Event{Source: CLISource(cmd.By), Subject: name,
-				Data: events.PackageHalting{Node: o.Node, Epoch: o.Epoch, By: cmd.By,
-					Reason: events.Clip(fmt.Sprintf("%s: %s, which it depends on, halts (%s)", ReasonPredecessor, cp.Name, orDefault(cmd.Reason, "operator_halt")), maxReason)}})
-		}
-		return out, nil
+		return s.haltSuccessors(cmd, cp), nil
 	case OpRun:
-		if p.Phase.Owned() {
-			return nil, refuse("package %s is already %s on node %s", cp.Name, p.Phase.State(), p.Node)
+		d, err := s.runPlacement(cmd, cp, p)
+		if err != nil {
+			return nil, err
 		}
-		node := cmd.Node
-		if node != "" {
-			if err := s.eligible(cp, p, node); err != nil {
-				return nil, refuse("run %s: %v", cp.Name, err)
-			}
-		} else if node = choose(cp, s.candidates(cp, p), s.load()); node == "" {
-			why := make([]string, 0, len(cp.Nodes))
-			for _, n := range cp.Nodes {
-				why = append(why, s.eligible(cp, p, n).Error())
-			}
-			return nil, refuse("run %s: no eligible node among %s: %s", cp.Name, strings.Join(cp.Nodes, ", "), strings.Join(why, "; "))
-		}
-		ev.Data = events.PackagePlaced{Node: node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorRun, cmd.Reason), PreviousNode: p.Node, By: cmd.By}
+		ev.Data = d
 	case OpHalt:
 		if !p.Phase.active() {
 			return nil, refuse("package %s is not running (STATUS %s, STATE %s)", cp.Name, p.Phase.Status(), p.Phase.State())
@@ -183,22 +165,11 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	case OpEnable, OpDisable:
 		ev.Data = events.PackageSwitchingChanged{Node: cmd.Node, Enabled: cmd.Op == OpEnable, Reason: cmd.Reason, By: cmd.By}
 	case OpMove:
-		switch {
-		case cmd.Node == "":
-			return nil, refuse("move %s: name the node to move it to with -n", cp.Name)
-		case !p.Phase.active():
-			return nil, refuse("move %s: package is not running (STATUS %s, STATE %s); use `vmguard pkg run %s -n %s`", cp.Name, p.Phase.Status(), p.Phase.State(), cp.Name, cmd.Node)
-		case p.Node == cmd.Node:
-			return nil, refuse("move %s: package is already on node %s", cp.Name, cmd.Node)
+		d, err := s.movePlacement(cmd, cp, p)
+		if err != nil {
+			return nil, err
 		}
-		if err := s.eligible(cp, p, cmd.Node); err != nil {
-			return nil, refuse("move %s: %v", cp.Name, err)
-		}
-		// A running guest whose driver can migrate moves live (the host
-		// manager of p.Node falls back to halt + start if it cannot).
-		migrate := cp.Guest.CanMigrate() && p.Phase == PhaseRunning
-		ev.Data = events.PackagePlaced{Node: cmd.Node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorMove, cmd.Reason), PreviousNode: p.Node, By: cmd.By,
-			Migrate: migrate}
+		ev.Data = d
 	case OpReset:
 		if cmd.Node != "" {
 			return nil, refuse("reset %s: -n does not apply; reset clears the package on every node", cp.Name)
@@ -213,6 +184,63 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	return []events.Event{ev}, nil
 }
 
+// haltSuccessors is a package.halting of every active package that
+// depends on cp (OpHaltSuccessors).
+func (s *State) haltSuccessors(cmd Command, cp config.Package) []events.Event {
+	var out []events.Event
+	for _, name := range s.ActiveSuccessors(cp.Name) {
+		o := s.Packages[name]
+		out = append(out, events.Event{Source: CLISource(cmd.By), Subject: name,
+			Data: events.PackageHalting{Node: o.Node, Epoch: o.Epoch, By: cmd.By,
+				Reason: events.Clip(fmt.Sprintf("%s: %s, which it depends on, halts (%s)", ReasonPredecessor, cp.Name, orDefault(cmd.Reason, "operator_halt")), maxReason)}})
+	}
+	return out
+}
+
+// runPlacement is the placement of OpRun: on cmd.Node if it is eligible,
+// else on the node the failover policy chooses.
+func (s *State) runPlacement(cmd Command, cp config.Package, p *PackageState) (events.PackagePlaced, error) {
+	if p.Phase.Owned() {
+		return events.PackagePlaced{}, refuse("package %s is already %s on node %s", cp.Name, p.Phase.State(), p.Node)
+	}
+	node := cmd.Node
+	if node != "" {
+		if err := s.eligible(cp, p, node); err != nil {
+			return events.PackagePlaced{}, refuse("run %s: %v", cp.Name, err)
+		}
+	} else if node = choose(cp, s.candidates(cp, p), s.load()); node == "" {
+		why := make([]string, 0, len(cp.Nodes))
+		for _, n := range cp.Nodes {
+			why = append(why, s.eligible(cp, p, n).Error())
+		}
+		return events.PackagePlaced{}, refuse("run %s: no eligible node among %s: %s", cp.Name, strings.Join(cp.Nodes, ", "), strings.Join(why, "; "))
+	}
+	return events.PackagePlaced{Node: node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorRun, cmd.Reason), PreviousNode: p.Node, By: cmd.By}, nil
+}
+
+// movePlacement is the placement of OpMove: on cmd.Node, live if the
+// guest runs and its driver can migrate.
+func (s *State) movePlacement(cmd Command, cp config.Package, p *PackageState) (events.PackagePlaced, error) {
+	switch {
+	case cmd.Node == "":
+		return events.PackagePlaced{}, refuse("move %s: name the node to move it to with -n", cp.Name)
+	case !p.Phase.active():
+		return events.PackagePlaced{}, refuse("move %s: package is not running (STATUS %s, STATE %s); use `vmguard pkg run %s -n %s`", cp.Name, p.Phase.Status(), p.Phase.State(), cp.Name, cmd.Node)
+	case p.Node == cmd.Node:
+		return events.PackagePlaced{}, refuse("move %s: package is already on node %s", cp.Name, cmd.Node)
+	}
+	if err := s.eligible(cp, p, cmd.Node); err != nil {
+		return events.PackagePlaced{}, refuse("move %s: %v", cp.Name, err)
+	}
+	// A running guest whose driver can migrate moves live (the host
+	// manager of p.Node falls back to halt + start if it cannot).
+	migrate := cp.Guest.CanMigrate() && p.Phase == PhaseRunning
+	return events.PackagePlaced{Node: cmd.Node, Epoch: p.Epoch + 1, Reason: withText(ReasonOperatorMove, cmd.Reason), PreviousNode: p.Node, By: cmd.By,
+		Migrate: migrate}, nil
+}
+
+// nodeCommand is Command for the node commands (OpNode* and
+// OpResourceSet).
 func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 	if !s.Config.HasNode(cmd.Node) {
 		return nil, refuse("unknown node %q (configured: %s)", cmd.Node, strings.Join(s.Config.Nodes, ", "))
@@ -221,19 +249,9 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cmd.Node}
 	switch cmd.Op {
 	case OpResourceSet:
-		if err := events.CheckName("resource", cmd.Resource); err != nil {
-			return nil, refuse("%v", err)
-		}
-		d := events.NodeResourceSet{Name: cmd.Resource, Reason: cmd.Reason, By: cmd.By}
-		switch cmd.Value {
-		case events.ResourceUp, events.ResourceDown:
-			d.Status = cmd.Value
-		default:
-			v, err := strconv.ParseInt(cmd.Value, 10, 64)
-			if err != nil {
-				return nil, refuse("resource %s: %q: want up, down or a whole number", cmd.Resource, cmd.Value)
-			}
-			d.Status, d.Value = events.ResourceUp, strconv.FormatInt(v, 10)
+		d, err := resourceSet(cmd)
+		if err != nil {
+			return nil, err
 		}
 		ev.Data = d
 		return []events.Event{ev}, nil
@@ -279,6 +297,33 @@ func (s *State) nodeCommand(cmd Command) ([]events.Event, error) {
 		ev.Data = events.NodeThawed{Reason: orDefault(cmd.Reason, "operator_thaw"), By: cmd.By}
 		return []events.Event{ev}, nil
 	}
+	return nodeRun(cmd, n, ev)
+}
+
+// resourceSet is the node.resource_set of OpResourceSet: up, down or a
+// whole number (a resource that is up).
+func resourceSet(cmd Command) (events.NodeResourceSet, error) {
+	if err := events.CheckName("resource", cmd.Resource); err != nil {
+		return events.NodeResourceSet{}, refuse("%v", err)
+	}
+	d := events.NodeResourceSet{Name: cmd.Resource, Reason: cmd.Reason, By: cmd.By}
+	switch cmd.Value {
+	case events.ResourceUp, events.ResourceDown:
+		d.Status = cmd.Value
+	default:
+		v, err := strconv.ParseInt(cmd.Value, 10, 64)
+		if err != nil {
+			return events.NodeResourceSet{}, refuse("resource %s: %q: want up, down or a whole number", cmd.Resource, cmd.Value)
+		}
+		d.Status, d.Value = events.ResourceUp, strconv.FormatInt(v, 10)
+	}
+	return d, nil
+}
+
+// nodeRun is the events of OpNodeRun (ev is their envelope): the end of
+// the node's maintenance, and its join if an operator halted it or a
+// fail-fast fence holds it out.
+func nodeRun(cmd Command, n *NodeState, ev events.Event) ([]events.Event, error) {
 	var out []events.Event
 	if n.Drained() {
 		// `node run` ends the maintenance; a node an operator also halted
