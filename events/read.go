@@ -207,6 +207,10 @@ type decodeJob struct {
 // decodeOrdered reads messages until the consumer has none pending, decodes
 // them on several cores (decoding and schema checks cost more than reading)
 // and hands them to fn in stream order.
+//
+// Longer than 80 lines: a pipeline (reader, decoding workers, in-order
+// hand-off) whose goroutines share the channels, the cancel and the error;
+// split, those would be passed around.
 func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	jobs := make(chan *decodeJob, workers*2)

@@ -544,6 +544,9 @@ func (s *State) PackagesOn(node string) []string {
 // at or below s.Seq (a duplicate, a replay, or one never read from the log:
 // Seq 0) changes nothing. Events about an older epoch than the package's
 // current placement count only for PackageSeq.
+//
+// Longer than 80 lines: one switch over event types, a short case each
+// (package events go to applyPackage); see docs/design-notes.md §5.
 func (s *State) Apply(e events.Event) bool {
 	if e.Seq <= s.Seq {
 		return false
@@ -737,6 +740,10 @@ func (p *PackageState) service(name string) *ServiceState {
 }
 
 // applyPackage folds a package, guest, service or process event.
+//
+// Longer than 80 lines: one switch over event types, a short case each; the
+// fold reads best as the one place where every event's effect on a package
+// is seen (docs/design-notes.md §5).
 func (s *State) applyPackage(e events.Event) {
 	p := s.pkg(e.Subject)
 	p.LastSeq = e.Seq

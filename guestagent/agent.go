@@ -539,6 +539,10 @@ func (a *Agent) heartbeats(ctx context.Context) {
 
 // run starts the process of req, or returns the one a former request with
 // the same id started.
+//
+// Longer than 80 lines: one retry loop under the agent's lock (an earlier
+// request with the same id, a slot, the exec); the lock's hand-offs read
+// best in one place.
 func (a *Agent) run(req RunRequest) (RunReply, error) {
 	if req.Node != "" {
 		if _, err := a.place(PlaceRequest{Package: req.Package, Node: req.Node, Epoch: req.Epoch}); err != nil {

@@ -45,6 +45,9 @@ func fallback(e events.Event) (events.Event, bool) {
 // at a time so the log holds them in spool order. A failed append is
 // retried, with the same event id, until it succeeds: the log's duplicate
 // window stores a retried event once. It returns when ctx ends.
+//
+// Longer than 80 lines: one loop whose state (the log, the backoff,
+// failing, the unsaved count) every step shares; each step is a few lines.
 func (a *Agent) deliver(ctx context.Context) {
 	status := a.cfg.Conn.StatusChanged(nats.CONNECTED)
 	defer a.cfg.Conn.RemoveStatusListener(status)

@@ -234,6 +234,12 @@ func (p *PackageState) release(match func(Placement) bool, id string) {
 	}
 }
 
+// applyPackage folds an event about package p (a package, guest, service
+// or process event).
+//
+// Longer than 80 lines: one switch over event types, a short case each,
+// most handing over to a helper; the fold reads best as one place
+// (docs/design-notes.md §5).
 func (s *State) applyPackage(p *PackageState, e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PackagePlaced:

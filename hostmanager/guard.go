@@ -151,6 +151,10 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 // Run serves the socket until ctx ends, stopping the guests whenever a
 // deadline passes unpetted or the host manager reports its lease lost. It
 // returns ErrGuardRunning if another guard answers on the socket.
+//
+// Longer than 80 lines: the guard's one goroutine that owns its deadline
+// and connections: socket set-up, then a select over pets, lease reports
+// and the deadline; split, that state would be passed around.
 func (g *Guard) Run(ctx context.Context) error {
 	sock := GuardSocket(g.cfg.StateDir)
 	if err := os.MkdirAll(g.cfg.StateDir, 0o700); err != nil {

@@ -74,6 +74,10 @@ func (r *Runner) startLease(ctx context.Context) {
 // which comes before the server stored the renewal (when its key's TTL
 // starts), and ends early enough that the guests are stopped before the key
 // expires and the controller may place their packages elsewhere.
+//
+// Longer than 80 lines: the lease keeper's loop, whose take/renew/fence
+// states share the timers; it becomes its own type in the host manager
+// runner's split (docs/design-notes.md §3).
 func (r *Runner) keepLease(ctx context.Context) {
 	var (
 		kv     jetstream.KeyValue

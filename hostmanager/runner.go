@@ -217,6 +217,10 @@ var errCrashed = errors.New("stopped by test hook")
 var ErrSuperseded = errors.New("node lease taken by another host manager instance of this node")
 
 // NewRunner checks cfg and returns a runner.
+//
+// Longer than 80 lines: it checks each Config field and sets up the
+// runner's parts; it shrinks with the host manager runner's split
+// (docs/design-notes.md §3).
 func NewRunner(cfg Config) (*Runner, error) {
 	if err := events.CheckName("node", cfg.Node); err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
@@ -394,6 +398,10 @@ func (r *Runner) replayOnce(ctx context.Context) error {
 // until this node's packages are halted and its lease is released). It
 // returns an error if the log cannot be read at start, or if the halt of
 // HaltOnExit did not finish in time.
+//
+// Longer than 80 lines: the runner's start-up (replay, record, start the
+// parts) and its loop; it shrinks with the host manager runner's split
+// (docs/design-notes.md §3).
 func (r *Runner) Run(ctx context.Context) error {
 	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
@@ -556,6 +564,10 @@ func (r *Runner) followIndex(ctx context.Context, next uint64, known map[string]
 // the next sequence it has not delivered, catches up with their history
 // below it, hands the result to the loop and resumes with them in its
 // filter (concern.go).
+//
+// Longer than 80 lines: the follower's consumer loop with its filter
+// changes (concern.go); it becomes the follower type of the host manager
+// runner's split (docs/design-notes.md §3).
 func (r *Runner) followMain(ctx context.Context, seq uint64, adds *addQueue, in chan<- item) {
 	next := seq
 	cfg, cfgEvent := r.st.Config, (*events.ConfigApplied)(nil) // config in force before next

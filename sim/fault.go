@@ -56,6 +56,9 @@ func (w *world) note(i int, format string, args ...any) {
 }
 
 // fault injects fault i of the schedule, as f drew it.
+//
+// Longer than 80 lines: one case per fault kind the schedule draws, each a
+// few lines.
 func (w *world) fault(i int, f draw) {
 	h := w.hosts[f.host]
 	c := w.ctls[f.ctl]

@@ -343,6 +343,10 @@ func guestAction(k hostmanager.ActionKind) bool {
 // act performs an action: the driver's or agent's part after a delay, the
 // result event after another (a crash in between leaves the effect without
 // its event, which the next instance repairs by acting again).
+//
+// Longer than 80 lines: one case per action kind, as the host manager's
+// runner performs them, with the simulated delays and crashes between
+// effect and event.
 func (h *host) act(a hostmanager.Action) {
 	w := h.w
 	key, gen, actGen := a.Key(), h.gen, h.actGen

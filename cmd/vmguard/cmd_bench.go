@@ -43,6 +43,10 @@ type benchLogCmd struct {
 
 // Run starts a server (unless --external), runs each measurement and prints
 // one line per result.
+//
+// Longer than 80 lines: a benchmark is one script of measurements that
+// share its server, log and output; it reads top to bottom and has no
+// caller but the CLI.
 func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 	url := g.NATS
 	mode := "unknown: an external server's sync setting is not visible to a client (its vmguard server banner says it)"

@@ -80,6 +80,10 @@ func (b *benchCluster) startHost(node string) error {
 }
 
 // Run measures failover and node-loss latency and prints p50/p99.
+//
+// Longer than 80 lines: a benchmark is one script of phases that share its
+// server, hosts and timers; it reads top to bottom and has no caller but
+// the CLI.
 func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 	env, err := openBenchEnv(ctx, "failover", c.Durable)
 	if err != nil {

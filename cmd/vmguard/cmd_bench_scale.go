@@ -70,6 +70,10 @@ func scalePkg(i int) string  { return fmt.Sprintf("p%05d", i) }
 
 // Run builds the cluster, injects exits, failures and a loss of nodes and
 // prints what it measured.
+//
+// Longer than 80 lines: a benchmark is one script of phases (build, inject,
+// measure, print) that share its clocks, counters and servers; it reads top
+// to bottom and has no caller but the CLI.
 func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	if c.Candidates < 2 || c.Nodes < c.Candidates || c.Packages < 2 {
 		return errors.New("bench scale: want --candidates >= 2, --nodes >= --candidates and --packages >= 2")

@@ -67,6 +67,11 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 }
 
 // generate writes the set-up of cl into c.Out and says so on out.
+//
+// Longer than 80 lines: one sequence of files written in order (identities,
+// keys, certificates, accounts, configurations); what each file holds comes
+// from functions (guestauth, leafPlan), what is left here is the order and
+// the paths.
 func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 	conf := filepath.Join(c.Out, "nats.conf")
 	if _, err := os.Stat(conf); err == nil && !c.Force {

@@ -42,6 +42,11 @@ type upCmd struct {
 // failover controller and a host manager per node (process-driver guests)
 // in this process, with a live view, until Ctrl-C; then it halts the
 // packages cleanly.
+//
+// Longer than 80 lines: the start-up sequence of one process (store lock,
+// server, configuration, controller, host managers, view), each step
+// registering its clean-up with defer so that they run in reverse order;
+// split, the clean-ups would have to be passed around.
 func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	var fileCl *config.Cluster
 	if c.File != "" {

@@ -394,6 +394,11 @@ func (c *checker) nOpen() int {
 	return n
 }
 
+// apply checks event e against the rules and folds it into the checker.
+//
+// Longer than 80 lines: one switch over event types, a case per rule it
+// checks; the checker reads best as one place where each event's checks
+// are seen (docs/design-notes.md §5).
 func (c *checker) apply(e events.Event) {
 	switch d := e.Data.(type) {
 	case events.ConfigApplied:

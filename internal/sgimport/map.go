@@ -140,6 +140,9 @@ func (m *mapper) note(a Attr, format string, args ...any) {
 }
 
 // pkg maps the parameters of one file.
+//
+// Longer than 80 lines: one switch over a Serviceguard file's parameters, a
+// short case each, in file order (a service's parameters follow its name).
 func (m *mapper) pkg(f *File) (Package, bool) {
 	var p Package
 	var guestFrom string // where the guest's name came from
