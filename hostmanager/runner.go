@@ -217,10 +217,6 @@ var errCrashed = errors.New("stopped by test hook")
 var ErrSuperseded = errors.New("node lease taken by another host manager instance of this node")
 
 // NewRunner checks cfg and returns a runner.
-//
-// Longer than 80 lines: it checks each Config field and sets up the
-// runner's parts; it shrinks with the host manager runner's split
-// (docs/design-notes.md §3).
 func NewRunner(cfg Config) (*Runner, error) {
 	if err := events.CheckName("node", cfg.Node); err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
@@ -247,22 +243,9 @@ func NewRunner(cfg Config) (*Runner, error) {
 	if cfg.NATSURL == "" {
 		cfg.NATSURL = nc.ConnectedUrl()
 	}
-	drivers := map[string]Driver{}
-	for k, d := range cfg.Drivers {
-		drivers[k] = d
-	}
-	if _, ok := drivers[config.DriverProcess]; !ok {
-		pd, err := NewProcessDriver(ProcessDriverConfig{
-			Bin: cfg.AgentBin, NATS: cfg.NATSURL, Dir: filepath.Join(cfg.StateDir, "guests"), Args: cfg.AgentArgs, GuestArgs: cfg.AgentGuestArgs,
-			PeerDir: siblingGuests(cfg.StateDir, cfg.Node),
-		})
-		if err != nil {
-			return nil, fmt.Errorf("new host manager: %w", err)
-		}
-		drivers[config.DriverProcess] = pd
-	}
-	if _, ok := drivers[config.DriverExec]; !ok {
-		drivers[config.DriverExec] = ExecDriver{}
+	drivers, err := newDrivers(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new host manager: %w", err)
 	}
 	r := &Runner{
 		cfg: cfg, node: cfg.Node, log: cfg.Log, nc: nc, now: cfg.Now, drivers: drivers,
@@ -304,6 +287,29 @@ func NewRunner(cfg Config) (*Runner, error) {
 		r.petter = newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, r.logger)
 	}
 	return r, nil
+}
+
+// newDrivers returns cfg.Drivers with the process driver (the guest agent
+// run as a local process) and the exec driver added where cfg has none.
+func newDrivers(cfg Config) (map[string]Driver, error) {
+	drivers := map[string]Driver{}
+	for k, d := range cfg.Drivers {
+		drivers[k] = d
+	}
+	if _, ok := drivers[config.DriverProcess]; !ok {
+		pd, err := NewProcessDriver(ProcessDriverConfig{
+			Bin: cfg.AgentBin, NATS: cfg.NATSURL, Dir: filepath.Join(cfg.StateDir, "guests"), Args: cfg.AgentArgs, GuestArgs: cfg.AgentGuestArgs,
+			PeerDir: siblingGuests(cfg.StateDir, cfg.Node),
+		})
+		if err != nil {
+			return nil, err
+		}
+		drivers[config.DriverProcess] = pd
+	}
+	if _, ok := drivers[config.DriverExec]; !ok {
+		drivers[config.DriverExec] = ExecDriver{}
+	}
+	return drivers, nil
 }
 
 // Driver returns the guest driver registered under name.
