@@ -236,10 +236,6 @@ func (p *PackageState) release(match func(Placement) bool, id string) {
 
 // applyPackage folds an event about package p (a package, guest, service
 // or process event).
-//
-// Longer than 80 lines: one switch over event types, a short case each,
-// most handing over to a helper; the fold reads best as one place
-// (docs/design-notes.md §5).
 func (s *State) applyPackage(p *PackageState, e events.Event) {
 	switch d := e.Data.(type) {
 	case events.PackagePlaced:
@@ -263,14 +259,7 @@ func (s *State) applyPackage(p *PackageState, e events.Event) {
 		p.ended(d.Epoch, e.ID)
 	case events.PackageReset:
 		if in := p.Inst; in != nil {
-			for _, sv := range in.Services {
-				if d.Service == "" || d.Service == sv.Name {
-					sv.Restarts, sv.RestartTimes = 0, nil
-				}
-			}
-			if d.Service == "" {
-				in.Guest.Restarts = 0
-			}
+			in.reset(d.Service)
 		}
 	case events.GuestStarted:
 		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
@@ -308,17 +297,7 @@ func (s *State) applyPackage(p *PackageState, e events.Event) {
 		}
 	case events.ServiceFailed:
 		if in := p.inst(d.Epoch); in != nil && d.Node == s.Node {
-			if sv := in.Service(d.Service); sv != nil && !sv.Failed {
-				sv.Failed, sv.Exit, sv.Run = true, nil, nil
-				if in.Failure == nil {
-					in.Failure = &Failure{Reason: "service " + d.Service + " failed: " + d.Reason, Service: d.Service, ID: e.ID}
-				}
-				if s.FailFast == nil && s.serviceFailFast(p.Name, d.Service) {
-					s.FailFast = &FailFast{Package: p.Name, Seq: e.Seq,
-						Reason: "fail_fast: service " + d.Service + " of package " + p.Name + " failed: " + d.Reason}
-				}
-				in.LastID = e.ID
-			}
+			s.serviceFailed(p, in, e, d)
 		}
 	case events.ProcessStarted:
 		if in := p.procInst(d.Epoch); in != nil && d.Guest == in.Config.Guest.Name {
@@ -329,6 +308,38 @@ func (s *State) applyPackage(p *PackageState, e events.Event) {
 			in.processExited(e, d)
 		}
 	}
+}
+
+// reset folds a package.reset of service (all of them if ""): the
+// restart counts start again.
+func (in *Instance) reset(service string) {
+	for _, sv := range in.Services {
+		if service == "" || service == sv.Name {
+			sv.Restarts, sv.RestartTimes = 0, nil
+		}
+	}
+	if service == "" {
+		in.Guest.Restarts = 0
+	}
+}
+
+// serviceFailed folds a service.failed of instance in: the service stays
+// failed, the instance keeps its first failure, and a fail_fast service
+// fails the node.
+func (s *State) serviceFailed(p *PackageState, in *Instance, e events.Event, d events.ServiceFailed) {
+	sv := in.Service(d.Service)
+	if sv == nil || sv.Failed {
+		return
+	}
+	sv.Failed, sv.Exit, sv.Run = true, nil, nil
+	if in.Failure == nil {
+		in.Failure = &Failure{Reason: "service " + d.Service + " failed: " + d.Reason, Service: d.Service, ID: e.ID}
+	}
+	if s.FailFast == nil && s.serviceFailFast(p.Name, d.Service) {
+		s.FailFast = &FailFast{Package: p.Name, Seq: e.Seq,
+			Reason: "fail_fast: service " + d.Service + " of package " + p.Name + " failed: " + d.Reason}
+	}
+	in.LastID = e.ID
 }
 
 // procInst returns the package's instance on this node whose processes
