@@ -544,9 +544,6 @@ func (s *State) PackagesOn(node string) []string {
 // at or below s.Seq (a duplicate, a replay, or one never read from the log:
 // Seq 0) changes nothing. Events about an older epoch than the package's
 // current placement count only for PackageSeq.
-//
-// Longer than 80 lines: one switch over event types, a short case each
-// (package events go to applyPackage); see docs/design-notes.md §5.
 func (s *State) Apply(e events.Event) bool {
 	if e.Seq <= s.Seq {
 		return false
@@ -569,17 +566,7 @@ func (s *State) Apply(e events.Event) bool {
 		n.JoinedSeq, n.JoinedID = e.Seq, e.ID
 		n.EligibleSeq, n.EligibleID = e.Seq, e.ID
 	case events.NodeResourceSet:
-		n := s.node(e)
-		prev, had := n.Resources[d.Name]
-		if n.Resources == nil {
-			n.Resources = map[string]ResourceStatus{}
-		}
-		n.Resources[d.Name] = ResourceStatus{Status: d.Status, Value: d.Value, Seq: e.Seq, ID: e.ID}
-		if d.Status == events.ResourceUp && (!had || prev.Status != d.Status || prev.Value != d.Value) {
-			// It may make the node eligible for a waiting package, which
-			// then names this event as its placement's cause.
-			n.EligibleSeq, n.EligibleID = e.Seq, e.ID
-		}
+		s.node(e).resourceSet(e, d)
 	case events.NodeDrained:
 		n := s.node(e)
 		n.Drain = &Hold{By: d.By, Reason: d.Reason, Seq: e.Seq, ID: e.ID}
@@ -628,6 +615,21 @@ func (s *State) Apply(e events.Event) bool {
 		}
 	}
 	return true
+}
+
+// resourceSet folds node.resource_set e (data d) into the node's
+// resources.
+func (n *NodeState) resourceSet(e events.Event, d events.NodeResourceSet) {
+	prev, had := n.Resources[d.Name]
+	if n.Resources == nil {
+		n.Resources = map[string]ResourceStatus{}
+	}
+	n.Resources[d.Name] = ResourceStatus{Status: d.Status, Value: d.Value, Seq: e.Seq, ID: e.ID}
+	if d.Status == events.ResourceUp && (!had || prev.Status != d.Status || prev.Value != d.Value) {
+		// It may make the node eligible for a waiting package, which
+		// then names this event as its placement's cause.
+		n.EligibleSeq, n.EligibleID = e.Seq, e.ID
+	}
 }
 
 // nodeHeld notes e (a drain) as the cause of the placements it makes due.
