@@ -176,7 +176,12 @@ func (f *Forwarder) deliver(ctx context.Context, m jetstream.Msg) {
 	}
 	backoff := newBackoff()
 	for attempt := 1; ; attempt++ {
-		res := f.client.Send(ctx, ce)
+		// A stop lets the send in flight finish (bounded): a receiver that
+		// took the event and is answering would otherwise get it again
+		// from the next run (seen in TestForwardInOrderAtLeastOnceAndResume).
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+		res := f.client.Send(sctx, ce)
+		cancel()
 		if protocol.IsACK(res) {
 			break
 		}
@@ -232,6 +237,9 @@ func (f *Forwarder) cloudEvent(ctx context.Context, m jetstream.Msg, seq uint64)
 	ce.SetExtension(SeqExtension, strconv.FormatUint(seq, 10)) // a string: CloudEvents integers are 32-bit
 	return e, ce, nil
 }
+
+// sendTimeout bounds one attempt to send an event to the receiver.
+const sendTimeout = 10 * time.Second
 
 // backoff grows a pause from 100 ms to 5 s.
 type backoff struct{ d time.Duration }

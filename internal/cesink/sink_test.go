@@ -29,17 +29,23 @@ type receiver struct {
 	got      []ceevent.Event
 	failOnce map[string]bool
 	refused  int
+	// answerAfter delays the answer after an event is recorded: a stop
+	// that comes meanwhile finds the send in flight.
+	answerAfter time.Duration
 }
 
 func (r *receiver) receive(_ context.Context, e ceevent.Event) protocol.Result {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.failOnce[e.ID()] {
 		delete(r.failOnce, e.ID())
 		r.refused++
+		r.mu.Unlock()
 		return cehttp.NewResult(http.StatusServiceUnavailable, "busy")
 	}
 	r.got = append(r.got, e)
+	wait := r.answerAfter
+	r.mu.Unlock()
+	time.Sleep(wait) // the receiver's own slowness, not a wait for an outcome
 	return protocol.ResultACK
 }
 
@@ -103,7 +109,10 @@ func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := appendNodes(t, l, 1, 10)
-	r := &receiver{failOnce: map[string]bool{first[2].ID: true, first[7].ID: true}}
+	// Answers come 200 ms after each event is recorded, so the stop below
+	// (as soon as the tenth is recorded) finds its send in flight: the
+	// forwarder must finish it and acknowledge it, not send it again.
+	r := &receiver{failOnce: map[string]bool{first[2].ID: true, first[7].ID: true}, answerAfter: 200 * time.Millisecond}
 	url := startReceiver(t, r)
 
 	run := func() (context.CancelFunc, chan error) {
