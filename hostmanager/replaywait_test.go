@@ -33,9 +33,15 @@ func TestReplayWaitsForQuorum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Append(ctx, events.New("/test", "node1", events.NodeJoined{})); err != nil {
-		t.Fatal(err)
-	}
+	// A new R3 stream may still be electing its leader: the first append
+	// is retried (the id stores it once) until it is acknowledged.
+	joined := events.Stamp(events.New("/test", "node1", events.NodeJoined{}), time.Now())
+	natstest.WaitFor(t, 30*time.Second, "the first append acknowledged", func() bool {
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		defer acancel()
+		_, err := l.Append(actx, joined)
+		return err == nil
+	})
 	c.Shutdown(1)
 	c.Shutdown(2)
 	// Until the lone server knows it has no majority, a read may still work.

@@ -43,7 +43,7 @@ func partConfig(nt time.Duration, marker string, nodes []string) string {
 	list := strings.Join(nodes, ", ")
 	return fmt.Sprintf(`cluster: part
 node_timeout: %s
-guest_timeout: 5s
+guest_timeout: 10s
 nodes: [%s]
 packages:
   - name: app

@@ -95,6 +95,13 @@ func (o *Options) Run(ctx context.Context, conn natsconn.Flags, stderr io.Writer
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(250*time.Millisecond),
+		// A server cut off from this guest (a partition drops packets, it
+		// does not close the connection) is noticed in about 3 s, as the
+		// host manager does, and the agent moves to another of the URLs:
+		// with nats.go's default (2 min) its heartbeats would go nowhere
+		// for minutes and the guest would be lost after guest_timeout.
+		nats.PingInterval(time.Second),
+		nats.MaxPingsOutstanding(3),
 		// Replies to the agent come to inboxes of its own, so that its NATS
 		// user need not (and must not) read every client's replies.
 		nats.CustomInboxPrefix(guestagent.InboxPrefix(o.Guest)),
