@@ -190,17 +190,7 @@ func TestAppendAsyncBatchKeepsEachOutcome(t *testing.T) {
 // AppendAsync still work, one event at a time.
 func TestAppendBatchOnOldStream(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	nc := natsd.Connect(t, s)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := events.StreamConfig(1)
-	cfg.AllowAtomicPublish = false
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	nc := oldStreamConn(t)
 	l, err := events.Open(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
@@ -227,22 +217,16 @@ func TestAppendBatchOnOldStream(t *testing.T) {
 // atomically.
 func TestEnsureStreamMigratesToAtomic(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	nc := natsd.Connect(t, s)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := events.StreamConfig(1)
-	cfg.AllowAtomicPublish = false
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	nc := oldStreamConn(t)
 	old, err := events.Open(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := old.Append(ctx, placed("web", "node1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
 		t.Fatal(err)
 	}
 	st, err := events.EnsureStream(ctx, js, 1)
@@ -266,4 +250,21 @@ func TestEnsureStreamMigratesToAtomic(t *testing.T) {
 	if got := readAll(t, l); len(got) != 3 {
 		t.Fatalf("log holds %d events after the migration, want 3", len(got))
 	}
+}
+
+// oldStreamConn connects to a new server whose stream was created as
+// before vmguard asked for atomic batches (allow_atomic off).
+func oldStreamConn(t *testing.T) *nats.Conn {
+	t.Helper()
+	nc := natsd.Connect(t, natsd.StartTest(t))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := events.StreamConfig(1)
+	cfg.AllowAtomicPublish = false
+	if _, err := js.CreateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return nc
 }

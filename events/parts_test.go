@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
@@ -172,17 +170,7 @@ func TestLargeEventInParts(t *testing.T) {
 // (ErrTooLarge), nothing stored.
 func TestLargeEventNeedsAtomicStream(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	nc := natsd.Connect(t, s)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := events.StreamConfig(1)
-	cfg.AllowAtomicPublish = false
-	if _, err := js.CreateStream(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	nc := oldStreamConn(t)
 	l, err := events.Open(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
