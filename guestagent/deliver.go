@@ -156,6 +156,9 @@ func (a *Agent) deliver(ctx context.Context) {
 		}
 		backoff = minBackoff
 		a.noteDeliver(nil)
+		if !q.written(ctx) {
+			continue // its spool write failed (and is tried again), or ctx ended
+		}
 		a.journal.delivered(q)
 		if a.onDelivered != nil {
 			a.onDelivered(q.rec.Kind, q.rec.Time)

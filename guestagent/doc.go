@@ -78,8 +78,9 @@
 // # Events and the spool
 //
 // Events are written first to a spool under <state>/spool (append-only; an
-// exit is fdatasynced before it is published, a start is synced soon after,
-// since a start only has to survive an agent crash), then appended to the
+// exit is fdatasynced while it is published, and counts as delivered only
+// once both are done; a start is synced soon after, since a start only has
+// to survive an agent crash), then appended to the
 // log one at a time, in spool order, with their stored ids as Nats-Msg-Id: a re-send
 // after a crash or an outage is stored once within the log's two-minute
 // duplicate window. The spool survives restarts and outages and is delivered

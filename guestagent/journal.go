@@ -3,6 +3,7 @@ package guestagent
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,6 +133,26 @@ func decodeRecord(line []byte) (record, error) {
 type queued struct {
 	rec record
 	end int64
+	// b is the batch that wrote it (nil: read when the journal was
+	// opened). A record that needs an fdatasync is queued as soon as it
+	// is written, so that its append overlaps the sync; it counts as
+	// delivered only once b is done, and not at all if b failed (then
+	// the batch is out of the queue and its writer tries again).
+	b *batch
+}
+
+// written waits until the batch that wrote q is done (its fdatasync, if
+// any) and reports whether it succeeded, or false when ctx ends first.
+func (q queued) written(ctx context.Context) bool {
+	if q.b == nil {
+		return true
+	}
+	select {
+	case <-q.b.done:
+		return q.b.err == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // batch is a group of appends written with one fdatasync.
@@ -159,9 +181,10 @@ type journal struct {
 	leader bool   // a goroutine is writing (or compacting)
 	kick   chan struct{}
 
-	dirty     bool  // written without fdatasync since the last one
-	compactAt int64 // compact when delivered and larger (compactBytes)
-	badLines  int   // corrupt lines skipped when opened
+	datasync  func(fd int) error // unix.Fdatasync; tests stand in for it
+	dirty     bool               // written without fdatasync since the last one
+	compactAt int64              // compact when delivered and larger (compactBytes)
+	badLines  int                // corrupt lines skipped when opened
 }
 
 // openJournal opens (or creates) the spool in dir and returns every record
@@ -170,7 +193,7 @@ func openJournal(dir string) (*journal, []record, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create spool dir: %w", err)
 	}
-	j := &journal{dir: dir, kick: make(chan struct{}, 1), compactAt: compactBytes}
+	j := &journal{dir: dir, kick: make(chan struct{}, 1), compactAt: compactBytes, datasync: unix.Fdatasync}
 	gen, off, ok, err := j.readAck()
 	if err != nil {
 		return nil, nil, err
@@ -337,8 +360,11 @@ func scanJournal(f *os.File) (recs []record, ends []int64, good int64, bad int, 
 }
 
 // append writes recs and queues them for delivery, in order. A batch
-// holding an exit is fdatasynced first (one sync shared by concurrent
-// appends), which makes every earlier record durable too. Start records
+// holding an exit is fdatasynced (one sync shared by concurrent appends),
+// which makes every earlier record durable too; it is queued as soon as it
+// is written, so that the deliverer's append of the exit overlaps the sync
+// instead of waiting for it (issue 12 item 5), and append returns once the
+// sync is done. The deliverer counts it as delivered only then. Start records
 // alone are only written: a start must survive an agent crash, which the
 // page cache ensures, but not a guest crash, which ends its process anyway
 // (and the agent's boot id check knows that). This keeps the sync off the
@@ -387,28 +413,42 @@ func (j *journal) flushLocked() {
 		j.mu.Unlock()
 		_, err := f.Write(b.buf)
 		if err == nil && b.sync {
-			err = unix.Fdatasync(int(f.Fd()))
+			j.mu.Lock()
+			j.queueLocked(b, base)
+			j.mu.Unlock()
+			err = j.datasync(int(f.Fd()))
 		}
 		j.mu.Lock()
 		if err != nil {
 			// The file may now hold part of the batch; cut it back so
-			// the next write starts on a record boundary.
+			// the next write starts on a record boundary. Its records
+			// leave the queue: the writer tries again (a copy already
+			// appended is stored once, under the same id).
 			if terr := f.Truncate(base); terr == nil {
 				_, _ = f.Seek(base, io.SeekStart)
 			}
+			j.queue = slices.DeleteFunc(j.queue, func(q queued) bool { return q.b == b })
 			b.err = fmt.Errorf("write spool: %w", err)
 		} else {
 			j.dirty = !b.sync
 			j.size = base + int64(len(b.buf))
-			for i, r := range b.recs {
-				j.queue = append(j.queue, queued{rec: r, end: base + b.ends[i]})
-			}
-			select {
-			case j.kick <- struct{}{}:
-			default:
+			if !b.sync {
+				j.queueLocked(b, base)
 			}
 		}
 		close(b.done)
+	}
+}
+
+// queueLocked queues the records of batch b, written at base, for the
+// deliverer. The caller holds mu.
+func (j *journal) queueLocked(b *batch, base int64) {
+	for i, r := range b.recs {
+		j.queue = append(j.queue, queued{rec: r, end: base + b.ends[i], b: b})
+	}
+	select {
+	case j.kick <- struct{}{}:
+	default:
 	}
 }
 

@@ -1,6 +1,8 @@
 package guestagent
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -240,5 +242,68 @@ func TestCauseOf(t *testing.T) {
 		if got := causeOf(RunRequest{RequestID: tc.id, Service: tc.svc, CauseID: tc.cause}); got != tc.want {
 			t.Errorf("causeOf(%q, %q, %q) = %q, want %q", tc.id, tc.svc, tc.cause, got, tc.want)
 		}
+	}
+}
+
+// An exit is queued for delivery as soon as it is written, while its
+// fdatasync runs (its append overlaps the sync), but counts as written only
+// once the sync is done; a failed sync takes it out of the queue again, and
+// the writer's retry queues it once.
+func TestJournalExitQueuedDuringSync(t *testing.T) {
+	j, _ := mustOpen(t, t.TempDir())
+	defer j.close()
+	entered, release := make(chan struct{}), make(chan error)
+	j.mu.Lock()
+	j.datasync = func(int) error {
+		entered <- struct{}{}
+		return <-release
+	}
+	j.mu.Unlock()
+	appended := make(chan error, 1)
+	go func() { appended <- j.append(exitedRec("a")) }()
+	<-entered
+	q, ok := j.head()
+	if !ok || q.rec.ID != "x-a" {
+		t.Fatalf("exit not queued during its sync: head %q %v", q.rec.ID, ok)
+	}
+	select {
+	case <-q.b.done:
+		t.Fatal("exit counted as written before its sync returned")
+	default:
+	}
+	release <- nil
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if !q.written(context.Background()) {
+		t.Fatal("exit not written after its sync")
+	}
+	j.delivered(q)
+
+	// A failed sync: the record leaves the queue, the retry is queued once.
+	go func() { appended <- j.append(exitedRec("b")) }()
+	<-entered
+	if got := queueIDs(j); got != "x-b" {
+		t.Fatalf("queue during the sync %q", got)
+	}
+	q, _ = j.head()
+	release <- errors.New("disk gone")
+	if err := <-appended; err == nil {
+		t.Fatal("a failed sync returned no error")
+	}
+	if q.written(context.Background()) {
+		t.Fatal("a record whose sync failed counts as written")
+	}
+	if got := queueIDs(j); got != "" {
+		t.Fatalf("queue after a failed sync %q", got)
+	}
+	go func() { appended <- j.append(exitedRec("b")) }()
+	<-entered
+	release <- nil
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if got := queueIDs(j); got != "x-b" {
+		t.Fatalf("queue after the retry %q", got)
 	}
 }
