@@ -3,6 +3,7 @@ package failover
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -15,35 +16,106 @@ import (
 // ReasonLeaseExpired is the reason of a node.lost the controller appends.
 const ReasonLeaseExpired = "lease expired"
 
-// checkLeases appends node.lost for every node the state shows joined (or
-// halted by an operator: NodeState.LeaseWatched) whose lease key is gone
-// from the lease bucket, once the store has been able to
-// take renewals for a whole node_timeout (lease.Judge): the server removes a
-// key only once its TTL (node_timeout) has passed since its last renewal,
-// and a holder deletes its own key only when it leaves, so a node is never
-// declared lost before its lease expired; and a key that expired while the
-// store took no writes (no quorum, a server restarting, this controller cut
-// off from it) is the store's outage, not the node's death: every node gets
-// a fresh node_timeout from the moment the store is writable again. A key
-// found missing is read once more from the bucket's leader before the node
-// is declared lost (a direct get may be answered by a replica still catching
+// leaseStore is where liveness reads the node leases: the lease bucket
+// (bucketLeases), or a simulated one.
+type leaseStore interface {
+	// open makes the store ready to read, creating it with node_timeout
+	// ttl if it does not exist yet: false when there is nothing to read
+	// yet (no error) or it cannot be opened (the error); it is tried again
+	// at the next check.
+	open(ctx context.Context, ttl time.Duration) (bool, error)
+	// get reads node's lease as any replica has it: found false when the
+	// key is missing, deleted or expired.
+	get(ctx context.Context, node string) (raw []byte, found bool, err error)
+	// getAtLeader reads node's lease from the store's leader.
+	getAtLeader(ctx context.Context, node string) (v lease.Value, found bool, err error)
+}
+
+// storeProber judges whether the lease store has been taking writes: a
+// *lease.Prober, which probes it on its own goroutine (Run).
+type storeProber interface {
+	Run(ctx context.Context)
+	SetTTL(ttl time.Duration)
+	Decide(now time.Time) (lease.Verdict, time.Time)
+}
+
+// liveness is the runner's part that watches the node leases: each check
+// interval the loop asks it (lost) which nodes to declare lost, and appends
+// what it returns. It remembers per node the last renewal it saw (lastSeen,
+// the node.lost's last_seen) and the last one without frozen_until (armed,
+// for NodeState.MayDeclareLost); Run runs its prober. Only lost and setTTL
+// are called by the loop's goroutine; the prober is safe for any.
+type liveness struct {
+	leases leaseStore
+	prober storeProber
+	// now is Config.Now, the clock a node's freeze times are judged by;
+	// clock is the prober's (monotonic use: lease.SystemClock in
+	// production), the clock its verdicts are asked at.
+	now   func() time.Time
+	clock lease.Clock
+	// timeout bounds each lease read (4 check intervals).
+	timeout time.Duration
+	logger  *slog.Logger
+	warn    warner
+
+	lastSeen map[string]time.Time
+	armed    map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
+}
+
+func newLiveness(leases leaseStore, prober storeProber, now func() time.Time, clock lease.Clock, timeout time.Duration, logger *slog.Logger) *liveness {
+	return &liveness{
+		leases: leases, prober: prober, now: now, clock: clock, timeout: timeout,
+		logger: logger, warn: newWarner(logger),
+		lastSeen: map[string]time.Time{}, armed: map[string]time.Time{},
+	}
+}
+
+// Run runs the prober until ctx ends.
+func (lv *liveness) Run(ctx context.Context) { lv.prober.Run(ctx) }
+
+// setTTL passes the configured node_timeout to the prober.
+func (lv *liveness) setTTL(s *State) {
+	if s.Config != nil {
+		lv.prober.SetTTL(s.Config.NodeTimeout.D())
+	}
+}
+
+// lost returns a node.lost for every node s shows joined (or halted by an
+// operator: NodeState.LeaseWatched) whose lease key is gone from the lease
+// bucket, once the store has been able to take renewals for a whole
+// node_timeout (lease.Judge): the server removes a key only once its TTL
+// (node_timeout) has passed since its last renewal, and a holder deletes
+// its own key only when it leaves, so a node is never declared lost before
+// its lease expired; and a key that expired while the store took no writes
+// (no quorum, a server restarting, this controller cut off from it) is the
+// store's outage, not the node's death: every node gets a fresh
+// node_timeout from the moment the store is writable again. A key found
+// missing is read once more from the bucket's leader before the node is
+// declared lost (a direct get may be answered by a replica still catching
 // up). Any other error reading a lease (timeout, no server) declares
 // nothing: it is checked again next time.
-func (r *Runner) checkLeases(ctx context.Context) {
-	if len(r.state.Nodes) == 0 {
-		return
-	}
-	kv := r.leaseBucket(ctx)
-	if kv == nil {
-		return
+func (lv *liveness) lost(ctx context.Context, s *State) []events.Event {
+	if len(s.Nodes) == 0 {
+		return nil
 	}
 	var ttl time.Duration
-	if r.state.Config != nil {
-		ttl = r.state.Config.NodeTimeout.D()
+	if s.Config != nil {
+		ttl = s.Config.NodeTimeout.D()
 	}
-	now := r.cfg.Now()
-	names := make([]string, 0, len(r.state.Nodes))
-	for name, n := range r.state.Nodes {
+	ok, err := lv.leases.open(ctx, ttl)
+	if err != nil {
+		if ctx.Err() == nil {
+			lv.warn.once("lease bucket", "open lease bucket", "err", err)
+		}
+		return nil
+	}
+	if !ok {
+		return nil
+	}
+	lv.warn.recovered("lease bucket")
+	now := lv.now()
+	names := make([]string, 0, len(s.Nodes))
+	for name, n := range s.Nodes {
 		if n.LeaseWatched() {
 			names = append(names, name)
 		}
@@ -51,32 +123,22 @@ func (r *Runner) checkLeases(ctx context.Context) {
 	slices.Sort(names)
 	var lost []events.Event
 	for _, name := range names {
-		gctx, cancel := context.WithTimeout(ctx, r.cfg.CheckInterval*4)
-		entry, err := kv.Get(gctx, name)
+		gctx, cancel := context.WithTimeout(ctx, lv.timeout)
+		raw, found, err := lv.leases.get(gctx, name)
 		cancel()
 		switch {
-		case err == nil:
-			r.recovered("lease " + name)
-			r.recovered("lease store young " + name)
-			if v, err := lease.Decode(entry.Value()); err == nil {
-				r.lastSeen[name] = v.Renewed
-				if v.FrozenUntil.IsZero() {
-					if t := r.state.Nodes[name].ThawedAt; !t.IsZero() && !r.armed[name].After(t) && v.Renewed.After(t) {
-						r.logger.Info("node re-armed after its thaw: a lapse of its lease counts as a loss again", "node", name, "renewed", v.Renewed)
-					}
-					r.armed[name] = v.Renewed
-				}
+		case err != nil:
+			if ctx.Err() == nil {
+				lv.warn.once("lease "+name, "read node lease; not deciding about the node until it can", "node", name, "err", err)
 			}
 			continue
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			if ctx.Err() == nil {
-				r.warnOnce("lease "+name, "read node lease; not deciding about the node until it can", "node", name, "err", err)
-			}
+		case found:
+			lv.seen(s, name, raw)
 			continue
 		}
 		// Frozen, or thawed while its guard and agents may still be
 		// disarmed: a lapsed lease does not mean its guests stopped.
-		if !r.state.Nodes[name].MayDeclareLost(now, ttl, r.armed[name]) || !r.mayDeclareLost(ctx, name) {
+		if !s.Nodes[name].MayDeclareLost(now, ttl, lv.armed[name]) || !lv.mayDeclareLost(ctx, name) {
 			continue
 		}
 		// No causeid: the cause is the passing of time, which the event
@@ -84,80 +146,104 @@ func (r *Runner) checkLeases(ctx context.Context) {
 		lost = append(lost, events.Event{
 			Source:  Source,
 			Subject: name,
-			Data:    events.NodeLost{Reason: ReasonLeaseExpired, LastSeen: r.lastSeen[name]},
+			Data:    events.NodeLost{Reason: ReasonLeaseExpired, LastSeen: lv.lastSeen[name]},
 		})
 	}
-	r.emit(ctx, lost)
+	return lost
+}
+
+// seen notes node's lease value raw, read from the store.
+func (lv *liveness) seen(s *State, name string, raw []byte) {
+	lv.warn.recovered("lease " + name)
+	lv.warn.recovered("lease store young " + name)
+	v, err := lease.Decode(raw)
+	if err != nil {
+		return
+	}
+	lv.lastSeen[name] = v.Renewed
+	if v.FrozenUntil.IsZero() {
+		if t := s.Nodes[name].ThawedAt; !t.IsZero() && !lv.armed[name].After(t) && v.Renewed.After(t) {
+			lv.logger.Info("node re-armed after its thaw: a lapse of its lease counts as a loss again", "node", name, "renewed", v.Renewed)
+		}
+		lv.armed[name] = v.Renewed
+	}
 }
 
 // mayDeclareLost decides about a node whose lease key a read found
 // missing: true if the store has taken writes for node_timeout (the
 // prober's judgement) and the bucket's leader has no lease for it either.
-func (r *Runner) mayDeclareLost(ctx context.Context, name string) bool {
-	verdict, since := r.prober.Decide(time.Now())
+func (lv *liveness) mayDeclareLost(ctx context.Context, name string) bool {
+	verdict, since := lv.prober.Decide(lv.clock.Now())
 	switch verdict {
 	case lease.Unknown:
-		r.warnOnce("lease store", "node lease missing, but the lease store has not taken this controller's probe lately: not declaring any node lost until it has taken writes for node_timeout",
+		lv.warn.once("lease store", "node lease missing, but the lease store has not taken this controller's probe lately: not declaring any node lost until it has taken writes for node_timeout",
 			"node", name)
 		return false
 	case lease.Young:
-		r.warnOnce("lease store young "+name, "node lease missing while the lease store takes writes again for less than node_timeout: the node has until then to renew it",
+		lv.warn.once("lease store young "+name, "node lease missing while the lease store takes writes again for less than node_timeout: the node has until then to renew it",
 			"node", name, "writable_since", since.Format(time.RFC3339Nano))
 		return false
 	}
-	r.recovered("lease store")
-	r.recovered("lease store young " + name)
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.CheckInterval*4)
-	v, found, err := lease.ReadFromLeader(rctx, r.log.JetStream(), name)
+	lv.warn.recovered("lease store")
+	lv.warn.recovered("lease store young " + name)
+	rctx, cancel := context.WithTimeout(ctx, lv.timeout)
+	v, found, err := lv.leases.getAtLeader(rctx, name)
 	cancel()
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
-			r.warnOnce("lease "+name, "read node lease from the bucket's leader; not deciding about the node until it can", "node", name, "err", err)
+			lv.warn.once("lease "+name, "read node lease from the bucket's leader; not deciding about the node until it can", "node", name, "err", err)
 		}
 		return false
 	case found:
-		r.logger.Info("node lease missing from a replica but held at the leader; not lost", "node", name)
+		lv.logger.Info("node lease missing from a replica but held at the leader; not lost", "node", name)
 		if !v.Renewed.IsZero() {
-			r.lastSeen[name] = v.Renewed
+			lv.lastSeen[name] = v.Renewed
 		}
 		return false
 	}
 	return true
 }
 
-// leaseBucket opens the lease bucket, creating it with the configured
-// node_timeout if it does not exist yet; nil (and it tries again next
-// time) when it cannot.
-func (r *Runner) leaseBucket(ctx context.Context) jetstream.KeyValue {
-	if r.leases != nil {
-		return r.leases
-	}
-	kv, err := r.log.OpenBucket(ctx, lease.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		var ttl time.Duration
-		if r.state.Config != nil {
-			ttl = r.state.Config.NodeTimeout.D()
-		}
-		if ttl <= 0 {
-			return nil // no node_timeout to create it with: no one holds a lease yet
-		}
-		kv, err = r.log.EnsureBucket(ctx, lease.Spec(ttl))
-	}
-	if err != nil {
-		if ctx.Err() == nil {
-			r.warnOnce("lease bucket", "open lease bucket", "err", err)
-		}
-		return nil
-	}
-	r.recovered("lease bucket")
-	r.leases = kv
-	return kv
+// bucketLeases is the leaseStore of the lease bucket beside the log. The
+// read at the leader is a JetStream API request the Log does not model
+// (lease.ReadFromLeader).
+type bucketLeases struct {
+	log *events.Log
+	kv  jetstream.KeyValue // opened by open
 }
 
-// setLeaseTTL passes the configured node_timeout to the lease prober.
-func (r *Runner) setLeaseTTL() {
-	if r.prober != nil && r.state.Config != nil {
-		r.prober.SetTTL(r.state.Config.NodeTimeout.D())
+// open opens the lease bucket, creating it with node_timeout ttl if it does
+// not exist yet (no ttl yet: no one holds a lease, nothing to read).
+func (b *bucketLeases) open(ctx context.Context, ttl time.Duration) (bool, error) {
+	if b.kv != nil {
+		return true, nil
 	}
+	kv, err := b.log.OpenBucket(ctx, lease.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if ttl <= 0 {
+			return false, nil
+		}
+		kv, err = b.log.EnsureBucket(ctx, lease.Spec(ttl))
+	}
+	if err != nil {
+		return false, err
+	}
+	b.kv = kv
+	return true, nil
+}
+
+func (b *bucketLeases) get(ctx context.Context, node string) ([]byte, bool, error) {
+	entry, err := b.kv.Get(ctx, node)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return entry.Value(), true, nil
+}
+
+func (b *bucketLeases) getAtLeader(ctx context.Context, node string) (lease.Value, bool, error) {
+	return lease.ReadFromLeader(ctx, b.log.JetStream(), node)
 }

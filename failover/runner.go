@@ -150,7 +150,13 @@ type Stats struct {
 // log into a State (so a standby is always warm), takes part in the leader
 // election, and as leader appends what Decide and Reconcile return, records
 // node.lost for nodes whose lease expired and writes snapshots for a fast
-// cold start. Create it with New and run it with Run.
+// cold start. Create it with NewRunner and run it with Run.
+//
+// It is a loop with parts, each with one job (docs/design-notes.md §4): the
+// follower reads the log (follower.go), the elector holds leadership
+// (election.go), liveness watches the node leases (liveness.go), snapshots
+// keep the state for a cold start (snapshot.go); the loop (this file) owns
+// the State and every decision, one synchronous step per message or tick.
 type Runner struct {
 	cfg    Config
 	logger *slog.Logger
@@ -168,7 +174,16 @@ type Runner struct {
 	stats Stats
 
 	// Owned by Run's goroutine.
-	log        *events.Log
+	log *events.Log
+	// out is what decisions are appended to and checked against: log, or
+	// a simulated log.
+	out decisionLog
+	// fol reads the log for the loop (follower.go); live watches the node
+	// leases and says which nodes to declare lost (liveness.go). Both are
+	// set by Run.
+	fol        *follower
+	live       *liveness
+	warn       warner
 	state      *State
 	configRaw  json.RawMessage // the config in force as recorded in the log
 	lastID     string          // id of the last event applied
@@ -180,18 +195,22 @@ type Runner struct {
 	readyAt    time.Time         // when it started deciding
 	held       map[string]bool   // packages whose first placement waits, logged once
 	pending    map[string]uint64 // own decisions in flight: subject key -> seq
-	leases     jetstream.KeyValue
-	prober     *lease.Prober // whether the lease store takes writes (set by Run)
-	lastSeen   map[string]time.Time
-	armed      map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
-	snaps      *snapshots           // nil with NoSnapshot
-	warned     map[string]bool
+	snaps      *snapshots        // nil with NoSnapshot
 
 	// unsure holds packages whose last decision's append had an unknown
 	// outcome (an error, not a conflict): it may be stored. Decisions about
 	// packages linked to one wait until its subjects move past Seq, or
 	// until Until.
 	unsure map[string]unsureAppend
+}
+
+// decisionLog is what the loop appends its decisions to and checks them
+// against: events.Log, or a simulated log.
+type decisionLog interface {
+	Append(ctx context.Context, e events.Event, opts ...events.AppendOption) (uint64, error)
+	AppendBatch(ctx context.Context, items ...events.BatchItem) ([]uint64, error)
+	Tail(ctx context.Context, subject string) (events.SubjectTail, error)
+	LastSeq(ctx context.Context) (uint64, error)
 }
 
 // New is NewRunner.
@@ -216,9 +235,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		state:    &State{},
 		pending:  map[string]uint64{},
 		unsure:   map[string]unsureAppend{},
-		lastSeen: map[string]time.Time{},
-		armed:    map[string]time.Time{},
-		warned:   map[string]bool{},
+		warn:     newWarner(cfg.Logger),
 		held:     map[string]bool{},
 	}, nil
 }
@@ -263,13 +280,6 @@ func (r *Runner) count(f func(*Stats)) {
 	r.mu.Unlock()
 }
 
-// item is one message of the log handed from the follower to the main loop.
-type item struct {
-	e       events.Event
-	skipped bool   // malformed: e holds only Seq
-	subject string // of a skipped message
-}
-
 // Run follows the log and, while it leads, decides, until ctx ends. On a
 // clean exit it writes a snapshot and gives up leadership (deletes the
 // leader key) so that a standby takes over at once. It returns an error only
@@ -287,6 +297,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.log = l
 	}
+	r.out = r.log
+	r.fol = newFollower(r.log, r.logger)
 	if !r.openBuckets(ctx) {
 		return nil
 	}
@@ -318,17 +330,18 @@ func (r *Runner) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		followErr <- r.follow(bg, r.state.Seq+1, items)
+		followErr <- r.fol.Run(bg, r.state.Seq+1, items)
 	}()
 
-	// The prober writes probe keys and reads the lease bucket's stream at
-	// its leader (direct get), a JetStream request the Log does not model.
-	r.prober = lease.NewProber(r.log.JetStream(), r.run, lease.SystemClock{}, r.logger)
-	r.setLeaseTTL()
+	// The prober writes probe keys into the lease bucket, a JetStream
+	// request the Log does not model.
+	prober := lease.NewProber(r.log.JetStream(), r.run, lease.SystemClock{}, r.logger)
+	r.live = newLiveness(&bucketLeases{log: r.log}, prober, r.cfg.Now, lease.SystemClock{}, r.cfg.CheckInterval*4, r.logger)
+	r.live.setTTL(r.state)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r.prober.Run(bg)
+		r.live.Run(bg)
 	}()
 
 	lead := make(chan bool)
@@ -381,13 +394,13 @@ func (r *Runner) ensureBucket(ctx context.Context, what string, ensure func(cont
 		kv, err := ensure(actx)
 		cancel()
 		if err == nil {
-			r.recovered(what)
+			r.warn.recovered(what)
 			return kv, true
 		}
 		if ctx.Err() != nil {
 			return nil, false
 		}
-		r.warnOnce(what, "ensure "+what+"; retrying", "err", err)
+		r.warn.once(what, "ensure "+what+"; retrying", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, false
@@ -407,80 +420,26 @@ func (r *Runner) finalSnapshot(ctx context.Context) {
 	r.saveSnapshot(sctx)
 }
 
-// catchUpWait bounds how long catchUp retries reads that fail.
-const catchUpWait = 2 * time.Minute
-
 // catchUp reads the log from the state's sequence to its current end,
-// applying without deciding. Replay decodes on every core, which makes it
-// faster than Follow for a long log. A read that fails (a cluster still
-// forming or electing, this controller's server cut off) is resumed after
-// the last event applied, with a growing pause, for up to catchUpWait: a
-// controller started with the servers exited on the first one ("replay:
-// nats: no heartbeat received", docs/bench/partitions.md).
+// applying without deciding (follower.catchUp).
 func (r *Runner) catchUp(ctx context.Context) error {
-	deadline := time.Now().Add(catchUpWait)
-	pause := 500 * time.Millisecond
-	for {
-		ro := events.ReadOptions{StartSeq: r.state.Seq + 1, OnSkip: r.skip}
-		_, err := r.log.Replay(ctx, ro, func(e events.Event) error {
-			r.apply(e)
-			if r.snaps.dueByCount() {
-				r.saveSnapshot(ctx)
-			}
-			return nil
-		})
+	return r.fol.catchUp(ctx, func() uint64 { return r.state.Seq + 1 }, func(e events.Event) error {
+		r.apply(e)
+		if r.snaps.dueByCount() {
+			r.saveSnapshot(ctx)
+		}
 		r.answered() // nothing to answer while catching up
-		if err == nil {
-			r.recovered("catch up")
-			return nil
-		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("catch up with the log: %w", err)
-		}
-		r.warnOnce("catch up", "catch up with the log; resuming", "after_seq", r.state.Seq, "err", err)
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("catch up with the log: %w", ctx.Err())
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 4*time.Second)
-	}
+		return nil
+	}, func(seq uint64, subject string) {
+		r.skip(seq, subject)
+		r.answered()
+	})
 }
 
-// follow hands every message after from to the main loop until ctx ends,
-// resuming after an error from the last message it handed over.
-func (r *Runner) follow(ctx context.Context, from uint64, out chan<- item) error {
-	next := from
-	send := func(it item) error {
-		select {
-		case out <- it:
-			next = it.e.Seq + 1
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	for {
-		ro := events.ReadOptions{StartSeq: next, OnSkip: func(seq uint64, subject string) {
-			_ = send(item{e: events.Event{Seq: seq}, skipped: true, subject: subject})
-		}}
-		err := r.log.Follow(ctx, ro, func(e events.Event) error { return send(item{e: e}) })
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err == nil {
-			err = errors.New("follow ended")
-		}
-		r.logger.Warn("follow the log; resuming", "from", next, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// loop is the main loop: it owns the state and every decision.
+// loop is the goroutine around the loop's steps: it owns the state and
+// every decision, and turns what arrives (a message of the log, a change of
+// leadership, a tick) into one synchronous step each, so that a simulator
+// could drive the same steps without it.
 func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, followErr <-chan error) error {
 	reconcile := time.NewTicker(r.cfg.ReconcileInterval)
 	defer reconcile.Stop()
@@ -511,29 +470,13 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 					break drain
 				}
 			}
-			if r.snaps.dueByCount() {
-				r.saveSnapshot(ctx)
-			}
+			r.drained(ctx)
 		case l := <-lead:
-			if l {
-				r.becomeLeader(ctx)
-			} else {
-				r.leader, r.ready = false, false
-				r.logger.Warn("lost leadership; standing by", "id", r.cfg.ID)
-			}
+			r.leadChanged(ctx, l)
 		case <-reconcile.C:
-			if r.leader && !r.catchKnown {
-				r.becomeLeader(ctx)
-			}
-			if r.deciding() {
-				r.emit(ctx, ReconcileAt(r.state, r.cfg.Now()))
-			}
+			r.reconcileTick(ctx)
 		case <-check.C:
-			r.setLeaseTTL()
-			if r.deciding() {
-				r.emit(ctx, Expired(r.state, r.cfg.Now()))
-				r.checkLeases(ctx)
-			}
+			r.checkTick(ctx)
 		case <-snap.C:
 			if r.snaps.dueByTime(r.state.Seq) {
 				r.saveSnapshot(ctx)
@@ -544,6 +487,45 @@ func (r *Runner) loop(ctx context.Context, items <-chan item, lead <-chan bool, 
 	}
 }
 
+// drained is the step after the messages at hand were handled: a snapshot
+// if enough events were applied.
+func (r *Runner) drained(ctx context.Context) {
+	if r.snaps.dueByCount() {
+		r.saveSnapshot(ctx)
+	}
+}
+
+// leadChanged is the step of the elector's news: leading (l) or not.
+func (r *Runner) leadChanged(ctx context.Context, l bool) {
+	if l {
+		r.becomeLeader(ctx)
+		return
+	}
+	r.leader, r.ready = false, false
+	r.logger.Warn("lost leadership; standing by", "id", r.cfg.ID)
+}
+
+// reconcileTick is the step of each reconcile interval: Reconcile, with
+// the controller's clock for what waits on time.
+func (r *Runner) reconcileTick(ctx context.Context) {
+	if r.leader && !r.catchKnown {
+		r.becomeLeader(ctx)
+	}
+	if r.deciding() {
+		r.emit(ctx, ReconcileAt(r.state, r.cfg.Now()))
+	}
+}
+
+// checkTick is the step of each check interval: freezes that expired, and
+// the nodes liveness says are lost.
+func (r *Runner) checkTick(ctx context.Context) {
+	r.live.setTTL(r.state)
+	if r.deciding() {
+		r.emit(ctx, Expired(r.state, r.cfg.Now()))
+		r.emit(ctx, r.live.lost(ctx, r.state))
+	}
+}
+
 // becomeLeader notes the log's end: the leader decides only once its state
 // has caught up with it.
 func (r *Runner) becomeLeader(ctx context.Context) {
@@ -551,15 +533,15 @@ func (r *Runner) becomeLeader(ctx context.Context) {
 		r.logger.Info("leading the failover controllers", "id", r.cfg.ID, "seq", r.state.Seq)
 	}
 	r.leader, r.ready = true, false
-	last, err := r.log.LastSeq(ctx)
+	last, err := r.out.LastSeq(ctx)
 	if err != nil {
 		r.catchKnown = false // try again at the next reconcile tick
 		if ctx.Err() == nil {
-			r.warnOnce("last seq", "read the log's last sequence; not deciding until it can", "err", err)
+			r.warn.once("last seq", "read the log's last sequence; not deciding until it can", "err", err)
 		}
 		return
 	}
-	r.recovered("last seq")
+	r.warn.recovered("last seq")
 	r.catchUpTo, r.catchKnown = last, true
 	r.checkReady(ctx)
 }
@@ -573,7 +555,7 @@ func (r *Runner) checkReady(ctx context.Context) {
 	r.ready, r.readyAt = true, time.Now()
 	if r.deciding() {
 		r.emit(ctx, Reconcile(r.state))
-		r.checkLeases(ctx)
+		r.emit(ctx, r.live.lost(ctx, r.state))
 	}
 }
 
@@ -635,24 +617,6 @@ func (r *Runner) advanced() {
 	}
 }
 
-// warnOnce logs a warning about key once until recovered(key): a condition
-// that lasts (a server away) is reported when it starts, not on every tick.
-func (r *Runner) warnOnce(key, msg string, args ...any) {
-	if r.warned[key] {
-		return
-	}
-	r.warned[key] = true
-	r.logger.Warn(msg, args...)
-}
-
-// recovered notes that the condition warned about under key is over.
-func (r *Runner) recovered(key string) {
-	if r.warned[key] {
-		delete(r.warned, key)
-		r.logger.Info("recovered", "what", key)
-	}
-}
-
 // pendingKey names the subjects a decision is guarded on.
 func pendingKey(e events.Event) string {
 	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
@@ -698,7 +662,7 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			items[i] = events.BatchItem{Event: e, Opts: []events.AppendOption{r.state.Expect(e)}}
 		}
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		seqs, err := r.log.AppendBatch(actx, items...)
+		seqs, err := r.out.AppendBatch(actx, items...)
 		cancel()
 		if err == nil {
 			for i, e := range batch {
@@ -713,7 +677,7 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			return
 		}
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		seq, err := r.log.Append(actx, e, r.state.Expect(e))
+		seq, err := r.out.Append(actx, e, r.state.Expect(e))
 		cancel()
 		r.emitted(ctx, e, seq, err)
 	}
@@ -764,13 +728,13 @@ func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err er
 		r.logger.Debug("decision refused: the log moved on", "type", events.ShortType(e.Type()), "subject", e.Subject)
 	case err != nil:
 		if ctx.Err() == nil {
-			r.warnOnce("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
+			r.warn.once("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
 		}
 		if pendingKey(e) == "pkg."+e.Subject {
 			r.unsure[e.Subject] = unsureAppend{Seq: r.state.PackageSeq(e.Subject), Until: time.Now().Add(unsureFor)}
 		}
 	default:
-		r.recovered("append")
+		r.warn.recovered("append")
 		r.pending[pendingKey(e)] = seq
 		_, lost := e.Data.(events.NodeLost)
 		r.count(func(s *Stats) {
@@ -798,7 +762,7 @@ func (r *Runner) nodeCurrent(ctx context.Context, e events.Event) error {
 	if !ok {
 		return nil
 	}
-	t, err := r.log.Tail(ctx, events.NodeFilter(d.Node))
+	t, err := r.out.Tail(ctx, events.NodeFilter(d.Node))
 	if err != nil {
 		return err
 	}
