@@ -8,7 +8,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -24,28 +23,12 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
-// Exit codes, as vmguard's.
-const (
-	exitOK    = cliparse.ExitOK
-	exitError = cliparse.ExitError
-	exitUsage = cliparse.ExitUsage
-)
-
 // cli is the agent's command line: vmguard's global --nats plus the agent's
 // options.
 type cli struct {
 	natsconn.Flags   `embed:""`
-	Ver              versionFlag `name:"version" help:"Print the version and exit."`
+	Ver              kong.VersionFlag `name:"version" help:"Print the version and exit."`
 	agentcmd.Options `embed:""`
-}
-
-type versionFlag bool
-
-// BeforeReset prints the version when --version is given.
-func (versionFlag) BeforeReset(app *kong.Kong) error {
-	fmt.Fprintln(app.Stdout, "vmguard-agent", version)
-	app.Exit(exitOK)
-	return nil
 }
 
 func main() {
@@ -58,17 +41,16 @@ func main() {
 // run parses args, runs the agent until ctx ends and returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var c cli
-	if _, code, done := cliparse.Parse("vmguard-agent",
-		"The vmguard guest agent: runs, watches and reports processes inside a guest (the same as `vmguard agent`).",
-		&c, args, stdout, stderr); done {
+	prog := cliparse.Program{
+		Name:        "vmguard-agent",
+		Description: "The vmguard guest agent: runs, watches and reports processes inside a guest (the same as `vmguard agent`).",
+		Version:     "vmguard-agent " + version,
+	}
+	if _, code, done := prog.Parse(&c, args, stdout, stderr); done {
 		return code
 	}
-	if err := c.Options.Run(ctx, c.Flags, stderr, version); err != nil {
-		fmt.Fprintln(stderr, "vmguard-agent:", err)
-		if _, ok := errors.AsType[*agentcmd.UsageError](err); ok {
-			return exitUsage
-		}
-		return exitError
-	}
-	return exitOK
+	return prog.Code(c.Options.Run(ctx, c.Flags, stderr, version), stderr, func(err error) bool {
+		_, ok := errors.AsType[*agentcmd.UsageError](err)
+		return ok
+	})
 }

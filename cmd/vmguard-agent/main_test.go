@@ -10,6 +10,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/cliparse"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -34,11 +35,11 @@ func TestUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--version"}, exitOK, "vmguard-agent 0.1.0-dev"},
-		{nil, exitUsage, "missing flags: --guest"},
-		{[]string{"--guest", "a.b"}, exitUsage, `--guest: "a.b" is not a valid name`},
-		{[]string{"--guest", "g", "--max-procs", "0"}, exitUsage, "--max-procs: 0, want at least 1"},
-		{[]string{"--guest", "g", "--node", "n/1"}, exitUsage, "--node:"},
+		{[]string{"--version"}, cliparse.ExitOK, "vmguard-agent 0.1.0-dev"},
+		{nil, cliparse.ExitUsage, "missing flags: --guest"},
+		{[]string{"--guest", "a.b"}, cliparse.ExitUsage, `--guest: "a.b" is not a valid name`},
+		{[]string{"--guest", "g", "--max-procs", "0"}, cliparse.ExitUsage, "--max-procs: 0, want at least 1"},
+		{[]string{"--guest", "g", "--node", "n/1"}, cliparse.ExitUsage, "--node:"},
 	} {
 		var out bytes.Buffer
 		if code := run(context.Background(), tc.args, &out, &out); code != tc.code || !strings.Contains(out.String(), tc.want) {
@@ -84,7 +85,7 @@ func TestRun(t *testing.T) {
 	cancel()
 	select {
 	case code := <-done:
-		if code != exitOK {
+		if code != cliparse.ExitOK {
 			t.Fatalf("exit %d\n%s", code, stderr.String())
 		}
 	case <-time.After(30 * time.Second):

@@ -42,22 +42,19 @@ const (
 // globals are the options every subcommand shares.
 type globals struct {
 	natsconn.Flags `embed:""`
-	Stdout         io.Writer   `kong:"-"`
-	Stderr         io.Writer   `kong:"-"`
-	Ver            versionFlag `name:"version" help:"Print the version and exit."`
+	Stdout         io.Writer        `kong:"-"`
+	Stderr         io.Writer        `kong:"-"`
+	Ver            kong.VersionFlag `name:"version" help:"Print the version and exit."`
 }
 
-type versionFlag bool
-
-// BeforeReset prints the version when --version is given.
-func (versionFlag) BeforeReset(app *kong.Kong) error {
+// buildVersion is what --version prints: versionLine of this build, with
+// the commit given at build time where the VCS stamp has none.
+func buildVersion() string {
 	bi, _ := debug.ReadBuildInfo()
 	if bi != nil && commit != "" {
 		bi.Settings = append(bi.Settings, debug.BuildSetting{Key: "vcs.revision", Value: commit})
 	}
-	fmt.Fprintln(app.Stdout, versionLine(version, bi))
-	app.Exit(exitOK)
-	return nil
+	return versionLine(version, bi)
 }
 
 // versionLine says which build this is: the version (set with -ldflags
@@ -146,9 +143,12 @@ var errUsage = errors.New("usage")
 func run(args []string, stdout, stderr io.Writer) int {
 	var c cli
 	c.Stdout, c.Stderr = stdout, stderr
-	kctx, code, done := cliparse.Parse("vmguard",
-		"vmguard keeps applications inside VM guests running and fails whole guests over to another host.\nEvery decision is an event in the NATS JetStream stream VMGUARD.",
-		&c, args, stdout, stderr)
+	prog := cliparse.Program{
+		Name:        "vmguard",
+		Description: "vmguard keeps applications inside VM guests running and fails whole guests over to another host.\nEvery decision is an event in the NATS JetStream stream VMGUARD.",
+		Version:     buildVersion(),
+	}
+	kctx, code, done := prog.Parse(&c, args, stdout, stderr)
 	if done {
 		return code
 	}
@@ -157,12 +157,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 	kctx.BindTo(ctx, (*context.Context)(nil))
 	kctx.Bind(commandPath(kctx.Command()))
 	c.Flags = upOperatorIdentity(c.Flags, kctx.Command(), ".")
-	if err := kctx.Run(&c.globals); err != nil {
-		fmt.Fprintln(stderr, "vmguard:", err)
-		if errors.Is(err, errUsage) {
-			return exitUsage
-		}
-		return exitError
-	}
-	return exitOK
+	return prog.Code(kctx.Run(&c.globals), stderr, func(err error) bool { return errors.Is(err, errUsage) })
 }
