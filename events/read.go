@@ -68,15 +68,24 @@ func (c *ReadCount) add(m jetstream.Msg, pending uint64) {
 // ForPackage returns ReadOptions reading every event about package pkg.
 func ForPackage(pkg string) ReadOptions { return ReadOptions{Subjects: []string{PackageFilter(pkg)}} }
 
-func (ro ReadOptions) deliver() (jetstream.DeliverPolicy, uint64, *time.Time) {
+// consumer is the configuration of a reader's consumer for ro: delivering
+// from where ro starts, without acknowledgements, in memory, and removed by
+// the server after inactive without a reader. The caller sets its filter.
+func (ro ReadOptions) consumer(inactive time.Duration) jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		MemoryStorage:     true,
+		InactiveThreshold: inactive,
+	}
 	switch {
 	case ro.StartSeq > 0:
-		return jetstream.DeliverByStartSequencePolicy, ro.StartSeq, nil
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, ro.StartSeq
 	case !ro.StartTime.IsZero():
 		t := ro.StartTime
-		return jetstream.DeliverByStartTimePolicy, 0, &t
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &t
 	}
-	return jetstream.DeliverAllPolicy, 0, nil
+	return cfg
 }
 
 // Handler receives one decoded event; an error stops the read and is returned.
@@ -109,16 +118,8 @@ func pullLimit() jetstream.PullMessagesOpt {
 // none). Malformed events are skipped, counted and logged, the same way on
 // every replay.
 func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, error) {
-	pol, seq, t := ro.deliver()
-	cfg := jetstream.ConsumerConfig{
-		DeliverPolicy:     pol,
-		OptStartSeq:       seq,
-		OptStartTime:      t,
-		FilterSubjects:    ro.Subjects,
-		AckPolicy:         jetstream.AckNonePolicy,
-		MemoryStorage:     true,
-		InactiveThreshold: time.Minute,
-	}
+	cfg := ro.consumer(time.Minute)
+	cfg.FilterSubjects = ro.Subjects
 	cons, err := l.createReplayConsumer(ctx, cfg, ro.ClusterWait)
 	if err != nil {
 		return 0, fmt.Errorf("replay: create consumer: %w", err)
@@ -364,16 +365,8 @@ const (
 // or the loss of the server its consumer lived on. To resume after a
 // restart, pass the last sequence handled plus one as StartSeq.
 func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
-	pol, seq, t := ro.deliver()
-	cfg := jetstream.ConsumerConfig{
-		DeliverPolicy:     pol,
-		OptStartSeq:       seq,
-		OptStartTime:      t,
-		AckPolicy:         jetstream.AckNonePolicy,
-		MemoryStorage:     true,
-		Replicas:          1,
-		InactiveThreshold: followInactiveExpiry,
-	}
+	cfg := ro.consumer(followInactiveExpiry)
+	cfg.Replicas = 1
 	if len(ro.Subjects) == 1 {
 		cfg.FilterSubject = ro.Subjects[0]
 	} else {

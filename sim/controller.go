@@ -72,6 +72,9 @@ func (c *controller) start() {
 	c.w.every(ctlTick, func() bool { return c.up && c.gen == gen }, c.tick)
 }
 
+// isUp reports whether the controller runs.
+func (c *controller) isUp() bool { return c.up }
+
 func (c *controller) crash() {
 	c.up = false
 	c.gen++

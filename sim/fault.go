@@ -55,6 +55,25 @@ func (w *world) note(i int, format string, args ...any) {
 	w.trace("FAULT %s", f)
 }
 
+// restartable is a component a fault crashes and that starts again: a host
+// manager or a controller.
+type restartable interface {
+	isUp() bool
+	start()
+}
+
+// startAgain starts p unless it is up already.
+func startAgain(p restartable) {
+	if !p.isUp() {
+		p.start()
+	}
+}
+
+// startAfter starts p again d from now, unless it is up by then.
+func (w *world) startAfter(d time.Duration, p restartable) {
+	w.after(d, func() { startAgain(p) })
+}
+
 // fault injects fault i of the schedule, as f drew it.
 //
 // Longer than 80 lines: one case per fault kind the schedule draws, each a
@@ -70,11 +89,7 @@ func (w *world) fault(i int, f draw) {
 		d := f.dur(0, 100*time.Millisecond, 8*time.Second)
 		w.note(i, "crash host manager %s for %v", h.node, d)
 		h.crash()
-		w.after(d, func() {
-			if !h.up {
-				h.start()
-			}
-		})
+		w.startAfter(d, h)
 	case 1: // the whole node crashes: guests, guard, host manager
 		if !h.up {
 			return
@@ -85,11 +100,7 @@ func (w *world) fault(i int, f draw) {
 		w.stopGuests(h.node)
 		w.guards[h.node].armed = false
 		w.spool[h.node] = nil
-		w.after(d, func() {
-			if !h.up {
-				h.start()
-			}
-		})
+		w.startAfter(d, h)
 	case 2: // a host manager pauses (stopped, swapped out)
 		d := f.dur(0, 500*time.Millisecond, 6*time.Second)
 		w.note(i, "pause host manager %s for %v", h.node, d)
@@ -101,11 +112,7 @@ func (w *world) fault(i int, f draw) {
 		d := f.dur(0, 100*time.Millisecond, 5*time.Second)
 		w.note(i, "crash controller %s for %v", c.name, d)
 		c.crash()
-		w.after(d, func() {
-			if !c.up {
-				c.start()
-			}
-		})
+		w.startAfter(d, c)
 	case 4: // a controller pauses between deciding and appending
 		d := f.dur(0, time.Second, 8*time.Second)
 		w.note(i, "pause controller %s before its next append for %v", c.name, d)

@@ -81,6 +81,9 @@ func (h *host) start() {
 	h.w.every(hostTick, func() bool { return h.up && h.gen == gen }, h.tick)
 }
 
+// isUp reports whether the host manager runs.
+func (h *host) isUp() bool { return h.up }
+
 // crash ends the process: its state, timers and actions in flight go.
 func (h *host) crash() {
 	h.up = false

@@ -541,15 +541,11 @@ func (w *world) heal() {
 	w.outageUntil, w.lagUntil = time.Time{}, time.Time{}
 	for _, h := range w.hosts {
 		h.pausedUntil = time.Time{}
-		if !h.up {
-			h.start()
-		}
+		startAgain(h)
 	}
 	for _, c := range w.ctls {
 		c.pausedUntil = time.Time{}
-		if !c.up {
-			c.start()
-		}
+		startAgain(c)
 	}
 }
 

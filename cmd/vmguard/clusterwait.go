@@ -36,15 +36,25 @@ func untilCluster(ctx context.Context, logger *slog.Logger, wait time.Duration, 
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w: waited --cluster-wait %v for the JetStream cluster (a majority of its servers up and routed to each other, every stream and bucket with a leader); check the servers' output", err, wait)
 		}
-		if msg := waitReason(err); msg != said {
-			logger.Warn("waiting for the JetStream cluster", "what", what, "reason", msg, "up_to", time.Until(deadline).Round(time.Second))
-			said = msg
-		}
-		t := time.NewTimer(500 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		waitAgain(ctx, err, &said, func(reason string) {
+			logger.Warn("waiting for the JetStream cluster", "what", what, "reason", reason, "up_to", time.Until(deadline).Round(time.Second))
+		})
 	}
+}
+
+// waitAgain is the pause between two attempts of a wait for the JetStream
+// cluster (untilCluster, provision): it calls say with what err says the
+// wait is for when that differs from *said, the reason said last, then
+// waits 500 ms or until ctx ends.
+func waitAgain(ctx context.Context, err error, said *string, say func(reason string)) {
+	if msg := waitReason(err); msg != *said {
+		say(msg)
+		*said = msg
+	}
+	t := time.NewTimer(500 * time.Millisecond)
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	t.Stop()
 }

@@ -158,16 +158,9 @@ func provision(ctx context.Context, js jetstream.JetStream, replicas int, wait t
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("%w: the JetStream cluster did not become ready in --cluster-wait %v: it needs a majority of its servers up and routed to each other to elect a meta leader, and --replicas %d servers up for the stream; check that every server runs, has its own --name and the same cluster name, and that the routes reach each other", err, wait, max(replicas, 1))
 		}
-		if msg := waitReason(err); msg != said {
-			fmt.Fprintf(out, "vmguard server: waiting for the JetStream cluster (up to %v): %s\n", time.Until(deadline).Round(time.Second), msg)
-			said = msg
-		}
-		t := time.NewTimer(500 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
+		waitAgain(ctx, err, &said, func(reason string) {
+			fmt.Fprintf(out, "vmguard server: waiting for the JetStream cluster (up to %v): %s\n", time.Until(deadline).Round(time.Second), reason)
+		})
 	}
 }
 

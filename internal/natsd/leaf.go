@@ -49,14 +49,7 @@ func StartLeaf(c LeafConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create leaf node: %w", err)
 	}
-	var inner server.Logger
-	if c.Log {
-		s.ConfigureLogger()
-		inner = s.Logger()
-	}
-	fl := &fatalLogger{Logger: inner, fatal: make(chan string, 1)}
-	s.SetLogger(fl, false, false)
-	go s.Start()
+	fl := start(s, c.Log)
 	if err := waitReady(s, fl, "leaf node", opts); err != nil {
 		return nil, err
 	}

@@ -193,14 +193,7 @@ func Start(c Config) (*server.Server, error) {
 		lock.Release()
 		return nil, fmt.Errorf("create nats server: %w", err)
 	}
-	var inner server.Logger
-	if c.Log {
-		s.ConfigureLogger()
-		inner = s.Logger()
-	}
-	fl := &fatalLogger{Logger: inner, fatal: make(chan string, 1)}
-	s.SetLogger(fl, false, false)
-	go s.Start()
+	fl := start(s, c.Log)
 	go func() {
 		s.WaitForShutdown()
 		lock.Release()
@@ -209,6 +202,21 @@ func Start(c Config) (*server.Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// start starts s logging to a fatalLogger, which waitReady watches, in
+// front of the server's own log where log is set (else of none), and
+// returns that logger.
+func start(s *server.Server, log bool) *fatalLogger {
+	var inner server.Logger
+	if log {
+		s.ConfigureLogger()
+		inner = s.Logger()
+	}
+	fl := &fatalLogger{Logger: inner, fatal: make(chan string, 1)}
+	s.SetLogger(fl, false, false)
+	go s.Start()
+	return fl
 }
 
 // waitReady waits up to 30 s for a started server to take connections; a
