@@ -15,6 +15,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/duration"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 func TestMain(m *testing.M) {
@@ -174,7 +175,7 @@ func TestStop(t *testing.T) {
 	req.HaltTimeout = duration.Duration(300 * time.Millisecond)
 	run(t, ta.client, req)
 	logFile := filepath.Join(ta.state, "logs", "web", "stubborn.log")
-	waitFor(t, 10*time.Second, "trap set", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "trap set", func() bool {
 		b, _ := os.ReadFile(logFile)
 		return strings.Contains(string(b), "ready")
 	})
@@ -221,12 +222,12 @@ func TestStopProcessTree(t *testing.T) {
 	ta := startAgent(t, s.ClientURL(), nil)
 	r := run(t, ta.client, sh("web", "tree", "r-tree", `sleep 100 & sleep 100 & sh -c 'sleep 100 & wait' & wait`))
 	pgid := r.Process.PID
-	waitFor(t, 10*time.Second, "the tree to start", func() bool { return len(groupMembers(pgid)) >= 5 })
+	natstest.WaitFor(t, 10*time.Second, "the tree to start", func() bool { return len(groupMembers(pgid)) >= 5 })
 	reply, err := ta.client.Stop(context.Background(), guestagent.StopRequest{Package: "web"})
 	if err != nil || len(reply.Processes) != 1 || reply.Processes[0].Exit.Reason != guestagent.ReasonStopped {
 		t.Fatalf("stop: %+v, %v", reply, err)
 	}
-	waitFor(t, 10*time.Second, "every process of the tree to end", func() bool { return len(groupMembers(pgid)) == 0 })
+	natstest.WaitFor(t, 10*time.Second, "every process of the tree to end", func() bool { return len(groupMembers(pgid)) == 0 })
 	waitExit(t, l, "web", "r-tree")
 }
 
@@ -239,7 +240,7 @@ func TestExitKillsLeftovers(t *testing.T) {
 	if x.ExitCode != 4 || x.Reason != "" {
 		t.Errorf("exit %+v", x)
 	}
-	waitFor(t, 10*time.Second, "the leftover sleep to end", func() bool { return len(groupMembers(r.Process.PID)) == 0 })
+	natstest.WaitFor(t, 10*time.Second, "the leftover sleep to end", func() bool { return len(groupMembers(r.Process.PID)) == 0 })
 }
 
 func TestRunIsIdempotent(t *testing.T) {
@@ -388,7 +389,7 @@ func TestListPingHeartbeat(t *testing.T) {
 	run(t, ta.client, guestagent.RunRequest{Package: "db", Service: "b", RequestID: "b", Argv: []string{"sleep", "100"}})
 	run(t, ta.client, sh("db", "c", "c", "exit 0"))
 	ctx := context.Background()
-	waitFor(t, 10*time.Second, "c to exit", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "c to exit", func() bool {
 		l, err := ta.client.List(ctx, guestagent.ListRequest{})
 		return err == nil && len(l.Processes) == 2
 	})
@@ -400,7 +401,7 @@ func TestListPingHeartbeat(t *testing.T) {
 	if err != nil || p.Guest != "g1" || p.Node != "" || p.Lease != "" || p.Running != 2 || p.MaxProcs != 1024 || p.Version != "1.2.3" {
 		t.Errorf("ping: %+v, %v", p, err)
 	}
-	waitFor(t, 10*time.Second, "a heartbeat with 2 running", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "a heartbeat with 2 running", func() bool {
 		m, err := sub.NextMsg(time.Second)
 		if err != nil {
 			return false

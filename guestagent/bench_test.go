@@ -19,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // latencies collects durations and reports percentiles as metrics.
@@ -92,7 +93,7 @@ func newBenchEnv(b *testing.B, durable bool) *benchEnv {
 	}()
 	b.Cleanup(func() { cancel(); <-done })
 	env.client = newClient(b, connect(b, s.ClientURL()), "bench")
-	waitFor(b, 10*time.Second, "agent", func() bool {
+	natstest.WaitFor(b, 10*time.Second, "agent", func() bool {
 		_, err := env.client.Ping(context.Background())
 		return err == nil
 	})
@@ -257,7 +258,7 @@ func agentRSS(b *testing.B, pkg string, args []string, node bool) {
 		}
 	}
 	if node {
-		waitFor(b, 10*time.Second, "lease held", func() bool {
+		natstest.WaitFor(b, 10*time.Second, "lease held", func() bool {
 			p, err := c.Ping(ctx)
 			return err == nil && p.Lease == guestagent.LeaseHeld
 		})
@@ -280,7 +281,7 @@ func agentRSS(b *testing.B, pkg string, args []string, node bool) {
 		}()
 	}
 	wg.Wait()
-	waitFor(b, 30*time.Second, "spool delivered", func() bool {
+	natstest.WaitFor(b, 30*time.Second, "spool delivered", func() bool {
 		p, err := c.Ping(ctx)
 		return err == nil && p.Running == n && p.Undelivered == 0
 	})

@@ -42,44 +42,38 @@ func (c *Client) Guest() string { return c.guest }
 // Run asks the agent to start a process; a repeat of req.RequestID returns
 // the process the first request started.
 func (c *Client) Run(ctx context.Context, req RunRequest) (RunReply, error) {
-	var reply RunReply
-	err := c.call(ctx, EndpointRun, req, &reply, 0)
-	return reply, err
+	return request[RunReply](ctx, c, EndpointRun, req, 0)
 }
 
 // Stop stops the processes req names and returns once they have exited.
 func (c *Client) Stop(ctx context.Context, req StopRequest) (StopReply, error) {
-	var reply StopReply
 	extra := req.HaltTimeout.D()
 	if extra <= 0 {
 		extra = DefaultHaltTimeout
 	}
-	err := c.call(ctx, EndpointStop, req, &reply, extra)
-	return reply, err
+	return request[StopReply](ctx, c, EndpointStop, req, extra)
 }
 
 // List lists the agent's processes.
 func (c *Client) List(ctx context.Context, req ListRequest) (ListReply, error) {
-	var reply ListReply
-	err := c.call(ctx, EndpointList, req, &reply, 0)
-	return reply, err
+	return request[ListReply](ctx, c, EndpointList, req, 0)
 }
 
 // Place tells the agent which node controls its guest now (PlaceRequest).
 func (c *Client) Place(ctx context.Context, req PlaceRequest) (PlaceReply, error) {
-	var reply PlaceReply
-	err := c.call(ctx, EndpointPlace, req, &reply, placeCheckTimeout)
-	return reply, err
+	return request[PlaceReply](ctx, c, EndpointPlace, req, placeCheckTimeout)
 }
 
 // Ping checks the agent is alive.
 func (c *Client) Ping(ctx context.Context) (PingReply, error) {
-	var reply PingReply
-	err := c.call(ctx, EndpointPing, struct{}{}, &reply, 0)
-	return reply, err
+	return request[PingReply](ctx, c, EndpointPing, struct{}{}, 0)
 }
 
-func (c *Client) call(ctx context.Context, endpoint string, req, reply any, extra time.Duration) error {
+// request sends req to the agent's endpoint and decodes its reply, an R;
+// extra is how much longer than DefaultRequestTimeout the agent may take
+// where ctx has no deadline.
+func request[R any](ctx context.Context, c *Client, endpoint string, req any, extra time.Duration) (R, error) {
+	var reply R
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultRequestTimeout+extra)
@@ -87,17 +81,17 @@ func (c *Client) call(ctx context.Context, endpoint string, req, reply any, extr
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return fmt.Errorf("%s on guest %s: encode request: %w", endpoint, c.guest, err)
+		return reply, fmt.Errorf("%s on guest %s: encode request: %w", endpoint, c.guest, err)
 	}
 	msg, err := c.nc.RequestWithContext(ctx, Subject(c.guest, endpoint), body)
 	if err != nil {
-		return fmt.Errorf("%s on guest %s: %w", endpoint, c.guest, err)
+		return reply, fmt.Errorf("%s on guest %s: %w", endpoint, c.guest, err)
 	}
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
-		return fmt.Errorf("%s on guest %s: %w", endpoint, c.guest, &RemoteError{Code: code, Message: msg.Header.Get(micro.ErrorHeader)})
+		return reply, fmt.Errorf("%s on guest %s: %w", endpoint, c.guest, &RemoteError{Code: code, Message: msg.Header.Get(micro.ErrorHeader)})
 	}
-	if err := json.Unmarshal(msg.Data, reply); err != nil {
-		return fmt.Errorf("%s on guest %s: decode reply: %w", endpoint, c.guest, err)
+	if err := json.Unmarshal(msg.Data, &reply); err != nil {
+		return reply, fmt.Errorf("%s on guest %s: decode reply: %w", endpoint, c.guest, err)
 	}
-	return nil
+	return reply, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/vmguard/vmguard/internal/duration"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // leaseBucket creates the lease bucket with ttl on its own connection.
@@ -126,7 +127,7 @@ func tryRun(c *guestagent.Client, req guestagent.RunRequest) (guestagent.RunRepl
 func runWhenHeld(t *testing.T, c *guestagent.Client, req guestagent.RunRequest) guestagent.RunReply {
 	t.Helper()
 	var reply guestagent.RunReply
-	waitFor(t, 10*time.Second, "run "+req.RequestID+" accepted", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "run "+req.RequestID+" accepted", func() bool {
 		r, err := tryRun(c, req)
 		if err != nil && !errors.Is(err, guestagent.ErrUnavailable) && !errors.Is(err, nats.ErrNoResponders) {
 			t.Fatalf("run %s: %v", req.RequestID, err)
@@ -150,7 +151,7 @@ func wantRefused(t *testing.T, c *guestagent.Client, want string) {
 // package's guest may run again on another node under the same name.
 func wantNotServing(t *testing.T, c *guestagent.Client) {
 	t.Helper()
-	waitFor(t, 5*time.Second, "the fenced agent to stop serving", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "the fenced agent to stop serving", func() bool {
 		_, err := tryRun(c, sh("web", "late", "late", "sleep 100"))
 		return errors.Is(err, nats.ErrNoResponders)
 	})
@@ -287,13 +288,13 @@ func TestFenceNATSDown(t *testing.T) {
 	rn := renewer(t, kv, "node1", ttl)
 	ta := startAgent(t, url, withNode)
 	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))
-	waitFor(t, 10*time.Second, "start in the log", func() bool { return len(procEvents(t, l, "web")) == 1 })
+	natstest.WaitFor(t, 10*time.Second, "start in the log", func() bool { return len(procEvents(t, l, "web")) == 1 })
 
 	last := rn.Stop()
 	s.Shutdown()
 	s.WaitForShutdown()
 	var exit *guestagent.ExitInfo
-	waitFor(t, 3*ttl, "the agent to fence without NATS", func() bool {
+	natstest.WaitFor(t, 3*ttl, "the agent to fence without NATS", func() bool {
 		p := ta.Processes()
 		if len(p) == 1 && p[0].Exit != nil {
 			exit = p[0].Exit
@@ -313,7 +314,7 @@ func TestFenceNATSDown(t *testing.T) {
 	if len(xs) != 1 || xs[0].Reason != guestagent.ReasonFenced || xs[0].RequestID != "a" {
 		t.Fatalf("exits in the log: %+v", xs)
 	}
-	waitFor(t, 10*time.Second, "spool delivered", func() bool { return ta.Undelivered() == 0 })
+	natstest.WaitFor(t, 10*time.Second, "spool delivered", func() bool { return ta.Undelivered() == 0 })
 	if n := countEvents(procEvents(t, l, "web")); n["a exited"] != 1 || n["a started"] != 1 {
 		t.Errorf("events in the log: %v, want one start and one exit", n)
 	}
@@ -358,7 +359,7 @@ func TestFenceSurvivesServerLoss(t *testing.T) {
 	// The watch's consumer lives on one server: make that server the
 	// bucket's leader too, then stop it.
 	var host string
-	waitFor(t, 10*time.Second, "the lease watch's consumer", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "the lease watch's consumer", func() bool {
 		hosts := consumerHosts(ctx, admin, lease.StreamName)
 		if len(hosts) == 1 {
 			host = hosts[0]
@@ -369,7 +370,7 @@ func TestFenceSurvivesServerLoss(t *testing.T) {
 	if victim < 0 {
 		t.Fatalf("watch on %q, not a member", host)
 	}
-	waitFor(t, 20*time.Second, "the bucket led by "+host, func() bool {
+	natstest.WaitFor(t, 20*time.Second, "the bucket led by "+host, func() bool {
 		if c.StreamLeader(lease.StreamName) == victim {
 			return true
 		}
@@ -401,7 +402,7 @@ func TestFenceSurvivesServerLoss(t *testing.T) {
 	// A real lapse still fences, through the two servers left.
 	last := rn.Stop()
 	var exit *guestagent.ExitInfo
-	waitFor(t, 3*ttl, "the agent to fence", func() bool {
+	natstest.WaitFor(t, 3*ttl, "the agent to fence", func() bool {
 		if p := ta.Processes(); len(p) == 1 && p[0].Exit != nil {
 			exit = p[0].Exit
 		}

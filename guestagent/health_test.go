@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // beats records when the heartbeats of a guest arrive.
@@ -57,7 +58,7 @@ func TestAgentSickWhenLogRefusesEvents(t *testing.T) {
 	ta := startAgent(t, url, func(c *guestagent.Config) { c.SickAfter = sickAfter })
 	admin := connect(t, url)
 	b := watchBeats(t, admin, "g1")
-	waitFor(t, 5*time.Second, "heartbeats", func() bool { return b.count() > 0 })
+	natstest.WaitFor(t, 5*time.Second, "heartbeats", func() bool { return b.count() > 0 })
 
 	l := openLog(t, url)
 	if err := l.JetStream().DeleteStream(context.Background(), events.StreamName); err != nil {
@@ -67,7 +68,7 @@ func TestAgentSickWhenLogRefusesEvents(t *testing.T) {
 
 	// Beats stop: none for several heartbeat intervals, within SickAfter
 	// plus the append timeout of one failed delivery and slack.
-	waitFor(t, sickAfter+15*time.Second, "heartbeats withheld", func() bool {
+	natstest.WaitFor(t, sickAfter+15*time.Second, "heartbeats withheld", func() bool {
 		n := b.count()
 		time.Sleep(500 * time.Millisecond) // 10 heartbeat intervals of 50ms
 		return b.count() == n
@@ -81,9 +82,9 @@ func TestAgentSickWhenLogRefusesEvents(t *testing.T) {
 
 	// The log is back: the spool is delivered and the beats resume.
 	l2 := openLog(t, url)
-	waitFor(t, 20*time.Second, "process.started delivered", func() bool { return len(procEvents(t, l2, "web")) > 0 })
+	natstest.WaitFor(t, 20*time.Second, "process.started delivered", func() bool { return len(procEvents(t, l2, "web")) > 0 })
 	n := b.count()
-	waitFor(t, 5*time.Second, "heartbeats again", func() bool { return b.count() > n+2 })
+	natstest.WaitFor(t, 5*time.Second, "heartbeats again", func() bool { return b.count() > n+2 })
 }
 
 // An agent whose state dir is full cannot spool a process's exit: it does
@@ -109,7 +110,7 @@ func TestAgentSickWhenSpoolFull(t *testing.T) {
 	// the spool file's last page.
 	run(t, ta.client, sh("web", "svc", "r1", "while [ ! -f "+flag+" ]; do sleep 0.05; done; "+
 		"i=0; while [ $i -lt 30 ]; do printf '%0200d\\n' 0; i=$((i+1)); done"))
-	waitFor(t, 10*time.Second, "process.started delivered", func() bool { return len(procEvents(t, l, "web")) == 1 })
+	natstest.WaitFor(t, 10*time.Second, "process.started delivered", func() bool { return len(procEvents(t, l, "web")) == 1 })
 
 	// Fill the state dir, then let the process end.
 	filler := filepath.Join(state, "filler")
@@ -127,7 +128,7 @@ func TestAgentSickWhenSpoolFull(t *testing.T) {
 	if err := os.WriteFile(flag, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, sickAfter+15*time.Second, "heartbeats withheld", func() bool {
+	natstest.WaitFor(t, sickAfter+15*time.Second, "heartbeats withheld", func() bool {
 		n := b.count()
 		time.Sleep(500 * time.Millisecond) // 10 heartbeat intervals of 50ms
 		return b.count() == n
@@ -142,5 +143,5 @@ func TestAgentSickWhenSpoolFull(t *testing.T) {
 	}
 	waitExit(t, l, "web", "r1")
 	n := b.count()
-	waitFor(t, 5*time.Second, "heartbeats again", func() bool { return b.count() > n+2 })
+	natstest.WaitFor(t, 5*time.Second, "heartbeats again", func() bool { return b.count() > n+2 })
 }

@@ -20,12 +20,6 @@ import (
 	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
-// waitFor polls cond until it holds (natstest.WaitFor).
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	natstest.WaitFor(t, within, what, cond)
-}
-
 // testAgent is an agent running in-process against a real server.
 type testAgent struct {
 	*guestagent.Agent
@@ -89,7 +83,7 @@ func startAgent(t testing.TB, url string, mod func(*guestagent.Config)) *testAge
 	go func() { ta.done <- a.Run(ctx) }()
 	t.Cleanup(func() { ta.stop(t) })
 	ta.client = newClient(t, connect(t, url), cfg.Guest)
-	waitFor(t, 10*time.Second, "agent ping", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "agent ping", func() bool {
 		pctx, c := context.WithTimeout(context.Background(), time.Second)
 		defer c()
 		_, err := ta.client.Ping(pctx)
@@ -166,7 +160,7 @@ func exitsOf(evs []events.Event) []events.ProcessExited {
 func waitExits(t testing.TB, l *events.Log, pkg string, n int) []events.ProcessExited {
 	t.Helper()
 	var xs []events.ProcessExited
-	waitFor(t, 20*time.Second, fmt.Sprintf("%d exits of %s in the log", n, pkg), func() bool {
+	natstest.WaitFor(t, 20*time.Second, fmt.Sprintf("%d exits of %s in the log", n, pkg), func() bool {
 		xs = exitsOf(procEvents(t, l, pkg))
 		return len(xs) >= n
 	})
@@ -178,7 +172,7 @@ func waitExit(t testing.TB, l *events.Log, pkg, requestID string) (events.Event,
 	t.Helper()
 	var ev events.Event
 	var x events.ProcessExited
-	waitFor(t, 20*time.Second, "exit of "+requestID, func() bool {
+	natstest.WaitFor(t, 20*time.Second, "exit of "+requestID, func() bool {
 		for _, e := range procEvents(t, l, pkg) {
 			if d, ok := e.Data.(events.ProcessExited); ok && d.RequestID == requestID {
 				ev, x = e, d

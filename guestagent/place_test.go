@@ -13,6 +13,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // placeOn appends package.placed for pkg on node under epoch, as the
@@ -65,7 +66,7 @@ func wantConflict(t *testing.T, what string, err error, want string) {
 // waitPlaced waits until ping says the agent follows node with its lease held.
 func waitPlaced(t *testing.T, c *guestagent.Client, node string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "agent following "+node+" with its lease held", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "agent following "+node+" with its lease held", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		p, err := c.Ping(ctx)
@@ -130,7 +131,7 @@ func TestPlaceFollowsNode(t *testing.T) {
 		t.Fatalf("place on node2: %+v, %v", rep, err)
 	}
 	waitPlaced(t, ta.client, "node2")
-	waitFor(t, 5*time.Second, "a heartbeat from node2", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "a heartbeat from node2", func() bool {
 		select {
 		case hb := <-beats:
 			return hb.Node == "node2"

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // childEnv makes the test binary run an agent instead of the tests (see
@@ -94,7 +95,7 @@ func TestNATSOutage(t *testing.T) {
 		script := fmt.Sprintf(`while [ ! -e %s/go%d ]; do sleep 0.01; done; exit %d`, dir, i, 10+i)
 		run(t, ta.client, sh("web", fmt.Sprintf("svc%d", i), id, script))
 	}
-	waitFor(t, 10*time.Second, "starts in the log", func() bool { return len(procEvents(t, l, "web")) == n })
+	natstest.WaitFor(t, 10*time.Second, "starts in the log", func() bool { return len(procEvents(t, l, "web")) == n })
 
 	s.Shutdown()
 	s.WaitForShutdown()
@@ -104,7 +105,7 @@ func TestNATSOutage(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("go%d", i)), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("agent to see exit %d", k+1), func() bool {
+		natstest.WaitFor(t, 10*time.Second, fmt.Sprintf("agent to see exit %d", k+1), func() bool {
 			exited := 0
 			for _, p := range ta.Processes() {
 				if p.State == guestagent.StateExited {
@@ -120,7 +121,7 @@ func TestNATSOutage(t *testing.T) {
 
 	startServer(t, store, port)
 	xs := waitExits(t, l, "web", n)
-	waitFor(t, 10*time.Second, "spool delivered", func() bool { return ta.Undelivered() == 0 })
+	natstest.WaitFor(t, 10*time.Second, "spool delivered", func() bool { return ta.Undelivered() == 0 })
 	xs = exitsOf(procEvents(t, l, "web"))
 	if len(xs) != n {
 		t.Fatalf("%d exits in the log, want %d", len(xs), n)
@@ -154,13 +155,13 @@ func TestAgentKilledAndRestarted(t *testing.T) {
 	}
 
 	child := startChild(t, url, "g9", state)
-	waitFor(t, 20*time.Second, "child agent", ping)
+	natstest.WaitFor(t, 20*time.Second, "child agent", ping)
 	run(t, c, sh("web", "quick", "r-quick", "echo one; exit 0"))
 	tree := run(t, c, sh("web", "tree", "r-tree", "sleep 300 & sleep 300 & wait"))
 	run(t, c, sh("web", "late", "r-late", fmt.Sprintf(`while [ ! -e %s/go ]; do sleep 0.01; done; exit 7`, dir)))
 	waitExit(t, l, "web", "r-quick")
-	waitFor(t, 10*time.Second, "starts in the log", func() bool { return len(procEvents(t, l, "web")) == 4 })
-	waitFor(t, 10*time.Second, "the tree", func() bool { return len(groupMembers(tree.Process.PID)) == 3 })
+	natstest.WaitFor(t, 10*time.Second, "starts in the log", func() bool { return len(procEvents(t, l, "web")) == 4 })
+	natstest.WaitFor(t, 10*time.Second, "the tree", func() bool { return len(groupMembers(tree.Process.PID)) == 3 })
 
 	// NATS goes away; r-late exits and the agent spools it; then the agent
 	// is killed with SIGKILL before it could deliver.
@@ -169,7 +170,7 @@ func TestAgentKilledAndRestarted(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "r-late's exit in the spool", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "r-late's exit in the spool", func() bool {
 		files, _ := filepath.Glob(filepath.Join(state, "spool", "journal.*"))
 		for _, f := range files {
 			b, _ := os.ReadFile(f)
@@ -187,13 +188,13 @@ func TestAgentKilledAndRestarted(t *testing.T) {
 	_ = child.Wait()
 	// The tree's shell died with the agent (parent-death signal), its
 	// children are orphans now.
-	waitFor(t, 10*time.Second, "the tree's leader to die", func() bool { return len(groupMembers(tree.Process.PID)) == 2 })
+	natstest.WaitFor(t, 10*time.Second, "the tree's leader to die", func() bool { return len(groupMembers(tree.Process.PID)) == 2 })
 
 	startServer(t, store, port)
 	startChild(t, url, "g9", state)
-	waitFor(t, 20*time.Second, "restarted agent", ping)
-	waitFor(t, 10*time.Second, "the tree's orphans to be killed", func() bool { return len(groupMembers(tree.Process.PID)) == 0 })
-	waitFor(t, 20*time.Second, "everything delivered", func() bool {
+	natstest.WaitFor(t, 20*time.Second, "restarted agent", ping)
+	natstest.WaitFor(t, 10*time.Second, "the tree's orphans to be killed", func() bool { return len(groupMembers(tree.Process.PID)) == 0 })
+	natstest.WaitFor(t, 20*time.Second, "everything delivered", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		p, err := c.Ping(ctx)
@@ -305,7 +306,7 @@ func TestThousandProcesses(t *testing.T) {
 		}
 	}
 	t.Logf("stopped %d processes in %s", n, time.Since(start))
-	waitFor(t, 30*time.Second, "every exit in the log", func() bool { return ta.Undelivered() == 0 })
+	natstest.WaitFor(t, 30*time.Second, "every exit in the log", func() bool { return ta.Undelivered() == 0 })
 	counts := countEvents(procEvents(t, l, "big"))
 	if len(counts) != 2*n {
 		t.Errorf("%d distinct events, want %d", len(counts), 2*n)

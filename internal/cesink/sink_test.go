@@ -90,12 +90,6 @@ func appendNodes(t *testing.T, l *events.Log, from, n int) []events.Event {
 	return out
 }
 
-// waitFor polls cond until it holds (natstest.WaitFor).
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	natstest.WaitFor(t, within, what, cond)
-}
-
 // TestForwardInOrderAtLeastOnceAndResume sends the log to an sdk-go
 // receiver that refuses two events once: every event arrives, in log order,
 // with its id, type, source and sequence; after the forwarder stops and
@@ -134,7 +128,7 @@ func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 	}
 	check := func(wantIDs []string, within time.Duration) {
 		t.Helper()
-		waitFor(t, within, fmt.Sprintf("%d events at the receiver", len(wantIDs)), func() bool { return len(r.ids()) >= len(wantIDs) })
+		natstest.WaitFor(t, within, fmt.Sprintf("%d events at the receiver", len(wantIDs)), func() bool { return len(r.ids()) >= len(wantIDs) })
 		if got := r.ids(); fmt.Sprint(got) != fmt.Sprint(wantIDs) {
 			t.Fatalf("receiver got\n%v\nwant, in log order,\n%v", got, wantIDs)
 		}
@@ -209,7 +203,7 @@ func TestForwardLargeEvent(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, 30*time.Second, "3 events at the receiver", func() bool { return len(r.ids()) >= 3 })
+	natstest.WaitFor(t, 30*time.Second, "3 events at the receiver", func() bool { return len(r.ids()) >= 3 })
 	if got, want := fmt.Sprint(r.ids()), fmt.Sprint([]string{before[0].ID, big.ID, after[0].ID}); got != want {
 		t.Fatalf("receiver got %s, want %s", got, want)
 	}

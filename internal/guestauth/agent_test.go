@@ -12,6 +12,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/guestauth"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // watchCleanup is the one violation a guest agent with --node causes: when
@@ -65,7 +66,7 @@ func TestAgentUnderGuestUser(t *testing.T) {
 	}
 	stopRenewing := ts.keepRenewing(t, "node1")
 	ra := startAgent(t, ts, g, "node1", u)
-	waitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
+	natstest.WaitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
 	for range 2 {
 		m, err := beats.NextMsg(5 * time.Second)
 		if err != nil {
@@ -86,7 +87,7 @@ func TestAgentUnderGuestUser(t *testing.T) {
 		}
 		var d events.ProcessExited
 		var e events.Event
-		waitFor(t, 5*time.Second, "process.exited of "+pkg, func() bool {
+		natstest.WaitFor(t, 5*time.Second, "process.exited of "+pkg, func() bool {
 			var ok bool
 			e, d, ok = exitedEvent(t, ts, pkg, id)
 			return ok
@@ -106,17 +107,17 @@ func TestAgentUnderGuestUser(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopRenewing()
-	waitFor(t, 5*time.Second, "fenced exit", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "fenced exit", func() bool {
 		_, d, ok := exitedEvent(t, ts, "web", "long")
 		return ok && d.Reason == guestagent.ReasonFenced
 	})
 	ts.keepRenewing(t, "node1")
-	waitFor(t, 5*time.Second, "lease held again", leaseState(ra, guestagent.LeaseHeld))
+	natstest.WaitFor(t, 5*time.Second, "lease held again", leaseState(ra, guestagent.LeaseHeld))
 	if _, err := ra.client.Run(ctx, guestagent.RunRequest{Package: "web", Service: "again",
 		Argv: []string{"true"}, RequestID: "again", Epoch: 1}); err != nil {
 		t.Fatalf("run after renewal: %v", err)
 	}
-	waitFor(t, 5*time.Second, "process.exited after renewal", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "process.exited after renewal", func() bool {
 		_, _, ok := exitedEvent(t, ts, "web", "again")
 		return ok
 	})
@@ -131,7 +132,7 @@ func TestAgentUnderGuestUser(t *testing.T) {
 	if rep, err := ra.client.Place(ctx, guestagent.PlaceRequest{Package: "web", Node: "node2", Epoch: 2}); err != nil || !rep.Changed || rep.Node != "node2" {
 		t.Fatalf("place on node2 as the guest's user: %+v, %v", rep, err)
 	}
-	waitFor(t, 5*time.Second, "node2's lease held", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "node2's lease held", func() bool {
 		pctx, c := context.WithTimeout(context.Background(), time.Second)
 		defer c()
 		p, err := ra.client.Ping(pctx)
@@ -150,14 +151,14 @@ func TestAgentWithOwnInbox(t *testing.T) {
 	ts := startServer(t, u)
 	ts.keepRenewing(t, "node1")
 	ra := startAgent(t, ts, g, "node1", u, nats.CustomInboxPrefix(g.InboxPrefix))
-	waitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
+	natstest.WaitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := ra.client.Run(ctx, guestagent.RunRequest{Package: "db", Service: "svc",
 		Argv: []string{"true"}, RequestID: "r1", Epoch: 1}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "process.exited", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "process.exited", func() bool {
 		_, _, ok := exitedEvent(t, ts, "db", "r1")
 		return ok
 	})
@@ -184,7 +185,7 @@ func TestAgentKeepsProcessesAcrossReconnect(t *testing.T) {
 	ts := startServer(t, u)
 	ts.keepRenewing(t, "node1")
 	ra := startAgent(t, ts, g, "node1", u)
-	waitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
+	natstest.WaitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := ra.client.Run(ctx, guestagent.RunRequest{Package: "web", Service: "long",
@@ -200,7 +201,7 @@ func TestAgentKeepsProcessesAcrossReconnect(t *testing.T) {
 		if err := ts.DisconnectClientByID(id); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, "reconnect", func() bool {
+		natstest.WaitFor(t, 5*time.Second, "reconnect", func() bool {
 			return ra.conn.Stats().Reconnects > reconnected && ra.conn.IsConnected()
 		})
 		// A fence stops the process by 0.8 ttl after the last renewal the
@@ -213,7 +214,7 @@ func TestAgentKeepsProcessesAcrossReconnect(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	waitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
+	natstest.WaitFor(t, 5*time.Second, "lease held", leaseState(ra, guestagent.LeaseHeld))
 	ra.stop(t)
 	checkViolations(t, ts)
 }

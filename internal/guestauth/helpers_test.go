@@ -27,12 +27,6 @@ const (
 	leaseTTL  = time.Second
 )
 
-// waitFor polls cond until it holds (natstest.WaitFor).
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	natstest.WaitFor(t, within, what, cond)
-}
-
 // violations collects the server's permission violation log lines.
 type violations struct {
 	mu    sync.Mutex
@@ -220,7 +214,7 @@ func startAgent(t testing.TB, ts *testServer, g guestauth.Guest, node string, u 
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "agent ping", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "agent ping", func() bool {
 		pctx, c := context.WithTimeout(context.Background(), time.Second)
 		defer c()
 		_, err := ra.client.Ping(pctx)

@@ -16,6 +16,7 @@ import (
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/guestauth"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // refusedWait bounds a JetStream request the server drops as a violation:
@@ -125,7 +126,7 @@ func TestGuestCannotSpeakForOthers(t *testing.T) {
 	wg.Wait()
 	for what, e := range refused {
 		subj, _ := events.SubjectOf(e)
-		waitFor(t, 5*time.Second, "violation for "+what, func() bool { return errs.has(subj) })
+		natstest.WaitFor(t, 5*time.Second, "violation for "+what, func() bool { return errs.has(subj) })
 	}
 	if after := ts.lastSeq(t); after != before {
 		t.Errorf("log grew from %d to %d with refused events", before, after)
@@ -162,7 +163,7 @@ func TestGuestCannotFakeHeartbeats(t *testing.T) {
 	if m, err := other.NextMsg(time.Millisecond); err == nil {
 		t.Errorf("forged heartbeat for dbvm delivered: %s", m.Data)
 	}
-	waitFor(t, 5*time.Second, "violation", func() bool { return errs.has(guestagent.HeartbeatSubject("dbvm")) })
+	natstest.WaitFor(t, 5*time.Second, "violation", func() bool { return errs.has(guestagent.HeartbeatSubject("dbvm")) })
 }
 
 // TestGuestCannotTouchStreamsOrOtherLeases tries, as guest webvm, what only
@@ -266,7 +267,7 @@ func TestGuestCannotTouchStreamsOrOtherLeases(t *testing.T) {
 		"$JS.API.DIRECT.GET.KV_vmguard_leases.$KV.vmguard_leases.node2",
 		"$JS.API.CONSUMER.CREATE.KV_vmguard_leases.",
 	} {
-		waitFor(t, 5*time.Second, "violation for "+subj, func() bool {
+		natstest.WaitFor(t, 5*time.Second, "violation for "+subj, func() bool {
 			return errs.has(`Permissions Violation for Publish to "` + subj)
 		})
 	}
