@@ -178,18 +178,12 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 				p.AutoRun = &b
 			}
 		case "failover_policy":
-			switch v := strings.ToLower(a.Value); v {
-			case "configured_node", "min_package_node":
+			if v, ok := m.choice(a, "vmguard has configured_node and min_package_node; configured_node is used", "configured_node", "min_package_node"); ok {
 				p.FailoverPolicy = v
-			default:
-				m.note(a, "%q: vmguard has configured_node and min_package_node; configured_node is used", clip(a.Value))
 			}
 		case "failback_policy":
-			switch v := strings.ToLower(a.Value); v {
-			case "manual", "automatic":
+			if v, ok := m.choice(a, "want manual or automatic; manual is used", "manual", "automatic"); ok {
 				p.FailbackPolicy = v
-			default:
-				m.note(a, "%q: want manual or automatic; manual is used", clip(a.Value))
 			}
 		case "node_fail_fast_enabled":
 			if b, ok := m.yesNo(a); ok {
@@ -213,11 +207,8 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 				r.Up = strings.TrimSpace(a.Value)
 				continue
 			}
-			switch v := strings.ToLower(a.Value); v {
-			case "during_package_start", "before_package_start":
+			if v, ok := m.choice(a, "want during_package_start or before_package_start; during_package_start is used", "during_package_start", "before_package_start"); ok {
 				r.Evaluation = v
-			default:
-				m.note(a, "%q: want during_package_start or before_package_start; during_package_start is used", clip(a.Value))
 			}
 		case "priority":
 			m.priority(&p, a)
@@ -406,14 +397,19 @@ func (m *mapper) name(a Attr) string {
 }
 
 func (m *mapper) yesNo(a Attr) (bool, bool) {
-	switch strings.ToLower(a.Value) {
-	case "yes":
-		return true, true
-	case "no":
-		return false, true
+	v, ok := m.choice(a, "want yes or no; left out", "yes", "no")
+	return v == "yes", ok
+}
+
+// choice returns a's value in lower case where it is one of choices; else
+// it notes the value with otherwise (what vmguard wants, what it uses
+// instead) and returns false.
+func (m *mapper) choice(a Attr, otherwise string, choices ...string) (string, bool) {
+	if v := strings.ToLower(a.Value); slices.Contains(choices, v) {
+		return v, true
 	}
-	m.note(a, "%q: want yes or no; left out", clip(a.Value))
-	return false, false
+	m.note(a, "%q: %s", clip(a.Value), otherwise)
+	return "", false
 }
 
 // seconds maps a whole number of seconds or no_timeout.
@@ -468,11 +464,8 @@ func (m *mapper) successorHalt(p *Package, a Attr) {
 // so dependency_name's own identifier is not kept.
 func (m *mapper) dependency(d *Dependency, a Attr) {
 	if a.Name == "dependency_location" {
-		switch v := strings.ToLower(a.Value); v {
-		case "same_node", "any_node", "different_node", "all_nodes":
+		if v, ok := m.choice(a, "want same_node, any_node, different_node or all_nodes; same_node is used", "same_node", "any_node", "different_node", "all_nodes"); ok {
 			d.Location = v
-		default:
-			m.note(a, "%q: want same_node, any_node, different_node or all_nodes; same_node is used", clip(a.Value))
 		}
 		return
 	}
