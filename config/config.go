@@ -61,6 +61,12 @@ const (
 	FailbackAutomatic = "automatic"
 )
 
+// Package types (Serviceguard's package_type). "" is failover.
+const (
+	TypeFailover  = "failover"
+	TypeMultiNode = "multi_node"
+)
+
 // Guest drivers.
 const (
 	DriverProcess = "process"
@@ -70,7 +76,13 @@ const (
 // Package is a guest plus the services monitored inside it; it runs on one
 // node of Nodes at a time, the first being the primary.
 type Package struct {
-	Name           string    `yaml:"name" json:"name"`
+	Name string `yaml:"name" json:"name"`
+	// Type is failover ("" is failover: one node at a time) or multi_node:
+	// an instance on every eligible node of Nodes at once, each with its
+	// own guest (GuestOn) and restart counters; a node lost loses its
+	// instance only (no failover). Left out of the JSON when "", so that
+	// configs recorded before it existed keep their hash.
+	Type           string    `yaml:"package_type,omitempty" json:"package_type,omitempty"`
 	Nodes          []string  `yaml:"nodes" json:"nodes"`
 	FailoverPolicy string    `yaml:"failover_policy" json:"failover_policy"`
 	FailbackPolicy string    `yaml:"failback_policy" json:"failback_policy"`
@@ -99,6 +111,21 @@ type Package struct {
 	// depend on it to halt first; nil: DefaultSuccessorHaltTimeout, 0: no
 	// wait (they halt alongside).
 	SuccessorHaltTimeout *Duration `yaml:"successor_halt_timeout,omitempty" json:"successor_halt_timeout,omitempty"`
+}
+
+// MultiNode reports whether the package is a multi-node package
+// (package_type: multi_node).
+func (p Package) MultiNode() bool { return p.Type == TypeMultiNode }
+
+// GuestOn returns the name of the package's guest on node: the guest's
+// name for a failover package, "<guest>-<node>" for a multi-node package,
+// whose instances run at once and so each need their own guest (agent
+// subjects and pid files are per guest name).
+func (p Package) GuestOn(node string) string {
+	if !p.MultiNode() {
+		return p.Guest.Name
+	}
+	return p.Guest.Name + "-" + node
 }
 
 // AutoRunEnabled reports the package's auto_run setting (default true).

@@ -176,6 +176,10 @@ func validateDependencies(c *Cluster, d *decoder) {
 				continue
 			}
 			seen[dep.Name] = true
+			if c.Packages[oi].MultiNode() && (dep.Condition != DependUp || dep.Where() == DifferentNode) {
+				d.fieldErrorf(dp+".condition", "package %s is a multi-node package: a package may depend on it only with condition up and location %s or %s", dep.Name, SameNode, AnyNode)
+				continue
+			}
 			switch dep.Condition {
 			case DependUp:
 				switch dep.Where() {

@@ -166,16 +166,66 @@ func validate(c *Cluster, d *decoder) {
 			d.fieldErrorf(pp+".failback_policy", "%q: want %s or %s", pk.FailbackPolicy, FailbackManual, FailbackAutomatic)
 		}
 		validateGuest(&pk.Guest, pp+".guest", d, name, positive)
-		if g := pk.Guest.Name; events.ValidName(g) && uniquePkg {
-			if other, dup := guests[g]; dup {
-				d.fieldErrorf(pp+".guest.name", "%q is also the guest of package %s: each package has its own guest", g, other)
+		validateType(pk, pp, d)
+		if events.ValidName(pk.Guest.Name) && uniquePkg {
+			for _, g := range guestNames(pk) {
+				if !events.ValidName(g) {
+					d.fieldErrorf(pp+".guest.name", "%q: the guest's name on each node (<guest>-<node>) of a multi-node package must be a valid name of at most %d characters", g, events.MaxNameLen)
+					continue
+				}
+				if other, dup := guests[g]; dup {
+					d.fieldErrorf(pp+".guest.name", "%q is also the guest of package %s: each package has its own guest", g, other)
+				}
+				guests[g] = pk.Name
 			}
-			guests[g] = pk.Name
 		}
 		validateResources(pk.Resources, pp, d, name)
 		validateServices(pk, pp, d, name, positive)
 	}
 	validateDependencies(c, d)
+}
+
+// guestNames returns the names of pk's guests: its guest, or one per node
+// for a multi-node package (Package.GuestOn).
+func guestNames(pk *Package) []string {
+	if !pk.MultiNode() {
+		return []string{pk.Guest.Name}
+	}
+	out := make([]string, 0, len(pk.Nodes))
+	for _, n := range pk.Nodes {
+		out = append(out, pk.GuestOn(n))
+	}
+	return out
+}
+
+// validateType checks package_type and, for a multi-node package, that
+// nothing that applies to failover packages only is set: as in
+// Serviceguard, failover_policy, failback_policy and priority do not apply
+// (nor max_relocate or a live migration: an instance never moves), and
+// vmguard gives a multi-node package no dependencies of its own.
+func validateType(pk *Package, pp string, d *decoder) {
+	switch pk.Type {
+	case "", TypeFailover:
+		return
+	case TypeMultiNode:
+	default:
+		d.fieldErrorf(pp+".package_type", "%q: want %s or %s", pk.Type, TypeFailover, TypeMultiNode)
+		return
+	}
+	for _, f := range []string{"failover_policy", "failback_policy", "max_relocate"} {
+		if d.set[pp+"."+f] {
+			d.fieldErrorf(pp+"."+f, "does not apply to a multi-node package (it runs on every eligible node at once): leave it out")
+		}
+	}
+	if pk.Priority != 0 {
+		d.fieldErrorf(pp+".priority", "does not apply to a multi-node package: leave it out")
+	}
+	if pk.Guest.Migrate {
+		d.fieldErrorf(pp+".guest.migrate", "a multi-node package's instances never move: leave it out")
+	}
+	if len(pk.Dependencies) > 0 {
+		d.fieldErrorf(pp+".dependencies", "a multi-node package has no dependencies in vmguard (failover packages may depend on it: up, same_node or any_node)")
+	}
 }
 
 // validateTimeouts checks the cluster's node and guest timeouts and the

@@ -153,6 +153,16 @@ func resourceReason(r config.Resource, node, status, value string) string {
 	return "resource " + r.Name + " on node " + node + " is " + status + ", the package needs " + crit
 }
 
+// multiNode reports whether the config in force has pkg as a multi-node
+// package.
+func (s *State) multiNode(pkg string) bool {
+	if s.Config == nil {
+		return false
+	}
+	cp, ok := s.Config.Package(pkg)
+	return ok && cp.MultiNode()
+}
+
 // serviceFailFast reports whether the config in force has fail_fast on
 // service svc of package pkg.
 func (s *State) serviceFailFast(pkg, svc string) bool {
@@ -376,9 +386,15 @@ func (p *PackageState) inst(epoch uint64) *Instance {
 	return nil
 }
 
+// placed folds a package.placed. For a multi-node package only the
+// placements on this node count: its instances on other nodes run beside
+// this one, they do not replace it.
 func (s *State) placed(p *PackageState, e events.Event, d events.PackagePlaced) {
 	if d.Epoch <= p.Current.Epoch {
 		return // stale: placements only go forward
+	}
+	if d.Node != s.Node && s.multiNode(p.Name) {
+		return
 	}
 	if p.Current.Epoch > 0 && !p.Current.Released {
 		p.Prior = append(p.Prior, p.Current)
@@ -423,6 +439,8 @@ func (s *State) starting(p *PackageState, e events.Event, d events.PackageStarti
 		Guest:      GuestState{Phase: GuestStarting, CauseID: e.ID},
 		LastID:     e.ID,
 	}
+	// A multi-node package's instance has its own guest on each node.
+	in.Config.Guest.Name = cp.GuestOn(s.Node)
 	for _, sc := range cp.Services {
 		in.Services = append(in.Services, &ServiceState{Name: sc.Name})
 	}
@@ -448,7 +466,16 @@ func (s *State) halting(p *PackageState, e events.Event, d events.PackageHalting
 		return
 	}
 	h := &Halt{Reason: d.Reason, By: d.By, ID: e.ID}
-	if in := p.inst(d.Epoch); in != nil {
+	epoch := d.Epoch
+	if epoch == 0 && d.Node == "" && s.multiNode(p.Name) {
+		// `pkg halt` of a multi-node package: every instance halts, so
+		// this node's, whatever its epoch (placed or started).
+		epoch = p.Current.Epoch
+		if p.Inst != nil {
+			epoch = p.Inst.Epoch
+		}
+	}
+	if in := p.inst(epoch); in != nil {
 		if !in.Stopping() {
 			in.Halt = h
 		}
@@ -460,7 +487,7 @@ func (s *State) halting(p *PackageState, e events.Event, d events.PackageHalting
 	// replaces it); the halt is for the new one all the same (found by
 	// the simulator, sim seed 92: it was dropped, and the new placement
 	// started and ran).
-	if c := &p.Current; c.Epoch == d.Epoch && c.Node == s.Node && !c.Released && c.Halt == nil {
+	if c := &p.Current; c.Epoch == epoch && c.Node == s.Node && !c.Released && c.Halt == nil {
 		c.Halt = h
 	}
 }

@@ -30,7 +30,7 @@ func (s *State) serviceSpec(p *PackageState, in *Instance, name string) config.S
 func (s *State) guestSpec(p *PackageState, in *Instance) config.Guest {
 	g := in.Config.Guest
 	if s.Config != nil {
-		if cp, ok := s.Config.Package(p.Name); ok && cp.Guest.Name == g.Name {
+		if cp, ok := s.Config.Package(p.Name); ok && cp.GuestOn(s.Node) == g.Name {
 			g.Restart = cp.Guest.Restart
 		}
 	}
