@@ -148,6 +148,21 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 		return nil, refuse("%s %s: its node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Op, cp.Name, p.Node, p.Node)
 	}
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
+	if cp.MultiNode() {
+		switch cmd.Op {
+		case OpRun:
+			return s.multiRun(cmd, cp, p)
+		case OpHalt:
+			d, err := s.multiHalt(cmd, cp, p)
+			if err != nil {
+				return nil, err
+			}
+			ev.Data = d
+			return []events.Event{ev}, nil
+		case OpMove:
+			return nil, refuse("move %s: a multi-node package runs on every eligible node; it does not move", cp.Name)
+		}
+	}
 	switch cmd.Op {
 	case OpHaltSuccessors:
 		return s.haltSuccessors(cmd, cp), nil

@@ -195,6 +195,10 @@ func (s *State) due(about func(config.Package) bool, now time.Time) []placement 
 			continue
 		}
 		p := s.Packages[cp.Name]
+		if cp.MultiNode() {
+			out = append(out, s.dueMulti(cp, p)...)
+			continue
+		}
 		for _, pl := range s.dueAll(cp, p, load, now) {
 			if pl.halt {
 				if halting[pl.pkg] {
@@ -497,6 +501,9 @@ func (s *State) Note(pkg string) string {
 func (s *State) note(cp config.Package) string {
 	pkg := cp.Name
 	p := s.Packages[pkg]
+	if cp.MultiNode() {
+		return s.multiNote(cp, p)
+	}
 	reason := s.need(cp, p)
 	if s.frozenOn(p) {
 		return fmt.Sprintf("node %s is frozen: nothing is decided about this package until `vmguard node thaw %s`", p.Node, p.Node)

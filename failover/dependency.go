@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vmguard/vmguard/config"
@@ -68,6 +69,15 @@ func (w where) runs(pkg, node, skip string) (string, bool) {
 		return "", false
 	}
 	p := w.s.Packages[pkg]
+	if p != nil && p.Instances != nil {
+		// A multi-node package runs on each node its instance runs on.
+		for _, n := range p.runningOn() {
+			if (node != "" && n == node) || (node == "" && n != skip) {
+				return n, true
+			}
+		}
+		return "", false
+	}
 	if p == nil || p.Phase != PhaseRunning {
 		return "", false
 	}
@@ -123,6 +133,12 @@ func (s *State) runsWhere(pkg string) string {
 	if p == nil || p.Phase == PhaseNone {
 		return pkg + " has not run"
 	}
+	if p.Instances != nil {
+		if on := p.runningOn(); len(on) > 0 {
+			return fmt.Sprintf("%s runs on %s only", pkg, strings.Join(on, ", "))
+		}
+		return fmt.Sprintf("%s runs on no node", pkg)
+	}
 	if p.Phase.Owned() {
 		return fmt.Sprintf("%s is %s on %s", pkg, s.phaseOf(pkg), p.Node)
 	}
@@ -172,7 +188,15 @@ func (s *State) dependencyHalt(cp config.Package, p *PackageState) (placement, b
 // pl's cause (their start, failure or halt), when it is later than pl's.
 func (s *State) dependencyCause(cp config.Package, pl *placement) {
 	for _, d := range cp.Dependencies {
-		if o := s.Packages[d.Name]; o != nil && d.Condition == config.DependUp {
+		o := s.Packages[d.Name]
+		switch {
+		case o == nil || d.Condition != config.DependUp:
+		case o.Instances != nil:
+			// A multi-node package: the change of its instance on the node.
+			if in := o.Instances[pl.node]; in != nil {
+				pl.causedBy(in.ChangeSeq, in.ChangeID)
+			}
+		default:
 			pl.causedBy(o.ChangeSeq, o.ChangeID)
 		}
 	}

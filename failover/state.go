@@ -339,6 +339,14 @@ type PackageState struct {
 	// LastSeq is the stream sequence of the last event on the package's
 	// subjects, whatever its epoch: what ExpectPackageSeq needs.
 	LastSeq uint64 `json:"last_seq,omitempty"`
+	// Instances holds a multi-node package's instance on each node it was
+	// ever placed on, by node: each the state of that node's placements
+	// alone (its Node, Epoch, Phase, Services and restarts). For such a
+	// package Epoch is the highest epoch placed on any node (the next
+	// placement, wherever, takes the one after), Node is "" and Phase the
+	// most alive of its instances' phases (aggregate); AutoRun,
+	// SwitchingOff, FailedNodes and the cause are the package's.
+	Instances map[string]*PackageState `json:"instances,omitempty"`
 }
 
 // Instance is one placement of a package: its node and epoch.
@@ -451,25 +459,36 @@ func (s *State) Clone() *State {
 		c.Packages = make(map[string]*PackageState, len(s.Packages))
 	}
 	for k, p := range s.Packages {
-		pp := *p
-		if p.AutoRun != nil {
-			v := *p.AutoRun
-			pp.AutoRun = &v
-		}
-		pp.SwitchingOff = slices.Clone(p.SwitchingOff)
-		pp.FailedNodes = slices.Clone(p.FailedNodes)
-		pp.Leaving = slices.Clone(p.Leaving)
-		if p.Services != nil {
-			pp.Services = make(map[string]*ServiceState, len(p.Services))
-			for name, sv := range p.Services {
-				v := *sv
-				pp.Services[name] = &v
-			}
-		}
-		c.Packages[k] = &pp
+		c.Packages[k] = p.clone()
 	}
 	// Config is never changed in place, only replaced.
 	return &c
+}
+
+// clone returns a deep copy of p.
+func (p *PackageState) clone() *PackageState {
+	pp := *p
+	if p.AutoRun != nil {
+		v := *p.AutoRun
+		pp.AutoRun = &v
+	}
+	pp.SwitchingOff = slices.Clone(p.SwitchingOff)
+	pp.FailedNodes = slices.Clone(p.FailedNodes)
+	pp.Leaving = slices.Clone(p.Leaving)
+	if p.Services != nil {
+		pp.Services = make(map[string]*ServiceState, len(p.Services))
+		for name, sv := range p.Services {
+			v := *sv
+			pp.Services[name] = &v
+		}
+	}
+	if p.Instances != nil {
+		pp.Instances = make(map[string]*PackageState, len(p.Instances))
+		for node, in := range p.Instances {
+			pp.Instances[node] = in.clone()
+		}
+	}
+	return &pp
 }
 
 // Node returns the state of node, or nil if no event named it.
@@ -687,28 +706,41 @@ func (s *State) nodeDown(e events.Event, m Membership, by string) {
 	}
 	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
 	for _, p := range s.Packages {
-		if m != MemberHalted && len(p.Leaving) > 0 {
-			p.released(0, n.Name)
-		}
-		if p.Node != n.Name || !p.Phase.Owned() {
+		if p.Instances != nil {
+			if in := p.Instances[n.Name]; in != nil {
+				in.nodeDown(n.Name, m, e)
+				p.lift(in)
+				p.aggregate()
+			}
 			continue
 		}
-		p.CauseSeq, p.CauseID = e.Seq, e.ID
-		if m == MemberHalted {
-			continue
-		}
-		switch p.Phase {
-		case PhaseHalting:
-			p.Phase, p.DownReason = PhaseHalted, "node "+string(m)
-		case PhaseFailing:
-			p.Phase, p.DownReason = PhaseFailed, "node "+string(m)
-			p.addFailed(n.Name)
-		default:
-			p.Phase, p.DownReason = PhaseLost, "node "+string(m)
-		}
-		p.StateID, p.StateSeq = e.ID, e.Seq
-		p.ChangeSeq, p.ChangeID = e.Seq, e.ID
+		p.nodeDown(n.Name, m, e)
 	}
+}
+
+// nodeDown is State.nodeDown for package (or instance) p.
+func (p *PackageState) nodeDown(node string, m Membership, e events.Event) {
+	if m != MemberHalted && len(p.Leaving) > 0 {
+		p.released(0, node)
+	}
+	if p.Node != node || !p.Phase.Owned() {
+		return
+	}
+	p.CauseSeq, p.CauseID = e.Seq, e.ID
+	if m == MemberHalted {
+		return
+	}
+	switch p.Phase {
+	case PhaseHalting:
+		p.Phase, p.DownReason = PhaseHalted, "node "+string(m)
+	case PhaseFailing:
+		p.Phase, p.DownReason = PhaseFailed, "node "+string(m)
+		p.addFailed(node)
+	default:
+		p.Phase, p.DownReason = PhaseLost, "node "+string(m)
+	}
+	p.StateID, p.StateSeq = e.ID, e.Seq
+	p.ChangeSeq, p.ChangeID = e.Seq, e.ID
 }
 
 func (s *State) pkg(name string) *PackageState {
@@ -742,12 +774,22 @@ func (p *PackageState) service(name string) *ServiceState {
 }
 
 // applyPackage folds a package, guest, service or process event.
+func (s *State) applyPackage(e events.Event) {
+	p := s.pkg(e.Subject)
+	if cp, ok := s.configured(e.Subject); ok && cp.MultiNode() {
+		s.applyMulti(p, e)
+		return
+	}
+	s.applyTo(p, e)
+}
+
+// applyTo folds a package, guest, service or process event into p: the
+// package, or one instance of a multi-node package (applyMulti).
 //
 // Longer than 80 lines: one switch over event types, a short case each; the
 // fold reads best as the one place where every event's effect on a package
 // is seen (docs/design-notes.md §5).
-func (s *State) applyPackage(e events.Event) {
-	p := s.pkg(e.Subject)
+func (s *State) applyTo(p *PackageState, e events.Event) {
 	p.LastSeq = e.Seq
 	was := p.Phase
 	defer func() {

@@ -78,6 +78,23 @@ type PackageView struct {
 	Priority int `json:"priority,omitempty"`
 	// Dependencies are its dependencies and whether each holds.
 	Dependencies []DependencyView `json:"dependencies,omitempty"`
+	// Type is multi_node for a multi-node package ("" for failover); its
+	// Node then lists the nodes its instances occupy, and Instances has
+	// each instance with its own guest, services and restart counters.
+	Type      string         `json:"package_type,omitempty"`
+	Instances []InstanceView `json:"instances,omitempty"`
+}
+
+// InstanceView is a multi-node package's instance on one node.
+type InstanceView struct {
+	Node     string        `json:"node"`
+	Status   string        `json:"status"`
+	State    string        `json:"state"`
+	Epoch    uint64        `json:"epoch"`
+	Guest    GuestView     `json:"guest"`
+	Services []ServiceView `json:"services"`
+	// DownReason says why it is down, if it is.
+	DownReason string `json:"down_reason,omitempty"`
 }
 
 // DependencyView is one dependency of a package and whether it holds: on
@@ -243,6 +260,9 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 		}
 		pv.Services = append(pv.Services, sv)
 	}
+	if cp.MultiNode() {
+		s.multiView(cp, p, &pv)
+	}
 	pv.Priority = cp.Priority
 	for _, d := range cp.Dependencies {
 		pv.Dependencies = append(pv.Dependencies, DependencyView{Name: d.Name, Condition: d.Condition, Location: d.Where(),
@@ -254,7 +274,7 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 			Type:      "Alternate",
 			Status:    s.Nodes[n].Status(),
 			Switching: enabled(p.SwitchingEnabled(n)),
-			Current:   p.Phase.Owned() && p.Node == n,
+			Current:   p.Phase.Owned() && p.Node == n || p.Instances[n] != nil && p.Instances[n].Phase.Owned(),
 			FailedOn:  p.FailedOn(n),
 		}
 		if i == 0 {
@@ -263,6 +283,45 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 		pv.Nodes = append(pv.Nodes, nv)
 	}
 	return pv
+}
+
+// multiView fills in what status shows of multi-node package cp: the
+// nodes its instances occupy and each instance, with its own guest,
+// services and restart counters (per node); the package has no single
+// guest or service line.
+func (s *State) multiView(cp config.Package, p *PackageState, pv *PackageView) {
+	pv.Type, pv.Guest, pv.Services = config.TypeMultiNode, nil, []ServiceView{}
+	pv.FailoverPolicy, pv.FailbackPolicy, pv.MaxRelocate, pv.LastNode = "", "", "", ""
+	var on []string
+	for _, n := range cp.Nodes {
+		in := p.Instances[n]
+		if in == nil {
+			continue
+		}
+		if in.Phase.Owned() {
+			on = append(on, n)
+		}
+		iv := InstanceView{Node: n, Status: in.Phase.Status(), State: in.Phase.State(), Epoch: in.Epoch,
+			Guest: GuestView{Name: cp.GuestOn(n), Status: orDefault(string(in.Guest), "down")}, Services: []ServiceView{}}
+		if !in.Phase.Owned() {
+			iv.Guest.Status, iv.DownReason = "down", in.DownReason
+		}
+		for _, sc := range cp.Services {
+			sv := ServiceView{Name: sc.Name, Status: "down", MaxRestarts: sc.Restart.String()}
+			if st := in.Services[sc.Name]; st != nil {
+				sv.Restarts = st.Restarts
+				if in.Phase.Owned() || st.Status == ServiceFailed {
+					sv.Status = string(st.Status)
+				}
+			}
+			iv.Services = append(iv.Services, sv)
+		}
+		pv.Instances = append(pv.Instances, iv)
+	}
+	pv.Node = strings.Join(on, ",")
+	if pv.Epoch > 0 && len(on) == 0 {
+		pv.DownReason = p.DownReason
+	}
 }
 
 // row pads each value to its width, keeping at least one space between;
@@ -358,7 +417,7 @@ func writePackages(line func(string), names []string, byName map[string]PackageV
 func writeDetails(line func(string), pv PackageView) {
 	policyCols := []int{16}
 	serviceCols, switchCols := []int{16, 13, 13}, []int{13, 13, 13, 13}
-	if pv.Epoch > 0 {
+	if pv.Epoch > 0 && pv.Type == "" {
 		line(fmt.Sprintf("      Placement: epoch %d on %s, %s", pv.Epoch, pv.LastNode, pv.Reason))
 	}
 	if pv.DownReason != "" {
@@ -367,9 +426,13 @@ func writeDetails(line func(string), pv PackageView) {
 	line("")
 	line("      Policy_Parameters:")
 	line(row(6, policyCols, "POLICY_NAME", "CONFIGURED_VALUE"))
-	line(row(6, policyCols, "Failover", pv.FailoverPolicy))
-	line(row(6, policyCols, "Failback", pv.FailbackPolicy))
-	line(row(6, policyCols, "Max_Relocate", pv.MaxRelocate+" (used "+strconv.Itoa(pv.Relocations)+")"))
+	if pv.Type != "" {
+		line(row(6, policyCols, "Package_Type", pv.Type))
+	} else {
+		line(row(6, policyCols, "Failover", pv.FailoverPolicy))
+		line(row(6, policyCols, "Failback", pv.FailbackPolicy))
+		line(row(6, policyCols, "Max_Relocate", pv.MaxRelocate+" (used "+strconv.Itoa(pv.Relocations)+")"))
+	}
 	if pv.Priority != 0 {
 		line(row(6, policyCols, "Priority", strconv.Itoa(pv.Priority)))
 	}
@@ -385,6 +448,20 @@ func writeDetails(line func(string), pv PackageView) {
 		line("")
 		line(row(6, serviceCols, "GUEST", "STATUS"))
 		line(row(6, serviceCols, pv.Guest.Name, pv.Guest.Status))
+	}
+	for _, in := range pv.Instances {
+		line("")
+		line(row(6, serviceCols, "INSTANCE", "STATUS", "STATE", "EPOCH"))
+		line(row(6, serviceCols, in.Node, in.Status, in.State, strconv.FormatUint(in.Epoch, 10)))
+		if in.DownReason != "" {
+			line("        Down: " + in.DownReason)
+		}
+		line(row(8, []int{14, 13, 13}, "GUEST", "STATUS"))
+		line(row(8, []int{14, 13, 13}, in.Guest.Name, in.Guest.Status))
+		line(row(8, []int{14, 13, 13}, "SERVICE", "STATUS", "RESTARTS", "MAX_RESTARTS"))
+		for _, sv := range in.Services {
+			line(row(8, []int{14, 13, 13}, sv.Name, sv.Status, strconv.Itoa(sv.Restarts), sv.MaxRestarts))
+		}
 	}
 	if len(pv.Services) > 0 {
 		line("")

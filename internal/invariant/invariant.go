@@ -51,6 +51,13 @@
 //     when the log ends is reported as open, not as a violation, unless a
 //     later event shows its bound has passed.
 //
+// A multi-node package (package_type multi_node) runs one instance per node
+// at once, each a placement of its own epoch; for it one_epoch and
+// released_first are per node: no process starts under epoch N while a
+// live process of another epoch of the package runs on N's node, and
+// nothing starts under N while an older placement on N's node is not
+// released. Its instances on other nodes are not a second placement.
+//
 // A process.started of a placement that a node.lost or node.fenced already
 // released, stamped before that loss, is a late report (a guest agent's
 // spool), noted and not counted live: the loss ended that placement's
@@ -710,8 +717,12 @@ func (c *checker) exclusion(e events.Event, node string) {
 func (c *checker) releasedFirst(e events.Event, epoch uint64) {
 	c.report.Checked[RuleReleasedFirst]++
 	p := c.pkg(e.Subject)
+	node, multi := c.instanceNode(e.Subject, epoch)
 	for _, ep := range sortedKeys(p.placements) {
 		pl := p.placements[ep]
+		if multi && pl.node != node {
+			continue // another node's instance of a multi-node package
+		}
 		if ep < epoch && !pl.released {
 			c.fail(e, RuleReleasedFirst, "epoch %d starts while epoch %d on %s (placed at seq %d) is not released", epoch, ep, pl.node, pl.seq)
 		}
@@ -796,14 +807,37 @@ func (c *checker) processStarted(e events.Event, d events.ProcessStarted) {
 	}
 	c.releasedFirst(e, d.Epoch)
 	c.report.Checked[RuleOneEpoch]++
+	node, multi := c.instanceNode(e.Subject, d.Epoch)
 	for _, k := range sortedKeys(p.alive) {
 		pr := p.alive[k]
+		if multi {
+			if other, _ := c.instanceNode(e.Subject, pr.epoch); other != node {
+				continue // another node's instance of a multi-node package
+			}
+		}
 		if pr.epoch != d.Epoch {
 			c.fail(e, RuleOneEpoch, "process of epoch %d starts while %s of epoch %d (started at seq %d) still runs: two placements at once", d.Epoch, pr.key, pr.epoch, pr.seq)
 		}
 	}
 	key := fmt.Sprintf("%s/%d", d.Guest, d.PID)
 	p.alive[key] = proc{key: key, epoch: d.Epoch, seq: e.Seq}
+}
+
+// instanceNode returns the node of pkg's placement of epoch, and whether
+// pkg is a multi-node package in the config in force (its rules are per
+// node).
+func (c *checker) instanceNode(pkg string, epoch uint64) (string, bool) {
+	if c.cfg == nil {
+		return "", false
+	}
+	cp, ok := c.cfg.Package(pkg)
+	if !ok || !cp.MultiNode() {
+		return "", false
+	}
+	if pl := c.pkg(pkg).placements[epoch]; pl != nil {
+		return pl.node, true
+	}
+	return "", true
 }
 
 // service returns the policy of a service in the config in force.
