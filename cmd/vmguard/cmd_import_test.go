@@ -27,14 +27,14 @@ func TestImportThenCheck(t *testing.T) {
 	}
 	for _, want := range []string{
 		"note: " + sample("erp.conf") + ":20: successor_halt_timeout: no_timeout: vmguard bounds every wait",
-		"note: " + sample("monitor.conf") + ":2: package_type: multi_node",
-		"imported 2 packages on 3 nodes from 3 files; 11 notes",
+		"note: " + sample("monitor.conf") + ":4: failover_policy: does not apply to a multi_node package",
+		"imported 3 packages on 3 nodes from 3 files; 12 notes",
 	} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
 	}
-	if code, stdout, stderr := runCLI("check", "-f", out); code != 0 || !strings.Contains(stdout, "ok: 3 nodes, 2 packages") {
+	if code, stdout, stderr := runCLI("check", "-f", out); code != 0 || !strings.Contains(stdout, "ok: 3 nodes, 3 packages") {
 		t.Errorf("check of the imported file: code %d, %q %q", code, stdout, stderr)
 	}
 

@@ -100,18 +100,20 @@ func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 		hosts[n] = &guestauth.Host{Node: n}
 	}
 	for _, p := range cl.Packages {
-		gs := guests[p.Guest.Name]
-		if gs == nil {
-			gs = &guestauth.Guest{Name: p.Guest.Name, InboxPrefix: guestauth.InboxPrefix(p.Guest.Name)}
-			guests[p.Guest.Name] = gs
-			order = append(order, p.Guest.Name)
-		}
-		gs.Packages = append(gs.Packages, p.Name)
-		gs.Nodes = append(gs.Nodes, p.Nodes...)
-		for _, n := range p.Nodes {
-			if h := hosts[n]; h != nil {
-				h.Packages = append(h.Packages, p.Name)
-				h.Guests = append(h.Guests, p.Guest.Name)
+		for _, pg := range packageGuests(p) {
+			gs := guests[pg.name]
+			if gs == nil {
+				gs = &guestauth.Guest{Name: pg.name, InboxPrefix: guestauth.InboxPrefix(pg.name)}
+				guests[pg.name] = gs
+				order = append(order, pg.name)
+			}
+			gs.Packages = append(gs.Packages, p.Name)
+			gs.Nodes = append(gs.Nodes, pg.nodes...)
+			for _, n := range pg.nodes {
+				if h := hosts[n]; h != nil {
+					h.Packages = append(h.Packages, p.Name)
+					h.Guests = append(h.Guests, pg.name)
+				}
 			}
 		}
 	}
@@ -480,6 +482,26 @@ func compactKeep(names []string) []string {
 			seen[n] = true
 			out = append(out, n)
 		}
+	}
+	return out
+}
+
+// packageGuest is a guest of a package and the nodes it may run on.
+type packageGuest struct {
+	name  string
+	nodes []string
+}
+
+// packageGuests returns p's guests: its guest on each of its nodes, or for
+// a multi-node package its own guest per node (config.Package.GuestOn),
+// each on that node only.
+func packageGuests(p config.Package) []packageGuest {
+	if !p.MultiNode() {
+		return []packageGuest{{p.Guest.Name, p.Nodes}}
+	}
+	out := make([]packageGuest, 0, len(p.Nodes))
+	for _, n := range p.Nodes {
+		out = append(out, packageGuest{p.GuestOn(n), []string{n}})
 	}
 	return out
 }

@@ -124,7 +124,9 @@ func (s *upSecure) banner(url string, cl *config.Cluster) []string {
 		seen["host-"+n] = true
 	}
 	for _, p := range cl.Packages {
-		seen["guest-"+p.Guest.Name] = true
+		for _, pg := range packageGuests(p) {
+			seen["guest-"+pg.name] = true
+		}
 	}
 	for id := range seen {
 		if _, err := os.Stat(s.nkey(id)); err != nil {

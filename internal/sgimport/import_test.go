@@ -87,10 +87,13 @@ func TestMapSamples(t *testing.T) {
 	if want := []string{"kvm1", "kvm2", "kvm3"}; !reflect.DeepEqual(c.Nodes, want) {
 		t.Errorf("nodes = %v, want %v (the nodes the packages name, in order)", c.Nodes, want)
 	}
-	if len(c.Packages) != 2 {
-		t.Fatalf("%d packages, want 2 (the multi_node one is left out)", len(c.Packages))
+	if len(c.Packages) != 3 {
+		t.Fatalf("%d packages, want 3", len(c.Packages))
 	}
-	erp, mail := c.Packages[0], c.Packages[1]
+	erp, mail, mon := c.Packages[0], c.Packages[1], c.Packages[2]
+	if mon.Name != "node_monitor" || mon.Type != "multi_node" || !reflect.DeepEqual(mon.Nodes, c.Nodes) || mon.FailoverPolicy != "" || mon.Priority != 0 {
+		t.Errorf("node_monitor = %+v: want a multi_node package on every node (node_name *), no failover_policy or priority", mon)
+	}
 	if erp.Name != "erp_pkg" || erp.Guest.Name != "erp-vm" || erp.Guest.StartTimeout != "180s" || *erp.AutoRun != true {
 		t.Errorf("erp = %+v: want erp_pkg, guest erp-vm (from cmappmgr -node), start_timeout 180s, auto_run", erp)
 	}
@@ -122,7 +125,8 @@ func TestMapSamples(t *testing.T) {
 		"mail.conf:3: package_name: \"mail.pkg\" written as \"mail-pkg\"",
 		"erp.conf:20: successor_halt_timeout: no_timeout: vmguard bounds every wait",
 		"mail.conf:29: user_name: operator1: access in vmguard is by NATS credentials",
-		"monitor.conf:2: package_type: multi_node: vmguard runs failover packages only; the package is left out",
+		"monitor.conf:4: failover_policy: does not apply to a multi_node package",
+		"monitor.conf:5: priority: does not apply to a multi_node package",
 	} {
 		if !hasNote(res.Notes, want) {
 			t.Errorf("no note %q in\n%s", want, notesText(res.Notes))
@@ -154,7 +158,7 @@ func TestImportGolden(t *testing.T) {
 		if err != nil {
 			t.Fatalf("driver %s: the imported file fails vmguard check: %v\n%s", driver, err, out)
 		}
-		if len(cl.Packages) != 2 || cl.Packages[0].Guest.Driver != map[string]string{DriverProcess: "process", DriverVirsh: "exec"}[driver] {
+		if len(cl.Packages) != 3 || !cl.Packages[2].MultiNode() || cl.Packages[0].Guest.Driver != map[string]string{DriverProcess: "process", DriverVirsh: "exec"}[driver] {
 			t.Errorf("driver %s: packages %+v", driver, cl.Packages)
 		}
 		if driver != DriverProcess {

@@ -147,7 +147,10 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 	var p Package
 	var guestFrom string // where the guest's name came from
 	var svc *Service     // the service whose parameters follow
+	var typeAttr Attr    // package_type multi_node
+	set := map[string]Attr{}
 	for _, a := range f.Attrs {
+		set[a.Name] = a
 		switch a.Name {
 		case "package_name":
 			if p.Name != "" {
@@ -158,8 +161,10 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 		case "package_type":
 			switch strings.ToLower(a.Value) {
 			case "failover", "":
-			case "multi_node", "system_multi_node":
-				m.note(a, "%s: vmguard runs failover packages only; the package is left out", a.Value)
+			case "multi_node":
+				p.Type, typeAttr = "multi_node", a
+			case "system_multi_node":
+				m.note(a, "%s: vmguard runs failover and multi_node packages; a system multi-node package (Serviceguard's own, e.g. for CFS) is left out", a.Value)
 				return p, false
 			default:
 				m.note(a, "%q is not a package type; the package is left out", clip(a.Value))
@@ -250,11 +255,44 @@ func (m *mapper) pkg(f *File) (Package, bool) {
 		}
 		return false
 	})
+	if p.Type == "multi_node" {
+		m.multiNode(&p, typeAttr, set)
+	}
 	// The guest monitor service and empty services are not services in
 	// vmguard: the host manager watches the guest itself.
 	p.Services = slices.DeleteFunc(p.Services, func(s Service) bool { return s.Name == "" || s.drop })
 	m.guest(&p)
 	return p, true
+}
+
+// multiNode leaves out of multi-node package p what does not apply to one
+// (Serviceguard: failover_policy, failback_policy, priority; vmguard: its
+// own dependencies), each with a note at its line (set: the last attribute
+// of each name).
+func (m *mapper) multiNode(p *Package, typ Attr, set map[string]Attr) {
+	drop := func(name, why string) {
+		a, ok := set[name]
+		if !ok {
+			a = typ
+		}
+		m.note(a, "does not apply to a multi_node package (%s): left out", why)
+	}
+	if p.FailoverPolicy != "" {
+		drop("failover_policy", "it runs on every eligible node at once")
+		p.FailoverPolicy = ""
+	}
+	if p.FailbackPolicy != "" {
+		drop("failback_policy", "it runs on every eligible node at once")
+		p.FailbackPolicy = ""
+	}
+	if p.Priority != 0 {
+		drop("priority", "as in Serviceguard")
+		p.Priority = 0
+	}
+	if len(p.Dependencies) > 0 {
+		drop("dependency_name", "vmguard gives a multi-node package no dependencies; failover packages may depend on it")
+		p.Dependencies = nil
+	}
 }
 
 // service maps one parameter of the service s.

@@ -21,7 +21,9 @@ type Cluster struct {
 
 // Package is one mapped package.
 type Package struct {
-	Name           string   `yaml:"name"`
+	Name string `yaml:"name"`
+	// Type is package_type: multi_node, "" for failover.
+	Type           string   `yaml:"package_type,omitempty"`
 	Nodes          []string `yaml:"nodes,flow"`
 	FailoverPolicy string   `yaml:"failover_policy,omitempty"`
 	FailbackPolicy string   `yaml:"failback_policy,omitempty"`
