@@ -250,16 +250,7 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 			pv.Guest.Status = "down"
 		}
 	}
-	for _, sc := range cp.Services {
-		sv := ServiceView{Name: sc.Name, Status: "down", MaxRestarts: sc.Restart.String()}
-		if st := p.Services[sc.Name]; st != nil {
-			sv.Restarts = st.Restarts
-			if p.Phase.Owned() || st.Status == ServiceFailed {
-				sv.Status = string(st.Status)
-			}
-		}
-		pv.Services = append(pv.Services, sv)
-	}
+	pv.Services = append(pv.Services, serviceViews(cp, p)...)
 	if cp.MultiNode() {
 		s.multiView(cp, p, &pv)
 	}
@@ -285,6 +276,23 @@ func (s *State) packageView(cp config.Package, configured bool) PackageView {
 	return pv
 }
 
+// serviceViews returns the services of cp as p (a package, or one
+// instance of a multi-node package) has them: status and restarts.
+func serviceViews(cp config.Package, p *PackageState) []ServiceView {
+	out := make([]ServiceView, 0, len(cp.Services))
+	for _, sc := range cp.Services {
+		sv := ServiceView{Name: sc.Name, Status: "down", MaxRestarts: sc.Restart.String()}
+		if st := p.Services[sc.Name]; st != nil {
+			sv.Restarts = st.Restarts
+			if p.Phase.Owned() || st.Status == ServiceFailed {
+				sv.Status = string(st.Status)
+			}
+		}
+		out = append(out, sv)
+	}
+	return out
+}
+
 // multiView fills in what status shows of multi-node package cp: the
 // nodes its instances occupy and each instance, with its own guest,
 // services and restart counters (per node); the package has no single
@@ -306,16 +314,7 @@ func (s *State) multiView(cp config.Package, p *PackageState, pv *PackageView) {
 		if !in.Phase.Owned() {
 			iv.Guest.Status, iv.DownReason = "down", in.DownReason
 		}
-		for _, sc := range cp.Services {
-			sv := ServiceView{Name: sc.Name, Status: "down", MaxRestarts: sc.Restart.String()}
-			if st := in.Services[sc.Name]; st != nil {
-				sv.Restarts = st.Restarts
-				if in.Phase.Owned() || st.Status == ServiceFailed {
-					sv.Status = string(st.Status)
-				}
-			}
-			iv.Services = append(iv.Services, sv)
-		}
+		iv.Services = append(iv.Services, serviceViews(cp, in)...)
 		pv.Instances = append(pv.Instances, iv)
 	}
 	pv.Node = strings.Join(on, ",")
