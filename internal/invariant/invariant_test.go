@@ -32,6 +32,17 @@ func (l *logb) add(subject, cause string, d events.Payload) events.Event {
 	return e
 }
 
+// startWeb begins a log: the config, n1 and n2 joined, web placed on node
+// (epoch 1, caused by n1's join) and starting there.
+func (l *logb) startWeb(node string) (placed, starting events.Event) {
+	l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
+	j1 := l.add("n1", "", events.NodeJoined{})
+	l.add("n2", "", events.NodeJoined{})
+	placed = l.add("web", j1.ID, events.PackagePlaced{Node: node, Epoch: 1, Reason: "auto_run"})
+	starting = l.add("web", placed.ID, events.PackageStarting{Node: node, Epoch: 1})
+	return placed, starting
+}
+
 const testConfig = `{"cluster":"t","node_timeout":"3s","guest_timeout":"3s","nodes":["n1","n2"],
  "packages":[{"name":"web","nodes":["n1","n2"],
    "guest":{"name":"g","driver":"process","restart":"none","start_timeout":"5s"},
@@ -50,11 +61,7 @@ type cleanLog struct {
 
 func clean() *cleanLog {
 	l := &cleanLog{logb: newLog()}
-	l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
-	j1 := l.add("n1", "", events.NodeJoined{})
-	l.add("n2", "", events.NodeJoined{})
-	l.placed1 = l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-	l.starting1 = l.add("web", l.placed1.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+	l.placed1, l.starting1 = l.startWeb("n1")
 	l.guest1 = l.add("web", l.starting1.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 1})
 	ps := l.add("web", l.guest1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: l.guest1.ID + "/s", Epoch: 1})
 	l.started1 = l.add("web", ps.ID, events.PackageStarted{Node: "n1", Epoch: 1})
@@ -356,13 +363,9 @@ func TestDeferredFailoverNamesTheJoin(t *testing.T) {
 // (found by the simulator, sim seed 12).
 func TestNodeLostPlacementWhileAnOlderHalts(t *testing.T) {
 	l := newLog()
-	l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
-	j1 := l.add("n1", "", events.NodeJoined{})
-	l.add("n2", "", events.NodeJoined{})
-	p1 := l.add("web", j1.ID, events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
-	st := l.add("web", p1.ID, events.PackageStarting{Node: "n2", Epoch: 1})
+	p1, st := l.startWeb("n2")
 	l.add("web", st.ID, events.PackageStarted{Node: "n2", Epoch: 1})
-	l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 2, Reason: "failback"})
+	l.add("web", p1.CauseID /* n1's join */, events.PackagePlaced{Node: "n1", Epoch: 2, Reason: "failback"})
 	lost := l.add("n1", "", events.NodeLost{Reason: "lease_expired"})
 	pl := l.add("web", lost.ID, events.PackagePlaced{Node: "n2", Epoch: 3, Reason: "node_lost"})
 	r := Verify(l.evs, Options{})
@@ -444,11 +447,7 @@ func TestLateStartAfterLossIsANote(t *testing.T) {
 func TestLateStartAfterGuestStopIsANote(t *testing.T) {
 	for _, late := range []bool{true, false} {
 		l := newLog()
-		l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
-		j1 := l.add("n1", "", events.NodeJoined{})
-		l.add("n2", "", events.NodeJoined{})
-		p1 := l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-		st1 := l.add("web", p1.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+		_, st1 := l.startWeb("n1")
 		g1 := l.add("web", st1.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 1})
 		l.add("web", g1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: g1.ID + "/s", Epoch: 1})
 		gs := l.add("web", "", events.GuestStopped{Guest: "g", Node: "n1", Epoch: 1, Reason: "forced off"})

@@ -1,7 +1,6 @@
 package invariant
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -13,11 +12,7 @@ import (
 // the guest.migrated; the rest is what the host managers write.
 func migrationLog(migrate bool, before, after func(l *logb, placed2 events.Event)) []events.Event {
 	l := newLog()
-	l.add("", "", events.ConfigApplied{Config: json.RawMessage(testConfig), Hash: "h"})
-	j1 := l.add("n1", "", events.NodeJoined{})
-	l.add("n2", "", events.NodeJoined{})
-	placed1 := l.add("web", j1.ID, events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-	starting1 := l.add("web", placed1.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+	_, starting1 := l.startWeb("n1")
 	guest1 := l.add("web", starting1.ID, events.GuestStarted{Guest: "g", Node: "n1", Epoch: 1})
 	ps := l.add("web", guest1.ID, events.ProcessStarted{Guest: "g", Service: "s", PID: 10, RequestID: guest1.ID + "/s", Epoch: 1})
 	l.add("web", ps.ID, events.PackageStarted{Node: "n1", Epoch: 1})
