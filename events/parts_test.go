@@ -192,22 +192,7 @@ func TestLargeEventInPartsR3(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nc := c.Connect(t)
-	var l *events.Log
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		// The meta leader may not yet take an R3 stream just after the
-		// cluster formed; each attempt bounded on its own.
-		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		l, err = events.Open(octx, nc, events.WithReplicas(3))
-		ocancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	l := openR3(ctx, t, nc)
 	other, err := events.Open(ctx, c.Connect(t))
 	if err != nil {
 		t.Fatal(err)
