@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/natsconn"
 )
 
@@ -150,16 +148,7 @@ func TestInitSecureSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	c, err := guestagent.NewClient(nc, "webvm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "guest webvm's agent answers with its identity", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := c.Ping(ctx)
-		return err == nil
-	})
+	waitAgentAnswers(t, nc, "webvm", "guest webvm's agent answers with its identity")
 
 	if code, _, stderr := runCLI("init", "-f", demo, "--out", out, "--install-dir", out, "--url", url, "--force"); code != 0 {
 		t.Fatalf("init --force: exit %d: %s", code, stderr)

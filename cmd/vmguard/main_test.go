@@ -15,6 +15,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
@@ -82,6 +83,22 @@ func canConnect(url string) bool {
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	natstest.WaitFor(t, within, what, cond)
+}
+
+// waitAgentAnswers waits up to 30 s until guest's agent answers a ping
+// over nc; what says how it should answer.
+func waitAgentAnswers(t *testing.T, nc *nats.Conn, guest, what string) {
+	t.Helper()
+	c, err := guestagent.NewClient(nc, guest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, what, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := c.Ping(ctx)
+		return err == nil
+	})
 }
 
 func dialLog(t *testing.T, url string, opts ...nats.Option) *events.Log {

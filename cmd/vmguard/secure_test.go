@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/natsconn"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
@@ -121,21 +120,7 @@ func TestNoPasswordInLogsAndPlainAuthErrors(t *testing.T) {
 // variables) and the agent connect to a server requiring TLS with client
 // certificates and an nkey user; without them they are refused.
 func TestClientsTLSAndNKey(t *testing.T) {
-	dir := t.TempDir()
-	tl := natsd.WriteTestTLS(t, dir, "test")
-	seed, pub := natsd.WriteTestNKey(t, dir, "admin")
-	conf := filepath.Join(dir, "nats.conf")
-	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
-		tl.ServerCert, tl.ServerKey, tl.CA, pub)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	url := fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port)
+	url, tl, seed := natsd.StartTestSecure(t, "admin")
 	flags := []string{"--nats", url, "--nkey", seed, "--tlsca", tl.CA, "--tlscert", tl.ClientCert, "--tlskey", tl.ClientKey}
 	if code, _, stderr := runCLI(append(flags, "apply", "-f", filepath.Join("..", "..", "examples", "demo.yaml"))...); code != 0 {
 		t.Fatalf("apply with TLS and nkey flags: exit %d: %s", code, stderr)
@@ -161,16 +146,7 @@ func TestClientsTLSAndNKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	c, err := guestagent.NewClient(nc, "tlsvm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 30*time.Second, "the agent answers over TLS with its nkey", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := c.Ping(ctx)
-		return err == nil
-	})
+	waitAgentAnswers(t, nc, "tlsvm", "the agent answers over TLS with its nkey")
 }
 
 // TestAgentSaysAuthorizationFailed: an agent (which retries for ever) with

@@ -1,8 +1,6 @@
 package natsconn
 
 import (
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,33 +9,11 @@ import (
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
-// startSecure runs a real server that requires TLS with verified client
-// certificates and an nkey user; it returns its URL, the TLS files and the
-// user's seed file.
-func startSecure(t *testing.T) (string, natsd.TestTLS, string) {
-	t.Helper()
-	dir := t.TempDir()
-	tl := natsd.WriteTestTLS(t, dir, "test")
-	seed, pub := natsd.WriteTestNKey(t, dir, "user")
-	conf := filepath.Join(dir, "nats.conf")
-	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
-		tl.ServerCert, tl.ServerKey, tl.CA, pub)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	return fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port), tl, seed
-}
-
 // TestFlagsTLSAndNKey: the nats CLI's flags connect to a server that
 // requires TLS with client certificates and an nkey user; each missing or
 // wrong piece is refused, saying what.
 func TestFlagsTLSAndNKey(t *testing.T) {
-	url, tl, seed := startSecure(t)
+	url, tl, seed := natsd.StartTestSecure(t, "user")
 	good := Flags{NATS: url, NKey: seed, TLSCA: tl.CA, TLSCert: tl.ClientCert, TLSKey: tl.ClientKey}
 	nc, err := good.Connect("test")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -104,4 +105,27 @@ func WriteTestNKey(t testing.TB, dir, name string) (seedFile, public string) {
 		t.Fatal(err)
 	}
 	return seedFile, public
+}
+
+// StartTestSecure runs an embedded JetStream server that requires TLS with
+// verified client certificates and one nkey user (its seed written as
+// user.nk), shut down when the test ends; it returns the server's URL, the
+// TLS files and the user's seed file.
+func StartTestSecure(t testing.TB, user string) (url string, tl TestTLS, seedFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	tl = WriteTestTLS(t, dir, "test")
+	seedFile, pub := WriteTestNKey(t, dir, user)
+	conf := filepath.Join(dir, "nats.conf")
+	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
+		tl.ServerCert, tl.ServerKey, tl.CA, pub)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Start(Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port), tl, seedFile
 }
