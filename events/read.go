@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,6 +240,11 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 	}
 	readErr := make(chan error, 1)
 	quit := make(chan struct{})
+	// free holds decoded jobs handed to fn, cleared, for the reader to
+	// fill again: a replay of a million events allocates a few jobs
+	// instead of one for every decodeBatch messages (their buffers hold
+	// pointers the garbage collector would scan).
+	free := make(chan *decodeJob, workers*4+2)
 	go func() {
 		defer close(ordered)
 		defer close(jobs)
@@ -255,7 +261,12 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			case <-quit:
 				return false
 			}
-			j = newDecodeJob()
+			select {
+			case j = <-free:
+				j.done = make(chan struct{})
+			default:
+				j = newDecodeJob()
+			}
 			return true
 		}
 		for {
@@ -267,15 +278,15 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				readErr <- fmt.Errorf("replay: %w", err)
 				return
 			}
-			meta, err := m.Metadata()
+			pos, err := positionOf(m)
 			if err != nil {
 				readErr <- fmt.Errorf("replay: %w", err)
 				return
 			}
-			count.add(m, meta.NumPending)
-			j.msgs = append(j.msgs, readRaw(&parts, m, meta.Sequence.Stream))
-			j.seqs = append(j.seqs, meta.Sequence.Stream)
-			last := meta.NumPending == 0
+			count.add(m, pos.pending)
+			j.msgs = append(j.msgs, readRaw(&parts, m, pos.stream))
+			j.seqs = append(j.seqs, pos.stream)
+			last := pos.pending == 0
 			if len(j.msgs) == decodeBatch || last {
 				if !send() || last {
 					return
@@ -297,6 +308,11 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			} else if onSkip != nil && j.msgs[i].kind != partHeld {
 				onSkip(j.seqs[i], j.msgs[i].subject)
 			}
+		}
+		j.reset()
+		select {
+		case free <- j:
+		default:
 		}
 	}
 	select {
@@ -327,6 +343,69 @@ func readRaw(parts *assembler, m jetstream.Msg, seq uint64) rawMsg {
 		r.data = body
 	}
 	return r
+}
+
+// reset empties j for reuse, dropping what points into the messages.
+func (j *decodeJob) reset() {
+	clear(j.msgs)
+	clear(j.events)
+	j.msgs, j.seqs = j.msgs[:0], j.seqs[:0]
+}
+
+// position is where a message delivered by a consumer stands: its stream
+// and consumer sequences and how many messages the consumer held behind it.
+type position struct {
+	stream, consumer, pending uint64
+}
+
+// positionOf reads m's position from its reply subject, as Metadata does
+// but without allocating its MsgMetadata and timestamp for every message
+// of a replay; a reply it does not recognise goes to Metadata.
+//
+//	v1: $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	v2: $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]
+func positionOf(m jetstream.Msg) (position, error) {
+	var tok [12]string
+	n, rest := 0, m.Reply()
+	for n < len(tok) {
+		t, r, more := strings.Cut(rest, ".")
+		tok[n], rest = t, r
+		n++
+		if !more {
+			break
+		}
+	}
+	at := 5 // v1: sseq is token 5
+	if n >= 11 {
+		at = 7
+	}
+	if tok[0] == "$JS" && tok[1] == "ACK" && (n == 9 || n >= 11) {
+		p := position{stream: digits(tok[at]), consumer: digits(tok[at+1]), pending: digits(tok[at+3])}
+		if p.stream > 0 && p.consumer > 0 && (p.pending > 0 || tok[at+3] == "0") {
+			return p, nil
+		}
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return position{}, err
+	}
+	return position{stream: meta.Sequence.Stream, consumer: meta.Sequence.Consumer, pending: meta.NumPending}, nil
+}
+
+// digits parses a decimal number of ASCII digits; 0 for anything else.
+func digits(s string) uint64 {
+	if len(s) == 0 || len(s) > 19 {
+		return 0
+	}
+	var n uint64
+	for i := range len(s) {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n
 }
 
 func newDecodeJob() *decodeJob {
@@ -461,16 +540,16 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 			// iterator closed under us: each means a new consumer.
 			return err, nil
 		}
-		meta, err := m.Metadata()
+		pos, err := positionOf(m)
 		if err != nil {
 			return nil, fmt.Errorf("follow: %w", err)
 		}
-		if meta.Sequence.Consumer != delivered+1 {
-			return fmt.Errorf("delivery %d after %d", meta.Sequence.Consumer, delivered), nil
+		if pos.consumer != delivered+1 {
+			return fmt.Errorf("delivery %d after %d", pos.consumer, delivered), nil
 		}
-		delivered = meta.Sequence.Consumer
-		ro.Count.add(m, meta.NumPending)
-		s := meta.Sequence.Stream
+		delivered = pos.consumer
+		ro.Count.add(m, pos.pending)
+		s := pos.stream
 		if s < *next {
 			continue // read before
 		}
