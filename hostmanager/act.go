@@ -571,13 +571,13 @@ func (r *Runner) migrateGuest(ctx context.Context, a Action) error {
 		}
 		mctx, cancel := context.WithTimeout(ctx, migrateTimeout(a.Guest))
 		defer cancel()
-		start := time.Now()
+		start := r.now()
 		err = m.Migrate(mctx, ref, a.Target)
 		if err != nil && mctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("no migration within %s: %w", migrateTimeout(a.Guest), err)
 		}
 		if err == nil {
-			r.logger.Info("guest migrated", "package", a.Package, "guest", a.Guest.Name, "target", a.Target, "took", time.Since(start))
+			r.logger.Info("guest migrated", "package", a.Package, "guest", a.Guest.Name, "target", a.Target, "took", r.now().Sub(start))
 		}
 		return err
 	}()
@@ -706,7 +706,7 @@ func (r *Runner) noteBeat(m *nats.Msg) bool {
 		return false
 	}
 	r.hbMu.Lock()
-	r.hb[hb.Guest] = time.Now()
+	r.hb[hb.Guest] = r.now()
 	r.hbMu.Unlock()
 	r.cfg.Metrics.Heartbeat(hb.Guest)
 	return true

@@ -125,23 +125,23 @@ packages:
 		})
 	}()
 
-	r, err := NewRunner(Config{Node: "node1", Log: l, StateDir: filepath.Join(dir, "node1"), AgentBin: vmguardBin,
-		Logger: slog.New(slog.DiscardHandler)})
+	var appendDur, arrive []time.Duration
+	r, err := newRunner(Config{Node: "node1", Log: l, StateDir: filepath.Join(dir, "node1"), AgentBin: vmguardBin,
+		Logger: slog.New(slog.DiscardHandler)}, testHooks{
+		afterAppend: func(d events.Event) bool {
+			if _, ok := d.Data.(events.ServiceRestarting); ok {
+				appendDur = append(appendDur, time.Since(d.Time))
+			}
+			return false
+		},
+		onHandle: func(e events.Event) {
+			if _, ok := e.Data.(events.ProcessExited); ok {
+				arrive = append(arrive, time.Since(e.Time))
+			}
+		},
+	})
 	if err != nil {
 		b.Fatal(err)
-	}
-	var appendDur []time.Duration
-	r.afterAppend = func(d events.Event) bool {
-		if _, ok := d.Data.(events.ServiceRestarting); ok {
-			appendDur = append(appendDur, time.Since(d.Time))
-		}
-		return false
-	}
-	var arrive []time.Duration
-	r.onHandle = func(e events.Event) {
-		if _, ok := e.Data.(events.ProcessExited); ok {
-			arrive = append(arrive, time.Since(e.Time))
-		}
 	}
 	defer func() { b.Logf("exit -> host reads it p50 %v p99 %v", pct(arrive, 50), pct(arrive, 99)) }()
 	defer func() {

@@ -74,7 +74,7 @@ func TestHostReadsOnlyWhatConcernsIt(t *testing.T) {
 	e.applyConfig(concernYAML)
 	e.startRunner("node2", nil, nil)
 	seen := &handled{}
-	h3 := e.startRunner("node3", nil, func(r *Runner) { r.onHandle = seen.add })
+	h3 := e.startRunner("node3", nil, &testHooks{onHandle: seen.add})
 	e.waitFor("both nodes joined", 30*time.Second, func(evs []events.Event) bool {
 		n := 0
 		for _, ev := range evs {

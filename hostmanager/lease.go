@@ -117,7 +117,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			cancel()
 			if err != nil {
 				r.logger.Warn("lease bucket", "err", err)
-				if held && time.Since(lastOK) >= lease.FenceAfter(ttl) {
+				if held && r.now().Sub(lastOK) >= lease.FenceAfter(ttl) {
 					held = false
 					r.lost("lease not renewed for " + lease.FenceAfter(ttl).String())
 					r.fence(ctx, "could not renew the node lease for "+lease.FenceAfter(ttl).String()+" (0.6 of node_timeout "+ttl.String()+"): "+err.Error())
@@ -132,7 +132,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 		}
 		if !held {
 			pctx, cancel := context.WithTimeout(ctx, lease.TakeTimeout(ttl))
-			sent := time.Now()
+			sent := r.now()
 			v, err := kv.Put(pctx, r.node, value(ttl))
 			cancel()
 			if err != nil {
@@ -142,13 +142,13 @@ func (r *Runner) keepLease(ctx context.Context) {
 				}
 				continue
 			}
-			rev, held, lastOK, since, rtt = v, true, sent, r.now().UTC(), time.Since(sent)
+			rev, held, lastOK, since, rtt = v, true, sent, r.now().UTC(), r.now().Sub(sent)
 			r.renewed(sent)
 			r.logger.Info("node lease taken", "ttl", ttl)
 			send(leaseEvent{held: true, at: r.now()})
 			continue
 		}
-		if !sleep(time.Until(lastOK.Add(lease.RenewEvery(ttl)))) {
+		if !sleep(lastOK.Add(lease.RenewEvery(ttl)).Sub(r.now())) {
 			return
 		}
 		first := lease.FirstAttempt(ttl, rtt)
@@ -176,7 +176,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 			}
 			lost := ""
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyNotFound) {
-				v, holder, gerr := r.leaseHolder(ctx, kv, min(max(first, time.Second), time.Until(deadline)))
+				v, holder, gerr := r.leaseHolder(ctx, kv, min(max(first, time.Second), deadline.Sub(r.now())))
 				switch {
 				case gerr == nil && holder == r.holder:
 					if v > rev {
@@ -196,7 +196,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				// A read that failed says nothing about the key (it timed
 				// out on a slow link, say): retry until the deadline.
 			}
-			if lost == "" && !time.Now().Before(deadline) {
+			if lost == "" && !r.now().Before(deadline) {
 				lost = "could not renew the node lease for " + lease.FenceAfter(ttl).String() + " (0.6 of node_timeout " + ttl.String() + "): " + err.Error()
 			}
 			if lost != "" {
@@ -208,7 +208,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 				break
 			}
 			r.logger.Warn("renew node lease; retrying", "err", err)
-			if !sleep(min(lease.RenewRetry(ttl), max(time.Until(deadline), 0))) {
+			if !sleep(min(lease.RenewRetry(ttl), max(deadline.Sub(r.now()), 0))) {
 				return
 			}
 		}
@@ -219,7 +219,7 @@ func (r *Runner) keepLease(ctx context.Context) {
 // guard: it stops the guests unless petted again by sent + the renew
 // interval + guard_bound (internal/timeline).
 func (r *Runner) renewed(sent time.Time) {
-	r.cfg.Metrics.LeaseRenewed(time.Since(sent))
+	r.cfg.Metrics.LeaseRenewed(r.now().Sub(sent))
 	r.lastOK.Store(sent.UnixNano())
 	if r.petter == nil {
 		return
@@ -242,7 +242,7 @@ func (r *Runner) frozenEnd() time.Time {
 		return time.Time{}
 	}
 	end := time.Unix(0, u).UTC()
-	if !time.Now().Before(end) {
+	if !r.now().Before(end) {
 		return time.Time{}
 	}
 	return end
@@ -418,8 +418,8 @@ func (r *Runner) recordNode(ctx context.Context) bool {
 		d = events.NodeJoined{Version: r.cfg.Version}
 	}
 	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: d}, r.now())
-	if r.beforeRecord != nil {
-		r.beforeRecord(e)
+	if r.test.beforeRecord != nil {
+		r.test.beforeRecord(e)
 	}
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
 	seq, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node]))

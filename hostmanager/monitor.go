@@ -32,7 +32,7 @@ func (r *Runner) checkGuests(ctx context.Context) {
 	if timeout <= 0 {
 		timeout = config.DefaultGuestTimeout
 	}
-	now := time.Now()
+	now := r.now()
 	if !r.nc.IsConnected() {
 		// Cut off from NATS the host sees no heartbeat from anyone: that
 		// says nothing about the guests. Each gets a full guest_timeout
@@ -80,7 +80,7 @@ func (r *Runner) checkGuests(ctx context.Context) {
 			w.lost = true
 			r.process(ctx, name)
 		}
-		if r.crashed {
+		if r.test.crashed {
 			return
 		}
 	}

@@ -78,7 +78,15 @@ type Config struct {
 	// NATSURL is the URL process-driver agents connect to (default: the
 	// URL the log's connection uses).
 	NATSURL string
-	// Now is the clock (default time.Now).
+	// Now is the clock (default time.Now). Every part of the runner reads
+	// the time from it: the decisions' stamps and restart delays, the
+	// lease keeper, the guest monitor and heartbeats, the replay's bound.
+	// Intervals are differences of two values it returned, monotonic with
+	// time.Now, except the lease's last renewal (lastOK), kept as Unix
+	// nanoseconds for other goroutines: wall time. Timers and I/O
+	// deadlines (time.AfterFunc, context deadlines, lease.Renew's
+	// attempts and its Sent, the guard's socket) run on the machine's
+	// clock.
 	Now func() time.Time
 	// HaltOnExit makes Run, when its ctx ends, halt this node's packages
 	// (package.halting reason node_shutdown, without `by`, so auto_run
@@ -175,14 +183,8 @@ type Runner struct {
 	frozenUntil atomic.Int64
 	petter      *petter // nil without Config.Guard
 
-	// afterAppend, if set (tests), is called after each decision is
-	// appended; true makes Run return at once, as if killed.
-	afterAppend func(events.Event) bool
-	onHandle    func(events.Event)
-	// beforeRecord, if set (tests), is called with the node.joined or
-	// node.lease_taken that records a lease take, before it is appended.
-	beforeRecord func(events.Event)
-	crashed      bool
+	// test holds the hooks tests give newRunner; zero in production.
+	test testHooks
 
 	// mainReads counts the messages the main read received (replay and
 	// follow), reads those of the index and the catch-ups.
@@ -216,8 +218,24 @@ var errCrashed = errors.New("stopped by test hook")
 // guests to it.
 var ErrSuperseded = errors.New("node lease taken by another host manager instance of this node")
 
+// testHooks are the seams tests give newRunner; NewRunner gives none.
+type testHooks struct {
+	// afterAppend, if set, is called after each decision is appended;
+	// true makes Run return at once, as if killed (crashed is set then).
+	afterAppend func(events.Event) bool
+	// onHandle, if set, is called with each event the loop reads.
+	onHandle func(events.Event)
+	// beforeRecord, if set, is called with the node.joined or
+	// node.lease_taken that records a lease take, before it is appended.
+	beforeRecord func(events.Event)
+	crashed      bool
+}
+
 // NewRunner checks cfg and returns a runner.
-func NewRunner(cfg Config) (*Runner, error) {
+func NewRunner(cfg Config) (*Runner, error) { return newRunner(cfg, testHooks{}) }
+
+// newRunner is NewRunner with test hooks.
+func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 	if err := events.CheckName("node", cfg.Node); err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
 	}
@@ -258,7 +276,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		member:  NewMember(cfg.Node),
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
 		hb: map[string]time.Time{}, local: map[string]GuestRef{},
-		concern: map[string]bool{},
+		concern: map[string]bool{}, test: hooks,
 	}
 	r.guestNC = nc
 	if cfg.GuestConn != nil {
@@ -343,14 +361,14 @@ func (r *Runner) replay(ctx context.Context) (uint64, error) {
 	if wait <= 0 {
 		wait = DefaultReplayWait
 	}
-	deadline := time.Now().Add(wait)
+	deadline := r.now().Add(wait)
 	pause := 500 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := r.replayOnce(ctx)
-		if err == nil || ctx.Err() != nil || time.Now().After(deadline) {
+		if err == nil || ctx.Err() != nil || r.now().After(deadline) {
 			return r.mainSeq, err
 		}
-		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.mainSeq, "err", err, "gives_up_in", time.Until(deadline).Round(time.Second))
+		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.mainSeq, "err", err, "gives_up_in", deadline.Sub(r.now()).Round(time.Second))
 		select {
 		case <-ctx.Done():
 			return r.mainSeq, ctx.Err()
@@ -458,7 +476,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.startLease(lctx)
 	r.failFast(lctx) // a fail-fast the log shows unanswered, from before a restart
 	for {
-		if r.crashed {
+		if r.test.crashed {
 			return errCrashed
 		}
 		if r.member.Superseded {
@@ -685,15 +703,15 @@ func (r *Runner) handle(ctx context.Context, it item) {
 		for _, pkg := range names {
 			r.noteLocal(pkg)
 			r.process(ctx, pkg)
-			if r.crashed {
+			if r.test.crashed {
 				return
 			}
 		}
 		return
 	}
 	e := it.e
-	if r.onHandle != nil {
-		r.onHandle(e)
+	if r.test.onHandle != nil {
+		r.test.onHandle(e)
 	}
 	if !r.apply(e) {
 		return
@@ -711,7 +729,7 @@ func (r *Runner) handle(ctx context.Context, it item) {
 	}
 	for _, pkg := range Affected(r.st, e) {
 		r.process(ctx, pkg)
-		if r.crashed {
+		if r.test.crashed {
 			return
 		}
 	}
@@ -790,14 +808,14 @@ func (r *Runner) active() bool { return r.member.MayAct(r.now()) }
 func (r *Runner) stale() bool {
 	ok := r.lastOK.Load()
 	ttl := r.ttl.Load()
-	return ok == 0 || ttl <= 0 || time.Since(time.Unix(0, ok)) >= lease.FenceAfter(ttl)
+	return ok == 0 || ttl <= 0 || r.now().Sub(time.Unix(0, ok)) >= lease.FenceAfter(ttl)
 }
 
 // processAll processes every known package.
 func (r *Runner) processAll(ctx context.Context) {
 	for _, pkg := range r.st.PackageNames() {
 		r.process(ctx, pkg)
-		if r.crashed {
+		if r.test.crashed {
 			return
 		}
 	}
@@ -878,8 +896,8 @@ func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event)
 	d.Seq = seq
 	r.apply(d)
 	r.logger.Debug("decided", "package", pkg, "type", d.Type(), "seq", seq)
-	if r.afterAppend != nil && r.afterAppend(d) {
-		r.crashed = true
+	if r.test.afterAppend != nil && r.test.afterAppend(d) {
+		r.test.crashed = true
 		return false
 	}
 	return true

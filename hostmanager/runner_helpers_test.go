@@ -264,8 +264,8 @@ func (h *runnerHandle) wait(t *testing.T, timeout time.Duration) error {
 func (e *testEnv) stateDir(node string) string { return filepath.Join(e.dir, node) }
 
 // startRunner runs a host manager for node in this process; mod changes
-// its config, hook the runner before it runs.
-func (e *testEnv) startRunner(node string, mod func(*Config), hook func(*Runner)) *runnerHandle {
+// its config, hooks (nil: none) are its test hooks.
+func (e *testEnv) startRunner(node string, mod func(*Config), hooks *testHooks) *runnerHandle {
 	e.t.Helper()
 	cfg := Config{
 		Node: node, Log: e.log, StateDir: e.stateDir(node), AgentBin: vmguardBin,
@@ -275,12 +275,13 @@ func (e *testEnv) startRunner(node string, mod func(*Config), hook func(*Runner)
 	if mod != nil {
 		mod(&cfg)
 	}
-	r, err := NewRunner(cfg)
+	var th testHooks
+	if hooks != nil {
+		th = *hooks
+	}
+	r, err := newRunner(cfg, th)
 	if err != nil {
 		e.t.Fatal(err)
-	}
-	if hook != nil {
-		hook(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &runnerHandle{r: r, cancel: cancel, done: make(chan struct{})}

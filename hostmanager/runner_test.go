@@ -194,15 +194,13 @@ func TestRunnerCrashBetweenDecisionAndAction(t *testing.T) {
 		cmd: [sh, -c, "sleep 0.3; exit 1"]
 		restart: unlimited`))
 	var decided string
-	h := e.startRunner("node1", nil, func(r *Runner) {
-		r.afterAppend = func(d events.Event) bool {
-			if _, ok := d.Data.(events.ServiceRestarting); ok {
-				decided = d.ID
-				return true
-			}
-			return false
+	h := e.startRunner("node1", nil, &testHooks{afterAppend: func(d events.Event) bool {
+		if _, ok := d.Data.(events.ServiceRestarting); ok {
+			decided = d.ID
+			return true
 		}
-	})
+		return false
+	}})
 	epoch := e.place("web", "node1")
 	if err := h.wait(t, 30*time.Second); !errors.Is(err, errCrashed) {
 		t.Fatalf("runner returned %v, want the crash", err)
@@ -454,18 +452,16 @@ func TestRunnerReadsLossBeforeActing(t *testing.T) {
 	e, joinSeq := recordSetup(t)
 	var once sync.Once
 	lostSeq := make(chan uint64, 1)
-	e.startRunner("node1", nil, func(r *Runner) {
-		r.beforeRecord = func(events.Event) {
-			once.Do(func() {
-				lost := events.Stamp(events.Event{Source: "/vmguard/failover", Subject: "node1", Data: events.NodeLost{Reason: "lease expired"}}, time.Now())
-				seq, err := e.log.Append(context.Background(), lost, events.ExpectLastSeq(events.NodeFilter("node1"), joinSeq))
-				if err != nil {
-					t.Errorf("node.lost: %v", err)
-				}
-				lostSeq <- seq
-			})
-		}
-	})
+	e.startRunner("node1", nil, &testHooks{beforeRecord: func(events.Event) {
+		once.Do(func() {
+			lost := events.Stamp(events.Event{Source: "/vmguard/failover", Subject: "node1", Data: events.NodeLost{Reason: "lease expired"}}, time.Now())
+			seq, err := e.log.Append(context.Background(), lost, events.ExpectLastSeq(events.NodeFilter("node1"), joinSeq))
+			if err != nil {
+				t.Errorf("node.lost: %v", err)
+			}
+			lostSeq <- seq
+		})
+	}})
 	var lost uint64
 	select {
 	case lost = <-lostSeq:
