@@ -2,7 +2,6 @@ package hostmanager
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -528,7 +527,7 @@ func (r *Runner) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error {
 	for {
 		select {
 		case m := <-beats:
-			if r.noteBeat(m) {
+			if r.hb.note(m) {
 				return nil
 			}
 		case <-ctx.Done():
@@ -688,29 +687,3 @@ func (r *Runner) appendFact(ctx context.Context, e events.Event) error {
 		wait = min(2*wait, maxRetry)
 	}
 }
-
-// noteBeat records a heartbeat message if it comes from an agent on this
-// node (or one that does not say), and reports whether it did.
-func (r *Runner) noteBeat(m *nats.Msg) bool {
-	var hb guestagent.Heartbeat
-	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Guest == "" {
-		return false
-	}
-	// The subject, not the payload, says whose beat it is: a guest's NATS
-	// user may publish only on its own heartbeat subject, so a guest cannot
-	// keep another, dead guest from being reported lost.
-	if m.Subject != guestagent.HeartbeatSubject(hb.Guest) {
-		return false
-	}
-	if hb.Node != "" && hb.Node != r.node {
-		return false
-	}
-	r.hbMu.Lock()
-	r.hb[hb.Guest] = r.now()
-	r.hbMu.Unlock()
-	r.cfg.Metrics.Heartbeat(hb.Guest)
-	return true
-}
-
-// onHeartbeat is the heartbeat subscription's handler.
-func (r *Runner) onHeartbeat(m *nats.Msg) { r.noteBeat(m) }

@@ -22,8 +22,8 @@ type watch struct {
 
 // checkGuests appends guest.lost, once, for every guest of this node that
 // the log shows up and whose agent sent no heartbeat from this node for
-// guest_timeout. The observation of time becomes an event; the core
-// decides from it (restart the guest or fail the package).
+// guest_timeout (heartbeats.silent). The observation of time becomes an
+// event; the core decides from it (restart the guest or fail the package).
 func (r *Runner) checkGuests(ctx context.Context) {
 	if !r.active() || r.st.Config == nil {
 		return
@@ -32,56 +32,32 @@ func (r *Runner) checkGuests(ctx context.Context) {
 	if timeout <= 0 {
 		timeout = config.DefaultGuestTimeout
 	}
-	now := r.now()
-	if !r.nc.IsConnected() {
-		// Cut off from NATS the host sees no heartbeat from anyone: that
-		// says nothing about the guests. Each gets a full guest_timeout
-		// once the connection is back.
-		r.blind = now
-		return
-	}
-	for name, p := range r.st.Packages {
-		in := p.Inst
-		if in == nil || in.Guest.Phase != GuestUp {
-			delete(r.watches, name)
-			continue
-		}
-		w := r.watches[name]
-		if w == nil || w.startedID != in.Guest.StartedID {
-			w = &watch{startedID: in.Guest.StartedID, since: now}
-			r.watches[name] = w
-		}
-		if w.lost {
-			continue
-		}
-		guest := in.Config.Guest.Name
-		r.hbMu.Lock()
-		beat := r.hb[guest]
-		r.hbMu.Unlock()
-		last := beat
-		for _, t := range []time.Time{w.since, r.blind} {
-			if last.Before(t) {
-				last = t
-			}
-		}
-		if now.Sub(last) <= timeout {
-			continue
-		}
-		r.logger.Warn("guest lost: no heartbeat", "package", name, "guest", guest, "timeout", timeout)
-		d := events.Event{Source: r.st.Source(), Subject: name, CauseID: in.Guest.StartedID,
-			Data: events.GuestLost{Guest: guest, Node: r.node, Epoch: in.Epoch, LastHeartbeat: beat.UTC()}}
-		if beat.IsZero() {
-			d.Data = events.GuestLost{Guest: guest, Node: r.node, Epoch: in.Epoch}
+	for _, g := range r.hb.silent(r.st, r.nc.IsConnected(), timeout) {
+		guest := g.inst.Config.Guest.Name
+		r.logger.Warn("guest lost: no heartbeat", "package", g.pkg, "guest", guest, "timeout", timeout)
+		d := events.Event{Source: r.st.Source(), Subject: g.pkg, CauseID: g.inst.Guest.StartedID,
+			Data: events.GuestLost{Guest: guest, Node: r.node, Epoch: g.inst.Epoch, LastHeartbeat: g.beat.UTC()}}
+		if g.beat.IsZero() {
+			d.Data = events.GuestLost{Guest: guest, Node: r.node, Epoch: g.inst.Epoch}
 		}
 		// With the expected-sequence check: if anything about the package
 		// came meanwhile (the guest stopped, a halt), decide again on the
 		// next check rather than record a stale loss.
-		if r.appendDecision(ctx, name, d) {
-			w.lost = true
-			r.process(ctx, name)
+		if r.appendDecision(ctx, g.pkg, d) {
+			g.watch.lost = true
+			r.process(ctx, g.pkg)
 		}
 		if r.test.crashed {
 			return
 		}
 	}
+}
+
+// monitorEvery is how often guest heartbeats are checked.
+func (r *Runner) monitorEvery() time.Duration {
+	t := config.DefaultGuestTimeout
+	if c := r.st.Config; c != nil && c.GuestTimeout > 0 {
+		t = c.GuestTimeout.D()
+	}
+	return min(max(t/10, 20*time.Millisecond), time.Second)
 }

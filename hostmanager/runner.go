@@ -19,7 +19,6 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/lease"
 )
 
@@ -141,7 +140,6 @@ type Runner struct {
 	done     map[string]map[string]int // pkg -> keys performed whose result is not yet in the log
 	timers   map[string]*armed         // by key: a delayed run or a retry
 	retries  map[string]retry          // by key
-	watches  map[string]*watch         // pkg -> its guest's heartbeat watch
 	pkgRetry map[string]*time.Timer    // pkg -> a retry of a failed append
 	stops    map[string]*stopTrack     // by key: stops on the escalation ladder
 	stopErr  map[string]string         // by key: why a guest stop failed last
@@ -156,16 +154,12 @@ type Runner struct {
 	leaseOnce bool   // the lease keeper was started
 	leaseStop func() // stops the lease keeper and waits for it
 
-	blind  time.Time                     // when the monitor last found the connection down
-	hbSubs map[string]*nats.Subscription // guest -> its heartbeat subscription
-
 	results    chan result
 	wake       chan string
 	leaseEvent chan leaseEvent
 	wg         sync.WaitGroup
 
-	hbMu sync.Mutex
-	hb   map[string]time.Time // guest -> last heartbeat from this node
+	hb *heartbeats // this node's guests' heartbeats and watches
 
 	localMu sync.Mutex
 	local   map[string]GuestRef // pkg -> its guest on this node, for fencing
@@ -270,12 +264,11 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 		logger: cfg.Logger.With("node", cfg.Node), holder: events.NewID(),
 		st:      NewState(cfg.Node),
 		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
-		retries: map[string]retry{}, watches: map[string]*watch{},
-		pkgRetry: map[string]*time.Timer{}, hbSubs: map[string]*nats.Subscription{},
+		retries: map[string]retry{}, pkgRetry: map[string]*time.Timer{},
 		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
 		member:  NewMember(cfg.Node),
 		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
-		hb: map[string]time.Time{}, local: map[string]GuestRef{},
+		hb: newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, cfg.Logger.With("node", cfg.Node)), local: map[string]GuestRef{},
 		concern: map[string]bool{}, test: hooks,
 	}
 	r.guestNC = nc
@@ -439,11 +432,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	last = max(last, r.st.Seq)
 	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages), "concern", len(r.concern))
 
-	defer func() {
-		for _, sub := range r.hbSubs {
-			_ = sub.Unsubscribe()
-		}
-	}()
+	defer r.hb.close()
 	for _, pkg := range r.st.PackageNames() {
 		r.noteLocal(pkg)
 	}
@@ -965,29 +954,12 @@ func (r *Runner) noteLocal(pkg string) {
 	cur, has := r.local[pkg]
 	r.localMu.Unlock()
 	if had && (!has || cur.Name() != old.Name()) {
-		if sub := r.hbSubs[old.Name()]; sub != nil {
-			_ = sub.Unsubscribe()
-			delete(r.hbSubs, old.Name())
-		}
+		r.hb.unfollow(old.Name())
 	}
 	if r.petter != nil && (had != has || cur.Name() != old.Name()) {
 		r.petGuests()
 	}
-	if has && r.hbSubs[cur.Name()] == nil {
-		sub, err := r.guestConn(cur.Guest).Subscribe(guestagent.HeartbeatSubject(cur.Name()), r.onHeartbeat)
-		if err != nil {
-			r.logger.Warn("subscribe to guest heartbeats", "guest", cur.Name(), "err", err)
-			return
-		}
-		r.hbSubs[cur.Name()] = sub
+	if has {
+		r.hb.follow(r.guestConn(cur.Guest), cur.Name())
 	}
-}
-
-// monitorEvery is how often guest heartbeats are checked.
-func (r *Runner) monitorEvery() time.Duration {
-	t := config.DefaultGuestTimeout
-	if c := r.st.Config; c != nil && c.GuestTimeout > 0 {
-		t = c.GuestTimeout.D()
-	}
-	return min(max(t/10, 20*time.Millisecond), time.Second)
 }

@@ -1,0 +1,147 @@
+package hostmanager
+
+import (
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/guestagent"
+)
+
+// heartbeats tracks the heartbeats of this node's guests: one subscription
+// per guest that may run here, the last beat of each from this node, and
+// the guest monitor's watches. It owns no goroutine: NATS's callbacks and
+// a starting guest's action call note; the loop calls the rest.
+type heartbeats struct {
+	node    string
+	now     func() time.Time
+	metrics Metrics
+	logger  *slog.Logger
+
+	mu   sync.Mutex
+	last map[string]time.Time // guest -> last heartbeat from this node
+
+	// Owned by the loop goroutine.
+	subs    map[string]*nats.Subscription // guest -> its heartbeat subscription
+	watches map[string]*watch             // pkg -> its guest's heartbeat watch
+	// blind is when the monitor last found the connection down.
+	blind time.Time
+}
+
+func newHeartbeats(node string, now func() time.Time, m Metrics, logger *slog.Logger) *heartbeats {
+	return &heartbeats{node: node, now: now, metrics: m, logger: logger,
+		last: map[string]time.Time{}, subs: map[string]*nats.Subscription{}, watches: map[string]*watch{}}
+}
+
+// note records a heartbeat message if it comes from an agent on this node
+// (or one that does not say), and reports whether it did.
+func (h *heartbeats) note(m *nats.Msg) bool {
+	var hb guestagent.Heartbeat
+	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Guest == "" {
+		return false
+	}
+	// The subject, not the payload, says whose beat it is: a guest's NATS
+	// user may publish only on its own heartbeat subject, so a guest cannot
+	// keep another, dead guest from being reported lost.
+	if m.Subject != guestagent.HeartbeatSubject(hb.Guest) {
+		return false
+	}
+	if hb.Node != "" && hb.Node != h.node {
+		return false
+	}
+	h.mu.Lock()
+	h.last[hb.Guest] = h.now()
+	h.mu.Unlock()
+	h.metrics.Heartbeat(hb.Guest)
+	return true
+}
+
+// lastBeat returns when guest's last heartbeat from this node came; zero
+// if none did.
+func (h *heartbeats) lastBeat(guest string) time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.last[guest]
+}
+
+// follow subscribes to guest's heartbeats on conn unless it is already.
+func (h *heartbeats) follow(conn *nats.Conn, guest string) {
+	if h.subs[guest] != nil {
+		return
+	}
+	sub, err := conn.Subscribe(guestagent.HeartbeatSubject(guest), func(m *nats.Msg) { h.note(m) })
+	if err != nil {
+		h.logger.Warn("subscribe to guest heartbeats", "guest", guest, "err", err)
+		return
+	}
+	h.subs[guest] = sub
+}
+
+// unfollow ends the subscription to guest's heartbeats.
+func (h *heartbeats) unfollow(guest string) {
+	if sub := h.subs[guest]; sub != nil {
+		_ = sub.Unsubscribe()
+		delete(h.subs, guest)
+	}
+}
+
+// close ends every subscription.
+func (h *heartbeats) close() {
+	for guest := range h.subs {
+		h.unfollow(guest)
+	}
+}
+
+// silentGuest is a guest the log shows up on this node whose agent sent no
+// heartbeat from it for guest_timeout.
+type silentGuest struct {
+	pkg   string
+	inst  *Instance
+	beat  time.Time // its last heartbeat; zero if none came
+	watch *watch
+}
+
+// silent returns the guests of st up on this node whose agents sent no
+// heartbeat from it for timeout, since the later of their start's watch,
+// the last heartbeat and the end of the last blind spell; none while the
+// connection is down (connected false), which starts a blind spell: cut off
+// from NATS the host sees no heartbeat from anyone, which says nothing
+// about the guests, and each gets a full timeout once it is back. A
+// guest whose loss is recorded (its watch's lost) is not returned again.
+func (h *heartbeats) silent(st *State, connected bool, timeout time.Duration) []silentGuest {
+	now := h.now()
+	if !connected {
+		h.blind = now
+		return nil
+	}
+	var out []silentGuest
+	for name, p := range st.Packages {
+		in := p.Inst
+		if in == nil || in.Guest.Phase != GuestUp {
+			delete(h.watches, name)
+			continue
+		}
+		w := h.watches[name]
+		if w == nil || w.startedID != in.Guest.StartedID {
+			w = &watch{startedID: in.Guest.StartedID, since: now}
+			h.watches[name] = w
+		}
+		if w.lost {
+			continue
+		}
+		beat := h.lastBeat(in.Config.Guest.Name)
+		last := beat
+		for _, t := range []time.Time{w.since, h.blind} {
+			if last.Before(t) {
+				last = t
+			}
+		}
+		if now.Sub(last) > timeout {
+			out = append(out, silentGuest{pkg: name, inst: in, beat: beat, watch: w})
+		}
+	}
+	return out
+}
