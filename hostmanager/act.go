@@ -227,7 +227,7 @@ func (r *Runner) fenceNode(ctx context.Context, why string, hold bool) {
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.fence(ctx, why)
+		r.lease.fence(ctx, why)
 	}()
 	r.nodeWork(ctx)
 }

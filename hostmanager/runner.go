@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/internal/lease"
 )
 
 // Defaults of Config.
@@ -127,12 +125,10 @@ type Runner struct {
 	node    string
 	log     *events.Log
 	nc      *nats.Conn
-	guestNC *nats.Conn          // Config.GuestConn, else nc
-	leaseJS jetstream.JetStream // the node lease's JetStream (Config.LeaseConn)
+	guestNC *nats.Conn // Config.GuestConn, else nc
 	logger  *slog.Logger
 	now     func() time.Time
 	drivers map[string]Driver
-	holder  string
 
 	// Owned by the loop goroutine.
 	st       *State
@@ -149,33 +145,15 @@ type Runner struct {
 
 	// member is this node's membership (member.go), fed by the loop
 	// goroutine: it decides joins and fences and whether packages may be
-	// acted on. leaseOnce and leaseStop belong to the lease keeper.
-	member    *Member
-	leaseOnce bool   // the lease keeper was started
-	leaseStop func() // stops the lease keeper and waits for it
+	// acted on.
+	member *Member
+	lease  *leaseKeeper // holds the node lease, fences, pets the guard
 
-	results    chan result
-	wake       chan string
-	leaseEvent chan leaseEvent
-	wg         sync.WaitGroup
+	results chan result
+	wake    chan string
+	wg      sync.WaitGroup
 
 	hb *heartbeats // this node's guests' heartbeats and watches
-
-	localMu sync.Mutex
-	local   map[string]GuestRef // pkg -> its guest on this node, for fencing
-
-	ttl atomicDuration // node_timeout in force, read by the lease keeper
-	// guardBound and guardStop are guard_bound and guard_stop_time in force.
-	guardBound, guardStop atomicDuration
-	// lastOK is when (unix ns, this machine's clock) the last lease
-	// renewal that succeeded was sent; 0 while the lease is not held.
-	lastOK atomic.Int64
-	// frozenUntil is the end (unix ns) of the node's freeze while the log
-	// shows it frozen, 0 otherwise: the lease keeper does not fence a
-	// frozen node, writes the end into the lease for the agents, and pets
-	// the guard past it.
-	frozenUntil atomic.Int64
-	petter      *petter // nil without Config.Guard
 
 	// test holds the hooks tests give newRunner; zero in production.
 	test testHooks
@@ -259,30 +237,16 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
 	}
-	r := &Runner{
-		cfg: cfg, node: cfg.Node, log: cfg.Log, nc: nc, now: cfg.Now, drivers: drivers,
-		logger: cfg.Logger.With("node", cfg.Node), holder: events.NewID(),
-		st:      NewState(cfg.Node),
-		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
-		retries: map[string]retry{}, pkgRetry: map[string]*time.Timer{},
-		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
-		member:  NewMember(cfg.Node),
-		results: make(chan result, 64), wake: make(chan string, 64), leaseEvent: make(chan leaseEvent, 8),
-		hb: newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, cfg.Logger.With("node", cfg.Node)), local: map[string]GuestRef{},
-		concern: map[string]bool{}, test: hooks,
-	}
-	r.guestNC = nc
-	if cfg.GuestConn != nil {
-		r.guestNC = cfg.GuestConn
-	}
-	r.leaseJS = cfg.Log.JetStream()
+	logger := cfg.Logger.With("node", cfg.Node)
+	leaseJS := cfg.Log.JetStream()
 	if cfg.LeaseConn != nil {
 		js, err := jetstream.New(cfg.LeaseConn)
 		if err != nil {
 			return nil, fmt.Errorf("new host manager: lease connection: %w", err)
 		}
-		r.leaseJS = js
+		leaseJS = js
 	}
+	var pt *petter
 	if cfg.Guard {
 		bin := cfg.GuardBin
 		if bin == "" {
@@ -295,8 +259,23 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 			}
 			bin = exe
 		}
-		r.petter = newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, r.logger)
+		pt = newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, logger)
 	}
+	r := &Runner{
+		cfg: cfg, node: cfg.Node, log: cfg.Log, nc: nc, guestNC: nc, now: cfg.Now, drivers: drivers, logger: logger,
+		st:      NewState(cfg.Node),
+		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
+		retries: map[string]retry{}, pkgRetry: map[string]*time.Timer{},
+		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
+		member:  NewMember(cfg.Node),
+		results: make(chan result, 64), wake: make(chan string, 64),
+		hb:      newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, logger),
+		concern: map[string]bool{}, test: hooks,
+	}
+	if cfg.GuestConn != nil {
+		r.guestNC = cfg.GuestConn
+	}
+	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.driver, pt)
 	return r, nil
 }
 
@@ -445,12 +424,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 
 	flush := make(chan pet, 1)
-	if r.petter != nil {
+	if r.lease.petter != nil {
 		pctx, stopPets := context.WithCancel(context.WithoutCancel(ctx))
 		pdone := make(chan struct{})
 		go func() {
 			defer close(pdone)
-			r.petter.run(pctx, flush)
+			r.lease.petter.run(pctx, flush)
 		}()
 		defer func() {
 			stopPets()
@@ -473,9 +452,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		if r.member.Shutdown && r.allDown() {
 			r.recordHalted(lctx)
-			r.releaseLease(lctx)
-			if r.petter != nil {
-				flush <- pet{Holder: r.holder, Disarm: true, Guests: []GuestRef{}}
+			r.lease.release(lctx)
+			if r.lease.petter != nil {
+				flush <- pet{Holder: r.lease.holder, Disarm: true, Guests: []GuestRef{}}
 			}
 			r.logger.Info("host manager stopped; packages halted, lease released")
 			return nil
@@ -508,7 +487,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			} else {
 				r.process(lctx, pkg)
 			}
-		case le := <-r.leaseEvent:
+		case le := <-r.lease.events:
 			r.onLease(lctx, le)
 		case <-tick.C:
 			if r.member.Held && !r.member.Recorded && r.pkgRetry[""] == nil {
@@ -742,11 +721,11 @@ func (r *Runner) apply(e events.Event) bool {
 		return true
 	}
 	if r.member.Frozen && !r.member.FrozenUntil.IsZero() {
-		r.frozenUntil.Store(r.member.FrozenUntil.UnixNano())
+		r.lease.freeze(r.member.FrozenUntil.UnixNano())
 	} else if r.member.Frozen {
-		r.frozenUntil.Store(math.MaxInt64)
+		r.lease.freeze(math.MaxInt64)
 	} else {
-		r.frozenUntil.Store(0)
+		r.lease.freeze(0)
 	}
 	switch e.Data.(type) {
 	case events.NodeFrozen:
@@ -759,7 +738,7 @@ func (r *Runner) apply(e events.Event) bool {
 		// back to the usual one before the next renewal writes a lease
 		// without frozen_until (which lets the controller count a lapse
 		// as a loss again).
-		r.petNow()
+		r.lease.petNow()
 	}
 	return true
 }
@@ -790,16 +769,6 @@ func (r *Runner) recordHalted(ctx context.Context) {
 // has not fenced itself and the node is not frozen (Member.MayAct).
 func (r *Runner) active() bool { return r.member.MayAct(r.now()) }
 
-// stale reports whether the last lease renewal that succeeded was sent
-// lease.FenceAfter(ttl) ago or longer: the keeper is about to fence the
-// node (or this process was stopped, and whatever it knew may have been
-// decided elsewhere since), so nothing is decided or done on old knowledge.
-func (r *Runner) stale() bool {
-	ok := r.lastOK.Load()
-	ttl := r.ttl.Load()
-	return ok == 0 || ttl <= 0 || r.now().Sub(time.Unix(0, ok)) >= lease.FenceAfter(ttl)
-}
-
 // processAll processes every known package.
 func (r *Runner) processAll(ctx context.Context) {
 	for _, pkg := range r.st.PackageNames() {
@@ -817,7 +786,7 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 	if !r.active() || ctx.Err() != nil {
 		return
 	}
-	if r.stale() {
+	if r.lease.stale() {
 		// Not renewed lately (this process was stopped, or the server is
 		// slow): the lease keeper fences the node or renews; act on
 		// nothing until then.
@@ -944,20 +913,17 @@ func (r *Runner) allDown() bool {
 // heartbeat subscription for each guest that may run on this node.
 func (r *Runner) noteLocal(pkg string) {
 	p := r.st.Packages[pkg]
-	r.localMu.Lock()
-	old, had := r.local[pkg]
-	if p == nil || p.Inst == nil || p.Inst.Guest.Phase == GuestDown {
-		delete(r.local, pkg)
-	} else {
-		r.local[pkg] = GuestRef{Package: pkg, Node: r.node, Guest: p.Inst.Config.Guest}
+	var cur GuestRef
+	has := p != nil && p.Inst != nil && p.Inst.Guest.Phase != GuestDown
+	if has {
+		cur = GuestRef{Package: pkg, Node: r.node, Guest: p.Inst.Config.Guest}
 	}
-	cur, has := r.local[pkg]
-	r.localMu.Unlock()
+	old, had := r.lease.setLocal(pkg, cur, has)
 	if had && (!has || cur.Name() != old.Name()) {
 		r.hb.unfollow(old.Name())
 	}
-	if r.petter != nil && (had != has || cur.Name() != old.Name()) {
-		r.petGuests()
+	if had != has || cur.Name() != old.Name() {
+		r.lease.petGuests()
 	}
 	if has {
 		r.hb.follow(r.guestConn(cur.Guest), cur.Name())
