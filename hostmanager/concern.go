@@ -3,7 +3,6 @@ package hostmanager
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"sync"
 
@@ -205,33 +204,12 @@ func (q *addQueue) disarm() bool {
 // errCaughtUp stops a catch-up's replay at its bound.
 var errCaughtUp = errors.New("caught up")
 
-// catchUpPackages folds pkgs' history below seq through (see catchUp).
-func (r *Runner) catchUpPackages(ctx context.Context, pkgs []string, through uint64, cfg *config.Cluster) (map[string]*PackageState, error) {
-	c := newCatchUp(r.node, cfg, through)
-	if through == 0 {
-		return c.packages(pkgs), nil
-	}
-	_, err := r.log.Replay(ctx, events.ReadOptions{Subjects: catchUpSubjects(pkgs), OnSkip: c.skipped, Count: &r.reads},
-		func(e events.Event) error {
-			if !c.apply(e) {
-				return errCaughtUp
-			}
-			return nil
-		})
-	if err != nil && !errors.Is(err, errCaughtUp) {
-		return nil, fmt.Errorf("catch up with packages %v: %w", pkgs, err)
-	}
-	return c.packages(pkgs), nil
-}
-
 // Lag returns how many events of what the runner reads the server held
 // behind the last one its main read received: 0 when it is caught up.
 // (The log's last sequence minus the last sequence read is no measure of
 // a reader that skips what does not concern it.)
-func (r *Runner) Lag() uint64 { return r.mainReads.Pending.Load() }
+func (r *Runner) Lag() uint64 { return r.reader.mainReads.Pending.Load() }
 
 // ReadStats returns how many messages the runner's reads of the log
 // received and their bytes (subject, headers, payload), since it started.
-func (r *Runner) ReadStats() (msgs, bytes uint64) {
-	return r.reads.Messages.Load() + r.mainReads.Messages.Load(), r.reads.Bytes.Load() + r.mainReads.Bytes.Load()
-}
+func (r *Runner) ReadStats() (msgs, bytes uint64) { return r.reader.stats() }

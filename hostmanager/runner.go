@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -158,17 +157,7 @@ type Runner struct {
 	// test holds the hooks tests give newRunner; zero in production.
 	test testHooks
 
-	// mainReads counts the messages the main read received (replay and
-	// follow), reads those of the index and the catch-ups.
-	mainReads, reads events.ReadCount
-	// concern is the set of packages placed on this node at least once
-	// (concern.go): built by the replay, then owned by the main read.
-	concern map[string]bool
-	// mainSeq and indexSeq are the last sequences the replay's main read
-	// and index read (concern.go) received; indexDone is set once the
-	// index was read to its end.
-	mainSeq, indexSeq uint64
-	indexDone         bool
+	reader *follower // reads the log: the replay, then what follows
 }
 
 // siblingGuests returns the process driver's PeerDir for a state directory
@@ -269,8 +258,8 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
 		member:  NewMember(cfg.Node),
 		results: make(chan result, 64), wake: make(chan string, 64),
-		hb:      newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, logger),
-		concern: map[string]bool{}, test: hooks,
+		hb:     newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, logger),
+		reader: newFollower(cfg, logger), test: hooks,
 	}
 	if cfg.GuestConn != nil {
 		r.guestNC = cfg.GuestConn
@@ -308,87 +297,6 @@ func (r *Runner) Driver(name string) (Driver, bool) {
 	return d, ok
 }
 
-// item is one message from the follower: an event, a skipped message, or
-// packages a catch-up folded (concern.go).
-type item struct {
-	e       events.Event
-	skipSeq uint64
-	skipSub string
-	install map[string]*PackageState
-}
-
-// DefaultReplayWait bounds the start's replay when Config.ReplayWait is 0.
-const DefaultReplayWait = 2 * time.Minute
-
-// replay rebuilds the state from the log. A read that fails (its
-// consumer's server stopped, a cluster still electing, this host cut off
-// from the majority) is resumed after the last event applied, with a
-// growing pause, until cfg.ReplayWait has passed since the first attempt:
-// folds ignore what they have seen. (Six attempts, ~12 s, were too few: a
-// host manager restarted on a host cut off from the majority exited with
-// "JetStream system temporarily unavailable" and its node never joined
-// again; docs/bench/partitions.md.)
-func (r *Runner) replay(ctx context.Context) (uint64, error) {
-	wait := r.cfg.ReplayWait
-	if wait <= 0 {
-		wait = DefaultReplayWait
-	}
-	deadline := r.now().Add(wait)
-	pause := 500 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := r.replayOnce(ctx)
-		if err == nil || ctx.Err() != nil || r.now().After(deadline) {
-			return r.mainSeq, err
-		}
-		r.logger.Warn("replay log; resuming", "attempt", attempt, "after_seq", r.mainSeq, "err", err, "gives_up_in", deadline.Sub(r.now()).Round(time.Second))
-		select {
-		case <-ctx.Done():
-			return r.mainSeq, ctx.Err()
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, 4*time.Second)
-	}
-}
-
-// replayOnce reads the index to its end (once: placements appended after
-// it are the live index's, concern.go), then the main read from after the
-// last sequence it received.
-func (r *Runner) replayOnce(ctx context.Context) error {
-	if !r.cfg.ReadWholeLog && !r.indexDone {
-		ro := events.ReadOptions{Subjects: []string{placedFilter}, Count: &r.reads,
-			OnSkip: func(seq uint64, _ string) { r.indexSeq = max(r.indexSeq, seq) }}
-		if r.indexSeq > 0 {
-			ro.StartSeq = r.indexSeq + 1
-		}
-		last, err := r.log.Replay(ctx, ro, func(e events.Event) error {
-			r.indexSeq = max(r.indexSeq, e.Seq)
-			if p, ok := placedHere(e, r.node); ok {
-				r.concern[p] = true
-			}
-			return nil
-		})
-		r.indexSeq = max(r.indexSeq, last)
-		if err != nil {
-			return fmt.Errorf("read placements: %w", err)
-		}
-		r.indexDone = true
-	}
-	ro := events.ReadOptions{OnSkip: r.st.Skip, Count: &r.mainReads}
-	if !r.cfg.ReadWholeLog {
-		ro.Subjects = mainSubjects(r.concern)
-	}
-	if r.mainSeq > 0 {
-		ro.StartSeq = r.mainSeq + 1
-	}
-	last, err := r.log.Replay(ctx, ro, func(e events.Event) error {
-		r.mainSeq = max(r.mainSeq, e.Seq)
-		r.apply(e)
-		return nil
-	})
-	r.mainSeq = max(r.mainSeq, last)
-	return err
-}
-
 // Run rebuilds the state from the log, then follows it: it decides, acts,
 // watches guests and holds the node lease until ctx ends (with HaltOnExit:
 // until this node's packages are halted and its lease is released). It
@@ -404,12 +312,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		stop()
 		r.wg.Wait()
 	}()
-	last, err := r.replay(lctx)
+	last, err := r.reader.replay(lctx, func(e events.Event) { r.apply(e) }, r.st.Skip)
 	if err != nil {
 		return fmt.Errorf("replay log: %w", err)
 	}
 	last = max(last, r.st.Seq)
-	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages), "concern", len(r.concern))
+	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages), "concern", len(r.reader.concern))
 
 	defer r.hb.close()
 	for _, pkg := range r.st.PackageNames() {
@@ -417,10 +325,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 
 	in := make(chan item, 128) // an item holds an event (~250 B); the follower waits when it is full
+	cfg := r.st.Config
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.follow(lctx, last+1, r.indexSeq+1, in)
+		r.reader.Run(lctx, last+1, cfg, in)
 	}()
 
 	flush := make(chan pet, 1)
@@ -499,158 +408,6 @@ func (r *Runner) Run(ctx context.Context) error {
 			if t := r.monitorEvery(); t > 0 {
 				tick.Reset(t)
 			}
-		}
-	}
-}
-
-// follow feeds the events from seq on into in, resuming after errors: the
-// main read, and beside it the index read from indexNext on (concern.go),
-// unless the runner reads the whole log.
-func (r *Runner) follow(ctx context.Context, seq, indexNext uint64, in chan<- item) {
-	if r.cfg.ReadWholeLog {
-		r.followMain(ctx, seq, nil, in)
-		return
-	}
-	adds := &addQueue{}
-	known := maps.Clone(r.concern)
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.followIndex(ctx, indexNext, known, adds)
-	}()
-	r.followMain(ctx, seq, adds, in)
-}
-
-// followIndex reads every package.placed from next on and queues on adds
-// each package placed on this node that known does not hold yet.
-func (r *Runner) followIndex(ctx context.Context, next uint64, known map[string]bool, adds *addQueue) {
-	wait := 100 * time.Millisecond
-	for {
-		err := r.log.Follow(ctx, events.ReadOptions{
-			StartSeq: next, Subjects: []string{placedFilter}, Count: &r.reads,
-			OnSkip: func(seq uint64, _ string) { next = seq + 1 },
-		}, func(e events.Event) error {
-			next = e.Seq + 1
-			wait = 100 * time.Millisecond
-			if p, ok := placedHere(e, r.node); ok && !known[p] {
-				known[p] = true
-				adds.add(p)
-			}
-			return nil
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		r.logger.Warn("following the placements stopped; resuming", "seq", next, "err", err)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return
-		}
-		wait = min(2*wait, 5*time.Second)
-	}
-}
-
-// followMain feeds the main read from seq on into in. With adds (not
-// nil), it takes in the packages queued there: it stops its consumer at
-// the next sequence it has not delivered, catches up with their history
-// below it, hands the result to the loop and resumes with them in its
-// filter (concern.go).
-//
-// Longer than 80 lines: the follower's consumer loop with its filter
-// changes (concern.go); it becomes the follower type of the host manager
-// runner's split (docs/design-notes.md §3).
-func (r *Runner) followMain(ctx context.Context, seq uint64, adds *addQueue, in chan<- item) {
-	next := seq
-	cfg, cfgEvent := r.st.Config, (*events.ConfigApplied)(nil) // config in force before next
-	wait := 100 * time.Millisecond
-	backoff := func() bool {
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return false
-		}
-		wait = min(2*wait, 5*time.Second)
-		return true
-	}
-	for {
-		if adds != nil {
-			if pkgs := slices.DeleteFunc(adds.take(), func(p string) bool { return r.concern[p] }); len(pkgs) > 0 {
-				if cfgEvent != nil {
-					if c, err := config.FromJSON(cfgEvent.Config); err == nil {
-						cfg = c
-					}
-					cfgEvent = nil
-				}
-				got, err := r.catchUpPackages(ctx, pkgs, next-1, cfg)
-				if err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					r.logger.Warn("catch up with packages placed here; retrying", "packages", pkgs, "err", err)
-					adds.putBack(pkgs)
-					if !backoff() {
-						return
-					}
-					continue
-				}
-				select {
-				case in <- item{install: got}:
-				case <-ctx.Done():
-					return
-				}
-				for _, p := range pkgs {
-					r.concern[p] = true
-				}
-				r.logger.Debug("reading packages placed here", "packages", pkgs, "from", next)
-			}
-		}
-		fctx, cancel := context.WithCancel(ctx)
-		if adds != nil && !adds.arm(cancel) {
-			cancel()
-			continue
-		}
-		send := func(it item) error {
-			select {
-			case in <- it:
-				return nil
-			case <-fctx.Done():
-				return fctx.Err()
-			}
-		}
-		ro := events.ReadOptions{
-			StartSeq: next, Count: &r.mainReads,
-			OnSkip: func(seq uint64, subject string) {
-				if send(item{skipSeq: seq, skipSub: subject}) == nil {
-					next = seq + 1
-				}
-			},
-		}
-		if adds != nil {
-			ro.Subjects = mainSubjects(r.concern)
-		}
-		err := r.log.Follow(fctx, ro, func(e events.Event) error {
-			if err := send(item{e: e}); err != nil {
-				return err
-			}
-			next = e.Seq + 1
-			if d, ok := e.Data.(events.ConfigApplied); ok {
-				cfgEvent = &d
-			}
-			wait = 100 * time.Millisecond
-			return nil
-		})
-		queued := adds != nil && adds.disarm()
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if queued {
-			continue // stopped to take packages in
-		}
-		r.logger.Warn("following the log stopped; resuming", "seq", next, "err", err)
-		if !backoff() {
-			return
 		}
 	}
 }

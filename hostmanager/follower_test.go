@@ -1,0 +1,78 @@
+package hostmanager
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+)
+
+// TestFollower: the replay folds what concerns the node (its packages,
+// found by the index, and node events) and nothing of other nodes'
+// packages; after it, a package placed here for the first time comes to
+// the loop as a catch-up of its history (install) before its later events,
+// and events of packages placed elsewhere never come.
+func TestFollower(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.place("web", "node1")
+	e.place("db", "node2")
+	e.halt("db", "node2", 1)
+	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
+	var folded []string
+	last, err := f.replay(context.Background(), func(ev events.Event) { folded = append(folded, ev.Subject) }, func(uint64, string) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(folded, []string{"web"}) {
+		t.Fatalf("replay folded %v, want web's placement only", folded)
+	}
+	if !f.concern["web"] || f.concern["db"] {
+		t.Fatalf("concern set %v, want web only", f.concern)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	in := make(chan item, 16)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		f.Run(ctx, last+1, nil, in)
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	next := func() item {
+		t.Helper()
+		select {
+		case it := <-in:
+			return it
+		case <-time.After(15 * time.Second):
+			t.Fatal("nothing from the follower")
+			return item{}
+		}
+	}
+	e.halt("db", "node2", 1) // not this node's: never comes
+	e.place("db", "node1")   // db concerns node1 from now on
+	it := next()
+	if it.install == nil || it.install["db"] == nil {
+		t.Fatalf("first item %+v, want db's catch-up", it)
+	}
+	e.halt("db", "node1", 2)
+	for {
+		it := next()
+		if it.install != nil {
+			t.Fatalf("a second catch-up: %+v", it)
+		}
+		if it.e.Subject == "db" {
+			if _, ok := it.e.Data.(events.PackageHalting); ok {
+				break
+			}
+		}
+	}
+}
