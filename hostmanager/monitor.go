@@ -32,7 +32,7 @@ func (r *Runner) checkGuests(ctx context.Context) {
 	if timeout <= 0 {
 		timeout = config.DefaultGuestTimeout
 	}
-	for _, g := range r.hb.silent(r.st, r.nc.IsConnected(), timeout) {
+	for _, g := range r.hb.silent(r.st, r.connected(), timeout) {
 		guest := g.inst.Config.Guest.Name
 		r.logger.Warn("guest lost: no heartbeat", "package", g.pkg, "guest", guest, "timeout", timeout)
 		d := events.Event{Source: r.st.Source(), Subject: g.pkg, CauseID: g.inst.Guest.StartedID,

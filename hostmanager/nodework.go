@@ -41,9 +41,7 @@ func (r *Runner) onLease(ctx context.Context, le leaseEvent) {
 		}
 		return
 	}
-	for _, f := range r.flights {
-		f.cancel()
-	}
+	r.ex.cancelAll()
 }
 
 // nodeWork appends what the membership core decides (Member.Decide):
@@ -57,11 +55,11 @@ func (r *Runner) nodeWork(ctx context.Context) {
 	if r.lease.stale() {
 		// Whatever the log says about this node may be news to a lease
 		// keeper that is about to fence it: look again in a second.
-		r.retryPackage(ctx, "")
+		r.retry(ctx, workNode)
 		return
 	}
-	if !r.nc.IsConnected() {
-		r.retryPackage(ctx, "")
+	if !r.connected() {
+		r.retry(ctx, workNode)
 		return
 	}
 	for range 4 {
@@ -74,7 +72,7 @@ func (r *Runner) nodeWork(ctx context.Context) {
 			cancel()
 			if err != nil {
 				r.logger.Warn("append node.fenced; retrying", "err", err)
-				r.retryPackage(ctx, "")
+				r.retry(ctx, workNode)
 				return
 			}
 			r.member.Observe(Observation{Kind: ObserveFenceAppended, Seq: seq})
@@ -123,7 +121,7 @@ func (r *Runner) recordNode(ctx context.Context) bool {
 		return false
 	case err != nil:
 		r.logger.Warn("append node record; retrying", "type", e.Type(), "err", err)
-		r.retryPackage(ctx, "")
+		r.retry(ctx, workNode)
 		return false
 	case join:
 		r.member.Observe(Observation{Kind: ObserveJoinAppended, Seq: seq})

@@ -120,44 +120,40 @@ type Config struct {
 // requests), watches guest heartbeats and holds the node lease. Create it
 // with NewRunner; Run it once.
 type Runner struct {
-	cfg     Config
-	node    string
-	log     *events.Log
-	nc      *nats.Conn
-	guestNC *nats.Conn // Config.GuestConn, else nc
-	logger  *slog.Logger
-	now     func() time.Time
-	drivers map[string]Driver
+	cfg    Config
+	node   string
+	logger *slog.Logger
+	// The loop's effects: appending decisions, the clock, whether the
+	// log's connection is up (decisions are not queued for a reconnect).
+	log       appender
+	now       func() time.Time
+	connected func() bool
 
-	// Owned by the loop goroutine.
-	st       *State
-	flights  map[string]*flight        // actions in flight, by key
-	done     map[string]map[string]int // pkg -> keys performed whose result is not yet in the log
-	timers   map[string]*armed         // by key: a delayed run or a retry
-	retries  map[string]retry          // by key
-	pkgRetry map[string]*time.Timer    // pkg -> a retry of a failed append
-	stops    map[string]*stopTrack     // by key: stops on the escalation ladder
-	stopErr  map[string]string         // by key: why a guest stop failed last
-	accepted map[string]*accepted      // by key: runs whose process.started is awaited
-	// fencedFor holds "<package>/<epoch>" the node fenced itself for.
-	fencedFor map[string]bool
-
-	// member is this node's membership (member.go), fed by the loop
-	// goroutine: it decides joins and fences and whether packages may be
-	// acted on.
-	member *Member
+	// The parts the loop feeds and is fed by, each with its own job.
+	reader *follower    // reads the log: the replay, then what follows
+	ex     *executor    // performs actions, keeps them by key
+	hb     *heartbeats  // this node's guests' heartbeats and watches
 	lease  *leaseKeeper // holds the node lease, fences, pets the guard
 
-	results chan result
-	wake    chan string
-	wg      sync.WaitGroup
-
-	hb *heartbeats // this node's guests' heartbeats and watches
+	// Owned by the loop goroutine.
+	st *State
+	// member is this node's membership (member.go): it decides joins and
+	// fences and whether packages may be acted on.
+	member      *Member
+	appendRetry map[work]*time.Timer // a retry of a failed append, by work
+	// fencedFor holds "<package>/<epoch>" the node fenced itself for.
+	fencedFor map[string]bool
+	wake      chan work // timers: a delayed action, a retry
+	wg        sync.WaitGroup
 
 	// test holds the hooks tests give newRunner; zero in production.
 	test testHooks
+}
 
-	reader *follower // reads the log: the replay, then what follows
+// appender is what the loop and the executor need of the log: appending
+// an event, with the expected-sequence check (events.Log).
+type appender interface {
+	Append(ctx context.Context, e events.Event, opts ...events.AppendOption) (uint64, error)
 }
 
 // siblingGuests returns the process driver's PeerDir for a state directory
@@ -251,20 +247,22 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 		pt = newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, logger)
 	}
 	r := &Runner{
-		cfg: cfg, node: cfg.Node, log: cfg.Log, nc: nc, guestNC: nc, now: cfg.Now, drivers: drivers, logger: logger,
-		st:      NewState(cfg.Node),
+		cfg: cfg, node: cfg.Node, logger: logger, log: cfg.Log, now: cfg.Now, connected: nc.IsConnected,
+		reader: newFollower(cfg, logger), hb: newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, logger),
+		st: NewState(cfg.Node), member: NewMember(cfg.Node),
+		appendRetry: map[work]*time.Timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64),
+		test: hooks,
+	}
+	r.ex = &executor{
+		node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, nc: nc, guestNC: nc, drivers: drivers, hb: r.hb,
+		wg: &r.wg, results: make(chan result, 64), wake: r.wake,
 		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
-		retries: map[string]retry{}, pkgRetry: map[string]*time.Timer{},
-		stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}, fencedFor: map[string]bool{},
-		member:  NewMember(cfg.Node),
-		results: make(chan result, 64), wake: make(chan string, 64),
-		hb:     newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, logger),
-		reader: newFollower(cfg, logger), test: hooks,
+		retries: map[string]retry{}, stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{},
 	}
 	if cfg.GuestConn != nil {
-		r.guestNC = cfg.GuestConn
+		r.ex.guestNC = cfg.GuestConn
 	}
-	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.driver, pt)
+	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.ex.driver, pt)
 	return r, nil
 }
 
@@ -293,7 +291,7 @@ func newDrivers(cfg Config) (map[string]Driver, error) {
 
 // Driver returns the guest driver registered under name.
 func (r *Runner) Driver(name string) (Driver, bool) {
-	d, ok := r.drivers[name]
+	d, ok := r.ex.drivers[name]
 	return d, ok
 }
 
@@ -387,19 +385,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			return fmt.Errorf("halt packages of node %s: not down after %s", r.node, r.cfg.ShutdownTimeout)
 		case it := <-in:
 			r.handle(lctx, it)
-		case res := <-r.results:
+		case res := <-r.ex.results:
 			r.finished(lctx, res)
-		case pkg := <-r.wake:
-			delete(r.pkgRetry, pkg)
-			if pkg == "" {
+		case w := <-r.wake:
+			delete(r.appendRetry, w)
+			if w.node {
 				r.nodeWork(lctx)
 			} else {
-				r.process(lctx, pkg)
+				r.process(lctx, w.pkg)
 			}
 		case le := <-r.lease.events:
 			r.onLease(lctx, le)
 		case <-tick.C:
-			if r.member.Held && !r.member.Recorded && r.pkgRetry[""] == nil {
+			if r.member.Held && !r.member.Recorded && r.appendRetry[workNode] == nil {
 				// The lease take's record conflicted with a node event
 				// the loop has not seen (a malformed one, say): try again.
 				r.nodeWork(lctx)
@@ -547,7 +545,7 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 		// Not renewed lately (this process was stopped, or the server is
 		// slow): the lease keeper fences the node or renews; act on
 		// nothing until then.
-		r.retryPackage(ctx, pkg)
+		r.retry(ctx, pkgWork(pkg))
 		return
 	}
 	if r.member.Shutdown && !r.haltForShutdown(ctx, pkg) {
@@ -569,10 +567,10 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 // applies it. It returns false on a conflict (the newer event, on its way,
 // triggers another round) or an error (retried later).
 func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event) bool {
-	if !r.nc.IsConnected() {
+	if !r.connected() {
 		// Not into the reconnect buffer: a decision waiting there would
 		// hold the loop, and be stale when it arrives.
-		r.retryPackage(ctx, pkg)
+		r.retry(ctx, pkgWork(pkg))
 		return false
 	}
 	d = events.Stamp(d, r.now())
@@ -604,7 +602,7 @@ func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.logger.Warn("append decision; retrying", "package", pkg, "type", d.Type(), "err", err)
-			r.retryPackage(ctx, pkg)
+			r.retry(ctx, pkgWork(pkg))
 		}
 		return false
 	}
@@ -618,14 +616,14 @@ func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event)
 	return true
 }
 
-// retryPackage processes pkg again in a second.
-func (r *Runner) retryPackage(ctx context.Context, pkg string) {
-	if r.pkgRetry[pkg] != nil {
+// retry does w again in a second.
+func (r *Runner) retry(ctx context.Context, w work) {
+	if r.appendRetry[w] != nil {
 		return
 	}
-	r.pkgRetry[pkg] = time.AfterFunc(time.Second, func() {
+	r.appendRetry[w] = time.AfterFunc(time.Second, func() {
 		select {
-		case r.wake <- pkg:
+		case r.wake <- w:
 		case <-ctx.Done():
 		}
 	})
@@ -663,7 +661,7 @@ func (r *Runner) allDown() bool {
 			return false
 		}
 	}
-	return len(r.flights) == 0
+	return len(r.ex.flights) == 0
 }
 
 // noteLocal records pkg's guest on this node for fencing, and keeps a
@@ -683,6 +681,6 @@ func (r *Runner) noteLocal(pkg string) {
 		r.lease.petGuests()
 	}
 	if has {
-		r.hb.follow(r.guestConn(cur.Guest), cur.Name())
+		r.hb.follow(r.ex.guestConn(cur.Guest), cur.Name())
 	}
 }

@@ -1,0 +1,210 @@
+package hostmanager
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// executor performs the actions the log asks for (perform.go), each in its
+// own goroutine that reports its result on results, and keeps the
+// bookkeeping of actions by key: in flight, done but not yet in the log,
+// due later (timers), failed and retried, stops on the escalation ladder,
+// runs accepted whose process.started is awaited. The loop decides which
+// actions to start (act.go); only the loop goroutine touches the maps.
+type executor struct {
+	node    string
+	now     func() time.Time
+	logger  *slog.Logger
+	log     appender   // action results (appendFact)
+	nc      *nats.Conn // the log's connection: process-driver agents
+	guestNC *nats.Conn // Config.GuestConn, else nc
+	drivers map[string]Driver
+	hb      *heartbeats     // a starting guest's first beat
+	wg      *sync.WaitGroup // the runner's: every goroutine started
+	results chan result     // to the loop
+	wake    chan<- work     // to the loop: a timer fired
+
+	// Owned by the loop goroutine.
+	flights  map[string]*flight        // actions in flight, by key
+	done     map[string]map[string]int // pkg -> keys performed whose result is not yet in the log
+	timers   map[string]*armed         // by key: a delayed run or a retry
+	retries  map[string]retry          // by key
+	stops    map[string]*stopTrack     // by key: stops on the escalation ladder
+	stopErr  map[string]string         // by key: why a guest stop failed last
+	accepted map[string]*accepted      // by key: runs whose process.started is awaited
+}
+
+// work is what a timer wakes the loop for: a package's decisions and
+// actions, or the node's own membership work (nodeWork).
+type work struct {
+	pkg  string // the package; empty for node work
+	node bool
+}
+
+// pkgWork is the work of package pkg.
+func pkgWork(pkg string) work { return work{pkg: pkg} }
+
+// workNode is the node's membership work (Runner.nodeWork).
+var workNode = work{node: true}
+
+// busy reports whether a guest action of pkg is in flight.
+func (x *executor) busy(pkg string) bool {
+	for _, f := range x.flights {
+		if f.pkg == pkg && isGuestAction(f.kind) {
+			return true
+		}
+	}
+	return false
+}
+
+// forget drops what the log no longer asks for of pkg: every key of its
+// that want does not hold (a guest start in flight is cancelled, e.g.
+// halted while the guest was starting).
+func (x *executor) forget(pkg string, want map[string]bool) {
+	for k := range x.done[pkg] {
+		if !want[k] {
+			delete(x.done[pkg], k)
+		}
+	}
+	for k, f := range x.flights {
+		if f.pkg == pkg && !want[k] && f.kind == StartGuest {
+			f.cancel()
+		}
+	}
+	for k, t := range x.timers {
+		if t.pkg == pkg && !want[k] {
+			t.t.Stop()
+			delete(x.timers, k)
+		}
+	}
+	for k, rt := range x.retries {
+		if rt.pkg == pkg && !want[k] {
+			delete(x.retries, k)
+		}
+	}
+	for k, tr := range x.stops {
+		if tr.pkg == pkg && !want[k] {
+			delete(x.stops, k)
+			delete(x.stopErr, k)
+		}
+	}
+	for k, ac := range x.accepted {
+		if ac.pkg == pkg && !want[k] {
+			delete(x.accepted, k)
+		}
+	}
+}
+
+// cancelAll cancels every action in flight (a fence, the lease lost).
+func (x *executor) cancelAll() {
+	for _, f := range x.flights {
+		f.cancel()
+	}
+}
+
+// Retry waits of a failed action.
+const (
+	firstRetry = 25 * time.Millisecond
+	maxRetry   = 5 * time.Second
+)
+
+// flight is an action being performed.
+type flight struct {
+	pkg    string
+	kind   ActionKind
+	cancel context.CancelFunc
+}
+
+// result is what an action goroutine reports back to the loop.
+type result struct {
+	a   Action
+	key string
+	err error
+	pid int // RunService: the process the agent started
+}
+
+// retry is when a failed action may be tried again.
+type retry struct {
+	pkg   string
+	at    time.Time
+	wait  time.Duration
+	since time.Time // the first failure
+}
+
+// stopTrack is a stop (StopService or StopGuest) on the escalation ladder:
+// when the log first asked for it and how many rungs it went up.
+type stopTrack struct {
+	pkg   string
+	since time.Time
+	rung  int
+}
+
+// accepted is a run the agent accepted whose process.started is awaited.
+type accepted struct {
+	pkg string
+	at  time.Time
+	pid int
+}
+
+// armed is a timer that wakes a package when a delayed action is due.
+type armed struct {
+	pkg string
+	at  time.Time
+	t   *time.Timer
+}
+
+// arm wakes pkg at at (once per key).
+func (x *executor) arm(ctx context.Context, pkg, key string, at time.Time) {
+	if t := x.timers[key]; t != nil && t.at.Equal(at) {
+		return
+	} else if t != nil {
+		t.t.Stop()
+	}
+	d := max(at.Sub(x.now()), 0)
+	x.timers[key] = &armed{pkg: pkg, at: at, t: time.AfterFunc(d, func() {
+		select {
+		case x.wake <- pkgWork(pkg):
+		case <-ctx.Done():
+		}
+	})}
+}
+
+// start performs a in its own goroutine.
+func (x *executor) start(ctx context.Context, key string, a Action) {
+	if t := x.timers[key]; t != nil {
+		t.t.Stop()
+		delete(x.timers, key)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	x.flights[key] = &flight{pkg: a.Package, kind: a.Kind, cancel: cancel}
+	x.logger.Debug("action", "package", a.Package, "kind", a.Kind, "service", a.Service.Name, "request_id", a.RequestID)
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		defer cancel()
+		pid, err := x.perform(actx, a)
+		select {
+		case x.results <- result{a: a, key: key, err: err, pid: pid}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// backoff records a failure of the action key and when it may be tried
+// again: 25 ms, doubling, at most 5 s.
+func (x *executor) backoff(key, pkg string) retry {
+	now := x.now()
+	rt, ok := x.retries[key]
+	if !ok {
+		rt.since = now
+	}
+	rt.pkg = pkg
+	rt.wait = min(max(2*rt.wait, firstRetry), maxRetry)
+	rt.at = now.Add(rt.wait)
+	x.retries[key] = rt
+	return rt
+}

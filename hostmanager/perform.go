@@ -1,0 +1,310 @@
+package hostmanager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/config"
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/guestagent"
+)
+
+// agentTimeout bounds one run request to an agent.
+const agentTimeout = 10 * time.Second
+
+// errNoStart marks a run the agent refused because the process could not
+// be started (e.g. no such executable): trying again will not help.
+var errNoStart = errors.New("service cannot be started")
+
+// errGuestStuck marks a guest that did not start and that its driver could
+// not stop either: starting it again would not help; the ladder fences.
+var errGuestStuck = errors.New("guest cannot be stopped")
+
+// perform does one action and, for guest actions, appends its result. A
+// RunService returns the pid of the process the agent started.
+func (x *executor) perform(ctx context.Context, a Action) (int, error) {
+	switch a.Kind {
+	case StartGuest:
+		return 0, x.startGuest(ctx, a)
+	case StopGuest:
+		return 0, x.stopGuest(ctx, a)
+	case RunService:
+		return x.runService(ctx, a)
+	case StopService:
+		return 0, x.stopService(ctx, a)
+	case MigrateGuest:
+		return 0, x.migrateGuest(ctx, a)
+	}
+	return 0, fmt.Errorf("perform %s: unknown action", a.Kind)
+}
+
+func (x *executor) driver(name string) (Driver, error) {
+	if name == "" {
+		name = config.DefaultGuestDriver
+	}
+	d, ok := x.drivers[name]
+	if !ok {
+		return nil, fmt.Errorf("guest driver %q: unknown", name)
+	}
+	return d, nil
+}
+
+// startGuest starts the guest through its driver and waits, within its
+// start timeout, for its agent's first heartbeat from this node; then it
+// appends guest.started. A guest that does not come up is stopped (forced)
+// and guest.stopped says why, which fails the package on this node.
+func (x *executor) startGuest(ctx context.Context, a Action) error {
+	ref := GuestRef{Package: a.Package, Node: x.node, Guest: a.Guest}
+	timeout := a.Guest.StartTimeout.D()
+	if timeout <= 0 {
+		timeout = config.DefaultStartTimeout
+	}
+	drv, err := x.driver(a.Guest.Driver)
+	if err != nil {
+		return x.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
+	}
+	beats := make(chan *nats.Msg, 16)
+	sub, err := x.guestConn(a.Guest).ChanSubscribe(guestagent.HeartbeatSubject(a.Guest.Name), beats)
+	if err != nil {
+		return fmt.Errorf("start guest %s: subscribe to heartbeats: %w", a.Guest.Name, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = drv.Start(sctx, ref)
+	if err == nil {
+		placed := make(chan struct{})
+		go func() {
+			defer close(placed)
+			x.place(sctx, a)
+		}()
+		err = x.firstBeat(sctx, beats)
+		cancel()
+		<-placed
+	}
+	if err == nil {
+		x.logger.Info("guest started", "package", a.Package, "guest", a.Guest.Name)
+		return x.appendFact(ctx, a.GuestStarted())
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = fmt.Errorf("no heartbeat from its agent within start_timeout %s", timeout)
+	}
+	x.logger.Error("guest did not start", "package", a.Package, "guest", a.Guest.Name, "err", err)
+	sctx2, cancel2 := context.WithTimeout(ctx, time.Minute)
+	defer cancel2()
+	if serr := drv.Stop(sctx2, ref, true); serr != nil {
+		return fmt.Errorf("%w: stop guest %s that did not start (%v): %w", errGuestStuck, a.Guest.Name, err, serr)
+	}
+	return x.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
+}
+
+// placeRetry is the pause between place requests to a starting guest's
+// agent.
+const placeRetry = 250 * time.Millisecond
+
+// place tells the agent of a starting guest that this node controls it
+// under a's epoch (guestagent.PlaceRequest), until it agrees or ctx ends: a
+// guest whose image names another node (it booted here after a failover)
+// or none follows this node's lease once the log confirms the placement,
+// and only then sends heartbeats from this node. An agent that refuses
+// (the log places the package elsewhere) never sends them, and the start
+// runs into its start timeout.
+func (x *executor) place(ctx context.Context, a Action) {
+	c, err := x.client(a.Guest)
+	if err != nil {
+		return
+	}
+	var last error
+	for {
+		rctx, cancel := context.WithTimeout(ctx, agentTimeout)
+		_, err := c.Place(rctx, guestagent.PlaceRequest{Package: a.Package, Node: x.node, Epoch: a.Epoch})
+		cancel()
+		if err == nil {
+			return
+		}
+		if errors.Is(err, guestagent.ErrConflict) && (last == nil || last.Error() != err.Error()) {
+			x.logger.Warn("guest agent refuses this node's placement", "package", a.Package, "guest", a.Guest.Name, "epoch", a.Epoch, "err", err)
+		}
+		last = err
+		t := time.NewTimer(placeRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// firstBeat waits for a heartbeat from the agent on this node.
+func (x *executor) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error {
+	for {
+		select {
+		case m := <-beats:
+			if x.hb.note(m) {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// stopGuest stops the guest through its driver, within guestStopTimeout,
+// then appends guest.stopped.
+func (x *executor) stopGuest(ctx context.Context, a Action) error {
+	drv, err := x.driver(a.Guest.Driver)
+	if err == nil {
+		sctx, cancel := context.WithTimeout(ctx, guestStopTimeout(a.Guest))
+		err = drv.Stop(sctx, GuestRef{Package: a.Package, Node: x.node, Guest: a.Guest}, a.Force)
+		cancel()
+	}
+	if err != nil {
+		return fmt.Errorf("stop guest %s: %w", a.Guest.Name, err)
+	}
+	x.logger.Info("guest stopped", "package", a.Package, "guest", a.Guest.Name, "reason", a.Reason)
+	return x.appendFact(ctx, a.GuestStopped(a.Reason))
+}
+
+// migrateGuest migrates the guest live to a.Target through its driver,
+// within the driver's migrate bound, and appends guest.migrated; if the
+// driver cannot migrate, or the migration fails or runs out of time, it
+// appends guest.migration_failed instead, and the core falls back to halt
+// here and start there. It never retries a migration by itself.
+func (x *executor) migrateGuest(ctx context.Context, a Action) error {
+	ref := GuestRef{Package: a.Package, Node: x.node, Guest: a.Guest}
+	err := func() error {
+		drv, err := x.driver(a.Guest.Driver)
+		if err != nil {
+			return err
+		}
+		m, ok := drv.(Migrator)
+		if !ok {
+			return fmt.Errorf("guest driver %q cannot migrate", a.Guest.Driver)
+		}
+		mctx, cancel := context.WithTimeout(ctx, migrateTimeout(a.Guest))
+		defer cancel()
+		start := x.now()
+		err = m.Migrate(mctx, ref, a.Target)
+		if err != nil && mctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("no migration within %s: %w", migrateTimeout(a.Guest), err)
+		}
+		if err == nil {
+			x.logger.Info("guest migrated", "package", a.Package, "guest", a.Guest.Name, "target", a.Target, "took", x.now().Sub(start))
+		}
+		return err
+	}()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		x.logger.Error("guest migration failed; halting it here to start it on the target", "package", a.Package, "guest", a.Guest.Name,
+			"target", a.Target, "err", err)
+		return x.appendFact(ctx, a.GuestMigrationFailed("migrate to "+a.Target+": "+err.Error()))
+	}
+	return x.appendFact(ctx, a.GuestMigrated())
+}
+
+// client returns a client for guest's agent. Clients are cheap: action
+// goroutines make their own rather than share a map with the loop.
+func (x *executor) client(g config.Guest) (*guestagent.Client, error) {
+	return guestagent.NewClient(x.guestConn(g), g.Name)
+}
+
+// guestConn is the connection to g's agent: Config.GuestConn unless g's
+// agent is the host manager's own child (the process driver).
+func (x *executor) guestConn(g config.Guest) *nats.Conn {
+	if g.Driver == config.DriverProcess || g.Driver == "" {
+		return x.nc
+	}
+	return x.guestNC
+}
+
+// runService asks the agent to run the service under the decision's
+// request id; the agent deduplicates it and writes process.started.
+func (x *executor) runService(ctx context.Context, a Action) (int, error) {
+	c, err := x.client(a.Guest)
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	rep, err := c.Run(rctx, guestagent.RunRequest{
+		Package: a.Package, Service: a.Service.Name, Argv: a.Service.Cmd, Env: a.Service.Env, Dir: a.Service.Dir,
+		RequestID: a.RequestID, CauseID: a.CauseID, Epoch: a.Epoch, Node: x.node, HaltTimeout: a.Service.HaltTimeout,
+	})
+	if errors.Is(err, guestagent.ErrStart) || errors.Is(err, guestagent.ErrBadRequest) {
+		return 0, fmt.Errorf("%w: %w", errNoStart, err)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return rep.Process.PID, nil
+}
+
+// stopService asks the agent to stop the process of the request id; the
+// agent writes its process.exited (reason stopped).
+func (x *executor) stopService(ctx context.Context, a Action) error {
+	c, err := x.client(a.Guest)
+	if err != nil {
+		return err
+	}
+	halt := a.Service.HaltTimeout.D()
+	if halt <= 0 {
+		halt = config.DefaultHaltTimeout
+	}
+	rctx, cancel := context.WithTimeout(ctx, agentTimeout+halt)
+	defer cancel()
+	_, err = c.Stop(rctx, guestagent.StopRequest{RequestID: a.RequestID, HaltTimeout: config.Duration(halt)})
+	// An agent that does not know the request id (ErrNotFound) is retried
+	// too: with the process driver a fenced agent of the same guest on a
+	// node whose host manager died may still answer on the guest's
+	// subjects, and the request may reach the right agent next time.
+	return err
+}
+
+// appendFact appends the result of an action, retrying with the same id
+// (stored once) until it is in the log or ctx ends. A result the log
+// refuses as invalid (a bug) is logged and replaced once by its Fallback;
+// it is never retried, and neither is the action (which would run the
+// driver again).
+func (x *executor) appendFact(ctx context.Context, e events.Event) error {
+	e = events.Stamp(e, x.now())
+	wait := firstRetry
+	fellBack := false
+	for {
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		_, err := x.log.Append(actx, e)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, events.ErrInvalid) {
+			fb, ok := Fallback(e)
+			if fellBack || !ok {
+				x.logger.Error("action result refused as invalid; not recorded", "package", e.Subject, "type", e.Type(), "err", err)
+				return nil
+			}
+			x.logger.Error("action result refused as invalid; appending a fallback", "package", e.Subject, "type", e.Type(), "err", err)
+			e, fellBack = events.Stamp(fb, x.now()), true
+			continue
+		}
+		x.logger.Warn("append result; retrying", "type", e.Type(), "err", err)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		wait = min(2*wait, maxRetry)
+	}
+}
