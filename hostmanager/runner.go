@@ -301,48 +301,24 @@ func (r *Runner) Driver(name string) (Driver, bool) {
 // returns an error if the log cannot be read at start, or if the halt of
 // HaltOnExit did not finish in time.
 //
-// Longer than 80 lines: the runner's start-up (replay, record, start the
-// parts) and its loop; it shrinks with the host manager runner's split
-// (docs/design-notes.md §3).
+// Run is the loop's goroutine: it starts the parts and hands each input
+// to one of the loop's steps (handle: an event arrived; finished: an
+// action finished; woken: a timer fired; onLease: the lease keeper spoke;
+// tick: the monitor's tick), which run synchronously and issue effects
+// through the parts.
 func (r *Runner) Run(ctx context.Context) error {
 	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer func() {
 		stop()
 		r.wg.Wait()
 	}()
-	last, err := r.reader.replay(lctx, func(e events.Event) { r.apply(e) }, r.st.Skip)
+	in, err := r.begin(lctx)
 	if err != nil {
-		return fmt.Errorf("replay log: %w", err)
+		return err
 	}
-	last = max(last, r.st.Seq)
-	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages), "concern", len(r.reader.concern))
-
 	defer r.hb.close()
-	for _, pkg := range r.st.PackageNames() {
-		r.noteLocal(pkg)
-	}
-
-	in := make(chan item, 128) // an item holds an event (~250 B); the follower waits when it is full
-	cfg := r.st.Config
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.reader.Run(lctx, last+1, cfg, in)
-	}()
-
-	flush := make(chan pet, 1)
-	if r.lease.petter != nil {
-		pctx, stopPets := context.WithCancel(context.WithoutCancel(ctx))
-		pdone := make(chan struct{})
-		go func() {
-			defer close(pdone)
-			r.lease.petter.run(pctx, flush)
-		}()
-		defer func() {
-			stopPets()
-			<-pdone
-		}()
-	}
+	flush, stopPets := r.startPetter(ctx)
+	defer stopPets()
 
 	tick := time.NewTicker(r.monitorEvery())
 	defer tick.Stop()
@@ -351,20 +327,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.startLease(lctx)
 	r.failFast(lctx) // a fail-fast the log shows unanswered, from before a restart
 	for {
-		if r.test.crashed {
-			return errCrashed
-		}
-		if r.member.Superseded {
-			return fmt.Errorf("host manager of node %s: %w", r.node, ErrSuperseded)
-		}
-		if r.member.Shutdown && r.allDown() {
-			r.recordHalted(lctx)
-			r.lease.release(lctx)
-			if r.lease.petter != nil {
-				flush <- pet{Holder: r.lease.holder, Disarm: true, Guests: []GuestRef{}}
-			}
-			r.logger.Info("host manager stopped; packages halted, lease released")
-			return nil
+		if done, err := r.ended(lctx, flush); done {
+			return err
 		}
 		select {
 		case <-parent:
@@ -388,26 +352,99 @@ func (r *Runner) Run(ctx context.Context) error {
 		case res := <-r.ex.results:
 			r.finished(lctx, res)
 		case w := <-r.wake:
-			delete(r.appendRetry, w)
-			if w.node {
-				r.nodeWork(lctx)
-			} else {
-				r.process(lctx, w.pkg)
-			}
+			r.woken(lctx, w)
 		case le := <-r.lease.events:
 			r.onLease(lctx, le)
 		case <-tick.C:
-			if r.member.Held && !r.member.Recorded && r.appendRetry[workNode] == nil {
-				// The lease take's record conflicted with a node event
-				// the loop has not seen (a malformed one, say): try again.
-				r.nodeWork(lctx)
-			}
-			r.checkGuests(lctx)
-			if t := r.monitorEvery(); t > 0 {
-				tick.Reset(t)
-			}
+			r.tick(lctx)
+			tick.Reset(r.monitorEvery())
 		}
 	}
+}
+
+// begin rebuilds the state from the log (the follower's replay), notes
+// the guests on this node, and starts the follower after the replay; it
+// returns the channel the follower feeds.
+func (r *Runner) begin(ctx context.Context) (<-chan item, error) {
+	last, err := r.reader.replay(ctx, func(e events.Event) { r.apply(e) }, r.st.Skip)
+	if err != nil {
+		return nil, fmt.Errorf("replay log: %w", err)
+	}
+	last = max(last, r.st.Seq)
+	r.logger.Info("host manager state rebuilt", "seq", last, "packages", len(r.st.Packages), "concern", len(r.reader.concern))
+	for _, pkg := range r.st.PackageNames() {
+		r.noteLocal(pkg)
+	}
+	in := make(chan item, 128) // an item holds an event (~250 B); the follower waits when it is full
+	cfg := r.st.Config
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.reader.Run(ctx, last+1, cfg, in)
+	}()
+	return in, nil
+}
+
+// startPetter starts the guard's petter, if any, until the returned stop
+// (it outlives the loop's context: the clean stop's disarm goes on flush).
+func (r *Runner) startPetter(ctx context.Context) (flush chan pet, stop func()) {
+	flush = make(chan pet, 1)
+	if r.lease.petter == nil {
+		return flush, func() {}
+	}
+	pctx, stopPets := context.WithCancel(context.WithoutCancel(ctx))
+	pdone := make(chan struct{})
+	go func() {
+		defer close(pdone)
+		r.lease.petter.run(pctx, flush)
+	}()
+	return flush, func() {
+		stopPets()
+		<-pdone
+	}
+}
+
+// ended reports whether Run must return, and with what: a test hook's
+// crash, another instance of this node's host manager took the lease, or
+// a clean stop that halted the node's packages (it records the halt,
+// releases the lease and disarms the guard first).
+func (r *Runner) ended(ctx context.Context, flush chan<- pet) (bool, error) {
+	switch {
+	case r.test.crashed:
+		return true, errCrashed
+	case r.member.Superseded:
+		return true, fmt.Errorf("host manager of node %s: %w", r.node, ErrSuperseded)
+	case r.member.Shutdown && r.allDown():
+		r.recordHalted(ctx)
+		r.lease.release(ctx)
+		if r.lease.petter != nil {
+			flush <- pet{Holder: r.lease.holder, Disarm: true, Guests: []GuestRef{}}
+		}
+		r.logger.Info("host manager stopped; packages halted, lease released")
+		return true, nil
+	}
+	return false, nil
+}
+
+// woken is the loop's step when a timer fired: a retry, a delayed action.
+func (r *Runner) woken(ctx context.Context, w work) {
+	delete(r.appendRetry, w)
+	if w.node {
+		r.nodeWork(ctx)
+	} else {
+		r.process(ctx, w.pkg)
+	}
+}
+
+// tick is the loop's step on the monitor's tick: it checks the guests'
+// heartbeats and retries a lease take's record that conflicted.
+func (r *Runner) tick(ctx context.Context) {
+	if r.member.Held && !r.member.Recorded && r.appendRetry[workNode] == nil {
+		// The lease take's record conflicted with a node event the loop
+		// has not seen (a malformed one, say): try again.
+		r.nodeWork(ctx)
+	}
+	r.checkGuests(ctx)
 }
 
 // handle applies one followed item and reacts.
