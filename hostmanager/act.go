@@ -169,7 +169,7 @@ func (r *Runner) unreported(ctx context.Context, a Action, k string, now time.Ti
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		if err := r.ex.appendFact(ctx, x); err != nil && ctx.Err() == nil {
+		if err := r.ex.do.appendFact(ctx, x); err != nil && ctx.Err() == nil {
 			r.logger.Warn("append process.exited of an unreported run", "package", a.Package, "err", err)
 		}
 	}()

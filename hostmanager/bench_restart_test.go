@@ -155,7 +155,7 @@ packages:
 	defer func() {
 		cancel()
 		<-rdone
-		if pid, ok := r.ex.drivers[config.DriverProcess].(*ProcessDriver).PID("webvm"); ok {
+		if pid, ok := r.actuator.drivers[config.DriverProcess].(*ProcessDriver).PID("webvm"); ok {
 			_ = syscall.Kill(-pid, syscall.SIGKILL)
 		}
 	}()

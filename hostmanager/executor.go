@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
+	"github.com/vmguard/vmguard/events"
 )
 
 // executor performs the actions the log asks for (perform.go), each in its
@@ -16,14 +16,9 @@ import (
 // runs accepted whose process.started is awaited. The loop decides which
 // actions to start (act.go); only the loop goroutine touches the maps.
 type executor struct {
-	node    string
+	do      performer
 	now     func() time.Time
 	logger  *slog.Logger
-	log     appender   // action results (appendFact)
-	nc      *nats.Conn // the log's connection: process-driver agents
-	guestNC *nats.Conn // Config.GuestConn, else nc
-	drivers map[string]Driver
-	hb      *heartbeats     // a starting guest's first beat
 	wg      *sync.WaitGroup // the runner's: every goroutine started
 	results chan result     // to the loop
 	wake    chan<- work     // to the loop: a timer fired
@@ -36,6 +31,13 @@ type executor struct {
 	stops    map[string]*stopTrack     // by key: stops on the escalation ladder
 	stopErr  map[string]string         // by key: why a guest stop failed last
 	accepted map[string]*accepted      // by key: runs whose process.started is awaited
+}
+
+// performer does one action and reports a RunService's pid (actuator);
+// appendFact appends an action's result, retrying until it is stored.
+type performer interface {
+	perform(ctx context.Context, a Action) (int, error)
+	appendFact(ctx context.Context, e events.Event) error
 }
 
 // work is what a timer wakes the loop for: a package's decisions and
@@ -186,7 +188,7 @@ func (x *executor) start(ctx context.Context, key string, a Action) {
 	go func() {
 		defer x.wg.Done()
 		defer cancel()
-		pid, err := x.perform(actx, a)
+		pid, err := x.do.perform(actx, a)
 		select {
 		case x.results <- result{a: a, key: key, err: err, pid: pid}:
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -12,6 +13,20 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 )
+
+// actuator performs this node's actions: guests through their drivers,
+// services through their agents, and appends the results (the executor's
+// performer).
+type actuator struct {
+	node    string
+	now     func() time.Time
+	logger  *slog.Logger
+	log     appender   // action results (appendFact)
+	nc      *nats.Conn // the log's connection: process-driver agents
+	guestNC *nats.Conn // Config.GuestConn, else nc
+	drivers map[string]Driver
+	hb      *heartbeats // a starting guest's first beat
+}
 
 // agentTimeout bounds one run request to an agent.
 const agentTimeout = 10 * time.Second
@@ -26,27 +41,27 @@ var errGuestStuck = errors.New("guest cannot be stopped")
 
 // perform does one action and, for guest actions, appends its result. A
 // RunService returns the pid of the process the agent started.
-func (x *executor) perform(ctx context.Context, a Action) (int, error) {
+func (u *actuator) perform(ctx context.Context, a Action) (int, error) {
 	switch a.Kind {
 	case StartGuest:
-		return 0, x.startGuest(ctx, a)
+		return 0, u.startGuest(ctx, a)
 	case StopGuest:
-		return 0, x.stopGuest(ctx, a)
+		return 0, u.stopGuest(ctx, a)
 	case RunService:
-		return x.runService(ctx, a)
+		return u.runService(ctx, a)
 	case StopService:
-		return 0, x.stopService(ctx, a)
+		return 0, u.stopService(ctx, a)
 	case MigrateGuest:
-		return 0, x.migrateGuest(ctx, a)
+		return 0, u.migrateGuest(ctx, a)
 	}
 	return 0, fmt.Errorf("perform %s: unknown action", a.Kind)
 }
 
-func (x *executor) driver(name string) (Driver, error) {
+func (u *actuator) driver(name string) (Driver, error) {
 	if name == "" {
 		name = config.DefaultGuestDriver
 	}
-	d, ok := x.drivers[name]
+	d, ok := u.drivers[name]
 	if !ok {
 		return nil, fmt.Errorf("guest driver %q: unknown", name)
 	}
@@ -57,18 +72,18 @@ func (x *executor) driver(name string) (Driver, error) {
 // start timeout, for its agent's first heartbeat from this node; then it
 // appends guest.started. A guest that does not come up is stopped (forced)
 // and guest.stopped says why, which fails the package on this node.
-func (x *executor) startGuest(ctx context.Context, a Action) error {
-	ref := GuestRef{Package: a.Package, Node: x.node, Guest: a.Guest}
+func (u *actuator) startGuest(ctx context.Context, a Action) error {
+	ref := GuestRef{Package: a.Package, Node: u.node, Guest: a.Guest}
 	timeout := a.Guest.StartTimeout.D()
 	if timeout <= 0 {
 		timeout = config.DefaultStartTimeout
 	}
-	drv, err := x.driver(a.Guest.Driver)
+	drv, err := u.driver(a.Guest.Driver)
 	if err != nil {
-		return x.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
+		return u.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
 	}
 	beats := make(chan *nats.Msg, 16)
-	sub, err := x.guestConn(a.Guest).ChanSubscribe(guestagent.HeartbeatSubject(a.Guest.Name), beats)
+	sub, err := u.guestConn(a.Guest).ChanSubscribe(guestagent.HeartbeatSubject(a.Guest.Name), beats)
 	if err != nil {
 		return fmt.Errorf("start guest %s: subscribe to heartbeats: %w", a.Guest.Name, err)
 	}
@@ -80,15 +95,15 @@ func (x *executor) startGuest(ctx context.Context, a Action) error {
 		placed := make(chan struct{})
 		go func() {
 			defer close(placed)
-			x.place(sctx, a)
+			u.place(sctx, a)
 		}()
-		err = x.firstBeat(sctx, beats)
+		err = u.firstBeat(sctx, beats)
 		cancel()
 		<-placed
 	}
 	if err == nil {
-		x.logger.Info("guest started", "package", a.Package, "guest", a.Guest.Name)
-		return x.appendFact(ctx, a.GuestStarted())
+		u.logger.Info("guest started", "package", a.Package, "guest", a.Guest.Name)
+		return u.appendFact(ctx, a.GuestStarted())
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
@@ -96,13 +111,13 @@ func (x *executor) startGuest(ctx context.Context, a Action) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		err = fmt.Errorf("no heartbeat from its agent within start_timeout %s", timeout)
 	}
-	x.logger.Error("guest did not start", "package", a.Package, "guest", a.Guest.Name, "err", err)
+	u.logger.Error("guest did not start", "package", a.Package, "guest", a.Guest.Name, "err", err)
 	sctx2, cancel2 := context.WithTimeout(ctx, time.Minute)
 	defer cancel2()
 	if serr := drv.Stop(sctx2, ref, true); serr != nil {
 		return fmt.Errorf("%w: stop guest %s that did not start (%v): %w", errGuestStuck, a.Guest.Name, err, serr)
 	}
-	return x.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
+	return u.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
 }
 
 // placeRetry is the pause between place requests to a starting guest's
@@ -116,21 +131,21 @@ const placeRetry = 250 * time.Millisecond
 // and only then sends heartbeats from this node. An agent that refuses
 // (the log places the package elsewhere) never sends them, and the start
 // runs into its start timeout.
-func (x *executor) place(ctx context.Context, a Action) {
-	c, err := x.client(a.Guest)
+func (u *actuator) place(ctx context.Context, a Action) {
+	c, err := u.client(a.Guest)
 	if err != nil {
 		return
 	}
 	var last error
 	for {
 		rctx, cancel := context.WithTimeout(ctx, agentTimeout)
-		_, err := c.Place(rctx, guestagent.PlaceRequest{Package: a.Package, Node: x.node, Epoch: a.Epoch})
+		_, err := c.Place(rctx, guestagent.PlaceRequest{Package: a.Package, Node: u.node, Epoch: a.Epoch})
 		cancel()
 		if err == nil {
 			return
 		}
 		if errors.Is(err, guestagent.ErrConflict) && (last == nil || last.Error() != err.Error()) {
-			x.logger.Warn("guest agent refuses this node's placement", "package", a.Package, "guest", a.Guest.Name, "epoch", a.Epoch, "err", err)
+			u.logger.Warn("guest agent refuses this node's placement", "package", a.Package, "guest", a.Guest.Name, "epoch", a.Epoch, "err", err)
 		}
 		last = err
 		t := time.NewTimer(placeRetry)
@@ -144,11 +159,11 @@ func (x *executor) place(ctx context.Context, a Action) {
 }
 
 // firstBeat waits for a heartbeat from the agent on this node.
-func (x *executor) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error {
+func (u *actuator) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error {
 	for {
 		select {
 		case m := <-beats:
-			if x.hb.note(m) {
+			if u.hb.note(m) {
 				return nil
 			}
 		case <-ctx.Done():
@@ -159,18 +174,18 @@ func (x *executor) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error 
 
 // stopGuest stops the guest through its driver, within guestStopTimeout,
 // then appends guest.stopped.
-func (x *executor) stopGuest(ctx context.Context, a Action) error {
-	drv, err := x.driver(a.Guest.Driver)
+func (u *actuator) stopGuest(ctx context.Context, a Action) error {
+	drv, err := u.driver(a.Guest.Driver)
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, guestStopTimeout(a.Guest))
-		err = drv.Stop(sctx, GuestRef{Package: a.Package, Node: x.node, Guest: a.Guest}, a.Force)
+		err = drv.Stop(sctx, GuestRef{Package: a.Package, Node: u.node, Guest: a.Guest}, a.Force)
 		cancel()
 	}
 	if err != nil {
 		return fmt.Errorf("stop guest %s: %w", a.Guest.Name, err)
 	}
-	x.logger.Info("guest stopped", "package", a.Package, "guest", a.Guest.Name, "reason", a.Reason)
-	return x.appendFact(ctx, a.GuestStopped(a.Reason))
+	u.logger.Info("guest stopped", "package", a.Package, "guest", a.Guest.Name, "reason", a.Reason)
+	return u.appendFact(ctx, a.GuestStopped(a.Reason))
 }
 
 // migrateGuest migrates the guest live to a.Target through its driver,
@@ -178,10 +193,10 @@ func (x *executor) stopGuest(ctx context.Context, a Action) error {
 // driver cannot migrate, or the migration fails or runs out of time, it
 // appends guest.migration_failed instead, and the core falls back to halt
 // here and start there. It never retries a migration by itself.
-func (x *executor) migrateGuest(ctx context.Context, a Action) error {
-	ref := GuestRef{Package: a.Package, Node: x.node, Guest: a.Guest}
+func (u *actuator) migrateGuest(ctx context.Context, a Action) error {
+	ref := GuestRef{Package: a.Package, Node: u.node, Guest: a.Guest}
 	err := func() error {
-		drv, err := x.driver(a.Guest.Driver)
+		drv, err := u.driver(a.Guest.Driver)
 		if err != nil {
 			return err
 		}
@@ -191,13 +206,13 @@ func (x *executor) migrateGuest(ctx context.Context, a Action) error {
 		}
 		mctx, cancel := context.WithTimeout(ctx, migrateTimeout(a.Guest))
 		defer cancel()
-		start := x.now()
+		start := u.now()
 		err = m.Migrate(mctx, ref, a.Target)
 		if err != nil && mctx.Err() != nil && ctx.Err() == nil {
 			err = fmt.Errorf("no migration within %s: %w", migrateTimeout(a.Guest), err)
 		}
 		if err == nil {
-			x.logger.Info("guest migrated", "package", a.Package, "guest", a.Guest.Name, "target", a.Target, "took", x.now().Sub(start))
+			u.logger.Info("guest migrated", "package", a.Package, "guest", a.Guest.Name, "target", a.Target, "took", u.now().Sub(start))
 		}
 		return err
 	}()
@@ -205,32 +220,32 @@ func (x *executor) migrateGuest(ctx context.Context, a Action) error {
 		return ctx.Err()
 	}
 	if err != nil {
-		x.logger.Error("guest migration failed; halting it here to start it on the target", "package", a.Package, "guest", a.Guest.Name,
+		u.logger.Error("guest migration failed; halting it here to start it on the target", "package", a.Package, "guest", a.Guest.Name,
 			"target", a.Target, "err", err)
-		return x.appendFact(ctx, a.GuestMigrationFailed("migrate to "+a.Target+": "+err.Error()))
+		return u.appendFact(ctx, a.GuestMigrationFailed("migrate to "+a.Target+": "+err.Error()))
 	}
-	return x.appendFact(ctx, a.GuestMigrated())
+	return u.appendFact(ctx, a.GuestMigrated())
 }
 
 // client returns a client for guest's agent. Clients are cheap: action
 // goroutines make their own rather than share a map with the loop.
-func (x *executor) client(g config.Guest) (*guestagent.Client, error) {
-	return guestagent.NewClient(x.guestConn(g), g.Name)
+func (u *actuator) client(g config.Guest) (*guestagent.Client, error) {
+	return guestagent.NewClient(u.guestConn(g), g.Name)
 }
 
 // guestConn is the connection to g's agent: Config.GuestConn unless g's
 // agent is the host manager's own child (the process driver).
-func (x *executor) guestConn(g config.Guest) *nats.Conn {
+func (u *actuator) guestConn(g config.Guest) *nats.Conn {
 	if g.Driver == config.DriverProcess || g.Driver == "" {
-		return x.nc
+		return u.nc
 	}
-	return x.guestNC
+	return u.guestNC
 }
 
 // runService asks the agent to run the service under the decision's
 // request id; the agent deduplicates it and writes process.started.
-func (x *executor) runService(ctx context.Context, a Action) (int, error) {
-	c, err := x.client(a.Guest)
+func (u *actuator) runService(ctx context.Context, a Action) (int, error) {
+	c, err := u.client(a.Guest)
 	if err != nil {
 		return 0, err
 	}
@@ -238,7 +253,7 @@ func (x *executor) runService(ctx context.Context, a Action) (int, error) {
 	defer cancel()
 	rep, err := c.Run(rctx, guestagent.RunRequest{
 		Package: a.Package, Service: a.Service.Name, Argv: a.Service.Cmd, Env: a.Service.Env, Dir: a.Service.Dir,
-		RequestID: a.RequestID, CauseID: a.CauseID, Epoch: a.Epoch, Node: x.node, HaltTimeout: a.Service.HaltTimeout,
+		RequestID: a.RequestID, CauseID: a.CauseID, Epoch: a.Epoch, Node: u.node, HaltTimeout: a.Service.HaltTimeout,
 	})
 	if errors.Is(err, guestagent.ErrStart) || errors.Is(err, guestagent.ErrBadRequest) {
 		return 0, fmt.Errorf("%w: %w", errNoStart, err)
@@ -251,8 +266,8 @@ func (x *executor) runService(ctx context.Context, a Action) (int, error) {
 
 // stopService asks the agent to stop the process of the request id; the
 // agent writes its process.exited (reason stopped).
-func (x *executor) stopService(ctx context.Context, a Action) error {
-	c, err := x.client(a.Guest)
+func (u *actuator) stopService(ctx context.Context, a Action) error {
+	c, err := u.client(a.Guest)
 	if err != nil {
 		return err
 	}
@@ -275,13 +290,13 @@ func (x *executor) stopService(ctx context.Context, a Action) error {
 // refuses as invalid (a bug) is logged and replaced once by its Fallback;
 // it is never retried, and neither is the action (which would run the
 // driver again).
-func (x *executor) appendFact(ctx context.Context, e events.Event) error {
-	e = events.Stamp(e, x.now())
+func (u *actuator) appendFact(ctx context.Context, e events.Event) error {
+	e = events.Stamp(e, u.now())
 	wait := firstRetry
 	fellBack := false
 	for {
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		_, err := x.log.Append(actx, e)
+		_, err := u.log.Append(actx, e)
 		cancel()
 		if err == nil {
 			return nil
@@ -292,14 +307,14 @@ func (x *executor) appendFact(ctx context.Context, e events.Event) error {
 		if errors.Is(err, events.ErrInvalid) {
 			fb, ok := Fallback(e)
 			if fellBack || !ok {
-				x.logger.Error("action result refused as invalid; not recorded", "package", e.Subject, "type", e.Type(), "err", err)
+				u.logger.Error("action result refused as invalid; not recorded", "package", e.Subject, "type", e.Type(), "err", err)
 				return nil
 			}
-			x.logger.Error("action result refused as invalid; appending a fallback", "package", e.Subject, "type", e.Type(), "err", err)
-			e, fellBack = events.Stamp(fb, x.now()), true
+			u.logger.Error("action result refused as invalid; appending a fallback", "package", e.Subject, "type", e.Type(), "err", err)
+			e, fellBack = events.Stamp(fb, u.now()), true
 			continue
 		}
-		x.logger.Warn("append result; retrying", "type", e.Type(), "err", err)
+		u.logger.Warn("append result; retrying", "type", e.Type(), "err", err)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():

@@ -130,10 +130,12 @@ type Runner struct {
 	connected func() bool
 
 	// The parts the loop feeds and is fed by, each with its own job.
-	reader *follower    // reads the log: the replay, then what follows
-	ex     *executor    // performs actions, keeps them by key
-	hb     *heartbeats  // this node's guests' heartbeats and watches
-	lease  *leaseKeeper // holds the node lease, fences, pets the guard
+	reader *follower // reads the log: the replay, then what follows
+	ex     *executor // starts actions, keeps them by key
+	// actuator performs them (the executor's performer).
+	actuator *actuator
+	hb       *heartbeats  // this node's guests' heartbeats and watches
+	lease    *leaseKeeper // holds the node lease, fences, pets the guard
 
 	// Owned by the loop goroutine.
 	st *State
@@ -253,16 +255,16 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 		appendRetry: map[work]*time.Timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64),
 		test: hooks,
 	}
+	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, nc: nc, guestNC: nc, drivers: drivers, hb: r.hb}
 	r.ex = &executor{
-		node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, nc: nc, guestNC: nc, drivers: drivers, hb: r.hb,
-		wg: &r.wg, results: make(chan result, 64), wake: r.wake,
+		do: r.actuator, now: cfg.Now, logger: logger, wg: &r.wg, results: make(chan result, 64), wake: r.wake,
 		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
 		retries: map[string]retry{}, stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{},
 	}
 	if cfg.GuestConn != nil {
-		r.ex.guestNC = cfg.GuestConn
+		r.actuator.guestNC = cfg.GuestConn
 	}
-	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.ex.driver, pt)
+	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.actuator.driver, pt)
 	return r, nil
 }
 
@@ -291,7 +293,7 @@ func newDrivers(cfg Config) (map[string]Driver, error) {
 
 // Driver returns the guest driver registered under name.
 func (r *Runner) Driver(name string) (Driver, bool) {
-	d, ok := r.ex.drivers[name]
+	d, ok := r.actuator.drivers[name]
 	return d, ok
 }
 
@@ -718,6 +720,6 @@ func (r *Runner) noteLocal(pkg string) {
 		r.lease.petGuests()
 	}
 	if has {
-		r.hb.follow(r.ex.guestConn(cur.Guest), cur.Name())
+		r.hb.follow(r.actuator.guestConn(cur.Guest), cur.Name())
 	}
 }
