@@ -57,8 +57,14 @@
 // forever. It acts only while the node's membership core allows it
 // (Member.MayAct, member.go: the lease held, not fenced, not superseded,
 // not frozen); it feeds that core the node's events and what it observes of
-// the lease, and appends the node.fenced and node.joined the core decides. Actions run in goroutines, keyed by Action.Key; results come back
-// to the loop, which alone owns the State.
+// the lease, and appends the node.fenced and node.joined the core decides
+// (nodework.go). Actions run in goroutines, keyed by Action.Key; results
+// come back to the loop, which alone owns the State. The loop's parts, each
+// in its own file: the follower (follower.go) reads the log, the executor
+// (executor.go) keeps actions by key and the actuator (perform.go)
+// performs them, heartbeats (heartbeat.go) tracks the guests' beats, the
+// lease keeper (lease.go) holds the node lease and the petter
+// (guard_pet.go) pets the node guard (docs/design-notes.md section 3).
 //
 // Guest drivers (driver.go): "process" runs `vmguard agent --guest G --node
 // N` as a child in its own process group that outlives the host manager
