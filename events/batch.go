@@ -38,8 +38,10 @@ import (
 //   - Nats-Expected-Last-Subject-Sequence (with ...-Subject, vmguard's
 //     per-package filter) on any message, checked against the log as it
 //     was before the batch: two messages of one batch that check the same
-//     filter must name the same sequence, and a message checking a subject
-//     the batch already wrote to is refused. A failed check refuses the
+//     filter must name the same sequence; the batch's own writes do not
+//     count for a wildcard filter, but a check on a literal subject the
+//     batch already wrote to is refused (sim/conformance_test.go,
+//     atomic_batch). A failed check refuses the
 //     whole batch (ErrConflict): a decision and its follow-ups about one
 //     package all name the sequence the decision was made on.
 //   - Nats-Expected-Last-Sequence only on the first message;

@@ -41,6 +41,7 @@ func samplePayloads() map[string]events.Payload {
 		events.TypePackageFailed:           events.PackageFailed{Node: "node1", Epoch: 3, Reason: "service failed", Service: "httpd"},
 		events.TypePackageSwitchingChanged: events.PackageSwitchingChanged{Node: "node2", Enabled: false, Reason: "repair", By: "alice"},
 		events.TypePackageReset:            events.PackageReset{Service: "httpd", Reason: "fixed", By: "alice"},
+		events.TypePackageChecked:          events.PackageChecked{For: "db", Seq: 41},
 		events.TypeGuestStarted:            events.GuestStarted{Guest: "webvm", Node: "node1", Epoch: 3},
 		events.TypeGuestLost:               events.GuestLost{Guest: "webvm", Node: "node1", Epoch: 3, LastHeartbeat: t0},
 		events.TypeGuestStopped:            events.GuestStopped{Guest: "webvm", Node: "node1", Epoch: 3, Reason: "halt"},

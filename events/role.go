@@ -108,7 +108,7 @@ func Writers(typ string) []Role {
 		return byHostOperator
 	case TypeNodeFenced, TypeNodeTakenOver, TypeNodeLeaseTaken:
 		return byHost
-	case TypeNodeLost:
+	case TypeNodeLost, TypePackageChecked:
 		return byController
 	case TypePackageHalting:
 		return byAnyDecider

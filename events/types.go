@@ -51,6 +51,12 @@ const (
 	TypePackageFailed           = "io.vmguard.package.failed.v1"
 	TypePackageSwitchingChanged = "io.vmguard.package.switching_changed.v1"
 	TypePackageReset            = "io.vmguard.package.reset.v1"
+	// TypePackageChecked: the controller placed another package on the
+	// strength of this package's state; appended in one atomic batch with
+	// the placement, guarded by this package's last sequence as the
+	// controller read it, so that a placement decided from a stale view of
+	// a linked package is refused (docs/design-notes.md §7).
+	TypePackageChecked = "io.vmguard.package.checked.v1"
 
 	TypeGuestStarted = "io.vmguard.guest.started.v1"
 	TypeGuestLost    = "io.vmguard.guest.lost.v1"
@@ -78,6 +84,7 @@ func Types() []string {
 		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen, TypeNodeThawed, TypeNodeResourceSet,
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
+		TypePackageChecked,
 		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
 		TypeGuestMigrating, TypeGuestMigrated, TypeGuestMigrationFailed,
 		TypeServiceRestarting, TypeServiceFailed,
@@ -177,6 +184,8 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[PackageSwitchingChanged](data)
 	case TypePackageReset:
 		return decodeAs[PackageReset](data)
+	case TypePackageChecked:
+		return decodeAs[PackageChecked](data)
 	case TypeGuestStarted:
 		return decodeAs[GuestStarted](data)
 	case TypeGuestLost:
@@ -394,6 +403,19 @@ type PackageSwitchingChanged struct {
 	By      string `json:"by,omitempty"`
 }
 
+// PackageChecked is the marker the controller appends on a package's
+// subjects in the same atomic batch as a placement of another package (For)
+// that depends on it or excludes it: guarded by this package's last
+// sequence (Seq) as the controller read it, it makes the whole batch fail
+// if anything about this package was written since, e.g. a newer leader
+// placed it beside For's target while a deposed one paused before its
+// append. It changes no state: the folds only advance the package's
+// sequence, and vmguard verify ignores it.
+type PackageChecked struct {
+	For string `json:"for"`
+	Seq uint64 `json:"seq"`
+}
+
 // PackageReset records an operator clearing restart counters (of Service, or
 // of every service), the failed nodes and the failed state.
 type PackageReset struct {
@@ -572,6 +594,9 @@ func (PackageSwitchingChanged) EventType() string { return TypePackageSwitchingC
 
 // EventType implements Payload.
 func (PackageReset) EventType() string { return TypePackageReset }
+
+// EventType implements Payload.
+func (PackageChecked) EventType() string { return TypePackageChecked }
 
 // EventType implements Payload.
 func (GuestStarted) EventType() string { return TypeGuestStarted }

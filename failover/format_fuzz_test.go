@@ -61,7 +61,7 @@ func samplePayloadTypes() []events.Payload {
 	return []events.Payload{
 		events.ConfigApplied{}, events.NodeJoined{}, events.NodeLost{}, events.NodeHalted{}, events.NodeFenced{}, events.NodeTakenOver{}, events.NodeLeaseTaken{}, events.NodeDrained{}, events.NodeResumed{}, events.NodeFrozen{}, events.NodeThawed{},
 		events.PackagePlaced{}, events.PackageStarting{}, events.PackageStarted{}, events.PackageHalting{},
-		events.PackageHalted{}, events.PackageFailed{}, events.PackageSwitchingChanged{}, events.PackageReset{},
+		events.PackageHalted{}, events.PackageFailed{}, events.PackageSwitchingChanged{}, events.PackageReset{}, events.PackageChecked{},
 		events.GuestStarted{}, events.GuestLost{}, events.GuestStopped{}, events.ServiceRestarting{},
 		events.ServiceFailed{}, events.ProcessStarted{}, events.ProcessExited{},
 	}

@@ -575,7 +575,9 @@ func (r *Runner) handle(ctx context.Context, it item) {
 		return
 	}
 	if r.ready {
-		if r.deciding() {
+		// A placement's marker changes nothing: the placement, stored after
+		// it in the same batch, is what Decide answers.
+		if _, marker := it.e.Data.(events.PackageChecked); !marker && r.deciding() {
 			r.emit(ctx, Decide(r.state, it.e))
 		}
 		return
@@ -633,7 +635,8 @@ func pendingKey(e events.Event) string {
 // the same reason. Several decisions (a lost node's placements) go out in
 // one atomic batch, one fsync in the durable default; a batch refused as a
 // whole (one stale guard) is sent again one decision at a time, so each
-// gets the outcome it would have had alone.
+// gets the outcome it would have had alone. A placement of a package linked
+// to others by a dependency goes out with its markers (guarded).
 func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 	var batch []events.Event
 	inBatch := map[string]bool{}
@@ -657,17 +660,16 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 		batch = append(batch, e)
 	}
 	if len(batch) > 1 {
-		items := make([]events.BatchItem, len(batch))
-		for i, e := range batch {
-			items[i] = events.BatchItem{Event: e, Opts: []events.AppendOption{r.state.Expect(e)}}
+		marked := map[string]bool{}
+		var items []events.BatchItem
+		for _, e := range batch {
+			items = append(items, r.guarded(e, inBatch, marked)...)
 		}
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		seqs, err := r.out.AppendBatch(actx, items...)
 		cancel()
 		if err == nil {
-			for i, e := range batch {
-				r.emitted(ctx, e, seqs[i], nil)
-			}
+			r.stored(ctx, items, seqs)
 			return
 		}
 		r.logger.Debug("decision batch refused; appending one by one", "decisions", len(batch), "err", err)
@@ -676,10 +678,61 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 		if !r.deciding() {
 			return
 		}
+		items := r.guarded(e, map[string]bool{pendingKey(e): true}, map[string]bool{})
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		seq, err := r.out.Append(actx, e, r.state.Expect(e))
+		if len(items) == 1 {
+			seq, err := r.out.Append(actx, e, r.state.Expect(e))
+			cancel()
+			r.emitted(ctx, e, seq, err)
+			continue
+		}
+		seqs, err := r.out.AppendBatch(actx, items...)
 		cancel()
-		r.emitted(ctx, e, seq, err)
+		if err != nil {
+			r.emitted(ctx, e, 0, err)
+			continue
+		}
+		r.stored(ctx, items, seqs)
+	}
+}
+
+// guarded returns the items that append decision e: for a placement, first
+// a package.checked marker on each package linked to it by a dependency
+// (either way), guarded by that package's last sequence as the state saw
+// it, then e with its own guard. The placement was decided from the linked
+// packages' state, which its own guard does not cover: stored in one atomic
+// batch, the markers make it fail if any of them moved, e.g. a newer leader
+// placed an excluded package beside it while this one paused before its
+// append (docs/sim.md finding 12). A package with a decision of its own in
+// the batch (decided, by pendingKey) is guarded by that decision, and a
+// package gets one marker a batch (marked): the server refuses a batch that
+// checks a subject it already wrote to.
+func (r *Runner) guarded(e events.Event, decided, marked map[string]bool) []events.BatchItem {
+	var items []events.BatchItem
+	if _, ok := e.Data.(events.PackagePlaced); ok && r.state.Config != nil {
+		for _, q := range Linked(r.state.Config, e.Subject) {
+			if decided["pkg."+q] || marked[q] {
+				continue
+			}
+			marked[q] = true
+			m := events.Event{ID: events.NewID(), Source: Source, Subject: q, Time: e.Time, CauseID: e.CauseID,
+				Data: events.PackageChecked{For: e.Subject, Seq: r.state.PackageSeq(q)}}
+			items = append(items, events.BatchItem{Event: m, Opts: []events.AppendOption{r.state.Expect(m)}})
+		}
+	}
+	return append(items, events.BatchItem{Event: e, Opts: []events.AppendOption{r.state.Expect(e)}})
+}
+
+// stored records the outcome of a batch the log stored at seqs: each
+// decision as emitted, each marker as pending on its package (a decision
+// about it waits until the marker is read back, or it would conflict).
+func (r *Runner) stored(ctx context.Context, items []events.BatchItem, seqs []uint64) {
+	for i, it := range items {
+		if _, ok := it.Event.Data.(events.PackageChecked); ok {
+			r.pending["pkg."+it.Event.Subject] = seqs[i]
+			continue
+		}
+		r.emitted(ctx, it.Event, seqs[i], nil)
 	}
 }
 

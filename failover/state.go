@@ -628,6 +628,12 @@ func (s *State) Apply(e events.Event) bool {
 		if e.Subject != "" {
 			s.applyPackage(e)
 		}
+	case events.PackageChecked:
+		// A marker of a placement of another package (design-notes §7):
+		// only the package's sequence moves.
+		if e.Subject != "" {
+			s.pkg(e.Subject).LastSeq = e.Seq
+		}
 	default:
 		if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode && e.Subject != "" {
 			s.node(e) // node.taken_over: only the node's sequence

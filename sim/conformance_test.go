@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -20,6 +21,8 @@ import (
 // onto this package's sentinels.
 type store interface {
 	publish(m Msg, exp *Expect) (PubAck, error)
+	// publishBatch stores msgs, each with exps[i], as one atomic batch.
+	publishBatch(msgs []Msg, exps []*Expect) ([]uint64, error)
 	get(seq uint64) (Msg, error)
 	last(filter string) (Msg, error)
 	consumer(cfg ConsumerConfig) storeConsumer
@@ -164,6 +167,67 @@ func conformance(t *testing.T, s store) {
 		}
 	})
 
+	t.Run("atomic_batch", func(t *testing.T) {
+		lastSeq := func() uint64 {
+			m, err := s.last("t.>")
+			must(t, err)
+			return m.Seq
+		}
+		a, err := s.publish(Msg{Subject: "t.bat.p1.package.started", ID: "bat-1"}, nil)
+		must(t, err)
+		// A marker on p2 and a placement of p1, each with its own guard:
+		// stored together, at consecutive sequences.
+		seqs, err := s.publishBatch([]Msg{{Subject: "t.bat.p2.package.checked", ID: "bat-2"}, {Subject: "t.bat.p1.package.placed", ID: "bat-3"}},
+			[]*Expect{{Filter: "t.bat.p2.>", Seq: 0}, {Filter: "t.bat.p1.>", Seq: a.Seq}})
+		must(t, err)
+		if fmt.Sprint(seqs) != fmt.Sprint([]uint64{a.Seq + 1, a.Seq + 2}) {
+			t.Fatalf("batch stored at %v, want %d and %d", seqs, a.Seq+1, a.Seq+2)
+		}
+		for i, id := range []string{"bat-2", "bat-3"} {
+			m, err := s.get(seqs[i])
+			must(t, err)
+			if m.ID != id {
+				t.Fatalf("seq %d holds %s, want %s", seqs[i], m.ID, id)
+			}
+		}
+		// One stale guard (p2 moved since 0) refuses the whole batch: the
+		// placement with a current guard is not stored either.
+		end := lastSeq()
+		_, err = s.publishBatch([]Msg{{Subject: "t.bat.p2.package.checked", ID: "bat-4"}, {Subject: "t.bat.p1.package.placed", ID: "bat-5"}},
+			[]*Expect{{Filter: "t.bat.p2.>", Seq: 0}, {Filter: "t.bat.p1.>", Seq: seqs[1]}})
+		if !errors.Is(err, ErrWrongLastSeq) {
+			t.Fatalf("batch with a stale guard: %v, want ErrWrongLastSeq", err)
+		}
+		if got := lastSeq(); got != end {
+			t.Fatalf("a refused batch stored something: last seq %d, was %d", got, end)
+		}
+		// A guard with a wildcard filter is checked against the stream as
+		// before the batch, the batch's own writes not counted: a second
+		// guard on p3 naming the same sequence holds.
+		seqs, err = s.publishBatch([]Msg{{Subject: "t.bat.p3.package.checked", ID: "bat-6"}, {Subject: "t.bat.p3.package.placed", ID: "bat-7"}},
+			[]*Expect{{Filter: "t.bat.p3.>", Seq: 0}, {Filter: "t.bat.p3.>", Seq: 0}})
+		must(t, err)
+		end = seqs[1]
+		// A guard on a literal subject the batch already wrote to fails.
+		_, err = s.publishBatch([]Msg{{Subject: "t.bat.p4.a", ID: "bat-8"}, {Subject: "t.bat.p4.b", ID: "bat-9"}},
+			[]*Expect{nil, {Filter: "t.bat.p4.a", Seq: 0}})
+		if !errors.Is(err, ErrWrongLastSeq) {
+			t.Fatalf("batch guarding a literal subject it writes: %v, want ErrWrongLastSeq", err)
+		}
+		// An id stored within the window refuses the batch (no dedup).
+		_, err = s.publishBatch([]Msg{{Subject: "t.bat.p5.a", ID: "bat-10"}, {Subject: "t.bat.p1.package.placed", ID: "bat-3"}}, []*Expect{nil, nil})
+		if !errors.Is(err, ErrBatchRefused) {
+			t.Fatalf("batch repeating a stored id: %v, want ErrBatchRefused", err)
+		}
+		_, err = s.publishBatch([]Msg{{Subject: "t.bat.p5.a", ID: "bat-11"}, {Subject: "t.bat.p5.b", ID: "bat-11"}}, []*Expect{nil, nil})
+		if !errors.Is(err, ErrBatchRefused) {
+			t.Fatalf("batch holding an id twice: %v, want ErrBatchRefused", err)
+		}
+		if got := lastSeq(); got != end {
+			t.Fatalf("refused batches stored something: last seq %d, was %d", got, end)
+		}
+	})
+
 	t.Run("consumer", func(t *testing.T) {
 		var seqs []uint64
 		for i, subj := range []string{"t.con.a.x", "t.con.b.x", "t.con.a.y", "t.con.c.x", "t.con.a.z"} {
@@ -294,11 +358,14 @@ func newSimStore() *simStore {
 }
 
 func (s *simStore) publish(m Msg, exp *Expect) (PubAck, error) { return s.log.Publish(m, exp) }
-func (s *simStore) get(seq uint64) (Msg, error)                { return s.log.Get(seq) }
-func (s *simStore) last(filter string) (Msg, error)            { return s.log.Last(filter) }
-func (s *simStore) dupWindow() time.Duration                   { return 2 * time.Second }
-func (s *simStore) pass(d time.Duration)                       { s.clock.Advance(d) }
-func (s *simStore) kv(ttl time.Duration) storeKV               { return simKV{NewKV(s.clock.Now, ttl)} }
+func (s *simStore) publishBatch(msgs []Msg, exps []*Expect) ([]uint64, error) {
+	return s.log.PublishBatch(msgs, exps)
+}
+func (s *simStore) get(seq uint64) (Msg, error)     { return s.log.Get(seq) }
+func (s *simStore) last(filter string) (Msg, error) { return s.log.Last(filter) }
+func (s *simStore) dupWindow() time.Duration        { return 2 * time.Second }
+func (s *simStore) pass(d time.Duration)            { s.clock.Advance(d) }
+func (s *simStore) kv(ttl time.Duration) storeKV    { return simKV{NewKV(s.clock.Now, ttl)} }
 func (s *simStore) consumer(cfg ConsumerConfig) storeConsumer {
 	return simConsumer{s.log.NewConsumer(cfg)}
 }
@@ -353,6 +420,7 @@ func newNATSStore(t *testing.T) *natsStore {
 	st, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
 		Name: "CONFORM", Subjects: []string{"t.>"}, Storage: jetstream.FileStorage,
 		Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew, Duplicates: window, AllowDirect: true,
+		AllowAtomicPublish: true,
 	})
 	must(t, err)
 	return &natsStore{t: t, js: js, stream: st, window: window}
@@ -393,6 +461,52 @@ func (s *natsStore) publish(m Msg, exp *Expect) (PubAck, error) {
 		return PubAck{}, mapErr(err)
 	}
 	return PubAck{Seq: a.Sequence, Duplicate: a.Duplicate}, nil
+}
+
+// publishBatch sends msgs with the batch headers, as events.Log does: the
+// last one commits and alone is answered.
+func (s *natsStore) publishBatch(msgs []Msg, exps []*Expect) ([]uint64, error) {
+	ctx, cancel := ctx10()
+	defer cancel()
+	id := fmt.Sprintf("conform-%d", time.Now().UnixNano())
+	nc := s.js.Conn()
+	for i, m := range msgs {
+		nm := nats.NewMsg(m.Subject)
+		nm.Data = m.Data
+		if m.ID != "" {
+			nm.Header.Set(jetstream.MsgIDHeader, m.ID)
+		}
+		if exp := exps[i]; exp != nil {
+			nm.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp.Seq, 10))
+			nm.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, exp.Filter)
+		}
+		nm.Header.Set("Nats-Batch-Id", id)
+		nm.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		if i < len(msgs)-1 {
+			must(s.t, nc.PublishMsg(nm))
+			continue
+		}
+		nm.Header.Set("Nats-Batch-Commit", "1")
+		resp, err := nc.RequestMsgWithContext(ctx, nm)
+		must(s.t, err)
+		var ack struct {
+			Error *jetstream.APIError `json:"error"`
+			Seq   uint64              `json:"seq"`
+		}
+		must(s.t, json.Unmarshal(resp.Data, &ack))
+		if ack.Error != nil {
+			if err := mapErr(ack.Error); errors.Is(err, ErrWrongLastSeq) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %v", ErrBatchRefused, ack.Error)
+		}
+		seqs := make([]uint64, len(msgs))
+		for j := range seqs {
+			seqs[j] = ack.Seq - uint64(len(msgs)-1-j)
+		}
+		return seqs, nil
+	}
+	return nil, nil
 }
 
 func (s *natsStore) get(seq uint64) (Msg, error) {

@@ -113,7 +113,7 @@ func (c *controller) tick() {
 				delete(c.pending, k)
 			}
 		}
-		if c.ready && c.deciding() {
+		if _, marker := e.Data.(events.PackageChecked); !marker && c.ready && c.deciding() {
 			c.emit(failover.Decide(c.st, e))
 		}
 	}
@@ -215,7 +215,7 @@ func (c *controller) emit(evs []events.Event) {
 			continue // its node moved on: decide again once that is read
 		}
 		e = w.stamp(e, c.clock())
-		exp := expectOf(c.st, e)
+		evs, exps := c.guarded(e)
 		if p := c.pauseNext; p > 0 {
 			// Paused after the checks, before the append: the decision goes
 			// out when the process runs again, whatever happened meanwhile.
@@ -224,12 +224,12 @@ func (c *controller) emit(evs []events.Event) {
 			gen := c.gen
 			w.after(p, func() {
 				if c.up && c.gen == gen {
-					c.appended(e, key, exp)
+					c.appended(evs, exps, key)
 				}
 			})
 			return
 		}
-		c.appended(e, key, exp)
+		c.appended(evs, exps, key)
 	}
 }
 
@@ -239,11 +239,42 @@ type unsure struct {
 	until time.Time
 }
 
-// appended appends decision e and records it as in flight, or, when the
-// outcome is unknown (an error, not a conflict), as unsure, as the runner
-// does.
-func (c *controller) appended(e events.Event, key string, exp *Expect) {
-	seq, err := c.w.appendEvent(c.who(), e, exp)
+// guarded returns the events that append decision e, each with its guard,
+// as failover.Runner.guarded does for a decision alone: for a placement, a
+// package.checked marker on each package linked to it, guarded by that
+// package's sequence as the state saw it, then e.
+func (c *controller) guarded(e events.Event) ([]events.Event, []*Expect) {
+	var evs []events.Event
+	var exps []*Expect
+	if _, ok := e.Data.(events.PackagePlaced); ok && c.st.Config != nil && c.w.opt.Mutation != MutationNoMarkers {
+		for _, q := range failover.Linked(c.st.Config, e.Subject) {
+			m := c.w.stamp(events.Event{Source: failover.Source, Subject: q, CauseID: e.CauseID,
+				Data: events.PackageChecked{For: e.Subject, Seq: c.st.PackageSeq(q)}}, e.Time)
+			evs, exps = append(evs, m), append(exps, expectOf(c.st, m))
+		}
+	}
+	return append(evs, e), append(exps, expectOf(c.st, e))
+}
+
+// appended appends decision e (the last of evs, after its markers: one
+// atomic batch) and records it as in flight, its markers as in flight on
+// their packages, or, when the outcome is unknown (an error, not a
+// conflict), the decision as unsure, as the runner does.
+func (c *controller) appended(evs []events.Event, exps []*Expect, key string) {
+	e := evs[len(evs)-1]
+	var seq uint64
+	var err error
+	if len(evs) == 1 {
+		seq, err = c.w.appendEvent(c.who(), e, exps[0])
+	} else {
+		var seqs []uint64
+		if seqs, err = c.w.appendBatch(c.who(), evs, exps); err == nil {
+			seq = seqs[len(seqs)-1]
+			for i, m := range evs[:len(evs)-1] {
+				c.pending["pkg."+m.Subject] = seqs[i]
+			}
+		}
+	}
 	switch {
 	case err == nil:
 		c.pending[key] = seq

@@ -9,7 +9,7 @@ import (
 // Finding names a class of violation the simulator found in the real
 // cores and runners (not in its model). A class written up in docs/sim.md
 // and still open is reported apart (Known), so that a CI run fails only on
-// a new class. None is open now: the four below are fixed, and a run that
+// a new class. None is open now: the five below are fixed, and a run that
 // breaks a promise their way fails like any other (their seeds replay
 // clean: TestFindingSeeds).
 type Finding string
@@ -45,6 +45,15 @@ const (
 	// still held. Fixed by the record of FindingActBeforeLoss: the stale
 	// loss now conflicts with it.
 	FindingStaleLoss Finding = "stale_loss"
+	// FindingDeposedPlacement (seed 2661, dependencies on): a controller
+	// decided a placement of pkg4 on node2, paused before its append and
+	// lost the lead; the new leader placed pkg3, which pkg4 excludes, on
+	// node2 and it started; the stale append then landed (pkg4's own
+	// subjects had not moved) and pkg4 started beside pkg3. Fixed: a
+	// placement is appended in one atomic batch with a package.checked
+	// marker on each package linked to it, guarded by that package's
+	// sequence as the controller read it (failover.Runner.guarded).
+	FindingDeposedPlacement Finding = "deposed_placement"
 )
 
 // known returns the open finding v belongs to, "" for none: none is open,

@@ -47,6 +47,16 @@ import (
 //     Get is ErrNotFound, Create succeeds, and an Update naming its
 //     revision fails. Expiry is exact here; the engine removes a value at
 //     some point after TTL (its expiry timer), never before.
+//  7. Atomic batches (the stream's allow_atomic on). PublishBatch stores
+//     all its messages at consecutive sequences, or none. Each message's
+//     Expect is checked against the stream as it was before the batch (a
+//     wildcard filter does not count the batch's own writes: two guards
+//     on one filter naming the same sequence both hold); one that fails
+//     refuses the whole batch with ErrWrongLastSeq, as does an Expect on a
+//     literal subject (no wildcard) that an earlier message of the batch
+//     writes. An ID stored within the duplicate window, or twice in the
+//     batch, refuses the whole batch with ErrBatchRefused: a batch is not
+//     deduplicated.
 
 // Errors of the simulated log, matched with errors.Is. The conformance
 // suite maps the engine's errors onto them.
@@ -59,6 +69,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrKeyExists: Create of a key that holds a value.
 	ErrKeyExists = errors.New("key exists")
+	// ErrBatchRefused: an atomic batch the engine refuses as a whole for
+	// another reason than a failed Expect (7. above).
+	ErrBatchRefused = errors.New("batch refused")
 	// ErrUnavailable: the store does not answer (a simulated outage or
 	// partition between a component and the log).
 	ErrUnavailable = errors.New("log unavailable")
@@ -137,6 +150,39 @@ func (l *Log) Publish(m Msg, exp *Expect) (PubAck, error) {
 		}
 	}
 	return PubAck{Seq: m.Seq}, nil
+}
+
+// PublishBatch stores msgs, each with its Expect (exps[i], nil for none),
+// as one atomic batch: all at consecutive sequences, or none (7. above).
+// It returns the sequence of each.
+func (l *Log) PublishBatch(msgs []Msg, exps []*Expect) ([]uint64, error) {
+	now := l.now()
+	ids := map[string]bool{}
+	for i, m := range msgs {
+		if exp := exps[i]; exp != nil {
+			for _, prev := range msgs[:i] {
+				if prev.Subject == exp.Filter {
+					return nil, fmt.Errorf("publish batch: %s checks %s, which the batch writes: %w", m.Subject, exp.Filter, ErrWrongLastSeq)
+				}
+			}
+			if got := l.LastSeqOn(exp.Filter); got != exp.Seq {
+				return nil, fmt.Errorf("publish batch: %s: %w: %d, not %d", m.Subject, ErrWrongLastSeq, got, exp.Seq)
+			}
+		}
+		if m.ID == "" {
+			continue
+		}
+		if d, ok := l.ids[m.ID]; ok && now.Sub(d.at) < l.dupWindow || ids[m.ID] {
+			return nil, fmt.Errorf("publish batch: id %s repeated: %w", m.ID, ErrBatchRefused)
+		}
+		ids[m.ID] = true
+	}
+	seqs := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		a, _ := l.Publish(m, nil) // checked above: stored
+		seqs[i] = a.Seq
+	}
+	return seqs, nil
 }
 
 // LastSeq returns the stream's last sequence (0 when empty).

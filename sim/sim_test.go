@@ -130,6 +130,12 @@ var findingSeeds = map[Finding][]uint64{
 	FindingHaltOnHaltedNode: {82},
 }
 
+// depFindingSeeds are the seeds that showed a fixed finding with
+// dependencies on (Options.Dependencies; docs/sim.md, "Dependencies").
+var depFindingSeeds = map[Finding][]uint64{
+	FindingDeposedPlacement: {2661},
+}
+
 // fixCase is a planted bug that undoes a fix and a seed of the current
 // fault schedule after which it breaks a promise again (with the grace
 // given, 0: Grace).
@@ -137,16 +143,18 @@ type fixCase struct {
 	m     Mutation
 	seed  uint64
 	grace time.Duration
+	deps  bool // Options.Dependencies
 }
 
 // fixCases are the witnesses of TestFixMutations. halt_on_halted_node
 // needs the grace of `vmguard verify` (10 s): with the simulator's 30 s, a
 // node down at most 20 s is back before the halt's bound runs out.
 var fixCases = []fixCase{
-	{MutationSkipLeaseRecord, 1784, 0},
-	{MutationStartVoid, 1201, 0},
-	{MutationStartVoid, 2108, 0},
-	{MutationUpOnlyLeases, 860, 10 * time.Second},
+	{MutationSkipLeaseRecord, 1784, 0, false},
+	{MutationStartVoid, 1201, 0, false},
+	{MutationStartVoid, 2108, 0, false},
+	{MutationUpOnlyLeases, 860, 10 * time.Second, false},
+	{MutationNoMarkers, 2661, 0, true},
 }
 
 // TestFixMutations: undoing the fix of a finding (in the model) makes a
@@ -159,13 +167,13 @@ func TestFixMutations(t *testing.T) {
 	covered := map[Mutation]bool{}
 	for _, c := range fixCases {
 		covered[c.m] = true
-		r := Run(Options{Seed: c.seed, Mutation: c.m, Grace: c.grace})
+		r := Run(Options{Seed: c.seed, Mutation: c.m, Grace: c.grace, Dependencies: c.deps})
 		if len(r.Violations) == 0 {
 			t.Errorf("%s, seed %d: no violation: %s", c.m, c.seed, r.Summary())
 			continue
 		}
 		t.Logf("%s, seed %d: %s", c.m, c.seed, r.Violations[0])
-		if base := Run(Options{Seed: c.seed, Grace: c.grace}); !base.OK() {
+		if base := Run(Options{Seed: c.seed, Grace: c.grace, Dependencies: c.deps}); !base.OK() {
 			t.Errorf("seed %d (grace %v) breaks a promise without %s too: %s\n%s", c.seed, c.grace, c.m, base.Summary(), fmtViolations(base))
 		}
 	}
@@ -187,6 +195,14 @@ func TestFindingSeeds(t *testing.T) {
 			r := Run(Options{Seed: seed})
 			if !r.OK() || len(r.Known) > 0 {
 				t.Errorf("%s, seed %d: %s\n%s\nreplay: go test ./sim -run 'TestSim$' -seed %d -v", f, seed, r.Summary(), fmtViolations(r), seed)
+			}
+		}
+	}
+	for f, seeds := range depFindingSeeds {
+		for _, seed := range seeds {
+			r := Run(Options{Seed: seed, Dependencies: true})
+			if !r.OK() || len(r.Known) > 0 {
+				t.Errorf("%s, seed %d (dependencies): %s\n%s\nreplay: go test ./sim -run TestSimDependencies -seed %d -v", f, seed, r.Summary(), fmtViolations(r), seed)
 			}
 		}
 	}

@@ -47,6 +47,10 @@ const (
 	// MutationUpOnlyLeases undoes the fix of halt_on_halted_node: the
 	// controller watches the leases of up nodes only.
 	MutationUpOnlyLeases Mutation = "up_only_leases"
+	// MutationNoMarkers undoes the fix of deposed_placement: the controller
+	// appends a placement without the guarded package.checked markers on
+	// the packages linked to it.
+	MutationNoMarkers Mutation = "no_markers"
 )
 
 // Mutations lists the planted bugs the simulator finds within a bounded
@@ -56,7 +60,7 @@ var Mutations = []Mutation{MutationSkipExpect, MutationSkipRelease, MutationRese
 // FixMutations lists the planted bugs that undo a fix of a finding; each
 // makes a seed that showed the finding break a promise again
 // (TestFixMutations).
-var FixMutations = []Mutation{MutationSkipLeaseRecord, MutationStartVoid, MutationUpOnlyLeases}
+var FixMutations = []Mutation{MutationSkipLeaseRecord, MutationStartVoid, MutationUpOnlyLeases, MutationNoMarkers}
 
 // Options describe one simulated run.
 type Options struct {
@@ -318,6 +322,47 @@ func (w *world) stamp(e events.Event, now time.Time) events.Event {
 }
 
 var errLost = errors.New("request or ack lost")
+
+// appendBatch appends evs for component who as one atomic batch, each with
+// its expected-sequence check (exps[i], nil: none), with the faults of the
+// network around the log (a request or an ack lost; a batch sent twice is
+// refused as a whole for its repeated ids, so it is not modelled).
+func (w *world) appendBatch(who string, evs []events.Event, exps []*Expect) ([]uint64, error) {
+	if !w.reach(who) {
+		return nil, ErrUnavailable
+	}
+	lossy := w.faulting && w.now().Before(w.lagUntil)
+	if lossy && w.chance(0.1) {
+		return nil, errLost
+	}
+	msgs := make([]Msg, len(evs))
+	for i, e := range evs {
+		subj, err := events.SubjectOf(e)
+		if err != nil {
+			return nil, fmt.Errorf("append %s: %w", e.Type(), err)
+		}
+		msgs[i] = Msg{Subject: subj, ID: e.ID}
+	}
+	if w.opt.Mutation == MutationSkipExpect {
+		exps = make([]*Expect, len(evs))
+	}
+	seqs, err := w.log.PublishBatch(msgs, exps)
+	if errors.Is(err, ErrWrongLastSeq) {
+		return nil, fmt.Errorf("append batch of %d: %w", len(evs), events.ErrConflict)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range evs {
+		e.Seq = seqs[i]
+		w.evs = append(w.evs, e)
+		w.stored(e)
+	}
+	if lossy && w.chance(0.1) {
+		return nil, errLost // stored, but the ack never came back
+	}
+	return seqs, nil
+}
 
 // appendEvent appends e for component who with the expected-sequence check
 // exp (nil: none), with the faults of the network around the log.

@@ -143,7 +143,8 @@ func ForHost(h Host) (Permissions, error) {
 //
 //   - vmguard.events.pkg.*.package.placed and .package.halting, and
 //     vmguard.events.node.*.lost and .thawed (a freeze that expired): its
-//     decisions;
+//     decisions; vmguard.events.pkg.*.package.checked: the marker it
+//     appends with a placement on each package linked to it;
 //   - $KV.vmguard_failover.> and $KV.vmguard_snapshots.>: the leader
 //     election and its state snapshots, and creating or updating those two
 //     buckets;
@@ -155,6 +156,7 @@ func Controller() Permissions {
 	p.Publish = append(p.Publish,
 		events.PackageSubject("*", "package", "placed"),
 		events.PackageSubject("*", "package", "halting"),
+		events.PackageSubject("*", "package", "checked"),
 		events.NodeSubject("*", "lost"),
 		events.NodeSubject("*", "thawed"),
 		"$KV."+electionBucket+".>",

@@ -65,6 +65,9 @@ func TestReaderWritesNothing(t *testing.T) {
 		}
 	}
 	c := guestauth.Controller()
+	if !slices.Contains(c.Publish, "vmguard.events.pkg.*.package.checked") {
+		t.Error("controller may not publish the markers of its placements (package.checked)")
+	}
 	for _, s := range c.Publish {
 		if strings.HasPrefix(s, "$KV.vmguard_leases.") && s != "$KV.vmguard_leases._probe.>" || strings.HasPrefix(s, "vmguard.agent") || strings.Contains(s, "cluster.") {
 			t.Errorf("controller may publish %s", s)

@@ -399,6 +399,29 @@ func TestLeaseTakenIsAccepted(t *testing.T) {
 	}
 }
 
+// TestPackageCheckedIsIgnored: the controller's marker of a placement on a
+// linked package (package.checked, docs/design-notes.md §7), written
+// between any two events about the package, neither breaks a rule nor adds
+// a note.
+func TestPackageCheckedIsIgnored(t *testing.T) {
+	l := clean()
+	var evs []events.Event
+	for _, e := range l.evs {
+		if e.Subject == "web" {
+			evs = append(evs, events.Event{ID: e.ID + "-checked", Source: events.ControllerSource, Subject: "web", Time: e.Time,
+				CauseID: e.CauseID, Data: events.PackageChecked{For: "db", Seq: 1}})
+		}
+		evs = append(evs, e)
+	}
+	for i := range evs {
+		evs[i].Seq = uint64(i + 1)
+	}
+	want := Verify(l.evs, Options{})
+	if r := Verify(evs, Options{}); !r.OK() || len(r.Notes) != len(want.Notes) {
+		t.Errorf("violations: %v; notes %v, want %v", r.Violations, r.Notes, want.Notes)
+	}
+}
+
 // TestPlacedOnLostNodeIsVoid (sim finding place_on_lost_node): a
 // placement stored after its node's loss is void, a note and not a
 // violation: it counts as released at once, so the placement that replaces
