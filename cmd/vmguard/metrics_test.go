@@ -61,19 +61,7 @@ func sum(fams map[string]*dto.MetricFamily, name string) float64 {
 func startUpWeb(t *testing.T, store string, port int, extra ...string) (*exec.Cmd, *syncBuffer, string) {
 	t.Helper()
 	web := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := append([]string{"up", "--store", store, "--port", fmt.Sprint(port), "--ui", web}, extra...)
-	cmd := exec.Command(vmguardBin, args...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		killStrays(store)
-	})
+	cmd, out := runUp(t, store, port, append([]string{"--ui", web}, extra...)...)
 	return cmd, out, "http://" + web
 }
 
