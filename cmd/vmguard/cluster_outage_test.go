@@ -14,6 +14,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // outageNodeTimeout is node_timeout in TestClusterStoreOutageIsNoNodeLoss:
@@ -111,7 +112,7 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 	})
 	t.Logf("app running on %s: %v", started.Data.(events.PackageStarted).Node, time.Since(begin).Round(time.Millisecond))
 	// Leases renewed for a while, so that the controller's window is old.
-	waitFor(t, 3*outageNodeTimeout, "node_timeout of renewals", func() bool {
+	natstest.WaitFor(t, 3*outageNodeTimeout, "node_timeout of renewals", func() bool {
 		return time.Since(started.Time) > outageNodeTimeout
 	})
 	fromSeq := cr.all()[len(cr.all())-1].Seq
@@ -121,7 +122,7 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 	down := time.Now() // n1 and n3 still have a quorum until n3 stops
 	nc3.stop(2)
 	outage := outageNodeTimeout + 6*time.Second
-	waitFor(t, 2*outage, "the outage to last", func() bool { return time.Since(down) > outage })
+	natstest.WaitFor(t, 2*outage, "the outage to last", func() bool { return time.Since(down) > outage })
 	nc3.start(1)
 	nc3.start(2)
 	back := time.Now()
@@ -135,7 +136,7 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 	// Long enough for any node.lost the outage could cause: node_timeout
 	// after app runs again (the store was writable before that), and then
 	// some.
-	waitFor(t, 3*outageNodeTimeout, "node_timeout after app runs again", func() bool {
+	natstest.WaitFor(t, 3*outageNodeTimeout, "node_timeout after app runs again", func() bool {
 		return time.Since(again.Time) > outageNodeTimeout+3*time.Second
 	})
 

@@ -25,6 +25,7 @@ import (
 	"github.com/vmguard/vmguard/hostmanager"
 	"github.com/vmguard/vmguard/internal/invariant"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // clusterConfig: app runs two services until stopped (worker is the one the
@@ -153,7 +154,7 @@ func (c *natsCluster) start(i int) {
 // waitOutput waits until member i printed s.
 func (c *natsCluster) waitOutput(i int, d time.Duration, s string) {
 	c.t.Helper()
-	waitFor(c.t, d, fmt.Sprintf("n%d to say %q", i+1, s), func() bool { return strings.Contains(c.outs[i].String(), s) })
+	natstest.WaitFor(c.t, d, fmt.Sprintf("n%d to say %q", i+1, s), func() bool { return strings.Contains(c.outs[i].String(), s) })
 }
 
 // stop ends member i with SIGTERM, as systemd does, and waits for it.
@@ -212,7 +213,7 @@ func clusterConn(t *testing.T, url, name string) *nats.Conn {
 func streamInfo(t *testing.T, js jetstream.JetStream, name string) *jetstream.StreamInfo {
 	t.Helper()
 	var info *jetstream.StreamInfo
-	waitFor(t, 15*time.Second, "info of stream "+name, func() bool {
+	natstest.WaitFor(t, 15*time.Second, "info of stream "+name, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		s, err := js.Stream(ctx, name)
@@ -276,7 +277,7 @@ func (c *clusterLog) all() []events.Event {
 func (c *clusterLog) wait(d time.Duration, what string, match func(events.Event) bool) events.Event {
 	c.t.Helper()
 	var found events.Event
-	waitFor(c.t, d, what, func() bool {
+	natstest.WaitFor(c.t, d, what, func() bool {
 		for _, e := range c.all() {
 			if match(e) {
 				found = e
@@ -649,7 +650,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 	worker := func() events.ProcessStarted {
 		t.Helper()
 		var cur events.ProcessStarted
-		waitFor(t, 30*time.Second, "worker running", func() bool {
+		natstest.WaitFor(t, 30*time.Second, "worker running", func() bool {
 			cur = events.ProcessStarted{}
 			for _, e := range cr.all() {
 				switch d := e.Data.(type) {
@@ -670,7 +671,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 	// renewedSince waits until every node's lease was renewed after t.
 	renewedSince := func(t0 time.Time, what string) {
 		t.Helper()
-		waitFor(t, nodeTimeout, what, func() bool {
+		natstest.WaitFor(t, nodeTimeout, what, func() bool {
 			for _, n := range cl.Nodes {
 				if _, ok := rn.gapAround(n, t0); !ok {
 					return false
@@ -690,7 +691,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 	for pi, ph := range phases {
 		if pi > 0 {
 			// Everything current again before the next loss.
-			waitFor(t, 30*time.Second, "every replica current", func() bool {
+			natstest.WaitFor(t, 30*time.Second, "every replica current", func() bool {
 				for _, s := range []string{events.StreamName, "KV_" + lease.Bucket, "KV_" + failover.ElectionBucket} {
 					if !allCurrent(streamInfo(t, js, s)) {
 						return false
@@ -700,7 +701,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 			})
 		}
 		wp := worker()
-		waitFor(t, 2*nodeTimeout, "lease renewals seen before the loss", func() bool {
+		natstest.WaitFor(t, 2*nodeTimeout, "lease renewals seen before the loss", func() bool {
 			for _, n := range cl.Nodes {
 				if rn.count(n) < 2 {
 					return false
@@ -708,7 +709,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 			}
 			return true
 		})
-		waitFor(t, 10*time.Second, "writes acknowledged", func() bool { _, ok := w.firstAckAfter(time.Now().Add(-200 * time.Millisecond)); return ok })
+		natstest.WaitFor(t, 10*time.Second, "writes acknowledged", func() bool { _, ok := w.firstAckAfter(time.Now().Add(-200 * time.Millisecond)); return ok })
 		before := cr.all()
 		fromSeq := before[len(before)-1].Seq
 		leader := streamInfo(t, js, ph.stream).Cluster.Leader
@@ -726,7 +727,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 		killed := time.Now()
 
 		// The log takes writes again.
-		waitFor(t, 20*time.Second, "a write acknowledged after the loss", func() bool { _, ok := w.firstAckAfter(stopped); return ok })
+		natstest.WaitFor(t, 20*time.Second, "a write acknowledged after the loss", func() bool { _, ok := w.firstAckAfter(stopped); return ok })
 		ack, _ := w.firstAckAfter(stopped)
 		// The worker's exit is answered by a restart on the same node.
 		restarted := cr.wait(30*time.Second, "worker restarted", func(e events.Event) bool {
@@ -736,7 +737,7 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 		renewedSince(stopAt, "lease renewals after the loss")
 		// Long enough for a lease that lapsed to be noticed: node_timeout
 		// after the last renewal before the loss, and then some.
-		waitFor(t, 3*nodeTimeout, "node_timeout to pass", func() bool { return time.Since(stopped) > nodeTimeout+time.Second })
+		natstest.WaitFor(t, 3*nodeTimeout, "node_timeout to pass", func() bool { return time.Since(stopped) > nodeTimeout+time.Second })
 		info := streamInfo(t, js, ph.stream)
 		var gaps []string
 		end := time.Now()

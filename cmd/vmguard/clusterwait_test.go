@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestHostWaitsForFormingCluster starts a host manager and a controller
@@ -37,10 +38,10 @@ func TestHostWaitsForFormingCluster(t *testing.T) {
 	}
 	c.start("host", "host", "--node", "node1", "--state", filepath.Join(dir, "node1"), "--agent-bin", vmguardBin)
 	c.start("failover", "failover")
-	waitFor(t, 30*time.Second, "the host manager to say it waits", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the host manager to say it waits", func() bool {
 		return strings.Contains(c.logs["host"].String(), "waiting for the JetStream cluster")
 	})
-	waitFor(t, 30*time.Second, "the controller to say it waits", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the controller to say it waits", func() bool {
 		return strings.Contains(c.logs["failover"].String(), "waiting for the JetStream cluster")
 	})
 	for _, name := range []string{"host", "failover"} {

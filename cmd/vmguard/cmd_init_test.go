@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/internal/natsconn"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // identityEnv returns the environment that connects as identity id of a
@@ -103,7 +104,7 @@ func TestInitSecureSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	waitFor(t, 30*time.Second, "vmguard server with init's config ready", func() bool { return strings.Contains(buf.String(), "ready") })
+	natstest.WaitFor(t, 30*time.Second, "vmguard server with init's config ready", func() bool { return strings.Contains(buf.String(), "ready") })
 	if strings.Contains(buf.String(), "INSECURE") {
 		t.Errorf("init's config counted as insecure:\n%s", buf.String())
 	}

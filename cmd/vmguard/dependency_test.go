@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 const dependencyCluster = `cluster: deps
@@ -91,7 +92,7 @@ func TestUpDependencies(t *testing.T) {
 			return ok && e.Subject == pkg && d.Node == node
 		}
 	}
-	waitFor(t, 90*time.Second, "db and app running on node1, lo on node2", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "db and app running on node1, lo on node2", func() bool {
 		return find(started("db", "node1")) > 0 && find(started("app", "node1")) > 0 && find(started("lo", "node2")) > 0
 	})
 	if dbUp, appPlaced := find(started("db", "node1")), find(placed("app", "node1")); appPlaced < dbUp {
@@ -103,7 +104,7 @@ func TestUpDependencies(t *testing.T) {
 		t.Errorf("pkg run hi while lo holds node2: exit %d, %q; want it refused naming the exclusion", code, errs)
 	}
 	cli("pkg", "enable", "hi", "--reason", "go")
-	waitFor(t, 90*time.Second, "hi running on node2 and lo moved to node1", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "hi running on node2 and lo moved to node1", func() bool {
 		return find(started("hi", "node2")) > 0 && find(started("lo", "node1")) > 0
 	})
 	if find(func(e events.Event) bool {
@@ -115,7 +116,7 @@ func TestUpDependencies(t *testing.T) {
 
 	// Successors first: node1 halts; app halts before db moves.
 	cli("node", "halt", "node1", "--reason", "maintenance")
-	waitFor(t, 90*time.Second, "db and app running on node2", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "db and app running on node2", func() bool {
 		return find(started("db", "node2")) > 0 && find(started("app", "node2")) > 0
 	})
 	appHalted := find(func(e events.Event) bool {
@@ -149,7 +150,7 @@ func TestUpDependencies(t *testing.T) {
 	}
 	cli("pkg", "run", "db")
 	cli("pkg", "enable", "db")
-	waitFor(t, 90*time.Second, "db and app running again on node2", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "db and app running again on node2", func() bool {
 		n := 0
 		for _, e := range readLog(t, l) {
 			if d, ok := e.Data.(events.PackageStarted); ok && d.Node == "node2" && (e.Subject == "db" || e.Subject == "app") && e.Seq > dbHalting {

@@ -15,6 +15,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // e2eConfig has a package whose service always exits (web) and one whose
@@ -127,7 +128,7 @@ func readLog(t *testing.T, l *events.Log) []events.Event {
 func waitEvent(t *testing.T, l *events.Log, d time.Duration, what string, match func(events.Event) bool) events.Event {
 	t.Helper()
 	var found events.Event
-	waitFor(t, d, what, func() bool {
+	natstest.WaitFor(t, d, what, func() bool {
 		for _, e := range readLog(t, l) {
 			if match(e) {
 				found = e

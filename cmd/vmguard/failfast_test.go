@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // failFastCluster: web's svc fails at its first run (restart none,
@@ -75,7 +76,7 @@ func TestUpFailFast(t *testing.T) {
 		d, ok := last.Data.(events.PackageStarted)
 		return ok && d.Node == node
 	}
-	waitFor(t, 90*time.Second, "web and db running on node2 after node1's fail-fast", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "web and db running on node2 after node1's fail-fast", func() bool {
 		evs := readLog(t, l)
 		return runningOn(evs, "web", "node2") && runningOn(evs, "db", "node2")
 	})
@@ -103,7 +104,7 @@ func TestUpFailFast(t *testing.T) {
 	if code, out, errs := runCLI("--nats", url, "node", "run", "node1", "--reason", "checked"); code != 0 {
 		t.Fatalf("node run node1: exit %d\n%s%s", code, out, errs)
 	}
-	waitFor(t, 30*time.Second, "node1 joined by the operator", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "node1 joined by the operator", func() bool {
 		for _, e := range readLog(t, l) {
 			if d, ok := e.Data.(events.NodeJoined); ok && e.Subject == "node1" && d.Reason == "checked" {
 				return true
@@ -141,7 +142,7 @@ func startUpOn(t *testing.T, dir, cluster string) (string, *events.Log, *exec.Cm
 func upLog(t *testing.T, url string) *events.Log {
 	t.Helper()
 	var l *events.Log
-	waitFor(t, 60*time.Second, "vmguard up's log", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "vmguard up's log", func() bool {
 		nc, err := nats.Connect(url, nats.NoReconnect())
 		if err != nil {
 			return false

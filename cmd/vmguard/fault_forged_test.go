@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestFaultForgedProcessExited has a guest's user publish a process.exited
@@ -38,8 +39,8 @@ func TestFaultForgedProcessExited(t *testing.T) {
 	f.waitFor(10*time.Second, "a restart answering the forged exit", func(e events.Event) bool {
 		return e.Type() == events.TypeServiceRestarting && e.CauseID == forged.ID
 	})
-	waitFor(t, 10*time.Second, "one process of the service", func() bool { return len(procsWith("sleep "+tag)) == 1 })
+	natstest.WaitFor(t, 10*time.Second, "one process of the service", func() bool { return len(procsWith("sleep "+tag)) == 1 })
 	f.waitSettled(first.Seq+2, 30*time.Second+30*time.Second, false, "app running again")
-	waitFor(t, 5*time.Second, "one process of the service after the failover", func() bool { return len(procsWith("sleep "+tag)) == 1 })
+	natstest.WaitFor(t, 5*time.Second, "one process of the service after the failover", func() bool { return len(procsWith("sleep "+tag)) == 1 })
 	f.verify()
 }

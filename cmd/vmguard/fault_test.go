@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // The fault-injection suite: real `vmguard server`, `vmguard failover` and
@@ -164,7 +165,7 @@ func (f *faultEnv) pause(pid int, d time.Duration) {
 func (f *faultEnv) agentPID(node, guest string) int {
 	f.t.Helper()
 	var pid int
-	waitFor(f.t, 10*time.Second, "agent pid file of "+guest+" on "+node, func() bool {
+	natstest.WaitFor(f.t, 10*time.Second, "agent pid file of "+guest+" on "+node, func() bool {
 		b, err := os.ReadFile(filepath.Join(f.dir, node, "guests", guest+".pid"))
 		if err != nil {
 			return false
@@ -197,7 +198,7 @@ func (f *faultEnv) events() []events.Event {
 	if n := len(f.seen); n > 0 {
 		from = f.seen[n-1].Seq + 1
 	}
-	waitFor(f.t, 30*time.Second, "a readable log", func() bool {
+	natstest.WaitFor(f.t, 30*time.Second, "a readable log", func() bool {
 		var got []events.Event
 		_, err := f.l.Replay(context.Background(), events.ReadOptions{StartSeq: from}, func(e events.Event) error {
 			got = append(got, e)
@@ -691,10 +692,10 @@ func TestFaultServiceLeavesItsGroup(t *testing.T) {
 	tag := fmt.Sprintf("%d", 900000+time.Now().UnixNano()%99999)
 	f := newFaultEnv(t, faultConfig(`setsid sh -c "sleep `+tag+` &"; while :; do sleep 1; done`))
 	first := f.waitRunning(0, 30*time.Second, "app running")
-	waitFor(t, 10*time.Second, "the daemon running", func() bool { return len(procsWith("sleep "+tag)) == 1 })
+	natstest.WaitFor(t, 10*time.Second, "the daemon running", func() bool { return len(procsWith("sleep "+tag)) == 1 })
 	f.cli("pkg", "halt", "app", "--reason", "fault test")
 	f.waitSettled(first.Seq, 4*(time.Second+2*time.Second), true, "app halted")
-	waitFor(t, 2*time.Second, "the daemon gone once the halt ended", func() bool { return len(procsWith("sleep "+tag)) == 0 })
+	natstest.WaitFor(t, 2*time.Second, "the daemon gone once the halt ended", func() bool { return len(procsWith("sleep "+tag)) == 0 })
 	f.verify()
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/guestauth"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // streamBytes is the log's size in bytes.
@@ -107,7 +108,7 @@ func TestGuestFlood(t *testing.T) {
 		c.start(n, "host", "--node", n, "--state", filepath.Join(e.dir, n), "--no-guard")
 	}
 	admin := dialLogFlags(t, e.flags("operator-admin"))
-	waitFor(t, 60*time.Second, "5 restarts of web's tick before the flood", func() bool { return len(restarts(readLog(t, admin), "tick")) >= 5 })
+	natstest.WaitFor(t, 60*time.Second, "5 restarts of web's tick before the flood", func() bool { return len(restarts(readLog(t, admin), "tick")) >= 5 })
 	startSeq, err := admin.LastSeq(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +148,7 @@ func TestGuestFlood(t *testing.T) {
 
 	// Restarts after the flood: the first that began 3 s after its end on.
 	settle := ended.Add(3 * time.Second)
-	waitFor(t, 120*time.Second, "5 restarts of tick after the flood", func() bool {
+	natstest.WaitFor(t, 120*time.Second, "5 restarts of tick after the flood", func() bool {
 		n := 0
 		for _, r := range restarts(readLog(t, admin), "tick") {
 			if r.exited.After(settle) {

@@ -19,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // runBin runs the vmguard binary to completion (bounded) and returns its
@@ -63,7 +64,7 @@ func TestUpGuardRails(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = up.Process.Kill(); _ = up.Wait(); killStrays(store) })
-	waitFor(t, 60*time.Second, "vmguard up to apply the demo", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "vmguard up to apply the demo", func() bool {
 		return strings.Contains(out.String(), "demo.yaml applied (seq")
 	})
 
@@ -110,7 +111,7 @@ func TestUpGuardRails(t *testing.T) {
 	if err := up.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "up to stop on Ctrl-C", func() bool { return strings.Contains(out.String(), "vmguard up: stopped") })
+	natstest.WaitFor(t, 60*time.Second, "up to stop on Ctrl-C", func() bool { return strings.Contains(out.String(), "vmguard up: stopped") })
 	_ = up.Wait()
 
 	up2 := exec.Command(vmguardBin, "up", "-q", "--store", store, "--port", fmt.Sprint(port))
@@ -121,7 +122,7 @@ func TestUpGuardRails(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = up2.Process.Kill(); _ = up2.Wait() })
-	waitFor(t, 60*time.Second, "the second up to say which config is in force", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "the second up to say which config is in force", func() bool {
 		return strings.Contains(out2.String(), "config in force from the log")
 	})
 	if !strings.Contains(out2.String(), "from "+mine) {
@@ -141,7 +142,7 @@ func TestUpGuardRails(t *testing.T) {
 	if err := up2.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 60*time.Second, "the second up to stop", func() bool { return strings.Contains(out2.String(), "vmguard up: stopped") })
+	natstest.WaitFor(t, 60*time.Second, "the second up to stop", func() bool { return strings.Contains(out2.String(), "vmguard up: stopped") })
 }
 
 // TestBenchLogRefusesLiveLog: `bench log --external` writes fake events, so
@@ -258,7 +259,7 @@ func TestSecondHostManagerRefused(t *testing.T) {
 	if d.By != "alice" || d.Reason != "first one is hung" || !strings.Contains(d.Holder, fmt.Sprintf("pid %d", first)) {
 		t.Errorf("node.taken_over %+v, want by alice, the reason, and the old holder's pid %d", d, first)
 	}
-	waitFor(t, 30*time.Second, "the first host manager to step down", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the first host manager to step down", func() bool {
 		return strings.Contains(c.logs["first"].String(), "node lease taken by another host manager instance")
 	})
 
@@ -266,7 +267,7 @@ func TestSecondHostManagerRefused(t *testing.T) {
 	c.kill9("second")
 	c.start("third", "host", "--node", "node1", "--state", filepath.Join(dir, "c"), "--agent-bin", vmguardBin)
 	third := c.procs["third"].Process.Pid
-	waitFor(t, 30*time.Second, "the third host manager to hold node1", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the third host manager to hold node1", func() bool {
 		return leasePID(t, url, "node1") == third
 	})
 }

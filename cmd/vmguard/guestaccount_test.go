@@ -16,6 +16,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/guestauth"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // guestAccountConfig runs guest webvm "in a VM": its agent is started by
@@ -85,7 +86,7 @@ func TestGuestAccount(t *testing.T) {
 	c.start("failover", "failover")
 	c.start("node1", "host", "--node", "node1", "--state", filepath.Join(e.dir, "node1"), "--no-guard")
 	admin := dialLogFlags(t, e.flags("operator-admin"))
-	waitFor(t, 90*time.Second, "3 restarts of tick, its process events through the gate", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "3 restarts of tick, its process events through the gate", func() bool {
 		return len(restarts(readLog(t, admin), "tick")) >= 3
 	})
 	for _, x := range readLog(t, admin) {
@@ -97,7 +98,7 @@ func TestGuestAccount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the agent in its account follows node1's lease", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the agent in its account follows node1's lease", func() bool {
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		p, err := agent.Ping(pctx)
@@ -164,7 +165,7 @@ func TestGuestAccount(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the gate's answers", func() bool { return answered.Load() >= burst*9/10 })
+	natstest.WaitFor(t, 30*time.Second, "the gate's answers", func() bool { return answered.Load() >= burst*9/10 })
 	if limited.Load() == 0 {
 		t.Errorf("%d junk appends in a burst: none refused over the rate (%d answered)", burst, answered.Load())
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/guestauth"
 	"github.com/vmguard/vmguard/internal/natsconn"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // leafConfig: guest webvm runs package web on node1, guest dbvm package
@@ -149,10 +150,10 @@ func TestLeafNodes(t *testing.T) {
 	}
 
 	admin := dialLogFlags(t, e.flags("operator-admin"))
-	waitFor(t, 90*time.Second, "3 restarts of tick through node1's leaf and both gates", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "3 restarts of tick through node1's leaf and both gates", func() bool {
 		return len(restarts(readLog(t, admin), "tick")) >= 3
 	})
-	waitFor(t, 60*time.Second, "db's steady service started on node2 through its leaf", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "db's steady service started on node2 through its leaf", func() bool {
 		for _, x := range readLog(t, admin) {
 			if d, ok := x.Data.(events.ProcessStarted); ok && d.Service == "steady" {
 				return true
@@ -273,7 +274,7 @@ func TestLeafNodes(t *testing.T) {
 	// server's gate from node1's, once the flood has drained.
 	var last leafz
 	var lastAt time.Time
-	waitFor(t, 30*time.Second, "node1's leaf quiet after the flood (under 10 messages in a second)", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "node1's leaf quiet after the flood (under 10 messages in a second)", func() bool {
 		cur := hubLeafs(t, httpPort)[guestauth.GuestAccount("webvm")]
 		if !lastAt.IsZero() && time.Since(lastAt) < time.Second {
 			return false
@@ -308,7 +309,7 @@ func TestLeafNodes(t *testing.T) {
 
 	// The service keeps being restarted after the flood.
 	n0 := len(restarts(readLog(t, admin), "tick"))
-	waitFor(t, 60*time.Second, "2 more restarts of tick after the flood", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "2 more restarts of tick after the flood", func() bool {
 		return len(restarts(readLog(t, admin), "tick")) >= n0+2
 	})
 	t.Logf("restarts resumed %v after the flood", time.Since(floodEnd).Round(100*time.Millisecond))
@@ -335,7 +336,7 @@ func TestLeafNodes(t *testing.T) {
 	n1 := len(restarts(readLog(t, admin), "tick"))
 	c.start("node1", "host", "--node", "node1", "--state", filepath.Join(e.dir, "node1"), "--no-guard",
 		"--leaf", filepath.Join(e.out, "leaf-node1", "leaf.conf"))
-	waitFor(t, 60*time.Second, "2 more restarts of tick after node1's host manager and leaf restarted", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "2 more restarts of tick after node1's host manager and leaf restarted", func() bool {
 		return len(restarts(readLog(t, admin), "tick")) >= n1+2
 	})
 	t.Logf("node1's host manager and leaf killed and restarted: tick restarted again %v after the kill", time.Since(killed).Round(100*time.Millisecond))

@@ -61,7 +61,7 @@ func startServer(t *testing.T, store string, port int, extra ...string) *exec.Cm
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	waitFor(t, 30*time.Second, "vmguard server ready", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "vmguard server ready", func() bool {
 		return strings.Contains(out.String(), "ready") && canConnect(url)
 	})
 	return cmd
@@ -79,12 +79,6 @@ func canConnect(url string) bool {
 	return true
 }
 
-// waitFor polls cond until it holds (natstest.WaitFor).
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	natstest.WaitFor(t, within, what, cond)
-}
-
 // waitAgentAnswers waits up to 30 s until guest's agent answers a ping
 // over nc; what says how it should answer.
 func waitAgentAnswers(t *testing.T, nc *nats.Conn, guest, what string) {
@@ -93,7 +87,7 @@ func waitAgentAnswers(t *testing.T, nc *nats.Conn, guest, what string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, what, func() bool {
+	natstest.WaitFor(t, 30*time.Second, what, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, err := c.Ping(ctx)

@@ -12,6 +12,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // nodeStateOf returns node's STATE in `vmguard status -o json`.
@@ -37,7 +38,7 @@ func (f *faultEnv) nodeStateOf(node string) failover.NodeView {
 func (f *faultEnv) waitLeaseFrozen(node string) time.Time {
 	f.t.Helper()
 	var until time.Time
-	waitFor(f.t, 20*time.Second, "the lease of "+node+" to carry frozen_until", func() bool {
+	natstest.WaitFor(f.t, 20*time.Second, "the lease of "+node+" to carry frozen_until", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		kv, err := lease.Open(ctx, f.l.JetStream())
@@ -271,7 +272,7 @@ func TestMaintenanceThawRearms(t *testing.T) {
 	f.cli("node", "freeze", node, "--for", "1h")
 	f.waitLeaseFrozen(node)
 	f.cli("node", "thaw", node)
-	waitFor(t, 20*time.Second, "the lease of "+node+" without frozen_until", func() bool {
+	natstest.WaitFor(t, 20*time.Second, "the lease of "+node+" without frozen_until", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		kv, err := lease.Open(ctx, f.l.JetStream())
@@ -287,7 +288,7 @@ func TestMaintenanceThawRearms(t *testing.T) {
 	})
 	// The controller must have read the unfrozen lease to count the coming
 	// lapse as a loss before the freeze's end an hour away; it says so.
-	waitFor(t, 30*time.Second, "the controller re-arms "+node, func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the controller re-arms "+node, func() bool {
 		return strings.Contains(f.logs["failover"].String(), "node re-armed after its thaw")
 	})
 	stop := make(chan struct{})

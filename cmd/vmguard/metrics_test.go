@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // scrape reads url's metrics with Prometheus's own text parser.
@@ -80,7 +81,7 @@ func TestMetricsMoveWithRestartsAndFailover(t *testing.T) {
 	metricsURL := base + "/metrics"
 
 	var first map[string]*dto.MetricFamily
-	waitFor(t, 30*time.Second, "/metrics to answer", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "/metrics to answer", func() bool {
 		var err error
 		first, err = scrape(metricsURL)
 		return err == nil
@@ -95,7 +96,7 @@ func TestMetricsMoveWithRestartsAndFailover(t *testing.T) {
 	// Each poll reads the whole log twice: every 250 ms, not waitFor's 20.
 	pace := time.NewTicker(250 * time.Millisecond)
 	defer pace.Stop()
-	waitFor(t, 120*time.Second, "vmguard_restarts_total and vmguard_failovers_total to grow", func() bool {
+	natstest.WaitFor(t, 120*time.Second, "vmguard_restarts_total and vmguard_failovers_total to grow", func() bool {
 		<-pace.C
 		before := readLog(t, l)
 		f, err := scrape(metricsURL)
@@ -174,7 +175,7 @@ func TestDaemonMetrics(t *testing.T) {
 				sum(f, "vmguard_decisions_total") > 0 && sum(f, "vmguard_events_read_total") > 0
 		}},
 	} {
-		waitFor(t, 60*time.Second, w.what, func() bool {
+		natstest.WaitFor(t, 60*time.Second, w.what, func() bool {
 			f, err := scrape("http://" + w.addr + "/metrics")
 			return err == nil && w.ok(f)
 		})
@@ -197,7 +198,7 @@ func TestAgentMetrics(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	var f map[string]*dto.MetricFamily
-	waitFor(t, 30*time.Second, "vmguard_agent_processes{guest=\"g1\"}", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "vmguard_agent_processes{guest=\"g1\"}", func() bool {
 		var err error
 		f, err = scrape("http://" + addr + "/metrics")
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 const migrateCluster = `cluster: mig
@@ -45,7 +46,7 @@ func TestUpMigrate(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, 90*time.Second, "web running on node1", func() bool { return started(1, "node1") })
+	natstest.WaitFor(t, 90*time.Second, "web running on node1", func() bool { return started(1, "node1") })
 	var svc int
 	for _, e := range readLog(t, l) {
 		if d, ok := e.Data.(events.ProcessStarted); ok {
@@ -56,7 +57,7 @@ func TestUpMigrate(t *testing.T) {
 	if code, out, errs := runCLI("--nats", url, "pkg", "move", "web", "-n", "node2", "--reason", "patching node1"); code != 0 {
 		t.Fatalf("pkg move: exit %d: %s%s", code, out, errs)
 	}
-	waitFor(t, 60*time.Second, "web running on node2", func() bool { return started(2, "node2") })
+	natstest.WaitFor(t, 60*time.Second, "web running on node2", func() bool { return started(2, "node2") })
 	evs := readLog(t, l)
 	short := map[string]int{}
 	var placed, done time.Time

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 const multiNodeCluster = `cluster: mn
@@ -94,7 +95,7 @@ func TestMultiNodePackage(t *testing.T) {
 		n, _ := count(after, is(pkg, node, events.TypePackageStarted))
 		return n > 0
 	}
-	waitFor(t, 90*time.Second, "mon on node1 and node2, app beside it", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "mon on node1 and node2, app beside it", func() bool {
 		return running(0, "mon", "node1") && running(0, "mon", "node2") && (running(0, "app", "node1") || running(0, "app", "node2"))
 	})
 	// app went to the first node where mon ran (configured_node takes the
@@ -121,7 +122,7 @@ func TestMultiNodePackage(t *testing.T) {
 		t.Helper()
 		var pid int
 		var seq uint64
-		waitFor(t, 60*time.Second, "a process of mon on "+on, func() bool {
+		natstest.WaitFor(t, 60*time.Second, "a process of mon on "+on, func() bool {
 			count(after, func(e events.Event) bool {
 				if d, ok := e.Data.(events.ProcessStarted); ok && e.Subject == "mon" && d.Guest == "monvm-"+on {
 					pid, seq = d.PID, e.Seq
@@ -136,7 +137,7 @@ func TestMultiNodePackage(t *testing.T) {
 		return seq
 	}
 	first := kill(0)
-	waitFor(t, 60*time.Second, "mon's service restarted on "+on, func() bool {
+	natstest.WaitFor(t, 60*time.Second, "mon's service restarted on "+on, func() bool {
 		n, _ := count(first, is("mon", on, events.TypeServiceRestarting))
 		return n == 1
 	})
@@ -163,7 +164,7 @@ func TestMultiNodePackage(t *testing.T) {
 	// The second exit uses on's restarts up: its instance fails, only.
 	second := kill(first)
 	var failed uint64
-	waitFor(t, 60*time.Second, "mon failed on "+on+", app running on "+off, func() bool {
+	natstest.WaitFor(t, 60*time.Second, "mon failed on "+on+", app running on "+off, func() bool {
 		_, failed = count(second, is("mon", on, events.TypePackageFailed))
 		return failed > 0 && running(failed, "app", off)
 	})
@@ -183,12 +184,12 @@ func TestMultiNodePackage(t *testing.T) {
 	// pkg reset: on's instance comes back.
 	reset := failed
 	cli("pkg", "reset", "mon")
-	waitFor(t, 60*time.Second, "mon on "+on+" again", func() bool { return running(reset, "mon", on) })
+	natstest.WaitFor(t, 60*time.Second, "mon on "+on+" again", func() bool { return running(reset, "mon", on) })
 
 	// A halted node halts its instance; nothing moves; node run brings it back.
 	_, mark := count(0, func(events.Event) bool { return true })
 	cli("node", "halt", off, "--reason", "maintenance")
-	waitFor(t, 60*time.Second, "mon halted on "+off+", app on "+on, func() bool {
+	natstest.WaitFor(t, 60*time.Second, "mon halted on "+off+", app on "+on, func() bool {
 		n, _ := count(mark, is("mon", off, events.TypePackageHalted))
 		return n == 1 && running(mark, "app", on)
 	})
@@ -197,14 +198,14 @@ func TestMultiNodePackage(t *testing.T) {
 	}
 	_, mark = count(0, func(events.Event) bool { return true })
 	cli("node", "run", off)
-	waitFor(t, 60*time.Second, "mon on "+off+" again", func() bool { return running(mark, "mon", off) })
+	natstest.WaitFor(t, 60*time.Second, "mon on "+off+" again", func() bool { return running(mark, "mon", off) })
 
 	// pkg halt mon: app (its successor) halts first, then every instance.
 	out := cli("pkg", "halt", "mon", "--reason", "upgrade")
 	if i, j := strings.Index(out, "package.halting app"), strings.Index(out, "package.halting mon"); i < 0 || j < i {
 		t.Errorf("pkg halt mon: want app halting, then mon\n%s", out)
 	}
-	waitFor(t, 60*time.Second, "mon halted on both nodes", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "mon halted on both nodes", func() bool {
 		a, _ := count(mark, is("mon", "node1", events.TypePackageHalted))
 		b, _ := count(mark, is("mon", "node2", events.TypePackageHalted))
 		return a == 1 && b == 1

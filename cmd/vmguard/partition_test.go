@@ -22,6 +22,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/invariant"
 	"github.com/vmguard/vmguard/internal/lease"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 	"github.com/vmguard/vmguard/internal/netlab"
 	"github.com/vmguard/vmguard/internal/timeline"
 )
@@ -180,7 +181,7 @@ cluster {
 	}
 	for _, h := range lab.Hosts {
 		ready := fmt.Sprintf("stream VMGUARD ready (R%d)", len(lab.Hosts))
-		waitFor(t, 90*time.Second, h.Name+"'s server: "+ready, func() bool {
+		natstest.WaitFor(t, 90*time.Second, h.Name+"'s server: "+ready, func() bool {
 			return strings.Contains(p.out("server "+h.Name), ready)
 		})
 	}
@@ -203,7 +204,7 @@ cluster {
 		p.startFailover(h)
 		p.startHost(h)
 	}
-	waitFor(t, 90*time.Second, "every node joined", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "every node joined", func() bool {
 		joined := map[string]bool{}
 		for _, e := range p.log.all() {
 			if e.Type() == events.TypeNodeJoined {
@@ -474,7 +475,7 @@ func (p *partEnv) waitRunningOne(bound, hold time.Duration, what string) (string
 			p.t.Logf("while waiting for %s: %s", what, why)
 		}
 	}()
-	waitFor(p.t, bound, what, func() bool {
+	natstest.WaitFor(p.t, bound, what, func() bool {
 		w, since, ps, _ := p.samp.state("")
 		evs := p.log.all()
 		if failedEverywhere(evs) {
@@ -1203,7 +1204,7 @@ func (p *partEnv) leaderAway(stream, host string) {
 	nc := clusterConn(p.t, p.fwdURL, "stepdown")
 	defer nc.Close()
 	js := clusterJS(p.t, p.fwdURL)
-	waitFor(p.t, 60*time.Second, stream+"'s leader off "+host, func() bool {
+	natstest.WaitFor(p.t, 60*time.Second, stream+"'s leader off "+host, func() bool {
 		info := streamInfo(p.t, js, stream)
 		if info.Cluster != nil && info.Cluster.Leader != "" && info.Cluster.Leader != host && allCurrent(info) {
 			return true
@@ -1220,7 +1221,7 @@ func (p *partEnv) leaderAway(stream, host string) {
 // if any, is a join: cut-off nodes that were lost or fenced came back.
 func (p *partEnv) waitJoined(bound time.Duration, seq uint64) {
 	p.t.Helper()
-	waitFor(p.t, max(bound, 10*time.Second), "every node joined again", func() bool {
+	natstest.WaitFor(p.t, max(bound, 10*time.Second), "every node joined again", func() bool {
 		up := map[string]bool{}
 		for _, e := range p.log.all() {
 			if e.Seq <= seq {

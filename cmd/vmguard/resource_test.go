@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 const resourceCluster = `cluster: res
@@ -55,10 +56,10 @@ func TestUpResource(t *testing.T) {
 		t.Errorf("resource set with a bad value: exit %d, %q", code, errs)
 	}
 	set("node1", "42")
-	waitFor(t, 60*time.Second, "web running on node1 once its disk is up there", startedOn("node1", 1))
+	natstest.WaitFor(t, 60*time.Second, "web running on node1 once its disk is up there", startedOn("node1", 1))
 	set("node2", "up") // up, but no value: the criterion >= 10 is not met
 	set("node1", "3")
-	waitFor(t, 60*time.Second, "web failed on node1 once its disk fell below 10", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "web failed on node1 once its disk fell below 10", func() bool {
 		for _, e := range readLog(t, l) {
 			if d, ok := e.Data.(events.PackageFailed); ok && d.Node == "node1" && strings.Contains(d.Reason, "resource disk on node node1 is up (value 3), the package needs >= 10") {
 				return true
@@ -67,7 +68,7 @@ func TestUpResource(t *testing.T) {
 		return false
 	})
 	set("node2", "10")
-	waitFor(t, 60*time.Second, "web running on node2 once its disk is up there", startedOn("node2", 2))
+	natstest.WaitFor(t, 60*time.Second, "web running on node2 once its disk is up there", startedOn("node2", 2))
 	if code, out, errs := runCLI("--nats", url, "verify"); code != 0 {
 		t.Errorf("verify: exit %d\n%s%s", code, out, errs)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/vmguard/vmguard/guestagent"
 	"github.com/vmguard/vmguard/internal/lease"
 	"github.com/vmguard/vmguard/internal/natsconn"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // rolesConfig gives each node a package of its own, so that a host has a
@@ -89,7 +90,7 @@ func newSecureEnvInit(t *testing.T, config string, initArgs func(out string) []s
 			t.Logf("--- server log:\n%s", e.server.String())
 		}
 	})
-	waitFor(t, 30*time.Second, "vmguard server with init's config ready", func() bool { return strings.Contains(e.server.String(), "stream VMGUARD ready") })
+	natstest.WaitFor(t, 30*time.Second, "vmguard server with init's config ready", func() bool { return strings.Contains(e.server.String(), "stream VMGUARD ready") })
 	return e
 }
 
@@ -224,7 +225,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 		}
 		return got
 	}
-	waitFor(t, 90*time.Second, "web running on node1 and db on node2 (each role with its own identity)", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "web running on node1 and db on node2 (each role with its own identity)", func() bool {
 		s := status()
 		return s["web"] == "running on node1" && s["db"] == "running on node2"
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/natsconn"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestServerRefusesOpenBeyondLoopback: `vmguard server --host 0.0.0.0`
@@ -47,7 +48,7 @@ func TestServerRefusesOpenBeyondLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, 30*time.Second, "vmguard server --insecure ready", func() bool { return strings.Contains(buf.String(), "ready") })
+	natstest.WaitFor(t, 30*time.Second, "vmguard server --insecure ready", func() bool { return strings.Contains(buf.String(), "ready") })
 	if !strings.Contains(buf.String(), "WARNING: INSECURE") {
 		t.Errorf("--insecure does not warn:\n%s", buf.String())
 	}
@@ -104,7 +105,7 @@ func TestNoPasswordInLogsAndPlainAuthErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = host.Process.Kill(); _ = host.Wait() })
-	waitFor(t, 30*time.Second, "host manager starting", func() bool { return strings.Contains(out.String(), "host manager starting") })
+	natstest.WaitFor(t, 30*time.Second, "host manager starting", func() bool { return strings.Contains(out.String(), "host manager starting") })
 	if s := out.String(); strings.Contains(s, secret) || !strings.Contains(s, "nats=nats://admin:xxxxx@127.0.0.1") {
 		t.Errorf("host log shows the password or no redacted URL:\n%s", s)
 	}
@@ -162,7 +163,7 @@ func TestAgentSaysAuthorizationFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
-	waitFor(t, 30*time.Second, "the agent's authorization error", func() bool { return strings.Contains(out.String(), "authorization failed") })
+	natstest.WaitFor(t, 30*time.Second, "the agent's authorization error", func() bool { return strings.Contains(out.String(), "authorization failed") })
 	if strings.Contains(out.String(), "wrong-pw") {
 		t.Errorf("the agent's log shows the password:\n%s", out.String())
 	}

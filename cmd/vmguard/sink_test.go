@@ -18,6 +18,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/events/eventstest"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestEventsSink runs `vmguard events -f --sink URL` against an sdk-go
@@ -70,7 +71,7 @@ func TestEventsSink(t *testing.T) {
 	}
 	check := func(out *syncBuffer) {
 		t.Helper()
-		waitFor(t, 30*time.Second, fmt.Sprintf("%d events at the receiver", len(want)), func() bool {
+		natstest.WaitFor(t, 30*time.Second, fmt.Sprintf("%d events at the receiver", len(want)), func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(got) >= len(want)

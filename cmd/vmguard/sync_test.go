@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestServerSyncSetting: `vmguard server` without flags runs a server that
@@ -88,7 +90,7 @@ func TestUpSyncSetting(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-			waitFor(t, 60*time.Second, "vmguard up's banner", func() bool { return strings.Contains(out.String(), "vmguard up: NATS on") })
+			natstest.WaitFor(t, 60*time.Second, "vmguard up's banner", func() bool { return strings.Contains(out.String(), "vmguard up: NATS on") })
 			banner, _, _ := strings.Cut(out.String()[strings.Index(out.String(), "vmguard up: NATS on"):], "\n")
 			if !strings.Contains(banner, tc.want) {
 				t.Errorf("banner %q: want %q", banner, tc.want)

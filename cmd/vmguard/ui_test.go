@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 var uiScreenshot = flag.String("ui-screenshot", "", "write a PNG screenshot of the web console to this file (TestUIInBrowser)")
@@ -87,7 +88,7 @@ func TestUIInBrowser(t *testing.T) {
 	store := t.TempDir()
 	port := freePort(t)
 	cmd, out, base := startUpWeb(t, store, port)
-	waitFor(t, 30*time.Second, "the console to answer", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the console to answer", func() bool {
 		_, err := scrape(base + "/metrics")
 		return err == nil
 	})
@@ -99,12 +100,12 @@ func TestUIInBrowser(t *testing.T) {
 	cancel()
 
 	var pkgs []string
-	waitFor(t, 30*time.Second, "the page to show packages web and db", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the page to show packages web and db", func() bool {
 		err := eval(ctx, `[...document.querySelectorAll("#packages [data-package]")].map(e => e.dataset.package)`, &pkgs)
 		return err == nil && strings.Join(pkgs, ",") == "web,db"
 	})
 	var loaded uint64
-	waitFor(t, 30*time.Second, "the page to load the timeline", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "the page to load the timeline", func() bool {
 		var s string
 		err := eval(ctx, `document.body.dataset.loadedSeq || ""`, &s)
 		if err != nil || s == "" {
@@ -145,7 +146,7 @@ func TestUIInBrowser(t *testing.T) {
 	var s shown
 	js := fmt.Sprintf(`(() => { const r = document.querySelector('#timeline tr[data-seq="%d"]'); const c = document.querySelector('#packages [data-package=%q]');
 		return {row: r ? r.dataset.shown : "", node: c ? c.dataset.node : "", epoch: c ? c.dataset.epoch : "", since: c ? c.dataset.since : ""}; })()`, fo.Seq, fo.Subject)
-	waitFor(t, 30*time.Second, fmt.Sprintf("failover #%d (%s to %s) on the page", fo.Seq, fo.Subject, placed.Node), func() bool {
+	natstest.WaitFor(t, 30*time.Second, fmt.Sprintf("failover #%d (%s to %s) on the page", fo.Seq, fo.Subject, placed.Node), func() bool {
 		err := eval(ctx, js, &s)
 		return err == nil && s.Row != "" && s.Node == placed.Node && s.Epoch == fmt.Sprint(placed.Epoch)
 	})
@@ -163,7 +164,7 @@ func TestUIInBrowser(t *testing.T) {
 	}
 
 	// Explain names the failover.
-	waitFor(t, 10*time.Second, "the explain chain of "+fo.Subject, func() bool {
+	natstest.WaitFor(t, 10*time.Second, "the explain chain of "+fo.Subject, func() bool {
 		var txt string
 		err := eval(ctx, fmt.Sprintf(`(() => { const s = document.querySelector("#explain-pkg"); if (s.value !== %q) { s.value = %q; s.dispatchEvent(new Event("change")); } return document.querySelector("#explain").textContent; })()`, fo.Subject, fo.Subject), &txt)
 		return err == nil && strings.Contains(txt, fmt.Sprintf("#%d ", fo.Seq)) && strings.Contains(txt, "reason=failover")
@@ -191,7 +192,7 @@ func TestUIInBrowser(t *testing.T) {
 		t.Fatalf("no package.started of %s before failover #%d", fo.Subject, fo.Seq)
 	}
 	var back shown
-	waitFor(t, 15*time.Second, fmt.Sprintf("the slider at seq %d to show %s on %s", before, fo.Subject, placed.PreviousNode), func() bool {
+	natstest.WaitFor(t, 15*time.Second, fmt.Sprintf("the slider at seq %d to show %s on %s", before, fo.Subject, placed.PreviousNode), func() bool {
 		err := eval(ctx, fmt.Sprintf(`(() => { const s = document.querySelector("#at"); if (s.value !== "%d") { s.value = "%d"; s.dispatchEvent(new Event("input")); }
 			const c = document.querySelector('#packages [data-package=%q]'); return {node: c ? c.dataset.node : "", epoch: document.body.dataset.statusSeq}; })()`, before, before, fo.Subject), &back)
 		return err == nil && back.Epoch == fmt.Sprint(before) && back.Node == placed.PreviousNode

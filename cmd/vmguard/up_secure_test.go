@@ -20,6 +20,7 @@ import (
 	"github.com/vmguard/vmguard/internal/guestauth"
 	"github.com/vmguard/vmguard/internal/invariant"
 	"github.com/vmguard/vmguard/internal/natsconn"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestUpSecure runs `vmguard up --secure` on the demo: it writes its set-up
@@ -39,7 +40,7 @@ func TestUpSecure(t *testing.T) {
 	store := filepath.Join(work, ".vmguard") // up's default store in work
 	port := freePort(t)
 	cmd, out := runUp(t, store, port, "--secure", "--ui", "off")
-	waitFor(t, 90*time.Second, "web and db started, and a restart of the flaky service", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "web and db started, and a restart of the flaky service", func() bool {
 		s := out.String()
 		return strings.Contains(s, "web            package.started") && strings.Contains(s, "db             package.started") &&
 			strings.Contains(s, "service.restarting")
@@ -150,7 +151,7 @@ func TestUpSecure(t *testing.T) {
 
 	// Idempotent: the second run keeps the set-up and runs the packages.
 	cmd, out = runUp(t, store, port, "--secure", "--ui", "off")
-	waitFor(t, 90*time.Second, "the second run to start both packages again", func() bool {
+	natstest.WaitFor(t, 90*time.Second, "the second run to start both packages again", func() bool {
 		s := out.String()
 		return strings.Contains(s, "config in force from the log") && strings.Count(s, "db             package.started") >= 2
 	})
@@ -188,7 +189,7 @@ func storeLog(t *testing.T, store string) (l *events.Log, stop func()) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	waitFor(t, 30*time.Second, "vmguard server with up's set-up ready", func() bool { return strings.Contains(out.String(), "ready") })
+	natstest.WaitFor(t, 30*time.Second, "vmguard server with up's set-up ready", func() bool { return strings.Contains(out.String(), "ready") })
 	l = dialLogFlags(t, natsconn.Flags{NATS: url, NKey: filepath.Join(store, upSecureDir, "operator-admin", "user.nk")})
 	return l, func() { l.Conn().Close(); _ = srv.Process.Signal(syscall.SIGINT); _ = srv.Wait() }
 }

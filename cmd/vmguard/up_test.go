@@ -13,6 +13,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // runUp starts `vmguard up` on the demo config as a separate process, with
@@ -150,11 +151,11 @@ func TestUpDemo(t *testing.T) {
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 
 	cmd, out := runUp(t, store, port)
-	waitFor(t, 60*time.Second, "web and db started", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "web and db started", func() bool {
 		s := out.String()
 		return strings.Contains(s, "web            package.started") && strings.Contains(s, "db             package.started")
 	})
-	waitFor(t, 30*time.Second, "a restart of the flaky service", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "a restart of the flaky service", func() bool {
 		return strings.Contains(out.String(), "service.restarting")
 	})
 	interrupt(t, cmd, out)
@@ -162,7 +163,7 @@ func TestUpDemo(t *testing.T) {
 
 	// A second run resumes from the store: same config, packages run again.
 	cmd, out = runUp(t, store, port)
-	waitFor(t, 60*time.Second, "the second run to start both packages again", func() bool {
+	natstest.WaitFor(t, 60*time.Second, "the second run to start both packages again", func() bool {
 		return strings.Contains(out.String(), "config in force from the log") && strings.Count(out.String(), "db             package.started") >= 2
 	})
 	l := dialLog(t, url)
