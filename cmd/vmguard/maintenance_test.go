@@ -88,6 +88,25 @@ func (f *faultEnv) holdStill(node string, pid int, after uint64, d time.Duration
 	}
 }
 
+// appRunning starts a fault environment running app (longRunning) and
+// waits until app runs; it returns the environment, app's node and the pid
+// of app's agent there.
+func appRunning(t *testing.T) (*faultEnv, string, int) {
+	t.Helper()
+	f := newFaultEnv(t, faultConfig(longRunning))
+	node := startedNode(f.waitRunning(0, 30*time.Second, "app running"))
+	return f, node, f.agentPID(node, "appvm")
+}
+
+// waitNodeEvent waits up to 10 s for an event of type typ about node and
+// returns it; what names it.
+func (f *faultEnv) waitNodeEvent(what, typ, node string) events.Event {
+	f.t.Helper()
+	return f.waitFor(10*time.Second, what, func(e events.Event) bool {
+		return e.Type() == typ && e.Subject == node
+	})
+}
+
 // TestMaintenanceDrainThenRun: `node drain` moves app off its node by its
 // policy (placement reason node_drained, caused by node.drained, which
 // explain names), status shows the node in maintenance, nothing is placed
@@ -101,9 +120,7 @@ func TestMaintenanceDrainThenRun(t *testing.T) {
 	if !strings.Contains(out, "node.drained "+node) {
 		t.Errorf("node drain printed %q", out)
 	}
-	drained := f.waitFor(10*time.Second, "node.drained", func(e events.Event) bool {
-		return e.Type() == events.TypeNodeDrained && e.Subject == node
-	})
+	drained := f.waitNodeEvent("node.drained", events.TypeNodeDrained, node)
 	moved := f.waitRunning(drained.Seq, 30*time.Second, "app running after the drain")
 	if startedNode(moved) == node {
 		t.Fatalf("app runs on drained %s", node)
@@ -128,9 +145,7 @@ func TestMaintenanceDrainThenRun(t *testing.T) {
 	}
 
 	f.cli("node", "run", node, "--by", "alice")
-	resumed := f.waitFor(10*time.Second, "node.resumed", func(e events.Event) bool {
-		return e.Type() == events.TypeNodeResumed && e.Subject == node
-	})
+	resumed := f.waitNodeEvent("node.resumed", events.TypeNodeResumed, node)
 	if n := f.nodeStateOf(node); n.State != "running" || n.Hold != "" {
 		t.Errorf("status of %s after node run: state %q hold %q, want running", node, n.State, n.Hold)
 	}
@@ -149,14 +164,9 @@ func TestMaintenanceDrainThenRun(t *testing.T) {
 // frozen and decides nothing; after `node thaw` it decides again (a move
 // away halts its instance); verify is clean.
 func TestMaintenanceFreezeKillHostManagerThaw(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
-	node := startedNode(first)
-	pid := f.agentPID(node, "appvm")
+	f, node, pid := appRunning(t)
 	f.cli("node", "freeze", node, "--for", "5m", "--reason", "upgrade vmguard", "--by", "bob")
-	frozen := f.waitFor(10*time.Second, "node.frozen", func(e events.Event) bool {
-		return e.Type() == events.TypeNodeFrozen && e.Subject == node
-	})
+	frozen := f.waitNodeEvent("node.frozen", events.TypeNodeFrozen, node)
 	f.waitLeaseFrozen(node)
 	if n := f.nodeStateOf(node); n.State != "frozen" || !strings.Contains(n.Hold, "Frozen: by bob") {
 		t.Errorf("status of %s: state %q hold %q, want frozen by bob", node, n.State, n.Hold)
@@ -176,9 +186,7 @@ func TestMaintenanceFreezeKillHostManagerThaw(t *testing.T) {
 	}
 
 	f.cli("node", "thaw", node, "--by", "bob")
-	thawed := f.waitFor(10*time.Second, "node.thawed", func(e events.Event) bool {
-		return e.Type() == events.TypeNodeThawed && e.Subject == node
-	})
+	thawed := f.waitNodeEvent("node.thawed", events.TypeNodeThawed, node)
 	if !alive(pid) {
 		t.Errorf("agent pid %d of appvm gone by the thaw", pid)
 	}
@@ -203,15 +211,10 @@ func TestMaintenanceFreezeKillHostManagerThaw(t *testing.T) {
 // (not before the end + node_timeout) and app fails over, its old agent
 // gone before guest.started on the other node.
 func TestMaintenanceFreezeExpires(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
-	node := startedNode(first)
-	pid := f.agentPID(node, "appvm")
+	f, node, pid := appRunning(t)
 	forD := 2 * faultNodeTimeout
 	f.cli("node", "freeze", node, "--for", forD.String())
-	frozen := f.waitFor(10*time.Second, "node.frozen", func(e events.Event) bool {
-		return e.Type() == events.TypeNodeFrozen && e.Subject == node
-	})
+	frozen := f.waitNodeEvent("node.frozen", events.TypeNodeFrozen, node)
 	until := frozen.Data.(events.NodeFrozen).Until
 	f.waitLeaseFrozen(node)
 	f.kill9(node)
@@ -265,10 +268,7 @@ func TestMaintenanceFreezeExpires(t *testing.T) {
 // node loss again: the guard stops the guest and app fails over within
 // the usual bound, not at the (much later) end the freeze was given.
 func TestMaintenanceThawRearms(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
-	node := startedNode(first)
-	pid := f.agentPID(node, "appvm")
+	f, node, pid := appRunning(t)
 	f.cli("node", "freeze", node, "--for", "1h")
 	f.waitLeaseFrozen(node)
 	f.cli("node", "thaw", node)
