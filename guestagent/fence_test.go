@@ -21,6 +21,14 @@ import (
 	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
+// fencingSetUp starts a server, opens the log and creates the lease bucket
+// with ttl; it returns the server's URL, the log and the bucket.
+func fencingSetUp(t testing.TB, ttl time.Duration) (string, *events.Log, jetstream.KeyValue) {
+	t.Helper()
+	url := startServer(t, t.TempDir(), 0).ClientURL()
+	return url, openLog(t, url), leaseBucket(t, url, ttl)
+}
+
 // leaseBucket creates the lease bucket with ttl on its own connection.
 func leaseBucket(t testing.TB, url string, ttl time.Duration) jetstream.KeyValue {
 	t.Helper()
@@ -241,10 +249,7 @@ func TestFenceLapse(t *testing.T) {
 // before FenceAfter(ttl).
 func TestFenceLeaseDeleted(t *testing.T) {
 	const ttl = 20 * time.Second
-	s := startServer(t, t.TempDir(), 0)
-	url := s.ClientURL()
-	l := openLog(t, url)
-	kv := leaseBucket(t, url, ttl)
+	url, l, kv := fencingSetUp(t, ttl)
 	renewed := renew(t, kv, "node1", ttl) // before the agent starts: its watch begins with it
 	ta := startAgent(t, url, withNode)
 	runWhenHeld(t, ta.client, sh("web", "a", "a", "exec sleep 1000"))

@@ -84,10 +84,7 @@ func waitPlaced(t *testing.T, c *guestagent.Client, node string) {
 // change nothing.
 func TestPlaceFollowsNode(t *testing.T) {
 	const ttl = 5 * time.Second
-	s := startServer(t, t.TempDir(), 0)
-	url := s.ClientURL()
-	l := openLog(t, url)
-	kv := leaseBucket(t, url, ttl)
+	url, l, kv := fencingSetUp(t, ttl)
 	rn1 := renewer(t, kv, "node1", ttl)
 	rn2 := renewer(t, kv, "node2", ttl)
 	placeOn(t, l, "web", "node1", 1)
@@ -184,10 +181,7 @@ func TestPlaceFollowsNode(t *testing.T) {
 // a host manager names its node and the log confirms it.
 func TestPlaceWithoutNode(t *testing.T) {
 	const ttl = 5 * time.Second
-	s := startServer(t, t.TempDir(), 0)
-	url := s.ClientURL()
-	l := openLog(t, url)
-	kv := leaseBucket(t, url, ttl)
+	url, l, kv := fencingSetUp(t, ttl)
 	renewer(t, kv, "node2", ttl)
 	ta := startAgent(t, url, func(c *guestagent.Config) { c.Fence = true })
 
