@@ -59,6 +59,7 @@ func (w *world) note(i int, format string, args ...any) {
 // manager or a controller.
 type restartable interface {
 	isUp() bool
+	crash()
 	start()
 }
 
@@ -74,22 +75,22 @@ func (w *world) startAfter(d time.Duration, p restartable) {
 	w.after(d, func() { startAgain(p) })
 }
 
+// crashFor crashes p for d, noting fault i as what "for d".
+func (w *world) crashFor(i int, p restartable, d time.Duration, what string) {
+	w.note(i, "%s for %v", what, d)
+	p.crash()
+	w.startAfter(d, p)
+}
+
 // fault injects fault i of the schedule, as f drew it.
-//
-// Longer than 80 lines: one case per fault kind the schedule draws, each a
-// few lines.
 func (w *world) fault(i int, f draw) {
 	h := w.hosts[f.host]
 	c := w.ctls[f.ctl]
 	switch f.kind {
 	case 0: // a host manager crashes and starts again
-		if !h.up {
-			return
+		if h.up {
+			w.crashFor(i, h, f.dur(0, 100*time.Millisecond, 8*time.Second), "crash host manager "+h.node)
 		}
-		d := f.dur(0, 100*time.Millisecond, 8*time.Second)
-		w.note(i, "crash host manager %s for %v", h.node, d)
-		h.crash()
-		w.startAfter(d, h)
 	case 1: // the whole node crashes: guests, guard, host manager
 		if !h.up {
 			return
@@ -106,13 +107,9 @@ func (w *world) fault(i int, f draw) {
 		w.note(i, "pause host manager %s for %v", h.node, d)
 		h.pausedUntil = w.now().Add(d)
 	case 3: // a controller crashes
-		if !c.up {
-			return
+		if c.up {
+			w.crashFor(i, c, f.dur(0, 100*time.Millisecond, 5*time.Second), "crash controller "+c.name)
 		}
-		d := f.dur(0, 100*time.Millisecond, 5*time.Second)
-		w.note(i, "crash controller %s for %v", c.name, d)
-		c.crash()
-		w.startAfter(d, c)
 	case 4: // a controller pauses between deciding and appending
 		d := f.dur(0, time.Second, 8*time.Second)
 		w.note(i, "pause controller %s before its next append for %v", c.name, d)
