@@ -63,10 +63,10 @@
 //
 // When the process ends, whatever is left of its group is killed, so a
 // restart never runs next to leftovers; then every process that carries its
-// VMGUARD_PROCESS_ID marker is killed too (a scan of /proc beside the exit
-// report, through pidfds), which catches descendants that left the group
-// or the session (setsid, a double fork) unless they cleared their
-// environment. exit_code is the exit status, or -1
+// VMGUARD_PROCESS_ID marker is killed too (a scan of /proc 10 ms after the
+// exit, off its report's path, through pidfds), which catches descendants
+// that left the group or the session (setsid, a double fork) unless they
+// cleared their environment. exit_code is the exit status, or -1
 // when a signal ended it (signal names it, e.g. "SIGKILL") or when the
 // outcome is unknown. reason is "" for a real exit, "stopped" after a stop
 // request, "agent_stopped" when the agent was stopped, "agent_restart" for

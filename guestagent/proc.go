@@ -189,8 +189,15 @@ func (k *strayKiller) kill(marker string) {
 	}
 }
 
+// strayDelay is how long a scan waits before it starts: the exit that
+// queued the marker is spooled and published, and a restart's replacement
+// forked, before the scan takes a core (in a restart loop, one scan then
+// serves several exits).
+const strayDelay = 10 * time.Millisecond
+
 func (k *strayKiller) run() {
 	for {
+		time.Sleep(strayDelay)
 		k.mu.Lock()
 		batch := k.pending
 		k.pending = nil
