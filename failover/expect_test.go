@@ -113,3 +113,38 @@ func TestExpectOnTheLog(t *testing.T) {
 		t.Fatalf("node halt of a halted node: %v", err)
 	}
 }
+
+// TestEveryPackageEventMovesTheGuard: an event of any package type moves
+// the sequence a decision about the package is guarded by; one that did
+// not would make every decision about the package conflict until the next
+// event about it, forever if none comes (a host lost in the middle of a
+// live migration: guest.migrating was its last word).
+func TestEveryPackageEventMovesTheGuard(t *testing.T) {
+	samples := []events.Payload{
+		events.PackagePlaced{}, events.PackageStarting{}, events.PackageStarted{}, events.PackageHalting{},
+		events.PackageHalted{}, events.PackageFailed{}, events.PackageSwitchingChanged{}, events.PackageReset{},
+		events.PackageChecked{},
+		events.GuestStarted{}, events.GuestLost{}, events.GuestStopped{},
+		events.GuestMigrating{}, events.GuestMigrated{}, events.GuestMigrationFailed{},
+		events.ServiceRestarting{}, events.ServiceFailed{}, events.ProcessStarted{}, events.ProcessExited{},
+	}
+	sampled := map[string]bool{}
+	for _, d := range samples {
+		sampled[d.EventType()] = true
+	}
+	for _, typ := range events.Types() {
+		if sc, _ := events.ScopeOf(typ); sc == events.ScopePackage && !sampled[typ] {
+			t.Errorf("no sample of %s", typ)
+		}
+	}
+	for _, d := range samples {
+		l := newLog(t)
+		l.config(testCluster(testPkg("web", "node1", "node2")))
+		l.join("node1", "node2")
+		l.run("web", "node1", 1)
+		e := l.add("web", d, "")
+		if got := l.state().Expect(events.Event{Subject: "web", Data: events.PackagePlaced{}}).Seq; got != e.Seq {
+			t.Errorf("after %s at seq %d: a decision about web is guarded by seq %d", events.ShortType(d.EventType()), e.Seq, got)
+		}
+	}
+}

@@ -624,6 +624,7 @@ func (s *State) Apply(e events.Event) bool {
 	case events.PackagePlaced, events.PackageStarting, events.PackageStarted, events.PackageHalting,
 		events.PackageHalted, events.PackageFailed, events.PackageSwitchingChanged, events.PackageReset,
 		events.GuestStarted, events.GuestLost, events.GuestStopped, events.GuestMigrated,
+		events.GuestMigrating, events.GuestMigrationFailed, // only the package's sequence
 		events.ServiceRestarting, events.ServiceFailed, events.ProcessStarted, events.ProcessExited:
 		if e.Subject != "" {
 			s.applyPackage(e)
