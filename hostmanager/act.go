@@ -22,6 +22,10 @@ func (r *Runner) act(ctx context.Context, pkg string) {
 	for _, a := range acts {
 		k := a.Key()
 		want[k] = true
+		if (a.Kind == StopService || a.Kind == StopGuest) && a.NotBefore.After(now) {
+			r.ex.arm(ctx, pkg, k, a.NotBefore) // its successors halt first
+			continue
+		}
 		if a.Kind == StopService || a.Kind == StopGuest {
 			var step stepKind
 			a, k, step = r.ladder(ctx, a, k, now, want)

@@ -57,7 +57,9 @@ type Action struct {
 	RequestID string `json:"request_id,omitempty"`
 	// PID is the process to stop, as the agent reported it.
 	PID int `json:"pid,omitempty"`
-	// NotBefore is when a RunService may be sent (the restart delay).
+	// NotBefore is when a RunService may be sent (the restart delay), or
+	// when the stops of a failing instance may begin (the packages that
+	// depend on it halt first: successorHold).
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// Force asks StopGuest to power the guest off without waiting for it.
 	Force bool `json:"force,omitempty"`
@@ -148,6 +150,11 @@ func Pending(s *State, pkg string) []Action {
 				a.Kind, a.Reason, a.CauseID = StopGuest, reason, cause
 				out = append(out, a)
 			}
+			if hold := s.successorHold(p, in); !hold.IsZero() {
+				for i := range out {
+					out[i].NotBefore = hold
+				}
+			}
 		case GuestLost, GuestStarting:
 			a := base
 			a.Kind, a.Reason, a.CauseID, a.Force = StopGuest, reason, cause, in.Guest.Phase == GuestLost
@@ -180,6 +187,39 @@ func Pending(s *State, pkg string) []Action {
 		}
 	}
 	return out
+}
+
+// successorHold returns until when the stops of failing instance in of
+// package p wait for the packages that depend on p (an up dependency) to
+// halt first, as Serviceguard halts a package whose dependency fails before
+// that package: while one of them this node knows of still holds a
+// placement (running here, or placed anywhere and not released), at most
+// p's successor_halt_timeout from the failure. Zero: no wait (a halt, not a
+// failure; a fail-fast fences this node; no such package;
+// successor_halt_timeout 0). The controller halts
+// them when it reads the failure (service.failed) or the package's state;
+// a successor whose node list leaves this node out is not read here
+// (DESIGN §11), so it is not waited for.
+func (s *State) successorHold(p *PackageState, in *Instance) time.Time {
+	if in.Halt != nil || in.Failure == nil || in.Failure.At.IsZero() || s.Config == nil || s.FailFast != nil {
+		return time.Time{}
+	}
+	cp, ok := s.Config.Package(p.Name)
+	if !ok || cp.SuccessorHalt() <= 0 {
+		return time.Time{}
+	}
+	for _, name := range s.Config.Successors(p.Name) {
+		if q := s.Packages[name]; q != nil && q.holdsPlacement() {
+			return in.Failure.At.Add(cp.SuccessorHalt())
+		}
+	}
+	return time.Time{}
+}
+
+// holdsPlacement reports whether the package runs on this node or has a
+// placement anywhere not yet released.
+func (p *PackageState) holdsPlacement() bool {
+	return p.Inst != nil || len(p.Prior) > 0 || (p.Current.Epoch > 0 && !p.Current.Released)
 }
 
 // migrateAction is the MigrateGuest of migration m, carrying the

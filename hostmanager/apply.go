@@ -119,7 +119,7 @@ func (s *State) resourceSet(e events.Event, d events.NodeResourceSet) {
 		}
 		for _, r := range cp.Resources {
 			if r.Name == d.Name && r.During() && !r.Met(d.Status, d.Value) {
-				in.Failure = &Failure{Reason: resourceReason(r, s.Node, d.Status, d.Value), ID: e.ID}
+				in.Failure = &Failure{Reason: resourceReason(r, s.Node, d.Status, d.Value), ID: e.ID, At: e.Time}
 				in.LastID = e.ID
 				break
 			}
@@ -343,7 +343,7 @@ func (s *State) serviceFailed(p *PackageState, in *Instance, e events.Event, d e
 	}
 	sv.Failed, sv.Exit, sv.Run = true, nil, nil
 	if in.Failure == nil {
-		in.Failure = &Failure{Reason: "service " + d.Service + " failed: " + d.Reason, Service: d.Service, ID: e.ID}
+		in.Failure = &Failure{Reason: "service " + d.Service + " failed: " + d.Reason, Service: d.Service, ID: e.ID, At: e.Time}
 	}
 	if s.FailFast == nil && s.serviceFailFast(p.Name, d.Service) {
 		s.FailFast = &FailFast{Package: p.Name, Seq: e.Seq,
@@ -540,7 +540,7 @@ func (s *State) guestLost(p *PackageState, in *Instance, e events.Event) {
 		g.CauseID = e.ID
 		return
 	}
-	in.Failure = &Failure{Reason: "guest " + guest.Name + " lost (no heartbeat for guest_timeout), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID}
+	in.Failure = &Failure{Reason: "guest " + guest.Name + " lost (no heartbeat for guest_timeout), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID, At: e.Time}
 }
 
 func (s *State) guestStopped(p *PackageState, in *Instance, e events.Event, d events.GuestStopped) {
@@ -569,12 +569,12 @@ func (s *State) guestStopped(p *PackageState, in *Instance, e events.Event, d ev
 	case prev == GuestLost && g.CauseID != "":
 		g.Phase = GuestStarting // forced off to restart it: start it again
 	case g.Starts == 0:
-		in.Failure = &Failure{Reason: "guest " + guest.Name + " did not start: " + why, ID: e.ID}
+		in.Failure = &Failure{Reason: "guest " + guest.Name + " did not start: " + why, ID: e.ID, At: e.Time}
 	case guest.Restart.Allows(g.Restarts):
 		g.Restarts++
 		g.Phase, g.CauseID = GuestStarting, e.ID
 	default:
-		in.Failure = &Failure{Reason: "guest " + guest.Name + " stopped (" + why + "), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID}
+		in.Failure = &Failure{Reason: "guest " + guest.Name + " stopped (" + why + "), restarts used up (restart: " + guest.Restart.String() + ")", ID: e.ID, At: e.Time}
 	}
 }
 

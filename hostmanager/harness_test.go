@@ -141,8 +141,8 @@ func (h *harness) check(e events.Event) {
 			x := d.(events.PackageFailed)
 			node, epoch = x.Node, x.Epoch
 		}
-		if node == me && p != nil && p.Inst != nil && p.Inst.Epoch == epoch && (h.processes() > 0 || h.guestUp[p.Inst.Config.Guest.Name]) {
-			h.t.Fatalf("%s for epoch %d while %d processes run, guest up %v", e.Type(), epoch, h.processes(), h.guestUp[p.Inst.Config.Guest.Name])
+		if g := p.instGuest(); node == me && p != nil && p.Inst != nil && p.Inst.Epoch == epoch && (len(h.running[g]) > 0 || h.guestUp[g]) {
+			h.t.Fatalf("%s for epoch %d while %d processes run in its guest, guest up %v", e.Type(), epoch, len(h.running[g]), h.guestUp[g])
 		}
 	case events.PackageStarting:
 		if d.Node == me && (p == nil || len(p.Prior) > 0 || p.Inst != nil) {
@@ -200,7 +200,7 @@ func (h *harness) settle() []string {
 				progress = true
 			}
 			for _, a := range Pending(h.s, pkg) {
-				if h.done[a.Key()] || (a.Kind == RunService && (h.holdRuns || a.NotBefore.After(h.now))) {
+				if h.done[a.Key()] || a.NotBefore.After(h.now) || (a.Kind == RunService && h.holdRuns) {
 					continue
 				}
 				h.done[a.Key()] = true
@@ -354,6 +354,14 @@ func (h *harness) lastOf(typ string) events.Event {
 	}
 	h.t.Fatalf("no %s in the log", typ)
 	return events.Event{}
+}
+
+// instGuest is the guest of p's instance here, "" if none.
+func (p *PackageState) instGuest() string {
+	if p == nil || p.Inst == nil {
+		return ""
+	}
+	return p.Inst.Config.Guest.Name
 }
 
 func (h *harness) processes() int {

@@ -146,6 +146,9 @@ type Failure struct {
 	Service string `json:"service,omitempty"`
 	// ID is the event that made it fail (service.failed, guest.lost, guest.stopped).
 	ID string `json:"id"`
+	// At is that event's time: the packages that depend on this one halt
+	// first, at most its successor_halt_timeout from At (Pending).
+	At time.Time `json:"at,omitzero"`
 }
 
 // Instance is a package's life on this node under one epoch: its guest, its
@@ -319,13 +322,25 @@ func (s *State) Source() string { return HostSource(s.Node) }
 func HostSource(node string) string { return events.HostSource(node) }
 
 // Affected returns the packages whose decisions or actions may have changed
-// after e: its package for a package event, every package otherwise.
+// after e: for a package event its package and the packages it needs up (a
+// failing one waits for it to halt first, Pending), every package
+// otherwise.
 func Affected(s *State, e events.Event) []string {
 	if sc, ok := scopeOf(e); ok && sc == events.ScopePackage {
-		if _, ok := s.Packages[e.Subject]; ok {
-			return []string{e.Subject}
+		if _, ok := s.Packages[e.Subject]; !ok {
+			return nil
 		}
-		return nil
+		out := []string{e.Subject}
+		if s.Config != nil {
+			if cp, ok := s.Config.Package(e.Subject); ok {
+				for _, d := range cp.Dependencies {
+					if _, known := s.Packages[d.Name]; known && d.Condition == config.DependUp {
+						out = append(out, d.Name)
+					}
+				}
+			}
+		}
+		return out
 	}
 	return s.PackageNames()
 }

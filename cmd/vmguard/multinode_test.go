@@ -42,7 +42,8 @@ packages:
 // (monvm-node1, monvm-node2); app, which needs mon on its node, starts
 // beside it. Killing mon's service on app's node restarts it there (that
 // node's counter 1, the other's 0); killing it again fails that instance
-// only: mon is not placed there again (no failover) and keeps running on
+// only, after app halted there (a package whose dependency fails halts
+// first): mon is not placed there again (no failover) and keeps running on
 // the other node, and app moves there. `pkg reset mon` brings the failed
 // instance back. Halting the other node halts its instance, not moved
 // anywhere (app comes back), and `node run` brings it back. `pkg halt mon` halts app first, then every
@@ -179,6 +180,14 @@ func TestMultiNodePackage(t *testing.T) {
 		return ok && e.Subject == "app" && d.Node == on && strings.Contains(d.Reason, "dependency mon")
 	}); n != 1 {
 		t.Errorf("app's halt on %s naming its dependency on mon: %d, want 1", on, n)
+	}
+
+	// app, which depends on mon, halted on that node before mon's
+	// instance there stopped its guest (successors halt first).
+	_, appHalted := count(second, is("app", on, events.TypePackageHalted))
+	_, monStopped := count(second, is("mon", on, events.TypeGuestStopped))
+	if appHalted == 0 || monStopped < appHalted {
+		t.Errorf("app halted on %s at #%d, mon's guest stopped there at #%d: want app first", on, appHalted, monStopped)
 	}
 
 	// pkg reset: on's instance comes back.
