@@ -1,0 +1,139 @@
+package failover
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/lease"
+)
+
+// memLog is a decisionLog in memory: what the loop needs of the log (append
+// with Expect, an atomic batch, a subject's tail, the last sequence), with
+// the server's expected-sequence check on filters ending in ".>".
+type memLog struct{ evs []events.Event }
+
+func (m *memLog) lastOn(filter string) uint64 {
+	prefix, wild := strings.CutSuffix(filter, ">")
+	for i := len(m.evs) - 1; i >= 0; i-- {
+		subj, _ := events.SubjectOf(m.evs[i])
+		if subj == filter || wild && strings.HasPrefix(subj, prefix) {
+			return m.evs[i].Seq
+		}
+	}
+	return 0
+}
+
+func (m *memLog) check(opts []events.AppendOption) error {
+	for _, o := range opts {
+		if x, ok := o.(events.Expect); ok && m.lastOn(x.Subject) != x.Seq {
+			return fmt.Errorf("%s at %d, not %d: %w", x.Subject, m.lastOn(x.Subject), x.Seq, events.ErrConflict)
+		}
+	}
+	return nil
+}
+
+func (m *memLog) add(e events.Event) events.Event {
+	e.Seq = uint64(len(m.evs)) + 1
+	m.evs = append(m.evs, e)
+	return e
+}
+
+func (m *memLog) Append(_ context.Context, e events.Event, opts ...events.AppendOption) (uint64, error) {
+	if err := m.check(opts); err != nil {
+		return 0, err
+	}
+	return m.add(e).Seq, nil
+}
+
+func (m *memLog) AppendBatch(_ context.Context, items ...events.BatchItem) ([]uint64, error) {
+	for _, it := range items {
+		if err := m.check(it.Opts); err != nil {
+			return nil, err
+		}
+	}
+	var seqs []uint64
+	for _, it := range items {
+		seqs = append(seqs, m.add(it.Event).Seq)
+	}
+	return seqs, nil
+}
+
+func (m *memLog) Tail(_ context.Context, subject string) (events.SubjectTail, error) {
+	return events.SubjectTail{Seq: m.lastOn(subject)}, nil
+}
+
+func (m *memLog) LastSeq(context.Context) (uint64, error) { return uint64(len(m.evs)), nil }
+
+// TestLoopSteps drives the controller's loop one synchronous step at a
+// time through its seams — an in-memory decisionLog, liveness over an
+// in-memory lease store, a fixed clock — without Run, its goroutines, a
+// server or a ticker: what a simulator would do. It reads three events,
+// becomes leader and places the package; reads its placement back; finds
+// node1's lease gone at a check tick and appends node.lost; reads it and
+// places the package on node2.
+func TestLoopSteps(t *testing.T) {
+	ctx := context.Background()
+	now := t0.Add(time.Hour)
+	log := &memLog{}
+	// Log is never used: the steps append to out, and nothing opens buckets.
+	r, err := NewRunner(Config{Log: &events.Log{}, ID: "ctl", Now: func() time.Time { return now }, NoElection: true, StartGrace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := &fakeLeases{held: map[string]lease.Value{"node1": {Renewed: now}, "node2": {Renewed: now}}}
+	r.out = log
+	r.live = newLiveness(leases, &fakeProber{verdict: lease.Lost}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
+	r.el.always()
+
+	// read hands the loop every event of the log it has not read yet.
+	read := func() {
+		for _, e := range log.evs[r.state.Seq:] {
+			r.handle(ctx, item{e: e})
+		}
+		r.drained(ctx)
+	}
+	last := func() string { return brief(log.evs[len(log.evs)-1:]) }
+
+	l := newLog(t)
+	l.config(testCluster(testPkg("web", "node1", "node2")))
+	l.join("node1", "node2")
+	for _, e := range l.evs {
+		log.add(e)
+	}
+	read()
+	if len(log.evs) != 3 {
+		t.Fatalf("a standby decided: %s", brief(log.evs[3:]))
+	}
+	r.leadChanged(ctx, true)
+	if got := last(); got != "web->node1 epoch=1 reason=auto_run cause=e2" {
+		t.Fatalf("after leading: %s, want web placed on node1", got)
+	}
+	if r.pending["pkg.web"] != 4 {
+		t.Errorf("pending on web: %d, want 4 until it is read back", r.pending["pkg.web"])
+	}
+	read()
+	r.reconcileTick(ctx)
+	r.checkTick(ctx)
+	if len(log.evs) != 4 || len(r.pending) != 0 {
+		t.Fatalf("with nothing new: appended %s, pending %v", brief(log.evs[4:]), r.pending)
+	}
+
+	delete(leases.held, "node1")
+	r.checkTick(ctx)
+	if got := last(); !strings.HasPrefix(got, "node.lost node1") {
+		t.Fatalf("after node1's lease vanished: %s, want node.lost node1", got)
+	}
+	lost := log.evs[len(log.evs)-1]
+	read()
+	if got := last(); got != "web->node2 epoch=2 reason=node_lost prev=node1 cause="+lost.ID {
+		t.Fatalf("after reading the loss: %s, want web placed on node2", got)
+	}
+	if st := r.Stats(); st.Decisions != 3 || st.NodesLost != 1 || st.Conflicts != 0 {
+		t.Errorf("stats %+v, want 3 decisions, 1 node lost, no conflict", st)
+	}
+}
