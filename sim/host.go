@@ -280,6 +280,12 @@ func (h *host) process(pkg string, now time.Time) {
 		if h.inflight[a.Key()] {
 			continue
 		}
+		if (a.Kind == hostmanager.StopService || a.Kind == hostmanager.StopGuest) && a.NotBefore.After(now) {
+			// A failing package's stops wait for its dependents to halt
+			// (the runner arms a timer; here the next pass, at most a
+			// second later, or the dependent's event, looks again).
+			continue
+		}
 		if guestAction(a.Kind) {
 			// A package's guest actions run one at a time, in order.
 			if h.inflight["guest/"+pkg] {
