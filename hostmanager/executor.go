@@ -33,6 +33,12 @@ type executor struct {
 	accepted map[string]*accepted      // by key: runs whose process.started is awaited
 }
 
+func newExecutor(do performer, now func() time.Time, logger *slog.Logger, wg *sync.WaitGroup, wake chan<- work) *executor {
+	return &executor{do: do, now: now, logger: logger, wg: wg, results: make(chan result, 64), wake: wake,
+		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
+		retries: map[string]retry{}, stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}}
+}
+
 // performer does one action and reports a RunService's pid (actuator);
 // appendFact appends an action's result, retrying until it is stored.
 type performer interface {

@@ -33,7 +33,7 @@ type item struct {
 // catch-up for each package placed here for the first time.
 type follower struct {
 	node      string
-	log       *events.Log
+	log       logReader
 	logger    *slog.Logger
 	now       func() time.Time
 	wholeLog  bool          // Config.ReadWholeLog
@@ -50,6 +50,13 @@ type follower struct {
 	// its end.
 	mainSeq, indexSeq uint64
 	indexDone         bool
+}
+
+// logReader is what the follower needs of the log (events.Log): a replay
+// to the end and a follow, both with a read's filter and position.
+type logReader interface {
+	Replay(ctx context.Context, ro events.ReadOptions, fn events.Handler) (uint64, error)
+	Follow(ctx context.Context, ro events.ReadOptions, fn events.Handler) error
 }
 
 func newFollower(cfg Config, logger *slog.Logger) *follower {

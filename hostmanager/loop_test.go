@@ -21,12 +21,23 @@ type memLog struct {
 	now  func() time.Time
 	evs  []events.Event
 	read int
+	// expect holds, by sequence, the expected-sequence check an append
+	// carried.
+	expect map[uint64]events.Expect
 }
 
-func (l *memLog) Append(_ context.Context, e events.Event, _ ...events.AppendOption) (uint64, error) {
+func (l *memLog) Append(_ context.Context, e events.Event, opts ...events.AppendOption) (uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e.Seq = uint64(len(l.evs) + 1)
+	for _, o := range opts {
+		if x, ok := o.(events.Expect); ok {
+			if l.expect == nil {
+				l.expect = map[uint64]events.Expect{}
+			}
+			l.expect[e.Seq] = x
+		}
+	}
 	if e.ID == "" {
 		e.ID = fmt.Sprintf("e%d", e.Seq)
 	}
@@ -91,13 +102,9 @@ func (d *fakeDo) appendFact(ctx context.Context, e events.Event) error {
 // is held, and the last renewal is now).
 func stepRunner(t *testing.T, log *memLog, do performer, now func() time.Time) *Runner {
 	logger := slog.New(slog.DiscardHandler)
-	r := &Runner{node: me, logger: logger, log: log, now: now, connected: func() bool { return true },
-		hb: newHeartbeats(me, now, noMetrics{}, logger), st: NewState(me), member: NewMember(me),
-		appendRetry: map[work]*time.Timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64)}
+	r := newLoop(me, logger, log, now, func() bool { return true }, noMetrics{}, testHooks{})
 	r.actuator = &actuator{node: me, now: now, logger: logger, log: log, drivers: map[string]Driver{}, hb: r.hb}
-	r.ex = &executor{do: do, now: now, logger: logger, wg: &r.wg, results: make(chan result, 64), wake: r.wake,
-		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
-		retries: map[string]retry{}, stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}}
+	r.ex = newExecutor(do, now, logger, &r.wg, r.wake)
 	r.lease = newLeaseKeeper(me, "holder1", nil, now, logger, noMetrics{}, r.actuator.driver, nil)
 	r.lease.started = true // not run: the test plays it
 	r.lease.lastOK.Store(now().UnixNano())
@@ -159,6 +166,13 @@ func TestLoopSteps(t *testing.T) {
 		"process.started", "process.started", "package.started"}
 	if got := log.types(); !slices.Equal(got, want) {
 		t.Fatalf("log %v, want %v", got, want)
+	}
+	// Each decision about web was appended expecting web's last event
+	// the loop had read: package.placed (3), then process.started (7).
+	for seq, want := range map[uint64]uint64{4: 3, 8: 7} {
+		if x, ok := log.expect[seq]; !ok || x != events.ExpectPackageSeq("web", want) {
+			t.Errorf("event %d appended with %+v (%v), want web's sequence %d expected", seq, x, ok, want)
+		}
 	}
 	do.mu.Lock()
 	defer do.mu.Unlock()

@@ -233,39 +233,49 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 		}
 		leaseJS = js
 	}
-	var pt *petter
-	if cfg.Guard {
-		bin := cfg.GuardBin
-		if bin == "" {
-			bin = cfg.AgentBin
-		}
-		if bin == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return nil, fmt.Errorf("new host manager: find vmguard binary for the node guard: %w", err)
-			}
-			bin = exe
-		}
-		pt = newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, logger)
+	pt, err := guardPetter(cfg, logger)
+	if err != nil {
+		return nil, fmt.Errorf("new host manager: %w", err)
 	}
-	r := &Runner{
-		cfg: cfg, node: cfg.Node, logger: logger, log: cfg.Log, now: cfg.Now, connected: nc.IsConnected,
-		reader: newFollower(cfg, logger), hb: newHeartbeats(cfg.Node, cfg.Now, cfg.Metrics, logger),
-		st: NewState(cfg.Node), member: NewMember(cfg.Node),
-		appendRetry: map[work]*time.Timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64),
-		test: hooks,
-	}
+	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, nc.IsConnected, cfg.Metrics, hooks)
+	r.cfg = cfg
+	r.reader = newFollower(cfg, logger)
 	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, nc: nc, guestNC: nc, drivers: drivers, hb: r.hb}
-	r.ex = &executor{
-		do: r.actuator, now: cfg.Now, logger: logger, wg: &r.wg, results: make(chan result, 64), wake: r.wake,
-		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
-		retries: map[string]retry{}, stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{},
-	}
+	r.ex = newExecutor(r.actuator, cfg.Now, logger, &r.wg, r.wake)
 	if cfg.GuestConn != nil {
 		r.actuator.guestNC = cfg.GuestConn
 	}
 	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.actuator.driver, pt)
 	return r, nil
+}
+
+// newLoop returns the loop of node's runner, without its follower,
+// actuator, executor and lease keeper (newRunner adds them).
+func newLoop(node string, logger *slog.Logger, log appender, now func() time.Time, connected func() bool, m Metrics, hooks testHooks) *Runner {
+	return &Runner{node: node, logger: logger, log: log, now: now, connected: connected,
+		hb: newHeartbeats(node, now, m, logger), st: NewState(node), member: NewMember(node),
+		appendRetry: map[work]*time.Timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64), test: hooks}
+}
+
+// guardPetter returns the petter of the node guard cfg asks for, started
+// as Config.GuardBin, else AgentBin, else the running executable; nil
+// without Config.Guard.
+func guardPetter(cfg Config, logger *slog.Logger) (*petter, error) {
+	if !cfg.Guard {
+		return nil, nil
+	}
+	bin := cfg.GuardBin
+	if bin == "" {
+		bin = cfg.AgentBin
+	}
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find vmguard binary for the node guard: %w", err)
+		}
+		bin = exe
+	}
+	return newPetter(cfg.Node, cfg.StateDir, bin, cfg.GuardArgs, logger), nil
 }
 
 // newDrivers returns cfg.Drivers with the process driver (the guest agent
