@@ -150,6 +150,25 @@ func count(evs []events.Event, match func(events.Event) bool) int {
 	return n
 }
 
+// startProcCluster starts a server (interval mode) on a free port with its
+// store in dir, records config with vmguard apply and starts a failover
+// controller: each daemon an OS process, stopped when the test ends.
+func startProcCluster(t *testing.T, dir, config string) *cluster {
+	t.Helper()
+	port := freePort(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	startServer(t, filepath.Join(dir, "store"), port, "--sync-interval")
+	c := &cluster{t: t, url: url, dir: dir, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
+	t.Cleanup(c.stopAll)
+	cfg := filepath.Join(dir, "cluster.yaml")
+	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.cli("apply", "-f", cfg)
+	c.start("failover", "failover")
+	return c
+}
+
 // TestEndToEnd runs `vmguard server`, `vmguard failover` and `vmguard host`
 // for node1 and node2 as separate processes with process-driver guests, and
 // walks through restarts, a failover, the loss of a node, a move and a halt;
@@ -159,18 +178,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("end-to-end test with OS processes; run without -short")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	startServer(t, filepath.Join(dir, "store"), port, "--sync-interval")
-	c := &cluster{t: t, url: url, dir: dir, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
-	defer c.stopAll()
-
-	cfg := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(cfg, []byte(e2eConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.cli("apply", "-f", cfg)
-	c.start("failover", "failover")
+	c := startProcCluster(t, dir, e2eConfig)
+	url := c.url
 	for _, n := range []string{"node1", "node2"} {
 		c.start(n, "host", "--node", n, "--state", filepath.Join(dir, n), "--agent-bin", vmguardBin)
 	}

@@ -210,17 +210,8 @@ func TestSecondHostManagerRefused(t *testing.T) {
 		t.Skip("runs host managers as OS processes; run without -short")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
-	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
-	startServer(t, filepath.Join(dir, "store"), port, "--sync-interval")
-	c := &cluster{t: t, url: url, dir: dir, procs: map[string]*exec.Cmd{}, logs: map[string]*syncBuffer{}}
-	defer c.stopAll()
-	cfg := filepath.Join(dir, "cluster.yaml")
-	if err := os.WriteFile(cfg, []byte(hostConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c.cli("apply", "-f", cfg)
-	c.start("failover", "failover")
+	c := startProcCluster(t, dir, hostConfig)
+	url := c.url
 	c.start("first", "host", "--node", "node1", "--state", filepath.Join(dir, "a"), "--agent-bin", vmguardBin)
 	l := dialLog(t, url)
 	waitEvent(t, l, 60*time.Second, "db's service started", func(e events.Event) bool {
