@@ -43,6 +43,27 @@ func (l *logb) startWeb(node string) (placed, starting events.Event) {
 	return placed, starting
 }
 
+// checkOn returns what Check reports, a line a violation, for the log that
+// build writes after config (a cluster config as JSON) and the joins of n1
+// and n2.
+func checkOn(config string, build func(l *logb)) string {
+	l := newLog()
+	l.add("", "", events.ConfigApplied{Config: json.RawMessage(config), Hash: "h"})
+	l.add("n1", "", events.NodeJoined{})
+	l.add("n2", "", events.NodeJoined{})
+	build(l)
+	return strings.Join(Check(l.evs), "\n")
+}
+
+// wantCheck fails t unless got, checkOn's report, is empty where want is,
+// else holds want.
+func wantCheck(t *testing.T, got, want string) {
+	t.Helper()
+	if want == "" && got != "" || want != "" && !strings.Contains(got, want) {
+		t.Errorf("got %q\nwant %q", got, want)
+	}
+}
+
 const testConfig = `{"cluster":"t","node_timeout":"3s","guest_timeout":"3s","nodes":["n1","n2"],
  "packages":[{"name":"web","nodes":["n1","n2"],
    "guest":{"name":"g","driver":"process","restart":"none","start_timeout":"5s"},
@@ -593,15 +614,7 @@ func TestExclusion(t *testing.T) {
 		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLog()
-			l.add("", "", events.ConfigApplied{Config: json.RawMessage(cfg(tc.loc)), Hash: "h"})
-			l.add("n1", "", events.NodeJoined{})
-			l.add("n2", "", events.NodeJoined{})
-			tc.build(l)
-			got := strings.Join(Check(l.evs), "\n")
-			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
-				t.Errorf("got %q\nwant %q", got, tc.want)
-			}
+			wantCheck(t, checkOn(cfg(tc.loc), tc.build), tc.want)
 		})
 	}
 }

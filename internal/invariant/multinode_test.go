@@ -1,7 +1,6 @@
 package invariant
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -46,15 +45,8 @@ func TestMultiNode(t *testing.T) {
 		}, "epoch 3 starts while epoch 1 on n1 (placed at seq 4) is not released [released_first]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLog()
-			l.add("", "", events.ConfigApplied{Config: json.RawMessage(cfg(tc.typ)), Hash: "h"})
-			l.add("n1", "", events.NodeJoined{})
-			l.add("n2", "", events.NodeJoined{})
-			tc.build(l)
-			got := strings.Join(Check(l.evs), "\n")
-			if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
-				t.Errorf("got %q\nwant %q", got, tc.want)
-			}
+			got := checkOn(cfg(tc.typ), tc.build)
+			wantCheck(t, got, tc.want)
 			if tc.typ == "multi_node" && tc.want != "" && !strings.Contains(got, "[one_epoch]") {
 				t.Errorf("two live epochs on n1 not reported as one_epoch: %q", got)
 			}
