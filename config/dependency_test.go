@@ -74,14 +74,21 @@ func TestDependencyValidation(t *testing.T) {
 			`packages[1].successor_halt_timeout: 2h0m0s: want 0 (do not wait) to 1h0m0s`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("c.yaml", []byte(depConfig(tc.extra)))
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("%v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("err %v\nwant %q", err, tc.want)
-			}
+			wantParse(t, tc.extra, tc.want)
 		})
+	}
+}
+
+// wantParse parses depConfig(extra) and fails t unless it is valid where
+// want is empty, else refused with an error holding want.
+func wantParse(t *testing.T, extra map[string]string, want string) {
+	t.Helper()
+	_, err := Parse("c.yaml", []byte(depConfig(extra)))
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("%v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Errorf("err %v\nwant %q", err, want)
 	}
 }
 

@@ -40,13 +40,7 @@ func TestMultiNodeValidation(t *testing.T) {
 			`packages[1].guest.name: "a-n2" is also the guest of package a`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Parse("c.yaml", []byte(depConfig(tc.extra)))
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("%v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("err %v\nwant %q", err, tc.want)
-			}
+			wantParse(t, tc.extra, tc.want)
 		})
 	}
 }
