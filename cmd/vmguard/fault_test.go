@@ -496,23 +496,17 @@ func (f *faultEnv) checkOneServiceProcess(d time.Duration) {
 // (arguments joined by spaces).
 func procsWith(s string) []int {
 	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
+	eachProc(func(pid int) {
+		dir := filepath.Join("/proc", strconv.Itoa(pid))
+		b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil || strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")) != s {
+			return
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
+		if st, err := os.ReadFile(filepath.Join(dir, "stat")); err == nil && isZombie(st) {
+			return
 		}
-		if strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " ")) == s {
-			if st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat")); err == nil && isZombie(st) {
-				continue
-			}
-			pids = append(pids, pid)
-		}
-	}
+		pids = append(pids, pid)
+	})
 	return pids
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,16 +87,11 @@ func checkCleanStop(t *testing.T, store string, since uint64) uint64 {
 // mentions s, as "pid cmdline".
 func procsNaming(s string) []string {
 	var out []string
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
+	eachProc(func(pid int) {
 		if cmdline, ok := liveCmdline(pid); ok && strings.Contains(cmdline, s) {
 			out = append(out, fmt.Sprintf("%d %s", pid, cmdline))
 		}
-	}
+	})
 	return out
 }
 
