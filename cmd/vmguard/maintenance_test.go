@@ -32,6 +32,23 @@ func (f *faultEnv) nodeStateOf(node string) failover.NodeView {
 	return failover.NodeView{}
 }
 
+// leaseOf reads node's lease as its bucket holds it now; false if it
+// cannot (yet).
+func (f *faultEnv) leaseOf(node string) (lease.Value, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	kv, err := lease.Open(ctx, f.l.JetStream())
+	if err != nil {
+		return lease.Value{}, false
+	}
+	e, err := kv.Get(ctx, node)
+	if err != nil {
+		return lease.Value{}, false
+	}
+	v, err := lease.Decode(e.Value())
+	return v, err == nil
+}
+
 // waitLeaseFrozen waits until node's lease carries the freeze's end: its
 // host manager read node.frozen and renewed since, so its agents and its
 // guard know.
@@ -39,19 +56,9 @@ func (f *faultEnv) waitLeaseFrozen(node string) time.Time {
 	f.t.Helper()
 	var until time.Time
 	natstest.WaitFor(f.t, 20*time.Second, "the lease of "+node+" to carry frozen_until", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		kv, err := lease.Open(ctx, f.l.JetStream())
-		if err != nil {
-			return false
-		}
-		e, err := kv.Get(ctx, node)
-		if err != nil {
-			return false
-		}
-		v, err := lease.Decode(e.Value())
+		v, ok := f.leaseOf(node)
 		until = v.FrozenUntil
-		return err == nil && !until.IsZero()
+		return ok && !until.IsZero()
 	})
 	return until
 }
@@ -273,18 +280,8 @@ func TestMaintenanceThawRearms(t *testing.T) {
 	f.waitLeaseFrozen(node)
 	f.cli("node", "thaw", node)
 	natstest.WaitFor(t, 20*time.Second, "the lease of "+node+" without frozen_until", func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		kv, err := lease.Open(ctx, f.l.JetStream())
-		if err != nil {
-			return false
-		}
-		e, err := kv.Get(ctx, node)
-		if err != nil {
-			return false
-		}
-		v, err := lease.Decode(e.Value())
-		return err == nil && v.FrozenUntil.IsZero()
+		v, ok := f.leaseOf(node)
+		return ok && v.FrozenUntil.IsZero()
 	})
 	// The controller must have read the unfrozen lease to count the coming
 	// lapse as a loss before the freeze's end an hour away; it says so.
