@@ -20,21 +20,54 @@ import (
 // current placement, the placement's own chain follows. nil if the package
 // was never placed nor taken down. Fold evs up to a sequence first to
 // explain a past moment.
+//
+// For a multi-node package it is the chain of the instance whose phase the
+// package shows; ExplainInstances has each instance's.
 func Explain(evs []events.Event, pkg string) []events.Event {
-	s := Fold(evs)
-	p := s.Packages[pkg]
-	if p == nil || p.StateID == "" {
+	p := Fold(evs).Packages[pkg]
+	if p == nil {
 		return nil
 	}
-	byID := make(map[string]events.Event, len(evs))
-	for _, e := range evs {
-		if _, dup := byID[e.ID]; e.ID != "" && !dup {
-			byID[e.ID] = e
+	return explain(byID(evs), p)
+}
+
+// ExplainInstances returns, for a multi-node package, each instance's chain
+// of causes (Explain's, for that node's placements), by node; nil for a
+// failover package or one never placed.
+func ExplainInstances(evs []events.Event, pkg string) map[string][]events.Event {
+	p := Fold(evs).Packages[pkg]
+	if p == nil || len(p.Instances) == 0 {
+		return nil
+	}
+	ids := byID(evs)
+	out := make(map[string][]events.Event, len(p.Instances))
+	for node, in := range p.Instances {
+		if chain := explain(ids, in); len(chain) > 0 {
+			out[node] = chain
 		}
 	}
-	out := Chain(byID, p.StateID)
+	return out
+}
+
+// explain is Explain's chain for p (a package, or an instance).
+func explain(ids map[string]events.Event, p *PackageState) []events.Event {
+	if p.StateID == "" {
+		return nil
+	}
+	out := Chain(ids, p.StateID)
 	if p.PlacedID != "" && !slices.ContainsFunc(out, func(e events.Event) bool { return e.ID == p.PlacedID }) {
-		out = append(out, Chain(byID, p.PlacedID)...)
+		out = append(out, Chain(ids, p.PlacedID)...)
+	}
+	return out
+}
+
+// byID indexes evs by id, the first of each id.
+func byID(evs []events.Event) map[string]events.Event {
+	out := make(map[string]events.Event, len(evs))
+	for _, e := range evs {
+		if _, dup := out[e.ID]; e.ID != "" && !dup {
+			out[e.ID] = e
+		}
 	}
 	return out
 }

@@ -208,3 +208,22 @@ func TestMultiNodeCommands(t *testing.T) {
 		t.Error("run on a node where it runs accepted")
 	}
 }
+
+// TestExplainInstances: each instance of a multi-node package has its own
+// chain of causes, from its node's placement or failure; a failover
+// package has none.
+func TestExplainInstances(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(monPkg(), testPkg("web", "node1")))
+	l.join("node1", "node2")
+	p1 := l.run("mon", "node1", 1)
+	l.run("mon", "node2", 2)
+	f := l.add("mon", events.PackageFailed{Node: "node2", Epoch: 2, Reason: "service_failed"}, p1.ID)
+	chains := ExplainInstances(l.evs, "mon")
+	if len(chains) != 2 || chains["node2"][0].ID != f.ID || chains["node1"][0].Type() != events.TypePackagePlaced {
+		t.Fatalf("chains: %v", chains)
+	}
+	if ExplainInstances(l.evs, "web") != nil {
+		t.Error("a failover package has instance chains")
+	}
+}

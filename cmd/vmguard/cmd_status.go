@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -156,6 +158,16 @@ func (c *explainCmd) Run(ctx context.Context, g *globals) error {
 		if _, ok := s.Config.Package(c.Package); !ok && s.Package(c.Package) == nil {
 			return fmt.Errorf("unknown package %q", c.Package)
 		}
+	}
+	if chains := failover.ExplainInstances(evs, c.Package); len(chains) > 0 {
+		// A multi-node package: each instance's chain, by node.
+		for _, node := range slices.Sorted(maps.Keys(chains)) {
+			fmt.Fprintf(g.Stdout, "instance on %s:\n", node)
+			if err := failover.WriteChain(g.Stdout, chains[node]); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	chain := failover.Explain(evs, c.Package)
 	if len(chain) == 0 {

@@ -222,7 +222,9 @@ func TestMultiNodePackage(t *testing.T) {
 	if out := cli("status", "-v"); !strings.Contains(out, "INSTANCE") || !strings.Contains(out, "monvm-"+off) {
 		t.Errorf("status -v shows no instances of mon:\n%s", out)
 	}
-	cli("explain", "mon")
+	if out := cli("explain", "mon"); !strings.Contains(out, "instance on node1:") || !strings.Contains(out, "instance on node2:") {
+		t.Errorf("explain mon: want each instance's chain\n%s", out)
+	}
 	if code, out, errs := runCLI("--nats", url, "verify"); code != 0 {
 		t.Errorf("verify: exit %d\n%s%s", code, out, errs)
 	}
