@@ -119,6 +119,7 @@ func pullLimit() jetstream.PullMessagesOpt {
 // none). Malformed events are skipped, counted and logged, the same way on
 // every replay.
 func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, error) {
+	end := l.replayEnd(ctx, ro)
 	cfg := ro.consumer(time.Minute)
 	cfg.FilterSubjects = ro.Subjects
 	cons, err := l.createReplayConsumer(ctx, cfg, ro.ClusterWait)
@@ -131,17 +132,62 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 		defer cancel()
 		_ = l.stream.DeleteConsumer(dctx, name) // it also expires by InactiveThreshold
 	}()
-	if cons.CachedInfo().NumPending == 0 {
+	if cons.CachedInfo().NumPending == 0 && end == 0 {
 		return 0, nil
 	}
-	it, err := cons.Messages(pullLimit())
+	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(replayHeartbeat))
 	if err != nil {
 		return 0, fmt.Errorf("replay: %w", err)
 	}
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count)
+	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count, end)
+}
+
+// replayHeartbeat is how often a replay's consumer says it is there while
+// it has nothing to deliver. Two missed mean its pull request was lost —
+// in a cluster the client's server may not know yet where the new consumer
+// lives and drop the first pull (TestReplayReadsWhatWasAcknowledged saw a
+// replay deliver nothing for 30 s) — and the iterator asks again;
+// replayPullRetries such misses in a row end the replay with an error.
+const (
+	replayHeartbeat   = time.Second
+	replayPullRetries = 3
+)
+
+// replayLagWait bounds how long a replay waits for its consumer's server
+// to hold the log's end (replayEnd) once it has delivered all it holds.
+const replayLagWait = 10 * time.Second
+
+// replayEnd returns the last sequence of the log as its stream leader
+// answers it, for an unfiltered replay from a known sequence; 0 where the
+// replay cannot wait for it (a filter, a start time, a start past the end,
+// no answer).
+//
+// In a cluster the server places a replay's consumer (one replica) on any
+// server of the stream, and a follower may not hold yet the last events the
+// leader acknowledged: the consumer then reports nothing pending before the
+// log's end, and a replay that stops there misses events appended before
+// it began (TestLargeEventInPartsR3 saw 3 of 248 missing under load). With
+// the end known, the replay reads on until it has delivered it. A filtered
+// replay (a host manager's) cannot know its last matching sequence and
+// keeps the follower's view; the host manager follows from where it ended.
+func (l *Log) replayEnd(ctx context.Context, ro ReadOptions) uint64 {
+	if len(ro.Subjects) > 0 || !ro.StartTime.IsZero() {
+		return 0
+	}
+	ictx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
+	defer cancel()
+	info, err := l.stream.Info(ictx)
+	if err != nil {
+		l.logger.Debug("replay: read the log's end; replaying what the consumer holds", "err", err)
+		return 0
+	}
+	if info.State.LastSeq < ro.StartSeq {
+		return 0
+	}
+	return info.State.LastSeq
 }
 
 // createReplayConsumer creates a replay's consumer, trying again while the
@@ -213,7 +259,7 @@ type decodeJob struct {
 // Longer than 80 lines: a pipeline (reader, decoding workers, in-order
 // hand-off) whose goroutines share the channels, the cancel and the error;
 // split, those would be passed around.
-func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount) (uint64, error) {
+func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	jobs := make(chan *decodeJob, workers*2)
 	ordered := make(chan *decodeJob, workers*2)
@@ -269,9 +315,24 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			}
 			return true
 		}
+		var lagging atomic.Bool
+		var read uint64
+		misses := 0
 		for {
 			m, err := it.Next()
 			if err != nil {
+				if errors.Is(err, jetstream.ErrNoHeartbeat) && ctx.Err() == nil && misses < replayPullRetries {
+					misses++
+					l.logger.Debug("replay: no heartbeat from the consumer; asking again", "misses", misses)
+					continue
+				}
+				if ctx.Err() == nil && lagging.Load() {
+					// Its server did not catch up (or the last
+					// messages were removed): end with what it held.
+					l.logger.Warn("replay: the log's end was not delivered in time; replayed what the consumer's server holds", "end", end, "read_through", read, "waited", replayLagWait)
+					send()
+					return
+				}
 				if ctx.Err() != nil {
 					err = ctx.Err()
 				}
@@ -286,7 +347,14 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			count.add(m, pos.pending)
 			j.msgs = append(j.msgs, readRaw(&parts, m, pos.stream))
 			j.seqs = append(j.seqs, pos.stream)
-			last := pos.pending == 0
+			read, misses = pos.stream, 0
+			last := pos.pending == 0 && pos.stream >= end
+			if pos.pending == 0 && !last && lagging.CompareAndSwap(false, true) {
+				// The consumer's server is behind the leader: wait,
+				// bounded, for it to deliver the rest (replayEnd).
+				t := time.AfterFunc(replayLagWait, it.Stop)
+				defer t.Stop()
+			}
 			if len(j.msgs) == decodeBatch || last {
 				if !send() || last {
 					return
