@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -248,5 +249,76 @@ func TestInitMultiNodeGuests(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(out, id)); (err == nil) != want {
 			t.Errorf("identity %s: present %v, want %v", id, err == nil, want)
 		}
+	}
+}
+
+// TestMultiNodeNodeLoss: with each daemon an OS process, a multi-node
+// package runs on both nodes; kill -9 of node1's host manager loses node1
+// and its instance only: nothing is placed elsewhere, node2's instance runs
+// on untouched; when node1's host manager comes back, node1 joins and gets
+// an instance again. `vmguard verify` accepts the log.
+func TestMultiNodeNodeLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test with OS processes; run without -short")
+	}
+	const cfg = `cluster: mnloss
+node_timeout: 3s
+guest_timeout: 3s
+nodes: [node1, node2]
+packages:
+  - name: mon
+    package_type: multi_node
+    nodes: [node1, node2]
+    guest: {name: monvm, driver: process, start_timeout: 20s}
+    services:
+      - name: agent
+        cmd: [sh, -c, "exec sleep 1000"]
+        halt_timeout: 1s
+`
+	dir := t.TempDir()
+	c := startProcCluster(t, dir, cfg)
+	for _, n := range []string{"node1", "node2"} {
+		c.start(n, "host", "--node", n, "--state", filepath.Join(dir, n), "--agent-bin", vmguardBin)
+	}
+	l := dialLog(t, c.url)
+	started := func(node string, after uint64) func(events.Event) bool {
+		return func(e events.Event) bool {
+			d, ok := e.Data.(events.PackageStarted)
+			return ok && e.Subject == "mon" && d.Node == node && e.Seq > after
+		}
+	}
+	waitEvent(t, l, 60*time.Second, "mon on node1", started("node1", 0))
+	on2 := waitEvent(t, l, 60*time.Second, "mon on node2", started("node2", 0))
+	epoch2 := on2.Data.(events.PackageStarted).Epoch
+
+	c.kill9("node1")
+	lost := waitEvent(t, l, 30*time.Second, "node1 lost", func(e events.Event) bool {
+		return e.Type() == events.TypeNodeLost && e.Subject == "node1"
+	})
+	c.start("node1", "host", "--node", "node1", "--state", filepath.Join(dir, "node1"), "--agent-bin", vmguardBin)
+	back := waitEvent(t, l, 60*time.Second, "mon on node1 again", started("node1", lost.Seq))
+	evs := readLog(t, l)
+	if n := count(evs, func(e events.Event) bool {
+		d, ok := e.Data.(events.PackagePlaced)
+		return ok && e.Subject == "mon" && e.Seq > lost.Seq && d.Node != "node1"
+	}); n != 0 {
+		t.Errorf("mon placed %d times elsewhere after node1 was lost, want none (no failover)", n)
+	}
+	if n := count(evs, func(e events.Event) bool {
+		switch d := e.Data.(type) {
+		case events.PackageHalting:
+			return e.Subject == "mon" && d.Epoch == epoch2
+		case events.PackageHalted:
+			return e.Subject == "mon" && d.Epoch == epoch2
+		}
+		return false
+	}); n != 0 {
+		t.Errorf("node2's instance (epoch %d) halted %d times, want it untouched", epoch2, n)
+	}
+	if e := back.Data.(events.PackageStarted).Epoch; e <= epoch2 {
+		t.Errorf("node1's new instance has epoch %d, want one after %d", e, epoch2)
+	}
+	if out, err := exec.Command(vmguardBin, "--nats", c.url, "verify").CombinedOutput(); err != nil {
+		t.Errorf("verify: %v\n%s", err, out)
 	}
 }
