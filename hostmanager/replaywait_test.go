@@ -29,10 +29,19 @@ func TestReplayWaitsForQuorum(t *testing.T) {
 	c := natsd.StartCluster(t, 3)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	l, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The new cluster may still be electing its meta leader: the open is
+	// retried, each attempt bounded (one sent while it elects can wait for
+	// an answer that never comes; CI saw "ensure stream VMGUARD: context
+	// deadline exceeded" here under load).
+	nc := c.Connect(t)
+	var l *events.Log
+	natstest.WaitFor(t, 30*time.Second, "the R3 log opened", func() bool {
+		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ocancel()
+		var err error
+		l, err = events.Open(octx, nc, events.WithReplicas(3))
+		return err == nil
+	})
 	// A new R3 stream may still be electing its leader: the first append
 	// is retried (the id stores it once) until it is acknowledged.
 	joined := events.Stamp(events.New("/test", "node1", events.NodeJoined{}), time.Now())
