@@ -18,6 +18,7 @@ import (
 type executor struct {
 	do      performer
 	now     func() time.Time
+	after   afterFunc
 	logger  *slog.Logger
 	wg      *sync.WaitGroup // the runner's: every goroutine started
 	results chan result     // to the loop
@@ -33,8 +34,18 @@ type executor struct {
 	accepted map[string]*accepted      // by key: runs whose process.started is awaited
 }
 
-func newExecutor(do performer, now func() time.Time, logger *slog.Logger, wg *sync.WaitGroup, wake chan<- work) *executor {
-	return &executor{do: do, now: now, logger: logger, wg: wg, results: make(chan result, 64), wake: wake,
+// afterFunc is the loop's timer seam: it calls f in its own goroutine
+// after d (time.AfterFunc), or when a simulator says so.
+type afterFunc func(d time.Duration, f func()) timer
+
+// timer is a timer afterFunc started (*time.Timer).
+type timer interface{ Stop() bool }
+
+// realTimers is the afterFunc of the machine's clock.
+func realTimers(d time.Duration, f func()) timer { return time.AfterFunc(d, f) }
+
+func newExecutor(do performer, now func() time.Time, after afterFunc, logger *slog.Logger, wg *sync.WaitGroup, wake chan<- work) *executor {
+	return &executor{do: do, now: now, after: after, logger: logger, wg: wg, results: make(chan result, 64), wake: wake,
 		flights: map[string]*flight{}, done: map[string]map[string]int{}, timers: map[string]*armed{},
 		retries: map[string]retry{}, stops: map[string]*stopTrack{}, stopErr: map[string]string{}, accepted: map[string]*accepted{}}
 }
@@ -162,7 +173,7 @@ type accepted struct {
 type armed struct {
 	pkg string
 	at  time.Time
-	t   *time.Timer
+	t   timer
 }
 
 // arm wakes pkg at at (once per key).
@@ -173,7 +184,7 @@ func (x *executor) arm(ctx context.Context, pkg, key string, at time.Time) {
 		t.t.Stop()
 	}
 	d := max(at.Sub(x.now()), 0)
-	x.timers[key] = &armed{pkg: pkg, at: at, t: time.AfterFunc(d, func() {
+	x.timers[key] = &armed{pkg: pkg, at: at, t: x.after(d, func() {
 		select {
 		case x.wake <- pkgWork(pkg):
 		case <-ctx.Done():

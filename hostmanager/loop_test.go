@@ -60,6 +60,13 @@ func (l *memLog) unread() []events.Event {
 	return out
 }
 
+// all returns every event, in order.
+func (l *memLog) all() []events.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evs)
+}
+
 // types returns the short types of every event, in order.
 func (l *memLog) types() []string {
 	l.mu.Lock()
@@ -91,25 +98,147 @@ func (d *fakeDo) perform(ctx context.Context, a Action) (int, error) {
 	return 0, nil
 }
 
+// kinds returns the kinds of the actions performed, in order.
+func (d *fakeDo) kinds() []ActionKind {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.done)
+}
+
 func (d *fakeDo) appendFact(ctx context.Context, e events.Event) error {
 	_, err := d.log.Append(ctx, e)
 	return err
 }
 
-// stepRunner is a runner whose loop the test drives step by step: the log
-// and the performer are fakes, the clock stands still, the connection is
-// up, and the lease keeper does not run (the test tells the loop the lease
-// is held, and the last renewal is now).
-func stepRunner(t *testing.T, log *memLog, do performer, now func() time.Time) *Runner {
+// fakeTimers is the step test's afterFunc: a timer fires only when the
+// test calls fire.
+type fakeTimers struct {
+	now    func() time.Time
+	mu     sync.Mutex
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	due             time.Time
+	f               func()
+	stopped, called bool
+}
+
+func (t *fakeTimer) Stop() bool {
+	was := !t.stopped && !t.called
+	t.stopped = true
+	return was
+}
+
+func (ft *fakeTimers) after(d time.Duration, f func()) timer {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	t := &fakeTimer{due: ft.now().Add(d), f: f}
+	ft.timers = append(ft.timers, t)
+	return t
+}
+
+// fire calls, in the test's goroutine, every timer due by now that was
+// neither stopped nor fired, and returns how many.
+func (ft *fakeTimers) fire() int {
+	ft.mu.Lock()
+	var due []*fakeTimer
+	for _, t := range ft.timers {
+		if !t.stopped && !t.called && !t.due.After(ft.now()) {
+			t.called = true
+			due = append(due, t)
+		}
+	}
+	ft.mu.Unlock()
+	for _, t := range due {
+		t.f()
+	}
+	return len(due)
+}
+
+// loopEnv is a runner whose loop the test drives step by step: the log,
+// the performer and the timers are fakes, the clock moves when the test
+// says, the connection is up, and the lease keeper does not run (the test
+// tells the loop the lease is held, and the last renewal is now).
+type loopEnv struct {
+	t      *testing.T
+	ctx    context.Context
+	at     time.Time
+	log    *memLog
+	do     *fakeDo
+	timers *fakeTimers
+	r      *Runner
+}
+
+func newLoopEnv(t *testing.T) *loopEnv {
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &loopEnv{t: t, ctx: ctx, at: t0}
+	now := func() time.Time { return e.at }
+	e.log = &memLog{t: t, now: now}
+	e.do = &fakeDo{log: e.log}
+	e.timers = &fakeTimers{now: now}
 	logger := slog.New(slog.DiscardHandler)
-	r := newLoop(me, logger, log, now, func() bool { return true }, noMetrics{}, testHooks{})
-	r.actuator = &actuator{node: me, now: now, logger: logger, log: log, drivers: map[string]Driver{}, hb: r.hb}
-	r.ex = newExecutor(do, now, logger, &r.wg, r.wake)
+	r := newLoop(me, logger, e.log, now, e.timers.after, func() bool { return true }, noMetrics{}, testHooks{})
+	r.actuator = &actuator{node: me, now: now, logger: logger, log: e.log, drivers: map[string]Driver{}, hb: r.hb}
+	r.ex = newExecutor(e.do, now, r.after, logger, &r.wg, r.wake)
 	r.lease = newLeaseKeeper(me, "holder1", nil, now, logger, noMetrics{}, r.actuator.driver, nil)
 	r.lease.started = true // not run: the test plays it
 	r.lease.lastOK.Store(now().UnixNano())
-	t.Cleanup(r.wg.Wait)
-	return r
+	e.r = r
+	t.Cleanup(func() {
+		cancel()
+		r.wg.Wait()
+	})
+	return e
+}
+
+// deliver hands the loop what the log holds that it has not read, as the
+// follower would: the loop's own decisions too (it ignores them, having
+// applied them when it appended them).
+func (e *loopEnv) deliver() {
+	for _, ev := range e.log.unread() {
+		e.r.handle(e.ctx, item{e: ev})
+	}
+}
+
+// result hands the loop the next action's result.
+func (e *loopEnv) result() {
+	e.t.Helper()
+	select {
+	case res := <-e.r.ex.results:
+		e.r.finished(e.ctx, res)
+	case <-time.After(10 * time.Second):
+		e.t.Fatal("no action result")
+	}
+}
+
+// append appends e as someone else (the controller, an agent) would.
+func (e *loopEnv) append(ev events.Event) {
+	e.t.Helper()
+	if _, err := e.log.Append(e.ctx, ev); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// startWeb configures the cluster with svc added to web's services, takes
+// the lease, places web on this node and runs the loop's steps until web
+// started.
+func (e *loopEnv) startWeb(svc string) {
+	e.t.Helper()
+	e.append(events.Event{Source: "/vmguard/cli/test", Subject: "test", Data: configApplied(e.t, cfgYAML(svc, ""))})
+	e.deliver()
+	e.r.onLease(e.ctx, leaseEvent{held: true, at: e.at})
+	if !e.r.active() {
+		e.t.Fatal("not active after the lease take and the join")
+	}
+	e.append(events.Event{Source: "/vmguard/failover", Subject: "web", Data: events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"}})
+	e.deliver() // package.starting appended, the guest's start issued
+	e.result()  // guest started
+	e.deliver() // guest.started read: both services' runs issued
+	e.result()
+	e.result()
+	e.deliver() // process.started read: package.started appended
+	e.deliver() // its own package.started read back: nothing more
 }
 
 // TestLoopSteps drives the loop one step at a time, without its goroutine
@@ -118,69 +247,66 @@ func stepRunner(t *testing.T, log *memLog, do performer, now func() time.Time) *
 // joins, a placement arrives and the loop starts the package: decisions
 // appended with their effects issued, each result handed back as a step.
 func TestLoopSteps(t *testing.T) {
-	now := func() time.Time { return t0 }
-	log := &memLog{t: t, now: now}
-	do := &fakeDo{log: log}
-	r := stepRunner(t, log, do, now)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// deliver hands the loop what the log holds that it has not read, as
-	// the follower would: the loop's own decisions too (it ignores them,
-	// having applied them when it appended them).
-	deliver := func() {
-		for _, e := range log.unread() {
-			r.handle(ctx, item{e: e})
-		}
-	}
-	// result hands the loop the next action's result.
-	result := func() {
-		t.Helper()
-		select {
-		case res := <-r.ex.results:
-			r.finished(ctx, res)
-		case <-time.After(10 * time.Second):
-			t.Fatal("no action result")
-		}
-	}
-	c := configApplied(t, cfgYAML("", ""))
-	if _, err := log.Append(ctx, events.Event{Source: "/vmguard/cli/test", Subject: "test", Data: c}); err != nil {
-		t.Fatal(err)
-	}
-	deliver()
-	r.onLease(ctx, leaseEvent{held: true, at: now()})
-	if !r.active() {
-		t.Fatal("not active after the lease take and the join")
-	}
-	if _, err := log.Append(ctx, events.Event{Source: "/vmguard/failover", Subject: "web",
-		Data: events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"}}); err != nil {
-		t.Fatal(err)
-	}
-	deliver() // package.starting appended, the guest's start issued
-	result()  // guest started
-	deliver() // guest.started read: both services' runs issued
-	result()
-	result()
-	deliver() // process.started read: package.started appended
-	deliver() // its own package.started read back: nothing more
+	e := newLoopEnv(t)
+	e.startWeb("")
 	want := []string{"cluster.config_applied", "node.joined", "package.placed", "package.starting", "guest.started",
 		"process.started", "process.started", "package.started"}
-	if got := log.types(); !slices.Equal(got, want) {
+	if got := e.log.types(); !slices.Equal(got, want) {
 		t.Fatalf("log %v, want %v", got, want)
 	}
 	// Each decision about web was appended expecting web's last event
 	// the loop had read: package.placed (3), then process.started (7).
 	for seq, want := range map[uint64]uint64{4: 3, 8: 7} {
-		if x, ok := log.expect[seq]; !ok || x != events.ExpectPackageSeq("web", want) {
+		if x, ok := e.log.expect[seq]; !ok || x != events.ExpectPackageSeq("web", want) {
 			t.Errorf("event %d appended with %+v (%v), want web's sequence %d expected", seq, x, ok, want)
 		}
 	}
-	do.mu.Lock()
-	defer do.mu.Unlock()
-	if want := []ActionKind{StartGuest, RunService, RunService}; !slices.Equal(do.done, want) {
-		t.Errorf("actions %v, want %v", do.done, want)
+	if got, want := e.do.kinds(), []ActionKind{StartGuest, RunService, RunService}; !slices.Equal(got, want) {
+		t.Errorf("actions %v, want %v", got, want)
 	}
-	if p := r.st.Packages["web"]; p == nil || p.Inst == nil || !p.Inst.Started {
+	if p := e.r.st.Packages["web"]; p == nil || p.Inst == nil || !p.Inst.Started {
 		t.Errorf("web not started in the loop's state: %+v", p)
+	}
+}
+
+// TestLoopTimerStep: a service exits, the loop decides its restart after
+// the backoff's delay and arms a timer instead of running it; nothing runs
+// before the timer fires, and the timer's step (woken) runs it.
+func TestLoopTimerStep(t *testing.T) {
+	e := newLoopEnv(t)
+	e.startWeb("restart: unlimited\nbackoff: {delay: 2s, factor: 2, max: 4s}")
+	var run events.ProcessStarted
+	for _, ev := range e.log.all() {
+		if d, ok := ev.Data.(events.ProcessStarted); ok && d.Service == "a" {
+			run = d
+		}
+	}
+	e.append(events.Event{Source: agentSource("webvm"), Subject: "web", Data: events.ProcessExited{Guest: "webvm", Service: "a",
+		PID: run.PID, ExitCode: 1, RequestID: run.RequestID, Epoch: run.Epoch}})
+	e.deliver() // process.exited read: service.restarting appended, its run armed
+	if got := e.log.types(); got[len(got)-1] != "service.restarting" {
+		t.Fatalf("log ends %v, want service.restarting", got[len(got)-3:])
+	}
+	e.deliver()
+	if n := e.timers.fire(); n != 0 {
+		t.Fatalf("%d timers fired before the delay", n)
+	}
+	e.at = e.at.Add(2 * time.Second)
+	if n := e.timers.fire(); n != 1 {
+		t.Fatalf("%d timers fired at the delay, want the run's", n)
+	}
+	select {
+	case w := <-e.r.wake:
+		if w != pkgWork("web") {
+			t.Fatalf("woken for %+v, want web", w)
+		}
+		e.r.woken(e.ctx, w)
+	default:
+		t.Fatal("the timer did not wake the loop")
+	}
+	e.result()
+	if got, want := e.do.kinds(), []ActionKind{StartGuest, RunService, RunService, RunService}; !slices.Equal(got, want) {
+		t.Errorf("actions %v, want %v: the restart's run once the timer fired", got, want)
 	}
 }
 

@@ -127,6 +127,7 @@ type Runner struct {
 	// log's connection is up (decisions are not queued for a reconnect).
 	log       appender
 	now       func() time.Time
+	after     afterFunc
 	connected func() bool
 
 	// The parts the loop feeds and is fed by, each with its own job.
@@ -142,7 +143,7 @@ type Runner struct {
 	// member is this node's membership (member.go): it decides joins and
 	// fences and whether packages may be acted on.
 	member      *Member
-	appendRetry map[work]*time.Timer // a retry of a failed append, by work
+	appendRetry map[work]timer // a retry of a failed append, by work
 	// fencedFor holds "<package>/<epoch>" the node fenced itself for.
 	fencedFor map[string]bool
 	wake      chan work // timers: a delayed action, a retry
@@ -237,11 +238,11 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
 	}
-	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, nc.IsConnected, cfg.Metrics, hooks)
+	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, realTimers, nc.IsConnected, cfg.Metrics, hooks)
 	r.cfg = cfg
 	r.reader = newFollower(cfg, logger)
 	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, nc: nc, guestNC: nc, drivers: drivers, hb: r.hb}
-	r.ex = newExecutor(r.actuator, cfg.Now, logger, &r.wg, r.wake)
+	r.ex = newExecutor(r.actuator, cfg.Now, r.after, logger, &r.wg, r.wake)
 	if cfg.GuestConn != nil {
 		r.actuator.guestNC = cfg.GuestConn
 	}
@@ -251,10 +252,10 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 
 // newLoop returns the loop of node's runner, without its follower,
 // actuator, executor and lease keeper (newRunner adds them).
-func newLoop(node string, logger *slog.Logger, log appender, now func() time.Time, connected func() bool, m Metrics, hooks testHooks) *Runner {
-	return &Runner{node: node, logger: logger, log: log, now: now, connected: connected,
+func newLoop(node string, logger *slog.Logger, log appender, now func() time.Time, after afterFunc, connected func() bool, m Metrics, hooks testHooks) *Runner {
+	return &Runner{node: node, logger: logger, log: log, now: now, after: after, connected: connected,
 		hb: newHeartbeats(node, now, m, logger), st: NewState(node), member: NewMember(node),
-		appendRetry: map[work]*time.Timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64), test: hooks}
+		appendRetry: map[work]timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64), test: hooks}
 }
 
 // guardPetter returns the petter of the node guard cfg asks for, started
@@ -670,7 +671,7 @@ func (r *Runner) retry(ctx context.Context, w work) {
 	if r.appendRetry[w] != nil {
 		return
 	}
-	r.appendRetry[w] = time.AfterFunc(time.Second, func() {
+	r.appendRetry[w] = r.after(time.Second, func() {
 		select {
 		case r.wake <- w:
 		case <-ctx.Done():
