@@ -79,10 +79,11 @@ type Config struct {
 	// lease keeper, the guest monitor and heartbeats, the replay's bound.
 	// Intervals are differences of two values it returned, monotonic with
 	// time.Now, except the lease's last renewal (lastOK), kept as Unix
-	// nanoseconds for other goroutines: wall time. Timers and I/O
-	// deadlines (time.AfterFunc, context deadlines, lease.Renew's
-	// attempts and its Sent, the guard's socket) run on the machine's
-	// clock.
+	// nanoseconds for other goroutines: wall time. The loop's timers go
+	// through time.AfterFunc (the afterFunc seam); the other timers and
+	// I/O deadlines (context deadlines, the lease keeper's and follower's
+	// pauses, lease.Renew's attempts and its Sent, the guard's socket) run
+	// on the machine's clock.
 	Now func() time.Time
 	// HaltOnExit makes Run, when its ctx ends, halt this node's packages
 	// (package.halting reason node_shutdown, without `by`, so auto_run
