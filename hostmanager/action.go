@@ -191,7 +191,8 @@ func Pending(s *State, pkg string) []Action {
 
 // successorHold returns until when the stops of failing instance in of
 // package p wait for the packages that depend on p (an up dependency) to
-// halt first, as Serviceguard halts a package whose dependency fails before
+// halt first (for a multi-node p, those that need it on this node and
+// occupy it: besideHere), as Serviceguard halts a package whose dependency fails before
 // that package: while one of them this node knows of still holds a
 // placement (running here, or placed anywhere and not released), at most
 // p's successor_halt_timeout from the failure. Zero: no wait (a halt, not a
@@ -209,11 +210,33 @@ func (s *State) successorHold(p *PackageState, in *Instance) time.Time {
 		return time.Time{}
 	}
 	for _, name := range s.Config.Successors(p.Name) {
-		if q := s.Packages[name]; q != nil && q.holdsPlacement() {
-			return in.Failure.At.Add(cp.SuccessorHalt())
+		q := s.Packages[name]
+		if q == nil || !q.holdsPlacement() {
+			continue
 		}
+		if cp.MultiNode() && !s.besideHere(name, q, p.Name) {
+			// A multi-node package's other instances still serve it.
+			continue
+		}
+		return in.Failure.At.Add(cp.SuccessorHalt())
 	}
 	return time.Time{}
+}
+
+// besideHere reports whether package name (state q) needs package pred on
+// its node (same_node) and occupies this node: what a failing instance of
+// multi-node package pred here waits for. Its dependents elsewhere, or
+// any_node ones, are served by pred's other instances.
+func (s *State) besideHere(name string, q *PackageState, pred string) bool {
+	qc, ok := s.Config.Package(name)
+	if !ok {
+		return false
+	}
+	d, ok := qc.Dependency(pred)
+	if !ok || d.Where() != config.SameNode {
+		return false
+	}
+	return q.Inst != nil || (q.Current.Node == s.Node && !q.Current.Released)
 }
 
 // holdsPlacement reports whether the package runs on this node or has a

@@ -64,3 +64,37 @@ func TestMultiNodeHaltBeforeStart(t *testing.T) {
 		t.Errorf("halted: %+v", d)
 	}
 }
+
+// TestMultiNodeFailureWaitsOnlyHere: a failing instance of a multi-node
+// package waits for a dependent that needs it on this node and runs here,
+// not for one on another node (mon's instance there serves it).
+func TestMultiNodeFailureWaitsOnlyHere(t *testing.T) {
+	cfg := mnYAML("") + `  - name: app
+    nodes: [node1, node2]
+    dependencies: [{name: web, condition: up, location: same_node}]
+    guest: {name: appvm}
+    services:
+      - {name: s, cmd: [sleep, "1000"]}
+`
+	for _, tc := range []struct {
+		appNode string
+		held    bool
+	}{{me, true}, {"node2", false}} {
+		h := newHarness(t, cfg)
+		h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"})
+		h.add("/vmguard/failover", "app", "", events.PackagePlaced{Node: tc.appNode, Epoch: 1, Reason: "auto_run"})
+		h.settle()
+		h.exit("a", 0)
+		h.settle()
+		if h.lastOf(events.TypeServiceFailed).Subject != "web" {
+			t.Fatal("web's service did not fail")
+		}
+		held := false
+		for _, a := range Pending(h.s, "web") {
+			held = held || !a.NotBefore.IsZero()
+		}
+		if held != tc.held {
+			t.Errorf("app on %s: web's stops held %v, want %v", tc.appNode, held, tc.held)
+		}
+	}
+}
