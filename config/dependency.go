@@ -180,41 +180,53 @@ func validateDependencies(c *Cluster, d *decoder) {
 				d.fieldErrorf(dp+".condition", "package %s is a multi-node package: a package may depend on it only with condition up and location %s or %s", dep.Name, SameNode, AnyNode)
 				continue
 			}
-			switch dep.Condition {
-			case DependUp:
-				switch dep.Where() {
-				case SameNode, AnyNode, DifferentNode:
-				default:
-					d.fieldErrorf(dp+".location", "%q: an up dependency wants %s, %s or %s", dep.Location, SameNode, AnyNode, DifferentNode)
-				}
-			case DependDown:
-				switch dep.Where() {
-				case SameNode, AllNodes:
-				default:
-					d.fieldErrorf(dp+".location", "%q: a down dependency (an exclusion) wants %s or %s", dep.Location, SameNode, AllNodes)
-					continue
-				}
-				other := c.Packages[oi]
-				back, ok := other.Dependency(p.Name)
-				switch {
-				case !ok || back.Condition != DependDown:
-					d.fieldErrorf(dp+".condition", "down: an exclusion must be mutual: package %s must also list %s with condition down and location %s", other.Name, p.Name, dep.Where())
-				case back.Where() != dep.Where():
-					d.fieldErrorf(dp+".location", "%s: package %s excludes %s with location %s: both sides of an exclusion have the same location", dep.Where(), other.Name, p.Name, back.Where())
-				case p.Priority == 0 && other.Priority == 0 && i < oi:
-					d.fieldErrorf(pp+".priority", "missing: package %s and %s exclude each other, so at least one needs a priority (it decides which one runs)", p.Name, other.Name)
-				}
-				if p.FailoverPolicy != ConfiguredNode {
-					d.fieldErrorf(pp+".failover_policy", "%s: package %s excludes %s, and packages in an exclusion use %s", p.FailoverPolicy, p.Name, other.Name, ConfiguredNode)
-				}
-			default:
-				d.fieldErrorf(dp+".condition", "%q: want %s or %s", dep.Condition, DependUp, DependDown)
-			}
+			validateCondition(c, d, i, j, oi)
 		}
 	}
 	if cyc := upCycle(c); len(cyc) > 0 {
 		i := byName[cyc[0]]
 		d.fieldErrorf(fmt.Sprintf("packages[%d].dependencies", i), "up dependencies form a cycle (%s): no package of it could ever start", strings.Join(cyc, " -> "))
+	}
+}
+
+// validateCondition checks dependency j of package i (on package oi): its
+// location fits its condition, and an exclusion (down) is mutual, with the
+// same location on both sides, a priority on at least one and
+// failover_policy configured_node.
+func validateCondition(c *Cluster, d *decoder, i, j, oi int) {
+	p := &c.Packages[i]
+	dep := p.Dependencies[j]
+	pp := fmt.Sprintf("packages[%d]", i)
+	dp := fmt.Sprintf("%s.dependencies[%d]", pp, j)
+	switch dep.Condition {
+	case DependUp:
+		switch dep.Where() {
+		case SameNode, AnyNode, DifferentNode:
+		default:
+			d.fieldErrorf(dp+".location", "%q: an up dependency wants %s, %s or %s", dep.Location, SameNode, AnyNode, DifferentNode)
+		}
+	case DependDown:
+		switch dep.Where() {
+		case SameNode, AllNodes:
+		default:
+			d.fieldErrorf(dp+".location", "%q: a down dependency (an exclusion) wants %s or %s", dep.Location, SameNode, AllNodes)
+			return
+		}
+		other := c.Packages[oi]
+		back, ok := other.Dependency(p.Name)
+		switch {
+		case !ok || back.Condition != DependDown:
+			d.fieldErrorf(dp+".condition", "down: an exclusion must be mutual: package %s must also list %s with condition down and location %s", other.Name, p.Name, dep.Where())
+		case back.Where() != dep.Where():
+			d.fieldErrorf(dp+".location", "%s: package %s excludes %s with location %s: both sides of an exclusion have the same location", dep.Where(), other.Name, p.Name, back.Where())
+		case p.Priority == 0 && other.Priority == 0 && i < oi:
+			d.fieldErrorf(pp+".priority", "missing: package %s and %s exclude each other, so at least one needs a priority (it decides which one runs)", p.Name, other.Name)
+		}
+		if p.FailoverPolicy != ConfiguredNode {
+			d.fieldErrorf(pp+".failover_policy", "%s: package %s excludes %s, and packages in an exclusion use %s", p.FailoverPolicy, p.Name, other.Name, ConfiguredNode)
+		}
+	default:
+		d.fieldErrorf(dp+".condition", "%q: want %s or %s", dep.Condition, DependUp, DependDown)
 	}
 }
 
