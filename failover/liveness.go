@@ -31,14 +31,6 @@ type leaseStore interface {
 	getAtLeader(ctx context.Context, node string) (v lease.Value, found bool, err error)
 }
 
-// storeProber judges whether the lease store has been taking writes: a
-// *lease.Prober, which probes it on its own goroutine (Run).
-type storeProber interface {
-	Run(ctx context.Context)
-	SetTTL(ttl time.Duration)
-	Decide(now time.Time) (lease.Verdict, time.Time)
-}
-
 // liveness is the runner's part that watches the node leases: each check
 // interval the loop asks it (lost) which nodes to declare lost, and appends
 // what it returns. It remembers per node the last renewal it saw (lastSeen,
@@ -47,7 +39,7 @@ type storeProber interface {
 // are called by the loop's goroutine; the prober is safe for any.
 type liveness struct {
 	leases leaseStore
-	prober storeProber
+	prober StoreProber
 	// now is Config.Now, the clock a node's freeze times are judged by;
 	// clock is the prober's (monotonic use: lease.SystemClock in
 	// production), the clock its verdicts are asked at.
@@ -62,7 +54,7 @@ type liveness struct {
 	armed    map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
 }
 
-func newLiveness(leases leaseStore, prober storeProber, now func() time.Time, clock lease.Clock, timeout time.Duration, logger *slog.Logger) *liveness {
+func newLiveness(leases leaseStore, prober StoreProber, now func() time.Time, clock lease.Clock, timeout time.Duration, logger *slog.Logger) *liveness {
 	return &liveness{
 		leases: leases, prober: prober, now: now, clock: clock, timeout: timeout,
 		logger: logger, warn: newWarner(logger),

@@ -12,7 +12,7 @@ import (
 	"github.com/vmguard/vmguard/internal/lease"
 )
 
-// fakeLeases is a leaseStore in memory: what any replica answers (held),
+// fakeLeases is a LeaseStore in memory: what any replica answers (held),
 // what the leader answers (atLeader), reads that fail (failing).
 type fakeLeases struct {
 	closed   bool // open finds nothing to read
@@ -22,9 +22,9 @@ type fakeLeases struct {
 	reads    []string
 }
 
-func (f *fakeLeases) open(context.Context, time.Duration) (bool, error) { return !f.closed, nil }
+func (f *fakeLeases) Open(context.Context, time.Duration) (bool, error) { return !f.closed, nil }
 
-func (f *fakeLeases) get(_ context.Context, node string) ([]byte, bool, error) {
+func (f *fakeLeases) Get(_ context.Context, node string) ([]byte, bool, error) {
 	f.reads = append(f.reads, node)
 	if f.failing[node] {
 		return nil, false, errors.New("timeout")
@@ -36,12 +36,12 @@ func (f *fakeLeases) get(_ context.Context, node string) ([]byte, bool, error) {
 	return v.Encode(), true, nil
 }
 
-func (f *fakeLeases) getAtLeader(_ context.Context, node string) (lease.Value, bool, error) {
+func (f *fakeLeases) GetAtLeader(_ context.Context, node string) (lease.Value, bool, error) {
 	v, ok := f.atLeader[node]
 	return v, ok, nil
 }
 
-// fakeProber is a storeProber with a fixed verdict.
+// fakeProber is a StoreProber with a fixed verdict.
 type fakeProber struct {
 	verdict lease.Verdict
 	ttl     time.Duration
@@ -93,7 +93,7 @@ func TestLivenessLost(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := &fakeProber{verdict: tt.verdict}
-			lv := newLiveness(&tt.leases, p, func() time.Time { return now }, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
+			lv := newLiveness(simLeases{&tt.leases}, p, func() time.Time { return now }, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
 			lv.setTTL(state)
 			if p.ttl != 5*time.Second {
 				t.Errorf("prober ttl %s, want the config's node_timeout 5s", p.ttl)
@@ -132,7 +132,7 @@ func TestLivenessSkipsUnwatchedNodes(t *testing.T) {
 	l.add("node1", events.NodeHalted{Reason: "stop"}, "")
 	l.add("node2", events.NodeHalted{By: "operator"}, "")
 	leases := &fakeLeases{}
-	lv := newLiveness(leases, &fakeProber{verdict: lease.Lost}, func() time.Time { return t0 }, fixedClock(t0), time.Second, slog.New(slog.DiscardHandler))
+	lv := newLiveness(simLeases{leases}, &fakeProber{verdict: lease.Lost}, func() time.Time { return t0 }, fixedClock(t0), time.Second, slog.New(slog.DiscardHandler))
 	got := lv.lost(context.Background(), l.state())
 	if nodes := lostNodes(got); nodes != "[node2 node3]" {
 		t.Errorf("lost %s, want [node2 node3]", nodes)

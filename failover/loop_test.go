@@ -12,7 +12,7 @@ import (
 	"github.com/vmguard/vmguard/internal/lease"
 )
 
-// memLog is a decisionLog in memory: what the loop needs of the log (append
+// memLog is a DecisionLog in memory: what the loop needs of the log (append
 // with Expect, an atomic batch, a subject's tail, the last sequence), with
 // the server's expected-sequence check on filters ending in ".>".
 type memLog struct{ evs []events.Event }
@@ -70,7 +70,7 @@ func (m *memLog) Tail(_ context.Context, subject string) (events.SubjectTail, er
 func (m *memLog) LastSeq(context.Context) (uint64, error) { return uint64(len(m.evs)), nil }
 
 // TestLoopSteps drives the controller's loop one synchronous step at a
-// time through its seams — an in-memory decisionLog, liveness over an
+// time through its seams — an in-memory DecisionLog, liveness over an
 // in-memory lease store, a fixed clock — without Run, its goroutines, a
 // server or a ticker: what a simulator would do. It reads three events,
 // becomes leader and places the package; reads its placement back; finds
@@ -87,7 +87,7 @@ func TestLoopSteps(t *testing.T) {
 	}
 	leases := &fakeLeases{held: map[string]lease.Value{"node1": {Renewed: now}, "node2": {Renewed: now}}}
 	r.out = log
-	r.live = newLiveness(leases, &fakeProber{verdict: lease.Lost}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
+	r.live = newLiveness(simLeases{leases}, &fakeProber{verdict: lease.Lost}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
 	r.el.always()
 
 	// read hands the loop every event of the log it has not read yet.
@@ -135,5 +135,74 @@ func TestLoopSteps(t *testing.T) {
 	}
 	if st := r.Stats(); st.Decisions != 3 || st.NodesLost != 1 || st.Conflicts != 0 {
 		t.Errorf("stats %+v, want 3 decisions, 1 node lost, no conflict", st)
+	}
+}
+
+// TestNewLoop drives the exported loop (the simulator's entry point) the
+// way the simulator does: events handed to Handle, leadership to
+// LeadChanged, check ticks; it places, declares a node whose lease is gone
+// lost and places again, stamping with the caller's clock.
+func TestNewLoop(t *testing.T) {
+	ctx := context.Background()
+	now := t0.Add(time.Hour)
+	log := &memLog{}
+	leases := &fakeLeases{held: map[string]lease.Value{"node1": {Renewed: now}, "node2": {Renewed: now}}}
+	if _, err := NewLoop(LoopConfig{Log: log}); err == nil {
+		t.Fatal("NewLoop without leases, prober and clocks: no error")
+	}
+	lp, err := NewLoop(LoopConfig{ID: "sim", Log: log, Leases: leases, Prober: &fakeProber{verdict: lease.Lost},
+		Now: func() time.Time { return now }, Clock: fixedClock(now), StartGrace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() {
+		for _, e := range log.evs[lp.Seq():] {
+			lp.Handle(ctx, e)
+		}
+		lp.Drained(ctx)
+	}
+	last := func() events.Event { return log.evs[len(log.evs)-1] }
+
+	l := newLog(t)
+	l.config(testCluster(testPkg("web", "node1", "node2")))
+	l.join("node1", "node2")
+	for _, e := range l.evs {
+		log.add(e)
+	}
+	read()
+	lp.CheckTick(ctx)
+	lp.ReconcileTick(ctx)
+	if len(log.evs) != 3 {
+		t.Fatalf("a standby decided: %s", brief(log.evs[3:]))
+	}
+	lp.LeadChanged(ctx, true)
+	if got := brief(log.evs[3:]); got != "web->node1 epoch=1 reason=auto_run cause=e2" {
+		t.Fatalf("after leading: %s, want web placed on node1", got)
+	}
+	if !last().Time.Equal(now) {
+		t.Errorf("decision stamped %v, want the loop's clock %v", last().Time, now)
+	}
+	read()
+	delete(leases.held, "node1")
+	lp.CheckTick(ctx)
+	if got := brief(log.evs[len(log.evs)-1:]); !strings.HasPrefix(got, "node.lost node1") {
+		t.Fatalf("after node1's lease vanished: %s, want node.lost node1", got)
+	}
+	lost := last()
+	read()
+	if got := brief(log.evs[len(log.evs)-1:]); got != "web->node2 epoch=2 reason=node_lost prev=node1 cause="+lost.ID {
+		t.Fatalf("after reading the loss: %s, want web placed on node2", got)
+	}
+	lp.LeadChanged(ctx, false)
+	n := len(log.evs)
+	read()
+	delete(leases.held, "node2")
+	lp.CheckTick(ctx)
+	lp.ReconcileTick(ctx)
+	if len(log.evs) != n {
+		t.Fatalf("decided after losing leadership: %s", brief(log.evs[n:]))
+	}
+	if st := lp.Stats(); st.Decisions != 3 || st.NodesLost != 1 {
+		t.Errorf("stats %+v, want 3 decisions, 1 node lost", st)
 	}
 }

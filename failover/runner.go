@@ -177,7 +177,7 @@ type Runner struct {
 	log *events.Log
 	// out is what decisions are appended to and checked against: log, or
 	// a simulated log.
-	out decisionLog
+	out DecisionLog
 	// fol reads the log for the loop (follower.go); live watches the node
 	// leases and says which nodes to declare lost (liveness.go). Both are
 	// set by Run.
@@ -192,25 +192,20 @@ type Runner struct {
 	ready      bool   // leader and caught up with the log as of the election
 	catchUpTo  uint64 // the stream's last sequence when it became leader
 	catchKnown bool
-	readyAt    time.Time         // when it started deciding
-	held       map[string]bool   // packages whose first placement waits, logged once
-	pending    map[string]uint64 // own decisions in flight: subject key -> seq
-	snaps      *snapshots        // nil with NoSnapshot
+	readyAt    time.Time // when it started deciding (mono)
+	// mono reads the monotonic clock that what waits on time inside the
+	// loop (the start grace, unsure appends) is measured by:
+	// lease.SystemClock, or a simulator's clock (NewLoop).
+	mono    lease.Clock
+	held    map[string]bool   // packages whose first placement waits, logged once
+	pending map[string]uint64 // own decisions in flight: subject key -> seq
+	snaps   *snapshots        // nil with NoSnapshot
 
 	// unsure holds packages whose last decision's append had an unknown
 	// outcome (an error, not a conflict): it may be stored. Decisions about
 	// packages linked to one wait until its subjects move past Seq, or
 	// until Until.
 	unsure map[string]unsureAppend
-}
-
-// decisionLog is what the loop appends its decisions to and checks them
-// against: events.Log, or a simulated log.
-type decisionLog interface {
-	Append(ctx context.Context, e events.Event, opts ...events.AppendOption) (uint64, error)
-	AppendBatch(ctx context.Context, items ...events.BatchItem) ([]uint64, error)
-	Tail(ctx context.Context, subject string) (events.SubjectTail, error)
-	LastSeq(ctx context.Context) (uint64, error)
 }
 
 // New is NewRunner.
@@ -237,6 +232,7 @@ func NewRunner(cfg Config) (*Runner, error) {
 		unsure:   map[string]unsureAppend{},
 		warn:     newWarner(cfg.Logger),
 		held:     map[string]bool{},
+		mono:     lease.SystemClock{},
 	}, nil
 }
 
@@ -552,7 +548,7 @@ func (r *Runner) checkReady(ctx context.Context) {
 	if !r.leader || r.ready || !r.catchKnown || r.state.Seq < r.catchUpTo {
 		return
 	}
-	r.ready, r.readyAt = true, time.Now()
+	r.ready, r.readyAt = true, r.mono.Now()
 	if r.deciding() {
 		r.emit(ctx, Reconcile(r.state))
 		r.emit(ctx, r.live.lost(ctx, r.state))
@@ -750,7 +746,7 @@ func (r *Runner) linkedInFlight(e events.Event) bool {
 			return true
 		}
 		if u, ok := r.unsure[q]; ok {
-			if r.state.PackageSeq(q) <= u.Seq && time.Now().Before(u.Until) {
+			if r.state.PackageSeq(q) <= u.Seq && r.mono.Now().Before(u.Until) {
 				return true
 			}
 			delete(r.unsure, q)
@@ -784,7 +780,7 @@ func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err er
 			r.warn.once("append", "append decision; deciding again later", "type", events.ShortType(e.Type()), "subject", e.Subject, "err", err)
 		}
 		if pendingKey(e) == "pkg."+e.Subject {
-			r.unsure[e.Subject] = unsureAppend{Seq: r.state.PackageSeq(e.Subject), Until: time.Now().Add(unsureFor)}
+			r.unsure[e.Subject] = unsureAppend{Seq: r.state.PackageSeq(e.Subject), Until: r.mono.Now().Add(unsureFor)}
 		}
 	default:
 		r.warn.recovered("append")
@@ -839,7 +835,7 @@ func (r *Runner) holdFirstPlacement(e events.Event) bool {
 	if grace == 0 {
 		grace = r.state.Config.NodeTimeout.D()
 	}
-	if grace <= 0 || time.Since(r.readyAt) >= grace {
+	if grace <= 0 || r.mono.Now().Sub(r.readyAt) >= grace {
 		return false
 	}
 	cp, ok := r.state.Config.Package(e.Subject)
@@ -855,7 +851,7 @@ func (r *Runner) holdFirstPlacement(e events.Event) bool {
 			if !r.held[e.Subject] {
 				r.held[e.Subject] = true
 				r.logger.Info("first placement waits for a node of higher priority to join", "package", e.Subject,
-					"waiting_for", n, "else", d.Node, "at_most", (grace - time.Since(r.readyAt)).Round(time.Millisecond))
+					"waiting_for", n, "else", d.Node, "at_most", (grace - r.mono.Now().Sub(r.readyAt)).Round(time.Millisecond))
 			}
 			return true
 		}
