@@ -138,3 +138,7 @@ func (s simLeases) get(ctx context.Context, node string) ([]byte, bool, error) {
 func (s simLeases) getAtLeader(ctx context.Context, node string) (lease.Value, bool, error) {
 	return s.s.GetAtLeader(ctx, node)
 }
+
+// State is the loop's state, for the caller to read between steps (it
+// must not change it).
+func (l *Loop) State() *State { return l.r.state }

@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/vmguard/vmguard/events"
@@ -9,13 +11,17 @@ import (
 	"github.com/vmguard/vmguard/internal/lease"
 )
 
-// controller is the model of one failover controller runner
-// (failover.Runner) around the real pure core: failover.State, Decide,
-// Reconcile, Expired and NodeState.MayDeclareLost, and the real lease.Judge.
-// What it models: the election (a leader key with TTL, renewed every
-// ElectionRenewEvery), the catch-up before deciding, the pending guard per
-// package, the node-current check before a placement, the lease checks and
-// the prober.
+// controller is one failover controller: the real loop of failover.Runner
+// (failover.NewLoop: Decide per event, Reconcile and Expired at their
+// ticks, the lease checks with liveness and the lease.Judge, the catch-up
+// before deciding, the pending and linked-in-flight guards, the
+// node-current check, the markers, atomic batches and their one-by-one
+// retry) over the simulated log, lease store and clock. What stays a model
+// here: the election (a leader key with TTL, renewed every
+// ElectionRenewEvery, whose outcome the loop gets as LeadChanged), the
+// follower (events handed to the loop each tick, as the world's read shows
+// them) and the prober (a probe key written each ProbeEvery while the
+// store answers, fed to a lease.Judge).
 type controller struct {
 	w       *world
 	name    string
@@ -25,20 +31,16 @@ type controller struct {
 	up          bool
 	gen         int
 	pausedUntil time.Time
-	// pauseNext makes the next decision wait out a pause between the
-	// leadership check and its append (a GC pause, a descheduled thread).
+	// pauseNext makes the next append wait out a pause after the loop's
+	// checks (a GC pause, a descheduled thread): it and every append of the
+	// same step go out when the process runs again, whatever happened
+	// meanwhile.
 	pauseNext time.Duration
 
-	st      *failover.State
-	cursor  uint64
-	pending map[string]uint64
-	// unsure: the runner's packages whose last append had an unknown
-	// outcome (Runner.unsure).
-	unsure map[string]unsure
+	loop   *failover.Loop
+	cursor uint64
 
 	leader     bool
-	ready      bool
-	catchUpTo  uint64
 	rev        uint64
 	renewed    time.Time
 	validUntil time.Time
@@ -47,7 +49,6 @@ type controller struct {
 	lastProbe time.Time
 	lastCheck time.Time
 	lastRecon time.Time
-	armed     map[string]time.Time
 }
 
 func (c *controller) who() string {
@@ -61,13 +62,18 @@ func (c *controller) clock() time.Time { return c.w.now().Add(c.skew) }
 func (c *controller) start() {
 	c.up = true
 	c.gen++
-	c.st = &failover.State{}
 	c.cursor = 0
-	c.pending = map[string]uint64{}
-	c.unsure = map[string]unsure{}
-	c.leader, c.ready = false, false
+	c.leader = false
 	c.judge = lease.Judge{TTL: nodeTimeout}
-	c.armed = map[string]time.Time{}
+	c.lastProbe, c.lastCheck, c.lastRecon = time.Time{}, time.Time{}, time.Time{}
+	loop, err := failover.NewLoop(failover.LoopConfig{
+		ID: c.name, Log: ctlLog{c}, Leases: ctlLeases{c}, Prober: ctlProber{c},
+		Now: c.clock, Clock: c.w.clock,
+	})
+	if err != nil {
+		panic(fmt.Sprintf("sim: %v", err))
+	}
+	c.loop = loop
 	gen := c.gen
 	c.w.every(ctlTick, func() bool { return c.up && c.gen == gen }, c.tick)
 }
@@ -80,9 +86,9 @@ func (c *controller) crash() {
 	c.gen++
 }
 
-func (c *controller) deciding() bool {
-	return c.leader && c.ready && c.clock().Before(c.validUntil)
-}
+// stepCtx is the context of the loop's steps: nothing in the simulation
+// cancels them.
+var stepCtx = context.Background()
 
 func (c *controller) tick() {
 	w := c.w
@@ -91,51 +97,36 @@ func (c *controller) tick() {
 	}
 	now := c.clock()
 	if c.leader && !now.Before(c.validUntil) {
-		c.leader, c.ready = false, false
+		c.leader = false
+		c.loop.LeadChanged(stepCtx, false)
 		w.trace("%s lost leadership", c.name)
 	}
 	if !w.reach(c.who()) {
 		return
 	}
 	c.elect(now)
-	if now.Sub(c.lastProbe) >= lease.ProbeEvery(nodeTimeout) {
-		c.lastProbe = now
+	if mono := w.now(); mono.Sub(c.lastProbe) >= lease.ProbeEvery(nodeTimeout) {
+		c.lastProbe = mono
 		w.leases.Put(lease.ProbeKey(c.name), []byte(c.name))
-		c.judge.Probed(now, now, true)
+		c.judge.Probed(mono, mono, true)
 	}
 	for _, e := range w.read(c.cursor) {
 		c.cursor = e.Seq
-		if !c.st.Apply(e) {
-			continue
-		}
-		for k, seq := range c.pending {
-			if seq <= c.st.Seq {
-				delete(c.pending, k)
-			}
-		}
-		if _, marker := e.Data.(events.PackageChecked); !marker && c.ready && c.deciding() {
-			c.emit(failover.Decide(c.st, e))
-		}
+		c.loop.Handle(stepCtx, e)
 	}
-	if c.leader && !c.ready && c.st.Seq >= c.catchUpTo {
-		c.ready = true
-		c.emit(failover.Reconcile(c.st))
-	}
-	if !c.deciding() {
-		return
-	}
-	if now.Sub(c.lastRecon) >= time.Second {
+	c.loop.Drained(stepCtx)
+	if now.Sub(c.lastRecon) >= failover.DefaultReconcileInterval {
 		c.lastRecon = now
-		c.emit(failover.Reconcile(c.st))
-		c.emit(failover.Expired(c.st, now))
+		c.loop.ReconcileTick(stepCtx)
 	}
-	if now.Sub(c.lastCheck) >= 250*time.Millisecond {
+	if now.Sub(c.lastCheck) >= failover.DefaultCheckInterval {
 		c.lastCheck = now
-		c.checkLeases(now)
+		c.loop.CheckTick(stepCtx)
 	}
 }
 
-// elect takes or renews the leader key.
+// elect takes or renews the leader key, and tells the loop when
+// leadership begins or ends.
 func (c *controller) elect(now time.Time) {
 	w := c.w
 	val := []byte(c.name)
@@ -145,7 +136,8 @@ func (c *controller) elect(now time.Time) {
 		}
 		rev, err := w.election.Update("leader", val, c.rev)
 		if err != nil {
-			c.leader, c.ready = false, false
+			c.leader = false
+			c.loop.LeadChanged(stepCtx, false)
 			return
 		}
 		c.rev, c.renewed, c.validUntil = rev, now, now.Add(electionTTL)
@@ -158,152 +150,162 @@ func (c *controller) elect(now time.Time) {
 	if err != nil {
 		return
 	}
-	c.leader, c.ready, c.catchUpTo = true, false, w.log.LastSeq()
+	c.leader = true
 	c.rev, c.renewed, c.validUntil = rev, now, now.Add(electionTTL)
 	w.trace("%s leads", c.name)
+	c.loop.LeadChanged(stepCtx, true)
 }
 
-// checkLeases records node.lost for an up node (or one an operator
-// halted: NodeState.LeaseWatched) whose lease is gone, when the Judge says
-// the store has been writable for a TTL.
-func (c *controller) checkLeases(now time.Time) {
-	w := c.w
-	var lost []events.Event
-	for _, name := range w.cfg.Nodes {
-		n := c.st.Node(name)
-		if !n.LeaseWatched() || c.w.opt.Mutation == MutationUpOnlyLeases && !n.Up() {
-			continue
-		}
-		if _, err := w.leases.Get(name); err == nil {
-			c.armed[name] = now
-			continue
-		}
-		if c.judge.Decide(now) != lease.Lost || !n.MayDeclareLost(now, nodeTimeout, c.armed[name]) {
-			continue
-		}
-		lost = append(lost, events.Event{Source: failover.Source, Subject: name, Data: events.NodeLost{Reason: "lease_expired"}})
+// errPaused answers an append the controller paused before: it goes out
+// when the pause ends, and the loop does not learn how it went (an unknown
+// outcome, as after a lost reply).
+var errPaused = errors.New("controller paused before the append")
+
+// deferred reports whether an append now waits out a pause (starting the
+// one pauseNext asks for).
+func (c *controller) deferred() bool {
+	if p := c.pauseNext; p > 0 {
+		c.pauseNext = 0
+		c.pausedUntil = c.w.now().Add(p)
 	}
-	c.emit(lost)
+	return c.w.now().Before(c.pausedUntil)
 }
 
+// later runs append when the controller's pause ends, if it has not
+// crashed meanwhile.
+func (c *controller) later(append func()) {
+	gen := c.gen
+	c.w.at(c.pausedUntil, func() {
+		if c.up && c.gen == gen {
+			append()
+		}
+	})
+}
+
+// own gives a decision of the loop the world's deterministic id (the loop
+// draws random ones) and keeps the loop's time.
+func (c *controller) own(e events.Event) events.Event {
+	e.ID = ""
+	return c.w.stamp(e, e.Time)
+}
+
+// expectIn returns the expected-sequence check among an append's options
+// (nil: none).
+func expectIn(opts []events.AppendOption) *Expect {
+	for _, o := range opts {
+		if x, ok := o.(events.Expect); ok {
+			return &Expect{Filter: x.Subject, Seq: x.Seq}
+		}
+	}
+	return nil
+}
+
+// ctlLog is the loop's failover.DecisionLog: the world's log, through the
+// controller's link to it (partitions, outages, lost requests and replies)
+// and its pauses.
+type ctlLog struct{ c *controller }
+
+func (l ctlLog) Append(_ context.Context, e events.Event, opts ...events.AppendOption) (uint64, error) {
+	c := l.c
+	e, exp := c.own(e), expectIn(opts)
+	if c.deferred() {
+		c.later(func() { _, _ = c.w.appendEvent(c.who(), e, exp) })
+		return 0, errPaused
+	}
+	return c.w.appendEvent(c.who(), e, exp)
+}
+
+func (l ctlLog) AppendBatch(_ context.Context, items ...events.BatchItem) ([]uint64, error) {
+	c := l.c
+	var evs []events.Event
+	var exps []*Expect
+	var at []int // index in items of each of evs
+	for i, it := range items {
+		if _, marker := it.Event.Data.(events.PackageChecked); marker && c.w.opt.Mutation == MutationNoMarkers {
+			continue
+		}
+		evs, exps, at = append(evs, c.own(it.Event)), append(exps, expectIn(it.Opts)), append(at, i)
+	}
+	if c.deferred() {
+		c.later(func() { _, _ = c.w.appendBatch(c.who(), evs, exps) })
+		return nil, errPaused
+	}
+	got, err := c.w.appendBatch(c.who(), evs, exps)
+	if err != nil {
+		return nil, err
+	}
+	seqs := make([]uint64, len(items)) // 0 for a marker the mutation left out
+	for j, i := range at {
+		seqs[i] = got[j]
+	}
+	return seqs, nil
+}
+
+func (l ctlLog) Tail(_ context.Context, subject string) (events.SubjectTail, error) {
+	if !l.c.w.reach(l.c.who()) {
+		return events.SubjectTail{}, ErrUnavailable
+	}
+	return events.SubjectTail{Seq: l.c.w.log.LastSeqOn(subject)}, nil
+}
+
+func (l ctlLog) LastSeq(context.Context) (uint64, error) {
+	if !l.c.w.reach(l.c.who()) {
+		return 0, ErrUnavailable
+	}
+	return l.c.w.log.LastSeq(), nil
+}
+
+// ctlLeases is the loop's failover.LeaseStore: the world's lease bucket. A
+// lease found reads as renewed now (the simulated hosts write their node's
+// name, not a lease.Value; none is ever frozen).
+type ctlLeases struct{ c *controller }
+
+func (s ctlLeases) Open(context.Context, time.Duration) (bool, error) {
+	if !s.c.w.reach(s.c.who()) {
+		return false, ErrUnavailable
+	}
+	return true, nil
+}
+
+func (s ctlLeases) Get(_ context.Context, node string) ([]byte, bool, error) {
+	c := s.c
+	if c.w.opt.Mutation == MutationUpOnlyLeases && !c.loop.State().Node(node).Up() {
+		// The planted bug: a node that is not up is never found lapsed.
+		return nil, true, nil
+	}
+	v, found, err := s.GetAtLeader(stepCtx, node)
+	if !found || err != nil {
+		return nil, found, err
+	}
+	return v.Encode(), true, nil
+}
+
+func (s ctlLeases) GetAtLeader(_ context.Context, node string) (lease.Value, bool, error) {
+	c := s.c
+	if !c.w.reach(c.who()) {
+		return lease.Value{}, false, ErrUnavailable
+	}
+	if _, err := c.w.leases.Get(node); err != nil {
+		return lease.Value{}, false, nil
+	}
+	return lease.Value{Node: node, Renewed: c.clock()}, true, nil
+}
+
+// ctlProber is the loop's failover.StoreProber: the controller's
+// lease.Judge, fed by the probes of tick.
+type ctlProber struct{ c *controller }
+
+func (p ctlProber) Run(context.Context)      {}
+func (p ctlProber) SetTTL(ttl time.Duration) { p.c.judge.TTL = ttl }
+func (p ctlProber) Decide(now time.Time) (lease.Verdict, time.Time) {
+	return p.c.judge.Decide(now), p.c.judge.WritableSince(now)
+}
+
+// expectOf is the expected-sequence check of decision e on state st: its
+// node's or its package's last sequence (the operator's commands).
 func expectOf(st *failover.State, e events.Event) *Expect {
 	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
 		return &Expect{Filter: events.NodeFilter(e.Subject), Seq: st.NodeSeq(e.Subject)}
 	}
 	return &Expect{Filter: events.PackageFilter(e.Subject), Seq: st.PackageSeq(e.Subject)}
-}
-
-func pendingKey(e events.Event) string {
-	if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode {
-		return "node." + e.Subject
-	}
-	return "pkg." + e.Subject
-}
-
-// emit appends decisions as failover.Runner.emit does, one at a time.
-func (c *controller) emit(evs []events.Event) {
-	w := c.w
-	for _, e := range evs {
-		if !c.deciding() {
-			return
-		}
-		key := pendingKey(e)
-		if c.pending[key] > c.st.Seq || c.linkedInFlight(e) {
-			continue
-		}
-		if d, ok := e.Data.(events.PackagePlaced); ok && w.log.LastSeqOn(events.NodeFilter(d.Node)) != c.st.NodeSeq(d.Node) {
-			continue // its node moved on: decide again once that is read
-		}
-		e = w.stamp(e, c.clock())
-		evs, exps := c.guarded(e)
-		if p := c.pauseNext; p > 0 {
-			// Paused after the checks, before the append: the decision goes
-			// out when the process runs again, whatever happened meanwhile.
-			c.pauseNext = 0
-			c.pausedUntil = w.now().Add(p)
-			gen := c.gen
-			w.after(p, func() {
-				if c.up && c.gen == gen {
-					c.appended(evs, exps, key)
-				}
-			})
-			return
-		}
-		c.appended(evs, exps, key)
-	}
-}
-
-// unsure is a decision whose append's outcome is unknown.
-type unsure struct {
-	seq   uint64
-	until time.Time
-}
-
-// guarded returns the events that append decision e, each with its guard,
-// as failover.Runner.guarded does for a decision alone: for a placement, a
-// package.checked marker on each package linked to it, guarded by that
-// package's sequence as the state saw it, then e.
-func (c *controller) guarded(e events.Event) ([]events.Event, []*Expect) {
-	var evs []events.Event
-	var exps []*Expect
-	if _, ok := e.Data.(events.PackagePlaced); ok && c.st.Config != nil && c.w.opt.Mutation != MutationNoMarkers {
-		for _, q := range failover.Linked(c.st.Config, e.Subject) {
-			m := c.w.stamp(events.Event{Source: failover.Source, Subject: q, CauseID: e.CauseID,
-				Data: events.PackageChecked{For: e.Subject, Seq: c.st.PackageSeq(q)}}, e.Time)
-			evs, exps = append(evs, m), append(exps, expectOf(c.st, m))
-		}
-	}
-	return append(evs, e), append(exps, expectOf(c.st, e))
-}
-
-// appended appends decision e (the last of evs, after its markers: one
-// atomic batch) and records it as in flight, its markers as in flight on
-// their packages, or, when the outcome is unknown (an error, not a
-// conflict), the decision as unsure, as the runner does.
-func (c *controller) appended(evs []events.Event, exps []*Expect, key string) {
-	e := evs[len(evs)-1]
-	var seq uint64
-	var err error
-	if len(evs) == 1 {
-		seq, err = c.w.appendEvent(c.who(), e, exps[0])
-	} else {
-		var seqs []uint64
-		if seqs, err = c.w.appendBatch(c.who(), evs, exps); err == nil {
-			seq = seqs[len(seqs)-1]
-			for i, m := range evs[:len(evs)-1] {
-				c.pending["pkg."+m.Subject] = seqs[i]
-			}
-		}
-	}
-	switch {
-	case err == nil:
-		c.pending[key] = seq
-	case !errors.Is(err, events.ErrConflict) && key == "pkg."+e.Subject:
-		c.unsure[e.Subject] = unsure{seq: c.st.PackageSeq(e.Subject), until: c.w.now().Add(unsureFor)}
-	}
-}
-
-// unsureFor is the runner's bound on an unsure append (2 x its append
-// timeout).
-const unsureFor = 10 * time.Second
-
-// linkedInFlight is the runner's rule: a decision about a package waits
-// while one about a package linked to it by a dependency is on its way
-// back.
-func (c *controller) linkedInFlight(e events.Event) bool {
-	if c.st.Config == nil {
-		return false
-	}
-	for _, q := range failover.Linked(c.st.Config, e.Subject) {
-		if c.pending["pkg."+q] > c.st.Seq {
-			return true
-		}
-		if u, ok := c.unsure[q]; ok {
-			if c.st.PackageSeq(q) <= u.seq && c.w.now().Before(u.until) {
-				return true
-			}
-			delete(c.unsure, q)
-		}
-	}
-	return false
 }

@@ -150,11 +150,11 @@ type fixCase struct {
 // needs the grace of `vmguard verify` (10 s): with the simulator's 30 s, a
 // node down at most 20 s is back before the halt's bound runs out.
 var fixCases = []fixCase{
-	{MutationSkipLeaseRecord, 1784, 0, false},
-	{MutationStartVoid, 1201, 0, false},
-	{MutationStartVoid, 2108, 0, false},
-	{MutationUpOnlyLeases, 860, 10 * time.Second, false},
-	{MutationNoMarkers, 2661, 0, true},
+	{MutationSkipLeaseRecord, 348, 0, false},
+	{MutationStartVoid, 795, 0, false},
+	{MutationStartVoid, 3974, 0, false},
+	{MutationUpOnlyLeases, 1271, 10 * time.Second, false},
+	{MutationNoMarkers, 1615, 0, true},
 }
 
 // TestFixMutations: undoing the fix of a finding (in the model) makes a
