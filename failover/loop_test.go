@@ -69,6 +69,17 @@ func (m *memLog) Tail(_ context.Context, subject string) (events.SubjectTail, er
 
 func (m *memLog) LastSeq(context.Context) (uint64, error) { return uint64(len(m.evs)), nil }
 
+// webOnTwoNodes appends a configuration with package web on node1 and
+// node2, and both nodes' joins.
+func (m *memLog) webOnTwoNodes(t *testing.T) {
+	l := newLog(t)
+	l.config(testCluster(testPkg("web", "node1", "node2")))
+	l.join("node1", "node2")
+	for _, e := range l.evs {
+		m.add(e)
+	}
+}
+
 // TestLoopSteps drives the controller's loop one synchronous step at a
 // time through its seams — an in-memory DecisionLog, liveness over an
 // in-memory lease store, a fixed clock — without Run, its goroutines, a
@@ -99,12 +110,7 @@ func TestLoopSteps(t *testing.T) {
 	}
 	last := func() string { return brief(log.evs[len(log.evs)-1:]) }
 
-	l := newLog(t)
-	l.config(testCluster(testPkg("web", "node1", "node2")))
-	l.join("node1", "node2")
-	for _, e := range l.evs {
-		log.add(e)
-	}
+	log.webOnTwoNodes(t)
 	read()
 	if len(log.evs) != 3 {
 		t.Fatalf("a standby decided: %s", brief(log.evs[3:]))
@@ -163,12 +169,7 @@ func TestNewLoop(t *testing.T) {
 	}
 	last := func() events.Event { return log.evs[len(log.evs)-1] }
 
-	l := newLog(t)
-	l.config(testCluster(testPkg("web", "node1", "node2")))
-	l.join("node1", "node2")
-	for _, e := range l.evs {
-		log.add(e)
-	}
+	log.webOnTwoNodes(t)
 	read()
 	lp.CheckTick(ctx)
 	lp.ReconcileTick(ctx)
