@@ -52,13 +52,17 @@ type liveness struct {
 
 	lastSeen map[string]time.Time
 	armed    map[string]time.Time // node -> renewal time of its last lease seen without frozen_until
+	// raw is, per node, the lease value seen last time, as read: the same
+	// bytes again change nothing, and are not decoded again (every check
+	// interval reads every lease, which is renewed far less often).
+	raw map[string]string
 }
 
 func newLiveness(leases leaseStore, prober StoreProber, now func() time.Time, clock lease.Clock, timeout time.Duration, logger *slog.Logger) *liveness {
 	return &liveness{
 		leases: leases, prober: prober, now: now, clock: clock, timeout: timeout,
 		logger: logger, warn: newWarner(logger),
-		lastSeen: map[string]time.Time{}, armed: map[string]time.Time{},
+		lastSeen: map[string]time.Time{}, armed: map[string]time.Time{}, raw: map[string]string{},
 	}
 }
 
@@ -148,10 +152,14 @@ func (lv *liveness) lost(ctx context.Context, s *State) []events.Event {
 func (lv *liveness) seen(s *State, name string, raw []byte) {
 	lv.warn.recovered("lease " + name)
 	lv.warn.recovered("lease store young " + name)
+	if lv.raw[name] == string(raw) {
+		return
+	}
 	v, err := lease.Decode(raw)
 	if err != nil {
 		return
 	}
+	lv.raw[name] = string(raw)
 	lv.lastSeen[name] = v.Renewed
 	if v.FrozenUntil.IsZero() {
 		if t := s.Nodes[name].ThawedAt; !t.IsZero() && !lv.armed[name].After(t) && v.Renewed.After(t) {
@@ -191,6 +199,7 @@ func (lv *liveness) mayDeclareLost(ctx context.Context, name string) bool {
 		lv.logger.Info("node lease missing from a replica but held at the leader; not lost", "node", name)
 		if !v.Renewed.IsZero() {
 			lv.lastSeen[name] = v.Renewed
+			delete(lv.raw, name) // the next value read sets lastSeen again
 		}
 		return false
 	}

@@ -49,6 +49,7 @@ type controller struct {
 	lastProbe time.Time
 	lastCheck time.Time
 	lastRecon time.Time
+	seen      map[string]seenLease // by node (ctlLeases.Get)
 }
 
 func (c *controller) who() string {
@@ -65,6 +66,7 @@ func (c *controller) start() {
 	c.cursor = 0
 	c.leader = false
 	c.judge = lease.Judge{TTL: nodeTimeout}
+	c.seen = map[string]seenLease{}
 	c.lastProbe, c.lastCheck, c.lastRecon = time.Time{}, time.Time{}, time.Time{}
 	loop, err := failover.NewLoop(failover.LoopConfig{
 		ID: c.name, Log: ctlLog{c}, Leases: ctlLeases{c}, Prober: ctlProber{c},
@@ -256,8 +258,9 @@ func (l ctlLog) LastSeq(context.Context) (uint64, error) {
 }
 
 // ctlLeases is the loop's failover.LeaseStore: the world's lease bucket. A
-// lease found reads as renewed now (the simulated hosts write their node's
-// name, not a lease.Value; none is ever frozen).
+// lease found reads as renewed when the controller first read its revision
+// (the simulated hosts write their node's name, not a lease.Value; none is
+// ever frozen).
 type ctlLeases struct{ c *controller }
 
 func (s ctlLeases) Open(context.Context, time.Duration) (bool, error) {
@@ -273,11 +276,27 @@ func (s ctlLeases) Get(_ context.Context, node string) ([]byte, bool, error) {
 		// The planted bug: a node that is not up is never found lapsed.
 		return nil, true, nil
 	}
-	v, found, err := s.GetAtLeader(stepCtx, node)
-	if !found || err != nil {
-		return nil, found, err
+	if !c.w.reach(c.who()) {
+		return nil, false, ErrUnavailable
 	}
-	return v.Encode(), true, nil
+	e, err := c.w.leases.Get(node)
+	if err != nil {
+		return nil, false, nil
+	}
+	// A lease reads as renewed when the controller first reads its
+	// revision: encoded once per renewal, not per read.
+	if l, ok := c.seen[node]; ok && l.rev == e.Revision {
+		return l.raw, true, nil
+	}
+	raw := lease.Value{Node: node, Renewed: c.clock()}.Encode()
+	c.seen[node] = seenLease{rev: e.Revision, raw: raw}
+	return raw, true, nil
+}
+
+// seenLease is a lease revision the controller read, as it encoded it.
+type seenLease struct {
+	rev uint64
+	raw []byte
 }
 
 func (s ctlLeases) GetAtLeader(_ context.Context, node string) (lease.Value, bool, error) {
