@@ -132,7 +132,12 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 		defer cancel()
 		_ = l.stream.DeleteConsumer(dctx, name) // it also expires by InactiveThreshold
 	}()
-	if cons.CachedInfo().NumPending == 0 && end == 0 {
+	// A consumer holding nothing though the log's end is at or past its
+	// start: its server is behind the leader (or the last messages were
+	// removed) from the outset, and the wait for the end is bounded from
+	// now, not from a first message that may never come.
+	empty := cons.CachedInfo().NumPending == 0
+	if empty && end == 0 {
 		return 0, nil
 	}
 	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(replayHeartbeat))
@@ -142,7 +147,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count, end)
+	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count, end, empty)
 }
 
 // replayHeartbeat is how often a replay's consumer says it is there while
@@ -259,7 +264,10 @@ type decodeJob struct {
 // Longer than 80 lines: a pipeline (reader, decoding workers, in-order
 // hand-off) whose goroutines share the channels, the cancel and the error;
 // split, those would be passed around.
-func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64) (uint64, error) {
+// With end (replayEnd) it reads on until it has delivered end, waiting at
+// most replayLagWait once the consumer has delivered all it holds (lagging:
+// it held nothing from the start).
+func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64, lagging bool) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	jobs := make(chan *decodeJob, workers*2)
 	ordered := make(chan *decodeJob, workers*2)
@@ -315,7 +323,26 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			}
 			return true
 		}
-		var lagging atomic.Bool
+		// lag bounds the wait for the log's end while the consumer
+		// delivers nothing more: it stops the iterator. Each message
+		// delivered disarms it (unless it fired), so a lagging server
+		// that catches up has the time it needs to deliver the rest.
+		var lag *time.Timer
+		defer func() {
+			if lag != nil {
+				lag.Stop()
+			}
+		}()
+		waitLag := func() {
+			// The consumer's server is behind the leader: wait,
+			// bounded, for it to deliver the rest (replayEnd).
+			if lag == nil {
+				lag = time.AfterFunc(replayLagWait, it.Stop)
+			}
+		}
+		if lagging {
+			waitLag()
+		}
 		var read uint64
 		misses := 0
 		for {
@@ -326,7 +353,7 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 					l.logger.Debug("replay: no heartbeat from the consumer; asking again", "misses", misses)
 					continue
 				}
-				if ctx.Err() == nil && lagging.Load() {
+				if ctx.Err() == nil && lag != nil {
 					// Its server did not catch up (or the last
 					// messages were removed): end with what it held.
 					l.logger.Warn("replay: the log's end was not delivered in time; replayed what the consumer's server holds", "end", end, "read_through", read, "waited", replayLagWait)
@@ -339,6 +366,9 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 				readErr <- fmt.Errorf("replay: %w", err)
 				return
 			}
+			if lag != nil && lag.Stop() {
+				lag = nil
+			}
 			pos, err := positionOf(m)
 			if err != nil {
 				readErr <- fmt.Errorf("replay: %w", err)
@@ -349,11 +379,8 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			j.seqs = append(j.seqs, pos.stream)
 			read, misses = pos.stream, 0
 			last := pos.pending == 0 && pos.stream >= end
-			if pos.pending == 0 && !last && lagging.CompareAndSwap(false, true) {
-				// The consumer's server is behind the leader: wait,
-				// bounded, for it to deliver the rest (replayEnd).
-				t := time.AfterFunc(replayLagWait, it.Stop)
-				defer t.Stop()
+			if pos.pending == 0 && !last {
+				waitLag()
 			}
 			if len(j.msgs) == decodeBatch || last {
 				if !send() || last {

@@ -75,7 +75,7 @@ func BenchmarkReplayPipeline(b *testing.B) {
 	b.ReportAllocs()
 	c0 := cpuTime(b)
 	n := 0
-	_, err = l.decodeOrdered(context.Background(), &fakeIter{m: m, n: b.N}, func(Event) error { n++; return nil }, nil, nil, 0)
+	_, err = l.decodeOrdered(context.Background(), &fakeIter{m: m, n: b.N}, func(Event) error { n++; return nil }, nil, nil, 0, false)
 	if err != nil {
 		b.Fatal(err)
 	}
