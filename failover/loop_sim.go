@@ -121,7 +121,8 @@ func (l *Loop) CheckTick(ctx context.Context) { l.r.checkTick(ctx) }
 // Seq is the stream sequence of the last event the loop applied.
 func (l *Loop) Seq() uint64 { return l.r.state.Seq }
 
-// Stats returns what the loop did so far.
+// Stats returns what the loop did so far; its Leader is always true
+// (leadership is the caller's).
 func (l *Loop) Stats() Stats { return l.r.Stats() }
 
 // simLeases is the leaseStore of a caller's LeaseStore.

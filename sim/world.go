@@ -19,9 +19,10 @@ import (
 	"github.com/vmguard/vmguard/internal/invariant"
 )
 
-// Mutation is a bug planted in the simulator's model of the runners, to
-// prove that the simulator finds such bugs (the mutation tests). Production
-// code has no switch for any of them.
+// Mutation is a bug planted in the simulator's model of the runners, or at
+// the seams around the real controller loop (sim/controller.go), to prove
+// that the simulator finds such bugs (the mutation tests). Production code
+// has no switch for any of them.
 type Mutation string
 
 // The planted bugs.
