@@ -118,16 +118,21 @@ func (r *Runner) fenceFor(ctx context.Context, a Action) bool {
 
 // fenceNode fences this node by itself: the membership records the fence
 // (hold: it stays out until `node run`), the actions in flight are
-// cancelled, every guest is stopped in the background (fence) and
+// cancelled, every guest is stopped in the background (fence; a Loop's
+// LoopConfig.Fence instead) and
 // node.fenced is appended (nodeWork).
 func (r *Runner) fenceNode(ctx context.Context, why string, hold bool) {
 	r.member.Observe(Observation{Kind: ObserveFence, Reason: why, At: r.now(), Hold: hold})
 	r.ex.cancelAll()
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		r.lease.fence(ctx, why)
-	}()
+	if r.fenceGuests != nil {
+		r.fenceGuests(why)
+	} else {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.lease.fence(ctx, why)
+		}()
+	}
 	r.nodeWork(ctx)
 }
 
@@ -169,13 +174,21 @@ func (r *Runner) unreported(ctx context.Context, a Action, k string, now time.Ti
 	r.logger.Error("no process.started for a run the agent accepted; counting it as a failed start", "package", a.Package,
 		"service", a.Service.Name, "request_id", a.RequestID, "pid", ac.pid, "waited", ReportTimeout)
 	x := a.Unreported(ac.pid)
-	// A fact, appended by a goroutine like any action's result.
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
+	// A fact, appended by a goroutine like any action's result (a Loop's,
+	// whose actions go to its caller, appends it at once).
+	record := func() {
 		if err := r.ex.do.appendFact(ctx, x); err != nil && ctx.Err() == nil {
 			r.logger.Warn("append process.exited of an unreported run", "package", a.Package, "err", err)
 		}
+	}
+	if r.ex.hand != nil {
+		record()
+		return true
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		record()
 	}()
 	return true
 }

@@ -23,6 +23,11 @@ type executor struct {
 	wg      *sync.WaitGroup // the runner's: every goroutine started
 	results chan result     // to the loop
 	wake    chan<- work     // to the loop: a timer fired
+	// hand, if set, takes each action instead of a goroutine of its own:
+	// the caller performs it and reports its result through the loop's
+	// finished step (Loop.Finished, the simulator's seam). Nil in
+	// production.
+	hand func(ctx context.Context, key string, a Action)
 
 	// Owned by the loop goroutine.
 	flights  map[string]*flight        // actions in flight, by key
@@ -192,7 +197,7 @@ func (x *executor) arm(ctx context.Context, pkg, key string, at time.Time) {
 	})}
 }
 
-// start performs a in its own goroutine.
+// start performs a in its own goroutine (or hands it to hand).
 func (x *executor) start(ctx context.Context, key string, a Action) {
 	if t := x.timers[key]; t != nil {
 		t.t.Stop()
@@ -201,6 +206,10 @@ func (x *executor) start(ctx context.Context, key string, a Action) {
 	actx, cancel := context.WithCancel(ctx)
 	x.flights[key] = &flight{pkg: a.Package, kind: a.Kind, cancel: cancel}
 	x.logger.Debug("action", "package", a.Package, "kind", a.Kind, "service", a.Service.Name, "request_id", a.RequestID)
+	if x.hand != nil {
+		x.hand(actx, key, a)
+		return
+	}
 	x.wg.Add(1)
 	go func() {
 		defer x.wg.Done()

@@ -52,11 +52,16 @@ func (h *heartbeats) note(m *nats.Msg) bool {
 	if hb.Node != "" && hb.Node != h.node {
 		return false
 	}
-	h.mu.Lock()
-	h.last[hb.Guest] = h.now()
-	h.mu.Unlock()
-	h.metrics.Heartbeat(hb.Guest)
+	h.beat(hb.Guest)
 	return true
+}
+
+// beat records a heartbeat of guest from this node, now.
+func (h *heartbeats) beat(guest string) {
+	h.mu.Lock()
+	h.last[guest] = h.now()
+	h.mu.Unlock()
+	h.metrics.Heartbeat(guest)
 }
 
 // lastBeat returns when guest's last heartbeat from this node came; zero
@@ -67,9 +72,11 @@ func (h *heartbeats) lastBeat(guest string) time.Time {
 	return h.last[guest]
 }
 
-// follow subscribes to guest's heartbeats on conn unless it is already.
+// follow subscribes to guest's heartbeats on conn unless it is already;
+// without a connection (a Loop, whose caller reports beats with
+// Loop.Heartbeat) it does nothing.
 func (h *heartbeats) follow(conn *nats.Conn, guest string) {
-	if h.subs[guest] != nil {
+	if conn == nil || h.subs[guest] != nil {
 		return
 	}
 	sub, err := conn.Subscribe(guestagent.HeartbeatSubject(guest), func(m *nats.Msg) { h.note(m) })
@@ -118,8 +125,8 @@ func (h *heartbeats) silent(st *State, connected bool, timeout time.Duration) []
 		return nil
 	}
 	var out []silentGuest
-	for name, p := range st.Packages {
-		in := p.Inst
+	for _, name := range st.PackageNames() { // in order: a replay (Loop) appends the same
+		in := st.Packages[name].Inst
 		if in == nil || in.Guest.Phase != GuestUp {
 			delete(h.watches, name)
 			continue

@@ -65,8 +65,8 @@ func (r *Runner) nodeWork(ctx context.Context) {
 	for range 4 {
 		switch r.member.Decide(r.now()) {
 		case MemberAppendFenced:
-			e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node,
-				Data: events.NodeFenced{Reason: clipReason(r.member.FenceReason), Since: r.member.FenceTime.UTC(), Hold: r.member.FenceHold}}, r.now())
+			e := r.stamp(events.Event{Source: r.st.Source(), Subject: r.node,
+				Data: events.NodeFenced{Reason: clipReason(r.member.FenceReason), Since: r.member.FenceTime.UTC(), Hold: r.member.FenceHold}})
 			actx, cancel := context.WithTimeout(ctx, appendTimeout)
 			seq, err := r.log.Append(actx, e)
 			cancel()
@@ -107,7 +107,7 @@ func (r *Runner) recordNode(ctx context.Context) bool {
 	if join {
 		d = events.NodeJoined{Version: r.cfg.Version}
 	}
-	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: d}, r.now())
+	e := r.stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: d})
 	if r.test.beforeRecord != nil {
 		r.test.beforeRecord(e)
 	}

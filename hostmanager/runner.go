@@ -150,6 +150,14 @@ type Runner struct {
 	wake      chan work // timers: a delayed action, a retry
 	wg        sync.WaitGroup
 
+	// newID draws the ids of the events the loop appends (events.NewID;
+	// a Loop's caller may give its own, LoopConfig.NewID).
+	newID func() string
+	// fenceGuests, if set, stops the node's guests when it fences itself,
+	// synchronously, instead of the lease keeper's fence in a goroutine
+	// (LoopConfig.Fence); nil in production.
+	fenceGuests func(why string)
+
 	// test holds the hooks tests give newRunner; zero in production.
 	test testHooks
 }
@@ -256,7 +264,15 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 func newLoop(node string, logger *slog.Logger, log appender, now func() time.Time, after afterFunc, connected func() bool, m Metrics, hooks testHooks) *Runner {
 	return &Runner{node: node, logger: logger, log: log, now: now, after: after, connected: connected,
 		hb: newHeartbeats(node, now, m, logger), st: NewState(node), member: NewMember(node),
-		appendRetry: map[work]timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64), test: hooks}
+		appendRetry: map[work]timer{}, fencedFor: map[string]bool{}, wake: make(chan work, 64), newID: events.NewID, test: hooks}
+}
+
+// stamp gives e an id (newID) and the time, unless it has them.
+func (r *Runner) stamp(e events.Event) events.Event {
+	if e.ID == "" {
+		e.ID = r.newID()
+	}
+	return events.Stamp(e, r.now())
 }
 
 // guardPetter returns the petter of the node guard cfg asks for, started
@@ -561,7 +577,7 @@ func (r *Runner) recordHalted(ctx context.Context) {
 	if !r.member.Joined || !r.member.Held {
 		return
 	}
-	e := events.Stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeHalted{Reason: ReasonHostShutdown}}, r.now())
+	e := r.stamp(events.Event{Source: r.st.Source(), Subject: r.node, Data: events.NodeHalted{Reason: ReasonHostShutdown}})
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
 	defer cancel()
 	if _, err := r.log.Append(actx, e, events.ExpectLastSeq(events.NodeFilter(r.node), r.st.NodeSeqs[r.node])); err != nil {
@@ -624,7 +640,7 @@ func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event)
 		r.retry(ctx, pkgWork(pkg))
 		return false
 	}
-	d = events.Stamp(d, r.now())
+	d = r.stamp(d)
 	actx, cancel := context.WithTimeout(ctx, appendTimeout)
 	seq, err := r.log.Append(actx, d, r.st.Expect(pkg))
 	cancel()
@@ -637,7 +653,7 @@ func (r *Runner) appendDecision(ctx context.Context, pkg string, d events.Event)
 			r.logger.Error("no fallback for an invalid decision; dropped until the log changes", "package", pkg, "type", d.Type())
 			return false
 		}
-		d = events.Stamp(fb, r.now())
+		d = r.stamp(fb)
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
 		seq, err = r.log.Append(actx, d, r.st.Expect(pkg))
 		cancel()
