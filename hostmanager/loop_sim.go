@@ -60,7 +60,7 @@ type LoopConfig struct {
 	// lease keeper's fence in production), synchronously (default: none).
 	Fence func(why string)
 	// NewID draws the ids of the events the loop appends, its decisions
-	// and facts (default events.NewID, random: a simulator gives its own
+	// and facts, and first the instance's lease holder id (default events.NewID, random: a simulator gives its own
 	// to replay a seed to the same events).
 	NewID func() string
 	// Logger receives the loop's messages (default: discard).
@@ -105,9 +105,26 @@ func NewLoop(cfg LoopConfig) (*Loop, error) {
 	r.ex.hand = cfg.Performer.Start
 	// The lease keeper does not run: the caller reports the lease
 	// (LeaseTaken, Renewed, LeaseLost).
-	r.lease = newLeaseKeeper(cfg.Node, "", nil, cfg.Now, logger, noMetrics{}, r.actuator.driver, nil)
+	// Its holder (node.lease_taken's) is the instance's first NewID.
+	r.lease = newLeaseKeeper(cfg.Node, cfg.NewID(), nil, cfg.Now, logger, noMetrics{}, r.actuator.driver, nil)
 	r.lease.started = true
 	return &Loop{r: r}, nil
+}
+
+// Replay is the step of an event of the start's replay (Run's begin): it
+// is folded into the state and the membership, and nothing is decided.
+func (l *Loop) Replay(e events.Event) { l.r.apply(e) }
+
+// Begin ends the replay, as Run does before it follows the log: it notes
+// the guests the log shows on this node, configures the lease's timing
+// from the configuration in force, and fences the node for a fail-fast
+// failure the log shows unanswered.
+func (l *Loop) Begin(ctx context.Context) {
+	for _, pkg := range l.r.st.PackageNames() {
+		l.r.noteLocal(pkg)
+	}
+	l.r.startLease(ctx)
+	l.r.failFast(ctx)
 }
 
 // Handle is the step of an event read from the log (the follower's, after

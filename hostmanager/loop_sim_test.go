@@ -126,7 +126,7 @@ func TestNewLoopSteps(t *testing.T) {
 			own = append(own, ev.ID+" "+shortTypes([]events.Event{ev})[0])
 		}
 	}
-	if want := []string{"h1 node.joined", "h2 package.starting", "h3 package.started"}; !slices.Equal(own, want) {
+	if want := []string{"h2 node.joined", "h3 package.starting", "h4 package.started"}; !slices.Equal(own, want) {
 		t.Errorf("events with NewID's ids %v, want %v", own, want)
 	}
 	if p := l.State().Package("web"); p == nil || p.Inst == nil || !p.Inst.Started || l.InFlight() != 0 {
@@ -164,5 +164,30 @@ func TestNewLoopSteps(t *testing.T) {
 	}
 	if len(fenced) != 0 {
 		t.Fatalf("fenced %v: the keeper stops the guests on a lost lease, not the loop", fenced)
+	}
+
+	// A host manager started again replays the log (nothing decided),
+	// begins, and records its lease take before it acts.
+	l2, err := NewLoop(LoopConfig{Node: me, Log: log, Performer: perf, Now: now, NewID: newID,
+		AfterFunc: func(d time.Duration, f func()) Timer { return timers.after(d, f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n = len(log.all())
+	for _, ev := range log.all() {
+		l2.Replay(ev)
+	}
+	l2.Begin(ctx)
+	if len(log.all()) != n || len(perf.got) != 0 {
+		t.Fatalf("the replay decided or acted: log %v, %d handed", log.types()[n:], len(perf.got))
+	}
+	at = at.Add(time.Second)
+	l2.Renewed(at)
+	l2.LeaseTaken(ctx, at)
+	if got := log.types()[n:]; len(got) == 0 || got[0] != "node.lease_taken" {
+		t.Fatalf("after the lease take the log has %v, want node.lease_taken first", got)
+	}
+	if !l2.Member().MayAct(at) {
+		t.Fatal("the restarted loop may not act after its lease take is recorded")
 	}
 }
