@@ -259,140 +259,38 @@ type decodeJob struct {
 
 // decodeOrdered reads messages until the consumer has none pending, decodes
 // them on several cores (decoding and schema checks cost more than reading)
-// and hands them to fn in stream order.
-//
-// Longer than 80 lines: a pipeline (reader, decoding workers, in-order
-// hand-off) whose goroutines share the channels, the cancel and the error;
-// split, those would be passed around.
-// With end (replayEnd) it reads on until it has delivered end, waiting at
-// most replayLagWait once the consumer has delivered all it holds (lagging:
-// it held nothing from the start).
+// and hands them to fn in stream order: a reader (replayReader), decoding
+// workers (decodeJobs) and the in-order hand-off here. With end (replayEnd)
+// it reads on until it has delivered end, waiting at most replayLagWait once
+// the consumer has delivered all it holds (lagging: it held nothing from the
+// start).
 func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64, lagging bool) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
-	jobs := make(chan *decodeJob, workers*2)
-	ordered := make(chan *decodeJob, workers*2)
+	r := &replayReader{
+		l: l, it: it, count: count, end: end,
+		jobs:    make(chan *decodeJob, workers*2),
+		ordered: make(chan *decodeJob, workers*2),
+		readErr: make(chan error, 1),
+		quit:    make(chan struct{}),
+		// free holds decoded jobs handed to fn, cleared, for the reader
+		// to fill again: a replay of a million events allocates a few
+		// jobs instead of one for every decodeBatch messages (their
+		// buffers hold pointers the garbage collector would scan).
+		free: make(chan *decodeJob, workers*4+2),
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range jobs {
-				for i, m := range j.msgs {
-					switch m.kind {
-					case partHeld:
-						j.ok[i] = false
-					case partBad:
-						l.skip(j.seqs[i], m.subject, m.err)
-						j.ok[i] = false
-					default:
-						j.events[i], j.ok[i] = l.decode(m.subject, m.hdr, m.data, j.seqs[i])
-					}
-				}
-				close(j.done)
-			}
+			l.decodeJobs(r.jobs)
 		}()
 	}
-	readErr := make(chan error, 1)
-	quit := make(chan struct{})
-	// free holds decoded jobs handed to fn, cleared, for the reader to
-	// fill again: a replay of a million events allocates a few jobs
-	// instead of one for every decodeBatch messages (their buffers hold
-	// pointers the garbage collector would scan).
-	free := make(chan *decodeJob, workers*4+2)
-	go func() {
-		defer close(ordered)
-		defer close(jobs)
-		j := newDecodeJob()
-		var parts assembler
-		send := func() bool {
-			select {
-			case jobs <- j:
-			case <-quit:
-				return false
-			}
-			select {
-			case ordered <- j:
-			case <-quit:
-				return false
-			}
-			select {
-			case j = <-free:
-				j.done = make(chan struct{})
-			default:
-				j = newDecodeJob()
-			}
-			return true
-		}
-		// lag bounds the wait for the log's end while the consumer
-		// delivers nothing more: it stops the iterator. Each message
-		// delivered disarms it (unless it fired), so a lagging server
-		// that catches up has the time it needs to deliver the rest.
-		var lag *time.Timer
-		defer func() {
-			if lag != nil {
-				lag.Stop()
-			}
-		}()
-		waitLag := func() {
-			// The consumer's server is behind the leader: wait,
-			// bounded, for it to deliver the rest (replayEnd).
-			if lag == nil {
-				lag = time.AfterFunc(replayLagWait, it.Stop)
-			}
-		}
-		if lagging {
-			waitLag()
-		}
-		var read uint64
-		misses := 0
-		for {
-			m, err := it.Next()
-			if err != nil {
-				if errors.Is(err, jetstream.ErrNoHeartbeat) && ctx.Err() == nil && misses < replayPullRetries {
-					misses++
-					l.logger.Debug("replay: no heartbeat from the consumer; asking again", "misses", misses)
-					continue
-				}
-				if ctx.Err() == nil && lag != nil {
-					// Its server did not catch up (or the last
-					// messages were removed): end with what it held.
-					l.logger.Warn("replay: the log's end was not delivered in time; replayed what the consumer's server holds", "end", end, "read_through", read, "waited", replayLagWait)
-					send()
-					return
-				}
-				if ctx.Err() != nil {
-					err = ctx.Err()
-				}
-				readErr <- fmt.Errorf("replay: %w", err)
-				return
-			}
-			if lag != nil && lag.Stop() {
-				lag = nil
-			}
-			pos, err := positionOf(m)
-			if err != nil {
-				readErr <- fmt.Errorf("replay: %w", err)
-				return
-			}
-			count.add(m, pos.pending)
-			j.msgs = append(j.msgs, readRaw(&parts, m, pos.stream))
-			j.seqs = append(j.seqs, pos.stream)
-			read, misses = pos.stream, 0
-			last := pos.pending == 0 && pos.stream >= end
-			if pos.pending == 0 && !last {
-				waitLag()
-			}
-			if len(j.msgs) == decodeBatch || last {
-				if !send() || last {
-					return
-				}
-			}
-		}
-	}()
+	go r.run(ctx, lagging)
 	defer wg.Wait()
-	defer close(quit)
+	defer close(r.quit)
 	var last uint64
-	for j := range ordered {
+	for j := range r.ordered {
 		<-j.done
 		for i := range j.msgs {
 			last = j.seqs[i]
@@ -406,16 +304,157 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 		}
 		j.reset()
 		select {
-		case free <- j:
+		case r.free <- j:
 		default:
 		}
 	}
 	select {
-	case err := <-readErr:
+	case err := <-r.readErr:
 		return last, err
 	default:
 		return last, nil
 	}
+}
+
+// decodeJobs decodes the jobs it receives until jobs is closed, closing
+// each job's done when its results are in.
+func (l *Log) decodeJobs(jobs <-chan *decodeJob) {
+	for j := range jobs {
+		for i, m := range j.msgs {
+			switch m.kind {
+			case partHeld:
+				j.ok[i] = false
+			case partBad:
+				l.skip(j.seqs[i], m.subject, m.err)
+				j.ok[i] = false
+			default:
+				j.events[i], j.ok[i] = l.decode(m.subject, m.hdr, m.data, j.seqs[i])
+			}
+		}
+		close(j.done)
+	}
+}
+
+// replayReader is the reading side of decodeOrdered: it reads messages
+// from the iterator into jobs, sends each job to the decoders (jobs) and,
+// in the same order, to the hand-off (ordered), until the consumer has
+// none pending and the log's end (end) is read.
+type replayReader struct {
+	l       *Log
+	it      jetstream.MessagesContext
+	count   *ReadCount
+	end     uint64
+	jobs    chan *decodeJob
+	ordered chan *decodeJob
+	free    chan *decodeJob
+	readErr chan error
+	quit    chan struct{}
+	j       *decodeJob
+	parts   assembler
+	lag     *time.Timer
+	read    uint64
+	misses  int
+}
+
+// send hands the job being filled to the decoders and the hand-off and
+// takes a fresh one; false when the replay is over.
+func (r *replayReader) send() bool {
+	select {
+	case r.jobs <- r.j:
+	case <-r.quit:
+		return false
+	}
+	select {
+	case r.ordered <- r.j:
+	case <-r.quit:
+		return false
+	}
+	select {
+	case r.j = <-r.free:
+		r.j.done = make(chan struct{})
+	default:
+		r.j = newDecodeJob()
+	}
+	return true
+}
+
+// waitLag bounds the wait for the log's end while the consumer delivers
+// nothing more: the consumer's server is behind the leader (replayEnd), and
+// the timer stops the iterator after replayLagWait. Each message delivered
+// disarms it (unless it fired), so a lagging server that catches up has the
+// time it needs to deliver the rest.
+func (r *replayReader) waitLag() {
+	if r.lag == nil {
+		r.lag = time.AfterFunc(replayLagWait, r.it.Stop)
+	}
+}
+
+// run reads until the end, an error or quit; it closes jobs and ordered.
+func (r *replayReader) run(ctx context.Context, lagging bool) {
+	defer close(r.ordered)
+	defer close(r.jobs)
+	defer func() {
+		if r.lag != nil {
+			r.lag.Stop()
+		}
+	}()
+	r.j = newDecodeJob()
+	if lagging {
+		r.waitLag()
+	}
+	for {
+		m, err := r.it.Next()
+		if err != nil {
+			if r.ended(ctx, err) {
+				return
+			}
+			continue
+		}
+		if r.lag != nil && r.lag.Stop() {
+			r.lag = nil
+		}
+		pos, err := positionOf(m)
+		if err != nil {
+			r.readErr <- fmt.Errorf("replay: %w", err)
+			return
+		}
+		r.count.add(m, pos.pending)
+		r.j.msgs = append(r.j.msgs, readRaw(&r.parts, m, pos.stream))
+		r.j.seqs = append(r.j.seqs, pos.stream)
+		r.read, r.misses = pos.stream, 0
+		last := pos.pending == 0 && pos.stream >= r.end
+		if pos.pending == 0 && !last {
+			r.waitLag()
+		}
+		if len(r.j.msgs) == decodeBatch || last {
+			if !r.send() || last {
+				return
+			}
+		}
+	}
+}
+
+// ended handles an error from the iterator: false to read on (a missed
+// heartbeat: the iterator asks again), true when the replay ends, with
+// what was read (the log's end not delivered in time) or with an error.
+func (r *replayReader) ended(ctx context.Context, err error) bool {
+	if errors.Is(err, jetstream.ErrNoHeartbeat) && ctx.Err() == nil && r.misses < replayPullRetries {
+		r.misses++
+		r.l.logger.Debug("replay: no heartbeat from the consumer; asking again", "misses", r.misses)
+		return false
+	}
+	if ctx.Err() == nil && r.lag != nil {
+		// Its server did not catch up (or the last messages were
+		// removed): end with what it held.
+		r.l.logger.Warn("replay: the log's end was not delivered in time; replayed what the consumer's server holds", "end", r.end, "read_through", r.read, "waited", replayLagWait)
+		r.send()
+		return true
+	}
+	if ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	r.readErr <- fmt.Errorf("replay: %w", err)
+	return true
 }
 
 // rawMsg is a message read from the log, or the body of an event put
