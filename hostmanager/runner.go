@@ -618,6 +618,7 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 	if r.member.Shutdown && !r.haltForShutdown(ctx, pkg) {
 		return
 	}
+	decided := false
 	for range 64 {
 		d, ok := Decide(r.st, pkg)
 		if !ok {
@@ -626,8 +627,23 @@ func (r *Runner) process(ctx context.Context, pkg string) {
 		if !r.appendDecision(ctx, pkg, d) {
 			return
 		}
+		decided = true
 	}
 	r.act(ctx, pkg)
+	if !decided {
+		return
+	}
+	// A decision about pkg (its package.halted) may be what a stop of a
+	// package it depends on waits for (Pending's NotBefore). Handle
+	// processes those after an event about pkg (Affected); a decision
+	// appended here from a timer (an append's retry) or a lease take would
+	// otherwise leave them waiting for the stop's bound.
+	for _, dep := range upDependencies(r.st, pkg) {
+		r.process(ctx, dep)
+		if r.test.crashed {
+			return
+		}
+	}
 }
 
 // appendDecision appends d about pkg with the expected-sequence check and

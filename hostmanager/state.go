@@ -330,19 +330,28 @@ func Affected(s *State, e events.Event) []string {
 		if _, ok := s.Packages[e.Subject]; !ok {
 			return nil
 		}
-		out := []string{e.Subject}
-		if s.Config != nil {
-			if cp, ok := s.Config.Package(e.Subject); ok {
-				for _, d := range cp.Dependencies {
-					if _, known := s.Packages[d.Name]; known && d.Condition == config.DependUp {
-						out = append(out, d.Name)
-					}
-				}
-			}
-		}
-		return out
+		return append([]string{e.Subject}, upDependencies(s, e.Subject)...)
 	}
 	return s.PackageNames()
+}
+
+// upDependencies returns the known packages pkg has an up dependency on:
+// their stops may wait for pkg to halt.
+func upDependencies(s *State, pkg string) []string {
+	if s.Config == nil {
+		return nil
+	}
+	cp, ok := s.Config.Package(pkg)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, d := range cp.Dependencies {
+		if _, known := s.Packages[d.Name]; known && d.Condition == config.DependUp {
+			out = append(out, d.Name)
+		}
+	}
+	return out
 }
 
 func (s *State) pkg(name string) *PackageState {

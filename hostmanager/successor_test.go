@@ -1,6 +1,8 @@
 package hostmanager
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -81,4 +83,106 @@ func TestFailedWaitsForSuccessors(t *testing.T) {
 			}
 		}
 	})
+}
+
+// refusingLog fails the first append of one event type (a lost reply, a
+// timeout), as the log can; the loop retries it on its timer.
+type refusingLog struct {
+	*memLog
+	refuse string
+}
+
+func (l *refusingLog) Append(ctx context.Context, e events.Event, opts ...events.AppendOption) (uint64, error) {
+	if l.refuse != "" && e.Type() == l.refuse {
+		l.refuse = ""
+		return 0, errors.New("append timed out")
+	}
+	return l.memLog.Append(ctx, e, opts...)
+}
+
+// TestDependencyStopsWhenRetriedHaltLands: web failed and waits for app,
+// which depends on it, to halt; app's package.halted fails to append and
+// goes out on the retry's timer: web's stop follows at once, not at its
+// successor_halt_timeout (the simulator's dependency seed 992 waited the
+// bound, past the end of its run).
+func TestDependencyStopsWhenRetriedHaltLands(t *testing.T) {
+	ctx := context.Background()
+	at := t0
+	now := func() time.Time { return at }
+	log := &refusingLog{memLog: &memLog{t: t, now: now}}
+	perf := &handPerformer{}
+	timers := &fakeTimers{now: now}
+	l, err := NewLoop(LoopConfig{Node: me, Log: log, Performer: perf, Now: now,
+		AfterFunc: func(d time.Duration, f func()) Timer { return timers.after(d, f) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEv := func(ev events.Event) {
+		t.Helper()
+		if _, err := log.Append(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// settle delivers the log and performs what is handed, as the agent
+	// and the driver would, until nothing more happens.
+	settle := func() {
+		for range 20 {
+			for _, ev := range log.unread() {
+				l.Handle(ctx, ev)
+			}
+			hs := perf.take()
+			if len(hs) == 0 {
+				return
+			}
+			for _, h := range hs {
+				a, pid := h.a, 0
+				switch a.Kind {
+				case StartGuest:
+					appendEv(a.GuestStarted())
+				case StopGuest:
+					appendEv(a.GuestStopped(a.Reason))
+				case RunService:
+					pid = 7
+					appendEv(events.Event{Source: agentSource(a.Guest.Name), Subject: a.Package, CauseID: a.CauseID,
+						Data: events.ProcessStarted{Guest: a.Guest.Name, Service: a.Service.Name, PID: pid, RequestID: a.RequestID, Epoch: a.Epoch}})
+				case StopService:
+					appendEv(events.Event{Source: agentSource(a.Guest.Name), Subject: a.Package, Data: events.ProcessExited{Guest: a.Guest.Name,
+						Service: a.Service.Name, PID: a.PID, ExitCode: -1, Signal: "SIGTERM", RequestID: a.RequestID, Epoch: a.Epoch, Reason: "stopped"}})
+				}
+				l.Finished(ctx, h.key, a, pid, nil)
+			}
+		}
+		t.Fatal("the loop did not settle")
+	}
+	appendEv(events.Event{Source: "/vmguard/cli/test", Subject: "test", Data: configApplied(t, successorYAML)})
+	settle()
+	l.Renewed(at)
+	l.LeaseTaken(ctx, at)
+	for _, pkg := range []string{"web", "app"} {
+		appendEv(events.Event{Source: "/vmguard/failover", Subject: pkg, Data: events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"}})
+	}
+	settle()
+	web := l.State().Package("web").Inst
+	if web == nil || !web.Started || l.State().Package("app").Inst == nil || !l.State().Package("app").Inst.Started {
+		t.Fatalf("web and app not both started: %v", log.types())
+	}
+	sv := web.Service("a")
+	appendEv(events.Event{Source: agentSource("webvm"), Subject: "web", Data: events.ProcessExited{Guest: "webvm", Service: "a",
+		PID: sv.Proc.PID, ExitCode: 0, RequestID: sv.Proc.RequestID, Epoch: 1}})
+	settle()
+	log.refuse = events.TypePackageHalted
+	appendEv(events.Event{Source: "/vmguard/failover", Subject: "app", Data: events.PackageHalting{Node: me, Epoch: 1, Reason: "dependency: web"}})
+	settle()
+	if p := l.State().Package("app"); p.Inst == nil || log.refuse != "" {
+		t.Fatalf("app's package.halted was not refused once: %v", log.types())
+	}
+	at = at.Add(time.Second)
+	if n := timers.fire(); n == 0 {
+		t.Fatal("no timer for the refused append's retry")
+	}
+	l.Woken(ctx)
+	hs := perf.take()
+	if l.State().Package("app").Inst != nil || len(hs) != 1 || hs[0].a.Package != "web" || hs[0].a.Kind != StopGuest {
+		t.Fatalf("after app's package.halted went out on the retry: handed %+v, log %v; want web's guest stop at once", hs, log.types())
+	}
 }
