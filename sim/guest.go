@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -65,15 +66,19 @@ func (w *world) stopGuests(node string) {
 	}
 }
 
-// agentRun is the guest agent's run request: deduplicated by request id;
-// a new process is reported started and exits by itself later.
-func (w *world) agentRun(node string, a hostmanager.Action) {
+// errGuestDown answers an agent request to a guest that is not running.
+var errGuestDown = errors.New("guest agent does not answer: guest not running")
+
+// agentRun is the guest agent's run request: deduplicated by request id
+// (a repeated request gets the pid of the first); a new process is
+// reported started and exits by itself later.
+func (w *world) agentRun(node string, a hostmanager.Action) (int, error) {
 	g := w.guests[guestKey(a.Package, node)]
 	if g == nil || !g.up {
-		return
+		return 0, errGuestDown
 	}
-	if _, ok := g.procs[a.RequestID]; ok {
-		return
+	if p, ok := g.procs[a.RequestID]; ok {
+		return p.pid, nil
 	}
 	w.pids++
 	p := &process{service: a.Service.Name, pid: w.pids, epoch: a.Epoch, alive: true, since: w.now()}
@@ -91,20 +96,22 @@ func (w *world) agentRun(node string, a hostmanager.Action) {
 		}
 		w.exited(g, req, p, 1, "")
 	})
+	return p.pid, nil
 }
 
 // agentStop is the agent's stop request: the process ends and is reported
 // stopped.
-func (w *world) agentStop(node string, a hostmanager.Action) {
+func (w *world) agentStop(node string, a hostmanager.Action) error {
 	g := w.guests[guestKey(a.Package, node)]
 	if g == nil || !g.up {
-		return
+		return errGuestDown
 	}
 	p := g.procs[a.RequestID]
 	if p == nil || !p.alive {
-		return
+		return nil
 	}
 	w.exited(g, a.RequestID, p, -1, "stopped")
+	return nil
 }
 
 func (w *world) exited(g *guest, req string, p *process, code int, reason string) {

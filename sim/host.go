@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -10,44 +11,35 @@ import (
 	"github.com/vmguard/vmguard/internal/lease"
 )
 
-// host is the model of one node's host manager runner (hostmanager.Runner)
-// around the real pure cores: hostmanager.State, Decide, Pending and
-// Member. What it models, not runs: the loop, the lease keeper, the guest
-// monitor and the actions (drivers and agent requests), as tasks on the
-// simulated clock.
+// host is one node's host manager: the real loop of hostmanager.Runner
+// (hostmanager.NewLoop: the fold, Decide and Pending, the membership core,
+// the executor with its ordering, delays, report timeouts and stop ladder,
+// the guest monitor, the append retries) over the simulated log and clock.
+// What stays a model here: the lease keeper (a key in the lease bucket,
+// renewed every RenewEvery, lost after FenceAfter without a renewal, whose
+// outcome the loop gets as Renewed, LeaseTaken and LeaseLost), the
+// follower (events handed to the loop each tick, as the world's read shows
+// them), the guests' heartbeats (each guest up on the node beats each tick
+// the node reaches the log) and the actions (hostPerformer: the drivers
+// and the agents, at simulated delays).
 type host struct {
 	w       *world
 	node    string
 	skew    time.Duration
 	whoName string
-	names   []string
 
 	up          bool
 	gen         int // incarnation: tasks of an earlier one do nothing
-	actGen      int // actions in flight: a fence cancels them
 	pausedUntil time.Time
 
-	st       *hostmanager.State
-	mem      *hostmanager.Member
+	loop     *hostmanager.Loop
 	cursor   uint64
 	replayed bool
-	dirty    bool
-	lastAll  time.Time
-	inflight map[string]bool
-	watches  map[string]*watch
-	// stopSince holds when each StopService was first sent.
-	stopSince map[string]time.Time
+	lastTick time.Time
 
 	held      bool
 	leaseRev  uint64
 	lastRenew time.Time // node clock: send time of the last renewal that succeeded
-}
-
-type watch struct {
-	startedID string
-	since     time.Time
-	beat      time.Time
-	lost      bool
 }
 
 func (h *host) who() string {
@@ -57,28 +49,35 @@ func (h *host) who() string {
 	return h.whoName
 }
 
-// packages returns the state's package names, sorted; cached while their
-// number does not change (they come from the config and events).
-func (h *host) packages() []string {
-	if len(h.names) != len(h.st.Packages) {
-		h.names = h.st.PackageNames()
-	}
-	return h.names
-}
-func (h *host) clock() time.Time              { return h.w.now().Add(h.skew) }
-func (h *host) simTime(t time.Time) time.Time { return t.Add(-h.skew) }
+func (h *host) clock() time.Time { return h.w.now().Add(h.skew) }
 
 // start starts a fresh host manager process: empty state, replay, lease.
 func (h *host) start() {
+	w := h.w
 	h.up = true
 	h.gen++
-	h.st = hostmanager.NewState(h.node)
-	h.mem = hostmanager.NewMember(h.node)
-	h.cursor, h.replayed, h.dirty = 0, false, true
-	h.inflight, h.watches, h.stopSince = map[string]bool{}, map[string]*watch{}, map[string]time.Time{}
+	h.cursor, h.replayed, h.lastTick = 0, false, time.Time{}
 	h.held, h.leaseRev = false, 0
+	loop, err := hostmanager.NewLoop(hostmanager.LoopConfig{
+		Node: h.node, Log: hostLog{h}, Performer: hostPerformer{h}, Now: h.clock,
+		AfterFunc: h.afterFunc,
+		Connected: func() bool { return w.reach(h.who()) },
+		Fence: func(string) {
+			if !h.loop.Member().FrozenAt(h.clock()) {
+				w.stopGuests(h.node)
+			}
+		},
+		NewID: func() string {
+			w.ids++
+			return fmt.Sprintf("ev%06d", w.ids)
+		},
+	})
+	if err != nil {
+		panic(fmt.Sprintf("sim: %v", err))
+	}
+	h.loop = loop
 	gen := h.gen
-	h.w.every(hostTick, func() bool { return h.up && h.gen == gen }, h.tick)
+	w.every(hostTick, func() bool { return h.up && h.gen == gen }, h.tick)
 }
 
 // isUp reports whether the host manager runs.
@@ -88,6 +87,48 @@ func (h *host) isUp() bool { return h.up }
 func (h *host) crash() {
 	h.up = false
 	h.gen++
+}
+
+// run runs fn after d in this incarnation of the host manager, waiting out
+// a pause: the loop's steps happen only while the process runs.
+func (h *host) run(d time.Duration, fn func()) {
+	w, gen := h.w, h.gen
+	var task func()
+	task = func() {
+		if !h.up || h.gen != gen {
+			return
+		}
+		if w.now().Before(h.pausedUntil) {
+			w.at(h.pausedUntil, task)
+			return
+		}
+		fn()
+	}
+	w.after(d, task)
+}
+
+// simTimer is a timer of the loop on the simulated clock.
+type simTimer struct{ fired, stopped bool }
+
+func (t *simTimer) Stop() bool {
+	was := !t.fired && !t.stopped
+	t.stopped = true
+	return was
+}
+
+// afterFunc is the loop's AfterFunc: f queues the loop's work, which the
+// Woken step then does.
+func (h *host) afterFunc(d time.Duration, f func()) hostmanager.Timer {
+	t := &simTimer{}
+	h.run(d, func() {
+		if t.stopped {
+			return
+		}
+		t.fired = true
+		f()
+		h.loop.Woken(stepCtx)
+	})
+	return t
 }
 
 func (h *host) tick() {
@@ -102,51 +143,64 @@ func (h *host) tick() {
 		if !w.reach(h.who()) {
 			return
 		}
-		h.apply(w.evs[h.cursor:])
-		h.replayed = true
-		if w.opt.Mutation == MutationResetRestarts {
-			for _, p := range h.st.Packages {
-				if p.Inst != nil {
-					for _, sv := range p.Inst.Services {
-						sv.Restarts, sv.RestartTimes = 0, nil
-					}
-				}
+		for _, e := range w.evs[h.cursor:] {
+			h.cursor = e.Seq
+			h.loop.Replay(e)
+			if w.opt.Mutation == MutationStartVoid {
+				h.unvoid(e)
 			}
 		}
+		if w.opt.Mutation == MutationResetRestarts {
+			h.resetRestarts()
+		}
+		h.loop.Begin(stepCtx)
+		h.replayed = true
 		return
 	}
 	h.lease(now)
-	if h.held && !h.mem.Fenced {
+	if h.held && !h.loop.Member().Fenced {
 		w.guards[h.node].pet(w.now())
 	}
 	if !w.reach(h.who()) {
 		return
 	}
-	h.apply(w.read(h.cursor))
-	h.membership(now)
-	if !h.mem.MayAct(now) {
-		return
+	h.heartbeats()
+	for _, e := range w.read(h.cursor) {
+		h.cursor = e.Seq
+		h.loop.Handle(stepCtx, e)
+		if w.opt.Mutation == MutationStartVoid {
+			h.unvoid(e)
+		}
 	}
-	h.monitor(now)
-	if !h.dirty && now.Sub(h.lastAll) < time.Second {
-		return
+	if now.Sub(h.lastTick) >= h.loop.MonitorEvery() {
+		h.lastTick = now
+		h.loop.Tick(stepCtx)
 	}
-	h.dirty, h.lastAll = false, now
-	for _, pkg := range h.packages() {
-		h.process(pkg, now)
+	if w.opt.Mutation == MutationSkipRelease && h.loop.Member().MayAct(now) {
+		for _, pkg := range h.loop.State().PackageNames() {
+			h.startEarly(pkg)
+		}
 	}
 }
 
-func (h *host) apply(evs []events.Event) {
-	for _, e := range evs {
-		h.cursor = e.Seq
-		if h.st.Apply(e) {
-			h.dirty = true
-			if h.w.opt.Mutation == MutationStartVoid {
-				h.unvoid(e)
+// heartbeats reports a heartbeat of each guest up on the node.
+func (h *host) heartbeats() {
+	for _, g := range h.w.guests {
+		if g.node == h.node && g.up {
+			h.loop.Heartbeat(g.name)
+		}
+	}
+}
+
+// resetRestarts is the planted bug MutationResetRestarts: the replayed
+// restart counters are zeroed.
+func (h *host) resetRestarts() {
+	for _, p := range h.loop.State().Packages {
+		if p.Inst != nil {
+			for _, sv := range p.Inst.Services {
+				sv.Restarts, sv.RestartTimes = 0, nil
 			}
 		}
-		h.mem.Apply(e)
 	}
 }
 
@@ -157,9 +211,25 @@ func (h *host) unvoid(e events.Event) {
 	if !ok {
 		return
 	}
-	if p := h.st.Package(e.Subject); p != nil && p.Current.Seq == e.Seq && p.Current.Released && h.st.NodeDown[d.Node] < e.Seq {
+	st := h.loop.State()
+	if p := st.Package(e.Subject); p != nil && p.Current.Seq == e.Seq && p.Current.Released && st.NodeDown[d.Node] < e.Seq {
 		p.Current.Released = false
 	}
+}
+
+// startEarly is the planted bug MutationSkipRelease: a package.starting for
+// the current placement on this node while an older one is not released,
+// appended beside the loop, which then reads it and starts the guest.
+func (h *host) startEarly(pkg string) {
+	st := h.loop.State()
+	p := st.Package(pkg)
+	c := p.Current
+	if p.Inst != nil || c.Epoch == 0 || c.Node != h.node || c.Released || c.Halt != nil || len(p.Prior) == 0 {
+		return
+	}
+	e := h.w.stamp(events.Event{Source: st.Source(), Subject: pkg, CauseID: p.ReadyID,
+		Data: events.PackageStarting{Node: h.node, Epoch: c.Epoch}}, h.clock())
+	_, _ = h.w.appendEvent(h.who(), e, &Expect{Filter: events.PackageFilter(pkg), Seq: st.PackageSeq(pkg)})
 }
 
 // lease keeps the node's lease: renew every RenewEvery; fence (stop the
@@ -174,9 +244,10 @@ func (h *host) lease(now time.Time) {
 		}
 		h.leaseRev = w.leases.Put(h.node, val)
 		h.held, h.lastRenew = true, now
-		h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseTaken, At: now})
+		h.loop.Renewed(now)
+		h.loop.LeaseTaken(stepCtx, now)
 		if w.opt.Mutation == MutationSkipLeaseRecord {
-			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseRecorded, At: now})
+			h.loop.Member().Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseRecorded, At: now})
 		}
 		return
 	}
@@ -186,6 +257,7 @@ func (h *host) lease(now time.Time) {
 		switch {
 		case err == nil:
 			h.leaseRev, h.lastRenew = rev, now
+			h.loop.Renewed(now)
 		case errors.Is(err, ErrWrongLastSeq):
 			reason = "lease expired or taken"
 		}
@@ -197,259 +269,101 @@ func (h *host) lease(now time.Time) {
 		return
 	}
 	h.held = false
-	h.actGen++
-	h.inflight = map[string]bool{}
-	if !h.mem.FrozenAt(now) {
+	if !h.loop.Member().FrozenAt(now) {
 		w.stopGuests(h.node)
 	}
-	h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseLost, Reason: reason, At: now})
+	h.loop.LeaseLost(stepCtx, reason, now)
 	w.trace("%s fenced itself: %s", h.node, reason)
 }
 
-// membership appends what the membership core decides (Runner.nodeWork):
-// node.fenced, and the record of a lease take (node.joined, or
-// node.lease_taken when the log shows the node joined or held out).
-func (h *host) membership(now time.Time) {
+// hostLog is the loop's Appender: the world's log, through the node's link
+// to it (partitions, outages, lost requests and replies).
+type hostLog struct{ h *host }
+
+func (l hostLog) Append(_ context.Context, e events.Event, opts ...events.AppendOption) (uint64, error) {
+	h := l.h
+	return h.w.appendEvent(h.who(), h.w.stamp(e, h.clock()), expectIn(opts))
+}
+
+// hostPerformer is the loop's Performer: the guest drivers and agents of
+// the node, at simulated delays. A crash or pause between the effect and
+// its event leaves the effect without its event, which the next instance
+// repairs by acting again.
+type hostPerformer struct{ h *host }
+
+func (p hostPerformer) Start(ctx context.Context, key string, a hostmanager.Action) {
+	h := p.h
 	w := h.w
-	for range 4 {
-		switch h.mem.Decide(now) {
-		case hostmanager.MemberAppendFenced:
-			e := w.stamp(events.Event{Source: h.st.Source(), Subject: h.node,
-				Data: events.NodeFenced{Reason: h.mem.FenceReason, Since: h.mem.FenceTime.UTC()}}, now)
-			seq, err := w.appendEvent(h.who(), e, nil)
-			if err != nil {
+	finish := func(pid int, err error) {
+		if ctx.Err() != nil {
+			pid, err = 0, context.Canceled
+		}
+		h.loop.Finished(stepCtx, key, a, pid, err)
+	}
+	// fact appends the action's result as the actuator does, retrying
+	// every second while the action lives, then reports its end.
+	fact := func(e events.Event) {
+		e = w.stamp(e, h.clock())
+		var try func()
+		try = func() {
+			if ctx.Err() != nil {
+				finish(0, context.Canceled)
 				return
 			}
-			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveFenceAppended, Seq: seq})
-		case hostmanager.MemberResume:
-			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveResumed})
-			h.dirty = true
-		case hostmanager.MemberAppendJoined:
-			e := w.stamp(events.Event{Source: h.st.Source(), Subject: h.node, Data: events.NodeJoined{}}, now)
-			seq, err := w.appendEvent(h.who(), e, &Expect{Filter: events.NodeFilter(h.node), Seq: h.st.NodeSeqs[h.node]})
-			if err != nil {
+			if _, err := w.appendEvent(h.who(), e, nil); err != nil {
+				h.run(time.Second, try)
 				return
 			}
-			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveJoinAppended, Seq: seq})
-			h.dirty = true
-		case hostmanager.MemberAppendLeaseTaken:
-			// The lease take's record (Runner.recordNode): until the log
-			// stores it, guarded by the node's last sequence, nothing is
-			// acted on; a conflict waits for the node event to be read.
-			e := w.stamp(events.Event{Source: h.st.Source(), Subject: h.node,
-				Data: events.NodeLeaseTaken{Holder: fmt.Sprintf("%s/%d", h.who(), h.gen)}}, now)
-			seq, err := w.appendEvent(h.who(), e, &Expect{Filter: events.NodeFilter(h.node), Seq: h.st.NodeSeqs[h.node]})
-			if err != nil {
-				return
-			}
-			h.mem.Observe(hostmanager.Observation{Kind: hostmanager.ObserveLeaseRecorded, Seq: seq})
-			h.dirty = true
-		default:
-			return
+			finish(0, nil)
 		}
-	}
-}
-
-// decide appends a decision about pkg as the runner does: stamped, with
-// the expected sequence of the package's subjects, then applied at once.
-func (h *host) decide(pkg string, d events.Event, now time.Time) bool {
-	w := h.w
-	d = w.stamp(d, now)
-	seq, err := w.appendEvent(h.who(), d, &Expect{Filter: events.PackageFilter(pkg), Seq: h.st.PackageSeq(pkg)})
-	if err != nil {
-		return false
-	}
-	d.Seq = seq
-	h.st.Apply(d)
-	return true
-}
-
-// process decides about pkg until nothing is due, then starts its pending
-// actions.
-func (h *host) process(pkg string, now time.Time) {
-	for range 64 {
-		d, ok := hostmanager.Decide(h.st, pkg)
-		if !ok && h.w.opt.Mutation == MutationSkipRelease {
-			d, ok = h.startEarly(pkg)
-		}
-		if !ok || !h.decide(pkg, d, now) {
-			break
-		}
-	}
-	for _, a := range hostmanager.Pending(h.st, pkg) {
-		if h.inflight[a.Key()] {
-			continue
-		}
-		if (a.Kind == hostmanager.StopService || a.Kind == hostmanager.StopGuest) && a.NotBefore.After(now) {
-			// A failing package's stops wait for its dependents to halt
-			// (the runner arms a timer; here the next pass, at most a
-			// second later, or the dependent's event, looks again).
-			continue
-		}
-		if guestAction(a.Kind) {
-			// A package's guest actions run one at a time, in order.
-			if h.inflight["guest/"+pkg] {
-				continue
-			}
-			h.inflight["guest/"+pkg] = true
-		}
-		h.act(a)
-	}
-}
-
-// startEarly is the planted bug MutationSkipRelease: a package.starting for
-// the current placement on this node while an older one is not released.
-func (h *host) startEarly(pkg string) (events.Event, bool) {
-	p := h.st.Package(pkg)
-	c := p.Current
-	if p.Inst != nil || c.Epoch == 0 || c.Node != h.node || c.Released || c.Halt != nil || len(p.Prior) == 0 {
-		return events.Event{}, false
-	}
-	return events.Event{Source: h.st.Source(), Subject: pkg, CauseID: p.ReadyID,
-		Data: events.PackageStarting{Node: h.node, Epoch: c.Epoch}}, true
-}
-
-// monitor appends guest.lost, once per guest start, for a guest of this
-// node whose agent sent no heartbeat for guest_timeout.
-func (h *host) monitor(now time.Time) {
-	w := h.w
-	for _, name := range h.packages() {
-		in := h.st.Package(name).Inst
-		if in == nil || in.Guest.Phase != hostmanager.GuestUp {
-			delete(h.watches, name)
-			continue
-		}
-		wt := h.watches[name]
-		if wt == nil || wt.startedID != in.Guest.StartedID {
-			wt = &watch{startedID: in.Guest.StartedID, since: now}
-			h.watches[name] = wt
-		}
-		if g := w.guests[guestKey(name, h.node)]; g != nil && g.up {
-			wt.beat = now
-		}
-		if wt.lost || now.Sub(later(wt.beat, wt.since)) <= guestTimeout {
-			continue
-		}
-		d := events.Event{Source: h.st.Source(), Subject: name, CauseID: in.Guest.StartedID,
-			Data: events.GuestLost{Guest: in.Config.Guest.Name, Node: h.node, Epoch: in.Epoch, LastHeartbeat: wt.beat.UTC()}}
-		if h.decide(name, d, now) {
-			wt.lost, h.dirty = true, true
-		}
-	}
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
-func guestAction(k hostmanager.ActionKind) bool {
-	return k == hostmanager.StartGuest || k == hostmanager.StopGuest || k == hostmanager.MigrateGuest
-}
-
-// act performs an action: the driver's or agent's part after a delay, the
-// result event after another (a crash in between leaves the effect without
-// its event, which the next instance repairs by acting again).
-//
-// Longer than 80 lines: one case per action kind, as the host manager's
-// runner performs them, with the simulated delays and crashes between
-// effect and event.
-func (h *host) act(a hostmanager.Action) {
-	w := h.w
-	key, gen, actGen := a.Key(), h.gen, h.actGen
-	h.inflight[key] = true
-	alive := func() bool { return h.up && h.gen == gen && h.actGen == actGen }
-	done := func() {
-		if alive() {
-			delete(h.inflight, key)
-			if guestAction(a.Kind) {
-				delete(h.inflight, "guest/"+a.Package)
-			}
-			h.dirty = true
-		}
+		h.run(w.dur(time.Millisecond, 50*time.Millisecond), try)
 	}
 	switch a.Kind {
 	case hostmanager.StartGuest:
-		w.after(w.dur(100*time.Millisecond, 3*time.Second), func() {
-			if !alive() {
+		h.run(w.dur(100*time.Millisecond, 3*time.Second), func() {
+			if ctx.Err() != nil {
+				finish(0, context.Canceled)
 				return
 			}
 			w.startGuest(a.Package, h.node, a.Epoch)
-			w.after(w.dur(time.Millisecond, 50*time.Millisecond), func() {
-				if alive() {
-					w.appendEvent(h.who(), w.stamp(a.GuestStarted(), h.clock()), nil)
-				}
-				done()
-			})
+			fact(a.GuestStarted())
 		})
 	case hostmanager.StopGuest:
-		w.after(w.dur(50*time.Millisecond, 1500*time.Millisecond), func() {
-			if !alive() {
+		h.run(w.dur(50*time.Millisecond, 1500*time.Millisecond), func() {
+			if ctx.Err() != nil {
+				finish(0, context.Canceled)
 				return
 			}
 			w.stopGuest(a.Package, h.node)
-			w.after(w.dur(time.Millisecond, 50*time.Millisecond), func() {
-				if alive() {
-					w.appendEvent(h.who(), w.stamp(a.GuestStopped(a.Reason), h.clock()), nil)
-				}
-				done()
-			})
+			fact(a.GuestStopped(a.Reason))
 		})
 	case hostmanager.RunService:
-		at := w.now().Add(w.dur(10*time.Millisecond, 300*time.Millisecond))
-		if nb := h.simTime(a.NotBefore); nb.After(at) {
-			at = nb
-		}
-		w.at(at, func() {
-			if alive() {
-				w.agentRun(h.node, a)
-			}
-			w.after(time.Second, done) // the agent's reply, or its timeout
-		})
-	case hostmanager.StopService:
-		since, ok := h.stopSince[key]
-		if !ok {
-			since = h.clock()
-			h.stopSince[key] = since
-		}
-		halt := a.Service.HaltTimeout.D()
-		if h.clock().Sub(since) >= halt+hostmanager.StopGrace {
-			// The ladder of DESIGN §8: no process.exited in time (a process
-			// the agent does not know, a dead agent): the guest is forced off.
-			reason := fmt.Sprintf("process %d of service %s (request id %s) did not end within halt_timeout %s + %s; guest forced off",
-				a.PID, a.Service.Name, a.RequestID, halt, hostmanager.StopGrace)
-			if h.inflight["guest/"+a.Package] {
-				delete(h.inflight, key) // a guest action is under way: later
+		h.run(w.dur(10*time.Millisecond, 300*time.Millisecond), func() {
+			if ctx.Err() != nil {
+				finish(0, context.Canceled)
 				return
 			}
-			h.inflight["guest/"+a.Package] = true
-			w.after(w.dur(50*time.Millisecond, 500*time.Millisecond), func() {
-				if !alive() {
-					return
-				}
-				w.stopGuest(a.Package, h.node)
-				w.appendEvent(h.who(), w.stamp(a.GuestStopped(events.Clip(reason, events.MaxReason)), h.clock()), nil)
-				delete(h.inflight, "guest/"+a.Package)
-				done()
-			})
-			return
-		}
-		w.after(w.dur(10*time.Millisecond, 500*time.Millisecond), func() {
-			if alive() {
-				w.agentStop(h.node, a)
+			if !w.reach(h.who()) {
+				finish(0, ErrUnavailable)
+				return
 			}
-			w.after(time.Second, done)
+			finish(w.agentRun(h.node, a))
+		})
+	case hostmanager.StopService:
+		h.run(w.dur(10*time.Millisecond, 500*time.Millisecond), func() {
+			if ctx.Err() != nil {
+				finish(0, context.Canceled)
+				return
+			}
+			if !w.reach(h.who()) {
+				finish(0, ErrUnavailable)
+				return
+			}
+			finish(0, w.agentStop(h.node, a))
 		})
 	case hostmanager.MigrateGuest:
 		// The simulated guests cannot migrate (the configuration asks for
-		// no migration); the runner would report the failure.
-		w.after(100*time.Millisecond, func() {
-			if alive() {
-				w.appendEvent(h.who(), w.stamp(a.GuestMigrationFailed("cannot migrate"), h.clock()), nil)
-			}
-			done()
-		})
+		// no migration); the actuator reports the failure.
+		fact(a.GuestMigrationFailed("cannot migrate"))
 	}
 }

@@ -19,8 +19,9 @@ import (
 	"github.com/vmguard/vmguard/internal/invariant"
 )
 
-// Mutation is a bug planted in the simulator's model of the runners, or at
-// the seams around the real controller loop (sim/controller.go), to prove
+// Mutation is a bug planted in the simulator's models around the real
+// runner loops (sim/host.go, sim/controller.go), or in what those loops
+// expose to them (Loop.State, Loop.Member), to prove
 // that the simulator finds such bugs (the mutation tests). Production code
 // has no switch for any of them.
 type Mutation string
