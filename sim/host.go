@@ -318,49 +318,42 @@ func (p hostPerformer) Start(ctx context.Context, key string, a hostmanager.Acti
 		}
 		h.run(w.dur(time.Millisecond, 50*time.Millisecond), try)
 	}
-	switch a.Kind {
-	case hostmanager.StartGuest:
-		h.run(w.dur(100*time.Millisecond, 3*time.Second), func() {
+	// live runs fn after d unless the loop ended the action by then.
+	live := func(d time.Duration, fn func()) {
+		h.run(d, func() {
 			if ctx.Err() != nil {
 				finish(0, context.Canceled)
 				return
 			}
+			fn()
+		})
+	}
+	// agent sends a request to the guest's agent after d, over the
+	// node's link, and reports its answer.
+	agent := func(d time.Duration, req func() (int, error)) {
+		live(d, func() {
+			if !w.reach(h.who()) {
+				finish(0, ErrUnavailable)
+				return
+			}
+			finish(req())
+		})
+	}
+	switch a.Kind {
+	case hostmanager.StartGuest:
+		live(w.dur(100*time.Millisecond, 3*time.Second), func() {
 			w.startGuest(a.Package, h.node, a.Epoch)
 			fact(a.GuestStarted())
 		})
 	case hostmanager.StopGuest:
-		h.run(w.dur(50*time.Millisecond, 1500*time.Millisecond), func() {
-			if ctx.Err() != nil {
-				finish(0, context.Canceled)
-				return
-			}
+		live(w.dur(50*time.Millisecond, 1500*time.Millisecond), func() {
 			w.stopGuest(a.Package, h.node)
 			fact(a.GuestStopped(a.Reason))
 		})
 	case hostmanager.RunService:
-		h.run(w.dur(10*time.Millisecond, 300*time.Millisecond), func() {
-			if ctx.Err() != nil {
-				finish(0, context.Canceled)
-				return
-			}
-			if !w.reach(h.who()) {
-				finish(0, ErrUnavailable)
-				return
-			}
-			finish(w.agentRun(h.node, a))
-		})
+		agent(w.dur(10*time.Millisecond, 300*time.Millisecond), func() (int, error) { return w.agentRun(h.node, a) })
 	case hostmanager.StopService:
-		h.run(w.dur(10*time.Millisecond, 500*time.Millisecond), func() {
-			if ctx.Err() != nil {
-				finish(0, context.Canceled)
-				return
-			}
-			if !w.reach(h.who()) {
-				finish(0, ErrUnavailable)
-				return
-			}
-			finish(0, w.agentStop(h.node, a))
-		})
+		agent(w.dur(10*time.Millisecond, 500*time.Millisecond), func() (int, error) { return 0, w.agentStop(h.node, a) })
 	case hostmanager.MigrateGuest:
 		// The simulated guests cannot migrate (the configuration asks for
 		// no migration); the actuator reports the failure.
