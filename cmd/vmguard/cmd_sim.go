@@ -16,7 +16,7 @@ type simCmd struct {
 	Steps    int           `name:"steps" default:"5000" help:"Scheduler steps with faults per seed; then faults stop and 2 simulated minutes check liveness."`
 	Nodes    int           `name:"nodes" default:"3" help:"Nodes of the simulated cluster."`
 	Packages int           `name:"packages" default:"4" help:"Packages of the simulated cluster."`
-	Mutation string        `name:"mutation" enum:",skip_expect,skip_release,reset_restarts,skip_lease_record,start_void,up_only_leases" default:"" help:"Plant a bug in the simulator's model of the runners (skip_expect, skip_release, reset_restarts; or undo a fix of a finding: skip_lease_record, start_void, up_only_leases)."`
+	Mutation string        `name:"mutation" enum:",skip_expect,skip_release,reset_restarts,skip_lease_record,start_void,up_only_leases,no_markers" default:"" help:"Plant a bug around the real runner loops the simulator drives (skip_expect, skip_release, reset_restarts; or undo a fix of a finding: skip_lease_record, start_void, up_only_leases, no_markers)."`
 	Grace    time.Duration `name:"grace" default:"30s" help:"Slack added to every configured bound by the invariant check (vmguard verify uses 10s)."`
 	Trace    bool          `name:"trace" help:"Print every fault and every appended event."`
 	Shrink   bool          `name:"shrink" help:"For a seed that breaks a promise, look for a smaller fault schedule that still breaks it, and print it."`
