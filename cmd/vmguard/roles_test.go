@@ -244,6 +244,11 @@ func TestRolesEnforcedByServer(t *testing.T) {
 	placed := func(src string) *nats.Msg {
 		return ev(src, "web", events.PackagePlaced{Node: "node1", Epoch: 99, Reason: "forged"})
 	}
+	// A forged marker would move a package's sequence and make the
+	// controller's guarded placements of linked packages conflict.
+	checked := func(src string) *nats.Msg {
+		return ev(src, "web", events.PackageChecked{For: "db", Seq: 1})
+	}
 	leasePut := func(node string) *nats.Msg {
 		return &nats.Msg{Subject: lease.KeySubject(node), Data: lease.Value{Node: node, Holder: "forged", TTLMS: 3000}.Encode()}
 	}
@@ -268,6 +273,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 	attacks := map[string][]attack{
 		"host-node1": {
 			{"append a placement", placed(events.HostSource("node1"))},
+			{"append the controller's package.checked", checked(events.ControllerSource)},
 			{"append another node's node.fenced", ev(events.HostSource("node2"), "node2", events.NodeFenced{Reason: "forged"})},
 			{"set another node's generic resource", ev(events.HostSource("node2"), "node2", events.NodeResourceSet{Name: "disk", Status: "down"})},
 			{"append node.lost", ev(events.ControllerSource, "node2", events.NodeLost{Reason: "forged"})},
@@ -296,6 +302,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 		},
 		"operator-readonly": {
 			{"append a placement", placed(events.OperatorSource("x"))},
+			{"append package.checked", checked(events.ControllerSource)},
 			{"append a process event", ev(events.GuestSource("webvm"), "web", events.ProcessExited{Guest: "webvm", Service: "x", PID: 1, RequestID: "x", Epoch: 1})},
 			{"append node.lost", ev(events.ControllerSource, "node1", events.NodeLost{Reason: "forged"})},
 			{"set a generic resource", ev(events.OperatorSource("x"), "node1", events.NodeResourceSet{Name: "disk", Status: "down"})},
@@ -312,6 +319,7 @@ func TestRolesEnforcedByServer(t *testing.T) {
 		},
 		"guest-webvm": {
 			{"append a placement of its own package", placed(events.GuestSource("webvm"))},
+			{"append package.checked on its own package", checked(events.GuestSource("webvm"))},
 			{"append node.lost", ev(events.GuestSource("webvm"), "node1", events.NodeLost{Reason: "forged"})},
 			{"write its node's lease", leasePut("node1")},
 			{"run in another guest", run("dbvm")},
