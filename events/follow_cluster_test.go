@@ -64,34 +64,26 @@ func (ds *deliveries) until(seq uint64, d time.Duration) time.Time {
 	}
 }
 
+// openR3 opens the log with an R3 stream on a cluster just started. Just
+// after the cluster formed, the meta leader may not yet have heard from
+// every peer and refuse an R3 stream ("peer offline"): the stream is there
+// once a create succeeds, tried for up to 30 s.
+func openR3(t *testing.T, c *natsd.TestCluster, nc *nats.Conn) *events.Log {
+	t.Helper()
+	var l *events.Log
+	c.Retry(30*time.Second, "open the R3 log", func(ctx context.Context) (err error) {
+		l, err = events.Open(ctx, nc, events.WithReplicas(3))
+		return err
+	})
+	return l
+}
+
 // TestFollowSurvivesServerLoss follows an R3 log on a three-server cluster
 // through a connection to the server that leads the JetStream meta group,
 // then stops the meta leader (cleanly, as SIGTERM does) three times, starting
 // it again in between. Each time the follower gets the next append within
 // followResume of its acknowledgement, and over the whole run every event
 // once, in order.
-// openR3 opens the log with an R3 stream on a cluster just started. Just
-// after the cluster formed, the meta leader may not yet have heard from
-// every peer and refuse an R3 stream ("peer offline"): the stream is there
-// once a create succeeds, tried for up to 30 s.
-func openR3(ctx context.Context, t *testing.T, nc *nats.Conn) *events.Log {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		// Each attempt bounded on its own: one create sent while the
-		// cluster elects can wait for an answer that never comes.
-		octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
-		l, err := events.Open(octx, nc, events.WithReplicas(3))
-		ocancel()
-		if err == nil {
-			return l
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func TestFollowSurvivesServerLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-server cluster")
@@ -99,7 +91,7 @@ func TestFollowSurvivesServerLoss(t *testing.T) {
 	c := natsd.StartCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	l := openR3(ctx, t, c.Connect(t))
+	l := openR3(t, c, c.Connect(t))
 	appendOne := func(what string) (uint64, time.Time) {
 		t.Helper()
 		e := events.Stamp(events.Event{Source: "/vmguard/cli/test", Subject: "p",
@@ -218,7 +210,7 @@ func TestReplayReadsWhatWasAcknowledged(t *testing.T) {
 	c := natsd.StartCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l := openR3(ctx, t, c.Connect(t))
+	l := openR3(t, c, c.Connect(t))
 	writer, err := events.Open(ctx, c.Connect(t))
 	if err != nil {
 		t.Fatal(err)

@@ -192,7 +192,7 @@ func TestLargeEventInPartsR3(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	nc := c.Connect(t)
-	l := openR3(ctx, t, nc)
+	l := openR3(t, c, nc)
 	other, err := events.Open(ctx, c.Connect(t))
 	if err != nil {
 		t.Fatal(err)

@@ -344,9 +344,10 @@ func TestFenceSurvivesServerLoss(t *testing.T) {
 	c := natsd.StartCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3)); err != nil {
-		t.Fatal(err)
-	}
+	c.Retry(30*time.Second, "open the R3 log", func(ctx context.Context) error {
+		_, err := events.Open(ctx, c.Connect(t), events.WithReplicas(3))
+		return err
+	})
 	url := c.URLs()
 	admin, err := jetstream.New(c.Connect(t))
 	if err != nil {

@@ -62,15 +62,11 @@ func TestEnsureFollowsStreamReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lease.Ensure(ctx, js, 4*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	c.Retry(30*time.Second, "lease bucket", func(ctx context.Context) error { _, err := lease.Ensure(ctx, js, 4*time.Second); return err })
 	if n := bucketReplicas(t, js, lease.Bucket); n != 1 {
 		t.Errorf("lease bucket without a stream: R%d, want R1", n)
 	}
-	if _, err := events.EnsureStream(ctx, js, 3); err != nil {
-		t.Fatal(err)
-	}
+	c.Retry(30*time.Second, "stream R3", func(ctx context.Context) error { _, err := events.EnsureStream(ctx, js, 3); return err })
 	if n, err := events.StreamReplicas(ctx, js); err != nil || n != 3 {
 		t.Fatalf("stream replicas: %d, %v; want 3", n, err)
 	}

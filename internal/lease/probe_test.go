@@ -48,22 +48,7 @@ func TestProberOnClusterOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	const ttl = 3 * time.Second
-	retry := func(what string, f func(context.Context) error) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := f(actx)
-			cancel()
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	retry := func(what string, f func(context.Context) error) { t.Helper(); c.Retry(30*time.Second, what, f) }
 	retry("stream R3", func(ctx context.Context) error { _, err := events.EnsureStream(ctx, js, 3); return err })
 	var kv jetstream.KeyValue
 	retry("lease bucket", func(ctx context.Context) (err error) { kv, err = lease.Ensure(ctx, js, ttl); return err })

@@ -1,6 +1,7 @@
 package natsd
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -188,6 +189,27 @@ func (c *TestCluster) StreamLeader(stream string) int {
 		}
 	}
 	return -1
+}
+
+// Retry runs attempt until it returns nil, each try bounded by 5 s and all
+// of them by d, and fails the test with the last error otherwise. A request
+// to a cluster that has just formed (or lost a member) can go unanswered
+// while the meta group settles; one bounded try would then fail a test
+// that a second try passes.
+func (c *TestCluster) Retry(d time.Duration, what string, attempt func(ctx context.Context) error) {
+	c.t.Helper()
+	var err error
+	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = attempt(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s within %v: %v", what, d, err)
+		}
+	}
 }
 
 // MetaLeader returns the member that leads the JetStream meta group, or -1.
