@@ -2,12 +2,9 @@ package failover
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"slices"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/lease"
@@ -204,47 +201,4 @@ func (lv *liveness) mayDeclareLost(ctx context.Context, name string) bool {
 		return false
 	}
 	return true
-}
-
-// bucketLeases is the leaseStore of the lease bucket beside the log. The
-// read at the leader is a JetStream API request the Log does not model
-// (lease.ReadFromLeader).
-type bucketLeases struct {
-	log *events.Log
-	kv  jetstream.KeyValue // opened by open
-}
-
-// open opens the lease bucket, creating it with node_timeout ttl if it does
-// not exist yet (no ttl yet: no one holds a lease, nothing to read).
-func (b *bucketLeases) open(ctx context.Context, ttl time.Duration) (bool, error) {
-	if b.kv != nil {
-		return true, nil
-	}
-	kv, err := b.log.OpenBucket(ctx, lease.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		if ttl <= 0 {
-			return false, nil
-		}
-		kv, err = b.log.EnsureBucket(ctx, lease.Spec(ttl))
-	}
-	if err != nil {
-		return false, err
-	}
-	b.kv = kv
-	return true, nil
-}
-
-func (b *bucketLeases) get(ctx context.Context, node string) ([]byte, bool, error) {
-	entry, err := b.kv.Get(ctx, node)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		return nil, false, nil
-	case err != nil:
-		return nil, false, err
-	}
-	return entry.Value(), true, nil
-}
-
-func (b *bucketLeases) getAtLeader(ctx context.Context, node string) (lease.Value, bool, error) {
-	return lease.ReadFromLeader(ctx, b.log.JetStream(), node)
 }

@@ -329,10 +329,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		followErr <- r.fol.Run(bg, r.state.Seq+1, items)
 	}()
 
-	// The prober writes probe keys into the lease bucket, a JetStream
-	// request the Log does not model.
-	prober := lease.NewProber(r.log.JetStream(), r.run, lease.SystemClock{}, r.logger)
-	r.live = newLiveness(&bucketLeases{log: r.log}, prober, r.cfg.Now, lease.SystemClock{}, r.cfg.CheckInterval*4, r.logger)
+	leases, prober := newNATSLiveness(r.log, r.run, r.logger)
+	r.live = newLiveness(leases, prober, r.cfg.Now, lease.SystemClock{}, r.cfg.CheckInterval*4, r.logger)
 	r.live.setTTL(r.state)
 	wg.Add(1)
 	go func() {

@@ -6,15 +6,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/guestagent"
 )
 
 // heartbeats tracks the heartbeats of this node's guests: one subscription
 // per guest that may run here, the last beat of each from this node, and
 // the guest monitor's watches. It owns no goroutine: NATS's callbacks and
-// a starting guest's action call note; the loop calls the rest.
+// a starting guest's action call note; the loop calls the rest. The beats
+// come from guestLinks (NATS subscriptions, natsGuests).
 type heartbeats struct {
 	node    string
 	now     func() time.Time
@@ -25,28 +25,29 @@ type heartbeats struct {
 	last map[string]time.Time // guest -> last heartbeat from this node
 
 	// Owned by the loop goroutine.
-	subs    map[string]*nats.Subscription // guest -> its heartbeat subscription
-	watches map[string]*watch             // pkg -> its guest's heartbeat watch
+	subs    map[string]func() // guest -> ends its heartbeat subscription
+	watches map[string]*watch // pkg -> its guest's heartbeat watch
 	// blind is when the monitor last found the connection down.
 	blind time.Time
 }
 
 func newHeartbeats(node string, now func() time.Time, m Metrics, logger *slog.Logger) *heartbeats {
 	return &heartbeats{node: node, now: now, metrics: m, logger: logger,
-		last: map[string]time.Time{}, subs: map[string]*nats.Subscription{}, watches: map[string]*watch{}}
+		last: map[string]time.Time{}, subs: map[string]func(){}, watches: map[string]*watch{}}
 }
 
-// note records a heartbeat message if it comes from an agent on this node
-// (or one that does not say), and reports whether it did.
-func (h *heartbeats) note(m *nats.Msg) bool {
+// note records a heartbeat message (data, published on subject) if it
+// comes from an agent on this node (or one that does not say), and reports
+// whether it did.
+func (h *heartbeats) note(subject string, data []byte) bool {
 	var hb guestagent.Heartbeat
-	if err := json.Unmarshal(m.Data, &hb); err != nil || hb.Guest == "" {
+	if err := json.Unmarshal(data, &hb); err != nil || hb.Guest == "" {
 		return false
 	}
 	// The subject, not the payload, says whose beat it is: a guest's NATS
 	// user may publish only on its own heartbeat subject, so a guest cannot
 	// keep another, dead guest from being reported lost.
-	if m.Subject != guestagent.HeartbeatSubject(hb.Guest) {
+	if subject != guestagent.HeartbeatSubject(hb.Guest) {
 		return false
 	}
 	if hb.Node != "" && hb.Node != h.node {
@@ -72,25 +73,25 @@ func (h *heartbeats) lastBeat(guest string) time.Time {
 	return h.last[guest]
 }
 
-// follow subscribes to guest's heartbeats on conn unless it is already;
-// without a connection (a Loop, whose caller reports beats with
-// Loop.Heartbeat) it does nothing.
-func (h *heartbeats) follow(conn *nats.Conn, guest string) {
-	if conn == nil || h.subs[guest] != nil {
+// follow subscribes to g's heartbeats through links unless it is already;
+// without links (a Loop, whose caller reports beats with Loop.Heartbeat)
+// it does nothing.
+func (h *heartbeats) follow(links guestLinks, g config.Guest) {
+	if links == nil || h.subs[g.Name] != nil {
 		return
 	}
-	sub, err := conn.Subscribe(guestagent.HeartbeatSubject(guest), func(m *nats.Msg) { h.note(m) })
+	stop, err := links.beats(g, func(subject string, data []byte) { h.note(subject, data) })
 	if err != nil {
-		h.logger.Warn("subscribe to guest heartbeats", "guest", guest, "err", err)
+		h.logger.Warn("subscribe to guest heartbeats", "guest", g.Name, "err", err)
 		return
 	}
-	h.subs[guest] = sub
+	h.subs[g.Name] = stop
 }
 
 // unfollow ends the subscription to guest's heartbeats.
 func (h *heartbeats) unfollow(guest string) {
-	if sub := h.subs[guest]; sub != nil {
-		_ = sub.Unsubscribe()
+	if stop := h.subs[guest]; stop != nil {
+		stop()
 		delete(h.subs, guest)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/vmguard/vmguard/guestagent"
 )
 
@@ -23,7 +21,7 @@ func TestHeartbeatCountsForTheSubjectsGuest(t *testing.T) {
 	}
 	beat := func(subject, guest, node string) bool {
 		b, _ := json.Marshal(guestagent.Heartbeat{Guest: guest, Node: node})
-		return r.hb.note(&nats.Msg{Subject: subject, Data: b})
+		return r.hb.note(subject, b)
 	}
 	if !beat(guestagent.HeartbeatSubject("webvm"), "webvm", "node1") {
 		t.Error("a guest's own beat did not count")
@@ -71,7 +69,7 @@ func TestHeartbeatsSilent(t *testing.T) {
 	step(time.Millisecond, "web")
 	beat := func() {
 		b, _ := json.Marshal(guestagent.Heartbeat{Guest: "webvm", Node: "node1"})
-		if !h.note(&nats.Msg{Subject: guestagent.HeartbeatSubject("webvm"), Data: b}) {
+		if !h.note(guestagent.HeartbeatSubject("webvm"), b) {
 			t.Fatal("beat not noted")
 		}
 	}

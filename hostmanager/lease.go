@@ -34,6 +34,29 @@ type leaseEvent struct {
 	superseded string
 }
 
+// leaseStore is where the node's lease lives: the lease bucket
+// (natsLeases), or a simulated one. A revision that is no longer the key's
+// and a missing key are jetstream.ErrKeyRevisionMismatch and
+// jetstream.ErrKeyNotFound, as lease.Renew reads them.
+type leaseStore interface {
+	// open opens the store, creating it with key TTL ttl if it does not
+	// exist, or setting its TTL to ttl.
+	open(ctx context.Context, ttl time.Duration) (leaseBucket, error)
+	// release deletes key if its current value is the caller's (ours),
+	// else lease.ErrNotHeld (lease.Release).
+	release(ctx context.Context, key string, ours func([]byte) bool) error
+}
+
+// leaseBucket is an opened leaseStore.
+type leaseBucket interface {
+	// put writes key whatever its revision, and returns the new one.
+	put(ctx context.Context, key string, value []byte) (uint64, error)
+	// Update writes key if its revision is still rev (lease.Updater).
+	lease.Updater
+	// get reads key's revision and value.
+	get(ctx context.Context, key string) (rev uint64, value []byte, err error)
+}
+
 // leaseKeeper holds the node's lease: it takes it, renews it every ttl/4,
 // fences the node's guests when renewals fail, and pets the node guard
 // after each renewal. Its goroutine is Run; the loop feeds it the
@@ -44,7 +67,7 @@ type leaseEvent struct {
 type leaseKeeper struct {
 	node    string
 	holder  string
-	js      jetstream.JetStream // the node lease's (Config.LeaseConn)
+	store   leaseStore // the node lease's (natsLeases on Config.LeaseConn)
 	now     func() time.Time
 	logger  *slog.Logger
 	metrics Metrics
@@ -72,9 +95,9 @@ type leaseKeeper struct {
 	stop    func() // stops Run and waits for it
 }
 
-func newLeaseKeeper(node, holder string, js jetstream.JetStream, now func() time.Time, logger *slog.Logger, m Metrics,
+func newLeaseKeeper(node, holder string, store leaseStore, now func() time.Time, logger *slog.Logger, m Metrics,
 	driver func(string) (Driver, error), p *petter) *leaseKeeper {
-	return &leaseKeeper{node: node, holder: holder, js: js, now: now, logger: logger, metrics: m, driver: driver, petter: p,
+	return &leaseKeeper{node: node, holder: holder, store: store, now: now, logger: logger, metrics: m, driver: driver, petter: p,
 		events: make(chan leaseEvent, 8), local: map[string]GuestRef{}}
 }
 
@@ -135,7 +158,7 @@ func (k *leaseKeeper) setLocal(pkg string, ref GuestRef, has bool) (GuestRef, bo
 
 // hold is the keeper's view of the lease while it runs.
 type hold struct {
-	kv     jetstream.KeyValue
+	kv     leaseBucket
 	kvTTL  time.Duration
 	rev    uint64
 	held   bool
@@ -186,7 +209,7 @@ func (k *leaseKeeper) Run(ctx context.Context) {
 // and the lease, if held, is lost once its fence's deadline passed.
 func (k *leaseKeeper) open(ctx context.Context, h *hold, ttl time.Duration) bool {
 	ectx, cancel := context.WithTimeout(ctx, lease.TakeTimeout(ttl))
-	b, err := lease.Ensure(ectx, k.js, ttl)
+	b, err := k.store.open(ectx, ttl)
 	cancel()
 	if err != nil {
 		k.logger.Warn("lease bucket", "err", err)
@@ -204,7 +227,7 @@ func (k *leaseKeeper) open(ctx context.Context, h *hold, ttl time.Duration) bool
 func (k *leaseKeeper) take(ctx context.Context, h *hold, ttl time.Duration) bool {
 	pctx, cancel := context.WithTimeout(ctx, lease.TakeTimeout(ttl))
 	sent := k.now()
-	v, err := h.kv.Put(pctx, k.node, k.value(h, ttl))
+	v, err := h.kv.put(pctx, k.node, k.value(h, ttl))
 	cancel()
 	if err != nil {
 		k.logger.Warn("take node lease; retrying", "err", err)
@@ -406,18 +429,18 @@ func (k *leaseKeeper) localGuests() []GuestRef {
 }
 
 // leaseHolder returns the revision and holder of the node's lease key.
-func (k *leaseKeeper) leaseHolder(ctx context.Context, kv jetstream.KeyValue, d time.Duration) (uint64, string, error) {
+func (k *leaseKeeper) leaseHolder(ctx context.Context, kv leaseBucket, d time.Duration) (uint64, string, error) {
 	gctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	e, err := kv.Get(gctx, k.node)
+	rev, b, err := kv.get(gctx, k.node)
 	if err != nil {
 		return 0, "", err
 	}
-	v, err := lease.Decode(e.Value())
+	v, err := lease.Decode(b)
 	if err != nil {
-		return e.Revision(), "", nil
+		return rev, "", nil
 	}
-	return e.Revision(), v.Holder, nil
+	return rev, v.Holder, nil
 }
 
 // fence stops every guest of this node at once, through its driver, in
@@ -457,13 +480,10 @@ func (k *leaseKeeper) release(ctx context.Context) {
 	k.stop()
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	kv, err := lease.Open(dctx, k.js)
-	if err == nil {
-		err = lease.Release(dctx, kv, k.node, func(b []byte) bool {
-			v, err := lease.Decode(b)
-			return err == nil && v.Holder == k.holder
-		})
-	}
+	err := k.store.release(dctx, k.node, func(b []byte) bool {
+		v, err := lease.Decode(b)
+		return err == nil && v.Holder == k.holder
+	})
 	if err != nil && !errors.Is(err, lease.ErrNotHeld) {
 		k.logger.Warn("release node lease", "err", err)
 	}

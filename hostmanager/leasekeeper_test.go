@@ -29,7 +29,7 @@ func TestLeaseKeeper(t *testing.T) {
 	noDriver := func(name string) (Driver, error) { return nil, errors.New("no drivers here") }
 	const ttl = 2 * time.Second
 	keeper := func(holder string) (*leaseKeeper, *sync.WaitGroup, context.CancelFunc) {
-		k := newLeaseKeeper("node1", holder, js, time.Now, slog.New(slog.DiscardHandler), noMetrics{}, noDriver, nil)
+		k := newLeaseKeeper("node1", holder, natsLeases{js}, time.Now, slog.New(slog.DiscardHandler), noMetrics{}, noDriver, nil)
 		if !k.stale() {
 			t.Fatal("a keeper that never renewed is not stale")
 		}

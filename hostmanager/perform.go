@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -22,10 +21,19 @@ type actuator struct {
 	now     func() time.Time
 	logger  *slog.Logger
 	log     appender   // action results (appendFact)
-	nc      *nats.Conn // the log's connection: process-driver agents
-	guestNC *nats.Conn // Config.GuestConn, else nc
+	guests  guestLinks // the agents (natsGuests); nil in a Loop
 	drivers map[string]Driver
 	hb      *heartbeats // a starting guest's first beat
+}
+
+// guestLinks reaches the agents of this node's guests: a client for
+// requests, and their heartbeats (natsGuests over NATS).
+type guestLinks interface {
+	// client returns a client for g's agent.
+	client(g config.Guest) (*guestagent.Client, error)
+	// beats calls fn with each heartbeat g's agent publishes (its subject
+	// and payload) until stop is called.
+	beats(g config.Guest, fn func(subject string, data []byte)) (stop func(), err error)
 }
 
 // agentTimeout bounds one run request to an agent.
@@ -82,12 +90,17 @@ func (u *actuator) startGuest(ctx context.Context, a Action) error {
 	if err != nil {
 		return u.appendFact(ctx, a.GuestStopped("did not start: "+err.Error()))
 	}
-	beats := make(chan *nats.Msg, 16)
-	sub, err := u.guestConn(a.Guest).ChanSubscribe(guestagent.HeartbeatSubject(a.Guest.Name), beats)
+	beat := make(chan struct{})
+	var once sync.Once
+	stop, err := u.guests.beats(a.Guest, func(subject string, data []byte) {
+		if u.hb.note(subject, data) {
+			once.Do(func() { close(beat) })
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("start guest %s: subscribe to heartbeats: %w", a.Guest.Name, err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
+	defer stop()
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err = drv.Start(sctx, ref)
@@ -97,7 +110,7 @@ func (u *actuator) startGuest(ctx context.Context, a Action) error {
 			defer close(placed)
 			u.place(sctx, a)
 		}()
-		err = u.firstBeat(sctx, beats)
+		err = firstBeat(sctx, beat)
 		cancel()
 		<-placed
 	}
@@ -158,17 +171,14 @@ func (u *actuator) place(ctx context.Context, a Action) {
 	}
 }
 
-// firstBeat waits for a heartbeat from the agent on this node.
-func (u *actuator) firstBeat(ctx context.Context, beats <-chan *nats.Msg) error {
-	for {
-		select {
-		case m := <-beats:
-			if u.hb.note(m) {
-				return nil
-			}
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+// firstBeat waits for beat to close: a heartbeat from the agent on this
+// node came.
+func firstBeat(ctx context.Context, beat <-chan struct{}) error {
+	select {
+	case <-beat:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -230,16 +240,7 @@ func (u *actuator) migrateGuest(ctx context.Context, a Action) error {
 // client returns a client for guest's agent. Clients are cheap: action
 // goroutines make their own rather than share a map with the loop.
 func (u *actuator) client(g config.Guest) (*guestagent.Client, error) {
-	return guestagent.NewClient(u.guestConn(g), g.Name)
-}
-
-// guestConn is the connection to g's agent: Config.GuestConn unless g's
-// agent is the host manager's own child (the process driver).
-func (u *actuator) guestConn(g config.Guest) *nats.Conn {
-	if g.Driver == config.DriverProcess || g.Driver == "" {
-		return u.nc
-	}
-	return u.guestNC
+	return u.guests.client(g)
 }
 
 // runService asks the agent to run the service under the decision's

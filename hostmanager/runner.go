@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
@@ -226,36 +225,28 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	nc := cfg.Log.Conn()
+	links, err := newNATSLinks(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new host manager: %w", err)
+	}
 	if cfg.NATSURL == "" {
-		cfg.NATSURL = nc.ConnectedUrl()
+		cfg.NATSURL = links.url
 	}
 	drivers, err := newDrivers(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
 	}
 	logger := cfg.Logger.With("node", cfg.Node)
-	leaseJS := cfg.Log.JetStream()
-	if cfg.LeaseConn != nil {
-		js, err := jetstream.New(cfg.LeaseConn)
-		if err != nil {
-			return nil, fmt.Errorf("new host manager: lease connection: %w", err)
-		}
-		leaseJS = js
-	}
 	pt, err := guardPetter(cfg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("new host manager: %w", err)
 	}
-	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, realTimers, nc.IsConnected, cfg.Metrics, hooks)
+	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, realTimers, links.connected, cfg.Metrics, hooks)
 	r.cfg = cfg
 	r.reader = newFollower(cfg, logger)
-	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, nc: nc, guestNC: nc, drivers: drivers, hb: r.hb}
+	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, guests: links.guests, drivers: drivers, hb: r.hb}
 	r.ex = newExecutor(r.actuator, cfg.Now, r.after, logger, &r.wg, r.wake)
-	if cfg.GuestConn != nil {
-		r.actuator.guestNC = cfg.GuestConn
-	}
-	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), leaseJS, cfg.Now, logger, cfg.Metrics, r.actuator.driver, pt)
+	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), links.leases, cfg.Now, logger, cfg.Metrics, r.actuator.driver, pt)
 	return r, nil
 }
 
@@ -764,6 +755,6 @@ func (r *Runner) noteLocal(pkg string) {
 		r.lease.petGuests()
 	}
 	if has {
-		r.hb.follow(r.actuator.guestConn(cur.Guest), cur.Name())
+		r.hb.follow(r.actuator.guests, cur.Guest)
 	}
 }
