@@ -112,3 +112,17 @@ func (n natsGuests) beats(g config.Guest, fn func(subject string, data []byte)) 
 	}
 	return func() { _ = sub.Unsubscribe() }, nil
 }
+
+// settleWait bounds natsGuests.settle: a server that does not answer a
+// flush within it is not waited for.
+const settleWait = 2 * time.Second
+
+func (n natsGuests) settle(ctx context.Context, g config.Guest) {
+	nc := n.conn(g)
+	if !nc.IsConnected() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, settleWait)
+	defer cancel()
+	_ = nc.FlushWithContext(ctx)
+}

@@ -34,6 +34,9 @@ type guestLinks interface {
 	// beats calls fn with each heartbeat g's agent publishes (its subject
 	// and payload) until stop is called.
 	beats(g config.Guest, fn func(subject string, data []byte)) (stop func(), err error)
+	// settle waits, at most a short bound and ctx, until the server holds
+	// the subscriptions made so far on g's connection; best effort.
+	settle(ctx context.Context, g config.Guest)
 }
 
 // agentTimeout bounds one run request to an agent.
@@ -101,6 +104,11 @@ func (u *actuator) startGuest(ctx context.Context, a Action) error {
 		return fmt.Errorf("start guest %s: subscribe to heartbeats: %w", a.Guest.Name, err)
 	}
 	defer stop()
+	// The agent's first heartbeat may come over another connection (an
+	// agent's own, a simulated guest's) and reach the server before this
+	// subscription does; then only the next one, a heartbeat interval
+	// later, would be seen.
+	u.guests.settle(ctx, a.Guest)
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err = drv.Start(sctx, ref)

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/failover"
@@ -37,6 +39,11 @@ type benchScaleCmd struct {
 	Timeout     time.Duration `name:"timeout" default:"10m" help:"Bound of each phase."`
 	MemProfile  string        `name:"memprofile" help:"Write a heap profile to this file once the cluster is up."`
 	ReadAll     bool          `name:"read-all" help:"Host managers read and fold the whole log, as before they read only what concerns their node (for comparison)."`
+	PerConn     int           `name:"per-conn" default:"50" help:"Host managers per group; each group has a NATS connection for its host managers' log, one for their leases and one for their simulated guests, so that one slow reader cannot cut off every part."`
+	Controller  string        `name:"controller" enum:"process,inproc" default:"process" help:"Run the failover controller as its own OS process (vmguard failover, its memory measured alone) or in this process on a connection of its own (process, inproc)."`
+	Bin         string        `name:"bin" help:"vmguard binary the controller process runs (default: this executable)."`
+	ServerLog   string        `name:"server-log" help:"Keep the embedded server's log in this file (default: in the benchmark's directory, removed at the end; its warnings and errors are counted and summed up either way)."`
+	CPUProfile  string        `name:"cpuprofile" help:"Write a CPU profile of the whole run to this file."`
 }
 
 // scaleConfig returns the benchmark's configuration: even packages restart
@@ -78,18 +85,49 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	if c.Candidates < 2 || c.Nodes < c.Candidates || c.Packages < 2 {
 		return errors.New("bench scale: want --candidates >= 2, --nodes >= --candidates and --packages >= 2")
 	}
+	if c.PerConn < 1 {
+		return errors.New("bench scale: want --per-conn >= 1")
+	}
 	if c.Lost > c.Nodes/c.Candidates {
 		fmt.Fprintf(g.Stdout, "(--lost %d lowered to %d: the lost nodes are --candidates apart so that every package keeps a node)\n", c.Lost, c.Nodes/c.Candidates)
 		c.Lost = c.Nodes / c.Candidates
 	}
 	out := g.Stdout
-	rss0 := readRSS()
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("write cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("write cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	rss0, _ := procMem("self")
 	env, err := openBenchEnv(ctx, "scale", c.Durable)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
 	dir, nc, l := env.dir, env.nc, env.l
+	serverLog := c.ServerLog
+	if serverLog == "" {
+		serverLog = filepath.Join(dir, "server.log")
+	}
+	cw, err := newConnWatch(serverLog)
+	if err != nil {
+		return err
+	}
+	env.srv.SetLogger(cw, false, false)
+	defer func() {
+		where := serverLog
+		if c.ServerLog == "" {
+			where = "removed with the benchmark's directory; --server-log keeps it"
+		}
+		cw.summary(out, where)
+	}()
+	cw.watch(nc, "bench")
 	cl, err := config.Parse("scale.yaml", []byte(c.scaleConfig()))
 	if err != nil {
 		return err
@@ -98,12 +136,38 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	if c.Durable {
 		mode = "durable (fsync per write)"
 	}
-	fmt.Fprintf(out, "vmguard bench scale: %d nodes, %d packages (%d candidate nodes each), node_timeout %v; embedded server (%s), the failover controller, %d host managers and %d simulated guests (internal/simguest) in one process on one NATS connection; GOMAXPROCS %d\n",
-		c.Nodes, c.Packages, c.Candidates, c.NodeTimeout, mode, c.Nodes, c.Packages, runtime.GOMAXPROCS(0))
+	groups := (c.Nodes + c.PerConn - 1) / c.PerConn
+	ctlWhere := "its own OS process (vmguard failover)"
+	if c.Controller == "inproc" {
+		ctlWhere = "this process, on a connection of its own"
+	}
+	fmt.Fprintf(out, "vmguard bench scale: %d nodes, %d packages (%d candidate nodes each), node_timeout %v; embedded server (%s); the failover controller in %s; %d host managers and %d simulated guests (internal/simguest) in this process, in %d groups of up to %d host managers, each group on 3 NATS connections (log, leases, guests); GOMAXPROCS %d\n",
+		c.Nodes, c.Packages, c.Candidates, c.NodeTimeout, mode, ctlWhere, c.Nodes, c.Packages, groups, c.PerConn, runtime.GOMAXPROCS(0))
 
+	var conns []*nats.Conn // closed once every part using them has stopped
+	defer func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}()
+	var ctl *controllerProc
+	defer func() {
+		if ctl != nil {
+			ctl.stop()
+		}
+	}()
 	runCtx, stopAll := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { stopAll(); wg.Wait() }()
+	open := func(name string) (*nats.Conn, *events.Log, error) {
+		gnc, err := cw.connect(env.srv.ClientURL(), name)
+		if err != nil {
+			return nil, nil, err
+		}
+		conns = append(conns, gnc)
+		gl, err := events.Open(ctx, gnc)
+		return gnc, gl, err
+	}
 	sim := simguest.New(runCtx, l, c.Heartbeat)
 	w := newWatcher(ctx, l)
 	defer w.stop()
@@ -114,11 +178,28 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	hosts := map[string]context.CancelFunc{}
 	runners := map[string]*hostmanager.Runner{}
-	for _, n := range cl.Nodes {
+	var hmConns, guestConns []*nats.Conn
+	var hmLog, guestLog *events.Log
+	var leaseNC *nats.Conn
+	for i, n := range cl.Nodes {
+		if i%c.PerConn == 0 {
+			gr := fmt.Sprintf("group %d", i/c.PerConn)
+			var hnc, gnc *nats.Conn
+			if hnc, hmLog, err = open(gr + " host managers"); err != nil {
+				return err
+			}
+			if gnc, guestLog, err = open(gr + " guests"); err != nil {
+				return err
+			}
+			if leaseNC, _, err = open(gr + " leases"); err != nil {
+				return err
+			}
+			hmConns, guestConns = append(hmConns, hnc), append(guestConns, gnc)
+		}
 		hctx, cancel := context.WithCancel(runCtx)
 		hm, err := hostmanager.NewRunner(hostmanager.Config{
-			Node: n, Log: l, StateDir: filepath.Join(dir, n), Version: version,
-			Drivers:      map[string]hostmanager.Driver{config.DriverProcess: sim.Driver(n)},
+			Node: n, Log: hmLog, LeaseConn: leaseNC, StateDir: filepath.Join(dir, n), Version: version,
+			Drivers:      map[string]hostmanager.Driver{config.DriverProcess: sim.DriverOn(n, guestLog)},
 			ReadWholeLog: c.ReadAll,
 		})
 		if err != nil {
@@ -129,12 +210,47 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = hm.Run(hctx) }()
 	}
-	fo, err := failover.NewRunner(failover.Config{Log: l, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
-	if err != nil {
-		return err
+	if c.Controller == "inproc" {
+		_, ctlLog, err := open("controller")
+		if err != nil {
+			return err
+		}
+		fo, err := failover.NewRunner(failover.Config{Log: ctlLog, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = fo.Run(runCtx) }()
+	} else {
+		bin := c.Bin
+		if bin == "" {
+			if bin, err = os.Executable(); err != nil {
+				return fmt.Errorf("find the vmguard binary: %w (use --bin)", err)
+			}
+		}
+		if ctl, err = startController(bin, env.srv.ClientURL(), filepath.Join(dir, "controller.log")); err != nil {
+			return err
+		}
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = fo.Run(runCtx) }()
+	// ctlMem returns the controller process's RSS and its peak (0 in
+	// process).
+	ctlMem := func() (int64, int64) {
+		if ctl == nil {
+			return 0, 0
+		}
+		return procMem(strconv.Itoa(ctl.cmd.Process.Pid))
+	}
+	// ctlGone says why the phase that timed out may have: the controller
+	// process ended.
+	ctlGone := func() string {
+		if ctl == nil {
+			return ""
+		}
+		if ended, err := ctl.exited(); ended {
+			return fmt.Sprintf(" (the controller process ended: %v)", err)
+		}
+		return ""
+	}
 
 	// Phase 1: every package running.
 	running := map[string]bool{}
@@ -148,16 +264,23 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		for _, e := range w.since(0) {
 			byType[events.ShortType(e.Type())]++
 		}
-		return fmt.Errorf("only %d of %d packages running after %v; the log holds %v", len(running), c.Packages, c.Timeout, byType)
+		return fmt.Errorf("only %d of %d packages running after %v; the log holds %v%s", len(running), c.Packages, c.Timeout, byType, ctlGone())
 	}
 	up := time.Since(t0)
 	seqUp := w.last(func(events.Event) bool { return true }).Seq
 	fmt.Fprintf(out, "cold cluster start: config applied -> all %d packages running in %v: %d events, %.0f events/s sustained\n",
 		c.Packages, up.Round(time.Millisecond), seqUp, float64(seqUp)/up.Seconds())
 	runtime.GC()
-	rss := readRSS()
-	fmt.Fprintf(out, "memory (whole process: server, controller, host managers, simulated guests): RSS %.1f MB before, %.1f MB with the cluster up: %.1f KB per package, %.1f KB per node\n",
-		mb(rss0), mb(rss), float64(rss-rss0)/1024/float64(c.Packages), float64(rss-rss0)/1024/float64(c.Nodes))
+	rss, _ := procMem("self")
+	what := "server, controller, host managers, simulated guests"
+	if ctl != nil {
+		what = "server, host managers, simulated guests"
+	}
+	fmt.Fprintf(out, "memory (this process: %s): RSS %.1f MB before, %.1f MB with the cluster up: %.1f KB per package, %.1f KB per node\n",
+		what, mb(rss0), mb(rss), float64(rss-rss0)/1024/float64(c.Packages), float64(rss-rss0)/1024/float64(c.Nodes))
+	if r, hwm := ctlMem(); ctl != nil {
+		fmt.Fprintf(out, "memory (the controller process alone, %d packages): RSS %.1f MB with the cluster up, peak %.1f MB\n", c.Packages, mb(r), mb(hwm))
+	}
 	if c.MemProfile != "" {
 		if err := writeHeapProfile(c.MemProfile); err != nil {
 			return err
@@ -261,6 +384,9 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	fmt.Fprintf(out, "loss of %d nodes at once: all %d of their packages running elsewhere %v after the kill (node_timeout %v; target node_timeout + 2s = %v)\n",
 		c.Lost, len(want), allMoved.Round(time.Millisecond), c.NodeTimeout, c.NodeTimeout+2*time.Second)
 	report(g, "  per package: kill -> package.started elsewhere", mv)
+	if r, hwm := ctlMem(); ctl != nil {
+		fmt.Fprintf(out, "memory (the controller process alone, after the loss): RSS %.1f MB, peak %.1f MB over the whole run\n", mb(r), mb(hwm))
+	}
 
 	// Phase 4: controller cold start on the resulting log.
 	// A standby (the controller "bench" leads) from New to caught up.
@@ -306,7 +432,15 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	info := si.CachedInfo()
-	ns := nc.Stats()
+	received := func(conns []*nats.Conn) (msgs, bytes uint64) {
+		for _, nc := range conns {
+			st := nc.Stats()
+			msgs, bytes = msgs+st.InMsgs, bytes+st.InBytes
+		}
+		return msgs, bytes
+	}
+	hmMsgs, hmBytes := received(hmConns)
+	gMsgs, gBytes := received(guestConns)
 	var readMsgs, readBytes []int64
 	var sumBytes int64
 	for _, r := range runners {
@@ -316,13 +450,14 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	slices.Sort(readMsgs)
 	slices.Sort(readBytes)
-	what := "each reads only its node's, the cluster's and its packages' subjects, and every package.placed"
+	what = "each reads only its node's, the cluster's and its packages' subjects, and every package.placed"
 	if c.ReadAll {
 		what = "each reads the whole log (--read-all)"
 	}
-	fmt.Fprintf(out, "log: %d events, %.1f MB; host managers (%s): messages read per host p50 %d max %d, bytes per host p50 %.2f MB max %.2f MB, %.1f MB for the cluster; the shared connection received %d messages, %.1f MB (all host managers, guests, controller)\n",
+	fmt.Fprintf(out, "log: %d events, %.1f MB; host managers (%s): messages read per host p50 %d max %d, bytes per host p50 %.2f MB max %.2f MB, %.1f MB for the cluster; the host managers' %d log connections received %d messages, %.1f MB; the guests' %d connections %d messages, %.1f MB\n",
 		info.State.Msgs, mb(int64(info.State.Bytes)), what, readMsgs[len(readMsgs)/2], readMsgs[len(readMsgs)-1],
-		mb(readBytes[len(readBytes)/2]), mb(readBytes[len(readBytes)-1]), mb(sumBytes), ns.InMsgs, mb(int64(ns.InBytes)))
+		mb(readBytes[len(readBytes)/2]), mb(readBytes[len(readBytes)-1]), mb(sumBytes),
+		len(hmConns), hmMsgs, mb(int64(hmBytes)), len(guestConns), gMsgs, mb(int64(gBytes)))
 
 	evs, err := allEvents(ctx, l)
 	if err != nil {
@@ -344,21 +479,6 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
-
-// readRSS returns the process's resident set size in bytes (0 if unknown).
-func readRSS() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
 
 // writeHeapProfile writes the heap profile to path.
 func writeHeapProfile(path string) error {

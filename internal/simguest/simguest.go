@@ -1,8 +1,8 @@
 // Package simguest is a simulated guest driver for benchmarks at scale:
 // thousands of guests in one process, each an in-process agent that speaks
 // the guest agent's NATS protocol (guestagent.Subject endpoints run, stop,
-// list, ping and place; heartbeats on guestagent.HeartbeatSubject) over one
-// shared NATS connection and appends the same process.started and
+// list, ping and place; heartbeats on guestagent.HeartbeatSubject) over a
+// shared NATS connection (the cluster's, or its driver's: DriverOn) and appends the same process.started and
 // process.exited events to the log as a real agent, under the agent's
 // source. No process is forked: a "process" is a record with a made-up pid
 // that runs until it is stopped or the benchmark makes it exit (Exit).
@@ -38,7 +38,6 @@ import (
 // Cluster holds the simulated guests of every node of one benchmark and
 // sends their heartbeats.
 type Cluster struct {
-	nc      *nats.Conn
 	log     *events.Log
 	version string
 	pid     atomic.Int64
@@ -51,7 +50,7 @@ type Cluster struct {
 // New returns a cluster of simulated guests on the log's connection that
 // sends each live guest's heartbeat every interval until ctx ends.
 func New(ctx context.Context, l *events.Log, interval time.Duration) *Cluster {
-	c := &Cluster{nc: l.Conn(), log: l, version: "0.0.0-sim", guests: map[string]*guest{}, down: map[string]bool{}}
+	c := &Cluster{log: l, version: "0.0.0-sim", guests: map[string]*guest{}, down: map[string]bool{}}
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
@@ -75,8 +74,16 @@ func New(ctx context.Context, l *events.Log, interval time.Duration) *Cluster {
 	return c
 }
 
-// Driver returns node's driver.
-func (c *Cluster) Driver(node string) *Driver { return &Driver{c: c, node: node} }
+// Driver returns node's driver; its guests use the cluster's log and
+// connection.
+func (c *Cluster) Driver(node string) *Driver { return &Driver{c: c, node: node, log: c.log} }
+
+// DriverOn returns node's driver whose guests answer, send heartbeats and
+// append over l and its connection instead of the cluster's, so that a
+// benchmark can spread thousands of guests over several connections.
+func (c *Cluster) DriverOn(node string, l *events.Log) *Driver {
+	return &Driver{c: c, node: node, log: l}
+}
 
 // Crash simulates the loss of node's machine: its guests stop answering
 // and sending heartbeats at once, and write nothing more.
@@ -166,6 +173,7 @@ func (c *Cluster) Packages(node string) []string {
 type Driver struct {
 	c    *Cluster
 	node string
+	log  *events.Log // its guests' log and connection (Cluster.DriverOn)
 }
 
 var _ hostmanager.Driver = (*Driver)(nil)
@@ -187,11 +195,20 @@ func (d *Driver) Start(ctx context.Context, ref hostmanager.GuestRef) error {
 		g.beat()
 		return nil
 	}
-	g := &guest{c: c, name: name, node: d.node, started: time.Now(),
+	g := &guest{c: c, log: d.log, name: name, node: d.node, started: time.Now(),
 		procs: map[string]*proc{}, services: map[string]*proc{}, epochs: map[string]uint64{}}
 	c.guests[key] = g
 	c.mu.Unlock()
-	sub, err := c.nc.Subscribe(guestagent.Subject(name, "*"), g.handle)
+	sub, err := d.log.Conn().Subscribe(guestagent.Subject(name, "*"), g.handle)
+	if err == nil {
+		// The host manager's first request may come over another
+		// connection (DriverOn): the server must know the subscription
+		// before Start returns, or that request finds no responder.
+		err = d.log.Conn().FlushWithContext(ctx)
+		if err != nil {
+			_ = sub.Unsubscribe()
+		}
+	}
 	if err != nil {
 		c.mu.Lock()
 		delete(c.guests, key)
@@ -250,6 +267,7 @@ type proc struct {
 // guest is one simulated guest and its agent.
 type guest struct {
 	c       *Cluster
+	log     *events.Log // its driver's
 	name    string
 	node    string
 	started time.Time
@@ -280,7 +298,7 @@ func (g *guest) beat() {
 	hb := guestagent.Heartbeat{Guest: g.name, Running: len(g.services), Version: g.c.version, Time: time.Now().UTC(), Node: g.node}
 	g.mu.Unlock()
 	b, _ := json.Marshal(hb)
-	_ = g.c.nc.Publish(guestagent.HeartbeatSubject(g.name), b)
+	_ = g.log.Conn().Publish(guestagent.HeartbeatSubject(g.name), b)
 }
 
 func (g *guest) live() []*proc {
@@ -421,7 +439,7 @@ func (g *guest) run(ctx context.Context, req guestagent.RunRequest) (guestagent.
 	p.req.Env = nil
 	e := events.Event{ID: p.startedID, Source: guestagent.Source(g.name), Subject: req.Package, Time: p.started.UTC(), CauseID: causeOf(req),
 		Data: events.ProcessStarted{Guest: g.name, Service: req.Service, PID: p.pid, RequestID: req.RequestID, Epoch: req.Epoch}}
-	if _, err := g.c.log.Append(ctx, e); err != nil {
+	if _, err := g.log.Append(ctx, e); err != nil {
 		return guestagent.RunReply{}, &guestagent.RemoteError{Code: guestagent.CodeInternal, Message: fmt.Sprintf("append process.started: %v", err)}
 	}
 	g.procs[req.RequestID] = p
@@ -436,7 +454,7 @@ func (g *guest) exitLocked(ctx context.Context, p *proc, code int, sig, reason s
 	e := events.Event{ID: events.NewID(), Source: guestagent.Source(g.name), Subject: p.req.Package, Time: at.UTC(), CauseID: causeOf(p.req),
 		Data: events.ProcessExited{Guest: g.name, Service: p.req.Service, PID: p.pid, ExitCode: code, Signal: sig,
 			RuntimeMS: rt, RequestID: p.req.RequestID, Epoch: p.req.Epoch, Reason: reason}}
-	seq, err := g.c.log.Append(ctx, e)
+	seq, err := g.log.Append(ctx, e)
 	if err != nil {
 		return events.Event{}, fmt.Errorf("append process.exited: %w", err)
 	}
