@@ -20,6 +20,29 @@ func TestDecide(t *testing.T) {
 		p.FailbackPolicy = config.FailbackAutomatic
 		return p
 	}
+	// webOn writes web's config, joins nodes and runs web on node1 at
+	// epoch 1 (config, joins, placed, guest and service up).
+	webOn := func(l *logb, nodes ...string) {
+		l.config(testCluster(web))
+		l.join(nodes...)
+		l.run("web", "node1", 1)
+	}
+	// opHalt is an operator's halt of web on node1 (epoch 1), halted.
+	opHalt := func(l *logb) {
+		l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "maint", By: "op"}, "")
+		l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "maint"}, "")
+	}
+	// failedOnTwo: web runs on a and fails, is placed on b (failover,
+	// epoch 2), starts and fails there too.
+	failedOnTwo := func(l *logb, a, b string) {
+		l.run("web", a, 1)
+		l.failed("web", a, 1)
+		l.place("web", b, 2, ReasonFailover, a)
+		l.start("web", b, 2)
+		l.failed("web", b, 2)
+	}
+	// freeze freezes node1 for an hour.
+	freeze := func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "") }
 	tests := []struct {
 		name string
 		// build writes the log; the trigger is its last event.
@@ -71,9 +94,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "failover configured_node: next in list",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2", "node3")
 				l.failed("web", "node1", 1)
 			},
 			want: "web->node2 epoch=2 reason=failover prev=node1 cause=e8",
@@ -104,9 +125,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "failover skips a node with switching disabled for the package",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2", "node3")
 				l.add("web", events.PackageSwitchingChanged{Node: "node2", Enabled: false, By: "op"}, "")
 				l.failed("web", "node1", 1)
 			},
@@ -115,9 +134,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "failover skips a down node",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2", "node3")
 				l.lost("node2")
 				l.failed("web", "node1", 1)
 			},
@@ -128,11 +145,7 @@ func TestDecide(t *testing.T) {
 			build: func(l *logb) {
 				l.config(testCluster(web))
 				l.join("node1", "node2", "node3")
-				l.run("web", "node2", 1)
-				l.failed("web", "node2", 1)
-				l.place("web", "node1", 2, ReasonFailover, "node2")
-				l.start("web", "node1", 2)
-				l.failed("web", "node1", 2)
+				failedOnTwo(l, "node2", "node1")
 			},
 			want: "web->node3 epoch=3 reason=failover prev=node1 cause=e12",
 		},
@@ -141,11 +154,7 @@ func TestDecide(t *testing.T) {
 			build: func(l *logb) {
 				l.config(testCluster(testPkg("web", "node1", "node2")))
 				l.join("node1", "node2")
-				l.run("web", "node1", 1)
-				l.failed("web", "node1", 1)
-				l.place("web", "node2", 2, ReasonFailover, "node1")
-				l.start("web", "node2", 2)
-				l.failed("web", "node2", 2)
+				failedOnTwo(l, "node1", "node2")
 			},
 			want: "",
 			note: "failed on every node (node1, node2)",
@@ -157,11 +166,7 @@ func TestDecide(t *testing.T) {
 				p.MaxRelocate = config.Limit{N: 1}
 				l.config(testCluster(p))
 				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
-				l.failed("web", "node1", 1)
-				l.place("web", "node2", 2, ReasonFailover, "node1")
-				l.start("web", "node2", 2)
-				l.failed("web", "node2", 2)
+				failedOnTwo(l, "node1", "node2")
 			},
 			want: "",
 			note: "max_relocate 1 reached",
@@ -193,9 +198,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "auto_run disabled by the operator: no failover",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("web", events.PackageSwitchingChanged{Enabled: false, By: "op"}, "")
 				l.failed("web", "node1", 1)
 			},
@@ -205,9 +208,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "failure of an older epoch changes nothing",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.place("web", "node2", 2, ReasonOperatorMove, "node1")
 				l.start("web", "node2", 2)
 				l.failed("web", "node1", 1)
@@ -250,9 +251,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node fenced counts as lost",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("node1", events.NodeFenced{Reason: "lease lost"}, "")
 			},
 			want: "web->node2 epoch=2 reason=node_lost prev=node1 cause=e7",
@@ -260,9 +259,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node lost with no other node: waits, then node_lost placement on join",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1")
-				l.run("web", "node1", 1)
+				webOn(l, "node1")
 				l.lost("node1")
 				l.join("node3")
 			},
@@ -271,9 +268,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node lost while an operator was halting: halted, stays down",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "maint", By: "op"}, "")
 				l.lost("node1")
 			},
@@ -282,9 +277,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node lost while failing: failed there, failover",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("web", events.ServiceFailed{Service: "app", Node: "node1", Epoch: 1, Restarts: 3, Reason: "restarts used up"}, "")
 				l.lost("node1")
 			},
@@ -293,9 +286,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node halted by an operator: packages move",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
 			},
 			want: "web->node2 epoch=2 reason=node_halted prev=node1 cause=e7",
@@ -313,9 +304,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node halted, auto_run off: halted where it is",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("web", events.PackageSwitchingChanged{Enabled: false, By: "op"}, "")
 				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
 			},
@@ -350,9 +339,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "halted by its host with auto_run on: placed again",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2")
 				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "host_stopped"}, "")
 			},
 			want: "web->node1 epoch=2 reason=auto_run prev=node1 cause=e7",
@@ -360,22 +347,16 @@ func TestDecide(t *testing.T) {
 		{
 			name: "operator halt: stays halted (auto_run off)",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
-				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "maint", By: "op"}, "")
-				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "maint"}, "")
+				webOn(l, "node1", "node2")
+				opHalt(l)
 			},
 			want: "",
 		},
 		{
 			name: "operator halt, then enable: placed again",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2")
-				l.run("web", "node1", 1)
-				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "maint", By: "op"}, "")
-				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "maint"}, "")
+				webOn(l, "node1", "node2")
+				opHalt(l)
 				l.add("web", events.PackageSwitchingChanged{Enabled: true, By: "op"}, "")
 			},
 			want: "web->node1 epoch=2 reason=auto_run prev=node1 cause=e9",
@@ -481,9 +462,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "drain moves a running package to the next eligible node",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
+				webOn(l, "node1", "node2", "node3")
 				l.add("node1", events.NodeDrained{Reason: "firmware", By: "op"}, "")
 			},
 			want: "web->node2 epoch=2 reason=node_drained prev=node1 cause=e8",
@@ -547,10 +526,8 @@ func TestDecide(t *testing.T) {
 			// no longer occupies the frozen node.
 			name: "frozen node: a package already down there may fail over",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				webOn(l, "node1", "node2", "node3")
+				freeze(l)
 				l.failed("web", "node1", 1)
 			},
 			want: "web->node2 epoch=2 reason=failover prev=node1 cause=e9",
@@ -558,10 +535,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "frozen node: a service failure there moves nothing",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				webOn(l, "node1", "node2", "node3")
+				freeze(l)
 				l.add("web", events.ServiceFailed{Service: "httpd", Node: "node1", Epoch: 1, Reason: "x"}, "")
 			},
 			want: "",
@@ -569,10 +544,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "frozen node: an operator halt of it moves nothing",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				webOn(l, "node1", "node2", "node3")
+				freeze(l)
 				l.add("node1", events.NodeHalted{By: "op"}, "")
 			},
 			want: "",
@@ -583,7 +556,7 @@ func TestDecide(t *testing.T) {
 			build: func(l *logb) {
 				l.config(testCluster(testPkg("web", "node1", "node2")))
 				l.join("node1", "node2")
-				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				freeze(l)
 				l.add("node2", events.NodeJoined{}, "")
 			},
 			want: "web->node2 epoch=1 reason=auto_run cause=e5",
@@ -591,10 +564,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "thaw: what the freeze held is decided",
 			build: func(l *logb) {
-				l.config(testCluster(web))
-				l.join("node1", "node2", "node3")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "")
+				webOn(l, "node1", "node2", "node3")
+				freeze(l)
 				l.add("node1", events.NodeDrained{By: "op"}, "")
 				l.add("node1", events.NodeThawed{By: "op"}, "")
 			},

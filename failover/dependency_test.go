@@ -15,6 +15,19 @@ func depOn(p config.Package, name, cond, loc string) config.Package {
 	return p
 }
 
+// twoNodes writes c and joins node1 and node2.
+func twoNodes(l *logb, c *config.Cluster) {
+	l.config(c)
+	l.join("node1", "node2")
+}
+
+// dbAppOn1 is twoNodes, then db and app run on node1 (epoch 1).
+func dbAppOn1(l *logb, c *config.Cluster) {
+	twoNodes(l, c)
+	l.run("db", "node1", 1)
+	l.run("app", "node1", 1)
+}
+
 func halted(l *logb, pkg, node string, epoch uint64) events.Event {
 	return l.add(pkg, events.PackageHalted{Node: node, Epoch: epoch, Reason: "halted"}, "")
 }
@@ -38,31 +51,22 @@ func TestDependencyDecide(t *testing.T) {
 		note  string // the app's (or hi's) note, when set
 	}{
 		{"waits for db to run", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
+			twoNodes(l, testCluster(db, app))
 		}, "db->node1 epoch=1 reason=auto_run cause=e3", "dependency db up same_node: db has not run"},
 		{"db placed, not started: app waits", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
+			twoNodes(l, testCluster(db, app))
 			l.place("db", "node1", 1, ReasonAutoRun, "")
 		}, "", "dependency db up same_node: db is placed on node1"},
 		{"db started: app placed beside it", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
+			twoNodes(l, testCluster(db, app))
 			l.run("db", "node2", 1)
 		}, "app->node2 epoch=1 reason=auto_run cause=e6", ""},
 		{"db fails: app halted first", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
-			l.run("db", "node1", 1)
-			l.run("app", "node1", 1)
+			dbAppOn1(l, testCluster(db, app))
 			l.add("db", events.ServiceFailed{Service: "app", Node: "node1", Epoch: 1, Reason: "exited"}, "")
 		}, "package.halting app node=node1 epoch=1 reason=\"dependency: dependency db up same_node: db is halting on node1\" cause=e10", ""},
 		{"db failed over: app waits down, follows once it runs", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
-			l.run("db", "node1", 1)
-			l.run("app", "node1", 1)
+			dbAppOn1(l, testCluster(db, app))
 			halting(l, "app", "node1", 1)
 			halted(l, "app", "node1", 1)
 			l.failed("db", "node1", 1)
@@ -70,35 +74,24 @@ func TestDependencyDecide(t *testing.T) {
 			l.start("db", "node2", 2)
 		}, "app->node2 epoch=2 reason=auto_run prev=node1 cause=e15", ""},
 		{"any_node: app anywhere db runs", func(l *logb) {
-			l.config(testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "any_node")))
-			l.join("node1", "node2")
+			twoNodes(l, testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "any_node")))
 			l.run("db", "node2", 1)
 		}, "app->node1 epoch=1 reason=auto_run cause=e6", ""},
 		{"different_node: not beside db", func(l *logb) {
-			l.config(testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "different_node")))
-			l.join("node1", "node2")
+			twoNodes(l, testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "different_node")))
 			l.run("db", "node1", 1)
 		}, "app->node2 epoch=1 reason=auto_run cause=e6", ""},
 		{"node halt under db: app halts first, db waits", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
-			l.run("db", "node1", 1)
-			l.run("app", "node1", 1)
+			dbAppOn1(l, testCluster(db, app))
 			l.add("node1", events.NodeHalted{By: "ann"}, "")
 		}, "package.halting app node=node1 epoch=1 reason=\"predecessor: db, which it depends on, moves or halts first\" cause=e10", ""},
 		{"node halt: app halting, db still waits", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
-			l.run("db", "node1", 1)
-			l.run("app", "node1", 1)
+			dbAppOn1(l, testCluster(db, app))
 			l.add("node1", events.NodeHalted{By: "ann"}, "")
 			halting(l, "app", "node1", 1)
 		}, "", ""},
 		{"node halt: app halted, db moves", func(l *logb) {
-			l.config(testCluster(db, app))
-			l.join("node1", "node2")
-			l.run("db", "node1", 1)
-			l.run("app", "node1", 1)
+			dbAppOn1(l, testCluster(db, app))
 			l.add("node1", events.NodeHalted{By: "ann"}, "")
 			halting(l, "app", "node1", 1)
 			halted(l, "app", "node1", 1)
@@ -135,6 +128,14 @@ func TestPriorityDisplace(t *testing.T) {
 		lo.Priority = loPrio
 		return testCluster(lo, hi)
 	}
+	// loOn writes excl(loc, hiPrio, loPrio), joins node1 and node2 and
+	// runs lo on node.
+	loOn := func(l *logb, loc string, hiPrio, loPrio int, node string) {
+		twoNodes(l, excl(loc, hiPrio, loPrio))
+		l.run("lo", node, 1)
+	}
+	// askHi makes hi due: an operator resets it.
+	askHi := func(l *logb) { l.add("hi", events.PackageReset{By: "ann"}, "") }
 	for _, tc := range []struct {
 		name  string
 		build func(l *logb)
@@ -142,47 +143,33 @@ func TestPriorityDisplace(t *testing.T) {
 		note  string
 	}{
 		{"same_node: lo halted for hi", func(l *logb) {
-			l.config(excl("same_node", 10, 20))
-			l.join("node1", "node2")
-			l.run("lo", "node1", 1)
-			l.add("hi", events.PackageReset{By: "ann"}, "")
+			loOn(l, "same_node", 10, 20, "node1")
+			askHi(l)
 		}, "package.halting lo node=node1 epoch=1 reason=\"displaced: by hi (priority 10 over 20), which needs node node1 (exclusion same_node)\" cause=e7", ""},
 		{"same_node: lo halting, nothing more", func(l *logb) {
-			l.config(excl("same_node", 10, 20))
-			l.join("node1", "node2")
-			l.run("lo", "node1", 1)
-			l.add("hi", events.PackageReset{By: "ann"}, "")
+			loOn(l, "same_node", 10, 20, "node1")
+			askHi(l)
 			halting(l, "lo", "node1", 1)
 		}, "", "dependency lo down same_node: lo is halting on node1"},
 		{"same_node: lo halted: hi takes node1, lo goes to node2", func(l *logb) {
-			l.config(excl("same_node", 10, 20))
-			l.join("node1", "node2")
-			l.run("lo", "node1", 1)
+			loOn(l, "same_node", 10, 20, "node1")
 			halting(l, "lo", "node1", 1)
 			halted(l, "lo", "node1", 1)
 		}, "hi->node1 epoch=1 reason=auto_run cause=e8; lo->node2 epoch=2 reason=auto_run prev=node1 cause=e8", ""},
 		{"no priority on lo: hi still outranks it", func(l *logb) {
-			l.config(excl("same_node", 10, 0))
-			l.join("node1", "node2")
-			l.run("lo", "node1", 1)
-			l.add("hi", events.PackageReset{By: "ann"}, "")
+			loOn(l, "same_node", 10, 0, "node1")
+			askHi(l)
 		}, "package.halting lo node=node1 epoch=1 reason=\"displaced: by hi (priority 10 over no_priority), which needs node node1 (exclusion same_node)\" cause=e7", ""},
 		{"all_nodes: lo on node2 halted too, and waits", func(l *logb) {
-			l.config(excl("all_nodes", 10, 20))
-			l.join("node1", "node2")
-			l.run("lo", "node2", 1)
-			l.add("hi", events.PackageReset{By: "ann"}, "")
+			loOn(l, "all_nodes", 10, 20, "node2")
+			askHi(l)
 		}, "package.halting lo node=node2 epoch=1 reason=\"displaced: by hi (priority 10 over 20), which needs node node1 (exclusion all_nodes)\" cause=e7", ""},
 		{"lower priority never displaces", func(l *logb) {
-			l.config(excl("same_node", 30, 20))
-			l.join("node1", "node2")
-			l.run("lo", "node1", 1)
-			l.add("hi", events.PackageReset{By: "ann"}, "")
+			loOn(l, "same_node", 30, 20, "node1")
+			askHi(l)
 		}, "", "dependency lo down same_node: lo is running on node1"},
 		{"both running on one node: the lower one halts", func(l *logb) {
-			l.config(excl("same_node", 10, 20))
-			l.join("node1", "node2")
-			l.run("lo", "node1", 1)
+			loOn(l, "same_node", 10, 20, "node1")
 			l.run("hi", "node1", 1)
 		}, "package.halting lo node=node1 epoch=1 reason=\"dependency: dependency hi down same_node: hi is running on node1\" cause=e9", ""},
 	} {
@@ -211,10 +198,7 @@ func TestSuccessorHaltTimeout(t *testing.T) {
 		w := config.Duration(wait)
 		db.SuccessorHaltTimeout = &w
 		l := newLog(t)
-		l.config(testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "")))
-		l.join("node1", "node2")
-		l.run("db", "node1", 1)
-		l.run("app", "node1", 1)
+		dbAppOn1(l, testCluster(db, depOn(testPkg("app", "node1", "node2"), "db", "up", "")))
 		l.add("node1", events.NodeHalted{By: "ann"}, "")
 		return l, halting(l, "app", "node1", 1).Time
 	}
@@ -237,8 +221,7 @@ func TestSuccessorHaltTimeout(t *testing.T) {
 // package's dependencies do not hold, saying which.
 func TestDependencyCommand(t *testing.T) {
 	l := newLog(t)
-	l.config(testCluster(testPkg("db", "node1", "node2"), depOn(testPkg("app", "node1", "node2"), "db", "up", "")))
-	l.join("node1", "node2")
+	twoNodes(l, testCluster(testPkg("db", "node1", "node2"), depOn(testPkg("app", "node1", "node2"), "db", "up", "")))
 	l.run("db", "node1", 1)
 	s := l.state()
 	_, err := s.Command(Command{Op: OpRun, Package: "app", Node: "node2", By: "ann"})
@@ -301,10 +284,7 @@ func TestDependencyStatus(t *testing.T) {
 	app = depOn(app, "batch", "down", "all_nodes")
 	batch := depOn(testPkg("batch", "node1", "node2"), "app", "down", "all_nodes")
 	l := newLog(t)
-	l.config(testCluster(testPkg("db", "node1", "node2"), app, batch))
-	l.join("node1", "node2")
-	l.run("db", "node1", 1)
-	l.run("app", "node1", 1)
+	dbAppOn1(l, testCluster(testPkg("db", "node1", "node2"), app, batch))
 	var b strings.Builder
 	if err := BuildView(l.state()).WriteText(&b, true); err != nil {
 		t.Fatal(err)

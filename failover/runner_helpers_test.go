@@ -153,7 +153,7 @@ func (env *testEnv) waitPlaced(pkg string, after uint64, within time.Duration) (
 	env.t.Helper()
 	var d events.PackagePlaced
 	var e events.Event
-	waitFor(env.t, within, fmt.Sprintf("%s placed with an epoch above %d", pkg, after), func() bool {
+	natstest.WaitFor(env.t, within, fmt.Sprintf("%s placed with an epoch above %d", pkg, after), func() bool {
 		var ok bool
 		d, e, ok = env.lastPlaced(pkg)
 		return ok && d.Epoch > after
@@ -161,10 +161,16 @@ func (env *testEnv) waitPlaced(pkg string, after uint64, within time.Duration) (
 	return d, e
 }
 
-// waitFor polls cond until it holds (natstest.WaitFor).
-func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	natstest.WaitFor(t, within, what, cond)
+// leaderAndStandby starts controller a with the election (ttl, no
+// snapshots), waits up to lead for it to lead, then starts b, caught up.
+func (env *testEnv) leaderAndStandby(ttl, lead time.Duration) (a, b *runningRunner) {
+	env.t.Helper()
+	cfg := Config{ElectionTTL: ttl, NoSnapshot: true}
+	a = env.start("a", cfg)
+	natstest.WaitFor(env.t, lead, "a to lead", a.Leader)
+	b = env.start("b", cfg)
+	<-b.CaughtUp()
+	return a, b
 }
 
 // leaseHolder plays the host managers' side of the node lease contract:

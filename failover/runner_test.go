@@ -13,6 +13,7 @@ import (
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/invariant"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // TestTwoControllersRace runs two controllers that both decide (no leader
@@ -84,7 +85,7 @@ func TestTwoControllersRace(t *testing.T) {
 
 	// node2 stops renewing: both controllers see its lease gone.
 	leases.stop("node2")
-	waitFor(t, 3*ttl, "node2 lost and its packages placed elsewhere", func() bool {
+	natstest.WaitFor(t, 3*ttl, "node2 lost and its packages placed elsewhere", func() bool {
 		if _, ok := env.last(events.NodeSubject("node2", "lost")); !ok {
 			return false
 		}
@@ -176,7 +177,7 @@ func waitPlacedErr(env *testEnv, pkg string, after uint64, within time.Duration)
 // for the time they need.)
 func settle(t *testing.T, env *testEnv, rs ...*runningRunner) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "controllers to answer the whole log", func() bool {
+	natstest.WaitFor(t, 30*time.Second, "controllers to answer the whole log", func() bool {
 		last := env.lastSeq()
 		for _, r := range rs {
 			if r.Stats().Seq < last {
@@ -201,7 +202,7 @@ func TestLeaderElection(t *testing.T) {
 	leader := func() *runningRunner {
 		t.Helper()
 		var l *runningRunner
-		waitFor(t, 3*ttl, "one leader", func() bool {
+		natstest.WaitFor(t, 3*ttl, "one leader", func() bool {
 			switch {
 			case a.Leader() && b.Leader():
 				t.Fatal("two leaders at once")
@@ -246,7 +247,7 @@ func TestLeaderElection(t *testing.T) {
 	// release, not the key's expiry, that the standby answers).
 	stopped := time.Now()
 	first.stop(t)
-	waitFor(t, 10*ttl, "the standby to lead after a clean stop", other.Leader)
+	natstest.WaitFor(t, 10*ttl, "the standby to lead after a clean stop", other.Leader)
 	t.Logf("takeover after a clean stop: %s", time.Since(stopped).Round(time.Millisecond))
 	env.add("web", events.PackageStarted{Node: d.Node, Epoch: d.Epoch})
 	env.add("web", events.PackageFailed{Node: d.Node, Epoch: d.Epoch, Reason: "service_failed"})
@@ -254,7 +255,7 @@ func TestLeaderElection(t *testing.T) {
 	if d.Node != "node3" {
 		t.Fatalf("after the second failure: %+v", d)
 	}
-	waitFor(t, 5*time.Second, "the new leader to count its decision", func() bool { return other.Stats().Decisions == 1 })
+	natstest.WaitFor(t, 5*time.Second, "the new leader to count its decision", func() bool { return other.Stats().Decisions == 1 })
 
 	// A leader that dies (its connection cut) keeps the key until it
 	// expires; a third controller takes over then, not before: in the key's
@@ -269,8 +270,8 @@ func TestLeaderElection(t *testing.T) {
 	}
 	defer func() { _ = w.Stop() }()
 	other.cfg.Conn.Close()
-	waitFor(t, 5*ttl, "the old leader to stop deciding", func() bool { return !other.Leader() })
-	waitFor(t, 10*ttl, "the third controller to lead after the leader died", third.Leader)
+	natstest.WaitFor(t, 5*ttl, "the old leader to stop deciding", func() bool { return !other.Leader() })
+	natstest.WaitFor(t, 10*ttl, "the third controller to lead after the leader died", third.Leader)
 	hist := keyHistoryUntil(t, w, third, 10*ttl)
 	n := len(hist)
 	if n < 2 || !other.el.ours(hist[n-2].Value()) || hist[n-2].Operation() != jetstream.KeyValuePut {
@@ -282,7 +283,7 @@ func TestLeaderElection(t *testing.T) {
 	env.add("web", events.PackageStarted{Node: d.Node, Epoch: d.Epoch})
 	env.add("web", events.PackageFailed{Node: d.Node, Epoch: d.Epoch, Reason: "service_failed"})
 	// web has now failed on every node: nothing to place until a reset.
-	waitFor(t, 5*time.Second, "the third controller to read the failure", func() bool {
+	natstest.WaitFor(t, 5*time.Second, "the third controller to read the failure", func() bool {
 		return third.Stats().Seq >= env.lastSeq()
 	})
 	env.add("web", events.PackageReset{By: "op"})
@@ -290,7 +291,7 @@ func TestLeaderElection(t *testing.T) {
 	if d.Node != "node1" {
 		t.Fatalf("after the reset: %+v", d)
 	}
-	waitFor(t, 5*time.Second, "the third controller to count its decision", func() bool { return third.Stats().Decisions == 1 })
+	natstest.WaitFor(t, 5*time.Second, "the third controller to count its decision", func() bool { return third.Stats().Decisions == 1 })
 }
 
 // TestCleanStopHandsOver: a leader that stops cleanly deletes its key and
@@ -302,11 +303,7 @@ func TestLeaderElection(t *testing.T) {
 func TestCleanStopHandsOver(t *testing.T) {
 	env := newEnv(t)
 	const ttl = 10 * time.Second
-	cfg := Config{ElectionTTL: ttl, NoSnapshot: true}
-	a := env.start("a", cfg)
-	waitFor(t, ttl, "a to lead", a.Leader)
-	b := env.start("b", cfg)
-	<-b.CaughtUp()
+	a, b := env.leaderAndStandby(ttl, ttl)
 
 	w, err := electionKV(t, env).Watch(env.ctx, LeaderKey, jetstream.IncludeHistory())
 	if err != nil {
@@ -356,7 +353,7 @@ func TestCleanStopHandsOver(t *testing.T) {
 		t.Logf("hand-over: b's key %s after a's last renewal (ttl %s); the delete marker was replaced before the watch saw it",
 			bKey.Created().Sub(aKey.Created()).Round(time.Millisecond), ttl)
 	}
-	waitFor(t, ttl, "b to lead", b.Leader)
+	natstest.WaitFor(t, ttl, "b to lead", b.Leader)
 }
 
 // electionKV opens the election bucket.
@@ -429,7 +426,7 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 
 	// For 2.5 TTLs of renewals, no node is lost (the controller checks
 	// every 50ms all along).
-	waitFor(t, 5*time.Second, "the controller to lead", r.Leader)
+	natstest.WaitFor(t, 5*time.Second, "the controller to lead", r.Leader)
 	deadline := time.Now().Add(ttl * 5 / 2)
 	for time.Now().Before(deadline) {
 		for _, n := range c.Nodes {
@@ -442,7 +439,7 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 
 	last := leases.stop("node1")
 	var lost events.Event
-	waitFor(t, 3*ttl, "node1 lost", func() bool {
+	natstest.WaitFor(t, 3*ttl, "node1 lost", func() bool {
 		var ok bool
 		lost, ok = env.last(events.NodeSubject("node1", "lost"))
 		return ok
@@ -462,7 +459,7 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	if _, ok := env.last(events.NodeSubject("node2", "lost")); ok {
 		t.Fatal("node2 lost, though its lease is renewed")
 	}
-	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
+	natstest.WaitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
 }
 
 // TestHaltedNodeLostWhenLeaseLapses (sim finding halt_on_halted_node): an
@@ -484,13 +481,13 @@ func TestHaltedNodeLostWhenLeaseLapses(t *testing.T) {
 	d, _ := env.waitPlaced("web", 0, 30*time.Second)
 	env.add("web", events.PackageStarted{Node: "node1", Epoch: d.Epoch})
 	env.add("node1", events.NodeHalted{Reason: "maintenance", By: "op"})
-	waitFor(t, 10*time.Second, "web halting on the halted node", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "web halting on the halted node", func() bool {
 		_, ok := env.last(events.PackageSubject("web", "package", "halting"))
 		return ok
 	})
 	leases.stop("node1")
 	var lost events.Event
-	waitFor(t, 10*ttl, "the halted node1 lost", func() bool {
+	natstest.WaitFor(t, 10*ttl, "the halted node1 lost", func() bool {
 		var ok bool
 		lost, ok = env.last(events.NodeSubject("node1", "lost"))
 		return ok
@@ -505,7 +502,7 @@ func TestHaltedNodeLostWhenLeaseLapses(t *testing.T) {
 	if p := s.Package("web"); p == nil || p.Phase != PhaseHalted || !s.Node("node1").HaltedByOperator() {
 		t.Errorf("after the loss: web %+v, node1 %+v; want web halted, node1 still halted by the operator", p, s.Node("node1"))
 	}
-	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
+	natstest.WaitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
 }
 
 // TestNewControllerJudgesFromItsOwnProbes: a controller that starts after
@@ -524,14 +521,14 @@ func TestNewControllerJudgesFromItsOwnProbes(t *testing.T) {
 	env.add("node1", events.NodeJoined{})
 	env.add("node2", events.NodeJoined{})
 	last := leases.stop("node1")
-	waitFor(t, 10*ttl, "node1's lease to expire", func() bool {
+	natstest.WaitFor(t, 10*ttl, "node1's lease to expire", func() bool {
 		_, err := leases.kv.Get(env.ctx, "node1")
 		return errors.Is(err, jetstream.ErrKeyNotFound)
 	})
 	started := time.Now()
 	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
 	var lost events.Event
-	waitFor(t, 10*ttl, "node1 lost", func() bool {
+	natstest.WaitFor(t, 10*ttl, "node1 lost", func() bool {
 		var ok bool
 		lost, ok = env.last(events.NodeSubject("node1", "lost"))
 		return ok
@@ -544,7 +541,7 @@ func TestNewControllerJudgesFromItsOwnProbes(t *testing.T) {
 	if _, ok := env.last(events.NodeSubject("node2", "lost")); ok {
 		t.Error("node2 lost, though its lease is renewed")
 	}
-	waitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
+	natstest.WaitFor(t, 5*time.Second, "the controller to count node1 lost", func() bool { return r.Stats().NodesLost == 1 })
 }
 
 // TestLeaderTakesBackItsKey: a renewal that fails while the key still
@@ -555,11 +552,7 @@ func TestNewControllerJudgesFromItsOwnProbes(t *testing.T) {
 func TestLeaderTakesBackItsKey(t *testing.T) {
 	env := newEnv(t)
 	const ttl = 2 * time.Second
-	cfg := Config{ElectionTTL: ttl, NoSnapshot: true}
-	a := env.start("a", cfg)
-	waitFor(t, 5*ttl, "a to lead", a.Leader)
-	b := env.start("b", cfg)
-	<-b.CaughtUp()
+	a, b := env.leaderAndStandby(ttl, 5*ttl)
 	kv := electionKV(t, env)
 	w, err := kv.Watch(env.ctx, LeaderKey, jetstream.IncludeHistory())
 	if err != nil {
@@ -578,7 +571,7 @@ func TestLeaderTakesBackItsKey(t *testing.T) {
 	// key back before the rewritten key would expire, which the key's
 	// history shows by the server's times. The wait only bounds a broken
 	// run.
-	waitFor(t, 10*ttl, "a to lose and take back its key", func() bool {
+	natstest.WaitFor(t, 10*ttl, "a to lose and take back its key", func() bool {
 		cur, err := kv.Get(env.ctx, LeaderKey)
 		return err == nil && cur.Revision() > putRev && a.Leader()
 	})
@@ -623,7 +616,7 @@ func TestLeaderOnALongLog(t *testing.T) {
 	r := env.start("a", Config{ElectionTTL: time.Second, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
 	// Catching up with 3000 events under -race took 1-6 s on a loaded
 	// two-core machine; the bound is not what this test is about.
-	waitFor(t, 30*time.Second, "a to lead", r.Leader)
+	natstest.WaitFor(t, 30*time.Second, "a to lead", r.Leader)
 	settle(t, env, r)
 	if s := r.Stats(); s.Decisions != 0 || s.Conflicts != 0 {
 		t.Fatalf("%+v: want nothing decided or tried", s)
@@ -649,7 +642,7 @@ func TestFirstPlacementWaitsForPreferredNode(t *testing.T) {
 	env.config(c)
 	started := time.Now()
 	r := env.start("a", Config{ElectionTTL: time.Second, StartGrace: grace, ReconcileInterval: 100 * time.Millisecond, NoSnapshot: true})
-	waitFor(t, 5*time.Second, "a to lead", r.Leader)
+	natstest.WaitFor(t, 5*time.Second, "a to lead", r.Leader)
 	env.add("node2", events.NodeJoined{})
 	settle(t, env, r)
 	if _, _, ok := env.lastPlaced("web"); ok {

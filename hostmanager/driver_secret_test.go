@@ -65,19 +65,7 @@ func TestProcessDriverKeepsSecrets(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("URL file mode %v, want 0600", fi.Mode().Perm())
 	}
-	c, err := guestagent.NewClient(nc, "secvm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := c.Ping(ctx); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "guests", "secvm.log"))
-			t.Fatalf("agent does not answer over the password URL; its log:\n%s", b)
-		}
-	}
+	c := agentAnswers(ctx, t, nc, dir, "secvm", "over the password URL")
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	reply, err := c.Run(rctx, guestagent.RunRequest{Package: "web", Service: "s", Argv: []string{"sleep", "60"},
@@ -150,17 +138,25 @@ func TestProcessDriverPassesCredentialFiles(t *testing.T) {
 	if err := d.Start(ctx, g); err != nil {
 		t.Fatal(err)
 	}
-	c, err := guestagent.NewClient(nc, "tlsvm")
+	agentAnswers(ctx, t, nc, dir, "tlsvm", "over TLS with the host's nkey")
+}
+
+// agentAnswers returns a client of guest's agent once the agent answers a
+// ping, within 30 s; else it fails the test with the agent's log (under
+// dir/guests), saying it does not answer how.
+func agentAnswers(ctx context.Context, t *testing.T, nc *nats.Conn, dir, guest, how string) *guestagent.Client {
+	t.Helper()
+	c, err := guestagent.NewClient(nc, guest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := c.Ping(ctx); err == nil {
-			break
+			return c
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(dir, "guests", "tlsvm.log"))
-			t.Fatalf("agent does not answer over TLS with the host's nkey; its log:\n%s", b)
+			b, _ := os.ReadFile(filepath.Join(dir, "guests", guest+".log"))
+			t.Fatalf("agent does not answer %s; its log:\n%s", how, b)
 		}
 	}
 }

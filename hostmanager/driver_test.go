@@ -129,15 +129,13 @@ func TestExecDriverCommands(t *testing.T) {
 	}
 }
 
-// A package whose guest is driven by exec commands (here: a shell that
-// starts `vmguard agent` in the background, as a hypervisor would boot the
-// VM whose agent then comes up) starts and halts.
-func TestRunnerExecDriver(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	gd := t.TempDir()
-	pidf := gd + "/{{.Guest}}.pid"
-	e.applyConfig(`cluster: test
+// execDB is the config of one package, db, on node1 alone (node_timeout
+// 3s, guest_timeout 2s), whose guest dbvm is driven by exec commands (one
+// line each of guest.exec) with start_timeout, and whose service pg sleeps,
+// with more of its lines (service).
+func execDB(startTimeout string, exec []string, service ...string) string {
+	var b strings.Builder
+	b.WriteString(`cluster: test
 node_timeout: 3s
 guest_timeout: 2s
 nodes: [node1]
@@ -147,20 +145,38 @@ packages:
     guest:
       name: dbvm
       driver: exec
-      start_timeout: 20s
+      start_timeout: ` + startTimeout + `
       exec:
-        start: [sh, -c, "` + vmguardBin + ` agent --guest {{.Guest}} --node {{.Node}} --nats ` + e.srv.ClientURL() + ` --state ` + gd + `/{{.Guest}} >>` + gd + `/{{.Guest}}.log 2>&1 & echo $! > ` + pidf + `"]
-        stop: [sh, -c, "kill $(cat ` + pidf + `)"]
-        status: [sh, -c, "st=$(ps -o stat= -p $(cat ` + pidf + `)) && case $st in Z*) exit 1;; esac"]
-        timeout: 10s
-    services:
+`)
+	for _, l := range exec {
+		b.WriteString("        " + l + "\n")
+	}
+	b.WriteString(`    services:
       - name: pg
         cmd: [sleep, "1000"]
-        halt_timeout: 1s
 `)
+	for _, l := range service {
+		b.WriteString("        " + l + "\n")
+	}
+	return b.String()
+}
+
+// A package whose guest is driven by exec commands (here: a shell that
+// starts `vmguard agent` in the background, as a hypervisor would boot the
+// VM whose agent then comes up) starts and halts.
+func TestRunnerExecDriver(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	gd := t.TempDir()
+	pidf := gd + "/{{.Guest}}.pid"
+	e.applyConfig(execDB("20s", []string{
+		`start: [sh, -c, "` + vmguardBin + ` agent --guest {{.Guest}} --node {{.Node}} --nats ` + e.srv.ClientURL() + ` --state ` + gd + `/{{.Guest}} >>` + gd + `/{{.Guest}}.log 2>&1 & echo $! > ` + pidf + `"]`,
+		`stop: [sh, -c, "kill $(cat ` + pidf + `)"]`,
+		`status: [sh, -c, "st=$(ps -o stat= -p $(cat ` + pidf + `)) && case $st in Z*) exit 1;; esac"]`,
+		`timeout: 10s`,
+	}, `halt_timeout: 1s`))
 	e.startRunner("node1", nil, nil)
-	epoch := e.place("db", "node1")
-	e.waitCount("db", "package.started", 1, 30*time.Second)
+	epoch := e.placeStarted("db", "node1")
 	e.halt("db", "node1", epoch)
 	e.waitCount("db", "package.halted", 1, 30*time.Second)
 	gs, _ := last(e.events(), "db", "guest.stopped")
@@ -175,25 +191,11 @@ packages:
 func TestRunnerGuestStartTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(`cluster: test
-node_timeout: 3s
-guest_timeout: 2s
-nodes: [node1]
-packages:
-  - name: db
-    nodes: [node1]
-    guest:
-      name: dbvm
-      driver: exec
-      start_timeout: 1s
-      exec:
-        start: ["true"]
-        stop: ["true"]
-        status: ["false"]
-    services:
-      - name: pg
-        cmd: [sleep, "1000"]
-`)
+	e.applyConfig(execDB("1s", []string{
+		`start: ["true"]`,
+		`stop: ["true"]`,
+		`status: ["false"]`,
+	}))
 	e.startRunner("node1", nil, nil)
 	e.place("db", "node1")
 	e.waitCount("db", "package.failed", 1, 30*time.Second)

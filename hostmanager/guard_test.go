@@ -45,16 +45,26 @@ func (d *stopRecorder) get() []guardStop {
 	return append([]guardStop(nil), d.stops...)
 }
 
-// startGuard runs a guard on a fresh state dir with rec as its drivers.
-func startGuard(t *testing.T, rec *stopRecorder, escalate []string) (string, net.Conn) {
+// guardDir returns a fresh state directory for a guard, removed at the
+// end of the test.
+func guardDir(t *testing.T) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "guard") // short: a unix socket path has a length limit
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	g, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir, Escalate: escalate,
-		Drivers: map[string]Driver{config.DriverProcess: rec, config.DriverExec: rec}})
+	return dir
+}
+
+// runGuard runs a guard of node1 on dir (cfg's other fields as given) with
+// rec as its drivers until the test ends, and checks that Run then returns
+// no error.
+func runGuard(t *testing.T, dir string, rec *stopRecorder, cfg GuardConfig) {
+	t.Helper()
+	cfg.Node, cfg.StateDir = "node1", dir
+	cfg.Drivers = map[string]Driver{config.DriverProcess: rec, config.DriverExec: rec}
+	g, err := NewGuard(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +77,14 @@ func startGuard(t *testing.T, rec *stopRecorder, escalate []string) (string, net
 			t.Errorf("guard Run: %v", err)
 		}
 	})
+}
+
+// startGuard runs a guard on a fresh state dir with rec as its drivers.
+func startGuard(t *testing.T, rec *stopRecorder, escalate []string) (string, net.Conn) {
+	t.Helper()
+	dir := guardDir(t)
+	runGuard(t, dir, rec, GuardConfig{Escalate: escalate})
+	var err error
 	var c net.Conn
 	waitUntil(t, 5*time.Second, "the guard's socket", func() bool {
 		c, err = net.Dial("unix", GuardSocket(dir))
@@ -159,8 +177,14 @@ func TestGuardFenceDisarmReuse(t *testing.T) {
 	waitUntil(t, 5*time.Second, "the stop after h2's deadline", func() bool { return len(rec.get()) == 2 })
 	waitUntil(t, 10*time.Second, "two actions recorded", func() bool { a, _ := ReadGuardActions(dir); return len(a) == 2 })
 	acts, err := ReadGuardActions(dir)
-	if err != nil || len(acts) != 2 || acts[0].Escalated || acts[0].Reason != "the host manager lost its lease: lease lost" || !acts[1].Escalated {
-		t.Errorf("guard actions %+v, %v; want the fence (not escalated), then the missed deadline (escalated)", acts, err)
+	if err != nil || len(acts) != 2 {
+		t.Fatalf("guard actions %+v, %v; want two: the fence, then the missed deadline", acts, err)
+	}
+	if acts[0].Escalated || acts[0].Reason != "the host manager lost its lease: lease lost" {
+		t.Errorf("first guard action %+v, want the fence for the lost lease, not escalated", acts[0])
+	}
+	if !acts[1].Escalated {
+		t.Errorf("second guard action %+v, want the missed deadline, escalated", acts[1])
 	}
 }
 
@@ -197,28 +221,11 @@ func TestGuardExitsWhenItsSocketIsGone(t *testing.T) {
 // (SIGSTOP right after starting the guard), and a guard never petted would
 // never act. It stops the guests at that pet's deadline, not before.
 func TestGuardArmedByFirstPet(t *testing.T) {
-	dir, err := os.MkdirTemp("", "guard") // short: a unix socket path has a length limit
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := guardDir(t)
 	deadline := time.Now().Add(300 * time.Millisecond)
 	first, _ := json.Marshal(pet{Holder: "h1", Deadline: deadline, StopWithin: time.Second, Guests: guardGuests})
 	rec := &stopRecorder{}
-	g, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir, FirstPet: string(first),
-		Drivers: map[string]Driver{config.DriverProcess: rec, config.DriverExec: rec}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("guard Run: %v", err)
-		}
-	})
+	runGuard(t, dir, rec, GuardConfig{FirstPet: string(first)})
 	waitUntil(t, 10*time.Second, "the stop at the first pet's deadline", func() bool { return len(rec.get()) > 0 })
 	s := rec.get()
 	if len(s) != 1 || s[0].guest != "webvm" || !s[0].force {

@@ -79,12 +79,9 @@ func nodeEvents(evs []events.Event, node, short string) []events.Event {
 func TestRunnerSelfFencesWhenLeaseLost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: 3`))
+	e.applyConfig(testYAML("none", sleeper("3")))
 	e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	pid := e.agentPID("node1", "webvm")
 	if err := leaseKV(t, e).Delete(context.Background(), "node1"); err != nil {
 		t.Fatal(err)
@@ -116,12 +113,9 @@ func TestRunnerSelfFencesWhenLeaseLost(t *testing.T) {
 func TestHostKilledAgentFencesNewHostRetakesLease(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: 3`))
+	e.applyConfig(testYAML("none", sleeper("3")))
 	host := e.startHost("node1")
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	before, ok := e.leaseHolder("node1")
 	if !ok {
 		t.Fatal("no lease while the host manager runs")
@@ -213,6 +207,23 @@ func TestHostKill9NoDuplicateNoLostRestart(t *testing.T) {
 	e.checkInvariants()
 }
 
+// logBehindProxy returns a proxy to the test's server and a log on a
+// connection through it that reconnects at once when the proxy lets it.
+func (e *testEnv) logBehindProxy() (*cutProxy, *events.Log) {
+	e.t.Helper()
+	proxy := newCutProxy(e.t, e.srv.Addr().String())
+	nc, err := nats.Connect(proxy.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	l, err := events.Open(context.Background(), nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return proxy, l
+}
+
 // A host manager that cannot reach NATS cannot renew its lease: it stops
 // its guest by itself before its lease key expires, so that when the
 // controller finds the key gone and places the package elsewhere the old
@@ -224,22 +235,10 @@ func TestHostKill9NoDuplicateNoLostRestart(t *testing.T) {
 func TestRunnerSelfFencesWhenNATSUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	proxy := newCutProxy(t, e.srv.Addr().String())
-	nc, err := nats.Connect(proxy.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	hostLog, err := events.Open(context.Background(), nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: 3`))
+	proxy, hostLog := e.logBehindProxy()
+	e.applyConfig(testYAML("none", sleeper("3")))
 	e.startRunner("node1", func(c *Config) { c.Log = hostLog }, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	agent := e.agentPID("node1", "webvm")
 	ps, _ := last(e.events(), "web", "process.started")
 	svc := ps.Data.(events.ProcessStarted).PID
@@ -378,12 +377,9 @@ func (p *cutProxy) restore() {
 func TestRunnerSupersededByNewInstance(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: none`))
+	e.applyConfig(testYAML("none", sleeper("none")))
 	first := e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	pid := e.agentPID("node1", "webvm")
 	e.startRunner("node1", nil, nil)
 	if err := first.wait(t, 20*time.Second); !errors.Is(err, ErrSuperseded) {
@@ -408,23 +404,11 @@ func TestRunnerSupersededByNewInstance(t *testing.T) {
 func TestLeaseRenewedOnItsOwnConnection(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	proxy := newCutProxy(t, e.srv.Addr().String())
-	nc, err := nats.Connect(proxy.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	hostLog, err := events.Open(context.Background(), nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, hostLog := e.logBehindProxy()
 	leaseNC := natsd.Connect(t, e.srv)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: 3`))
+	e.applyConfig(testYAML("none", sleeper("3")))
 	e.startRunner("node1", func(c *Config) { c.Log, c.LeaseConn = hostLog, leaseNC }, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	agent := e.agentPID("node1", "webvm")
 
 	kv := leaseKV(t, e)

@@ -355,6 +355,19 @@ packages:
 	return b.String()
 }
 
+// sleeper is testYAML's service lines of a service that sleeps, with
+// restart (none, N or unlimited).
+func sleeper(restart string) string { return "cmd: [sleep, \"1000\"]\nrestart: " + restart }
+
+// placeStarted places pkg on node and waits up to 30 s for it to start; it
+// returns the placement's epoch.
+func (e *testEnv) placeStarted(pkg, node string) uint64 {
+	e.t.Helper()
+	epoch := e.place(pkg, node)
+	e.waitCount(pkg, "package.started", 1, 30*time.Second)
+	return epoch
+}
+
 // leaseKV opens the node lease bucket.
 func leaseKV(t *testing.T, e *testEnv) jetstream.KeyValue {
 	t.Helper()

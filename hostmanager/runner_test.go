@@ -127,12 +127,9 @@ func TestRunnerRestartWindow(t *testing.T) {
 func TestRunnerGuestLostRestarts(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("1", `
-		cmd: [sleep, "1000"]
-		restart: none`))
+	e.applyConfig(testYAML("1", sleeper("none")))
 	e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	pid := e.agentPID("node1", "webvm")
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -161,12 +158,9 @@ func TestRunnerGuestLostRestarts(t *testing.T) {
 func TestRunnerGuestLostFails(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: 3`))
+	e.applyConfig(testYAML("none", sleeper("3")))
 	e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	if err := syscall.Kill(e.agentPID("node1", "webvm"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -247,12 +241,9 @@ func TestRunnerCrashBetweenDecisionAndAction(t *testing.T) {
 func TestRunnerHaltOnExit(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", `
-		cmd: [sleep, "1000"]
-		restart: none`))
+	e.applyConfig(testYAML("none", sleeper("none")))
 	h := e.startRunner("node1", func(c *Config) { c.HaltOnExit = true; c.ShutdownTimeout = 30 * time.Second }, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	kv := leaseKV(t, e)
 	if _, err := kv.Get(context.Background(), "node1"); err != nil {
 		t.Fatalf("lease while running: %v", err)
@@ -321,8 +312,7 @@ func TestRunnerNodeJoinsOnce(t *testing.T) {
 	}
 	// A restarted host manager of a node the log shows joined does not join again.
 	e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	if n := joined(); n != 1 {
 		t.Errorf("node.joined %d times, want 1", n)
 	}
@@ -376,8 +366,7 @@ func TestRunnerSkippedMessageDoesNotBlockDecisions(t *testing.T) {
 	e.applyConfig(testYAML("1", `
 		cmd: [sleep, "1000"]`))
 	e.startRunner("node1", nil, nil)
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	if _, err := e.log.JetStream().Publish(context.Background(), events.PackageSubject("web", "process", "exited"), []byte("not an event")); err != nil {
 		t.Fatal(err)
 	}
@@ -479,8 +468,7 @@ func TestRunnerReadsLossBeforeActing(t *testing.T) {
 		return false
 	})
 	// The controller places web again on the node that joined.
-	e.place("web", "node1")
-	e.waitCount("web", "package.started", 1, 30*time.Second)
+	e.placeStarted("web", "node1")
 	evs := e.eventsNow()
 	if first := firstHostEvent(evs); first >= 0 && evs[first].Seq < joined.Seq {
 		t.Fatalf("host decided %s about web at seq %d, before its join at seq %d (loss at %d)", events.ShortType(evs[first].Type()), evs[first].Seq, joined.Seq, lost)
