@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,28 +64,11 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-		if !t.Failed() {
-			return
-		}
-		t.Logf("daemon logs:\n%s", logs.String())
-		agents, _ := filepath.Glob(filepath.Join(dir, "*", "guests", "*.log"))
-		for _, a := range agents {
-			b, _ := os.ReadFile(a)
-			t.Logf("%s:\n%s", a, b)
-		}
-		for _, e := range cr.evs {
-			t.Log(formatEvent(e))
-		}
-	}()
+	d := newDaemons()
+	defer d.stop(t, dir, cr, "", nil)
+	ctx, logger, wg := d.ctx, d.logger, &d.wg
 	openLog := clusterLogOpener(ctx, t, url, logger)
-	startClusterHosts(ctx, t, &wg, openLog, logger, dir, url, cl.Nodes)
+	startClusterHosts(ctx, t, wg, openLog, logger, dir, url, cl.Nodes)
 	// The controller decides throughout (NoElection): it stands for one
 	// whose election bucket kept its quorum while the lease bucket had none,
 	// as in issue 11's partition, so that it is deciding the moment the log

@@ -393,23 +393,7 @@ type renewals struct {
 }
 
 func (r *renewals) run(ctx context.Context, js jetstream.JetStream, nodes []string) {
-	var kv jetstream.KeyValue
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if kv == nil {
-			kctx, cancel := context.WithTimeout(ctx, time.Second)
-			kv, _ = lease.Open(kctx, js)
-			cancel()
-			if kv == nil {
-				continue
-			}
-		}
+	everyTick(ctx, js, func(kv jetstream.KeyValue) {
 		for _, n := range nodes {
 			gctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			e, err := kv.Get(gctx, n)
@@ -427,6 +411,30 @@ func (r *renewals) run(ctx context.Context, js jetstream.JetStream, nodes []stri
 			}
 			r.mu.Unlock()
 		}
+	})
+}
+
+// everyTick calls f with the lease bucket every 50 ms until ctx ends; a
+// tick on which the bucket cannot be opened (within a second) is skipped.
+func everyTick(ctx context.Context, js jetstream.JetStream, f func(kv jetstream.KeyValue)) {
+	var kv jetstream.KeyValue
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if kv == nil {
+			kctx, cancel := context.WithTimeout(ctx, time.Second)
+			kv, _ = lease.Open(kctx, js)
+			cancel()
+			if kv == nil {
+				continue
+			}
+		}
+		f(kv)
 	}
 }
 
@@ -477,23 +485,7 @@ type storeProbe struct {
 }
 
 func (p *storeProbe) run(ctx context.Context, js jetstream.JetStream) {
-	var kv jetstream.KeyValue
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if kv == nil {
-			kctx, cancel := context.WithTimeout(ctx, time.Second)
-			kv, _ = lease.Open(kctx, js)
-			cancel()
-			if kv == nil {
-				continue
-			}
-		}
+	everyTick(ctx, js, func(kv jetstream.KeyValue) {
 		sent := time.Now()
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := kv.Put(pctx, lease.ProbeKey("cluster-test"), []byte(sent.Format(time.RFC3339Nano)))
@@ -503,7 +495,7 @@ func (p *storeProbe) run(ctx context.Context, js jetstream.JetStream) {
 			p.acked = append(p.acked, [2]time.Time{sent, time.Now()})
 			p.mu.Unlock()
 		}
-	}
+	})
 }
 
 // backAfter returns when the first write sent after t was acknowledged.
@@ -530,6 +522,49 @@ func (p *storeProbe) backAfter(t time.Time) (time.Time, bool) {
 func renewalAllowance(nodeTimeout time.Duration, prev, back time.Time) time.Duration {
 	every := lease.RenewEvery(nodeTimeout)
 	return max(every*3/2, back.Sub(prev)+lease.RenewAttempt(nodeTimeout)+500*time.Millisecond)
+}
+
+// daemons are a cluster test's daemons (host managers, controller, the
+// test's own readers): one logger they share, and the context and wait
+// group that stop them.
+type daemons struct {
+	logs   syncBuffer
+	logger *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newDaemons() *daemons {
+	d := &daemons{}
+	d.logger = slog.New(slog.NewTextHandler(&d.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	return d
+}
+
+// stop stops the daemons and waits for them. If the test failed it then
+// logs what they logged, what servers logs (the servers' output), the
+// agents' logs under dir and the events cr read but those about skip.
+func (d *daemons) stop(t *testing.T, dir string, cr *clusterLog, skip string, servers func()) {
+	d.cancel()
+	d.wg.Wait()
+	if !t.Failed() {
+		return
+	}
+	t.Logf("daemon logs:\n%s", d.logs.String())
+	if servers != nil {
+		servers()
+	}
+	agents, _ := filepath.Glob(filepath.Join(dir, "*", "guests", "*.log"))
+	for _, a := range agents {
+		b, _ := os.ReadFile(a)
+		t.Logf("%s:\n%s", a, b)
+	}
+	for _, e := range cr.evs {
+		if skip == "" || e.Subject != skip {
+			t.Log(formatEvent(e))
+		}
+	}
 }
 
 // TestClusterSurvivesServerLoss runs the three servers of
@@ -576,33 +611,15 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs syncBuffer
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-		if !t.Failed() {
-			return
-		}
-		t.Logf("daemon logs:\n%s", logs.String())
+	d := newDaemons()
+	defer d.stop(t, dir, cr, "probe", func() {
 		for i, o := range nc3.outs {
 			t.Logf("n%d:\n%s", i+1, o.String())
 		}
-		agents, _ := filepath.Glob(filepath.Join(dir, "*", "guests", "*.log"))
-		for _, a := range agents {
-			b, _ := os.ReadFile(a)
-			t.Logf("%s:\n%s", a, b)
-		}
-		for _, e := range cr.evs {
-			if e.Subject != "probe" {
-				t.Log(formatEvent(e))
-			}
-		}
-	}()
+	})
+	ctx, logger, wg := d.ctx, d.logger, &d.wg
 	openLog := clusterLogOpener(ctx, t, url, logger)
-	startClusterHosts(ctx, t, &wg, openLog, logger, dir, url, cl.Nodes)
+	startClusterHosts(ctx, t, wg, openLog, logger, dir, url, cl.Nodes)
 	fo, err := failover.NewRunner(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "cluster-test"})
 	if err != nil {
 		t.Fatal(err)
