@@ -108,8 +108,8 @@ const readBuffer = 4 * MaxEventSize
 // for 40 followers). 4,096 ordinary events are a few MB.
 const readMessages = 4096
 
-// pullLimit is the pull option of every read: readMessages messages and
-// readBuffer bytes at most.
+// pullLimit is a follower's pull option: readMessages messages and
+// readBuffer bytes at most (a replay asks Consume for the same).
 func pullLimit() jetstream.PullMessagesOpt {
 	return jetstream.PullMaxMessagesWithBytesLimit(readMessages, readBuffer)
 }
@@ -140,21 +140,14 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	if empty && end == 0 {
 		return 0, nil
 	}
-	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(replayHeartbeat))
-	if err != nil {
-		return 0, fmt.Errorf("replay: %w", err)
-	}
-	defer it.Stop()
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	return l.decodeOrdered(ctx, it, fn, ro.OnSkip, ro.Count, end, empty)
+	return l.decodeOrdered(ctx, cons, fn, ro.OnSkip, ro.Count, end, empty)
 }
 
 // replayHeartbeat is how often a replay's consumer says it is there while
 // it has nothing to deliver. Two missed mean its pull request was lost —
 // in a cluster the client's server may not know yet where the new consumer
 // lives and drop the first pull (TestReplayReadsWhatWasAcknowledged saw a
-// replay deliver nothing for 30 s) — and the iterator asks again;
+// replay deliver nothing for 30 s) — and nats.go asks again;
 // replayPullRetries such misses in a row end the replay with an error.
 const (
 	replayHeartbeat   = time.Second
@@ -257,6 +250,12 @@ type decodeJob struct {
 	done   chan struct{}
 }
 
+// replaySource is what a replay reads: its consumer (a fake in
+// BenchmarkReplayPipeline).
+type replaySource interface {
+	Consume(jetstream.MessageHandler, ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error)
+}
+
 // decodeOrdered reads messages until the consumer has none pending, decodes
 // them on several cores (decoding and schema checks cost more than reading)
 // and hands them to fn in stream order: a reader (replayReader), decoding
@@ -264,14 +263,15 @@ type decodeJob struct {
 // it reads on until it has delivered end, waiting at most replayLagWait once
 // the consumer has delivered all it holds (lagging: it held nothing from the
 // start).
-func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64, lagging bool) (uint64, error) {
+func (l *Log) decodeOrdered(ctx context.Context, src replaySource, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64, lagging bool) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	r := &replayReader{
-		l: l, it: it, count: count, end: end,
+		l: l, count: count, end: end,
 		jobs:    make(chan *decodeJob, workers*2),
 		ordered: make(chan *decodeJob, workers*2),
 		readErr: make(chan error, 1),
 		quit:    make(chan struct{}),
+		over:    make(chan struct{}),
 		// free holds decoded jobs handed to fn, cleared, for the reader
 		// to fill again: a replay of a million events allocates a few
 		// jobs instead of one for every decodeBatch messages (their
@@ -286,7 +286,7 @@ func (l *Log) decodeOrdered(ctx context.Context, it jetstream.MessagesContext, f
 			l.decodeJobs(r.jobs)
 		}()
 	}
-	go r.run(ctx, lagging)
+	go r.run(ctx, src, lagging)
 	defer wg.Wait()
 	defer close(r.quit)
 	var last uint64
@@ -335,25 +335,52 @@ func (l *Log) decodeJobs(jobs <-chan *decodeJob) {
 	}
 }
 
-// replayReader is the reading side of decodeOrdered: it reads messages
-// from the iterator into jobs, sends each job to the decoders (jobs) and,
-// in the same order, to the hand-off (ordered), until the consumer has
-// none pending and the log's end (end) is read.
+// replayReader is the reading side of decodeOrdered: its handler (handle)
+// takes the consumer's messages into jobs and sends each job to the
+// decoders (jobs) and, in the same order, to the hand-off (ordered), until
+// the consumer has none pending and the log's end (end) is read.
+//
+// It reads with Consume, whose handler nats.go calls for each message in
+// order on one goroutine, rather than with Messages' iterator: Next cost a
+// timer, a lock and a header lookup for every message, ~1 µs of the 6-9
+// µs of CPU JetStream's delivery takes an event on this machine
+// (BENCHMARKS.md, full replay).
 type replayReader struct {
 	l       *Log
-	it      jetstream.MessagesContext
 	count   *ReadCount
 	end     uint64
 	jobs    chan *decodeJob
 	ordered chan *decodeJob
 	free    chan *decodeJob
 	readErr chan error
-	quit    chan struct{}
-	j       *decodeJob
-	parts   assembler
-	lag     *time.Timer
-	read    uint64
-	misses  int
+	quit    chan struct{} // closed by decodeOrdered when it returns
+	// over is closed once (finish) when the read is over: why says how
+	// (nil: the end was read; errLagged; or an error).
+	over   chan struct{}
+	once   sync.Once
+	why    error
+	ending atomic.Bool           // set once over: the handler takes nothing more
+	misses atomic.Int32          // heartbeats missed in a row
+	errs   atomic.Pointer[error] // the consumer's last error (for a Consume that stops by itself)
+	// The handler's own: read and written only on its goroutine (and by
+	// run before Consume starts and after it is closed).
+	j     *decodeJob
+	parts assembler
+	lag   *time.Timer
+	read  uint64
+}
+
+// errLagged ends a replay whose consumer did not deliver the log's end
+// within replayLagWait (replayEnd).
+var errLagged = errors.New("the log's end was not delivered in time")
+
+// finish ends the read with why, once.
+func (r *replayReader) finish(why error) {
+	r.once.Do(func() {
+		r.why = why
+		r.ending.Store(true)
+		close(r.over)
+	})
 }
 
 // send hands the job being filled to the decoders and the hand-off and
@@ -380,81 +407,110 @@ func (r *replayReader) send() bool {
 
 // waitLag bounds the wait for the log's end while the consumer delivers
 // nothing more: the consumer's server is behind the leader (replayEnd), and
-// the timer stops the iterator after replayLagWait. Each message delivered
+// the timer ends the read after replayLagWait. Each message delivered
 // disarms it (unless it fired), so a lagging server that catches up has the
 // time it needs to deliver the rest.
 func (r *replayReader) waitLag() {
 	if r.lag == nil {
-		r.lag = time.AfterFunc(replayLagWait, r.it.Stop)
+		r.lag = time.AfterFunc(replayLagWait, func() { r.finish(errLagged) })
 	}
 }
 
-// run reads until the end, an error or quit; it closes jobs and ordered.
-func (r *replayReader) run(ctx context.Context, lagging bool) {
+// run reads until the end, an error, ctx's end or quit; it closes jobs and
+// ordered once the handler has returned for good.
+func (r *replayReader) run(ctx context.Context, src replaySource, lagging bool) {
 	defer close(r.ordered)
 	defer close(r.jobs)
-	defer func() {
-		if r.lag != nil {
-			r.lag.Stop()
-		}
-	}()
 	r.j = newDecodeJob()
 	if lagging {
 		r.waitLag()
 	}
-	for {
-		m, err := r.it.Next()
-		if err != nil {
-			if r.ended(ctx, err) {
-				return
-			}
-			continue
-		}
-		if r.lag != nil && r.lag.Stop() {
-			r.lag = nil
-		}
-		pos, err := positionOf(m)
-		if err != nil {
-			r.readErr <- fmt.Errorf("replay: %w", err)
-			return
-		}
-		r.count.add(m, pos.pending)
-		r.j.msgs = append(r.j.msgs, readRaw(&r.parts, m, pos.stream))
-		r.j.seqs = append(r.j.seqs, pos.stream)
-		r.read, r.misses = pos.stream, 0
-		last := pos.pending == 0 && pos.stream >= r.end
-		if pos.pending == 0 && !last {
-			r.waitLag()
-		}
-		if len(r.j.msgs) == decodeBatch || last {
-			if !r.send() || last {
-				return
-			}
-		}
+	cc, err := src.Consume(r.handle, jetstream.PullMaxMessagesWithBytesLimit(readMessages, readBuffer), jetstream.PullHeartbeat(replayHeartbeat), jetstream.ConsumeErrHandler(r.consumeErr))
+	if err != nil {
+		r.readErr <- fmt.Errorf("replay: %w", err)
+		return
 	}
-}
-
-// ended handles an error from the iterator: false to read on (a missed
-// heartbeat: the iterator asks again), true when the replay ends, with
-// what was read (the log's end not delivered in time) or with an error.
-func (r *replayReader) ended(ctx context.Context, err error) bool {
-	if errors.Is(err, jetstream.ErrNoHeartbeat) && ctx.Err() == nil && r.misses < replayPullRetries {
-		r.misses++
-		r.l.logger.Debug("replay: no heartbeat from the consumer; asking again", "misses", r.misses)
-		return false
+	closed := cc.Closed()
+	select {
+	case <-r.over:
+	case <-ctx.Done():
+		r.finish(ctx.Err())
+	case <-r.quit:
+		r.finish(nil)
+	case <-closed:
+		// The consumer stopped by itself (deleted, the connection
+		// closed): its last error says why.
+		why := errors.New("consumer stopped")
+		if p := r.errs.Load(); p != nil {
+			why = *p
+		}
+		r.finish(why)
 	}
-	if ctx.Err() == nil && r.lag != nil {
+	cc.Stop()
+	<-closed // the handler has returned and will not be called again
+	if r.lag != nil {
+		r.lag.Stop()
+	}
+	switch {
+	case r.why == nil:
+	case errors.Is(r.why, errLagged) && ctx.Err() == nil:
 		// Its server did not catch up (or the last messages were
 		// removed): end with what it held.
 		r.l.logger.Warn("replay: the log's end was not delivered in time; replayed what the consumer's server holds", "end", r.end, "read_through", r.read, "waited", replayLagWait)
 		r.send()
-		return true
+	default:
+		why := r.why
+		if ctx.Err() != nil {
+			why = ctx.Err()
+		}
+		r.readErr <- fmt.Errorf("replay: %w", why)
 	}
-	if ctx.Err() != nil {
-		err = ctx.Err()
+}
+
+// handle takes one message into the job being filled, sending the job on
+// when it is full or holds the end.
+func (r *replayReader) handle(m jetstream.Msg) {
+	if r.ending.Load() {
+		return
 	}
-	r.readErr <- fmt.Errorf("replay: %w", err)
-	return true
+	r.misses.Store(0)
+	if r.lag != nil && r.lag.Stop() {
+		r.lag = nil
+	}
+	pos, err := positionOf(m)
+	if err != nil {
+		r.finish(err)
+		return
+	}
+	r.count.add(m, pos.pending)
+	r.j.msgs = append(r.j.msgs, readRaw(&r.parts, m, pos.stream))
+	r.j.seqs = append(r.j.seqs, pos.stream)
+	r.read = pos.stream
+	last := pos.pending == 0 && pos.stream >= r.end
+	if pos.pending == 0 && !last {
+		r.waitLag()
+	}
+	if len(r.j.msgs) == decodeBatch || last {
+		if r.send() && last {
+			r.finish(nil)
+		}
+	}
+}
+
+// consumeErr hears the consumer's errors: a missed heartbeat (nats.go
+// asks again by itself; replayPullRetries in a row end the read), others
+// kept for when the consumer stops by itself.
+func (r *replayReader) consumeErr(_ jetstream.ConsumeContext, err error) {
+	if errors.Is(err, jetstream.ErrNoHeartbeat) {
+		n := r.misses.Add(1)
+		r.l.logger.Debug("replay: no heartbeat from the consumer; asking again", "misses", n)
+		if n >= replayPullRetries {
+			r.finish(fmt.Errorf("%w (%d times in a row)", err, n))
+		}
+		return
+	}
+	r.l.logger.Debug("replay: consumer", "err", err)
+	r.errs.Store(&err)
 }
 
 // rawMsg is a message read from the log, or the body of an event put

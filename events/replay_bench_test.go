@@ -2,10 +2,10 @@ package events
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"maps"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,24 +38,41 @@ func (m *fakeMsg) Metadata() (*jetstream.MsgMetadata, error) {
 	return meta, nil
 }
 
-// fakeIter delivers n copies of one message, as a consumer would.
-type fakeIter struct {
-	jetstream.MessagesContext
-	m    *nats.Msg
-	i, n int
+// fakeSource delivers n copies of one message to a Consume handler, on one
+// goroutine, as a consumer would.
+type fakeSource struct {
+	m *nats.Msg
+	n int
 }
 
-func (it *fakeIter) Next(...jetstream.NextOpt) (jetstream.Msg, error) {
-	if it.i == it.n {
-		return nil, io.EOF
-	}
-	it.i++
-	seq := strconv.Itoa(it.i)
-	return &fakeMsg{subject: it.m.Subject, hdr: maps.Clone(it.m.Header), data: append([]byte(nil), it.m.Data...),
-		reply: "$JS.ACK.VMGUARD.c.1." + seq + "." + seq + ".1700000000000000000." + strconv.Itoa(it.n-it.i)}, nil
+// fakeConsume is fakeSource's ConsumeContext.
+type fakeConsume struct {
+	stop, closed chan struct{}
+	once         sync.Once
 }
 
-func (it *fakeIter) Stop() {}
+func (c *fakeConsume) Stop()                   { c.once.Do(func() { close(c.stop) }) }
+func (c *fakeConsume) Drain()                  { c.Stop() }
+func (c *fakeConsume) Closed() <-chan struct{} { return c.closed }
+
+func (s *fakeSource) Consume(handle jetstream.MessageHandler, _ ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
+	c := &fakeConsume{stop: make(chan struct{}), closed: make(chan struct{})}
+	go func() {
+		defer close(c.closed)
+		for i := 1; i <= s.n; i++ {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			seq := strconv.Itoa(i)
+			handle(&fakeMsg{subject: s.m.Subject, hdr: maps.Clone(s.m.Header), data: append([]byte(nil), s.m.Data...),
+				reply: "$JS.ACK.VMGUARD.c.1." + seq + "." + seq + ".1700000000000000000." + strconv.Itoa(s.n-i)})
+		}
+		<-c.stop
+	}()
+	return c, nil
+}
 
 // BenchmarkReplayPipeline measures what a replay costs the client beyond
 // the delivery itself: reading each message's position, the decoding
@@ -75,7 +92,7 @@ func BenchmarkReplayPipeline(b *testing.B) {
 	b.ReportAllocs()
 	c0 := cpuTime(b)
 	n := 0
-	_, err = l.decodeOrdered(context.Background(), &fakeIter{m: m, n: b.N}, func(Event) error { n++; return nil }, nil, nil, 0, false)
+	_, err = l.decodeOrdered(context.Background(), &fakeSource{m: m, n: b.N}, func(Event) error { n++; return nil }, nil, nil, 0, false)
 	if err != nil {
 		b.Fatal(err)
 	}

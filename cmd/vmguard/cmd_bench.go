@@ -202,6 +202,12 @@ func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
 				return err
 			}
 			fmt.Fprintf(g.Stdout, "raw replay:    %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, no decode)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n))
+			c0 = cpuTime()
+			n, el, err = rawConsume(ctx, l)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.Stdout, "raw consume:   %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, no decode, read as Replay reads)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n))
 			n = 0
 			start, c0 := time.Now(), cpuTime()
 			if _, err := l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
@@ -354,6 +360,59 @@ func rawReplay(ctx context.Context, l *events.Log) (int, time.Duration, error) {
 			return n, time.Since(start), nil
 		}
 	}
+}
+
+// rawConsume reads the whole stream as Log.Replay does (a consumer without
+// acknowledgements, Consume's handler, the same pull size) but without
+// decoding: the raw peer of a replay, where rawReplay is nats.go's
+// ordered consumer.
+func rawConsume(ctx context.Context, l *events.Log) (int, time.Duration, error) {
+	last, err := l.LastSeq(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	st, err := l.JetStream().Stream(ctx, events.StreamName)
+	if err != nil {
+		return 0, 0, err
+	}
+	cons, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy, MemoryStorage: true, InactiveThreshold: time.Minute})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = st.DeleteConsumer(context.WithoutCancel(ctx), cons.CachedInfo().Name) }()
+	n := 0
+	done := make(chan struct{})
+	errs := make(chan error, 1)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		n++
+		meta, err := m.Metadata()
+		if err != nil {
+			select {
+			case errs <- err:
+			default:
+			}
+			return
+		}
+		if meta.Sequence.Stream == last {
+			close(done)
+		}
+	}, jetstream.PullMaxMessagesWithBytesLimit(4096, 4*events.MaxEventSize))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer cc.Stop()
+	select {
+	case <-done:
+	case err := <-errs:
+		return 0, 0, err
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	}
+	el := time.Since(start)
+	cc.Stop()
+	<-cc.Closed()
+	return n, el, nil
 }
 
 // refuseNonEmpty refuses a server whose VMGUARD stream holds events: a
