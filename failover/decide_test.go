@@ -41,6 +41,15 @@ func TestDecide(t *testing.T) {
 		l.start("web", b, 2)
 		l.failed("web", b, 2)
 	}
+	// onlyNode1Up: web may run on node1 and node2; only node1 joined, and
+	// web runs there (epoch 1).
+	onlyNode1Up := func(l *logb) {
+		l.config(testCluster(testPkg("web", "node1", "node2")))
+		l.join("node1")
+		l.run("web", "node1", 1)
+	}
+	// haltNode1 is an operator's halt of node1.
+	haltNode1 := func(l *logb) { l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "") }
 	// freeze freezes node1 for an hour.
 	freeze := func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "") }
 	tests := []struct {
@@ -187,9 +196,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "failed with the other nodes down: waits, then placed when one joins",
 			build: func(l *logb) {
-				l.config(testCluster(testPkg("web", "node1", "node2")))
-				l.join("node1")
-				l.run("web", "node1", 1)
+				onlyNode1Up(l)
 				l.failed("web", "node1", 1)
 				l.join("node2")
 			},
@@ -287,17 +294,15 @@ func TestDecide(t *testing.T) {
 			name: "node halted by an operator: packages move",
 			build: func(l *logb) {
 				webOn(l, "node1", "node2")
-				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				haltNode1(l)
 			},
 			want: "web->node2 epoch=2 reason=node_halted prev=node1 cause=e7",
 		},
 		{
 			name: "node halted, no other node: halted where it is",
 			build: func(l *logb) {
-				l.config(testCluster(testPkg("web", "node1", "node2")))
-				l.join("node1")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				onlyNode1Up(l)
+				haltNode1(l)
 			},
 			want: "package.halting web node=node1 epoch=1 reason=node_halted cause=e6",
 		},
@@ -306,17 +311,15 @@ func TestDecide(t *testing.T) {
 			build: func(l *logb) {
 				webOn(l, "node1", "node2")
 				l.add("web", events.PackageSwitchingChanged{Enabled: false, By: "op"}, "")
-				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				haltNode1(l)
 			},
 			want: "package.halting web node=node1 epoch=1 reason=node_halted cause=e8",
 		},
 		{
 			name: "node halted, package halted there: waits for a node",
 			build: func(l *logb) {
-				l.config(testCluster(testPkg("web", "node1", "node2")))
-				l.join("node1")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				onlyNode1Up(l)
+				haltNode1(l)
 				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
 				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
 			},
@@ -326,10 +329,8 @@ func TestDecide(t *testing.T) {
 		{
 			name: "node halted, then run again: the package halted there comes back",
 			build: func(l *logb) {
-				l.config(testCluster(testPkg("web", "node1", "node2")))
-				l.join("node1")
-				l.run("web", "node1", 1)
-				l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "")
+				onlyNode1Up(l)
+				haltNode1(l)
 				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
 				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
 				l.join("node1")
@@ -582,21 +583,10 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newLog(t)
-			tt.build(l)
-			s := l.state()
-			got := Decide(s, l.last())
-			if b := brief(got); b != tt.want {
-				t.Errorf("Decide:\n got %s\nwant %s", b, tt.want)
-			}
+			l, s, got := decideCase(t, tt.build, tt.want, "web", tt.note)
 			for _, e := range got {
 				if e.ID != "" || !e.Time.IsZero() || e.Source != Source {
 					t.Errorf("decision %+v: want no ID, no Time, Source %s", e, Source)
-				}
-			}
-			if tt.note != "" {
-				if n := s.Note("web"); !strings.Contains(n, tt.note) {
-					t.Errorf("Note(web) = %q, want it to contain %q", n, tt.note)
 				}
 			}
 			// Applying the decisions leaves nothing due for their packages.

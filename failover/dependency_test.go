@@ -98,19 +98,9 @@ func TestDependencyDecide(t *testing.T) {
 		}, "db->node2 epoch=2 reason=node_halted prev=node1 cause=e12", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLog(t)
-			tc.build(l)
-			s := l.state()
-			if got := brief(Decide(s, l.last())); got != tc.want {
-				t.Errorf("Decide = %q\n          want %q", got, tc.want)
-			}
+			_, s, _ := decideCase(t, tc.build, tc.want, "app", tc.note)
 			if got, want := noCause(brief(Reconcile(s))), noCause(tc.want); got != want {
 				t.Errorf("Reconcile = %q\n          want %q", got, want)
-			}
-			if tc.note != "" {
-				if n := s.Note("app"); !strings.Contains(n, tc.note) {
-					t.Errorf("Note(app) = %q, want it to contain %q", n, tc.note)
-				}
 			}
 		})
 	}
@@ -173,19 +163,7 @@ func TestPriorityDisplace(t *testing.T) {
 			l.run("hi", "node1", 1)
 		}, "package.halting lo node=node1 epoch=1 reason=\"dependency: dependency hi down same_node: hi is running on node1\" cause=e9", ""},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l := newLog(t)
-			tc.build(l)
-			s := l.state()
-			if got := brief(Decide(s, l.last())); got != tc.want {
-				t.Errorf("Decide = %q\n          want %q", got, tc.want)
-			}
-			if tc.note != "" {
-				if n := s.Note("hi"); !strings.Contains(n, tc.note) {
-					t.Errorf("Note(hi) = %q, want it to contain %q", n, tc.note)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { decideCase(t, tc.build, tc.want, "hi", tc.note) })
 	}
 }
 

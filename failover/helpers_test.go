@@ -40,6 +40,26 @@ func (l *logb) add(subject string, data events.Payload, cause string) events.Eve
 	return e
 }
 
+// decideCase builds a log with build and checks that Decide on its last
+// event answers want (brief's text) and, if note is set, that pkg's
+// State.Note contains it; it returns the log, the state and the decisions.
+func decideCase(t *testing.T, build func(l *logb), want, pkg, note string) (*logb, *State, []events.Event) {
+	t.Helper()
+	l := newLog(t)
+	build(l)
+	s := l.state()
+	got := Decide(s, l.last())
+	if b := brief(got); b != want {
+		t.Errorf("Decide:\n got %s\nwant %s", b, want)
+	}
+	if note != "" {
+		if n := s.Note(pkg); !strings.Contains(n, note) {
+			t.Errorf("Note(%s) = %q, want it to contain %q", pkg, n, note)
+		}
+	}
+	return l, s, got
+}
+
 // last returns the last event added.
 func (l *logb) last() events.Event { return l.evs[len(l.evs)-1] }
 

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/vmguard/vmguard/config"
@@ -96,18 +95,7 @@ func TestDecideMultiNode(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := newLog(t)
-			tt.build(l)
-			s := l.state()
-			got := Decide(s, l.last())
-			if b := brief(got); b != tt.want {
-				t.Errorf("Decide:\n got %s\nwant %s", b, tt.want)
-			}
-			if tt.note != "" {
-				if n := s.Note("mon"); !strings.Contains(n, tt.note) {
-					t.Errorf("Note(mon) = %q, want it to contain %q", n, tt.note)
-				}
-			}
+			l, s, _ := decideCase(t, tt.build, tt.want, "mon", tt.note)
 			// Reconcile agrees (each caused by what made it due), and a replay twice gives the same state.
 			if b, w := noCause(brief(Reconcile(s))), noCause(tt.want); b != w {
 				t.Errorf("Reconcile:\n got %s\nwant %s", b, w)

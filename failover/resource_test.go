@@ -52,12 +52,7 @@ func TestResourcePlacement(t *testing.T) {
 		}, "web->node3 epoch=2 reason=failover prev=node1 cause=e10", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := newLog(t)
-			tc.build(l)
-			s := l.state()
-			if got := brief(Decide(s, l.last())); got != tc.want {
-				t.Errorf("Decide = %q, want %q", got, tc.want)
-			}
+			_, s, _ := decideCase(t, tc.build, tc.want, "web", "")
 			if tc.note != "" {
 				if err := s.Eligible("web", "node1"); err == nil || !strings.Contains(err.Error(), tc.note) {
 					t.Errorf("Eligible(web, node1) = %v, want %q", err, tc.note)
