@@ -123,6 +123,15 @@ func (c Config) Options() (*server.Options, error) {
 		opts.SyncAlways = true
 	}
 	tuneDeadPeers(opts)
+	if opts.JetStreamLimits.DefaultMaxConsumers == 0 {
+		// nats-server allows 1,000 consumers on a stream unless told
+		// otherwise; every host manager holds two on VMGUARD (its read
+		// and its index of placements) and a third while it catches up,
+		// and a consumer lost under load lingers until its inactive
+		// threshold: 100 host managers reached the limit
+		// (docs/bench/scale.md). -1: no default limit.
+		opts.JetStreamLimits.DefaultMaxConsumers = -1
+	}
 	opts.NoLog = !c.Log
 	opts.NoSigs = true
 	return opts, nil
