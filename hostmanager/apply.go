@@ -74,6 +74,7 @@ func (s *State) Apply(e events.Event) bool {
 		p.Seq = e.Seq
 		s.applyPackage(p, e)
 	}
+	s.localAfter(e, scope)
 	s.Seq = max(s.Seq, e.Seq)
 	return true
 }
@@ -188,7 +189,7 @@ func (s *State) nodeFailFast(pkg string) bool {
 }
 
 func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
-	c, err := config.FromJSON(d.Config)
+	c, err := s.configs.parse(e.ID, d)
 	if err != nil {
 		s.ConfigErr = err.Error()
 		return

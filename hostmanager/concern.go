@@ -142,8 +142,12 @@ func (c *catchUp) packages(pkgs []string) map[string]*PackageState {
 // event of p's package not yet applied, in place of what s knew of its
 // package (nothing, or an entry the configuration made).
 func (s *State) Install(p *PackageState) {
+	if _, ok := s.Packages[p.Name]; !ok {
+		s.cache.names = nil
+	}
 	s.Packages[p.Name] = p
 	s.Seq = max(s.Seq, p.Seq)
+	s.noteLocal(p.Name)
 }
 
 // addQueue carries the packages the index found placed on this node to

@@ -1,6 +1,8 @@
 package hostmanager
 
 import (
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -724,15 +726,46 @@ func TestConfigChangeAppliesToRestartLimits(t *testing.T) {
 	}
 }
 
+// TestAffected: a package event affects its package; an event about a node
+// or the cluster affects only the packages that concern this node (an
+// instance here, or a placement here not yet released), kept up to date
+// as placements come and go, and the same in a State rebuilt from its JSON.
 func TestAffected(t *testing.T) {
 	h := newHarness(t, cfgYAML("", ""))
 	h.add("/vmguard/failover", "db", "", events.PackagePlaced{Node: "node2", Epoch: 1, Reason: "x"})
-	if got := Affected(h.s, h.last()); len(got) != 1 || got[0] != "db" {
+	if got := Affected(h.s, h.last()); !slices.Equal(got, []string{"db"}) {
 		t.Errorf("package event: %v", got)
 	}
 	n := h.add("/vmguard/failover", "node2", "", events.NodeLost{Reason: "x"})
-	if got := Affected(h.s, n); len(got) != 2 || got[0] != "db" || got[1] != "web" {
-		t.Errorf("node event: %v", got)
+	if got := Affected(h.s, n); len(got) != 0 {
+		t.Errorf("node event, nothing placed here: %v", got)
+	}
+	h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: me, Epoch: 1, Reason: "x"})
+	h.add("/vmguard/failover", "db", "", events.PackagePlaced{Node: me, Epoch: 2, Reason: "x"})
+	n = h.add("/vmguard/failover", "node3", "", events.NodeLost{Reason: "x"})
+	if got := Affected(h.s, n); !slices.Equal(got, []string{"db", "web"}) {
+		t.Errorf("node event, db and web placed here: %v", got)
+	}
+	h.add("/vmguard/failover", "db", "", events.PackagePlaced{Node: "node3", Epoch: 3, Reason: "x"})
+	n = h.add("/vmguard/failover", "node2", "", events.NodeJoined{Version: "x"})
+	if got := Affected(h.s, n); !slices.Equal(got, []string{"db", "web"}) {
+		t.Errorf("node event, db moved away but its placement here not released yet: %v", got)
+	}
+	b, err := json.Marshal(h.s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back State
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if got := back.LocalNames(); !slices.Equal(got, []string{"db", "web"}) {
+		t.Errorf("state from JSON: %v", got)
+	}
+	// This node lost: every placement on it is released.
+	n = h.add("/vmguard/failover", me, "", events.NodeLost{Reason: "x"})
+	if got := Affected(h.s, n); len(got) != 0 {
+		t.Errorf("node event after this node's loss released its placements: %v", got)
 	}
 }
 

@@ -38,6 +38,7 @@ type follower struct {
 	now       func() time.Time
 	wholeLog  bool          // Config.ReadWholeLog
 	replayFor time.Duration // Config.ReplayWait
+	configs   *ConfigCache  // Config.Configs
 
 	// mainReads counts the messages the main read received (replay and
 	// follow), reads those of the index and the catch-ups.
@@ -61,7 +62,7 @@ type logReader interface {
 
 func newFollower(cfg Config, logger *slog.Logger) *follower {
 	return &follower{node: cfg.Node, log: cfg.Log, logger: logger, now: cfg.Now, wholeLog: cfg.ReadWholeLog,
-		replayFor: cfg.ReplayWait, concern: map[string]bool{}}
+		replayFor: cfg.ReplayWait, configs: cfg.Configs, concern: map[string]bool{}}
 }
 
 // stats returns the messages and bytes all reads received.
@@ -197,6 +198,7 @@ type mainRead struct {
 	next     uint64
 	cfg      *config.Cluster
 	cfgEvent *events.ConfigApplied
+	cfgID    string // cfgEvent's event ID
 	wait     time.Duration
 }
 
@@ -252,7 +254,7 @@ func (f *follower) takeIn(ctx context.Context, m *mainRead, adds *addQueue, in c
 			return true
 		}
 		if m.cfgEvent != nil {
-			if c, err := config.FromJSON(m.cfgEvent.Config); err == nil {
+			if c, err := f.configs.parse(m.cfgID, *m.cfgEvent); err == nil {
 				m.cfg = c
 			}
 			m.cfgEvent = nil
@@ -310,7 +312,7 @@ func (f *follower) readMain(ctx context.Context, m *mainRead, filtered bool, in 
 		}
 		m.next = e.Seq + 1
 		if d, ok := e.Data.(events.ConfigApplied); ok {
-			m.cfgEvent = &d
+			m.cfgEvent, m.cfgID = &d, e.ID
 		}
 		m.wait = 100 * time.Millisecond
 		return nil

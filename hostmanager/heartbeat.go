@@ -3,6 +3,7 @@ package hostmanager
 import (
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -126,7 +127,14 @@ func (h *heartbeats) silent(st *State, connected bool, timeout time.Duration) []
 		return nil
 	}
 	var out []silentGuest
-	for _, name := range st.PackageNames() { // in order: a replay (Loop) appends the same
+	// Only a package that concerns this node can have an instance here.
+	local := st.LocalNames()
+	for name := range h.watches {
+		if _, ok := slices.BinarySearch(local, name); !ok {
+			delete(h.watches, name)
+		}
+	}
+	for _, name := range local { // in order: a replay (Loop) appends the same
 		in := st.Packages[name].Inst
 		if in == nil || in.Guest.Phase != GuestUp {
 			delete(h.watches, name)

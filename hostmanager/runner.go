@@ -97,6 +97,9 @@ type Config struct {
 	// reads that fail (a cluster electing or out of reach); 0 means
 	// DefaultReplayWait. Run returns an error after it.
 	ReplayWait time.Duration
+	// Configs, if set, shares parsed configurations with the other host
+	// managers of this process that have the same cache (ConfigCache).
+	Configs *ConfigCache
 	// Version is recorded in node.joined.
 	Version string
 	// Metrics receives lease renewals and guest heartbeats (default: none).
@@ -244,6 +247,7 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, realTimers, links.connected, cfg.Metrics, hooks)
 	r.cfg = cfg
 	r.reader = newFollower(cfg, logger)
+	r.st.configs = cfg.Configs
 	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, guests: links.guests, drivers: drivers, hb: r.hb}
 	r.ex = newExecutor(r.actuator, cfg.Now, r.after, logger, &r.wg, r.wake)
 	r.lease = newLeaseKeeper(cfg.Node, events.NewID(), links.leases, cfg.Now, logger, cfg.Metrics, r.actuator.driver, pt)
@@ -582,9 +586,10 @@ func (r *Runner) recordHalted(ctx context.Context) {
 // has not fenced itself and the node is not frozen (Member.MayAct).
 func (r *Runner) active() bool { return r.member.MayAct(r.now()) }
 
-// processAll processes every known package.
+// processAll processes every package that concerns this node (the others
+// have nothing to decide or act on here: State.LocalNames).
 func (r *Runner) processAll(ctx context.Context) {
-	for _, pkg := range r.st.PackageNames() {
+	for _, pkg := range r.st.LocalNames() {
 		r.process(ctx, pkg)
 		if r.test.crashed {
 			return

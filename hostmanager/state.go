@@ -1,6 +1,7 @@
 package hostmanager
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -49,6 +50,9 @@ type State struct {
 	// Resources holds this node's generic resources (node.resource_set),
 	// by name; one never set is down.
 	Resources map[string]events.NodeResourceSet `json:"resources,omitempty"`
+
+	cache   localCache   // package names, sorted, and those that concern this node (local.go)
+	configs *ConfigCache // shared parsed configurations (Config.Configs), nil: none
 }
 
 // FailFast is a failure on this node that fences it (service_fail_fast,
@@ -291,14 +295,14 @@ func (in *Instance) Service(name string) *ServiceState {
 // Package returns the state of package name, nil if nothing named it.
 func (s *State) Package(name string) *PackageState { return s.Packages[name] }
 
-// PackageNames returns the names of every known package, sorted.
+// PackageNames returns the names of every known package, sorted. The
+// slice is shared (kept until a package is added): callers must not
+// change it.
 func (s *State) PackageNames() []string {
-	names := make([]string, 0, len(s.Packages))
-	for n := range s.Packages {
-		names = append(names, n)
+	if s.cache.names == nil || len(s.cache.names) != len(s.Packages) {
+		s.cache.names = slices.Sorted(maps.Keys(s.Packages))
 	}
-	slices.Sort(names)
-	return names
+	return slices.Clip(s.cache.names)
 }
 
 // PackageSeq returns the stream sequence of the last event about pkg.
@@ -323,8 +327,8 @@ func HostSource(node string) string { return events.HostSource(node) }
 
 // Affected returns the packages whose decisions or actions may have changed
 // after e: for a package event its package and the packages it needs up (a
-// failing one waits for it to halt first, Pending), every package
-// otherwise.
+// failing one waits for it to halt first, Pending), every package that
+// concerns this node otherwise (LocalNames).
 func Affected(s *State, e events.Event) []string {
 	if sc, ok := scopeOf(e); ok && sc == events.ScopePackage {
 		if _, ok := s.Packages[e.Subject]; !ok {
@@ -332,7 +336,7 @@ func Affected(s *State, e events.Event) []string {
 		}
 		return append([]string{e.Subject}, upDependencies(s, e.Subject)...)
 	}
-	return s.PackageNames()
+	return s.LocalNames()
 }
 
 // upDependencies returns the known packages pkg has an up dependency on:
@@ -359,6 +363,7 @@ func (s *State) pkg(name string) *PackageState {
 	if p == nil {
 		p = &PackageState{Name: name}
 		s.Packages[name] = p
+		s.cache.names = nil
 	}
 	return p
 }

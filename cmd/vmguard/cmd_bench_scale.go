@@ -44,6 +44,7 @@ type benchScaleCmd struct {
 	Bin         string        `name:"bin" help:"vmguard binary the controller process runs (default: this executable)."`
 	ServerLog   string        `name:"server-log" help:"Keep the embedded server's log in this file (default: in the benchmark's directory, removed at the end; its warnings and errors are counted and summed up either way)."`
 	CPUProfile  string        `name:"cpuprofile" help:"Write a CPU profile of the whole run to this file."`
+	OwnConfig   bool          `name:"own-config" help:"Each host manager parses and keeps its own copy of the configuration, as on a real host, instead of sharing one parse with the others in this process (hostmanager.ConfigCache): ~40 MB each at 10,000 packages."`
 }
 
 // scaleConfig returns the benchmark's configuration: even packages restart
@@ -136,13 +137,17 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	if c.Durable {
 		mode = "durable (fsync per write)"
 	}
-	groups := (c.Nodes + c.PerConn - 1) / c.PerConn
+	ngroups := (c.Nodes + c.PerConn - 1) / c.PerConn
 	ctlWhere := "its own OS process (vmguard failover)"
 	if c.Controller == "inproc" {
 		ctlWhere = "this process, on a connection of its own"
 	}
-	fmt.Fprintf(out, "vmguard bench scale: %d nodes, %d packages (%d candidate nodes each), node_timeout %v; embedded server (%s); the failover controller in %s; %d host managers and %d simulated guests (internal/simguest) in this process, in %d groups of up to %d host managers, each group on 3 NATS connections (log, leases, guests); GOMAXPROCS %d\n",
-		c.Nodes, c.Packages, c.Candidates, c.NodeTimeout, mode, ctlWhere, c.Nodes, c.Packages, groups, c.PerConn, runtime.GOMAXPROCS(0))
+	share := "one parse of the configuration shared by all"
+	if c.OwnConfig {
+		share = "each with its own parse of the configuration"
+	}
+	fmt.Fprintf(out, "vmguard bench scale: %d nodes, %d packages (%d candidate nodes each), node_timeout %v; embedded server (%s); the failover controller in %s; %d host managers (%s) and %d simulated guests (internal/simguest) in this process, in %d groups of up to %d host managers, each group on 3 NATS connections (log, leases, guests); GOMAXPROCS %d\n",
+		c.Nodes, c.Packages, c.Candidates, c.NodeTimeout, mode, ctlWhere, c.Nodes, share, c.Packages, ngroups, c.PerConn, runtime.GOMAXPROCS(0))
 
 	var conns []*nats.Conn // closed once every part using them has stopped
 	defer func() {
@@ -159,14 +164,49 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	runCtx, stopAll := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { stopAll(); wg.Wait() }()
-	open := func(name string) (*nats.Conn, *events.Log, error) {
+	// Every connection is opened before any host manager starts: a server
+	// busy with hundreds of starting host managers can take longer than a
+	// request's bound to answer the log's stream lookup.
+	open := func(name string, withLog bool) (*nats.Conn, *events.Log, error) {
 		gnc, err := cw.connect(env.srv.ClientURL(), name)
 		if err != nil {
 			return nil, nil, err
 		}
 		conns = append(conns, gnc)
+		if !withLog {
+			return gnc, nil, nil
+		}
 		gl, err := events.Open(ctx, gnc)
 		return gnc, gl, err
+	}
+	type group struct {
+		hm, guests *events.Log
+		lease      *nats.Conn
+	}
+	var groups []group
+	var hmConns, guestConns []*nats.Conn
+	for i := range ngroups {
+		name := fmt.Sprintf("group %d", i)
+		hnc, hl, err := open(name+" host managers", true)
+		if err != nil {
+			return err
+		}
+		gnc, gl, err := open(name+" guests", true)
+		if err != nil {
+			return err
+		}
+		lnc, _, err := open(name+" leases", false)
+		if err != nil {
+			return err
+		}
+		groups = append(groups, group{hm: hl, guests: gl, lease: lnc})
+		hmConns, guestConns = append(hmConns, hnc), append(guestConns, gnc)
+	}
+	var ctlLog *events.Log
+	if c.Controller == "inproc" {
+		if _, ctlLog, err = open("controller", true); err != nil {
+			return err
+		}
 	}
 	sim := simguest.New(runCtx, l, c.Heartbeat)
 	w := newWatcher(ctx, l)
@@ -178,29 +218,17 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	hosts := map[string]context.CancelFunc{}
 	runners := map[string]*hostmanager.Runner{}
-	var hmConns, guestConns []*nats.Conn
-	var hmLog, guestLog *events.Log
-	var leaseNC *nats.Conn
+	var configs *hostmanager.ConfigCache
+	if !c.OwnConfig {
+		configs = hostmanager.NewConfigCache()
+	}
 	for i, n := range cl.Nodes {
-		if i%c.PerConn == 0 {
-			gr := fmt.Sprintf("group %d", i/c.PerConn)
-			var hnc, gnc *nats.Conn
-			if hnc, hmLog, err = open(gr + " host managers"); err != nil {
-				return err
-			}
-			if gnc, guestLog, err = open(gr + " guests"); err != nil {
-				return err
-			}
-			if leaseNC, _, err = open(gr + " leases"); err != nil {
-				return err
-			}
-			hmConns, guestConns = append(hmConns, hnc), append(guestConns, gnc)
-		}
+		gr := groups[i/c.PerConn]
 		hctx, cancel := context.WithCancel(runCtx)
 		hm, err := hostmanager.NewRunner(hostmanager.Config{
-			Node: n, Log: hmLog, LeaseConn: leaseNC, StateDir: filepath.Join(dir, n), Version: version,
-			Drivers:      map[string]hostmanager.Driver{config.DriverProcess: sim.DriverOn(n, guestLog)},
-			ReadWholeLog: c.ReadAll,
+			Node: n, Log: gr.hm, LeaseConn: gr.lease, StateDir: filepath.Join(dir, n), Version: version,
+			Drivers:      map[string]hostmanager.Driver{config.DriverProcess: sim.DriverOn(n, gr.guests)},
+			ReadWholeLog: c.ReadAll, Configs: configs,
 		})
 		if err != nil {
 			cancel()
@@ -211,10 +239,6 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		go func() { defer wg.Done(); _ = hm.Run(hctx) }()
 	}
 	if c.Controller == "inproc" {
-		_, ctlLog, err := open("controller")
-		if err != nil {
-			return err
-		}
 		fo, err := failover.NewRunner(failover.Config{Log: ctlLog, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
 		if err != nil {
 			return err
@@ -254,9 +278,18 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 
 	// Phase 1: every package running.
 	running := map[string]bool{}
+	joined, said := 0, time.Now()
 	if w.next(ctx, c.Timeout, func(e events.Event) bool {
-		if e.Type() == events.TypePackageStarted {
+		switch e.Type() {
+		case events.TypePackageStarted:
 			running[e.Subject] = true
+		case events.TypeNodeJoined:
+			joined++
+		}
+		if time.Since(said) >= 30*time.Second {
+			said = time.Now()
+			fmt.Fprintf(out, "  (%v: %d node.joined, %d of %d packages running, log at seq %d)\n",
+				time.Since(t0).Round(time.Second), joined, len(running), c.Packages, e.Seq)
 		}
 		return len(running) == c.Packages
 	}) == nil {
@@ -281,6 +314,14 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	if r, hwm := ctlMem(); ctl != nil {
 		fmt.Fprintf(out, "memory (the controller process alone, %d packages): RSS %.1f MB with the cluster up, peak %.1f MB\n", c.Packages, mb(r), mb(hwm))
 	}
+	consumers := func() string {
+		si, err := l.JetStream().Stream(ctx, events.StreamName)
+		if err != nil {
+			return "unknown: " + err.Error()
+		}
+		return strconv.Itoa(si.CachedInfo().State.Consumers)
+	}
+	fmt.Fprintf(out, "consumers on the log's stream with the cluster up: %s\n", consumers())
 	if c.MemProfile != "" {
 		if err := writeHeapProfile(c.MemProfile); err != nil {
 			return err
@@ -432,6 +473,7 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		return err
 	}
 	info := si.CachedInfo()
+	fmt.Fprintf(out, "consumers on the log's stream at the end: %d\n", info.State.Consumers)
 	received := func(conns []*nats.Conn) (msgs, bytes uint64) {
 		for _, nc := range conns {
 			st := nc.Stats()
