@@ -460,11 +460,7 @@ func fakeGuest(t *testing.T, nc *nats.Conn, guest, node string, refuse bool) (ru
 func TestUnreportedRunCountsAsFailedStart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(execDB("20s", []string{
-		`start: ["true"]`,
-		`stop: ["true"]`,
-		`status: ["false"]`,
-	}, `restart: 1`))
+	e.applyConfig(execDB("20s", noopExec, `restart: 1`))
 	runs := fakeGuest(t, e.nc, "dbvm", "node1", false)
 	e.startRunner("node1", nil, nil)
 	e.place("db", "node1")
@@ -562,11 +558,7 @@ func TestGuestNeitherStartsNorStops(t *testing.T) {
 func TestRunRefusedGivesUp(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(execDB("20s", []string{
-		`start: ["true"]`,
-		`stop: ["true"]`,
-		`status: ["false"]`,
-	}, `restart: unlimited`))
+	e.applyConfig(execDB("20s", noopExec, `restart: unlimited`))
 	runs := fakeGuest(t, e.nc, "dbvm", "node1", true)
 	e.startRunner("node1", nil, nil)
 	e.place("db", "node1")

@@ -161,6 +161,10 @@ packages:
 	return b.String()
 }
 
+// noopExec are exec commands that start nothing and never find the guest
+// running: the test plays its agent (fakeGuest), or none.
+var noopExec = []string{`start: ["true"]`, `stop: ["true"]`, `status: ["false"]`}
+
 // A package whose guest is driven by exec commands (here: a shell that
 // starts `vmguard agent` in the background, as a hypervisor would boot the
 // VM whose agent then comes up) starts and halts.
@@ -191,11 +195,7 @@ func TestRunnerExecDriver(t *testing.T) {
 func TestRunnerGuestStartTimeout(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(execDB("1s", []string{
-		`start: ["true"]`,
-		`stop: ["true"]`,
-		`status: ["false"]`,
-	}))
+	e.applyConfig(execDB("1s", noopExec))
 	e.startRunner("node1", nil, nil)
 	e.place("db", "node1")
 	e.waitCount("db", "package.failed", 1, 30*time.Second)

@@ -66,25 +66,12 @@ func TestClusterStoreOutageIsNoNodeLoss(t *testing.T) {
 
 	d := newDaemons()
 	defer d.stop(t, dir, cr, "", nil)
-	ctx, logger, wg := d.ctx, d.logger, &d.wg
-	openLog := clusterLogOpener(ctx, t, url, logger)
-	startClusterHosts(ctx, t, wg, openLog, logger, dir, url, cl.Nodes)
 	// The controller decides throughout (NoElection): it stands for one
 	// whose election bucket kept its quorum while the lease bucket had none,
 	// as in issue 11's partition, so that it is deciding the moment the log
 	// takes writes again. (With the election, its lead lapses with the
 	// outage, and a new lead comes after the hosts took their leases again.)
-	fo, err := failover.NewRunner(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "outage-test", NoElection: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := fo.Run(ctx); err != nil {
-			t.Errorf("failover controller: %v", err)
-		}
-	}()
+	d.start(t, url, dir, cl.Nodes, failover.Config{ID: "outage-test", NoElection: true})
 
 	started := cr.wait(60*time.Second, "app started", func(e events.Event) bool {
 		return e.Type() == events.TypePackageStarted && e.Subject == "app"

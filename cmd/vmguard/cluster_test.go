@@ -542,6 +542,29 @@ func newDaemons() *daemons {
 	return d
 }
 
+// start runs a host manager per node and the failover controller (cfg,
+// with its log and logger set here), each on a log of its own on the
+// cluster at url, until the daemons stop; it returns the opener of those
+// logs.
+func (d *daemons) start(t *testing.T, url, dir string, nodes []string, cfg failover.Config) func(name string) *events.Log {
+	t.Helper()
+	openLog := clusterLogOpener(d.ctx, t, url, d.logger)
+	startClusterHosts(d.ctx, t, &d.wg, openLog, d.logger, dir, url, nodes)
+	cfg.Log, cfg.Logger = openLog("failover"), d.logger.With("component", "failover")
+	fo, err := failover.NewRunner(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := fo.Run(d.ctx); err != nil {
+			t.Errorf("failover controller: %v", err)
+		}
+	}()
+	return openLog
+}
+
 // stop stops the daemons and waits for them. If the test failed it then
 // logs what they logged, what servers logs (the servers' output), the
 // agents' logs under dir and the events cr read but those about skip.
@@ -617,20 +640,8 @@ func TestClusterSurvivesServerLoss(t *testing.T) {
 			t.Logf("n%d:\n%s", i+1, o.String())
 		}
 	})
-	ctx, logger, wg := d.ctx, d.logger, &d.wg
-	openLog := clusterLogOpener(ctx, t, url, logger)
-	startClusterHosts(ctx, t, wg, openLog, logger, dir, url, cl.Nodes)
-	fo, err := failover.NewRunner(failover.Config{Log: openLog("failover"), Logger: logger.With("component", "failover"), ID: "cluster-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := fo.Run(ctx); err != nil {
-			t.Errorf("failover controller: %v", err)
-		}
-	}()
+	openLog := d.start(t, url, dir, cl.Nodes, failover.Config{ID: "cluster-test"})
+	ctx, wg := d.ctx, &d.wg
 
 	started := cr.wait(30*time.Second, "app started", func(e events.Event) bool {
 		return e.Type() == events.TypePackageStarted && e.Subject == "app"
