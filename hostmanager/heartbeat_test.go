@@ -1,12 +1,15 @@
 package hostmanager
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/guestagent"
 )
 
@@ -92,5 +95,70 @@ func TestHeartbeatsSilent(t *testing.T) {
 	step(time.Hour) // not up: not watched
 	if _, ok := h.watches["web"]; ok {
 		t.Error("a guest not up kept its watch")
+	}
+}
+
+// fakeLinks is a guestLinks whose heartbeats the test publishes (publish):
+// one handler per subscribed guest, and how often each was subscribed.
+type fakeLinks struct {
+	fns        map[string]func(subject string, data []byte)
+	subscribed map[string]int
+}
+
+func (f *fakeLinks) client(config.Guest) (*guestagent.Client, error) {
+	return nil, errors.New("no agents here")
+}
+
+func (f *fakeLinks) beats(g config.Guest, fn func(subject string, data []byte)) (func(), error) {
+	f.fns[g.Name] = fn
+	f.subscribed[g.Name]++
+	return func() { delete(f.fns, g.Name) }, nil
+}
+
+func (f *fakeLinks) settle(context.Context, config.Guest) {}
+
+// publish sends guest's heartbeat from node, if guest is subscribed.
+func (f *fakeLinks) publish(guest, node string) bool {
+	fn := f.fns[guest]
+	if fn == nil {
+		return false
+	}
+	b, _ := json.Marshal(guestagent.Heartbeat{Guest: guest, Node: node})
+	fn(guestagent.HeartbeatSubject(guest), b)
+	return true
+}
+
+// TestHeartbeatsFollowThroughLinks: the tracker subscribes to a guest's
+// heartbeats through its guestLinks once however often it is asked, notes
+// the beats that come (from this node only), and stops at unfollow and
+// close; without links (a Loop) it subscribes to nothing.
+func TestHeartbeatsFollowThroughLinks(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h := newHeartbeats("node1", func() time.Time { return t0 }, noMetrics{}, slog.New(slog.DiscardHandler))
+	links := &fakeLinks{fns: map[string]func(string, []byte){}, subscribed: map[string]int{}}
+	web, db := config.Guest{Name: "webvm"}, config.Guest{Name: "dbvm"}
+	h.follow(nil, web)
+	if len(h.subs) != 0 {
+		t.Fatalf("subscribed without links: %v", h.subs)
+	}
+	h.follow(links, web)
+	h.follow(links, web)
+	h.follow(links, db)
+	if links.subscribed["webvm"] != 1 || links.subscribed["dbvm"] != 1 {
+		t.Errorf("subscriptions %v, want one per guest", links.subscribed)
+	}
+	if !links.publish("webvm", "node2") || !h.lastBeat("webvm").IsZero() {
+		t.Error("a beat from another node's agent counted")
+	}
+	if !links.publish("webvm", "node1") || !h.lastBeat("webvm").Equal(t0) {
+		t.Errorf("webvm's beat not noted: last %v", h.lastBeat("webvm"))
+	}
+	h.unfollow("webvm")
+	if links.publish("webvm", "node1") {
+		t.Error("webvm still subscribed after unfollow")
+	}
+	h.close()
+	if links.publish("dbvm", "node1") || len(h.subs) != 0 {
+		t.Errorf("subscriptions left after close: %v", h.subs)
 	}
 }
