@@ -44,7 +44,11 @@ func fallback(e events.Event) (events.Event, bool) {
 // deliver sends the spool to the log, oldest first, one acknowledged append
 // at a time so the log holds them in spool order. A failed append is
 // retried, with the same event id, until it succeeds: the log's duplicate
-// window stores a retried event once. It returns when ctx ends.
+// window stores a retried event once. A record counts as delivered (the
+// ack offset passes it) once the log has it and its spool write is done;
+// the next ones are appended meanwhile, so that a restart's start does not
+// wait for its predecessor's exit to be fdatasynced (issue 12 item 5). It
+// returns when ctx ends.
 //
 // Longer than 80 lines: one loop whose state (the log, the backoff,
 // failing, the unsaved count) every step shares; each step is a few lines.
@@ -56,7 +60,33 @@ func (a *Agent) deliver(ctx context.Context) {
 		backoff = minBackoff
 		failing bool
 		unsaved int
+		// sent: appended, in order, and waiting for their spool write.
+		sent  []queued
+		fails uint64 // the journal's failed syncs, as last seen
 	)
+	settle := func() {
+		for len(sent) > 0 {
+			done, ok := sent[0].settled()
+			if !done {
+				return
+			}
+			q := sent[0]
+			sent = sent[1:]
+			if !ok {
+				continue // its sync failed: its writer writes it again
+			}
+			a.journal.delivered(q)
+			if a.onDelivered != nil {
+				a.onDelivered(q.rec.Kind, q.rec.Time)
+			}
+			if unsaved++; unsaved >= ackEvery {
+				if err := a.journal.saveAck(); err != nil {
+					a.log.Error("save spool ack", "err", err)
+				}
+				unsaved = 0
+			}
+		}
+	}
 	pause := func() bool {
 		t := time.NewTimer(backoff)
 		defer t.Stop()
@@ -71,7 +101,27 @@ func (a *Agent) deliver(ctx context.Context) {
 		return true
 	}
 	for {
-		q, ok := a.journal.head()
+		settle()
+		var off int64
+		if len(sent) > 0 {
+			off = sent[len(sent)-1].end
+		}
+		q, f, ok := a.journal.next(off)
+		if f != fails {
+			// A sync failed: its records left the queue and come again
+			// later; start from the oldest (a repeat is stored once).
+			fails, sent = f, nil
+			continue
+		}
+		if !ok && len(sent) > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sent[0].b.done:
+			case <-a.journal.kick:
+			}
+			continue
+		}
 		if !ok {
 			a.noteDeliver(nil) // nothing waits
 			t := time.NewTimer(idleWait)
@@ -156,18 +206,6 @@ func (a *Agent) deliver(ctx context.Context) {
 		}
 		backoff = minBackoff
 		a.noteDeliver(nil)
-		if !q.written(ctx) {
-			continue // its spool write failed (and is tried again), or ctx ended
-		}
-		a.journal.delivered(q)
-		if a.onDelivered != nil {
-			a.onDelivered(q.rec.Kind, q.rec.Time)
-		}
-		if unsaved++; unsaved >= ackEvery {
-			if err := a.journal.saveAck(); err != nil {
-				a.log.Error("save spool ack", "err", err)
-			}
-			unsaved = 0
-		}
+		sent = append(sent, q)
 	}
 }

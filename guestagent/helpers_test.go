@@ -60,6 +60,13 @@ func connect(t testing.TB, url string) *nats.Conn {
 // startAgent runs an agent for guest g1 on its own connection to url.
 func startAgent(t testing.TB, url string, mod func(*guestagent.Config)) *testAgent {
 	t.Helper()
+	return startAgentWith(t, url, mod, nil)
+}
+
+// startAgentWith is startAgent, calling before (if set) on the agent before
+// it runs.
+func startAgentWith(t testing.TB, url string, mod func(*guestagent.Config), before func(*guestagent.Agent)) *testAgent {
+	t.Helper()
 	cfg := guestagent.Config{
 		Guest:     "g1",
 		Conn:      connect(t, url),
@@ -77,6 +84,9 @@ func startAgent(t testing.TB, url string, mod func(*guestagent.Config)) *testAge
 	a, err := guestagent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(a)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ta := &testAgent{Agent: a, state: cfg.StateDir, cancel: cancel, done: make(chan error, 1)}

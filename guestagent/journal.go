@@ -141,6 +141,20 @@ type queued struct {
 	b *batch
 }
 
+// settled reports, without waiting, whether the batch that wrote q is done
+// (its fdatasync, if any) and whether it succeeded.
+func (q queued) settled() (done, ok bool) {
+	if q.b == nil {
+		return true, true
+	}
+	select {
+	case <-q.b.done:
+		return true, q.b.err == nil
+	default:
+		return false, false
+	}
+}
+
 // written waits until the batch that wrote q is done (its fdatasync, if
 // any) and reports whether it succeeded, or false when ctx ends first.
 func (q queued) written(ctx context.Context) bool {
@@ -157,12 +171,13 @@ func (q queued) written(ctx context.Context) bool {
 
 // batch is a group of appends written with one fdatasync.
 type batch struct {
-	sync bool // fdatasync before it counts as written
-	buf  []byte
-	recs []record
-	ends []int64
-	done chan struct{}
-	err  error
+	sync  bool // fdatasync before it counts as written
+	buf   []byte
+	recs  []record
+	ends  []int64
+	wrote []func() // appendWritten's: called once it is written, before its sync
+	done  chan struct{}
+	err   error
 }
 
 // journal is the spool. Safe for concurrent use.
@@ -179,7 +194,11 @@ type journal struct {
 	queue  []queued
 	cur    *batch // appends waiting for the leader
 	leader bool   // a goroutine is writing (or compacting)
-	kick   chan struct{}
+	// syncing: the leader waits for an fdatasync (mu released); records
+	// that need none may be written meanwhile (writeNowLocked).
+	syncing bool
+	fails   uint64 // fdatasyncs that failed (next)
+	kick    chan struct{}
 
 	datasync  func(fd int) error // unix.Fdatasync; tests stand in for it
 	dirty     bool               // written without fdatasync since the last one
@@ -369,20 +388,53 @@ func scanJournal(f *os.File) (recs []record, ends []int64, good int64, bad int, 
 // page cache ensures, but not a guest crash, which ends its process anyway
 // (and the agent's boot id check knows that). This keeps the sync off the
 // run path; the deliverer syncs them once it has caught up (syncDirty).
-func (j *journal) append(recs ...record) error {
+func (j *journal) append(recs ...record) error { return j.appendWritten(nil, recs...) }
+
+// appendWritten is append, calling written (if not nil) as soon as recs are
+// in the file and queued for delivery: before the batch's fdatasync, on the
+// goroutine that writes it, or when append returns for a batch without one.
+// It is not called if the write fails; a caller that retries may see it
+// called on a later attempt, or (a sync that failed after the write) on an
+// earlier one too.
+func (j *journal) appendWritten(written func(), recs ...record) error {
+	if written != nil {
+		written = sync.OnceFunc(written)
+	}
+	err := j.write(written, recs)
+	if err == nil && written != nil {
+		written()
+	}
+	return err
+}
+
+// write is appendWritten's work.
+func (j *journal) write(written func(), recs []record) error {
 	lines := make([][]byte, len(recs))
+	sync := false
 	for i, r := range recs {
 		l, err := encodeRecord(r)
 		if err != nil {
 			return err
 		}
 		lines[i] = l
+		sync = sync || r.Kind != recStarted
 	}
 	j.mu.Lock()
+	if !sync && j.syncing && j.cur == nil {
+		// The leader waits for an fdatasync: a start is written now, after
+		// what the sync covers, instead of waiting for it (a restart's
+		// start waited for its predecessor's exit to be synced).
+		err := j.writeNowLocked(recs, lines)
+		j.mu.Unlock()
+		return err
+	}
 	b := j.cur
 	if b == nil {
 		b = &batch{done: make(chan struct{})}
 		j.cur = b
+	}
+	if written != nil {
+		b.wrote = append(b.wrote, written)
 	}
 	for i, l := range lines {
 		b.sync = b.sync || recs[i].Kind != recStarted
@@ -402,8 +454,33 @@ func (j *journal) append(recs ...record) error {
 	return b.err
 }
 
+// writeNowLocked writes records that need no fdatasync while the leader
+// syncs, holding mu (which keeps other writers out), and queues them.
+func (j *journal) writeNowLocked(recs []record, lines [][]byte) error {
+	b := &batch{recs: recs, done: make(chan struct{})}
+	for _, l := range lines {
+		b.buf = append(b.buf, l...)
+		b.ends = append(b.ends, int64(len(b.buf)))
+	}
+	close(b.done)
+	base := j.size
+	if _, err := j.f.Write(b.buf); err != nil {
+		if terr := j.f.Truncate(base); terr == nil {
+			_, _ = j.f.Seek(base, io.SeekStart)
+		}
+		return fmt.Errorf("write spool: %w", err)
+	}
+	j.size = base + int64(len(b.buf))
+	j.dirty = true
+	j.queueLocked(b, base)
+	return nil
+}
+
 // flushLocked writes waiting batches until none is left. The caller holds mu
-// and is the leader; mu is released around each write.
+// and is the leader; mu is released around each write and sync. A batch is
+// queued for delivery once written; one that needs it is then fdatasynced,
+// and while it is, records that need none are written by their appenders
+// (writeNowLocked).
 func (j *journal) flushLocked() {
 	for j.cur != nil {
 		b := j.cur
@@ -412,29 +489,52 @@ func (j *journal) flushLocked() {
 		f := j.f
 		j.mu.Unlock()
 		_, err := f.Write(b.buf)
-		if err == nil && b.sync {
-			j.mu.Lock()
-			j.queueLocked(b, base)
-			j.mu.Unlock()
-			err = j.datasync(int(f.Fd()))
-		}
 		j.mu.Lock()
 		if err != nil {
 			// The file may now hold part of the batch; cut it back so
-			// the next write starts on a record boundary. Its records
-			// leave the queue: the writer tries again (a copy already
-			// appended is stored once, under the same id).
+			// the next write starts on a record boundary.
 			if terr := f.Truncate(base); terr == nil {
 				_, _ = f.Seek(base, io.SeekStart)
 			}
+			b.err = fmt.Errorf("write spool: %w", err)
+			close(b.done)
+			continue
+		}
+		end := base + int64(len(b.buf))
+		j.size = end
+		j.queueLocked(b, base)
+		if !b.sync {
+			j.dirty = true
+			close(b.done)
+			continue
+		}
+		j.syncing = true
+		j.mu.Unlock()
+		for _, f := range b.wrote {
+			f()
+		}
+		err = j.datasync(int(f.Fd()))
+		j.mu.Lock()
+		j.syncing = false
+		if err != nil {
+			// Its records leave the queue: the writer tries again (a copy
+			// already appended is stored once, under the same id). They
+			// are cut from the file unless a start was written after them
+			// during the sync; then the retry writes them a second time
+			// (a restarted agent reads the exit twice, the same exit).
+			if j.size == end {
+				if terr := f.Truncate(base); terr == nil {
+					_, _ = f.Seek(base, io.SeekStart)
+					j.size = base
+				}
+			}
 			j.queue = slices.DeleteFunc(j.queue, func(q queued) bool { return q.b == b })
+			j.fails++
 			b.err = fmt.Errorf("write spool: %w", err)
 		} else {
-			j.dirty = !b.sync
-			j.size = base + int64(len(b.buf))
-			if !b.sync {
-				j.queueLocked(b, base)
-			}
+			// The sync covers what was written before it, not the starts
+			// written during it.
+			j.dirty = j.size != end
 		}
 		close(b.done)
 	}
@@ -460,6 +560,22 @@ func (j *journal) head() (queued, bool) {
 		return queued{}, false
 	}
 	return j.queue[0], true
+}
+
+// next returns the oldest undelivered record that ends past off (0: the
+// oldest), and how many fdatasyncs have failed so far: a failed one takes
+// its records out of the queue, to be written again later, so a reader
+// that went past them starts again from the oldest.
+func (j *journal) next(off int64) (queued, uint64, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	// Ends only grow along the queue: a batch is cut from the file only
+	// when nothing was written after it, and its records leave the queue.
+	i := sort.Search(len(j.queue), func(i int) bool { return j.queue[i].end > off })
+	if i == len(j.queue) {
+		return queued{}, j.fails, false
+	}
+	return j.queue[i], j.fails, true
 }
 
 // pending counts undelivered records.

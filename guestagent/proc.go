@@ -43,6 +43,7 @@ type proc struct {
 	startedID   string
 	ready       chan struct{} // closed once started or failed
 	done        chan struct{} // closed once the exit is spooled
+	freed       chan struct{} // closed once the exit is written (Agent.release); nil for a remembered exit
 	startErr    error         // set before ready is closed
 
 	// Set before ready is closed, read-only after.
