@@ -353,7 +353,14 @@ func TestFenceSurvivesServerLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kv := leaseBucket(t, url, ttl)
+	// Bounded tries: a request to the cluster just formed can go
+	// unanswered (one try waited a minute for "read replicas of stream").
+	var kv jetstream.KeyValue
+	c.Retry(time.Minute, "create the R3 lease bucket", func(ctx context.Context) error {
+		var err error
+		kv, err = lease.Ensure(ctx, admin, ttl)
+		return err
+	})
 	if st, err := kv.Status(ctx); err != nil || st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.Replicas != 3 ||
 		!st.(*jetstream.KeyValueBucketStatus).StreamInfo().Config.AllowDirect {
 		t.Fatalf("lease bucket: %+v, %v; want R3 with direct get", st, err)
