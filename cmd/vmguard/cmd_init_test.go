@@ -98,12 +98,7 @@ func TestInitSecureSetup(t *testing.T) {
 	}
 
 	srv := exec.Command(vmguardBin, "server", "-c", conf, "--store", t.TempDir(), "--host", "0.0.0.0", "--port", fmt.Sprint(port), "-q")
-	buf := &syncBuffer{}
-	srv.Stdout, srv.Stderr = buf, buf
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	buf := startLogged(t, srv)
 	natstest.WaitFor(t, 30*time.Second, "vmguard server with init's config ready", func() bool { return strings.Contains(buf.String(), "ready") })
 	if strings.Contains(buf.String(), "INSECURE") {
 		t.Errorf("init's config counted as insecure:\n%s", buf.String())
@@ -136,12 +131,7 @@ func TestInitSecureSetup(t *testing.T) {
 
 	agent := exec.Command(vmguardBin, "agent", "--guest", "webvm", "--state", t.TempDir())
 	agent.Env = envFile(t, filepath.Join(out, "guest-webvm", "env"))
-	abuf := &syncBuffer{}
-	agent.Stdout, agent.Stderr = abuf, abuf
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	startLogged(t, agent)
 	admin := natsconn.Flags{NATS: url, NKey: seed, TLSCA: filepath.Join(out, "ca.pem"),
 		TLSCert: filepath.Join(out, "operator-admin", "cert.pem"), TLSKey: filepath.Join(out, "operator-admin", "key.pem")}
 	nc, err := admin.Connect("test")

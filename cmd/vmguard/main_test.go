@@ -67,6 +67,19 @@ func startServer(t *testing.T, store string, port int, extra ...string) *exec.Cm
 	return cmd
 }
 
+// startLogged starts cmd with its output (stdout and stderr) in the
+// buffer it returns; cmd is killed and waited for when the test ends.
+func startLogged(t *testing.T, cmd *exec.Cmd) *syncBuffer {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return out
+}
+
 // syncBuffer is a buffer safe for a writer and a reader at once.
 type syncBuffer = natstest.Buffer
 

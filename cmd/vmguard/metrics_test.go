@@ -191,12 +191,7 @@ func TestAgentMetrics(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cmd := exec.Command(vmguardBin, "--nats", fmt.Sprintf("nats://127.0.0.1:%d", port), "agent", "--guest", "g1",
 		"--state", filepath.Join(dir, "agent"), "--metrics", addr)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	out := startLogged(t, cmd)
 	var f map[string]*dto.MetricFamily
 	natstest.WaitFor(t, 30*time.Second, "vmguard_agent_processes{guest=\"g1\"}", func() bool {
 		var err error

@@ -42,12 +42,7 @@ func TestServerRefusesOpenBeyondLoopback(t *testing.T) {
 	}
 
 	cmd = exec.Command(vmguardBin, "server", "--store", t.TempDir(), "--host", "0.0.0.0", "--port", fmt.Sprint(port), "-q", "--insecure")
-	buf := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = buf, buf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	buf := startLogged(t, cmd)
 	natstest.WaitFor(t, 30*time.Second, "vmguard server --insecure ready", func() bool { return strings.Contains(buf.String(), "ready") })
 	if !strings.Contains(buf.String(), "WARNING: INSECURE") {
 		t.Errorf("--insecure does not warn:\n%s", buf.String())
@@ -99,12 +94,7 @@ func TestNoPasswordInLogsAndPlainAuthErrors(t *testing.T) {
 
 	host := exec.Command(vmguardBin, "host", "--node", "node1", "--state", t.TempDir())
 	host.Env = append(os.Environ(), "NATS_URL="+url)
-	out := &syncBuffer{}
-	host.Stdout, host.Stderr = out, out
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = host.Process.Kill(); _ = host.Wait() })
+	out := startLogged(t, host)
 	natstest.WaitFor(t, 30*time.Second, "host manager starting", func() bool { return strings.Contains(out.String(), "host manager starting") })
 	if s := out.String(); strings.Contains(s, secret) || !strings.Contains(s, "nats=nats://admin:xxxxx@127.0.0.1") {
 		t.Errorf("host log shows the password or no redacted URL:\n%s", s)
@@ -136,12 +126,7 @@ func TestClientsTLSAndNKey(t *testing.T) {
 	}
 
 	agent := exec.Command(vmguardBin, append([]string{"agent", "--guest", "tlsvm", "--state", t.TempDir()}, flags...)...)
-	out := &syncBuffer{}
-	agent.Stdout, agent.Stderr = out, out
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	startLogged(t, agent)
 	nc, err := natsconn.Flags{NATS: url, NKey: seed, TLSCA: tl.CA, TLSCert: tl.ClientCert, TLSKey: tl.ClientKey}.Connect("test")
 	if err != nil {
 		t.Fatal(err)
@@ -157,12 +142,7 @@ func TestAgentSaysAuthorizationFailed(t *testing.T) {
 	port := startAuthServer(t, "right-pw")
 	agent := exec.Command(vmguardBin, "agent", "--guest", "authvm", "--state", t.TempDir())
 	agent.Env = append(os.Environ(), fmt.Sprintf("NATS_URL=nats://admin:wrong-pw@127.0.0.1:%d", port))
-	out := &syncBuffer{}
-	agent.Stdout, agent.Stderr = out, out
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	out := startLogged(t, agent)
 	natstest.WaitFor(t, 30*time.Second, "the agent's authorization error", func() bool { return strings.Contains(out.String(), "authorization failed") })
 	if strings.Contains(out.String(), "wrong-pw") {
 		t.Errorf("the agent's log shows the password:\n%s", out.String())

@@ -61,12 +61,7 @@ func TestEventsSink(t *testing.T) {
 	}
 	sink := func() (*exec.Cmd, *syncBuffer) {
 		cmd := exec.Command(vmguardBin, "--nats", url, "events", "-f", "--sink", recv.URL)
-		out := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		out := startLogged(t, cmd)
 		return cmd, out
 	}
 	check := func(out *syncBuffer) {
