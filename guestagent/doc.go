@@ -80,7 +80,11 @@
 // Events are written first to a spool under <state>/spool (append-only; an
 // exit is fdatasynced while it is published, and counts as delivered only
 // once both are done; a start is synced soon after, since a start only has
-// to survive an agent crash), then appended to the
+// to survive an agent crash). An exit's sync is on no restart's path: its
+// service may run again once the exit is written, a start is written while
+// the sync runs, and the records after it are appended meanwhile (they
+// count as delivered, in order, once the sync is done). Records are
+// appended to the
 // log one at a time, in spool order, with their stored ids as Nats-Msg-Id: a re-send
 // after a crash or an outage is stored once within the log's two-minute
 // duplicate window. The spool survives restarts and outages and is delivered
