@@ -307,3 +307,77 @@ func TestJournalExitQueuedDuringSync(t *testing.T) {
 		t.Fatalf("queue after the retry %q", got)
 	}
 }
+
+// A start appended while an exit's fdatasync runs is written and queued at
+// once, after the exit (a restart's start does not wait for the sync), and
+// the written callback of the exit runs before its sync. If that sync then
+// fails, the exit leaves the queue, the start stays, the journal counts the
+// failure (the deliverer starts again from the oldest record), the file
+// keeps both, and the exit's retry is queued after the start; reopened, the
+// spool reads the exit twice and the start once, in write order.
+func TestJournalStartWrittenDuringExitSync(t *testing.T) {
+	dir := t.TempDir()
+	j, _ := mustOpen(t, dir)
+	entered, release := make(chan struct{}), make(chan error)
+	j.mu.Lock()
+	j.datasync = func(int) error {
+		entered <- struct{}{}
+		return <-release
+	}
+	j.mu.Unlock()
+	wrote := make(chan struct{})
+	appended := make(chan error, 1)
+	go func() { appended <- j.appendWritten(func() { close(wrote) }, exitedRec("a")) }()
+	<-entered
+	select {
+	case <-wrote:
+	default:
+		t.Fatal("the exit's written callback did not run before its sync")
+	}
+	done := make(chan error, 1)
+	go func() { done <- j.append(startedRec("b")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a start waited for the exit's sync")
+	}
+	if got := queueIDs(j); got != "x-a s-b" {
+		t.Fatalf("queue during the sync %q, want the exit then the start", got)
+	}
+	q, fails, ok := j.next(0)
+	if !ok || q.rec.ID != "x-a" || fails != 0 {
+		t.Fatalf("next(0) = %q %d %v", q.rec.ID, fails, ok)
+	}
+	if q2, _, ok := j.next(q.end); !ok || q2.rec.ID != "s-b" {
+		t.Fatalf("next past the exit = %q %v, want the start", q2.rec.ID, ok)
+	}
+
+	release <- errors.New("disk gone")
+	if err := <-appended; err == nil {
+		t.Fatal("a failed sync returned no error")
+	}
+	if got := queueIDs(j); got != "s-b" {
+		t.Fatalf("queue after the failed sync %q, want the start alone", got)
+	}
+	if _, fails, _ := j.next(0); fails != 1 {
+		t.Fatalf("failed syncs counted %d, want 1", fails)
+	}
+	go func() { appended <- j.append(exitedRec("a")) }()
+	<-entered
+	release <- nil
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if got := queueIDs(j); got != "s-b x-a" {
+		t.Fatalf("queue after the retry %q", got)
+	}
+	j.close()
+	j2, recs := mustOpen(t, dir)
+	defer j2.close()
+	if got := ids(recs); got != "x-a s-b x-a" {
+		t.Fatalf("reopened spool %q", got)
+	}
+}
