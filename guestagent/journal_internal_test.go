@@ -245,6 +245,40 @@ func TestCauseOf(t *testing.T) {
 	}
 }
 
+// heldSyncs stands in for a journal's fdatasync: each sync says it began
+// (entered) and waits for the test's answer (release).
+type heldSyncs struct {
+	entered chan struct{}
+	release chan error
+}
+
+func holdSyncs(j *journal) heldSyncs {
+	h := heldSyncs{entered: make(chan struct{}), release: make(chan error)}
+	j.mu.Lock()
+	j.datasync = func(int) error {
+		h.entered <- struct{}{}
+		return <-h.release
+	}
+	j.mu.Unlock()
+	return h
+}
+
+// appendSynced appends r, lets its sync succeed, and checks that the queue
+// is then want.
+func (h heldSyncs) appendSynced(t *testing.T, j *journal, r record, want string) {
+	t.Helper()
+	appended := make(chan error, 1)
+	go func() { appended <- j.append(r) }()
+	<-h.entered
+	h.release <- nil
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if got := queueIDs(j); got != want {
+		t.Fatalf("queue after appending %s %q, want %q", r.ID, got, want)
+	}
+}
+
 // An exit is queued for delivery as soon as it is written, while its
 // fdatasync runs (its append overlaps the sync), but counts as written only
 // once the sync is done; a failed sync takes it out of the queue again, and
@@ -252,13 +286,8 @@ func TestCauseOf(t *testing.T) {
 func TestJournalExitQueuedDuringSync(t *testing.T) {
 	j, _ := mustOpen(t, t.TempDir())
 	defer j.close()
-	entered, release := make(chan struct{}), make(chan error)
-	j.mu.Lock()
-	j.datasync = func(int) error {
-		entered <- struct{}{}
-		return <-release
-	}
-	j.mu.Unlock()
+	h := holdSyncs(j)
+	entered, release := h.entered, h.release
 	appended := make(chan error, 1)
 	go func() { appended <- j.append(exitedRec("a")) }()
 	<-entered
@@ -297,15 +326,7 @@ func TestJournalExitQueuedDuringSync(t *testing.T) {
 	if got := queueIDs(j); got != "" {
 		t.Fatalf("queue after a failed sync %q", got)
 	}
-	go func() { appended <- j.append(exitedRec("b")) }()
-	<-entered
-	release <- nil
-	if err := <-appended; err != nil {
-		t.Fatal(err)
-	}
-	if got := queueIDs(j); got != "x-b" {
-		t.Fatalf("queue after the retry %q", got)
-	}
+	h.appendSynced(t, j, exitedRec("b"), "x-b")
 }
 
 // A start appended while an exit's fdatasync runs is written and queued at
@@ -318,13 +339,8 @@ func TestJournalExitQueuedDuringSync(t *testing.T) {
 func TestJournalStartWrittenDuringExitSync(t *testing.T) {
 	dir := t.TempDir()
 	j, _ := mustOpen(t, dir)
-	entered, release := make(chan struct{}), make(chan error)
-	j.mu.Lock()
-	j.datasync = func(int) error {
-		entered <- struct{}{}
-		return <-release
-	}
-	j.mu.Unlock()
+	h := holdSyncs(j)
+	entered, release := h.entered, h.release
 	wrote := make(chan struct{})
 	appended := make(chan error, 1)
 	go func() { appended <- j.appendWritten(func() { close(wrote) }, exitedRec("a")) }()
@@ -365,15 +381,7 @@ func TestJournalStartWrittenDuringExitSync(t *testing.T) {
 	if _, fails, _ := j.next(0); fails != 1 {
 		t.Fatalf("failed syncs counted %d, want 1", fails)
 	}
-	go func() { appended <- j.append(exitedRec("a")) }()
-	<-entered
-	release <- nil
-	if err := <-appended; err != nil {
-		t.Fatal(err)
-	}
-	if got := queueIDs(j); got != "s-b x-a" {
-		t.Fatalf("queue after the retry %q", got)
-	}
+	h.appendSynced(t, j, exitedRec("a"), "s-b x-a")
 	j.close()
 	j2, recs := mustOpen(t, dir)
 	defer j2.close()
