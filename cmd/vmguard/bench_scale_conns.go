@@ -43,15 +43,17 @@ func newConnWatch(path string) (*connWatch, error) {
 // messages ("127.0.0.1:56458 - cid:4783 - "); digits vary by connection.
 var (
 	clientPrefix = regexp.MustCompile(`^[^ ]+ - [a-z]+:\d+( - "[^"]*")? - `)
+	apiName      = regexp.MustCompile(`(\$JS\.API\.[A-Z.]+\.VMGUARD\.)[A-Za-z0-9]+|(_R_\.)[A-Za-z0-9]+\.[A-Za-z0-9]+`)
 	digits       = regexp.MustCompile(`\d+`)
 )
 
 // kind is a server message with what varies from one connection to the
 // next taken out, cut to fit a summary line.
 func kind(msg string) string {
-	k := digits.ReplaceAllString(clientPrefix.ReplaceAllString(msg, ""), "N")
-	if len(k) > 100 {
-		k = k[:100] + "..."
+	k := clientPrefix.ReplaceAllString(msg, "")
+	k = digits.ReplaceAllString(apiName.ReplaceAllString(k, "${1}${2}*"), "N")
+	if len(k) > 140 {
+		k = k[:140] + "..."
 	}
 	return k
 }
@@ -61,6 +63,7 @@ func (cw *connWatch) line(level, format string, v ...any) {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	fmt.Fprintf(cw.w, "%s [%s] %s\n", time.Now().Format("15:04:05.000"), level, msg)
+	_ = cw.w.Flush() // the file is read while the benchmark runs
 	if level != "INF" {
 		cw.server[level+" "+kind(msg)]++
 	}

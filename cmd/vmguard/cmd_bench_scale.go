@@ -44,6 +44,8 @@ type benchScaleCmd struct {
 	Bin         string        `name:"bin" help:"vmguard binary the controller process runs (default: this executable)."`
 	ServerLog   string        `name:"server-log" help:"Keep the embedded server's log in this file (default: in the benchmark's directory, removed at the end; its warnings and errors are counted and summed up either way)."`
 	CPUProfile  string        `name:"cpuprofile" help:"Write a CPU profile of the whole run to this file."`
+	JoinWave    int           `name:"join-wave" help:"Start the host managers this many at a time, each wave once the one before has joined (bounded by --timeout), instead of all at once (0): 1,000 host managers reading a large configuration at once need its decoding's memory 1,000 times over."`
+	HostLog     string        `name:"host-log" help:"Write every host manager's log (info and above) to this file."`
 	OwnConfig   bool          `name:"own-config" help:"Each host manager parses and keeps its own copy of the configuration, as on a real host, instead of sharing one parse with the others in this process (hostmanager.ConfigCache): ~40 MB each at 10,000 packages."`
 }
 
@@ -218,6 +220,15 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 	}
 	hosts := map[string]context.CancelFunc{}
 	runners := map[string]*hostmanager.Runner{}
+	hmLogger := slog.New(slog.DiscardHandler)
+	if c.HostLog != "" {
+		f, err := os.Create(c.HostLog)
+		if err != nil {
+			return fmt.Errorf("create host manager log: %w", err)
+		}
+		defer f.Close()
+		hmLogger = slog.New(slog.NewTextHandler(f, nil))
+	}
 	var configs *hostmanager.ConfigCache
 	if !c.OwnConfig {
 		configs = hostmanager.NewConfigCache()
@@ -226,7 +237,7 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		gr := groups[i/c.PerConn]
 		hctx, cancel := context.WithCancel(runCtx)
 		hm, err := hostmanager.NewRunner(hostmanager.Config{
-			Node: n, Log: gr.hm, LeaseConn: gr.lease, StateDir: filepath.Join(dir, n), Version: version,
+			Node: n, Log: gr.hm, LeaseConn: gr.lease, Logger: hmLogger.With("node", n), StateDir: filepath.Join(dir, n), Version: version,
 			Drivers:      map[string]hostmanager.Driver{config.DriverProcess: sim.DriverOn(n, gr.guests)},
 			ReadWholeLog: c.ReadAll, Configs: configs,
 		})
@@ -237,6 +248,11 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		hosts[n], runners[n] = cancel, hm
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = hm.Run(hctx) }()
+		if c.JoinWave > 0 && (i+1)%c.JoinWave == 0 && i+1 < len(cl.Nodes) {
+			if err := waitJoined(ctx, w, i+1, c.Timeout); err != nil {
+				return err
+			}
+		}
 	}
 	if c.Controller == "inproc" {
 		fo, err := failover.NewRunner(failover.Config{Log: ctlLog, Logger: slog.New(slog.DiscardHandler), ID: "bench"})
@@ -363,6 +379,9 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		}
 		restartDone = append(restartDone, st.Time.Sub(trig.Time))
 	}
+	// Printed now: a later phase that does not end leaves these behind.
+	report(g, "decision: process.exited (restart left) appended -> host manager's decision appended", restartDec)
+	report(g, "restart: process.exited -> process.started again", restartDone)
 	for k := range min(c.Failures, c.Packages/2) {
 		pkg := scalePkg(2*k + 1)
 		trig, node, d, err := inject(pkg)
@@ -380,8 +399,6 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		failover1 = append(failover1, st.Time.Sub(trig.Time))
 	}
 	fmt.Fprintf(out, "decisions on injected exits, by type: %v\n", decided)
-	report(g, "decision: process.exited (restart left) appended -> host manager's decision appended", restartDec)
-	report(g, "restart: process.exited -> process.started again", restartDone)
 	report(g, "decision: process.exited (no restart left) appended -> decision appended", failDec)
 	report(g, "failover: process.exited (no restart left) -> package.started on another node", failover1)
 
@@ -518,6 +535,33 @@ func (c *benchScaleCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("bench scale: %d invariant problems", len(probs))
 	}
 	return nil
+}
+
+// waitJoined waits, at most timeout, until the log holds a node.joined of
+// n nodes.
+func waitJoined(ctx context.Context, w *watcher, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		joined := map[string]bool{}
+		for _, e := range w.since(0) {
+			if e.Type() == events.TypeNodeJoined {
+				joined[e.Subject] = true
+			}
+		}
+		if len(joined) >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench scale: %d of the first %d host managers joined after %v", len(joined), n, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
