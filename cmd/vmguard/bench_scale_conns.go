@@ -144,6 +144,9 @@ func startController(bin, url, logPath string) (*controllerProc, error) {
 	}
 	cmd := exec.Command(bin, "failover", "--nats", url, "--id", "bench")
 	cmd.Stdout, cmd.Stderr = f, f
+	// The controller reconnects forever: it must not outlive a benchmark
+	// that is killed (a test run's timeout) and keep retrying.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start controller %s: %w", bin, err)
