@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -43,179 +44,244 @@ type benchLogCmd struct {
 
 // Run starts a server (unless --external), runs each measurement and prints
 // one line per result.
-//
-// Longer than 80 lines: a benchmark is one script of measurements that
-// share its server, log and output; it reads top to bottom and has no
-// caller but the CLI.
 func (c *benchLogCmd) Run(ctx context.Context, g *globals) error {
-	url := g.NATS
-	mode := "unknown: an external server's sync setting is not visible to a client (its vmguard server banner says it)"
-	// An external server is dialled with the connection flags (--creds,
-	// --nkey, --tls*, or their variables), as every client is.
-	connect := func(opts ...nats.Option) (*nats.Conn, error) { return g.Flags.Connect("vmguard bench log", opts...) }
-	if c.External {
-		if err := refuseNonEmpty(ctx, url, connect); err != nil {
-			return err
-		}
-	} else {
-		store := c.Store
-		if store == "" {
-			dir, err := os.MkdirTemp("", "vmguard-bench-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dir)
-			store = dir
-		}
-		s, err := natsd.Start(natsd.Config{StoreDir: store, Port: -1, Interval: !c.Durable})
-		if err != nil {
-			return err
-		}
-		defer s.Shutdown()
-		url = s.ClientURL()
-		mode = syncMode(s)
-		connect = func(opts ...nats.Option) (*nats.Conn, error) { return nats.Connect(url, opts...) }
-	}
-	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", natsconn.Redact(url), mode, runtime.GOMAXPROCS(0))
-	nc, err := connect()
+	nc, closeServer, err := c.connect(ctx, g)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
+	defer closeServer()
 	defer nc.Close()
 	l, err := events.Open(ctx, nc)
 	if err != nil {
 		return err
 	}
-	sample := func(i int) events.Event {
-		e := events.New("/vmguard/guests/webvm/agent", "web", events.ProcessExited{
-			Guest: "webvm", Service: "httpd", PID: 1000 + i%30000, ExitCode: i % 4, RuntimeMS: int64(i % 5000),
-			RequestID: fmt.Sprintf("req-%d", i), Epoch: 1, Output: []string{"starting", "listening on :8080", "fatal: out of cheese"},
-		})
-		e.CauseID = fmt.Sprintf("req-%d", i)
-		return e
-	}
-	if c.Sync > 0 {
-		lat := make([]time.Duration, 0, c.Sync)
-		start, c0 := time.Now(), cpuTime()
-		for i := range c.Sync {
-			t0 := time.Now()
-			if _, err := l.Append(ctx, sample(i)); err != nil {
-				return err
-			}
-			lat = append(lat, time.Since(t0))
-		}
-		el := time.Since(start)
-		slices.Sort(lat)
-		fmt.Fprintf(g.Stdout, "sync append:   %8d events in %7.2fs = %8.0f events/s  %s (latency p50 %v, p99 %v)\n",
-			c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds(), cpuPer(c0, c.Sync), lat[len(lat)/2], lat[len(lat)*99/100])
-	}
-	if c.Sync > 0 {
-		// The same messages through JetStream alone, already encoded: what
-		// the server and the round trip cost without vmguard's encoding.
-		msgs, err := encodeAll(l, c.Sync, func(i int) events.Event { return sample(i + 10_000_000) })
-		if err != nil {
+	b := &logBench{benchLogCmd: c, out: g.Stdout, nc: nc, l: l}
+	for _, measure := range []func(context.Context) error{b.syncAppend, b.rawSync, b.rawAsync, b.rawBatch, b.asyncAppend, b.replay} {
+		if err := measure(ctx); err != nil {
 			return err
 		}
-		start, c0 := time.Now(), cpuTime()
-		for _, m := range msgs {
-			if _, err := l.JetStream().PublishMsg(ctx, m); err != nil {
-				return err
-			}
-		}
-		el := time.Since(start)
-		fmt.Fprintf(g.Stdout, "raw sync:      %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, pre-encoded)\n", c.Sync, el.Seconds(), float64(c.Sync)/el.Seconds(), cpuPer(c0, c.Sync))
 	}
-	if c.Async > 0 {
-		msgs, err := encodeAll(l, c.Async, func(i int) events.Event { return sample(i + 20_000_000) })
-		if err != nil {
-			return err
+	return nil
+}
+
+// connect starts the embedded server (unless --external: the server at
+// --nats, refused unless its log is empty), prints which server and mode
+// the run measures, and connects to it. closeServer stops the embedded
+// server and removes its temporary store.
+func (c *benchLogCmd) connect(ctx context.Context, g *globals) (nc *nats.Conn, closeServer func(), err error) {
+	url := g.NATS
+	mode := "unknown: an external server's sync setting is not visible to a client (its vmguard server banner says it)"
+	// An external server is dialled with the connection flags (--creds,
+	// --nkey, --tls*, or their variables), as every client is.
+	connect := func(opts ...nats.Option) (*nats.Conn, error) { return g.Flags.Connect("vmguard bench log", opts...) }
+	closeServer = func() {}
+	if c.External {
+		if err := refuseNonEmpty(ctx, url, connect); err != nil {
+			return nil, nil, err
 		}
-		start, c0 := time.Now(), cpuTime()
-		for _, m := range msgs {
-			if _, err := l.JetStream().PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
-				return err
-			}
-		}
-		// Every ack, not only the batcher's (Log.Flush): without this the
-		// last few thousand acks were counted in the next line's time.
-		select {
-		case <-l.JetStream().PublishAsyncComplete():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		el := time.Since(start)
-		fmt.Fprintf(g.Stdout, "raw async:     %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, pre-encoded, one message at a time)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), cpuPer(c0, c.Async))
-	}
-	if c.Async > 0 {
-		// The same messages through JetStream alone, in atomic batches of
-		// 1,000, one in flight, as AppendAsync groups a burst: what the
-		// batches themselves cost the server, without vmguard.
-		msgs, err := encodeAll(l, c.Async, func(i int) events.Event { return sample(i + 30_000_000) })
-		if err != nil {
-			return err
-		}
-		start, c0 := time.Now(), cpuTime()
-		n, err := rawBatches(ctx, nc, msgs, 1000)
-		if err != nil {
-			return err
-		}
-		el := time.Since(start)
-		fmt.Fprintf(g.Stdout, "raw batch:     %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, pre-encoded, %d atomic batches)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), cpuPer(c0, c.Async), n)
-	}
-	if c.Async > 0 {
-		b0, c0 := l.Batches(), cpuTime()
-		el, err := appendAsync(ctx, l, c.Async, sample)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(g.Stdout, "async append:  %8d events in %7.2fs = %8.0f events/s  %s (%d atomic batches)\n", c.Async, el.Seconds(), float64(c.Async)/el.Seconds(), cpuPer(c0, c.Async), l.Batches()-b0)
-	}
-	if c.Replay > 0 {
-		have, err := l.LastSeq(ctx)
-		if err != nil {
-			return err
-		}
-		if missing := c.Replay - int(have); missing > 0 {
-			el, err := appendAsync(ctx, l, missing, func(i int) events.Event { return sample(i + int(have)) })
+	} else {
+		store, removeStore := c.Store, func() {}
+		if store == "" {
+			dir, err := os.MkdirTemp("", "vmguard-bench-")
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
-			fmt.Fprintf(g.Stdout, "fill:          %8d events in %7.2fs = %8.0f events/s\n", missing, el.Seconds(), float64(missing)/el.Seconds())
+			store, removeStore = dir, func() { os.RemoveAll(dir) }
 		}
-		if c.CPUProfile != "" {
-			f, err := os.Create(c.CPUProfile)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return fmt.Errorf("start cpu profile: %w", err)
-			}
-			defer pprof.StopCPUProfile()
+		s, err := natsd.Start(natsd.Config{StoreDir: store, Port: -1, Interval: !c.Durable})
+		if err != nil {
+			removeStore()
+			return nil, nil, err
 		}
-		// Rounds alternate raw and decoded replays, so that both see the
-		// same share of a machine whose load changes.
-		for range max(c.Rounds, 1) {
-			c0 := cpuTime()
-			n, el, err := rawReplay(ctx, l)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.Stdout, "raw replay:    %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, no decode)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n))
-			c0 = cpuTime()
-			n, el, err = rawConsume(ctx, l)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.Stdout, "raw consume:   %8d events in %7.2fs = %8.0f events/s  %s (JetStream only, no decode, read as Replay reads)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n))
-			n = 0
-			start, c0 := time.Now(), cpuTime()
-			if _, err := l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
-				return err
-			}
-			el = time.Since(start)
-			fmt.Fprintf(g.Stdout, "replay:        %8d events in %7.2fs = %8.0f events/s  %s (decoded and schema-checked; skipped %d)\n", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n), l.Skipped())
+		closeServer = func() { s.Shutdown(); removeStore() }
+		url = s.ClientURL()
+		mode = syncMode(s)
+		connect = func(opts ...nats.Option) (*nats.Conn, error) { return nats.Connect(url, opts...) }
+	}
+	fmt.Fprintf(g.Stdout, "vmguard bench log: server %s, mode %s, GOMAXPROCS %d, over TCP\n", natsconn.Redact(url), mode, runtime.GOMAXPROCS(0))
+	if nc, err = connect(); err != nil {
+		closeServer()
+		return nil, nil, fmt.Errorf("connect: %w", err)
+	}
+	return nc, closeServer, nil
+}
+
+// logBench is one run of bench log: its flags, output and log.
+type logBench struct {
+	*benchLogCmd
+	out io.Writer
+	nc  *nats.Conn
+	l   *events.Log
+}
+
+// benchSample is the benchmark's i-th event: a process exit of a realistic size.
+func benchSample(i int) events.Event {
+	e := events.New("/vmguard/guests/webvm/agent", "web", events.ProcessExited{
+		Guest: "webvm", Service: "httpd", PID: 1000 + i%30000, ExitCode: i % 4, RuntimeMS: int64(i % 5000),
+		RequestID: fmt.Sprintf("req-%d", i), Epoch: 1, Output: []string{"starting", "listening on :8080", "fatal: out of cheese"},
+	})
+	e.CauseID = fmt.Sprintf("req-%d", i)
+	return e
+}
+
+// rate prints one result line: what, n events in el, their rate and CPU
+// per event since c0, then note.
+func (b *logBench) rate(what string, n int, el, c0 time.Duration, note string) {
+	fmt.Fprintf(b.out, "%-14s %8d events in %7.2fs = %8.0f events/s  %s%s\n", what+":", n, el.Seconds(), float64(n)/el.Seconds(), cpuPer(c0, n), note)
+}
+
+// syncAppend appends --sync events one at a time, each waiting for its
+// ack.
+func (b *logBench) syncAppend(ctx context.Context) error {
+	if b.Sync <= 0 {
+		return nil
+	}
+	lat := make([]time.Duration, 0, b.Sync)
+	start, c0 := time.Now(), cpuTime()
+	for i := range b.Sync {
+		t0 := time.Now()
+		if _, err := b.l.Append(ctx, benchSample(i)); err != nil {
+			return err
 		}
+		lat = append(lat, time.Since(t0))
+	}
+	el := time.Since(start)
+	slices.Sort(lat)
+	b.rate("sync append", b.Sync, el, c0, fmt.Sprintf(" (latency p50 %v, p99 %v)", lat[len(lat)/2], lat[len(lat)*99/100]))
+	return nil
+}
+
+// rawSync publishes the same messages through JetStream alone, already
+// encoded: what the server and the round trip cost without vmguard's
+// encoding.
+func (b *logBench) rawSync(ctx context.Context) error {
+	if b.Sync <= 0 {
+		return nil
+	}
+	msgs, err := encodeAll(b.l, b.Sync, func(i int) events.Event { return benchSample(i + 10_000_000) })
+	if err != nil {
+		return err
+	}
+	start, c0 := time.Now(), cpuTime()
+	for _, m := range msgs {
+		if _, err := b.l.JetStream().PublishMsg(ctx, m); err != nil {
+			return err
+		}
+	}
+	b.rate("raw sync", b.Sync, time.Since(start), c0, " (JetStream only, pre-encoded)")
+	return nil
+}
+
+// rawAsync publishes --async pre-encoded messages through JetStream alone,
+// one at a time without waiting, and waits for every ack.
+func (b *logBench) rawAsync(ctx context.Context) error {
+	if b.Async <= 0 {
+		return nil
+	}
+	msgs, err := encodeAll(b.l, b.Async, func(i int) events.Event { return benchSample(i + 20_000_000) })
+	if err != nil {
+		return err
+	}
+	start, c0 := time.Now(), cpuTime()
+	for _, m := range msgs {
+		if _, err := b.l.JetStream().PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
+			return err
+		}
+	}
+	// Every ack, not only the batcher's (Log.Flush): without this the
+	// last few thousand acks were counted in the next line's time.
+	select {
+	case <-b.l.JetStream().PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	b.rate("raw async", b.Async, time.Since(start), c0, " (JetStream only, pre-encoded, one message at a time)")
+	return nil
+}
+
+// rawBatch publishes the same messages through JetStream alone, in atomic
+// batches of 1,000, one in flight, as AppendAsync groups a burst: what the
+// batches themselves cost the server, without vmguard.
+func (b *logBench) rawBatch(ctx context.Context) error {
+	if b.Async <= 0 {
+		return nil
+	}
+	msgs, err := encodeAll(b.l, b.Async, func(i int) events.Event { return benchSample(i + 30_000_000) })
+	if err != nil {
+		return err
+	}
+	start, c0 := time.Now(), cpuTime()
+	n, err := rawBatches(ctx, b.nc, msgs, 1000)
+	if err != nil {
+		return err
+	}
+	b.rate("raw batch", b.Async, time.Since(start), c0, fmt.Sprintf(" (JetStream only, pre-encoded, %d atomic batches)", n))
+	return nil
+}
+
+// asyncAppend appends --async events with AppendAsync.
+func (b *logBench) asyncAppend(ctx context.Context) error {
+	if b.Async <= 0 {
+		return nil
+	}
+	b0, c0 := b.l.Batches(), cpuTime()
+	el, err := appendAsync(ctx, b.l, b.Async, benchSample)
+	if err != nil {
+		return err
+	}
+	b.rate("async append", b.Async, el, c0, fmt.Sprintf(" (%d atomic batches)", b.l.Batches()-b0))
+	return nil
+}
+
+// replay fills the log up to --replay events and replays it, --rounds
+// times: raw, raw as Replay reads, then decoded; under the CPU profile if
+// asked.
+func (b *logBench) replay(ctx context.Context) error {
+	if b.Replay <= 0 {
+		return nil
+	}
+	have, err := b.l.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if missing := b.Replay - int(have); missing > 0 {
+		el, err := appendAsync(ctx, b.l, missing, func(i int) events.Event { return benchSample(i + int(have)) })
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(b.out, "fill:          %8d events in %7.2fs = %8.0f events/s\n", missing, el.Seconds(), float64(missing)/el.Seconds())
+	}
+	if b.CPUProfile != "" {
+		f, err := os.Create(b.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	// Rounds alternate raw and decoded replays, so that both see the
+	// same share of a machine whose load changes.
+	for range max(b.Rounds, 1) {
+		c0 := cpuTime()
+		n, el, err := rawReplay(ctx, b.l)
+		if err != nil {
+			return err
+		}
+		b.rate("raw replay", n, el, c0, " (JetStream only, no decode)")
+		c0 = cpuTime()
+		if n, el, err = rawConsume(ctx, b.l); err != nil {
+			return err
+		}
+		b.rate("raw consume", n, el, c0, " (JetStream only, no decode, read as Replay reads)")
+		n = 0
+		start, c0 := time.Now(), cpuTime()
+		if _, err := b.l.Replay(ctx, events.ReadOptions{}, func(events.Event) error { n++; return nil }); err != nil {
+			return err
+		}
+		b.rate("replay", n, time.Since(start), c0, fmt.Sprintf(" (decoded and schema-checked; skipped %d)", b.l.Skipped()))
 	}
 	return nil
 }

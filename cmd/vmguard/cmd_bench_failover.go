@@ -80,10 +80,6 @@ func (b *benchCluster) startHost(node string) error {
 }
 
 // Run measures failover and node-loss latency and prints p50/p99.
-//
-// Longer than 80 lines: a benchmark is one script of phases that share its
-// server, hosts and timers; it reads top to bottom and has no caller but
-// the CLI.
 func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 	env, err := openBenchEnv(ctx, "failover", c.Durable)
 	if err != nil {
@@ -129,32 +125,34 @@ func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 
 	w := newWatcher(ctx, l)
 	defer w.stop()
+	if err := c.failovers(ctx, g, l, w); err != nil {
+		return err
+	}
+	if err := c.nodeLosses(ctx, g, b, w); err != nil {
+		return err
+	}
+	evs, err := allEvents(ctx, l)
+	if err != nil {
+		return err
+	}
+	probs := invariant.Check(evs)
+	fmt.Fprintf(g.Stdout, "invariants over %d events: %d problems\n", len(evs), len(probs))
+	for _, p := range probs {
+		fmt.Fprintln(g.Stdout, "  ", p)
+	}
+	return nil
+}
+
+// failovers measures --failovers failovers of web (its main service exits
+// with no restart left), from package.failed to every service running on
+// the next node, prints the last one step by step, and resets web's failed
+// nodes after each so that it may come back.
+func (c *benchFailoverCmd) failovers(ctx context.Context, g *globals, l *events.Log, w *watcher) error {
 	var fo1 []time.Duration
 	for len(fo1) < c.Failovers {
-		failed := w.next(ctx, 60*time.Second, func(e events.Event) bool {
-			_, ok := e.Data.(events.PackageFailed)
-			return ok && e.Subject == "web"
-		})
-		if failed == nil {
-			return errors.New("no package.failed of web within 60s")
-		}
-		placed := w.next(ctx, 30*time.Second, func(e events.Event) bool {
-			_, ok := e.Data.(events.PackagePlaced)
-			return ok && e.Subject == "web" && e.Seq > failed.Seq
-		})
-		if placed == nil {
-			return errors.New("web was not placed after its failure")
-		}
-		epoch := placed.Data.(events.PackagePlaced).Epoch
-		running := map[string]bool{}
-		last := w.next(ctx, 30*time.Second, func(e events.Event) bool {
-			if d, ok := e.Data.(events.ProcessStarted); ok && e.Subject == "web" && d.Epoch == epoch {
-				running[d.Service] = true
-			}
-			return len(running) == 2
-		})
-		if last == nil {
-			return errors.New("web's services did not all start on the next node")
+		failed, last, err := nextFailover(ctx, w)
+		if err != nil {
+			return err
 		}
 		fo1 = append(fo1, last.Time.Sub(failed.Time))
 		if len(fo1) == c.Failovers {
@@ -171,7 +169,45 @@ func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 		}
 	}
 	report(g, "failover: package.failed -> every service running on the next node", fo1)
+	return nil
+}
 
+// nextFailover waits for web's next package.failed and returns it with the
+// process.started of the last of its services on the node it was placed
+// on next.
+func nextFailover(ctx context.Context, w *watcher) (failed, last *events.Event, err error) {
+	failed = w.next(ctx, 60*time.Second, func(e events.Event) bool {
+		_, ok := e.Data.(events.PackageFailed)
+		return ok && e.Subject == "web"
+	})
+	if failed == nil {
+		return nil, nil, errors.New("no package.failed of web within 60s")
+	}
+	placed := w.next(ctx, 30*time.Second, func(e events.Event) bool {
+		_, ok := e.Data.(events.PackagePlaced)
+		return ok && e.Subject == "web" && e.Seq > failed.Seq
+	})
+	if placed == nil {
+		return nil, nil, errors.New("web was not placed after its failure")
+	}
+	epoch := placed.Data.(events.PackagePlaced).Epoch
+	running := map[string]bool{}
+	last = w.next(ctx, 30*time.Second, func(e events.Event) bool {
+		if d, ok := e.Data.(events.ProcessStarted); ok && e.Subject == "web" && d.Epoch == epoch {
+			running[d.Service] = true
+		}
+		return len(running) == 2
+	})
+	if last == nil {
+		return nil, nil, errors.New("web's services did not all start on the next node")
+	}
+	return failed, last, nil
+}
+
+// nodeLosses measures --node-losses losses of db's node: its host manager
+// killed, until db runs on the other node; the lost node's host manager is
+// started again and must rejoin before the next.
+func (c *benchFailoverCmd) nodeLosses(ctx context.Context, g *globals, b *benchCluster, w *watcher) error {
 	var losses []time.Duration
 	for range c.NodeLosses {
 		start := w.last(func(e events.Event) bool {
@@ -202,16 +238,6 @@ func (c *benchFailoverCmd) Run(ctx context.Context, g *globals) error {
 		}
 	}
 	report(g, fmt.Sprintf("node loss: host manager killed -> packages running elsewhere (node_timeout %v)", c.NodeTimeout), losses)
-
-	evs, err := allEvents(ctx, l)
-	if err != nil {
-		return err
-	}
-	probs := invariant.Check(evs)
-	fmt.Fprintf(g.Stdout, "invariants over %d events: %d problems\n", len(evs), len(probs))
-	for _, p := range probs {
-		fmt.Fprintln(g.Stdout, "  ", p)
-	}
 	return nil
 }
 
