@@ -49,163 +49,207 @@ func fallback(e events.Event) (events.Event, bool) {
 // the next ones are appended meanwhile, so that a restart's start does not
 // wait for its predecessor's exit to be fdatasynced (issue 12 item 5). It
 // returns when ctx ends.
-//
-// Longer than 80 lines: one loop whose state (the log, the backoff,
-// failing, the unsaved count) every step shares; each step is a few lines.
 func (a *Agent) deliver(ctx context.Context) {
 	status := a.cfg.Conn.StatusChanged(nats.CONNECTED)
 	defer a.cfg.Conn.RemoveStatusListener(status)
-	var (
-		log     *events.Log
-		backoff = minBackoff
-		failing bool
-		unsaved int
-		// sent: appended, in order, and waiting for their spool write.
-		sent  []queued
-		fails uint64 // the journal's failed syncs, as last seen
-	)
-	settle := func() {
-		for len(sent) > 0 {
-			done, ok := sent[0].settled()
-			if !done {
-				return
-			}
-			q := sent[0]
-			sent = sent[1:]
-			if !ok {
-				continue // its sync failed: its writer writes it again
-			}
-			a.journal.delivered(q)
-			if a.onDelivered != nil {
-				a.onDelivered(q.rec.Kind, q.rec.Time)
-			}
-			if unsaved++; unsaved >= ackEvery {
-				if err := a.journal.saveAck(); err != nil {
-					a.log.Error("save spool ack", "err", err)
-				}
-				unsaved = 0
-			}
-		}
-	}
-	pause := func() bool {
-		t := time.NewTimer(backoff)
-		defer t.Stop()
-		backoff = min(2*backoff, maxBackoff)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-		case <-status:
-			backoff = minBackoff
-		}
-		return true
-	}
+	d := &deliverer{a: a, status: status, backoff: minBackoff}
 	for {
-		settle()
+		d.settle()
 		var off int64
-		if len(sent) > 0 {
-			off = sent[len(sent)-1].end
+		if len(d.sent) > 0 {
+			off = d.sent[len(d.sent)-1].end
 		}
 		q, f, ok := a.journal.next(off)
-		if f != fails {
+		if f != d.fails {
 			// A sync failed: its records left the queue and come again
 			// later; start from the oldest (a repeat is stored once).
-			fails, sent = f, nil
-			continue
-		}
-		if !ok && len(sent) > 0 {
-			select {
-			case <-ctx.Done():
-				return
-			case <-sent[0].b.done:
-			case <-a.journal.kick:
-			}
+			d.fails, d.sent = f, nil
 			continue
 		}
 		if !ok {
-			a.noteDeliver(nil) // nothing waits
-			t := time.NewTimer(idleWait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-a.journal.kick:
-				t.Stop()
-				continue // the next record first
-			case <-t.C:
-			}
-			if err := a.journal.syncDirty(); err != nil {
-				a.log.Error("sync spool", "err", err)
-			}
-			if unsaved > 0 {
-				if err := a.journal.saveAck(); err != nil {
-					a.log.Error("save spool ack", "err", err)
-				}
-				unsaved = 0
-			}
-			if err := a.journal.maybeCompact(); err != nil {
-				a.log.Error("compact spool", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-a.journal.kick:
-			}
-			continue
-		}
-		if log == nil {
-			octx, cancel := context.WithTimeout(ctx, appendTimeout)
-			l, err := events.Open(octx, a.cfg.Conn, events.WithoutCreate(), events.WithLogger(a.log))
-			cancel()
-			if err != nil {
-				a.noteDeliver(err)
-				if !failing {
-					a.log.Warn("event log unreachable; events stay in the spool", "err", err)
-					failing = true
-				}
-				if !pause() {
-					return
-				}
-				continue
-			}
-			log = l
-		}
-		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		_, err := log.Append(actx, q.rec.event())
-		cancel()
-		if errors.Is(err, events.ErrInvalid) {
-			// A bug: the agent built it. It can never be stored, and keeping
-			// it would stop every later one; its fallback keeps what happened
-			// (a process started or exited) without the text.
-			fb, ok := fallback(q.rec.event())
-			a.log.Error("spooled event refused as invalid; appending a fallback", "id", q.rec.ID, "fallback", ok, "err", err)
-			if ok {
-				actx, cancel := context.WithTimeout(ctx, appendTimeout)
-				_, err = log.Append(actx, fb)
-				cancel()
-			}
-			if !ok || errors.Is(err, events.ErrInvalid) {
-				a.log.Error("drop spooled event the log refuses", "id", q.rec.ID, "err", err)
-				err = nil
-			}
-		}
-		if err != nil {
-			a.noteDeliver(err)
-			if !failing {
-				a.log.Warn("append to event log failed; events stay in the spool and are retried", "err", err)
-				failing = true
-			}
-			if !pause() {
+			if !d.wait(ctx) {
 				return
 			}
 			continue
 		}
-		if failing {
-			a.log.Info("event log reachable again; delivering the spool", "pending", a.journal.pending())
-			failing = false
+		if !d.send(ctx, q) {
+			return
 		}
-		backoff = minBackoff
-		a.noteDeliver(nil)
-		sent = append(sent, q)
 	}
+}
+
+// deliverer is the state deliver's loop keeps from one record to the next.
+type deliverer struct {
+	a      *Agent
+	status chan nats.Status // the connection's reconnects, which end a pause
+	log    *events.Log      // nil until it opens
+
+	backoff time.Duration // the next pause after a failure
+	failing bool          // a failure was logged and no append has succeeded since
+	unsaved int           // records delivered since the ack offset was saved
+	// sent: appended, in order, and waiting for their spool write.
+	sent  []queued
+	fails uint64 // the journal's failed syncs, as last seen
+}
+
+// settle counts as delivered the sent records whose spool write is done,
+// oldest first, and saves the ack offset every ackEvery of them; a record
+// whose sync failed is dropped from sent (its writer writes it again).
+func (d *deliverer) settle() {
+	for len(d.sent) > 0 {
+		done, ok := d.sent[0].settled()
+		if !done {
+			return
+		}
+		q := d.sent[0]
+		d.sent = d.sent[1:]
+		if !ok {
+			continue // its sync failed: its writer writes it again
+		}
+		d.a.journal.delivered(q)
+		if d.a.onDelivered != nil {
+			d.a.onDelivered(q.rec.Kind, q.rec.Time)
+		}
+		if d.unsaved++; d.unsaved >= ackEvery {
+			d.saveAck()
+		}
+	}
+}
+
+// saveAck saves the ack offset (an error is logged: the offset is saved
+// again later, and a record delivered twice is stored once).
+func (d *deliverer) saveAck() {
+	if err := d.a.journal.saveAck(); err != nil {
+		d.a.log.Error("save spool ack", "err", err)
+	}
+	d.unsaved = 0
+}
+
+// wait waits, with no record to append, for the oldest sent record's spool
+// write or a new record; or, with nothing sent, does the idle housekeeping.
+// It returns false when ctx ends.
+func (d *deliverer) wait(ctx context.Context) bool {
+	if len(d.sent) == 0 {
+		return d.idle(ctx)
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-d.sent[0].b.done:
+	case <-d.a.journal.kick:
+	}
+	return true
+}
+
+// idle, caught up, waits idleWait for the next record, then does the
+// housekeeping (the fdatasync of start records written without one, the
+// ack, a compaction) and waits for the next record. It returns false when
+// ctx ends.
+func (d *deliverer) idle(ctx context.Context) bool {
+	j := d.a.journal
+	d.a.noteDeliver(nil) // nothing waits
+	t := time.NewTimer(idleWait)
+	select {
+	case <-ctx.Done():
+		t.Stop()
+		return false
+	case <-j.kick:
+		t.Stop()
+		return true // the next record first
+	case <-t.C:
+	}
+	if err := j.syncDirty(); err != nil {
+		d.a.log.Error("sync spool", "err", err)
+	}
+	if d.unsaved > 0 {
+		d.saveAck()
+	}
+	if err := j.maybeCompact(); err != nil {
+		d.a.log.Error("compact spool", "err", err)
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-j.kick:
+	}
+	return true
+}
+
+// send appends q, opening the log first if it is not yet open, and adds q
+// to sent; on a failure it pauses instead. It returns false when ctx ends.
+func (d *deliverer) send(ctx context.Context, q queued) bool {
+	if d.log == nil {
+		octx, cancel := context.WithTimeout(ctx, appendTimeout)
+		l, err := events.Open(octx, d.a.cfg.Conn, events.WithoutCreate(), events.WithLogger(d.a.log))
+		cancel()
+		if err != nil {
+			return d.failed(ctx, "event log unreachable; events stay in the spool", err)
+		}
+		d.log = l
+	}
+	if err := d.append(ctx, q); err != nil {
+		return d.failed(ctx, "append to event log failed; events stay in the spool and are retried", err)
+	}
+	if d.failing {
+		d.a.log.Info("event log reachable again; delivering the spool", "pending", d.a.journal.pending())
+		d.failing = false
+	}
+	d.backoff = minBackoff
+	d.a.noteDeliver(nil)
+	d.sent = append(d.sent, q)
+	return true
+}
+
+// append appends q's event. One the log refuses as invalid is a bug (the
+// agent built it): it can never be stored, and keeping it would stop every
+// later one, so its fallback is appended instead, which keeps what happened
+// (a process started or exited) without the text; or, refused too, it is
+// dropped (nil).
+func (d *deliverer) append(ctx context.Context, q queued) error {
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	_, err := d.log.Append(actx, q.rec.event())
+	cancel()
+	if !errors.Is(err, events.ErrInvalid) {
+		return err
+	}
+	fb, ok := fallback(q.rec.event())
+	d.a.log.Error("spooled event refused as invalid; appending a fallback", "id", q.rec.ID, "fallback", ok, "err", err)
+	if ok {
+		actx, cancel := context.WithTimeout(ctx, appendTimeout)
+		_, err = d.log.Append(actx, fb)
+		cancel()
+	}
+	if !ok || errors.Is(err, events.ErrInvalid) {
+		d.a.log.Error("drop spooled event the log refuses", "id", q.rec.ID, "err", err)
+		return nil
+	}
+	return err
+}
+
+// failed notes err, logs msg at the first failure of an outage, and pauses.
+// It returns false when ctx ends.
+func (d *deliverer) failed(ctx context.Context, msg string, err error) bool {
+	d.a.noteDeliver(err)
+	if !d.failing {
+		d.a.log.Warn(msg, "err", err)
+		d.failing = true
+	}
+	return d.pause(ctx)
+}
+
+// pause waits the backoff, which doubles up to maxBackoff, or less if the
+// connection reconnects (the backoff then starts again at minBackoff). It
+// returns false when ctx ends.
+func (d *deliverer) pause(ctx context.Context) bool {
+	t := time.NewTimer(d.backoff)
+	defer t.Stop()
+	d.backoff = min(2*d.backoff, maxBackoff)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-d.status:
+		d.backoff = minBackoff
+	}
+	return true
 }
