@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/vmguard/vmguard/config"
@@ -41,12 +42,8 @@ type upCmd struct {
 // Run starts an embedded server, records the configuration, and runs the
 // failover controller and a host manager per node (process-driver guests)
 // in this process, with a live view, until Ctrl-C; then it halts the
-// packages cleanly.
-//
-// Longer than 80 lines: the start-up sequence of one process (store lock,
-// server, configuration, controller, host managers, view), each step
-// registering its clean-up with defer so that they run in reverse order;
-// split, the clean-ups would have to be passed around.
+// packages cleanly. Each step's clean-up is registered on an upRun, which
+// runs them in reverse order when Run returns.
 func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	var fileCl *config.Cluster
 	if c.File != "" {
@@ -63,71 +60,30 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer lock.Release()
-	var sec *upSecure
-	if !c.Secure {
-		// A store with a secure set-up keeps its log in the set-up's
-		// account: without it up would find an empty log there.
-		if _, err := os.Stat(filepath.Join(c.Store, upSecureDir, "nats.conf")); err == nil {
-			fmt.Fprintf(g.Stdout, "vmguard up: store %s has a secure set-up (%s): running with it (--secure)\n", c.Store, filepath.Join(c.Store, upSecureDir))
-			c.Secure = true
-		}
-	}
-	if c.Secure {
-		if sec, err = c.secureSetup(fileCl, g.Stdout); err != nil {
-			return err
-		}
-		defer sec.close()
-	}
-	ncfg := natsd.Config{StoreDir: filepath.Join(c.Store, "nats"), Host: c.Host, Port: c.Port, Interval: c.Interval}
-	if sec != nil {
-		ncfg.ConfigFile = filepath.Join(sec.dir, "nats.conf")
-	}
-	srv, err := natsd.Start(ncfg)
-	if err != nil {
-		return fmt.Errorf("%w (is another vmguard up or server on port %d? use --port)", err, c.Port)
-	}
-	defer func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	}()
-	url := srv.ClientURL()
-	// up's own connection (the configuration, the view, the console, the
-	// metrics): in process with --secure, as the set-up's no_auth_user,
-	// which no network client can use.
-	connOpts := []nats.Option{nats.Name("vmguard up"), nats.MaxReconnects(-1)}
-	if sec != nil {
-		connOpts = append(connOpts, nats.InProcessServer(srv))
-	}
-	nc, err := nats.Connect(url, connOpts...)
-	if err != nil {
-		return fmt.Errorf("connect to embedded server: %w", err)
-	}
-	defer nc.Close()
-	m := metrics.New()
-	l, err := events.Open(ctx, nc, events.WithObserver(m))
-	if err != nil {
+	u := &upRun{upCmd: c, g: g}
+	defer u.close()
+	if err := u.startServer(ctx, fileCl); err != nil {
 		return err
 	}
-	m.WatchLog(l)
-	cl, what, err := c.config(ctx, l, fileCl)
+	cl, what, err := c.config(ctx, u.l, fileCl)
 	if err != nil {
 		return err
 	}
 	banner := []string{ // what names the file and who applied it, as the log says: escaped
 		termtext.Escape(fmt.Sprintf("vmguard up: NATS on %s (store %s, %s); cluster %s, %s; config %s",
-			url, c.Store, syncMode(srv), cl.Cluster, configSummary(cl), what)),
-		fmt.Sprintf("In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...", url),
+			u.url, c.Store, syncMode(u.srv), cl.Cluster, configSummary(cl), what)),
+		fmt.Sprintf("In another terminal: NATS_URL=%s vmguard status | events -f | explain PKG | pkg ...", u.url),
 	}
-	if sec != nil {
-		banner = append(banner[:1], sec.banner(url, cl)...)
+	if u.sec != nil {
+		banner = append(banner[:1], u.sec.banner(u.url, cl)...)
 	}
-	logger := slog.New(slog.DiscardHandler)
+	u.logger = slog.New(slog.DiscardHandler)
 	if c.Verbose {
-		logger = slog.New(slog.NewTextHandler(g.Stderr, nil))
+		u.logger = slog.New(slog.NewTextHandler(g.Stderr, nil))
 	}
 	webCtx, stopWeb := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopWeb()
-	web, err := c.serveWeb(webCtx, l, m, logger)
+	u.onClose(stopWeb)
+	web, err := c.serveWeb(webCtx, u.l, u.m, u.logger)
 	if err != nil {
 		return err
 	}
@@ -135,94 +91,17 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	for _, line := range banner {
 		fmt.Fprintln(g.Stdout, line)
 	}
-	bin, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find the vmguard binary for the guests: %w", err)
-	}
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	defer stop()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(cl.Nodes)+2)
-	run := func(what string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
-				errs <- fmt.Errorf("%s: %w", what, err)
-			}
-		}()
-	}
-	if sec != nil {
-		// Guests' events reach the log only through the gate (as with
-		// vmguard server).
-		gate, err := guestgate.New(guestgate.Config{Conn: nc, Logger: logger.With("component", "gate")})
-		if err != nil {
-			return err
-		}
-		gctx, stopGate := context.WithCancel(context.WithoutCancel(ctx))
-		gateDone := make(chan error, 1)
-		go func() { gateDone <- gate.Run(gctx) }()
-		defer func() { stopGate(); <-gateDone }()
-	}
-	// logAs is the log of one component: up's own without --secure, else
-	// on a connection as the identity id.
-	logAs := func(id, name string) (*events.Log, error) {
-		if sec == nil {
-			return l, nil
-		}
-		cnc, err := sec.connect(ctx, url, id, name)
-		if err != nil {
-			return nil, err
-		}
-		return events.Open(ctx, cnc, events.WithObserver(m))
-	}
-	fl, err := logAs("controller", "vmguard up failover")
+	errs, stop, err := u.startParts(ctx, cl)
 	if err != nil {
 		return err
 	}
-	fo, err := failover.NewRunner(failover.Config{Log: fl, Logger: logger.With("component", "failover"), ID: "up"})
-	if err != nil {
-		return err
-	}
-	// Host managers first, so that the controller finds their nodes joined.
-	for _, node := range cl.Nodes {
-		state := filepath.Join(c.Store, "host", node)
-		hl, err := dirlock.Acquire(state, "vmguard up, host manager of "+node)
-		if err != nil {
-			return fmt.Errorf("state of node %s: %w", node, err)
-		}
-		defer hl.Release()
-		hcfg := hostmanager.Config{
-			Node: node, Logger: logger.With("node", node),
-			StateDir: state, AgentBin: bin, NATSURL: url,
-			HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version, Metrics: m.Node(node),
-		}
-		if hcfg.Log, err = logAs("host-"+node, "vmguard up host "+node); err != nil {
-			return err
-		}
-		if sec != nil {
-			// The lease on a connection of its own, as vmguard host has it.
-			if hcfg.LeaseConn, err = sec.connect(ctx, url, "host-"+node, "vmguard up host "+node+" lease"); err != nil {
-				return err
-			}
-			hcfg.AgentGuestArgs = sec.guestArgs
-		}
-		hm, err := hostmanager.NewRunner(hcfg)
-		if err != nil {
-			return err
-		}
-		run("host "+node, hm.Run)
-	}
-	run("failover", fo.Run)
-	watchFailover(m, l, fo)
-
 	viewCtx, stopView := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopView()
+	u.onClose(stopView)
 	viewDone := make(chan error, 1)
 	if c.Quiet {
 		viewDone <- nil
 	} else {
-		go func() { viewDone <- newLiveView(g.Stdout, banner).Run(viewCtx, l) }()
+		go func() { viewDone <- newLiveView(g.Stdout, banner).Run(viewCtx, u.l) }()
 	}
 	var runErr error
 	select {
@@ -231,11 +110,189 @@ func (c *upCmd) Run(ctx context.Context, g *globals) error {
 	}
 	fmt.Fprintln(g.Stdout, "\nvmguard up: halting the packages and stopping (up to 30s) ...")
 	stop()
-	wg.Wait()
 	stopView()
 	<-viewDone
 	fmt.Fprintf(g.Stdout, "vmguard up: stopped; run it again to resume from %s\n", c.Store)
 	return runErr
+}
+
+// upRun is one run of vmguard up: what its steps share, and their
+// clean-ups.
+type upRun struct {
+	*upCmd
+	g      *globals
+	undo   []func() // clean-ups, run by close in reverse order
+	sec    *upSecure
+	srv    *server.Server
+	url    string
+	nc     *nats.Conn // up's own
+	m      *metrics.Metrics
+	l      *events.Log // on nc
+	logger *slog.Logger
+}
+
+// onClose registers f to run when the run closes, before the clean-ups
+// registered earlier.
+func (u *upRun) onClose(f func()) { u.undo = append(u.undo, f) }
+
+// close runs the clean-ups, the last registered first.
+func (u *upRun) close() {
+	for i := len(u.undo) - 1; i >= 0; i-- {
+		u.undo[i]()
+	}
+}
+
+// startServer starts the embedded server (with the secure set-up if asked
+// for or if the store has one), connects up's own connection and opens the
+// log, observed by the metrics.
+func (u *upRun) startServer(ctx context.Context, fileCl *config.Cluster) error {
+	if !u.Secure {
+		// A store with a secure set-up keeps its log in the set-up's
+		// account: without it up would find an empty log there.
+		if _, err := os.Stat(filepath.Join(u.Store, upSecureDir, "nats.conf")); err == nil {
+			fmt.Fprintf(u.g.Stdout, "vmguard up: store %s has a secure set-up (%s): running with it (--secure)\n", u.Store, filepath.Join(u.Store, upSecureDir))
+			u.Secure = true
+		}
+	}
+	if u.Secure {
+		sec, err := u.secureSetup(fileCl, u.g.Stdout)
+		if err != nil {
+			return err
+		}
+		u.sec = sec
+		u.onClose(sec.close)
+	}
+	ncfg := natsd.Config{StoreDir: filepath.Join(u.Store, "nats"), Host: u.Host, Port: u.Port, Interval: u.Interval}
+	if u.sec != nil {
+		ncfg.ConfigFile = filepath.Join(u.sec.dir, "nats.conf")
+	}
+	srv, err := natsd.Start(ncfg)
+	if err != nil {
+		return fmt.Errorf("%w (is another vmguard up or server on port %d? use --port)", err, u.Port)
+	}
+	u.srv, u.url = srv, srv.ClientURL()
+	u.onClose(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	// up's own connection (the configuration, the view, the console, the
+	// metrics): in process with --secure, as the set-up's no_auth_user,
+	// which no network client can use.
+	connOpts := []nats.Option{nats.Name("vmguard up"), nats.MaxReconnects(-1)}
+	if u.sec != nil {
+		connOpts = append(connOpts, nats.InProcessServer(srv))
+	}
+	if u.nc, err = nats.Connect(u.url, connOpts...); err != nil {
+		return fmt.Errorf("connect to embedded server: %w", err)
+	}
+	u.onClose(u.nc.Close)
+	u.m = metrics.New()
+	if u.l, err = events.Open(ctx, u.nc, events.WithObserver(u.m)); err != nil {
+		return err
+	}
+	u.m.WatchLog(u.l)
+	return nil
+}
+
+// startParts starts the guests' gate (with --secure), a host manager per
+// node and the failover controller. Their first error other than their
+// end comes on errs; stop ends them and waits until they have.
+func (u *upRun) startParts(ctx context.Context, cl *config.Cluster) (errs <-chan error, stop func(), err error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, nil, fmt.Errorf("find the vmguard binary for the guests: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	u.onClose(cancel)
+	var wg sync.WaitGroup
+	errc := make(chan error, len(cl.Nodes)+2)
+	run := func(what string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", what, err)
+			}
+		}()
+	}
+	if u.sec != nil {
+		if err := u.startGate(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	fl, err := u.logAs(ctx, "controller", "vmguard up failover")
+	if err != nil {
+		return nil, nil, err
+	}
+	fo, err := failover.NewRunner(failover.Config{Log: fl, Logger: u.logger.With("component", "failover"), ID: "up"})
+	if err != nil {
+		return nil, nil, err
+	}
+	// Host managers first, so that the controller finds their nodes joined.
+	for _, node := range cl.Nodes {
+		hm, err := u.hostManager(ctx, node, bin)
+		if err != nil {
+			return nil, nil, err
+		}
+		run("host "+node, hm.Run)
+	}
+	run("failover", fo.Run)
+	watchFailover(u.m, u.l, fo)
+	return errc, func() { cancel(); wg.Wait() }, nil
+}
+
+// startGate starts the gate through which alone the guests' events reach
+// the log (as with vmguard server).
+func (u *upRun) startGate(ctx context.Context) error {
+	gate, err := guestgate.New(guestgate.Config{Conn: u.nc, Logger: u.logger.With("component", "gate")})
+	if err != nil {
+		return err
+	}
+	gctx, stopGate := context.WithCancel(context.WithoutCancel(ctx))
+	gateDone := make(chan error, 1)
+	go func() { gateDone <- gate.Run(gctx) }()
+	u.onClose(func() { stopGate(); <-gateDone })
+	return nil
+}
+
+// logAs is the log of one component: up's own without --secure, else on a
+// connection as the identity id.
+func (u *upRun) logAs(ctx context.Context, id, name string) (*events.Log, error) {
+	if u.sec == nil {
+		return u.l, nil
+	}
+	cnc, err := u.sec.connect(ctx, u.url, id, name)
+	if err != nil {
+		return nil, err
+	}
+	return events.Open(ctx, cnc, events.WithObserver(u.m))
+}
+
+// hostManager returns node's host manager, its state directory locked
+// until the run closes.
+func (u *upRun) hostManager(ctx context.Context, node, bin string) (*hostmanager.Runner, error) {
+	state := filepath.Join(u.Store, "host", node)
+	hl, err := dirlock.Acquire(state, "vmguard up, host manager of "+node)
+	if err != nil {
+		return nil, fmt.Errorf("state of node %s: %w", node, err)
+	}
+	u.onClose(hl.Release)
+	hcfg := hostmanager.Config{
+		Node: node, Logger: u.logger.With("node", node),
+		StateDir: state, AgentBin: bin, NATSURL: u.url,
+		HaltOnExit: true, ShutdownTimeout: 30 * time.Second, Version: version, Metrics: u.m.Node(node),
+	}
+	if hcfg.Log, err = u.logAs(ctx, "host-"+node, "vmguard up host "+node); err != nil {
+		return nil, err
+	}
+	if u.sec != nil {
+		// The lease on a connection of its own, as vmguard host has it.
+		if hcfg.LeaseConn, err = u.sec.connect(ctx, u.url, "host-"+node, "vmguard up host "+node+" lease"); err != nil {
+			return nil, err
+		}
+		hcfg.AgentGuestArgs = u.sec.guestArgs
+	}
+	return hostmanager.NewRunner(hcfg)
 }
 
 // config puts the configuration to run in force and says which it is: the
