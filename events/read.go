@@ -118,7 +118,48 @@ func pullLimit() jetstream.PullMessagesOpt {
 // order, and returns the stream sequence of the last message it read (0 if
 // none). Malformed events are skipped, counted and logged, the same way on
 // every replay.
+//
+// Messages lost on their way (a connection the server cut as a slow
+// consumer: a replay's consumer takes no acks, so nothing is sent again)
+// are read again: the replay resumes after the last event it handed to fn,
+// at most replayResumes times in a row without progress, then ends with
+// ErrDeliveryLost.
 func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, error) {
+	var last uint64
+	for resumes, stuck := 0, 0; ; resumes++ {
+		got, err := l.replayOnce(ctx, ro, fn, replayPull(resumes, l.nc.MaxPayload()))
+		if got > last {
+			last, stuck = got, 0
+		} else {
+			stuck++
+		}
+		if !errors.Is(err, ErrDeliveryLost) || ctx.Err() != nil || stuck >= replayResumes {
+			return last, err
+		}
+		l.logger.Warn("replay: messages were lost in delivery; reading again after the last event handed on", "err", err, "after", last, "resumes", resumes+1)
+		if last > 0 {
+			ro.StartSeq, ro.StartTime = last+1, time.Time{}
+		}
+	}
+}
+
+// replayResumes bounds a replay's resumes after lost messages
+// (ErrDeliveryLost) that made no progress in a row.
+const replayResumes = 5
+
+// replayPull is what a replay asks its consumer for at once: readMessages
+// and readBuffer, a quarter of it for each resume after lost messages (a
+// reader the server cut as a slow consumer asks for less), never less than
+// 64 messages or room for the largest message (maxPayload).
+func replayPull(resumes int, maxPayload int64) jetstream.PullConsumeOpt {
+	shift := 2 * min(resumes, 8)
+	msgs := max(readMessages>>shift, 64)
+	bytes := max(readBuffer>>shift, int(maxPayload)+partRoom)
+	return jetstream.PullMaxMessagesWithBytesLimit(msgs, bytes)
+}
+
+// replayOnce is one replay's consumer, read to its end (Replay).
+func (l *Log) replayOnce(ctx context.Context, ro ReadOptions, fn Handler, pull jetstream.PullConsumeOpt) (uint64, error) {
 	end := l.replayEnd(ctx, ro)
 	cfg := ro.consumer(time.Minute)
 	cfg.FilterSubjects = ro.Subjects
@@ -140,7 +181,7 @@ func (l *Log) Replay(ctx context.Context, ro ReadOptions, fn Handler) (uint64, e
 	if empty && end == 0 {
 		return 0, nil
 	}
-	return l.decodeOrdered(ctx, cons, fn, ro.OnSkip, ro.Count, end, empty)
+	return l.decodeOrdered(ctx, cons, fn, replayRead{onSkip: ro.OnSkip, count: ro.Count, end: end, lagging: empty, pull: pull})
 }
 
 // replayHeartbeat is how often a replay's consumer says it is there while
@@ -256,6 +297,17 @@ type replaySource interface {
 	Consume(jetstream.MessageHandler, ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error)
 }
 
+// replayRead is how decodeOrdered reads: what it tells of skipped
+// messages (onSkip) and counts (count), the log's end it waits for (end,
+// lagging: replayEnd) and what it asks for at once (pull: replayPull).
+type replayRead struct {
+	onSkip  func(uint64, string)
+	count   *ReadCount
+	end     uint64
+	lagging bool
+	pull    jetstream.PullConsumeOpt
+}
+
 // decodeOrdered reads messages until the consumer has none pending, decodes
 // them on several cores (decoding and schema checks cost more than reading)
 // and hands them to fn in stream order: a reader (replayReader), decoding
@@ -263,10 +315,10 @@ type replaySource interface {
 // it reads on until it has delivered end, waiting at most replayLagWait once
 // the consumer has delivered all it holds (lagging: it held nothing from the
 // start).
-func (l *Log) decodeOrdered(ctx context.Context, src replaySource, fn Handler, onSkip func(uint64, string), count *ReadCount, end uint64, lagging bool) (uint64, error) {
+func (l *Log) decodeOrdered(ctx context.Context, src replaySource, fn Handler, rr replayRead) (uint64, error) {
 	workers := runtime.GOMAXPROCS(0)
 	r := &replayReader{
-		l: l, count: count, end: end,
+		l: l, count: rr.count, end: rr.end,
 		jobs:    make(chan *decodeJob, workers*2),
 		ordered: make(chan *decodeJob, workers*2),
 		readErr: make(chan error, 1),
@@ -286,20 +338,25 @@ func (l *Log) decodeOrdered(ctx context.Context, src replaySource, fn Handler, o
 			l.decodeJobs(r.jobs)
 		}()
 	}
-	go r.run(ctx, src, lagging)
+	go r.run(ctx, src, rr.lagging, rr.pull)
 	defer wg.Wait()
 	defer close(r.quit)
 	var last uint64
 	for j := range r.ordered {
 		<-j.done
 		for i := range j.msgs {
-			last = j.seqs[i]
+			if j.msgs[i].kind != partHeld {
+				// Not past a part held for an event not yet whole: a
+				// replay that ends in error between its parts is
+				// resumed from its first part.
+				last = j.seqs[i]
+			}
 			if j.ok[i] {
 				if err := fn(j.events[i]); err != nil {
 					return last, err
 				}
-			} else if onSkip != nil && j.msgs[i].kind != partHeld {
-				onSkip(j.seqs[i], j.msgs[i].subject)
+			} else if rr.onSkip != nil && j.msgs[i].kind != partHeld {
+				rr.onSkip(j.seqs[i], j.msgs[i].subject)
 			}
 		}
 		j.reset()
@@ -368,7 +425,22 @@ type replayReader struct {
 	parts assembler
 	lag   *time.Timer
 	read  uint64
+	// delivered is the consumer sequence of the last message handled:
+	// the next must be one more, or messages were lost on their way (a
+	// connection the server cut as a slow consumer; with no acks nothing
+	// is sent again), and the replay ends with ErrDeliveryLost rather
+	// than skip them. Written by the handler only; read by stalled.
+	delivered atomic.Uint64
+	// sending is set while the handler waits to hand a job on (decoders
+	// or fn are slower than the log): no delivery then is not a stall.
+	sending atomic.Bool
 }
+
+// ErrDeliveryLost ends a replay whose consumer skipped a delivery: the
+// messages in between were lost on their way (e.g. the server cut the
+// connection as a slow consumer). The caller reads again from after the
+// last event it was given; nothing is skipped silently.
+var ErrDeliveryLost = errors.New("messages lost in delivery")
 
 // errLagged ends a replay whose consumer did not deliver the log's end
 // within replayLagWait (replayEnd).
@@ -386,6 +458,8 @@ func (r *replayReader) finish(why error) {
 // send hands the job being filled to the decoders and the hand-off and
 // takes a fresh one; false when the replay is over.
 func (r *replayReader) send() bool {
+	r.sending.Store(true)
+	defer r.sending.Store(false)
 	select {
 	case r.jobs <- r.j:
 	case <-r.quit:
@@ -418,34 +492,20 @@ func (r *replayReader) waitLag() {
 
 // run reads until the end, an error, ctx's end or quit; it closes jobs and
 // ordered once the handler has returned for good.
-func (r *replayReader) run(ctx context.Context, src replaySource, lagging bool) {
+func (r *replayReader) run(ctx context.Context, src replaySource, lagging bool, pull jetstream.PullConsumeOpt) {
 	defer close(r.ordered)
 	defer close(r.jobs)
 	r.j = newDecodeJob()
 	if lagging {
 		r.waitLag()
 	}
-	cc, err := src.Consume(r.handle, jetstream.PullMaxMessagesWithBytesLimit(readMessages, readBuffer), jetstream.PullHeartbeat(replayHeartbeat), jetstream.ConsumeErrHandler(r.consumeErr))
+	cc, err := src.Consume(r.handle, pull, jetstream.PullHeartbeat(replayHeartbeat), jetstream.ConsumeErrHandler(r.consumeErr))
 	if err != nil {
 		r.readErr <- fmt.Errorf("replay: %w", err)
 		return
 	}
 	closed := cc.Closed()
-	select {
-	case <-r.over:
-	case <-ctx.Done():
-		r.finish(ctx.Err())
-	case <-r.quit:
-		r.finish(nil)
-	case <-closed:
-		// The consumer stopped by itself (deleted, the connection
-		// closed): its last error says why.
-		why := errors.New("consumer stopped")
-		if p := r.errs.Load(); p != nil {
-			why = *p
-		}
-		r.finish(why)
-	}
+	r.watch(ctx, src, closed)
 	cc.Stop()
 	<-closed // the handler has returned and will not be called again
 	if r.lag != nil {
@@ -458,6 +518,11 @@ func (r *replayReader) run(ctx context.Context, src replaySource, lagging bool) 
 		// removed): end with what it held.
 		r.l.logger.Warn("replay: the log's end was not delivered in time; replayed what the consumer's server holds", "end", r.end, "read_through", r.read, "waited", replayLagWait)
 		r.send()
+	case errors.Is(r.why, ErrDeliveryLost) && ctx.Err() == nil:
+		// What came before the gap is whole and in order: hand it on,
+		// so that the replay resumes after it (Replay).
+		r.send()
+		r.readErr <- fmt.Errorf("replay: %w", r.why)
 	default:
 		why := r.why
 		if ctx.Err() != nil {
@@ -465,6 +530,80 @@ func (r *replayReader) run(ctx context.Context, src replaySource, lagging bool) 
 		}
 		r.readErr <- fmt.Errorf("replay: %w", why)
 	}
+}
+
+// watch waits until the read is over, ctx ends, the hand-off quits or the
+// consumer stops by itself (closed), and ends the read (finish). Each
+// replayStallCheck without a delivery it asks the consumer whether
+// messages were lost on their way (stalled): when the lost ones held the
+// log's end, no later delivery shows the gap to handle.
+func (r *replayReader) watch(ctx context.Context, src replaySource, closed <-chan struct{}) {
+	check := time.NewTicker(replayStallCheck)
+	defer check.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-check.C:
+			d := r.delivered.Load()
+			if d == seen && !r.sending.Load() {
+				if err := r.stalled(ctx, src, d); err != nil {
+					r.finish(err)
+					return
+				}
+			}
+			seen = d
+		case <-r.over:
+			return
+		case <-ctx.Done():
+			r.finish(ctx.Err())
+			return
+		case <-r.quit:
+			r.finish(nil)
+			return
+		case <-closed:
+			// The consumer stopped by itself (deleted, the connection
+			// closed): its last error says why.
+			why := errors.New("consumer stopped")
+			if p := r.errs.Load(); p != nil {
+				why = *p
+			}
+			r.finish(why)
+			return
+		}
+	}
+}
+
+// replayStallCheck is how often a replay that got no message since the
+// last check asks its consumer whether it sent more than was received
+// (stalled).
+const replayStallCheck = 3 * time.Second
+
+// consumerInfo is what stalled asks of a replay's source; a real
+// consumer has it, a benchmark's fake need not.
+type consumerInfo interface {
+	Info(context.Context) (*jetstream.ConsumerInfo, error)
+}
+
+// stalled returns ErrDeliveryLost when the consumer says it delivered more
+// than the handler received (delivered): the messages in between were lost,
+// and with them, when they held the log's end, the message that would have
+// ended the read. No answer is not a stall: the heartbeats watch that.
+func (r *replayReader) stalled(ctx context.Context, src replaySource, delivered uint64) error {
+	c, ok := src.(consumerInfo)
+	if !ok {
+		return nil
+	}
+	ictx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
+	defer cancel()
+	info, err := c.Info(ictx)
+	if err != nil {
+		r.l.logger.Debug("replay: ask the consumer what it delivered", "err", err)
+		return nil
+	}
+	if info.Delivered.Consumer > delivered && r.delivered.Load() == delivered && !r.sending.Load() {
+		return fmt.Errorf("%w: the consumer sent %d, %d were received (stream sequence %d)", ErrDeliveryLost, info.Delivered.Consumer, delivered, info.Delivered.Stream)
+	}
+	return nil
 }
 
 // handle takes one message into the job being filled, sending the job on
@@ -482,6 +621,11 @@ func (r *replayReader) handle(m jetstream.Msg) {
 		r.finish(err)
 		return
 	}
+	if d := r.delivered.Load(); pos.consumer != d+1 {
+		r.finish(fmt.Errorf("%w: delivery %d after %d (stream sequence %d)", ErrDeliveryLost, pos.consumer, d, pos.stream))
+		return
+	}
+	r.delivered.Store(pos.consumer)
 	r.count.add(m, pos.pending)
 	r.j.msgs = append(r.j.msgs, readRaw(&r.parts, m, pos.stream))
 	r.j.seqs = append(r.j.seqs, pos.stream)

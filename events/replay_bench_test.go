@@ -92,7 +92,7 @@ func BenchmarkReplayPipeline(b *testing.B) {
 	b.ReportAllocs()
 	c0 := cpuTime(b)
 	n := 0
-	_, err = l.decodeOrdered(context.Background(), &fakeSource{m: m, n: b.N}, func(Event) error { n++; return nil }, nil, nil, 0, false)
+	_, err = l.decodeOrdered(context.Background(), &fakeSource{m: m, n: b.N}, func(Event) error { n++; return nil }, replayRead{pull: replayPull(0, 0)})
 	if err != nil {
 		b.Fatal(err)
 	}
