@@ -223,7 +223,7 @@ func (s *State) runPlacement(cmd Command, cp config.Package, p *PackageState) (e
 		if err := s.eligible(cp, p, node); err != nil {
 			return events.PackagePlaced{}, refuse("run %s: %v", cp.Name, err)
 		}
-	} else if node = choose(cp, s.candidates(cp, p), s.load()); node == "" {
+	} else if node = choose(cp, s.candidates(cp, p), s.loads()); node == "" {
 		why := make([]string, 0, len(cp.Nodes))
 		for _, n := range cp.Nodes {
 			why = append(why, s.eligible(cp, p, n).Error())

@@ -100,31 +100,27 @@ func Decide(s *State, trigger events.Event) []events.Event {
 	if s.Config == nil {
 		return nil
 	}
-	var about func(config.Package) bool
+	ix := s.configIndex()
+	var sel []int
 	sc, err := events.ScopeOf(trigger.Type())
 	switch {
 	case err != nil:
 		return nil
 	case sc == events.ScopeCluster:
-		about = func(config.Package) bool { return true }
+		sel = ix.order
 	case sc == events.ScopeNode:
-		about = func(cp config.Package) bool {
-			p := s.Packages[cp.Name]
-			return slices.Contains(cp.Nodes, trigger.Subject) || (p != nil && p.Node == trigger.Subject)
+		// The packages that list the node or are placed on it, and those
+		// with a dependency (one on this node may concern them).
+		sel = slices.Concat(ix.listedOn[trigger.Subject], ix.dependent)
+		for name := range s.stateIndex().onNode[trigger.Subject] {
+			sel = append(sel, ix.byName[name]...)
 		}
+		sel = ix.inOrder(sel)
 	default:
-		rel := relatedTo(s.Config, trigger.Subject)
-		about = func(cp config.Package) bool {
-			return cp.Name == trigger.Subject || rel(cp)
-		}
-	}
-	if sc == events.ScopeNode {
-		// A package that depends on one on this node may be due too.
-		onNode, linked := about, dependencyNamed(s.Config)
-		about = func(cp config.Package) bool { return onNode(cp) || len(cp.Dependencies) > 0 || linked[cp.Name] }
+		sel = ix.inOrder(ix.related(trigger.Subject))
 	}
 	var out []events.Event
-	for _, pl := range s.due(about, time.Time{}) {
+	for _, pl := range s.due(sel, time.Time{}) {
 		out = append(out, pl.event(trigger.ID))
 	}
 	return out
@@ -147,7 +143,7 @@ func ReconcileAt(s *State, now time.Time) []events.Event {
 		return nil
 	}
 	var out []events.Event
-	for _, pl := range s.due(func(config.Package) bool { return true }, now) {
+	for _, pl := range s.due(s.configIndex().order, now) {
 		out = append(out, pl.event(pl.causeID))
 	}
 	return out
@@ -180,18 +176,19 @@ func (pl *placement) causedBy(seq uint64, id string) {
 	}
 }
 
-// due lists the placements due for the configured packages about selects, in
-// configuration order.
-// Packages are decided by priority (byPriority); a placement decided for
-// one counts for the dependencies of those decided after it.
-func (s *State) due(about func(config.Package) bool, now time.Time) []placement {
-	load := s.load()
+// due lists the placements due for the configured packages sel (indexes
+// in s.Config.Packages, in the order to decide them: configIndex.order, or
+// a part of it by configIndex.inOrder); a placement decided for one counts
+// for the dependencies of those decided after it.
+func (s *State) due(sel []int, now time.Time) []placement {
+	load := s.loads()
 	s.plan = map[string]string{}
 	defer func() { s.plan = nil }()
 	halting := map[string]bool{}
 	var out []placement
-	for _, cp := range byPriority(s.Config.Packages) {
-		if !about(cp) || halting[cp.Name] {
+	for _, i := range sel {
+		cp := s.Config.Packages[i]
+		if halting[cp.Name] {
 			continue
 		}
 		p := s.Packages[cp.Name]
@@ -209,10 +206,10 @@ func (s *State) due(about func(config.Package) bool, now time.Time) []placement 
 			}
 			if pl.pkg == cp.Name {
 				if p != nil && p.Phase.active() {
-					load[p.Node]--
+					load.delta[p.Node]--
 				}
 				if !pl.halt {
-					load[pl.node]++
+					load.delta[pl.node]++
 					s.plan[pl.pkg] = pl.node
 				}
 			}
@@ -228,7 +225,7 @@ func (s *State) due(about func(config.Package) bool, now time.Time) []placement 
 // they depend on it at (it then waits for them, successorHalts); and when
 // nothing is due because no node is eligible, the halts that displace
 // lower-priority packages in its way.
-func (s *State) dueAll(cp config.Package, p *PackageState, load map[string]int, now time.Time) []placement {
+func (s *State) dueAll(cp config.Package, p *PackageState, load loads, now time.Time) []placement {
 	if s.frozenOn(p) {
 		return nil
 	}
@@ -254,32 +251,6 @@ func (s *State) dueAll(cp config.Package, p *PackageState, load map[string]int, 
 		s.dependencyCause(cp, &pl)
 	}
 	return []placement{pl}
-}
-
-// dependencyNamed returns the packages some package depends on, in one
-// pass over the configuration (nil when none has dependencies).
-func dependencyNamed(c *config.Cluster) map[string]bool {
-	var out map[string]bool
-	for _, p := range c.Packages {
-		for _, d := range p.Dependencies {
-			if out == nil {
-				out = map[string]bool{}
-			}
-			out[d.Name] = true
-		}
-	}
-	return out
-}
-
-// load counts the packages placed, starting or running on each node.
-func (s *State) load() map[string]int {
-	load := map[string]int{}
-	for _, p := range s.Packages {
-		if p.Phase.active() {
-			load[p.Node]++
-		}
-	}
-	return load
 }
 
 // need returns why package p needs a new placement, "" if it does not.
@@ -312,7 +283,7 @@ func (s *State) frozenOn(p *PackageState) bool {
 	return p != nil && p.Phase.Owned() && s.Nodes[p.Node].Frozen()
 }
 
-func (s *State) dueFor(cp config.Package, load map[string]int) (placement, bool) {
+func (s *State) dueFor(cp config.Package, load loads) (placement, bool) {
 	p := s.Packages[cp.Name]
 	pl := placement{pkg: cp.Name}
 	if p != nil {
@@ -382,7 +353,7 @@ func (s *State) candidates(cp config.Package, p *PackageState) []string {
 }
 
 // choose picks a node of cands (in list order) by cp's failover_policy.
-func choose(cp config.Package, cands []string, load map[string]int) string {
+func choose(cp config.Package, cands []string, load loads) string {
 	if len(cands) == 0 {
 		return ""
 	}
@@ -391,7 +362,7 @@ func choose(cp config.Package, cands []string, load map[string]int) string {
 	}
 	best := cands[0]
 	for _, n := range cands[1:] {
-		if load[n] < load[best] {
+		if load.of(n) < load.of(best) {
 			best = n
 		}
 	}
@@ -482,6 +453,12 @@ func (s *State) Eligible(pkg, node string) error {
 
 func (s *State) configured(pkg string) (config.Package, bool) {
 	if s.Config == nil {
+		return config.Package{}, false
+	}
+	if ix := s.cfgIx; ix != nil && ix.cfg == s.Config {
+		if i := ix.byName[pkg]; len(i) > 0 {
+			return s.Config.Packages[i[0]], true
+		}
 		return config.Package{}, false
 	}
 	return s.Config.Package(pkg)

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -118,7 +117,7 @@ func (w where) unmet(cp config.Package, node string, yield func(config.Package) 
 			if !ok {
 				continue
 			}
-			if other, known := w.s.Config.Package(d.Name); known && yield != nil && yield(other) {
+			if other, known := w.s.configured(d.Name); known && yield != nil && yield(other) {
 				continue
 			}
 			return fmt.Sprintf("dependency %s: %s is %s on %s", d, d.Name, w.s.phaseOf(d.Name), n)
@@ -283,29 +282,6 @@ func (s *State) successorHalts(cp config.Package, now time.Time) (halts []placem
 		}
 	}
 	return halts, wait
-}
-
-// byPriority returns the configured packages in the order the controller
-// decides them: by priority (highest first), then the packages without one
-// in configuration order, so that a higher-priority package takes a node
-// before a lower one in the same pass.
-func byPriority(pkgs []config.Package) []config.Package {
-	if !slices.ContainsFunc(pkgs, func(p config.Package) bool { return p.Priority != 0 }) {
-		return pkgs
-	}
-	out := slices.Clone(pkgs)
-	slices.SortStableFunc(out, func(a, b config.Package) int {
-		switch {
-		case a.Priority == b.Priority:
-			return 0
-		case a.Priority == 0:
-			return 1
-		case b.Priority == 0:
-			return -1
-		}
-		return cmp.Compare(a.Priority, b.Priority)
-	})
-	return out
 }
 
 // ActiveSuccessors returns the packages that depend on pkg, directly or

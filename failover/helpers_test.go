@@ -113,8 +113,13 @@ func (l *logb) applyAll(evs []events.Event) {
 	}
 }
 
-// equalStates reports whether two states are deeply equal.
-func equalStates(a, b *State) bool { return reflect.DeepEqual(a, b) }
+// equalStates reports whether two states are deeply equal, but for their
+// indexes (index.go: built on first use, derived from the rest).
+func equalStates(a, b *State) bool {
+	aa, bb := *a, *b
+	aa.cfgIx, aa.pkgIx, bb.cfgIx, bb.pkgIx = nil, nil, nil, nil
+	return reflect.DeepEqual(&aa, &bb)
+}
 
 func boolp(b bool) *bool { return &b }
 

@@ -37,7 +37,10 @@ func genConfig(t *rapid.T) *config.Cluster {
 // decisions and operator commands mixed with arbitrary host, agent and node
 // events (also stale, duplicate-looking and out-of-order ones), with gaps in
 // the sequence.
-func genLog(t *rapid.T) []events.Event {
+func genLog(t *rapid.T) []events.Event { return genLogFor(t, genConfig) }
+
+// genLogFor is genLog with the configuration drawn by gen.
+func genLogFor(t *rapid.T, gen func(*rapid.T) *config.Cluster) []events.Event {
 	var evs []events.Event
 	var seq uint64
 	s := &State{} // the fold of evs, kept up to date
@@ -57,7 +60,7 @@ func genLog(t *rapid.T) []events.Event {
 			s.Apply(d)
 		}
 	}
-	cfg, err := json.Marshal(genConfig(t))
+	cfg, err := json.Marshal(gen(t))
 	if err != nil {
 		t.Fatal(err)
 	}

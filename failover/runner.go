@@ -704,7 +704,7 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 func (r *Runner) guarded(e events.Event, decided, marked map[string]bool) []events.BatchItem {
 	var items []events.BatchItem
 	if _, ok := e.Data.(events.PackagePlaced); ok && r.state.Config != nil {
-		for _, q := range Linked(r.state.Config, e.Subject) {
+		for _, q := range r.state.Linked(e.Subject) {
 			if decided["pkg."+q] || marked[q] {
 				continue
 			}
@@ -739,7 +739,7 @@ func (r *Runner) linkedInFlight(e events.Event) bool {
 	if r.state.Config == nil {
 		return false
 	}
-	for _, q := range Linked(r.state.Config, e.Subject) {
+	for _, q := range r.state.Linked(e.Subject) {
 		if r.pending["pkg."+q] > r.state.Seq {
 			return true
 		}

@@ -277,6 +277,7 @@ func (env *testEnv) holdLeaderKey() {
 func normalize(s *State) *State {
 	c := s.Clone()
 	c.Time = c.Time.UTC()
+	c.cfgIx, c.pkgIx = nil, nil // derived, built on first use
 	if len(c.Nodes) == 0 {
 		c.Nodes = nil
 	}

@@ -398,6 +398,10 @@ type State struct {
 	// plan holds, while due runs, the placements it decided so far
 	// (package -> node), for the dependency checks; nil otherwise.
 	plan map[string]string
+	// cfgIx and pkgIx index Config and Packages (index.go); nil until
+	// first used.
+	cfgIx *configIndex
+	pkgIx *stateIndex
 }
 
 // Fold returns the state after evs.
@@ -461,7 +465,8 @@ func (s *State) Clone() *State {
 	for k, p := range s.Packages {
 		c.Packages[k] = p.clone()
 	}
-	// Config is never changed in place, only replaced.
+	// Config is never changed in place, only replaced: its index too.
+	c.pkgIx = s.pkgIx.clone()
 	return &c
 }
 
@@ -579,6 +584,7 @@ func (s *State) Apply(e events.Event) bool {
 			break
 		}
 		s.Config, s.ConfigSeq, s.ConfigID, s.ConfigErr = c, e.Seq, e.ID, ""
+		s.configIndex()
 	case events.NodeJoined:
 		n := s.node(e)
 		n.Membership, n.HaltedBy, n.EventID, n.FenceHold = MemberJoined, "", e.ID, false
@@ -628,12 +634,14 @@ func (s *State) Apply(e events.Event) bool {
 		events.ServiceRestarting, events.ServiceFailed, events.ProcessStarted, events.ProcessExited:
 		if e.Subject != "" {
 			s.applyPackage(e)
+			s.indexed(e.Subject)
 		}
 	case events.PackageChecked:
 		// A marker of a placement of another package (design-notes §7):
 		// only the package's sequence moves.
 		if e.Subject != "" {
 			s.pkg(e.Subject).LastSeq = e.Seq
+			s.indexed(e.Subject)
 		}
 	default:
 		if sc, err := events.ScopeOf(e.Type()); err == nil && sc == events.ScopeNode && e.Subject != "" {
@@ -679,6 +687,7 @@ func (s *State) Skip(seq uint64, subject string) {
 	s.Seq = seq
 	if pkg := events.PackageOfSubject(subject); pkg != "" {
 		s.pkg(pkg).LastSeq = seq
+		s.indexed(pkg)
 		return
 	}
 	if node := events.NodeOfSubject(subject); node != "" {
@@ -712,6 +721,7 @@ func (s *State) nodeDown(e events.Event, m Membership, by string) {
 		by = n.HaltedBy
 	}
 	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
+	s.pkgIx = nil // it changes packages all over: rebuilt on next use
 	for _, p := range s.Packages {
 		if p.Instances != nil {
 			if in := p.Instances[n.Name]; in != nil {
