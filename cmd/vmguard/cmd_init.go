@@ -66,12 +66,9 @@ func (c *initCmd) Run(ctx context.Context, g *globals) error {
 	return c.generate(cl, g.Stdout)
 }
 
-// generate writes the set-up of cl into c.Out and says so on out.
-//
-// Longer than 80 lines: one sequence of files written in order (identities,
-// keys, certificates, accounts, configurations); what each file holds comes
-// from functions (guestauth, leafPlan), what is left here is the order and
-// the paths.
+// generate writes the set-up of cl into c.Out and says so on out: the
+// identities, the CA and the server's certificate (unless plain), each
+// identity's files, the leaf nodes' (with --leaf) and nats.conf.
 func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 	conf := filepath.Join(c.Out, "nats.conf")
 	if _, err := os.Stat(conf); err == nil && !c.Force {
@@ -87,6 +84,60 @@ func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 			return err
 		}
 	}
+	ids, err := initIdentities(cl)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Out, 0o700); err != nil {
+		return fmt.Errorf("create --out %s: %w", c.Out, err)
+	}
+	valid := time.Duration(c.Valid) * 24 * time.Hour
+	w := &initWriter{}
+	var ca *certAuthority
+	sans := compactKeep(append([]string{"localhost", "127.0.0.1", "::1"}, c.SANs...))
+	if !c.plain {
+		if ca, err = c.writeCA(w, cl, sans, valid); err != nil {
+			return err
+		}
+	}
+	users, guestUsers, err := c.writeIdentities(w, ids, ca, leaf, valid)
+	if err != nil {
+		return err
+	}
+	if leaf != nil {
+		if err := leaf.write(w, c.Out, cl.Nodes, guestUsers, ca, valid); err != nil {
+			return err
+		}
+	}
+	accounts, err := guestauth.RenderAccounts(users, guestUsers, guestauth.DefaultLimits, "vmguard-server")
+	if err != nil {
+		return err
+	}
+	w.file(conf, []byte(c.serverConf(cl, conf, leaf)+accounts))
+	if w.err != nil {
+		return w.err
+	}
+	names := make([]string, 0, len(ids))
+	for _, id := range ids {
+		names = append(names, id.name)
+	}
+	if c.plain {
+		fmt.Fprintf(out, "vmguard init: wrote %s: nats.conf (no TLS) and %d identities (%s), files mode 0600\n",
+			c.Out, len(ids), strings.Join(names, ", "))
+	} else {
+		fmt.Fprintf(out, "vmguard init: wrote %s: nats.conf, a CA, a server certificate (%s) and %d identities (%s), files mode 0600\n",
+			c.Out, strings.Join(sans, ", "), len(ids), strings.Join(names, ", "))
+	}
+	if leaf != nil {
+		fmt.Fprintf(out, "vmguard init: guests connect to their host's leaf node (%s; leaf-<node>/leaf.conf, vmguard host --leaf), which connects to %s\n", c.LeafListen, c.Leaf)
+	}
+	return nil
+}
+
+// initIdentities returns cl's identities, each with its permissions: the
+// controller, the operators, a host manager per node and an agent per
+// guest (in configuration order).
+func initIdentities(cl *config.Cluster) ([]identity, error) {
 	controller, reader := guestauth.Controller(), guestauth.Reader()
 	ids := []identity{
 		{name: "controller", what: "the failover controller (reads everything; appends placements, package.halting and node.lost; the election and snapshot buckets)", perms: &controller},
@@ -120,55 +171,65 @@ func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 	for _, n := range cl.Nodes {
 		perms, err := guestauth.ForHost(*hosts[n])
 		if err != nil {
-			return fmt.Errorf("node %s: %w", n, err)
+			return nil, fmt.Errorf("node %s: %w", n, err)
 		}
 		h := hosts[n]
 		what := fmt.Sprintf("the host manager of node %s (its node's events and lease key; the lifecycle events of package %s; requests to guest %s)",
-			n, strings.Join(slices.Compact(slices.Sorted(slices.Values(h.Packages))), ", "), strings.Join(slices.Compact(slices.Sorted(slices.Values(h.Guests))), ", "))
+			n, sortedList(h.Packages), sortedList(h.Guests))
 		ids = append(ids, identity{name: "host-" + n, what: what, perms: &perms})
 	}
 	for _, name := range order {
 		perms, err := guestauth.For(*guests[name])
 		if err != nil {
-			return fmt.Errorf("guest %s: %w", name, err)
+			return nil, fmt.Errorf("guest %s: %w", name, err)
 		}
 		gs := guests[name]
 		what := fmt.Sprintf("the agent in guest %s (process events of package %s; lease watch of node %s; its own requests)",
-			name, strings.Join(slices.Compact(slices.Sorted(slices.Values(gs.Packages))), ", "), strings.Join(slices.Compact(slices.Sorted(slices.Values(gs.Nodes))), ", "))
+			name, sortedList(gs.Packages), sortedList(gs.Nodes))
 		ids = append(ids, identity{name: "guest-" + name, what: what, perms: &perms, guest: gs})
 	}
-	if err := os.MkdirAll(c.Out, 0o700); err != nil {
-		return fmt.Errorf("create --out %s: %w", c.Out, err)
+	return ids, nil
+}
+
+// sortedList is names sorted, each once, joined with ", ".
+func sortedList(names []string) string {
+	return strings.Join(slices.Compact(slices.Sorted(slices.Values(names))), ", ")
+}
+
+// writeCA writes a new CA of cl and the server's certificate, for sans,
+// both valid for valid, and returns the CA.
+func (c *initCmd) writeCA(w *initWriter, cl *config.Cluster, sans []string, valid time.Duration) (*certAuthority, error) {
+	ca, err := newCA("vmguard CA "+cl.Cluster, valid)
+	if err != nil {
+		return nil, err
 	}
-	valid := time.Duration(c.Valid) * 24 * time.Hour
-	w := &initWriter{}
-	var ca *certAuthority
-	sans := compactKeep(append([]string{"localhost", "127.0.0.1", "::1"}, c.SANs...))
-	if !c.plain {
-		var err error
-		if ca, err = newCA("vmguard CA "+cl.Cluster, valid); err != nil {
-			return err
-		}
-		w.pem(filepath.Join(c.Out, "ca.pem"), "CERTIFICATE", ca.der)
-		w.key(filepath.Join(c.Out, "ca-key.pem"), ca.key)
-		sder, skey, err := ca.issue("vmguard server", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, valid)
-		if err != nil {
-			return err
-		}
-		w.pem(filepath.Join(c.Out, "server.pem"), "CERTIFICATE", sder)
-		w.key(filepath.Join(c.Out, "server-key.pem"), skey)
+	w.pem(filepath.Join(c.Out, "ca.pem"), "CERTIFICATE", ca.der)
+	w.key(filepath.Join(c.Out, "ca-key.pem"), ca.key)
+	sder, skey, err := ca.issue("vmguard server", sans, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, valid)
+	if err != nil {
+		return nil, err
 	}
+	w.pem(filepath.Join(c.Out, "server.pem"), "CERTIFICATE", sder)
+	w.key(filepath.Join(c.Out, "server-key.pem"), skey)
+	return ca, nil
+}
+
+// writeIdentities writes each identity's directory: its nkey, its env file
+// and, with a CA, its client certificate. It returns the users of the
+// control account (the server's own first) and the guests' users, each in
+// an account of its own.
+func (c *initCmd) writeIdentities(w *initWriter, ids []identity, ca *certAuthority, leaf *leafPlan, valid time.Duration) ([]guestauth.User, []guestauth.AccountGuest, error) {
 	users := []guestauth.User{{Name: "vmguard-server", Password: rand.Text(), InProcessOnly: true,
 		Comment: "`vmguard server`'s own in-process connection (no_auth_user); no network client can use it."}}
 	var guestUsers []guestauth.AccountGuest
 	for _, id := range ids {
 		dir := filepath.Join(c.Out, id.name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", dir, err)
+			return nil, nil, fmt.Errorf("create %s: %w", dir, err)
 		}
 		kp, err := nkeys.CreateUser()
 		if err != nil {
-			return fmt.Errorf("create nkey of %s: %w", id.name, err)
+			return nil, nil, fmt.Errorf("create nkey of %s: %w", id.name, err)
 		}
 		seed, _ := kp.Seed()
 		pub, _ := kp.PublicKey()
@@ -176,7 +237,7 @@ func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 		if ca != nil {
 			cder, ckey, err := ca.issue(id.name, nil, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, valid)
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
 			w.pem(filepath.Join(dir, "cert.pem"), "CERTIFICATE", cder)
 			w.key(filepath.Join(dir, "key.pem"), ckey)
@@ -193,15 +254,13 @@ func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 		}
 		users = append(users, u)
 	}
-	if leaf != nil {
-		if err := leaf.write(w, c.Out, cl.Nodes, guestUsers, ca, valid); err != nil {
-			return err
-		}
-	}
-	accounts, err := guestauth.RenderAccounts(users, guestUsers, guestauth.DefaultLimits, "vmguard-server")
-	if err != nil {
-		return err
-	}
+	return users, guestUsers, nil
+}
+
+// serverConf is nats.conf before its accounts: how to start the server
+// (conf is its path), TLS (unless plain), JetStream's bounds and, with
+// --leaf, the hosts' leaf node listener.
+func (c *initCmd) serverConf(cl *config.Cluster, conf string, leaf *leafPlan) string {
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 	var b strings.Builder
 	if c.plain {
@@ -224,26 +283,7 @@ func (c *initCmd) generate(cl *config.Cluster, out io.Writer) error {
 		fmt.Fprintf(&b, "leafnodes {\n  port: %d\n  tls {\n    cert_file: %q\n    key_file: %q\n    ca_file: %q\n    verify: true\n  }\n}\n",
 			leaf.hubPort, abs(filepath.Join(c.Out, "server.pem")), abs(filepath.Join(c.Out, "server-key.pem")), abs(filepath.Join(c.Out, "ca.pem")))
 	}
-	b.WriteString(accounts)
-	w.file(conf, []byte(b.String()))
-	if w.err != nil {
-		return w.err
-	}
-	names := make([]string, 0, len(ids))
-	for _, id := range ids {
-		names = append(names, id.name)
-	}
-	if c.plain {
-		fmt.Fprintf(out, "vmguard init: wrote %s: nats.conf (no TLS) and %d identities (%s), files mode 0600\n",
-			c.Out, len(ids), strings.Join(names, ", "))
-	} else {
-		fmt.Fprintf(out, "vmguard init: wrote %s: nats.conf, a CA, a server certificate (%s) and %d identities (%s), files mode 0600\n",
-			c.Out, strings.Join(sans, ", "), len(ids), strings.Join(names, ", "))
-	}
-	if leaf != nil {
-		fmt.Fprintf(out, "vmguard init: guests connect to their host's leaf node (%s; leaf-<node>/leaf.conf, vmguard host --leaf), which connects to %s\n", c.LeafListen, c.Leaf)
-	}
-	return nil
+	return b.String()
 }
 
 // envFile is the env file of identity id: its server URL and files, as
