@@ -43,6 +43,13 @@ func (l *logb) startWeb(node string) (placed, starting events.Event) {
 	return placed, starting
 }
 
+// autoRun adds pkg's placement on node by auto_run (epoch 1, no cause) and
+// its package.starting there.
+func (l *logb) autoRun(pkg, node string) {
+	p := l.add(pkg, "", events.PackagePlaced{Node: node, Epoch: 1, Reason: "auto_run"})
+	l.add(pkg, p.ID, events.PackageStarting{Node: node, Epoch: 1})
+}
+
 // checkOn returns what Check reports, a line a violation, for the log that
 // build writes after config (a cluster config as JSON) and the joins of n1
 // and n2.
@@ -579,38 +586,28 @@ func TestExclusion(t *testing.T) {
 		want      string
 	}{
 		{"after the other halted: fine", "same_node", func(l *logb) {
-			p := l.add("lo", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("lo", p.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("lo", "n1")
 			l.add("lo", "", events.PackageHalting{Node: "n1", Epoch: 1, Reason: "displaced: by hi"})
 			l.add("lo", "", events.PackageHalted{Node: "n1", Epoch: 1, Reason: "displaced"})
-			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("hi", "n1")
 		}, ""},
 		{"other node, same_node: fine", "same_node", func(l *logb) {
-			p := l.add("lo", "", events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
-			l.add("lo", p.ID, events.PackageStarting{Node: "n2", Epoch: 1})
-			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("lo", "n2")
+			l.autoRun("hi", "n1")
 		}, ""},
 		{"while the other halts there", "same_node", func(l *logb) {
-			p := l.add("lo", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("lo", p.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("lo", "n1")
 			l.add("lo", "", events.PackageHalting{Node: "n1", Epoch: 1, Reason: "displaced: by hi"})
-			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("hi", "n1")
 		}, "starts on n1 while lo, which it excludes (same_node), holds epoch 1 on n1 (placed at seq 4) [exclusion]"},
 		{"other node, all_nodes", "all_nodes", func(l *logb) {
-			p := l.add("lo", "", events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
-			l.add("lo", p.ID, events.PackageStarting{Node: "n2", Epoch: 1})
-			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("lo", "n2")
+			l.autoRun("hi", "n1")
 		}, "starts on n1 while lo, which it excludes (all_nodes), holds epoch 1 on n2 (placed at seq 4) [exclusion]"},
 		{"the other's node lost: released", "all_nodes", func(l *logb) {
-			p := l.add("lo", "", events.PackagePlaced{Node: "n2", Epoch: 1, Reason: "auto_run"})
-			l.add("lo", p.ID, events.PackageStarting{Node: "n2", Epoch: 1})
+			l.autoRun("lo", "n2")
 			l.add("n2", "", events.NodeLost{Reason: "lease expired"})
-			h := l.add("hi", "", events.PackagePlaced{Node: "n1", Epoch: 1, Reason: "auto_run"})
-			l.add("hi", h.ID, events.PackageStarting{Node: "n1", Epoch: 1})
+			l.autoRun("hi", "n1")
 		}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
