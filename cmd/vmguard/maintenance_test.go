@@ -256,6 +256,16 @@ func TestMaintenanceFreezeExpires(t *testing.T) {
 	if min := until.Add(faultNodeTimeout); lost.Time.Before(min) {
 		t.Errorf("node.lost at %s, before the freeze's end + node_timeout %s", lost.Time, min)
 	}
+	goneAt := goneBefore(t, gone, pid, node, started)
+	t.Logf("freeze end %s; agent gone +%v; node.lost +%v; guest.started on %s +%v (times after the end)", until.Format(time.RFC3339Nano),
+		goneAt.Sub(until).Round(time.Millisecond), lost.Time.Sub(until).Round(time.Millisecond), other(node), started.Time.Sub(until).Round(time.Millisecond))
+	f.verify()
+}
+
+// goneBefore returns when the agent pid of appvm on node ended (gone, from
+// watchGone), which must be before app's guest.started on the other node.
+func goneBefore(t *testing.T, gone <-chan time.Time, pid int, node string, started events.Event) time.Time {
+	t.Helper()
 	var goneAt time.Time
 	select {
 	case goneAt = <-gone:
@@ -265,9 +275,7 @@ func TestMaintenanceFreezeExpires(t *testing.T) {
 	if !goneAt.Before(started.Time) {
 		t.Errorf("agent gone at %s, not before guest.started at %s", goneAt.Format(time.RFC3339Nano), started.Time.Format(time.RFC3339Nano))
 	}
-	t.Logf("freeze end %s; agent gone +%v; node.lost +%v; guest.started on %s +%v (times after the end)", until.Format(time.RFC3339Nano),
-		goneAt.Sub(until).Round(time.Millisecond), lost.Time.Sub(until).Round(time.Millisecond), other(node), started.Time.Sub(until).Round(time.Millisecond))
-	f.verify()
+	return goneAt
 }
 
 // TestMaintenanceThawRearms: once a node is thawed and its host manager
@@ -297,15 +305,7 @@ func TestMaintenanceThawRearms(t *testing.T) {
 		d, ok := e.Data.(events.GuestStarted)
 		return ok && e.Subject == "app" && d.Node != node
 	})
-	var goneAt time.Time
-	select {
-	case goneAt = <-gone:
-	case <-time.After(time.Second):
-		t.Fatalf("agent pid %d of appvm on %s still runs after app started on %s", pid, node, other(node))
-	}
-	if !goneAt.Before(started.Time) {
-		t.Errorf("agent gone at %s, not before guest.started at %s", goneAt.Format(time.RFC3339Nano), started.Time.Format(time.RFC3339Nano))
-	}
+	goneAt := goneBefore(t, gone, pid, node, started)
 	t.Logf("kill -9 after the thaw: agent gone +%v, guest.started on %s +%v", goneAt.Sub(killed).Round(time.Millisecond), other(node), started.Time.Sub(killed).Round(time.Millisecond))
 	f.verify()
 }
