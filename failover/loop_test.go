@@ -207,3 +207,56 @@ func TestNewLoop(t *testing.T) {
 		t.Errorf("stats %+v, want 3 decisions, 1 node lost", st)
 	}
 }
+
+// tailCounter is a memLog that counts the tails asked of each subject.
+type tailCounter struct {
+	*memLog
+	asked map[string]int
+}
+
+func (m *tailCounter) Tail(ctx context.Context, subject string) (events.SubjectTail, error) {
+	m.asked[subject]++
+	return m.memLog.Tail(ctx, subject)
+}
+
+// TestEmitAsksEachNodeOnce: the placements of one pass on one node ask the
+// log for the node's tail once (a node loss's hundreds at scale were a
+// request each), and share its answer: when the node moved on, none is
+// appended.
+func TestEmitAsksEachNodeOnce(t *testing.T) {
+	ctx := context.Background()
+	now := t0.Add(time.Hour)
+	for _, moved := range []bool{false, true} {
+		log := &tailCounter{memLog: &memLog{}, asked: map[string]int{}}
+		r, err := NewRunner(Config{Log: &events.Log{}, ID: "ctl", Now: func() time.Time { return now }, NoElection: true, StartGrace: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.out = log
+		r.live = newLiveness(simLeases{&fakeLeases{held: map[string]lease.Value{}}}, &fakeProber{verdict: lease.Unknown}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
+		r.el.always()
+		l := newLog(t)
+		l.config(testCluster(testPkg("web", "node1"), testPkg("db", "node1"), testPkg("mq", "node1")))
+		r.handle(ctx, item{e: log.add(l.evs[0])})
+		r.leadChanged(ctx, true) // nothing due yet: no node
+		l.join("node1")
+		join := log.add(l.evs[1])
+		if moved {
+			// Written after the join, not yet read: the placements wait.
+			log.add(events.Event{ID: "x", Source: "/t", Subject: "node1", Data: events.NodeResourceSet{Name: "r", Status: events.ResourceUp}})
+		}
+		before := len(log.evs)
+		r.handle(ctx, item{e: join})
+		placed := brief(log.evs[before:])
+		if n := log.asked[events.NodeFilter("node1")]; n != 1 {
+			t.Errorf("moved %v: node1's tail asked %d times for one pass, want 1 (asked %v)", moved, n, log.asked)
+		}
+		want := "web->node1 epoch=1 reason=auto_run cause=e2; db->node1 epoch=1 reason=auto_run cause=e2; mq->node1 epoch=1 reason=auto_run cause=e2"
+		if moved {
+			want = ""
+		}
+		if placed != want {
+			t.Errorf("moved %v: appended %s, want %q", moved, placed, want)
+		}
+	}
+}

@@ -634,6 +634,7 @@ func pendingKey(e events.Event) string {
 func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 	var batch []events.Event
 	inBatch := map[string]bool{}
+	asked := map[string]error{} // nodeCurrent's answer for each node, asked once a pass
 	for _, e := range evs {
 		if !r.deciding() {
 			return
@@ -643,9 +644,7 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 			continue
 		}
 		e = events.Stamp(e, r.cfg.Now())
-		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		err := r.nodeCurrent(actx, e)
-		cancel()
+		err := r.nodeCurrent(ctx, e, asked)
 		if err != nil {
 			r.emitted(ctx, e, 0, err)
 			continue
@@ -804,19 +803,28 @@ func (r *Runner) emitted(ctx context.Context, e events.Event, seq uint64, err er
 // every fold (this one counts it lost at once and places again; the host
 // managers never start it, not even after the node joins again; verify
 // notes it), docs/design-notes.md §6.
-func (r *Runner) nodeCurrent(ctx context.Context, e events.Event) error {
+//
+// asked holds the answer for each node already asked in the same pass of
+// emit: the state does not change during a pass, and the decisions of a
+// pass are appended after all of them are checked, so asking again for each
+// placement on the same node (a node loss's hundreds, at scale) would only
+// cost a request each.
+func (r *Runner) nodeCurrent(ctx context.Context, e events.Event, asked map[string]error) error {
 	d, ok := e.Data.(events.PackagePlaced)
 	if !ok {
 		return nil
 	}
-	t, err := r.out.Tail(ctx, events.NodeFilter(d.Node))
-	if err != nil {
+	if err, done := asked[d.Node]; done {
 		return err
 	}
-	if t.Seq > r.state.NodeSeq(d.Node) {
-		return fmt.Errorf("node %s: seq %d not read yet: %w", d.Node, t.Seq, events.ErrConflict)
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
+	t, err := r.out.Tail(ctx, events.NodeFilter(d.Node))
+	if err == nil && t.Seq > r.state.NodeSeq(d.Node) {
+		err = fmt.Errorf("node %s: seq %d not read yet: %w", d.Node, t.Seq, events.ErrConflict)
 	}
-	return nil
+	asked[d.Node] = err
+	return err
 }
 
 // holdFirstPlacement reports whether e, the first placement of a package
