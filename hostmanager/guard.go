@@ -151,23 +151,11 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 // Run serves the socket until ctx ends, stopping the guests whenever a
 // deadline passes unpetted or the host manager reports its lease lost. It
 // returns ErrGuardRunning if another guard answers on the socket.
-//
-// Longer than 80 lines: the guard's one goroutine that owns its deadline
-// and connections: socket set-up, then a select over pets, lease reports
-// and the deadline; split, that state would be passed around.
 func (g *Guard) Run(ctx context.Context) error {
 	sock := GuardSocket(g.cfg.StateDir)
-	if err := os.MkdirAll(g.cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
-	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("guard %s: %w", sock, ErrGuardRunning)
-	}
-	_ = os.Remove(sock) // a dead guard's
-	ln, err := net.Listen("unix", sock)
+	ln, err := g.listen(sock)
 	if err != nil {
-		return fmt.Errorf("guard: listen on %s: %w", sock, err)
+		return err
 	}
 	defer ln.Close()
 	pets := make(chan pet, 16)
@@ -178,10 +166,78 @@ func (g *Guard) Run(ctx context.Context) error {
 	defer wg.Wait()
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	g.accept(lctx, ln, pets, &wg)
+	g.logger.Info("node guard ready", "socket", sock)
+	mine, err := os.Stat(sock)
+	if err != nil {
+		return fmt.Errorf("guard: %w", err)
+	}
+	lastLook := time.Now()
+	st := &guardState{guests: map[string]GuestRef{}}
+	check := time.NewTicker(10 * time.Millisecond)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			g.logger.Info("node guard stopping", "armed", st.armed)
+			return nil
+		case p := <-pets:
+			g.take(ctx, st, p)
+		case now := <-check.C:
+			if now.Sub(lastLook) >= time.Second {
+				// Its socket removed or replaced (the state directory
+				// deleted, another guard in its place): nobody can pet
+				// this guard any more, so it has nothing left to guard.
+				lastLook = now
+				if cur, err := os.Stat(sock); err != nil || !os.SameFile(cur, mine) {
+					g.logger.Warn("node guard exiting: its socket is gone or replaced", "socket", sock, "armed", st.armed)
+					return nil
+				}
+			}
+			// Wall clock, like the deadline: both are this machine's.
+			if st.armed && !now.Round(0).Before(st.deadline) {
+				st.armed = false
+				g.fire(ctx, fmt.Sprintf("not petted by the host manager since its deadline %s", st.deadline.Format(time.RFC3339Nano)), st.deadline, st.guests, st.within, true)
+			}
+		}
+	}
+}
+
+// guardState is what the guard's loop knows from the pets so far.
+type guardState struct {
+	armed    bool
+	deadline time.Time     // when armed: the guests stop unless petted before it
+	within   time.Duration // the bound of a stop (guard_stop_time)
+	holder   string        // the host manager that petted last
+	guests   map[string]GuestRef
+}
+
+// listen listens on sock, in a state directory it creates if need be,
+// unless another guard answers there (ErrGuardRunning); a dead guard's
+// socket is replaced.
+func (g *Guard) listen(sock string) (net.Listener, error) {
+	if err := os.MkdirAll(g.cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("guard %s: %w", sock, ErrGuardRunning)
+	}
+	_ = os.Remove(sock) // a dead guard's
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("guard: listen on %s: %w", sock, err)
+	}
+	return ln, nil
+}
+
+// accept serves each connection to ln, its pets sent on pets, until ctx
+// ends; then it closes ln. Its goroutines are counted in wg.
+func (g *Guard) accept(ctx context.Context, ln net.Listener, pets chan<- pet, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		<-lctx.Done()
+		<-ctx.Done()
 		ln.Close()
 	}()
 	wg.Add(1)
@@ -195,75 +251,41 @@ func (g *Guard) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				g.serve(lctx, c, pets)
+				g.serve(ctx, c, pets)
 			}()
 		}
 	}()
-	g.logger.Info("node guard ready", "socket", sock)
-	mine, err := os.Stat(sock)
-	if err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
-	lastLook := time.Now()
+}
 
-	var (
-		armed    bool
-		deadline time.Time
-		within   time.Duration
-		holder   string
-		guests   = map[string]GuestRef{}
-	)
-	check := time.NewTicker(10 * time.Millisecond)
-	defer check.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			g.logger.Info("node guard stopping", "armed", armed)
-			return nil
-		case p := <-pets:
-			if p.Holder != holder {
-				g.logger.Info("petted by a host manager", "holder", p.Holder)
-				holder = p.Holder
-			}
-			if p.Guests != nil || p.Disarm {
-				clear(guests)
-				for _, r := range p.Guests {
-					guests[r.Name()] = r
-				}
-			}
-			if p.StopWithin > 0 {
-				within = p.StopWithin
-			}
-			switch {
-			case p.Fence != "":
-				g.fire(ctx, "the host manager lost its lease: "+p.Fence, time.Time{}, guests, within, false)
-				armed = false
-			case p.Disarm:
-				armed = false
-				g.logger.Info("disarmed: the host manager stopped cleanly")
-			case !p.Deadline.IsZero():
-				if !armed {
-					g.logger.Info("armed", "deadline", p.Deadline.Format(time.RFC3339Nano))
-				}
-				armed, deadline = true, p.Deadline
-			}
-		case now := <-check.C:
-			if now.Sub(lastLook) >= time.Second {
-				// Its socket removed or replaced (the state directory
-				// deleted, another guard in its place): nobody can pet
-				// this guard any more, so it has nothing left to guard.
-				lastLook = now
-				if cur, err := os.Stat(sock); err != nil || !os.SameFile(cur, mine) {
-					g.logger.Warn("node guard exiting: its socket is gone or replaced", "socket", sock, "armed", armed)
-					return nil
-				}
-			}
-			// Wall clock, like the deadline: both are this machine's.
-			if armed && !now.Round(0).Before(deadline) {
-				armed = false
-				g.fire(ctx, fmt.Sprintf("not petted by the host manager since its deadline %s", deadline.Format(time.RFC3339Nano)), deadline, guests, within, true)
-			}
+// take applies pet p to st: the guests to stop and the bound of a stop,
+// then a fence (the guests stop now), a disarm (a clean stop of the host
+// manager) or a new deadline, which arms the guard.
+func (g *Guard) take(ctx context.Context, st *guardState, p pet) {
+	if p.Holder != st.holder {
+		g.logger.Info("petted by a host manager", "holder", p.Holder)
+		st.holder = p.Holder
+	}
+	if p.Guests != nil || p.Disarm {
+		clear(st.guests)
+		for _, r := range p.Guests {
+			st.guests[r.Name()] = r
 		}
+	}
+	if p.StopWithin > 0 {
+		st.within = p.StopWithin
+	}
+	switch {
+	case p.Fence != "":
+		g.fire(ctx, "the host manager lost its lease: "+p.Fence, time.Time{}, st.guests, st.within, false)
+		st.armed = false
+	case p.Disarm:
+		st.armed = false
+		g.logger.Info("disarmed: the host manager stopped cleanly")
+	case !p.Deadline.IsZero():
+		if !st.armed {
+			g.logger.Info("armed", "deadline", p.Deadline.Format(time.RFC3339Nano))
+		}
+		st.armed, st.deadline = true, p.Deadline
 	}
 }
 
