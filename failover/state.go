@@ -568,6 +568,11 @@ func (s *State) PackagesOn(node string) []string {
 // at or below s.Seq (a duplicate, a replay, or one never read from the log:
 // Seq 0) changes nothing. Events about an older epoch than the package's
 // current placement count only for PackageSeq.
+//
+// Longer than 80 lines: one switch over event types, a short case each
+// (a package's events go on to applyTo); the fold reads best as the one
+// place where every event's effect on the cluster is seen
+// (docs/design-notes.md §5).
 func (s *State) Apply(e events.Event) bool {
 	if e.Seq <= s.Seq {
 		return false
