@@ -19,8 +19,9 @@ import (
 //   - stateIndex, kept by Apply: the packages whose current placement is on
 //     each node and the load (packages placed, starting or running) of each
 //     node. It is built from the packages on first use and updated for each
-//     package event; an event that changes many packages at once (a node
-//     lost, fenced or halted) drops it, to be rebuilt on next use.
+//     package an event changes (a package's own events; a node lost,
+//     fenced or halted changes those on it, in the fold's own pass over
+//     the packages).
 //
 // Neither is serialized: a State decoded from JSON (a snapshot) or built as
 // a literal rebuilds them on first use, and Clone copies them.

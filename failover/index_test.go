@@ -3,6 +3,7 @@ package failover
 import (
 	"encoding/json"
 	"maps"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -92,6 +93,10 @@ func checkIndexed(t *rapid.T, s *State, how string) {
 	}
 	if got := s.stateIndex().load; !maps.Equal(got, load) {
 		t.Fatalf("%s: indexed load %v, counted %v", how, got, load)
+	}
+	fresh := (&State{Packages: s.Packages}).stateIndex()
+	if !reflect.DeepEqual(s.stateIndex(), fresh) {
+		t.Fatalf("%s: the index kept by Apply differs from one built afresh:\n%+v\n%+v", how, s.stateIndex(), fresh)
 	}
 	triggers := []events.Event{{ID: "c", Data: events.ConfigApplied{}}}
 	for _, n := range propNodes {

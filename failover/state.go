@@ -726,17 +726,18 @@ func (s *State) nodeDown(e events.Event, m Membership, by string) {
 		by = n.HaltedBy
 	}
 	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
-	s.pkgIx = nil // it changes packages all over: rebuilt on next use
-	for _, p := range s.Packages {
+	for name, p := range s.Packages {
 		if p.Instances != nil {
 			if in := p.Instances[n.Name]; in != nil {
 				in.nodeDown(n.Name, m, e)
 				p.lift(in)
 				p.aggregate()
+				s.indexed(name)
 			}
 			continue
 		}
 		p.nodeDown(n.Name, m, e)
+		s.indexed(name)
 	}
 }
 
