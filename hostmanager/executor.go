@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmguard/vmguard/events"
@@ -176,25 +177,31 @@ type accepted struct {
 
 // armed is a timer that wakes a package when a delayed action is due.
 type armed struct {
-	pkg string
-	at  time.Time
-	t   timer
+	pkg   string
+	at    time.Time
+	t     timer
+	fired atomic.Bool // its wake was sent (or the loop is ending)
 }
 
-// arm wakes pkg at at (once per key).
+// arm wakes pkg at at (once per key, unless the timer already fired: the
+// clock stepped back after it was armed, so that the action woken is not
+// due yet, and it is armed again for the rest of the delay).
 func (x *executor) arm(ctx context.Context, pkg, key string, at time.Time) {
-	if t := x.timers[key]; t != nil && t.at.Equal(at) {
+	if t := x.timers[key]; t != nil && t.at.Equal(at) && !t.fired.Load() {
 		return
 	} else if t != nil {
 		t.t.Stop()
 	}
 	d := max(at.Sub(x.now()), 0)
-	x.timers[key] = &armed{pkg: pkg, at: at, t: x.after(d, func() {
+	a := &armed{pkg: pkg, at: at}
+	x.timers[key] = a
+	a.t = x.after(d, func() {
+		a.fired.Store(true)
 		select {
 		case x.wake <- pkgWork(pkg):
 		case <-ctx.Done():
 		}
-	})}
+	})
 }
 
 // start performs a in its own goroutine (or hands it to hand).

@@ -269,10 +269,9 @@ func TestLoopSteps(t *testing.T) {
 	}
 }
 
-// TestLoopTimerStep: a service exits, the loop decides its restart after
-// the backoff's delay and arms a timer instead of running it; nothing runs
-// before the timer fires, and the timer's step (woken) runs it.
-func TestLoopTimerStep(t *testing.T) {
+// restartArmed starts web with a restart delay of 2s, makes its service a
+// exit and returns once the loop armed the restart's run (nothing fired).
+func restartArmed(t *testing.T) *loopEnv {
 	e := newLoopEnv(t)
 	e.startWeb("restart: unlimited\nbackoff: {delay: 2s, factor: 2, max: 4s}")
 	var run events.ProcessStarted
@@ -291,22 +290,60 @@ func TestLoopTimerStep(t *testing.T) {
 	if n := e.timers.fire(); n != 0 {
 		t.Fatalf("%d timers fired before the delay", n)
 	}
-	e.at = e.at.Add(2 * time.Second)
+	return e
+}
+
+// fireOne fires the timers due and fails unless exactly one fired and
+// woke the loop for web; it hands the wake to the loop's step, after the
+// clock moved by step.
+func (e *loopEnv) fireOne(when string, step time.Duration) {
+	e.t.Helper()
 	if n := e.timers.fire(); n != 1 {
-		t.Fatalf("%d timers fired at the delay, want the run's", n)
+		e.t.Fatalf("%d timers fired %s, want the run's", n, when)
 	}
+	e.at = e.at.Add(step)
 	select {
 	case w := <-e.r.wake:
 		if w != pkgWork("web") {
-			t.Fatalf("woken for %+v, want web", w)
+			e.t.Fatalf("woken for %+v, want web", w)
 		}
 		e.r.woken(e.ctx, w)
 	default:
-		t.Fatal("the timer did not wake the loop")
+		e.t.Fatalf("the timer did not wake the loop %s", when)
 	}
+}
+
+// TestLoopTimerStep: a service exits, the loop decides its restart after
+// the backoff's delay and arms a timer instead of running it; nothing runs
+// before the timer fires, and the timer's step (woken) runs it.
+func TestLoopTimerStep(t *testing.T) {
+	e := restartArmed(t)
+	e.at = e.at.Add(2 * time.Second)
+	e.fireOne("at the delay", 0)
 	e.result()
 	if got, want := e.do.kinds(), []ActionKind{StartGuest, RunService, RunService, RunService}; !slices.Equal(got, want) {
 		t.Errorf("actions %v, want %v: the restart's run once the timer fired", got, want)
+	}
+}
+
+// TestLoopTimerClockStepBack: the clock steps back between a timer firing
+// and the loop taking its wake, so that the action woken is not due yet by
+// the clock: the loop arms it again for the rest of the delay and runs it
+// then. (It was not armed again, the timer of that key having fired with
+// the same due time, and nothing woke the package after: a failing
+// package's stop waited forever, simulator seed 2485 with dependencies.)
+func TestLoopTimerClockStepBack(t *testing.T) {
+	e := restartArmed(t)
+	e.at = e.at.Add(2 * time.Second)
+	e.fireOne("at the delay", -745*time.Millisecond) // stepped back before the loop reads the wake
+	if got, want := e.do.kinds(), []ActionKind{StartGuest, RunService, RunService}; !slices.Equal(got, want) {
+		t.Fatalf("actions %v, want %v: nothing before the delay by the clock", got, want)
+	}
+	e.at = e.at.Add(745 * time.Millisecond)
+	e.fireOne("at the delay by the stepped-back clock", 0)
+	e.result()
+	if got, want := e.do.kinds(), []ActionKind{StartGuest, RunService, RunService, RunService}; !slices.Equal(got, want) {
+		t.Errorf("actions %v, want %v: the restart's run once its timer fired again", got, want)
 	}
 }
 
