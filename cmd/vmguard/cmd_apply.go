@@ -7,9 +7,12 @@ import (
 	"net/url"
 	"os"
 	"os/user"
+	"strings"
+	"time"
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/failover"
 )
 
 type applyCmd struct {
@@ -97,13 +100,48 @@ func readInForce(ctx context.Context, l *events.Log) (inForce, error) {
 }
 
 // applyConfig reads the configuration in force and, unless it has the same
-// hash, appends cl as the new one.
+// hash, appends cl as the new one. It refuses cl if it changes the
+// package_type of a package that is not halted (typeChangeError).
 func applyConfig(ctx context.Context, l *events.Log, cl *config.Cluster, file, by, reason string) (applyResult, error) {
 	cur, err := readInForce(ctx, l)
 	if err != nil {
 		return applyResult{}, fmt.Errorf("read the configuration in force: %w", err)
 	}
+	if cur.tail > 0 {
+		s, _, err := foldLog(ctx, l, 0, time.Time{}, false)
+		if err != nil {
+			return applyResult{}, fmt.Errorf("read the log: %w", err)
+		}
+		if tc := s.TypeChanges(cl); len(tc) > 0 {
+			return applyResult{}, &typeChangeError{file: file, changes: tc}
+		}
+	}
 	return appendConfig(ctx, l, cl, file, by, reason, cur)
+}
+
+// typeChangeError refuses a configuration that changes the package_type of
+// packages that still occupy a node (failover.TypeChanges): halt them
+// first, as Serviceguard's cmapplyconf requires (design-notes §8).
+type typeChangeError struct {
+	file    string
+	changes []failover.TypeChange
+}
+
+func (e *typeChangeError) Error() string {
+	var b strings.Builder
+	what := "a package that is not halted"
+	if len(e.changes) > 1 {
+		what = fmt.Sprintf("%d packages that are not halted", len(e.changes))
+	}
+	fmt.Fprintf(&b, "apply %s: refused: it changes the package_type of %s:", e.file, what)
+	var names []string
+	for _, c := range e.changes {
+		fmt.Fprintf(&b, "\n  %s: runs as %s on %s; %s makes it %s", c.Package, c.From, strings.Join(c.Nodes, ", "), e.file, c.To)
+		names = append(names, c.Package)
+	}
+	fmt.Fprintf(&b, "\nhalt it first (`vmguard pkg halt %s`), wait until `vmguard status` shows it halted, apply again, then `vmguard pkg run %s`",
+		strings.Join(names, "`, `vmguard pkg halt "), strings.Join(names, "`, `vmguard pkg run "))
+	return b.String()
 }
 
 // appendConfig appends cl as the configuration in force, expecting cur to be

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
@@ -284,4 +285,78 @@ func TestApplyLargeConfig(t *testing.T) {
 	if n := len(configEvents(t, l)); n != 2 {
 		t.Fatalf("after a change: %d events, want 2", n)
 	}
+}
+
+// TestApplyRefusesTypeChange: `vmguard apply` refuses a configuration that
+// changes the package_type of a package that still occupies a node, naming
+// the package, its types, its nodes and the fix, and appends nothing; once
+// the package is halted the same file is applied. Both ways: multi_node to
+// failover and back.
+func TestApplyRefusesTypeChange(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	l, err := events.Open(ctx, natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := s.ClientURL()
+	dir := t.TempDir()
+	const base = "cluster: tc\nnodes: [node1, node2]\npackages:\n  - name: web\n%s    nodes: [node1, node2]\n" +
+		"    guest: {name: webvm, driver: process}\n    services:\n      - name: s\n        cmd: [\"true\"]\n"
+	multi, single := filepath.Join(dir, "multi.yaml"), filepath.Join(dir, "failover.yaml")
+	for f, typ := range map[string]string{multi: "    package_type: multi_node\n", single: ""} {
+		if err := os.WriteFile(f, fmt.Appendf(nil, base, typ), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add := func(subject string, d events.Payload) {
+		t.Helper()
+		if _, err := l.Append(ctx, events.New(eventstest.SourceOf(d, subject), subject, d)); err != nil {
+			t.Fatalf("append %T: %v", d, err)
+		}
+	}
+	apply := func(f string, wantOK bool, wantErr ...string) {
+		t.Helper()
+		before := len(configEvents(t, l))
+		code, out, errs := runCLI("apply", "--nats", url, "-f", f, "--by", "alice")
+		after := len(configEvents(t, l))
+		if wantOK {
+			if code != exitOK || !strings.HasPrefix(out, "applied:") || after != before+1 {
+				t.Fatalf("apply %s: code %d out %q err %q, %d -> %d configs", filepath.Base(f), code, out, errs, before, after)
+			}
+			return
+		}
+		if code != exitError || out != "" || after != before {
+			t.Fatalf("apply %s: code %d out %q err %q, %d -> %d configs; want a refusal", filepath.Base(f), code, out, errs, before, after)
+		}
+		for _, w := range wantErr {
+			if !strings.Contains(errs, w) {
+				t.Errorf("apply %s: stderr %q lacks %q", filepath.Base(f), errs, w)
+			}
+		}
+	}
+
+	apply(multi, true)
+	add("node1", events.NodeJoined{})
+	add("node2", events.NodeJoined{})
+	add("web", events.PackagePlaced{Node: "node1", Epoch: 1, Reason: "auto_run"})
+	add("web", events.PackageStarted{Node: "node1", Epoch: 1})
+	add("web", events.PackagePlaced{Node: "node2", Epoch: 2, Reason: "auto_run"})
+	apply(single, false, "refused", "web: runs as multi_node on node1, node2; "+single+" makes it failover",
+		"`vmguard pkg halt web`", "`vmguard pkg run web`")
+	add("web", events.PackageHalting{Epoch: 0, Reason: "operator_halt", By: "alice"})
+	add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "operator_halt"})
+	// node2's instance is still halting.
+	apply(single, false, "web: runs as multi_node on node2;")
+	add("web", events.PackageHalted{Node: "node2", Epoch: 2, Reason: "operator_halt"})
+	apply(single, true)
+
+	// And back: a failover placement, running, then halting, is refused.
+	add("web", events.PackagePlaced{Node: "node2", Epoch: 3, Reason: "operator_run", By: "alice"})
+	add("web", events.PackageStarted{Node: "node2", Epoch: 3})
+	apply(multi, false, "web: runs as failover on node2; "+multi+" makes it multi_node")
+	add("web", events.PackageHalting{Node: "node2", Epoch: 3, Reason: "operator_halt", By: "alice"})
+	apply(multi, false, "web: runs as failover on node2;")
+	add("web", events.PackageHalted{Node: "node2", Epoch: 3, Reason: "operator_halt"})
+	apply(multi, true)
 }
