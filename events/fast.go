@@ -106,6 +106,8 @@ func newPlan(v *schemas.Validator, typ string, rt reflect.Type) *plan {
 		pl.subjPrefix = ClusterSubject(verb)
 	case ScopeNode:
 		pl.subjPrefix, pl.subjSuffix = "vmguard.events.node.", "."+verb
+	case ScopePlacement:
+		pl.subjPrefix, pl.subjSuffix = "vmguard.events.placement.", "."+verb
 	default:
 		pl.subjPrefix, pl.subjSuffix = "vmguard.events.pkg.", "."+entity+"."+verb
 	}

@@ -352,6 +352,22 @@ func (l *Log) Tail(ctx context.Context, subject string) (SubjectTail, error) {
 	return t, nil
 }
 
+// First returns the stream sequence of the first message stored on
+// subject (which may hold wildcards) at or after sequence from, and false if
+// there is none. It reads one message (a direct get where the stream
+// allows it) and decodes nothing: a reader uses it to learn where a subject
+// begins without a consumer.
+func (l *Log) First(ctx context.Context, subject string, from uint64) (uint64, bool, error) {
+	raw, err := l.stream.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("get first %s: %w", subject, err)
+	}
+	return raw.Sequence, true, nil
+}
+
 // Get returns the event at stream sequence seq. A malformed message there is
 // counted and logged as Replay skips one, and the error wraps ErrInvalid or
 // ErrUnknownType, so callers can tell it from a failed read.

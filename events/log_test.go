@@ -42,6 +42,7 @@ func samplePayloads() map[string]events.Payload {
 		events.TypePackageSwitchingChanged: events.PackageSwitchingChanged{Node: "node2", Enabled: false, Reason: "repair", By: "alice"},
 		events.TypePackageReset:            events.PackageReset{Service: "httpd", Reason: "fixed", By: "alice"},
 		events.TypePackageChecked:          events.PackageChecked{For: "db", Seq: 41},
+		events.TypePlacementNoted:          events.PlacementNoted{Package: "web", Epoch: 3},
 		events.TypeGuestStarted:            events.GuestStarted{Guest: "webvm", Node: "node1", Epoch: 3},
 		events.TypeGuestLost:               events.GuestLost{Guest: "webvm", Node: "node1", Epoch: 3, LastHeartbeat: t0},
 		events.TypeGuestStopped:            events.GuestStopped{Guest: "webvm", Node: "node1", Epoch: 3, Reason: "halt"},
@@ -61,7 +62,7 @@ func subjectFor(typ string) string {
 	switch sc {
 	case events.ScopeCluster:
 		return "demo"
-	case events.ScopeNode:
+	case events.ScopeNode, events.ScopePlacement:
 		return "node1"
 	}
 	return "web"

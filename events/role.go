@@ -102,7 +102,7 @@ func Writers(typ string) []Role {
 	case TypeConfigApplied, TypePackageSwitchingChanged, TypePackageReset,
 		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen:
 		return byOperator
-	case TypeNodeThawed, TypePackagePlaced:
+	case TypeNodeThawed, TypePackagePlaced, TypePlacementNoted:
 		return byControllerOperator
 	case TypeNodeJoined, TypeNodeHalted, TypeNodeResourceSet:
 		return byHostOperator

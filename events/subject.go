@@ -66,6 +66,13 @@ func ClusterSubject(verb string) string { return "vmguard.events.cluster." + ver
 // ClusterFilter matches every cluster-wide event.
 const ClusterFilter = "vmguard.events.cluster.>"
 
+// PlacementSubject is the subject of the marker of a placement on node:
+// vmguard.events.placement.<node>.noted.
+func PlacementSubject(node string) string { return "vmguard.events.placement." + node + ".noted" }
+
+// PlacementFilter matches every placement marker of node.
+func PlacementFilter(node string) string { return "vmguard.events.placement." + node + ".>" }
+
 // SubjectOf returns the NATS subject an event is stored under.
 func SubjectOf(e Event) (string, error) {
 	typ := e.Type()
@@ -82,6 +89,8 @@ func SubjectOf(e Event) (string, error) {
 		return ClusterSubject(verb), nil
 	case ScopeNode:
 		return NodeSubject(e.Subject, verb), nil
+	case ScopePlacement:
+		return "vmguard.events.placement." + e.Subject + "." + verb, nil
 	default:
 		return PackageSubject(e.Subject, entity, verb), nil
 	}

@@ -23,7 +23,7 @@ func ShortType(typ string) string {
 // characters escaped (termtext.Escape).
 func (e Event) Line() string {
 	about := e.Subject
-	if sc, _ := ScopeOf(e.Type()); sc == ScopeNode {
+	if sc, _ := ScopeOf(e.Type()); sc == ScopeNode || sc == ScopePlacement {
 		about = "node/" + about
 	} else if sc == ScopeCluster {
 		about = "cluster"

@@ -58,6 +58,14 @@ const (
 	// a linked package is refused (docs/design-notes.md §7).
 	TypePackageChecked = "io.vmguard.package.checked.v1"
 
+	// TypePlacementNoted: a package was placed on the node the event is
+	// about; appended in one atomic batch with every package.placed, on the
+	// node's own placement subject (vmguard.events.placement.<node>.noted),
+	// so that a host manager learns of its placements by reading that
+	// subject alone instead of every placement of the cluster
+	// (docs/design-notes.md §10).
+	TypePlacementNoted = "io.vmguard.placement.noted.v1"
+
 	TypeGuestStarted = "io.vmguard.guest.started.v1"
 	TypeGuestLost    = "io.vmguard.guest.lost.v1"
 	TypeGuestStopped = "io.vmguard.guest.stopped.v1"
@@ -84,7 +92,7 @@ func Types() []string {
 		TypeNodeDrained, TypeNodeResumed, TypeNodeFrozen, TypeNodeThawed, TypeNodeResourceSet,
 		TypePackagePlaced, TypePackageStarting, TypePackageStarted, TypePackageHalting,
 		TypePackageHalted, TypePackageFailed, TypePackageSwitchingChanged, TypePackageReset,
-		TypePackageChecked,
+		TypePackageChecked, TypePlacementNoted,
 		TypeGuestStarted, TypeGuestLost, TypeGuestStopped,
 		TypeGuestMigrating, TypeGuestMigrated, TypeGuestMigrationFailed,
 		TypeServiceRestarting, TypeServiceFailed,
@@ -98,9 +106,10 @@ type Scope int
 
 // Scopes of events.
 const (
-	ScopeCluster Scope = iota // vmguard.events.cluster.<verb>
-	ScopeNode                 // vmguard.events.node.<node>.<verb>
-	ScopePackage              // vmguard.events.pkg.<package>.<entity>.<verb>
+	ScopeCluster   Scope = iota // vmguard.events.cluster.<verb>
+	ScopeNode                   // vmguard.events.node.<node>.<verb>
+	ScopePackage                // vmguard.events.pkg.<package>.<entity>.<verb>
+	ScopePlacement              // vmguard.events.placement.<node>.<verb>
 )
 
 // ParseType splits a type such as io.vmguard.process.exited.v1 into its
@@ -131,6 +140,8 @@ func ScopeOf(typ string) (Scope, error) {
 		return ScopeNode, nil
 	case "package", "guest", "service", "process":
 		return ScopePackage, nil
+	case "placement":
+		return ScopePlacement, nil
 	}
 	return 0, fmt.Errorf("type %q: unknown entity %q", typ, entity)
 }
@@ -186,6 +197,8 @@ func newPayload(typ string, data []byte) (Payload, error) {
 		return decodeAs[PackageReset](data)
 	case TypePackageChecked:
 		return decodeAs[PackageChecked](data)
+	case TypePlacementNoted:
+		return decodeAs[PlacementNoted](data)
 	case TypeGuestStarted:
 		return decodeAs[GuestStarted](data)
 	case TypeGuestLost:
@@ -416,6 +429,17 @@ type PackageChecked struct {
 	Seq uint64 `json:"seq"`
 }
 
+// PlacementNoted is the marker of a placement on the node the event is
+// about (its subject): whoever appends a package.placed (the controller,
+// an operator's command) appends it first in the same atomic batch, so
+// the log holds both or neither. It changes no state; a host manager's
+// index of the packages placed on its node reads its node's markers only
+// (hostmanager/concern.go).
+type PlacementNoted struct {
+	Package string `json:"package"`
+	Epoch   uint64 `json:"epoch"`
+}
+
 // PackageReset records an operator clearing restart counters (of Service, or
 // of every service), the failed nodes and the failed state.
 type PackageReset struct {
@@ -597,6 +621,9 @@ func (PackageReset) EventType() string { return TypePackageReset }
 
 // EventType implements Payload.
 func (PackageChecked) EventType() string { return TypePackageChecked }
+
+// EventType implements Payload.
+func (PlacementNoted) EventType() string { return TypePlacementNoted }
 
 // EventType implements Payload.
 func (GuestStarted) EventType() string { return TypeGuestStarted }

@@ -106,6 +106,8 @@ func Decide(s *State, trigger events.Event) []events.Event {
 	switch {
 	case err != nil:
 		return nil
+	case sc == events.ScopePlacement:
+		return nil // a placement's marker: the placement after it decides
 	case sc == events.ScopeCluster:
 		sel = ix.order
 	case sc == events.ScopeNode:

@@ -152,6 +152,8 @@ func brief(evs []events.Event) string {
 	var parts []string
 	for _, e := range evs {
 		switch d := e.Data.(type) {
+		case events.PlacementNoted:
+			// Left out: every placement has one (TestPlacementGoesWithItsMarker).
 		case events.PackagePlaced:
 			s := fmt.Sprintf("%s->%s epoch=%d reason=%s", e.Subject, d.Node, d.Epoch, d.Reason)
 			if d.PreviousNode != "" {

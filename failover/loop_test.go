@@ -119,14 +119,14 @@ func TestLoopSteps(t *testing.T) {
 	if got := last(); got != "web->node1 epoch=1 reason=auto_run cause=e2" {
 		t.Fatalf("after leading: %s, want web placed on node1", got)
 	}
-	if r.pending["pkg.web"] != 4 {
-		t.Errorf("pending on web: %d, want 4 until it is read back", r.pending["pkg.web"])
+	if r.pending["pkg.web"] != 5 { // 4: its marker
+		t.Errorf("pending on web: %d, want 5 until it is read back", r.pending["pkg.web"])
 	}
 	read()
 	r.reconcileTick(ctx)
 	r.checkTick(ctx)
-	if len(log.evs) != 4 || len(r.pending) != 0 {
-		t.Fatalf("with nothing new: appended %s, pending %v", brief(log.evs[4:]), r.pending)
+	if len(log.evs) != 5 || len(r.pending) != 0 {
+		t.Fatalf("with nothing new: appended %s, pending %v", brief(log.evs[5:]), r.pending)
 	}
 
 	delete(leases.held, "node1")

@@ -70,10 +70,13 @@ func TestStalePlacementRefused(t *testing.T) {
 				}
 				return
 			}
-			if len(added) != 2 || st.Decisions != 1 {
-				t.Fatalf("stored %s (%d decisions), want hi's marker and lo's placement", brief(added), st.Decisions)
+			if len(added) != 3 || st.Decisions != 1 {
+				t.Fatalf("stored %s (%d decisions), want lo's placement marker, hi's marker and lo's placement", brief(added), st.Decisions)
 			}
-			m, p := added[0], added[1]
+			if d, ok := added[0].Data.(events.PlacementNoted); !ok || added[0].Subject != "node2" || d.Package != lo {
+				t.Errorf("first stored %s %+v, want the placement's marker on node2", added[0].Type(), added[0].Data)
+			}
+			m, p := added[1], added[2]
 			if d, ok := m.Data.(events.PackageChecked); !ok || m.Subject != hi || d != (events.PackageChecked{For: lo, Seq: seen}) || m.Source != Source || m.CauseID != "c" {
 				t.Errorf("marker %+v %+v, want package.checked of %s for %s at seq %d, from the controller, caused as the placement", m, m.Data, hi, lo, seen)
 			}

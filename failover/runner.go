@@ -569,9 +569,9 @@ func (r *Runner) handle(ctx context.Context, it item) {
 		return
 	}
 	if r.ready {
-		// A placement's marker changes nothing: the placement, stored after
-		// it in the same batch, is what Decide answers.
-		if _, marker := it.e.Data.(events.PackageChecked); !marker && r.deciding() {
+		// A placement's markers change nothing: the placement, stored after
+		// them in the same batch, is what Decide answers.
+		if !isMarker(it.e) && r.deciding() {
 			r.emit(ctx, Decide(r.state, it.e))
 		}
 		return
@@ -690,9 +690,11 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 }
 
 // guarded returns the items that append decision e: for a placement, first
-// a package.checked marker on each package linked to it by a dependency
-// (either way), guarded by that package's last sequence as the state saw
-// it, then e with its own guard. The placement was decided from the linked
+// its placement.noted marker on the node's placement subject (unguarded:
+// the host manager there reads its placements from it, design-notes §10),
+// then a package.checked marker on each package linked to it by a
+// dependency (either way), guarded by that package's last sequence as the
+// state saw it, then e with its own guard. The placement was decided from the linked
 // packages' state, which its own guard does not cover: stored in one atomic
 // batch, the markers make it fail if any of them moved, e.g. a newer leader
 // placed an excluded package beside it while this one paused before its
@@ -702,6 +704,9 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 // checks a subject it already wrote to.
 func (r *Runner) guarded(e events.Event, decided, marked map[string]bool) []events.BatchItem {
 	var items []events.BatchItem
+	if m, ok := events.PlacementMarker(e); ok {
+		items = append(items, events.BatchItem{Event: m})
+	}
 	if _, ok := e.Data.(events.PackagePlaced); ok && r.state.Config != nil {
 		for _, q := range r.state.Linked(e.Subject) {
 			if decided["pkg."+q] || marked[q] {
@@ -721,8 +726,11 @@ func (r *Runner) guarded(e events.Event, decided, marked map[string]bool) []even
 // about it waits until the marker is read back, or it would conflict).
 func (r *Runner) stored(ctx context.Context, items []events.BatchItem, seqs []uint64) {
 	for i, it := range items {
-		if _, ok := it.Event.Data.(events.PackageChecked); ok {
+		switch it.Event.Data.(type) {
+		case events.PackageChecked:
 			r.pending["pkg."+it.Event.Subject] = seqs[i]
+			continue
+		case events.PlacementNoted:
 			continue
 		}
 		r.emitted(ctx, it.Event, seqs[i], nil)

@@ -28,6 +28,12 @@ func (s *State) Apply(e events.Event) bool {
 	if !ok {
 		return false
 	}
+	if scope == events.ScopePlacement {
+		// A placement's marker (read only by a host reading the whole
+		// log): the placement stored after it is what counts.
+		s.Seq = max(s.Seq, e.Seq)
+		return false
+	}
 	switch scope {
 	case events.ScopeCluster:
 		if e.Seq <= s.ClusterSeq {

@@ -17,8 +17,14 @@ import (
 // subjects (few events: joins, losses, fences, freezes), and the whole
 // subject space of each package that concerns it: a package placed on
 // this node at least once (its "concern set"). Beside it, a second
-// consumer (the index) reads every package.placed of every package, and
+// consumer (the index) reads this node's placement markers
+// (placement.noted on vmguard.events.placement.<node>.noted, appended in
+// one atomic batch with every package.placed, design-notes §10), and
 // nothing else, to learn when a package starts to concern this node.
+// (Until session 9 the index read every package.placed of the cluster:
+// nodes × placements messages, which is what kept 1,000 nodes from
+// coming up. A log written before markers existed has placements without
+// one: the start reads those once, oldPlacements.)
 //
 // The race between "placement seen" and "package added to the filter" is
 // closed by anchoring the addition on the main read's position, not on the
@@ -46,8 +52,12 @@ import (
 // that saw the placement first. Packages never leave the concern set while
 // the runner runs, and a restart finds their placements in the log again.
 
-// placedFilter matches every package.placed: the index.
+// placedFilter matches every package.placed: what the start reads of a
+// log's placements from before its first marker (oldPlacements).
 var placedFilter = events.PackageSubject("*", "package", "placed")
+
+// markersFilter matches every node's placement markers.
+const markersFilter = "vmguard.events.placement.>"
 
 // downFilters match every node.lost, node.fenced and node.joined: a loss
 // or fence releases the placements on its node, and a placement on a node
@@ -77,13 +87,44 @@ func catchUpSubjects(pkgs []string) []string {
 }
 
 // placedHere returns the package e places on node, if it is a
-// package.placed naming node.
+// placement.noted about node or a package.placed naming node.
 func placedHere(e events.Event, node string) (string, bool) {
-	d, ok := e.Data.(events.PackagePlaced)
-	if !ok || d.Node != node || !events.ValidName(e.Subject) {
-		return "", false
+	switch d := e.Data.(type) {
+	case events.PlacementNoted:
+		if e.Subject == node && events.ValidName(d.Package) {
+			return d.Package, true
+		}
+	case events.PackagePlaced:
+		if d.Node == node && events.ValidName(e.Subject) {
+			return e.Subject, true
+		}
 	}
-	return e.Subject, true
+	return "", false
+}
+
+// oldPlacements returns where the placements written before the log's
+// first marker are: the range [from, to) to read (to 0: to the log's
+// end), and false if there are none, as in any log written since markers
+// exist, where each placement is stored after its marker. The upgrade rule
+// this relies on (README): every writer of placements (controllers,
+// operators' CLIs) runs a version that writes markers before any host
+// manager that reads them.
+func oldPlacements(ctx context.Context, log logReader) (from, to uint64, ok bool, err error) {
+	first, found, err := log.First(ctx, placedFilter, 1)
+	if err != nil || !found {
+		return 0, 0, false, err
+	}
+	marker, found, err := log.First(ctx, markersFilter, 1)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	if found && marker < first {
+		return 0, 0, false, nil
+	}
+	if !found {
+		marker = 0
+	}
+	return first, marker, true, nil
 }
 
 func sortedKeys(m map[string]bool) []string {

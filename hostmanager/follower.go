@@ -48,16 +48,20 @@ type follower struct {
 	concern map[string]bool
 	// mainSeq and indexSeq are the last sequences the replay's main read
 	// and index read received; indexDone is set once the index was read to
-	// its end.
+	// its end, oldDone once the placements from before the log's first
+	// marker were (oldPlacements).
 	mainSeq, indexSeq uint64
 	indexDone         bool
+	oldDone           bool
 }
 
 // logReader is what the follower needs of the log (events.Log): a replay
-// to the end and a follow, both with a read's filter and position.
+// to the end and a follow, both with a read's filter and position, and
+// where a subject's first message is.
 type logReader interface {
 	Replay(ctx context.Context, ro events.ReadOptions, fn events.Handler) (uint64, error)
 	Follow(ctx context.Context, ro events.ReadOptions, fn events.Handler) error
+	First(ctx context.Context, subject string, from uint64) (uint64, bool, error)
 }
 
 func newFollower(cfg Config, logger *slog.Logger) *follower {
@@ -101,12 +105,18 @@ func (f *follower) replay(ctx context.Context, fold func(events.Event), skip fun
 	}
 }
 
-// replayOnce reads the index to its end (once: placements appended after
-// it are the live index's, concern.go), then the main read from after the
+// replayOnce reads the index to its end (once: markers appended after it
+// are the live index's, concern.go), then the main read from after the
 // last sequence it received.
 func (f *follower) replayOnce(ctx context.Context, fold func(events.Event), skip func(uint64, string)) error {
+	if !f.wholeLog && !f.oldDone {
+		if err := f.readOldPlacements(ctx); err != nil {
+			return err
+		}
+		f.oldDone = true
+	}
 	if !f.wholeLog && !f.indexDone {
-		ro := events.ReadOptions{Subjects: []string{placedFilter}, Count: &f.reads,
+		ro := events.ReadOptions{Subjects: []string{events.PlacementFilter(f.node)}, Count: &f.reads,
 			OnSkip: func(seq uint64, _ string) { f.indexSeq = max(f.indexSeq, seq) }}
 		if f.indexSeq > 0 {
 			ro.StartSeq = f.indexSeq + 1
@@ -140,6 +150,31 @@ func (f *follower) replayOnce(ctx context.Context, fold func(events.Event), skip
 	return err
 }
 
+// readOldPlacements adds to the concern set the packages placed on this
+// node before the log's first marker (oldPlacements): none in a log
+// written since markers exist, of which it reads two messages' sequences
+// and nothing else.
+func (f *follower) readOldPlacements(ctx context.Context) error {
+	from, to, ok, err := oldPlacements(ctx, f.log)
+	if err != nil || !ok {
+		return err
+	}
+	_, err = f.log.Replay(ctx, events.ReadOptions{StartSeq: from, Subjects: []string{placedFilter}, Count: &f.reads},
+		func(e events.Event) error {
+			if to > 0 && e.Seq >= to {
+				return errCaughtUp
+			}
+			if p, ok := placedHere(e, f.node); ok {
+				f.concern[p] = true
+			}
+			return nil
+		})
+	if err != nil && !errors.Is(err, errCaughtUp) {
+		return fmt.Errorf("read placements from before the first marker: %w", err)
+	}
+	return nil
+}
+
 // Run feeds the events from seq on into in, resuming after errors, until
 // ctx ends: the main read, and beside it the index read from after the
 // replay's (concern.go), unless it reads the whole log. cfg is the
@@ -161,13 +196,13 @@ func (f *follower) Run(ctx context.Context, seq uint64, cfg *config.Cluster, in 
 	wg.Wait()
 }
 
-// followIndex reads every package.placed from next on and queues on adds
-// each package placed on this node that known does not hold yet.
+// followIndex reads this node's placement markers from next on and queues
+// on adds each package placed on this node that known does not hold yet.
 func (f *follower) followIndex(ctx context.Context, next uint64, known map[string]bool, adds *addQueue) {
 	wait := 100 * time.Millisecond
 	for {
 		err := f.log.Follow(ctx, events.ReadOptions{
-			StartSeq: next, Subjects: []string{placedFilter}, Count: &f.reads,
+			StartSeq: next, Subjects: []string{events.PlacementFilter(f.node)}, Count: &f.reads,
 			OnSkip: func(seq uint64, _ string) { next = seq + 1 },
 		}, func(e events.Event) error {
 			next = e.Seq + 1

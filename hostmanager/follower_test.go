@@ -2,7 +2,9 @@ package hostmanager
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -74,5 +76,59 @@ func TestFollower(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestFollowerReadsItsOwnMarkers: the index reads this node's placement
+// markers and nothing of the placements on other nodes (design-notes §10:
+// reading every placement of the cluster was nodes × placements messages).
+func TestFollowerReadsItsOwnMarkers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for i := range 40 {
+		e.place(fmt.Sprintf("other%d", i), "node2")
+	}
+	e.place("web", "node1")
+	e.place("db", "node1")
+	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
+	if _, err := f.replay(context.Background(), func(events.Event) {}, func(uint64, string) {}); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{"web": true, "db": true}; !maps.Equal(f.concern, want) {
+		t.Fatalf("concern set %v, want %v", f.concern, want)
+	}
+	if n := f.reads.Messages.Load(); n != 2 {
+		t.Errorf("the index read %d messages, want node1's 2 markers", n)
+	}
+}
+
+// TestFollowerReadsPlacementsFromBeforeMarkers: in a log written before
+// markers existed, the placements stored before the first marker are read
+// once at the start (oldPlacements); those after it through their
+// markers.
+func TestFollowerReadsPlacementsFromBeforeMarkers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	old := func(pkg, node string) {
+		t.Helper()
+		if _, err := e.log.Append(ctx, events.New("/vmguard/failover", pkg, events.PackagePlaced{Node: node, Epoch: 1, Reason: "auto_run"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old("web", "node1")
+	old("api", "node2")
+	e.place("db", "node2") // the first marker: the controller was upgraded
+	e.place("mq", "node1")
+	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
+	if _, err := f.replay(ctx, func(events.Event) {}, func(uint64, string) {}); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{"web": true, "mq": true}; !maps.Equal(f.concern, want) {
+		t.Fatalf("concern set %v, want %v", f.concern, want)
+	}
+	from, to, ok, err := oldPlacements(ctx, e.log)
+	if err != nil || !ok || from != 1 || to != 3 {
+		t.Errorf("old placements [%d, %d) %v %v, want [1, 3): the two before the first marker", from, to, ok, err)
 	}
 }

@@ -153,10 +153,21 @@ func (e *testEnv) halt(pkg, node string, epoch uint64) {
 	e.append(events.Event{Source: "/vmguard/cli/test", Subject: pkg, Data: events.PackageHalting{Node: node, Epoch: epoch, Reason: "operator_halt", By: "test"}})
 }
 
+// append appends ev; a placement goes after its marker in one atomic
+// batch, as the controller and the CLI append it.
 func (e *testEnv) append(ev events.Event) events.Event {
 	e.t.Helper()
 	ev = events.Stamp(ev, time.Now())
-	seq, err := e.log.Append(context.Background(), ev)
+	var seq uint64
+	var err error
+	if m, ok := events.PlacementMarker(ev); ok {
+		var seqs []uint64
+		if seqs, err = e.log.AppendBatch(context.Background(), events.BatchItem{Event: m}, events.BatchItem{Event: ev}); err == nil {
+			seq = seqs[1]
+		}
+	} else {
+		seq, err = e.log.Append(context.Background(), ev)
+	}
 	if err != nil {
 		e.t.Fatalf("append %s: %v", ev.Type(), err)
 	}

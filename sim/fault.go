@@ -211,6 +211,13 @@ func (w *world) operatorCommand(i int, f draw) {
 	w.note(i, "operator %s %s %s", cmd.Op, cmd.Package, cmd.Node)
 	for _, e := range evs {
 		e = w.stamp(e, w.now())
+		if m, ok := events.PlacementMarker(e); ok {
+			// A placement goes with its marker, as the CLI appends it.
+			if _, err := w.appendBatch("operator", []events.Event{m, e}, []*Expect{nil, expectOf(w.operator, e)}); err != nil {
+				return
+			}
+			continue
+		}
 		if _, err := w.appendEvent("operator", e, expectOf(w.operator, e)); err != nil {
 			return
 		}

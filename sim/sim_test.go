@@ -140,20 +140,26 @@ var depFindingSeeds = map[Finding][]uint64{
 // fault schedule after which it breaks a promise again (with the grace
 // given, 0: Grace).
 type fixCase struct {
-	m     Mutation
-	seed  uint64
-	grace time.Duration
-	deps  bool // Options.Dependencies
+	m        Mutation
+	seed     uint64
+	grace    time.Duration
+	deps     bool // Options.Dependencies
+	packages int  // Options.Packages (0: the default)
 }
 
 // fixCases are the witnesses of TestFixMutations. halt_on_halted_node
 // needs the grace of `vmguard verify` (10 s): with the simulator's 30 s, a
 // node down at most 20 s is back before the halt's bound runs out.
 var fixCases = []fixCase{
-	{MutationSkipLeaseRecord, 464, 0, false},
-	{MutationStartVoid, 1481, 0, true},
-	{MutationUpOnlyLeases, 227, 10 * time.Second, true},
-	{MutationNoMarkers, 1464, 0, true},
+	{MutationSkipLeaseRecord, 464, 0, false, 0},
+	// Session 9: seed 1481 (with dependencies) no longer reached the race
+	// already at 08b87bc, before the placement markers (this test skips
+	// under -race and CI ran only -race then); no seed below 3,000 of the
+	// 4-package schedules did, with or without dependencies. With 8
+	// packages seed 556 does.
+	{MutationStartVoid, 556, 0, false, 8},
+	{MutationUpOnlyLeases, 227, 10 * time.Second, true, 0},
+	{MutationNoMarkers, 1464, 0, true, 0},
 }
 
 // TestFixMutations: undoing the fix of a finding (in the model) makes a
@@ -166,13 +172,13 @@ func TestFixMutations(t *testing.T) {
 	covered := map[Mutation]bool{}
 	for _, c := range fixCases {
 		covered[c.m] = true
-		r := Run(Options{Seed: c.seed, Mutation: c.m, Grace: c.grace, Dependencies: c.deps})
+		r := Run(Options{Seed: c.seed, Mutation: c.m, Grace: c.grace, Dependencies: c.deps, Packages: c.packages})
 		if len(r.Violations) == 0 {
 			t.Errorf("%s, seed %d: no violation: %s", c.m, c.seed, r.Summary())
 			continue
 		}
 		t.Logf("%s, seed %d: %s", c.m, c.seed, r.Violations[0])
-		if base := Run(Options{Seed: c.seed, Grace: c.grace, Dependencies: c.deps}); !base.OK() {
+		if base := Run(Options{Seed: c.seed, Grace: c.grace, Dependencies: c.deps, Packages: c.packages}); !base.OK() {
 			t.Errorf("seed %d (grace %v) breaks a promise without %s too: %s\n%s", c.seed, c.grace, c.m, base.Summary(), fmtViolations(base))
 		}
 	}

@@ -324,12 +324,24 @@ func runCommand(ctx context.Context, l *events.Log, cmd failover.Command) ([]eve
 // schemas' limit less room for the code the controller puts before it.
 const maxReasonFlag = events.MaxReason - 64
 
-// appendAll stamps and appends evs, each guarded by the state's sequence.
+// appendAll stamps and appends evs, each guarded by the state's sequence;
+// a placement goes in one atomic batch after its marker (the host manager
+// of its node reads the marker, design-notes §10).
 func appendAll(ctx context.Context, l *events.Log, s *failover.State, evs []events.Event) error {
 	now := time.Now()
 	for _, e := range evs {
 		e = events.Stamp(e, now)
-		seq, err := l.Append(ctx, e, s.Expect(e))
+		var seq uint64
+		var err error
+		if m, ok := events.PlacementMarker(e); ok {
+			var seqs []uint64
+			seqs, err = l.AppendBatch(ctx, events.BatchItem{Event: m}, events.BatchItem{Event: e, Opts: []events.AppendOption{s.Expect(e)}})
+			if err == nil {
+				seq = seqs[1]
+			}
+		} else {
+			seq, err = l.Append(ctx, e, s.Expect(e))
+		}
 		if err != nil {
 			return err
 		}

@@ -145,6 +145,8 @@ func ForHost(h Host) (Permissions, error) {
 //     vmguard.events.node.*.lost and .thawed (a freeze that expired): its
 //     decisions; vmguard.events.pkg.*.package.checked: the marker it
 //     appends with a placement on each package linked to it;
+//     vmguard.events.placement.*.noted: the marker of each placement on
+//     its node's placement subject (design-notes §10);
 //   - $KV.vmguard_failover.> and $KV.vmguard_snapshots.>: the leader
 //     election and its state snapshots, and creating or updating those two
 //     buckets;
@@ -157,6 +159,7 @@ func Controller() Permissions {
 		events.PackageSubject("*", "package", "placed"),
 		events.PackageSubject("*", "package", "halting"),
 		events.PackageSubject("*", "package", "checked"),
+		events.PlacementSubject("*"),
 		events.NodeSubject("*", "lost"),
 		events.NodeSubject("*", "thawed"),
 		"$KV."+electionBucket+".>",
