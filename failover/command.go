@@ -147,6 +147,10 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	if (cmd.Op == OpHalt || cmd.Op == OpMove) && s.frozenOn(p) {
 		return nil, refuse("%s %s: its node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Op, cp.Name, p.Node, p.Node)
 	}
+	if from, nodes := p.otherType(cp); len(nodes) > 0 && (cmd.Op == OpRun || cmd.Op == OpMove) {
+		return nil, refuse("%s %s: it still runs as %s on %s, its package_type before the configuration in force; the controller halts it first (design-notes §8)",
+			cmd.Op, cp.Name, from, strings.Join(nodes, ", "))
+	}
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
 	if cp.MultiNode() {
 		switch cmd.Op {

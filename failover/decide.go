@@ -194,6 +194,10 @@ func (s *State) due(sel []int, now time.Time) []placement {
 			continue
 		}
 		p := s.Packages[cp.Name]
+		if halts, wait := s.leftovers(cp, p); wait {
+			out = append(out, halts...)
+			continue
+		}
 		if cp.MultiNode() {
 			out = append(out, s.dueMulti(cp, p)...)
 			continue

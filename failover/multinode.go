@@ -104,6 +104,14 @@ func (s *State) applyMulti(p *PackageState, e events.Event) {
 		if d.Epoch <= p.Epoch {
 			return // epochs are unique in the package
 		}
+		if p.Node != "" {
+			// Its failover placement, of its former package_type: an
+			// instance replaces it (typechange.go).
+			if p.Phase.Owned() {
+				p.Leaving = append(p.Leaving, Instance{Node: p.Node, Epoch: p.Epoch})
+			}
+			p.Node = ""
+		}
 		p.Epoch = d.Epoch
 		in := p.instance(d.Node)
 		s.applyTo(in, e)
@@ -123,6 +131,10 @@ func (s *State) applyMulti(p *PackageState, e events.Event) {
 			} else if !slices.Contains(p.SwitchingOff, d.Node) {
 				p.SwitchingOff = append(p.SwitchingOff, d.Node)
 			}
+		}
+		if d.Node == "" && d.Epoch == 0 && p.Node != "" && p.Phase.active() {
+			// Its failover placement, of its former package_type, too.
+			s.applyTo(p, events.Event{ID: e.ID, Seq: e.Seq, Time: e.Time, Data: events.PackageHalting{Node: p.Node, Epoch: p.Epoch, Reason: d.Reason}})
 		}
 		for _, in := range p.Instances {
 			if (d.Node == "" && d.Epoch == 0) || (in.Epoch == d.Epoch && in.Node == d.Node) || (d.Node == "" && in.Epoch == d.Epoch) {
@@ -161,6 +173,9 @@ var phaseRank = []Phase{PhaseRunning, PhaseStarting, PhasePlaced, PhaseHalting, 
 // aggregate sets multi-node package p's Phase (the most alive of its
 // instances'), its state's and change's events, and its down reason.
 func (p *PackageState) aggregate() {
+	if p.Node != "" {
+		return // a failover placement's, after a change of package_type
+	}
 	best := len(phaseRank) - 1
 	var from *PackageState
 	for _, n := range slices.Sorted(maps.Keys(p.Instances)) {
@@ -319,6 +334,10 @@ func (s *State) multiHalt(cmd Command, cp config.Package, p *PackageState) (even
 		if in.Phase.active() {
 			return events.PackageHalting{Epoch: 0, Reason: reason, By: cmd.By}, nil
 		}
+	}
+	if p.Node != "" && p.Phase.active() {
+		// Its failover placement, of its former package_type.
+		return events.PackageHalting{Epoch: 0, Reason: reason, By: cmd.By}, nil
 	}
 	return events.PackageHalting{}, refuse("package %s is not running on any node", cp.Name)
 }

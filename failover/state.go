@@ -353,6 +353,10 @@ type PackageState struct {
 type Instance struct {
 	Node  string `json:"node"`
 	Epoch uint64 `json:"epoch"`
+	// Halting: a package.halting of it was seen while it was leaving (only
+	// after a change of package_type, typechange.go: the controller asks
+	// once).
+	Halting bool `json:"halting,omitempty"`
 }
 
 // released drops the leaving placement of epoch (0: those on node).
@@ -590,6 +594,7 @@ func (s *State) Apply(e events.Event) bool {
 		}
 		s.Config, s.ConfigSeq, s.ConfigID, s.ConfigErr = c, e.Seq, e.ID, ""
 		s.configIndex()
+		s.retireAll()
 	case events.NodeJoined:
 		n := s.node(e)
 		n.Membership, n.HaltedBy, n.EventID, n.FenceHold = MemberJoined, "", e.ID, false
@@ -727,14 +732,15 @@ func (s *State) nodeDown(e events.Event, m Membership, by string) {
 	}
 	n.Membership, n.HaltedBy, n.EventID = m, by, e.ID
 	for name, p := range s.Packages {
-		if p.Instances != nil {
-			if in := p.Instances[n.Name]; in != nil {
-				in.nodeDown(n.Name, m, e)
-				p.lift(in)
-				p.aggregate()
-				s.indexed(name)
+		// Both its instance there and its failover placement: after a
+		// change of package_type it may have both (typechange.go).
+		if in := p.Instances[n.Name]; in != nil {
+			in.nodeDown(n.Name, m, e)
+			p.lift(in)
+			p.aggregate()
+			if cp, ok := s.configured(name); ok && !cp.MultiNode() {
+				p.retire()
 			}
-			continue
 		}
 		p.nodeDown(n.Name, m, e)
 		s.indexed(name)
@@ -796,14 +802,35 @@ func (p *PackageState) service(name string) *ServiceState {
 	return sv
 }
 
-// applyPackage folds a package, guest, service or process event.
+// applyPackage folds a package, guest, service or process event: by the
+// configuration in force, but an event about a placement of the package's
+// former package_type goes to that placement (typechange.go).
 func (s *State) applyPackage(e events.Event) {
 	p := s.pkg(e.Subject)
-	if cp, ok := s.configured(e.Subject); ok && cp.MultiNode() {
+	cp, ok := s.configured(e.Subject)
+	epoch, one := eventEpoch(e)
+	switch {
+	case ok && cp.MultiNode() && one && p.holds(epoch):
+		s.applyTo(p, e) // its failover placement
+		if _, halting := e.Data.(events.PackageHalting); halting {
+			for i := range p.Leaving {
+				p.Leaving[i].Halting = p.Leaving[i].Halting || p.Leaving[i].Epoch == epoch
+			}
+		}
+	case ok && cp.MultiNode():
 		s.applyMulti(p, e)
-		return
+	case p.Instances != nil && one && p.instanceOf(epoch) != nil:
+		in := p.instanceOf(epoch)
+		p.LastSeq = e.Seq
+		s.applyTo(in, e)
+		p.lift(in)
+		p.aggregate()
+		if ok {
+			p.retire()
+		}
+	default:
+		s.applyTo(p, e)
 	}
-	s.applyTo(p, e)
 }
 
 // applyTo folds a package, guest, service or process event into p: the

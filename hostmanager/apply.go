@@ -395,12 +395,21 @@ func (p *PackageState) inst(epoch uint64) *Instance {
 
 // placed folds a package.placed. For a multi-node package only the
 // placements on this node count: its instances on other nodes run beside
-// this one, they do not replace it.
+// this one, they do not replace it (unless this node's runs as a failover
+// package: its package_type changed).
 func (s *State) placed(p *PackageState, e events.Event, d events.PackagePlaced) {
 	if d.Epoch <= p.Current.Epoch {
 		return // stale: placements only go forward
 	}
 	if d.Node != s.Node && s.multiNode(p.Name) {
+		// Another instance: it runs beside this node's. But an instance
+		// started here as a failover package (its package_type changed
+		// since) halts, as the controller's fold has it leaving
+		// (failover/typechange.go): the two kinds must not run at once.
+		if in := p.Inst; in != nil && !in.Config.MultiNode() && in.Epoch < d.Epoch && !in.Stopping() && in.Migration == nil {
+			in.Halt = &Halt{Reason: ReasonMoved, By: d.By, ID: e.ID}
+			in.LastID = e.ID
+		}
 		return
 	}
 	if p.Current.Epoch > 0 && !p.Current.Released {

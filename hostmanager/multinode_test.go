@@ -98,3 +98,33 @@ func TestMultiNodeFailureWaitsOnlyHere(t *testing.T) {
 		}
 	}
 }
+
+// TestTypeChangeReplacesFailoverInstance: web runs here as a failover
+// package; the config makes it multi_node. A placement on another node
+// then replaces it (its guest is webvm, not webvm-node1: the two kinds must
+// not run at once), as the controller's fold counts it leaving; an
+// instance started here as multi_node is not replaced by one elsewhere.
+func TestTypeChangeReplacesFailoverInstance(t *testing.T) {
+	h := newHarness(t, cfgYAML("", ""))
+	h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"})
+	h.settle()
+	if g := h.inst().Config.Guest.Name; g != "webvm" {
+		t.Fatalf("guest %q, want webvm", g)
+	}
+	h.config(mnYAML(""))
+	eq(t, "the config alone", h.settle(), nil)
+	h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: "node2", Epoch: 2, Reason: "auto_run"})
+	eq(t, "an instance on node2", h.settle(), []string{"process.exited", "process.exited", "guest.stopped", "package.halted"})
+	if d := h.last().Data.(events.PackageHalted); d.Epoch != 1 || d.Node != me || d.Reason != ReasonMoved {
+		t.Errorf("halted: %+v", d)
+	}
+	h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: me, Epoch: 3, Reason: "auto_run"})
+	h.settle()
+	if in := h.inst(); in == nil || in.Epoch != 3 || in.Config.Guest.Name != "webvm-node1" {
+		t.Fatalf("instance here: %+v", in)
+	}
+	h.add("/vmguard/failover", "web", "", events.PackagePlaced{Node: "node3", Epoch: 4, Reason: "auto_run"})
+	if eq(t, "an instance on node3", h.settle(), nil); h.inst().Stopping() {
+		t.Errorf("instance here stops: %+v", h.inst())
+	}
+}
