@@ -51,6 +51,30 @@ func TestTypeChanges(t *testing.T) {
 	}
 }
 
+// runThenChange returns a log where web runs on node1 as multi_node (if
+// multi) or failover, then a config gives it the other type.
+func runThenChange(t *testing.T, multi bool) *logb {
+	l := newLog(t)
+	l.config(testCluster(webTyped(multi)))
+	l.join("node1", "node2")
+	l.run("web", "node1", 1)
+	l.config(testCluster(webTyped(!multi)))
+	return l
+}
+
+// changeType runs web on node1 as multi_node (if multi) or failover, applies
+// a config with the other type, checks that the controller halts it
+// (package_type_changed), appends that halt and returns the log and it.
+func changeType(t *testing.T, multi bool) (*logb, events.Event) {
+	t.Helper()
+	l := runThenChange(t, multi)
+	cfg := l.last()
+	if b := brief(Decide(l.state(), cfg)); b != "package.halting web node=node1 epoch=1 reason=package_type_changed cause="+cfg.ID {
+		t.Fatalf("after the change: %s", b)
+	}
+	return l, l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: ReasonTypeChanged}, cfg.ID)
+}
+
 // TestTypeChangeMultiToFailover: web runs as multi_node on node1; a config
 // makes it failover. The controller halts the instance (reason
 // package_type_changed) and places nothing until it is released; then the
@@ -58,17 +82,8 @@ func TestTypeChanges(t *testing.T) {
 // lost there and placed on the other node (session 8's finding: it stayed
 // running on the lost node).
 func TestTypeChangeMultiToFailover(t *testing.T) {
-	l := newLog(t)
-	l.config(testCluster(webTyped(true)))
-	l.join("node1", "node2")
-	l.run("web", "node1", 1)
-	cfg := l.config(testCluster(webTyped(false)))
+	l, h := changeType(t, true)
 	s := l.state()
-	if b := brief(Decide(s, cfg)); b != "package.halting web node=node1 epoch=1 reason=package_type_changed cause="+cfg.ID {
-		t.Fatalf("after the change: %s", b)
-	}
-	h := l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: ReasonTypeChanged}, cfg.ID)
-	s = l.state()
 	if b := brief(Decide(s, h)); b != "" {
 		t.Errorf("while the instance halts: %s", b)
 	}
@@ -92,11 +107,7 @@ func TestTypeChangeMultiToFailover(t *testing.T) {
 
 	// Session 8's repro: the halted event comes before any controller
 	// halts it, a failover placement on node2, node2 lost.
-	l = newLog(t)
-	l.config(testCluster(webTyped(true)))
-	l.join("node1", "node2")
-	l.run("web", "node1", 1)
-	l.config(testCluster(webTyped(false)))
+	l = runThenChange(t, true)
 	l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "operator_halt"}, "")
 	l.run("web", "node2", 2)
 	lost := l.lost("node2")
@@ -111,11 +122,8 @@ func TestTypeChangeMultiToFailover(t *testing.T) {
 	// Written by hand: the failover placement while the instance still
 	// runs. Each is folded as what it was placed as; a loss of either node
 	// is seen; the controller halts the instance.
-	l = newLog(t)
-	l.config(testCluster(webTyped(true)))
-	l.join("node1", "node2")
-	l.run("web", "node1", 1)
-	cfg = l.config(testCluster(webTyped(false)))
+	l = runThenChange(t, true)
+	cfg := l.last()
 	l.run("web", "node2", 2)
 	s = l.state()
 	if p := s.Package("web"); p.Node != "node2" || p.Phase != PhaseRunning || p.Instances["node1"].Phase != PhaseRunning {
@@ -142,17 +150,8 @@ func TestTypeChangeMultiToFailover(t *testing.T) {
 // package_type_changed) before it places any instance; then one on each
 // node.
 func TestTypeChangeFailoverToMulti(t *testing.T) {
-	l := newLog(t)
-	l.config(testCluster(webTyped(false)))
-	l.join("node1", "node2")
-	l.run("web", "node1", 1)
-	cfg := l.config(testCluster(webTyped(true)))
+	l, h := changeType(t, false)
 	s := l.state()
-	if b := brief(Decide(s, cfg)); b != "package.halting web node=node1 epoch=1 reason=package_type_changed cause="+cfg.ID {
-		t.Fatalf("after the change: %s", b)
-	}
-	h := l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: ReasonTypeChanged}, cfg.ID)
-	s = l.state()
 	if p := s.Package("web"); p.Phase != PhaseHalting || p.Node != "node1" {
 		t.Errorf("halting: %+v", p)
 	}
@@ -179,11 +178,7 @@ func TestTypeChangeFailoverToMulti(t *testing.T) {
 	// placement runs on node1. The failover placement is leaving (node1's
 	// host manager halts it; the controller asks once too); its halt
 	// releases it; then an instance on node1.
-	l = newLog(t)
-	l.config(testCluster(webTyped(false)))
-	l.join("node1", "node2")
-	l.run("web", "node1", 1)
-	l.config(testCluster(webTyped(true)))
+	l = runThenChange(t, false)
 	l.run("web", "node2", 2)
 	s = l.state()
 	if p := s.Package("web"); p.Phase != PhaseRunning || len(p.Leaving) != 1 || p.Leaving[0] != (Instance{Node: "node1", Epoch: 1}) || s.RunningOn("web", "node1") {
