@@ -822,6 +822,10 @@ func (s *State) applyPackage(e events.Event) {
 	case p.Instances != nil && one && p.instanceOf(epoch) != nil:
 		in := p.instanceOf(epoch)
 		p.LastSeq = e.Seq
+		if d, ok := e.Data.(events.PackageHalting); ok && d.By != "" {
+			off := false // an operator's halt is the package's, as in applyMulti
+			p.AutoRun = &off
+		}
 		s.applyTo(in, e)
 		p.lift(in)
 		p.aggregate()

@@ -105,6 +105,17 @@ func TestTypeChangeMultiToFailover(t *testing.T) {
 		t.Errorf("verify: %v", v)
 	}
 
+	// An operator's halt of the former instance turns auto_run off.
+	l = runThenChange(t, true)
+	evs, err := l.state().Command(Command{Op: OpHalt, Package: "web", By: "op"})
+	if err != nil {
+		t.Fatalf("pkg halt: %v", err)
+	}
+	l.applyAll(evs)
+	if s = l.state(); s.AutoRunEnabled("web") || s.Package("web").Instances["node1"].Phase != PhaseHalting {
+		t.Errorf("after pkg halt: auto_run %v, %+v", s.AutoRunEnabled("web"), s.Package("web").Instances["node1"])
+	}
+
 	// Session 8's repro: the halted event comes before any controller
 	// halts it, a failover placement on node2, node2 lost.
 	l = runThenChange(t, true)
