@@ -212,7 +212,12 @@ func (w *world) operatorCommand(i int, f draw) {
 	for _, e := range evs {
 		e = w.stamp(e, w.now())
 		if m, ok := events.PlacementMarker(e); ok {
-			// A placement goes with its marker, as the CLI appends it.
+			// A placement goes with its marker, as the CLI appends it;
+			// the marker's id is the world's, as every event's (the one
+			// PlacementMarker draws is random: the seed's hash changed
+			// from run to run).
+			m.ID = ""
+			m = w.stamp(m, w.now())
 			if _, err := w.appendBatch("operator", []events.Event{m, e}, []*Expect{nil, expectOf(w.operator, e)}); err != nil {
 				return
 			}
