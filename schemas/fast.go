@@ -275,6 +275,65 @@ func jsonType(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
+// decodeFor parses data as far as r looks into it: a member of an object
+// whose rule checks only that it is an object (cluster.config_applied's
+// config: a whole cluster configuration, megabytes at 10,000 packages) is
+// checked to be one and not decoded, and members the rule has no property
+// for (their values are never checked, only their names) are not decoded
+// either. Decoding the whole configuration into generic values on every
+// read of it cost each reader tens of MB at once; 1,000 host managers in
+// one process starting together ran out of memory (docs/bench/scale.md,
+// session 9). The result judges as decodeValue's would.
+func decodeFor(r *rule, data []byte) (any, error) {
+	if r.properties == nil || !r.allows("object") {
+		return decodeValue(data)
+	}
+	if !json.Valid(data) {
+		return decodeValue(data) // its error
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return decodeValue(data) // not an object: whatever it is
+	}
+	out := make(map[string]any, len(raw))
+	for n, m := range raw {
+		sub, ok := r.properties[n]
+		switch {
+		case !ok:
+			out[n] = nil // unchecked: only its name counts
+		case sub.opaqueObject() && isObject(m):
+			out[n] = map[string]any(nil) // an object, and nothing more is checked
+		default:
+			v, err := decodeValue(m)
+			if err != nil {
+				return nil, err
+			}
+			out[n] = v
+		}
+	}
+	return out, nil
+}
+
+// opaqueObject reports whether r checks of a value only that it is an
+// object.
+func (r *rule) opaqueObject() bool {
+	return len(r.types) == 1 && r.types[0] == "object" && r.properties == nil && r.required == nil &&
+		r.pattern == nil && r.minLength == 0 && r.maxLength < 0 && r.minimum == nil && r.maxItems < 0 &&
+		r.items == nil && !r.dateTime && !r.isName
+}
+
+// isObject reports whether the valid JSON value m is an object.
+func isObject(m []byte) bool {
+	for _, c := range m {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		return c == '{'
+	}
+	return false
+}
+
 // decodeValue parses JSON; numbers become float64, exact for the integers
 // events carry (below 2^53).
 func decodeValue(data []byte) (any, error) {

@@ -109,7 +109,7 @@ func (v *Validator) Validate(typ string, data []byte) error {
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrNoSchema, typ)
 	}
-	inst, err := decodeValue(data)
+	inst, err := decodeFor(r, data)
 	if err != nil {
 		return fmt.Errorf("data: not JSON: %v", err)
 	}

@@ -82,3 +82,40 @@ func TestFastAgreesWithReference(t *testing.T) {
 		}
 	})
 }
+
+// TestValidateDoesNotDecodeTheConfig: a cluster.config_applied's config is
+// checked to be an object and not decoded into generic values (a 10,000-
+// package configuration is megabytes; every reader validates it), and
+// still refused when it is not an object.
+func TestValidateDoesNotDecodeTheConfig(t *testing.T) {
+	v, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const typ = "io.vmguard.cluster.config_applied.v1"
+	var b strings.Builder
+	b.WriteString(`{"hash":"h","by":"alice","config":{"packages":[`)
+	for i := range 20000 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`{"name":"pkg","nodes":["node1","node2","node3"],"services":[{"name":"s","cmd":"/bin/true","restart":3}]}`)
+	}
+	b.WriteString(`]}}`)
+	data := []byte(b.String())
+	allocs := testing.Benchmark(func(tb *testing.B) {
+		for range tb.N {
+			if err := v.Validate(typ, data); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}).AllocedBytesPerOp()
+	if allocs > int64(2*len(data)) {
+		t.Errorf("validating a %d-byte config_applied allocated %d bytes, want at most twice its size: the config is decoded", len(data), allocs)
+	}
+	for _, bad := range []string{`{"hash":"h","config":[1]}`, `{"hash":"h","config":"x"}`, `{"hash":"h","config":{"a":}}`, `{"config":{}}`} {
+		if err := v.Validate(typ, []byte(bad)); err == nil {
+			t.Errorf("%s: valid, want an error", bad)
+		}
+	}
+}
