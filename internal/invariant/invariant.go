@@ -258,6 +258,10 @@ type placement struct {
 	released bool
 	// migrate is set when package.placed asked for a live migration.
 	migrate bool
+	// multi: placed while the config in force made the package
+	// multi_node, an instance (its rules are per node) whatever the
+	// config says later (design-notes §8, a changed package_type).
+	multi bool
 	// byLoss is the node.lost or node.fenced that released it, if one did.
 	byLoss *events.Event
 }
@@ -539,6 +543,10 @@ func (c *checker) apply(e events.Event) {
 func (c *checker) placed(e events.Event, d events.PackagePlaced) {
 	p := c.pkg(e.Subject)
 	pl := &placement{epoch: d.Epoch, node: d.Node, seq: e.Seq, migrate: d.Migrate}
+	if c.cfg != nil {
+		cp, ok := c.cfg.Package(e.Subject)
+		pl.multi = ok && cp.MultiNode()
+	}
 	if down, ok := c.nodeDown[d.Node]; ok {
 		// Void: a placement decided before its maker read the loss (its
 		// append is guarded by the package's sequence only). Both cores
@@ -720,7 +728,7 @@ func (c *checker) releasedFirst(e events.Event, epoch uint64) {
 	node, multi := c.instanceNode(e.Subject, epoch)
 	for _, ep := range sortedKeys(p.placements) {
 		pl := p.placements[ep]
-		if multi && pl.node != node {
+		if multi && pl.multi && pl.node != node {
 			continue // another node's instance of a multi-node package
 		}
 		if ep < epoch && !pl.released {
@@ -811,7 +819,7 @@ func (c *checker) processStarted(e events.Event, d events.ProcessStarted) {
 	for _, k := range sortedKeys(p.alive) {
 		pr := p.alive[k]
 		if multi {
-			if other, _ := c.instanceNode(e.Subject, pr.epoch); other != node {
+			if other, instance := c.instanceNode(e.Subject, pr.epoch); instance && other != node {
 				continue // another node's instance of a multi-node package
 			}
 		}
@@ -824,20 +832,18 @@ func (c *checker) processStarted(e events.Event, d events.ProcessStarted) {
 }
 
 // instanceNode returns the node of pkg's placement of epoch, and whether
-// pkg is a multi-node package in the config in force (its rules are per
-// node).
+// it is an instance of a multi-node package (its rules are per node): by
+// the config in force when it was placed, or for a placement not seen by
+// the config in force.
 func (c *checker) instanceNode(pkg string, epoch uint64) (string, bool) {
+	if pl := c.pkg(pkg).placements[epoch]; pl != nil {
+		return pl.node, pl.multi
+	}
 	if c.cfg == nil {
 		return "", false
 	}
 	cp, ok := c.cfg.Package(pkg)
-	if !ok || !cp.MultiNode() {
-		return "", false
-	}
-	if pl := c.pkg(pkg).placements[epoch]; pl != nil {
-		return pl.node, true
-	}
-	return "", true
+	return "", ok && cp.MultiNode()
 }
 
 // service returns the policy of a service in the config in force.
