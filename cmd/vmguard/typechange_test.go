@@ -18,8 +18,9 @@ import (
 // mon runs as multi_node on node1 and node2; once the configuration makes
 // it failover, the controller halts both instances (package_type_changed)
 // and places mon as a failover package only after both are halted; it then
-// runs on node1 in its failover guest (monvm). `vmguard verify` accepts the
-// log.
+// runs on node1 in its failover guest (monvm). Made multi_node again, its
+// failover placement is halted before any instance is placed; then one
+// runs on each node. `vmguard verify` accepts the log.
 func TestUpTypeChangeGetsIn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs vmguard up; run without -short")
@@ -83,6 +84,31 @@ func TestUpTypeChangeGetsIn(t *testing.T) {
 	}
 	if len(halted) != 2 || len(placed) != 1 || placed[0].Seq < max(halted["node1"], halted["node2"]) {
 		t.Errorf("after the change: halted %v, placed %v: want both instances halted, then one placement", halted, placed)
+	}
+	// And back: the failover placement halted first, then an instance on
+	// each node in its own guest.
+	back, err := config.Parse("multi.yaml", []byte(strings.Replace(multi, "%s", "    package_type: multi_node\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, err = readInForce(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	res, err = appendConfig(ctx, l, back, "multi.yaml", "test", "past apply's check", cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 90*time.Second, "mon's instances on node1 and node2 again", func() bool {
+		return started(res.seq, "node1", "monvm-node1") && started(res.seq, "node2", "monvm-node2")
+	})
+	var haltedAt uint64
+	for _, e := range readLog(t, l) {
+		if d, ok := e.Data.(events.PackageHalted); ok && e.Seq > res.seq && e.Subject == "mon" && d.Node == "node1" && haltedAt == 0 {
+			haltedAt = e.Seq
+		}
+		if d, ok := e.Data.(events.PackagePlaced); ok && e.Seq > res.seq && e.Subject == "mon" && (haltedAt == 0 || e.Seq < haltedAt) {
+			t.Errorf("seq %d: instance placed on %s before the failover placement was halted (seq %d)", e.Seq, d.Node, haltedAt)
+		}
 	}
 	if code, out, errs := runCLI("--nats", url, "verify"); code != 0 {
 		t.Errorf("verify: exit %d\n%s%s", code, out, errs)
