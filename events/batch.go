@@ -64,6 +64,10 @@ const (
 // limit).
 const maxBatch = 1000
 
+// MaxBatch is the most events AppendBatch stores in one atomic batch; a
+// larger one is appended one event at a time.
+const MaxBatch = maxBatch
+
 // batchTimeout bounds the wait for a batch's ack.
 const batchTimeout = 30 * time.Second
 

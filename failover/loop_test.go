@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/lease"
 )
@@ -258,5 +259,67 @@ func TestEmitAsksEachNodeOnce(t *testing.T) {
 		if placed != want {
 			t.Errorf("moved %v: appended %s, want %q", moved, placed, want)
 		}
+	}
+}
+
+// batchCounter is a memLog that records the size of each batch and refuses
+// one larger than the server takes, as the real Log does (it then appends
+// one event at a time).
+type batchCounter struct {
+	*memLog
+	sizes []int
+}
+
+func (m *batchCounter) AppendBatch(ctx context.Context, items ...events.BatchItem) ([]uint64, error) {
+	if len(items) > events.MaxBatch {
+		return nil, fmt.Errorf("a batch of %d", len(items))
+	}
+	m.sizes = append(m.sizes, len(items))
+	return m.memLog.AppendBatch(ctx, items...)
+}
+
+// TestEmitChunksWhatABatchCannotHold: 700 placements decided at once (a
+// node's join; a loss of 10 nodes places ~1,000) with their markers are
+// 1,400 items, more than one atomic batch holds; they go in batches that
+// fit, each placement after its marker, not one event at a time.
+func TestEmitChunksWhatABatchCannotHold(t *testing.T) {
+	ctx := context.Background()
+	now := t0.Add(time.Hour)
+	log := &batchCounter{memLog: &memLog{}}
+	r, err := NewRunner(Config{Log: &events.Log{}, ID: "ctl", Now: func() time.Time { return now }, NoElection: true, StartGrace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.out = log
+	r.live = newLiveness(simLeases{&fakeLeases{held: map[string]lease.Value{}}}, &fakeProber{verdict: lease.Unknown}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
+	r.el.always()
+	var pkgs []config.Package
+	for i := range 700 {
+		pkgs = append(pkgs, testPkg(fmt.Sprintf("p%03d", i), "node1"))
+	}
+	l := newLog(t)
+	l.config(testCluster(pkgs...))
+	r.handle(ctx, item{e: log.add(l.evs[0])})
+	r.leadChanged(ctx, true)
+	l.join("node1")
+	before := len(log.evs)
+	r.handle(ctx, item{e: log.add(l.evs[1])})
+	added := log.evs[before+1:]
+	if len(log.sizes) != 2 || log.sizes[0]+log.sizes[1] != 1400 {
+		t.Fatalf("batches of %v, want two that hold the 700 placements and their markers", log.sizes)
+	}
+	placed := 0
+	for i, e := range added {
+		d, ok := e.Data.(events.PackagePlaced)
+		if !ok {
+			continue
+		}
+		placed++
+		if m, ok := added[i-1].Data.(events.PlacementNoted); i == 0 || !ok || m.Package != e.Subject || m.Epoch != d.Epoch {
+			t.Fatalf("placement of %s not after its marker", e.Subject)
+		}
+	}
+	if placed != 700 {
+		t.Errorf("%d placements, want 700", placed)
 	}
 }

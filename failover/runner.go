@@ -627,9 +627,10 @@ func pendingKey(e events.Event) string {
 // Decide and Reconcile run again from the newer state. A decision about a
 // package whose previous decision is still on its way back is skipped for
 // the same reason. Several decisions (a lost node's placements) go out in
-// one atomic batch, one fsync in the durable default; a batch refused as a
-// whole (one stale guard) is sent again one decision at a time, so each
-// gets the outcome it would have had alone. A placement of a package linked
+// one atomic batch, one fsync in the durable default (in chunks that fit
+// the server's limit on a batch: chunks); a batch refused as a whole (one
+// stale guard) is sent again one decision at a time, so each gets the
+// outcome it would have had alone. A placement of a package linked
 // to others by a dependency goes out with its markers (guarded).
 func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 	var batch []events.Event
@@ -653,20 +654,66 @@ func (r *Runner) emit(ctx context.Context, evs []events.Event) {
 		batch = append(batch, e)
 	}
 	if len(batch) > 1 {
-		marked := map[string]bool{}
-		var items []events.BatchItem
-		for _, e := range batch {
-			items = append(items, r.guarded(e, inBatch, marked)...)
+		for _, chunk := range r.chunks(batch) {
+			if !r.deciding() {
+				return
+			}
+			r.appendChunk(ctx, chunk)
 		}
-		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		seqs, err := r.out.AppendBatch(actx, items...)
-		cancel()
-		if err == nil {
-			r.stored(ctx, items, seqs)
-			return
-		}
-		r.logger.Debug("decision batch refused; appending one by one", "decisions", len(batch), "err", err)
+		return
 	}
+	r.appendEach(ctx, batch)
+}
+
+// chunks splits decisions into runs whose items (guarded: markers and
+// the decision) fit in one atomic batch (events.MaxBatch): a loss of 10
+// nodes places ~1,000 packages, ~2,000 items with their markers, and a
+// batch over the limit would be appended one event at a time.
+func (r *Runner) chunks(batch []events.Event) [][]events.Event {
+	var out [][]events.Event
+	var cur []events.Event
+	n := 0
+	for _, e := range batch {
+		k := len(r.guarded(e, map[string]bool{}, map[string]bool{})) // at most what it takes in a chunk
+		if len(cur) > 0 && n+k > events.MaxBatch {
+			out, cur, n = append(out, cur), nil, 0
+		}
+		cur, n = append(cur, e), n+k
+	}
+	return append(out, cur)
+}
+
+// appendChunk appends decisions in one atomic batch, each with its
+// markers; a package decided in the chunk is guarded by its decision (no
+// marker). A chunk refused as a whole is appended one decision at a time,
+// so each gets the outcome it would have had alone.
+func (r *Runner) appendChunk(ctx context.Context, chunk []events.Event) {
+	if len(chunk) == 1 {
+		r.appendEach(ctx, chunk)
+		return
+	}
+	decided := make(map[string]bool, len(chunk))
+	for _, e := range chunk {
+		decided[pendingKey(e)] = true
+	}
+	marked := map[string]bool{}
+	var items []events.BatchItem
+	for _, e := range chunk {
+		items = append(items, r.guarded(e, decided, marked)...)
+	}
+	actx, cancel := context.WithTimeout(ctx, appendTimeout)
+	seqs, err := r.out.AppendBatch(actx, items...)
+	cancel()
+	if err == nil {
+		r.stored(ctx, items, seqs)
+		return
+	}
+	r.logger.Debug("decision batch refused; appending one by one", "decisions", len(chunk), "err", err)
+	r.appendEach(ctx, chunk)
+}
+
+// appendEach appends decisions one at a time, each with its markers.
+func (r *Runner) appendEach(ctx context.Context, batch []events.Event) {
 	for _, e := range batch {
 		if !r.deciding() {
 			return
