@@ -659,7 +659,7 @@ func (r *scaleRun) reportReads(ctx context.Context) error {
 	}
 	slices.Sort(readMsgs)
 	slices.Sort(readBytes)
-	what := "each reads only its node's, the cluster's and its packages' subjects, and every package.placed"
+	what := "each reads only its node's, the cluster's and its packages' subjects, and its node's placement markers"
 	if r.ReadAll {
 		what = "each reads the whole log (--read-all)"
 	}
