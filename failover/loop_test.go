@@ -229,13 +229,7 @@ func TestEmitAsksEachNodeOnce(t *testing.T) {
 	now := t0.Add(time.Hour)
 	for _, moved := range []bool{false, true} {
 		log := &tailCounter{memLog: &memLog{}, asked: map[string]int{}}
-		r, err := NewRunner(Config{Log: &events.Log{}, ID: "ctl", Now: func() time.Time { return now }, NoElection: true, StartGrace: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.out = log
-		r.live = newLiveness(simLeases{&fakeLeases{held: map[string]lease.Value{}}}, &fakeProber{verdict: lease.Unknown}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
-		r.el.always()
+		r := leadingRunner(t, now, log)
 		l := newLog(t)
 		l.config(testCluster(testPkg("web", "node1"), testPkg("db", "node1"), testPkg("mq", "node1")))
 		r.handle(ctx, item{e: log.add(l.evs[0])})
@@ -286,13 +280,7 @@ func TestEmitChunksWhatABatchCannotHold(t *testing.T) {
 	ctx := context.Background()
 	now := t0.Add(time.Hour)
 	log := &batchCounter{memLog: &memLog{}}
-	r, err := NewRunner(Config{Log: &events.Log{}, ID: "ctl", Now: func() time.Time { return now }, NoElection: true, StartGrace: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.out = log
-	r.live = newLiveness(simLeases{&fakeLeases{held: map[string]lease.Value{}}}, &fakeProber{verdict: lease.Unknown}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
-	r.el.always()
+	r := leadingRunner(t, now, log)
 	var pkgs []config.Package
 	for i := range 700 {
 		pkgs = append(pkgs, testPkg(fmt.Sprintf("p%03d", i), "node1"))
@@ -322,4 +310,18 @@ func TestEmitChunksWhatABatchCannotHold(t *testing.T) {
 	if placed != 700 {
 		t.Errorf("%d placements, want 700", placed)
 	}
+}
+
+// leadingRunner returns a runner at now that appends to out, always
+// elected, with no lease held and a prober that cannot tell.
+func leadingRunner(t *testing.T, now time.Time, out DecisionLog) *Runner {
+	t.Helper()
+	r, err := NewRunner(Config{Log: &events.Log{}, ID: "ctl", Now: func() time.Time { return now }, NoElection: true, StartGrace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.out = out
+	r.live = newLiveness(simLeases{&fakeLeases{held: map[string]lease.Value{}}}, &fakeProber{verdict: lease.Unknown}, r.cfg.Now, fixedClock(now), time.Second, slog.New(slog.DiscardHandler))
+	r.el.always()
+	return r
 }
