@@ -133,23 +133,9 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 	default:
 		return nil, refuse("unknown command %q", cmd.Op)
 	}
-	cp, ok := s.Config.Package(cmd.Package)
-	if !ok {
-		return nil, refuse("unknown package %q (configured: %s)", cmd.Package, packageNames(s.Config))
-	}
-	p := s.Packages[cmd.Package]
-	if p == nil {
-		p = &PackageState{Name: cmd.Package}
-	}
-	if cmd.Node != "" && !slices.Contains(cp.Nodes, cmd.Node) {
-		return nil, refuse("node %s is not one of package %s's nodes (%s)", cmd.Node, cp.Name, strings.Join(cp.Nodes, ", "))
-	}
-	if (cmd.Op == OpHalt || cmd.Op == OpMove) && s.frozenOn(p) {
-		return nil, refuse("%s %s: its node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Op, cp.Name, p.Node, p.Node)
-	}
-	if from, nodes := p.otherType(cp); len(nodes) > 0 && (cmd.Op == OpRun || cmd.Op == OpMove) {
-		return nil, refuse("%s %s: it still runs as %s on %s, its package_type before the configuration in force; the controller halts it first (design-notes §8)",
-			cmd.Op, cp.Name, from, strings.Join(nodes, ", "))
+	cp, p, err := s.commandTarget(cmd)
+	if err != nil {
+		return nil, err
 	}
 	ev := events.Event{Source: CLISource(cmd.By), Subject: cp.Name}
 	if cp.MultiNode() {
@@ -201,6 +187,33 @@ func (s *State) Command(cmd Command) ([]events.Event, error) {
 		ev.Data = events.PackageReset{Service: cmd.Service, Reason: cmd.Reason, By: cmd.By}
 	}
 	return []events.Event{ev}, nil
+}
+
+// commandTarget returns the package a package command is about and its
+// state (empty if it has none), or an error wrapping ErrRefused when the
+// command cannot apply to it: an unknown package, a node not in its list,
+// its node frozen (halt, move), or placements of its former package_type
+// still out (run, move).
+func (s *State) commandTarget(cmd Command) (config.Package, *PackageState, error) {
+	cp, ok := s.Config.Package(cmd.Package)
+	if !ok {
+		return cp, nil, refuse("unknown package %q (configured: %s)", cmd.Package, packageNames(s.Config))
+	}
+	p := s.Packages[cmd.Package]
+	if p == nil {
+		p = &PackageState{Name: cmd.Package}
+	}
+	if cmd.Node != "" && !slices.Contains(cp.Nodes, cmd.Node) {
+		return cp, nil, refuse("node %s is not one of package %s's nodes (%s)", cmd.Node, cp.Name, strings.Join(cp.Nodes, ", "))
+	}
+	if (cmd.Op == OpHalt || cmd.Op == OpMove) && s.frozenOn(p) {
+		return cp, nil, refuse("%s %s: its node %s is frozen; thaw it first with `vmguard node thaw %s`", cmd.Op, cp.Name, p.Node, p.Node)
+	}
+	if from, nodes := p.otherType(cp); len(nodes) > 0 && (cmd.Op == OpRun || cmd.Op == OpMove) {
+		return cp, nil, refuse("%s %s: it still runs as %s on %s, its package_type before the configuration in force; the controller halts it first (design-notes §8)",
+			cmd.Op, cp.Name, from, strings.Join(nodes, ", "))
+	}
+	return cp, p, nil
 }
 
 // haltSuccessors is a package.halting of every active package that
