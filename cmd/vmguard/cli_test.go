@@ -15,7 +15,6 @@ import (
 	"github.com/vmguard/vmguard/events/eventstest"
 	"github.com/vmguard/vmguard/examples"
 	"github.com/vmguard/vmguard/failover"
-	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // TestOperatorCLI drives the operator commands in-process against a real
@@ -23,13 +22,7 @@ import (
 // ones are recorded with who asked and why; events and status read them back.
 func TestOperatorCLI(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	nc := natsd.Connect(t, s)
-	l, err := events.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := s.ClientURL()
+	l, url := testLog(t)
 	cli := func(args ...string) (int, string, string) { return runCLI(append([]string{"--nats", url}, args...)...) }
 	last := func() uint64 {
 		seq, err := l.LastSeq(ctx)
@@ -262,13 +255,9 @@ func TestStatusSaysNoController(t *testing.T) {
 // runner pointed at it.
 func testServerCLI(t *testing.T) (*events.Log, func(...string) (int, string, string)) {
 	t.Helper()
-	s := natsd.StartTest(t)
-	l, err := events.Open(context.Background(), natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, url := testLog(t)
 	return l, func(args ...string) (int, string, string) {
-		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
+		return runCLI(append([]string{"--nats", url}, args...)...)
 	}
 }
 

@@ -25,6 +25,18 @@ func runCLI(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// testLog starts an in-process server and opens the event log on it; it
+// returns the log and the server's client URL.
+func testLog(t *testing.T) (*events.Log, string) {
+	t.Helper()
+	s := natsd.StartTest(t)
+	l, err := events.Open(context.Background(), natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, s.ClientURL()
+}
+
 func TestCheckCommand(t *testing.T) {
 	for _, f := range []string{"../../examples/demo.yaml", "../../examples/virsh.yaml"} {
 		code, out, errs := runCLI("check", "-f", f)
@@ -70,12 +82,7 @@ func configEvents(t *testing.T, l *events.Log) []events.Event {
 }
 
 func TestApplyCommand(t *testing.T) {
-	s := natsd.StartTest(t)
-	l, err := events.Open(context.Background(), natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := s.ClientURL()
+	l, url := testLog(t)
 	demo := "../../examples/demo.yaml"
 
 	code, out, errs := runCLI("apply", "--nats", url, "-f", demo, "--by", "alice", "--reason", "first")
@@ -154,11 +161,7 @@ func parseDemo(t *testing.T, restart int) *config.Cluster {
 // the first apply wins, the second is told the config changed.
 func TestApplyStaleLoses(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := testLog(t)
 	if _, err := applyConfig(ctx, l, parseDemo(t, 1), "a.yaml", "alice", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -194,11 +197,7 @@ func TestApplyStaleLoses(t *testing.T) {
 // exactly the winners.
 func TestApplyConcurrent(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := testLog(t)
 	const n = 8
 	cfgs := make([]*config.Cluster, n)
 	for i := range cfgs {
@@ -240,12 +239,7 @@ func TestApplyConcurrent(t *testing.T) {
 // one in force (apply again: unchanged; status: every package), and a
 // change to it is applied on top.
 func TestApplyLargeConfig(t *testing.T) {
-	s := natsd.StartTest(t)
-	l, err := events.Open(context.Background(), natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := s.ClientURL()
+	l, url := testLog(t)
 	gen := benchScaleCmd{Nodes: 50, Packages: 3000, Candidates: 3, NodeTimeout: 20 * time.Second}
 	file := filepath.Join(t.TempDir(), "large.yaml")
 	if err := os.WriteFile(file, []byte(gen.scaleConfig()), 0o644); err != nil {
@@ -294,12 +288,7 @@ func TestApplyLargeConfig(t *testing.T) {
 // failover and back.
 func TestApplyRefusesTypeChange(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := s.ClientURL()
+	l, url := testLog(t)
 	dir := t.TempDir()
 	const base = "cluster: tc\nnodes: [node1, node2]\npackages:\n  - name: web\n%s    nodes: [node1, node2]\n" +
 		"    guest: {name: webvm, driver: process}\n    services:\n      - name: s\n        cmd: [\"true\"]\n"

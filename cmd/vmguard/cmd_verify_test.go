@@ -9,7 +9,6 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/events/eventstest"
-	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // copyLog starts a new embedded server and appends evs to its log, in
@@ -19,11 +18,7 @@ import (
 func copyLog(t *testing.T, evs []events.Event, doctor func(i int, e *events.Event) bool) (string, []uint64) {
 	t.Helper()
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, url := testLog(t)
 	seqs := make([]uint64, len(evs))
 	for i, e := range evs {
 		e.Seq = 0
@@ -36,7 +31,7 @@ func copyLog(t *testing.T, evs []events.Event, doctor func(i int, e *events.Even
 		}
 		seqs[i] = seq
 	}
-	return s.ClientURL(), seqs
+	return url, seqs
 }
 
 // verifyCLI runs `vmguard verify` in-process against url.
@@ -50,12 +45,7 @@ func verifyCLI(url string, args ...string) (int, string, string) {
 // sequence of the broken promise.
 func TestVerifyCommand(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := s.ClientURL()
+	l, url := testLog(t)
 	if code, out, errs := runCLI("--nats", url, "apply", "-f", "../../examples/demo.yaml"); code != exitOK {
 		t.Fatalf("apply: %d %s %s", code, out, errs)
 	}

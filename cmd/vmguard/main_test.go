@@ -111,6 +111,14 @@ func waitAgentAnswers(t *testing.T, nc *nats.Conn, guest, what string) {
 func dialLog(t *testing.T, url string, opts ...nats.Option) *events.Log {
 	t.Helper()
 	nc, err := nats.Connect(url, opts...)
+	return openDialed(t, nc, err)
+}
+
+// openDialed opens the log, without creating its stream, on a connection
+// just dialed (err is the dial's); the connection is closed when the test
+// ends.
+func openDialed(t *testing.T, nc *nats.Conn, err error) *events.Log {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}

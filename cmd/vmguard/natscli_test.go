@@ -12,7 +12,6 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // natsCLI returns the real `nats` CLI as a command: natscli v0.5.0, pinned as
@@ -35,12 +34,7 @@ func natsCLI(t *testing.T, args ...string) *exec.Cmd {
 // reads from the stream is a valid structured CloudEvent.
 func TestNatsCLIReadsValidCloudEvents(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	nc := natsd.Connect(t, s)
-	l, err := events.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, url := testLog(t)
 	exited := events.New("/vmguard/guests/webvm/agent", "web", events.ProcessExited{
 		Guest: "webvm", Service: "httpd", PID: 42, ExitCode: 3, RuntimeMS: 12, RequestID: "req-1", Epoch: 1,
 		Output: []string{"oops"},
@@ -51,7 +45,7 @@ func TestNatsCLIReadsValidCloudEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := natsCLI(t, "--server", s.ClientURL(), "stream", "get", events.StreamName, fmt.Sprint(seq), "--json")
+	cmd := natsCLI(t, "--server", url, "stream", "get", events.StreamName, fmt.Sprint(seq), "--json")
 	out, err := cmd.Output()
 	if err != nil {
 		var stderr string

@@ -9,7 +9,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/vmguard/vmguard/events"
-	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // noControl fails t if out holds a byte a terminal would act on: anything
@@ -33,14 +32,10 @@ func noControl(t *testing.T, what, out string) {
 // UTF-8 is printed escaped by status, events and explain.
 func TestReadersSurviveMalformedAndEscape(t *testing.T) {
 	ctx := context.Background()
-	s := natsd.StartTest(t)
-	l, err := events.Open(ctx, natsd.Connect(t, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, url := testLog(t)
 	js := l.JetStream()
 	cli := func(args ...string) (int, string, string) {
-		return runCLI(append([]string{"--nats", s.ClientURL()}, args...)...)
+		return runCLI(append([]string{"--nats", url}, args...)...)
 	}
 	if code, out, errs := cli("apply", "-f", "../../examples/demo.yaml"); code != exitOK {
 		t.Fatalf("apply: %d %s %s", code, out, errs)

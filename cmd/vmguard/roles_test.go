@@ -401,13 +401,5 @@ func TestRolesEnforcedByServer(t *testing.T) {
 func dialLogFlags(t *testing.T, f natsconn.Flags) *events.Log {
 	t.Helper()
 	nc, err := f.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	l, err := events.Open(context.Background(), nc, events.WithoutCreate())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return openDialed(t, nc, err)
 }

@@ -56,16 +56,7 @@ func TestServerRefusesOpenBeyondLoopback(t *testing.T) {
 // password, with the VMGUARD stream, and returns its port.
 func startAuthServer(t *testing.T, password string) int {
 	t.Helper()
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(`authorization { users = [ {user: admin, password: "`+password+`"} ] }`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := natsd.StartTestConf(t, t.TempDir(), `authorization { users = [ {user: admin, password: "`+password+`"} ] }`)
 	port := srv.Addr().(*net.TCPAddr).Port
 	nc, err := nats.Connect(fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", password, port))
 	if err != nil {

@@ -35,19 +35,10 @@ func TestRedact(t *testing.T) {
 // reported as an authorization failure, with the password redacted; a
 // server that is not there is not.
 func TestConnectErrorSaysAuthorization(t *testing.T) {
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(`authorization { users = [ {user: admin, password: right} ] }`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := natsd.StartTestConf(t, t.TempDir(), `authorization { users = [ {user: admin, password: right} ] }`)
 	port := srv.Addr().(*net.TCPAddr).Port
 	wrong := fmt.Sprintf("nats://admin:wrong-pw@127.0.0.1:%d", port)
-	_, err = nats.Connect(wrong, nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
+	_, err := nats.Connect(wrong, nats.Timeout(5*time.Second), nats.MaxReconnects(-1))
 	if err == nil {
 		t.Fatal("a wrong password was accepted")
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +31,23 @@ func StartTest(t testing.TB, dir ...string) *server.Server {
 	}
 	t.Cleanup(s.Shutdown)
 	return s
+}
+
+// StartTestConf runs an embedded JetStream server (interval mode) on a free
+// loopback port with conf as its configuration file and its store, both in
+// dir; it shuts the server down when the test ends.
+func StartTestConf(t testing.TB, dir, conf string) *server.Server {
+	t.Helper()
+	file := filepath.Join(dir, "nats.conf")
+	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := Start(Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	return srv
 }
 
 // Connect opens a connection to s that is closed when the test ends.

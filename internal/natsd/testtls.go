@@ -116,16 +116,7 @@ func StartTestSecure(t testing.TB, user string) (url string, tl TestTLS, seedFil
 	dir := t.TempDir()
 	tl = WriteTestTLS(t, dir, "test")
 	seedFile, pub := WriteTestNKey(t, dir, user)
-	conf := filepath.Join(dir, "nats.conf")
-	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
-		tl.ServerCert, tl.ServerKey, tl.CA, pub)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Start(Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := StartTestConf(t, dir, fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
+		tl.ServerCert, tl.ServerKey, tl.CA, pub))
 	return fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port), tl, seedFile
 }
