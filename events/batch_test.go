@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // openDurableLog opens a log on a server in the durable default (fsync
@@ -267,4 +270,88 @@ func oldStreamConn(t *testing.T) *nats.Conn {
 		t.Fatal(err)
 	}
 	return nc
+}
+
+// TestAppendBatchWaitsForRoom: a batch the server refuses because its 50
+// open batches a stream are taken (a cluster's host managers' group
+// commits) is not appended one event at a time, which would store a
+// decision's markers without the decision they guard: it is sent again,
+// whole, until its context ends, and then nothing of it is stored; once
+// there is room it goes in, all of it at consecutive sequences.
+func TestAppendBatchWaitsForRoom(t *testing.T) {
+	ctx := context.Background()
+	var logs natstest.Buffer
+	nc := natsd.Connect(t, natsd.StartTest(t))
+	l, err := events.Open(ctx, nc, events.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := l.Append(ctx, placed("db", "node1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 batches opened and left open (their first message, no commit),
+	// on the log's own connection: the server has them before the batch.
+	const open = 50
+	for i := range open {
+		m := nats.NewMsg(events.PlacementSubject("node9"))
+		m.Data = []byte("{}")
+		m.Header.Set("Nats-Batch-Id", fmt.Sprintf("held-%d", i))
+		m.Header.Set("Nats-Batch-Sequence", "1")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := func() []events.BatchItem {
+		return []events.BatchItem{
+			{Event: placed("web", "node2", 1)},
+			{Event: placed("db", "node2", 2), Opts: []events.AppendOption{events.ExpectPackageSeq("db", seed)}},
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	_, err = l.AppendBatch(short, batch()...)
+	cancel()
+	if err == nil || errors.Is(err, events.ErrConflict) {
+		t.Fatalf("batch with no room for it: %v, want the context's end", err)
+	}
+	if last, _ := l.LastSeq(ctx); last != seed {
+		t.Fatalf("a batch with no room stored %d events one by one", last-seed)
+	}
+	if n := strings.Count(logs.String(), "refused for now"); n < 2 {
+		t.Fatalf("batch sent %d times while there was no room, want it sent again", n)
+	}
+
+	// Room comes while the batch waits: the held batches are committed.
+	done := make(chan error, 1)
+	var seqs []uint64
+	go func() {
+		var err error
+		seqs, err = l.AppendBatch(ctx, batch()...)
+		done <- err
+	}()
+	before := strings.Count(logs.String(), "refused for now")
+	natstest.WaitFor(t, 5*time.Second, "the batch refused again", func() bool {
+		return strings.Count(logs.String(), "refused for now") > before
+	})
+	for i := range open {
+		m := nats.NewMsg(events.PlacementSubject("node9"))
+		m.Data = []byte("{}")
+		m.Header.Set("Nats-Batch-Id", fmt.Sprintf("held-%d", i))
+		m.Header.Set("Nats-Batch-Sequence", "2")
+		m.Header.Set("Nats-Batch-Commit", "1")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("batch once there was room: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("batch still waiting 10 s after room came")
+	}
+	if len(seqs) != 2 || seqs[1] != seqs[0]+1 {
+		t.Fatalf("batch stored at %v, want two consecutive sequences", seqs)
+	}
 }
