@@ -50,6 +50,14 @@ func TestDecide(t *testing.T) {
 	}
 	// haltNode1 is an operator's halt of node1.
 	haltNode1 := func(l *logb) { l.add("node1", events.NodeHalted{Reason: "maint", By: "op"}, "") }
+	// haltedWithNode1: web ran on node1 alone (onlyNode1Up), node1 was
+	// halted, and web halted there (node_halted).
+	haltedWithNode1 := func(l *logb) {
+		onlyNode1Up(l)
+		haltNode1(l)
+		l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
+		l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
+	}
 	// freeze freezes node1 for an hour.
 	freeze := func(l *logb) { l.add("node1", events.NodeFrozen{Until: t0.Add(time.Hour), By: "op"}, "") }
 	tests := []struct {
@@ -317,22 +325,14 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "node halted, package halted there: waits for a node",
-			build: func(l *logb) {
-				onlyNode1Up(l)
-				haltNode1(l)
-				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
-				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
-			},
+			build: haltedWithNode1,
 			want: "",
 			note: "waiting for an eligible node (node1, node2)",
 		},
 		{
 			name: "node halted, then run again: the package halted there comes back",
 			build: func(l *logb) {
-				onlyNode1Up(l)
-				haltNode1(l)
-				l.add("web", events.PackageHalting{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
-				l.add("web", events.PackageHalted{Node: "node1", Epoch: 1, Reason: "node_halted"}, "")
+				haltedWithNode1(l)
 				l.join("node1")
 			},
 			want: "web->node1 epoch=2 reason=auto_run prev=node1 cause=e9",

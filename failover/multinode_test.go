@@ -14,8 +14,11 @@ func monPkg() config.Package {
 	return p
 }
 
-// runAll places and starts mon on each node, epochs 1, 2, 3.
-func runAll(l *logb) {
+// monOnAll writes a cluster of pkgs (mon among them), joins node1, node2
+// and node3 and places and starts mon on each, epochs 1, 2, 3.
+func monOnAll(l *logb, pkgs ...config.Package) {
+	l.config(testCluster(pkgs...))
+	l.join("node1", "node2", "node3")
 	for i, n := range []string{"node1", "node2", "node3"} {
 		l.run("mon", n, uint64(i+1))
 	}
@@ -48,47 +51,33 @@ func TestDecideMultiNode(t *testing.T) {
 			l.join("node3")
 		}, "mon->node3 epoch=3 reason=auto_run cause=e10", ""},
 		{"a node lost: no failover", func(l *logb) {
-			l.config(testCluster(mon))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon)
 			l.lost("node2")
 		}, "", "node2: waiting for the node"},
 		{"the lost node joins again: placed there again", func(l *logb) {
-			l.config(testCluster(mon))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon)
 			l.lost("node2")
 			l.join("node2")
 		}, "mon->node2 epoch=4 reason=auto_run cause=e15", ""},
 		{"an instance failed: not there again", func(l *logb) {
-			l.config(testCluster(mon))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon)
 			l.failed("mon", "node1", 1)
 		}, "", "node1: failed there"},
 		{"reset: placed there again", func(l *logb) {
-			l.config(testCluster(mon))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon)
 			l.failed("mon", "node1", 1)
 			l.add("mon", events.PackageReset{By: "op"}, "")
 		}, "mon->node1 epoch=4 reason=auto_run cause=e15", ""},
 		{"a node halted: its instance halts", func(l *logb) {
-			l.config(testCluster(mon))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon)
 			l.add("node3", events.NodeHalted{By: "op", Reason: "maintenance"}, "")
 		}, "package.halting mon node=node3 epoch=3 reason=node_halted cause=e14", ""},
 		{"a failover package that needs it on its node", func(l *logb) {
-			l.config(testCluster(mon, web))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon, web)
 			l.failed("mon", "node1", 1)
 		}, "web->node2 epoch=1 reason=auto_run cause=e14", ""},
 		{"its instance under the dependent fails: the dependent halts", func(l *logb) {
-			l.config(testCluster(mon, web))
-			l.join("node1", "node2", "node3")
-			runAll(l)
+			monOnAll(l, mon, web)
 			l.run("web", "node1", 1)
 			l.failed("mon", "node1", 1)
 		}, `package.halting web node=node1 epoch=1 reason="dependency: dependency mon up same_node: mon runs on node2, node3 only" cause=e17`, ""},
@@ -112,9 +101,7 @@ func TestDecideMultiNode(t *testing.T) {
 // counters; the package shows the most alive phase.
 func TestMultiNodeState(t *testing.T) {
 	l := newLog(t)
-	l.config(testCluster(monPkg()))
-	l.join("node1", "node2", "node3")
-	runAll(l)
+	monOnAll(l, monPkg())
 	l.add("mon", events.ServiceRestarting{Service: "app", Node: "node1", Epoch: 1, Attempt: 1}, "")
 	l.add("mon", events.ServiceRestarting{Service: "app", Node: "node1", Epoch: 1, Attempt: 2}, "")
 	l.add("mon", events.ServiceRestarting{Service: "app", Node: "node3", Epoch: 3, Attempt: 1}, "")
@@ -145,9 +132,7 @@ func TestMultiNodeState(t *testing.T) {
 func TestMultiNodeCommands(t *testing.T) {
 	base := func() *logb {
 		l := newLog(t)
-		l.config(testCluster(monPkg()))
-		l.join("node1", "node2", "node3")
-		runAll(l)
+		monOnAll(l, monPkg())
 		return l
 	}
 	do := func(l *logb, cmd Command) []events.Event {

@@ -161,6 +161,34 @@ func (env *testEnv) waitPlaced(pkg string, after uint64, within time.Duration) (
 	return d, e
 }
 
+// waitLost waits until node has a node.lost and returns the last one.
+func (env *testEnv) waitLost(node string, within time.Duration) events.Event {
+	env.t.Helper()
+	var lost events.Event
+	natstest.WaitFor(env.t, within, node+" lost", func() bool {
+		var ok bool
+		lost, ok = env.last(events.NodeSubject(node, "lost"))
+		return ok
+	})
+	return lost
+}
+
+// leasedWeb holds the leases of nodes (key TTL ttl), writes a cluster of
+// those nodes with node_timeout ttl and web configured on webNodes, and
+// joins the nodes, in order; it returns the lease holder and the cluster.
+func (env *testEnv) leasedWeb(ttl time.Duration, nodes []string, webNodes ...string) (*leaseHolder, *config.Cluster) {
+	env.t.Helper()
+	leases := env.holdLeases(ttl, nodes...)
+	c := testCluster(testPkg("web", webNodes...))
+	c.Nodes = nodes
+	c.NodeTimeout = config.Duration(ttl)
+	env.config(c)
+	for _, n := range nodes {
+		env.add(n, events.NodeJoined{})
+	}
+	return leases, c
+}
+
 // leaderAndStandby starts controller a with the election (ttl, no
 // snapshots), waits up to lead for it to lead, then starts b, caught up.
 func (env *testEnv) leaderAndStandby(ttl, lead time.Duration) (a, b *runningRunner) {

@@ -410,13 +410,7 @@ func describeKeyHistory(a, b *runningRunner, hist []jetstream.KeyValueEntry) str
 func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	env := newEnv(t)
 	const ttl = time.Second
-	leases := env.holdLeases(ttl, "node1", "node2")
-	c := testCluster(testPkg("web", "node1", "node2"))
-	c.Nodes = []string{"node1", "node2"}
-	c.NodeTimeout = config.Duration(ttl)
-	env.config(c)
-	env.add("node1", events.NodeJoined{})
-	env.add("node2", events.NodeJoined{})
+	leases, c := env.leasedWeb(ttl, []string{"node1", "node2"}, "node1", "node2")
 	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
 	d, _ := env.waitPlaced("web", 0, 30*time.Second)
 	if d.Node != "node1" {
@@ -438,12 +432,7 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 	}
 
 	last := leases.stop("node1")
-	var lost events.Event
-	natstest.WaitFor(t, 3*ttl, "node1 lost", func() bool {
-		var ok bool
-		lost, ok = env.last(events.NodeSubject("node1", "lost"))
-		return ok
-	})
+	lost := env.waitLost("node1", 3*ttl)
 	d1 := lost.Data.(events.NodeLost)
 	t.Logf("last renewal %s, lost at %s (+%s), ttl %s", last.Format(time.StampMilli), lost.Time.Format(time.StampMilli), lost.Time.Sub(last).Round(time.Millisecond), ttl)
 	if lost.Time.Before(last.Add(ttl)) {
@@ -471,12 +460,7 @@ func TestNodeLostOnlyAfterLeaseExpiry(t *testing.T) {
 func TestHaltedNodeLostWhenLeaseLapses(t *testing.T) {
 	env := newEnv(t)
 	const ttl = time.Second
-	leases := env.holdLeases(ttl, "node1")
-	c := testCluster(testPkg("web", "node1"))
-	c.Nodes = []string{"node1"}
-	c.NodeTimeout = config.Duration(ttl)
-	env.config(c)
-	env.add("node1", events.NodeJoined{})
+	leases, _ := env.leasedWeb(ttl, []string{"node1"}, "node1")
 	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
 	d, _ := env.waitPlaced("web", 0, 30*time.Second)
 	env.add("web", events.PackageStarted{Node: "node1", Epoch: d.Epoch})
@@ -486,12 +470,7 @@ func TestHaltedNodeLostWhenLeaseLapses(t *testing.T) {
 		return ok
 	})
 	leases.stop("node1")
-	var lost events.Event
-	natstest.WaitFor(t, 10*ttl, "the halted node1 lost", func() bool {
-		var ok bool
-		lost, ok = env.last(events.NodeSubject("node1", "lost"))
-		return ok
-	})
+	lost := env.waitLost("node1", 10*ttl) // node1 is halted by the operator
 	if lost.Source != Source {
 		t.Errorf("node.lost from %s", lost.Source)
 	}
@@ -513,13 +492,7 @@ func TestHaltedNodeLostWhenLeaseLapses(t *testing.T) {
 func TestNewControllerJudgesFromItsOwnProbes(t *testing.T) {
 	env := newEnv(t)
 	const ttl = time.Second
-	leases := env.holdLeases(ttl, "node1", "node2")
-	c := testCluster(testPkg("web", "node2", "node1"))
-	c.Nodes = []string{"node1", "node2"}
-	c.NodeTimeout = config.Duration(ttl)
-	env.config(c)
-	env.add("node1", events.NodeJoined{})
-	env.add("node2", events.NodeJoined{})
+	leases, _ := env.leasedWeb(ttl, []string{"node1", "node2"}, "node2", "node1")
 	last := leases.stop("node1")
 	natstest.WaitFor(t, 10*ttl, "node1's lease to expire", func() bool {
 		_, err := leases.kv.Get(env.ctx, "node1")
@@ -527,12 +500,7 @@ func TestNewControllerJudgesFromItsOwnProbes(t *testing.T) {
 	})
 	started := time.Now()
 	r := env.start("a", Config{ElectionTTL: ttl, CheckInterval: 50 * time.Millisecond, NoSnapshot: true})
-	var lost events.Event
-	natstest.WaitFor(t, 10*ttl, "node1 lost", func() bool {
-		var ok bool
-		lost, ok = env.last(events.NodeSubject("node1", "lost"))
-		return ok
-	})
+	lost := env.waitLost("node1", 10*ttl)
 	t.Logf("lease expired %s after the last renewal; controller started %s later; node.lost %s after its start",
 		started.Sub(last).Round(time.Millisecond), started.Sub(last.Add(ttl)).Round(time.Millisecond), lost.Time.Sub(started).Round(time.Millisecond))
 	if lost.Time.Sub(started) < ttl {
