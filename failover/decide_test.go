@@ -324,10 +324,10 @@ func TestDecide(t *testing.T) {
 			want: "package.halting web node=node1 epoch=1 reason=node_halted cause=e8",
 		},
 		{
-			name: "node halted, package halted there: waits for a node",
+			name:  "node halted, package halted there: waits for a node",
 			build: haltedWithNode1,
-			want: "",
-			note: "waiting for an eligible node (node1, node2)",
+			want:  "",
+			note:  "waiting for an eligible node (node1, node2)",
 		},
 		{
 			name: "node halted, then run again: the package halted there comes back",
