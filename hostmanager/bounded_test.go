@@ -246,9 +246,7 @@ packages:
 // request id no agent knows, at web's epoch, which it returns.
 func (e *testEnv) forgedStart(guestRestart string) (uint64, events.Event) {
 	e.t.Helper()
-	e.applyConfig(testYAML(guestRestart, "cmd: [sleep, \"1000\"]"))
-	e.startRunner("node1", nil, nil)
-	epoch := e.placeStarted("web", "node1")
+	_, epoch := e.webOnNode1(guestRestart, "cmd: [sleep, \"1000\"]")
 	ps, _ := last(e.events(), "web", "package.started")
 	return epoch, e.append(events.Event{Source: "/vmguard/guests/webvm/agent", Subject: "web", CauseID: ps.ID, Data: events.ProcessStarted{
 		Guest: "webvm", Service: "svc", PID: 999999, RequestID: "forged-" + events.NewID(), Epoch: epoch}})

@@ -79,9 +79,7 @@ func nodeEvents(evs []events.Event, node, short string) []events.Event {
 func TestRunnerSelfFencesWhenLeaseLost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", sleeper("3")))
-	e.startRunner("node1", nil, nil)
-	e.placeStarted("web", "node1")
+	e.webOnNode1("none", sleeper("3"))
 	pid := e.agentPID("node1", "webvm")
 	if err := leaseKV(t, e).Delete(context.Background(), "node1"); err != nil {
 		t.Fatal(err)
@@ -172,9 +170,7 @@ func TestHostKill9NoDuplicateNoLostRestart(t *testing.T) {
 		host = e.startHost("node1")
 	}
 	n := e.count("web", "service.restarting")
-	e.waitCount("web", "service.restarting", n+3, 30*time.Second)
-	e.halt("web", "node1", epoch)
-	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	e.haltAfterRestarts(n+3, epoch)
 
 	evs := e.pkgEvents("web")
 	halting, _ := last(evs, "web", "package.halting")
@@ -377,9 +373,7 @@ func (p *cutProxy) restore() {
 func TestRunnerSupersededByNewInstance(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", sleeper("none")))
-	first := e.startRunner("node1", nil, nil)
-	e.placeStarted("web", "node1")
+	first, _ := e.webOnNode1("none", sleeper("none"))
 	pid := e.agentPID("node1", "webvm")
 	e.startRunner("node1", nil, nil)
 	if err := first.wait(t, 20*time.Second); !errors.Is(err, ErrSuperseded) {

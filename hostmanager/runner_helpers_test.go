@@ -370,6 +370,24 @@ packages:
 // restart (none, N or unlimited).
 func sleeper(restart string) string { return "cmd: [sleep, \"1000\"]\nrestart: " + restart }
 
+// webOnNode1 applies testYAML(guestRestart, svc), starts node1's runner
+// and runs web there (placeStarted); it returns the runner and web's epoch.
+func (e *testEnv) webOnNode1(guestRestart, svc string) (*runnerHandle, uint64) {
+	e.t.Helper()
+	e.applyConfig(testYAML(guestRestart, svc))
+	h := e.startRunner("node1", nil, nil)
+	return h, e.placeStarted("web", "node1")
+}
+
+// haltAfterRestarts waits for n restarts of web's service, then halts web
+// on node1 (at epoch) as an operator and waits until it is halted.
+func (e *testEnv) haltAfterRestarts(n int, epoch uint64) {
+	e.t.Helper()
+	e.waitCount("web", "service.restarting", n, 30*time.Second)
+	e.halt("web", "node1", epoch)
+	e.waitCount("web", "package.halted", 1, 30*time.Second)
+}
+
 // placeStarted places pkg on node and waits up to 30 s for it to start; it
 // returns the placement's epoch.
 func (e *testEnv) placeStarted(pkg, node string) uint64 {

@@ -82,9 +82,7 @@ func TestRunnerRestartUnlimited(t *testing.T) {
 		restart: unlimited`))
 	e.startRunner("node1", nil, nil)
 	epoch := e.place("web", "node1")
-	e.waitCount("web", "service.restarting", 5, 30*time.Second)
-	e.halt("web", "node1", epoch)
-	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	e.haltAfterRestarts(5, epoch)
 	if n := e.count("web", "service.failed") + e.count("web", "package.failed"); n != 0 {
 		t.Errorf("%d failures with restart: unlimited", n)
 	}
@@ -113,9 +111,7 @@ func TestRunnerRestartWindow(t *testing.T) {
 		restart_window: 1s`))
 	e.startRunner("node1", nil, nil)
 	epoch := e.place("web", "node1")
-	e.waitCount("web", "service.restarting", 5, 30*time.Second)
-	e.halt("web", "node1", epoch)
-	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	e.haltAfterRestarts(5, epoch)
 	if n := e.count("web", "service.failed"); n != 0 {
 		t.Errorf("service.failed %d times, want none", n)
 	}
@@ -127,9 +123,7 @@ func TestRunnerRestartWindow(t *testing.T) {
 func TestRunnerGuestLostRestarts(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("1", sleeper("none")))
-	e.startRunner("node1", nil, nil)
-	e.placeStarted("web", "node1")
+	e.webOnNode1("1", sleeper("none"))
 	pid := e.agentPID("node1", "webvm")
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -158,9 +152,7 @@ func TestRunnerGuestLostRestarts(t *testing.T) {
 func TestRunnerGuestLostFails(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.applyConfig(testYAML("none", sleeper("3")))
-	e.startRunner("node1", nil, nil)
-	e.placeStarted("web", "node1")
+	e.webOnNode1("none", sleeper("3"))
 	if err := syscall.Kill(e.agentPID("node1", "webvm"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -215,9 +207,7 @@ func TestRunnerCrashBetweenDecisionAndAction(t *testing.T) {
 	// The next host manager: it finishes the restart, and goes on.
 	e.startRunner("node1", nil, nil)
 	e.waitFor("the decided restart to start", 30*time.Second, func([]events.Event) bool { return startedFor(decided) >= 1 })
-	e.waitCount("web", "service.restarting", 3, 30*time.Second)
-	e.halt("web", "node1", epoch)
-	e.waitCount("web", "package.halted", 1, 30*time.Second)
+	e.haltAfterRestarts(3, epoch)
 	if n := startedFor(decided); n != 1 {
 		t.Errorf("process.started for decision %s: %d, want exactly 1", decided, n)
 	}
