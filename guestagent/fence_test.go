@@ -284,11 +284,7 @@ func TestFenceLeaseDeleted(t *testing.T) {
 // server is back, each once.
 func TestFenceNATSDown(t *testing.T) {
 	const ttl = 4 * time.Second
-	store := t.TempDir()
-	s := startServer(t, store, 0)
-	port := portOf(s)
-	url := s.ClientURL()
-	l := openLog(t, url)
+	srv, url, l := startOutageServer(t)
 	kv := leaseBucket(t, url, ttl)
 	rn := renewer(t, kv, "node1", ttl)
 	ta := startAgent(t, url, withNode)
@@ -296,8 +292,7 @@ func TestFenceNATSDown(t *testing.T) {
 	natstest.WaitFor(t, 10*time.Second, "start in the log", func() bool { return len(procEvents(t, l, "web")) == 1 })
 
 	last := rn.Stop()
-	s.Shutdown()
-	s.WaitForShutdown()
+	srv.stop()
 	var exit *guestagent.ExitInfo
 	natstest.WaitFor(t, 3*ttl, "the agent to fence without NATS", func() bool {
 		p := ta.Processes()
@@ -314,7 +309,7 @@ func TestFenceNATSDown(t *testing.T) {
 	}
 	t.Logf("fenced %s after the last renewal (ttl %s)", exit.At.Sub(last), ttl)
 
-	startServer(t, store, port)
+	srv.start()
 	xs := waitExits(t, l, "web", 1)
 	if len(xs) != 1 || xs[0].Reason != guestagent.ReasonFenced || xs[0].RequestID != "a" {
 		t.Fatalf("exits in the log: %+v", xs)

@@ -125,7 +125,37 @@ func startServer(t testing.TB, dir string, port int) *server.Server {
 	return s
 }
 
-func portOf(s *server.Server) int { return s.Addr().(*net.TCPAddr).Port }
+// outageServer is a test server that goes away and comes back on the
+// same store and port, for the tests of NATS outages.
+type outageServer struct {
+	t     testing.TB
+	store string
+	port  int
+	s     *server.Server
+}
+
+// startOutageServer starts an outageServer and opens the log on it; it
+// returns the server, its URL and the log.
+func startOutageServer(t testing.TB) (*outageServer, string, *events.Log) {
+	t.Helper()
+	o := &outageServer{t: t, store: t.TempDir()}
+	o.s = startServer(t, o.store, 0)
+	o.port = o.s.Addr().(*net.TCPAddr).Port
+	url := o.s.ClientURL()
+	return o, url, openLog(t, url)
+}
+
+// stop shuts the server down and waits until it is down.
+func (o *outageServer) stop() {
+	o.s.Shutdown()
+	o.s.WaitForShutdown()
+}
+
+// start starts the server again on its store and port.
+func (o *outageServer) start() {
+	o.t.Helper()
+	o.s = startServer(o.t, o.store, o.port)
+}
 
 // openLog opens the log (creating the stream) on its own connection.
 func openLog(t testing.TB, url string) *events.Log {

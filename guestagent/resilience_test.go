@@ -82,11 +82,7 @@ func countEvents(evs []events.Event) map[string]int {
 }
 
 func TestNATSOutage(t *testing.T) {
-	store := t.TempDir()
-	s := startServer(t, store, 0)
-	port := portOf(s)
-	url := s.ClientURL()
-	l := openLog(t, url)
+	srv, url, l := startOutageServer(t)
 	ta := startAgent(t, url, nil)
 	dir := t.TempDir()
 	const n = 5
@@ -97,8 +93,7 @@ func TestNATSOutage(t *testing.T) {
 	}
 	natstest.WaitFor(t, 10*time.Second, "starts in the log", func() bool { return len(procEvents(t, l, "web")) == n })
 
-	s.Shutdown()
-	s.WaitForShutdown()
+	srv.stop()
 	// Let the processes exit in a known order while NATS is down.
 	order := []int{3, 0, 4, 1, 2}
 	for k, i := range order {
@@ -119,7 +114,7 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatalf("%d undelivered while the server is down, want %d", u, n)
 	}
 
-	startServer(t, store, port)
+	srv.start()
 	xs := waitExits(t, l, "web", n)
 	natstest.WaitFor(t, 10*time.Second, "spool delivered", func() bool { return ta.Undelivered() == 0 })
 	xs = exitsOf(procEvents(t, l, "web"))
@@ -139,11 +134,7 @@ func TestNATSOutage(t *testing.T) {
 }
 
 func TestAgentKilledAndRestarted(t *testing.T) {
-	store := t.TempDir()
-	s := startServer(t, store, 0)
-	port := portOf(s)
-	url := s.ClientURL()
-	l := openLog(t, url)
+	srv, url, l := startOutageServer(t)
 	state := t.TempDir()
 	dir := t.TempDir()
 	c := newClient(t, connect(t, url), "g9")
@@ -165,8 +156,7 @@ func TestAgentKilledAndRestarted(t *testing.T) {
 
 	// NATS goes away; r-late exits and the agent spools it; then the agent
 	// is killed with SIGKILL before it could deliver.
-	s.Shutdown()
-	s.WaitForShutdown()
+	srv.stop()
 	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +180,7 @@ func TestAgentKilledAndRestarted(t *testing.T) {
 	// children are orphans now.
 	natstest.WaitFor(t, 10*time.Second, "the tree's leader to die", func() bool { return len(groupMembers(tree.Process.PID)) == 2 })
 
-	startServer(t, store, port)
+	srv.start()
 	startChild(t, url, "g9", state)
 	natstest.WaitFor(t, 20*time.Second, "restarted agent", ping)
 	natstest.WaitFor(t, 10*time.Second, "the tree's orphans to be killed", func() bool { return len(groupMembers(tree.Process.PID)) == 0 })
