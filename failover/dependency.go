@@ -86,6 +86,17 @@ func (w where) runs(pkg, node, skip string) (string, bool) {
 	return p.Node, p.Node != skip
 }
 
+// ownsAgainst returns the node where the package that the down
+// dependency d excludes occupies what d covers from node: node itself
+// (same_node) or any node (all_nodes).
+func (w where) ownsAgainst(d config.Dependency, node string) (string, bool) {
+	on := node
+	if d.Where() == config.AllNodes {
+		on = ""
+	}
+	return w.owns(d.Name, on)
+}
+
 // unmet returns why cp could not run on node for its dependencies, "" when
 // every one is met: each up dependency's package runs there (same_node),
 // anywhere (any_node) or on another node (different_node); no package it
@@ -109,11 +120,7 @@ func (w where) unmet(cp config.Package, node string, yield func(config.Package) 
 				return fmt.Sprintf("dependency %s: %s", d, w.s.runsWhere(d.Name))
 			}
 		case config.DependDown:
-			on := node
-			if d.Where() == config.AllNodes {
-				on = ""
-			}
-			n, ok := w.owns(d.Name, on)
+			n, ok := w.ownsAgainst(d, node)
 			if !ok {
 				continue
 			}
@@ -223,11 +230,7 @@ func (s *State) displace(cp config.Package, p *PackageState) []placement {
 			if d.Condition != config.DependDown {
 				continue
 			}
-			on := n
-			if d.Where() == config.AllNodes {
-				on = ""
-			}
-			at, in := w.owns(d.Name, on)
+			at, in := w.ownsAgainst(d, n)
 			if !in {
 				continue
 			}
