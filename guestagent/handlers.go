@@ -24,40 +24,34 @@ const (
 )
 
 func (a *Agent) handleRun(r micro.Request) {
-	req, err := parseRun(r.Data())
-	if err != nil {
-		replyError(r, err)
-		return
-	}
-	ar := a.detach(r)
-	if !a.goRequest(func() {
-		reply, err := a.run(req)
-		if err != nil {
-			ar.replyError(err)
-			return
-		}
-		ar.respondJSON(reply)
-	}) {
-		replyError(r, &RemoteError{CodeUnavailable, "agent is shutting down; retry on the next agent"})
-	}
+	handleAsync(a, r, parseRun, a.run, "agent is shutting down; retry on the next agent")
 }
 
 func (a *Agent) handleStop(r micro.Request) {
-	req, err := parseStop(r.Data())
+	handleAsync(a, r, parseStop, a.stop, "agent is shutting down; it stops every process itself")
+}
+
+// handleAsync answers r on a goroutine of its own (goRequest), since do
+// may take long: parse decodes and checks the request's body (its error is
+// replied at once), do acts on it and its reply or error is the answer.
+// While the agent shuts down the request is refused as unavailable, with
+// closing as the message.
+func handleAsync[Req, Reply any](a *Agent, r micro.Request, parse func([]byte) (Req, error), do func(Req) (Reply, error), closing string) {
+	req, err := parse(r.Data())
 	if err != nil {
 		replyError(r, err)
 		return
 	}
 	ar := a.detach(r)
 	if !a.goRequest(func() {
-		reply, err := a.stop(req)
+		reply, err := do(req)
 		if err != nil {
 			ar.replyError(err)
 			return
 		}
 		ar.respondJSON(reply)
 	}) {
-		replyError(r, &RemoteError{CodeUnavailable, "agent is shutting down; it stops every process itself"})
+		replyError(r, &RemoteError{CodeUnavailable, closing})
 	}
 }
 
@@ -290,7 +284,7 @@ func validateRun(req *RunRequest) error {
 	return nil
 }
 
-func validateStop(req StopRequest) error {
+func validateStop(req *StopRequest) error {
 	if d := req.HaltTimeout.D(); d > MaxHaltTimeout {
 		return fmt.Errorf("halt_timeout: %s is longer than %s", d, MaxHaltTimeout)
 	}

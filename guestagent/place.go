@@ -15,40 +15,23 @@ import (
 const placeCheckTimeout = 5 * time.Second
 
 func (a *Agent) handlePlace(r micro.Request) {
-	req, err := parsePlace(r.Data())
-	if err != nil {
-		replyError(r, err)
-		return
-	}
-	ar := a.detach(r)
-	if !a.goRequest(func() {
-		reply, err := a.place(req)
-		if err != nil {
-			ar.replyError(err)
-			return
-		}
-		ar.respondJSON(reply)
-	}) {
-		replyError(r, &RemoteError{CodeUnavailable, "agent is shutting down"})
-	}
+	handleAsync(a, r, parsePlace, a.place, "agent is shutting down")
 }
 
-// parsePlace decodes and checks the body of a place request, as parseRun.
+// parsePlace decodes and checks the body of a place request (parseBody).
 func parsePlace(data []byte) (PlaceRequest, error) {
-	var req PlaceRequest
-	if err := decodeRequest(data, &req, false); err != nil {
-		return PlaceRequest{}, err
-	}
-	if err := events.CheckName("package", req.Package); err != nil {
-		return PlaceRequest{}, badRequest(err)
-	}
-	if err := events.CheckName("node", req.Node); err != nil {
-		return PlaceRequest{}, badRequest(err)
-	}
-	if req.Epoch == 0 {
-		return PlaceRequest{}, badRequest(fmt.Errorf("epoch: missing: the placement epoch the host manager acts for"))
-	}
-	return req, nil
+	return parseBody(data, false, func(req *PlaceRequest) error {
+		if err := events.CheckName("package", req.Package); err != nil {
+			return err
+		}
+		if err := events.CheckName("node", req.Node); err != nil {
+			return err
+		}
+		if req.Epoch == 0 {
+			return fmt.Errorf("epoch: missing: the placement epoch the host manager acts for")
+		}
+		return nil
+	})
 }
 
 // place applies a placement a host manager names (PlaceRequest, or a run

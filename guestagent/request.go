@@ -2,43 +2,34 @@ package guestagent
 
 import "github.com/vmguard/vmguard/events"
 
-// parseRun decodes and checks the body of a run request: what handleRun
-// acts on, or the error it replies (a *RemoteError, CodeBadRequest or
+// parseBody decodes the body of a request into a T (an empty body is an
+// empty request if allowEmpty) and checks it with check: what the handler
+// acts on, or the error it replies (a *RemoteError: CodeBadRequest or
 // CodeTooLarge). Pure, so that it can be fuzzed.
-func parseRun(data []byte) (RunRequest, error) {
-	var req RunRequest
-	if err := decodeRequest(data, &req, false); err != nil {
-		return RunRequest{}, err
+func parseBody[T any](data []byte, allowEmpty bool, check func(*T) error) (T, error) {
+	var req, zero T
+	if err := decodeRequest(data, &req, allowEmpty); err != nil {
+		return zero, err
 	}
-	if err := validateRun(&req); err != nil {
-		return RunRequest{}, badRequest(err)
-	}
-	return req, nil
-}
-
-// parseStop decodes and checks the body of a stop request, as parseRun.
-func parseStop(data []byte) (StopRequest, error) {
-	var req StopRequest
-	if err := decodeRequest(data, &req, false); err != nil {
-		return StopRequest{}, err
-	}
-	if err := validateStop(req); err != nil {
-		return StopRequest{}, badRequest(err)
+	if err := check(&req); err != nil {
+		return zero, badRequest(err)
 	}
 	return req, nil
 }
 
-// parseList decodes and checks the body of a list request (empty: list
-// every running process), as parseRun.
+// parseRun decodes and checks the body of a run request (parseBody).
+func parseRun(data []byte) (RunRequest, error) { return parseBody(data, false, validateRun) }
+
+// parseStop decodes and checks the body of a stop request (parseBody).
+func parseStop(data []byte) (StopRequest, error) { return parseBody(data, false, validateStop) }
+
+// parseList decodes and checks the body of a list request (parseBody;
+// empty: list every running process).
 func parseList(data []byte) (ListRequest, error) {
-	var req ListRequest
-	if err := decodeRequest(data, &req, true); err != nil {
-		return ListRequest{}, err
-	}
-	if req.Package != "" {
-		if err := events.CheckName("package", req.Package); err != nil {
-			return ListRequest{}, badRequest(err)
+	return parseBody(data, true, func(req *ListRequest) error {
+		if req.Package == "" {
+			return nil
 		}
-	}
-	return req, nil
+		return events.CheckName("package", req.Package)
+	})
 }
