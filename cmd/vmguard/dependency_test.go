@@ -64,12 +64,7 @@ func TestUpDependencies(t *testing.T) {
 		t.Skip("runs vmguard up; run without -short")
 	}
 	url, l, cmd, upOut := startUpOn(t, t.TempDir(), dependencyCluster)
-	cli := func(args ...string) {
-		t.Helper()
-		if code, out, errs := runCLI(append([]string{"--nats", url}, args...)...); code != 0 {
-			t.Fatalf("%v: exit %d\n%s%s", args, code, out, errs)
-		}
-	}
+	cli := mustCLI(t, url)
 	// find returns the sequence of the first event of the log that match
 	// accepts, 0 if none.
 	find := func(match func(events.Event) bool) uint64 {

@@ -55,13 +55,6 @@ func TestUpFailFast(t *testing.T) {
 	}
 	dir := t.TempDir()
 	url, l, cmd, upOut := startUpOn(t, dir, fmt.Sprintf(failFastCluster, filepath.Join(dir, "ran-once")))
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, e := range readLog(t, l) {
-				t.Logf("#%d %s %s %+v", e.Seq, e.Subject, events.ShortType(e.Type()), e.Data)
-			}
-		}
-	})
 
 	runningOn := func(evs []events.Event, pkg, node string) bool {
 		var last events.Event
@@ -124,7 +117,7 @@ func TestUpFailFast(t *testing.T) {
 
 // startUpOn writes cluster (YAML) into dir, runs `vmguard up` on it with
 // its store in dir, and returns its NATS URL, its log, the process and its
-// output.
+// output. If the test fails, the whole log is logged at its end.
 func startUpOn(t *testing.T, dir, cluster string) (string, *events.Log, *exec.Cmd, *syncBuffer) {
 	t.Helper()
 	cfg := filepath.Join(dir, "cluster.yaml")
@@ -134,7 +127,28 @@ func startUpOn(t *testing.T, dir, cluster string) (string, *events.Log, *exec.Cm
 	port := freePort(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	cmd, out, _ := startUpWeb(t, filepath.Join(dir, "store"), port, "-f", cfg)
-	return url, upLog(t, url), cmd, out
+	l := upLog(t, url)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, e := range readLog(t, l) {
+				t.Log(formatEvent(e))
+			}
+		}
+	})
+	return url, l, cmd, out
+}
+
+// mustCLI returns a runner of the CLI pointed at url that fails the test
+// on a command that does not exit 0, and returns its output.
+func mustCLI(t *testing.T, url string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		code, out, errs := runCLI(append([]string{"--nats", url}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d\n%s%s", args, code, out, errs)
+		}
+		return out
+	}
 }
 
 // upLog opens the log of a `vmguard up` that is starting at url, waiting

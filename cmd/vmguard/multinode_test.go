@@ -54,21 +54,7 @@ func TestMultiNodePackage(t *testing.T) {
 		t.Skip("runs vmguard up; run without -short")
 	}
 	url, l, cmd, upOut := startUpOn(t, t.TempDir(), multiNodeCluster)
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, e := range readLog(t, l) {
-				t.Log(formatEvent(e))
-			}
-		}
-	})
-	cli := func(args ...string) string {
-		t.Helper()
-		code, out, errs := runCLI(append([]string{"--nats", url}, args...)...)
-		if code != 0 {
-			t.Fatalf("%v: exit %d\n%s%s", args, code, out, errs)
-		}
-		return out
-	}
+	cli := mustCLI(t, url)
 	// count returns how many events after seq match, and the sequence of
 	// the last one.
 	count := func(after uint64, match func(events.Event) bool) (int, uint64) {

@@ -28,13 +28,6 @@ func TestUpTypeChangeGetsIn(t *testing.T) {
 	const multi = "cluster: tc\nnode_timeout: 5s\nguest_timeout: 5s\nnodes: [node1, node2]\npackages:\n  - name: mon\n%s" +
 		"    nodes: [node1, node2]\n    guest: {name: monvm, driver: process}\n    services:\n      - name: agent\n        cmd: [sh, -c, \"exec sleep 1000\"]\n"
 	url, l, _, _ := startUpOn(t, t.TempDir(), strings.Replace(multi, "%s", "    package_type: multi_node\n", 1))
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, e := range readLog(t, l) {
-				t.Log(formatEvent(e))
-			}
-		}
-	})
 	started := func(after uint64, node, guest string) bool {
 		ok := false
 		for _, e := range readLog(t, l) {
