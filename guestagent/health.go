@@ -11,26 +11,46 @@ const DefaultSickAfter = 30 * time.Second
 // health tracks whether the agent can record what it does: write its spool
 // and deliver the spool to the log. Guarded by Agent.mu.
 type health struct {
-	spoolFail   time.Time // first failed spool write since the last good one
-	spoolErr    string
-	deliverFail time.Time // first failed delivery while connected since the last good one
-	deliverErr  string
-	logged      bool // the sickness was logged
+	spool   failing // spool writes
+	deliver failing // deliveries while connected
+	logged  bool    // the sickness was logged
+}
+
+// failing is a run of failures of one kind: when the first failure since
+// the last success was, and the last failure's error.
+type failing struct {
+	since time.Time // zero: the last outcome was a success
+	err   string
+}
+
+// note records an outcome: a success ends the run, a failure starts it or
+// goes on with it.
+func (f *failing) note(err error) {
+	if err == nil {
+		*f = failing{}
+		return
+	}
+	if f.since.IsZero() {
+		f.since = time.Now()
+	}
+	f.err = err.Error()
+}
+
+// longer returns how long the run has lasted at now, and whether that is
+// longer than limit.
+func (f failing) longer(now time.Time, limit time.Duration) (time.Duration, bool) {
+	if f.since.IsZero() {
+		return 0, false
+	}
+	d := now.Sub(f.since)
+	return d, d > limit
 }
 
 // noteSpool records the outcome of a spool write.
 func (a *Agent) noteSpool(err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	h := &a.health
-	if err == nil {
-		h.spoolFail, h.spoolErr = time.Time{}, ""
-		return
-	}
-	if h.spoolFail.IsZero() {
-		h.spoolFail = time.Now()
-	}
-	h.spoolErr = err.Error()
+	a.health.spool.note(err)
 }
 
 // noteDeliver records the outcome of a delivery to the log. A failure
@@ -40,18 +60,10 @@ func (a *Agent) noteDeliver(err error) {
 	connected := a.cfg.Conn.IsConnected()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	h := &a.health
-	if err == nil {
-		h.deliverFail, h.deliverErr = time.Time{}, ""
+	if err != nil && !connected {
 		return
 	}
-	if !connected {
-		return
-	}
-	if h.deliverFail.IsZero() {
-		h.deliverFail = time.Now()
-	}
-	h.deliverErr = err.Error()
+	a.health.deliver.note(err)
 }
 
 // sickLocked says why the agent cannot record events, if it has not been
@@ -64,11 +76,11 @@ func (a *Agent) noteDeliver(err error) {
 func (a *Agent) sickLocked(now time.Time) (string, bool) {
 	h := &a.health
 	limit := a.cfg.SickAfter
-	switch {
-	case !h.spoolFail.IsZero() && now.Sub(h.spoolFail) > limit:
-		return fmt.Sprintf("spool not writable for %s: %s", now.Sub(h.spoolFail).Round(time.Millisecond), h.spoolErr), true
-	case !h.deliverFail.IsZero() && now.Sub(h.deliverFail) > limit:
-		return fmt.Sprintf("event log refuses events for %s: %s", now.Sub(h.deliverFail).Round(time.Millisecond), h.deliverErr), true
+	if d, over := h.spool.longer(now, limit); over {
+		return fmt.Sprintf("spool not writable for %s: %s", d.Round(time.Millisecond), h.spool.err), true
+	}
+	if d, over := h.deliver.longer(now, limit); over {
+		return fmt.Sprintf("event log refuses events for %s: %s", d.Round(time.Millisecond), h.deliver.err), true
 	}
 	return "", false
 }
