@@ -193,11 +193,7 @@ func TestAppendAsyncBatchKeepsEachOutcome(t *testing.T) {
 // AppendAsync still work, one event at a time.
 func TestAppendBatchOnOldStream(t *testing.T) {
 	ctx := context.Background()
-	nc := oldStreamConn(t)
-	l, err := events.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := oldStreamLog(t)
 	seqs, err := l.AppendBatch(ctx, events.BatchItem{Event: placed("web", "node1", 1)}, events.BatchItem{Event: placed("db", "node1", 1)})
 	if err != nil || fmt.Sprint(seqs) != "[1 2]" {
 		t.Fatalf("AppendBatch on an old stream: %v %v", seqs, err)
@@ -220,11 +216,7 @@ func TestAppendBatchOnOldStream(t *testing.T) {
 // atomically.
 func TestEnsureStreamMigratesToAtomic(t *testing.T) {
 	ctx := context.Background()
-	nc := oldStreamConn(t)
-	old, err := events.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old, nc := oldStreamLog(t)
 	if _, err := old.Append(ctx, placed("web", "node1", 1)); err != nil {
 		t.Fatal(err)
 	}
@@ -255,9 +247,10 @@ func TestEnsureStreamMigratesToAtomic(t *testing.T) {
 	}
 }
 
-// oldStreamConn connects to a new server whose stream was created as
-// before vmguard asked for atomic batches (allow_atomic off).
-func oldStreamConn(t *testing.T) *nats.Conn {
+// oldStreamLog starts a new server whose stream is created as before
+// vmguard asked for atomic batches (allow_atomic off) and opens the log on
+// it; it returns the log and its connection.
+func oldStreamLog(t *testing.T) (*events.Log, *nats.Conn) {
 	t.Helper()
 	nc := natsd.Connect(t, natsd.StartTest(t))
 	js, err := jetstream.New(nc)
@@ -269,7 +262,11 @@ func oldStreamConn(t *testing.T) *nats.Conn {
 	if _, err := js.CreateStream(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	return nc
+	l, err := events.Open(context.Background(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, nc
 }
 
 // TestAppendBatchWaitsForRoom: a batch the server refuses because its 50

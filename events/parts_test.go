@@ -170,11 +170,7 @@ func TestLargeEventInParts(t *testing.T) {
 // (ErrTooLarge), nothing stored.
 func TestLargeEventNeedsAtomicStream(t *testing.T) {
 	ctx := context.Background()
-	nc := oldStreamConn(t)
-	l, err := events.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := oldStreamLog(t)
 	if _, err := l.Append(ctx, bigConfig(t, 1_200_000, "a")); !errors.Is(err, events.ErrTooLarge) {
 		t.Fatalf("large append on a stream without atomic batches: %v, want ErrTooLarge", err)
 	}
