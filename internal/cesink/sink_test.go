@@ -95,6 +95,20 @@ func appendNodes(t *testing.T, l *events.Log, from, n int) []events.Event {
 // with its id, type, source and sequence; after the forwarder stops and
 // more events are written, a new forwarder on the same durable consumer
 // sends exactly the new ones.
+// startSink runs a forwarder of every event of l to url, with consumer
+// durable, until the returned cancel; its Run's error comes on done.
+func startSink(t *testing.T, l *events.Log, url, durable string) (cancel context.CancelFunc, done chan error) {
+	t.Helper()
+	f, err := cesink.New(cesink.Config{Log: l, Target: url, Durable: durable, Subjects: []string{events.SubjectAll}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	return cancel, done
+}
+
 func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 	srv := natsd.StartTest(t)
 	nc := natsd.Connect(t, srv)
@@ -109,16 +123,6 @@ func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 	r := &receiver{failOnce: map[string]bool{first[2].ID: true, first[7].ID: true}, answerAfter: 200 * time.Millisecond}
 	url := startReceiver(t, r)
 
-	run := func() (context.CancelFunc, chan error) {
-		f, err := cesink.New(cesink.Config{Log: l, Target: url, Durable: "sink_test", Subjects: []string{events.SubjectAll}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- f.Run(ctx) }()
-		return cancel, done
-	}
 	want := func(evs []events.Event) []string {
 		var ids []string
 		for _, e := range evs {
@@ -134,7 +138,7 @@ func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 		}
 	}
 
-	cancel, done := run()
+	cancel, done := startSink(t, l, url, "sink_test")
 	check(want(first), 30*time.Second)
 	if r.refused != 2 {
 		t.Errorf("receiver refused %d times, want 2 (each refused event sent again)", r.refused)
@@ -156,7 +160,7 @@ func TestForwardInOrderAtLeastOnceAndResume(t *testing.T) {
 	// Written while no forwarder runs; the next one resumes after the last
 	// acknowledged event.
 	second := appendNodes(t, l, 11, 5)
-	cancel, done = run()
+	cancel, done = startSink(t, l, url, "sink_test")
 	defer func() { cancel(); <-done }()
 	// The stopped forwarder's last pull request may still wait on the
 	// server (FetchMaxWait) and take the first of these events; the server
@@ -195,13 +199,7 @@ func TestForwardLargeEvent(t *testing.T) {
 	after := appendNodes(t, l, 2, 1)
 	r := &receiver{}
 	url := startReceiver(t, r)
-	f, err := cesink.New(cesink.Config{Log: l, Target: url, Durable: "sink_large", Subjects: []string{events.SubjectAll}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
+	cancel, done := startSink(t, l, url, "sink_large")
 	defer func() { cancel(); <-done }()
 	natstest.WaitFor(t, 30*time.Second, "3 events at the receiver", func() bool { return len(r.ids()) >= 3 })
 	if got, want := fmt.Sprint(r.ids()), fmt.Sprint([]string{before[0].ID, big.ID, after[0].ID}); got != want {
