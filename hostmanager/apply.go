@@ -201,9 +201,6 @@ func (s *State) applyConfig(e events.Event, d events.ConfigApplied) {
 		return
 	}
 	s.Config, s.ConfigID, s.ConfigErr = c, e.ID, ""
-	for _, cp := range c.Packages {
-		s.pkg(cp.Name)
-	}
 }
 
 // downAt reports whether node is down for a placement at seq: a node.lost

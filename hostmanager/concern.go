@@ -31,7 +31,9 @@ import (
 // placement's: when the index sees package P placed on this node, the main
 // read stops at the next stream sequence M it has not delivered, P's
 // history below M is folded on its own (a catch-up: P's subjects and every
-// node.lost, node.fenced and node.joined, in stream order, below M), the result is
+// node.lost, node.fenced and node.joined, in stream order, below M; read
+// from P's first package.placed on, the nodes' events before it taken from
+// what the main read delivered), the result is
 // installed in the state, and the main read resumes at M with P in its
 // filter. Whether the index is ahead of the main read or behind it, every
 // event of P is folded exactly once and in stream order relative to what
@@ -150,6 +152,24 @@ func newCatchUp(node string, cfg *config.Cluster, through uint64) *catchUp {
 	st := NewState(node)
 	st.Config = cfg
 	return &catchUp{st: st, through: through}
+}
+
+// seed sets the nodes' last loss or fence and last join before sequence
+// from, as a fold of downs (in stream order) below from leaves them: a
+// catch-up that starts at from folds what it reads on top.
+func (c *catchUp) seed(downs []nodeMark, from uint64) {
+	st := c.st
+	for _, d := range downs {
+		if d.seq >= from {
+			break
+		}
+		st.NodeSeqs[d.node] = d.seq
+		if d.joined {
+			st.NodeJoined[d.node] = d.seq
+		} else {
+			st.NodeDown[d.node] = d.seq
+		}
+	}
 }
 
 // apply folds e and reports whether it was at or below the bound (false:

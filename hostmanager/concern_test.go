@@ -99,7 +99,8 @@ func TestCatchUpFoldsJoins(t *testing.T) {
 
 // TestConcernFoldIsTheFullFold checks the claim of concern.go: whatever
 // the positions at which web and db join the main read's filter (each by
-// a catch-up of its history below that position, installed in the state),
+// a catch-up of its history below that position from its first placement
+// on, installed in the state),
 // and wherever the log is cut, the state of each of them, what it decides
 // and the actions it asks for are those of a fold of the whole log. A
 // restart is the case where both join at position 0.
@@ -122,13 +123,7 @@ func TestConcernFoldIsTheFullFold(t *testing.T) {
 				if i > 0 {
 					through = log[i-1].Seq
 				}
-				c := newCatchUp(me, st.Config, through)
-				for _, e := range log {
-					if inCatchUp(e, pkg) && !c.apply(e) {
-						break
-					}
-				}
-				st.Install(c.packages([]string{pkg})[pkg])
+				st.Install(catchUpOf(log, pkg, through, st))
 				concern[pkg] = true
 			}
 			if i < k && inMain(log[i], concern) {
@@ -155,6 +150,36 @@ func TestConcernFoldIsTheFullFold(t *testing.T) {
 			}
 		}
 	})
+}
+
+// catchUpOf folds pkg's history through seq through as the follower's
+// catchUpPackages does: from pkg's first package.placed on, with the node
+// events before it as the main read delivered them to st's fold (downs).
+func catchUpOf(log []events.Event, pkg string, through uint64, st *State) *PackageState {
+	c := newCatchUp(me, st.Config, through)
+	from := uint64(0)
+	var downs []nodeMark
+	f := &follower{}
+	for _, e := range log {
+		if e.Seq > through {
+			break
+		}
+		f.noteNode(e)
+		if _, ok := e.Data.(events.PackagePlaced); ok && e.Subject == pkg && from == 0 {
+			from = e.Seq
+		}
+	}
+	downs = f.downs
+	if from == 0 {
+		return c.packages([]string{pkg})[pkg]
+	}
+	c.seed(downs, from)
+	for _, e := range log {
+		if e.Seq >= from && inCatchUp(e, pkg) && !c.apply(e) {
+			break
+		}
+	}
+	return c.packages([]string{pkg})[pkg]
 }
 
 func pkgJSON(p *PackageState) string {

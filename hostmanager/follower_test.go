@@ -132,3 +132,71 @@ func TestFollowerReadsPlacementsFromBeforeMarkers(t *testing.T) {
 		t.Errorf("old placements [%d, %d) %v %v, want [1, 3): the two before the first marker", from, to, ok, err)
 	}
 }
+
+// TestCatchUpStartsAtFirstPlacement: a catch-up reads its package's
+// history from its first package.placed on, not from the log's start (a
+// read from the start cost the server a walk of a block's subjects for
+// every message delivered), and still folds what came before that the
+// placement depends on: node3 was lost before db's first placement there,
+// so that placement is void, as the whole log's fold has it.
+func TestCatchUpStartsAtFirstPlacement(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.append(events.Event{Source: "/vmguard/failover", Subject: "node3", Data: events.NodeLost{Reason: "lease expired"}})
+	for i := range 60 {
+		e.place(fmt.Sprintf("other%d", i), "node2")
+	}
+	e.place("db", "node3") // void: node3 is lost
+	e.place("db", "node1")
+	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
+	f.indexDone, f.oldDone = true, true // db joins later, by a catch-up
+	reads := &startsOf{logReader: e.log}
+	f.log = reads
+	if _, err := f.replay(ctx, func(events.Event) {}, func(uint64, string) {}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.log.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.downs) != 1 || f.downs[0].node != "node3" {
+		t.Fatalf("the main read recorded %+v, want node3's loss", f.downs)
+	}
+	reads.starts = nil
+	got, err := f.catchUpPackages(ctx, []string{"db"}, last, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint64{last - 2}; !slices.Equal(reads.starts, want) {
+		t.Errorf("the catch-up read from %v, want %v: db's first placement", reads.starts, want)
+	}
+	var whole []events.Event
+	if _, err := e.log.Replay(ctx, events.ReadOptions{}, func(ev events.Event) error {
+		whole = append(whole, ev)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st := NewState("node1")
+	for _, ev := range whole {
+		st.Apply(ev)
+	}
+	if g, w := pkgJSON(got["db"]), pkgJSON(st.Packages["db"]); g != w {
+		t.Fatalf("db caught up:\n%s\nwant (whole log)\n%s", g, w)
+	}
+	if p := got["db"]; p.Current.Node != "node1" || len(p.Prior) != 0 {
+		t.Errorf("db caught up: current %+v, prior %+v; want node1, the void placement on node3 not waited for", p.Current, p.Prior)
+	}
+}
+
+// startsOf is a logReader that records where each replay starts.
+type startsOf struct {
+	logReader
+	starts []uint64
+}
+
+func (r *startsOf) Replay(ctx context.Context, ro events.ReadOptions, fn events.Handler) (uint64, error) {
+	r.starts = append(r.starts, ro.StartSeq)
+	return r.logReader.Replay(ctx, ro, fn)
+}

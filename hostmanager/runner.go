@@ -98,7 +98,8 @@ type Config struct {
 	// DefaultReplayWait. Run returns an error after it.
 	ReplayWait time.Duration
 	// Configs, if set, shares parsed configurations with the other host
-	// managers of this process that have the same cache (ConfigCache).
+	// managers of this process that have the same cache (ConfigCache);
+	// nil: a cache of this host manager's own.
 	Configs *ConfigCache
 	// Version is recorded in node.joined.
 	Version string
@@ -246,6 +247,9 @@ func newRunner(cfg Config, hooks testHooks) (*Runner, error) {
 	}
 	r := newLoop(cfg.Node, logger, cfg.Log, cfg.Now, realTimers, links.connected, cfg.Metrics, hooks)
 	r.cfg = cfg
+	if cfg.Configs == nil {
+		cfg.Configs = NewConfigCache() // the follower and the loop parse each configuration once
+	}
 	r.reader = newFollower(cfg, logger)
 	r.st.configs = cfg.Configs
 	r.actuator = &actuator{node: cfg.Node, now: cfg.Now, logger: logger, log: cfg.Log, guests: links.guests, drivers: drivers, hb: r.hb}
