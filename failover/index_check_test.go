@@ -302,15 +302,7 @@ func TestPropIndexesAcrossChanges(t *testing.T) {
 					hows = slices.Delete(hows, 1, 2)
 				}
 			default:
-				cmd := Command{
-					Op: rapid.SampledFrom([]Op{OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset, OpNodeHalt, OpNodeRun,
-						OpNodeDrain, OpNodeFreeze, OpNodeThaw}).Draw(t, "op"),
-					Package: pkg,
-					Node:    rapid.SampledFrom([]string{"", node}).Draw(t, "cmdnode"),
-					By:      "op",
-					Now:     s.Time,
-				}
-				if out, err := s.Command(cmd); err == nil {
+				if out, err := s.Command(drawCommand(t, pkg, node, s.Time)); err == nil {
 					decided(out)
 				}
 			}

@@ -128,14 +128,7 @@ func genLogFor(t *rapid.T, gen func(*rapid.T) *config.Cluster) []events.Event {
 				events.GuestStopped{Guest: pkg + "vm", Node: node, Epoch: ep},
 			}).Draw(t, "any"), "")
 		default:
-			cmd := Command{
-				Op: rapid.SampledFrom([]Op{OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset, OpNodeHalt, OpNodeRun,
-					OpNodeDrain, OpNodeFreeze, OpNodeThaw}).Draw(t, "op"),
-				Package: pkg,
-				Node:    rapid.SampledFrom([]string{"", node}).Draw(t, "cmdnode"),
-				By:      "op",
-				Now:     t0,
-			}
+			cmd := drawCommand(t, pkg, node, t0)
 			if cmd.Op == OpNodeHalt || cmd.Op == OpNodeRun || cmd.Op == OpNodeDrain || cmd.Op == OpNodeFreeze || cmd.Op == OpNodeThaw {
 				cmd.Node = node
 			}
@@ -301,3 +294,16 @@ func TestPropViewAndExplain(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// drawCommand draws an operator's command (any operation) on pkg, with
+// node or no node, at now.
+func drawCommand(t *rapid.T, pkg, node string, now time.Time) Command {
+	return Command{
+		Op: rapid.SampledFrom([]Op{OpRun, OpHalt, OpEnable, OpDisable, OpMove, OpReset, OpNodeHalt, OpNodeRun,
+			OpNodeDrain, OpNodeFreeze, OpNodeThaw}).Draw(t, "op"),
+		Package: pkg,
+		Node:    rapid.SampledFrom([]string{"", node}).Draw(t, "cmdnode"),
+		By:      "op",
+		Now:     now,
+	}
+}
