@@ -264,7 +264,32 @@ func TestSecondHostManagerRefused(t *testing.T) {
 }
 
 // leasePID returns the pid of node's lease holder, 0 if none.
-func leasePID(t *testing.T, url, node string) int {
+func leasePID(t *testing.T, url, node string) (pid int) {
+	t.Helper()
+	onJetStream(t, url, 5*time.Second, func(ctx context.Context, js jetstream.JetStream) {
+		kv, err := lease.Open(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := kv.Get(ctx, node)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := lease.Decode(e.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid = v.PID
+	})
+	return pid
+}
+
+// onJetStream connects to url and calls f with its JetStream and a context
+// that ends after within; the connection is closed when f returns.
+func onJetStream(t *testing.T, url string, within time.Duration, f func(ctx context.Context, js jetstream.JetStream)) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -275,22 +300,7 @@ func leasePID(t *testing.T, url, node string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
-	kv, err := lease.Open(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := kv.Get(ctx, node)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := lease.Decode(e.Value())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v.PID
+	f(ctx, js)
 }

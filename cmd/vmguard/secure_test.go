@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
@@ -58,20 +57,11 @@ func startAuthServer(t *testing.T, password string) int {
 	t.Helper()
 	srv := natsd.StartTestConf(t, t.TempDir(), `authorization { users = [ {user: admin, password: "`+password+`"} ] }`)
 	port := srv.Addr().(*net.TCPAddr).Port
-	nc, err := nats.Connect(fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", password, port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := events.EnsureStream(ctx, js, 1); err != nil {
-		t.Fatal(err)
-	}
+	onJetStream(t, fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", password, port), 10*time.Second, func(ctx context.Context, js jetstream.JetStream) {
+		if _, err := events.EnsureStream(ctx, js, 1); err != nil {
+			t.Fatal(err)
+		}
+	})
 	return port
 }
 
