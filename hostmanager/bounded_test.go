@@ -332,13 +332,8 @@ func TestUnstoppableGuestFencesNode(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	gd := t.TempDir()
-	pidf := gd + "/{{.Guest}}.pid"
-	e.applyConfig(execDB("20s", []string{
-		`start: [sh, -c, "` + vmguardBin + ` agent --guest {{.Guest}} --node {{.Node}} --heartbeat 200ms --nats ` + e.srv.ClientURL() + ` --state ` + gd + `/{{.Guest}} >>` + gd + `/{{.Guest}}.log 2>&1 & echo $! > ` + pidf + `"]`,
-		`stop: [sh, -c, "echo the hypervisor refuses >&2; exit 3"]`,
-		`status: [sh, -c, "st=$(ps -o stat= -p $(cat ` + pidf + `)) && case $st in Z*) exit 1;; esac"]`,
-		`timeout: 2s`,
-	}, `halt_timeout: 1s`))
+	start, status, _ := e.agentVM(gd, " --heartbeat 200ms")
+	e.applyConfig(execDB("20s", []string{start, `stop: [sh, -c, "echo the hypervisor refuses >&2; exit 3"]`, status, `timeout: 2s`}, `halt_timeout: 1s`))
 	t.Cleanup(func() {
 		if b, err := os.ReadFile(filepath.Join(gd, "dbvm.pid")); err == nil {
 			var pid int

@@ -129,6 +129,19 @@ func TestExecDriverCommands(t *testing.T) {
 	}
 }
 
+// agentVM returns the exec driver's start and status commands (guest.exec
+// lines) of a guest whose "VM" is a `vmguard agent` (with the extra flags)
+// started in the background, as a hypervisor would boot the VM whose agent
+// then comes up: its state, log and pid file in dir, the pid file's path
+// (with {{.Guest}}) returned too.
+func (e *testEnv) agentVM(dir, extra string) (start, status, pidFile string) {
+	pidFile = dir + "/{{.Guest}}.pid"
+	start = `start: [sh, -c, "` + vmguardBin + ` agent --guest {{.Guest}} --node {{.Node}}` + extra + ` --nats ` + e.srv.ClientURL() +
+		` --state ` + dir + `/{{.Guest}} >>` + dir + `/{{.Guest}}.log 2>&1 & echo $! > ` + pidFile + `"]`
+	status = `status: [sh, -c, "st=$(ps -o stat= -p $(cat ` + pidFile + `)) && case $st in Z*) exit 1;; esac"]`
+	return start, status, pidFile
+}
+
 // execDB is the config of one package, db, on node1 alone (node_timeout
 // 3s, guest_timeout 2s), whose guest dbvm is driven by exec commands (one
 // line each of guest.exec) with start_timeout, and whose service pg sleeps,
@@ -172,13 +185,8 @@ func TestRunnerExecDriver(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	gd := t.TempDir()
-	pidf := gd + "/{{.Guest}}.pid"
-	e.applyConfig(execDB("20s", []string{
-		`start: [sh, -c, "` + vmguardBin + ` agent --guest {{.Guest}} --node {{.Node}} --nats ` + e.srv.ClientURL() + ` --state ` + gd + `/{{.Guest}} >>` + gd + `/{{.Guest}}.log 2>&1 & echo $! > ` + pidf + `"]`,
-		`stop: [sh, -c, "kill $(cat ` + pidf + `)"]`,
-		`status: [sh, -c, "st=$(ps -o stat= -p $(cat ` + pidf + `)) && case $st in Z*) exit 1;; esac"]`,
-		`timeout: 10s`,
-	}, `halt_timeout: 1s`))
+	start, status, pidf := e.agentVM(gd, "")
+	e.applyConfig(execDB("20s", []string{start, `stop: [sh, -c, "kill $(cat ` + pidf + `)"]`, status, `timeout: 10s`}, `halt_timeout: 1s`))
 	e.startRunner("node1", nil, nil)
 	epoch := e.placeStarted("db", "node1")
 	e.halt("db", "node1", epoch)
