@@ -20,6 +20,22 @@ import (
 	"github.com/vmguard/vmguard/internal/natsd"
 )
 
+// startProcessGuest starts package web's process-driver guest name with a
+// driver of cfg, forced off when the test ends, and returns the driver.
+func startProcessGuest(t *testing.T, cfg ProcessDriverConfig, name string) *ProcessDriver {
+	t.Helper()
+	d, err := NewProcessDriver(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := GuestRef{Package: "web", Guest: config.Guest{Name: name, Driver: config.DriverProcess}}
+	t.Cleanup(func() { _ = d.Stop(context.Background(), g, true) })
+	if err := d.Start(context.Background(), g); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // TestProcessDriverKeepsSecrets: with a NATS URL holding a password (a real
 // server with that user) in the driver's config and in the host manager's
 // own NATS_URL, the agent's command line and environment and a service's
@@ -28,15 +44,7 @@ import (
 func TestProcessDriverKeepsSecrets(t *testing.T) {
 	const secret = "s3cret-pw-4711"
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "nats.conf")
-	if err := os.WriteFile(conf, []byte(`authorization { users = [ {user: admin, password: "`+secret+`"} ] }`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	srv := natsd.StartTestConf(t, dir, `authorization { users = [ {user: admin, password: "`+secret+`"} ] }`)
 	url := fmt.Sprintf("nats://admin:%s@127.0.0.1:%d", secret, srv.Addr().(*net.TCPAddr).Port)
 	nc, err := nats.Connect(url)
 	if err != nil {
@@ -44,16 +52,8 @@ func TestProcessDriverKeepsSecrets(t *testing.T) {
 	}
 	defer nc.Close()
 	t.Setenv("NATS_URL", url) // as `NATS_URL=... vmguard host` would have it
-	d, err := NewProcessDriver(ProcessDriverConfig{Bin: vmguardBin, NATS: url, Dir: filepath.Join(dir, "guests"), StopTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := GuestRef{Package: "web", Guest: config.Guest{Name: "secvm", Driver: config.DriverProcess}}
+	d := startProcessGuest(t, ProcessDriverConfig{Bin: vmguardBin, NATS: url, Dir: filepath.Join(dir, "guests"), StopTimeout: 10 * time.Second}, "secvm")
 	ctx := context.Background()
-	t.Cleanup(func() { _ = d.Stop(context.Background(), g, true) })
-	if err := d.Start(ctx, g); err != nil {
-		t.Fatal(err)
-	}
 	pid, ok := d.PID("secvm")
 	if !ok {
 		t.Fatal("no agent after Start")
@@ -109,35 +109,15 @@ func TestProcessDriverKeepsSecrets(t *testing.T) {
 // starts connect to a server that requires both.
 func TestProcessDriverPassesCredentialFiles(t *testing.T) {
 	dir := t.TempDir()
-	tl := natsd.WriteTestTLS(t, dir, "test")
-	seed, pub := natsd.WriteTestNKey(t, dir, "host")
-	conf := filepath.Join(dir, "nats.conf")
-	text := fmt.Sprintf("tls { cert_file: %q, key_file: %q, ca_file: %q, verify: true }\nauthorization { users = [ {nkey: %s} ] }\n",
-		tl.ServerCert, tl.ServerKey, tl.CA, pub)
-	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := natsd.Start(natsd.Config{StoreDir: filepath.Join(dir, "js"), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
-	flags := natsconn.Flags{NATS: fmt.Sprintf("nats://127.0.0.1:%d", srv.Addr().(*net.TCPAddr).Port), NKey: seed, TLSCA: tl.CA, TLSCert: tl.ClientCert, TLSKey: tl.ClientKey}
+	url, tl, seed := natsd.StartTestSecure(t, "host")
+	flags := natsconn.Flags{NATS: url, NKey: seed, TLSCA: tl.CA, TLSCert: tl.ClientCert, TLSKey: tl.ClientKey}
 	nc, err := flags.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	d, err := NewProcessDriver(ProcessDriverConfig{Bin: vmguardBin, NATS: flags.NATS, Dir: filepath.Join(dir, "guests"), Args: flags.Args(), StopTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := GuestRef{Package: "web", Guest: config.Guest{Name: "tlsvm", Driver: config.DriverProcess}}
+	startProcessGuest(t, ProcessDriverConfig{Bin: vmguardBin, NATS: flags.NATS, Dir: filepath.Join(dir, "guests"), Args: flags.Args(), StopTimeout: 10 * time.Second}, "tlsvm")
 	ctx := context.Background()
-	t.Cleanup(func() { _ = d.Stop(context.Background(), g, true) })
-	if err := d.Start(ctx, g); err != nil {
-		t.Fatal(err)
-	}
 	agentAnswers(ctx, t, nc, dir, "tlsvm", "over TLS with the host's nkey")
 }
 

@@ -108,6 +108,20 @@ func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool
 	natstest.WaitFor(t, within, what, cond)
 }
 
+// waitForcedStop waits for the guard's stop (what) and checks that it is
+// one forced stop of webvm, not before deadline.
+func (d *stopRecorder) waitForcedStop(t *testing.T, what string, deadline time.Time) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, what, func() bool { return len(d.get()) > 0 })
+	s := d.get()
+	if len(s) != 1 || s[0].guest != "webvm" || !s[0].force {
+		t.Fatalf("stops %+v, want one forced stop of webvm", s)
+	}
+	if s[0].at.Before(deadline) {
+		t.Errorf("stopped at %s, before the deadline %s", s[0].at.Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
+	}
+}
+
 var guardGuests = []GuestRef{{Package: "web", Node: "node1", Guest: config.Guest{Name: "webvm", Driver: config.DriverExec}}}
 
 // A guard petted before each deadline does nothing; once the pets stop it
@@ -126,14 +140,7 @@ func TestGuardStopsGuestsAtDeadline(t *testing.T) {
 	if s := rec.get(); len(s) > 0 {
 		t.Fatalf("stopped %+v while petted", s)
 	}
-	waitUntil(t, 10*time.Second, "the guard's stop", func() bool { return len(rec.get()) > 0 })
-	s := rec.get()
-	if len(s) != 1 || s[0].guest != "webvm" || !s[0].force {
-		t.Fatalf("stops %+v, want one forced stop of webvm", s)
-	}
-	if s[0].at.Before(last) {
-		t.Errorf("stopped at %s, before the deadline %s", s[0].at.Format(time.RFC3339Nano), last.Format(time.RFC3339Nano))
-	}
+	rec.waitForcedStop(t, "the guard's stop", last)
 	waitUntil(t, 10*time.Second, "the escalation", func() bool { _, err := os.Stat(marker); return err == nil })
 	waitUntil(t, 10*time.Second, "the action recorded", func() bool { a, _ := ReadGuardActions(dir); return len(a) > 0 })
 	acts, err := ReadGuardActions(dir)
@@ -226,14 +233,7 @@ func TestGuardArmedByFirstPet(t *testing.T) {
 	first, _ := json.Marshal(pet{Holder: "h1", Deadline: deadline, StopWithin: time.Second, Guests: guardGuests})
 	rec := &stopRecorder{}
 	runGuard(t, dir, rec, GuardConfig{FirstPet: string(first)})
-	waitUntil(t, 10*time.Second, "the stop at the first pet's deadline", func() bool { return len(rec.get()) > 0 })
-	s := rec.get()
-	if len(s) != 1 || s[0].guest != "webvm" || !s[0].force {
-		t.Fatalf("stops %+v, want one forced stop of webvm", s)
-	}
-	if s[0].at.Before(deadline) {
-		t.Errorf("stopped at %s, before the deadline %s", s[0].at.Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
-	}
+	rec.waitForcedStop(t, "the stop at the first pet's deadline", deadline)
 	if _, err := NewGuard(GuardConfig{Node: "node1", StateDir: dir, FirstPet: "{"}); err == nil {
 		t.Error("NewGuard took a first pet that is not JSON")
 	}
