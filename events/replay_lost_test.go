@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -26,15 +24,7 @@ import (
 func TestReplayReadsAgainWhatWasLostInDelivery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	conf := filepath.Join(t.TempDir(), "nats.conf")
-	if err := os.WriteFile(conf, []byte("max_pending: 262144\nmax_payload: 65536\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s, err := natsd.Start(natsd.Config{StoreDir: t.TempDir(), Port: -1, Interval: true, ConfigFile: conf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
+	s := natsd.StartTestConf(t, t.TempDir(), "max_pending: 262144\nmax_payload: 65536\n")
 	w, err := events.Open(ctx, natsd.Connect(t, s))
 	if err != nil {
 		t.Fatal(err)
