@@ -75,13 +75,7 @@ packages:
         cmd: [sh, -c, "exit 1"]
         restart: unlimited
 `
-	c, err := config.Parse("bench.yaml", []byte(yaml))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cj, _ := c.JSON()
-	hash, _ := c.Hash()
-	if _, err := l.Append(ctx, events.New("/vmguard/cli/bench", "", events.ConfigApplied{Config: cj, Hash: hash})); err != nil {
+	if _, err := l.Append(ctx, events.New("/vmguard/cli/bench", "", configApplied(b, yaml))); err != nil {
 		b.Fatal(err)
 	}
 

@@ -85,16 +85,23 @@ func cfgYAML(svc, guest string) string {
 
 func (h *harness) config(yaml string) {
 	h.t.Helper()
+	h.add("/vmguard/cli/test", "test", "", configApplied(h.t, yaml))
+}
+
+// configApplied is what `vmguard apply` records for the cluster config
+// yaml.
+func configApplied(t rapid.TB, yaml string) events.ConfigApplied {
+	t.Helper()
 	c, err := config.Parse("test.yaml", []byte(yaml))
 	if err != nil {
-		h.t.Fatalf("config: %v", err)
+		t.Fatalf("config: %v", err)
 	}
 	b, err := c.JSON()
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	hash, _ := c.Hash()
-	h.add("/vmguard/cli/test", "test", "", events.ConfigApplied{Config: b, Hash: hash})
+	return events.ConfigApplied{Config: b, Hash: hash}
 }
 
 // add appends an event written by someone else and applies it.

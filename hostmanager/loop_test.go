@@ -346,9 +346,3 @@ func TestLoopTimerClockStepBack(t *testing.T) {
 		t.Errorf("actions %v, want %v: the restart's run once its timer fired again", got, want)
 	}
 }
-
-// configApplied returns the config.applied of yaml.
-func configApplied(t *testing.T, yaml string) events.ConfigApplied {
-	h := newHarness(t, yaml)
-	return h.log[0].Data.(events.ConfigApplied)
-}

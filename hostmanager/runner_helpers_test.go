@@ -16,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/vmguard/vmguard/config"
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/invariant"
 	"github.com/vmguard/vmguard/internal/lease"
@@ -119,16 +118,7 @@ func (e *testEnv) timeline() string {
 // applyConfig records a cluster config, as `vmguard apply` does.
 func (e *testEnv) applyConfig(yaml string) {
 	e.t.Helper()
-	c, err := config.Parse("test.yaml", []byte(yaml))
-	if err != nil {
-		e.t.Fatalf("config: %v", err)
-	}
-	b, err := c.JSON()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	hash, _ := c.Hash()
-	e.append(events.Event{Source: "/vmguard/cli/test", Data: events.ConfigApplied{Config: b, Hash: hash}})
+	e.append(events.Event{Source: "/vmguard/cli/test", Data: configApplied(e.t, yaml)})
 }
 
 // place appends package.placed for pkg on node, as the failover controller
