@@ -376,6 +376,35 @@ func (l *Log) Get(ctx context.Context, seq uint64) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("get event %d: %w", seq, err)
 	}
+	return l.decodeAt(ctx, raw)
+}
+
+// Next returns the first event stored on subject (which may hold
+// wildcards) at or after sequence from, and false if there is none: a
+// direct get, no consumer. A malformed message there is counted and
+// logged as Get does; the error wraps ErrInvalid or ErrUnknownType and the
+// event holds only its sequence, so that the caller can skip it and go
+// on. A reader of a few messages of a subject uses it rather than a
+// consumer, whose creation costs the server a walk of the stream's
+// subjects (with many filters) or of a block's for each message.
+func (l *Log) Next(ctx context.Context, subject string, from uint64) (Event, bool, error) {
+	raw, err := l.stream.GetMsg(ctx, max(from, 1), jetstream.WithGetMsgSubject(subject))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Event{}, false, nil
+	}
+	if err != nil {
+		return Event{}, false, fmt.Errorf("get next %s: %w", subject, err)
+	}
+	e, err := l.decodeAt(ctx, raw)
+	if err != nil {
+		e = Event{Seq: raw.Sequence}
+	}
+	return e, true, err
+}
+
+// decodeAt decodes the event whose last message raw is (Get, Next).
+func (l *Log) decodeAt(ctx context.Context, raw *jetstream.RawStreamMsg) (Event, error) {
+	seq := raw.Sequence
 	body, err := l.wholeAt(ctx, raw)
 	if err != nil && !errors.Is(err, ErrInvalid) {
 		return Event{}, fmt.Errorf("get event %d: %w", seq, err)

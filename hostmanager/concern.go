@@ -1,9 +1,11 @@
 package hostmanager
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/vmguard/vmguard/config"
@@ -164,10 +166,35 @@ func (c *catchUp) seed(downs []nodeMark, from uint64) {
 			break
 		}
 		st.NodeSeqs[d.node] = d.seq
-		if d.joined {
+		if _, ok := d.data.(events.NodeJoined); ok {
 			st.NodeJoined[d.node] = d.seq
 		} else {
 			st.NodeDown[d.node] = d.seq
+		}
+	}
+}
+
+// caught is a message a catch-up read by direct get: an event, or a
+// malformed message on subject skip.
+type caught struct {
+	seq  uint64
+	e    events.Event
+	skip string
+}
+
+// fold applies the packages' messages few and the nodes' events in downs
+// from sequence from on, in stream order, up to the bound.
+func (c *catchUp) fold(few []caught, downs []nodeMark, from uint64) {
+	i := sort.Search(len(downs), func(i int) bool { return downs[i].seq >= from })
+	for _, d := range downs[i:] {
+		few = append(few, caught{seq: d.seq, e: d.event()})
+	}
+	slices.SortFunc(few, func(a, b caught) int { return cmp.Compare(a.seq, b.seq) })
+	for _, m := range few {
+		if m.skip != "" {
+			c.skipped(m.seq, m.skip)
+		} else if !c.apply(m.e) {
+			return
 		}
 	}
 }

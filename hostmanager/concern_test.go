@@ -153,13 +153,14 @@ func TestConcernFoldIsTheFullFold(t *testing.T) {
 }
 
 // catchUpOf folds pkg's history through seq through as the follower's
-// catchUpPackages does: from pkg's first package.placed on, with the node
-// events before it as the main read delivered them to st's fold (downs).
+// catchUpPackages does: from pkg's first package.placed on, pkg's events
+// (read by direct gets) and the node events the main read delivered to
+// st's fold (downs) in stream order, those before the placement as a seed.
 func catchUpOf(log []events.Event, pkg string, through uint64, st *State) *PackageState {
 	c := newCatchUp(me, st.Config, through)
 	from := uint64(0)
-	var downs []nodeMark
 	f := &follower{}
+	var few []caught
 	for _, e := range log {
 		if e.Seq > through {
 			break
@@ -168,17 +169,15 @@ func catchUpOf(log []events.Event, pkg string, through uint64, st *State) *Packa
 		if _, ok := e.Data.(events.PackagePlaced); ok && e.Subject == pkg && from == 0 {
 			from = e.Seq
 		}
+		if sc, ok := scopeOf(e); from > 0 && ok && sc == events.ScopePackage && e.Subject == pkg {
+			few = append(few, caught{seq: e.Seq, e: e})
+		}
 	}
-	downs = f.downs
 	if from == 0 {
 		return c.packages([]string{pkg})[pkg]
 	}
-	c.seed(downs, from)
-	for _, e := range log {
-		if e.Seq >= from && inCatchUp(e, pkg) && !c.apply(e) {
-			break
-		}
-	}
+	c.seed(f.downs, from)
+	c.fold(few, f.downs, from)
 	return c.packages([]string{pkg})[pkg]
 }
 

@@ -67,6 +67,7 @@ type logReader interface {
 	Replay(ctx context.Context, ro events.ReadOptions, fn events.Handler) (uint64, error)
 	Follow(ctx context.Context, ro events.ReadOptions, fn events.Handler) error
 	First(ctx context.Context, subject string, from uint64) (uint64, bool, error)
+	Next(ctx context.Context, subject string, from uint64) (events.Event, bool, error)
 }
 
 func newFollower(cfg Config, logger *slog.Logger) *follower {
@@ -360,7 +361,10 @@ func (f *follower) readMain(ctx context.Context, m *mainRead, filtered bool, in 
 // catchUpPackages folds pkgs' history below seq through (see catchUp),
 // from their first package.placed on (historyStart), with the nodes'
 // losses, fences and joins before it taken from what the main read
-// delivered (downs).
+// delivered (downs). The packages' events are read by direct gets
+// (readFew) and folded in stream order with the nodes' events the main
+// read delivered since; a package with a longer history is read with a
+// consumer instead, with the nodes' events it reads.
 func (f *follower) catchUpPackages(ctx context.Context, pkgs []string, through uint64, cfg *config.Cluster) (map[string]*PackageState, error) {
 	c := newCatchUp(f.node, cfg, through)
 	if through == 0 {
@@ -374,6 +378,14 @@ func (f *follower) catchUpPackages(ctx context.Context, pkgs []string, through u
 		return c.packages(pkgs), nil // placed after through: the main read reads it all
 	}
 	c.seed(f.downs, from)
+	few, ok, err := f.readFew(ctx, pkgs, from, through)
+	if err != nil {
+		return nil, fmt.Errorf("catch up with packages %v: %w", pkgs, err)
+	}
+	if ok {
+		c.fold(few, f.downs, from)
+		return c.packages(pkgs), nil
+	}
 	_, err = f.log.Replay(ctx, events.ReadOptions{StartSeq: from, Subjects: catchUpSubjects(pkgs), OnSkip: c.skipped, Count: &f.reads},
 		func(e events.Event) error {
 			if !c.apply(e) {
@@ -385,6 +397,43 @@ func (f *follower) catchUpPackages(ctx context.Context, pkgs []string, through u
 		return nil, fmt.Errorf("catch up with packages %v: %w", pkgs, err)
 	}
 	return c.packages(pkgs), nil
+}
+
+// catchUpGets bounds the direct gets of a catch-up (readFew): past it a
+// consumer reads the packages' history (a package placed here after a
+// long life elsewhere).
+const catchUpGets = 64
+
+// readFew reads pkgs' events from sequence from through through by direct
+// gets, one a message (Log.Next, no consumer), with their malformed
+// messages as skips; false if they are more than catchUpGets.
+func (f *follower) readFew(ctx context.Context, pkgs []string, from, through uint64) ([]caught, bool, error) {
+	var out []caught
+	for _, p := range pkgs {
+		subject := events.PackageFilter(p)
+		for seq := from; seq <= through; {
+			if len(out) == catchUpGets {
+				return nil, false, nil
+			}
+			e, ok, err := f.log.Next(ctx, subject, seq)
+			switch {
+			case errors.Is(err, events.ErrInvalid), errors.Is(err, events.ErrUnknownType):
+				if e.Seq <= through {
+					out = append(out, caught{seq: e.Seq, skip: subject})
+				}
+			case err != nil:
+				return nil, false, err
+			case !ok:
+				seq = through + 1
+				continue
+			case e.Seq <= through:
+				out = append(out, caught{seq: e.Seq, e: e})
+			}
+			f.reads.Messages.Add(1)
+			seq = e.Seq + 1
+		}
+	}
+	return out, true, nil
 }
 
 // historyStart returns the sequence of the first package.placed of any of
@@ -414,19 +463,31 @@ func (f *follower) historyStart(ctx context.Context, pkgs []string) (uint64, err
 }
 
 // nodeMark is a node.lost, node.fenced or node.joined the main read
-// delivered: its sequence, node and whether it is a join.
+// delivered: what a catch-up folds of it (its sequence, ID, node and type).
 type nodeMark struct {
-	seq    uint64
-	node   string
-	joined bool
+	seq  uint64
+	id   string
+	node string
+	data events.Payload // events.NodeLost{}, NodeFenced{} or NodeJoined{}
+}
+
+// event is the mark as an event for a catch-up's fold.
+func (d nodeMark) event() events.Event {
+	return events.Event{ID: d.id, Seq: d.seq, Subject: d.node, Data: d.data}
 }
 
 // noteNode records e in downs if it is a node's loss, fence or join.
 func (f *follower) noteNode(e events.Event) {
+	var data events.Payload
 	switch e.Data.(type) {
-	case events.NodeLost, events.NodeFenced:
-		f.downs = append(f.downs, nodeMark{seq: e.Seq, node: e.Subject})
+	case events.NodeLost:
+		data = events.NodeLost{}
+	case events.NodeFenced:
+		data = events.NodeFenced{}
 	case events.NodeJoined:
-		f.downs = append(f.downs, nodeMark{seq: e.Seq, node: e.Subject, joined: true})
+		data = events.NodeJoined{}
+	default:
+		return
 	}
+	f.downs = append(f.downs, nodeMark{seq: e.Seq, id: e.ID, node: e.Subject, data: data})
 }

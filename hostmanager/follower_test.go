@@ -163,13 +163,16 @@ func TestCatchUpStartsAtFirstPlacement(t *testing.T) {
 	if len(f.downs) != 1 || f.downs[0].node != "node3" {
 		t.Fatalf("the main read recorded %+v, want node3's loss", f.downs)
 	}
-	reads.starts = nil
+	reads.starts, reads.gets = nil, nil
 	got, err := f.catchUpPackages(ctx, []string{"db"}, last, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []uint64{last - 2}; !slices.Equal(reads.starts, want) {
-		t.Errorf("the catch-up read from %v, want %v: db's first placement", reads.starts, want)
+	// db's first placement (at last-2) and its second (the next from
+	// last-1): two direct gets, no consumer.
+	if want := []uint64{last - 2, last - 1}; len(reads.starts) != 0 || !slices.Equal(reads.gets, want) {
+		t.Errorf("the catch-up read with consumers from %v and direct gets from %v, want no consumer and gets from %v",
+			reads.starts, reads.gets, want)
 	}
 	var whole []events.Event
 	if _, err := e.log.Replay(ctx, events.ReadOptions{}, func(ev events.Event) error {
@@ -190,13 +193,63 @@ func TestCatchUpStartsAtFirstPlacement(t *testing.T) {
 	}
 }
 
-// startsOf is a logReader that records where each replay starts.
+// startsOf is a logReader that records where each replay and each
+// direct get (Next) starts.
 type startsOf struct {
 	logReader
-	starts []uint64
+	starts, gets []uint64
+}
+
+func (r *startsOf) Next(ctx context.Context, subject string, from uint64) (events.Event, bool, error) {
+	r.gets = append(r.gets, from)
+	return r.logReader.Next(ctx, subject, from)
 }
 
 func (r *startsOf) Replay(ctx context.Context, ro events.ReadOptions, fn events.Handler) (uint64, error) {
 	r.starts = append(r.starts, ro.StartSeq)
 	return r.logReader.Replay(ctx, ro, fn)
+}
+
+// TestCatchUpOfALongHistory: a package placed here after more events than
+// a catch-up reads by direct gets (catchUpGets) is read with a consumer
+// from its first placement, and comes out as the whole log's fold has it.
+func TestCatchUpOfALongHistory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.place("db", "node2")
+	for range catchUpGets {
+		e.halt("db", "node2", 1)
+	}
+	e.append(events.Event{Source: "/vmguard/failover", Subject: "node2", Data: events.NodeLost{Reason: "lease expired"}})
+	e.place("db", "node1")
+	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
+	f.indexDone, f.oldDone = true, true
+	reads := &startsOf{logReader: e.log}
+	f.log = reads
+	if _, err := f.replay(ctx, func(events.Event) {}, func(uint64, string) {}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.log.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads.starts = nil
+	got, err := f.catchUpPackages(ctx, []string{"db"}, last, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reads.starts) != 1 || reads.starts[0] != 2 {
+		t.Errorf("the catch-up's consumers started at %v, want one at db's first placement (2)", reads.starts)
+	}
+	st := NewState("node1")
+	if _, err := e.log.Replay(ctx, events.ReadOptions{}, func(ev events.Event) error {
+		st.Apply(ev)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if g, w := pkgJSON(got["db"]), pkgJSON(st.Packages["db"]); g != w {
+		t.Fatalf("db caught up:\n%s\nwant (whole log)\n%s", g, w)
+	}
 }
