@@ -67,11 +67,17 @@ func (l *logb) last() events.Event { return l.evs[len(l.evs)-1] }
 func (l *logb) state() *State { return Fold(l.evs) }
 
 func (l *logb) config(c *config.Cluster) events.Event {
+	return l.add("", configApplied(l.t, c), "")
+}
+
+// configApplied records c, as `vmguard apply` does (hash "h").
+func configApplied(t testing.TB, c *config.Cluster) events.ConfigApplied {
+	t.Helper()
 	b, err := json.Marshal(c)
 	if err != nil {
-		l.t.Fatal(err)
+		t.Fatal(err)
 	}
-	return l.add("", events.ConfigApplied{Config: b, Hash: "h"}, "")
+	return events.ConfigApplied{Config: b, Hash: "h"}
 }
 
 func (l *logb) join(nodes ...string) events.Event {

@@ -109,11 +109,7 @@ func (env *testEnv) add(subject string, data events.Payload) events.Event {
 
 func (env *testEnv) config(c *config.Cluster) {
 	env.t.Helper()
-	b, err := json.Marshal(c)
-	if err != nil {
-		env.t.Fatal(err)
-	}
-	env.add("", events.ConfigApplied{Config: b, Hash: "h"})
+	env.add("", configApplied(env.t, c))
 }
 
 // all reads the whole log.
