@@ -325,3 +325,49 @@ func leadingRunner(t *testing.T, now time.Time, out DecisionLog) *Runner {
 	r.el.always()
 	return r
 }
+
+// TestEmitChunksByNode: decisions that take several batches go in the
+// order of the nodes they place on, so that each node's placements are in
+// one batch (or two, where a batch ends): its host manager takes them in
+// at once, on one new consumer.
+func TestEmitChunksByNode(t *testing.T) {
+	ctx := context.Background()
+	now := t0.Add(time.Hour)
+	log := &batchCounter{memLog: &memLog{}}
+	r := leadingRunner(t, now, log)
+	nodes := []string{"node1", "node2", "node3", "node4"}
+	var pkgs []config.Package
+	for i := range 700 {
+		pkgs = append(pkgs, testPkg(fmt.Sprintf("p%03d", i), nodes[i%len(nodes)]))
+	}
+	l := newLog(t)
+	l.config(testCluster(pkgs...))
+	for _, n := range nodes {
+		l.join(n)
+	}
+	for _, e := range l.evs {
+		r.handle(ctx, item{e: log.add(e)})
+	}
+	before := len(log.evs)
+	r.leadChanged(ctx, true)             // one pass places all 700
+	batches := map[string]map[int]bool{} // node -> the batches placing on it
+	at := before
+	for b, size := range log.sizes {
+		for _, e := range log.evs[at : at+size] {
+			if n := placedOn(e); n != "" {
+				if batches[n] == nil {
+					batches[n] = map[int]bool{}
+				}
+				batches[n][b] = true
+			}
+		}
+		at += size
+	}
+	spread := 0
+	for _, n := range nodes {
+		spread += len(batches[n])
+	}
+	if len(log.sizes) != 2 || spread > len(nodes)+len(log.sizes)-1 {
+		t.Errorf("%d batches place on the 4 nodes %d times (%v), want 2 batches, each node's placements together", len(log.sizes), spread, batches)
+	}
+}
