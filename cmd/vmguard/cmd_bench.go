@@ -151,72 +151,67 @@ func (b *logBench) syncAppend(ctx context.Context) error {
 	return nil
 }
 
-// rawSync publishes the same messages through JetStream alone, already
-// encoded: what the server and the round trip cost without vmguard's
-// encoding.
+// raw times publishing n pre-encoded sample events (from the first-th)
+// through JetStream alone with publish, which returns how it published
+// them, and prints the rate as what: what the server and the round trip
+// cost without vmguard's encoding.
+func (b *logBench) raw(what string, n, first int, publish func(msgs []*nats.Msg) (string, error)) error {
+	if n <= 0 {
+		return nil
+	}
+	msgs, err := encodeAll(b.l, n, func(i int) events.Event { return benchSample(i + first) })
+	if err != nil {
+		return err
+	}
+	start, c0 := time.Now(), cpuTime()
+	how, err := publish(msgs)
+	if err != nil {
+		return err
+	}
+	b.rate(what, n, time.Since(start), c0, how)
+	return nil
+}
+
+// rawSync publishes --sync messages (raw), each waiting for its ack.
 func (b *logBench) rawSync(ctx context.Context) error {
-	if b.Sync <= 0 {
-		return nil
-	}
-	msgs, err := encodeAll(b.l, b.Sync, func(i int) events.Event { return benchSample(i + 10_000_000) })
-	if err != nil {
-		return err
-	}
-	start, c0 := time.Now(), cpuTime()
-	for _, m := range msgs {
-		if _, err := b.l.JetStream().PublishMsg(ctx, m); err != nil {
-			return err
+	return b.raw("raw sync", b.Sync, 10_000_000, func(msgs []*nats.Msg) (string, error) {
+		for _, m := range msgs {
+			if _, err := b.l.JetStream().PublishMsg(ctx, m); err != nil {
+				return "", err
+			}
 		}
-	}
-	b.rate("raw sync", b.Sync, time.Since(start), c0, " (JetStream only, pre-encoded)")
-	return nil
+		return " (JetStream only, pre-encoded)", nil
+	})
 }
 
-// rawAsync publishes --async pre-encoded messages through JetStream alone,
-// one at a time without waiting, and waits for every ack.
+// rawAsync publishes --async messages (raw), one at a time without
+// waiting, and waits for every ack.
 func (b *logBench) rawAsync(ctx context.Context) error {
-	if b.Async <= 0 {
-		return nil
-	}
-	msgs, err := encodeAll(b.l, b.Async, func(i int) events.Event { return benchSample(i + 20_000_000) })
-	if err != nil {
-		return err
-	}
-	start, c0 := time.Now(), cpuTime()
-	for _, m := range msgs {
-		if _, err := b.l.JetStream().PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
-			return err
+	return b.raw("raw async", b.Async, 20_000_000, func(msgs []*nats.Msg) (string, error) {
+		for _, m := range msgs {
+			if _, err := b.l.JetStream().PublishMsgAsync(m, jetstream.WithStallWait(30*time.Second)); err != nil {
+				return "", err
+			}
 		}
-	}
-	// Every ack, not only the batcher's (Log.Flush): without this the
-	// last few thousand acks were counted in the next line's time.
-	select {
-	case <-b.l.JetStream().PublishAsyncComplete():
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	b.rate("raw async", b.Async, time.Since(start), c0, " (JetStream only, pre-encoded, one message at a time)")
-	return nil
+		// Every ack, not only the batcher's (Log.Flush): without this the
+		// last few thousand acks were counted in the next line's time.
+		select {
+		case <-b.l.JetStream().PublishAsyncComplete():
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+		return " (JetStream only, pre-encoded, one message at a time)", nil
+	})
 }
 
-// rawBatch publishes the same messages through JetStream alone, in atomic
-// batches of 1,000, one in flight, as AppendAsync groups a burst: what the
-// batches themselves cost the server, without vmguard.
+// rawBatch publishes --async messages (raw) in atomic batches of 1,000,
+// one in flight, as AppendAsync groups a burst: what the batches
+// themselves cost the server, without vmguard.
 func (b *logBench) rawBatch(ctx context.Context) error {
-	if b.Async <= 0 {
-		return nil
-	}
-	msgs, err := encodeAll(b.l, b.Async, func(i int) events.Event { return benchSample(i + 30_000_000) })
-	if err != nil {
-		return err
-	}
-	start, c0 := time.Now(), cpuTime()
-	n, err := rawBatches(ctx, b.nc, msgs, 1000)
-	if err != nil {
-		return err
-	}
-	b.rate("raw batch", b.Async, time.Since(start), c0, fmt.Sprintf(" (JetStream only, pre-encoded, %d atomic batches)", n))
-	return nil
+	return b.raw("raw batch", b.Async, 30_000_000, func(msgs []*nats.Msg) (string, error) {
+		n, err := rawBatches(ctx, b.nc, msgs, 1000)
+		return fmt.Sprintf(" (JetStream only, pre-encoded, %d atomic batches)", n), err
+	})
 }
 
 // asyncAppend appends --async events with AppendAsync.
