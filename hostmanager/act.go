@@ -159,6 +159,14 @@ func (r *Runner) failFast(ctx context.Context) {
 // not come within ReportTimeout, the host manager records the process as
 // exited (the run counts as a failed start; the restart policy applies)
 // and reports true. It arms a timer for the bound otherwise.
+//
+// The record is guarded by the package's last sequence as this host has
+// read it: if the log holds news of the package this host has not read
+// yet (its main read lagging under load, and the news maybe the
+// process.started itself), it is not recorded, and the run gets another
+// ReportTimeout. Unguarded, a host reading late recorded the exit of
+// processes that ran, restarted them into "already runs" and failed
+// their packages (a 200-node `bench scale`: 7,000 of them in a cold start).
 func (r *Runner) unreported(ctx context.Context, a Action, k string, now time.Time, want map[string]bool) bool {
 	ac := r.ex.accepted[k]
 	if ac == nil || ac.pid <= 0 {
@@ -170,14 +178,22 @@ func (r *Runner) unreported(ctx context.Context, a Action, k string, now time.Ti
 		r.ex.arm(ctx, a.Package, k+"#report", dl)
 		return false
 	}
-	delete(r.ex.accepted, k)
+	ac.at = now // the next window, if the record is refused
+	want[k+"#report"] = true
+	r.ex.arm(ctx, a.Package, k+"#report", now.Add(ReportTimeout))
 	r.logger.Error("no process.started for a run the agent accepted; counting it as a failed start", "package", a.Package,
 		"service", a.Service.Name, "request_id", a.RequestID, "pid", ac.pid, "waited", ReportTimeout)
 	x := a.Unreported(ac.pid)
+	expect := r.st.Expect(a.Package)
 	// A fact, appended by a goroutine like any action's result (a Loop's,
 	// whose actions go to its caller, appends it at once).
 	record := func() {
-		if err := r.ex.do.appendFact(ctx, x); err != nil && ctx.Err() == nil {
+		err := r.ex.do.appendFact(ctx, x, expect)
+		switch {
+		case errors.Is(err, events.ErrConflict):
+			r.logger.Warn("exit of an unreported run not recorded: the log holds news of the package this host has not read; waiting again",
+				"package", a.Package, "service", a.Service.Name, "request_id", a.RequestID)
+		case err != nil && ctx.Err() == nil:
 			r.logger.Warn("append process.exited of an unreported run", "package", a.Package, "err", err)
 		}
 	}

@@ -60,7 +60,7 @@ func newExecutor(do performer, now func() time.Time, after afterFunc, logger *sl
 // appendFact appends an action's result, retrying until it is stored.
 type performer interface {
 	perform(ctx context.Context, a Action) (int, error)
-	appendFact(ctx context.Context, e events.Event) error
+	appendFact(ctx context.Context, e events.Event, opts ...events.AppendOption) error
 }
 
 // work is what a timer wakes the loop for: a package's decisions and

@@ -204,7 +204,7 @@ func (loopFacts) perform(context.Context, Action) (int, error) {
 	return 0, errors.New("a Loop's actions go to its Performer")
 }
 
-func (f loopFacts) appendFact(ctx context.Context, e events.Event) error {
-	_, err := f.log.Append(ctx, f.stamp(e))
+func (f loopFacts) appendFact(ctx context.Context, e events.Event, opts ...events.AppendOption) error {
+	_, err := f.log.Append(ctx, f.stamp(e), opts...)
 	return err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
 // memLog is an in-memory log for the loop's step test (the appender seam):
@@ -81,6 +82,9 @@ type fakeDo struct {
 	log  *memLog
 	mu   sync.Mutex
 	done []ActionKind
+	// unreported: a run is accepted (pid 42) and its process.started
+	// never appended.
+	unreported bool
 }
 
 func (d *fakeDo) perform(ctx context.Context, a Action) (int, error) {
@@ -91,6 +95,9 @@ func (d *fakeDo) perform(ctx context.Context, a Action) (int, error) {
 	case StartGuest:
 		return 0, d.appendFact(ctx, a.GuestStarted())
 	case RunService:
+		if d.unreported {
+			return 42, nil
+		}
 		e := events.Event{Source: agentSource(a.Guest.Name), Subject: a.Package, CauseID: a.CauseID,
 			Data: events.ProcessStarted{Guest: a.Guest.Name, Service: a.Service.Name, PID: 42, RequestID: a.RequestID, Epoch: a.Epoch}}
 		return 42, d.appendFact(ctx, e)
@@ -105,8 +112,8 @@ func (d *fakeDo) kinds() []ActionKind {
 	return slices.Clone(d.done)
 }
 
-func (d *fakeDo) appendFact(ctx context.Context, e events.Event) error {
-	_, err := d.log.Append(ctx, e)
+func (d *fakeDo) appendFact(ctx context.Context, e events.Event, opts ...events.AppendOption) error {
+	_, err := d.log.Append(ctx, e, opts...)
 	return err
 }
 
@@ -344,5 +351,53 @@ func TestLoopTimerClockStepBack(t *testing.T) {
 	e.result()
 	if got, want := e.do.kinds(), []ActionKind{StartGuest, RunService, RunService, RunService}; !slices.Equal(got, want) {
 		t.Errorf("actions %v, want %v: the restart's run once its timer fired again", got, want)
+	}
+}
+
+// TestLoopUnreportedRunIsGuarded: the exit the loop records for a run
+// whose process.started did not come within ReportTimeout is appended
+// guarded by the package's last sequence the loop has read, so that a host
+// reading the log late (the process.started may be there, unread) records
+// nothing rather than the exit of a process that runs.
+func TestLoopUnreportedRunIsGuarded(t *testing.T) {
+	e := newLoopEnv(t)
+	e.do.unreported = true
+	e.append(events.Event{Source: "/vmguard/cli/test", Subject: "test", Data: configApplied(e.t, cfgYAML("", ""))})
+	e.deliver()
+	e.r.onLease(e.ctx, leaseEvent{held: true, at: e.at})
+	e.append(events.Event{Source: "/vmguard/failover", Subject: "web", Data: events.PackagePlaced{Node: me, Epoch: 1, Reason: "auto_run"}})
+	e.deliver() // package.starting, the guest's start
+	e.result()
+	e.deliver() // guest.started: the runs, accepted, never reported
+	e.result()
+	e.result()
+	e.deliver()
+	read := e.r.st.PackageSeq("web")
+	e.at = e.at.Add(ReportTimeout + time.Second)
+	e.r.lease.lastOK.Store(e.at.UnixNano()) // the lease renewed meanwhile
+	if n := e.timers.fire(); n == 0 {
+		t.Fatal("no report timer fired after ReportTimeout")
+	}
+	select {
+	case w := <-e.r.wake:
+		e.r.woken(e.ctx, w)
+	default:
+		t.Fatal("the report timer did not wake the loop")
+	}
+	var exit events.Event
+	natstest.WaitFor(t, 10*time.Second, "the unreported run's process.exited", func() bool {
+		for _, ev := range e.log.all() {
+			if x, ok := ev.Data.(events.ProcessExited); ok && x.Reason == ReasonUnreported {
+				exit = ev
+				return true
+			}
+		}
+		return false
+	})
+	e.log.mu.Lock()
+	x, ok := e.log.expect[exit.Seq]
+	e.log.mu.Unlock()
+	if !ok || x != events.ExpectPackageSeq("web", read) {
+		t.Errorf("unreported exit appended with %+v (%v), want web's last sequence read, %d, expected", x, ok, read)
 	}
 }

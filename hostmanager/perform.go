@@ -299,19 +299,22 @@ func (u *actuator) stopService(ctx context.Context, a Action) error {
 // refuses as invalid (a bug) is logged and replaced once by its Fallback;
 // it is never retried, and neither is the action (which would run the
 // driver again).
-func (u *actuator) appendFact(ctx context.Context, e events.Event) error {
+func (u *actuator) appendFact(ctx context.Context, e events.Event, opts ...events.AppendOption) error {
 	e = events.Stamp(e, u.now())
 	wait := firstRetry
 	fellBack := false
 	for {
 		actx, cancel := context.WithTimeout(ctx, appendTimeout)
-		_, err := u.log.Append(actx, e)
+		_, err := u.log.Append(actx, e, opts...)
 		cancel()
 		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, events.ErrConflict) {
+			return err // a guarded fact the log has moved past: not recorded
 		}
 		if errors.Is(err, events.ErrInvalid) {
 			fb, ok := Fallback(e)
