@@ -9,8 +9,7 @@ import (
 // node_timeout: every host manager loses its lease and fences; after
 // SIGCONT app runs again.
 func TestFaultPauseServer(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	f.pause(f.server.Process.Pid, 2*faultNodeTimeout)
 	resumed := time.Now()
 	again := f.waitSettledFor(first.Seq-1, 4*(faultNodeTimeout+3*time.Second)+2*faultNodeTimeout, 2*faultNodeTimeout, false, "app running after the server's pause")
@@ -22,8 +21,7 @@ func TestFaultPauseServer(t *testing.T) {
 // TestFaultServerDown kills the NATS server and keeps it down for twice
 // node_timeout, then starts it again on its store: app runs again.
 func TestFaultServerDown(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	f.killServer()
 	time.Sleep(2 * faultNodeTimeout) // the fault: the server is down this long
 	f.restartServer()

@@ -80,6 +80,15 @@ func newFaultEnv(t *testing.T, cfg string) *faultEnv {
 	return newFaultEnvWith(t, cfg, nil)
 }
 
+// runningApp starts a fault environment running app (faultConfig with
+// longRunning) and waits until app runs; it returns the environment and
+// app's package.started.
+func runningApp(t *testing.T) (*faultEnv, events.Event) {
+	t.Helper()
+	f := newFaultEnv(t, faultConfig(longRunning))
+	return f, f.waitRunning(0, 30*time.Second, "app running")
+}
+
 // newFaultEnvWith is newFaultEnv that calls before with the test's
 // directory once the server runs, before any daemon starts.
 func newFaultEnvWith(t *testing.T, cfg string, before func(dir string)) *faultEnv {
@@ -519,8 +528,7 @@ func isZombie(stat []byte) bool {
 // there: node1 is lost after node_timeout and app runs on node2; the host
 // manager comes back and rejoins.
 func TestFaultKill9HostManager(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	node := first.Data.(events.PackageStarted).Node
 	killed := time.Now()
 	f.kill9(node)
@@ -591,8 +599,7 @@ func TestFaultKill9Controller(t *testing.T) {
 // TestFaultKill9Agent kills app's guest agent: its heartbeats stop, the
 // guest is lost after guest_timeout and app runs again.
 func TestFaultKill9Agent(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	pid := f.agentPID(startedNode(first), "appvm")
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -610,8 +617,7 @@ func TestFaultKill9Agent(t *testing.T) {
 // guest_timeout, then continues it: the guest is lost, app runs again, the
 // old agent does not come back to life next to it.
 func TestFaultPauseAgent(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	pid := f.agentPID(startedNode(first), "appvm")
 	f.pause(pid, 3*time.Second+3*time.Second)
 	again := f.waitSettled(first.Seq, 4*(3*time.Second+2*time.Second), false, "app running after its agent's pause")
@@ -625,8 +631,7 @@ func TestFaultPauseAgent(t *testing.T) {
 // SIGCONT the host manager finds its lease lost, fences and rejoins, and
 // decides nothing for node1's old placement.
 func TestFaultPauseHostManager(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	node := startedNode(first)
 	f.pause(f.procs[node].Process.Pid, 2*faultNodeTimeout)
 	again := f.waitSettled(first.Seq, 4*(faultNodeTimeout+2*time.Second), false, "app running after its host manager's pause")

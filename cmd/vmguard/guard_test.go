@@ -89,8 +89,7 @@ func (f *faultEnv) guardActions(node string) []hostmanager.GuardAction {
 func TestGuardKill9HostManager(t *testing.T) {
 	for run := range *guardRuns {
 		t.Run(strconv.Itoa(run), func(t *testing.T) {
-			f := newFaultEnv(t, faultConfig(longRunning))
-			first := f.waitRunning(0, 30*time.Second, "app running")
+			f, first := runningApp(t)
 			node := first.Data.(events.PackageStarted).Node
 			epoch := first.Data.(events.PackageStarted).Epoch
 			pid := f.agentPID(node, "appvm")
@@ -164,8 +163,7 @@ func slicesContains(s []string, v string) bool {
 // placement: no event of its about app's old epoch after the pause began
 // other than recording that it is down.
 func TestGuardSIGSTOPHostManager(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	node := first.Data.(events.PackageStarted).Node
 	epoch := first.Data.(events.PackageStarted).Epoch
 	pid := f.agentPID(node, "appvm")
@@ -229,8 +227,7 @@ var guardLoad = flag.Duration("guard-load", time.Minute, "how long TestGuardNoNe
 // to disk without pause: no guard acts, no node is fenced or lost, app
 // keeps its one placement.
 func TestGuardNoNeedlessFence(t *testing.T) {
-	f := newFaultEnv(t, faultConfig(longRunning))
-	first := f.waitRunning(0, 30*time.Second, "app running")
+	f, first := runningApp(t)
 	var load []*exec.Cmd
 	for range runtime.NumCPU() {
 		load = append(load, exec.Command("sh", "-c", "while :; do :; done"))

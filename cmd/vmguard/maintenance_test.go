@@ -100,8 +100,8 @@ func (f *faultEnv) holdStill(node string, pid int, after uint64, d time.Duration
 // of app's agent there.
 func appRunning(t *testing.T) (*faultEnv, string, int) {
 	t.Helper()
-	f := newFaultEnv(t, faultConfig(longRunning))
-	node := startedNode(f.waitRunning(0, 30*time.Second, "app running"))
+	f, first := runningApp(t)
+	node := startedNode(first)
 	return f, node, f.agentPID(node, "appvm")
 }
 
