@@ -777,6 +777,7 @@ const (
 	// followCheckEvery is how long a follower waits for a message before
 	// it asks the server whether its consumer still serves it (stalled).
 	followCheckEvery  = 2 * time.Second
+	followCheckMax    = 8 * time.Second // the checks of a follower that stays quiet grow apart to this
 	followInfoTimeout = 2 * time.Second
 )
 
@@ -867,8 +868,9 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	var delivered uint64 // consumer sequence of the last message
+	quiet := followCheckEvery
 	for {
-		m, err := it.Next(jetstream.NextMaxWait(followCheckEvery))
+		m, err := it.Next(jetstream.NextMaxWait(quiet))
 		if ctx.Err() != nil {
 			return nil, nil
 		}
@@ -876,12 +878,16 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 			// Quiet: fine if the server holds our pull request and has
 			// nothing for it. The iterator's own bookkeeping (heartbeat
 			// check, re-pull after a reconnect) is not trusted to end a
-			// stall by itself.
+			// stall by itself. The checks grow apart while it stays
+			// quiet: each is a request to the server's JetStream API,
+			// which thousands of idle followers kept busy.
 			if why := l.stalled(ctx, cons); why != nil && ctx.Err() == nil {
 				return why, nil
 			}
+			quiet = min(2*quiet, followCheckMax)
 			continue
 		}
+		quiet = followCheckEvery
 		if err != nil {
 			// No heartbeat (its server stopped), the consumer deleted, the
 			// iterator closed under us: each means a new consumer.
@@ -932,6 +938,13 @@ func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer) error {
 	defer cancel()
 	info, err := cons.Info(ictx)
 	switch {
+	case err != nil && ctx.Err() == nil && l.nc.IsConnected() && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
+		// No answer in time, connected: the API is busy (a missing
+		// heartbeat says when the consumer's server is gone). Replacing
+		// the consumer would add a create to the API's queue, and under
+		// load each replacement made the next answers later still.
+		l.logger.Debug("follow: consumer check unanswered; keeping the consumer", "err", err)
+		return nil
 	case err != nil:
 		return fmt.Errorf("check consumer: %w", err)
 	case info.NumPending > 0:
