@@ -479,10 +479,26 @@ func (r *scaleRun) reportUp(ctx context.Context) error {
 // inject makes pkg's service exit and returns the exit, the node it ran on
 // and the decision that answered it: the first event about pkg after the
 // exit that a host manager or the controller wrote.
+// A package not running at that moment (its guest lost on the loaded
+// cores, its failover under way) is waited for, up to injectWait.
 func (r *scaleRun) inject(ctx context.Context, pkg string) (*events.Event, string, *events.Event, error) {
-	trig, node, ok, err := r.sim.Exit(ctx, pkg, "main", 1)
+	var trig events.Event
+	var node string
+	var ok bool
+	var err error
+	for give := time.Now().Add(injectWait); ; {
+		trig, node, ok, err = r.sim.Exit(ctx, pkg, "main", 1)
+		if err != nil || ok || time.Now().After(give) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	if err != nil || !ok {
-		return nil, "", nil, fmt.Errorf("exit %s: running %v: %v", pkg, ok, err)
+		return nil, "", nil, fmt.Errorf("exit %s: running %v after %v: %v", pkg, ok, injectWait, err)
 	}
 	dec := r.w.next(ctx, r.Timeout, func(e events.Event) bool {
 		return e.Subject == pkg && e.Seq > trig.Seq && !strings.HasPrefix(e.Source, "/vmguard/guests/")
@@ -493,6 +509,10 @@ func (r *scaleRun) inject(ctx context.Context, pkg string) (*events.Event, strin
 	r.decided[events.ShortType(dec.Type())]++
 	return &trig, node, dec, nil
 }
+
+// injectWait bounds the wait for a package to run before its exit is
+// injected.
+const injectWait = time.Minute
 
 // restartPhase makes --exits services of packages with restarts left exit
 // and prints how long the decision and the restart took.
