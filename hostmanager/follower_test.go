@@ -149,17 +149,7 @@ func TestCatchUpStartsAtFirstPlacement(t *testing.T) {
 	}
 	e.place("db", "node3") // void: node3 is lost
 	e.place("db", "node1")
-	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
-	f.indexDone, f.oldDone = true, true // db joins later, by a catch-up
-	reads := &startsOf{logReader: e.log}
-	f.log = reads
-	if _, err := f.replay(ctx, func(events.Event) {}, func(uint64, string) {}); err != nil {
-		t.Fatal(err)
-	}
-	last, err := e.log.LastSeq(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, reads, last := replayedFollower(t, e)
 	if len(f.downs) != 1 || f.downs[0].node != "node3" {
 		t.Fatalf("the main read recorded %+v, want node3's loss", f.downs)
 	}
@@ -223,17 +213,7 @@ func TestCatchUpOfALongHistory(t *testing.T) {
 	}
 	e.append(events.Event{Source: "/vmguard/failover", Subject: "node2", Data: events.NodeLost{Reason: "lease expired"}})
 	e.place("db", "node1")
-	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
-	f.indexDone, f.oldDone = true, true
-	reads := &startsOf{logReader: e.log}
-	f.log = reads
-	if _, err := f.replay(ctx, func(events.Event) {}, func(uint64, string) {}); err != nil {
-		t.Fatal(err)
-	}
-	last, err := e.log.LastSeq(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, reads, last := replayedFollower(t, e)
 	reads.starts = nil
 	got, err := f.catchUpPackages(ctx, []string{"db"}, last, nil)
 	if err != nil {
@@ -252,4 +232,24 @@ func TestCatchUpOfALongHistory(t *testing.T) {
 	if g, w := pkgJSON(got["db"]), pkgJSON(st.Packages["db"]); g != w {
 		t.Fatalf("db caught up:\n%s\nwant (whole log)\n%s", g, w)
 	}
+}
+
+// replayedFollower returns node1's follower after its replay of e's log,
+// its concern set empty (a package joins it later, by a catch-up), its
+// reads recorded, and the log's last sequence.
+func replayedFollower(t *testing.T, e *testEnv) (*follower, *startsOf, uint64) {
+	t.Helper()
+	ctx := context.Background()
+	f := newFollower(Config{Node: "node1", Log: e.log, Now: time.Now}, slog.New(slog.DiscardHandler))
+	f.indexDone, f.oldDone = true, true
+	reads := &startsOf{logReader: e.log}
+	f.log = reads
+	if _, err := f.replay(ctx, func(events.Event) {}, func(uint64, string) {}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.log.LastSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, reads, last
 }
