@@ -769,6 +769,8 @@ func newDecodeJob() *decodeJob {
 // after the last message.
 const (
 	followHeartbeat      = 500 * time.Millisecond
+	followHeartbeatMax   = 4 * time.Second // after misses in a row (Follow)
+	followHeartbeatCalm  = time.Minute     // a consumer that served this long resets it
 	followCreateTimeout  = time.Second     // first attempt; +0.5 s on each timeout
 	followCreateMaxWait  = 5 * time.Second // longest attempt
 	followRetryMin       = 50 * time.Millisecond
@@ -806,11 +808,14 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 	defer func() { l.dropConsumer(ctx, cons) }()
 	var next uint64 // stream sequence to resume from; 0: where ro says
 	var parts assembler
+	hb := followHeartbeat
 	for {
-		why, err := l.followConsumer(ctx, cons, ro, &next, &parts, fn)
+		began := time.Now()
+		why, err := l.followConsumer(ctx, cons, ro, &next, &parts, fn, hb)
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
+		hb = nextHeartbeat(hb, why, time.Since(began))
 		if l.nc.IsClosed() {
 			return fmt.Errorf("follow: %w", nats.ErrConnectionClosed)
 		}
@@ -831,6 +836,26 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		}
 		l.logger.Info("follow: resumed on a new consumer", "from", next, "why", why, "took", time.Since(lost).Round(time.Millisecond))
 	}
+}
+
+// nextHeartbeat returns the heartbeat interval a follower asks of its
+// next consumer, after one that served for served and was replaced
+// because of why: twice hb (up to followHeartbeatMax) if its heartbeats
+// came late within followHeartbeatCalm of its creation, followHeartbeat
+// again after a consumer that served that long. A server too busy to send
+// heartbeats in time is not helped by more of them: at 1,000 host managers
+// (2,000 consumers on one server) late heartbeats made every follower
+// replace its consumer at once, over and over, and none read anything
+// (docs/bench/scale.md, session 10). A follower that misses none keeps
+// noticing a lost server within 2 x 500 ms.
+func nextHeartbeat(hb time.Duration, why error, served time.Duration) time.Duration {
+	switch {
+	case served >= followHeartbeatCalm:
+		return followHeartbeat
+	case errors.Is(why, jetstream.ErrNoHeartbeat):
+		return min(2*hb, followHeartbeatMax)
+	}
+	return hb
 }
 
 // consumerName returns a new name for a reader's consumer.
@@ -858,8 +883,8 @@ func (l *Log) dropConsumer(ctx context.Context, cons jetstream.Consumer) {
 // consumer must be replaced (why says so). next is the stream sequence
 // after the last message read; parts holds the parts of an event read so
 // far (the consumer may be replaced between two of them).
-func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, parts *assembler, fn Handler) (why, err error) {
-	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(followHeartbeat),
+func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, parts *assembler, fn Handler, hb time.Duration) (why, err error) {
+	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(hb),
 		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
 		return err, nil
