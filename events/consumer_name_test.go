@@ -3,24 +3,24 @@ package events_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
 )
 
-// TestReadersNameTheirConsumers: a read's consumer is named once, so that
-// a create retried after a timeout the server did answer finds the
-// consumer its first attempt made rather than making another (nats.go
-// names an unnamed one afresh on each attempt: a slow server was left
-// with one per attempt).
-func TestReadersNameTheirConsumers(t *testing.T) {
+// TestFailedCreateLeavesNoConsumer: a read names its consumer, so that
+// when a create fails (no answer in time) the consumer a late answer made
+// is deleted, and the next attempt gets a name of its own (nats.go named
+// an unnamed consumer afresh on each attempt and nothing removed the ones
+// a slow server made; one name for every attempt waited on a peer cut
+// off).
+func TestFailedCreateLeavesNoConsumer(t *testing.T) {
 	ctx := context.Background()
-	_, nc := openLog(t)
-	a, b := events.ConsumerConfigForTest(events.ReadOptions{}), events.ConsumerConfigForTest(events.ReadOptions{})
-	if a.Name == "" || a.Name == b.Name {
-		t.Fatalf("consumer names %q and %q, want two different names", a.Name, b.Name)
-	}
+	l, nc := openLog(t)
+	cfg := events.ConsumerConfigForTest(events.ReadOptions{})
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -29,16 +29,19 @@ func TestReadersNameTheirConsumers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 { // an attempt, and its retry
-		if _, err := st.CreateConsumer(ctx, a); err != nil {
-			t.Fatal(err)
+	if _, err := st.CreateConsumer(ctx, cfg); err != nil { // the attempt whose answer came too late
+		t.Fatal(err)
+	}
+	first := cfg.Name
+	l.CreatedNotForTest(ctx, &cfg)
+	if cfg.Name == "" || cfg.Name == first {
+		t.Fatalf("next attempt named %q after %q, want a new name", cfg.Name, first)
+	}
+	natstest.WaitFor(t, 5*time.Second, "the late consumer deleted", func() bool {
+		n := 0
+		for range st.ConsumerNames(ctx).Name() {
+			n++
 		}
-	}
-	n := 0
-	for range st.ConsumerNames(ctx).Name() {
-		n++
-	}
-	if n != 1 {
-		t.Errorf("%d consumers after a create and its retry, want 1", n)
-	}
+		return n == 0
+	})
 }

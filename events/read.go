@@ -73,12 +73,8 @@ func ForPackage(pkg string) ReadOptions { return ReadOptions{Subjects: []string{
 // from where ro starts, without acknowledgements, in memory, and removed by
 // the server after inactive without a reader. The caller sets its filter.
 //
-// The consumer is named here, once: a create retried after a timeout the
-// server did answer then finds the one it made (the same name and
-// configuration) instead of making another. Unnamed, each attempt got a
-// fresh name from nats.go, and a server slow to answer was left with a
-// consumer per attempt, each working until it expired: 7,308 consumers
-// at once in a 200-node `bench scale`.
+// The consumer is named here, so that a create that fails can delete
+// what a late answer made (createdNot).
 func (ro ReadOptions) consumer(inactive time.Duration) jetstream.ConsumerConfig {
 	cfg := jetstream.ConsumerConfig{
 		Name:              consumerName(),
@@ -250,6 +246,7 @@ func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerCo
 		if err == nil || ctx.Err() != nil || !Transient(err) || l.nc.IsClosed() {
 			return cons, err
 		}
+		l.createdNot(ctx, &cfg)
 		if !time.Now().Before(deadline) {
 			if attempt > 1 {
 				err = fmt.Errorf("%w (tried %d times for %v)", err, attempt, wait)
@@ -861,6 +858,20 @@ func nextHeartbeat(hb time.Duration, why error, served time.Duration) time.Durat
 // consumerName returns a new name for a reader's consumer.
 func consumerName() string { return "vmguard_" + strings.ReplaceAll(NewID(), "-", "") }
 
+// createdNot is what follows a create of cfg's consumer that failed: the
+// consumer it named is deleted in the background, since a server that
+// answered late may have made it (unnamed, nats.go named each attempt
+// afresh and nothing removed them: 7,308 consumers at once, each working
+// until it expired, in a 200-node `bench scale`), and the next attempt
+// gets a name of its own: the server may have placed the one before on a
+// peer now out of reach, where a create of the same name waits for it
+// (TestPartition: a controller's follower stuck 57 s, until the cut
+// healed).
+func (l *Log) createdNot(ctx context.Context, cfg *jetstream.ConsumerConfig) {
+	l.dropNamed(ctx, cfg.Name)
+	cfg.Name = consumerName()
+}
+
 // dropConsumer deletes a follower's consumer when Follow returns, so that
 // a reader that follows with changing filters (a host manager adding a
 // package) does not leave one behind per change for followInactiveExpiry.
@@ -868,10 +879,16 @@ func consumerName() string { return "vmguard_" + strings.ReplaceAll(NewID(), "-"
 // about to follow again, does not wait for it), and skipped while
 // disconnected: the consumer expires by itself anyway.
 func (l *Log) dropConsumer(ctx context.Context, cons jetstream.Consumer) {
-	if cons == nil || !l.nc.IsConnected() {
+	if cons != nil {
+		l.dropNamed(ctx, cons.CachedInfo().Name)
+	}
+}
+
+// dropNamed deletes the consumer named name as dropConsumer does.
+func (l *Log) dropNamed(ctx context.Context, name string) {
+	if name == "" || !l.nc.IsConnected() {
 		return
 	}
-	name := cons.CachedInfo().Name
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), followInfoTimeout)
 	go func() {
 		defer cancel()
@@ -1000,6 +1017,7 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 		if l.nc.IsClosed() {
 			return nil, nats.ErrConnectionClosed
 		}
+		l.createdNot(ctx, &cfg)
 		lvl := slog.LevelDebug
 		if attempt%10 == 3 {
 			lvl = slog.LevelWarn // longer than a leader election
