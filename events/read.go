@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"strings"
 	"sync"
@@ -48,6 +49,37 @@ type ReadCount struct {
 	// Pending is how many messages of the reader's selection the server
 	// held behind the last one delivered: its lag, as of that delivery.
 	Pending atomic.Uint64
+	// Creates counts the consumers the reader asked the server for,
+	// answered or not: each costs the server a walk of the stream's
+	// subjects that its filter selects (bench scale reports them).
+	Creates atomic.Uint64
+	// Kept counts the follower's consumers whose heartbeats came late and
+	// that were read on, since they answered (Follow).
+	Kept atomic.Uint64
+	// Late counts the consumers whose create got no answer in time and
+	// that were found made all the same, and used (Log.create).
+	Late atomic.Uint64
+}
+
+// late counts a consumer found made after its create got no answer.
+func (c *ReadCount) late() {
+	if c != nil {
+		c.Late.Add(1)
+	}
+}
+
+// kept counts a consumer read on after late heartbeats.
+func (c *ReadCount) kept() {
+	if c != nil {
+		c.Kept.Add(1)
+	}
+}
+
+// created counts a consumer create request.
+func (c *ReadCount) created() {
+	if c != nil {
+		c.Creates.Add(1)
+	}
 }
 
 // add counts m, delivered with pending messages behind it.
@@ -167,7 +199,7 @@ func (l *Log) replayOnce(ctx context.Context, ro ReadOptions, fn Handler, pull j
 	end := l.replayEnd(ctx, ro)
 	cfg := ro.consumer(time.Minute)
 	cfg.FilterSubjects = ro.Subjects
-	cons, err := l.createReplayConsumer(ctx, cfg, ro.ClusterWait)
+	cons, err := l.createReplayConsumer(ctx, cfg, ro.ClusterWait, ro.Count)
 	if err != nil {
 		return 0, fmt.Errorf("replay: create consumer: %w", err)
 	}
@@ -236,13 +268,11 @@ func (l *Log) replayEnd(ctx context.Context, ro ReadOptions) uint64 {
 // createReplayConsumer creates a replay's consumer, trying again while the
 // cluster answers that it cannot yet (Transient), until wait has passed
 // (0: one attempt). Each attempt is bounded like a follower's.
-func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration) (jetstream.Consumer, error) {
+func (l *Log) createReplayConsumer(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration, count *ReadCount) (jetstream.Consumer, error) {
 	deadline := time.Now().Add(wait)
 	retry := followRetryMin
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
-		cons, err := l.stream.CreateConsumer(actx, cfg)
-		cancel()
+		cons, err := l.create(ctx, cfg, followCreateMaxWait, count)
 		if err == nil || ctx.Err() != nil || !Transient(err) || l.nc.IsClosed() {
 			return cons, err
 		}
@@ -772,6 +802,8 @@ const (
 	followCreateMaxWait  = 5 * time.Second // longest attempt
 	followRetryMin       = 50 * time.Millisecond
 	followRetryMax       = time.Second
+	followRetryLate      = 500 * time.Millisecond // after a second create with no answer; doubles
+	followRetryLateMax   = 8 * time.Second
 	followInactiveExpiry = time.Minute // a consumer left behind goes away by itself
 	// followCheckEvery is how long a follower waits for a message before
 	// it asks the server whether its consumer still serves it (stalled).
@@ -793,9 +825,7 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 	} else {
 		cfg.FilterSubjects = ro.Subjects
 	}
-	cctx, cancel := context.WithTimeout(ctx, followCreateMaxWait)
-	cons, err := l.stream.CreateConsumer(cctx, cfg)
-	cancel()
+	cons, err := l.create(ctx, cfg, followCreateMaxWait, ro.Count)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -803,12 +833,11 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		return fmt.Errorf("follow: create consumer: %w", err)
 	}
 	defer func() { l.dropConsumer(ctx, cons) }()
-	var next uint64 // stream sequence to resume from; 0: where ro says
-	var parts assembler
+	var at followAt
 	hb := followHeartbeat
 	for {
 		began := time.Now()
-		why, err := l.followConsumer(ctx, cons, ro, &next, &parts, fn, hb)
+		why, err := l.followConsumer(ctx, cons, ro, &at, fn, hb)
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
@@ -816,6 +845,12 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		if l.nc.IsClosed() {
 			return fmt.Errorf("follow: %w", nats.ErrConnectionClosed)
 		}
+		if errors.Is(why, jetstream.ErrNoHeartbeat) && l.stillServes(ctx, cons, at.delivered) {
+			ro.Count.kept()
+			l.logger.Debug("follow: heartbeats late; the consumer answers, keeping it", "from", at.next, "heartbeat", hb)
+			continue
+		}
+		next := at.next
 		// The consumer is gone or out of step: a new one from the next
 		// sequence, as nats.go's ordered consumer does.
 		l.logger.Debug("follow: consumer lost", "from", next, "why", why, "connected", l.nc.ConnectedServerName())
@@ -825,12 +860,13 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		}
 		l.dropConsumer(ctx, cons) // if it still exists, it serves no one
 		cfg.Name = consumerName()
-		if cons, err = l.recreate(ctx, cfg); err != nil {
+		if cons, err = l.recreate(ctx, cfg, ro.Count); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("follow: %w", err)
 		}
+		at.delivered = 0
 		l.logger.Info("follow: resumed on a new consumer", "from", next, "why", why, "took", time.Since(lost).Round(time.Millisecond))
 	}
 }
@@ -896,11 +932,34 @@ func (l *Log) dropNamed(ctx context.Context, name string) {
 	}()
 }
 
+// followAt is where a follower is: the stream sequence after the last
+// message read (0: where its ReadOptions start), the consumer sequence of
+// the last message its current consumer delivered (0: none yet), and the
+// parts of an event read so far (the consumer may be replaced between two
+// of them).
+type followAt struct {
+	next, delivered uint64
+	parts           assembler
+}
+
+// stillServes reports whether cons, whose heartbeats came late, answers
+// that it exists and has delivered nothing since the message at consumer
+// sequence delivered: reading it on loses nothing. A server that stopped
+// cannot answer (nor can one cut off from this client): that consumer is
+// replaced, as before. At 1,000 host managers on one busy server, late
+// heartbeats alone made followers replace ~4,000 live consumers during a
+// cold start, each a walk of the stream's subjects for the server
+// (docs/bench/scale.md, session 11).
+func (l *Log) stillServes(ctx context.Context, cons jetstream.Consumer, delivered uint64) bool {
+	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	return err == nil && info.Delivered.Consumer == delivered
+}
+
 // followConsumer reads cons until ctx ends, fn fails (its error), or the
-// consumer must be replaced (why says so). next is the stream sequence
-// after the last message read; parts holds the parts of an event read so
-// far (the consumer may be replaced between two of them).
-func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, next *uint64, parts *assembler, fn Handler, hb time.Duration) (why, err error) {
+// consumer must be replaced (why says so); at is where the read is.
+func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro ReadOptions, at *followAt, fn Handler, hb time.Duration) (why, err error) {
 	it, err := cons.Messages(pullLimit(), jetstream.PullHeartbeat(hb),
 		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
@@ -909,7 +968,6 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
-	var delivered uint64 // consumer sequence of the last message
 	quiet := followCheckEvery
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(quiet))
@@ -939,17 +997,17 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 		if err != nil {
 			return nil, fmt.Errorf("follow: %w", err)
 		}
-		if pos.consumer != delivered+1 {
-			return fmt.Errorf("delivery %d after %d", pos.consumer, delivered), nil
+		if pos.consumer != at.delivered+1 {
+			return fmt.Errorf("delivery %d after %d", pos.consumer, at.delivered), nil
 		}
-		delivered = pos.consumer
+		at.delivered = pos.consumer
 		ro.Count.add(m, pos.pending)
 		s := pos.stream
-		if s < *next {
+		if s < at.next {
 			continue // read before
 		}
-		*next = s + 1
-		r := readRaw(parts, m, s)
+		at.next = s + 1
+		r := readRaw(&at.parts, m, s)
 		switch r.kind {
 		case partHeld:
 			continue
@@ -1000,13 +1058,11 @@ func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer) error {
 // recreate creates the follower's consumer again, retrying until it exists
 // or ctx ends. Each attempt is bounded: while the cluster elects a leader
 // a create request may get no answer at all.
-func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	wait, retry := followCreateTimeout, followRetryMin
+func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig, count *ReadCount) (jetstream.Consumer, error) {
+	wait, retry, late := followCreateTimeout, followRetryMin, followRetryLate
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, wait)
 		began := time.Now()
-		cons, err := l.stream.CreateConsumer(actx, cfg)
-		cancel()
+		cons, err := l.create(ctx, cfg, wait, count)
 		if err == nil {
 			l.logger.Debug("follow: consumer created", "consumer", cons.CachedInfo().Name, "attempt", attempt, "took", time.Since(began).Round(time.Millisecond))
 			return cons, nil
@@ -1027,7 +1083,18 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 			// No answer: dropped during an election, or just slow. Grow the
 			// bound gently: doubling made a request sent just before a
 			// leader took over wait 4 s for nothing (seen: 13 s to resume).
+			// The first retry goes at once (an election); after that each
+			// waits, growing, with jitter: a server too busy to answer
+			// creates in time is not helped by more of them (at 1,000 host
+			// managers, retries sent at once grew its queue until no
+			// create was answered in 5 s, for minutes).
 			wait = min(wait+followCreateTimeout/2, followCreateMaxWait)
+			if attempt > 1 {
+				if err := pause(ctx, jitter(late)); err != nil {
+					return nil, err
+				}
+				late = min(2*late, followRetryLateMax)
+			}
 			continue
 		}
 		if err := pause(ctx, retry); err != nil {
@@ -1035,6 +1102,37 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig) (jetst
 		}
 		retry = min(2*retry, followRetryMax)
 	}
+}
+
+// jitter returns d plus up to half of it, at random: followers that failed
+// together do not all try again together.
+func jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/2+1)
+}
+
+// create asks the server for cfg's consumer, waiting up to wait for the
+// answer. With no answer in time, it asks whether the consumer exists
+// (an info request, which the server answers from its own queue, without
+// a walk of the stream): a busy server may have made it all the same, and
+// it is then used. Sending another create instead added one more to the
+// queue that made the first late: at 1,000 host managers, ~20 creates a
+// host during a cold start instead of 5 (docs/bench/scale.md, session 11).
+// A consumer that cannot be found is left to the caller (createdNot).
+func (l *Log) create(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration, count *ReadCount) (jetstream.Consumer, error) {
+	count.created()
+	actx, cancel := context.WithTimeout(ctx, wait)
+	cons, err := l.stream.CreateConsumer(actx, cfg)
+	cancel()
+	if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || cfg.Name == "" {
+		return cons, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
+	defer cancel()
+	if late, lerr := l.stream.Consumer(ictx, cfg.Name); lerr == nil {
+		count.late()
+		return late, nil
+	}
+	return nil, err
 }
 
 // pause waits d, or returns ctx's error if it ends first.

@@ -302,6 +302,15 @@ var errCaughtUp = errors.New("caught up")
 // a reader that skips what does not concern it.)
 func (r *Runner) Lag() uint64 { return r.reader.mainReads.Pending.Load() }
 
-// ReadStats returns how many messages the runner's reads of the log
-// received and their bytes (subject, headers, payload), since it started.
-func (r *Runner) ReadStats() (msgs, bytes uint64) { return r.reader.stats() }
+// ReadStats is what a runner's reads of the log received since it
+// started: messages and their bytes (subject, headers, payload), the
+// consumers they asked the server for, those found made after their
+// create got no answer in time, and those read on after late heartbeats
+// (events.ReadCount).
+type ReadStats struct {
+	Messages, Bytes, Creates, Late, Kept uint64
+}
+
+// ReadStats returns what the runner's reads of the log received since it
+// started.
+func (r *Runner) ReadStats() ReadStats { return r.reader.stats() }

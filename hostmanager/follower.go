@@ -75,9 +75,15 @@ func newFollower(cfg Config, logger *slog.Logger) *follower {
 		replayFor: cfg.ReplayWait, configs: cfg.Configs, concern: map[string]bool{}}
 }
 
-// stats returns the messages and bytes all reads received.
-func (f *follower) stats() (msgs, bytes uint64) {
-	return f.reads.Messages.Load() + f.mainReads.Messages.Load(), f.reads.Bytes.Load() + f.mainReads.Bytes.Load()
+// stats returns what all reads received and the consumers they asked for.
+func (f *follower) stats() ReadStats {
+	return ReadStats{
+		Messages: f.reads.Messages.Load() + f.mainReads.Messages.Load(),
+		Bytes:    f.reads.Bytes.Load() + f.mainReads.Bytes.Load(),
+		Creates:  f.reads.Creates.Load() + f.mainReads.Creates.Load(),
+		Kept:     f.reads.Kept.Load() + f.mainReads.Kept.Load(),
+		Late:     f.reads.Late.Load() + f.mainReads.Late.Load(),
+	}
 }
 
 // replay reads the log to its end, handing each event to fold and each

@@ -266,17 +266,22 @@ func (r *scaleRun) setUp(ctx context.Context) error {
 // manager starts: a server busy with hundreds of starting host managers can
 // take longer than a request's bound to answer the log's stream lookup.
 func (r *scaleRun) openConns(ctx context.Context, ngroups int) error {
+	hmLogger, err := r.hostLogger()
+	if err != nil {
+		return err
+	}
+	quiet := slog.New(slog.DiscardHandler)
 	for i := range ngroups {
 		name := fmt.Sprintf("group %d", i)
-		hnc, hl, err := r.open(ctx, name+" host managers", true)
+		hnc, hl, err := r.open(ctx, name+" host managers", true, hmLogger)
 		if err != nil {
 			return err
 		}
-		gnc, gl, err := r.open(ctx, name+" guests", true)
+		gnc, gl, err := r.open(ctx, name+" guests", true, quiet)
 		if err != nil {
 			return err
 		}
-		lnc, _, err := r.open(ctx, name+" leases", false)
+		lnc, _, err := r.open(ctx, name+" leases", false, quiet)
 		if err != nil {
 			return err
 		}
@@ -284,8 +289,7 @@ func (r *scaleRun) openConns(ctx context.Context, ngroups int) error {
 		r.hmConns, r.guestConns = append(r.hmConns, hnc), append(r.guestConns, gnc)
 	}
 	if r.Controller == "inproc" {
-		var err error
-		if _, r.ctlLog, err = r.open(ctx, "controller", true); err != nil {
+		if _, r.ctlLog, err = r.open(ctx, "controller", true, quiet); err != nil {
 			return err
 		}
 	}
@@ -293,8 +297,9 @@ func (r *scaleRun) openConns(ctx context.Context, ngroups int) error {
 }
 
 // open opens a watched connection named name and, withLog, the event log
-// on it.
-func (r *scaleRun) open(ctx context.Context, name string, withLog bool) (*nats.Conn, *events.Log, error) {
+// on it, logging what it says (consumers replaced, messages skipped) to
+// logger.
+func (r *scaleRun) open(ctx context.Context, name string, withLog bool, logger *slog.Logger) (*nats.Conn, *events.Log, error) {
 	nc, err := r.cw.connect(r.env.srv.ClientURL(), name)
 	if err != nil {
 		return nil, nil, err
@@ -303,8 +308,24 @@ func (r *scaleRun) open(ctx context.Context, name string, withLog bool) (*nats.C
 	if !withLog {
 		return nc, nil, nil
 	}
-	l, err := events.Open(ctx, nc)
+	l, err := events.Open(ctx, nc, events.WithLogger(logger.With("conn", name)))
 	return nc, l, err
+}
+
+// hostLogger returns the host managers' logger: to --host-log's file, or
+// nowhere.
+func (r *scaleRun) hostLogger() (*slog.Logger, error) {
+	if r.HostLog == "" {
+		return slog.New(slog.DiscardHandler), nil
+	}
+	if r.hostLog == nil {
+		f, err := os.Create(r.HostLog)
+		if err != nil {
+			return nil, fmt.Errorf("create host manager log: %w", err)
+		}
+		r.hostLog = f
+	}
+	return slog.New(slog.NewTextHandler(r.hostLog, nil)), nil
 }
 
 // bringUp applies the configuration, starts the host managers and the
@@ -335,14 +356,9 @@ func (r *scaleRun) bringUp(ctx, runCtx context.Context) error {
 func (r *scaleRun) startHosts(ctx, runCtx context.Context) error {
 	r.hosts = map[string]context.CancelFunc{}
 	r.runners = map[string]*hostmanager.Runner{}
-	hmLogger := slog.New(slog.DiscardHandler)
-	if r.HostLog != "" {
-		f, err := os.Create(r.HostLog)
-		if err != nil {
-			return fmt.Errorf("create host manager log: %w", err)
-		}
-		r.hostLog = f
-		hmLogger = slog.New(slog.NewTextHandler(f, nil))
+	hmLogger, err := r.hostLogger()
+	if err != nil {
+		return err
 	}
 	var configs *hostmanager.ConfigCache
 	if !r.OwnConfig {
@@ -469,7 +485,12 @@ func (r *scaleRun) reportUp(ctx context.Context) error {
 	} else {
 		consumers = strconv.Itoa(si.CachedInfo().State.Consumers)
 	}
-	fmt.Fprintf(r.out, "consumers on the log's stream with the cluster up: %s\n", consumers)
+	var creates, late, kept uint64
+	for _, hm := range r.runners {
+		st := hm.ReadStats()
+		creates, late, kept = creates+st.Creates, late+st.Late, kept+st.Kept
+	}
+	fmt.Fprintf(r.out, "consumers on the log's stream with the cluster up: %s; the host managers asked for %d so far (%d answered late and used), and read on %d whose heartbeats came late\n", consumers, creates, late, kept)
 	if r.MemProfile != "" {
 		return writeHeapProfile(r.MemProfile)
 	}
@@ -670,15 +691,18 @@ func (r *scaleRun) reportReads(ctx context.Context) error {
 	fmt.Fprintf(r.out, "consumers on the log's stream at the end: %d\n", info.State.Consumers)
 	hmMsgs, hmBytes := received(r.hmConns)
 	gMsgs, gBytes := received(r.guestConns)
-	var readMsgs, readBytes []int64
-	var sumBytes int64
+	var readMsgs, readBytes, creates []int64
+	var sumBytes, sumCreates int64
 	for _, hm := range r.runners {
-		m, b := hm.ReadStats()
-		readMsgs, readBytes = append(readMsgs, int64(m)), append(readBytes, int64(b))
-		sumBytes += int64(b)
+		st := hm.ReadStats()
+		readMsgs, readBytes = append(readMsgs, int64(st.Messages)), append(readBytes, int64(st.Bytes))
+		creates = append(creates, int64(st.Creates))
+		sumBytes += int64(st.Bytes)
+		sumCreates += int64(st.Creates)
 	}
 	slices.Sort(readMsgs)
 	slices.Sort(readBytes)
+	slices.Sort(creates)
 	what := "each reads only its node's, the cluster's and its packages' subjects, and its node's placement markers"
 	if r.ReadAll {
 		what = "each reads the whole log (--read-all)"
@@ -687,6 +711,8 @@ func (r *scaleRun) reportReads(ctx context.Context) error {
 		info.State.Msgs, mb(int64(info.State.Bytes)), what, readMsgs[len(readMsgs)/2], readMsgs[len(readMsgs)-1],
 		mb(readBytes[len(readBytes)/2]), mb(readBytes[len(readBytes)-1]), mb(sumBytes),
 		len(r.hmConns), hmMsgs, mb(int64(hmBytes)), len(r.guestConns), gMsgs, mb(int64(gBytes)))
+	fmt.Fprintf(r.out, "consumers the host managers asked for (replays, follows, their replacements, catch-ups; each costs the server a walk of the stream's subjects): %d, per host p50 %d max %d\n",
+		sumCreates, creates[len(creates)/2], creates[len(creates)-1])
 	return nil
 }
 

@@ -1,0 +1,217 @@
+package events_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/vmguard/vmguard/events"
+	"github.com/vmguard/vmguard/internal/natsd"
+	"github.com/vmguard/vmguard/internal/natsd/natstest"
+)
+
+// TestFollowKeepsALateConsumer: a follower whose consumer's heartbeats
+// come late, while the server still answers for it, reads on with the same
+// consumer instead of asking for a new one; nothing is lost or repeated.
+// (At 1,000 host managers on one busy server, late heartbeats made the
+// followers replace ~4,000 live consumers during a cold start, each a walk
+// of the stream's subjects for the server.) The late heartbeats are made
+// by holding what the server sends to the follower for 1.6 s (three
+// 500 ms heartbeats).
+func TestFollowKeepsALateConsumer(t *testing.T) {
+	f := startHeldFollower(t, 0)
+	first := f.append()
+	natstest.WaitFor(t, 10*time.Second, "the first event read", func() bool { return len(f.read()) == 1 })
+
+	f.proxy.hold(1600 * time.Millisecond)
+	natstest.WaitFor(t, 15*time.Second, "the late consumer kept", func() bool { return f.count.Kept.Load() > 0 })
+	second := f.append()
+	natstest.WaitFor(t, 10*time.Second, "the second event read", func() bool { return len(f.read()) == 2 })
+	if seqs := f.read(); seqs[0] != first || seqs[1] != second {
+		t.Errorf("read %v, want [%d %d]", seqs, first, second)
+	}
+	if n := f.count.Creates.Load(); n != 1 {
+		t.Errorf("the follower asked for %d consumers, want its first one kept", n)
+	}
+	f.stop()
+}
+
+// TestFollowUsesALateConsumer: a follower whose create gets no answer in
+// time (the server's answer held 5.5 s, past the 5 s bound) uses the
+// consumer the server made all the same, instead of asking for another
+// (one more create in the queue of a server already late).
+func TestFollowUsesALateConsumer(t *testing.T) {
+	f := startHeldFollower(t, 5500*time.Millisecond)
+	first := f.append()
+	natstest.WaitFor(t, 20*time.Second, "the event read", func() bool { return len(f.read()) == 1 })
+	if seqs := f.read(); seqs[0] != first {
+		t.Errorf("read %v, want [%d]", seqs, first)
+	}
+	if c, late := f.count.Creates.Load(), f.count.Late.Load(); c != 1 || late != 1 {
+		t.Errorf("the follower asked for %d consumers and found %d made late, want 1 and 1", c, late)
+	}
+	f.stop()
+}
+
+// heldFollower is a follower of the whole log on a connection through a
+// holdProxy, and a writer on a direct one.
+type heldFollower struct {
+	t      *testing.T
+	proxy  *holdProxy
+	writer *events.Log
+	count  events.ReadCount
+	mu     sync.Mutex
+	seqs   []uint64
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startHeldFollower starts the follower, with what the server sends held
+// for hold from just before it asks for its consumer.
+func startHeldFollower(t *testing.T, hold time.Duration) *heldFollower {
+	t.Helper()
+	s := natsd.StartTest(t)
+	f := &heldFollower{t: t, proxy: newHoldProxy(t, s.Addr().String()), done: make(chan error, 1)}
+	nc, err := nats.Connect("nats://" + f.proxy.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	t.Cleanup(cancel)
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.writer, _ = openLogOn(t, s)
+	if hold > 0 {
+		f.proxy.hold(hold)
+	}
+	go func() {
+		f.done <- l.Follow(ctx, events.ReadOptions{Count: &f.count}, func(e events.Event) error {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.seqs = append(f.seqs, e.Seq)
+			return nil
+		})
+	}()
+	return f
+}
+
+// append appends an event and returns its sequence.
+func (f *heldFollower) append() uint64 {
+	f.t.Helper()
+	seq, err := f.writer.Append(context.Background(), events.New("/vmguard/failover", "web", events.PackagePlaced{Node: "node1", Epoch: 1, Reason: "auto_run"}))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return seq
+}
+
+// read returns the sequences the follower handed on so far.
+func (f *heldFollower) read() []uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint64(nil), f.seqs...)
+}
+
+// stop ends the follower; Follow must return no error.
+func (f *heldFollower) stop() {
+	f.t.Helper()
+	f.cancel()
+	if err := <-f.done; err != nil {
+		f.t.Errorf("Follow: %v", err)
+	}
+}
+
+// openLogOn opens the log on a direct connection to s.
+func openLogOn(t *testing.T, s interface{ ClientURL() string }) (*events.Log, *nats.Conn) {
+	t.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l, err := events.Open(context.Background(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, nc
+}
+
+// holdProxy forwards one TCP connection to a server and can hold what the
+// server sends for a while, as a server too busy to write would.
+type holdProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	until  time.Time
+}
+
+func newHoldProxy(t *testing.T, target string) *holdProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close() })
+	go p.serve()
+	return p
+}
+
+func (p *holdProxy) addr() string { return p.ln.Addr().String() }
+
+// hold delays what the server sends from now for d.
+func (p *holdProxy) hold(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.until = time.Now().Add(d)
+}
+
+func (p *holdProxy) wait() {
+	p.mu.Lock()
+	until := p.until
+	p.mu.Unlock()
+	if d := time.Until(until); d > 0 {
+		time.Sleep(d) // the hold itself, not a wait for an outcome
+	}
+}
+
+func (p *holdProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		go func() { _, _ = io.Copy(s, c); s.Close(); c.Close() }()
+		go func() {
+			defer s.Close()
+			defer c.Close()
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := s.Read(buf)
+				if n > 0 {
+					p.wait()
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
