@@ -171,7 +171,31 @@ func (c *Codec) decodeStored(subject string, hdr nats.Header, body []byte, owned
 	if err := SourceFits(e); err != nil {
 		return Event{}, err
 	}
+	if len(body) > detachAbove {
+		e = detach(e)
+	}
 	return e, nil
+}
+
+// detachAbove is the body size above which a decoded event's strings are
+// copied out of the body (detach).
+const detachAbove = 64 << 10
+
+// detach returns e with its envelope's strings, and a configuration's
+// small ones, copied: they may point into the event's body (the fast path
+// reads them in place, go-json into its copy of it), and a reader that
+// keeps only an event's ID (a host manager's State.ConfigID, an
+// instance's LastID) kept the whole body alive: a cluster.config_applied
+// of 10,000 packages, 3.6 MB per host manager (docs/bench/scale.md,
+// session 11). The configuration itself (ConfigApplied.Config) is left
+// as it is: a reader that keeps it keeps it on purpose.
+func detach(e Event) Event {
+	e.ID, e.Source, e.Subject, e.CauseID = strings.Clone(e.ID), strings.Clone(e.Source), strings.Clone(e.Subject), strings.Clone(e.CauseID)
+	if d, ok := e.Data.(ConfigApplied); ok {
+		d.Hash, d.File, d.By, d.Reason = strings.Clone(d.Hash), strings.Clone(d.File), strings.Clone(d.By), strings.Clone(d.Reason)
+		e.Data = d
+	}
+	return e
 }
 
 // envelope is a structured-mode CloudEvent as JSON. Decoding it with a fast

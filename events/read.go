@@ -803,7 +803,7 @@ const (
 	followRetryMin       = 50 * time.Millisecond
 	followRetryMax       = time.Second
 	followRetryLate      = 500 * time.Millisecond // after a second create with no answer; doubles
-	followRetryLateMax   = 8 * time.Second
+	followRetryLateMax   = 2 * time.Second
 	followInactiveExpiry = time.Minute // a consumer left behind goes away by itself
 	// followCheckEvery is how long a follower waits for a message before
 	// it asks the server whether its consumer still serves it (stalled).

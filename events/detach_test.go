@@ -1,0 +1,50 @@
+package events
+
+import (
+	"encoding/json"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestLargeEventKeepsNoBody: a reader that keeps only the ID and the hash
+// of an event decoded from a large body (a configuration of thousands of
+// packages) does not keep the body, nor the decoder's copy of it, alive.
+func TestLargeEventKeepsNoBody(t *testing.T) {
+	c, err := NewCodec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	const pad = 16 << 20
+	cfg, err := json.Marshal(map[string]string{"cluster": "test", "pad": strings.Repeat("x", pad)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := New("/vmguard/cli/ops", "test", ConfigApplied{Config: cfg, Hash: "h1", File: "cluster.yaml", By: "ops"})
+	m, err := c.Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, in.Data = nil, nil
+	var kept []string
+	for range 4 {
+		e, err := c.decodeStored(m.Subject, m.Header, m.Data, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, e.ID, e.Data.(ConfigApplied).Hash)
+	}
+	m = nil
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if grown := int64(ms.HeapAlloc) - int64(before); grown > pad {
+		t.Errorf("%.1f MB more live after keeping 4 decoded events' IDs and hashes (a body is %d MB): the bodies are kept", float64(grown)/(1<<20), pad>>20)
+	}
+	if kept[0] != in.ID || kept[1] != "h1" {
+		t.Errorf("kept %q, want %q and h1", kept[:2], in.ID)
+	}
+}
