@@ -1,10 +1,15 @@
 package events
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"github.com/vmguard/vmguard/internal/natsd"
 )
 
 // TestLargeEventKeepsNoBody: a reader that keeps only the ID and the hash
@@ -46,5 +51,39 @@ func TestLargeEventKeepsNoBody(t *testing.T) {
 	}
 	if kept[0] != in.ID || kept[1] != "h1" {
 		t.Errorf("kept %q, want %q and h1", kept[:2], in.ID)
+	}
+}
+
+// TestLargeEventDecodedOnceForALog: readers that share a Log (host
+// managers of one process on one connection) are handed one decode of
+// the same large event, not one each.
+func TestLargeEventDecodedOnceForALog(t *testing.T) {
+	ctx := context.Background()
+	s := natsd.StartTest(t)
+	l, err := Open(ctx, natsd.Connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := json.Marshal(map[string]string{"cluster": "test", "pad": strings.Repeat("x", 2*detachAbove)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Append(ctx, New("/vmguard/cli/ops", "test", ConfigApplied{Config: cfg, Hash: "h1"})); err != nil {
+		t.Fatal(err)
+	}
+	var got []ConfigApplied
+	for range 2 {
+		if _, err := l.Replay(ctx, ReadOptions{}, func(e Event) error {
+			got = append(got, e.Data.(ConfigApplied))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 2 || !bytes.Equal(got[0].Config, cfg) || !bytes.Equal(got[1].Config, cfg) {
+		t.Fatalf("read %d configurations, want the one appended twice", len(got))
+	}
+	if unsafe.SliceData(got[0].Config) != unsafe.SliceData(got[1].Config) {
+		t.Error("the second read decoded the event again")
 	}
 }

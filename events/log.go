@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,35 @@ type Log struct {
 	atomic  bool
 	async   *batcher
 	batches atomic.Uint64
+	// large is the last event over detachAbove that the Log decoded.
+	large lastLarge
+}
+
+// lastLarge keeps the last large event a Log decoded, by stream sequence:
+// the readers that share a Log (host managers of one process on one
+// connection, bench scale's groups) each read the same configuration,
+// 3.6 MB at 10,000 packages, and one decode then serves them all (five
+// passes over its bytes each, 17 % of the CPU of a 1,000-node cold start;
+// docs/bench/scale.md, session 11). Events are values and readers do not
+// change the payloads they are handed.
+type lastLarge struct {
+	mu  sync.Mutex
+	seq uint64
+	e   Event
+}
+
+// get returns the event at seq if it is the one kept.
+func (c *lastLarge) get(seq uint64) (Event, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.e, c.seq == seq && seq > 0
+}
+
+// put keeps e, decoded at seq.
+func (c *lastLarge) put(seq uint64, e Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq, c.e = seq, e
 }
 
 // Option configures Open.

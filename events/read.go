@@ -1149,12 +1149,22 @@ func pause(ctx context.Context, d time.Duration) error {
 
 // decode decodes one stored message, or counts and logs it as skipped.
 func (l *Log) decode(subject string, hdr nats.Header, data []byte, seq uint64) (Event, bool) {
-	e, err := l.codec.decodeStored(subject, hdr, data, true)
-	if err != nil {
-		l.skip(seq, subject, err)
-		return Event{}, false
+	large := len(data) > detachAbove
+	e, ok := Event{}, false
+	if large {
+		e, ok = l.large.get(seq)
 	}
-	e.Seq = seq
+	if !ok {
+		var err error
+		if e, err = l.codec.decodeStored(subject, hdr, data, true); err != nil {
+			l.skip(seq, subject, err)
+			return Event{}, false
+		}
+		e.Seq = seq
+		if large {
+			l.large.put(seq, e)
+		}
+	}
 	if l.observer != nil {
 		l.observer.Read(e)
 	}
