@@ -825,7 +825,7 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 	} else {
 		cfg.FilterSubjects = ro.Subjects
 	}
-	cons, err := l.create(ctx, cfg, followCreateMaxWait, ro.Count)
+	cons, err := l.createOrFind(ctx, cfg, followCreateMaxWait, ro.Count)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -1062,7 +1062,7 @@ func (l *Log) recreate(ctx context.Context, cfg jetstream.ConsumerConfig, count 
 	wait, retry, late := followCreateTimeout, followRetryMin, followRetryLate
 	for attempt := 1; ; attempt++ {
 		began := time.Now()
-		cons, err := l.create(ctx, cfg, wait, count)
+		cons, err := l.createOrFind(ctx, cfg, wait, count)
 		if err == nil {
 			l.logger.Debug("follow: consumer created", "consumer", cons.CachedInfo().Name, "attempt", attempt, "took", time.Since(began).Round(time.Millisecond))
 			return cons, nil
@@ -1111,18 +1111,28 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // create asks the server for cfg's consumer, waiting up to wait for the
-// answer. With no answer in time, it asks whether the consumer exists
-// (an info request, which the server answers from its own queue, without
-// a walk of the stream): a busy server may have made it all the same, and
-// it is then used. Sending another create instead added one more to the
-// queue that made the first late: at 1,000 host managers, ~20 creates a
-// host during a cold start instead of 5 (docs/bench/scale.md, session 11).
-// A consumer that cannot be found is left to the caller (createdNot).
+// answer.
 func (l *Log) create(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration, count *ReadCount) (jetstream.Consumer, error) {
 	count.created()
 	actx, cancel := context.WithTimeout(ctx, wait)
-	cons, err := l.stream.CreateConsumer(actx, cfg)
-	cancel()
+	defer cancel()
+	return l.stream.CreateConsumer(actx, cfg)
+}
+
+// createOrFind is create for a follower. With no answer in time, it asks
+// whether the consumer exists (an info request, which the server answers
+// from its own queue, without a walk of the stream): a busy server may
+// have made it all the same, and it is then used. Sending another create
+// instead added one more to the queue that made the first late: at 1,000
+// host managers, ~20 creates a host during a cold start instead of 5
+// (docs/bench/scale.md, session 11). A consumer that cannot be found is
+// left to the caller (createdNot). A replay does not do this: it must end
+// with an error within its bound when the cluster has no majority, and a
+// consumer made late by a server that has not yet learned it lost the
+// majority let a host manager's replay read on and its start go on
+// following a log that cannot answer (TestReplayWaitsForQuorum hung on it).
+func (l *Log) createOrFind(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration, count *ReadCount) (jetstream.Consumer, error) {
+	cons, err := l.create(ctx, cfg, wait, count)
 	if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || cfg.Name == "" {
 		return cons, err
 	}
