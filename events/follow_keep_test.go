@@ -89,7 +89,9 @@ func startHeldFollower(t *testing.T, hold time.Duration) *heldFollower {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.writer, _ = openLogOn(t, s)
+	if f.writer, err = events.Open(ctx, natsd.Connect(t, s)); err != nil {
+		t.Fatal(err)
+	}
 	if hold > 0 {
 		f.proxy.hold(hold)
 	}
@@ -128,21 +130,6 @@ func (f *heldFollower) stop() {
 	if err := <-f.done; err != nil {
 		f.t.Errorf("Follow: %v", err)
 	}
-}
-
-// openLogOn opens the log on a direct connection to s.
-func openLogOn(t *testing.T, s interface{ ClientURL() string }) (*events.Log, *nats.Conn) {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	l, err := events.Open(context.Background(), nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l, nc
 }
 
 // holdProxy forwards one TCP connection to a server and can hold what the
