@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/vmguard/vmguard/events"
 	"github.com/vmguard/vmguard/internal/natsd"
@@ -24,7 +26,7 @@ import (
 // by holding what the server sends to the follower for 1.6 s (three
 // 500 ms heartbeats).
 func TestFollowKeepsALateConsumer(t *testing.T) {
-	f := startHeldFollower(t, 0)
+	f := startHeldFollower(t, 0, false)
 	first := f.append()
 	natstest.WaitFor(t, 10*time.Second, "the first event read", func() bool { return len(f.read()) == 1 })
 
@@ -41,21 +43,65 @@ func TestFollowKeepsALateConsumer(t *testing.T) {
 	f.stop()
 }
 
-// TestFollowUsesALateConsumer: a follower whose create gets no answer in
-// time (the server's answer held 5.5 s, past the 5 s bound) uses the
-// consumer the server made all the same, instead of asking for another
-// (one more create in the queue of a server already late).
-func TestFollowUsesALateConsumer(t *testing.T) {
-	f := startHeldFollower(t, 5500*time.Millisecond)
+// TestFollowKeepsAConsumerItsServerIsTooBusyToCheck: on a lone server, a
+// follower whose consumer's heartbeats come late and whose check of the
+// consumer gets no answer in time either, while its connection stands,
+// reads on with the same consumer: that server cannot have stopped (the
+// connection would have closed), its queue is long. (At 1,000 host
+// managers the checks went unanswered while creates queued, and followers
+// replaced 4,255 consumers in a cold start, each a create more in that
+// queue.) What the server sends is held 4 s: heartbeats missed after 1 s,
+// the check unanswered for its 2 s.
+func TestFollowKeepsAConsumerItsServerIsTooBusyToCheck(t *testing.T) {
+	f := startHeldFollower(t, 0, false)
 	first := f.append()
-	natstest.WaitFor(t, 20*time.Second, "the event read", func() bool { return len(f.read()) == 1 })
-	if seqs := f.read(); seqs[0] != first {
-		t.Errorf("read %v, want [%d]", seqs, first)
+	natstest.WaitFor(t, 10*time.Second, "the first event read", func() bool { return len(f.read()) == 1 })
+
+	f.proxy.hold(4 * time.Second)
+	natstest.WaitFor(t, 15*time.Second, "the unchecked consumer kept", func() bool { return f.count.Kept.Load() > 0 })
+	second := f.append()
+	natstest.WaitFor(t, 15*time.Second, "the second event read", func() bool { return len(f.read()) == 2 })
+	if seqs := f.read(); seqs[0] != first || seqs[1] != second {
+		t.Errorf("read %v, want [%d %d]", seqs, first, second)
 	}
-	if c, late := f.count.Creates.Load(), f.count.Late.Load(); c != 1 || late != 1 {
-		t.Errorf("the follower asked for %d consumers and found %d made late, want 1 and 1", c, late)
+	if n := f.count.Creates.Load(); n != 1 {
+		t.Errorf("the follower asked for %d consumers, want its first one kept", n)
 	}
 	f.stop()
+}
+
+// TestFollowUsesALateConsumer: a follower whose create gets no answer in
+// time (the server's answers held 5.5 s, past the 5 s bound) uses the
+// consumer the server made all the same, instead of deleting it and
+// asking for another (one more create in the queue of a server already
+// late). On a lone server it asks again under the same name, which the
+// server answers from the consumer it made; on a cluster, where a request
+// may have been dropped in an election, it looks the consumer up.
+func TestFollowUsesALateConsumer(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		r3      bool
+		creates uint64
+	}{
+		{"lone server: asked again", false, 2},
+		{"cluster: looked up", true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := startHeldFollower(t, 5500*time.Millisecond, tc.r3)
+			first := f.append()
+			natstest.WaitFor(t, 30*time.Second, "the event read", func() bool { return len(f.read()) == 1 })
+			if seqs := f.read(); seqs[0] != first {
+				t.Errorf("read %v, want [%d]", seqs, first)
+			}
+			if c, late := f.count.Creates.Load(), f.count.Late.Load(); c != tc.creates || late != 1 {
+				t.Errorf("the follower asked for %d consumers and found %d made late, want %d and 1", c, late, tc.creates)
+			}
+			if n := f.consumers(); n != 1 {
+				t.Errorf("%d consumers on the stream, want the follower's one", n)
+			}
+			f.stop()
+		})
+	}
 }
 
 // heldFollower is a follower of the whole log on a connection through a
@@ -64,6 +110,7 @@ type heldFollower struct {
 	t      *testing.T
 	proxy  *holdProxy
 	writer *events.Log
+	stream jetstream.JetStream // the writer's, not held
 	count  events.ReadCount
 	mu     sync.Mutex
 	seqs   []uint64
@@ -72,24 +119,34 @@ type heldFollower struct {
 }
 
 // startHeldFollower starts the follower, with what the server sends held
-// for hold from just before it asks for its consumer.
-func startHeldFollower(t *testing.T, hold time.Duration) *heldFollower {
+// for hold from just before it asks for its consumer; on one server, or
+// (r3) on a member of a three-server cluster, with the log replicated.
+func startHeldFollower(t *testing.T, hold time.Duration, r3 bool) *heldFollower {
 	t.Helper()
-	s := natsd.StartTest(t)
-	f := &heldFollower{t: t, proxy: newHoldProxy(t, s.Addr().String()), done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	f := &heldFollower{t: t, cancel: cancel, done: make(chan error, 1)}
+	var s *server.Server
+	if r3 {
+		c := natsd.StartCluster(t, 3)
+		s = c.Server(0)
+		f.writer = openR3(t, c, natsd.Connect(t, s))
+	} else {
+		s = natsd.StartTest(t)
+		var err error
+		if f.writer, err = events.Open(ctx, natsd.Connect(t, s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.stream = f.writer.JetStream()
+	f.proxy = newHoldProxy(t, s.Addr().String())
 	nc, err := nats.Connect("nats://" + f.proxy.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
-	t.Cleanup(cancel)
 	l, err := events.Open(ctx, nc)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if f.writer, err = events.Open(ctx, natsd.Connect(t, s)); err != nil {
 		t.Fatal(err)
 	}
 	if hold > 0 {
@@ -114,6 +171,22 @@ func (f *heldFollower) append() uint64 {
 		f.t.Fatal(err)
 	}
 	return seq
+}
+
+// consumers returns how many consumers the log's stream has.
+func (f *heldFollower) consumers() int {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := f.stream.Stream(ctx, events.StreamName)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.State.Consumers
 }
 
 // read returns the sequences the follower handed on so far.

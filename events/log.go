@@ -31,6 +31,12 @@ type Log struct {
 	batches atomic.Uint64
 	// large is the last event over detachAbove that the Log decoded.
 	large lastLarge
+	// lone: the stream lives on one server with no raft group (no
+	// cluster): no election drops a request, and a consumer cannot be
+	// left on a peer out of reach, so a request with no answer in time
+	// while connected is one queued behind others (createQueued,
+	// stillServes).
+	lone bool
 }
 
 // lastLarge keeps the last large event a Log decoded, by stream sequence:
@@ -196,8 +202,9 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", StreamName, err)
 	}
+	ci := s.CachedInfo()
 	l := &Log{nc: nc, js: js, stream: s, codec: codec, logger: o.logger, observer: o.observer,
-		atomic: s.CachedInfo().Config.AllowAtomicPublish}
+		atomic: ci.Config.AllowAtomicPublish, lone: ci.Cluster == nil || ci.Cluster.RaftGroup == ""}
 	l.async = newBatcher(l, asyncMaxPending)
 	return l, nil
 }

@@ -810,6 +810,11 @@ const (
 	followCheckEvery  = 2 * time.Second
 	followCheckMax    = 8 * time.Second // the checks of a follower that stays quiet grow apart to this
 	followInfoTimeout = 2 * time.Second
+	// loneCreateMaxWait bounds the last of a create's attempts on a lone
+	// server (createQueued), whose bounds double up to it: from a first
+	// of 5 s, 35 s in all, then the follower gives up on that create as on
+	// any other that failed.
+	loneCreateMaxWait = 20 * time.Second
 )
 
 // Follow reads the events selected by ro, first those in the log and then
@@ -950,11 +955,34 @@ type followAt struct {
 // heartbeats alone made followers replace ~4,000 live consumers during a
 // cold start, each a walk of the stream's subjects for the server
 // (docs/bench/scale.md, session 11).
+//
+// On a lone server (Log.lone) a check with no answer in time, while
+// connected, keeps the consumer too: that server cannot have stopped
+// while this connection to it stands (a restart closes it, and the check
+// after it says the consumer is gone), so the check was queued behind
+// others. The server answers consumer checks only when no other
+// JetStream request waits (its info queue), and at 1,000 host managers
+// these went unanswered for as long as consumer creates queued: the
+// followers replaced 4,255 consumers whose heartbeats came late in one
+// cold start, each a create more in that queue (docs/bench/scale.md,
+// session 12). What the consumer delivers next is checked against what
+// the follower read (followConsumer): a gap replaces it.
 func (l *Log) stillServes(ctx context.Context, cons jetstream.Consumer, delivered uint64) bool {
 	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
 	defer cancel()
 	info, err := cons.Info(ictx)
-	return err == nil && info.Delivered.Consumer == delivered
+	if err != nil {
+		return l.queued(ctx, err)
+	}
+	return info.Delivered.Consumer == delivered
+}
+
+// queued reports whether err, from a request to the log's server, means
+// the request waits in a queue there: no answer in time, on a lone server
+// this client is connected to.
+func (l *Log) queued(ctx context.Context, err error) bool {
+	return l.lone && ctx.Err() == nil && l.nc.IsConnected() &&
+		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout))
 }
 
 // followConsumer reads cons until ctx ends, fn fails (its error), or the
@@ -1136,11 +1164,38 @@ func (l *Log) createOrFind(ctx context.Context, cfg jetstream.ConsumerConfig, wa
 	if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) || cfg.Name == "" {
 		return cons, err
 	}
+	if l.lone {
+		return l.createQueued(ctx, cfg, wait, count, err)
+	}
 	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
 	defer cancel()
 	if late, lerr := l.stream.Consumer(ictx, cfg.Name); lerr == nil {
 		count.late()
 		return late, nil
+	}
+	return nil, err
+}
+
+// createQueued follows a create of cfg's consumer on a lone server that
+// got no answer within wait (err): while connected, the request waits in
+// the server's queue (no election drops it there), so the same create, of
+// the same name, is sent again with twice the bound, up to
+// loneCreateMaxWait. The server answers it from the consumer the first
+// request made, without a second walk of the stream's subjects (a
+// create of an existing consumer with the same configuration changes
+// nothing). A lookup instead (createOrFind) waits in the server's info
+// queue, served only when no other request waits: at 1,000 host managers
+// it went unanswered, and each follower deleted its consumer and asked
+// for a new one, three requests in the queue for one consumer
+// (docs/bench/scale.md, session 12).
+func (l *Log) createQueued(ctx context.Context, cfg jetstream.ConsumerConfig, wait time.Duration, count *ReadCount, err error) (jetstream.Consumer, error) {
+	for l.queued(ctx, err) && wait < loneCreateMaxWait {
+		wait = min(2*wait, loneCreateMaxWait)
+		var cons jetstream.Consumer
+		if cons, err = l.create(ctx, cfg, wait, count); err == nil {
+			count.late()
+			return cons, nil
+		}
 	}
 	return nil, err
 }
