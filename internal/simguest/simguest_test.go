@@ -154,3 +154,48 @@ func TestProtocol(t *testing.T) {
 		}
 	}
 }
+
+// TestBeatsWhileARequestWaits: a guest whose request holds its lock (a run
+// appending process.started to a server that answers late) keeps sending
+// heartbeats, and so do the guests after it: one goroutine beats for all
+// of them, and at 1,000 nodes one slow append held back every heartbeat
+// behind it until thousands of guests were reported lost.
+func TestBeatsWhileARequestWaits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv := natsd.StartTest(t)
+	nc := natsd.Connect(t, srv)
+	l, err := events.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := New(ctx, l, 20*time.Millisecond)
+	d := sim.Driver("node1")
+	for _, name := range []string{"webvm", "dbvm"} {
+		ref := hostmanager.GuestRef{Package: name, Node: "node1", Guest: config.Guest{Name: name, Driver: config.DriverProcess}}
+		if err := d.Start(ctx, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beats, err := nc.SubscribeSync(guestagent.HeartbeatSubject("*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim.mu.Lock()
+	held := sim.guests["node1/webvm"]
+	sim.mu.Unlock()
+	held.mu.Lock() // a request in flight
+	defer held.mu.Unlock()
+	from := map[string]int{}
+	for from["webvm"] < 3 || from["dbvm"] < 3 {
+		m, err := beats.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("heartbeats while webvm's lock is held: %v (got %v)", err, from)
+		}
+		var hb guestagent.Heartbeat
+		if err := json.Unmarshal(m.Data, &hb); err != nil {
+			t.Fatal(err)
+		}
+		from[hb.Guest]++
+	}
+}
