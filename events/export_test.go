@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -14,4 +15,11 @@ func ConsumerConfigForTest(ro ReadOptions) jetstream.ConsumerConfig {
 // CreatedNotForTest is what follows a failed create of cfg's consumer.
 func (l *Log) CreatedNotForTest(ctx context.Context, cfg *jetstream.ConsumerConfig) {
 	l.createdNot(ctx, cfg)
+}
+
+// StalledForTest is a follower's check of a consumer that delivered
+// nothing for a while, with recheck as the pause before it asks again
+// about a consumer that held no pull request.
+func (l *Log) StalledForTest(ctx context.Context, cons jetstream.Consumer, recheck time.Duration) error {
+	return l.stalledAfter(ctx, cons, recheck)
 }
