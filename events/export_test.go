@@ -22,7 +22,3 @@ func (l *Log) CreatedNotForTest(ctx context.Context, cfg *jetstream.ConsumerConf
 func (l *Log) StalledForTest(ctx context.Context, cons jetstream.Consumer, read uint64, unread *uint64) error {
 	return l.stalled(ctx, cons, read, unread)
 }
-
-// ErrNoPullForTest is stalled's verdict on a consumer that holds no pull
-// request: ask anew, keep the consumer.
-var ErrNoPullForTest = errNoPull

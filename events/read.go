@@ -850,13 +850,6 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		if l.nc.IsClosed() {
 			return fmt.Errorf("follow: %w", nats.ErrConnectionClosed)
 		}
-		if errors.Is(why, errNoPull) {
-			// The consumer is there and has delivered all it has; a new
-			// iterator on it asks anew.
-			ro.Count.kept()
-			l.logger.Debug("follow: no pull request on the server; asking anew", "from", at.next)
-			continue
-		}
 		next := at.next
 		// The consumer is gone or out of step: a new one from the next
 		// sequence, as nats.go's ordered consumer does.
@@ -1064,21 +1057,23 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 	}
 }
 
-// errNoPull says a consumer holds no pull request of its follower's: the
-// iterator's last one expired or was filled and the next has not come.
-// The follower asks anew with a new iterator on the same consumer.
-var errNoPull = errors.New("check consumer: no pull request waiting on the server")
-
 // stalled asks the server about a consumer that delivered nothing for
 // followCheckEvery, of which the follower read up to consumer sequence
 // read, and says why it must be replaced: it cannot be reached, it
 // delivered messages that did not come (lost with a connection: a second
 // check finds the same count as the one before, kept in unread), or it
 // has messages for us that it does not deliver though it holds a pull
-// request; errNoPull if it holds none. A wrong verdict costs a new
-// consumer, nothing is lost or repeated. (A check that found no pull
-// request replaced the consumer until session 12: ~600 in the 15 s after
-// a 1,000-node cold start, docs/bench/scale.md.)
+// request. A wrong verdict costs a new consumer, nothing is lost or
+// repeated.
+//
+// A consumer that holds no pull request is kept: the iterator's last one
+// expired or was filled and it asks anew inside Next, or, if it does not
+// know, once a heartbeat is missed (there are none without a pull). It
+// was replaced until session 12, ~600 times in the 15 s after a 1,000-node
+// cold start (docs/bench/scale.md); a new iterator on the same consumer
+// instead lost messages: a pull the old one had just sent reached the
+// server after the check, and what it was given went to the old
+// iterator's closed inbox.
 func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer, read uint64, unread *uint64) error {
 	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
 	defer cancel()
@@ -1099,9 +1094,7 @@ func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer, read uint64,
 		}
 		*unread = info.Delivered.Consumer // on their way, perhaps
 		return nil
-	case info.NumWaiting == 0:
-		return errNoPull
-	case info.NumPending > 0:
+	case info.NumPending > 0 && info.NumWaiting > 0:
 		return fmt.Errorf("check consumer: %d messages pending, none delivered for %v", info.NumPending, followCheckEvery)
 	}
 	return nil
