@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -17,8 +18,8 @@ func (l *Log) CreatedNotForTest(ctx context.Context, cfg *jetstream.ConsumerConf
 }
 
 // StalledForTest is a follower's check of a consumer that delivered
-// nothing for a while, of which it read up to consumer sequence read; unread
-// is what the check before found delivered and not read.
-func (l *Log) StalledForTest(ctx context.Context, cons jetstream.Consumer, read uint64, unread *uint64) error {
-	return l.stalled(ctx, cons, read, unread)
+// nothing for a while, with recheck as the pause before it asks again
+// about a consumer that held no pull request.
+func (l *Log) StalledForTest(ctx context.Context, cons jetstream.Consumer, recheck time.Duration) error {
+	return l.stalledAfter(ctx, cons, recheck)
 }

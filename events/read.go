@@ -850,6 +850,11 @@ func (l *Log) Follow(ctx context.Context, ro ReadOptions, fn Handler) error {
 		if l.nc.IsClosed() {
 			return fmt.Errorf("follow: %w", nats.ErrConnectionClosed)
 		}
+		if errors.Is(why, jetstream.ErrNoHeartbeat) && l.stillServes(ctx, cons, at.delivered) {
+			ro.Count.kept()
+			l.logger.Debug("follow: heartbeats late; the consumer answers, keeping it", "from", at.next, "heartbeat", hb)
+			continue
+		}
 		next := at.next
 		// The consumer is gone or out of step: a new one from the next
 		// sequence, as nats.go's ordered consumer does.
@@ -942,34 +947,34 @@ type followAt struct {
 	parts           assembler
 }
 
-// answers reports whether cons, whose heartbeats came late, answers that
-// it exists: the follower then reads on with the same iterator, and what
-// the consumer delivered meanwhile is on its way (stopping the iterator
-// would drop it, and a consumer that takes no acks sends nothing again).
-// A server that stopped cannot answer (nor can one cut off from this
-// client): that consumer is replaced. At 1,000 host managers on one busy
-// server, late heartbeats alone made followers replace ~4,000 live
-// consumers during a cold start, each a walk of the stream's subjects for
-// the server (docs/bench/scale.md, session 11); then, with a new iterator
-// on the same consumer, ~1,900 more whose messages were on their way
-// (session 12).
+// stillServes reports whether cons, whose heartbeats came late, answers
+// that it exists and has delivered nothing since the message at consumer
+// sequence delivered: reading it on loses nothing. A server that stopped
+// cannot answer (nor can one cut off from this client): that consumer is
+// replaced, as before. At 1,000 host managers on one busy server, late
+// heartbeats alone made followers replace ~4,000 live consumers during a
+// cold start, each a walk of the stream's subjects for the server
+// (docs/bench/scale.md, session 11).
 //
 // On a lone server (Log.lone) a check with no answer in time, while
-// connected, answers too: that server cannot have stopped while this
-// connection to it stands (a restart closes it, and the check after it
-// says the consumer is gone), so the check was queued behind others. The
-// server answers consumer checks only when no other JetStream request
-// waits (its info queue), and at 1,000 host managers these went
-// unanswered for as long as consumer creates queued: the followers
-// replaced 4,255 consumers whose heartbeats came late in one cold start,
-// each a create more in that queue (docs/bench/scale.md, session 12).
-// What the consumer delivers next is checked against what the follower
-// read (followConsumer, stalled): a gap replaces it.
-func (l *Log) answers(ctx context.Context, cons jetstream.Consumer) bool {
+// connected, keeps the consumer too: that server cannot have stopped
+// while this connection to it stands (a restart closes it, and the check
+// after it says the consumer is gone), so the check was queued behind
+// others. The server answers consumer checks only when no other
+// JetStream request waits (its info queue), and at 1,000 host managers
+// these went unanswered for as long as consumer creates queued: the
+// followers replaced 4,255 consumers whose heartbeats came late in one
+// cold start, each a create more in that queue (docs/bench/scale.md,
+// session 12). What the consumer delivers next is checked against what
+// the follower read (followConsumer): a gap replaces it.
+func (l *Log) stillServes(ctx context.Context, cons jetstream.Consumer, delivered uint64) bool {
 	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
 	defer cancel()
-	_, err := cons.Info(ictx)
-	return err == nil || l.queued(ctx, err)
+	info, err := cons.Info(ictx)
+	if err != nil {
+		return l.queued(ctx, err)
+	}
+	return info.Delivered.Consumer == delivered
 }
 
 // queued reports whether err, from a request to the log's server, means
@@ -992,7 +997,6 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	quiet := followCheckEvery
-	var unread uint64 // what the consumer had delivered when a check found some of it unread
 	for {
 		m, err := it.Next(jetstream.NextMaxWait(quiet))
 		if ctx.Err() != nil {
@@ -1005,18 +1009,13 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 			// stall by itself. The checks grow apart while it stays
 			// quiet: each is a request to the server's JetStream API,
 			// which thousands of idle followers kept busy.
-			if why := l.stalled(ctx, cons, at.delivered, &unread); why != nil && ctx.Err() == nil {
+			if why := l.stalled(ctx, cons); why != nil && ctx.Err() == nil {
 				return why, nil
 			}
 			quiet = min(2*quiet, followCheckMax)
 			continue
 		}
 		quiet = followCheckEvery
-		if errors.Is(err, jetstream.ErrNoHeartbeat) && l.answers(ctx, cons) {
-			ro.Count.kept()
-			l.logger.Debug("follow: heartbeats late; the consumer answers, reading on", "from", at.next, "heartbeat", hb)
-			continue
-		}
 		if err != nil {
 			// No heartbeat (its server stopped), the consumer deleted, the
 			// iterator closed under us: each means a new consumer.
@@ -1058,23 +1057,17 @@ func (l *Log) followConsumer(ctx context.Context, cons jetstream.Consumer, ro Re
 }
 
 // stalled asks the server about a consumer that delivered nothing for
-// followCheckEvery, of which the follower read up to consumer sequence
-// read, and says why it must be replaced: it cannot be reached, it
-// delivered messages that did not come (lost with a connection: a second
-// check finds the same count as the one before, kept in unread), or it
-// has messages for us that it does not deliver though it holds a pull
-// request. A wrong verdict costs a new consumer, nothing is lost or
-// repeated.
-//
-// A consumer that holds no pull request is kept: the iterator's last one
-// expired or was filled and it asks anew inside Next, or, if it does not
-// know, once a heartbeat is missed (there are none without a pull). It
-// was replaced until session 12, ~600 times in the 15 s after a 1,000-node
-// cold start (docs/bench/scale.md); a new iterator on the same consumer
-// instead lost messages: a pull the old one had just sent reached the
-// server after the check, and what it was given went to the old
-// iterator's closed inbox.
-func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer, read uint64, unread *uint64) error {
+// followCheckEvery, and says why it must be replaced: it cannot be reached,
+// it has messages for us that it did not deliver, or it holds no pull
+// request of ours (the iterator thinks one is outstanding, the server lost
+// it). A wrong verdict costs a new consumer, nothing is lost or repeated.
+func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer) error {
+	return l.stalledAfter(ctx, cons, pullRecheck)
+}
+
+// stalledAfter is stalled, asking again after recheck about a consumer
+// that held no pull request.
+func (l *Log) stalledAfter(ctx context.Context, cons jetstream.Consumer, recheck time.Duration) error {
 	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
 	defer cancel()
 	info, err := cons.Info(ictx)
@@ -1088,16 +1081,33 @@ func (l *Log) stalled(ctx context.Context, cons jetstream.Consumer, read uint64,
 		return nil
 	case err != nil:
 		return fmt.Errorf("check consumer: %w", err)
-	case info.Delivered.Consumer > read:
-		if *unread == info.Delivered.Consumer {
-			return fmt.Errorf("check consumer: it delivered %d, %d came", info.Delivered.Consumer, read)
-		}
-		*unread = info.Delivered.Consumer // on their way, perhaps
-		return nil
-	case info.NumPending > 0 && info.NumWaiting > 0:
+	case info.NumPending > 0:
 		return fmt.Errorf("check consumer: %d messages pending, none delivered for %v", info.NumPending, followCheckEvery)
+	case info.NumWaiting == 0 && l.noPullAgain(ctx, cons, recheck):
+		return errors.New("check consumer: no pull request waiting on the server")
 	}
 	return nil
+}
+
+// pullRecheck is how long a follower waits before it asks again about a
+// consumer that held no pull request of its (noPullAgain).
+const pullRecheck = 300 * time.Millisecond
+
+// noPullAgain asks again, after pullRecheck, whether cons holds no pull
+// request: the iterator asks anew when its last one expires or is
+// filled, and a check that comes in between finds none. At 1,000 host
+// managers, checks in such gaps replaced ~600 consumers within 15 s after
+// a cold start (each a create in the server's queue) and delayed the
+// decisions on the exits then (docs/bench/scale.md, session 12). No
+// answer keeps the consumer, as in stalled.
+func (l *Log) noPullAgain(ctx context.Context, cons jetstream.Consumer, recheck time.Duration) bool {
+	if pause(ctx, recheck) != nil {
+		return false
+	}
+	ictx, cancel := context.WithTimeout(ctx, followInfoTimeout)
+	defer cancel()
+	info, err := cons.Info(ictx)
+	return err == nil && info.NumWaiting == 0
 }
 
 // recreate creates the follower's consumer again, retrying until it exists
