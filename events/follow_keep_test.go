@@ -43,33 +43,6 @@ func TestFollowKeepsALateConsumer(t *testing.T) {
 	f.stop()
 }
 
-// TestFollowKeepsAConsumerItsServerIsTooBusyToCheck: on a lone server, a
-// follower whose consumer's heartbeats come late and whose check of the
-// consumer gets no answer in time either, while its connection stands,
-// reads on with the same consumer: that server cannot have stopped (the
-// connection would have closed), its queue is long. (At 1,000 host
-// managers the checks went unanswered while creates queued, and followers
-// replaced 4,255 consumers in a cold start, each a create more in that
-// queue.) What the server sends is held 4 s: heartbeats missed after 1 s,
-// the check unanswered for its 2 s.
-func TestFollowKeepsAConsumerItsServerIsTooBusyToCheck(t *testing.T) {
-	f := startHeldFollower(t, 0, false)
-	first := f.append()
-	natstest.WaitFor(t, 10*time.Second, "the first event read", func() bool { return len(f.read()) == 1 })
-
-	f.proxy.hold(4 * time.Second)
-	natstest.WaitFor(t, 15*time.Second, "the unchecked consumer kept", func() bool { return f.count.Kept.Load() > 0 })
-	second := f.append()
-	natstest.WaitFor(t, 15*time.Second, "the second event read", func() bool { return len(f.read()) == 2 })
-	if seqs := f.read(); seqs[0] != first || seqs[1] != second {
-		t.Errorf("read %v, want [%d %d]", seqs, first, second)
-	}
-	if n := f.count.Creates.Load(); n != 1 {
-		t.Errorf("the follower asked for %d consumers, want its first one kept", n)
-	}
-	f.stop()
-}
-
 // TestFollowUsesALateConsumer: a follower whose create gets no answer in
 // time (the server's answers held 5.5 s, past the 5 s bound) uses the
 // consumer the server made all the same, instead of deleting it and

@@ -33,9 +33,8 @@ type Log struct {
 	large lastLarge
 	// lone: the stream lives on one server with no raft group (no
 	// cluster): no election drops a request, and a consumer cannot be
-	// left on a peer out of reach, so a request with no answer in time
-	// while connected is one queued behind others (createQueued,
-	// stillServes).
+	// left on a peer out of reach, so a create with no answer in time
+	// while connected is one queued behind others (createQueued).
 	lone bool
 }
 
