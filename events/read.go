@@ -973,7 +973,13 @@ func (l *Log) stillServes(ctx context.Context, cons jetstream.Consumer, delivere
 // the request waits in a queue there: no answer in time, on a lone server
 // this client is connected to.
 func (l *Log) queued(ctx context.Context, err error) bool {
-	return l.lone && ctx.Err() == nil && l.nc.IsConnected() &&
+	return l.lone && l.unanswered(ctx, err)
+}
+
+// unanswered reports whether err, from a request to the log's server, is
+// no answer in time while this client is connected (and ctx not ended).
+func (l *Log) unanswered(ctx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && l.nc.IsConnected() &&
 		(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout))
 }
 
@@ -1064,7 +1070,7 @@ func (l *Log) stalledAfter(ctx context.Context, cons jetstream.Consumer, recheck
 	defer cancel()
 	info, err := cons.Info(ictx)
 	switch {
-	case err != nil && ctx.Err() == nil && l.nc.IsConnected() && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)):
+	case l.unanswered(ctx, err):
 		// No answer in time, connected: the API is busy (a missing
 		// heartbeat says when the consumer's server is gone). Replacing
 		// the consumer would add a create to the API's queue, and under
