@@ -210,11 +210,6 @@ type Runner struct {
 	unsure map[string]unsureAppend
 }
 
-// New is NewRunner.
-//
-// Deprecated: use NewRunner, the constructor's name in both runners.
-func New(cfg Config) (*Runner, error) { return NewRunner(cfg) }
-
 // NewRunner checks cfg and returns a Runner.
 func NewRunner(cfg Config) (*Runner, error) {
 	cfg, err := cfg.withDefaults()

@@ -658,16 +658,6 @@ func (in *Instance) processExited(e events.Event, d events.ProcessExited) {
 // message becomes the package's Seq (it is in the package's subject space);
 // a seq at or below the package's Seq changes nothing.
 func (s *State) Skip(seq uint64, subject string) {
-	s.skip(seq, subject)
-}
-
-// NoteSkipped is Skip.
-//
-// Deprecated: use Skip, the name both cores use (kept for branches in
-// flight).
-func (s *State) NoteSkipped(seq uint64, subject string) { s.skip(seq, subject) }
-
-func (s *State) skip(seq uint64, subject string) {
 	if seq == 0 {
 		return
 	}

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"io/fs"
 	"sort"
@@ -116,6 +117,32 @@ func TestValidateDoesNotDecodeTheConfig(t *testing.T) {
 	for _, bad := range []string{`{"hash":"h","config":[1]}`, `{"hash":"h","config":"x"}`, `{"hash":"h","config":{"a":}}`, `{"config":{}}`} {
 		if err := v.Validate(typ, []byte(bad)); err == nil {
 			t.Errorf("%s: valid, want an error", bad)
+		}
+	}
+}
+
+// TestValidateEscapesAtTheEnd: a member whose string ends in an escape,
+// a surrogate or a cut-off one, gets the reference's verdict. Under -race
+// the JSON decoder of go-json v0.10.5 stopped the process here
+// (checkptr: its \u look-ahead pointed past the string's allocation;
+// goccy/go-json#575); guests send such strings.
+func TestValidateEscapesAtTheEnd(t *testing.T) {
+	v, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const typ = "io.vmguard.process.exited.v1"
+	for _, s := range []string{`\ud800`, `ab\ud800`, `\ud83d\ude00`, `\ud800\u`, `\u00`, `\n`, `a\/`, `\\`, `\`, `\ud800\ud800`} {
+		for _, member := range []string{"guest", "request_id", "extra"} {
+			data := []byte(`{"service":"s","pid":1,"exit_code":0,"runtime_ms":1,"epoch":1,"guest":"g","request_id":"r"}`)
+			data = bytes.Replace(data, []byte(`"`+member+`":`), []byte(`"`+member+`":"`+s+`","x`+member+`":`), 1)
+			if member == "extra" {
+				data = bytes.Replace(data, []byte(`}`), []byte(`,"extra":"`+s+`"}`), 1)
+			}
+			fast, ref := v.Validate(typ, data), v.validateReference(typ, data)
+			if (fast == nil) != (ref == nil) {
+				t.Errorf("%s: fast=%v reference=%v", data, fast, ref)
+			}
 		}
 	}
 }
