@@ -163,7 +163,7 @@ func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		return fmt.Errorf("start guest %s: %w", g.Name(), err)
 	}
-	untilExeced(pid, state, done)
+	untilExeced(ctx, pid, state, done)
 	return nil
 }
 
@@ -171,17 +171,19 @@ func (d *ProcessDriver) Start(ctx context.Context, g GuestRef) error {
 const execVisibleWithin = 2 * time.Second
 
 // untilExeced waits until /proc shows pid as the agent with state directory
-// state, until it ends (done), or execVisibleWithin. cmd.Start returns once
+// state, until it ends (done), ctx ends, or execVisibleWithin. cmd.Start returns once
 // the exec has begun, but for a moment after it /proc shows the process
 // without its command line: a Status then said "not running", and a Start
 // in that moment forked a second agent (TestProcessDriver, about one run in
 // a hundred under -race). An agent that does not show in time is left to
 // the guest's start timeout, as one that ends at once is.
-func untilExeced(pid int, state string, done <-chan struct{}) {
+func untilExeced(ctx context.Context, pid int, state string, done <-chan struct{}) {
 	deadline := time.Now().Add(execVisibleWithin)
 	for !isAgent(pid, state) && time.Now().Before(deadline) {
 		select {
 		case <-done:
+			return
+		case <-ctx.Done():
 			return
 		case <-time.After(time.Millisecond):
 		}
